@@ -1,0 +1,122 @@
+/*
+ * buf.c - per-worker buffer cache and the few buffer operations the data
+ * path needs. See buf.h for the model.
+ */
+#include "buf.h"
+#include "veer.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+void vbuf_cache_init(struct vbuf_cache *c, unsigned max_free)
+{
+    c->free = NULL;
+    c->nfree = 0;
+    c->max_free = max_free;
+}
+
+void vbuf_cache_destroy(struct vbuf_cache *c)
+{
+    while (c->free) {
+        struct vbuf *b = c->free;
+
+        c->free = b->next;
+        free(b);
+    }
+    c->nfree = 0;
+}
+
+static struct vbuf *vbuf_alloc(uint32_t size)
+{
+    struct vbuf *b = veer_malloc(sizeof(*b) + size);
+
+    b->next = NULL;
+    b->size = size;
+    b->start = b->end = 0;
+    return b;
+}
+
+struct vbuf *vbuf_get(struct vbuf_cache *c)
+{
+    struct vbuf *b = c->free;
+
+    if (b == NULL)
+        return vbuf_alloc(VBUF_SIZE);
+    c->free = b->next;
+    c->nfree--;
+    b->next = NULL;
+    b->start = b->end = 0;
+    return b;
+}
+
+void vbuf_put(struct vbuf_cache *c, struct vbuf *b)
+{
+    if (b == NULL)
+        return;
+    if (b->size != VBUF_SIZE || c->nfree >= c->max_free) {
+        free(b);
+        return;
+    }
+    b->next = c->free;
+    c->free = b;
+    c->nfree++;
+}
+
+uint32_t vbuf_compact(struct vbuf *b)
+{
+    uint32_t shift = b->start;
+
+    if (shift == 0)
+        return 0;
+    memmove(b->data, b->data + b->start, b->end - b->start);
+    b->end -= shift;
+    b->start = 0;
+    return shift;
+}
+
+int vbuf_reserve(struct vbuf_cache *c, struct vbuf **bp, size_t want, size_t limit,
+                 uint32_t *shift)
+{
+    struct vbuf *b = *bp, *nb;
+    size_t live, size;
+
+    *shift = 0;
+    if (vbuf_room(b) >= want)
+        return 0;
+    *shift = vbuf_compact(b);
+    if (vbuf_room(b) >= want)
+        return 0;
+    live = b->end;
+    if (live + want > limit)
+        return -1;
+    size = b->size;
+    while (size < live + want)
+        size *= 2;
+    if (size > limit)
+        size = limit;
+    nb = vbuf_alloc((uint32_t)size);
+    memcpy(nb->data, b->data, live);
+    nb->end = (uint32_t)live;
+    vbuf_put(c, b);
+    *bp = nb;
+    return 0;
+}
+
+void vbuf_add(struct vbuf *b, const void *p, size_t n)
+{
+    memcpy(b->data + b->end, p, n);
+    b->end += (uint32_t)n;
+}
+
+ssize_t vbuf_read(struct vbuf *b, int fd)
+{
+    ssize_t n;
+
+    do {
+        n = read(fd, b->data + b->end, b->size - b->end);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0)
+        b->end += (uint32_t)n;
+    return n;
+}

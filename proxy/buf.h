@@ -1,0 +1,78 @@
+/*
+ * buf.h - contiguous byte buffers for one direction of a connection.
+ *
+ * A vbuf holds bytes read from a socket in data[start, end). Bodies are
+ * forwarded straight out of the buffer they were read into (no copy), so
+ * one buffer per direction is all a transaction needs. Buffers of the
+ * standard size come from a per-worker cache (no locking, no malloc in
+ * steady state) and go back to it as soon as a connection is idle, which is
+ * what keeps an idle keep-alive connection at a few hundred bytes.
+ */
+#ifndef VEER_BUF_H
+#define VEER_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define VBUF_SIZE (16 * 1024)
+
+struct vbuf {
+    struct vbuf *next; /* free-list link while cached */
+    uint32_t size;     /* bytes of data[] */
+    uint32_t start;    /* first unconsumed byte */
+    uint32_t end;      /* one past the last byte */
+    char data[];
+};
+
+struct vbuf_cache {
+    struct vbuf *free;
+    unsigned nfree;
+    unsigned max_free;
+};
+
+void vbuf_cache_init(struct vbuf_cache *c, unsigned max_free);
+void vbuf_cache_destroy(struct vbuf_cache *c);
+
+/* A standard-size empty buffer, from the cache when possible. */
+struct vbuf *vbuf_get(struct vbuf_cache *c);
+
+/* Return a buffer (any size) to the cache or to the allocator. NULL is fine. */
+void vbuf_put(struct vbuf_cache *c, struct vbuf *b);
+
+/*
+ * Make room for at least `want` bytes after end. Moves live data to the
+ * front first; if that is not enough, replaces *bp with a larger buffer of
+ * at most `limit` bytes. Live bytes move down by *shift (offsets the caller
+ * keeps relative to data[] must be reduced by it). Returns 0, or -1 when
+ * `limit` does not allow that much room (the buffer is then compacted but
+ * otherwise unchanged).
+ */
+int vbuf_reserve(struct vbuf_cache *c, struct vbuf **bp, size_t want, size_t limit,
+                 uint32_t *shift);
+
+/* Move data[start, end) to the front. Returns how far it moved. */
+uint32_t vbuf_compact(struct vbuf *b);
+
+static inline uint32_t vbuf_len(const struct vbuf *b)
+{
+    return b ? b->end - b->start : 0;
+}
+
+static inline uint32_t vbuf_room(const struct vbuf *b)
+{
+    return b->size - b->end;
+}
+
+static inline char *vbuf_tail(struct vbuf *b)
+{
+    return b->data + b->end;
+}
+
+/* Append bytes; the caller made room. */
+void vbuf_add(struct vbuf *b, const void *p, size_t n);
+
+/* Read once from fd into the free tail. Returns read(2)'s result. */
+ssize_t vbuf_read(struct vbuf *b, int fd);
+
+#endif

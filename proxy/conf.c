@@ -1,0 +1,1414 @@
+/*
+ * conf.c - load a libconfig file into a validated struct veer_conf.
+ *
+ * The schema is a set of tables of struct field, one per libconfig group:
+ * each row names a key, its type, its range and where the value lands in
+ * the C struct. parse_group() walks the members of a group against its
+ * table, so an unknown key, a wrong type or a value out of range is
+ * reported with the file and line of the offending setting. Checks that
+ * involve several keys (shares against backends, listeners against pools,
+ * duplicate names) run after the walk of the group that holds them.
+ * Addresses are numeric: nothing here resolves a name.
+ */
+#include "conf.h"
+#include "veer.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* Where we are while loading one file, and where errors go. */
+struct loader {
+    const char *file; /* the path as the caller gave it */
+    char *err;
+    size_t errlen;
+    char where[256]; /* scratch for where() */
+};
+
+typedef int (*parse_fn)(struct loader *ld, const config_setting_t *s, void *obj);
+typedef const char *(*check_fn)(const char *value);
+
+enum field_kind {
+    K_INT,
+    K_INT64,
+    K_BOOL,
+    K_STRING,
+    K_GROUP,
+    K_CUSTOM,
+};
+
+/*
+ * One key of a group. off is the offset of the target in the object the
+ * group fills; a K_GROUP fills the sub-object at off with the table sub; a
+ * K_CUSTOM parser gets the whole object, so it may set several fields.
+ */
+struct field {
+    const char *name;
+    enum field_kind kind;
+    bool required;
+    size_t off;
+    long long min, max;
+    check_fn check;
+    const struct field *sub;
+    parse_fn parse;
+};
+
+/* Rows of the tables; the key is the member's name unless given. */
+// clang-format off
+#define F_INT(T, m, lo, hi)   {.name = #m, .kind = K_INT, .off = offsetof(T, m), \
+                               .min = (lo), .max = (hi)}
+#define F_INT64(T, m, lo, hi) {.name = #m, .kind = K_INT64, .off = offsetof(T, m), \
+                               .min = (lo), .max = (hi)}
+#define F_BOOL(T, m)          {.name = #m, .kind = K_BOOL, .off = offsetof(T, m)}
+#define F_STR(T, m, chk)      {.name = #m, .kind = K_STRING, .off = offsetof(T, m), .check = (chk)}
+#define F_REQ_STR(T, m, chk)  {.name = #m, .kind = K_STRING, .off = offsetof(T, m), \
+                               .check = (chk), .required = true}
+#define F_GROUP(T, m, tbl)    {.name = #m, .kind = K_GROUP, .off = offsetof(T, m), .sub = (tbl)}
+#define F_CUSTOM(key, fn)     {.name = (key), .kind = K_CUSTOM, .parse = (fn)}
+#define F_REQ_CUSTOM(key, fn) {.name = (key), .kind = K_CUSTOM, .parse = (fn), .required = true}
+#define F_END                 {.name = NULL}
+// clang-format on
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+
+/* Write "FILE:LINE: message" into the caller's buffer, if it gave one. */
+static void verror(struct loader *ld, const char *file, int line, const char *fmt, va_list ap)
+{
+    int n;
+
+    if (ld->err == NULL || ld->errlen == 0)
+        return;
+    n = snprintf(ld->err, ld->errlen, "%s:%d: ", file, line);
+    if (n < 0 || (size_t)n >= ld->errlen)
+        return;
+    vsnprintf(ld->err + n, ld->errlen - n, fmt, ap);
+}
+
+/*
+ * Report an error at setting s: its own file (it may come from an
+ * @include) and line. The root group has no line of its own; errors about
+ * the file as a whole point at line 1. Always returns -1.
+ */
+__attribute__((format(printf, 3, 4))) static int fail(struct loader *ld, const config_setting_t *s,
+                                                      const char *fmt, ...)
+{
+    const char *file = ld->file;
+    int line = 1;
+    va_list ap;
+
+    if (s != NULL && !config_setting_is_root(s)) {
+        line = (int)config_setting_source_line(s);
+        if (config_setting_source_file(s) != NULL)
+            file = config_setting_source_file(s);
+    }
+    va_start(ap, fmt);
+    verror(ld, file, line, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Same, at an explicit file and line (syntax errors, unreadable files). */
+__attribute__((format(printf, 4, 5))) static int fail_at(struct loader *ld, const char *file,
+                                                         int line, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    verror(ld, file, line, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Append the dotted path of s ("pools[0].backends[1].weight") to buf. */
+static void build_path(const config_setting_t *s, char *buf, size_t len)
+{
+    size_t n;
+
+    if (config_setting_is_root(s))
+        return;
+    build_path(config_setting_parent(s), buf, len);
+    n = strlen(buf);
+    if (n >= len - 1)
+        return;
+    if (config_setting_name(s) != NULL)
+        snprintf(buf + n, len - n, "%s%s", n ? "." : "", config_setting_name(s));
+    else
+        snprintf(buf + n, len - n, "[%d]", config_setting_index(s));
+}
+
+/*
+ * The path of s for an error message, in a buffer owned by the loader and
+ * valid until the next call (so one per message).
+ */
+static const char *where(struct loader *ld, const config_setting_t *s)
+{
+    ld->where[0] = '\0';
+    build_path(s, ld->where, sizeof(ld->where));
+    return ld->where;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checks on string values: NULL when fine, else what is wrong              */
+
+/* Pool, backend, listener-pool and instance names travel in admin commands
+ * ("set weight api/green-1 10"), metric labels and JSON, so keep them plain. */
+static const char *check_name(const char *v)
+{
+    for (; *v != '\0'; v++)
+        if (!isalnum((unsigned char)*v) && strchr("._-", *v) == NULL)
+            return "may contain only letters, digits, '.', '_' and '-'";
+    return NULL;
+}
+
+/* Group names must also be valid libconfig names, so `shares` can name them. */
+static const char *check_group(const char *v)
+{
+    if (!isalpha((unsigned char)v[0]))
+        return "must start with a letter, so that shares can name it";
+    for (; *v != '\0'; v++)
+        if (!isalnum((unsigned char)*v) && *v != '_' && *v != '-')
+            return "may contain only letters, digits, '_' and '-'";
+    return NULL;
+}
+
+static const char *check_path(const char *v)
+{
+    return v[0] == '/' ? NULL : "must start with '/'";
+}
+
+/* RFC 9110 token: header and cookie names. */
+static const char *check_token(const char *v)
+{
+    for (; *v != '\0'; v++)
+        if (!isalnum((unsigned char)*v) && strchr("!#$%&'*+-.^_`|~", *v) == NULL)
+            return "must be a valid HTTP token (letters, digits and !#$%&'*+-.^_`|~)";
+    return NULL;
+}
+
+static const char *check_url(const char *v)
+{
+    if (strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0)
+        return NULL;
+    return "must be a URL starting with http:// or https://";
+}
+
+static const char *check_protocols(const char *v)
+{
+    static const char *const known[] = {"TLSv1.2", "TLSv1.2+", "TLSv1.3", "TLSv1.3+"};
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(known); i++)
+        if (strcmp(v, known[i]) == 0)
+            return NULL;
+    return "must be one of TLSv1.2, TLSv1.2+, TLSv1.3, TLSv1.3+";
+}
+
+static const char *check_socket_path(const char *v)
+{
+    struct sockaddr_un sun;
+
+    if (strlen(v) >= sizeof(sun.sun_path))
+        return "is too long for a unix socket path, the limit is 107 bytes";
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scalars                                                                  */
+
+static int range_error(struct loader *ld, const config_setting_t *s, long long lo, long long hi,
+                       long long v)
+{
+    if (hi >= INT_MAX)
+        return fail(ld, s, "%s must be >= %lld (got %lld)", where(ld, s), lo, v);
+    return fail(ld, s, "%s must be between %lld and %lld (got %lld)", where(ld, s), lo, hi, v);
+}
+
+/* An integer (libconfig int or int64) within lo..hi. */
+static int get_int(struct loader *ld, const config_setting_t *s, long long lo, long long hi,
+                   long long *out)
+{
+    long long v;
+
+    if (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64)
+        return fail(ld, s, "%s must be an integer", where(ld, s));
+    v = config_setting_get_int64(s);
+    if (v < lo || v > hi)
+        return range_error(ld, s, lo, hi, v);
+    *out = v;
+    return 0;
+}
+
+static int get_bool(struct loader *ld, const config_setting_t *s, bool *out)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        return fail(ld, s, "%s must be true or false", where(ld, s));
+    *out = config_setting_get_bool(s);
+    return 0;
+}
+
+/* A non-empty string that passes check (if any), without allocating. */
+static int peek_string(struct loader *ld, const config_setting_t *s, check_fn check,
+                       const char **out)
+{
+    const char *v, *why;
+
+    if (config_setting_type(s) != CONFIG_TYPE_STRING)
+        return fail(ld, s, "%s must be a string", where(ld, s));
+    v = config_setting_get_string(s);
+    if (v[0] == '\0')
+        return fail(ld, s, "%s must not be empty", where(ld, s));
+    why = check ? check(v) : NULL;
+    if (why != NULL)
+        return fail(ld, s, "%s %s (got \"%s\")", where(ld, s), why, v);
+    *out = v;
+    return 0;
+}
+
+/* As peek_string, then replace *out (freeing a default) with a copy. */
+static int get_string(struct loader *ld, const config_setting_t *s, check_fn check, char **out)
+{
+    const char *v;
+
+    if (peek_string(ld, s, check, &v) < 0)
+        return -1;
+    free(*out);
+    *out = veer_strdup(v);
+    return 0;
+}
+
+/* A list of groups, as used for listen, pools, backends and certificates. */
+static bool is_group_list(const config_setting_t *s)
+{
+    return config_setting_is_list(s) ||
+           (config_setting_is_array(s) && config_setting_length(s) == 0);
+}
+
+/*
+ * Replace *out (freeing the previous list, e.g. a default) with the
+ * strings of a list or array; each element must pass check.
+ */
+static int get_string_list(struct loader *ld, const config_setting_t *s, check_fn check,
+                           char ***out, int *count)
+{
+    int i, n;
+
+    if (!config_setting_is_list(s) && !config_setting_is_array(s))
+        return fail(ld, s, "%s must be a list of strings, e.g. ( \"a\", \"b\" )", where(ld, s));
+    for (i = 0; i < *count; i++)
+        free((*out)[i]);
+    free(*out);
+    n = config_setting_length(s);
+    *out = veer_calloc(n, sizeof(char *));
+    *count = n;
+    for (i = 0; i < n; i++)
+        if (get_string(ld, config_setting_get_elem(s, i), check, &(*out)[i]) < 0)
+            return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Groups against tables                                                    */
+
+static int parse_group(struct loader *ld, const config_setting_t *s, const struct field *fields,
+                       void *obj);
+
+static int parse_member(struct loader *ld, const config_setting_t *s, const struct field *f,
+                        void *obj)
+{
+    char *p = (char *)obj + f->off;
+    long long v;
+
+    switch (f->kind) {
+    case K_INT:
+        if (get_int(ld, s, f->min, f->max, &v) < 0)
+            return -1;
+        *(int *)p = (int)v;
+        return 0;
+    case K_INT64:
+        if (get_int(ld, s, f->min, f->max, &v) < 0)
+            return -1;
+        *(int64_t *)p = v;
+        return 0;
+    case K_BOOL:
+        return get_bool(ld, s, (bool *)p);
+    case K_STRING:
+        return get_string(ld, s, f->check, (char **)p);
+    case K_GROUP:
+        return parse_group(ld, s, f->sub, p);
+    case K_CUSTOM:
+        return f->parse(ld, s, obj);
+    }
+    return -1;
+}
+
+static const struct field *find_field(const struct field *fields, const char *name)
+{
+    for (; fields->name != NULL; fields++)
+        if (strcmp(fields->name, name) == 0)
+            return fields;
+    return NULL;
+}
+
+static int unknown_key(struct loader *ld, const config_setting_t *group, const config_setting_t *m)
+{
+    if (config_setting_is_root(group))
+        return fail(ld, m, "unknown key '%s'", config_setting_name(m));
+    return fail(ld, m, "unknown key '%s' in %s", config_setting_name(m), where(ld, group));
+}
+
+/*
+ * Fill obj from the group s: every member must be a key of fields and
+ * valid; every required key must be present. Defaults are whatever obj
+ * held before the call.
+ */
+static int parse_group(struct loader *ld, const config_setting_t *s, const struct field *fields,
+                       void *obj)
+{
+    const struct field *f;
+    int i;
+
+    if (!config_setting_is_group(s))
+        return fail(ld, s, "%s must be a group: { key = value; ... }", where(ld, s));
+    for (i = 0; i < config_setting_length(s); i++) {
+        const config_setting_t *m = config_setting_get_elem(s, i);
+
+        f = find_field(fields, config_setting_name(m));
+        if (f == NULL)
+            return unknown_key(ld, s, m);
+        if (parse_member(ld, m, f, obj) < 0)
+            return -1;
+    }
+    for (f = fields; f->name != NULL; f++) {
+        if (!f->required || config_setting_get_member(s, f->name) != NULL)
+            continue;
+        if (config_setting_is_root(s))
+            return fail(ld, s, "missing required key '%s'", f->name);
+        return fail(ld, s, "missing required key '%s' in %s", f->name, where(ld, s));
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Addresses                                                                */
+
+__attribute__((format(printf, 3, 4))) static int addr_error(char *err, size_t errlen,
+                                                            const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err != NULL && errlen > 0) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* A port of decimal digits; -1 when empty or not a number, 65536 when too big. */
+static long parse_port(const char *p)
+{
+    const char *start = p;
+    long v = 0;
+
+    for (; isdigit((unsigned char)*p); p++)
+        v = v > 65535 ? v : v * 10 + (*p - '0');
+    return *p != '\0' || p == start ? -1 : v;
+}
+
+static int fill_v4(const char *text, const char *host, long port, struct conf_addr *out, char *err,
+                   size_t errlen)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+    char buf[INET_ADDRSTRLEN];
+
+    if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+        return addr_error(err, errlen,
+                          "'%s': host must be a numeric IPv4 address, [IPv6] address or "
+                          "localhost (no DNS names)",
+                          text);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons((uint16_t)port);
+    out->len = sizeof(*sin);
+    inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof(buf));
+    snprintf(out->text, sizeof(out->text), "%s:%ld", buf, port);
+    return 0;
+}
+
+static int fill_v6(const char *text, const char *host, long port, struct conf_addr *out, char *err,
+                   size_t errlen)
+{
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&out->ss;
+    char buf[INET6_ADDRSTRLEN];
+
+    if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+        return addr_error(err, errlen, "'%s': '%s' is not a numeric IPv6 address", text, host);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons((uint16_t)port);
+    out->len = sizeof(*sin6);
+    inet_ntop(AF_INET6, &sin6->sin6_addr, buf, sizeof(buf));
+    snprintf(out->text, sizeof(out->text), "[%s]:%ld", buf, port);
+    return 0;
+}
+
+/*
+ * Split "a.b.c.d:port", "[v6]:port" or "localhost:port" and parse it
+ * without DNS. On failure out is zeroed and err says why, quoting text.
+ */
+int conf_parse_addr(const char *text, bool allow_port0, struct conf_addr *out, char *err,
+                    size_t errlen)
+{
+    char host[64];
+    const char *port, *end;
+    size_t hlen;
+    int family = AF_INET;
+    long pnum;
+
+    memset(out, 0, sizeof(*out));
+    if (text == NULL || text[0] == '\0')
+        return addr_error(err, errlen, "empty address");
+    if (strlen(text) >= sizeof(out->text))
+        return addr_error(err, errlen, "'%.20s...': address too long", text);
+    if (text[0] == '[') {
+        end = strchr(text, ']');
+        if (end == NULL)
+            return addr_error(err, errlen, "'%s': missing ']' after the IPv6 address", text);
+        family = AF_INET6;
+        hlen = end - text - 1;
+        memcpy(host, text + 1, hlen);
+        port = end + 1;
+        if (*port != ':')
+            return addr_error(err, errlen, "'%s': missing port (expected [IPv6]:PORT)", text);
+    } else {
+        port = strchr(text, ':');
+        if (port == NULL)
+            return addr_error(err, errlen, "'%s': missing port (expected HOST:PORT)", text);
+        if (strchr(port + 1, ':') != NULL)
+            return addr_error(err, errlen,
+                              "'%s': IPv6 addresses must be in brackets, e.g. [::1]:8080", text);
+        hlen = port - text;
+        memcpy(host, text, hlen);
+    }
+    host[hlen] = '\0';
+    port++;
+    if (hlen == 0)
+        return addr_error(err, errlen, "'%s': missing host", text);
+    if (*port == '\0')
+        return addr_error(err, errlen, "'%s': missing port", text);
+    pnum = parse_port(port);
+    if (pnum < 0)
+        return addr_error(err, errlen, "'%s': port must be a number", text);
+    if (pnum < (allow_port0 ? 0 : 1) || pnum > 65535)
+        return addr_error(err, errlen, "'%s': port must be between %d and 65535", text,
+                          allow_port0 ? 0 : 1);
+    if (family == AF_INET && strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    if ((family == AF_INET ? fill_v4 : fill_v6)(text, host, pnum, out, err, errlen) < 0) {
+        memset(out, 0, sizeof(*out));
+        return -1;
+    }
+    return 0;
+}
+
+static int get_addr(struct loader *ld, const config_setting_t *s, bool allow_port0,
+                    struct conf_addr *out)
+{
+    char why[256];
+    const char *v;
+
+    if (peek_string(ld, s, NULL, &v) < 0)
+        return -1;
+    if (conf_parse_addr(v, allow_port0, out, why, sizeof(why)) < 0)
+        return fail(ld, s, "%s %s", where(ld, s), why);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* admin, timeouts, limits, health_endpoints, maintenance, cluster          */
+
+/* admin.mode: a string of octal digits, as chmod takes it ("0660"). */
+static int parse_admin_mode(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_admin *admin = obj;
+    const char *v, *p;
+    int mode = 0;
+
+    if (config_setting_type(s) != CONFIG_TYPE_STRING)
+        return fail(ld, s, "%s must be a string of octal digits, e.g. \"0660\"", where(ld, s));
+    v = config_setting_get_string(s);
+    for (p = v; *p != '\0'; p++) {
+        if (*p < '0' || *p > '7')
+            return fail(ld, s, "%s must be a string of octal digits, e.g. \"0660\" (got \"%s\")",
+                        where(ld, s), v);
+        mode = mode * 8 + (*p - '0');
+        if (mode > 0777)
+            return fail(ld, s, "%s must be between 0000 and 0777 (got \"%s\")", where(ld, s), v);
+    }
+    if (p == v)
+        return fail(ld, s, "%s must not be empty", where(ld, s));
+    admin->mode = mode;
+    return 0;
+}
+
+static int parse_admin_http(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_admin *admin = obj;
+
+    if (get_addr(ld, s, true, &admin->http) < 0)
+        return -1;
+    admin->has_http = true;
+    return 0;
+}
+
+static const struct field admin_fields[] = {
+    F_STR(struct conf_admin, socket, check_socket_path),
+    F_CUSTOM("mode", parse_admin_mode),
+    F_STR(struct conf_admin, owner, NULL),
+    F_STR(struct conf_admin, group, NULL),
+    F_CUSTOM("http", parse_admin_http),
+    F_END,
+};
+
+static const struct field timeout_fields[] = {
+    F_INT(struct conf_timeouts, connect_ms, 1, INT_MAX),
+    F_INT(struct conf_timeouts, client_header_ms, 1, INT_MAX),
+    F_INT(struct conf_timeouts, idle_ms, 1, INT_MAX),
+    F_INT(struct conf_timeouts, quiet_ms, 1, INT_MAX),
+    F_INT(struct conf_timeouts, upstream_response_ms, 1, INT_MAX),
+    F_INT(struct conf_timeouts, drain_ms, 1, INT_MAX),
+    F_INT(struct conf_timeouts, shutdown_ms, 1, INT_MAX),
+    F_END,
+};
+
+static const struct field limit_fields[] = {
+    F_INT(struct conf_limits, max_connections, 1, INT_MAX),
+    F_INT(struct conf_limits, max_connections_per_worker, 0, INT_MAX),
+    F_INT(struct conf_limits, request_line_bytes, 64, INT_MAX),
+    F_INT(struct conf_limits, header_bytes, 256, INT_MAX),
+    F_INT(struct conf_limits, header_count, 1, 10000),
+    F_INT64(struct conf_limits, body_bytes, 0, INT64_MAX),
+    F_END,
+};
+
+static const struct field health_endpoint_fields[] = {
+    F_STR(struct conf_health_endpoints, prefix, check_path),
+    F_BOOL(struct conf_health_endpoints, enabled),
+    F_END,
+};
+
+static int parse_allow(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_maintenance *m = obj;
+
+    return get_string_list(ld, s, check_path, &m->allow, &m->nallow);
+}
+
+static const struct field maintenance_fields[] = {
+    F_CUSTOM("allow", parse_allow),
+    F_INT(struct conf_maintenance, retry_after, 0, INT_MAX),
+    F_END,
+};
+
+static int parse_etcd(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_cluster *c = obj;
+
+    if (get_string_list(ld, s, check_url, &c->etcd, &c->netcd) < 0)
+        return -1;
+    if (c->netcd == 0)
+        return fail(ld, s, "%s must name at least one etcd endpoint", where(ld, s));
+    return 0;
+}
+
+static const struct field cluster_fields[] = {
+    F_CUSTOM("etcd", parse_etcd),
+    F_STR(struct conf_cluster, prefix, NULL),
+    F_STR(struct conf_cluster, instance, check_name),
+    F_END,
+};
+
+/*
+ * A cluster block turns fleet mode on. Its keys default to a local etcd,
+ * the prefix of the reference config and this host's name as the instance
+ * (a fixed default would give every instance of a fleet the same identity).
+ */
+static int parse_cluster(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_cluster *c = &((struct veer_conf *)obj)->cluster;
+    char host[256] = "";
+
+    c->enabled = true;
+    c->etcd = veer_calloc(1, sizeof(char *));
+    c->etcd[0] = veer_strdup("http://127.0.0.1:2379");
+    c->netcd = 1;
+    c->prefix = veer_strdup("/veer/prod");
+    if (gethostname(host, sizeof(host) - 1) < 0 || host[0] == '\0' || check_name(host) != NULL)
+        strcpy(host, "veer");
+    c->instance = veer_strdup(host);
+    return parse_group(ld, s, cluster_fields, c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* listen                                                                   */
+
+static const struct field cert_fields[] = {
+    F_REQ_STR(struct conf_tls_cert, cert, NULL),
+    F_REQ_STR(struct conf_tls_cert, key, NULL),
+    F_STR(struct conf_tls_cert, ocsp, NULL),
+    F_END,
+};
+
+static int parse_certificates(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_tls *tls = obj;
+    int i, n;
+
+    if (!is_group_list(s))
+        return fail(ld, s, "%s must be a list of groups: ( { cert = ...; key = ...; } )",
+                    where(ld, s));
+    n = config_setting_length(s);
+    if (n == 0)
+        return fail(ld, s, "%s must hold at least one certificate", where(ld, s));
+    tls->certs = veer_calloc(n, sizeof(*tls->certs));
+    tls->ncerts = n;
+    for (i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+
+        tls->certs[i].line = (int)config_setting_source_line(e);
+        if (parse_group(ld, e, cert_fields, &tls->certs[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static const struct field listen_tls_fields[] = {
+    F_REQ_CUSTOM("certificates", parse_certificates),
+    F_STR(struct conf_tls, protocols, check_protocols),
+    F_STR(struct conf_tls, ciphers, NULL),
+    F_END,
+};
+
+static int parse_listen_tls(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_listen *l = obj;
+
+    l->tls = veer_calloc(1, sizeof(*l->tls));
+    l->tls->protocols = veer_strdup("TLSv1.2+");
+    l->tls->line = (int)config_setting_source_line(s);
+    return parse_group(ld, s, listen_tls_fields, l->tls);
+}
+
+static int parse_listen_address(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    return get_addr(ld, s, true, &((struct conf_listen *)obj)->addr);
+}
+
+static const struct field listen_fields[] = {
+    F_REQ_CUSTOM("address", parse_listen_address),
+    F_REQ_STR(struct conf_listen, pool, check_name),
+    F_CUSTOM("tls", parse_listen_tls),
+    F_END,
+};
+
+static unsigned addr_port(const struct conf_addr *a)
+{
+    if (a->ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+}
+
+/* Two listeners on one address and port (port 0 excepted: each gets its own). */
+static int check_listen_duplicate(struct loader *ld, const struct veer_conf *conf, int i,
+                                  const config_setting_t *e)
+{
+    const struct conf_addr *a = &conf->listens[i].addr;
+    int j;
+
+    if (addr_port(a) == 0)
+        return 0;
+    for (j = 0; j < i; j++)
+        if (strcmp(conf->listens[j].addr.text, a->text) == 0)
+            return fail(ld, config_setting_get_member(e, "address"),
+                        "duplicate listen address %s (also at line %d)", a->text,
+                        conf->listens[j].line);
+    return 0;
+}
+
+static int parse_listens(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct veer_conf *conf = obj;
+    int i, n = config_setting_length(s);
+
+    if (!is_group_list(s))
+        return fail(ld, s,
+                    "%s must be a list of groups: ( { address = \"0.0.0.0:8080\"; pool = "
+                    "\"api\"; } )",
+                    where(ld, s));
+    if (n == 0)
+        return fail(ld, s, "%s must hold at least one listener", where(ld, s));
+    conf->listens = veer_calloc(n, sizeof(*conf->listens));
+    conf->nlistens = n;
+    for (i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+
+        conf->listens[i].line = (int)config_setting_source_line(e);
+        conf->listens[i].pool_index = -1;
+        if (parse_group(ld, e, listen_fields, &conf->listens[i]) < 0 ||
+            check_listen_duplicate(ld, conf, i, e) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* pools                                                                    */
+
+static const struct field health_fields[] = {
+    F_STR(struct conf_health, path, check_path),
+    F_INT(struct conf_health, interval_ms, 1, INT_MAX),
+    F_INT(struct conf_health, timeout_ms, 1, INT_MAX),
+    F_INT(struct conf_health, rise, 1, INT_MAX),
+    F_INT(struct conf_health, fall, 1, INT_MAX),
+    F_END,
+};
+
+static const struct field retries_fields[] = {
+    F_INT(struct conf_retries, count, 0, 10),
+    F_INT(struct conf_retries, base_ms, 1, INT_MAX),
+    F_INT(struct conf_retries, cap_ms, 1, INT_MAX),
+    F_INT(struct conf_retries, budget_percent, 0, 100),
+    F_END,
+};
+
+static const struct field breaker_fields[] = {
+    F_INT(struct conf_breaker, failures, 1, INT_MAX),
+    F_INT(struct conf_breaker, window_ms, 1, INT_MAX),
+    F_INT(struct conf_breaker, cooldown_ms, 1, INT_MAX),
+    F_INT(struct conf_breaker, half_open_successes, 1, INT_MAX),
+    F_INT(struct conf_breaker, max_ejection_percent, 0, 100),
+    F_END,
+};
+
+static const struct field sticky_fields[] = {
+    F_STR(struct conf_sticky, header, check_token),
+    F_STR(struct conf_sticky, cookie, check_token),
+    F_BOOL(struct conf_sticky, client_address),
+    F_END,
+};
+
+static const struct field upstream_tls_fields[] = {
+    F_BOOL(struct conf_upstream_tls, verify),
+    F_STR(struct conf_upstream_tls, ca, NULL),
+    F_STR(struct conf_upstream_tls, sni, NULL),
+    F_END,
+};
+
+static int parse_balance(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    static const char *const names[] = {
+        [BALANCE_SWRR] = "swrr",
+        [BALANCE_LEASTCONN] = "leastconn",
+        [BALANCE_P2C] = "p2c",
+    };
+    struct conf_pool *p = obj;
+    const char *v;
+    size_t i;
+
+    if (peek_string(ld, s, NULL, &v) < 0)
+        return -1;
+    for (i = 0; i < ARRAY_SIZE(names); i++) {
+        if (strcmp(v, names[i]) == 0) {
+            p->balance = (enum conf_balance)i;
+            return 0;
+        }
+    }
+    return fail(ld, s, "%s must be one of swrr, leastconn, p2c (got \"%s\")", where(ld, s), v);
+}
+
+static int parse_health(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_pool *p = obj;
+
+    p->has_health = true;
+    return parse_group(ld, s, health_fields, &p->health);
+}
+
+static int parse_retries(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_retries *r = &((struct conf_pool *)obj)->retries;
+    const config_setting_t *cap;
+
+    if (parse_group(ld, s, retries_fields, r) < 0)
+        return -1;
+    if (r->cap_ms >= r->base_ms)
+        return 0;
+    cap = config_setting_get_member(s, "cap_ms");
+    return fail(ld, cap ? cap : s, "%s.cap_ms (%d) must be >= base_ms (%d)", where(ld, s),
+                r->cap_ms, r->base_ms);
+}
+
+static int parse_sticky(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_pool *p = obj;
+    struct conf_sticky *st = &p->sticky;
+
+    p->has_sticky = true;
+    if (parse_group(ld, s, sticky_fields, st) < 0)
+        return -1;
+    if ((st->header != NULL) + (st->cookie != NULL) + st->client_address != 1)
+        return fail(ld, s, "%s must set exactly one of header, cookie or client_address = true",
+                    where(ld, s));
+    return 0;
+}
+
+static int parse_headroom(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_pool *p = obj;
+    double v;
+
+    if (!config_setting_is_number(s))
+        return fail(ld, s, "%s must be a number", where(ld, s));
+    if (config_setting_type(s) == CONFIG_TYPE_FLOAT)
+        v = config_setting_get_float(s);
+    else
+        v = (double)config_setting_get_int64(s);
+    if (!(v > 0))
+        return fail(ld, s, "%s must be greater than 0 (got %g)", where(ld, s), v);
+    p->capacity_headroom = v;
+    return 0;
+}
+
+static int parse_upstream_tls(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_pool *p = obj;
+
+    p->has_tls = true;
+    return parse_group(ld, s, upstream_tls_fields, &p->tls);
+}
+
+static int parse_backend_address(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    return get_addr(ld, s, false, &((struct conf_backend *)obj)->addr);
+}
+
+static const struct field backend_fields[] = {
+    F_REQ_STR(struct conf_backend, name, check_name),
+    F_REQ_CUSTOM("address", parse_backend_address),
+    F_INT(struct conf_backend, weight, 0, 1000),
+    F_STR(struct conf_backend, group, check_group),
+    F_END,
+};
+
+static int check_backend_duplicate(struct loader *ld, const struct conf_pool *p, int i,
+                                   const config_setting_t *e)
+{
+    int j;
+
+    for (j = 0; j < i; j++)
+        if (strcmp(p->backends[j].name, p->backends[i].name) == 0)
+            return fail(ld, config_setting_get_member(e, "name"),
+                        "duplicate backend name '%s' in %s (also at line %d)", p->backends[i].name,
+                        where(ld, config_setting_parent(e)), p->backends[j].line);
+    return 0;
+}
+
+static int parse_backends(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_pool *p = obj;
+    int i, n = config_setting_length(s);
+
+    if (!is_group_list(s))
+        return fail(ld, s, "%s must be a list of groups: ( { name = ...; address = ...; } )",
+                    where(ld, s));
+    p->backends = veer_calloc(n, sizeof(*p->backends));
+    p->nbackends = n;
+    for (i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+        struct conf_backend *b = &p->backends[i];
+
+        b->line = (int)config_setting_source_line(e);
+        b->weight = 100;
+        b->group = veer_strdup("default");
+        if (parse_group(ld, e, backend_fields, b) < 0 || check_backend_duplicate(ld, p, i, e) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* shares = { blue = 90; green = 10; }: whole percent per group. */
+static int parse_shares(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_pool *p = obj;
+    int i, n;
+    long long v;
+
+    if (!config_setting_is_group(s))
+        return fail(ld, s, "%s must be a group: { blue = 90; green = 10; }", where(ld, s));
+    n = config_setting_length(s);
+    p->has_shares = true;
+    p->shares = veer_calloc(n, sizeof(*p->shares));
+    p->nshares = n;
+    for (i = 0; i < n; i++) {
+        const config_setting_t *m = config_setting_get_elem(s, i);
+
+        if (get_int(ld, m, 0, 100, &v) < 0)
+            return -1;
+        p->shares[i].group = veer_strdup(config_setting_name(m));
+        p->shares[i].share = (int)v;
+        p->shares[i].line = (int)config_setting_source_line(m);
+    }
+    return 0;
+}
+
+static const struct field pool_fields[] = {
+    F_REQ_STR(struct conf_pool, name, check_name),
+    F_CUSTOM("balance", parse_balance),
+    F_CUSTOM("health", parse_health),
+    F_CUSTOM("retries", parse_retries),
+    F_GROUP(struct conf_pool, breaker, breaker_fields),
+    F_INT(struct conf_pool, slow_start_ms, 0, INT_MAX),
+    F_INT(struct conf_pool, hold_ms, 0, INT_MAX),
+    F_INT64(struct conf_pool, body_bytes, 0, INT64_MAX),
+    F_STR(struct conf_pool, override_header, check_token),
+    F_CUSTOM("sticky", parse_sticky),
+    F_CUSTOM("capacity_headroom", parse_headroom),
+    F_CUSTOM("tls", parse_upstream_tls),
+    F_CUSTOM("backends", parse_backends),
+    F_CUSTOM("shares", parse_shares),
+    F_END,
+};
+
+/* Sum of the configured weights of group's backends; -1 when it has none. */
+static int group_weight(const struct conf_pool *p, const char *group)
+{
+    int i, sum = -1;
+
+    for (i = 0; i < p->nbackends; i++) {
+        if (strcmp(p->backends[i].group, group) != 0)
+            continue;
+        sum = (sum < 0 ? 0 : sum) + p->backends[i].weight;
+    }
+    return sum;
+}
+
+static const struct conf_share *find_share(const struct conf_pool *p, const char *group)
+{
+    int i;
+
+    for (i = 0; i < p->nshares; i++)
+        if (strcmp(p->shares[i].group, group) == 0)
+            return &p->shares[i];
+    return NULL;
+}
+
+/*
+ * Explicit shares must describe the pool's groups exactly: one share per
+ * group that has backends, no share for a group without any, a total of
+ * 100, and no share > 0 for a group whose weights are all 0 (its traffic
+ * would have nowhere to go).
+ */
+static int check_shares(struct loader *ld, const struct conf_pool *p, const config_setting_t *s)
+{
+    const config_setting_t *m;
+    int i, sum = 0;
+
+    for (i = 0; i < p->nshares; i++) {
+        m = config_setting_get_elem(s, i);
+        if (group_weight(p, p->shares[i].group) < 0)
+            return fail(ld, m, "%s names group '%s' but no backend of the pool is in it",
+                        where(ld, s), p->shares[i].group);
+        sum += p->shares[i].share;
+    }
+    for (i = 0; i < p->nbackends; i++)
+        if (find_share(p, p->backends[i].group) == NULL)
+            return fail(ld, s,
+                        "%s has no share for group '%s' (every group with backends needs one)",
+                        where(ld, s), p->backends[i].group);
+    if (sum != 100)
+        return fail(ld, s, "%s must add up to 100 (got %d)", where(ld, s), sum);
+    for (i = 0; i < p->nshares; i++)
+        if (p->shares[i].share > 0 && group_weight(p, p->shares[i].group) == 0)
+            return fail(ld, config_setting_get_elem(s, i),
+                        "%s gives group '%s' %d%% but all its backends have weight 0", where(ld, s),
+                        p->shares[i].group, p->shares[i].share);
+    return 0;
+}
+
+static void pool_defaults(struct conf_pool *p)
+{
+    p->balance = BALANCE_SWRR;
+    p->health = (struct conf_health){
+        .path = veer_strdup("/"), .interval_ms = 500, .timeout_ms = 1000, .rise = 2, .fall = 3};
+    p->retries =
+        (struct conf_retries){.count = 2, .base_ms = 10, .cap_ms = 200, .budget_percent = 20};
+    p->breaker = (struct conf_breaker){.failures = 5,
+                                       .window_ms = 10000,
+                                       .cooldown_ms = 30000,
+                                       .half_open_successes = 2,
+                                       .max_ejection_percent = 50};
+    p->body_bytes = -1;
+    p->capacity_headroom = 2.0;
+    p->tls.verify = true;
+}
+
+static int parse_pool(struct loader *ld, const config_setting_t *e, struct conf_pool *p)
+{
+    const config_setting_t *shares;
+
+    p->line = (int)config_setting_source_line(e);
+    pool_defaults(p);
+    if (parse_group(ld, e, pool_fields, p) < 0)
+        return -1;
+    shares = config_setting_get_member(e, "shares");
+    return shares ? check_shares(ld, p, shares) : 0;
+}
+
+static int parse_pools(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct veer_conf *conf = obj;
+    int i, j, n = config_setting_length(s);
+
+    if (!is_group_list(s))
+        return fail(ld, s, "%s must be a list of groups: ( { name = \"api\"; ... } )",
+                    where(ld, s));
+    if (n == 0)
+        return fail(ld, s, "%s must hold at least one pool", where(ld, s));
+    conf->pools = veer_calloc(n, sizeof(*conf->pools));
+    conf->npools = n;
+    for (i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+
+        if (parse_pool(ld, e, &conf->pools[i]) < 0)
+            return -1;
+        for (j = 0; j < i; j++)
+            if (strcmp(conf->pools[j].name, conf->pools[i].name) == 0)
+                return fail(ld, config_setting_get_member(e, "name"),
+                            "duplicate pool name '%s' (also at line %d)", conf->pools[i].name,
+                            conf->pools[j].line);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The file                                                                 */
+
+static const struct field top_fields[] = {
+    F_INT(struct veer_conf, workers, 1, 256),
+    F_REQ_CUSTOM("listen", parse_listens),
+    F_GROUP(struct veer_conf, admin, admin_fields),
+    F_GROUP(struct veer_conf, timeouts, timeout_fields),
+    F_GROUP(struct veer_conf, limits, limit_fields),
+    F_GROUP(struct veer_conf, health_endpoints, health_endpoint_fields),
+    F_STR(struct veer_conf, state_file, NULL),
+    F_STR(struct veer_conf, audit_log, NULL),
+    F_STR(struct veer_conf, access_log, NULL),
+    F_GROUP(struct veer_conf, maintenance, maintenance_fields),
+    F_CUSTOM("cluster", parse_cluster),
+    F_REQ_CUSTOM("pools", parse_pools),
+    F_END,
+};
+
+static void conf_defaults(struct veer_conf *conf)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+    conf->workers = ncpu < 1 ? 1 : ncpu > 256 ? 256 : (int)ncpu;
+    conf->admin.socket = veer_strdup("/run/veer/admin.sock");
+    conf->admin.mode = 0660;
+    conf->timeouts = (struct conf_timeouts){.connect_ms = 2000,
+                                            .client_header_ms = 10000,
+                                            .idle_ms = 60000,
+                                            .quiet_ms = 1000,
+                                            .upstream_response_ms = 30000,
+                                            .drain_ms = 30000,
+                                            .shutdown_ms = 30000};
+    conf->limits = (struct conf_limits){.max_connections = 10000,
+                                        .max_connections_per_worker = 0,
+                                        .request_line_bytes = 8192,
+                                        .header_bytes = 32768,
+                                        .header_count = 100,
+                                        .body_bytes = 0};
+    conf->health_endpoints.prefix = veer_strdup("/api/health");
+    conf->health_endpoints.enabled = true;
+    conf->maintenance.allow = veer_calloc(1, sizeof(char *));
+    conf->maintenance.allow[0] = veer_strdup("/admin");
+    conf->maintenance.nallow = 1;
+    conf->maintenance.retry_after = 30;
+}
+
+/* Every listener must name a pool; remember its index. */
+static int resolve_listeners(struct loader *ld, const config_setting_t *root,
+                             struct veer_conf *conf)
+{
+    const config_setting_t *list = config_setting_get_member(root, "listen");
+    const config_setting_t *m;
+    const struct conf_pool *p;
+    int i;
+
+    for (i = 0; i < conf->nlistens; i++) {
+        p = conf_find_pool(conf, conf->listens[i].pool);
+        if (p != NULL) {
+            conf->listens[i].pool_index = (int)(p - conf->pools);
+            continue;
+        }
+        m = config_setting_get_member(config_setting_get_elem(list, i), "pool");
+        return fail(ld, m, "%s: unknown pool '%s'", where(ld, m), conf->listens[i].pool);
+    }
+    return 0;
+}
+
+/* Skip a comment, string or directive at p; returns p itself if there is none. */
+static const char *skip_non_code(const char *p, const char *end, int *line)
+{
+    if (*p == '#' || *p == '@' || (*p == '/' && p + 1 < end && p[1] == '/')) {
+        while (p < end && *p != '\n')
+            p++;
+    } else if (*p == '/' && p + 1 < end && p[1] == '*') {
+        for (p += 2; p < end && !(*p == '*' && p + 1 < end && p[1] == '/'); p++)
+            *line += *p == '\n';
+        p += 2;
+    } else if (*p == '"') {
+        for (p++; p < end && *p != '"'; p++)
+            p += *p == '\\';
+        p++;
+    }
+    return p;
+}
+
+/*
+ * Scan the number at p (a digit); set *bad when it is an integer without
+ * an L suffix that libconfig 1.5 cannot hold in 32 bits. Returns its end.
+ */
+static const char *scan_number(const char *p, const char *end, bool neg, bool *bad)
+{
+    const char *start = p;
+    bool hex = end - p > 2 && p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
+    bool flt = false, wide = false;
+    unsigned long long v;
+
+    for (p += hex ? 2 : 0; p < end; p++) {
+        bool exp_sign = !hex && (*p == '+' || *p == '-') && (p[-1] == 'e' || p[-1] == 'E');
+
+        if (!isalnum((unsigned char)*p) && *p != '.' && !exp_sign)
+            break;
+        flt |= !hex && (*p == '.' || *p == 'e' || *p == 'E');
+        wide |= *p == 'L';
+    }
+    *bad = false;
+    if (flt || wide)
+        return p;
+    errno = 0;
+    v = strtoull(start, NULL, hex ? 16 : 10);
+    *bad = errno == ERANGE || v > (neg ? 2147483648ull : 2147483647ull);
+    return p;
+}
+
+/*
+ * libconfig 1.5 silently wraps an integer literal that does not fit in 32
+ * bits unless it carries an L suffix (3000000000 reads as -1294967296).
+ * Scan the text libconfig accepted and refuse such literals, rather than
+ * run with a value the operator never wrote.
+ */
+static int scan_wide_ints(struct loader *ld, const char *file, const char *text, const char *end)
+{
+    const char *p = text, *next;
+    int line = 1;
+    bool neg, bad;
+
+    while (p < end) {
+        next = skip_non_code(p, end, &line);
+        if (next != p) {
+            p = next;
+        } else if (isalpha((unsigned char)*p) || *p == '*' || *p == '.') {
+            /* a name, a keyword, or the fraction of a float like .5 */
+            while (p < end && (isalnum((unsigned char)*p) || strchr("-_*.", *p) != NULL))
+                p++;
+        } else if (isdigit((unsigned char)*p)) {
+            neg = p > text && p[-1] == '-';
+            next = scan_number(p, end, neg, &bad);
+            if (bad)
+                return fail_at(ld, file, line,
+                               "integer %s%.*s does not fit in 32 bits: write %s%.*sL for a "
+                               "64-bit value",
+                               neg ? "-" : "", (int)(next - p), p, neg ? "-" : "", (int)(next - p),
+                               p);
+            p = next;
+        } else {
+            line += *p++ == '\n';
+        }
+    }
+    return 0;
+}
+
+static int read_all(const char *name, char **out, size_t *len)
+{
+    FILE *f = fopen(name, "r");
+    size_t cap = 4096, n = 0, got;
+    char *buf;
+
+    if (f == NULL)
+        return -1;
+    buf = veer_malloc(cap);
+    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap)
+            buf = veer_realloc(buf, cap *= 2);
+    }
+    fclose(f);
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+static int check_wide_ints(struct loader *ld, const config_t *cf)
+{
+    unsigned int i;
+    char *text;
+    size_t len;
+    int rc = 0;
+
+    for (i = 0; i < cf->num_filenames && rc == 0; i++) {
+        if (read_all(cf->filenames[i], &text, &len) < 0)
+            continue; /* libconfig just read it; nothing better to say */
+        rc = scan_wide_ints(ld, cf->filenames[i], text, text + len);
+        free(text);
+    }
+    return rc;
+}
+
+/* Parse the file; syntax and I/O errors become "FILE:LINE: message". */
+static int read_config(struct loader *ld, config_t *cf)
+{
+    FILE *f;
+
+    if (config_read_file(cf, ld->file) == CONFIG_TRUE)
+        return check_wide_ints(ld, cf);
+    if (config_error_type(cf) != CONFIG_ERR_FILE_IO)
+        return fail_at(ld, config_error_file(cf) ? config_error_file(cf) : ld->file,
+                       config_error_line(cf), "%s", config_error_text(cf));
+    f = fopen(ld->file, "r");
+    if (f == NULL)
+        return fail_at(ld, ld->file, 0, "cannot read config: %s", strerror(errno));
+    fclose(f);
+    return fail_at(ld, ld->file, 0, "cannot read config: %s", config_error_text(cf));
+}
+
+struct veer_conf *conf_load(const char *path, char *err, size_t errlen)
+{
+    struct loader ld = {.file = path, .err = err, .errlen = errlen};
+    struct veer_conf *conf = NULL;
+    config_t cf;
+
+    config_init(&cf);
+    if (read_config(&ld, &cf) < 0)
+        goto fail;
+    conf = veer_calloc(1, sizeof(*conf));
+    conf->path = veer_strdup(path);
+    conf_defaults(conf);
+    if (parse_group(&ld, config_root_setting(&cf), top_fields, conf) < 0 ||
+        resolve_listeners(&ld, config_root_setting(&cf), conf) < 0)
+        goto fail;
+    config_destroy(&cf);
+    return conf;
+fail:
+    config_destroy(&cf);
+    conf_free(conf);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Freeing and lookups                                                      */
+
+static void free_strings(char **v, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void free_listen(struct conf_listen *l)
+{
+    int i;
+
+    free(l->pool);
+    if (l->tls == NULL)
+        return;
+    for (i = 0; i < l->tls->ncerts; i++) {
+        free(l->tls->certs[i].cert);
+        free(l->tls->certs[i].key);
+        free(l->tls->certs[i].ocsp);
+    }
+    free(l->tls->certs);
+    free(l->tls->protocols);
+    free(l->tls->ciphers);
+    free(l->tls);
+}
+
+static void free_pool(struct conf_pool *p)
+{
+    int i;
+
+    free(p->name);
+    free(p->health.path);
+    free(p->override_header);
+    free(p->sticky.header);
+    free(p->sticky.cookie);
+    free(p->tls.ca);
+    free(p->tls.sni);
+    for (i = 0; i < p->nbackends; i++) {
+        free(p->backends[i].name);
+        free(p->backends[i].group);
+    }
+    free(p->backends);
+    for (i = 0; i < p->nshares; i++)
+        free(p->shares[i].group);
+    free(p->shares);
+}
+
+/* Free conf and everything it owns; conf may be partly filled, or NULL. */
+void conf_free(struct veer_conf *conf)
+{
+    int i;
+
+    if (conf == NULL)
+        return;
+    for (i = 0; i < conf->nlistens; i++)
+        free_listen(&conf->listens[i]);
+    free(conf->listens);
+    for (i = 0; i < conf->npools; i++)
+        free_pool(&conf->pools[i]);
+    free(conf->pools);
+    free(conf->admin.socket);
+    free(conf->admin.owner);
+    free(conf->admin.group);
+    free(conf->health_endpoints.prefix);
+    free(conf->state_file);
+    free(conf->audit_log);
+    free(conf->access_log);
+    free_strings(conf->maintenance.allow, conf->maintenance.nallow);
+    free_strings(conf->cluster.etcd, conf->cluster.netcd);
+    free(conf->cluster.prefix);
+    free(conf->cluster.instance);
+    free(conf->path);
+    free(conf);
+}
+
+const struct conf_pool *conf_find_pool(const struct veer_conf *conf, const char *name)
+{
+    int i;
+
+    for (i = 0; i < conf->npools; i++)
+        if (conf->pools[i].name != NULL && strcmp(conf->pools[i].name, name) == 0)
+            return &conf->pools[i];
+    return NULL;
+}

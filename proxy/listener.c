@@ -1,0 +1,100 @@
+/*
+ * listener.c - bind and listen on every configured address, once per
+ * worker. See listener.h.
+ */
+#include "listener.h"
+#include "veer.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int open_one(const struct sockaddr_storage *ss, socklen_t len, const char *text)
+{
+    int fd, one = 1;
+
+    fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_err("listen %s: socket: %s", text, strerror(errno));
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        log_err("listen %s: SO_REUSEPORT: %s", text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (ss->ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)ss, len) < 0) {
+        log_err("listen %s: bind: %s", text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, SOMAXCONN) < 0) {
+        log_err("listen %s: listen: %s", text, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void format_addr(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        port = ntohs(a->sin_port);
+        snprintf(out, len, "%s:%d", host, port);
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        port = ntohs(a->sin6_port);
+        snprintf(out, len, "[%s]:%d", host, port);
+    }
+}
+
+int *listener_open_all(const struct veer_conf *conf, unsigned nworkers)
+{
+    unsigned n = (unsigned)conf->nlistens;
+    int *fds = veer_malloc(sizeof(int) * (n * nworkers + 1));
+
+    for (unsigned i = 0; i < n * nworkers; i++)
+        fds[i] = -1;
+    for (unsigned i = 0; i < n; i++) {
+        const struct conf_listen *lc = &conf->listens[i];
+        struct sockaddr_storage ss = lc->addr.ss;
+        socklen_t len = lc->addr.len;
+        char text[80];
+
+        for (unsigned w = 0; w < nworkers; w++) {
+            int fd = open_one(&ss, len, lc->addr.text);
+
+            if (fd < 0)
+                goto fail;
+            fds[w * n + i] = fd;
+            if (w == 0) {
+                /* Port 0: every other worker binds the port the kernel chose. */
+                len = sizeof(ss);
+                getsockname(fd, (struct sockaddr *)&ss, &len);
+            }
+        }
+        format_addr(&ss, text, sizeof(text));
+        log_info("listening on %s (pool %s, %u workers)", text, lc->pool, nworkers);
+    }
+    return fds;
+fail:
+    for (unsigned i = 0; i < n * nworkers; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(fds);
+    return NULL;
+}

@@ -1,0 +1,261 @@
+/*
+ * main.c - veer: command line, start-up, signals and shutdown. The main
+ * thread becomes the control thread once the workers run: it handles
+ * signals, reclaims old routing snapshots, and joins the workers at exit.
+ */
+#include "conf.h"
+#include "listener.h"
+#include "pool.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+struct control {
+    struct event_base *base;
+    struct veer_conf *conf;
+    struct model *model;
+    struct worker **workers;
+    unsigned nworkers;
+    unsigned signals; /* shutdown signals received */
+    uint64_t shutdown_start_us;
+    struct event *sigterm, *sigint, *sighup, *sigusr1, *sigusr2, *reclaim, *watch;
+    bool aborted;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: veer [-t] -c FILE\n"
+                 "       veer -h | -v\n"
+                 "  -c FILE  configuration file (libconfig)\n"
+                 "  -t       check the configuration and exit: 0 if valid, else\n"
+                 "           FILE:LINE: message on stderr and exit 1\n"
+                 "  -d       debug logging\n"
+                 "  -h       this help\n"
+                 "  -v       version\n");
+}
+
+/*
+ * Room for every client connection and its upstream connection, plus
+ * listeners, logs and slack. Raise the hard limit too when allowed (root).
+ */
+static void raise_nofile(const struct veer_conf *conf)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)conf->limits.max_connections * 2 + 1024;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_cur >= want)
+        return;
+    if (rl.rlim_max < want) {
+        struct rlimit hard = {want, want};
+
+        if (setrlimit(RLIMIT_NOFILE, &hard) == 0)
+            return;
+        want = rl.rlim_max;
+        if (want < (rlim_t)conf->limits.max_connections + 256)
+            log_warn("RLIMIT_NOFILE hard limit %llu is below what limits.max_connections "
+                     "needs",
+                     (unsigned long long)rl.rlim_max);
+    }
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        log_warn("cannot raise RLIMIT_NOFILE to %llu: %s", (unsigned long long)want,
+                 strerror(errno));
+}
+
+static void begin_shutdown(struct control *c, const char *why)
+{
+    c->signals++;
+    if (c->signals == 1) {
+        c->shutdown_start_us = veer_now_us();
+        log_info("%s: graceful shutdown (deadline %d ms)", why, c->conf->timeouts.shutdown_ms);
+        for (unsigned i = 0; i < c->nworkers; i++)
+            worker_post(c->workers[i], WCMD_SHUTDOWN);
+        return;
+    }
+    log_warn("%s again: aborting in-flight work", why);
+    c->aborted = true;
+    for (unsigned i = 0; i < c->nworkers; i++)
+        worker_post(c->workers[i], WCMD_ABORT);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct control *c = arg;
+
+    switch (sig) {
+    case SIGTERM:
+        begin_shutdown(c, "SIGTERM");
+        break;
+    case SIGINT:
+        begin_shutdown(c, "SIGINT");
+        break;
+    case SIGHUP:
+        log_warn("SIGHUP: configuration reload is not implemented yet; keeping the running "
+                 "configuration");
+        break;
+    default:
+        log_info("signal %d ignored", (int)sig);
+        break;
+    }
+}
+
+static void reclaim_cb(evutil_socket_t fd, short what, void *arg)
+{
+    routing_reclaim();
+}
+
+/*
+ * The control loop ends when every worker has left its loop. Workers exit
+ * only on shutdown, so this is polled on a short timer only then.
+ */
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct control *c = arg;
+    unsigned running = 0;
+
+    for (unsigned i = 0; i < c->nworkers; i++)
+        if (!atomic_load_explicit(&c->workers[i]->exited, memory_order_acquire))
+            running++;
+    if (running == 0)
+        event_base_loopexit(c->base, NULL);
+}
+
+static int run(struct control *c)
+{
+    int *fds;
+    unsigned n = (unsigned)c->conf->workers;
+    struct timeval reclaim_tv = {0, 100 * 1000}, watch_tv = {0, 5 * 1000};
+    uint64_t t0 = veer_now_us();
+
+    raise_nofile(c->conf);
+    c->model = model_from_conf(c->conf);
+    routing_init(n, routing_build(c->model));
+    fds = listener_open_all(c->conf, n);
+    if (fds == NULL)
+        return 1;
+    c->workers = veer_calloc(n, sizeof(*c->workers));
+    for (unsigned i = 0; i < n; i++) {
+        c->workers[i] = worker_create(i, c->conf, fds + i * (unsigned)c->conf->nlistens);
+        if (c->workers[i] == NULL) {
+            free(fds);
+            return 1;
+        }
+    }
+    free(fds);
+    c->base = event_base_new();
+    c->sigterm = evsignal_new(c->base, SIGTERM, signal_cb, c);
+    c->sigint = evsignal_new(c->base, SIGINT, signal_cb, c);
+    c->sighup = evsignal_new(c->base, SIGHUP, signal_cb, c);
+    c->sigusr1 = evsignal_new(c->base, SIGUSR1, signal_cb, c);
+    c->sigusr2 = evsignal_new(c->base, SIGUSR2, signal_cb, c);
+    c->reclaim = event_new(c->base, -1, EV_PERSIST, reclaim_cb, c);
+    c->watch = event_new(c->base, -1, EV_PERSIST, watch_cb, c);
+    event_add(c->sigterm, NULL);
+    event_add(c->sigint, NULL);
+    event_add(c->sighup, NULL);
+    event_add(c->sigusr1, NULL);
+    event_add(c->sigusr2, NULL);
+    event_add(c->reclaim, &reclaim_tv);
+    event_add(c->watch, &watch_tv);
+    for (unsigned i = 0; i < n; i++) {
+        if (worker_start(c->workers[i]) != VEER_OK) {
+            c->nworkers = i;
+            begin_shutdown(c, "start-up failure");
+            c->aborted = true;
+            break;
+        }
+        c->nworkers = i + 1;
+    }
+    if (!c->aborted)
+        log_info("veer %s ready: %u workers, %d pools, started in %.1f ms (pid %d)",
+                 VEER_VERSION, n, c->conf->npools, (double)(veer_now_us() - t0) / 1000.0,
+                 (int)getpid());
+    event_base_dispatch(c->base);
+    if (c->shutdown_start_us)
+        log_info("shutdown complete in %.1f ms", (veer_now_us() - c->shutdown_start_us) / 1000.0);
+    return c->aborted ? 1 : 0;
+}
+
+static void cleanup(struct control *c)
+{
+    for (unsigned i = 0; i < c->nworkers; i++)
+        worker_join(c->workers[i]);
+    if (c->workers)
+        for (unsigned i = 0; i < (unsigned)c->conf->workers; i++)
+            worker_destroy(c->workers[i]);
+    free(c->workers);
+    if (c->base) {
+        event_free(c->sigterm);
+        event_free(c->sigint);
+        event_free(c->sighup);
+        event_free(c->sigusr1);
+        event_free(c->sigusr2);
+        event_free(c->reclaim);
+        event_free(c->watch);
+        event_base_free(c->base);
+    }
+    routing_shutdown();
+    model_free(c->model);
+    conf_free(c->conf);
+    libevent_global_shutdown();
+}
+
+int main(int argc, char **argv)
+{
+    struct control c;
+    const char *path = NULL;
+    bool test_only = false;
+    char err[1024];
+    int opt, rc;
+
+    memset(&c, 0, sizeof(c));
+    while ((opt = getopt(argc, argv, "c:tdhv")) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test_only = true;
+            break;
+        case 'd':
+            log_threshold = LOG_DEBUG;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'v':
+            printf("veer %s\n", VEER_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (path == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    c.conf = conf_load(path, err, sizeof(err));
+    if (c.conf == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (test_only) {
+        printf("%s: configuration ok\n", path);
+        conf_free(c.conf);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    rc = run(&c);
+    cleanup(&c);
+    return rc;
+}

@@ -1,0 +1,371 @@
+/*
+ * pool.c - the traffic model (groups, shares, weights, states) and the
+ * routing snapshot: building it, publishing it with one atomic store, and
+ * reclaiming old snapshots once every worker has moved past them.
+ */
+#include "pool.h"
+#include "veer.h"
+
+#include <string.h>
+
+_Atomic(struct routing *) routing_now;
+
+static struct routing_reader *readers;
+static unsigned nreaders;
+static struct routing *retired;
+
+static struct conf_addr *addrs;
+static uint32_t naddrs;
+static uint32_t next_backend_id;
+
+const char *backend_state_name(enum backend_state s)
+{
+    static const char *const names[] = {"PENDING",  "READY",   "DOWN",
+                                        "DRAINING", "DRAINED", "MAINT"};
+
+    return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "?";
+}
+
+uint32_t addr_intern(const struct conf_addr *a)
+{
+    for (uint32_t i = 0; i < naddrs; i++)
+        if (addrs[i].len == a->len && memcmp(&addrs[i].ss, &a->ss, a->len) == 0)
+            return i;
+    addrs = veer_realloc(addrs, (naddrs + 1) * sizeof(*addrs));
+    addrs[naddrs] = *a;
+    return naddrs++;
+}
+
+uint32_t addr_count(void)
+{
+    return naddrs;
+}
+
+static struct backend *backend_new(const char *name, const struct conf_addr *addr)
+{
+    struct backend *be = veer_calloc(1, sizeof(*be));
+
+    be->magic = BACKEND_MAGIC;
+    be->id = next_backend_id++;
+    be->addr_id = addr_intern(addr);
+    be->name = veer_strdup(name);
+    be->addr = *addr;
+    return be;
+}
+
+static void backend_free(struct backend *be)
+{
+    if (be == NULL)
+        return;
+    free(be->name);
+    be->magic = 0;
+    free(be);
+}
+
+static uint32_t group_index(struct rt_pool *p, const char *name)
+{
+    for (uint32_t i = 0; i < p->ng; i++)
+        if (strcmp(p->g[i].name, name) == 0)
+            return i;
+    p->g = veer_realloc(p->g, (p->ng + 1) * sizeof(*p->g));
+    p->g[p->ng].name = veer_strdup(name);
+    p->g[p->ng].share = 0;
+    return p->ng++;
+}
+
+/*
+ * Shares at config load: the pool's `shares` when given, else each group's
+ * configured weight as a percent of the pool's, rounded by largest
+ * remainder so they sum to exactly 100.
+ */
+static void initial_shares(struct rt_pool *p, const struct conf_pool *cp)
+{
+    int64_t total = 0, sum = 0, *gw;
+
+    if (p->ng == 0)
+        return;
+    if (cp->has_shares) {
+        for (int i = 0; i < cp->nshares; i++)
+            p->g[group_index(p, cp->shares[i].group)].share = cp->shares[i].share;
+        return;
+    }
+    gw = veer_calloc(p->ng, sizeof(*gw));
+    for (uint32_t i = 0; i < p->nb; i++) {
+        gw[p->b[i].group] += p->b[i].weight;
+        total += p->b[i].weight;
+    }
+    if (total == 0) {
+        p->g[0].share = 100;
+        free(gw);
+        return;
+    }
+    for (uint32_t g = 0; g < p->ng; g++) {
+        p->g[g].share = (int)(gw[g] * 100 / total);
+        sum += p->g[g].share;
+    }
+    while (sum < 100) {
+        /* Largest remainder first; ties to the earlier group. */
+        uint32_t best = 0;
+        int64_t best_rem = -1;
+
+        for (uint32_t g = 0; g < p->ng; g++) {
+            int64_t rem = gw[g] * 100 - (int64_t)p->g[g].share * total;
+
+            if (rem > best_rem) {
+                best_rem = rem;
+                best = g;
+            }
+        }
+        p->g[best].share++;
+        gw[best] = -1000000000; /* one extra point per group at most */
+        sum++;
+    }
+    free(gw);
+}
+
+struct model *model_from_conf(const struct veer_conf *conf)
+{
+    struct model *m = veer_calloc(1, sizeof(*m));
+
+    m->conf = conf;
+    m->generation = 1;
+    m->npools = (uint32_t)conf->npools;
+    m->pools = veer_calloc(m->npools, sizeof(*m->pools));
+    for (uint32_t i = 0; i < m->npools; i++) {
+        const struct conf_pool *cp = &conf->pools[i];
+        struct rt_pool *p = &m->pools[i];
+
+        p->name = veer_strdup(cp->name);
+        p->conf = cp;
+        p->nb = (uint32_t)cp->nbackends;
+        p->b = veer_calloc(p->nb, sizeof(*p->b));
+        for (uint32_t j = 0; j < p->nb; j++) {
+            const struct conf_backend *cb = &cp->backends[j];
+
+            p->b[j].be = backend_new(cb->name, &cb->addr);
+            p->b[j].weight = cb->weight;
+            p->b[j].group = group_index(p, cb->group);
+            p->b[j].state = cp->has_health ? BE_PENDING : BE_READY;
+        }
+        if (cp->has_shares)
+            for (int s = 0; s < cp->nshares; s++)
+                group_index(p, cp->shares[s].group);
+        initial_shares(p, cp);
+    }
+    return m;
+}
+
+void model_free(struct model *m)
+{
+    if (m == NULL)
+        return;
+    for (uint32_t i = 0; i < m->npools; i++) {
+        struct rt_pool *p = &m->pools[i];
+
+        for (uint32_t j = 0; j < p->nb; j++)
+            backend_free(p->b[j].be);
+        for (uint32_t g = 0; g < p->ng; g++)
+            free(p->g[g].name);
+        free(p->b);
+        free(p->g);
+        free(p->name);
+    }
+    free(m->pools);
+    free(m);
+}
+
+int model_find_pool(const struct model *m, const char *name)
+{
+    for (uint32_t i = 0; i < m->npools; i++)
+        if (strcmp(m->pools[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+bool model_eligible(const struct rt_pool *p, uint32_t i)
+{
+    const struct rt_backend *b = &p->b[i];
+
+    return b->state == BE_READY && b->weight > 0 && p->g[b->group].share > 0;
+}
+
+/* Sum of the weights of group g's eligible backends. */
+static int64_t group_weight(const struct rt_pool *p, uint32_t g)
+{
+    int64_t sum = 0;
+
+    for (uint32_t i = 0; i < p->nb; i++)
+        if (p->b[i].group == g && model_eligible(p, i))
+            sum += p->b[i].weight;
+    return sum;
+}
+
+double model_effective_weight(const struct rt_pool *p, uint32_t i)
+{
+    int64_t gw;
+
+    if (!model_eligible(p, i))
+        return 0;
+    gw = group_weight(p, p->b[i].group);
+    return (double)p->g[p->b[i].group].share * p->b[i].weight / (double)gw;
+}
+
+static uint64_t gcd64(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Above this, effective weights are rounded to a fixed scale instead. */
+#define EXACT_SCALE_MAX 1000000u
+#define ROUNDED_SCALE   1000000u
+
+/*
+ * Integer effective weights for one pool, exact when possible: with L the
+ * lcm of the groups' eligible weight sums, share x weight x L / sum is an
+ * integer. When L would be too large, a fixed scale is used and every
+ * eligible backend keeps at least 1, so rounding never zeroes a backend.
+ */
+static void pool_weights(const struct rt_pool *p, struct snap_pool *sp)
+{
+    int64_t *gw = veer_calloc(p->ng ? p->ng : 1, sizeof(*gw));
+    uint64_t lcm = 1, g = 0;
+    uint32_t n = 0;
+
+    for (uint32_t k = 0; k < p->ng; k++) {
+        gw[k] = group_weight(p, k);
+        if (gw[k] > 0 && lcm <= EXACT_SCALE_MAX)
+            lcm = lcm / gcd64(lcm, (uint64_t)gw[k]) * (uint64_t)gw[k];
+    }
+    if (lcm > EXACT_SCALE_MAX)
+        lcm = 0;
+    sp->b = veer_calloc(p->nb ? p->nb : 1, sizeof(*sp->b));
+    for (uint32_t i = 0; i < p->nb; i++) {
+        const struct rt_backend *b = &p->b[i];
+        uint64_t w;
+
+        if (!model_eligible(p, i))
+            continue;
+        if (lcm)
+            w = (uint64_t)p->g[b->group].share * (uint64_t)b->weight * (lcm / (uint64_t)gw[b->group]);
+        else
+            w = (uint64_t)((double)p->g[b->group].share * b->weight * ROUNDED_SCALE /
+                           (double)gw[b->group]);
+        if (w == 0)
+            w = 1;
+        sp->b[n].be = b->be;
+        sp->b[n].group = b->group;
+        sp->b[n].weight = w;
+        g = gcd64(g, w);
+        n++;
+    }
+    for (uint32_t i = 0; i < n && g > 1; i++)
+        sp->b[i].weight /= g;
+    sp->n = n;
+    free(gw);
+}
+
+struct routing *routing_build(const struct model *m)
+{
+    struct routing *r = veer_calloc(1, sizeof(*r));
+
+    r->generation = m->generation;
+    r->conf = m->conf;
+    r->npools = m->npools;
+    r->pools = veer_calloc(m->npools ? m->npools : 1, sizeof(*r->pools));
+    for (uint32_t i = 0; i < m->npools; i++) {
+        r->pools[i].name = m->pools[i].name;
+        r->pools[i].conf = m->pools[i].conf;
+        r->pools[i].balance = m->pools[i].conf->balance;
+        pool_weights(&m->pools[i], &r->pools[i]);
+    }
+    return r;
+}
+
+void routing_free(struct routing *r)
+{
+    if (r == NULL)
+        return;
+    for (uint32_t i = 0; i < r->npools; i++)
+        free(r->pools[i].b);
+    free(r->pools);
+    free(r);
+}
+
+void routing_init(unsigned n, struct routing *first)
+{
+    nreaders = n;
+    readers = veer_calloc(n ? n : 1, sizeof(*readers));
+    for (unsigned i = 0; i < n; i++)
+        atomic_store_explicit(&readers[i].seen, 0, memory_order_relaxed);
+    atomic_store_explicit(&routing_now, first, memory_order_release);
+}
+
+void routing_publish(struct routing *r)
+{
+    struct routing *old = atomic_exchange_explicit(&routing_now, r, memory_order_acq_rel);
+
+    if (old) {
+        old->retired_next = retired;
+        retired = old;
+    }
+}
+
+void routing_announce(unsigned idx, uint64_t gen)
+{
+    atomic_store_explicit(&readers[idx].seen, gen, memory_order_release);
+}
+
+void routing_reclaim(void)
+{
+    uint64_t min_seen = UINT64_MAX;
+    struct routing **pp = &retired;
+
+    for (unsigned i = 0; i < nreaders; i++) {
+        uint64_t s = atomic_load_explicit(&readers[i].seen, memory_order_acquire);
+
+        if (s < min_seen)
+            min_seen = s;
+    }
+    while (*pp) {
+        struct routing *r = *pp;
+
+        if (r->generation < min_seen) {
+            *pp = r->retired_next;
+            routing_free(r);
+        } else {
+            pp = &r->retired_next;
+        }
+    }
+}
+
+void routing_shutdown(void)
+{
+    while (retired) {
+        struct routing *r = retired;
+
+        retired = r->retired_next;
+        routing_free(r);
+    }
+    routing_free(atomic_exchange_explicit(&routing_now, NULL, memory_order_acq_rel));
+    free(readers);
+    readers = NULL;
+    nreaders = 0;
+    free(addrs);
+    addrs = NULL;
+    naddrs = 0;
+}
+
+unsigned routing_retired_count(void)
+{
+    unsigned n = 0;
+
+    for (struct routing *r = retired; r; r = r->retired_next)
+        n++;
+    return n;
+}

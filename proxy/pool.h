@@ -1,0 +1,156 @@
+/*
+ * pool.h - backends, groups, shares and weights, and the immutable routing
+ * snapshot the workers read.
+ *
+ * The control thread owns the mutable model (struct model). Every change
+ * builds a new struct routing and publishes it with one release store;
+ * workers load it with an acquire load when they pick a backend. A worker
+ * announces the generation it has switched to (its quiescent point); a
+ * retired snapshot is freed once every worker has announced a newer one.
+ */
+#ifndef VEER_POOL_H
+#define VEER_POOL_H
+
+#include "conf.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum backend_state {
+    BE_PENDING = 0,
+    BE_READY,
+    BE_DOWN,
+    BE_DRAINING,
+    BE_DRAINED,
+    BE_MAINT,
+};
+
+const char *backend_state_name(enum backend_state s);
+
+#define BACKEND_MAGIC 0x6beeb001u
+
+/*
+ * A backend's identity, shared by every snapshot that routes to it. The
+ * fields never change after creation; per-backend figures are counted per
+ * worker, indexed by `id`.
+ */
+struct backend {
+    unsigned magic;
+    uint32_t id;      /* dense index for per-worker tables */
+    uint32_t addr_id; /* interned address: upstream idle pools are keyed by it */
+    char *name;
+    struct conf_addr addr;
+};
+
+/* One eligible backend in a snapshot pool. */
+struct snap_backend {
+    struct backend *be;
+    uint32_t group;  /* index into snap_pool.groups */
+    uint64_t weight; /* effective weight, integer, > 0, gcd-reduced */
+};
+
+struct snap_pool {
+    const char *name;
+    const struct conf_pool *conf;
+    enum conf_balance balance;
+    uint32_t n; /* eligible backends */
+    struct snap_backend *b;
+};
+
+struct routing {
+    uint64_t generation;
+    const struct veer_conf *conf;
+    uint32_t npools;
+    struct snap_pool *pools;
+    struct routing *retired_next; /* control thread: retire list */
+};
+
+/* Runtime model, control thread only. */
+struct rt_backend {
+    struct backend *be;
+    int weight;
+    uint32_t group;
+    enum backend_state state;
+};
+
+struct rt_group {
+    char *name;
+    int share; /* percent */
+};
+
+struct rt_pool {
+    char *name;
+    const struct conf_pool *conf;
+    struct rt_backend *b;
+    uint32_t nb;
+    struct rt_group *g;
+    uint32_t ng;
+};
+
+struct model {
+    const struct veer_conf *conf;
+    struct rt_pool *pools;
+    uint32_t npools;
+    uint64_t generation;
+};
+
+/* Build the runtime model from a validated config. */
+struct model *model_from_conf(const struct veer_conf *conf);
+void model_free(struct model *m);
+
+/* Index of a pool by name, or -1. */
+int model_find_pool(const struct model *m, const char *name);
+
+/*
+ * Effective weight of backend i of pool p as the operator sees it:
+ * share(g) x weight(b) / sum of the weights of g's eligible backends.
+ * 0 when not eligible.
+ */
+double model_effective_weight(const struct rt_pool *p, uint32_t i);
+
+/* Whether backend i of pool p may receive new requests. */
+bool model_eligible(const struct rt_pool *p, uint32_t i);
+
+/* A new snapshot of the model, generation m->generation. */
+struct routing *routing_build(const struct model *m);
+void routing_free(struct routing *r);
+
+/* --- publication and reclamation ---------------------------------------- */
+
+/* Per-worker announcement slot, padded to its own cache line. */
+struct routing_reader {
+    _Atomic uint64_t seen;
+    char pad[64 - sizeof(uint64_t)];
+};
+
+/* Set up publication for `nreaders` workers, with the first snapshot. */
+void routing_init(unsigned nreaders, struct routing *first);
+
+/* Publish r (release); the previous snapshot is retired. Control thread. */
+void routing_publish(struct routing *r);
+
+/* The current snapshot (acquire). Any thread. */
+static inline struct routing *routing_current(void)
+{
+    extern _Atomic(struct routing *) routing_now;
+    return atomic_load_explicit(&routing_now, memory_order_acquire);
+}
+
+/* Worker `idx` announces it holds no snapshot older than generation gen. */
+void routing_announce(unsigned idx, uint64_t gen);
+
+/* Free retired snapshots that no worker can still hold. Control thread. */
+void routing_reclaim(void);
+
+/* Free everything (after workers stopped). */
+void routing_shutdown(void);
+
+/* Retired snapshots not freed yet (tests). */
+unsigned routing_retired_count(void);
+
+/* Interned address id for an address (control thread). */
+uint32_t addr_intern(const struct conf_addr *a);
+uint32_t addr_count(void);
+
+#endif

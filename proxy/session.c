@@ -1,0 +1,1096 @@
+/*
+ * session.c - the client side of the data path: read requests, pick a
+ * backend, forward the request, relay the response, keep the connection
+ * alive (or tunnel it after a 101). See session.h for the buffer model.
+ *
+ * Internal steps return VEER_OK (the transaction goes on), VEER_DONE (it
+ * ended and the session may start the next one) or VEER_ERROR (the session
+ * was closed: touch nothing). Only session_process() loops over pipelined
+ * requests, so a burst of them never recurses.
+ */
+#include "session.h"
+#include "upstream.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static void client_read_cb(evutil_socket_t fd, short what, void *arg);
+static void client_write_cb(evutil_socket_t fd, short what, void *arg);
+static int session_process(struct session *s);
+static int flush_client(struct txn *t);
+static int flush_upstream(struct txn *t);
+static int process_response(struct txn *t);
+
+/* --- transactions ------------------------------------------------------- */
+
+static size_t txn_size(const struct worker *w)
+{
+    return sizeof(struct txn) + 2 * http_msg_size(w->req_limits.header_count);
+}
+
+static struct txn *txn_start(struct session *s)
+{
+    struct worker *w = s->w;
+    struct txn *t = w->free_txns;
+    size_t msz = http_msg_size(w->req_limits.header_count);
+
+    if (t) {
+        w->free_txns = t->next_free;
+        w->nfree_txns--;
+    } else {
+        t = veer_malloc(txn_size(w));
+    }
+    memset(t, 0, sizeof(*t));
+    t->magic = TXN_MAGIC;
+    t->s = s;
+    t->phase = TXN_REQ_HEAD;
+    t->pool = s->l->pool;
+    t->req = (struct http_msg *)(t + 1);
+    t->res = (struct http_msg *)((char *)t->req + msz);
+    t->start_us = veer_now_us();
+    http_msg_init(t->req, HTTP_REQUEST, &s->w->req_limits);
+    event_assign(&t->cwev, w->base, s->fd, EV_WRITE | EV_PERSIST, client_write_cb, s);
+    s->txn = t;
+    return t;
+}
+
+/* Drop the transaction's buffers and its upstream connection. */
+static void txn_free(struct txn *t, bool upstream_reusable)
+{
+    struct session *s = t->s;
+    struct worker *w = s->w;
+
+    CHECK_OBJ(t, TXN_MAGIC);
+    event_del(&t->cwev);
+    if (t->up)
+        upstream_release(t->up, upstream_reusable);
+    vbuf_put(&w->bufs, t->rin);
+    vbuf_put(&w->bufs, t->req_head);
+    vbuf_put(&w->bufs, t->res_head);
+    t->magic = 0;
+    s->txn = NULL;
+    if (w->nfree_txns < 64) {
+        t->next_free = w->free_txns;
+        w->free_txns = t;
+        w->nfree_txns++;
+    } else {
+        free(t);
+    }
+}
+
+void txn_cache_destroy(struct worker *w)
+{
+    while (w->free_txns) {
+        struct txn *t = w->free_txns;
+
+        w->free_txns = t->next_free;
+        free(t);
+    }
+    w->nfree_txns = 0;
+}
+
+/* A head buffer of at least n bytes. */
+static struct vbuf *head_buf(struct worker *w, size_t n)
+{
+    struct vbuf *b;
+    uint32_t shift;
+
+    b = vbuf_get(&w->bufs);
+    if (n > b->size && vbuf_reserve(&w->bufs, &b, n, n + VBUF_SIZE, &shift) < 0)
+        veer_panic(__FILE__, __LINE__, "head buffer");
+    return b;
+}
+
+/* --- session lifecycle -------------------------------------------------- */
+
+/*
+ * Watch the client for bytes, with a timeout. Re-arming with the timeout
+ * already set is skipped: a persistent event restarts its timer on every
+ * read anyway, and this is on the path of every request.
+ */
+static void client_want_read(struct session *s, bool on, const struct timeval *tv)
+{
+    if (on) {
+        if (s->reading && s->rev_tv == tv && tv)
+            return;
+        event_add(&s->rev, tv);
+        s->reading = true;
+        s->rev_tv = tv;
+    } else if (s->reading) {
+        event_del(&s->rev);
+        s->reading = false;
+        s->rev_tv = NULL;
+    }
+}
+
+void session_accept(struct wlistener *l, int fd, const struct sockaddr *peer, socklen_t plen)
+{
+    struct worker *w = l->w;
+    struct session *s = veer_calloc(1, sizeof(*s));
+
+    s->magic = SESSION_MAGIC;
+    s->w = w;
+    s->l = l;
+    s->fd = fd;
+    if (plen > sizeof(s->peer))
+        plen = sizeof(s->peer);
+    memcpy(&s->peer, peer, plen);
+    event_assign(&s->rev, w->base, fd, EV_READ | EV_PERSIST, client_read_cb, s);
+    s->next = w->sessions;
+    if (w->sessions)
+        w->sessions->prev = s;
+    w->sessions = s;
+    w->nsessions++;
+    client_want_read(s, true, w->tv_header);
+}
+
+void session_close(struct session *s)
+{
+    struct worker *w = s->w;
+
+    if (s->dead)
+        return;
+    s->dead = true;
+    if (s->txn)
+        txn_free(s->txn, false);
+    event_del(&s->rev);
+    close(s->fd);
+    s->fd = -1;
+    vbuf_put(&w->bufs, s->in);
+    s->in = NULL;
+    atomic_fetch_sub_explicit(&veer_client_connections, 1, memory_order_relaxed);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        w->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    w->nsessions--;
+    s->next = w->dead_sessions;
+    w->dead_sessions = s;
+    worker_schedule_reap(w);
+}
+
+void session_free(struct session *s)
+{
+    s->magic = 0;
+    free(s);
+}
+
+/*
+ * Close after the last response without racing the client: stop sending,
+ * then read and discard what the client still sends until it closes or a
+ * short while passes, so unread bytes never turn our close into a reset
+ * that would destroy the response in flight (nginx's lingering close).
+ */
+static int session_linger(struct session *s)
+{
+    struct worker *w = s->w;
+
+    if (s->txn)
+        txn_free(s->txn, false);
+    if (s->client_eof) {
+        session_close(s);
+        return VEER_ERROR;
+    }
+    shutdown(s->fd, SHUT_WR);
+    s->closing = true;
+    vbuf_put(&w->bufs, s->in);
+    s->in = NULL;
+    client_want_read(s, true, w->tv_quiet);
+    return VEER_ERROR;
+}
+
+static void linger_read(struct session *s)
+{
+    char sink[4096];
+    ssize_t n;
+
+    do {
+        n = read(s->fd, sink, sizeof(sink));
+    } while (n > 0);
+    if (n == 0 || (errno != EAGAIN && errno != EINTR))
+        session_close(s);
+}
+
+/* Between requests: give the buffer back, wait for the next request. */
+static void session_idle(struct session *s)
+{
+    struct worker *w = s->w;
+
+    if (vbuf_len(s->in) == 0) {
+        vbuf_put(&w->bufs, s->in);
+        s->in = NULL;
+    }
+    client_want_read(s, true, w->shutting_down ? w->tv_quiet : w->tv_idle);
+}
+
+void session_shutdown_notice(struct session *s)
+{
+    if (s->txn == NULL && !s->closing)
+        client_want_read(s, true, s->w->tv_quiet);
+}
+
+/* --- local responses ---------------------------------------------------- */
+
+/*
+ * Answer the client ourselves (an error). Any upstream connection is given
+ * up. When the request was not read whole, framing is in doubt and the
+ * connection closes after the response.
+ */
+static int local_response(struct txn *t, int status, const char *detail, bool close)
+{
+    struct session *s = t->s;
+    struct worker *w = s->w;
+    size_t n;
+
+    if (t->res_head_done) {
+        /* Part of a response already went out: all we can do is cut it. */
+        session_close(s);
+        return VEER_ERROR;
+    }
+    if (t->up) {
+        upstream_release(t->up, false);
+        t->up = NULL;
+    }
+    if (!t->req_done)
+        close = true;
+    if (close || w->shutting_down)
+        t->close_client = true;
+    vbuf_put(&w->bufs, t->res_head);
+    t->res_head = vbuf_get(&w->bufs);
+    n = http_error_response(status, detail, t->close_client, NULL, t->res_head->data,
+                            t->res_head->size);
+    t->res_head->end = (uint32_t)n;
+    t->res_head_sent = 0;
+    t->res_parsed = 0;
+    t->res_done = true;
+    t->res_head_done = true;
+    t->phase = TXN_LOCAL;
+    if (status >= 500)
+        w->stats.errors++;
+    if (t->close_client)
+        client_want_read(s, false, NULL);
+    return flush_client(t);
+}
+
+/* --- ending a transaction ----------------------------------------------- */
+
+/*
+ * The response is fully written. Give the upstream connection back to the
+ * pool when it is clean, then keep the client connection for the next
+ * request or close it.
+ */
+static int txn_end(struct txn *t)
+{
+    struct session *s = t->s;
+    bool reusable = t->up && t->req_done && t->res_done && !t->up->dead &&
+                    t->req_head_sent == vbuf_len(t->req_head) && t->req_sent == t->req_parsed &&
+                    vbuf_len(t->rin) == 0 && llhttp_should_keep_alive(&t->res->parser);
+
+    s->w->stats.responses++;
+    if (t->close_client || s->client_eof) {
+        if (t->up)
+            upstream_release(t->up, reusable);
+        t->up = NULL;
+        return session_linger(s);
+    }
+    /* Whatever of this request is still buffered (a body never sent) goes. */
+    s->in->start += t->req_parsed;
+    txn_free(t, reusable);
+    return VEER_DONE;
+}
+
+/* --- writing to the client ---------------------------------------------- */
+
+static void client_want_write(struct txn *t, bool on)
+{
+    struct worker *w = t->s->w;
+
+    if (on)
+        event_add(&t->cwev, w->tv_idle);
+    else
+        event_del(&t->cwev);
+}
+
+/*
+ * Write the pending response head and body bytes to the client. Under
+ * backpressure, stop reading the backend until the client drains.
+ */
+static int flush_client(struct txn *t)
+{
+    struct session *s = t->s;
+    struct vbuf *h = t->res_head, *b = t->rin;
+    struct iovec iov[2];
+    int cnt = 0;
+    uint32_t hlen = h ? vbuf_len(h) - t->res_head_sent : 0;
+    ssize_t n;
+
+    if (hlen) {
+        iov[cnt].iov_base = h->data + h->start + t->res_head_sent;
+        iov[cnt++].iov_len = hlen;
+    }
+    if (t->res_parsed) {
+        iov[cnt].iov_base = b->data + b->start;
+        iov[cnt++].iov_len = t->res_parsed;
+    }
+    if (cnt) {
+        do {
+            n = writev(s->fd, iov, cnt);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno != EAGAIN) {
+                session_close(s);
+                return VEER_ERROR;
+            }
+            n = 0;
+        }
+        if ((uint32_t)n >= hlen) {
+            t->res_head_sent += hlen;
+            n -= hlen;
+            b = t->rin;
+            if (n) {
+                b->start += (uint32_t)n;
+                t->res_parsed -= (uint32_t)n;
+            }
+        } else {
+            t->res_head_sent += (uint32_t)n;
+        }
+        if ((h && t->res_head_sent < vbuf_len(h)) || t->res_parsed) {
+            client_want_write(t, true);
+            if (t->up)
+                upstream_want_read(t->up, false);
+            return VEER_OK;
+        }
+    }
+    client_want_write(t, false);
+    if (b && b->start == b->end)
+        b->start = b->end = 0;
+    if (t->res_done)
+        return txn_end(t);
+    if (t->phase == TXN_TUNNEL && t->up_eof) {
+        shutdown(s->fd, SHUT_WR);
+        if (s->client_eof) {
+            session_close(s);
+            return VEER_ERROR;
+        }
+        return VEER_OK;
+    }
+    if (t->up && !t->up->connecting && !t->up_eof)
+        upstream_want_read(t->up, true);
+    return VEER_OK;
+}
+
+static void client_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    struct txn *t = s->txn;
+    int rc;
+
+    CHECK_OBJ(s, SESSION_MAGIC);
+    CHECK_OBJ(t, TXN_MAGIC);
+    if (what & EV_TIMEOUT) {
+        session_close(s); /* client stopped reading */
+        return;
+    }
+    rc = flush_client(t);
+    if (rc == VEER_OK && s->txn && !t->res_head_done && t->phase == TXN_FORWARD)
+        rc = process_response(t); /* a 1xx went out: on to the final head */
+    if (rc == VEER_DONE)
+        session_process(s);
+}
+
+/* --- the backend side --------------------------------------------------- */
+
+static void fmt_peer(const struct session *s, char *out, size_t len)
+{
+    if (s->peer.sa.sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &s->peer.in6.sin6_addr, out, (socklen_t)len);
+    else if (s->peer.sa.sa_family == AF_INET)
+        inet_ntop(AF_INET, &s->peer.in4.sin_addr, out, (socklen_t)len);
+    else
+        snprintf(out, len, "unknown");
+}
+
+/* Open (or reuse) an upstream connection for the picked backend and send. */
+static int connect_upstream(struct txn *t, bool fresh)
+{
+    struct worker *w = t->s->w;
+    char detail[128];
+
+    t->up = fresh ? upstream_connect(w, t->be, t) : upstream_get(w, t->be, t);
+    if (t->up == NULL) {
+        snprintf(detail, sizeof(detail), "cannot connect to backend %s: %s", t->be->name,
+                 strerror(errno));
+        return local_response(t, 502, detail, false);
+    }
+    t->req_held = t->up->reused;
+    if (t->up->connecting)
+        return VEER_OK;
+    upstream_want_read(t->up, true);
+    return flush_upstream(t);
+}
+
+/*
+ * The request head is complete and valid: pick a backend, write the head
+ * veer forwards, and start talking to the backend. Body bytes that came
+ * with the head stay in the client buffer and follow it.
+ */
+static int handle_request_head(struct txn *t)
+{
+    struct session *s = t->s;
+    struct worker *w = s->w;
+    struct http_msg *req = t->req;
+    const char *head = s->in->data + s->in->start;
+    struct http_fwd_info fi;
+    char ip[INET6_ADDRSTRLEN];
+    struct lb *lb;
+    int idx;
+
+    s->nreq++;
+    w->stats.requests++;
+    if (!http_keep_alive(req) || w->shutting_down)
+        t->close_client = true;
+    lb = worker_lb(w, t->pool);
+    idx = lb ? lb_pick(lb) : -1;
+    if (idx < 0)
+        return local_response(t, 503, "no eligible backend", false);
+    t->be = lb->sp->b[idx].be;
+
+    fmt_peer(s, ip, sizeof(ip));
+    fi.client_ip = ip;
+    fi.tls = s->l->lc->tls != NULL;
+    t->req_head = head_buf(w, http_request_bound(req, &fi));
+    t->req_head->end = (uint32_t)http_build_request(req, head, &fi, t->req_head->data);
+    /* The head is rewritten: its bytes leave the client buffer. */
+    s->in->start += req->head_len;
+    t->req_parsed -= req->head_len;
+
+    http_msg_init(t->res, HTTP_RESPONSE, &w->res_limits);
+    t->res->head_request = req->parser.method == HTTP_HEAD;
+    t->phase = TXN_FORWARD;
+    return connect_upstream(t, false);
+}
+
+/*
+ * Retry a request whose reused (pooled) connection failed before any
+ * response byte: the backend closed it while idle. The request head and any
+ * body bytes were kept, so the request is sent again, once, on a fresh
+ * connection.
+ */
+static bool can_retry(const struct txn *t)
+{
+    return t->up && t->up->reused && !t->retried && !t->res_started && t->req_held;
+}
+
+static int retry_fresh(struct txn *t)
+{
+    t->s->w->stats.retries++;
+    upstream_release(t->up, false);
+    t->up = NULL;
+    t->retried = true;
+    t->req_head_sent = 0;
+    t->req_sent = 0;
+    return connect_upstream(t, true);
+}
+
+/* The backend failed us (reset, refused, closed before a whole response). */
+static int upstream_failed(struct txn *t, const char *what, int err)
+{
+    char detail[160];
+
+    if (can_retry(t))
+        return retry_fresh(t);
+    t->up->dead = true;
+    if (t->res_head_done) {
+        /* Mid-response: the client must see a truncated response, not a complete one. */
+        session_close(t->s);
+        return VEER_ERROR;
+    }
+    snprintf(detail, sizeof(detail), "backend %s %s%s%s", t->be->name, what, err ? ": " : "",
+             err ? strerror(err) : "");
+    return local_response(t, 502, detail, false);
+}
+
+/*
+ * Write the rewritten head and the request body bytes parsed so far to the
+ * backend. Bytes of a request on a reused connection are held (not
+ * dropped) until the response starts, so a stale connection can be retried.
+ */
+static int flush_upstream(struct txn *t)
+{
+    struct session *s = t->s;
+    struct upstream *up = t->up;
+    struct vbuf *h = t->req_head, *in = s->in;
+    struct iovec iov[2];
+    uint32_t hlen = h ? vbuf_len(h) - t->req_head_sent : 0;
+    uint32_t blen = t->req_parsed - t->req_sent;
+    int cnt = 0;
+    ssize_t n;
+
+    if (up == NULL || up->connecting)
+        return VEER_OK;
+    if (hlen) {
+        iov[cnt].iov_base = h->data + h->start + t->req_head_sent;
+        iov[cnt++].iov_len = hlen;
+    }
+    if (blen) {
+        iov[cnt].iov_base = in->data + in->start + t->req_sent;
+        iov[cnt++].iov_len = blen;
+    }
+    if (cnt == 0) {
+        upstream_want_write(up, false);
+        return VEER_OK;
+    }
+    do {
+        n = writev(up->fd, iov, cnt);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN) {
+            upstream_want_write(up, true);
+            return VEER_OK;
+        }
+        return upstream_failed(t, "write failed", errno);
+    }
+    if ((uint32_t)n >= hlen) {
+        t->req_head_sent += hlen;
+        n -= hlen;
+        t->req_sent += (uint32_t)n;
+        if (!t->req_held) {
+            in->start += t->req_sent;
+            t->req_parsed -= t->req_sent;
+            t->req_sent = 0;
+        }
+    } else {
+        t->req_head_sent += (uint32_t)n;
+    }
+    if (t->req_head_sent < vbuf_len(h) || t->req_sent < t->req_parsed) {
+        upstream_want_write(up, true);
+        return VEER_OK;
+    }
+    upstream_want_write(up, false);
+    if (in && in->start == in->end)
+        in->start = in->end = 0;
+    if (!s->reading && !s->client_eof && !s->closing)
+        client_want_read(s, true, s->w->tv_idle);
+    return VEER_OK;
+}
+
+void txn_upstream_writable(struct txn *t)
+{
+    struct session *s = t->s;
+    int rc;
+
+    CHECK_OBJ(t, TXN_MAGIC);
+    if (t->up->conn_err) {
+        int err = t->up->conn_err;
+
+        t->up->conn_err = 0;
+        rc = upstream_failed(t, "refused connection", err);
+    } else {
+        if (!t->up->reading)
+            upstream_want_read(t->up, true);
+        rc = flush_upstream(t);
+    }
+    if (rc == VEER_DONE)
+        session_process(s);
+}
+
+void txn_upstream_timeout(struct txn *t, bool connecting)
+{
+    struct session *s = t->s;
+    int rc;
+
+    CHECK_OBJ(t, TXN_MAGIC);
+    if (t->phase == TXN_TUNNEL)
+        return; /* the client side's idle timer decides */
+    t->up->dead = true;
+    rc = local_response(t, 504, connecting ? "backend connect timeout" : "backend timeout",
+                        false);
+    if (rc == VEER_DONE)
+        session_process(s);
+}
+
+/* Bytes the client may still need, before a tunnel replaces the exchange. */
+static int start_tunnel(struct txn *t)
+{
+    struct session *s = t->s;
+
+    t->phase = TXN_TUNNEL;
+    t->req_done = true;
+    t->req_held = false;
+    t->req_parsed = vbuf_len(s->in);
+    t->req_sent = 0;
+    t->res_parsed = vbuf_len(t->rin);
+    t->close_client = true;
+    if (!s->reading && !s->client_eof)
+        client_want_read(s, true, s->w->tv_idle);
+    t->last_io_us = veer_now_us();
+    event_add(&t->up->rev, s->w->tv_idle);
+    t->up->reading = true;
+    if (flush_upstream(t) == VEER_ERROR)
+        return VEER_ERROR;
+    return flush_client(t);
+}
+
+/* The final response head is in: decide framing and build the client head. */
+static int final_response_head(struct txn *t)
+{
+    struct session *s = t->s;
+    struct http_msg *res = t->res, *req = t->req;
+    const char *head = t->rin->data + t->rin->start;
+    bool close;
+
+    if (res->status == 101 && !(req->flags & HF_UPGRADE))
+        return upstream_failed(t, "sent an unrequested 101", 0);
+    if (!t->req_done || s->w->shutting_down || llhttp_message_needs_eof(&res->parser))
+        t->close_client = true;
+    if (req->minor == 0 && (res->flags & HF_CHUNKED) && !(res->flags & HF_NO_BODY)) {
+        res->dechunk = true; /* HTTP/1.0 client: strip chunk framing */
+        t->close_client = true;
+    }
+    close = t->close_client;
+    vbuf_put(&s->w->bufs, t->res_head);
+    t->res_head = head_buf(s->w, http_response_bound(res));
+    t->res_head->end = (uint32_t)http_build_response(res, head, close,
+                                                    req->minor == 0 && !close,
+                                                    t->res_head->data);
+    t->res_head_sent = 0;
+    t->rin->start += res->head_len;
+    t->res_parsed -= res->head_len;
+    t->res_head_done = true;
+    if (res->status == 101)
+        return start_tunnel(t);
+    return VEER_OK;
+}
+
+/* An interim 1xx head: relayed to HTTP/1.1 clients, dropped for HTTP/1.0. */
+static void interim_head(struct txn *t)
+{
+    struct session *s = t->s;
+    struct http_msg *res = t->res;
+    const char *head = t->rin->data + t->rin->start;
+
+    vbuf_put(&s->w->bufs, t->res_head);
+    t->res_head = NULL;
+    if (t->req->minor == 1) {
+        t->res_head = head_buf(s->w, http_response_bound(res));
+        t->res_head->end =
+            (uint32_t)http_build_response(res, head, false, false, t->res_head->data);
+        t->res_head_sent = 0;
+    }
+    t->rin->start += res->head_len;
+    t->res_parsed -= res->head_len;
+}
+
+/*
+ * Parse what the backend sent and relay it. Returns after writing as much
+ * as the client takes.
+ */
+static int process_response(struct txn *t)
+{
+    struct vbuf *b = t->rin;
+    struct http_msg *res = t->res;
+    enum http_result r;
+    size_t used;
+    int rc;
+
+    for (;;) {
+        char *data = b->data + b->start + t->res_parsed;
+        size_t len = b->end - (b->start + t->res_parsed);
+
+        if (t->res_done)
+            break;
+        if (!t->res_head_done && t->res_head && t->res_head_sent < vbuf_len(t->res_head))
+            return VEER_OK; /* a 1xx is still going out */
+        r = http_parse(res, b->data + b->start, data, len, &used);
+        if (res->dechunk && res->phase != HMSG_HEAD && t->res_head_done) {
+            uint32_t kept = (uint32_t)(res->dechunk_dst - data);
+
+            t->res_parsed += kept;
+            memmove(data + kept, data + used, len - used);
+            b->end -= (uint32_t)(used - kept);
+        } else {
+            t->res_parsed += (uint32_t)used;
+        }
+        switch (r) {
+        case HTTP_NEED_MORE:
+            break;
+        case HTTP_INVALID:
+            if (t->res_head_done) {
+                /* Bad framing mid-body: end the client response as truncated. */
+                t->up->dead = true;
+                b->end = b->start + t->res_parsed;
+                t->close_client = true;
+                rc = flush_client(t);
+                if (rc == VEER_OK)
+                    session_close(t->s);
+                return VEER_ERROR;
+            }
+            return upstream_failed(t, res->err_what ? res->err_what : "sent a bad response", 0);
+        case HTTP_HEAD_DONE:
+            if (res->status >= 100 && res->status < 200 && res->status != 101) {
+                interim_head(t);
+                rc = flush_client(t);
+                if (rc != VEER_OK)
+                    return rc;
+                continue;
+            }
+            rc = final_response_head(t);
+            if (rc != VEER_OK || t->phase == TXN_TUNNEL)
+                return rc;
+            continue;
+        case HTTP_MSG_DONE:
+            if (!t->res_head_done)
+                continue; /* the end of a 1xx: parse the next head */
+            t->res_done = true;
+            if (b->start + t->res_parsed != b->end)
+                t->up->dead = true; /* bytes after the response: never reuse */
+            b->end = b->start + t->res_parsed;
+            break;
+        case HTTP_UPGRADED:
+            break;
+        }
+        break;
+    }
+    return flush_client(t);
+}
+
+/* The backend closed its side. */
+static int upstream_eof(struct txn *t)
+{
+    struct session *s = t->s;
+
+    t->up_eof = true;
+    if (t->phase == TXN_TUNNEL) {
+        upstream_want_read(t->up, false);
+        return flush_client(t);
+    }
+    if (!t->res_started)
+        return upstream_failed(t, "closed the connection", 0);
+    if (!t->res_head_done)
+        return upstream_failed(t, "closed the connection mid-head", 0);
+    t->up->dead = true;
+    if (!t->res_done && http_parse_eof(t->res) == HTTP_MSG_DONE) {
+        t->res_done = true;
+        return flush_client(t);
+    }
+    if (t->res_done)
+        return flush_client(t);
+    /* Truncated: send what we have, then close so the client sees it cut. */
+    t->close_client = true;
+    if (flush_client(t) == VEER_OK)
+        session_close(s);
+    return VEER_ERROR;
+}
+
+void txn_upstream_readable(struct txn *t)
+{
+    struct session *s = t->s;
+    struct worker *w = s->w;
+    struct upstream *up = t->up;
+    ssize_t n;
+    int rc;
+
+    CHECK_OBJ(t, TXN_MAGIC);
+    if (t->rin == NULL)
+        t->rin = vbuf_get(&w->bufs);
+    if (vbuf_room(t->rin) == 0) {
+        uint32_t shift;
+
+        if (vbuf_reserve(&w->bufs, &t->rin, 1,
+                         t->res_head_done ? VBUF_SIZE : w->head_buf_limit, &shift) < 0) {
+            if (!t->res_head_done) {
+                t->up->dead = true;
+                rc = local_response(t, 502, "response head too large", false);
+                if (rc == VEER_DONE)
+                    session_process(s);
+                return;
+            }
+            upstream_want_read(up, false); /* full: wait for the client */
+            return;
+        }
+    }
+    n = vbuf_read(t->rin, up->fd);
+    if (n > 0) {
+        if (!t->res_started) {
+            t->res_started = true;
+            if (t->req_held) {
+                /* The backend answers: request bytes kept for a retry can go. */
+                s->in->start += t->req_sent;
+                t->req_parsed -= t->req_sent;
+                t->req_sent = 0;
+                t->req_held = false;
+            }
+        }
+        if (t->phase == TXN_TUNNEL) {
+            t->last_io_us = veer_now_us();
+            t->res_parsed = vbuf_len(t->rin);
+            rc = flush_client(t);
+        } else {
+            rc = process_response(t);
+        }
+    } else if (n == 0) {
+        rc = upstream_eof(t);
+    } else if (errno == EAGAIN || errno == EINTR) {
+        return;
+    } else if (t->phase == TXN_TUNNEL) {
+        session_close(s);
+        return;
+    } else {
+        rc = upstream_failed(t, "reset the connection", errno);
+    }
+    if (rc == VEER_DONE)
+        session_process(s);
+}
+
+/* --- reading from the client -------------------------------------------- */
+
+static int request_error(struct txn *t)
+{
+    const struct http_msg *req = t->req;
+
+    return local_response(t, req->err_status ? req->err_status : 400,
+                          req->err_what ? req->err_what : "malformed request", true);
+}
+
+/* Parse request bytes after the head: find where the body ends. */
+static int parse_request_body(struct txn *t)
+{
+    struct vbuf *in = t->s->in;
+    char *data = in->data + in->start + t->req_parsed;
+    size_t len = in->end - (in->start + t->req_parsed), used;
+    enum http_result r;
+
+    if (t->req_done)
+        return VEER_OK; /* len may be 0: that completes a bodiless request */
+    r = http_parse(t->req, in->data + in->start, data, len, &used);
+    t->req_parsed += (uint32_t)used;
+    if (r == HTTP_MSG_DONE || r == HTTP_UPGRADED) {
+        t->req_done = true;
+    } else if (r == HTTP_INVALID) {
+        if (t->up)
+            t->up->dead = true;
+        return request_error(t);
+    }
+    return VEER_OK;
+}
+
+/*
+ * The request head is not complete yet. The client gets client_header_ms
+ * from the request's first byte for the whole head, however slowly it
+ * trickles in (slowloris): the timer is set to what is left of it.
+ */
+static int wait_request_head(struct txn *t)
+{
+    struct session *s = t->s;
+    uint64_t deadline = t->start_us + (uint64_t)s->w->conf->timeouts.client_header_ms * 1000;
+    uint64_t now = veer_now_us();
+    struct timeval tv;
+
+    if (now >= deadline)
+        return local_response(t, 408, "request head not received in time", true);
+    tv.tv_sec = (time_t)((deadline - now) / 1000000);
+    tv.tv_usec = (suseconds_t)((deadline - now) % 1000000);
+    event_add(&s->rev, &tv);
+    s->reading = true;
+    s->rev_tv = NULL;
+    return VEER_OK;
+}
+
+/*
+ * Run the session forward with the bytes it has: parse heads, hand off to
+ * the backend, start the next pipelined request when one ends.
+ */
+static int session_process(struct session *s)
+{
+    int rc;
+
+    for (;;) {
+        struct txn *t = s->txn;
+        struct vbuf *in = s->in;
+
+        if (s->dead || s->closing)
+            return VEER_ERROR;
+        if (t == NULL) {
+            if (vbuf_len(in) == 0) {
+                session_idle(s);
+                return VEER_OK;
+            }
+            t = txn_start(s);
+        }
+        switch (t->phase) {
+        case TXN_REQ_HEAD: {
+            size_t used;
+            enum http_result r;
+
+            r = http_parse(t->req, in->data + in->start, in->data + in->start + t->req_parsed,
+                           in->end - (in->start + t->req_parsed), &used);
+            t->req_parsed += (uint32_t)used;
+            if (r == HTTP_NEED_MORE)
+                return wait_request_head(t);
+            if (r == HTTP_INVALID) {
+                rc = request_error(t);
+            } else {
+                /* Frame the body bytes that came along (0 bytes completes a bodiless request). */
+                rc = parse_request_body(t);
+                if (rc == VEER_OK)
+                    rc = handle_request_head(t);
+            }
+            break;
+        }
+        case TXN_FORWARD:
+            rc = parse_request_body(t);
+            if (rc == VEER_OK && s->txn == t)
+                rc = flush_upstream(t);
+            break;
+        case TXN_TUNNEL:
+            t->last_io_us = veer_now_us();
+            t->req_parsed = vbuf_len(in);
+            rc = flush_upstream(t);
+            break;
+        default:
+            rc = VEER_OK;
+            break;
+        }
+        if (rc != VEER_DONE)
+            return rc;
+    }
+}
+
+/* The client closed its side. */
+static void client_eof(struct session *s)
+{
+    struct txn *t = s->txn;
+
+    s->client_eof = true;
+    client_want_read(s, false, NULL);
+    if (t == NULL || t->phase == TXN_REQ_HEAD || (!t->req_done && t->phase == TXN_FORWARD)) {
+        /* Nothing asked, or the request is cut short: nothing to answer. */
+        session_close(s);
+        return;
+    }
+    if (t->phase == TXN_TUNNEL) {
+        if (t->up && flush_upstream(t) == VEER_OK && t->up)
+            shutdown(t->up->fd, SHUT_WR);
+        if (t->up_eof)
+            session_close(s);
+    }
+    /* Otherwise the response still goes out; the session closes after it. */
+}
+
+static void client_timeout(struct session *s)
+{
+    struct worker *w = s->w;
+    struct txn *t = s->txn;
+    int rc;
+
+    if (s->closing || t == NULL) {
+        session_close(s); /* idle, quiet period over, or lingering done */
+        return;
+    }
+    switch (t->phase) {
+    case TXN_REQ_HEAD:
+        rc = local_response(t, 408, "request head not received in time", true);
+        break;
+    case TXN_FORWARD:
+        if (t->req_done)
+            return; /* waiting for the backend: its own timeouts apply */
+        rc = t->res_head_done ? (session_close(s), VEER_ERROR)
+                              : local_response(t, 408, "request body not received in time", true);
+        break;
+    case TXN_TUNNEL:
+        if (veer_now_us() - t->last_io_us >= (uint64_t)w->conf->timeouts.idle_ms * 1000)
+            session_close(s);
+        return;
+    default:
+        return;
+    }
+    if (rc == VEER_DONE)
+        session_process(s);
+}
+
+/*
+ * Make room in the client buffer. A head may grow the buffer up to the
+ * configured limits; body or pipelined bytes never do: the caller stops
+ * reading until the backend has taken what is there.
+ */
+static int client_room(struct session *s)
+{
+    struct worker *w = s->w;
+    struct txn *t = s->txn;
+    uint32_t shift;
+
+    if (vbuf_room(s->in))
+        return VEER_OK;
+    if (t && t->phase == TXN_REQ_HEAD) {
+        if (vbuf_reserve(&w->bufs, &s->in, 1, w->head_buf_limit, &shift) == 0)
+            return VEER_OK;
+        return local_response(t, t->req->line_len ? 431 : 414,
+                              t->req->line_len ? "header section too large"
+                                               : "request line too long",
+                              true) == VEER_ERROR
+                   ? VEER_ERROR
+                   : VEER_AGAIN;
+    }
+    if (s->in->start)
+        vbuf_compact(s->in);
+    if (vbuf_room(s->in))
+        return VEER_OK;
+    if (t && t->req_held) {
+        /* Holding for a retry would stall the upload: give up the retry. */
+        s->in->start += t->req_sent;
+        t->req_parsed -= t->req_sent;
+        t->req_sent = 0;
+        t->req_held = false;
+        vbuf_compact(s->in);
+        if (vbuf_room(s->in))
+            return VEER_OK;
+    }
+    client_want_read(s, false, NULL);
+    return VEER_AGAIN;
+}
+
+static void client_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    struct worker *w = s->w;
+    ssize_t n;
+    int rc;
+
+    CHECK_OBJ(s, SESSION_MAGIC);
+    if (what & EV_TIMEOUT) {
+        client_timeout(s);
+        return;
+    }
+    if (s->closing) {
+        linger_read(s);
+        return;
+    }
+    if (s->in == NULL)
+        s->in = vbuf_get(&w->bufs);
+    rc = client_room(s);
+    if (rc != VEER_OK) {
+        if (rc == VEER_DONE)
+            session_process(s);
+        return;
+    }
+    n = vbuf_read(s->in, s->fd);
+    if (n > 0) {
+        session_process(s);
+        return;
+    }
+    if (n == 0) {
+        client_eof(s);
+        return;
+    }
+    if (errno == EAGAIN || errno == EINTR)
+        return;
+    session_close(s);
+}

@@ -1,0 +1,117 @@
+/*
+ * session.h - one client connection and the transaction (one request and
+ * its response) it is running. A session never migrates between workers.
+ *
+ * Data flows through two buffers, one per direction: the client's bytes in
+ * session.in (request heads, bodies, pipelined requests, tunnel bytes) and
+ * the backend's bytes in txn.rin. Heads are rewritten into small separate
+ * buffers and written with writev ahead of the body bytes, which go out of
+ * the buffer they were read into. A side whose peer cannot take more stops
+ * reading (backpressure), so memory per transaction is bounded by two
+ * buffers whatever the body size.
+ */
+#ifndef VEER_SESSION_H
+#define VEER_SESSION_H
+
+#include "buf.h"
+#include "http.h"
+
+#include <event2/event_struct.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct worker;
+struct wlistener;
+struct upstream;
+struct backend;
+
+#define SESSION_MAGIC 0x5e55104eu
+#define TXN_MAGIC     0x7a4e0001u
+
+enum txn_phase {
+    TXN_REQ_HEAD = 0, /* reading the request head */
+    TXN_FORWARD,      /* request head done: forwarding request and response */
+    TXN_LOCAL,        /* answering locally (error, health), then done */
+    TXN_TUNNEL,       /* after 101: bytes both ways */
+};
+
+struct txn {
+    unsigned magic;
+    struct txn *next_free;
+    struct session *s;
+    enum txn_phase phase;
+    struct event cwev; /* client writability */
+
+    /* request: client -> backend */
+    struct http_msg *req;
+    uint32_t req_parsed; /* bytes at s->in->start parsed as this message */
+    uint32_t req_sent;   /* of those, bytes already written upstream */
+    struct vbuf *req_head; /* rewritten head for the backend */
+    uint32_t req_head_sent;
+    bool req_done;   /* whole request parsed */
+    bool req_held;   /* keep sent bytes until the response starts (retry) */
+    bool retried;
+
+    /* response: backend -> client */
+    struct http_msg *res;
+    struct vbuf *rin;      /* bytes read from the backend */
+    uint32_t res_parsed;   /* bytes at rin->start parsed and to forward */
+    struct vbuf *res_head; /* head (or whole local response) for the client */
+    uint32_t res_head_sent;
+    bool res_started; /* a response byte arrived from the backend */
+    bool res_head_done;
+    bool res_done;
+    bool close_client; /* close the client connection after this response */
+    bool up_eof;       /* backend closed (tunnel) */
+
+    struct upstream *up;
+    struct backend *be;
+    int pool;
+    uint64_t start_us;
+    uint64_t last_io_us; /* tunnel: last byte either way */
+};
+
+struct session {
+    unsigned magic;
+    struct worker *w;
+    struct wlistener *l;
+    int fd;
+    struct event rev;
+    struct vbuf *in;  /* client bytes; NULL while idle and empty */
+    struct txn *txn;  /* NULL between requests */
+    struct session *next, *prev;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+    uint32_t nreq;
+    bool reading;    /* rev is pending */
+    const struct timeval *rev_tv; /* timeout rev was armed with */
+    bool client_eof; /* client half-closed */
+    bool closing;
+    bool dead;
+};
+
+/* A new client connection accepted on l. Takes ownership of fd. */
+void session_accept(struct wlistener *l, int fd, const struct sockaddr *peer, socklen_t plen);
+
+/* Close at once (shutdown deadline, abort): deferred free. */
+void session_close(struct session *s);
+
+/* Free a dead session (reaper). */
+void session_free(struct session *s);
+
+/* Shutdown started: close idle sessions after the quiet period. */
+void session_shutdown_notice(struct session *s);
+
+/* Events from the transaction's upstream connection. */
+void txn_upstream_readable(struct txn *t);
+void txn_upstream_writable(struct txn *t);
+void txn_upstream_timeout(struct txn *t, bool connecting);
+
+/* Per-worker transaction cache. */
+void txn_cache_destroy(struct worker *w);
+
+#endif

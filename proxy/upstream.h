@@ -1,0 +1,66 @@
+/*
+ * upstream.h - connections from a worker to backends: non-blocking connect
+ * with a timeout, and the per-worker keep-alive pool keyed by backend
+ * address (entries that share an address share connections). While idle in
+ * the pool a connection watches for the backend closing it; while busy it
+ * belongs to exactly one transaction, which drives its events.
+ */
+#ifndef VEER_UPSTREAM_H
+#define VEER_UPSTREAM_H
+
+#include "pool.h"
+
+#include <event2/event_struct.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct worker;
+struct txn;
+
+#define UPSTREAM_MAGIC 0x0bc0ffeeu
+
+struct upstream {
+    unsigned magic;
+    int fd;
+    struct event rev;
+    struct event wev;
+    struct worker *w;
+    struct backend *be;
+    uint32_t addr_id;
+    struct txn *txn; /* owner while busy; NULL while idle or dead */
+    struct upstream *next, *prev;
+    bool connecting;
+    bool reused; /* taken from the idle pool for the current request */
+    bool idle;
+    bool dead;
+    bool reading; /* rev is pending */
+    int conn_err; /* connect failed with this errno */
+    uint32_t nreq;
+};
+
+/*
+ * A connection to be for txn: an idle pooled one when there is one (reused
+ * = true), else a new non-blocking connect. Returns NULL with errno set
+ * when the connect failed at once.
+ */
+struct upstream *upstream_get(struct worker *w, struct backend *be, struct txn *txn);
+
+/* A new connection even when idle ones exist (retry of a stale one). */
+struct upstream *upstream_connect(struct worker *w, struct backend *be, struct txn *txn);
+
+/* The transaction is done with up: back to the idle pool, or closed. */
+void upstream_release(struct upstream *up, bool reusable);
+
+/* Close now; freed after the current callbacks (deferred). */
+void upstream_close(struct upstream *up);
+
+/* Start/stop watching for readability (response bytes) with a timeout. */
+void upstream_want_read(struct upstream *up, bool on);
+
+/* Start/stop waiting for writability (timeout: connect or response). */
+void upstream_want_write(struct upstream *up, bool on);
+
+/* Free a dead connection (reaper). */
+void upstream_free(struct upstream *up);
+
+#endif

@@ -1,0 +1,407 @@
+/*
+ * worker.c - worker threads: event loop, accept, commands from the control
+ * thread, deferred frees, idle upstream pools and per-worker balancer
+ * state. See worker.h.
+ */
+#include "worker.h"
+#include "session.h"
+#include "upstream.h"
+#include "veer.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+_Atomic int veer_client_connections;
+
+/* Buffers kept per worker beyond those in use. */
+#define WORKER_BUF_CACHE 256
+
+/* Idle upstream connections kept per backend address per worker. */
+#define IDLE_PER_ADDR 128
+
+/* Connections accepted per readiness event, for fairness between listeners. */
+#define ACCEPT_BATCH 64
+
+static const struct timeval *common_tv(struct event_base *base, int ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+
+    return event_base_init_common_timeout(base, &tv);
+}
+
+/*
+ * Over the connection limit: answer 503 and close rather than leaving the
+ * client hanging in the backlog, so it can go elsewhere at once.
+ */
+static void refuse_connection(int fd)
+{
+    static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                               "application/json\r\nContent-Length: 70\r\nConnection: close\r\n"
+                               "Retry-After: 1\r\n\r\n"
+                               "{\"error\":\"service_unavailable\",\"status\":503,\"detail\":\"too "
+                               "many conns\"}\n";
+    ssize_t n = send(fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+    (void)n;
+    close(fd);
+}
+
+static void accept_cb(evutil_socket_t lfd, short what, void *arg)
+{
+    struct wlistener *l = arg;
+    struct worker *w = l->w;
+    const struct conf_limits *lim = &w->conf->limits;
+
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd, one = 1;
+
+        fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                log_warn("accept: %s", strerror(errno));
+            return;
+        }
+        w->stats.accepted++;
+        if (atomic_fetch_add_explicit(&veer_client_connections, 1, memory_order_relaxed) >=
+                lim->max_connections ||
+            (lim->max_connections_per_worker &&
+             w->nsessions >= (unsigned)lim->max_connections_per_worker)) {
+            atomic_fetch_sub_explicit(&veer_client_connections, 1, memory_order_relaxed);
+            refuse_connection(fd);
+            continue;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        session_accept(l, fd, (struct sockaddr *)&ss, sl);
+    }
+}
+
+static void reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    while (w->dead_sessions) {
+        struct session *s = w->dead_sessions;
+
+        w->dead_sessions = s->next;
+        session_free(s);
+    }
+    while (w->dead_upstreams) {
+        struct upstream *up = w->dead_upstreams;
+
+        w->dead_upstreams = up->next;
+        upstream_free(up);
+    }
+    worker_check_done(w);
+}
+
+void worker_schedule_reap(struct worker *w)
+{
+    event_active(&w->reaper, EV_TIMEOUT, 0);
+}
+
+void worker_check_done(struct worker *w)
+{
+    if (w->shutting_down && w->nsessions == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void close_listeners(struct worker *w)
+{
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i].fd < 0)
+            continue;
+        event_del(&w->listeners[i].ev);
+        close(w->listeners[i].fd);
+        w->listeners[i].fd = -1;
+    }
+}
+
+static void close_idle_upstreams(struct worker *w)
+{
+    for (uint32_t a = 0; a < w->nidle; a++)
+        while (w->idle[a].head) {
+            struct upstream *up = w->idle[a].head;
+
+            worker_idle_remove(w, up);
+            upstream_close(up);
+        }
+}
+
+static void abort_all(struct worker *w)
+{
+    while (w->sessions)
+        session_close(w->sessions);
+    close_idle_upstreams(w);
+    worker_schedule_reap(w);
+}
+
+static void shutdown_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    if (w->nsessions)
+        log_warn("worker %u: shutdown deadline reached, closing %u connections", w->idx,
+                 w->nsessions);
+    abort_all(w);
+}
+
+/*
+ * Graceful shutdown of this worker: stop accepting, let every session
+ * finish its current request and close at a request boundary, close idle
+ * upstream connections, and leave the loop when no session is left (or
+ * at the deadline).
+ */
+static void begin_shutdown(struct worker *w)
+{
+    struct timeval tv = {.tv_sec = w->conf->timeouts.shutdown_ms / 1000,
+                         .tv_usec = (w->conf->timeouts.shutdown_ms % 1000) * 1000};
+
+    if (w->shutting_down)
+        return;
+    w->shutting_down = true;
+    close_listeners(w);
+    close_idle_upstreams(w);
+    for (struct session *s = w->sessions, *next; s; s = next) {
+        next = s->next;
+        session_shutdown_notice(s);
+    }
+    evtimer_assign(&w->shutdown_timer, w->base, shutdown_timer_cb, w);
+    evtimer_add(&w->shutdown_timer, &tv);
+    worker_check_done(w);
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    uint64_t v;
+    unsigned cmd;
+
+    if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        log_warn("worker %u: eventfd read: %s", w->idx, strerror(errno));
+    cmd = atomic_exchange_explicit(&w->cmd, 0, memory_order_acq_rel);
+    if (cmd & WCMD_REFRESH)
+        worker_lb(w, -1);
+    if (cmd & WCMD_SHUTDOWN)
+        begin_shutdown(w);
+    if (cmd & WCMD_ABORT) {
+        begin_shutdown(w);
+        abort_all(w);
+    }
+}
+
+void worker_post(struct worker *w, unsigned cmd)
+{
+    uint64_t one = 1;
+
+    atomic_fetch_or_explicit(&w->cmd, cmd, memory_order_acq_rel);
+    if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_warn("worker %u: eventfd write: %s", w->idx, strerror(errno));
+}
+
+/* Switch to the newest snapshot: rebuild balancer state, announce. */
+static void switch_routing(struct worker *w, struct routing *r)
+{
+    if (w->lbs) {
+        for (uint32_t i = 0; i < w->routing->npools; i++)
+            lb_free(&w->lbs[i]);
+        free(w->lbs);
+    }
+    w->routing = r;
+    w->lbs = veer_calloc(r->npools ? r->npools : 1, sizeof(*w->lbs));
+    for (uint32_t i = 0; i < r->npools; i++)
+        lb_init(&w->lbs[i], &r->pools[i]);
+    routing_announce(w->idx, r->generation);
+}
+
+struct lb *worker_lb(struct worker *w, int pool)
+{
+    struct routing *r = routing_current();
+
+    if (unlikely(r != w->routing))
+        switch_routing(w, r);
+    if (pool < 0 || (uint32_t)pool >= r->npools)
+        return NULL;
+    return &w->lbs[pool];
+}
+
+struct upstream *worker_idle_pop(struct worker *w, uint32_t addr_id)
+{
+    struct upstream *up;
+
+    if (addr_id >= w->nidle || (up = w->idle[addr_id].head) == NULL)
+        return NULL;
+    worker_idle_remove(w, up);
+    event_add(&up->rev, w->tv_response);
+    return up;
+}
+
+void worker_idle_push(struct worker *w, struct upstream *up)
+{
+    struct idle_list *il;
+
+    if (up->addr_id >= w->nidle) {
+        uint32_t n = up->addr_id + 16;
+
+        w->idle = veer_realloc(w->idle, n * sizeof(*w->idle));
+        memset(w->idle + w->nidle, 0, (n - w->nidle) * sizeof(*w->idle));
+        w->nidle = n;
+    }
+    il = &w->idle[up->addr_id];
+    if (il->n >= IDLE_PER_ADDR) {
+        upstream_close(up);
+        return;
+    }
+    up->idle = true;
+    up->prev = NULL;
+    up->next = il->head;
+    if (il->head)
+        il->head->prev = up;
+    il->head = up;
+    il->n++;
+}
+
+void worker_idle_remove(struct worker *w, struct upstream *up)
+{
+    struct idle_list *il = &w->idle[up->addr_id];
+
+    if (!up->idle)
+        return;
+    if (up->prev)
+        up->prev->next = up->next;
+    else
+        il->head = up->next;
+    if (up->next)
+        up->next->prev = up->prev;
+    up->next = up->prev = NULL;
+    up->idle = false;
+    il->n--;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        event_add(&w->listeners[i].ev, NULL);
+    event_base_dispatch(w->base);
+    atomic_store_explicit(&w->exited, true, memory_order_release);
+    return NULL;
+}
+
+struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const int *listen_fds)
+{
+    struct worker *w = veer_calloc(1, sizeof(*w));
+    struct event_config *cfg = event_config_new();
+    const struct conf_timeouts *to = &conf->timeouts;
+
+    w->idx = idx;
+    w->conf = conf;
+    w->wake_fd = -1;
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    w->base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+    if (w->base == NULL) {
+        log_err("worker %u: cannot create event base", idx);
+        goto fail;
+    }
+    event_base_priority_init(w->base, 2);
+    w->req_limits = (struct http_limits){
+        .line_bytes = (uint32_t)conf->limits.request_line_bytes,
+        .header_bytes = (uint32_t)conf->limits.header_bytes,
+        .header_count = (uint32_t)conf->limits.header_count,
+        .body_bytes = (uint64_t)conf->limits.body_bytes,
+    };
+    w->res_limits = w->req_limits;
+    w->res_limits.body_bytes = 0;
+    w->head_buf_limit = (size_t)conf->limits.request_line_bytes +
+                        (size_t)conf->limits.header_bytes + 1024;
+    if (w->head_buf_limit < VBUF_SIZE)
+        w->head_buf_limit = VBUF_SIZE;
+    vbuf_cache_init(&w->bufs, WORKER_BUF_CACHE);
+    w->tv_idle = common_tv(w->base, to->idle_ms);
+    w->tv_header = common_tv(w->base, to->client_header_ms);
+    w->tv_connect = common_tv(w->base, to->connect_ms);
+    w->tv_response = common_tv(w->base, to->upstream_response_ms);
+    w->tv_upstream_idle = common_tv(w->base, to->idle_ms);
+    w->tv_quiet = common_tv(w->base, to->quiet_ms);
+
+    event_assign(&w->reaper, w->base, -1, 0, reaper_cb, w);
+    event_priority_set(&w->reaper, 1);
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->wake_fd < 0) {
+        log_err("worker %u: eventfd: %s", idx, strerror(errno));
+        goto fail;
+    }
+    event_assign(&w->wake_ev, w->base, w->wake_fd, EV_READ | EV_PERSIST, wake_cb, w);
+    event_add(&w->wake_ev, NULL);
+
+    w->nlisteners = (unsigned)conf->nlistens;
+    w->listeners = veer_calloc(w->nlisteners ? w->nlisteners : 1, sizeof(*w->listeners));
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        struct wlistener *l = &w->listeners[i];
+
+        l->fd = listen_fds[i];
+        l->w = w;
+        l->lc = &conf->listens[i];
+        l->pool = conf->listens[i].pool_index;
+        event_assign(&l->ev, w->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
+    }
+    switch_routing(w, routing_current());
+    return w;
+fail:
+    worker_destroy(w);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+
+    if (rc) {
+        log_err("worker %u: pthread_create: %s", w->idx, strerror(rc));
+        return VEER_ERROR;
+    }
+    return VEER_OK;
+}
+
+void worker_join(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+}
+
+void worker_destroy(struct worker *w)
+{
+    if (w == NULL)
+        return;
+    if (w->base) {
+        abort_all(w);
+        reaper_cb(-1, 0, w);
+        close_listeners(w);
+        if (w->wake_fd >= 0)
+            event_del(&w->wake_ev);
+        if (w->shutting_down)
+            event_del(&w->shutdown_timer);
+        event_del(&w->reaper);
+        event_base_free(w->base);
+    }
+    if (w->wake_fd >= 0)
+        close(w->wake_fd);
+    if (w->lbs) {
+        for (uint32_t i = 0; i < w->routing->npools; i++)
+            lb_free(&w->lbs[i]);
+        free(w->lbs);
+    }
+    txn_cache_destroy(w);
+    vbuf_cache_destroy(&w->bufs);
+    free(w->idle);
+    free(w->listeners);
+    free(w);
+}

@@ -1,0 +1,136 @@
+/*
+ * worker.h - one worker thread: its own event_base, its own listening
+ * sockets (SO_REUSEPORT), its client sessions, its idle upstream
+ * connections and its balancer state. Nothing here is shared with another
+ * worker, so the request path takes no lock. The control thread talks to a
+ * worker only through an atomic command word and an eventfd wake-up.
+ */
+#ifndef VEER_WORKER_H
+#define VEER_WORKER_H
+
+#include "balance.h"
+#include "buf.h"
+#include "conf.h"
+#include "http.h"
+#include "pool.h"
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct session;
+struct upstream;
+struct txn;
+
+/* A listening socket of one worker. */
+struct wlistener {
+    int fd;
+    struct event ev;
+    struct worker *w;
+    const struct conf_listen *lc;
+    int pool; /* index into the snapshot's pools */
+};
+
+/* Idle upstream connections to one backend address, most recent first. */
+struct idle_list {
+    struct upstream *head;
+    uint32_t n;
+};
+
+/* Commands from the control thread (bits of worker.cmd). */
+enum {
+    WCMD_REFRESH = 1u << 0,  /* a new routing snapshot was published */
+    WCMD_SHUTDOWN = 1u << 1, /* stop accepting, finish in-flight work, exit */
+    WCMD_ABORT = 1u << 2,    /* close everything now and exit */
+};
+
+struct worker_stats {
+    uint64_t accepted;
+    uint64_t requests;
+    uint64_t responses;
+    uint64_t errors;
+    uint64_t upstream_connects;
+    uint64_t upstream_reused;
+    uint64_t retries;
+};
+
+struct worker {
+    unsigned idx;
+    pthread_t thread;
+    struct event_base *base;
+    const struct veer_conf *conf;
+    struct http_limits req_limits;
+    struct http_limits res_limits;
+    size_t head_buf_limit; /* largest buffer a request head may need */
+
+    struct vbuf_cache bufs;
+    struct txn *free_txns;
+    unsigned nfree_txns;
+
+    struct wlistener *listeners;
+    unsigned nlisteners;
+
+    struct session *sessions; /* all live sessions (doubly linked) */
+    unsigned nsessions;
+    struct session *dead_sessions;
+    struct upstream *dead_upstreams;
+    struct event reaper;
+
+    struct idle_list *idle; /* indexed by backend addr_id */
+    uint32_t nidle;
+    unsigned nupstreams; /* open upstream connections, idle or busy */
+
+    struct routing *routing; /* snapshot this worker switched to */
+    struct lb *lbs;          /* per pool of `routing` */
+
+    const struct timeval *tv_idle;
+    const struct timeval *tv_header;
+    const struct timeval *tv_connect;
+    const struct timeval *tv_response;
+    const struct timeval *tv_upstream_idle;
+    const struct timeval *tv_quiet;
+
+    int wake_fd;
+    struct event wake_ev;
+    _Atomic unsigned cmd;
+    _Atomic bool exited; /* the thread left its loop */
+    bool shutting_down;
+    struct event shutdown_timer;
+
+    struct worker_stats stats;
+};
+
+extern _Atomic int veer_client_connections;
+
+/*
+ * Create a worker with its event base and listening sockets (fds already
+ * bound by the listener module, one per conf listener). Returns NULL on
+ * error (logged).
+ */
+struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const int *listen_fds);
+int worker_start(struct worker *w);
+void worker_join(struct worker *w);
+void worker_destroy(struct worker *w);
+
+/* Post a command to a worker (any thread). */
+void worker_post(struct worker *w, unsigned cmd);
+
+/*
+ * The balancer state of pool `pool` for the current snapshot; switches the
+ * worker to the newest snapshot first if one was published.
+ */
+struct lb *worker_lb(struct worker *w, int pool);
+
+/* The session list changed: exit the loop when shutting down and empty. */
+void worker_check_done(struct worker *w);
+
+/* Idle upstream connection pool, per backend address. */
+struct upstream *worker_idle_pop(struct worker *w, uint32_t addr_id);
+void worker_idle_push(struct worker *w, struct upstream *up);
+void worker_idle_remove(struct worker *w, struct upstream *up);
+
+/* Schedule the reaper (frees dead sessions and upstreams after callbacks). */
+void worker_schedule_reap(struct worker *w);
+
+#endif

@@ -1,0 +1,321 @@
+/*
+ * veer-backend: a small single-threaded HTTP backend for demos, tests and benchmarks (evhttp).
+ *
+ *   veer-backend --name NAME --listen HOST:PORT [--port-file FILE]
+ *
+ * Every response carries "X-Backend: NAME". Routes: /delay?ms=N (200 "NAME\n" after N ms, on a
+ * timer), /status?code=N, /size?bytes=N (streamed in 64 KiB chunks), /echo (the request body),
+ * /api/health/readiness (200 "ready"), anything else 200 "NAME\n". With port 0 the kernel picks
+ * the port: it is printed as "listening on HOST:PORT" and written atomically to --port-file.
+ * SIGTERM and SIGINT end the loop; everything is freed before exit.
+ */
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#define CHUNK_BYTES  (64 * 1024)
+#define MAX_DELAY_MS (3600LL * 1000)
+#define JOB_MAGIC    0x6a6f6231u
+
+static const char *backend_name = "backend";
+static char chunk[CHUNK_BYTES];
+
+/* A reply that outlives the request callback (a delay or a streamed body). It is freed when the
+ * reply ends or when the client connection goes away, whichever comes first. */
+struct job {
+    unsigned magic;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    struct event *timer;
+    long long remaining;
+};
+
+static void job_free(struct job *job)
+{
+    if (job->evcon != NULL)
+        evhttp_connection_set_closecb(job->evcon, NULL, NULL);
+    if (job->timer != NULL)
+        event_free(job->timer);
+    job->magic = 0;
+    free(job);
+}
+
+/* The connection is going away (client gone, or shutdown) before the reply ended. evhttp detaches
+ * an unfinished request from a failed connection and leaves it to us; a request still attached is
+ * freed by evhttp right after this callback. */
+static void job_on_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct job *job = arg;
+
+    (void)evcon;
+    if (job == NULL || job->magic != JOB_MAGIC)
+        abort();
+    if (evhttp_request_get_connection(job->req) == NULL)
+        evhttp_request_free(job->req);
+    job->evcon = NULL;
+    job_free(job);
+}
+
+static struct job *job_new(struct evhttp_request *req)
+{
+    struct job *job = calloc(1, sizeof(*job));
+
+    if (job == NULL)
+        return NULL;
+    job->magic = JOB_MAGIC;
+    job->req = req;
+    job->evcon = evhttp_request_get_connection(req);
+    evhttp_connection_set_closecb(job->evcon, job_on_close, job);
+    return job;
+}
+
+/* Send a complete reply; BODY NULL means "NAME\n". */
+static void reply(struct evhttp_request *req, int code, const char *body)
+{
+    struct evbuffer *buf = evbuffer_new();
+
+    if (buf != NULL)
+        evbuffer_add_printf(buf, "%s%s", body ? body : backend_name, body ? "" : "\n");
+    evhttp_send_reply(req, code, NULL, buf);
+    if (buf != NULL)
+        evbuffer_free(buf);
+}
+
+/* Integer query parameter KEY clamped to [min, max]; DEF when absent or malformed. */
+static long long query_num(struct evhttp_request *req, const char *key, long long def,
+                           long long min, long long max)
+{
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq kv;
+    const char *v;
+    char *end;
+    long long n = def;
+
+    if (q == NULL || evhttp_parse_query_str(q, &kv) != 0)
+        return def;
+    v = evhttp_find_header(&kv, key);
+    if (v != NULL && *v != '\0') {
+        n = strtoll(v, &end, 10);
+        n = *end == '\0' ? n : def;
+    }
+    evhttp_clear_headers(&kv);
+    return n < min ? min : n > max ? max : n;
+}
+
+static void delay_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct job *job = arg;
+    struct evhttp_request *req = job->req;
+
+    (void)fd, (void)what;
+    job_free(job);
+    reply(req, 200, NULL);
+}
+
+/* Queue the next chunk of a /size body; evhttp calls this again once the chunk has been sent, so
+ * at most one chunk per connection is ever buffered. */
+static void size_next(struct evhttp_connection *evcon, void *arg)
+{
+    struct job *job = arg;
+    struct evhttp_request *req = job->req;
+    size_t n = job->remaining < CHUNK_BYTES ? (size_t)job->remaining : CHUNK_BYTES;
+    struct evbuffer *buf;
+
+    (void)evcon;
+    if (n == 0) {
+        job_free(job);
+        evhttp_send_reply_end(req);
+        return;
+    }
+    job->remaining -= (long long)n;
+    buf = evbuffer_new();
+    evbuffer_add_reference(buf, chunk, n, NULL, NULL);
+    evhttp_send_reply_chunk_with_cb(req, buf, size_next, job);
+    evbuffer_free(buf);
+}
+
+static void set_type(struct evkeyvalq *headers, const char *type)
+{
+    evhttp_remove_header(headers, "Content-Type");
+    evhttp_add_header(headers, "Content-Type", type);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct job *job = NULL;
+    struct timeval tv;
+    long long n;
+    char len[24];
+
+    evhttp_add_header(out, "X-Backend", backend_name);
+    set_type(out, "text/plain");
+    path = path != NULL ? path : "/";
+    if (strcmp(path, "/delay") == 0) {
+        n = query_num(req, "ms", 0, 0, MAX_DELAY_MS);
+        tv.tv_sec = (time_t)(n / 1000);
+        tv.tv_usec = (suseconds_t)(n % 1000) * 1000;
+        if ((job = job_new(req)) == NULL || !(job->timer = evtimer_new(arg, delay_done, job)))
+            goto oom;
+        evtimer_add(job->timer, &tv);
+    } else if (strcmp(path, "/status") == 0) {
+        reply(req, (int)query_num(req, "code", 200, 100, 599), NULL);
+    } else if (strcmp(path, "/size") == 0) {
+        n = query_num(req, "bytes", 0, 0, LLONG_MAX);
+        snprintf(len, sizeof(len), "%lld", n);
+        evhttp_add_header(out, "Content-Length", len);
+        set_type(out, "application/octet-stream");
+        if (n == 0 || evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+            evhttp_send_reply(req, 200, NULL, NULL);
+            return;
+        }
+        if ((job = job_new(req)) == NULL)
+            goto oom;
+        job->remaining = n;
+        evhttp_send_reply_start(req, 200, NULL);
+        size_next(NULL, job);
+    } else if (strcmp(path, "/echo") == 0) {
+        if (evhttp_find_header(in, "Content-Type") != NULL)
+            set_type(out, evhttp_find_header(in, "Content-Type"));
+        evhttp_send_reply(req, 200, NULL, evhttp_request_get_input_buffer(req));
+    } else {
+        reply(req, 200, strcmp(path, "/api/health/readiness") == 0 ? "ready" : NULL);
+    }
+    return;
+oom:
+    if (job != NULL)
+        job_free(job);
+    reply(req, 500, "out of memory\n");
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig, (void)what;
+    event_base_loopexit(arg, NULL);
+}
+
+/* Write PORT to PATH through a temporary file and rename(), so a reader never sees half of it. */
+static int write_port_file(const char *path, int port)
+{
+    char tmp[4096];
+    FILE *f;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
+        return -1;
+    if ((f = fopen(tmp, "w")) == NULL)
+        return -1;
+    if ((fprintf(f, "%d\n", port) < 0) | (fclose(f) != 0) || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* Split "HOST:PORT" or "[V6]:PORT" in place; returns the port, or -1 if malformed. */
+static int split_listen(char *spec, char **host)
+{
+    char *colon = strrchr(spec, ':'), *end;
+    long port;
+
+    if (colon == NULL || colon[1] == '\0')
+        return -1;
+    *colon = '\0';
+    port = strtol(colon + 1, &end, 10);
+    *host = spec;
+    if (spec[0] == '[' && colon > spec + 1 && colon[-1] == ']') {
+        colon[-1] = '\0';
+        *host = spec + 1;
+    }
+    return *end != '\0' || port < 0 || port > 65535 ? -1 : (int)port;
+}
+
+static int bound_port(struct evhttp_bound_socket *bound)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+
+    if (getsockname(evhttp_bound_socket_get_fd(bound), (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"name", required_argument, NULL, 'n'},
+        {"listen", required_argument, NULL, 'l'},
+        {"port-file", required_argument, NULL, 'p'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *port_file = NULL;
+    char *spec = NULL, *host = NULL;
+    struct event_base *base;
+    struct evhttp *http = NULL;
+    struct evhttp_bound_socket *bound;
+    struct event *sigs[2] = {NULL, NULL};
+    int c, port = -1, rc = 1;
+
+    while ((c = getopt_long(argc, argv, "n:l:p:", opts, NULL)) != -1) {
+        if (c == 'n')
+            backend_name = optarg;
+        else if (c == 'l')
+            spec = optarg;
+        else if (c == 'p')
+            port_file = optarg;
+        else
+            port = -2;
+    }
+    if (port == -2 || spec == NULL || optind != argc || (port = split_listen(spec, &host)) < 0) {
+        fprintf(stderr, "usage: veer-backend --name NAME --listen HOST:PORT [--port-file FILE]\n");
+        return 2;
+    }
+    memset(chunk, 'x', sizeof(chunk));
+    signal(SIGPIPE, SIG_IGN);
+    if ((base = event_base_new()) == NULL || (http = evhttp_new(base)) == NULL)
+        goto out;
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                         EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(http, on_request, base);
+    if ((bound = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port)) == NULL) {
+        fprintf(stderr, "veer-backend: cannot listen on %s:%d\n", host, port);
+        goto out;
+    }
+    port = bound_port(bound);
+    if (port_file != NULL && write_port_file(port_file, port) != 0) {
+        perror("veer-backend: port file");
+        goto out;
+    }
+    sigs[0] = evsignal_new(base, SIGTERM, on_signal, base);
+    sigs[1] = evsignal_new(base, SIGINT, on_signal, base);
+    if (!sigs[0] || !sigs[1] || evsignal_add(sigs[0], NULL) || evsignal_add(sigs[1], NULL))
+        goto out;
+    printf(strchr(host, ':') ? "listening on [%s]:%d\n" : "listening on %s:%d\n", host, port);
+    fflush(stdout);
+    rc = event_base_dispatch(base) == 0 ? 0 : 1;
+out:
+    for (c = 0; c < 2; c++)
+        if (sigs[c] != NULL)
+            event_free(sigs[c]);
+    if (http != NULL)
+        evhttp_free(http);
+    if (base != NULL)
+        event_base_free(base);
+    libevent_global_shutdown();
+    return rc;
+}

@@ -1,0 +1,1046 @@
+/*
+ * check_conf.c - unit tests for conf.c: the reference config of the
+ * operator contract loads with every field right, a minimal config gets
+ * every default, and each kind of bad config is refused with the file and
+ * line of the offending setting and a message that names it.
+ */
+#include "conf.h"
+#include "veer.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef SRCDIR
+#define SRCDIR "."
+#endif
+
+/* Write text to a new temporary file; the caller unlinks and frees the path. */
+static char *write_tmp(const char *text)
+{
+    char *path = veer_strdup("/tmp/check_conf_XXXXXX.conf");
+    int fd = mkstemps(path, 5);
+    size_t len = strlen(text);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    return path;
+}
+
+/* Load text as a config file that must be valid. */
+static struct veer_conf *load_ok(const char *text)
+{
+    char err[512] = "";
+    char *path = write_tmp(text);
+    struct veer_conf *conf = conf_load(path, err, sizeof(err));
+
+    unlink(path);
+    free(path);
+    ck_assert_msg(conf != NULL, "config refused: %s", err);
+    return conf;
+}
+
+/* Load text, expect "PATH:LINE: ..." containing msg. */
+static void expect_error(const char *text, int line, const char *msg)
+{
+    char err[512] = "", prefix[512];
+    char *path = write_tmp(text);
+    struct veer_conf *conf = conf_load(path, err, sizeof(err));
+
+    snprintf(prefix, sizeof(prefix), "%s:%d: ", path, line);
+    unlink(path);
+    free(path);
+    if (conf != NULL) {
+        conf_free(conf);
+        ck_abort_msg("config loaded, expected an error with \"%s\"", msg);
+    }
+    ck_assert_msg(strncmp(err, prefix, strlen(prefix)) == 0, "error \"%s\" lacks prefix \"%s\"",
+                  err, prefix);
+    ck_assert_msg(strstr(err, msg) != NULL, "error \"%s\" lacks \"%s\"", err, msg);
+    ck_assert_msg(strchr(err, '\n') == NULL, "error \"%s\" has a newline", err);
+}
+
+/* The config block of ARCHITECTURE.md ("Config"), verbatim. */
+static const char reference_conf[] =
+    "workers = 2;                                     # default: number of CPUs\n"
+    "listen = ( { address = \"0.0.0.0:8080\"; pool = \"api\";\n"
+    "             tls = { certificates = ( { cert = \"a.pem\"; key = \"a.key\"; ocsp = "
+    "\"a.ocsp\"; } );\n"
+    "                     protocols = \"TLSv1.2+\"; ciphers = \"...\"; }; } );   # tls optional\n"
+    "admin = { socket = \"/run/veer/admin.sock\"; mode = \"0660\"; owner = \"veer\"; group = "
+    "\"veer\";\n"
+    "          http = \"127.0.0.1:9900\"; };            # optional read-only HTTP: / (HTML), "
+    "/status, /metrics\n"
+    "timeouts = { connect_ms = 2000; client_header_ms = 10000; idle_ms = 60000; quiet_ms = 1000;\n"
+    "             upstream_response_ms = 30000; drain_ms = 30000; shutdown_ms = 30000; };\n"
+    "limits = { max_connections = 10000; max_connections_per_worker = 0;   # 0 = no per-worker "
+    "cap\n"
+    "           request_line_bytes = 8192; header_bytes = 32768; header_count = 100;  # 414 / "
+    "431\n"
+    "           body_bytes = 0; };                    # 0 = unlimited; a pool may override "
+    "body_bytes\n"
+    "health_endpoints = { prefix = \"/api/health\"; };  # veer's own; `enabled = false;` to proxy "
+    "them\n"
+    "state_file = \"/var/lib/veer/state\";\n"
+    "audit_log  = \"/var/log/veer/audit.log\";\n"
+    "access_log = \"/var/log/veer/access.log\";\n"
+    "maintenance = { allow = ( \"/admin\" ); retry_after = 30; };\n"
+    "cluster = { etcd = ( \"http://127.0.0.1:2379\" ); prefix = \"/veer/prod\"; instance = "
+    "\"edge-1\"; };\n"
+    "pools = (\n"
+    "  { name = \"api\"; balance = \"swrr\";              # swrr | leastconn | p2c\n"
+    "    health = { path = \"/api/health/readiness\"; interval_ms = 500;\n"
+    "               timeout_ms = 1000; rise = 2; fall = 3; };\n"
+    "    retries = { count = 2; base_ms = 10; cap_ms = 200; budget_percent = 20; };\n"
+    "    breaker = { failures = 5; window_ms = 10000; cooldown_ms = 30000; half_open_successes = "
+    "2;\n"
+    "                max_ejection_percent = 50; };\n"
+    "    slow_start_ms = 0; hold_ms = 0; body_bytes = 0;\n"
+    "    override_header = \"X-Canary\";                # always|never forces the canary group\n"
+    "    sticky = { header = \"X-User-Id\"; };          # or cookie = \"uid\"; or client_address = "
+    "true;\n"
+    "    capacity_headroom = 2.0;\n"
+    "    tls = { verify = true; ca = \"/etc/ssl/certs/ca-certificates.crt\"; sni = "
+    "\"api.internal\"; };  # upstream TLS\n"
+    "    backends = (\n"
+    "      { name = \"blue-1\";  address = \"127.0.0.1:9001\"; weight = 100; group = \"blue\"; },\n"
+    "      { name = \"green-1\"; address = \"127.0.0.1:9002\"; weight = 100; group = \"green\"; }\n"
+    "    );\n"
+    "    shares = { blue = 100; green = 0; }; }       # optional; see the traffic model\n"
+    ");\n";
+
+static void check_reference_top(const struct veer_conf *c)
+{
+    const struct conf_listen *l = &c->listens[0];
+
+    ck_assert_int_eq(c->workers, 2);
+    ck_assert_int_eq(c->nlistens, 1);
+    ck_assert_str_eq(l->addr.text, "0.0.0.0:8080");
+    ck_assert_int_eq(l->addr.ss.ss_family, AF_INET);
+    ck_assert_int_eq(l->addr.len, sizeof(struct sockaddr_in));
+    ck_assert_str_eq(l->pool, "api");
+    ck_assert_int_eq(l->pool_index, 0);
+    ck_assert_int_eq(l->line, 2);
+    ck_assert_ptr_nonnull(l->tls);
+    ck_assert_int_eq(l->tls->ncerts, 1);
+    ck_assert_str_eq(l->tls->certs[0].cert, "a.pem");
+    ck_assert_str_eq(l->tls->certs[0].key, "a.key");
+    ck_assert_str_eq(l->tls->certs[0].ocsp, "a.ocsp");
+    ck_assert_int_eq(l->tls->certs[0].line, 3);
+    ck_assert_str_eq(l->tls->protocols, "TLSv1.2+");
+    ck_assert_str_eq(l->tls->ciphers, "...");
+    ck_assert_int_eq(l->tls->line, 3);
+    ck_assert_str_eq(c->admin.socket, "/run/veer/admin.sock");
+    ck_assert_int_eq(c->admin.mode, 0660);
+    ck_assert_str_eq(c->admin.owner, "veer");
+    ck_assert_str_eq(c->admin.group, "veer");
+    ck_assert(c->admin.has_http);
+    ck_assert_str_eq(c->admin.http.text, "127.0.0.1:9900");
+}
+
+static void check_reference_globals(const struct veer_conf *c)
+{
+    ck_assert_int_eq(c->timeouts.connect_ms, 2000);
+    ck_assert_int_eq(c->timeouts.client_header_ms, 10000);
+    ck_assert_int_eq(c->timeouts.idle_ms, 60000);
+    ck_assert_int_eq(c->timeouts.quiet_ms, 1000);
+    ck_assert_int_eq(c->timeouts.upstream_response_ms, 30000);
+    ck_assert_int_eq(c->timeouts.drain_ms, 30000);
+    ck_assert_int_eq(c->timeouts.shutdown_ms, 30000);
+    ck_assert_int_eq(c->limits.max_connections, 10000);
+    ck_assert_int_eq(c->limits.max_connections_per_worker, 0);
+    ck_assert_int_eq(c->limits.request_line_bytes, 8192);
+    ck_assert_int_eq(c->limits.header_bytes, 32768);
+    ck_assert_int_eq(c->limits.header_count, 100);
+    ck_assert_int_eq(c->limits.body_bytes, 0);
+    ck_assert_str_eq(c->health_endpoints.prefix, "/api/health");
+    ck_assert(c->health_endpoints.enabled);
+    ck_assert_str_eq(c->state_file, "/var/lib/veer/state");
+    ck_assert_str_eq(c->audit_log, "/var/log/veer/audit.log");
+    ck_assert_str_eq(c->access_log, "/var/log/veer/access.log");
+    ck_assert_int_eq(c->maintenance.nallow, 1);
+    ck_assert_str_eq(c->maintenance.allow[0], "/admin");
+    ck_assert_int_eq(c->maintenance.retry_after, 30);
+    ck_assert(c->cluster.enabled);
+    ck_assert_int_eq(c->cluster.netcd, 1);
+    ck_assert_str_eq(c->cluster.etcd[0], "http://127.0.0.1:2379");
+    ck_assert_str_eq(c->cluster.prefix, "/veer/prod");
+    ck_assert_str_eq(c->cluster.instance, "edge-1");
+}
+
+static void check_reference_pool(const struct conf_pool *p)
+{
+    ck_assert_str_eq(p->name, "api");
+    ck_assert_int_eq(p->line, 19);
+    ck_assert_int_eq(p->balance, BALANCE_SWRR);
+    ck_assert(p->has_health);
+    ck_assert_str_eq(p->health.path, "/api/health/readiness");
+    ck_assert_int_eq(p->health.interval_ms, 500);
+    ck_assert_int_eq(p->health.timeout_ms, 1000);
+    ck_assert_int_eq(p->health.rise, 2);
+    ck_assert_int_eq(p->health.fall, 3);
+    ck_assert_int_eq(p->retries.count, 2);
+    ck_assert_int_eq(p->retries.base_ms, 10);
+    ck_assert_int_eq(p->retries.cap_ms, 200);
+    ck_assert_int_eq(p->retries.budget_percent, 20);
+    ck_assert_int_eq(p->breaker.failures, 5);
+    ck_assert_int_eq(p->breaker.window_ms, 10000);
+    ck_assert_int_eq(p->breaker.cooldown_ms, 30000);
+    ck_assert_int_eq(p->breaker.half_open_successes, 2);
+    ck_assert_int_eq(p->breaker.max_ejection_percent, 50);
+    ck_assert_int_eq(p->slow_start_ms, 0);
+    ck_assert_int_eq(p->hold_ms, 0);
+    ck_assert_int_eq(p->body_bytes, 0);
+    ck_assert_str_eq(p->override_header, "X-Canary");
+    ck_assert(p->has_sticky);
+    ck_assert_str_eq(p->sticky.header, "X-User-Id");
+    ck_assert_ptr_null(p->sticky.cookie);
+    ck_assert(!p->sticky.client_address);
+    ck_assert_double_eq(p->capacity_headroom, 2.0);
+    ck_assert(p->has_tls);
+    ck_assert(p->tls.verify);
+    ck_assert_str_eq(p->tls.ca, "/etc/ssl/certs/ca-certificates.crt");
+    ck_assert_str_eq(p->tls.sni, "api.internal");
+}
+
+static void check_reference_backends(const struct conf_pool *p)
+{
+    ck_assert_int_eq(p->nbackends, 2);
+    ck_assert_str_eq(p->backends[0].name, "blue-1");
+    ck_assert_str_eq(p->backends[0].addr.text, "127.0.0.1:9001");
+    ck_assert_int_eq(p->backends[0].weight, 100);
+    ck_assert_str_eq(p->backends[0].group, "blue");
+    ck_assert_int_eq(p->backends[0].line, 31);
+    ck_assert_str_eq(p->backends[1].name, "green-1");
+    ck_assert_str_eq(p->backends[1].addr.text, "127.0.0.1:9002");
+    ck_assert_int_eq(p->backends[1].weight, 100);
+    ck_assert_str_eq(p->backends[1].group, "green");
+    ck_assert_int_eq(p->backends[1].line, 32);
+    ck_assert(p->has_shares);
+    ck_assert_int_eq(p->nshares, 2);
+    ck_assert_str_eq(p->shares[0].group, "blue");
+    ck_assert_int_eq(p->shares[0].share, 100);
+    ck_assert_int_eq(p->shares[0].line, 34);
+    ck_assert_str_eq(p->shares[1].group, "green");
+    ck_assert_int_eq(p->shares[1].share, 0);
+}
+
+START_TEST(test_reference_config_loads_every_field)
+{
+    struct veer_conf *c = load_ok(reference_conf);
+
+    check_reference_top(c);
+    check_reference_globals(c);
+    ck_assert_int_eq(c->npools, 1);
+    check_reference_pool(&c->pools[0]);
+    check_reference_backends(&c->pools[0]);
+    conf_free(c);
+}
+END_TEST
+
+#define LISTEN "listen = ( { address = \"127.0.0.1:8080\"; pool = \"api\"; } );\n"
+#define POOLS  "pools = ( { name = \"api\"; } );\n"
+#define BASE   LISTEN POOLS
+/* With LISTEN first: "pools" on line 2, "name" on 3, the next line is 4. */
+#define POOL_OPEN  LISTEN "pools = ( {\n  name = \"api\";\n"
+#define POOL_CLOSE "} );\n"
+/* A pool with one blue backend (line 5) and one green backend (line 6); next line 8. */
+#define BLUE_GREEN                                                                                 \
+    POOL_OPEN "  backends = (\n"                                                                   \
+              "    { name = \"b1\"; address = \"127.0.0.1:9001\"; group = \"blue\"; },\n"          \
+              "    { name = \"g1\"; address = \"127.0.0.1:9002\"; group = \"green\"; }\n"          \
+              "  );\n"
+
+START_TEST(test_minimal_config_has_defaults)
+{
+    struct veer_conf *c = load_ok(BASE);
+    const struct conf_pool *p = &c->pools[0];
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+    ck_assert_int_eq(c->workers, ncpu < 1 ? 1 : ncpu > 256 ? 256 : ncpu);
+    ck_assert_ptr_null(c->listens[0].tls);
+    ck_assert_str_eq(c->admin.socket, "/run/veer/admin.sock");
+    ck_assert_int_eq(c->admin.mode, 0660);
+    ck_assert_ptr_null(c->admin.owner);
+    ck_assert_ptr_null(c->admin.group);
+    ck_assert(!c->admin.has_http);
+    ck_assert_int_eq(c->timeouts.connect_ms, 2000);
+    ck_assert_int_eq(c->timeouts.client_header_ms, 10000);
+    ck_assert_int_eq(c->timeouts.idle_ms, 60000);
+    ck_assert_int_eq(c->timeouts.quiet_ms, 1000);
+    ck_assert_int_eq(c->timeouts.upstream_response_ms, 30000);
+    ck_assert_int_eq(c->timeouts.drain_ms, 30000);
+    ck_assert_int_eq(c->timeouts.shutdown_ms, 30000);
+    ck_assert_int_eq(c->limits.max_connections, 10000);
+    ck_assert_int_eq(c->limits.max_connections_per_worker, 0);
+    ck_assert_int_eq(c->limits.request_line_bytes, 8192);
+    ck_assert_int_eq(c->limits.header_bytes, 32768);
+    ck_assert_int_eq(c->limits.header_count, 100);
+    ck_assert_int_eq(c->limits.body_bytes, 0);
+    ck_assert_str_eq(c->health_endpoints.prefix, "/api/health");
+    ck_assert(c->health_endpoints.enabled);
+    ck_assert_ptr_null(c->state_file);
+    ck_assert_ptr_null(c->audit_log);
+    ck_assert_ptr_null(c->access_log);
+    ck_assert_int_eq(c->maintenance.nallow, 1);
+    ck_assert_str_eq(c->maintenance.allow[0], "/admin");
+    ck_assert_int_eq(c->maintenance.retry_after, 30);
+    ck_assert(!c->cluster.enabled);
+    ck_assert_int_eq(c->cluster.netcd, 0);
+    ck_assert_ptr_null(c->cluster.prefix);
+    ck_assert_ptr_null(c->cluster.instance);
+    ck_assert_int_eq(p->balance, BALANCE_SWRR);
+    ck_assert(!p->has_health);
+    ck_assert_str_eq(p->health.path, "/");
+    ck_assert_int_eq(p->health.interval_ms, 500);
+    ck_assert_int_eq(p->health.timeout_ms, 1000);
+    ck_assert_int_eq(p->health.rise, 2);
+    ck_assert_int_eq(p->health.fall, 3);
+    ck_assert_int_eq(p->retries.count, 2);
+    ck_assert_int_eq(p->retries.base_ms, 10);
+    ck_assert_int_eq(p->retries.cap_ms, 200);
+    ck_assert_int_eq(p->retries.budget_percent, 20);
+    ck_assert_int_eq(p->breaker.failures, 5);
+    ck_assert_int_eq(p->breaker.window_ms, 10000);
+    ck_assert_int_eq(p->breaker.cooldown_ms, 30000);
+    ck_assert_int_eq(p->breaker.half_open_successes, 2);
+    ck_assert_int_eq(p->breaker.max_ejection_percent, 50);
+    ck_assert_int_eq(p->slow_start_ms, 0);
+    ck_assert_int_eq(p->hold_ms, 0);
+    ck_assert_int_eq(p->body_bytes, -1);
+    ck_assert_ptr_null(p->override_header);
+    ck_assert(!p->has_sticky);
+    ck_assert_double_eq(p->capacity_headroom, 2.0);
+    ck_assert(!p->has_tls);
+    ck_assert(p->tls.verify);
+    ck_assert_ptr_null(p->tls.ca);
+    ck_assert_ptr_null(p->tls.sni);
+    ck_assert_int_eq(p->nbackends, 0);
+    ck_assert(!p->has_shares);
+    ck_assert_int_eq(p->nshares, 0);
+    conf_free(c);
+}
+END_TEST
+
+struct bad_conf {
+    const char *text;
+    int line;
+    const char *msg;
+};
+
+/* Each bad config, the line its error must name, and part of the message. */
+static const struct bad_conf bad_confs[] = {
+    /* syntax and the file as a whole */
+    {"workers = 2;\nlisten = ;\n", 2, "syntax error"},
+    {BASE "workers = 1;\nworkers = 2;\n", 4, "duplicate setting name"},
+    {"", 1, "missing required key 'listen'"},
+    {POOLS, 1, "missing required key 'listen'"},
+    {LISTEN, 1, "missing required key 'pools'"},
+    {BASE "foo = 1;\n", 3, "unknown key 'foo'"},
+    {BASE "limits = { body_bytes = 3000000000; };\n", 3, "does not fit in 32 bits"},
+    {BASE "\n\nlimits = { body_bytes = -3000000000; };\n", 5, "write -3000000000L"},
+    /* workers */
+    {BASE "workers = 0;\n", 3, "workers must be between 1 and 256 (got 0)"},
+    {BASE "workers = 257;\n", 3, "workers must be between 1 and 256"},
+    {BASE "workers = \"2\";\n", 3, "workers must be an integer"},
+    /* listen */
+    {"listen = \"127.0.0.1:8080\";\n" POOLS, 1, "listen must be a list of groups"},
+    {"listen = ();\n" POOLS, 1, "listen must hold at least one listener"},
+    {"listen = ( { pool = \"api\"; } );\n" POOLS, 1, "missing required key 'address' in listen[0]"},
+    {"listen = ( { address = \"127.0.0.1:80\"; } );\n" POOLS, 1,
+     "missing required key 'pool' in listen[0]"},
+    {"listen = (\n  { address = \"127.0.0.1:80\"; pool = \"api\";\n    backlog = 5; }\n);\n" POOLS,
+     3, "unknown key 'backlog' in listen[0]"},
+    {"listen = (\n  { address = \"127.0.0.1:80\"; pool = \"api\"; },\n"
+     "  { address = \"localhost:80\"; pool = \"api\"; }\n);\n" POOLS,
+     3, "duplicate listen address 127.0.0.1:80 (also at line 2)"},
+    {"listen = ( {\n  address = \"127.0.0.1:80\";\n  pool = \"web\";\n} );\n" POOLS, 3,
+     "listen[0].pool: unknown pool 'web'"},
+    {"listen = ( { address = \"127.0.0.1\"; pool = \"api\"; } );\n" POOLS, 1,
+     "listen[0].address '127.0.0.1': missing port"},
+    {"listen = ( { address = \"example.com:80\"; pool = \"api\"; } );\n" POOLS, 1,
+     "host must be a numeric IPv4 address"},
+    {"listen = ( { address = \"127.0.0.1:70000\"; pool = \"api\"; } );\n" POOLS, 1,
+     "port must be between 0 and 65535"},
+    {"listen = ( { address = 8080; pool = \"api\"; } );\n" POOLS, 1,
+     "listen[0].address must be a string"},
+    {"listen = ( { address = \"127.0.0.1:80\"; pool = \"api\";\n"
+     "  tls = { protocols = \"TLSv1.2+\"; }; } );\n" POOLS,
+     2, "missing required key 'certificates' in listen[0].tls"},
+    {"listen = ( { address = \"127.0.0.1:80\"; pool = \"api\";\n"
+     "  tls = {\n    certificates = ();\n  }; } );\n" POOLS,
+     3, "listen[0].tls.certificates must hold at least one certificate"},
+    {"listen = ( { address = \"127.0.0.1:80\"; pool = \"api\";\n"
+     "  tls = { certificates = (\n    { cert = \"a.pem\"; }\n  ); }; } );\n" POOLS,
+     3, "missing required key 'key' in listen[0].tls.certificates[0]"},
+    {"listen = ( { address = \"127.0.0.1:80\"; pool = \"api\";\n"
+     "  tls = { certificates = (\n    { cert = \"a.pem\"; key = \"a.key\"; chain = \"c\"; }\n"
+     "  ); }; } );\n" POOLS,
+     3, "unknown key 'chain' in listen[0].tls.certificates[0]"},
+    {"listen = ( { address = \"127.0.0.1:80\"; pool = \"api\";\n"
+     "  tls = { certificates = ( { cert = \"a\"; key = \"b\"; } );\n"
+     "    protocols = \"SSLv3\"; }; } );\n" POOLS,
+     3, "listen[0].tls.protocols must be one of TLSv1.2, TLSv1.2+, TLSv1.3, TLSv1.3+"},
+    /* admin */
+    {BASE "admin = {\n  mode = \"0999\";\n};\n", 4, "admin.mode must be a string of octal digits"},
+    {BASE "admin = { mode = \"1777\"; };\n", 3, "admin.mode must be between 0000 and 0777"},
+    {BASE "admin = { mode = 660; };\n", 3, "admin.mode must be a string of octal digits"},
+    {BASE "admin = { mode = \"\"; };\n", 3, "admin.mode must not be empty"},
+    {BASE "admin = { http = \"127.0.0.1\"; };\n", 3, "admin.http '127.0.0.1': missing port"},
+    {BASE "admin = { user = \"veer\"; };\n", 3, "unknown key 'user' in admin"},
+    {BASE "admin = \"/run/veer/admin.sock\";\n", 3, "admin must be a group"},
+    {BASE "admin = { socket = \"/run/veer/"
+          "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234"
+          "56789/0123456789.sock\"; };\n",
+     3, "admin.socket is too long for a unix socket path"},
+    {BASE "admin = { owner = 0; };\n", 3, "admin.owner must be a string"},
+    /* timeouts */
+    {BASE "timeouts = {\n  connect_ms = 0;\n};\n", 4, "timeouts.connect_ms must be >= 1 (got 0)"},
+    {BASE "timeouts = { idle_ms = -5; };\n", 3, "timeouts.idle_ms must be >= 1 (got -5)"},
+    {BASE "timeouts = { drain_ms = 0; };\n", 3, "timeouts.drain_ms must be >= 1"},
+    {BASE "timeouts = { shutdown_ms = 1.5; };\n", 3, "timeouts.shutdown_ms must be an integer"},
+    {BASE "timeouts = { read_ms = 5; };\n", 3, "unknown key 'read_ms' in timeouts"},
+    /* limits */
+    {BASE "limits = { max_connections = 0; };\n", 3, "limits.max_connections must be >= 1"},
+    {BASE "limits = { max_connections_per_worker = -1; };\n", 3,
+     "limits.max_connections_per_worker must be >= 0"},
+    {BASE "limits = { request_line_bytes = 63; };\n", 3, "limits.request_line_bytes must be >= 64"},
+    {BASE "limits = { header_bytes = 255; };\n", 3, "limits.header_bytes must be >= 256"},
+    {BASE "limits = { header_count = 0; };\n", 3,
+     "limits.header_count must be between 1 and 10000 (got 0)"},
+    {BASE "limits = { header_count = 10001; };\n", 3, "limits.header_count must be between 1"},
+    {BASE "limits = { body_bytes = -1; };\n", 3, "limits.body_bytes must be >= 0 (got -1)"},
+    {BASE "limits = { body_bytes = \"1M\"; };\n", 3, "limits.body_bytes must be an integer"},
+    /* health_endpoints, files, maintenance, cluster */
+    {BASE "health_endpoints = { enabled = 1; };\n", 3,
+     "health_endpoints.enabled must be true or false"},
+    {BASE "health_endpoints = { prefix = \"api\"; };\n", 3,
+     "health_endpoints.prefix must start with '/'"},
+    {BASE "health_endpoints = { path = \"/x\"; };\n", 3, "unknown key 'path' in health_endpoints"},
+    {BASE "state_file = 5;\n", 3, "state_file must be a string"},
+    {BASE "audit_log = \"\";\n", 3, "audit_log must not be empty"},
+    {BASE "access_log = true;\n", 3, "access_log must be a string"},
+    {BASE "maintenance = { allow = \"/admin\"; };\n", 3,
+     "maintenance.allow must be a list of strings"},
+    {BASE "maintenance = { allow = (\n  \"/ok\",\n  1 ); };\n", 5,
+     "maintenance.allow[1] must be a string"},
+    {BASE "maintenance = { allow = [ \"admin\" ]; };\n", 3,
+     "maintenance.allow[0] must start with '/'"},
+    {BASE "maintenance = { retry_after = -1; };\n", 3, "maintenance.retry_after must be >= 0"},
+    {BASE "cluster = { etcd = (); };\n", 3, "cluster.etcd must name at least one etcd endpoint"},
+    {BASE "cluster = { etcd = ( \"127.0.0.1:2379\" ); };\n", 3,
+     "cluster.etcd[0] must be a URL starting with http:// or https://"},
+    {BASE "cluster = { lease_ms = 5; };\n", 3, "unknown key 'lease_ms' in cluster"},
+    {BASE "cluster = { instance = \"edge 1\"; };\n", 3, "cluster.instance may contain only"},
+    /* pools */
+    {LISTEN "pools = { name = \"api\"; };\n", 2, "pools must be a list of groups"},
+    {LISTEN "pools = ();\n", 2, "pools must hold at least one pool"},
+    {LISTEN "pools = (\n  { balance = \"swrr\"; }\n);\n", 3,
+     "missing required key 'name' in pools[0]"},
+    {LISTEN "pools = (\n  { name = \"api\"; },\n  { name = \"web\"; },\n  {\n    name = \"api\";\n"
+            "  }\n);\n",
+     6, "duplicate pool name 'api' (also at line 3)"},
+    {POOL_OPEN "  helth = { path = \"/\"; };\n" POOL_CLOSE, 4, "unknown key 'helth' in pools[0]"},
+    {POOL_OPEN "  balance = \"rr\";\n" POOL_CLOSE, 4,
+     "pools[0].balance must be one of swrr, leastconn, p2c (got \"rr\")"},
+    {POOL_OPEN "  balance = 1;\n" POOL_CLOSE, 4, "pools[0].balance must be a string"},
+    {LISTEN "pools = ( { name = \"a/b\"; } );\n", 2,
+     "pools[0].name may contain only letters, digits, '.', '_' and '-'"},
+    {LISTEN "pools = ( { name = \"\"; } );\n", 2, "pools[0].name must not be empty"},
+    {POOL_OPEN "  health = { rise = 0; };\n" POOL_CLOSE, 4,
+     "pools[0].health.rise must be >= 1 (got 0)"},
+    {POOL_OPEN "  health = {\n    fall = 0;\n  };\n" POOL_CLOSE, 5,
+     "pools[0].health.fall must be >= 1"},
+    {POOL_OPEN "  health = { interval_ms = 0; };\n" POOL_CLOSE, 4,
+     "pools[0].health.interval_ms must be >= 1"},
+    {POOL_OPEN "  health = { timeout_ms = -1; };\n" POOL_CLOSE, 4,
+     "pools[0].health.timeout_ms must be >= 1"},
+    {POOL_OPEN "  health = { path = \"ready\"; };\n" POOL_CLOSE, 4,
+     "pools[0].health.path must start with '/'"},
+    {POOL_OPEN "  health = { uri = \"/\"; };\n" POOL_CLOSE, 4,
+     "unknown key 'uri' in pools[0].health"},
+    {POOL_OPEN "  health = \"/ready\";\n" POOL_CLOSE, 4, "pools[0].health must be a group"},
+    {POOL_OPEN "  retries = { count = 11; };\n" POOL_CLOSE, 4,
+     "pools[0].retries.count must be between 0 and 10 (got 11)"},
+    {POOL_OPEN "  retries = { budget_percent = 101; };\n" POOL_CLOSE, 4,
+     "pools[0].retries.budget_percent must be between 0 and 100"},
+    {POOL_OPEN "  retries = { base_ms = 0; };\n" POOL_CLOSE, 4,
+     "pools[0].retries.base_ms must be >= 1"},
+    {POOL_OPEN "  retries = {\n    base_ms = 100;\n    cap_ms = 50; };\n" POOL_CLOSE, 6,
+     "pools[0].retries.cap_ms (50) must be >= base_ms (100)"},
+    {POOL_OPEN "  breaker = { max_ejection_percent = 101; };\n" POOL_CLOSE, 4,
+     "pools[0].breaker.max_ejection_percent must be between 0 and 100"},
+    {POOL_OPEN "  breaker = { failures = 0; };\n" POOL_CLOSE, 4,
+     "pools[0].breaker.failures must be >= 1"},
+    {POOL_OPEN "  breaker = { cooldown_ms = 0; };\n" POOL_CLOSE, 4,
+     "pools[0].breaker.cooldown_ms must be >= 1"},
+    {POOL_OPEN "  breaker = { trips = 1; };\n" POOL_CLOSE, 4,
+     "unknown key 'trips' in pools[0].breaker"},
+    {POOL_OPEN "  slow_start_ms = -1;\n" POOL_CLOSE, 4, "pools[0].slow_start_ms must be >= 0"},
+    {POOL_OPEN "  hold_ms = -1;\n" POOL_CLOSE, 4, "pools[0].hold_ms must be >= 0"},
+    {POOL_OPEN "  body_bytes = -1;\n" POOL_CLOSE, 4, "pools[0].body_bytes must be >= 0"},
+    {POOL_OPEN "  override_header = \"X Canary\";\n" POOL_CLOSE, 4,
+     "pools[0].override_header must be a valid HTTP token"},
+    {POOL_OPEN "  sticky = { };\n" POOL_CLOSE, 4,
+     "pools[0].sticky must set exactly one of header, cookie or client_address"},
+    {POOL_OPEN "  sticky = { header = \"X-User\"; cookie = \"uid\"; };\n" POOL_CLOSE, 4,
+     "pools[0].sticky must set exactly one of"},
+    {POOL_OPEN "  sticky = { client_address = false; };\n" POOL_CLOSE, 4,
+     "pools[0].sticky must set exactly one of"},
+    {POOL_OPEN "  sticky = { cookie = \"a;b\"; };\n" POOL_CLOSE, 4,
+     "pools[0].sticky.cookie must be a valid HTTP token"},
+    {POOL_OPEN "  sticky = { ip = true; };\n" POOL_CLOSE, 4, "unknown key 'ip' in pools[0].sticky"},
+    {POOL_OPEN "  capacity_headroom = 0;\n" POOL_CLOSE, 4,
+     "pools[0].capacity_headroom must be greater than 0"},
+    {POOL_OPEN "  capacity_headroom = -1.5;\n" POOL_CLOSE, 4,
+     "pools[0].capacity_headroom must be greater than 0 (got -1.5)"},
+    {POOL_OPEN "  capacity_headroom = \"2\";\n" POOL_CLOSE, 4,
+     "pools[0].capacity_headroom must be a number"},
+    {POOL_OPEN "  tls = { verify = \"yes\"; };\n" POOL_CLOSE, 4,
+     "pools[0].tls.verify must be true or false"},
+    {POOL_OPEN "  tls = { cert = \"c.pem\"; };\n" POOL_CLOSE, 4,
+     "unknown key 'cert' in pools[0].tls"},
+    /* backends */
+    {POOL_OPEN "  backends = { name = \"a\"; };\n" POOL_CLOSE, 4,
+     "pools[0].backends must be a list of groups"},
+    {POOL_OPEN "  backends = (\n    { address = \"127.0.0.1:9001\"; }\n  );\n" POOL_CLOSE, 5,
+     "missing required key 'name' in pools[0].backends[0]"},
+    {POOL_OPEN "  backends = (\n    { name = \"a\"; }\n  );\n" POOL_CLOSE, 5,
+     "missing required key 'address' in pools[0].backends[0]"},
+    {POOL_OPEN "  backends = (\n    { name = \"a\"; address = \"127.0.0.1:9001\";\n"
+               "      weight = \"10\"; }\n  );\n" POOL_CLOSE,
+     6, "pools[0].backends[0].weight must be an integer"},
+    {POOL_OPEN
+     "  backends = (\n    { name = \"a\"; address = \"127.0.0.1:9001\"; weight = 1001; }\n"
+     "  );\n" POOL_CLOSE,
+     5, "pools[0].backends[0].weight must be between 0 and 1000 (got 1001)"},
+    {POOL_OPEN "  backends = (\n    { name = \"a\"; address = \"127.0.0.1:9001\"; weight = -1; }\n"
+               "  );\n" POOL_CLOSE,
+     5, "pools[0].backends[0].weight must be between 0 and 1000 (got -1)"},
+    {POOL_OPEN "  backends = (\n    { name = \"a\"; address = \"127.0.0.1:9001\"; },\n"
+               "    { name = \"b\"; address = \"127.0.0.1:9002\"; },\n"
+               "    { address = \"127.0.0.1:9003\";\n      name = \"a\"; }\n  );\n" POOL_CLOSE,
+     8, "duplicate backend name 'a' in pools[0].backends (also at line 5)"},
+    {POOL_OPEN
+     "  backends = (\n    { name = \"a\"; address = \"127.0.0.1:0\"; }\n  );\n" POOL_CLOSE,
+     5, "pools[0].backends[0].address '127.0.0.1:0': port must be between 1 and 65535"},
+    {POOL_OPEN "  backends = (\n    { name = \"a\"; address = \"[::1:9001\"; }\n  );\n" POOL_CLOSE,
+     5, "missing ']'"},
+    {POOL_OPEN "  backends = (\n    { name = \"a\"; address = \"::1:9001\"; }\n  );\n" POOL_CLOSE,
+     5, "IPv6 addresses must be in brackets"},
+    {POOL_OPEN
+     "  backends = (\n    { name = \"a\"; address = \"db.internal:5432\"; }\n  );\n" POOL_CLOSE,
+     5, "'db.internal:5432': host must be a numeric IPv4 address"},
+    {POOL_OPEN
+     "  backends = (\n    { name = \"a\"; address = \"127.0.0.1:http\"; }\n  );\n" POOL_CLOSE,
+     5, "port must be a number"},
+    {POOL_OPEN
+     "  backends = (\n    { name = \"a\"; address = \"127.0.0.1:9001\"; group = \"1blue\"; }\n"
+     "  );\n" POOL_CLOSE,
+     5, "pools[0].backends[0].group must start with a letter"},
+    {POOL_OPEN
+     "  backends = (\n    { name = \"a b\"; address = \"127.0.0.1:9001\"; }\n  );\n" POOL_CLOSE,
+     5, "pools[0].backends[0].name may contain only"},
+    {POOL_OPEN "  backends = (\n    { name = \"a\"; address = \"127.0.0.1:9001\"; port = 1; }\n"
+               "  );\n" POOL_CLOSE,
+     5, "unknown key 'port' in pools[0].backends[0]"},
+    {POOL_OPEN "  backends = ( \"127.0.0.1:9001\" );\n" POOL_CLOSE, 4,
+     "pools[0].backends[0] must be a group"},
+    /* shares */
+    {BLUE_GREEN "  shares = { blue = 50; green = 50;\n    red = 0; };\n" POOL_CLOSE, 9,
+     "pools[0].shares names group 'red' but no backend of the pool is in it"},
+    {BLUE_GREEN "  shares = {\n    blue = 80; green = 10; };\n" POOL_CLOSE, 8,
+     "pools[0].shares must add up to 100 (got 90)"},
+    {BLUE_GREEN "  shares = { blue = 101; green = 0; };\n" POOL_CLOSE, 8,
+     "pools[0].shares.blue must be between 0 and 100 (got 101)"},
+    {BLUE_GREEN "  shares = { blue = 110;\n    green = -10; };\n" POOL_CLOSE, 8,
+     "pools[0].shares.blue must be between 0 and 100"},
+    {BLUE_GREEN "  shares = { blue = 100;\n    green = -10; };\n" POOL_CLOSE, 9,
+     "pools[0].shares.green must be between 0 and 100 (got -10)"},
+    {BLUE_GREEN "  shares = { blue = 100; };\n" POOL_CLOSE, 8,
+     "pools[0].shares has no share for group 'green'"},
+    {BLUE_GREEN "  shares = { blue = \"50\"; green = 50; };\n" POOL_CLOSE, 8,
+     "pools[0].shares.blue must be an integer"},
+    {BLUE_GREEN "  shares = ( 50, 50 );\n" POOL_CLOSE, 8, "pools[0].shares must be a group"},
+    {POOL_OPEN
+     "  backends = (\n    { name = \"b1\"; address = \"127.0.0.1:9001\"; group = \"blue\"; },\n"
+     "    { name = \"g1\"; address = \"127.0.0.1:9002\"; group = \"green\"; weight = 0; }\n"
+     "  );\n"
+     "  shares = { blue = 75;\n    green = 25; };\n" POOL_CLOSE,
+     9, "pools[0].shares gives group 'green' 25% but all its backends have weight 0"},
+    {POOL_OPEN "  shares = { blue = 100; };\n" POOL_CLOSE, 4, "names group 'blue' but no backend"},
+    {POOL_OPEN "  backends = ( { name = \"a\"; address = \"127.0.0.1:9001\"; } );\n"
+               "  shares = { blue = 100; };\n" POOL_CLOSE,
+     5, "pools[0].shares names group 'blue'"},
+};
+
+START_TEST(test_bad_config_is_refused_with_file_and_line)
+{
+    expect_error(bad_confs[_i].text, bad_confs[_i].line, bad_confs[_i].msg);
+}
+END_TEST
+
+START_TEST(test_shipped_reference_config_loads)
+{
+    char err[512] = "";
+    struct veer_conf *c = conf_load(SRCDIR "/conf/veer.conf", err, sizeof(err));
+
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_int_ge(c->nlistens, 1);
+    ck_assert_ptr_nonnull(conf_find_pool(c, "api"));
+    ck_assert_str_eq(c->admin.socket, "/run/veer/admin.sock");
+    ck_assert_str_eq(c->state_file, "/var/lib/veer/state");
+    ck_assert_str_eq(c->audit_log, "/var/log/veer/audit.log");
+    ck_assert_str_eq(c->access_log, "/var/log/veer/access.log");
+    ck_assert(c->cluster.enabled);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_shipped_demo_config_loads)
+{
+    char err[512] = "";
+    struct veer_conf *c = conf_load(SRCDIR "/conf/demo.conf", err, sizeof(err));
+    const struct conf_pool *p;
+
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_int_eq(c->workers, 2);
+    ck_assert_int_eq(c->nlistens, 1);
+    ck_assert_str_eq(c->listens[0].addr.text, "127.0.0.1:8080");
+    ck_assert_str_eq(c->admin.socket, "/tmp/veer-demo/admin.sock");
+    p = conf_find_pool(c, "api");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(p->balance, BALANCE_SWRR);
+    ck_assert(!p->has_health);
+    ck_assert_int_eq(p->nbackends, 2);
+    ck_assert_str_eq(p->backends[0].name, "blue-1");
+    ck_assert_str_eq(p->backends[0].addr.text, "127.0.0.1:9001");
+    ck_assert_int_eq(p->backends[0].weight, 3);
+    ck_assert_str_eq(p->backends[0].group, "blue");
+    ck_assert_str_eq(p->backends[1].name, "green-1");
+    ck_assert_str_eq(p->backends[1].addr.text, "127.0.0.1:9002");
+    ck_assert_int_eq(p->backends[1].weight, 1);
+    ck_assert_str_eq(p->backends[1].group, "green");
+    ck_assert(p->has_shares);
+    ck_assert_int_eq(p->nshares, 2);
+    ck_assert_str_eq(p->shares[0].group, "blue");
+    ck_assert_int_eq(p->shares[0].share, 75);
+    ck_assert_str_eq(p->shares[1].group, "green");
+    ck_assert_int_eq(p->shares[1].share, 25);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_missing_file_names_the_os_error)
+{
+    char err[512] = "";
+
+    ck_assert_ptr_null(conf_load("/nonexistent/veer.conf", err, sizeof(err)));
+    ck_assert_str_eq(err,
+                     "/nonexistent/veer.conf:0: cannot read config: No such file or directory");
+}
+END_TEST
+
+START_TEST(test_error_in_include_names_the_included_file)
+{
+    char *inc = write_tmp("workers = 2;\n\nbogus = 1;\n");
+    char main_text[256], err[512] = "", prefix[300];
+    char *path;
+    struct veer_conf *c;
+
+    snprintf(main_text, sizeof(main_text), BASE "@include \"%s\"\n", inc);
+    path = write_tmp(main_text);
+    c = conf_load(path, err, sizeof(err));
+    snprintf(prefix, sizeof(prefix), "%s:3: unknown key 'bogus'", inc);
+    unlink(path);
+    unlink(inc);
+    free(path);
+    free(inc);
+    ck_assert_ptr_null(c);
+    ck_assert_str_eq(err, prefix);
+}
+END_TEST
+
+START_TEST(test_success_leaves_err_untouched)
+{
+    char err[16] = "untouched";
+    char *path = write_tmp(BASE);
+    struct veer_conf *c = conf_load(path, err, sizeof(err));
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert_str_eq(c->path, path);
+    ck_assert_str_eq(err, "untouched");
+    conf_free(c);
+    unlink(path);
+    free(path);
+}
+END_TEST
+
+START_TEST(test_error_without_buffer_and_truncation_are_safe)
+{
+    char small[12];
+    char *path = write_tmp(BASE "foo = 1;\n");
+
+    ck_assert_ptr_null(conf_load(path, NULL, 0));
+    ck_assert_ptr_null(conf_load(path, small, sizeof(small)));
+    ck_assert_int_eq(strlen(small), sizeof(small) - 1);
+    unlink(path);
+    free(path);
+}
+END_TEST
+
+START_TEST(test_find_pool_by_name)
+{
+    struct veer_conf *c = load_ok(LISTEN "pools = ( { name = \"web\"; }, { name = \"api\"; } );\n");
+
+    ck_assert_ptr_eq(conf_find_pool(c, "api"), &c->pools[1]);
+    ck_assert_ptr_eq(conf_find_pool(c, "web"), &c->pools[0]);
+    ck_assert_ptr_null(conf_find_pool(c, "nope"));
+    ck_assert_int_eq(c->listens[0].pool_index, 1);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_conf_free_accepts_null)
+{
+    conf_free(NULL);
+}
+END_TEST
+
+START_TEST(test_wide_integers_with_l_suffix_load)
+{
+    struct veer_conf *c = load_ok(LISTEN "limits = { body_bytes = 3000000000L; };\n"
+                                         "pools = ( { name = \"api\"; body_bytes = 0x100000000L; "
+                                         "slow_start_ms = 5L; } );\n");
+
+    ck_assert_int_eq(c->limits.body_bytes, 3000000000LL);
+    ck_assert_int_eq(c->pools[0].body_bytes, 0x100000000LL);
+    ck_assert_int_eq(c->pools[0].slow_start_ms, 5);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_wide_integer_scan_ignores_comments_strings_and_floats)
+{
+    struct veer_conf *c = load_ok("# 99999999999 in a comment\n"
+                                  "/* 99999999999\n 88888888888 */ // 77777777777\n" BASE
+                                  "state_file = \"/var/lib/99999999999\";\n"
+                                  "workers = 0x2;\n"
+                                  "limits = { max_connections = 2147483647; };\n");
+
+    ck_assert_int_eq(c->workers, 2);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_int_limits_are_exact)
+{
+    struct veer_conf *c = load_ok(BASE "limits = { max_connections = 2147483647;\n"
+                                       "  header_count = 10000; request_line_bytes = 64;\n"
+                                       "  header_bytes = 256; };\n"
+                                       "workers = 256;\n");
+
+    ck_assert_int_eq(c->limits.max_connections, 2147483647);
+    ck_assert_int_eq(c->limits.header_count, 10000);
+    ck_assert_int_eq(c->limits.request_line_bytes, 64);
+    ck_assert_int_eq(c->limits.header_bytes, 256);
+    ck_assert_int_eq(c->workers, 256);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_pool_without_backends_is_allowed)
+{
+    struct veer_conf *c =
+        load_ok(LISTEN "pools = ( { name = \"api\"; backends = (); },\n"
+                       "  { name = \"b\"; backends = []; }, { name = \"c\"; } );\n");
+
+    ck_assert_int_eq(c->npools, 3);
+    ck_assert_int_eq(c->pools[0].nbackends, 0);
+    ck_assert_int_eq(c->pools[1].nbackends, 0);
+    ck_assert_int_eq(c->pools[2].nbackends, 0);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_backend_defaults_and_ipv6)
+{
+    struct veer_conf *c = load_ok(POOL_OPEN "  backends = (\n"
+                                            "    { name = \"a\"; address = \"[::1]:9001\"; },\n"
+                                            "    { name = \"b\"; address = \"localhost:9002\"; "
+                                            "weight = 0; group = \"canary_2\"; }\n"
+                                            "  );\n" POOL_CLOSE);
+    const struct conf_backend *b = c->pools[0].backends;
+
+    ck_assert_str_eq(b[0].addr.text, "[::1]:9001");
+    ck_assert_int_eq(b[0].addr.ss.ss_family, AF_INET6);
+    ck_assert_int_eq(b[0].weight, 100);
+    ck_assert_str_eq(b[0].group, "default");
+    ck_assert_int_eq(b[0].line, 5);
+    ck_assert_str_eq(b[1].addr.text, "127.0.0.1:9002");
+    ck_assert_int_eq(b[1].weight, 0);
+    ck_assert_str_eq(b[1].group, "canary_2");
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_sticky_cookie_and_client_address)
+{
+    struct veer_conf *c = load_ok(LISTEN "pools = ( { name = \"api\"; sticky = { cookie = \"uid\"; "
+                                         "client_address = false; }; },\n"
+                                         "  { name = \"b\"; sticky = { client_address = true; }; "
+                                         "balance = \"p2c\"; },\n"
+                                         "  { name = \"c\"; balance = \"leastconn\"; } );\n");
+
+    ck_assert(c->pools[0].has_sticky);
+    ck_assert_str_eq(c->pools[0].sticky.cookie, "uid");
+    ck_assert_ptr_null(c->pools[0].sticky.header);
+    ck_assert(!c->pools[0].sticky.client_address);
+    ck_assert(c->pools[1].sticky.client_address);
+    ck_assert_int_eq(c->pools[1].balance, BALANCE_P2C);
+    ck_assert_int_eq(c->pools[2].balance, BALANCE_LEASTCONN);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_capacity_headroom_accepts_int_and_float)
+{
+    struct veer_conf *c = load_ok(LISTEN "pools = ( { name = \"api\"; capacity_headroom = 3; },\n"
+                                         "  { name = \"b\"; capacity_headroom = 1.25; },\n"
+                                         "  { name = \"c\"; capacity_headroom = 4L; } );\n");
+
+    ck_assert_double_eq(c->pools[0].capacity_headroom, 3.0);
+    ck_assert_double_eq(c->pools[1].capacity_headroom, 1.25);
+    ck_assert_double_eq(c->pools[2].capacity_headroom, 4.0);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_admin_mode_is_octal)
+{
+    struct veer_conf *c = load_ok(BASE "admin = { mode = \"600\"; http = \"[::1]:0\"; };\n");
+
+    ck_assert_int_eq(c->admin.mode, 0600);
+    ck_assert(c->admin.has_http);
+    ck_assert_str_eq(c->admin.http.text, "[::1]:0");
+    conf_free(c);
+    c = load_ok(BASE "admin = { mode = \"0777\"; };\n");
+    ck_assert_int_eq(c->admin.mode, 0777);
+    conf_free(c);
+    c = load_ok(BASE "admin = { mode = \"0\"; };\n");
+    ck_assert_int_eq(c->admin.mode, 0);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_cluster_block_defaults)
+{
+    struct veer_conf *c = load_ok(BASE "cluster = { };\n");
+    char host[256] = "";
+
+    ck_assert(c->cluster.enabled);
+    ck_assert_int_eq(c->cluster.netcd, 1);
+    ck_assert_str_eq(c->cluster.etcd[0], "http://127.0.0.1:2379");
+    ck_assert_str_eq(c->cluster.prefix, "/veer/prod");
+    ck_assert_ptr_nonnull(c->cluster.instance);
+    if (gethostname(host, sizeof(host) - 1) == 0 && host[0] != '\0' && strchr(host, ' ') == NULL)
+        ck_assert_str_eq(c->cluster.instance, host);
+    conf_free(c);
+    c = load_ok(BASE "cluster = { etcd = [ \"https://a:2379\", \"https://b:2379\" ]; };\n");
+    ck_assert_int_eq(c->cluster.netcd, 2);
+    ck_assert_str_eq(c->cluster.etcd[1], "https://b:2379");
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_maintenance_allow_may_be_emptied)
+{
+    struct veer_conf *c = load_ok(BASE "maintenance = { allow = (); retry_after = 0; };\n");
+
+    ck_assert_int_eq(c->maintenance.nallow, 0);
+    ck_assert_int_eq(c->maintenance.retry_after, 0);
+    conf_free(c);
+    c = load_ok(BASE "maintenance = { allow = [ \"/a\", \"/b\" ]; };\n");
+    ck_assert_int_eq(c->maintenance.nallow, 2);
+    ck_assert_str_eq(c->maintenance.allow[1], "/b");
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_listeners_on_port_zero_are_not_duplicates)
+{
+    struct veer_conf *c = load_ok("listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; },\n"
+                                  "  { address = \"127.0.0.1:0\"; pool = \"api\"; },\n"
+                                  "  { address = \"[::]:8080\"; pool = \"api\"; } );\n" POOLS);
+
+    ck_assert_int_eq(c->nlistens, 3);
+    ck_assert_str_eq(c->listens[1].addr.text, "127.0.0.1:0");
+    ck_assert_str_eq(c->listens[2].addr.text, "[::]:8080");
+    ck_assert_int_eq(c->listens[2].line, 3);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_shares_may_give_a_group_zero)
+{
+    struct veer_conf *c = load_ok(BLUE_GREEN "  shares = { green = 100; blue = 0; };\n" POOL_CLOSE);
+
+    ck_assert_int_eq(c->pools[0].nshares, 2);
+    ck_assert_str_eq(c->pools[0].shares[0].group, "green");
+    ck_assert_int_eq(c->pools[0].shares[0].share, 100);
+    ck_assert_int_eq(c->pools[0].shares[0].line, 8);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_listen_tls_defaults)
+{
+    struct veer_conf *c =
+        load_ok("listen = ( { address = \"127.0.0.1:8443\"; pool = \"api\";\n"
+                "  tls = { certificates = ( { cert = \"a\"; key = \"b\"; },\n"
+                "    { cert = \"c\"; key = \"d\"; ocsp = \"e\"; } ); }; } );\n" POOLS);
+    const struct conf_tls *tls = c->listens[0].tls;
+
+    ck_assert_int_eq(tls->ncerts, 2);
+    ck_assert_ptr_null(tls->certs[0].ocsp);
+    ck_assert_str_eq(tls->certs[1].ocsp, "e");
+    ck_assert_int_eq(tls->certs[1].line, 3);
+    ck_assert_str_eq(tls->protocols, "TLSv1.2+");
+    ck_assert_ptr_null(tls->ciphers);
+    conf_free(c);
+}
+END_TEST
+
+/* conf_parse_addr */
+
+struct addr_case {
+    const char *text;
+    bool port0;
+    const char *want; /* normalised text, or NULL when it must fail */
+    const char *msg;  /* part of the error when it fails */
+};
+
+static const struct addr_case addr_cases[] = {
+    {"127.0.0.1:8080", false, "127.0.0.1:8080", NULL},
+    {"0.0.0.0:1", false, "0.0.0.0:1", NULL},
+    {"10.1.2.3:65535", false, "10.1.2.3:65535", NULL},
+    {"localhost:80", false, "127.0.0.1:80", NULL},
+    {"[::1]:8080", false, "[::1]:8080", NULL},
+    {"[0:0:0:0:0:0:0:1]:443", false, "[::1]:443", NULL},
+    {"[::ffff:10.0.0.1]:80", false, "[::ffff:10.0.0.1]:80", NULL},
+    {"127.0.0.1:0", true, "127.0.0.1:0", NULL},
+    {"127.0.0.1:080", false, "127.0.0.1:80", NULL},
+    {"127.0.0.1:0", false, NULL, "port must be between 1 and 65535"},
+    {"127.0.0.1:65536", true, NULL, "port must be between 0 and 65535"},
+    {"127.0.0.1:99999999999", false, NULL, "port must be between 1 and 65535"},
+    {"127.0.0.1", false, NULL, "missing port"},
+    {"127.0.0.1:", false, NULL, "missing port"},
+    {"[::1]", false, NULL, "missing port"},
+    {"[::1]8080", false, NULL, "missing port"},
+    {"[::1:8080", false, NULL, "missing ']'"},
+    {"::1:8080", false, NULL, "must be in brackets"},
+    {":8080", false, NULL, "missing host"},
+    {"[]:8080", false, NULL, "missing host"},
+    {"example.com:80", false, NULL, "numeric"},
+    {"256.1.1.1:80", false, NULL, "numeric"},
+    {"1.2.3:80", false, NULL, "numeric"},
+    {"[localhost]:80", false, NULL, "is not a numeric IPv6 address"},
+    {"127.0.0.1:-1", false, NULL, "port must be a number"},
+    {"127.0.0.1:80x", false, NULL, "port must be a number"},
+    {"", false, NULL, "empty address"},
+    {"[1111:2222:3333:4444:5555:6666:7777:8888]:65535:1234567890123456", false, NULL, "too long"},
+};
+
+START_TEST(test_parse_addr)
+{
+    const struct addr_case *t = &addr_cases[_i];
+    struct conf_addr a;
+    char err[256] = "";
+    int rc = conf_parse_addr(t->text, t->port0, &a, err, sizeof(err));
+
+    if (t->want != NULL) {
+        ck_assert_msg(rc == 0, "'%s' refused: %s", t->text, err);
+        ck_assert_str_eq(a.text, t->want);
+        return;
+    }
+    ck_assert_msg(rc == -1, "'%s' accepted", t->text);
+    ck_assert_msg(strstr(err, t->msg) != NULL, "'%s': error \"%s\" lacks \"%s\"", t->text, err,
+                  t->msg);
+    ck_assert_int_eq(a.len, 0);
+}
+END_TEST
+
+START_TEST(test_parse_addr_fills_sockaddr)
+{
+    struct conf_addr a;
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)&a.ss;
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&a.ss;
+    char buf[64];
+
+    ck_assert_int_eq(conf_parse_addr("10.0.0.7:9001", false, &a, NULL, 0), 0);
+    ck_assert_int_eq(sin->sin_family, AF_INET);
+    ck_assert_int_eq(ntohs(sin->sin_port), 9001);
+    ck_assert_int_eq(sin->sin_addr.s_addr, inet_addr("10.0.0.7"));
+    ck_assert_int_eq(a.len, sizeof(struct sockaddr_in));
+    ck_assert_int_eq(conf_parse_addr("[fe80::1]:443", false, &a, NULL, 0), 0);
+    ck_assert_int_eq(sin6->sin6_family, AF_INET6);
+    ck_assert_int_eq(ntohs(sin6->sin6_port), 443);
+    ck_assert_str_eq(inet_ntop(AF_INET6, &sin6->sin6_addr, buf, sizeof(buf)), "fe80::1");
+    ck_assert_int_eq(a.len, sizeof(struct sockaddr_in6));
+    ck_assert_int_eq(conf_parse_addr("nope", false, &a, NULL, 0), -1);
+}
+END_TEST
+
+static Suite *conf_suite(void)
+{
+    Suite *s = suite_create("conf");
+    TCase *load = tcase_create("load");
+    TCase *bad = tcase_create("bad");
+    TCase *addr = tcase_create("addr");
+
+    tcase_add_test(load, test_reference_config_loads_every_field);
+    tcase_add_test(load, test_minimal_config_has_defaults);
+    tcase_add_test(load, test_shipped_reference_config_loads);
+    tcase_add_test(load, test_shipped_demo_config_loads);
+    tcase_add_test(load, test_missing_file_names_the_os_error);
+    tcase_add_test(load, test_error_in_include_names_the_included_file);
+    tcase_add_test(load, test_success_leaves_err_untouched);
+    tcase_add_test(load, test_error_without_buffer_and_truncation_are_safe);
+    tcase_add_test(load, test_find_pool_by_name);
+    tcase_add_test(load, test_conf_free_accepts_null);
+    tcase_add_test(load, test_wide_integers_with_l_suffix_load);
+    tcase_add_test(load, test_wide_integer_scan_ignores_comments_strings_and_floats);
+    tcase_add_test(load, test_int_limits_are_exact);
+    tcase_add_test(load, test_pool_without_backends_is_allowed);
+    tcase_add_test(load, test_backend_defaults_and_ipv6);
+    tcase_add_test(load, test_sticky_cookie_and_client_address);
+    tcase_add_test(load, test_capacity_headroom_accepts_int_and_float);
+    tcase_add_test(load, test_admin_mode_is_octal);
+    tcase_add_test(load, test_cluster_block_defaults);
+    tcase_add_test(load, test_maintenance_allow_may_be_emptied);
+    tcase_add_test(load, test_listeners_on_port_zero_are_not_duplicates);
+    tcase_add_test(load, test_shares_may_give_a_group_zero);
+    tcase_add_test(load, test_listen_tls_defaults);
+    tcase_add_loop_test(bad, test_bad_config_is_refused_with_file_and_line, 0,
+                        (int)ARRAY_SIZE(bad_confs));
+    tcase_add_loop_test(addr, test_parse_addr, 0, (int)ARRAY_SIZE(addr_cases));
+    tcase_add_test(addr, test_parse_addr_fills_sockaddr);
+    suite_add_tcase(s, load);
+    suite_add_tcase(s, bad);
+    suite_add_tcase(s, addr);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(conf_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
