@@ -36,6 +36,7 @@ static int cb_message_begin(llhttp_t *p)
 
     msg->phase = HMSG_HEAD;
     msg->head_len = 0;
+    msg->head_pending = false;
     msg->line_len = 0;
     msg->flags = 0;
     msg->method = msg->url = msg->reason = (struct http_span){0, 0};
@@ -150,8 +151,11 @@ static int check_field_layout(struct http_msg *msg, struct http_hdr *h)
 
     if (head[i] != ':')
         return fail(msg, 400, "malformed header field");
-    if (h->value.len == 0 && h->value.off == 0)
-        h->value.off = i + 1; /* no value callback: empty value */
+    if (h->value.len == 0) {
+        /* Empty value: llhttp may place it after the CRLF; nothing can fold here. */
+        h->value.off = i + 1;
+        return 0;
+    }
     for (i++; i < h->value.off; i++)
         if (!is_ows(head[i]))
             return fail(msg, 400, "obsolete line folding in header field");
@@ -475,6 +479,7 @@ static int cb_headers_complete(llhttp_t *p)
     if (rc < 0)
         return -1;
     msg->phase = HMSG_BODY;
+    msg->head_pending = true;
     return HPE_PAUSED;
 }
 
@@ -587,7 +592,8 @@ enum http_result http_parse(struct http_msg *msg, const char *head, const char *
     stop = llhttp_get_error_pos(&msg->parser);
     if (e == HPE_PAUSED) {
         *used = (size_t)(stop - data);
-        if (msg->phase == HMSG_BODY && msg->head_len == 0) {
+        if (msg->head_pending) {
+            msg->head_pending = false;
             msg->head_len = (uint32_t)(stop - head);
             if (msg->line_len == 0)
                 msg->line_len = msg->head_len - 2;
@@ -785,9 +791,42 @@ size_t http_build_response(const struct http_msg *res, const char *head, bool cl
 
 const char *http_reason(int status)
 {
-    const char *r = llhttp_status_name((llhttp_status_t)status);
-
-    return r ? r : "Unknown";
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 417:
+        return "Expectation Failed";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
+    }
 }
 
 static const char *error_slug(int status)

@@ -17,6 +17,7 @@
 #include <llhttp.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <strings.h>
 
 struct vbuf;
 
@@ -84,7 +85,8 @@ struct http_msg {
     struct http_span reason; /* response */
     int status;              /* response */
     uint8_t major, minor;
-    uint8_t last_cb; /* parser bookkeeping */
+    uint8_t last_cb;   /* parser bookkeeping */
+    bool head_pending; /* head complete, not reported yet */
     bool head_request; /* response parser: answering a HEAD */
     bool dechunk;      /* response body: strip chunk framing in place */
     char *dechunk_dst; /* next byte of de-chunked body */
@@ -123,7 +125,6 @@ bool http_keep_alive(const struct http_msg *msg);
 /* Span helpers; `head` is the head's first byte. */
 static inline bool http_span_eq(const char *head, struct http_span s, const char *lit, size_t n)
 {
-    extern int strncasecmp(const char *, const char *, size_t);
     return s.len == n && strncasecmp(head + s.off, lit, n) == 0;
 }
 

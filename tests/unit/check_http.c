@@ -1,0 +1,453 @@
+/*
+ * check_http.c - request/response head parsing, veer's RFC 9112 checks on
+ * top of strict llhttp, body framing, and the heads veer forwards.
+ */
+#include "http.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct http_limits limits = {
+    .line_bytes = 8192, .header_bytes = 32768, .header_count = 100, .body_bytes = 0};
+
+static struct http_msg *new_msg(llhttp_type_t type, const struct http_limits *lim)
+{
+    struct http_msg *m = malloc(http_msg_size(lim->header_count));
+
+    http_msg_init(m, type, lim);
+    return m;
+}
+
+/* Parse a whole head held in s; returns the result of the head stage. */
+static enum http_result parse_head(struct http_msg *m, const char *s, size_t *used)
+{
+    return http_parse(m, s, s, strlen(s), used);
+}
+
+/* Expect s (a request) to be refused with status. */
+static void expect_refused(const char *s, int status)
+{
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    size_t used;
+    enum http_result r = parse_head(m, s, &used);
+
+    ck_assert_msg(r == HTTP_INVALID, "accepted: %s", s);
+    ck_assert_msg(m->err_status == status, "status %d, want %d for: %s", m->err_status, status, s);
+    free(m);
+}
+
+static void expect_accepted(const char *s)
+{
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    size_t used;
+    enum http_result r = parse_head(m, s, &used);
+
+    ck_assert_msg(r == HTTP_HEAD_DONE, "refused (%d %s): %s", m->err_status,
+                  m->err_what ? m->err_what : "", s);
+    free(m);
+}
+
+START_TEST(test_simple_get_head_spans)
+{
+    const char *s = "GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nX-Y:  v  \r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    size_t used;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert_uint_eq(used, strlen(s));
+    ck_assert_uint_eq(m->head_len, strlen(s));
+    ck_assert_uint_eq(m->nhdr, 2);
+    ck_assert(http_span_eq(s, m->url, "/a?b=1", 6));
+    ck_assert(http_span_eq(s, m->hdr[1].value, "v", 1)); /* trailing OWS trimmed */
+    ck_assert_int_eq(m->host, 0);
+    ck_assert_int_eq(m->minor, 1);
+    ck_assert(http_keep_alive(m));
+    /* Bodiless: parsing zero more bytes completes the message. */
+    ck_assert_int_eq(http_parse(m, s, s + used, 0, &used), HTTP_MSG_DONE);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_head_split_across_reads)
+{
+    const char *s = "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    size_t used, off = 0, hl;
+
+    for (; off < 20; off += used)
+        ck_assert_int_eq(http_parse(m, s, s + off, 1, &used), HTTP_NEED_MORE);
+    ck_assert_int_eq(http_parse(m, s, s + off, strlen(s) - off, &used), HTTP_HEAD_DONE);
+    ck_assert_uint_eq(m->head_len, strlen(s) - 5);
+    hl = off + used;
+    ck_assert_uint_eq(hl, strlen(s) - 5);
+    ck_assert(m->flags & HF_HAS_CL);
+    ck_assert_uint_eq(m->content_length, 5);
+    ck_assert_int_eq(http_parse(m, s, s + hl, 3, &used), HTTP_NEED_MORE);
+    ck_assert_int_eq(http_parse(m, s, s + hl + 3, 2, &used), HTTP_MSG_DONE);
+    ck_assert_uint_eq(m->body_seen, 5);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_pipelined_request_stops_at_message_end)
+{
+    const char *s = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    size_t used, used2;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert_uint_eq(used, 28);
+    ck_assert_int_eq(http_parse(m, s, s + used, strlen(s) - used, &used2), HTTP_MSG_DONE);
+    ck_assert_uint_eq(used2, 0); /* the next request is left alone */
+    free(m);
+}
+END_TEST
+
+START_TEST(test_chunked_body_framing)
+{
+    const char *s = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "5;ext=1\r\nhello\r\n0\r\nTrailer-X: 1\r\n\r\nGET";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    size_t used, used2;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert(m->flags & HF_CHUNKED);
+    ck_assert_int_eq(http_parse(m, s, s + used, strlen(s) - used, &used2), HTTP_MSG_DONE);
+    ck_assert_uint_eq(used + used2, strlen(s) - 3);
+    ck_assert_uint_eq(m->body_seen, 5);
+    ck_assert_uint_eq(m->nhdr, 2); /* trailers are not head fields */
+    free(m);
+}
+END_TEST
+
+START_TEST(test_framing_ambiguities_are_refused)
+{
+    /* llhttp (strict) catches these itself. */
+    expect_refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+                   400);
+    expect_refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: "
+                   "chunked\r\n\r\n",
+                   400);
+    expect_refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx", 400);
+    expect_refused("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nx", 400);
+    expect_refused("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400);
+    expect_refused("GET / HTTP/1.1\nHost: a\n\n", 400);
+    expect_refused("GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400);
+    /* llhttp lets these through; veer's own checks refuse them. */
+    expect_refused("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400);
+    expect_refused("GET / HTTP/1.1\r\nHost: a\r\nX:\r\n b\r\n\r\n", 400);
+    expect_refused("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    expect_refused("GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400);
+    expect_refused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400);
+    expect_refused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n",
+                   400);
+    expect_refused("GET /\r\n\r\n", 400);
+    expect_refused("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505);
+    expect_refused("GET / HTTP/1.1\r\n\r\n", 400);
+    expect_refused("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+    expect_refused("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400);
+    expect_refused("GET / HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\n\r\n", 400);
+    expect_refused("GET / HTTP/1.1\r\nHost: a\r\nConnection: close, Transfer-Encoding\r\n\r\n",
+                   400);
+    expect_refused("GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    expect_refused("GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    expect_refused("GET http://u@evil/ HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    expect_refused("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501);
+    expect_refused("GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417);
+    expect_refused("get / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    expect_refused("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505);
+}
+END_TEST
+
+START_TEST(test_unambiguous_requests_are_accepted)
+{
+    expect_accepted("GET / HTTP/1.0\r\n\r\n");
+    expect_accepted("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect_accepted("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked \r\n\r\n");
+    expect_accepted("GET http://example.com:8080/p HTTP/1.1\r\nHost: other\r\n\r\n");
+    expect_accepted("GET / HTTP/1.1\r\nHost: [::1]:80\r\nX:\r\n\r\n");
+    expect_accepted("GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n");
+}
+END_TEST
+
+START_TEST(test_limits_give_414_and_431)
+{
+    struct http_limits small = {.line_bytes = 64, .header_bytes = 256, .header_count = 4};
+    struct http_msg *m = new_msg(HTTP_REQUEST, &small);
+    char buf[2048];
+    size_t used;
+
+    memset(buf, 'a', sizeof(buf));
+    memcpy(buf, "GET /", 5);
+    ck_assert_int_eq(http_parse(m, buf, buf, 200, &used), HTTP_INVALID);
+    ck_assert_int_eq(m->err_status, 414);
+    free(m);
+
+    m = new_msg(HTTP_REQUEST, &small);
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\n\r\n");
+    ck_assert_int_eq(parse_head(m, buf, &used), HTTP_INVALID);
+    ck_assert_int_eq(m->err_status, 431);
+    free(m);
+
+    m = new_msg(HTTP_REQUEST, &small);
+    memset(buf, 'b', sizeof(buf));
+    memcpy(buf, "GET / HTTP/1.1\r\nX: ", 19);
+    ck_assert_int_eq(http_parse(m, buf, buf, 400, &used), HTTP_INVALID);
+    ck_assert_int_eq(m->err_status, 431);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_body_limit_gives_413)
+{
+    struct http_limits lim = limits;
+    struct http_msg *m;
+    const char *cl = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n";
+    const char *ch = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "b\r\nhello world\r\n0\r\n\r\n";
+    size_t used, used2;
+
+    lim.body_bytes = 10;
+    m = new_msg(HTTP_REQUEST, &lim);
+    ck_assert_int_eq(parse_head(m, cl, &used), HTTP_INVALID);
+    ck_assert_int_eq(m->err_status, 413);
+    free(m);
+    m = new_msg(HTTP_REQUEST, &lim);
+    ck_assert_int_eq(http_parse(m, ch, ch, 56, &used), HTTP_HEAD_DONE);
+    ck_assert_int_eq(http_parse(m, ch, ch + used, strlen(ch) - used, &used2), HTTP_INVALID);
+    ck_assert_int_eq(m->err_status, 413);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_request_rewrite_drops_hop_by_hop_and_adds_forwarding)
+{
+    const char *s = "GET /p HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret\r\n"
+                    "X-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\n"
+                    "X-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n"
+                    "X-Forwarded-Proto: https\r\nVia: 1.0 edge\r\nAccept: */*\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    struct http_fwd_info fi = {.client_ip = "10.0.0.9", .tls = false};
+    char out[2048];
+    size_t used, n;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert_uint_le(0, http_request_bound(m, &fi));
+    n = http_build_request(m, s, &fi, out);
+    ck_assert_uint_le(n, http_request_bound(m, &fi));
+    out[n] = '\0';
+    ck_assert_str_eq(out, "GET /p HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"
+                          "X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n"
+                          "X-Forwarded-Proto: http\r\nVia: 1.0 edge, 1.1 veer\r\n\r\n");
+    free(m);
+}
+END_TEST
+
+START_TEST(test_absolute_form_target_sets_host)
+{
+    const char *s = "GET http://example.com:8080/p?q=1 HTTP/1.1\r\nHost: other\r\n\r\n";
+    const char *s2 = "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    struct http_fwd_info fi = {.client_ip = "1.2.3.4", .tls = true};
+    char out[1024];
+    size_t used, n;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    n = http_build_request(m, s, &fi, out);
+    out[n] = '\0';
+    ck_assert_str_eq(out, "GET /p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\n"
+                          "X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n"
+                          "Via: 1.1 veer\r\n\r\n");
+    http_msg_init(m, HTTP_REQUEST, &limits);
+    ck_assert_int_eq(parse_head(m, s2, &used), HTTP_HEAD_DONE);
+    n = http_build_request(m, s2, &fi, out);
+    out[n] = '\0';
+    ck_assert_ptr_nonnull(strstr(out, "GET / HTTP/1.1\r\nHost: example.com\r\n"));
+    free(m);
+}
+END_TEST
+
+START_TEST(test_upgrade_request_keeps_upgrade)
+{
+    const char *s = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    struct http_fwd_info fi = {.client_ip = "1.2.3.4"};
+    char out[1024];
+    size_t used, n;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert(m->flags & HF_UPGRADE);
+    n = http_build_request(m, s, &fi, out);
+    out[n] = '\0';
+    ck_assert_ptr_nonnull(strstr(out, "Upgrade: websocket\r\n"));
+    ck_assert_ptr_nonnull(strstr(out, "Connection: upgrade\r\n"));
+    free(m);
+}
+END_TEST
+
+START_TEST(test_response_rewrite)
+{
+    const char *s = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Bar\r\nX-Bar: 1\r\n"
+                    "Keep-Alive: timeout=5\r\nServer: s\r\n\r\nok";
+    struct http_msg *m = new_msg(HTTP_RESPONSE, &limits);
+    char out[1024];
+    size_t used, n;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert_int_eq(m->status, 200);
+    n = http_build_response(m, s, true, false, out);
+    out[n] = '\0';
+    ck_assert_str_eq(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: s\r\nVia: 1.1 veer\r\n"
+                          "Connection: close\r\n\r\n");
+    free(m);
+}
+END_TEST
+
+START_TEST(test_response_to_head_has_no_body)
+{
+    const char *s = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_RESPONSE, &limits);
+    size_t used, used2;
+
+    m->head_request = true;
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert_int_eq(http_parse(m, s, s + used, 0, &used2), HTTP_MSG_DONE);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_interim_then_final_response)
+{
+    const char *s = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_RESPONSE, &limits);
+    size_t used, used2, used3;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert_int_eq(m->status, 100);
+    ck_assert_int_eq(http_parse(m, s, s + used, strlen(s) - used, &used2), HTTP_MSG_DONE);
+    ck_assert_int_eq(http_parse(m, s + used + used2, s + used + used2, strlen(s) - used - used2,
+                                &used3),
+                     HTTP_HEAD_DONE);
+    ck_assert_int_eq(m->status, 204);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_conflicting_response_length_is_bad_gateway)
+{
+    const char *s = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx";
+    struct http_msg *m = new_msg(HTTP_RESPONSE, &limits);
+    size_t used;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_INVALID);
+    ck_assert_int_eq(m->err_status, 502);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_close_delimited_response_ends_at_eof)
+{
+    const char *s = "HTTP/1.1 200 OK\r\n\r\nsome body";
+    struct http_msg *m = new_msg(HTTP_RESPONSE, &limits);
+    size_t used, used2;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert(llhttp_message_needs_eof(&m->parser));
+    ck_assert_int_eq(http_parse(m, s, s + used, strlen(s) - used, &used2), HTTP_NEED_MORE);
+    ck_assert_int_eq(http_parse_eof(m), HTTP_MSG_DONE);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_dechunk_in_place)
+{
+    char s[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               "3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_RESPONSE, &limits);
+    size_t used, used2;
+    char *body;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    m->dechunk = true;
+    body = s + used;
+    ck_assert_int_eq(http_parse(m, s, body, strlen(body), &used2), HTTP_MSG_DONE);
+    ck_assert_int_eq((int)(m->dechunk_dst - body), 7);
+    ck_assert(memcmp(body, "abcdefg", 7) == 0);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_error_response_is_json)
+{
+    char out[1024];
+    size_t n = http_error_response(503, "no eligible backend", true, "Retry-After: 5\r\n", out,
+                                   sizeof(out));
+
+    out[n] = '\0';
+    ck_assert_ptr_nonnull(strstr(out, "HTTP/1.1 503 Service Unavailable\r\n"));
+    ck_assert_ptr_nonnull(strstr(out, "Content-Type: application/json\r\n"));
+    ck_assert_ptr_nonnull(strstr(out, "Connection: close\r\n"));
+    ck_assert_ptr_nonnull(strstr(out, "Retry-After: 5\r\n"));
+    ck_assert_ptr_nonnull(
+        strstr(out, "{\"error\":\"service_unavailable\",\"status\":503,\"detail\":\"no eligible "
+                    "backend\"}\n"));
+}
+END_TEST
+
+START_TEST(test_method_idempotency)
+{
+    const char *g = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    const char *p = "POST / HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    size_t used;
+
+    parse_head(m, g, &used);
+    ck_assert(http_method_idempotent(m));
+    http_msg_init(m, HTTP_REQUEST, &limits);
+    parse_head(m, p, &used);
+    ck_assert(!http_method_idempotent(m));
+    free(m);
+}
+END_TEST
+
+static Suite *http_suite(void)
+{
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("http");
+
+    tcase_add_test(tc, test_simple_get_head_spans);
+    tcase_add_test(tc, test_head_split_across_reads);
+    tcase_add_test(tc, test_pipelined_request_stops_at_message_end);
+    tcase_add_test(tc, test_chunked_body_framing);
+    tcase_add_test(tc, test_framing_ambiguities_are_refused);
+    tcase_add_test(tc, test_unambiguous_requests_are_accepted);
+    tcase_add_test(tc, test_limits_give_414_and_431);
+    tcase_add_test(tc, test_body_limit_gives_413);
+    tcase_add_test(tc, test_request_rewrite_drops_hop_by_hop_and_adds_forwarding);
+    tcase_add_test(tc, test_absolute_form_target_sets_host);
+    tcase_add_test(tc, test_upgrade_request_keeps_upgrade);
+    tcase_add_test(tc, test_response_rewrite);
+    tcase_add_test(tc, test_response_to_head_has_no_body);
+    tcase_add_test(tc, test_interim_then_final_response);
+    tcase_add_test(tc, test_conflicting_response_length_is_bad_gateway);
+    tcase_add_test(tc, test_close_delimited_response_ends_at_eof);
+    tcase_add_test(tc, test_dechunk_in_place);
+    tcase_add_test(tc, test_error_response_is_json);
+    tcase_add_test(tc, test_method_idempotency);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(http_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

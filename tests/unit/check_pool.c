@@ -1,0 +1,277 @@
+/*
+ * check_pool.c - the traffic model (shares from weights, effective
+ * weights, eligibility) and the routing snapshot: build, publish with one
+ * atomic store, and reclaim only after every reader moved past it, with
+ * reader threads running against a publisher under ASan.
+ */
+#include "pool.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct veer_conf *load(const char *text)
+{
+    char path[] = "/tmp/check_pool_XXXXXX";
+    char err[512];
+    int fd = mkstemp(path);
+    struct veer_conf *c;
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    c = conf_load(path, err, sizeof(err));
+    unlink(path);
+    ck_assert_msg(c != NULL, "config: %s", err);
+    return c;
+}
+
+#define LISTEN "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"
+
+START_TEST(test_shares_follow_configured_weights)
+{
+    struct veer_conf *c = load(LISTEN "pools = ( { name = \"api\"; backends = ("
+                                      "{ name = \"b1\"; address = \"127.0.0.1:1\"; weight = 100; "
+                                      "group = \"blue\"; },"
+                                      "{ name = \"g1\"; address = \"127.0.0.1:2\"; weight = 0; "
+                                      "group = \"green\"; } ); } );");
+    struct model *m = model_from_conf(c);
+    struct rt_pool *p = &m->pools[0];
+
+    ck_assert_uint_eq(p->ng, 2);
+    ck_assert_str_eq(p->g[0].name, "blue");
+    ck_assert_int_eq(p->g[0].share, 100);
+    ck_assert_int_eq(p->g[1].share, 0);
+    ck_assert(model_eligible(p, 0));
+    ck_assert(!model_eligible(p, 1));
+    ck_assert_double_eq(model_effective_weight(p, 0), 100.0);
+    model_free(m);
+    conf_free(c);
+    routing_shutdown();
+}
+END_TEST
+
+START_TEST(test_shares_round_to_exactly_100)
+{
+    struct veer_conf *c = load(LISTEN "pools = ( { name = \"api\"; backends = ("
+                                      "{ name = \"a\"; address = \"127.0.0.1:1\"; weight = 1; "
+                                      "group = \"x\"; },"
+                                      "{ name = \"b\"; address = \"127.0.0.1:2\"; weight = 1; "
+                                      "group = \"y\"; },"
+                                      "{ name = \"c\"; address = \"127.0.0.1:3\"; weight = 1; "
+                                      "group = \"z\"; } ); } );");
+    struct model *m = model_from_conf(c);
+    struct rt_pool *p = &m->pools[0];
+
+    ck_assert_int_eq(p->g[0].share + p->g[1].share + p->g[2].share, 100);
+    ck_assert_int_eq(p->g[0].share, 34);
+    ck_assert_int_eq(p->g[1].share, 33);
+    model_free(m);
+    conf_free(c);
+    routing_shutdown();
+}
+END_TEST
+
+START_TEST(test_explicit_shares_and_effective_weights)
+{
+    struct veer_conf *c = load(LISTEN "pools = ( { name = \"api\"; backends = ("
+                                      "{ name = \"b1\"; address = \"127.0.0.1:1\"; weight = 100; "
+                                      "group = \"blue\"; },"
+                                      "{ name = \"b2\"; address = \"127.0.0.1:2\"; weight = 300; "
+                                      "group = \"blue\"; },"
+                                      "{ name = \"g1\"; address = \"127.0.0.1:3\"; weight = 7; "
+                                      "group = \"green\"; } );"
+                                      "shares = { blue = 80; green = 20; }; } );");
+    struct model *m = model_from_conf(c);
+    struct rt_pool *p = &m->pools[0];
+    struct routing *r;
+
+    ck_assert_double_eq(model_effective_weight(p, 0), 20.0);
+    ck_assert_double_eq(model_effective_weight(p, 1), 60.0);
+    ck_assert_double_eq(model_effective_weight(p, 2), 20.0);
+    r = routing_build(m);
+    ck_assert_uint_eq(r->pools[0].n, 3);
+    /* Integer weights in the same ratio 20:60:20, reduced. */
+    ck_assert_uint_eq(r->pools[0].b[0].weight, 1);
+    ck_assert_uint_eq(r->pools[0].b[1].weight, 3);
+    ck_assert_uint_eq(r->pools[0].b[2].weight, 1);
+    routing_free(r);
+    model_free(m);
+    conf_free(c);
+    routing_shutdown();
+}
+END_TEST
+
+START_TEST(test_rounding_never_zeroes_a_backend)
+{
+    char *text = malloc(1 << 20);
+    int n = 0;
+    struct veer_conf *c;
+    struct model *m;
+    struct routing *r;
+
+    n += sprintf(text + n, LISTEN "pools = ( { name = \"api\"; backends = (");
+    /* One heavy blue backend and 10,000 light green ones at 1% share. */
+    n += sprintf(text + n, "{ name = \"blue\"; address = \"127.0.0.1:1\"; weight = 1000; "
+                           "group = \"blue\"; }");
+    for (int i = 0; i < 10000; i++)
+        n += sprintf(text + n,
+                     ", { name = \"g%d\"; address = \"127.0.0.1:2\"; weight = %d; "
+                     "group = \"green\"; }",
+                     i, 1 + i % 997);
+    sprintf(text + n, "); shares = { blue = 99; green = 1; }; } );");
+    c = load(text);
+    m = model_from_conf(c);
+    r = routing_build(m);
+    ck_assert_uint_eq(r->pools[0].n, 10001);
+    for (uint32_t i = 0; i < r->pools[0].n; i++)
+        ck_assert_uint_gt(r->pools[0].b[i].weight, 0);
+    routing_free(r);
+    model_free(m);
+    conf_free(c);
+    routing_shutdown();
+    free(text);
+}
+END_TEST
+
+START_TEST(test_pool_without_health_admits_at_once_with_health_pending)
+{
+    struct veer_conf *c = load(LISTEN "pools = ( { name = \"api\"; backends = ("
+                                      "{ name = \"a\"; address = \"127.0.0.1:1\"; } ); },"
+                                      "{ name = \"hc\"; health = { path = \"/ready\"; };"
+                                      " backends = ( { name = \"a\"; address = \"127.0.0.1:1\"; "
+                                      "} ); } );");
+    struct model *m = model_from_conf(c);
+    struct routing *r = routing_build(m);
+
+    ck_assert_int_eq(m->pools[0].b[0].state, BE_READY);
+    ck_assert_int_eq(m->pools[1].b[0].state, BE_PENDING);
+    ck_assert_uint_eq(r->pools[0].n, 1);
+    ck_assert_uint_eq(r->pools[1].n, 0);
+    /* Same address in two pools: one interned address, shared idle connections. */
+    ck_assert_uint_eq(m->pools[0].b[0].be->addr_id, m->pools[1].b[0].be->addr_id);
+    routing_free(r);
+    model_free(m);
+    conf_free(c);
+    routing_shutdown();
+}
+END_TEST
+
+/* --- publish / reclaim under concurrent readers ------------------------- */
+
+#define READERS 3
+
+static struct model *pub_model;
+static _Atomic int stop_readers;
+
+static void *reader_main(void *arg)
+{
+    unsigned idx = (unsigned)(uintptr_t)arg;
+    uint64_t last = 0, sum = 0;
+
+    while (!atomic_load(&stop_readers)) {
+        struct routing *r = routing_current();
+
+        /* Use the snapshot the way a worker does, then announce it. */
+        ck_assert_uint_ge(r->generation, last);
+        last = r->generation;
+        for (uint32_t i = 0; i < r->npools; i++)
+            for (uint32_t j = 0; j < r->pools[i].n; j++)
+                sum += r->pools[i].b[j].weight + r->pools[i].b[j].be->id;
+        routing_announce(idx, r->generation);
+    }
+    return (void *)(uintptr_t)(sum & 1);
+}
+
+START_TEST(test_publish_and_reclaim_with_concurrent_readers)
+{
+    struct veer_conf *c = load(LISTEN "pools = ( { name = \"api\"; backends = ("
+                                      "{ name = \"a\"; address = \"127.0.0.1:1\"; },"
+                                      "{ name = \"b\"; address = \"127.0.0.1:2\"; } ); } );");
+    pthread_t th[READERS];
+
+    pub_model = model_from_conf(c);
+    routing_init(READERS, routing_build(pub_model));
+    atomic_store(&stop_readers, 0);
+    for (uintptr_t i = 0; i < READERS; i++)
+        pthread_create(&th[i], NULL, reader_main, (void *)i);
+    for (int k = 0; k < 20000; k++) {
+        pub_model->generation++;
+        pub_model->pools[0].b[k % 2].weight = 1 + k % 1000;
+        routing_publish(routing_build(pub_model));
+        if (k % 16 == 0)
+            routing_reclaim();
+    }
+    atomic_store(&stop_readers, 1);
+    for (int i = 0; i < READERS; i++)
+        pthread_join(th[i], NULL);
+    /* Every reader announced a recent generation: almost everything is reclaimable. */
+    for (unsigned i = 0; i < READERS; i++)
+        routing_announce(i, pub_model->generation);
+    routing_reclaim();
+    ck_assert_uint_eq(routing_retired_count(), 0);
+    ck_assert_uint_eq(routing_current()->generation, pub_model->generation);
+    routing_shutdown();
+    model_free(pub_model);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_snapshot_held_by_a_reader_is_not_freed)
+{
+    struct veer_conf *c = load(LISTEN "pools = ( { name = \"api\"; backends = ("
+                                      "{ name = \"a\"; address = \"127.0.0.1:1\"; } ); } );");
+    struct model *m = model_from_conf(c);
+    struct routing *first = routing_build(m);
+
+    routing_init(2, first);
+    routing_announce(0, 1);
+    routing_announce(1, 1);
+    m->generation = 2;
+    routing_publish(routing_build(m));
+    routing_announce(0, 2); /* reader 1 still holds generation 1 */
+    routing_reclaim();
+    ck_assert_uint_eq(routing_retired_count(), 1);
+    ck_assert_uint_eq(first->generation, 1); /* still valid memory */
+    routing_announce(1, 2);
+    routing_reclaim();
+    ck_assert_uint_eq(routing_retired_count(), 0);
+    routing_shutdown();
+    model_free(m);
+    conf_free(c);
+}
+END_TEST
+
+static Suite *pool_suite(void)
+{
+    Suite *s = suite_create("pool");
+    TCase *tc = tcase_create("model");
+    TCase *tp = tcase_create("publish");
+
+    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tp, 120);
+    tcase_add_test(tc, test_shares_follow_configured_weights);
+    tcase_add_test(tc, test_shares_round_to_exactly_100);
+    tcase_add_test(tc, test_explicit_shares_and_effective_weights);
+    tcase_add_test(tc, test_rounding_never_zeroes_a_backend);
+    tcase_add_test(tc, test_pool_without_health_admits_at_once_with_health_pending);
+    tcase_add_test(tp, test_publish_and_reclaim_with_concurrent_readers);
+    tcase_add_test(tp, test_snapshot_held_by_a_reader_is_not_freed);
+    suite_add_tcase(s, tc);
+    suite_add_tcase(s, tp);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(pool_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
