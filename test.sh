@@ -1,0 +1,24 @@
+#!/bin/bash
+# Run every test: unit suites (Check) and integration tests (the real veer
+# against real backends over loopback). Installs what is missing first.
+#   ./test.sh              normal build in build/
+#   ./test.sh --sanitize   ASan+UBSan build in build-asan/
+set -euo pipefail
+cd "$(dirname "$0")"
+tests/deps.sh
+
+dir=build
+opts=(-Dwerror=true)
+if [ "${1:-}" = "--sanitize" ]; then
+    dir=build-asan
+    opts+=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug)
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
+if [ -d "$dir" ]; then
+    meson setup --reconfigure "$dir" "${opts[@]}" >/dev/null
+else
+    meson setup "$dir" "${opts[@]}" >/dev/null
+fi
+meson compile -C "$dir"
+meson test -C "$dir" --print-errorlogs --num-processes 2

@@ -1,0 +1,453 @@
+"""Helpers for the integration tests, on top of veertest.
+
+veertest's Backend hands its handler a request whose body is already read,
+and its Reader grows an immutable bytes buffer (fine for small messages,
+quadratic for 50 MiB). Here are the pieces the body, streaming, upgrade and
+lifecycle tests need besides:
+
+- StreamReader / read_head / iter_body: incremental HTTP reading that never
+  holds a whole large body;
+- StreamBackend: a backend whose handler gets the request head and the
+  reader, and consumes the body itself (100-continue, uploads, WebSocket);
+- Pattern: deterministic bulk data with a known digest;
+- RssSampler: veer's peak RSS while something runs;
+- SendProgress / send_tracked: a sender that records when the peer stops
+  taking bytes (backpressure reached it);
+- small things: a port nobody listens on, JSON error checks, WebSocket
+  frames, "is this port still accepting?".
+"""
+
+import base64
+import hashlib
+import json
+import random
+import select
+import socket
+import struct
+import threading
+import time
+
+import veertest
+from veertest import DEADLINE, Request, Response
+
+MiB = 1024 * 1024
+
+
+# --- reading ---------------------------------------------------------------
+
+
+class StreamReader:
+    """Buffered reads from a socket without quadratic copies."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def fill(self):
+        d = self.sock.recv(262144)
+        if not d:
+            return False
+        self.buf += d
+        return True
+
+    def readline(self):
+        """One CRLF-terminated line without the CRLF, or None at EOF."""
+        start = 0
+        while True:
+            i = self.buf.find(b"\r\n", start)
+            if i >= 0:
+                line = bytes(self.buf[:i])
+                del self.buf[:i + 2]
+                return line
+            start = max(0, len(self.buf) - 1)
+            if not self.fill():
+                return None
+
+    def read(self, n):
+        """Exactly n bytes; ValueError if the peer closes first."""
+        while len(self.buf) < n:
+            if not self.fill():
+                raise ValueError("connection closed after %d of %d bytes" % (len(self.buf), n))
+        d = bytes(self.buf[:n])
+        del self.buf[:n]
+        return d
+
+    def read_some(self, limit):
+        """Up to limit bytes (at least 1), or b"" at EOF."""
+        if not self.buf and not self.fill():
+            return b""
+        d = bytes(self.buf[:limit])
+        del self.buf[:limit]
+        return d
+
+
+def read_head(reader, cls=Response):
+    """Read one message head (a 1xx included) into a veertest Message; None at EOF."""
+    line = reader.readline()
+    if line is None:
+        return None
+    msg = cls()
+    msg.start = line
+    while True:
+        line = reader.readline()
+        if line is None:
+            raise ValueError("connection closed in head")
+        if line == b"":
+            return msg
+        k, v = line.split(b":", 1)
+        msg.headers.append((k.decode(), v.strip().decode()))
+
+
+def iter_body(reader, msg, method="GET", limit=262144):
+    """Yield the body of msg piece by piece (Content-Length, chunked or until close).
+
+    Raises ValueError when the peer closes before the framing says the body
+    ended.
+    """
+    if isinstance(msg, Response) and (method == "HEAD" or msg.status in (101, 204, 304)
+                                      or 100 <= msg.status < 200):
+        return
+    if (msg.header("Transfer-Encoding") or "").lower() == "chunked":
+        while True:
+            line = reader.readline()
+            if line is None:
+                raise ValueError("connection closed in chunked body")
+            size = int(line.split(b";")[0], 16)
+            if size == 0:
+                while True:
+                    t = reader.readline()
+                    if t is None:
+                        raise ValueError("connection closed in trailers")
+                    if t == b"":
+                        return
+            while size:
+                d = reader.read_some(min(size, limit))
+                if not d:
+                    raise ValueError("connection closed in chunk")
+                size -= len(d)
+                yield d
+            if reader.read(2) != b"\r\n":
+                raise ValueError("bad chunk terminator")
+    elif msg.header("Content-Length") is not None:
+        left = int(msg.header("Content-Length"))
+        while left:
+            d = reader.read_some(min(left, limit))
+            if not d:
+                raise ValueError("connection closed with %d body bytes missing" % left)
+            left -= len(d)
+            yield d
+    elif isinstance(msg, Response):
+        while True:
+            d = reader.read_some(limit)
+            if not d:
+                return
+            yield d
+
+
+class BodyDigest:
+    """Length and SHA-256 of a body consumed piece by piece."""
+
+    def __init__(self):
+        self.n = 0
+        self.h = hashlib.sha256()
+
+    def update(self, d):
+        self.n += len(d)
+        self.h.update(d)
+
+    def hexdigest(self):
+        return self.h.hexdigest()
+
+
+# --- bulk data -------------------------------------------------------------
+
+
+class Pattern:
+    """A deterministic pseudo-random byte stream, produced in pieces.
+
+    The block length is odd-sized so piece boundaries never line up with
+    repetitions: a lost, duplicated or reordered piece changes the digest.
+    """
+
+    BLOCK = 1048573  # a prime just under 1 MiB
+
+    def __init__(self, seed=1):
+        b = random.Random(seed).randbytes(self.BLOCK)
+        self._twice = b + b
+        self._digests = {}
+
+    def pieces(self, total, size=262144):
+        off = 0
+        while off < total:
+            n = min(size, total - off)
+            pos = off % self.BLOCK
+            while n:
+                take = min(n, self.BLOCK)
+                yield self._twice[pos:pos + take]
+                off += take
+                n -= take
+                pos = off % self.BLOCK
+
+    def digest(self, total):
+        if total not in self._digests:
+            h = hashlib.sha256()
+            for p in self.pieces(total, 1 << 20):
+                h.update(p)
+            self._digests[total] = h.hexdigest()
+        return self._digests[total]
+
+
+# --- memory ----------------------------------------------------------------
+
+
+class RssSampler:
+    """Samples a Veer's RSS (KiB) on a thread until stopped; keeps the peak."""
+
+    def __init__(self, veer, interval=0.01):
+        self.veer = veer
+        self.interval = interval
+        self.peak = veer.rss_kib()
+        self.samples = 1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            try:
+                kib = self.veer.rss_kib()
+            except OSError:
+                return
+            self.peak = max(self.peak, kib)
+            self.samples += 1
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        return self.peak
+
+
+# --- backpressure ----------------------------------------------------------
+
+
+class SendProgress:
+    """What a tracked sender has done: bytes sent, and since when it is blocked."""
+
+    def __init__(self):
+        self.sent = 0
+        self.blocked_since = None
+        self.done = False
+        self.abort = False
+
+    def stalled_for(self):
+        """Seconds the sender has been blocked without progress (0 when moving)."""
+        since = self.blocked_since
+        return time.monotonic() - since if since is not None else 0.0
+
+
+def send_tracked(conn, pieces, progress):
+    """Send every piece on conn, recording progress; returns when all is sent.
+
+    The socket is switched to non-blocking so a full send buffer (the peer
+    stopped reading) is observed rather than hidden inside sendall().
+    """
+    conn.setblocking(False)
+    try:
+        for piece in pieces:
+            view = memoryview(piece)
+            while view:
+                if progress.abort:
+                    raise OSError("send aborted")
+                try:
+                    n = conn.send(view)
+                except BlockingIOError:
+                    if progress.blocked_since is None:
+                        progress.blocked_since = time.monotonic()
+                    select.select([], [conn], [], 0.5)
+                    continue
+                progress.blocked_since = None
+                progress.sent += n
+                view = view[n:]
+        progress.done = True
+    finally:
+        conn.setblocking(True)
+
+
+# --- a backend that reads bodies itself ------------------------------------
+
+
+class StreamBackend:
+    """A threaded backend whose handler gets (conn, reader, request_head).
+
+    The handler must consume the request body itself (iter_body) and return
+    True to keep the connection for another request. heads lists every
+    request head received, connections counts accepted connections.
+    """
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.heads = []
+        self.connections = 0
+        self.errors = []
+        self.lock = threading.Lock()
+        self.closed = False
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        reader = StreamReader(c)
+        try:
+            while True:
+                head = read_head(reader, Request)
+                if head is None:
+                    break
+                with self.lock:
+                    self.heads.append(head)
+                if not self.handler(c, reader, head):
+                    break
+        except (OSError, ValueError) as e:
+            self.errors.append(e)
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                    c.close()
+                except OSError:
+                    pass
+
+
+# --- odds and ends ---------------------------------------------------------
+
+
+def unused_port():
+    """A loopback port with nothing listening on it (bound, then released)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def quick_config(backends, extra_top="", **kw):
+    """veertest.pool_config with a short shutdown quiet period, so stop() is fast."""
+    timeouts = "timeouts = { quiet_ms = 100; };\n"
+    if "timeouts" in extra_top:
+        timeouts = ""
+    return veertest.pool_config(backends, extra_top=timeouts + extra_top, **kw)
+
+
+def json_error(tc, res, status):
+    """Check res is veer's JSON error for status; return the decoded body."""
+    tc.assertIsNotNone(res, "no response")
+    tc.assertEqual(res.status, status, res.body)
+    tc.assertEqual(res.header("Content-Type"), "application/json")
+    doc = json.loads(res.body)
+    tc.assertEqual(doc["status"], status)
+    tc.assertIsInstance(doc["error"], str)
+    tc.assertIn("detail", doc)
+    return doc
+
+
+def accepting(port):
+    """True if a connection to port is accepted and not closed straight away."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=1)
+    except OSError:
+        return False
+    try:
+        s.settimeout(0.05)
+        try:
+            return s.recv(1) != b""
+        except socket.timeout:
+            return True
+        except OSError:
+            return False
+    finally:
+        s.close()
+
+
+def refused(port):
+    """True when a new connection to port is refused or closed without an answer."""
+    return not accepting(port)
+
+
+# --- WebSocket -------------------------------------------------------------
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def ws_accept(key):
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+
+
+def ws_frame(payload, opcode=1, mask=None):
+    """One final frame; masked when mask (4 bytes) is given, as clients must."""
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([mbit | n])
+    elif n < 65536:
+        head += bytes([mbit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([mbit | 127]) + struct.pack("!Q", n)
+    if mask:
+        return head + mask + ws_mask(payload, mask)
+    return head + payload
+
+
+def ws_mask(data, mask):
+    m = (mask * (len(data) // 4 + 1))[:len(data)]
+    return (int.from_bytes(data, "big") ^ int.from_bytes(m, "big")).to_bytes(len(data), "big") \
+        if data else b""
+
+
+def ws_read_frame(reader):
+    """(opcode, unmasked payload) of the next frame; None at EOF."""
+    first = reader.read_some(1) if isinstance(reader, StreamReader) else reader.read(1)
+    if not first:
+        return None
+    b0 = first[0]
+    b1 = reader.read(1)[0]
+    n = b1 & 0x7F
+    if n == 126:
+        n = struct.unpack("!H", reader.read(2))[0]
+    elif n == 127:
+        n = struct.unpack("!Q", reader.read(8))[0]
+    mask = reader.read(4) if b1 & 0x80 else None
+    payload = reader.read(n)
+    if mask:
+        payload = ws_mask(payload, mask)
+    return b0 & 0x0F, payload
