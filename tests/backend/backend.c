@@ -212,12 +212,15 @@ static int write_port_file(const char *path, int port)
 {
     char tmp[4096];
     FILE *f;
+    int ok;
 
     if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
         return -1;
     if ((f = fopen(tmp, "w")) == NULL)
         return -1;
-    if ((fprintf(f, "%d\n", port) < 0) | (fclose(f) != 0) || rename(tmp, path) != 0) {
+    ok = fprintf(f, "%d\n", port) > 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
         unlink(tmp);
         return -1;
     }

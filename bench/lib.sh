@@ -1,0 +1,321 @@
+# shellcheck shell=bash
+# Shared helpers for the bench/ scripts: tools, temp dir, ports, process tracking and the
+# configurations of the backend and the proxies under test. Source it; it defines functions and
+# BENCH_* globals only, and starts nothing by itself.
+#
+# Every process started through bench_spawn is recorded and stopped by bench_cleanup, which the
+# caller installs with bench_init (trap on EXIT; INT and TERM exit through it).
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck disable=SC2034 # used by the scripts that source this file
+BENCH_ROOT=$(cd "$BENCH_DIR/.." && pwd)
+BENCH_PIDS=()
+BENCH_TMP=""
+BENCH_PID=""        # pid of the last process started by bench_spawn
+BENCH_NOFILE=1024   # fd limit after bench_init raised it as far as allowed
+BENCH_MAXCONN=256   # connection cap given to the proxies, from BENCH_NOFILE
+BENCH_BODY="hello from the bench backend, 64 bytes of static body: 0123456"
+
+bench_log()
+{
+    printf '%s\n' "$*" >&2
+}
+
+bench_die()
+{
+    bench_log "error: $*"
+    exit 1
+}
+
+# Stop every process we started (TERM, then KILL after 5 s) and remove the temp dir, unless
+# KEEP_TMP=1.
+bench_cleanup()
+{
+    local pid deadline alive
+    trap - EXIT INT TERM
+    for pid in "${BENCH_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    deadline=$((SECONDS + 5))
+    for pid in "${BENCH_PIDS[@]}"; do
+        alive=1
+        while ((SECONDS < deadline)); do
+            kill -0 "$pid" 2>/dev/null || { alive=0; break; }
+            sleep 0.05
+        done
+        if ((alive)); then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    BENCH_PIDS=()
+    if [[ -n "$BENCH_TMP" && -d "$BENCH_TMP" ]]; then
+        if [[ "${KEEP_TMP:-0}" == 1 ]]; then
+            bench_log "kept $BENCH_TMP"
+        else
+            rm -rf "$BENCH_TMP"
+        fi
+    fi
+}
+
+# Create the temp dir, install the cleanup traps, raise the fd limit.
+bench_init()
+{
+    BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/veer-bench.XXXXXX")
+    chmod 755 "$BENCH_TMP"
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    BENCH_NOFILE=$(ulimit -n)
+    if [[ "$BENCH_NOFILE" == unlimited ]] || ((BENCH_NOFILE > 65536)); then
+        BENCH_NOFILE=65536
+    fi
+    # HAProxy needs about two fds per connection (client and server side).
+    BENCH_MAXCONN=$(((BENCH_NOFILE - 500) / 2))
+}
+
+# Install haproxy, nginx-light, wrk, curl, python3 when their commands are missing. apt-get
+# update runs only when a plain install fails.
+bench_need_tools()
+{
+    local cmd pkgs=() want
+    for want in haproxy:haproxy nginx:nginx-light wrk:wrk curl:curl python3:python3; do
+        cmd=${want%%:*}
+        command -v "$cmd" >/dev/null 2>&1 || [[ -x "/usr/sbin/$cmd" ]] || pkgs+=("${want#*:}")
+    done
+    ((${#pkgs[@]} == 0)) && return 0
+    bench_log "installing: ${pkgs[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}" >&2; then
+        apt-get update >&2 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}" >&2 ||
+            bench_die "cannot install ${pkgs[*]}"
+    fi
+    # The nginx package installs and starts a system service; the benches never use it.
+}
+
+bench_cmd()
+{
+    command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"
+}
+
+# Print a free loopback TCP port (the kernel's choice; bound, read, released).
+bench_free_port()
+{
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# bench_spawn NAME CMD...: run CMD in the background, output to $BENCH_TMP/NAME.log; sets
+# BENCH_PID and records it for cleanup.
+bench_spawn()
+{
+    local name=$1
+    shift
+    "$@" >"$BENCH_TMP/$name.log" 2>&1 &
+    BENCH_PID=$!
+    BENCH_PIDS+=("$BENCH_PID")
+}
+
+# bench_fg OUT CMD...: run CMD to completion with its output in OUT, but in the background, so
+# that INT and TERM reach our traps at once instead of after CMD ends. Returns CMD's status.
+bench_fg()
+{
+    local out=$1 pid rc=0 p keep=()
+    shift
+    "$@" >"$out" 2>&1 &
+    pid=$!
+    BENCH_PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    for p in "${BENCH_PIDS[@]}"; do
+        [[ "$p" == "$pid" ]] || keep+=("$p")
+    done
+    BENCH_PIDS=("${keep[@]}")
+    return "$rc"
+}
+
+# bench_stop PID: TERM it, wait up to 5 s, then KILL.
+bench_stop()
+{
+    local pid=$1 deadline=$((SECONDS + 5)) p keep=()
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${BENCH_PIDS[@]}"; do
+        [[ "$p" == "$pid" ]] || keep+=("$p")
+    done
+    BENCH_PIDS=("${keep[@]}")
+}
+
+# bench_wait_http URL PID [SECONDS]: wait until URL answers any HTTP response. Fails early when
+# PID exits, and after SECONDS (default 5).
+bench_wait_http()
+{
+    local url=$1 pid=$2 deadline=$((SECONDS + ${3:-5}))
+    while ((SECONDS <= deadline)); do
+        curl -s -o /dev/null --max-time 1 "$url" && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# The proxy's last log lines, indented, for error reports.
+bench_tail_log()
+{
+    [[ -f "$BENCH_TMP/$1.log" ]] && tail -n 5 "$BENCH_TMP/$1.log" | sed 's/^/    /' >&2
+    return 0
+}
+
+# Common nginx preamble: everything under DIR, nothing under /etc/nginx or /var/lib/nginx.
+nginx_preamble()
+{
+    local dir=$1 workers=$2
+    if [[ $EUID -eq 0 ]]; then
+        echo "user root;"
+    fi
+    cat <<EOF
+worker_processes $workers;
+worker_rlimit_nofile $BENCH_NOFILE;
+daemon off;
+master_process on;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections $BENCH_MAXCONN; }
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+EOF
+}
+
+# bench_start_backend: nginx, 1 worker, answering every request with BENCH_BODY (64 bytes) on
+# an ephemeral loopback port. Sets BACKEND_PORT and BACKEND_PID.
+bench_start_backend()
+{
+    local dir=$BENCH_TMP/backend
+    mkdir -p "$dir"
+    BACKEND_PORT=$(bench_free_port)
+    {
+        nginx_preamble "$dir" 1
+        cat <<EOF
+    default_type text/plain;
+    server {
+        listen 127.0.0.1:$BACKEND_PORT;
+        location / { return 200 "$BENCH_BODY"; }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+    bench_spawn backend "$(bench_cmd nginx)" -p "$dir" -c "$dir/nginx.conf"
+    BACKEND_PID=$BENCH_PID
+    bench_wait_http "http://127.0.0.1:$BACKEND_PORT/" "$BACKEND_PID" ||
+        { bench_tail_log backend; bench_die "backend nginx did not start"; }
+    [[ "$(curl -s "http://127.0.0.1:$BACKEND_PORT/")" == "$BENCH_BODY" ]] ||
+        bench_die "backend nginx gives a wrong body"
+}
+
+# bench_start_haproxy NAME THREADS PORT BACKEND_PORT: sets BENCH_PID; fails if it does not come up.
+bench_start_haproxy()
+{
+    local name=$1 threads=$2 port=$3 bport=$4 cfg=$BENCH_TMP/$1.cfg
+    cat >"$cfg" <<EOF
+global
+    nbthread $threads
+    maxconn $BENCH_MAXCONN
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    maxconn $BENCH_MAXCONN
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-request 10s
+    timeout http-keep-alive 300s
+
+frontend fe
+    bind 127.0.0.1:$port
+    default_backend be
+
+backend be
+    server b1 127.0.0.1:$bport
+EOF
+    bench_spawn "$name" "$(bench_cmd haproxy)" -db -f "$cfg"
+    bench_wait_http "http://127.0.0.1:$port/" "$BENCH_PID" || { bench_tail_log "$name"; return 1; }
+}
+
+# bench_start_nginx_proxy NAME WORKERS PORT BACKEND_PORT: sets BENCH_PID.
+bench_start_nginx_proxy()
+{
+    local name=$1 workers=$2 port=$3 bport=$4 dir=$BENCH_TMP/$1
+    mkdir -p "$dir"
+    {
+        nginx_preamble "$dir" "$workers"
+        cat <<EOF
+    upstream backend {
+        server 127.0.0.1:$bport;
+        keepalive 64;
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+    bench_spawn "$name" "$(bench_cmd nginx)" -p "$dir" -c "$dir/nginx.conf"
+    bench_wait_http "http://127.0.0.1:$port/" "$BENCH_PID" || { bench_tail_log "$name"; return 1; }
+}
+
+# bench_start_veer NAME WORKERS PORT BACKEND_PORT: sets BENCH_PID. Returns 2 when VEER_BIN
+# does not exist, 1 when veer does not come up within 5 s.
+bench_start_veer()
+{
+    local name=$1 workers=$2 port=$3 bport=$4 dir=$BENCH_TMP/$1
+    [[ -x "$VEER_BIN" ]] || return 2
+    mkdir -p "$dir"
+    cat >"$dir/veer.conf" <<EOF
+workers = $workers;
+listen = ( { address = "127.0.0.1:$port"; pool = "bench"; } );
+admin = { socket = "$dir/admin.sock"; };
+pools = ( { name = "bench"; backends = ( { name = "b1"; address = "127.0.0.1:$bport"; } ); } );
+EOF
+    bench_spawn "$name" "$VEER_BIN" -c "$dir/veer.conf"
+    bench_wait_http "http://127.0.0.1:$port/" "$BENCH_PID" || { bench_tail_log "$name"; return 1; }
+}
+
+# bench_start_proxy KIND NAME WORKERS PORT BACKEND_PORT: dispatch on KIND (haproxy|nginx|veer).
+bench_start_proxy()
+{
+    case $1 in
+    haproxy) bench_start_haproxy "${@:2}" ;;
+    nginx) bench_start_nginx_proxy "${@:2}" ;;
+    veer) bench_start_veer "${@:2}" ;;
+    *) bench_die "unknown proxy $1" ;;
+    esac
+}
+
+# One-line versions for the results.
+bench_versions()
+{
+    local hv nv
+    hv=$("$(bench_cmd haproxy)" -v 2>/dev/null | awk 'NR == 1 { print $3 }')
+    nv=$("$(bench_cmd nginx)" -v 2>&1 | sed -n 's|^nginx version: nginx/||p')
+    printf 'haproxy=%s nginx=%s wrk=%s\n' "$hv" "$nv" \
+        "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')"
+}
