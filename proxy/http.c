@@ -471,10 +471,11 @@ static int cb_headers_complete(llhttp_t *p)
         msg->status = p->status_code;
         rc = check_response_headers(msg);
         if (msg->head_request || msg->status == 204 || msg->status == 304 ||
-            (msg->status >= 100 && msg->status < 200))
+            (msg->status >= 100 && msg->status < 200 && msg->status != 101)) {
+            /* No body whatever the headers say (RFC 9112 6.3): llhttp would read a CL one. */
             msg->flags |= HF_NO_BODY;
-        if (msg->head_request)
             p->flags |= F_SKIPBODY;
+        }
     }
     if (rc < 0)
         return -1;
@@ -555,13 +556,15 @@ static enum http_result check_head_limits(struct http_msg *msg)
 {
     const struct http_limits *lim = msg->limits;
     bool req = msg->parser.type == HTTP_REQUEST;
+    /* The line's length so far: known once headers start, else all we have. */
+    uint32_t line = msg->line_len ? msg->line_len : (msg->nhdr ? 0 : msg->head_len);
+    uint32_t fields = msg->line_len ? msg->head_len - msg->line_len : 0;
 
-    if (msg->line_len == 0 && msg->nhdr == 0 && msg->head_len > lim->line_bytes + 2) {
+    if (line > lim->line_bytes + 2) {
         fail(msg, req ? 414 : 502, req ? "request line too long" : "status line too long");
         return HTTP_INVALID;
     }
-    if (msg->head_len > msg->line_len + lim->header_bytes + 2 &&
-        (msg->line_len || msg->nhdr)) {
+    if (fields > lim->header_bytes + 2) {
         fail(msg, req ? 431 : 502, "header section too large");
         return HTTP_INVALID;
     }
@@ -597,6 +600,8 @@ enum http_result http_parse(struct http_msg *msg, const char *head, const char *
             msg->head_len = (uint32_t)(stop - head);
             if (msg->line_len == 0)
                 msg->line_len = msg->head_len - 2;
+            if (check_head_limits(msg) == HTTP_INVALID)
+                return HTTP_INVALID;
             return HTTP_HEAD_DONE;
         }
         return HTTP_MSG_DONE;
@@ -760,12 +765,12 @@ size_t http_build_response(const struct http_msg *res, const char *head, bool cl
                            char *out)
 {
     char *o = out;
-    char status[8];
-    int n;
+    int st = res->status;
 
     o = PUT_LIT(o, "HTTP/1.1 ");
-    n = snprintf(status, sizeof(status), "%03d", res->status);
-    o = put(o, status, (size_t)n);
+    *o++ = (char)('0' + st / 100 % 10);
+    *o++ = (char)('0' + st / 10 % 10);
+    *o++ = (char)('0' + st % 10);
     *o++ = ' ';
     o = put_span(o, head, res->reason);
     o = PUT_LIT(o, "\r\n");
@@ -868,11 +873,16 @@ static const char *error_slug(int status)
 size_t http_error_response(int status, const char *detail, bool close, const char *extra,
                            char *out, size_t outlen)
 {
-    char body[256];
+    char body[256], safe[160];
     int blen, n;
+    size_t j = 0;
 
+    /* The detail is ours, but may quote a system or parser message: keep JSON valid. */
+    for (const char *d = detail ? detail : ""; *d && j < sizeof(safe) - 1; d++)
+        safe[j++] = (*d == '"' || *d == '\\' || (unsigned char)*d < 0x20) ? '\'' : *d;
+    safe[j] = '\0';
     blen = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"status\":%d,\"detail\":\"%s\"}\n",
-                    error_slug(status), status, detail ? detail : "");
+                    error_slug(status), status, safe);
     if (blen < 0 || blen >= (int)sizeof(body))
         blen = (int)sizeof(body) - 1;
     n = snprintf(out, outlen,

@@ -51,6 +51,34 @@ static void refuse_connection(int fd)
     close(fd);
 }
 
+/* Out of descriptors: stop accepting for a moment instead of spinning on a ready listener. */
+#define ACCEPT_PAUSE_MS 100
+
+static void resume_accepting(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    if (w->shutting_down)
+        return;
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].fd >= 0)
+            event_add(&w->listeners[i].ev, NULL);
+}
+
+static void pause_accepting(struct worker *w, int err)
+{
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+
+    if (evtimer_pending(&w->accept_pause, NULL))
+        return;
+    log_warn("worker %u: accept: %s; pausing accepts for %d ms", w->idx, strerror(err),
+             ACCEPT_PAUSE_MS);
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].fd >= 0)
+            event_del(&w->listeners[i].ev);
+    evtimer_add(&w->accept_pause, &tv);
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     struct wlistener *l = arg;
@@ -64,8 +92,8 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 
         fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                log_warn("accept: %s", strerror(errno));
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                pause_accepting(w, errno);
             return;
         }
         w->stats.accepted++;
@@ -166,6 +194,7 @@ static void begin_shutdown(struct worker *w)
     if (w->shutting_down)
         return;
     w->shutting_down = true;
+    event_del(&w->accept_pause);
     close_listeners(w);
     close_idle_upstreams(w);
     for (struct session *s = w->sessions, *next; s; s = next) {
@@ -333,6 +362,7 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
     w->tv_upstream_idle = common_tv(w->base, to->idle_ms);
     w->tv_quiet = common_tv(w->base, to->quiet_ms);
 
+    evtimer_assign(&w->accept_pause, w->base, resume_accepting, w);
     event_assign(&w->reaper, w->base, -1, 0, reaper_cb, w);
     event_priority_set(&w->reaper, 1);
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -390,6 +420,7 @@ void worker_destroy(struct worker *w)
         if (w->shutting_down)
             event_del(&w->shutdown_timer);
         event_del(&w->reaper);
+        event_del(&w->accept_pause);
         event_base_free(w->base);
     }
     if (w->wake_fd >= 0)

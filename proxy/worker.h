@@ -76,6 +76,7 @@ struct worker {
     struct session *dead_sessions;
     struct upstream *dead_upstreams;
     struct event reaper;
+    struct event accept_pause; /* out of fds: accepting resumes on this timer */
 
     struct idle_list *idle; /* indexed by backend addr_id */
     uint32_t nidle;

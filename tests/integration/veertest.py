@@ -8,6 +8,7 @@ a deadline; nothing sleeps to "let things settle".
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -113,7 +114,7 @@ class Veer:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError("veer did not exit within %.1fs:\n%s" % (timeout, "\n".join(self.log())))
-        self._reader.join(5)
+        self._finish()
         log = "\n".join(self.log())
         for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:", "panic at"):
             if bad in log:
@@ -126,6 +127,13 @@ class Veer:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._finish()
+
+    def _finish(self):
+        self._reader.join(5)
+        if self.proc.stderr and not self.proc.stderr.closed and not self._reader.is_alive():
+            self.proc.stderr.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def rss_kib(self):
         with open("/proc/%d/status" % self.proc.pid) as f:

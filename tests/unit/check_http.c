@@ -413,6 +413,42 @@ START_TEST(test_method_idempotency)
 }
 END_TEST
 
+/* A complete head that arrives in one read is held to the same limits. */
+START_TEST(test_limits_apply_to_a_head_complete_in_one_read)
+{
+    struct http_limits small = {.line_bytes = 64, .header_bytes = 256, .header_count = 100};
+    struct http_msg *m = new_msg(HTTP_REQUEST, &small);
+    char buf[2048];
+    size_t used;
+
+    snprintf(buf, sizeof(buf), "GET /%0100d HTTP/1.1\r\nHost: a\r\n\r\n", 0);
+    ck_assert_int_eq(parse_head(m, buf, &used), HTTP_INVALID);
+    ck_assert_int_eq(m->err_status, 414);
+    http_msg_init(m, HTTP_REQUEST, &small);
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: a\r\nX: %0300d\r\n\r\n", 0);
+    ck_assert_int_eq(parse_head(m, buf, &used), HTTP_INVALID);
+    ck_assert_int_eq(m->err_status, 431);
+    http_msg_init(m, HTTP_REQUEST, &small);
+    snprintf(buf, sizeof(buf), "GET / HTTP/1.1\r\nHost: a\r\nX: %0200d\r\n\r\n", 0);
+    ck_assert_int_eq(parse_head(m, buf, &used), HTTP_HEAD_DONE);
+    free(m);
+}
+END_TEST
+
+/* 204 and 304 never have a body, even when they carry a Content-Length. */
+START_TEST(test_304_with_content_length_has_no_body)
+{
+    const char *s = "HTTP/1.1 304 Not Modified\r\nContent-Length: 500\r\n\r\nHTTP/1.1";
+    struct http_msg *m = new_msg(HTTP_RESPONSE, &limits);
+    size_t used, used2;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert_int_eq(http_parse(m, s, s + used, strlen(s) - used, &used2), HTTP_MSG_DONE);
+    ck_assert_uint_eq(used2, 0);
+    free(m);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -437,6 +473,8 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_dechunk_in_place);
     tcase_add_test(tc, test_error_response_is_json);
     tcase_add_test(tc, test_method_idempotency);
+    tcase_add_test(tc, test_limits_apply_to_a_head_complete_in_one_read);
+    tcase_add_test(tc, test_304_with_content_length_has_no_body);
     suite_add_tcase(s, tc);
     return s;
 }
