@@ -92,6 +92,9 @@ struct session {
     bool client_eof; /* client half-closed */
     bool closing;
     bool dead;
+    bool flush_queued;   /* on the worker's flush list */
+    uint8_t flush;       /* FLUSH_* directions to write */
+    struct session *flush_next;
 };
 
 /* A new client connection accepted on l. Takes ownership of fd. */
@@ -110,6 +113,9 @@ void session_shutdown_notice(struct session *s);
 void txn_upstream_readable(struct txn *t);
 void txn_upstream_writable(struct txn *t);
 void txn_upstream_timeout(struct txn *t, bool connecting);
+
+/* The send phase after each loop iteration: write what sessions queued. */
+void session_run_flushes(struct worker *w);
 
 /* Per-worker transaction cache. */
 void txn_cache_destroy(struct worker *w);

@@ -178,7 +178,6 @@ void upstream_close(struct upstream *up)
     w->nupstreams--;
     up->next = w->dead_upstreams;
     w->dead_upstreams = up;
-    worker_schedule_reap(w);
 }
 
 void upstream_free(struct upstream *up)

@@ -21,8 +21,12 @@ _Atomic int veer_client_connections;
 /* Buffers kept per worker beyond those in use. */
 #define WORKER_BUF_CACHE 256
 
-/* Idle upstream connections kept per backend address per worker. */
-#define IDLE_PER_ADDR 128
+/*
+ * Idle upstream connections kept per backend address per worker. Closing
+ * connections that the next burst needs again only trades them for
+ * connects; extras go away with the idle timeout instead.
+ */
+#define IDLE_PER_ADDR 4096
 
 /* Connections accepted per readiness event, for fairness between listeners. */
 #define ACCEPT_BATCH 64
@@ -110,10 +114,9 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
     }
 }
 
-static void reaper_cb(evutil_socket_t fd, short what, void *arg)
+/* Free what was closed during the iteration, now that no callback can hold it. */
+static void reap(struct worker *w)
 {
-    struct worker *w = arg;
-
     while (w->dead_sessions) {
         struct session *s = w->dead_sessions;
 
@@ -126,18 +129,12 @@ static void reaper_cb(evutil_socket_t fd, short what, void *arg)
         w->dead_upstreams = up->next;
         upstream_free(up);
     }
-    worker_check_done(w);
-}
-
-void worker_schedule_reap(struct worker *w)
-{
-    event_active(&w->reaper, EV_TIMEOUT, 0);
 }
 
 void worker_check_done(struct worker *w)
 {
     if (w->shutting_down && w->nsessions == 0)
-        event_base_loopexit(w->base, NULL);
+        w->exit = true;
 }
 
 static void close_listeners(struct worker *w)
@@ -167,7 +164,6 @@ static void abort_all(struct worker *w)
     while (w->sessions)
         session_close(w->sessions);
     close_idle_upstreams(w);
-    worker_schedule_reap(w);
 }
 
 static void shutdown_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -313,13 +309,26 @@ void worker_idle_remove(struct worker *w, struct upstream *up)
     il->n--;
 }
 
+/*
+ * The worker loop: wait for events and run their callbacks (reads, parsing,
+ * picks), then the send phase writes everything they queued, then what was
+ * closed is freed.
+ */
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
 
     for (unsigned i = 0; i < w->nlisteners; i++)
         event_add(&w->listeners[i].ev, NULL);
-    event_base_dispatch(w->base);
+    while (!w->exit) {
+        if (event_base_loop(w->base, EVLOOP_ONCE) < 0) {
+            log_err("worker %u: event loop failed", w->idx);
+            break;
+        }
+        session_run_flushes(w);
+        reap(w);
+        worker_check_done(w);
+    }
     atomic_store_explicit(&w->exited, true, memory_order_release);
     return NULL;
 }
@@ -341,7 +350,6 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
         log_err("worker %u: cannot create event base", idx);
         goto fail;
     }
-    event_base_priority_init(w->base, 2);
     w->req_limits = (struct http_limits){
         .line_bytes = (uint32_t)conf->limits.request_line_bytes,
         .header_bytes = (uint32_t)conf->limits.header_bytes,
@@ -363,8 +371,6 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
     w->tv_quiet = common_tv(w->base, to->quiet_ms);
 
     evtimer_assign(&w->accept_pause, w->base, resume_accepting, w);
-    event_assign(&w->reaper, w->base, -1, 0, reaper_cb, w);
-    event_priority_set(&w->reaper, 1);
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->wake_fd < 0) {
         log_err("worker %u: eventfd: %s", idx, strerror(errno));
@@ -413,13 +419,12 @@ void worker_destroy(struct worker *w)
         return;
     if (w->base) {
         abort_all(w);
-        reaper_cb(-1, 0, w);
+        reap(w);
         close_listeners(w);
         if (w->wake_fd >= 0)
             event_del(&w->wake_ev);
         if (w->shutting_down)
             event_del(&w->shutdown_timer);
-        event_del(&w->reaper);
         event_del(&w->accept_pause);
         event_base_free(w->base);
     }

@@ -75,7 +75,8 @@ struct worker {
     unsigned nsessions;
     struct session *dead_sessions;
     struct upstream *dead_upstreams;
-    struct event reaper;
+    struct session *flush_list; /* sessions with queued writes */
+    bool exit;                  /* leave the loop after this iteration */
     struct event accept_pause; /* out of fds: accepting resumes on this timer */
 
     struct idle_list *idle; /* indexed by backend addr_id */
@@ -123,15 +124,12 @@ void worker_post(struct worker *w, unsigned cmd);
  */
 struct lb *worker_lb(struct worker *w, int pool);
 
-/* The session list changed: exit the loop when shutting down and empty. */
+/* Leave the loop when shutting down and no session is left. */
 void worker_check_done(struct worker *w);
 
 /* Idle upstream connection pool, per backend address. */
 struct upstream *worker_idle_pop(struct worker *w, uint32_t addr_id);
 void worker_idle_push(struct worker *w, struct upstream *up);
 void worker_idle_remove(struct worker *w, struct upstream *up);
-
-/* Schedule the reaper (frees dead sessions and upstreams after callbacks). */
-void worker_schedule_reap(struct worker *w);
 
 #endif
