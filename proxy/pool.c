@@ -9,6 +9,7 @@
 #include <string.h>
 
 _Atomic(struct routing *) routing_now;
+unsigned veer_nworkers = 1;
 
 static struct routing_reader *readers;
 static unsigned nreaders;
@@ -24,6 +25,42 @@ const char *backend_state_name(enum backend_state s)
                                         "DRAINING", "DRAINED", "MAINT"};
 
     return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "?";
+}
+
+const char *admin_state_name(enum admin_state a)
+{
+    static const char *const names[] = {"ready", "drain", "maint"};
+
+    return (unsigned)a < ARRAY_SIZE(names) ? names[a] : "?";
+}
+
+int admin_state_parse(const char *s)
+{
+    if (strcmp(s, "ready") == 0)
+        return ADMIN_READY;
+    if (strcmp(s, "drain") == 0)
+        return ADMIN_DRAIN;
+    if (strcmp(s, "maint") == 0)
+        return ADMIN_MAINT;
+    return -1;
+}
+
+uint32_t backend_active(const struct backend *be)
+{
+    uint32_t n = 0;
+
+    for (unsigned i = 0; i < veer_nworkers; i++)
+        n += atomic_load_explicit(&be->ws[i].active, memory_order_relaxed);
+    return n;
+}
+
+uint32_t backend_conns(const struct backend *be)
+{
+    uint32_t n = 0;
+
+    for (unsigned i = 0; i < veer_nworkers; i++)
+        n += atomic_load_explicit(&be->ws[i].conns, memory_order_relaxed);
+    return n;
 }
 
 uint32_t addr_intern(const struct conf_addr *a)
@@ -50,6 +87,7 @@ static struct backend *backend_new(const char *name, const struct conf_addr *add
     be->addr_id = addr_intern(addr);
     be->name = veer_strdup(name);
     be->addr = *addr;
+    be->ws = veer_calloc(veer_nworkers, sizeof(*be->ws));
     return be;
 }
 
@@ -58,6 +96,7 @@ static void backend_free(struct backend *be)
     if (be == NULL)
         return;
     free(be->name);
+    free(be->ws);
     be->magic = 0;
     free(be);
 }
@@ -145,7 +184,8 @@ struct model *model_from_conf(const struct veer_conf *conf)
             p->b[j].be = backend_new(cb->name, &cb->addr);
             p->b[j].weight = cb->weight;
             p->b[j].group = group_index(p, cb->group);
-            p->b[j].state = cp->has_health ? BE_PENDING : BE_READY;
+            p->b[j].admin = ADMIN_READY;
+            p->b[j].health = cp->has_health ? HEALTH_PENDING : HEALTH_READY;
         }
         if (cp->has_shares)
             for (int s = 0; s < cp->nshares; s++)
@@ -182,11 +222,50 @@ int model_find_pool(const struct model *m, const char *name)
     return -1;
 }
 
+enum backend_state model_state(const struct rt_pool *p, uint32_t i)
+{
+    const struct rt_backend *b = &p->b[i];
+
+    switch (b->admin) {
+    case ADMIN_MAINT:
+        return BE_MAINT;
+    case ADMIN_DRAIN:
+        return b->drained ? BE_DRAINED : BE_DRAINING;
+    default:
+        break;
+    }
+    switch (b->health) {
+    case HEALTH_PENDING:
+        return BE_PENDING;
+    case HEALTH_DOWN:
+        return BE_DOWN;
+    default:
+        return BE_READY;
+    }
+}
+
 bool model_eligible(const struct rt_pool *p, uint32_t i)
 {
     const struct rt_backend *b = &p->b[i];
 
-    return b->state == BE_READY && b->weight > 0 && p->g[b->group].share > 0;
+    return b->admin == ADMIN_READY && b->health == HEALTH_READY && b->weight > 0 &&
+           p->g[b->group].share > 0;
+}
+
+int model_find_backend(const struct rt_pool *p, const char *name)
+{
+    for (uint32_t i = 0; i < p->nb; i++)
+        if (strcmp(p->b[i].be->name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+int model_find_group(const struct rt_pool *p, const char *name)
+{
+    for (uint32_t i = 0; i < p->ng; i++)
+        if (strcmp(p->g[i].name, name) == 0)
+            return (int)i;
+    return -1;
 }
 
 /* Sum of the weights of group g's eligible backends. */

@@ -28,20 +28,54 @@ enum backend_state {
 
 const char *backend_state_name(enum backend_state s);
 
+/* What the operator decided for a backend (set state, drain, maint). */
+enum admin_state {
+    ADMIN_READY = 0, /* in rotation when healthy */
+    ADMIN_DRAIN,     /* no new requests; DRAINING until idle, then DRAINED */
+    ADMIN_MAINT,     /* out of rotation, no checks */
+};
+
+/* What readiness checks observed (pools without `health` are always READY). */
+enum health_state {
+    HEALTH_PENDING = 0, /* not yet `rise` passing checks */
+    HEALTH_READY,
+    HEALTH_DOWN,
+};
+
+const char *admin_state_name(enum admin_state a); /* "ready", "drain", "maint" */
+int admin_state_parse(const char *s);               /* -1 when unknown */
+
 #define BACKEND_MAGIC 0x6beeb001u
 
 /*
+ * Per-worker figures of one backend, each worker writing only its own slot
+ * (its own cache line), the control thread summing them when it reads.
+ */
+struct backend_wstat {
+    _Atomic uint32_t active; /* requests in flight */
+    _Atomic uint32_t conns;  /* open upstream connections */
+    char pad[64 - 2 * sizeof(uint32_t)];
+};
+
+/*
  * A backend's identity, shared by every snapshot that routes to it. The
- * fields never change after creation; per-backend figures are counted per
- * worker, indexed by `id`.
+ * fields never change after creation except the per-worker figures.
  */
 struct backend {
     unsigned magic;
-    uint32_t id;      /* dense index for per-worker tables */
+    uint32_t id;      /* creation order, unique for the process lifetime */
     uint32_t addr_id; /* interned address: upstream idle pools are keyed by it */
     char *name;
     struct conf_addr addr;
+    struct backend_wstat *ws; /* one per worker */
 };
+
+/* Number of workers the per-worker tables are sized for (set before any model). */
+extern unsigned veer_nworkers;
+
+/* Sums of the per-worker figures (control thread). */
+uint32_t backend_active(const struct backend *be);
+uint32_t backend_conns(const struct backend *be);
 
 /* One eligible backend in a snapshot pool. */
 struct snap_backend {
@@ -71,7 +105,9 @@ struct rt_backend {
     struct backend *be;
     int weight;
     uint32_t group;
-    enum backend_state state;
+    enum admin_state admin;
+    enum health_state health;
+    bool drained; /* admin is DRAIN and nothing is left in flight */
 };
 
 struct rt_group {
@@ -111,6 +147,13 @@ double model_effective_weight(const struct rt_pool *p, uint32_t i);
 
 /* Whether backend i of pool p may receive new requests. */
 bool model_eligible(const struct rt_pool *p, uint32_t i);
+
+/* The state operators see: admin decisions first, then health. */
+enum backend_state model_state(const struct rt_pool *p, uint32_t i);
+
+/* Index of a backend / group of pool p by name, or -1. */
+int model_find_backend(const struct rt_pool *p, const char *name);
+int model_find_group(const struct rt_pool *p, const char *name);
 
 /* A new snapshot of the model, generation m->generation. */
 struct routing *routing_build(const struct model *m);

@@ -147,8 +147,8 @@ START_TEST(test_pool_without_health_admits_at_once_with_health_pending)
     struct model *m = model_from_conf(c);
     struct routing *r = routing_build(m);
 
-    ck_assert_int_eq(m->pools[0].b[0].state, BE_READY);
-    ck_assert_int_eq(m->pools[1].b[0].state, BE_PENDING);
+    ck_assert_int_eq(model_state(&m->pools[0], 0), BE_READY);
+    ck_assert_int_eq(model_state(&m->pools[1], 0), BE_PENDING);
     ck_assert_uint_eq(r->pools[0].n, 1);
     ck_assert_uint_eq(r->pools[1].n, 0);
     /* Same address in two pools: one interned address, shared idle connections. */

@@ -1,0 +1,66 @@
+/*
+ * state.h - the state file: runtime decisions (group shares, backend
+ * weights and admin states, the generation) survive a restart.
+ *
+ * The file is text, one fact per line:
+ *   veer-state 1
+ *   generation 42
+ *   pool api
+ *   share blue 100
+ *   share green 0
+ *   backend blue-1 weight 100 admin ready
+ *   backend green-1 weight 100 admin drain
+ *   end
+ * It is written atomically (temp file, fsync, rename, fsync of the
+ * directory) by a persistence thread, off the admin reply path, within
+ * 100 ms of a change; the same thread fsyncs the audit log.
+ */
+#ifndef VEER_STATE_H
+#define VEER_STATE_H
+
+#include "pool.h"
+
+#include <stddef.h>
+
+/* The model's runtime decisions as state file text (caller frees). */
+char *state_render(const struct model *m);
+
+/*
+ * Apply state text to m: for pools, groups and backends that still exist,
+ * set shares, weights and admin states; m->generation becomes the saved one
+ * when that is higher. Names that no longer exist are skipped and counted.
+ * Nothing is applied when the text is malformed (a corrupt file is
+ * reported and ignored, never fatal) or when the shares of a pool would not
+ * total 100. Returns the number of backends restored, or -1 with the reason
+ * (with its line number) in msg.
+ */
+int state_apply(struct model *m, const char *text, char *msg, size_t msglen);
+
+/*
+ * Read and apply the state file at path. Returns what state_apply returns,
+ * 0 with msg "no state file" when it does not exist, -1 when unreadable or
+ * corrupt (msg says why).
+ */
+int state_load(struct model *m, const char *path, char *msg, size_t msglen);
+
+/* --- persistence thread ---------------------------------------------------- */
+
+/*
+ * Start the thread. state_path may be NULL (no state file); audit_fd may be
+ * -1 (no audit log).
+ */
+int persist_start(const char *state_path, int audit_fd);
+
+/* Queue state text to be written (takes ownership; a newer text replaces an unwritten one). */
+void persist_state(char *text);
+
+/* Ask for an fsync of the audit log. */
+void persist_sync_audit(void);
+
+/* Write what is pending, then stop the thread. */
+void persist_stop(void);
+
+/* Completed state writes (tests: wait for a write to land). */
+unsigned long persist_writes(void);
+
+#endif
