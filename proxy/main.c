@@ -3,9 +3,13 @@
  * thread becomes the control thread once the workers run: it handles
  * signals, reclaims old routing snapshots, and joins the workers at exit.
  */
+#include "admin.h"
+#include "audit.h"
 #include "conf.h"
+#include "control.h"
 #include "listener.h"
 #include "pool.h"
+#include "state.h"
 #include "veer.h"
 #include "worker.h"
 
@@ -17,7 +21,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-struct control {
+struct lifecycle {
     struct event_base *base;
     struct veer_conf *conf;
     struct model *model;
@@ -71,7 +75,7 @@ static void raise_nofile(const struct veer_conf *conf)
                  strerror(errno));
 }
 
-static void begin_shutdown(struct control *c, const char *why)
+static void begin_shutdown(struct lifecycle *c, const char *why)
 {
     c->signals++;
     if (c->signals == 1) {
@@ -89,7 +93,7 @@ static void begin_shutdown(struct control *c, const char *why)
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
-    struct control *c = arg;
+    struct lifecycle *c = arg;
 
     switch (sig) {
     case SIGTERM:
@@ -119,7 +123,7 @@ static void reclaim_cb(evutil_socket_t fd, short what, void *arg)
  */
 static void watch_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct control *c = arg;
+    struct lifecycle *c = arg;
     unsigned running = 0;
 
     for (unsigned i = 0; i < c->nworkers; i++)
@@ -129,16 +133,39 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(c->base, NULL);
 }
 
-static int run(struct control *c)
+/* Runtime decisions from the state file win over the config at start. */
+static void restore_state(struct lifecycle *c)
 {
+    char msg[512];
+    int rc;
+
+    if (c->conf->state_file == NULL)
+        return;
+    rc = state_load(c->model, c->conf->state_file, msg, sizeof(msg));
+    if (rc < 0)
+        log_warn("state file %s ignored: %s", c->conf->state_file, msg);
+    else
+        log_info("state file %s: %s", c->conf->state_file, msg);
+}
+
+static int run(struct lifecycle *c)
+{
+    char err[512];
     int *fds;
     unsigned n = (unsigned)c->conf->workers;
     struct timeval reclaim_tv = {0, 100 * 1000}, watch_tv = {0, 5 * 1000};
     uint64_t t0 = veer_now_us();
 
     raise_nofile(c->conf);
+    veer_nworkers = n;
     c->model = model_from_conf(c->conf);
+    restore_state(c);
     routing_init(n, routing_build(c->model));
+    if (audit_open(c->conf->audit_log, err, sizeof(err)) < 0) {
+        log_err("audit log: %s", err);
+        return 1;
+    }
+    persist_start(c->conf->state_file, audit_fd());
     fds = listener_open_all(c->conf, n);
     if (fds == NULL)
         return 1;
@@ -152,6 +179,9 @@ static int run(struct control *c)
     }
     free(fds);
     c->base = event_base_new();
+    if (control_init(c->base, c->conf, c->model, c->workers, n) < 0 ||
+        admin_start(c->base, c->conf) < 0)
+        return 1;
     c->sigterm = evsignal_new(c->base, SIGTERM, signal_cb, c);
     c->sigint = evsignal_new(c->base, SIGINT, signal_cb, c);
     c->sighup = evsignal_new(c->base, SIGHUP, signal_cb, c);
@@ -176,19 +206,22 @@ static int run(struct control *c)
         c->nworkers = i + 1;
     }
     if (!c->aborted)
-        log_info("veer %s ready: %u workers, %d pools, started in %.1f ms (pid %d)",
-                 VEER_VERSION, n, c->conf->npools, (double)(veer_now_us() - t0) / 1000.0,
-                 (int)getpid());
+        log_info("veer %s ready: %u workers, %d pools, started in %.1f ms (pid %d)", VEER_VERSION,
+                 n, c->conf->npools, (double)(veer_now_us() - t0) / 1000.0, (int)getpid());
     event_base_dispatch(c->base);
     if (c->shutdown_start_us)
         log_info("shutdown complete in %.1f ms", (veer_now_us() - c->shutdown_start_us) / 1000.0);
     return c->aborted ? 1 : 0;
 }
 
-static void cleanup(struct control *c)
+static void cleanup(struct lifecycle *c)
 {
     for (unsigned i = 0; i < c->nworkers; i++)
         worker_join(c->workers[i]);
+    admin_stop();
+    control_shutdown();
+    persist_stop();
+    audit_close();
     if (c->workers)
         for (unsigned i = 0; i < (unsigned)c->conf->workers; i++)
             worker_destroy(c->workers[i]);
@@ -211,7 +244,7 @@ static void cleanup(struct control *c)
 
 int main(int argc, char **argv)
 {
-    struct control c;
+    struct lifecycle c;
     const char *path = NULL;
     bool test_only = false;
     char err[1024];

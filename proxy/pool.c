@@ -21,8 +21,7 @@ static uint32_t next_backend_id;
 
 const char *backend_state_name(enum backend_state s)
 {
-    static const char *const names[] = {"PENDING",  "READY",   "DOWN",
-                                        "DRAINING", "DRAINED", "MAINT"};
+    static const char *const names[] = {"PENDING", "READY", "DOWN", "DRAINING", "DRAINED", "MAINT"};
 
     return (unsigned)s < ARRAY_SIZE(names) ? names[s] : "?";
 }
@@ -331,7 +330,8 @@ static void pool_weights(const struct rt_pool *p, struct snap_pool *sp)
         if (!model_eligible(p, i))
             continue;
         if (lcm)
-            w = (uint64_t)p->g[b->group].share * (uint64_t)b->weight * (lcm / (uint64_t)gw[b->group]);
+            w = (uint64_t)p->g[b->group].share * (uint64_t)b->weight *
+                (lcm / (uint64_t)gw[b->group]);
         else
             w = (uint64_t)((double)p->g[b->group].share * b->weight * ROUNDED_SCALE /
                            (double)gw[b->group]);

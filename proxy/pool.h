@@ -43,7 +43,7 @@ enum health_state {
 };
 
 const char *admin_state_name(enum admin_state a); /* "ready", "drain", "maint" */
-int admin_state_parse(const char *s);               /* -1 when unknown */
+int admin_state_parse(const char *s);             /* -1 when unknown */
 
 #define BACKEND_MAGIC 0x6beeb001u
 
@@ -72,6 +72,13 @@ struct backend {
 
 /* Number of workers the per-worker tables are sized for (set before any model). */
 extern unsigned veer_nworkers;
+
+/* A worker adjusts its own slot: single writer, so no atomic read-modify-write. */
+static inline void backend_wstat_add(_Atomic uint32_t *v, int d)
+{
+    atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + (uint32_t)d,
+                          memory_order_relaxed);
+}
 
 /* Sums of the per-worker figures (control thread). */
 uint32_t backend_active(const struct backend *be);

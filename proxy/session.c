@@ -91,6 +91,8 @@ static void txn_free(struct txn *t, bool upstream_reusable)
 
     CHECK_OBJ(t, TXN_MAGIC);
     event_del(&t->cwev);
+    if (t->be)
+        backend_wstat_add(&t->be->ws[w->idx].active, -1);
     if (t->up)
         upstream_release(t->up, upstream_reusable);
     vbuf_put(&w->bufs, t->rin);
@@ -416,8 +418,8 @@ static int flush_client(struct txn *t)
 static void client_flushed(struct session *s, struct txn *t, int rc)
 {
     /* t may be gone (ended and freed): look at it only while it is s's. */
-    if (rc == VEER_OK && s->txn == t && !t->res_head_done && t->phase == TXN_FORWARD &&
-        t->rin && t->rin->end > t->rin->start + t->res_parsed)
+    if (rc == VEER_OK && s->txn == t && !t->res_head_done && t->phase == TXN_FORWARD && t->rin &&
+        t->rin->end > t->rin->start + t->res_parsed)
         rc = process_response(t);
     if (rc == VEER_DONE)
         session_process(s);
@@ -493,6 +495,7 @@ static int handle_request_head(struct txn *t)
     if (idx < 0)
         return local_response(t, 503, "no eligible backend", false);
     t->be = lb->sp->b[idx].be;
+    backend_wstat_add(&t->be->ws[w->idx].active, 1);
 
     fmt_peer(s, ip, sizeof(ip));
     fi.client_ip = ip;
@@ -642,8 +645,7 @@ void txn_upstream_timeout(struct txn *t, bool connecting)
     if (t->phase == TXN_TUNNEL)
         return; /* the client side's idle timer decides */
     t->up->dead = true;
-    rc = local_response(t, 504, connecting ? "backend connect timeout" : "backend timeout",
-                        false);
+    rc = local_response(t, 504, connecting ? "backend connect timeout" : "backend timeout", false);
     if (rc == VEER_DONE)
         session_process(s);
 }
@@ -687,9 +689,8 @@ static int final_response_head(struct txn *t)
     close = t->close_client;
     vbuf_put(&s->w->bufs, t->res_head);
     t->res_head = head_buf(s->w, http_response_bound(res));
-    t->res_head->end = (uint32_t)http_build_response(res, head, close,
-                                                    req->minor == 0 && !close,
-                                                    t->res_head->data);
+    t->res_head->end = (uint32_t)http_build_response(res, head, close, req->minor == 0 && !close,
+                                                     t->res_head->data);
     t->res_head_sent = 0;
     t->rin->start += res->head_len;
     t->res_parsed -= res->head_len;
@@ -832,8 +833,8 @@ void txn_upstream_readable(struct txn *t)
     if (vbuf_room(t->rin) == 0) {
         uint32_t shift;
 
-        if (vbuf_reserve(&w->bufs, &t->rin, 1,
-                         t->res_head_done ? VBUF_SIZE : w->head_buf_limit, &shift) < 0) {
+        if (vbuf_reserve(&w->bufs, &t->rin, 1, t->res_head_done ? VBUF_SIZE : w->head_buf_limit,
+                         &shift) < 0) {
             if (!t->res_head_done) {
                 t->up->dead = true;
                 rc = local_response(t, 502, "response head too large", false);

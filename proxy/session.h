@@ -45,12 +45,12 @@ struct txn {
 
     /* request: client -> backend */
     struct http_msg *req;
-    uint32_t req_parsed; /* bytes at s->in->start parsed as this message */
-    uint32_t req_sent;   /* of those, bytes already written upstream */
+    uint32_t req_parsed;   /* bytes at s->in->start parsed as this message */
+    uint32_t req_sent;     /* of those, bytes already written upstream */
     struct vbuf *req_head; /* rewritten head for the backend */
     uint32_t req_head_sent;
-    bool req_done;   /* whole request parsed */
-    bool req_held;   /* keep sent bytes until the response starts (retry) */
+    bool req_done; /* whole request parsed */
+    bool req_held; /* keep sent bytes until the response starts (retry) */
     bool retried;
 
     /* response: backend -> client */
@@ -78,8 +78,8 @@ struct session {
     struct wlistener *l;
     int fd;
     struct event rev;
-    struct vbuf *in;  /* client bytes; NULL while idle and empty */
-    struct txn *txn;  /* NULL between requests */
+    struct vbuf *in; /* client bytes; NULL while idle and empty */
+    struct txn *txn; /* NULL between requests */
     struct session *next, *prev;
     union {
         struct sockaddr sa;
@@ -87,13 +87,13 @@ struct session {
         struct sockaddr_in6 in6;
     } peer;
     uint32_t nreq;
-    bool reading;    /* rev is pending */
+    bool reading;                 /* rev is pending */
     const struct timeval *rev_tv; /* timeout rev was armed with */
-    bool client_eof; /* client half-closed */
+    bool client_eof;              /* client half-closed */
     bool closing;
     bool dead;
-    bool flush_queued;   /* on the worker's flush list */
-    uint8_t flush;       /* FLUSH_* directions to write */
+    bool flush_queued; /* on the worker's flush list */
+    uint8_t flush;     /* FLUSH_* directions to write */
     struct session *flush_next;
 };
 

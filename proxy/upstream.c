@@ -3,6 +3,7 @@
  * See upstream.h.
  */
 #include "upstream.h"
+#include "control.h"
 #include "session.h"
 #include "veer.h"
 #include "worker.h"
@@ -14,6 +15,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+struct warm_job {
+    uint64_t ticket;
+    unsigned pending;
+    unsigned worker;
+};
 
 static void upstream_read_cb(evutil_socket_t fd, short what, void *arg);
 static void upstream_write_cb(evutil_socket_t fd, short what, void *arg);
@@ -45,11 +52,23 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
     txn_upstream_readable(up->txn);
 }
 
+static void warm_finished(struct upstream *up, bool ok);
+
 static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream *up = arg;
 
     CHECK_OBJ(up, UPSTREAM_MAGIC);
+    if (up->warm) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+
+        if (!(what & EV_TIMEOUT) && getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        up->connecting = false;
+        warm_finished(up, !(what & EV_TIMEOUT) && err == 0);
+        return;
+    }
     if (up->txn == NULL)
         return;
     if (what & EV_TIMEOUT) {
@@ -80,6 +99,8 @@ static struct upstream *upstream_new(struct worker *w, struct backend *be, int f
     event_assign(&up->rev, w->base, fd, EV_READ | EV_PERSIST, upstream_read_cb, up);
     event_assign(&up->wev, w->base, fd, EV_WRITE | EV_PERSIST, upstream_write_cb, up);
     w->nupstreams++;
+    up->counted = be;
+    backend_wstat_add(&be->ws[w->idx].conns, 1);
     return up;
 }
 
@@ -145,6 +166,16 @@ void upstream_want_write(struct upstream *up, bool on)
         event_del(&up->wev);
 }
 
+/* Into the idle pool, watched: any event there means it is no longer usable. */
+static void upstream_park(struct upstream *up)
+{
+    struct worker *w = up->w;
+
+    event_add(&up->rev, w->tv_upstream_idle);
+    up->reading = true;
+    worker_idle_push(w, up);
+}
+
 void upstream_release(struct upstream *up, bool reusable)
 {
     struct worker *w = up->w;
@@ -157,10 +188,80 @@ void upstream_release(struct upstream *up, bool reusable)
         upstream_close(up);
         return;
     }
-    /* Watch the idle connection: any event means it is no longer usable. */
-    event_add(&up->rev, w->tv_upstream_idle);
-    up->reading = true;
-    worker_idle_push(w, up);
+    upstream_park(up);
+}
+
+/* Drop one reference to a warm-up job; the last one reports to the control thread. */
+static void warm_job_put(struct warm_job *job)
+{
+    struct cmsg *m;
+
+    if (--job->pending)
+        return;
+    m = veer_calloc(1, sizeof(*m));
+    m->type = CMSG_WARM_DONE;
+    m->worker = job->worker;
+    m->ticket = job->ticket;
+    control_post(m);
+    free(job);
+}
+
+/* A warm-up connection is done: pooled when it connected, closed when not. */
+static void warm_finished(struct upstream *up, bool ok)
+{
+    struct worker *w = up->w;
+    struct warm_job *job = up->warm;
+
+    /* Off the worker's list of warming connections. */
+    if (up->prev)
+        up->prev->next = up->next;
+    else
+        w->warming = up->next;
+    if (up->next)
+        up->next->prev = up->prev;
+    up->next = up->prev = NULL;
+    up->warm = NULL;
+    event_del(&up->wev);
+    if (ok && !up->w->shutting_down)
+        upstream_park(up);
+    else
+        upstream_close(up);
+    warm_job_put(job);
+}
+
+void upstream_warm(struct worker *w, uint64_t ticket, struct backend **be, unsigned n)
+{
+    struct warm_job *job = veer_calloc(1, sizeof(*job));
+
+    job->ticket = ticket;
+    job->worker = w->idx;
+    job->pending = 1; /* our own reference, so the job cannot report before every start */
+    for (unsigned i = 0; i < n && !w->shutting_down; i++) {
+        uint32_t have = be[i]->addr_id < w->nidle ? w->idle[be[i]->addr_id].n : 0;
+
+        for (uint32_t k = have; k < WARM_CONNS; k++) {
+            struct upstream *up = upstream_connect(w, be[i], NULL);
+
+            if (up == NULL)
+                break; /* refused at once: no point trying again now */
+            job->pending++;
+            up->warm = job;
+            up->prev = NULL;
+            up->next = w->warming;
+            if (w->warming)
+                w->warming->prev = up;
+            w->warming = up;
+            if (!up->connecting)
+                warm_finished(up, true);
+        }
+    }
+    warm_job_put(job);
+}
+
+void upstream_abort_warming(struct worker *w)
+{
+    while (w->warming)
+        warm_finished(w->warming, false);
 }
 
 void upstream_close(struct upstream *up)
@@ -176,6 +277,7 @@ void upstream_close(struct upstream *up)
     up->txn = NULL;
     up->dead = true;
     w->nupstreams--;
+    backend_wstat_add(&up->counted->ws[w->idx].conns, -1);
     up->next = w->dead_upstreams;
     w->dead_upstreams = up;
 }

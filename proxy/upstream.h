@@ -25,7 +25,8 @@ struct upstream {
     struct event rev;
     struct event wev;
     struct worker *w;
-    struct backend *be;
+    struct backend *be;      /* backend of the current (or last) request */
+    struct backend *counted; /* backend whose `conns` counts this connection */
     uint32_t addr_id;
     struct txn *txn; /* owner while busy; NULL while idle or dead */
     struct upstream *next, *prev;
@@ -33,8 +34,9 @@ struct upstream {
     bool reused; /* taken from the idle pool for the current request */
     bool idle;
     bool dead;
-    bool reading; /* rev is pending */
-    int conn_err; /* connect failed with this errno */
+    bool reading;          /* rev is pending */
+    int conn_err;          /* connect failed with this errno */
+    struct warm_job *warm; /* opened ahead of traffic for this job */
     uint32_t nreq;
 };
 
@@ -59,6 +61,19 @@ void upstream_want_read(struct upstream *up, bool on);
 
 /* Start/stop waiting for writability (timeout: connect or response). */
 void upstream_want_write(struct upstream *up, bool on);
+
+/*
+ * Open idle connections ahead of traffic: up to a few per backend on this
+ * worker, minus those already pooled. When every attempt has connected or
+ * failed, the control thread gets CMSG_WARM_DONE with the ticket.
+ */
+void upstream_warm(struct worker *w, uint64_t ticket, struct backend **be, unsigned n);
+
+/* Give up every warm-up in progress (shutdown). */
+void upstream_abort_warming(struct worker *w);
+
+/* Connections a warm-up keeps ready per backend and worker. */
+#define WARM_CONNS 4
 
 /* Free a dead connection (reaper). */
 void upstream_free(struct upstream *up);

@@ -150,6 +150,7 @@ static void close_listeners(struct worker *w)
 
 static void close_idle_upstreams(struct worker *w)
 {
+    upstream_abort_warming(w);
     for (uint32_t a = 0; a < w->nidle; a++)
         while (w->idle[a].head) {
             struct upstream *up = w->idle[a].head;
@@ -202,6 +203,48 @@ static void begin_shutdown(struct worker *w)
     worker_check_done(w);
 }
 
+void wmsg_free(struct wmsg *m)
+{
+    free(m->be);
+    free(m);
+}
+
+/* Take the queued messages (oldest first) and act on them. */
+static void run_messages(struct worker *w)
+{
+    struct wmsg *m, *rev = NULL;
+
+    pthread_mutex_lock(&w->mq_lock);
+    m = w->mq;
+    w->mq = NULL;
+    pthread_mutex_unlock(&w->mq_lock);
+    while (m) {
+        struct wmsg *next = m->next;
+
+        m->next = rev;
+        rev = m;
+        m = next;
+    }
+    for (m = rev; m; m = rev) {
+        rev = m->next;
+        switch (m->type) {
+        case WMSG_WARM:
+            upstream_warm(w, m->ticket, m->be, m->n);
+            break;
+        }
+        wmsg_free(m);
+    }
+}
+
+void worker_send(struct worker *w, struct wmsg *m)
+{
+    pthread_mutex_lock(&w->mq_lock);
+    m->next = w->mq;
+    w->mq = m;
+    pthread_mutex_unlock(&w->mq_lock);
+    worker_post(w, 0);
+}
+
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -211,6 +254,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         log_warn("worker %u: eventfd read: %s", w->idx, strerror(errno));
     cmd = atomic_exchange_explicit(&w->cmd, 0, memory_order_acq_rel);
+    run_messages(w);
     if (cmd & WCMD_REFRESH)
         worker_lb(w, -1);
     if (cmd & WCMD_SHUTDOWN)
@@ -342,6 +386,7 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
     w->idx = idx;
     w->conf = conf;
     w->wake_fd = -1;
+    pthread_mutex_init(&w->mq_lock, NULL);
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
     event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     w->base = event_base_new_with_config(cfg);
@@ -358,8 +403,8 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
     };
     w->res_limits = w->req_limits;
     w->res_limits.body_bytes = 0;
-    w->head_buf_limit = (size_t)conf->limits.request_line_bytes +
-                        (size_t)conf->limits.header_bytes + 1024;
+    w->head_buf_limit =
+        (size_t)conf->limits.request_line_bytes + (size_t)conf->limits.header_bytes + 1024;
     if (w->head_buf_limit < VBUF_SIZE)
         w->head_buf_limit = VBUF_SIZE;
     vbuf_cache_init(&w->bufs, WORKER_BUF_CACHE);
@@ -430,6 +475,13 @@ void worker_destroy(struct worker *w)
     }
     if (w->wake_fd >= 0)
         close(w->wake_fd);
+    while (w->mq) {
+        struct wmsg *m = w->mq;
+
+        w->mq = m->next;
+        wmsg_free(m);
+    }
+    pthread_mutex_destroy(&w->mq_lock);
     if (w->lbs) {
         for (uint32_t i = 0; i < w->routing->npools; i++)
             lb_free(&w->lbs[i]);

@@ -38,6 +38,19 @@ struct idle_list {
     uint32_t n;
 };
 
+/* Messages from the control thread (queued, unlike the command bits). */
+enum wmsg_type {
+    WMSG_WARM = 0, /* open idle connections to these backends, then report the ticket */
+};
+
+struct wmsg {
+    struct wmsg *next;
+    enum wmsg_type type;
+    uint64_t ticket;
+    unsigned n;
+    struct backend **be;
+};
+
 /* Commands from the control thread (bits of worker.cmd). */
 enum {
     WCMD_REFRESH = 1u << 0,  /* a new routing snapshot was published */
@@ -77,11 +90,12 @@ struct worker {
     struct upstream *dead_upstreams;
     struct session *flush_list; /* sessions with queued writes */
     bool exit;                  /* leave the loop after this iteration */
-    struct event accept_pause; /* out of fds: accepting resumes on this timer */
+    struct event accept_pause;  /* out of fds: accepting resumes on this timer */
 
     struct idle_list *idle; /* indexed by backend addr_id */
     uint32_t nidle;
-    unsigned nupstreams; /* open upstream connections, idle or busy */
+    unsigned nupstreams;      /* open upstream connections, idle or busy */
+    struct upstream *warming; /* connections opened ahead of traffic, not connected yet */
 
     struct routing *routing; /* snapshot this worker switched to */
     struct lb *lbs;          /* per pool of `routing` */
@@ -95,6 +109,8 @@ struct worker {
 
     int wake_fd;
     struct event wake_ev;
+    pthread_mutex_t mq_lock;
+    struct wmsg *mq; /* messages from the control thread, newest first */
     _Atomic unsigned cmd;
     _Atomic bool exited; /* the thread left its loop */
     bool shutting_down;
@@ -117,6 +133,10 @@ void worker_destroy(struct worker *w);
 
 /* Post a command to a worker (any thread). */
 void worker_post(struct worker *w, unsigned cmd);
+
+/* Queue a message to a worker (any thread; the worker frees it). */
+void worker_send(struct worker *w, struct wmsg *m);
+void wmsg_free(struct wmsg *m);
 
 /*
  * The balancer state of pool `pool` for the current snapshot; switches the

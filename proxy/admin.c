@@ -1,0 +1,321 @@
+/*
+ * admin.c - admin socket server: line framing, peer credentials, replies,
+ * backpressure. Commands are parsed by cmd.c and run by control.c.
+ */
+#include "admin.h"
+#include "cmd.h"
+#include "control.h"
+#include "veer.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+#include <grp.h>
+#include <libgen.h>
+#include <pwd.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* Stop taking commands from a client that leaves this much reply unread. */
+#define ADMIN_OUT_HIGH (1024 * 1024)
+
+struct admin_conn {
+    struct bufferevent *bev;
+    struct audit_peer peer;
+    struct ctl_req *pending; /* command in flight; later lines wait */
+    bool eof;                /* the client half-closed: answer what came, then close */
+    bool closing;            /* close once the output is flushed */
+    bool in_process;
+    struct admin_conn *next, *prev;
+};
+
+static struct {
+    struct evconnlistener *listener;
+    struct admin_conn *conns;
+    const struct veer_conf *conf;
+} adm;
+
+static void process_lines(struct admin_conn *c);
+
+static void conn_free(struct admin_conn *c)
+{
+    if (c->pending)
+        control_cancel(c->pending);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        adm.conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+/* Close when everything is written, or now when nothing is pending. */
+static void conn_finish(struct admin_conn *c)
+{
+    c->closing = true;
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_free(c);
+}
+
+static void reply_cb(struct ctl_req *r, const char *reply, bool ok)
+{
+    struct admin_conn *c = r->arg;
+
+    bufferevent_write(c->bev, reply, strlen(reply));
+    c->pending = NULL;
+    if (!c->in_process)
+        process_lines(c); /* an answer that came later: go on with queued lines */
+}
+
+static void run_line(struct admin_conn *c, char *line, size_t len)
+{
+    struct ctl_req *r;
+    char err[256];
+
+    if (len && line[len - 1] == '\r')
+        line[--len] = '\0';
+    if (len == 0)
+        return; /* blank lines are not commands */
+    r = veer_calloc(1, sizeof(*r));
+    snprintf(r->line, sizeof(r->line), "%s", line);
+    r->peer = c->peer;
+    r->t_read_us = veer_now_us();
+    r->done = reply_cb;
+    r->arg = c;
+    c->pending = r;
+    if (len > CMD_LINE_MAX) {
+        control_refuse(r, "line too long");
+        return;
+    }
+    if (cmd_parse(line, &r->cmd, err, sizeof(err)) < 0) {
+        control_refuse(r, err);
+        return;
+    }
+    control_execute(r);
+}
+
+/*
+ * Run complete lines one at a time: a command that answers later (a shift
+ * warming connections) holds the lines behind it, so replies stay in order.
+ */
+static void process_lines(struct admin_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    c->in_process = true;
+    while (c->pending == NULL && !c->closing) {
+        size_t len;
+        char *line;
+
+        if (evbuffer_get_length(out) > ADMIN_OUT_HIGH) {
+            bufferevent_disable(c->bev, EV_READ); /* resumed from write_cb */
+            break;
+        }
+        line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF);
+        if (line == NULL) {
+            size_t left = evbuffer_get_length(in);
+
+            if (left > CMD_LINE_MAX) {
+                /* No end of line in sight: refuse and hang up, framing is lost. */
+                evbuffer_drain(in, left);
+                bufferevent_write(c->bev, "ERR line too long\n\n", 19);
+                conn_finish(c);
+                return;
+            }
+            if (!c->eof || left == 0)
+                break;
+            /* The client half-closed after a last line without its newline. */
+            line = veer_malloc(left + 1);
+            evbuffer_remove(in, line, left);
+            line[left] = '\0';
+            len = left;
+        }
+        run_line(c, line, len);
+        free(line);
+    }
+    c->in_process = false;
+    if (c->pending == NULL && c->eof && !c->closing &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        conn_finish(c);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    process_lines(arg);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct admin_conn *c = arg;
+
+    if (c->closing) {
+        conn_free(c);
+        return;
+    }
+    if (!c->eof)
+        bufferevent_enable(bev, EV_READ);
+    process_lines(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct admin_conn *c = arg;
+
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR)) {
+        c->eof = true;
+        bufferevent_disable(bev, EV_READ);
+        process_lines(c);
+        return;
+    }
+    conn_free(c); /* reset, error or idle timeout */
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
+{
+    struct event_base *base = evconnlistener_get_base(l);
+    struct admin_conn *c = veer_calloc(1, sizeof(*c));
+    struct ucred cred;
+    socklen_t cl = sizeof(cred);
+    struct timeval idle = {adm.conf->timeouts.idle_ms / 1000,
+                           (adm.conf->timeouts.idle_ms % 1000) * 1000};
+
+    c->peer = (struct audit_peer){-1, -1, -1};
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0)
+        c->peer = (struct audit_peer){(int)cred.uid, (int)cred.gid, (int)cred.pid};
+    c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_set_timeouts(c->bev, &idle, &idle);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->next = adm.conns;
+    if (adm.conns)
+        adm.conns->prev = c;
+    adm.conns = c;
+}
+
+/* The socket's directory must exist (created 0750 if missing) and not be world-writable. */
+static int check_dir(const char *path)
+{
+    char *copy = veer_strdup(path), *dir = dirname(copy);
+    struct stat st;
+    int rc = VEER_ERROR;
+
+    if (stat(dir, &st) < 0 && errno == ENOENT && mkdir(dir, 0750) < 0 && errno != EEXIST) {
+        log_err("admin socket: cannot create directory %s: %s", dir, strerror(errno));
+    } else if (stat(dir, &st) < 0) {
+        log_err("admin socket: %s: %s", dir, strerror(errno));
+    } else if (st.st_mode & S_IWOTH) {
+        log_err("admin socket: directory %s is world-writable; refusing to create %s there", dir,
+                path);
+    } else {
+        rc = VEER_OK;
+    }
+    free(copy);
+    return rc;
+}
+
+/* An existing path: a stale socket is removed; a live one or a non-socket is an error. */
+static int clear_path(const struct sockaddr_un *sa)
+{
+    struct stat st;
+    int fd;
+
+    if (lstat(sa->sun_path, &st) < 0)
+        return errno == ENOENT ? VEER_OK : VEER_ERROR;
+    if (!S_ISSOCK(st.st_mode)) {
+        log_err("admin socket: %s exists and is not a socket", sa->sun_path);
+        return VEER_ERROR;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0) {
+        close(fd);
+        log_err("admin socket: %s is in use by another process", sa->sun_path);
+        return VEER_ERROR;
+    }
+    if (fd >= 0)
+        close(fd);
+    unlink(sa->sun_path);
+    return VEER_OK;
+}
+
+static int set_owner(const char *path, const struct conf_admin *a)
+{
+    uid_t uid = (uid_t)-1;
+    gid_t gid = (gid_t)-1;
+
+    if (a->owner) {
+        struct passwd *pw = getpwnam(a->owner);
+
+        if (pw == NULL) {
+            log_err("admin socket: unknown user %s (admin.owner)", a->owner);
+            return VEER_ERROR;
+        }
+        uid = pw->pw_uid;
+    }
+    if (a->group) {
+        struct group *gr = getgrnam(a->group);
+
+        if (gr == NULL) {
+            log_err("admin socket: unknown group %s (admin.group)", a->group);
+            return VEER_ERROR;
+        }
+        gid = gr->gr_gid;
+    }
+    if ((a->owner || a->group) && chown(path, uid, gid) < 0) {
+        log_err("admin socket: chown %s: %s", path, strerror(errno));
+        return VEER_ERROR;
+    }
+    return VEER_OK;
+}
+
+int admin_start(struct event_base *base, const struct veer_conf *conf)
+{
+    const struct conf_admin *a = &conf->admin;
+    struct sockaddr_un sa;
+    mode_t old;
+    int fd, rc;
+
+    adm.conf = conf;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", a->socket);
+    if (check_dir(a->socket) < 0 || clear_path(&sa) < 0)
+        return VEER_ERROR;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_err("admin socket: socket: %s", strerror(errno));
+        return VEER_ERROR;
+    }
+    old = umask(0177); /* nobody else can connect before the chmod */
+    rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (rc < 0 || chmod(a->socket, (mode_t)a->mode) < 0 || set_owner(a->socket, a) < 0 ||
+        listen(fd, 64) < 0) {
+        log_err("admin socket %s: %s", a->socket, strerror(errno));
+        close(fd);
+        return VEER_ERROR;
+    }
+    adm.listener = evconnlistener_new(base, accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (adm.listener == NULL) {
+        close(fd);
+        return VEER_ERROR;
+    }
+    log_info("admin socket %s (mode %04o)", a->socket, a->mode);
+    return VEER_OK;
+}
+
+void admin_stop(void)
+{
+    if (adm.listener)
+        evconnlistener_free(adm.listener);
+    adm.listener = NULL;
+    while (adm.conns)
+        conn_free(adm.conns);
+}

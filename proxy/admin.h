@@ -1,0 +1,26 @@
+/*
+ * admin.h - the admin socket: a unix socket on the control thread speaking
+ * the line protocol of ARCHITECTURE.md (one command per line, each reply
+ * ending with an empty line; on half-close every complete line is answered,
+ * then the connection closes). Slow or stuck admin clients never block
+ * the data path or each other.
+ */
+#ifndef VEER_ADMIN_H
+#define VEER_ADMIN_H
+
+#include "conf.h"
+
+#include <event2/event.h>
+
+/*
+ * Create the socket (mode and owner from the config) and start serving.
+ * Refuses (returns -1, logged) when the socket's directory is
+ * world-writable, when another process answers on the path, or when the
+ * path exists and is not a socket.
+ */
+int admin_start(struct event_base *base, const struct veer_conf *conf);
+
+/* Stop serving and close every admin connection (the path stays). */
+void admin_stop(void);
+
+#endif

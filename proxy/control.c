@@ -1,0 +1,871 @@
+/*
+ * control.c - the control plane: admin commands against the model, and the
+ * single path every state change takes (see control.h).
+ *
+ * A change is made on a copy of the pool's decisions (a pool_edit), checked,
+ * preceded by warming connections to backends that gain traffic, then
+ * committed: written into the model, published as a new snapshot with one
+ * atomic store, audited, persisted, and only then acknowledged. Changes are
+ * serialised: one at a time, later ones queue behind a change that waits
+ * for warm connections.
+ */
+#include "control.h"
+#include "audit.h"
+#include "sbuf.h"
+#include "state.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* The longest a change waits for warm connections before publishing anyway. */
+#define WARM_DEADLINE_MS 100
+
+/* Operator changes kept per pool for `rollback`. */
+#define ROLLBACK_DEPTH 32
+
+/* A pool's operator-controlled values, as a copy that can be edited and checked. */
+struct pool_edit {
+    int pool;
+    uint32_t ng, nb;
+    int *share;
+    int *weight;
+    enum admin_state *admin;
+};
+
+struct history {
+    struct pool_edit *e[ROLLBACK_DEPTH];
+    unsigned n;
+};
+
+static struct {
+    struct event_base *base;
+    const struct veer_conf *conf;
+    struct model *model;
+    struct worker **workers;
+    unsigned nworkers;
+
+    pthread_mutex_t mq_lock;
+    struct cmsg *mq;
+    int mq_fd;
+    struct event *mq_ev;
+
+    struct ctl_req *busy; /* the change in progress (waiting for warm-up) */
+    struct ctl_req *queue_head, *queue_tail;
+    uint64_t next_ticket;
+    struct history *history; /* per pool */
+} ctl = {.mq_fd = -1};
+
+static void commit(struct ctl_req *r, bool async);
+
+/* --- replies ---------------------------------------------------------------- */
+
+/* Answer r (reply text without the final empty line) and let it go. */
+static void finish(struct ctl_req *r, const char *text, bool ok)
+{
+    struct sbuf b;
+
+    sb_init(&b);
+    sb_puts(&b, text);
+    if (b.len == 0 || b.s[b.len - 1] != '\n')
+        sb_puts(&b, "\n");
+    sb_puts(&b, "\n");
+    if (r->done)
+        r->done(r, b.s, ok);
+    sb_free(&b);
+    if (r->warm_timer)
+        event_free(r->warm_timer);
+    free(r);
+}
+
+/* Refuse a change: audited, nothing touched. */
+static void refuse(struct ctl_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void refuse(struct ctl_req *r, const char *fmt, ...)
+{
+    char why[512], line[600];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    snprintf(line, sizeof(line), "ERR %s", why);
+    if (r->cmd.is_change) {
+        audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
+        persist_sync_audit();
+    }
+    finish(r, line, false);
+}
+
+void control_refuse(struct ctl_req *r, const char *why)
+{
+    char line[600];
+
+    /* Malformed commands are audited too: someone tried something. */
+    snprintf(line, sizeof(line), "ERR %s", why);
+    audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
+    persist_sync_audit();
+    finish(r, line, false);
+}
+
+/* --- messages from workers ---------------------------------------------------- */
+
+void control_post(struct cmsg *m)
+{
+    uint64_t one = 1;
+
+    pthread_mutex_lock(&ctl.mq_lock);
+    m->next = ctl.mq;
+    ctl.mq = m;
+    pthread_mutex_unlock(&ctl.mq_lock);
+    if (write(ctl.mq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_warn("control: eventfd write: %s", strerror(errno));
+}
+
+static void warm_done(uint64_t ticket)
+{
+    struct ctl_req *r = ctl.busy;
+
+    if (r == NULL || r->ticket != ticket || r->warm_pending == 0)
+        return; /* a late report for a change that already went out */
+    if (--r->warm_pending == 0)
+        commit(r, true);
+}
+
+static void mq_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct cmsg *m;
+    uint64_t v;
+
+    if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        log_warn("control: eventfd read: %s", strerror(errno));
+    pthread_mutex_lock(&ctl.mq_lock);
+    m = ctl.mq;
+    ctl.mq = NULL;
+    pthread_mutex_unlock(&ctl.mq_lock);
+    while (m) {
+        struct cmsg *next = m->next;
+
+        if (m->type == CMSG_WARM_DONE)
+            warm_done(m->ticket);
+        free(m);
+        m = next;
+    }
+}
+
+/* --- pool edits ---------------------------------------------------------------- */
+
+static struct pool_edit *edit_of(int pool)
+{
+    const struct rt_pool *p = &ctl.model->pools[pool];
+    struct pool_edit *e = veer_calloc(1, sizeof(*e));
+
+    e->pool = pool;
+    e->ng = p->ng;
+    e->nb = p->nb;
+    e->share = veer_calloc(p->ng ? p->ng : 1, sizeof(*e->share));
+    e->weight = veer_calloc(p->nb ? p->nb : 1, sizeof(*e->weight));
+    e->admin = veer_calloc(p->nb ? p->nb : 1, sizeof(*e->admin));
+    for (uint32_t g = 0; g < p->ng; g++)
+        e->share[g] = p->g[g].share;
+    for (uint32_t i = 0; i < p->nb; i++) {
+        e->weight[i] = p->b[i].weight;
+        e->admin[i] = p->b[i].admin;
+    }
+    return e;
+}
+
+static struct pool_edit *edit_dup(const struct pool_edit *s)
+{
+    struct pool_edit *e = veer_calloc(1, sizeof(*e));
+
+    *e = *s;
+    e->share = veer_malloc((s->ng ? s->ng : 1) * sizeof(*e->share));
+    e->weight = veer_malloc((s->nb ? s->nb : 1) * sizeof(*e->weight));
+    e->admin = veer_malloc((s->nb ? s->nb : 1) * sizeof(*e->admin));
+    memcpy(e->share, s->share, s->ng * sizeof(*e->share));
+    memcpy(e->weight, s->weight, s->nb * sizeof(*e->weight));
+    memcpy(e->admin, s->admin, s->nb * sizeof(*e->admin));
+    return e;
+}
+
+static void edit_free(struct pool_edit *e)
+{
+    if (e == NULL)
+        return;
+    free(e->share);
+    free(e->weight);
+    free(e->admin);
+    free(e);
+}
+
+/* Whether backend i would take new requests under the edited values. */
+static bool edit_eligible(const struct rt_pool *p, const struct pool_edit *e, uint32_t i)
+{
+    return e->admin[i] == ADMIN_READY && p->b[i].health == HEALTH_READY && e->weight[i] > 0 &&
+           e->share[p->b[i].group] > 0;
+}
+
+static bool group_has_capacity(const struct rt_pool *p, const struct pool_edit *e, uint32_t g)
+{
+    for (uint32_t i = 0; i < p->nb; i++)
+        if (p->b[i].group == g && e->admin[i] == ADMIN_READY && p->b[i].health == HEALTH_READY &&
+            e->weight[i] > 0)
+            return true;
+    return false;
+}
+
+/*
+ * Refuse what would strand traffic: shares not totalling 100, or a group
+ * left with a share but no eligible backend where the change caused that
+ * (it gave the group a share, or took its last eligible backend away). A
+ * group already stranded before the change (backends went DOWN) does not
+ * block unrelated changes.
+ */
+static int edit_check(const struct rt_pool *p, const struct pool_edit *before,
+                      const struct pool_edit *after, char *err, size_t len)
+{
+    int total = 0;
+
+    for (uint32_t g = 0; g < after->ng; g++)
+        total += after->share[g];
+    if (after->ng && total != 100) {
+        snprintf(err, len, "shares of pool %s must total 100 (got %d)", p->name, total);
+        return -1;
+    }
+    for (uint32_t g = 0; g < after->ng; g++) {
+        bool now = after->share[g] > 0 && !group_has_capacity(p, after, g);
+        bool was = before->share[g] > 0 && !group_has_capacity(p, before, g);
+
+        if (now && !was) {
+            snprintf(err, len,
+                     "group %s would have a share of %d%% but no eligible backend (--force to "
+                     "override)",
+                     p->g[g].name, after->share[g]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void edit_apply(struct rt_pool *p, const struct pool_edit *e)
+{
+    for (uint32_t g = 0; g < e->ng && g < p->ng; g++)
+        p->g[g].share = e->share[g];
+    for (uint32_t i = 0; i < e->nb && i < p->nb; i++) {
+        if (p->b[i].admin != e->admin[i])
+            p->b[i].drained = false;
+        p->b[i].weight = e->weight[i];
+        p->b[i].admin = e->admin[i];
+    }
+}
+
+/* What changed, as two JSON objects (before, after) for the audit record. */
+static void edit_diff(const struct rt_pool *p, const struct pool_edit *a, const struct pool_edit *b,
+                      struct sbuf *before, struct sbuf *after)
+{
+    bool first_share = true, first_be = true;
+
+    for (int k = 0; k < 2; k++) {
+        struct sbuf *o = k ? after : before;
+
+        sb_puts(o, "{\"pool\":");
+        sb_json_str(o, p->name);
+    }
+    for (uint32_t g = 0; g < a->ng; g++) {
+        if (a->share[g] == b->share[g])
+            continue;
+        for (int k = 0; k < 2; k++) {
+            struct sbuf *o = k ? after : before;
+
+            sb_puts(o, first_share ? ",\"shares\":{" : ",");
+            sb_json_str(o, p->g[g].name);
+            sb_printf(o, ":%d", k ? b->share[g] : a->share[g]);
+        }
+        first_share = false;
+    }
+    if (!first_share) {
+        sb_puts(before, "}");
+        sb_puts(after, "}");
+    }
+    for (uint32_t i = 0; i < a->nb; i++) {
+        if (a->weight[i] == b->weight[i] && a->admin[i] == b->admin[i])
+            continue;
+        for (int k = 0; k < 2; k++) {
+            struct sbuf *o = k ? after : before;
+            const struct pool_edit *e = k ? b : a;
+
+            sb_puts(o, first_be ? ",\"backends\":{" : ",");
+            sb_json_str(o, p->b[i].be->name);
+            sb_printf(o, ":{\"weight\":%d,\"admin\":\"%s\"}", e->weight[i],
+                      admin_state_name(e->admin[i]));
+        }
+        first_be = false;
+    }
+    if (!first_be) {
+        sb_puts(before, "}");
+        sb_puts(after, "}");
+    }
+    sb_puts(before, "}");
+    sb_puts(after, "}");
+}
+
+static void history_push(int pool, struct pool_edit *e)
+{
+    struct history *h = &ctl.history[pool];
+
+    if (h->n == ROLLBACK_DEPTH) {
+        edit_free(h->e[0]);
+        memmove(h->e, h->e + 1, (ROLLBACK_DEPTH - 1) * sizeof(h->e[0]));
+        h->n--;
+    }
+    h->e[h->n++] = e;
+}
+
+/* --- publishing ------------------------------------------------------------------ */
+
+uint64_t control_publish(void)
+{
+    ctl.model->generation++;
+    routing_publish(routing_build(ctl.model));
+    for (unsigned i = 0; i < ctl.nworkers; i++)
+        worker_post(ctl.workers[i], WCMD_REFRESH);
+    return ctl.model->generation;
+}
+
+void control_save_state(void)
+{
+    if (ctl.conf->state_file)
+        persist_state(state_render(ctl.model));
+}
+
+/* --- changes ---------------------------------------------------------------------- */
+
+static void next_change(void);
+
+/*
+ * Write the edit into the model and publish: the reply is sent only after
+ * the snapshot store, so a request parsed after the OK sees the change.
+ * After an asynchronous wait (warm-up), queued changes are started.
+ */
+static void commit(struct ctl_req *r, bool async)
+{
+    struct rt_pool *p = &ctl.model->pools[r->edit->pool];
+    struct pool_edit *before = edit_of(r->edit->pool);
+    uint64_t gen, t_store, warm_us = 0, applied_us;
+    struct sbuf jb, ja, reply;
+
+    if (r->warm_timer) {
+        event_free(r->warm_timer);
+        r->warm_timer = NULL;
+    }
+    if (r->ticket)
+        warm_us = veer_now_us() - r->t_warm_us;
+    edit_apply(p, r->edit);
+    gen = control_publish();
+    t_store = veer_now_us();
+    applied_us = t_store - r->t_read_us - warm_us;
+
+    sb_init(&jb);
+    sb_init(&ja);
+    sb_init(&reply);
+    edit_diff(p, before, r->edit, &jb, &ja);
+    sb_printf(&reply, "OK gen=%llu applied_us=%llu", (unsigned long long)gen,
+              (unsigned long long)applied_us);
+    if (r->ticket)
+        sb_printf(&reply, " warm_us=%llu", (unsigned long long)warm_us);
+    audit_write("operator", &r->peer, r->line, "OK", gen, jb.s, ja.s);
+    persist_sync_audit();
+    control_save_state();
+    if (r->cmd.kind != CMD_ROLLBACK)
+        history_push(r->edit->pool, before);
+    else
+        edit_free(before);
+    edit_free(r->edit);
+    r->edit = NULL;
+    sb_free(&jb);
+    sb_free(&ja);
+    if (ctl.busy == r)
+        ctl.busy = NULL;
+    finish(r, reply.s, true);
+    sb_free(&reply);
+    if (async)
+        next_change();
+}
+
+static void warm_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct ctl_req *r = arg;
+
+    log_info("warm-up for \"%s\" not done after %d ms: publishing anyway", r->line,
+             WARM_DEADLINE_MS);
+    r->warm_pending = 0;
+    commit(r, true);
+}
+
+/*
+ * Before publishing, have every worker open a few connections to backends
+ * that start receiving traffic, so the first requests after a shift do not
+ * pay for connects. Bounded by WARM_DEADLINE_MS: a dead backend never holds
+ * a shift back for long.
+ */
+static bool start_warm(struct ctl_req *r, const struct pool_edit *before)
+{
+    const struct rt_pool *p = &ctl.model->pools[r->edit->pool];
+    struct backend **list = NULL;
+    unsigned n = 0;
+    struct timeval tv = {0, WARM_DEADLINE_MS * 1000};
+
+    for (uint32_t i = 0; i < p->nb; i++)
+        if (edit_eligible(p, r->edit, i) && !edit_eligible(p, before, i)) {
+            list = veer_realloc(list, (n + 1) * sizeof(*list));
+            list[n++] = p->b[i].be;
+        }
+    if (n == 0 || ctl.nworkers == 0) {
+        free(list);
+        return false;
+    }
+    r->ticket = ++ctl.next_ticket;
+    r->warm_pending = ctl.nworkers;
+    r->t_warm_us = veer_now_us();
+    for (unsigned w = 0; w < ctl.nworkers; w++) {
+        struct wmsg *m = veer_calloc(1, sizeof(*m));
+
+        m->type = WMSG_WARM;
+        m->ticket = r->ticket;
+        m->n = n;
+        m->be = veer_malloc(n * sizeof(*m->be));
+        memcpy(m->be, list, n * sizeof(*list));
+        worker_send(ctl.workers[w], m);
+    }
+    free(list);
+    r->warm_timer = evtimer_new(ctl.base, warm_timeout_cb, r);
+    evtimer_add(r->warm_timer, &tv);
+    return true;
+}
+
+static int find_pool(struct ctl_req *r)
+{
+    int pi = model_find_pool(ctl.model, r->cmd.pool);
+
+    if (pi < 0)
+        refuse(r, "unknown pool %s", r->cmd.pool);
+    return pi;
+}
+
+static int find_backend(struct ctl_req *r, const struct rt_pool *p)
+{
+    int bi = model_find_backend(p, r->cmd.backend);
+
+    if (bi < 0)
+        refuse(r, "unknown backend %s in pool %s", r->cmd.backend, p->name);
+    return bi;
+}
+
+/* Edit the copy as the command says; -1 when refused (r answered). */
+static int edit_by_command(struct ctl_req *r, const struct rt_pool *p, struct pool_edit *e)
+{
+    const struct cmd *c = &r->cmd;
+    int bi, gi;
+
+    switch (c->kind) {
+    case CMD_SET_WEIGHT:
+        if ((bi = find_backend(r, p)) < 0)
+            return -1;
+        e->weight[bi] = c->weight;
+        return 0;
+    case CMD_SET_STATE:
+        if ((bi = find_backend(r, p)) < 0)
+            return -1;
+        e->admin[bi] = c->state == CMD_STATE_READY   ? ADMIN_READY
+                       : c->state == CMD_STATE_DRAIN ? ADMIN_DRAIN
+                                                     : ADMIN_MAINT;
+        return 0;
+    case CMD_SHIFT:
+        for (int k = 0; k < c->nshares; k++) {
+            if ((gi = model_find_group(p, c->shares[k].group)) < 0) {
+                refuse(r, "unknown group %s in pool %s", c->shares[k].group, p->name);
+                return -1;
+            }
+            e->share[gi] = c->shares[k].share;
+        }
+        return 0;
+    case CMD_SWAP: {
+        int t;
+
+        if (p->ng != 2) {
+            refuse(r, "swap needs exactly two groups; pool %s has %u", p->name, p->ng);
+            return -1;
+        }
+        t = e->share[0];
+        e->share[0] = e->share[1];
+        e->share[1] = t;
+        return 0;
+    }
+    default:
+        refuse(r, "not a change");
+        return -1;
+    }
+}
+
+/* Take the pool's previous operator change off the history, as the new values. */
+static int edit_by_rollback(struct ctl_req *r, int pi, struct pool_edit **out)
+{
+    struct history *h = &ctl.history[pi];
+    const struct rt_pool *p = &ctl.model->pools[pi];
+    struct pool_edit *prev;
+
+    if (h->n == 0) {
+        refuse(r, "nothing to roll back in pool %s", p->name);
+        return -1;
+    }
+    prev = h->e[h->n - 1];
+    if (prev->ng != p->ng || prev->nb != p->nb) {
+        /* Membership changed since (backends added or removed): no safe undo. */
+        refuse(r, "pool %s changed membership since its previous change", p->name);
+        return -1;
+    }
+    *out = edit_dup(prev);
+    return 0;
+}
+
+static void start_change(struct ctl_req *r)
+{
+    int pi = find_pool(r);
+    struct pool_edit *before, *after = NULL;
+    char err[300];
+    const struct rt_pool *p;
+
+    if (pi < 0)
+        return;
+    p = &ctl.model->pools[pi];
+    before = edit_of(pi);
+    if (r->cmd.kind == CMD_ROLLBACK) {
+        if (edit_by_rollback(r, pi, &after) < 0)
+            goto refused;
+    } else {
+        after = edit_dup(before);
+        if (edit_by_command(r, p, after) < 0)
+            goto refused;
+    }
+    if (!r->cmd.force && edit_check(p, before, after, err, sizeof(err)) < 0) {
+        refuse(r, "%s", err);
+        goto refused;
+    }
+    if (r->cmd.kind == CMD_ROLLBACK) {
+        struct history *h = &ctl.history[pi];
+
+        edit_free(h->e[--h->n]);
+    }
+    r->edit = after;
+    ctl.busy = r;
+    if (start_warm(r, before)) {
+        edit_free(before);
+        return; /* commit() runs when the workers report, or at the deadline */
+    }
+    edit_free(before);
+    commit(r, false);
+    return;
+refused:
+    edit_free(before);
+    edit_free(after);
+}
+
+/* Start queued changes until one has to wait. */
+static void next_change(void)
+{
+    while (ctl.busy == NULL && ctl.queue_head) {
+        struct ctl_req *r = ctl.queue_head;
+
+        ctl.queue_head = r->next;
+        if (ctl.queue_head == NULL)
+            ctl.queue_tail = NULL;
+        r->next = NULL;
+        start_change(r); /* answers r, or leaves it in ctl.busy waiting for warm-up */
+    }
+}
+
+/* --- reading ---------------------------------------------------------------------- */
+
+/* Pad cells into aligned columns: rows of n cells each. */
+static void table(struct sbuf *o, char **cells, unsigned rows, unsigned n)
+{
+    size_t w[16] = {0};
+
+    for (unsigned r = 0; r < rows; r++)
+        for (unsigned c = 0; c < n; c++)
+            if (strlen(cells[r * n + c]) > w[c])
+                w[c] = strlen(cells[r * n + c]);
+    for (unsigned r = 0; r < rows; r++) {
+        for (unsigned c = 0; c < n; c++) {
+            if (c + 1 < n)
+                sb_printf(o, "%-*s  ", (int)w[c], cells[r * n + c]);
+            else
+                sb_puts(o, cells[r * n + c]);
+        }
+        sb_puts(o, "\n");
+    }
+}
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
+static char *fmt(const char *f, ...)
+{
+    va_list ap;
+    char *s;
+    int n;
+
+    va_start(ap, f);
+    n = vsnprintf(NULL, 0, f, ap);
+    va_end(ap);
+    s = veer_malloc((size_t)n + 1);
+    va_start(ap, f);
+    vsnprintf(s, (size_t)n + 1, f, ap);
+    va_end(ap);
+    return s;
+}
+
+static const char *const pool_columns[] = {"pool",  "backend", "group", "state", "weight",
+                                           "share", "active",  "conns", "gen"};
+
+/* show pools: one row per backend, every pool. */
+static void show_pools(struct ctl_req *r)
+{
+    unsigned rows = 1, n = ARRAY_SIZE(pool_columns), k = 0;
+    char **cells;
+    struct sbuf o;
+
+    for (uint32_t i = 0; i < ctl.model->npools; i++)
+        rows += ctl.model->pools[i].nb;
+    cells = veer_calloc(rows * n, sizeof(*cells));
+    for (unsigned c = 0; c < n; c++)
+        cells[k++] = veer_strdup(pool_columns[c]);
+    for (uint32_t i = 0; i < ctl.model->npools; i++) {
+        const struct rt_pool *p = &ctl.model->pools[i];
+
+        for (uint32_t j = 0; j < p->nb; j++) {
+            const struct rt_backend *b = &p->b[j];
+
+            cells[k++] = veer_strdup(p->name);
+            cells[k++] = veer_strdup(b->be->name);
+            cells[k++] = veer_strdup(p->g[b->group].name);
+            cells[k++] = veer_strdup(backend_state_name(model_state(p, j)));
+            cells[k++] = fmt("%d", b->weight);
+            cells[k++] = fmt("%d", p->g[b->group].share);
+            cells[k++] = fmt("%u", backend_active(b->be));
+            cells[k++] = fmt("%u", backend_conns(b->be));
+            cells[k++] = fmt("%llu", (unsigned long long)ctl.model->generation);
+        }
+    }
+    sb_init(&o);
+    table(&o, cells, rows, n);
+    for (unsigned i = 0; i < rows * n; i++)
+        free(cells[i]);
+    free(cells);
+    finish(r, o.s, true);
+    sb_free(&o);
+}
+
+static void show_pool_json(const struct rt_pool *p, struct sbuf *o)
+{
+    sb_puts(o, "{\"pool\":");
+    sb_json_str(o, p->name);
+    sb_printf(o, ",\"generation\":%llu,\"balance\":", (unsigned long long)ctl.model->generation);
+    sb_json_str(o, p->conf->balance == BALANCE_LEASTCONN ? "leastconn"
+                   : p->conf->balance == BALANCE_P2C     ? "p2c"
+                                                         : "swrr");
+    sb_puts(o, ",\"groups\":[");
+    for (uint32_t g = 0; g < p->ng; g++) {
+        sb_puts(o, g ? ",{\"name\":" : "{\"name\":");
+        sb_json_str(o, p->g[g].name);
+        sb_printf(o, ",\"share\":%d}", p->g[g].share);
+    }
+    sb_puts(o, "],\"backends\":[");
+    for (uint32_t i = 0; i < p->nb; i++) {
+        const struct rt_backend *b = &p->b[i];
+
+        sb_puts(o, i ? ",{\"name\":" : "{\"name\":");
+        sb_json_str(o, b->be->name);
+        sb_puts(o, ",\"address\":");
+        sb_json_str(o, b->be->addr.text);
+        sb_puts(o, ",\"group\":");
+        sb_json_str(o, p->g[b->group].name);
+        sb_printf(o,
+                  ",\"state\":\"%s\",\"weight\":%d,\"effective_weight\":%.6g,\"active\":%u,"
+                  "\"conns\":%u}",
+                  backend_state_name(model_state(p, i)), b->weight, model_effective_weight(p, i),
+                  backend_active(b->be), backend_conns(b->be));
+    }
+    sb_puts(o, "]}");
+}
+
+static void show_pool_text(const struct rt_pool *p, struct sbuf *o)
+{
+    static const char *const cols[] = {"backend", "address",   "group",  "state",
+                                       "weight",  "effective", "active", "conns"};
+    unsigned n = ARRAY_SIZE(cols), rows = p->nb + 1, k = 0;
+    char **cells = veer_calloc(rows * n, sizeof(*cells));
+
+    sb_printf(o, "pool %s generation %llu balance %s\n", p->name,
+              (unsigned long long)ctl.model->generation,
+              p->conf->balance == BALANCE_LEASTCONN ? "leastconn"
+              : p->conf->balance == BALANCE_P2C     ? "p2c"
+                                                    : "swrr");
+    for (uint32_t g = 0; g < p->ng; g++)
+        sb_printf(o, "group %s share %d\n", p->g[g].name, p->g[g].share);
+    for (unsigned c = 0; c < n; c++)
+        cells[k++] = veer_strdup(cols[c]);
+    for (uint32_t i = 0; i < p->nb; i++) {
+        const struct rt_backend *b = &p->b[i];
+
+        cells[k++] = veer_strdup(b->be->name);
+        cells[k++] = veer_strdup(b->be->addr.text);
+        cells[k++] = veer_strdup(p->g[b->group].name);
+        cells[k++] = veer_strdup(backend_state_name(model_state(p, i)));
+        cells[k++] = fmt("%d", b->weight);
+        cells[k++] = fmt("%.6g", model_effective_weight(p, i));
+        cells[k++] = fmt("%u", backend_active(b->be));
+        cells[k++] = fmt("%u", backend_conns(b->be));
+    }
+    table(o, cells, rows, n);
+    for (unsigned i = 0; i < rows * n; i++)
+        free(cells[i]);
+    free(cells);
+}
+
+static void show_pool(struct ctl_req *r)
+{
+    int pi = model_find_pool(ctl.model, r->cmd.pool);
+    struct sbuf o;
+
+    if (pi < 0) {
+        finish(r, "ERR unknown pool", false);
+        return;
+    }
+    sb_init(&o);
+    if (r->cmd.json)
+        show_pool_json(&ctl.model->pools[pi], &o);
+    else
+        show_pool_text(&ctl.model->pools[pi], &o);
+    finish(r, o.s, true);
+    sb_free(&o);
+}
+
+static void audit_verify_cmd(struct ctl_req *r)
+{
+    const char *path = r->cmd.file[0] ? r->cmd.file : ctl.conf->audit_log;
+    char msg[512], line[600];
+    int rc;
+
+    if (path == NULL) {
+        finish(r, "ERR no audit log configured (audit_log) and no FILE given", false);
+        return;
+    }
+    rc = audit_verify(path, msg, sizeof(msg));
+    snprintf(line, sizeof(line), "%s %s", rc == 0 ? "OK" : "ERR", msg);
+    finish(r, line, rc == 0);
+}
+
+void control_execute(struct ctl_req *r)
+{
+    switch (r->cmd.kind) {
+    case CMD_HELP:
+        finish(r, cmd_help(), true);
+        return;
+    case CMD_SHOW_POOLS:
+        show_pools(r);
+        return;
+    case CMD_SHOW_POOL:
+        show_pool(r);
+        return;
+    case CMD_AUDIT_VERIFY:
+        audit_verify_cmd(r);
+        return;
+    case CMD_SET_WEIGHT:
+    case CMD_SET_STATE:
+    case CMD_SHIFT:
+    case CMD_SWAP:
+    case CMD_ROLLBACK:
+        if (ctl.queue_tail)
+            ctl.queue_tail->next = r;
+        else
+            ctl.queue_head = r;
+        ctl.queue_tail = r;
+        next_change();
+        return;
+    default:
+        refuse(r, "%s is not available in this version", cmd_kind_name(r->cmd.kind));
+        return;
+    }
+}
+
+void control_cancel(struct ctl_req *r)
+{
+    r->done = NULL;
+}
+
+/* --- set-up ------------------------------------------------------------------------- */
+
+int control_init(struct event_base *base, const struct veer_conf *conf, struct model *m,
+                 struct worker **workers, unsigned nworkers)
+{
+    ctl.base = base;
+    ctl.conf = conf;
+    ctl.model = m;
+    ctl.workers = workers;
+    ctl.nworkers = nworkers;
+    ctl.history = veer_calloc(m->npools ? m->npools : 1, sizeof(*ctl.history));
+    pthread_mutex_init(&ctl.mq_lock, NULL);
+    ctl.mq_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ctl.mq_fd < 0) {
+        log_err("control: eventfd: %s", strerror(errno));
+        return VEER_ERROR;
+    }
+    ctl.mq_ev = event_new(base, ctl.mq_fd, EV_READ | EV_PERSIST, mq_cb, NULL);
+    event_add(ctl.mq_ev, NULL);
+    return VEER_OK;
+}
+
+void control_shutdown(void)
+{
+    while (ctl.queue_head) {
+        struct ctl_req *r = ctl.queue_head;
+
+        ctl.queue_head = r->next;
+        r->done = NULL;
+        edit_free(r->edit);
+        finish(r, "ERR shutting down", false);
+    }
+    ctl.queue_tail = NULL;
+    if (ctl.busy) {
+        ctl.busy->done = NULL;
+        edit_free(ctl.busy->edit);
+        finish(ctl.busy, "ERR shutting down", false);
+        ctl.busy = NULL;
+    }
+    if (ctl.mq_ev)
+        event_free(ctl.mq_ev);
+    ctl.mq_ev = NULL;
+    while (ctl.mq) {
+        struct cmsg *m = ctl.mq;
+
+        ctl.mq = m->next;
+        free(m);
+    }
+    if (ctl.mq_fd >= 0)
+        close(ctl.mq_fd);
+    ctl.mq_fd = -1;
+    if (ctl.history) {
+        for (uint32_t i = 0; i < ctl.model->npools; i++)
+            for (unsigned k = 0; k < ctl.history[i].n; k++)
+                edit_free(ctl.history[i].e[k]);
+        free(ctl.history);
+        ctl.history = NULL;
+    }
+    pthread_mutex_destroy(&ctl.mq_lock);
+}

@@ -1,0 +1,80 @@
+/*
+ * control.h - the control plane, run by the control thread: executes admin
+ * commands against the model, and is the one place every state change goes
+ * through (admin command, later health transitions, reload, rollout step,
+ * cluster event): edit a copy, validate, warm connections, publish the
+ * snapshot, audit, persist, reply.
+ *
+ * Workers and the control thread talk through message queues with an
+ * eventfd each; nothing here is on the request path.
+ */
+#ifndef VEER_CONTROL_H
+#define VEER_CONTROL_H
+
+#include "audit.h"
+#include "cmd.h"
+#include "pool.h"
+
+#include <event2/event.h>
+#include <stdint.h>
+
+struct worker;
+
+/* Messages from workers to the control thread. */
+enum cmsg_type {
+    CMSG_WARM_DONE = 0, /* a worker finished warming for a ticket */
+};
+
+struct cmsg {
+    struct cmsg *next;
+    enum cmsg_type type;
+    unsigned worker;
+    uint64_t ticket;
+};
+
+/* Post a message to the control thread (any thread; takes ownership). */
+void control_post(struct cmsg *m);
+
+/*
+ * One admin command in flight. The admin server fills line, peer and
+ * t_read_us, parses cmd, and gets the reply (ending with an empty line)
+ * through done(), possibly later (a shift waits for warm connections).
+ */
+struct ctl_req {
+    char line[CMD_LINE_MAX + 1];
+    struct cmd cmd;
+    struct audit_peer peer;
+    uint64_t t_read_us;
+    void (*done)(struct ctl_req *r, const char *reply, bool ok);
+    void *arg;
+
+    /* control.c private */
+    struct ctl_req *next;
+    struct pool_edit *edit;
+    uint64_t ticket;
+    unsigned warm_pending;
+    uint64_t t_warm_us;
+    struct event *warm_timer;
+};
+
+/* Set up the control plane on the control thread's base. */
+int control_init(struct event_base *base, const struct veer_conf *conf, struct model *m,
+                 struct worker **workers, unsigned nworkers);
+void control_shutdown(void);
+
+/* Run a parsed command; r->done is called exactly once (maybe at once). */
+void control_execute(struct ctl_req *r);
+
+/* A command that did not parse: answered with ERR and audited. */
+void control_refuse(struct ctl_req *r, const char *why);
+
+/* The request's answer is no longer wanted (its connection closed). */
+void control_cancel(struct ctl_req *r);
+
+/* Publish the model as a new snapshot; returns the generation. */
+uint64_t control_publish(void);
+
+/* Persist the model's runtime decisions (state file), off the reply path. */
+void control_save_state(void);
+
+#endif

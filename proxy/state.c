@@ -1,0 +1,933 @@
+/*
+ * state.c - the state file: rendering the model's runtime decisions as
+ * text, parsing and applying that text at start, and the persistence
+ * thread that writes it atomically (and fsyncs the audit log) off the
+ * admin reply path. See state.h for the format.
+ *
+ * Applying is two-phase: the whole text is parsed into a temporary
+ * structure first, so a corrupt or truncated file changes nothing; only a
+ * text that parsed completely is merged into the model by name.
+ */
+#include "state.h"
+#include "sbuf.h"
+#include "veer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STATE_VERSION   "1"
+#define STATE_MAX_BYTES (64u << 20) /* far above 10,000 backends per pool */
+#define STATE_MAX_NAME  255
+#define STATE_MAX_TOKS  6 /* "backend NAME weight W admin A" */
+#define WEIGHT_MAX      1000
+#define SHARE_MAX       100
+
+/* --- rendering --------------------------------------------------------------- */
+
+/* One pool's block: its name, its groups' shares, its backends' decisions. */
+static void render_pool(struct sbuf *b, const struct rt_pool *p)
+{
+    sb_printf(b, "pool %s\n", p->name);
+    for (uint32_t g = 0; g < p->ng; g++)
+        sb_printf(b, "share %s %d\n", p->g[g].name, p->g[g].share);
+    for (uint32_t i = 0; i < p->nb; i++)
+        sb_printf(b, "backend %s weight %d admin %s\n", p->b[i].be->name, p->b[i].weight,
+                  admin_state_name(p->b[i].admin));
+}
+
+/*
+ * The model's runtime decisions (shares, weights, admin states, the
+ * generation) in the format of state.h. Health is not saved: it is
+ * observed again after a restart. The caller owns the returned string.
+ */
+char *state_render(const struct model *m)
+{
+    struct sbuf b;
+
+    sb_init(&b);
+    sb_printf(&b, "veer-state " STATE_VERSION "\ngeneration %" PRIu64 "\n", m->generation);
+    for (uint32_t i = 0; i < m->npools; i++)
+        render_pool(&b, &m->pools[i]);
+    sb_puts(&b, "end\n");
+    return sb_steal(&b);
+}
+
+/* --- parsing into a temporary structure ------------------------------------------ */
+
+/* A name as written in the file, with its line for duplicate reports. */
+struct st_name {
+    const char *name; /* points into st_file.buf */
+    int line;
+};
+
+struct st_share {
+    struct st_name id;
+    int share;
+};
+
+struct st_backend {
+    struct st_name id;
+    int weight;
+    enum admin_state admin;
+};
+
+struct st_pool {
+    struct st_name id;
+    struct st_share *s;
+    uint32_t ns;
+    struct st_backend *b;
+    uint32_t nb;
+};
+
+/* A parsed state file; nothing in it has touched the model yet. */
+struct st_file {
+    char *buf; /* private copy of the text, tokenised in place */
+    uint64_t generation;
+    struct st_pool *p;
+    uint32_t np;
+};
+
+enum st_phase {
+    PH_HEADER = 0,
+    PH_GENERATION,
+    PH_BODY,
+    PH_DONE,
+};
+
+struct parser {
+    struct st_file *f;
+    enum st_phase phase;
+    int line;
+    char *msg;
+    size_t msglen;
+};
+
+/* Record "line N: what" in the caller's buffer; always returns -1. */
+static int __attribute__((format(printf, 2, 3))) fail(struct parser *ps, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (ps->msg == NULL || ps->msglen == 0)
+        return -1;
+    n = snprintf(ps->msg, ps->msglen, "line %d: ", ps->line);
+    if (n < 0 || (size_t)n >= ps->msglen)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(ps->msg + n, ps->msglen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Free what st_parse allocated (the names point into buf and go with it). */
+static void st_free(struct st_file *f)
+{
+    for (uint32_t i = 0; i < f->np; i++) {
+        free(f->p[i].s);
+        free(f->p[i].b);
+    }
+    free(f->p);
+    free(f->buf);
+}
+
+/*
+ * A decimal number made only of digits (no sign, no spaces, no suffix),
+ * at most max. Returns 0, or -1 when it is not one.
+ */
+static int parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (*s == '\0')
+        return -1;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    if (v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/*
+ * Split a line in place into space-separated tokens. Only printable ASCII
+ * is accepted, so binary junk is refused here rather than matched as a
+ * name. Returns the number of tokens, or -1 (reason in msg).
+ */
+static int tokenize(struct parser *ps, char *s, char **tok)
+{
+    int n = 0;
+
+    for (char *c = s; *c != '\0'; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+            return fail(ps, "invalid byte 0x%02x", (unsigned char)*c);
+    for (;;) {
+        while (*s == ' ')
+            s++;
+        if (*s == '\0')
+            return n;
+        if (n == STATE_MAX_TOKS)
+            return fail(ps, "too many fields");
+        tok[n++] = s;
+        while (*s != ' ' && *s != '\0')
+            s++;
+        if (*s == ' ')
+            *s++ = '\0';
+    }
+}
+
+/* A pool, group or backend name: not empty (guaranteed) and not too long. */
+static int check_name(struct parser *ps, const char *what, const char *name)
+{
+    if (strlen(name) > STATE_MAX_NAME)
+        return fail(ps, "%s name too long", what);
+    return 0;
+}
+
+/* The first line: "veer-state 1". */
+static int parse_header(struct parser *ps, char **tok, int n)
+{
+    if (n < 1 || strcmp(tok[0], "veer-state") != 0)
+        return fail(ps, "not a veer state file (expected 'veer-state " STATE_VERSION "')");
+    if (n != 2)
+        return fail(ps, "expected 'veer-state " STATE_VERSION "'");
+    if (strcmp(tok[1], STATE_VERSION) != 0)
+        return fail(ps, "unsupported version '%s' (expected " STATE_VERSION ")", tok[1]);
+    ps->phase = PH_GENERATION;
+    return 0;
+}
+
+/* The second line: "generation N". */
+static int parse_generation(struct parser *ps, char **tok, int n)
+{
+    if (n < 1 || strcmp(tok[0], "generation") != 0)
+        return fail(ps, "expected 'generation N'");
+    if (n != 2 || parse_uint(tok[1], UINT64_MAX, &ps->f->generation) < 0)
+        return fail(ps, "bad generation (expected 'generation N')");
+    ps->phase = PH_BODY;
+    return 0;
+}
+
+/* "pool NAME": opens a new pool block. */
+static int parse_pool(struct parser *ps, char **tok, int n)
+{
+    struct st_file *f = ps->f;
+
+    if (n != 2)
+        return fail(ps, "expected 'pool NAME'");
+    if (check_name(ps, "pool", tok[1]) < 0)
+        return -1;
+    f->p = veer_realloc(f->p, (f->np + 1) * sizeof(*f->p));
+    memset(&f->p[f->np], 0, sizeof(f->p[f->np]));
+    f->p[f->np].id.name = tok[1];
+    f->p[f->np].id.line = ps->line;
+    f->np++;
+    return 0;
+}
+
+/* "share GROUP PCT" inside a pool block, PCT 0..100. */
+static int parse_share(struct parser *ps, char **tok, int n)
+{
+    struct st_pool *p;
+    uint64_t v;
+
+    if (ps->f->np == 0)
+        return fail(ps, "'share' before any 'pool'");
+    if (n != 3)
+        return fail(ps, "expected 'share GROUP PERCENT'");
+    if (check_name(ps, "group", tok[1]) < 0)
+        return -1;
+    if (parse_uint(tok[2], SHARE_MAX, &v) < 0)
+        return fail(ps, "bad share '%s' (0..%d)", tok[2], SHARE_MAX);
+    p = &ps->f->p[ps->f->np - 1];
+    p->s = veer_realloc(p->s, (p->ns + 1) * sizeof(*p->s));
+    p->s[p->ns].id.name = tok[1];
+    p->s[p->ns].id.line = ps->line;
+    p->s[p->ns].share = (int)v;
+    p->ns++;
+    return 0;
+}
+
+/* "backend NAME weight W admin ready|drain|maint" inside a pool block. */
+static int parse_backend(struct parser *ps, char **tok, int n)
+{
+    struct st_pool *p;
+    uint64_t w;
+    int admin;
+
+    if (ps->f->np == 0)
+        return fail(ps, "'backend' before any 'pool'");
+    if (n != 6 || strcmp(tok[2], "weight") != 0 || strcmp(tok[4], "admin") != 0)
+        return fail(ps, "expected 'backend NAME weight W admin ready|drain|maint'");
+    if (check_name(ps, "backend", tok[1]) < 0)
+        return -1;
+    if (parse_uint(tok[3], WEIGHT_MAX, &w) < 0)
+        return fail(ps, "bad weight '%s' (0..%d)", tok[3], WEIGHT_MAX);
+    admin = admin_state_parse(tok[5]);
+    if (admin < 0)
+        return fail(ps, "bad admin state '%s' (ready, drain or maint)", tok[5]);
+    p = &ps->f->p[ps->f->np - 1];
+    p->b = veer_realloc(p->b, (p->nb + 1) * sizeof(*p->b));
+    p->b[p->nb].id.name = tok[1];
+    p->b[p->nb].id.line = ps->line;
+    p->b[p->nb].weight = (int)w;
+    p->b[p->nb].admin = (enum admin_state)admin;
+    p->nb++;
+    return 0;
+}
+
+/* One line of the body: pool, share, backend or the closing end. */
+static int parse_body(struct parser *ps, char **tok, int n)
+{
+    if (n == 0)
+        return fail(ps, "empty line");
+    if (strcmp(tok[0], "pool") == 0)
+        return parse_pool(ps, tok, n);
+    if (strcmp(tok[0], "share") == 0)
+        return parse_share(ps, tok, n);
+    if (strcmp(tok[0], "backend") == 0)
+        return parse_backend(ps, tok, n);
+    if (strcmp(tok[0], "end") == 0) {
+        if (n != 1)
+            return fail(ps, "expected 'end'");
+        ps->phase = PH_DONE;
+        return 0;
+    }
+    return fail(ps, "unknown keyword '%.32s'", tok[0]);
+}
+
+/* Dispatch one complete line (its newline already removed) by phase. */
+static int parse_line(struct parser *ps, char *line)
+{
+    char *tok[STATE_MAX_TOKS];
+    int n = tokenize(ps, line, tok);
+
+    if (n < 0)
+        return -1;
+    switch (ps->phase) {
+    case PH_HEADER:
+        return parse_header(ps, tok, n);
+    case PH_GENERATION:
+        return parse_generation(ps, tok, n);
+    case PH_BODY:
+        return parse_body(ps, tok, n);
+    default:
+        return fail(ps, "data after 'end'");
+    }
+}
+
+/* qsort order: by name, then by line, so the earlier of two equal names comes first. */
+static int cmp_names(const void *a, const void *b)
+{
+    const struct st_name *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+
+    return c ? c : (x->line > y->line) - (x->line < y->line);
+}
+
+/*
+ * Refuse a name given twice among n (stride apart, each starting with a
+ * struct st_name), naming the line of the second. Sorting keeps this
+ * O(n log n) for pools of 10,000 backends.
+ */
+static int check_unique(struct parser *ps, const void *items, uint32_t n, size_t stride,
+                        const char *what)
+{
+    struct st_name *v;
+    int rc = 0;
+
+    if (n < 2)
+        return 0;
+    v = veer_malloc(n * sizeof(*v));
+    for (uint32_t i = 0; i < n; i++)
+        memcpy(&v[i], (const char *)items + i * stride, sizeof(*v));
+    qsort(v, n, sizeof(*v), cmp_names);
+    for (uint32_t i = 1; i < n && rc == 0; i++) {
+        if (strcmp(v[i - 1].name, v[i].name) != 0)
+            continue;
+        ps->line = v[i].line;
+        rc = fail(ps, "duplicate %s '%s' (also at line %d)", what, v[i].name, v[i - 1].line);
+    }
+    free(v);
+    return rc;
+}
+
+/* No pool twice, and within a pool no group or backend twice. */
+static int check_duplicates(struct parser *ps)
+{
+    struct st_file *f = ps->f;
+
+    if (check_unique(ps, f->p, f->np, sizeof(*f->p), "pool") < 0)
+        return -1;
+    for (uint32_t i = 0; i < f->np; i++) {
+        if (check_unique(ps, f->p[i].s, f->p[i].ns, sizeof(*f->p[i].s), "group") < 0 ||
+            check_unique(ps, f->p[i].b, f->p[i].nb, sizeof(*f->p[i].b), "backend") < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * Parse the whole text into f. Every line must end with a newline (a
+ * missing one means the file was cut mid-line) and the final line must be
+ * "end" (a missing one means it was cut between lines). Returns 0, or -1
+ * with "line N: what" in msg; f is filled either way and must be freed.
+ */
+static int st_parse(struct st_file *f, const char *text, char *msg, size_t msglen)
+{
+    struct parser ps = {.f = f, .phase = PH_HEADER, .line = 0, .msg = msg, .msglen = msglen};
+    char *s;
+
+    memset(f, 0, sizeof(*f));
+    f->buf = veer_strdup(text);
+    for (s = f->buf; *s != '\0';) {
+        char *nl = strchr(s, '\n');
+
+        ps.line++;
+        if (nl == NULL)
+            return fail(&ps, "truncated line (no newline at end of file)");
+        *nl = '\0';
+        if (parse_line(&ps, s) < 0)
+            return -1;
+        s = nl + 1;
+    }
+    ps.line++;
+    if (ps.phase == PH_HEADER)
+        return fail(&ps, "empty state file");
+    if (ps.phase != PH_DONE)
+        return fail(&ps, "missing 'end' (file truncated)");
+    return check_duplicates(&ps);
+}
+
+/* --- applying ------------------------------------------------------------------ */
+
+struct apply_stats {
+    int backends; /* restored */
+    uint32_t pools;
+    uint32_t unknown; /* pools, groups and backends that no longer exist */
+};
+
+/* Index of a backend of p by name; the saved order usually matches, so try `hint` first. */
+static int find_backend(const struct rt_pool *p, const char *name, uint32_t hint)
+{
+    if (hint < p->nb && strcmp(p->b[hint].be->name, name) == 0)
+        return (int)hint;
+    return model_find_backend(p, name);
+}
+
+/*
+ * Merge the saved shares into a copy of p's current ones; apply them only
+ * when the result still totals 100 (a group may have been added or removed
+ * in the config since the file was written), else warn and keep p's.
+ */
+static void apply_shares(struct rt_pool *p, const struct st_pool *sp, struct apply_stats *st)
+{
+    int *share, total = 0;
+
+    if (sp->ns == 0)
+        return; /* nothing saved: the current shares stand */
+    share = veer_calloc(p->ng, sizeof(*share));
+    for (uint32_t g = 0; g < p->ng; g++)
+        share[g] = p->g[g].share;
+    for (uint32_t i = 0; i < sp->ns; i++) {
+        int g = model_find_group(p, sp->s[i].id.name);
+
+        if (g < 0) {
+            log_info("state file: group '%s' of pool '%s' no longer exists, skipped",
+                     sp->s[i].id.name, p->name);
+            st->unknown++;
+            continue;
+        }
+        share[g] = sp->s[i].share;
+    }
+    for (uint32_t g = 0; g < p->ng; g++)
+        total += share[g];
+    if (total == 100) {
+        for (uint32_t g = 0; g < p->ng; g++)
+            p->g[g].share = share[g];
+    } else {
+        log_warn("state file: shares of pool '%s' would total %d, not 100; keeping the "
+                 "current shares",
+                 p->name, total);
+    }
+    free(share);
+}
+
+/* Weights and admin states of the saved backends that still exist in p. */
+static void apply_backends(struct rt_pool *p, const struct st_pool *sp, struct apply_stats *st)
+{
+    for (uint32_t i = 0; i < sp->nb; i++) {
+        const struct st_backend *sb = &sp->b[i];
+        int j = find_backend(p, sb->id.name, i);
+
+        if (j < 0) {
+            log_info("state file: backend '%s/%s' no longer exists, skipped", p->name, sb->id.name);
+            st->unknown++;
+            continue;
+        }
+        p->b[j].weight = sb->weight;
+        if (p->b[j].admin != sb->admin)
+            p->b[j].drained = false; /* the drain tracker decides anew */
+        p->b[j].admin = sb->admin;
+        st->backends++;
+    }
+}
+
+/* Merge a parsed file into m by name; it cannot fail. */
+static void st_apply(struct model *m, const struct st_file *f, struct apply_stats *st)
+{
+    for (uint32_t i = 0; i < f->np; i++) {
+        const struct st_pool *sp = &f->p[i];
+        int k = model_find_pool(m, sp->id.name);
+
+        if (k < 0) {
+            log_info("state file: pool '%s' no longer exists, skipped", sp->id.name);
+            st->unknown++;
+            continue;
+        }
+        apply_shares(&m->pools[k], sp, st);
+        apply_backends(&m->pools[k], sp, st);
+        st->pools++;
+    }
+    if (f->generation > m->generation)
+        m->generation = f->generation;
+}
+
+/*
+ * Parse text completely, then merge it into m (see state.h). A malformed
+ * text changes nothing and returns -1 with "line N: what" in msg; otherwise
+ * returns the number of backends restored with a summary in msg.
+ */
+int state_apply(struct model *m, const char *text, char *msg, size_t msglen)
+{
+    struct st_file f;
+    struct apply_stats st = {0, 0, 0};
+    int n;
+
+    if (st_parse(&f, text, msg, msglen) < 0) {
+        st_free(&f);
+        return -1;
+    }
+    st_apply(m, &f, &st);
+    st_free(&f);
+    if (msg != NULL && msglen > 0) {
+        n = snprintf(msg, msglen, "restored %d backends in %u pools (generation %" PRIu64 ")",
+                     st.backends, st.pools, m->generation);
+        if (st.unknown && n >= 0 && (size_t)n < msglen)
+            snprintf(msg + n, msglen - (size_t)n, "; skipped %u unknown", st.unknown);
+    }
+    return st.backends;
+}
+
+/* --- loading ------------------------------------------------------------------- */
+
+/* Line number of the first NUL byte in buf[0..len), or 0 when there is none. */
+static int nul_line(const char *buf, size_t len)
+{
+    const char *z = memchr(buf, '\0', len);
+    int line = 1;
+
+    if (z == NULL)
+        return 0;
+    for (const char *c = buf; c < z; c++)
+        line += *c == '\n';
+    return line;
+}
+
+/*
+ * Read the whole regular file behind fd into a NUL-terminated buffer
+ * (caller frees). Returns NULL with a reason in msg.
+ */
+static char *read_all(int fd, const char *path, size_t *lenp, char *msg, size_t msglen)
+{
+    struct stat sb;
+    size_t len = 0;
+    char *buf;
+
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size > STATE_MAX_BYTES) {
+        snprintf(msg, msglen, "%s: not a regular file of at most %u bytes", path, STATE_MAX_BYTES);
+        return NULL;
+    }
+    buf = veer_malloc((size_t)sb.st_size + 1);
+    for (;;) {
+        ssize_t r = read(fd, buf + len, (size_t)sb.st_size - len);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(msg, msglen, "%s: read: %s", path, strerror(errno));
+            free(buf);
+            return NULL;
+        }
+        len += (size_t)r;
+        if (r == 0 || len == (size_t)sb.st_size)
+            break;
+    }
+    buf[len] = '\0';
+    *lenp = len;
+    return buf;
+}
+
+/*
+ * Read and apply the state file at path (see state.h). Errors name the
+ * file: "PATH: line N: what". A missing file is the normal first start.
+ */
+int state_load(struct model *m, const char *path, char *msg, size_t msglen)
+{
+    char why[512];
+    size_t len = 0;
+    char *buf;
+    int fd, rc, line;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        snprintf(msg, msglen, "no state file");
+        return 0;
+    }
+    if (fd < 0) {
+        snprintf(msg, msglen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    buf = read_all(fd, path, &len, msg, msglen);
+    close(fd);
+    if (buf == NULL)
+        return -1;
+    line = nul_line(buf, len);
+    if (line) {
+        snprintf(msg, msglen, "%s: line %d: NUL byte (binary data)", path, line);
+        free(buf);
+        return -1;
+    }
+    rc = state_apply(m, buf, why, sizeof(why));
+    free(buf);
+    if (rc < 0)
+        snprintf(msg, msglen, "%s: %s", path, why);
+    else
+        snprintf(msg, msglen, "%s", why);
+    return rc;
+}
+
+/* --- persistence thread ------------------------------------------------------------ */
+
+#define PERSIST_RETRY_MS 1000 /* a failed state write is retried this often */
+
+/*
+ * Shared between the control thread (producer) and the persistence
+ * thread, under mu. The text of a failed write is kept by the thread and
+ * retried until a newer one arrives.
+ */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    bool running;
+    bool stop;
+    bool sync_audit;
+    char *pending;
+    char *path; /* NULL: no state file */
+    int audit_fd;
+} ps_ctl = {.mu = PTHREAD_MUTEX_INITIALIZER, .audit_fd = -1};
+
+static atomic_ulong ps_writes;
+
+/* State files written and made durable since the process started (tests wait on it). */
+unsigned long persist_writes(void)
+{
+    return atomic_load_explicit(&ps_writes, memory_order_acquire);
+}
+
+/* write(2) all of buf, retrying short writes and EINTR. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, buf, len);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        buf += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* fsync the directory holding path, so that a rename in it is durable. */
+static int fsync_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = slash == NULL ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    char *dir = veer_malloc(n + 2);
+    int fd, rc;
+
+    if (n == 0) {
+        strcpy(dir, ".");
+    } else {
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0)
+        return -1;
+    rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/*
+ * Replace the file at path with text atomically: a reader (or a crash)
+ * sees the old file or the new one, never a mix. Returns 0, or -1 with the
+ * failing step in *what and errno set.
+ */
+static int write_atomic(const char *path, const char *text, const char **what)
+{
+    char *tmp = veer_malloc(strlen(path) + 5);
+    int fd, saved;
+
+    sprintf(tmp, "%s.tmp", path);
+    *what = "open";
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        goto fail;
+    *what = "write";
+    if (write_all(fd, text, strlen(text)) < 0)
+        goto fail_close;
+    *what = "fsync";
+    if (fsync(fd) < 0)
+        goto fail_close;
+    *what = "close";
+    if (close(fd) < 0)
+        goto fail_unlink;
+    *what = "rename";
+    if (rename(tmp, path) < 0)
+        goto fail_unlink;
+    free(tmp);
+    *what = "fsync of the directory";
+    return fsync_dir(path);
+
+fail_close:
+    saved = errno;
+    close(fd);
+    errno = saved;
+fail_unlink:
+    saved = errno;
+    unlink(tmp);
+    errno = saved;
+fail:
+    free(tmp);
+    return -1;
+}
+
+/*
+ * Write one state text. A failure is logged once until the next success
+ * (a full disk must not flood the log) and never stops the daemon.
+ * Returns 0 when the file is in place and durable.
+ */
+static int persist_write(const char *path, const char *text)
+{
+    static bool failing;
+    const char *what = "";
+
+    if (write_atomic(path, text, &what) < 0) {
+        if (!failing)
+            log_err("state file %s: %s: %s (will retry)", path, what, strerror(errno));
+        failing = true;
+        return -1;
+    }
+    if (failing)
+        log_info("state file %s written again", path);
+    failing = false;
+    atomic_fetch_add_explicit(&ps_writes, 1, memory_order_release);
+    return 0;
+}
+
+/* Absolute CLOCK_MONOTONIC time ms from now, for the condvar. */
+static struct timespec deadline_ms(long ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/*
+ * Wait (mu held) for work: a new text, an audit fsync or stop. The wait is
+ * bounded so that a text whose write failed (*retry) is tried again.
+ */
+static void wait_for_work(char **retry)
+{
+    while (ps_ctl.pending == NULL && !ps_ctl.sync_audit && !ps_ctl.stop) {
+        struct timespec until = deadline_ms(PERSIST_RETRY_MS);
+
+        if (pthread_cond_timedwait(&ps_ctl.cv, &ps_ctl.mu, &until) == ETIMEDOUT && *retry) {
+            ps_ctl.pending = *retry;
+            *retry = NULL;
+        }
+    }
+}
+
+/*
+ * The persistence thread: take the newest pending text and the audit
+ * flag under the lock, do the slow disk work outside it, so producers
+ * never wait for a disk. On stop it finishes what is pending, then exits.
+ */
+static void *persist_main(void *arg)
+{
+    char *retry = NULL;
+
+    (void)arg;
+    for (;;) {
+        char *text;
+        bool sync, stop;
+
+        pthread_mutex_lock(&ps_ctl.mu);
+        wait_for_work(&retry);
+        text = ps_ctl.pending;
+        ps_ctl.pending = NULL;
+        sync = ps_ctl.sync_audit;
+        ps_ctl.sync_audit = false;
+        stop = ps_ctl.stop;
+        pthread_mutex_unlock(&ps_ctl.mu);
+        if (text == NULL && !sync && stop)
+            break;
+        if (text) {
+            free(retry);
+            retry = persist_write(ps_ctl.path, text) < 0 ? text : NULL;
+            if (retry == NULL)
+                free(text);
+        }
+        if (sync && fsync(ps_ctl.audit_fd) < 0)
+            log_err("audit log: fsync: %s", strerror(errno));
+    }
+    free(retry);
+    return NULL;
+}
+
+/* A condvar that times out on CLOCK_MONOTONIC (wall clock jumps do not matter). */
+static int init_cond(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    int rc;
+
+    if (pthread_condattr_init(&attr) != 0)
+        return -1;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc == 0 ? 0 : -1;
+}
+
+/*
+ * Start the persistence thread (see state.h). It blocks every signal so
+ * signals keep reaching the threads that handle them. Returns 0, or -1
+ * when already running or the thread cannot be created (logged).
+ */
+int persist_start(const char *state_path, int audit_fd)
+{
+    sigset_t all, old;
+    int rc;
+
+    if (ps_ctl.running || init_cond(&ps_ctl.cv) < 0) {
+        log_err("persistence thread: %s", ps_ctl.running ? "already running" : "condvar");
+        return -1;
+    }
+    pthread_mutex_lock(&ps_ctl.mu);
+    ps_ctl.path = state_path ? veer_strdup(state_path) : NULL;
+    ps_ctl.audit_fd = audit_fd;
+    ps_ctl.stop = ps_ctl.sync_audit = false;
+    pthread_mutex_unlock(&ps_ctl.mu);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&ps_ctl.thread, NULL, persist_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        log_err("persistence thread: %s", strerror(rc));
+        free(ps_ctl.path);
+        ps_ctl.path = NULL;
+        pthread_cond_destroy(&ps_ctl.cv);
+        return -1;
+    }
+    pthread_mutex_lock(&ps_ctl.mu);
+    ps_ctl.running = true;
+    pthread_mutex_unlock(&ps_ctl.mu);
+    return 0;
+}
+
+/*
+ * Hand text to the thread (ownership passes here). An unwritten older
+ * text is dropped: the file only ever needs the newest state. Without a
+ * running thread or a state file the text is freed at once.
+ */
+void persist_state(char *text)
+{
+    pthread_mutex_lock(&ps_ctl.mu);
+    if (!ps_ctl.running || ps_ctl.path == NULL) {
+        pthread_mutex_unlock(&ps_ctl.mu);
+        free(text);
+        return;
+    }
+    free(ps_ctl.pending);
+    ps_ctl.pending = text;
+    pthread_cond_signal(&ps_ctl.cv);
+    pthread_mutex_unlock(&ps_ctl.mu);
+}
+
+/* Ask the thread for an fsync of the audit log; a no-op without one. */
+void persist_sync_audit(void)
+{
+    pthread_mutex_lock(&ps_ctl.mu);
+    if (ps_ctl.running && ps_ctl.audit_fd >= 0) {
+        ps_ctl.sync_audit = true;
+        pthread_cond_signal(&ps_ctl.cv);
+    }
+    pthread_mutex_unlock(&ps_ctl.mu);
+}
+
+/*
+ * Stop the thread after it wrote what is pending (one attempt; a failure
+ * is logged), and release everything, so persist_start may run again.
+ */
+void persist_stop(void)
+{
+    pthread_mutex_lock(&ps_ctl.mu);
+    if (!ps_ctl.running) {
+        pthread_mutex_unlock(&ps_ctl.mu);
+        return;
+    }
+    ps_ctl.stop = true;
+    pthread_cond_signal(&ps_ctl.cv);
+    pthread_mutex_unlock(&ps_ctl.mu);
+    pthread_join(ps_ctl.thread, NULL);
+    pthread_mutex_lock(&ps_ctl.mu);
+    free(ps_ctl.pending); /* nothing: the thread drained it */
+    ps_ctl.pending = NULL;
+    free(ps_ctl.path);
+    ps_ctl.path = NULL;
+    ps_ctl.audit_fd = -1;
+    ps_ctl.running = false;
+    ps_ctl.stop = false;
+    pthread_cond_destroy(&ps_ctl.cv);
+    pthread_mutex_unlock(&ps_ctl.mu);
+}
