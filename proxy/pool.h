@@ -52,9 +52,10 @@ int admin_state_parse(const char *s);             /* -1 when unknown */
  * (its own cache line), the control thread summing them when it reads.
  */
 struct backend_wstat {
-    _Atomic uint32_t active; /* requests in flight */
-    _Atomic uint32_t conns;  /* open upstream connections */
-    char pad[64 - 2 * sizeof(uint32_t)];
+    _Atomic uint32_t active;  /* requests in flight */
+    _Atomic uint32_t conns;   /* open upstream connections */
+    _Atomic uint32_t ewma_us; /* response time, exponentially weighted (p2c) */
+    char pad[64 - 3 * sizeof(uint32_t)];
 };
 
 /*

@@ -83,6 +83,15 @@ static struct txn *txn_start(struct session *s)
     return t;
 }
 
+/* Response time EWMA for p2c, weight 1/8 for the newest sample. */
+static void ewma_update(_Atomic uint32_t *v, uint64_t us)
+{
+    uint32_t old = atomic_load_explicit(v, memory_order_relaxed);
+    uint32_t sample = us > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)us;
+
+    atomic_store_explicit(v, old ? old - old / 8 + sample / 8 : sample, memory_order_relaxed);
+}
+
 /* Drop the transaction's buffers and its upstream connection. */
 static void txn_free(struct txn *t, bool upstream_reusable)
 {
@@ -91,8 +100,13 @@ static void txn_free(struct txn *t, bool upstream_reusable)
 
     CHECK_OBJ(t, TXN_MAGIC);
     event_del(&t->cwev);
-    if (t->be)
-        backend_wstat_add(&t->be->ws[w->idx].active, -1);
+    if (t->be) {
+        struct backend_wstat *ws = &t->be->ws[w->idx];
+
+        backend_wstat_add(&ws->active, -1);
+        if (t->res_done)
+            ewma_update(&ws->ewma_us, veer_now_us() - t->start_us);
+    }
     if (t->up)
         upstream_release(t->up, upstream_reusable);
     vbuf_put(&w->bufs, t->rin);

@@ -285,7 +285,7 @@ static void switch_routing(struct worker *w, struct routing *r)
     w->routing = r;
     w->lbs = veer_calloc(r->npools ? r->npools : 1, sizeof(*w->lbs));
     for (uint32_t i = 0; i < r->npools; i++)
-        lb_init(&w->lbs[i], &r->pools[i]);
+        lb_init(&w->lbs[i], &r->pools[i], w->idx);
     routing_announce(w->idx, r->generation);
 }
 

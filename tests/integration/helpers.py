@@ -451,3 +451,243 @@ def ws_read_frame(reader):
     if mask:
         payload = ws_mask(payload, mask)
     return b0 & 0x0F, payload
+
+
+# --- admin socket, veerctl, audit log, state file --------------------------
+
+
+def admin_top(persist_dir="{tmp}"):
+    """Top-level config: the admin socket in veer's {tmp}, the audit log and the
+    state file in persist_dir ({tmp} by default; a directory of the test's own
+    when the files must outlive one veer process, since Veer.kill() removes
+    {tmp})."""
+    return ('admin = { socket = "{tmp}/admin.sock"; };\n'
+            'audit_log = "%s/audit.log";\nstate_file = "%s/state";\n' % (persist_dir, persist_dir))
+
+
+def shares_text(shares):
+    """'shares = { blue = 90; green = 10; };' for a pool's extra text."""
+    return "shares = { %s };" % " ".join("%s = %d;" % kv for kv in shares)
+
+
+def admin_config(backends, shares=None, persist_dir="{tmp}", extra_top="", **kw):
+    """quick_config with the admin socket, audit log and state file on, and
+    optional group shares given as [(group, percent), ...]."""
+    extra_pool = kw.pop("extra_pool", "")
+    if shares:
+        extra_pool = shares_text(shares) + " " + extra_pool
+    return quick_config(backends, extra_top=admin_top(persist_dir) + extra_top,
+                        extra_pool=extra_pool, **kw)
+
+
+def veerctl(sock, *args, timeout=None):
+    """Run veerctl -s sock ARGS...; returns the CompletedProcess (text output).
+    Arguments may be bytes (for garbage that is not UTF-8)."""
+    import subprocess
+    return subprocess.run([veertest.VEERCTL_BIN, "-s", sock] + list(args), capture_output=True,
+                          encoding="utf-8", errors="replace",
+                          timeout=timeout or veertest.DEADLINE)
+
+
+def show_pool(sock, pool="api"):
+    """`show pool POOL --json` through veerctl, decoded."""
+    p = veerctl(sock, "show", "pool", pool, "--json")
+    if p.returncode != 0 or not p.stdout.endswith("\n\n"):
+        raise AssertionError("show pool %s --json: exit %d: %r %r" % (pool, p.returncode, p.stdout,
+                                                                      p.stderr))
+    return json.loads(p.stdout)
+
+
+def pool_shares(doc):
+    """{group: share} of a `show pool --json` document."""
+    return {g["name"]: g["share"] for g in doc["groups"]}
+
+
+OK_RE = None
+
+
+def parse_ok(reply):
+    """The key=value pairs of an "OK gen=N applied_us=T [k=v...]" reply, values as
+    ints where they are numbers; AssertionError for anything else."""
+    import re
+    global OK_RE
+    if OK_RE is None:
+        OK_RE = re.compile(r"\AOK gen=(\d+) applied_us=(\d+)((?: [a-z_]+=\S+)*)\n\n\Z")
+    m = OK_RE.match(reply)
+    if not m:
+        raise AssertionError("not an OK reply: %r" % reply)
+    out = {"gen": int(m.group(1)), "applied_us": int(m.group(2))}
+    for kv in m.group(3).split():
+        k, v = kv.split("=", 1)
+        out[k] = int(v) if v.isdigit() else v
+    return out
+
+
+class AdminConn:
+    """A raw connection to veer's admin socket (the line protocol itself)."""
+
+    def __init__(self, path, timeout=None):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout or veertest.DEADLINE)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def reply(self):
+        """The next reply, bytes, up to and including its empty line; None at EOF
+        (any bytes left without a complete reply stay in self.buf)."""
+        while b"\n\n" not in self.buf:
+            try:
+                d = self.sock.recv(65536)
+            except ConnectionResetError:
+                d = b""
+            if not d:
+                return None
+            self.buf += d
+        i = self.buf.index(b"\n\n") + 2
+        r, self.buf = self.buf[:i], self.buf[i:]
+        return r
+
+    def command(self, line):
+        """Send one line, return its reply as text (with the final empty line)."""
+        self.send(line.encode() + b"\n")
+        r = self.reply()
+        if r is None:
+            raise AssertionError("admin socket closed without answering %r" % line)
+        return r.decode()
+
+    def timed_command(self, line):
+        """(reply text, monotonic time before sending, monotonic time after the reply)."""
+        t0 = time.monotonic()
+        r = self.command(line)
+        return r, t0, time.monotonic()
+
+    def half_close(self):
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def read_to_eof(self):
+        """Everything left until the peer closes (a reset counts as closed)."""
+        out = self.buf
+        self.buf = b""
+        while True:
+            try:
+                d = self.sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not d:
+                break
+            out += d
+        return out
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def audit_records(path):
+    """The audit log's lines (without newlines) and their decoded records."""
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines, [json.loads(l) for l in lines]
+
+
+def state_shares(path):
+    """{pool: {group: share}} from a state file ("pool P" / "share G N" lines);
+    None when the file is missing."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    out, pool = {}, None
+    for line in text.splitlines():
+        w = line.split()
+        if len(w) == 2 and w[0] == "pool":
+            pool = out.setdefault(w[1], {})
+        elif len(w) == 3 and w[0] == "share" and pool is not None and w[2].isdigit():
+            pool[w[1]] = int(w[2])
+    return out
+
+
+# --- load that records who answered what, and when it was sent --------------
+
+
+class RoutedLoad:
+    """n keep-alive clients sending GETs back to back, each on its own connection,
+    recording per request (monotonic send time, X-Backend of the answer or None,
+    status or an error text). A failed request is recorded and the client goes on
+    on a new connection (it never retries the failed request)."""
+
+    def __init__(self, port, n=16, path="/load"):
+        self.port = port
+        self.n = n
+        self.path = path
+        self.records = [[] for _ in range(n)]  # per client: (t_send, backend, status, error)
+        self.stop_ev = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, i):
+        recs = self.records[i]
+        c = None
+        k = 0
+        while not self.stop_ev.is_set():
+            if c is None:
+                try:
+                    c = veertest.Client(self.port)
+                except OSError as e:
+                    recs.append((time.monotonic(), None, None, "connect: %r" % e))
+                    continue
+            k += 1
+            t = time.monotonic()
+            try:
+                r = c.request("GET", "%s/%d/%d" % (self.path, i, k))
+                if r is None:
+                    raise ValueError("connection closed without a response")
+                if not r.complete:
+                    raise ValueError("truncated response")
+                recs.append((t, r.header("X-Backend"), r.status, None))
+                if r.status != 200 or (r.header("Connection") or "").lower() == "close":
+                    c.close()
+                    c = None
+            except (OSError, ValueError) as e:
+                recs.append((t, None, None, repr(e)))
+                c.close()
+                c = None
+        if c is not None:
+            c.close()
+
+    def all_records(self):
+        return [r for recs in self.records for r in list(recs)]
+
+    def each_sent_after(self, t, count=1):
+        """True when every client has >= count completed requests sent after t."""
+        for recs in self.records:
+            if sum(1 for r in list(recs) if r[0] > t) < count:
+                return False
+        return True
+
+    def wait_each_sent_after(self, t, count=1, timeout=None):
+        veertest.wait_for(lambda: self.each_sent_after(t, count),
+                          timeout=timeout or veertest.DEADLINE,
+                          what="every load client to complete %d request(s) sent after t" % count)
+
+    def sent_between(self, t0, t1=None):
+        """Records of requests sent after t0 (and before t1 when given)."""
+        return [r for r in self.all_records() if r[0] > t0 and (t1 is None or r[0] < t1)]
+
+    def failures(self):
+        return [r for r in self.all_records() if r[3] is not None or r[2] != 200]
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(veertest.DEADLINE)

@@ -10,25 +10,40 @@
 #include <string.h>
 
 static struct backend be[20000];
+static struct backend_wstat ws[20000]; /* one worker's figures per backend */
 
 /* A snapshot pool over the first n static backends with the given weights. */
-static struct snap_pool *make_pool(const uint64_t *weights, uint32_t n)
+static struct snap_pool *make_pool_balance(const uint64_t *weights, uint32_t n,
+                                           enum conf_balance balance)
 {
     struct snap_pool *sp = calloc(1, sizeof(*sp));
 
     sp->b = calloc(n, sizeof(*sp->b));
     sp->n = n;
+    sp->balance = balance;
+    memset(ws, 0, sizeof(ws));
     for (uint32_t i = 0; i < n; i++) {
+        be[i].ws = &ws[i];
         sp->b[i].be = &be[i];
         sp->b[i].weight = weights[i];
     }
     return sp;
 }
 
+static struct snap_pool *make_pool(const uint64_t *weights, uint32_t n)
+{
+    return make_pool_balance(weights, n, BALANCE_SWRR);
+}
+
 static void free_pool(struct snap_pool *sp)
 {
     free(sp->b);
     free(sp);
+}
+
+static void add_active(uint32_t i, int d)
+{
+    backend_wstat_add(&ws[i].active, d);
 }
 
 START_TEST(test_swrr_matches_nginx_reference_order)
@@ -39,7 +54,7 @@ START_TEST(test_swrr_matches_nginx_reference_order)
     const char *expect = "aabacaa";
     char got[32] = {0};
 
-    lb_init(&lb, sp);
+    lb_init(&lb, sp, 0);
     for (int cycle = 0; cycle < 3; cycle++) {
         for (int i = 0; i < 7; i++)
             got[i] = (char)('a' + lb_pick(&lb));
@@ -64,7 +79,7 @@ static void check_exact_and_smooth(const uint64_t *w, uint32_t n, int cycles)
 
     for (uint32_t i = 0; i < n; i++)
         total += w[i];
-    lb_init(&lb, sp);
+    lb_init(&lb, sp, 0);
     for (int c = 0; c < cycles; c++) {
         memset(count, 0, n * sizeof(*count));
         for (uint64_t k = 1; k <= total; k++) {
@@ -128,7 +143,7 @@ START_TEST(test_edf_ten_thousand_backends_every_one_picked_once_per_cycle)
     for (uint32_t i = 0; i < n; i++)
         w[i] = 1;
     sp = make_pool(w, n);
-    lb_init(&lb, sp);
+    lb_init(&lb, sp, 0);
     ck_assert_ptr_null(lb.cw); /* large pools use the heap */
     for (uint32_t k = 0; k < n; k++) {
         int idx = lb_pick(&lb);
@@ -148,7 +163,7 @@ START_TEST(test_empty_pool_picks_nothing)
     struct snap_pool sp = {0};
     struct lb lb = {0};
 
-    lb_init(&lb, &sp);
+    lb_init(&lb, &sp, 0);
     ck_assert_int_eq(lb_pick(&lb), -1);
     lb_free(&lb);
 }
@@ -160,7 +175,7 @@ START_TEST(test_single_backend_always_picked)
     struct snap_pool *sp = make_pool(w, 1);
     struct lb lb = {0};
 
-    lb_init(&lb, sp);
+    lb_init(&lb, sp, 0);
     for (int i = 0; i < 1000; i++)
         ck_assert_int_eq(lb_pick(&lb), 0);
     lb_free(&lb);
@@ -176,9 +191,9 @@ START_TEST(test_reinit_on_new_snapshot_follows_new_weights)
     struct lb lb = {0};
     int count[2] = {0, 0};
 
-    lb_init(&lb, a);
+    lb_init(&lb, a, 0);
     lb_pick(&lb);
-    lb_init(&lb, b); /* a new generation: state rebuilt for the new weights */
+    lb_init(&lb, b, 0); /* a new generation: state rebuilt for the new weights */
     for (int i = 0; i < 10; i++)
         count[lb_pick(&lb)]++;
     ck_assert_int_eq(count[0], 9);
@@ -186,6 +201,104 @@ START_TEST(test_reinit_on_new_snapshot_follows_new_weights)
     lb_free(&lb);
     free_pool(a);
     free_pool(b);
+}
+END_TEST
+
+/* Requests that pile up (none completing) spread in proportion to weight. */
+START_TEST(test_leastconn_fills_in_proportion_to_weight)
+{
+    uint64_t w[] = {3, 1, 2};
+    struct snap_pool *sp = make_pool_balance(w, 3, BALANCE_LEASTCONN);
+    struct lb lb = {0};
+
+    lb_init(&lb, sp, 0);
+    for (int k = 0; k < 60; k++)
+        add_active((uint32_t)lb_pick(&lb), 1);
+    ck_assert_int_le(abs((int)ws[0].active - 30), 1);
+    ck_assert_int_le(abs((int)ws[1].active - 10), 1);
+    ck_assert_int_le(abs((int)ws[2].active - 20), 1);
+    lb_free(&lb);
+    free_pool(sp);
+}
+END_TEST
+
+/* A backend that is busy gets nothing until the others catch up; idle ones take turns. */
+START_TEST(test_leastconn_avoids_busy_backend_and_rotates_ties)
+{
+    uint64_t w[] = {1, 1, 1};
+    struct snap_pool *sp = make_pool_balance(w, 3, BALANCE_LEASTCONN);
+    struct lb lb = {0};
+    int seen[3] = {0, 0, 0};
+
+    lb_init(&lb, sp, 0);
+    add_active(1, 5);
+    for (int k = 0; k < 10; k++)
+        seen[lb_pick(&lb)]++; /* completes at once: counts do not move */
+    ck_assert_int_eq(seen[1], 0);
+    ck_assert_int_eq(seen[0], 5);
+    ck_assert_int_eq(seen[2], 5);
+    lb_free(&lb);
+    free_pool(sp);
+}
+END_TEST
+
+START_TEST(test_p2c_follows_weights_when_idle)
+{
+    uint64_t w[] = {90, 10};
+    struct snap_pool *sp = make_pool_balance(w, 2, BALANCE_P2C);
+    struct lb lb = {0};
+    int seen[2] = {0, 0};
+
+    lb_init(&lb, sp, 0);
+    for (int k = 0; k < 100000; k++)
+        seen[lb_pick(&lb)]++;
+    /* Equal cost: the first draw wins, drawn in proportion to weight. */
+    ck_assert_int_gt(seen[0], 88000);
+    ck_assert_int_lt(seen[0], 92000);
+    lb_free(&lb);
+    free_pool(sp);
+}
+END_TEST
+
+START_TEST(test_p2c_prefers_less_loaded_and_faster)
+{
+    uint64_t w[] = {1, 1, 1, 1};
+    struct snap_pool *sp = make_pool_balance(w, 4, BALANCE_P2C);
+    struct lb lb = {0};
+    int seen[4] = {0, 0, 0, 0};
+
+    lb_init(&lb, sp, 0);
+    add_active(0, 10);     /* busy */
+    ws[1].ewma_us = 50000; /* slow */
+    ws[0].ewma_us = ws[2].ewma_us = ws[3].ewma_us = 500;
+    for (int k = 0; k < 10000; k++)
+        seen[lb_pick(&lb)]++;
+    /* The busy and the slow backend only win when drawn against each other. */
+    ck_assert_int_lt(seen[0] + seen[1], 10000 / 6 + 500);
+    ck_assert_int_gt(seen[2], 3500);
+    ck_assert_int_gt(seen[3], 3500);
+    lb_free(&lb);
+    free_pool(sp);
+}
+END_TEST
+
+START_TEST(test_all_balancers_honour_zero_share_by_absence)
+{
+    /* A group at 0% is not in the snapshot at all: whatever the balancer, only the rest is picked.
+     */
+    uint64_t w[] = {5};
+    enum conf_balance kinds[] = {BALANCE_SWRR, BALANCE_LEASTCONN, BALANCE_P2C};
+
+    for (unsigned k = 0; k < 3; k++) {
+        struct snap_pool *sp = make_pool_balance(w, 1, kinds[k]);
+        struct lb lb = {0};
+
+        lb_init(&lb, sp, 0);
+        for (int i = 0; i < 100; i++)
+            ck_assert_int_eq(lb_pick(&lb), 0);
+        lb_free(&lb);
+        free_pool(sp);
+    }
 }
 END_TEST
 
@@ -202,6 +315,11 @@ static Suite *balance_suite(void)
     tcase_add_test(tc, test_empty_pool_picks_nothing);
     tcase_add_test(tc, test_single_backend_always_picked);
     tcase_add_test(tc, test_reinit_on_new_snapshot_follows_new_weights);
+    tcase_add_test(tc, test_leastconn_fills_in_proportion_to_weight);
+    tcase_add_test(tc, test_leastconn_avoids_busy_backend_and_rotates_ties);
+    tcase_add_test(tc, test_p2c_follows_weights_when_idle);
+    tcase_add_test(tc, test_p2c_prefers_less_loaded_and_faster);
+    tcase_add_test(tc, test_all_balancers_honour_zero_share_by_absence);
     suite_add_tcase(s, tc);
     return s;
 }
