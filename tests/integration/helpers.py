@@ -21,9 +21,11 @@ import base64
 import hashlib
 import json
 import random
+import re
 import select
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -483,7 +485,6 @@ def admin_config(backends, shares=None, persist_dir="{tmp}", extra_top="", **kw)
 def veerctl(sock, *args, timeout=None):
     """Run veerctl -s sock ARGS...; returns the CompletedProcess (text output).
     Arguments may be bytes (for garbage that is not UTF-8)."""
-    import subprocess
     return subprocess.run([veertest.VEERCTL_BIN, "-s", sock] + list(args), capture_output=True,
                           encoding="utf-8", errors="replace",
                           timeout=timeout or veertest.DEADLINE)
@@ -503,16 +504,12 @@ def pool_shares(doc):
     return {g["name"]: g["share"] for g in doc["groups"]}
 
 
-OK_RE = None
+OK_RE = re.compile(r"\AOK gen=(\d+) applied_us=(\d+)((?: [a-z_]+=\S+)*)\n\n\Z")
 
 
 def parse_ok(reply):
     """The key=value pairs of an "OK gen=N applied_us=T [k=v...]" reply, values as
     ints where they are numbers; AssertionError for anything else."""
-    import re
-    global OK_RE
-    if OK_RE is None:
-        OK_RE = re.compile(r"\AOK gen=(\d+) applied_us=(\d+)((?: [a-z_]+=\S+)*)\n\n\Z")
     m = OK_RE.match(reply)
     if not m:
         raise AssertionError("not an OK reply: %r" % reply)
