@@ -4,7 +4,7 @@
  *
  *   shiftload --port PORT --mode veer|haproxy --admin SOCKET --out DIR
  *             [--clients 64] [--threads 1] [--shifts 100] [--interval-ms 100]
- *             [--warmup-ms 1000] [--steady-ms 2000] [--pool api] [--groups blue,green]
+ *             [--warmup-ms 1000] [--steady-ms 2000] [--pool api] [--groups blue,green] [--rt]
  *
  * CLIENTS keep-alive connections to 127.0.0.1:PORT, spread over THREADS epoll threads, each send
  * "GET / HTTP/1.1" back to back (one request outstanding per connection). Every request is
@@ -21,7 +21,9 @@
  *            socket (non-interactive mode: the commands run in order, then HAProxy closes); the
  *            group gaining traffic is raised first so that no instant has both at weight 0 (that
  *            would be a 503, not a shift). Any non-blank output is an error.
- * t_send is taken just before the write, t_ack when the whole reply has been read. A failed shift
+ * t_send is taken just before the write, t_ack when the whole reply has been read. With --rt the
+ * driver thread runs SCHED_FIFO (when allowed), so that its own wake-up on the reply is not
+ * delayed behind the busy load threads; the proxies are left as they are. A failed shift
  * ends the run (the load stops one interval later). INTERVAL ms after the last shift the load
  * stops: no request is sent after that, and those in flight get up to 2 s to finish.
  *
@@ -40,6 +42,7 @@
 #include <getopt.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -115,7 +118,7 @@ static const char REQUEST[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 
 static struct sockaddr_in target;
 static int opt_port, opt_clients = 64, opt_threads = 1, opt_shifts = 100, opt_interval_ms = 100;
-static int opt_warmup_ms = 1000, opt_steady_ms = 2000, mode_haproxy;
+static int opt_warmup_ms = 1000, opt_steady_ms = 2000, opt_rt, mode_haproxy, driver_rt;
 static const char *opt_admin, *opt_out, *opt_pool = "api";
 static char group_name[2][64] = {"blue", "green"};
 
@@ -634,6 +637,15 @@ static void *driver_main(void *arg)
     int64_t interval = (int64_t)opt_interval_ms * 1000000;
 
     (void)arg;
+    if (opt_rt) {
+        /* Wake up on the reply at once rather than after the load threads' time slice: the
+         * round trip should be the proxy's, not the bench client's scheduling. */
+        struct sched_param sp = {.sched_priority = 1};
+
+        driver_rt = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
+        if (!driver_rt)
+            fprintf(stderr, "shiftload: cannot make the driver SCHED_FIFO; it stays normal\n");
+    }
     t_warm_end = (int64_t)opt_warmup_ms * 1000000;
     t_first_shift = t_warm_end + (int64_t)opt_steady_ms * 1000000;
     for (int i = 0; i < opt_shifts; i++) {
@@ -685,10 +697,10 @@ static int write_results(struct lthread *lts)
         return -1;
     fprintf(f, "# mode %s\n# clients %d\n# threads %d\n# interval_ms %d\n# shifts_planned %d\n"
                "# t_warm_end_ns %lld\n# t_first_shift_ns %lld\n# t_stop_ns %lld\n"
-               "# groups %s %s\n",
+               "# groups %s %s\n# driver_rt %d\n",
             mode_haproxy ? "haproxy" : "veer", opt_clients, opt_threads, opt_interval_ms,
             opt_shifts, (long long)t_warm_end, (long long)t_first_shift, (long long)t_stop,
-            group_name[0], group_name[1]);
+            group_name[0], group_name[1], driver_rt);
     for (int i = 0; i < nshifts_done; i++) {
         struct shift *s = &shifts[i];
 
@@ -725,6 +737,7 @@ int main(int argc, char **argv)
         {"shifts", required_argument, NULL, 'n'},   {"interval-ms", required_argument, NULL, 'i'},
         {"warmup-ms", required_argument, NULL, 'w'}, {"steady-ms", required_argument, NULL, 's'},
         {"pool", required_argument, NULL, 'P'},     {"groups", required_argument, NULL, 'g'},
+        {"rt", no_argument, NULL, 'r'},
         {NULL, 0, NULL, 0}};
     struct lthread *lts;
     pthread_t driver;
@@ -745,6 +758,7 @@ int main(int argc, char **argv)
         case 'w': opt_warmup_ms = parse_int(optarg, 0, 3600000, "warm-up"); break;
         case 's': opt_steady_ms = parse_int(optarg, 0, 3600000, "steady"); break;
         case 'P': opt_pool = optarg; break;
+        case 'r': opt_rt = 1; break;
         case 'g': {
             const char *comma = strchr(optarg, ',');
 

@@ -73,6 +73,15 @@ static void reply_cb(struct ctl_req *r, const char *reply, bool ok)
         process_lines(c); /* an answer that came later: go on with queued lines */
 }
 
+/* A progress line of a long command (replace), sent at once. */
+static void progress_cb(struct ctl_req *r, const char *line)
+{
+    struct admin_conn *c = r->arg;
+
+    bufferevent_write(c->bev, line, strlen(line));
+    bufferevent_write(c->bev, "\n", 1);
+}
+
 static void run_line(struct admin_conn *c, char *line, size_t len)
 {
     struct ctl_req *r;
@@ -87,6 +96,7 @@ static void run_line(struct admin_conn *c, char *line, size_t len)
     r->peer = c->peer;
     r->t_read_us = veer_now_us();
     r->done = reply_cb;
+    r->progress = progress_cb;
     r->arg = c;
     c->pending = r;
     if (len > CMD_LINE_MAX) {

@@ -75,8 +75,7 @@ uint32_t vbuf_compact(struct vbuf *b)
     return shift;
 }
 
-int vbuf_reserve(struct vbuf_cache *c, struct vbuf **bp, size_t want, size_t limit,
-                 uint32_t *shift)
+int vbuf_reserve(struct vbuf_cache *c, struct vbuf **bp, size_t want, size_t limit, uint32_t *shift)
 {
     struct vbuf *b = *bp, *nb;
     size_t live, size;

@@ -72,9 +72,9 @@ struct cmd {
     bool wait;          /* --wait */
     int64_t timeout_ms; /* --timeout T; -1 when not given */
 
-    bool on;              /* maintenance on|off */
-    int retry_after;      /* --retry-after S; -1 when not given */
-    int64_t hold_ms;      /* --hold T; -1 when not given */
+    bool on;         /* maintenance on|off */
+    int retry_after; /* --retry-after S; -1 when not given */
+    int64_t hold_ms; /* --hold T; -1 when not given */
 
     /* rollout start */
     char canary[CMD_NAME_MAX];

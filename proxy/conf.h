@@ -42,7 +42,7 @@ struct conf_tls {
 struct conf_listen {
     struct conf_addr addr;
     char *pool;
-    int pool_index; /* index into veer_conf.pools */
+    int pool_index;       /* index into veer_conf.pools */
     struct conf_tls *tls; /* NULL when plain HTTP */
     int line;
 };
@@ -62,7 +62,7 @@ struct conf_share {
 };
 
 struct conf_health {
-    char *path; /* default "/" */
+    char *path;      /* default "/" */
     int interval_ms; /* default 500 */
     int timeout_ms;  /* default 1000 */
     int rise;        /* default 2 */
@@ -104,9 +104,9 @@ struct conf_pool {
     struct conf_health health;
     struct conf_retries retries;
     struct conf_breaker breaker;
-    int slow_start_ms;  /* default 0 */
-    int hold_ms;        /* default 0 */
-    int64_t body_bytes; /* -1 = not set (use limits.body_bytes), 0 = unlimited */
+    int slow_start_ms;     /* default 0 */
+    int hold_ms;           /* default 0 */
+    int64_t body_bytes;    /* -1 = not set (use limits.body_bytes), 0 = unlimited */
     char *override_header; /* NULL = off */
     bool has_sticky;
     struct conf_sticky sticky;

@@ -11,6 +11,7 @@
  */
 #include "control.h"
 #include "audit.h"
+#include "health.h"
 #include "sbuf.h"
 #include "state.h"
 #include "veer.h"
@@ -34,8 +35,22 @@ struct pool_edit {
     int pool;
     uint32_t ng, nb;
     int *share;
+    uint32_t *id; /* backend ids, to tell whether membership changed since */
     int *weight;
     enum admin_state *admin;
+};
+
+/* Someone waiting for a backend to become READY or DRAINED (drain --wait, replace). */
+enum wait_for { WAIT_READY, WAIT_DRAINED };
+
+struct waiter {
+    struct backend *be;
+    enum wait_for what;
+    struct event *timer;
+    uint64_t start_us;
+    void (*cb)(struct waiter *w, bool ok); /* ok false: timed out or backend deleted */
+    void *arg;
+    struct waiter *next;
 };
 
 struct history {
@@ -59,7 +74,23 @@ static struct {
     struct ctl_req *queue_head, *queue_tail;
     uint64_t next_ticket;
     struct history *history; /* per pool */
+    struct waiter *waiters;
+    struct backend *retired; /* deleted backends not freed yet */
+    struct event *tick;
 } ctl = {.mq_fd = -1};
+
+static void backend_idle(struct backend *be);
+static void sync_draining(struct rt_pool *p);
+static void drain_wait_cb(struct waiter *w, bool ok);
+static void wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms,
+                         void (*cb)(struct waiter *, bool), void *arg);
+static void send_backends(enum wmsg_type type, struct backend **list, unsigned n);
+static void add_backend(struct ctl_req *r, int pi);
+static void del_backend(struct ctl_req *r, int pi);
+static void replace_start(struct ctl_req *r);
+static void tick_cb(evutil_socket_t fd, short what, void *arg);
+static void on_health(struct backend *be, bool ok, uint64_t took_us, const char *why);
+static void wake_waiters(struct backend *be, enum wait_for what, bool ok);
 
 static void commit(struct ctl_req *r, bool async);
 
@@ -127,6 +158,16 @@ void control_post(struct cmsg *m)
         log_warn("control: eventfd write: %s", strerror(errno));
 }
 
+void control_backend_idle(unsigned worker, struct backend *be)
+{
+    struct cmsg *m = veer_calloc(1, sizeof(*m));
+
+    m->type = CMSG_BACKEND_IDLE;
+    m->worker = worker;
+    m->be = be;
+    control_post(m);
+}
+
 static void warm_done(uint64_t ticket)
 {
     struct ctl_req *r = ctl.busy;
@@ -153,6 +194,8 @@ static void mq_cb(evutil_socket_t fd, short what, void *arg)
 
         if (m->type == CMSG_WARM_DONE)
             warm_done(m->ticket);
+        else if (m->type == CMSG_BACKEND_IDLE)
+            backend_idle(m->be);
         free(m);
         m = next;
     }
@@ -169,11 +212,13 @@ static struct pool_edit *edit_of(int pool)
     e->ng = p->ng;
     e->nb = p->nb;
     e->share = veer_calloc(p->ng ? p->ng : 1, sizeof(*e->share));
+    e->id = veer_calloc(p->nb ? p->nb : 1, sizeof(*e->id));
     e->weight = veer_calloc(p->nb ? p->nb : 1, sizeof(*e->weight));
     e->admin = veer_calloc(p->nb ? p->nb : 1, sizeof(*e->admin));
     for (uint32_t g = 0; g < p->ng; g++)
         e->share[g] = p->g[g].share;
     for (uint32_t i = 0; i < p->nb; i++) {
+        e->id[i] = p->b[i].be->id;
         e->weight[i] = p->b[i].weight;
         e->admin[i] = p->b[i].admin;
     }
@@ -186,9 +231,11 @@ static struct pool_edit *edit_dup(const struct pool_edit *s)
 
     *e = *s;
     e->share = veer_malloc((s->ng ? s->ng : 1) * sizeof(*e->share));
+    e->id = veer_malloc((s->nb ? s->nb : 1) * sizeof(*e->id));
     e->weight = veer_malloc((s->nb ? s->nb : 1) * sizeof(*e->weight));
     e->admin = veer_malloc((s->nb ? s->nb : 1) * sizeof(*e->admin));
     memcpy(e->share, s->share, s->ng * sizeof(*e->share));
+    memcpy(e->id, s->id, s->nb * sizeof(*e->id));
     memcpy(e->weight, s->weight, s->nb * sizeof(*e->weight));
     memcpy(e->admin, s->admin, s->nb * sizeof(*e->admin));
     return e;
@@ -199,6 +246,7 @@ static void edit_free(struct pool_edit *e)
     if (e == NULL)
         return;
     free(e->share);
+    free(e->id);
     free(e->weight);
     free(e->admin);
     free(e);
@@ -348,6 +396,38 @@ void control_save_state(void)
 
 static void next_change(void);
 
+/* drain: how many requests it waits for; --force cuts them. */
+static void drain_reply(struct ctl_req *r, struct rt_pool *p, struct sbuf *reply)
+{
+    int bi = model_find_backend(p, r->cmd.backend);
+
+    if (bi < 0)
+        return;
+    sb_printf(reply, " active=%u", p->b[bi].drain_inflight);
+    if (r->cmd.force && !p->b[bi].drained) {
+        struct backend *be = p->b[bi].be;
+
+        send_backends(WMSG_ABORT_BACKEND, &be, 1);
+    }
+}
+
+static bool drained_now(struct rt_pool *p, struct ctl_req *r)
+{
+    int bi = model_find_backend(p, r->cmd.backend);
+
+    return bi < 0 || p->b[bi].drained;
+}
+
+/* drain --wait: answer the moment the backend is DRAINED, or ERR at the timeout. */
+static void wait_drained(struct ctl_req *r, struct rt_pool *p, const char *ok)
+{
+    int bi = model_find_backend(p, r->cmd.backend);
+    int64_t t = r->cmd.timeout_ms > 0 ? r->cmd.timeout_ms : ctl.conf->timeouts.drain_ms;
+
+    snprintf(r->line_ok, sizeof(r->line_ok), "%s", ok);
+    wait_backend(p->b[bi].be, WAIT_DRAINED, t, drain_wait_cb, r);
+}
+
 /*
  * Write the edit into the model and publish: the reply is sent only after
  * the snapshot store, so a request parsed after the OK sees the change.
@@ -370,6 +450,7 @@ static void commit(struct ctl_req *r, bool async)
     gen = control_publish();
     t_store = veer_now_us();
     applied_us = t_store - r->t_read_us - warm_us;
+    sync_draining(p);
 
     sb_init(&jb);
     sb_init(&ja);
@@ -379,6 +460,8 @@ static void commit(struct ctl_req *r, bool async)
               (unsigned long long)applied_us);
     if (r->ticket)
         sb_printf(&reply, " warm_us=%llu", (unsigned long long)warm_us);
+    if (r->cmd.kind == CMD_DRAIN)
+        drain_reply(r, p, &reply);
     audit_write("operator", &r->peer, r->line, "OK", gen, jb.s, ja.s);
     persist_sync_audit();
     control_save_state();
@@ -392,7 +475,10 @@ static void commit(struct ctl_req *r, bool async)
     sb_free(&ja);
     if (ctl.busy == r)
         ctl.busy = NULL;
-    finish(r, reply.s, true);
+    if (r->cmd.kind == CMD_DRAIN && r->cmd.wait && !drained_now(p, r))
+        wait_drained(r, p, reply.s);
+    else
+        finish(r, reply.s, true);
     sb_free(&reply);
     if (async)
         next_change();
@@ -486,6 +572,11 @@ static int edit_by_command(struct ctl_req *r, const struct rt_pool *p, struct po
                        : c->state == CMD_STATE_DRAIN ? ADMIN_DRAIN
                                                      : ADMIN_MAINT;
         return 0;
+    case CMD_DRAIN:
+        if ((bi = find_backend(r, p)) < 0)
+            return -1;
+        e->admin[bi] = ADMIN_DRAIN;
+        return 0;
     case CMD_SHIFT:
         for (int k = 0; k < c->nshares; k++) {
             if ((gi = model_find_group(p, c->shares[k].group)) < 0) {
@@ -513,6 +604,14 @@ static int edit_by_command(struct ctl_req *r, const struct rt_pool *p, struct po
     }
 }
 
+static bool same_members(const struct pool_edit *e, const struct rt_pool *p)
+{
+    for (uint32_t i = 0; i < e->nb; i++)
+        if (e->id[i] != p->b[i].be->id)
+            return false;
+    return true;
+}
+
 /* Take the pool's previous operator change off the history, as the new values. */
 static int edit_by_rollback(struct ctl_req *r, int pi, struct pool_edit **out)
 {
@@ -525,7 +624,7 @@ static int edit_by_rollback(struct ctl_req *r, int pi, struct pool_edit **out)
         return -1;
     }
     prev = h->e[h->n - 1];
-    if (prev->ng != p->ng || prev->nb != p->nb) {
+    if (prev->ng != p->ng || prev->nb != p->nb || !same_members(prev, p)) {
         /* Membership changed since (backends added or removed): no safe undo. */
         refuse(r, "pool %s changed membership since its previous change", p->name);
         return -1;
@@ -543,6 +642,10 @@ static void start_change(struct ctl_req *r)
 
     if (pi < 0)
         return;
+    if (r->cmd.kind == CMD_ADD_BACKEND)
+        return add_backend(r, pi);
+    if (r->cmd.kind == CMD_DEL_BACKEND)
+        return del_backend(r, pi);
     p = &ctl.model->pools[pi];
     before = edit_of(pi);
     if (r->cmd.kind == CMD_ROLLBACK) {
@@ -587,6 +690,531 @@ static void next_change(void)
             ctl.queue_tail = NULL;
         r->next = NULL;
         start_change(r); /* answers r, or leaves it in ctl.busy waiting for warm-up */
+    }
+}
+
+/* --- waiting for a backend ---------------------------------------------------------- */
+
+static void waiter_done(struct waiter *w, bool ok)
+{
+    for (struct waiter **pp = &ctl.waiters; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    event_free(w->timer);
+    w->cb(w, ok);
+    free(w);
+}
+
+static void waiter_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    waiter_done(arg, false);
+}
+
+/* Call cb when be becomes READY / DRAINED, or with ok false after timeout_ms. */
+static void wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms,
+                         void (*cb)(struct waiter *, bool), void *arg)
+{
+    struct waiter *w = veer_calloc(1, sizeof(*w));
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+
+    w->be = be;
+    w->what = what;
+    w->cb = cb;
+    w->arg = arg;
+    w->start_us = veer_now_us();
+    w->timer = evtimer_new(ctl.base, waiter_timeout_cb, w);
+    evtimer_add(w->timer, &tv);
+    w->next = ctl.waiters;
+    ctl.waiters = w;
+}
+
+/* be reached a state: wake who waits for it (or everyone waiting on it, when deleted). */
+static void wake_waiters(struct backend *be, enum wait_for what, bool ok)
+{
+    struct waiter *w = ctl.waiters;
+
+    while (w) {
+        struct waiter *next = w->next;
+
+        if (w->be == be && (w->what == what || !ok))
+            waiter_done(w, ok);
+        w = next;
+    }
+}
+
+/* --- draining ------------------------------------------------------------------------ */
+
+/* Tell every worker to do something about these backends. */
+static void send_backends(enum wmsg_type type, struct backend **list, unsigned n)
+{
+    for (unsigned w = 0; w < ctl.nworkers && n; w++) {
+        struct wmsg *m = veer_calloc(1, sizeof(*m));
+
+        m->type = type;
+        m->n = n;
+        m->be = veer_malloc(n * sizeof(*m->be));
+        memcpy(m->be, list, n * sizeof(*list));
+        worker_send(ctl.workers[w], m);
+    }
+}
+
+/*
+ * A draining backend with no request in flight and no connection left is
+ * DRAINED: said once, the moment it happens (workers report the last
+ * request ending), and whoever waits for it is answered.
+ */
+static void check_drained(struct rt_pool *p, uint32_t i)
+{
+    struct rt_backend *b = &p->b[i];
+    uint32_t active, conns;
+
+    if (b->admin != ADMIN_DRAIN || b->drained)
+        return;
+    if (routing_min_seen() < b->drain_gen)
+        return; /* a worker may still pick it from an older snapshot */
+    active = backend_active(b->be);
+    conns = backend_conns(b->be);
+    if (active || conns)
+        return;
+    b->drained = true;
+    log_info("backend %s/%s DRAINED: %u requests finished in %.1f ms", p->name, b->be->name,
+             b->drain_inflight, (double)(veer_now_us() - b->drain_start_us) / 1000.0);
+    wake_waiters(b->be, WAIT_DRAINED, true);
+}
+
+static void backend_idle(struct backend *be)
+{
+    if (be->pool >= 0)
+        check_drained(&ctl.model->pools[be->pool], be->index);
+}
+
+/*
+ * Make the workers' view of draining follow the admin states: a backend
+ * entering DRAIN stops having its connections pooled, its idle ones close
+ * at once, and the count of requests still in flight is taken.
+ */
+static void sync_draining(struct rt_pool *p)
+{
+    struct backend **closing = NULL;
+    unsigned n = 0;
+
+    for (uint32_t i = 0; i < p->nb; i++) {
+        struct rt_backend *b = &p->b[i];
+        bool want = b->admin == ADMIN_DRAIN;
+
+        if (want == atomic_load(&b->be->draining))
+            continue;
+        atomic_store(&b->be->draining, want); /* seq_cst: pairs with the workers' fence */
+        if (!want)
+            continue;
+        b->drained = false;
+        b->drain_gen = ctl.model->generation;
+        b->drain_start_us = veer_now_us();
+        b->drain_inflight = backend_active(b->be);
+        closing = veer_realloc(closing, (n + 1) * sizeof(*closing));
+        closing[n++] = b->be;
+    }
+    send_backends(WMSG_CLOSE_IDLE, closing, n);
+    free(closing);
+    for (uint32_t i = 0; i < p->nb; i++)
+        check_drained(p, i);
+}
+
+static void drain_wait_cb(struct waiter *w, bool ok)
+{
+    struct ctl_req *r = w->arg;
+    char line[300];
+
+    if (ok)
+        snprintf(line, sizeof(line), "%s drained_ms=%.1f", r->line_ok,
+                 (double)(veer_now_us() - w->start_us) / 1000.0);
+    else
+        snprintf(line, sizeof(line), "ERR timeout active=%u", backend_active(w->be));
+    finish(r, line, ok);
+}
+
+/* --- health transitions -------------------------------------------------------------- */
+
+static const char *health_name(enum health_state h)
+{
+    return h == HEALTH_READY ? "READY" : h == HEALTH_DOWN ? "DOWN" : "PENDING";
+}
+
+/* A readiness transition: publish, log, audit (actor health). Never rolled back. */
+static void health_transition(struct rt_pool *p, uint32_t i, enum health_state to, const char *why)
+{
+    struct rt_backend *b = &p->b[i];
+    enum health_state from = b->health;
+    char line[200], before[64], after[64];
+    uint64_t gen;
+
+    b->health = to;
+    gen = control_publish();
+    snprintf(line, sizeof(line), "health %s/%s", p->name, b->be->name);
+    snprintf(before, sizeof(before), "{\"state\":\"%s\"}", health_name(from));
+    snprintf(after, sizeof(after), "{\"state\":\"%s\"}", health_name(to));
+    audit_write("health", NULL, line, "OK", gen, before, after);
+    persist_sync_audit();
+    if (to == HEALTH_READY)
+        log_info("backend %s/%s %s -> READY after %u passing checks (gen %llu)", p->name,
+                 b->be->name, health_name(from), b->be->hc_pass, (unsigned long long)gen);
+    else
+        log_warn("backend %s/%s %s -> DOWN after %u failing checks: %s (gen %llu)", p->name,
+                 b->be->name, health_name(from), b->be->hc_fail, why ? why : "failed",
+                 (unsigned long long)gen);
+    if (to == HEALTH_READY)
+        wake_waiters(b->be, WAIT_READY, true);
+}
+
+static void on_health(struct backend *be, bool ok, uint64_t took_us, const char *why)
+{
+    struct rt_pool *p;
+    struct rt_backend *b;
+    const struct conf_health *hc;
+
+    if (be->pool < 0)
+        return;
+    p = &ctl.model->pools[be->pool];
+    b = &p->b[be->index];
+    hc = &p->conf->health;
+    if (b->admin == ADMIN_MAINT)
+        return; /* no checks in maintenance */
+    if (ok) {
+        be->hc_fail = 0;
+        be->hc_pass++;
+        if (b->health != HEALTH_READY && be->hc_pass >= (unsigned)hc->rise)
+            health_transition(p, be->index, HEALTH_READY, NULL);
+        return;
+    }
+    be->hc_pass = 0;
+    be->hc_fail++;
+    if (b->health == HEALTH_PENDING && be->hc_fail == 1)
+        log_info("backend %s/%s not ready yet: %s", p->name, be->name, why ? why : "failed");
+    if (b->health == HEALTH_READY && be->hc_fail >= (unsigned)hc->fall)
+        health_transition(p, be->index, HEALTH_DOWN, why);
+}
+
+/* --- membership ---------------------------------------------------------------------- */
+
+static void retire_backend(struct backend *be)
+{
+    be->retired_gen = ctl.model->generation;
+    be->retired_next = ctl.retired;
+    ctl.retired = be;
+}
+
+/* Free deleted backends no worker can reach any more. */
+static void reclaim_backends(void)
+{
+    uint64_t seen = routing_min_seen();
+
+    for (struct backend **pp = &ctl.retired; *pp;) {
+        struct backend *be = *pp;
+
+        if (be->retired_gen <= seen && backend_active(be) == 0 && backend_conns(be) == 0) {
+            *pp = be->retired_next;
+            backend_destroy(be);
+        } else {
+            pp = &be->retired_next;
+        }
+    }
+}
+
+static void reply_change(struct ctl_req *r, uint64_t gen, const char *extra)
+{
+    char line[300];
+
+    snprintf(line, sizeof(line), "OK gen=%llu applied_us=%llu%s", (unsigned long long)gen,
+             (unsigned long long)(veer_now_us() - r->t_read_us), extra ? extra : "");
+    finish(r, line, true);
+}
+
+/* add backend P NAME ADDR [weight W] [group G]: PENDING until its checks pass. */
+static void add_backend(struct ctl_req *r, int pi)
+{
+    struct rt_pool *p = &ctl.model->pools[pi];
+    const struct cmd *c = &r->cmd;
+    struct conf_addr addr;
+    char err[200], after[400];
+    uint32_t i;
+    uint64_t gen;
+
+    if (model_find_backend(p, c->backend) >= 0) {
+        refuse(r, "backend %s already exists in pool %s", c->backend, p->name);
+        return;
+    }
+    if (conf_parse_addr(c->addr, false, &addr, err, sizeof(err)) < 0) {
+        refuse(r, "bad address %s: %s", c->addr, err);
+        return;
+    }
+    i = model_add_backend(ctl.model, pi, c->backend, &addr, c->weight < 0 ? 100 : c->weight,
+                          c->group[0] ? c->group : "default");
+    if (p->conf->has_health)
+        health_watch(p->b[i].be, &p->conf->health);
+    gen = control_publish();
+    snprintf(after, sizeof(after),
+             "{\"pool\":\"%s\",\"backend\":\"%s\",\"address\":\"%s\",\"weight\":%d,"
+             "\"group\":\"%s\",\"state\":\"%s\"}",
+             p->name, c->backend, addr.text, p->b[i].weight, p->g[p->b[i].group].name,
+             backend_state_name(model_state(p, i)));
+    audit_write("operator", &r->peer, r->line, "OK", gen, NULL, after);
+    persist_sync_audit();
+    control_save_state();
+    log_info("backend %s/%s %s added (%s)", p->name, c->backend, addr.text,
+             backend_state_name(model_state(p, i)));
+    snprintf(err, sizeof(err), " state=%s", backend_state_name(model_state(p, i)));
+    reply_change(r, gen, err);
+}
+
+/* del backend P NAME: only once DRAINED or in MAINT; the object lives on until unreachable. */
+static void del_backend(struct ctl_req *r, int pi)
+{
+    struct rt_pool *p = &ctl.model->pools[pi];
+    struct backend *be;
+    enum backend_state st;
+    char before[300];
+    int bi = find_backend(r, p);
+    uint64_t gen;
+
+    if (bi < 0)
+        return;
+    st = model_state(p, (uint32_t)bi);
+    if (st != BE_DRAINED && st != BE_MAINT && !r->cmd.force) {
+        refuse(r, "backend %s is %s: drain it (or set state maint) first", r->cmd.backend,
+               backend_state_name(st));
+        return;
+    }
+    snprintf(before, sizeof(before),
+             "{\"pool\":\"%s\",\"backend\":\"%s\",\"address\":\"%s\",\"weight\":%d,"
+             "\"state\":\"%s\"}",
+             p->name, r->cmd.backend, p->b[bi].be->addr.text, p->b[bi].weight,
+             backend_state_name(st));
+    health_unwatch(p->b[bi].be);
+    be = model_del_backend(ctl.model, pi, (uint32_t)bi);
+    atomic_store(&be->draining, true);
+    send_backends(WMSG_CLOSE_IDLE, &be, 1);
+    wake_waiters(be, WAIT_READY, false);
+    gen = control_publish();
+    retire_backend(be);
+    audit_write("operator", &r->peer, r->line, "OK", gen, before, NULL);
+    persist_sync_audit();
+    control_save_state();
+    log_info("backend %s/%s deleted", p->name, r->cmd.backend);
+    reply_change(r, gen, NULL);
+}
+
+/* --- replace: add new, wait READY, drain old, wait DRAINED, delete old ----------------- */
+
+struct replace_job {
+    struct ctl_req *r; /* the operator's command: progress lines, then the reply */
+    char pool[CMD_NAME_MAX], old[CMD_NAME_MAX], new[CMD_NAME_MAX], addr[80], group[CMD_NAME_MAX];
+    int weight;
+    int64_t timeout_ms;
+    uint64_t start_us;
+    int step;
+};
+
+enum { RS_ADD = 1, RS_DRAIN, RS_DEL_OLD, RS_MAINT_NEW, RS_DEL_NEW };
+
+static void replace_step(struct ctl_req *ir, const char *reply, bool ok);
+
+static void progress(struct replace_job *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void progress(struct replace_job *j, const char *fmt, ...)
+{
+    char line[300];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    log_info("replace %s/%s: %s", j->pool, j->old, line);
+    if (j->r->done && j->r->progress)
+        j->r->progress(j->r, line);
+}
+
+static void replace_end(struct replace_job *j, const char *result, bool ok)
+{
+    audit_write("operator", &j->r->peer, j->r->line, result, ctl.model->generation, NULL, NULL);
+    persist_sync_audit();
+    finish(j->r, result, ok);
+    free(j);
+}
+
+/* One step of the replace, as an ordinary (queued, audited) change. */
+static void submit(struct replace_job *j, int step, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void submit(struct replace_job *j, int step, const char *fmt, ...)
+{
+    struct ctl_req *ir = veer_calloc(1, sizeof(*ir));
+    char err[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(ir->line, sizeof(ir->line), fmt, ap);
+    va_end(ap);
+    j->step = step;
+    ir->peer = j->r->peer;
+    ir->t_read_us = veer_now_us();
+    ir->done = replace_step;
+    ir->arg = j;
+    if (cmd_parse(ir->line, &ir->cmd, err, sizeof(err)) < 0) {
+        char line[300];
+
+        snprintf(line, sizeof(line), "ERR internal: %s", err);
+        free(ir);
+        replace_end(j, line, false);
+        return;
+    }
+    control_execute(ir);
+}
+
+static struct backend *job_backend(const struct replace_job *j, const char *name)
+{
+    int pi = model_find_pool(ctl.model, j->pool), bi;
+
+    if (pi < 0 || (bi = model_find_backend(&ctl.model->pools[pi], name)) < 0)
+        return NULL;
+    return ctl.model->pools[pi].b[bi].be;
+}
+
+static void replace_drained(struct waiter *w, bool ok)
+{
+    struct replace_job *j = w->arg;
+    char line[300];
+
+    if (!ok) {
+        snprintf(line, sizeof(line), "ERR timeout active=%u: %s still draining, %s serving",
+                 backend_active(w->be), j->old, j->new);
+        replace_end(j, line, false);
+        return;
+    }
+    progress(j, "%s DRAINED after %.1f ms", j->old, (double)(veer_now_us() - w->start_us) / 1000.0);
+    submit(j, RS_DEL_OLD, "del backend %s %s", j->pool, j->old);
+}
+
+static void replace_ready(struct waiter *w, bool ok)
+{
+    struct replace_job *j = w->arg;
+
+    if (!ok) {
+        progress(j, "%s did not become READY within %lld ms; removing it, %s keeps serving", j->new,
+                 (long long)j->timeout_ms, j->old);
+        submit(j, RS_MAINT_NEW, "set state %s/%s maint", j->pool, j->new);
+        return;
+    }
+    progress(j, "%s READY after %.1f ms", j->new, (double)(veer_now_us() - w->start_us) / 1000.0);
+    submit(j, RS_DRAIN, "drain %s/%s", j->pool, j->old);
+}
+
+static bool backend_is(const struct replace_job *j, const char *name, enum backend_state st)
+{
+    int pi = model_find_pool(ctl.model, j->pool), bi;
+
+    if (pi < 0 || (bi = model_find_backend(&ctl.model->pools[pi], name)) < 0)
+        return false;
+    return model_state(&ctl.model->pools[pi], (uint32_t)bi) == st;
+}
+
+/* A step finished: go on, or stop with the step's error. */
+static void replace_step(struct ctl_req *ir, const char *reply, bool ok)
+{
+    struct replace_job *j = ir->arg;
+    char line[400];
+    size_t n = strcspn(reply, "\n");
+
+    if (!ok) {
+        snprintf(line, sizeof(line), "%.*s (step: %.200s)", (int)(n > 150 ? 150 : n), reply,
+                 ir->line);
+        replace_end(j, line, false);
+        return;
+    }
+    switch (j->step) {
+    case RS_ADD:
+        progress(j, "added %s %s to group %s", j->new, j->addr, j->group);
+        if (backend_is(j, j->new, BE_READY))
+            replace_ready(&(struct waiter){.arg = j, .be = NULL, .start_us = veer_now_us()}, true);
+        else
+            wait_backend(job_backend(j, j->new), WAIT_READY, j->timeout_ms, replace_ready, j);
+        return;
+    case RS_DRAIN:
+        progress(j, "draining %s (%u in flight)", j->old, backend_active(job_backend(j, j->old)));
+        if (backend_is(j, j->old, BE_DRAINED))
+            replace_drained(&(struct waiter){.arg = j, .be = NULL, .start_us = veer_now_us()},
+                            true);
+        else
+            wait_backend(job_backend(j, j->old), WAIT_DRAINED, j->timeout_ms, replace_drained, j);
+        return;
+    case RS_DEL_OLD:
+        progress(j, "deleted %s", j->old);
+        snprintf(line, sizeof(line), "OK gen=%llu replaced=%s with=%s total_ms=%.1f",
+                 (unsigned long long)ctl.model->generation, j->old, j->new,
+                 (double)(veer_now_us() - j->start_us) / 1000.0);
+        replace_end(j, line, true);
+        return;
+    case RS_MAINT_NEW:
+        submit(j, RS_DEL_NEW, "del backend %s %s", j->pool, j->new);
+        return;
+    case RS_DEL_NEW:
+        snprintf(line, sizeof(line), "ERR %s did not become ready within %lld ms; %s left serving",
+                 j->new, (long long)j->timeout_ms, j->old);
+        replace_end(j, line, false);
+        return;
+    }
+}
+
+/* replace P OLD NEWNAME NEWADDR [--timeout T]: one command for a rolling step. */
+static void replace_start(struct ctl_req *r)
+{
+    struct replace_job *j;
+    const struct rt_pool *p;
+    int pi = find_pool(r), bi;
+
+    if (pi < 0)
+        return;
+    p = &ctl.model->pools[pi];
+    if ((bi = find_backend(r, p)) < 0)
+        return;
+    if (model_find_backend(p, r->cmd.backend2) >= 0) {
+        refuse(r, "backend %s already exists in pool %s", r->cmd.backend2, p->name);
+        return;
+    }
+    j = veer_calloc(1, sizeof(*j));
+    j->r = r;
+    snprintf(j->pool, sizeof(j->pool), "%s", p->name);
+    snprintf(j->old, sizeof(j->old), "%s", r->cmd.backend);
+    snprintf(j->new, sizeof(j->new), "%s", r->cmd.backend2);
+    snprintf(j->addr, sizeof(j->addr), "%s", r->cmd.addr);
+    snprintf(j->group, sizeof(j->group), "%s", p->g[p->b[bi].group].name);
+    j->weight = p->b[bi].weight;
+    j->timeout_ms = r->cmd.timeout_ms > 0 ? r->cmd.timeout_ms : ctl.conf->timeouts.drain_ms;
+    j->start_us = veer_now_us();
+    r->job = j;
+    submit(j, RS_ADD, "add backend %s %s %s weight %d group %s", j->pool, j->new, j->addr,
+           j->weight, j->group);
+}
+
+/* --- periodic work -------------------------------------------------------------------- */
+
+/*
+ * Every 100 ms: free snapshots and deleted backends nobody holds, and
+ * catch a drain whose last request ended while a worker had not yet moved
+ * to the snapshot without it (the normal path is the workers' report).
+ */
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    routing_reclaim();
+    reclaim_backends();
+    for (uint32_t i = 0; i < ctl.model->npools; i++) {
+        struct rt_pool *p = &ctl.model->pools[i];
+
+        for (uint32_t k = 0; k < p->nb; k++)
+            if (p->b[k].admin == ADMIN_DRAIN && !p->b[k].drained)
+                check_drained(p, k);
     }
 }
 
@@ -786,11 +1414,17 @@ void control_execute(struct ctl_req *r)
     case CMD_AUDIT_VERIFY:
         audit_verify_cmd(r);
         return;
+    case CMD_REPLACE:
+        replace_start(r);
+        return;
     case CMD_SET_WEIGHT:
     case CMD_SET_STATE:
     case CMD_SHIFT:
     case CMD_SWAP:
     case CMD_ROLLBACK:
+    case CMD_DRAIN:
+    case CMD_ADD_BACKEND:
+    case CMD_DEL_BACKEND:
         if (ctl.queue_tail)
             ctl.queue_tail->next = r;
         else
@@ -814,6 +1448,8 @@ void control_cancel(struct ctl_req *r)
 int control_init(struct event_base *base, const struct veer_conf *conf, struct model *m,
                  struct worker **workers, unsigned nworkers)
 {
+    struct timeval tick_tv = {0, 100 * 1000};
+
     ctl.base = base;
     ctl.conf = conf;
     ctl.model = m;
@@ -828,11 +1464,24 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
     }
     ctl.mq_ev = event_new(base, ctl.mq_fd, EV_READ | EV_PERSIST, mq_cb, NULL);
     event_add(ctl.mq_ev, NULL);
+    ctl.tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
+    event_add(ctl.tick, &tick_tv);
+    health_init(base, on_health);
+    for (uint32_t i = 0; i < m->npools; i++)
+        if (m->pools[i].conf->has_health)
+            for (uint32_t k = 0; k < m->pools[i].nb; k++)
+                health_watch(m->pools[i].b[k].be, &m->pools[i].conf->health);
     return VEER_OK;
 }
 
 void control_shutdown(void)
 {
+    health_shutdown();
+    if (ctl.tick)
+        event_free(ctl.tick);
+    ctl.tick = NULL;
+    while (ctl.waiters)
+        waiter_done(ctl.waiters, false);
     while (ctl.queue_head) {
         struct ctl_req *r = ctl.queue_head;
 
@@ -868,4 +1517,10 @@ void control_shutdown(void)
         ctl.history = NULL;
     }
     pthread_mutex_destroy(&ctl.mq_lock);
+    while (ctl.retired) {
+        struct backend *be = ctl.retired;
+
+        ctl.retired = be->retired_next;
+        backend_destroy(be);
+    }
 }

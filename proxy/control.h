@@ -23,6 +23,7 @@ struct worker;
 /* Messages from workers to the control thread. */
 enum cmsg_type {
     CMSG_WARM_DONE = 0, /* a worker finished warming for a ticket */
+    CMSG_BACKEND_IDLE,  /* a draining backend has nothing left on a worker */
 };
 
 struct cmsg {
@@ -30,7 +31,11 @@ struct cmsg {
     enum cmsg_type type;
     unsigned worker;
     uint64_t ticket;
+    struct backend *be;
 };
+
+/* A worker saw a draining backend go idle on its side: let the control thread check. */
+void control_backend_idle(unsigned worker, struct backend *be);
 
 /* Post a message to the control thread (any thread; takes ownership). */
 void control_post(struct cmsg *m);
@@ -46,6 +51,8 @@ struct ctl_req {
     struct audit_peer peer;
     uint64_t t_read_us;
     void (*done)(struct ctl_req *r, const char *reply, bool ok);
+    /* Optional: a line of progress before the reply (replace). */
+    void (*progress)(struct ctl_req *r, const char *line);
     void *arg;
 
     /* control.c private */
@@ -55,6 +62,8 @@ struct ctl_req {
     unsigned warm_pending;
     uint64_t t_warm_us;
     struct event *warm_timer;
+    char line_ok[200]; /* an OK held back until a wait ends (drain --wait) */
+    struct replace_job *job;
 };
 
 /* Set up the control plane on the control thread's base. */

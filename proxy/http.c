@@ -753,7 +753,8 @@ size_t http_build_request(const struct http_msg *req, const char *head,
         if (!req->hdr[i].drop)
             o = put_header(o, head, &req->hdr[i]);
     o = put_list(o, req, head, req->xff, "X-Forwarded-For", fi->client_ip);
-    o = fi->tls ? PUT_LIT(o, "X-Forwarded-Proto: https\r\n") : PUT_LIT(o, "X-Forwarded-Proto: http\r\n");
+    o = fi->tls ? PUT_LIT(o, "X-Forwarded-Proto: https\r\n")
+                : PUT_LIT(o, "X-Forwarded-Proto: http\r\n");
     o = put_list(o, req, head, req->via, "Via", req->minor ? VIA_TOKEN : "1.0 veer");
     if (req->flags & HF_UPGRADE)
         o = PUT_LIT(o, "Connection: upgrade\r\n");
@@ -870,8 +871,8 @@ static const char *error_slug(int status)
     }
 }
 
-size_t http_error_response(int status, const char *detail, bool close, const char *extra,
-                           char *out, size_t outlen)
+size_t http_error_response(int status, const char *detail, bool close, const char *extra, char *out,
+                           size_t outlen)
 {
     char body[256], safe[160];
     int blen, n;

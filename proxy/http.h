@@ -73,9 +73,9 @@ enum http_result {
 struct http_msg {
     llhttp_t parser;
     const struct http_limits *limits;
-    const char *base; /* head's first byte, valid during http_parse() only */
-    uint32_t head_len;  /* bytes of the head so far; final once phase > HEAD */
-    uint32_t line_len;  /* request/status line, CRLF included, once known */
+    const char *base;  /* head's first byte, valid during http_parse() only */
+    uint32_t head_len; /* bytes of the head so far; final once phase > HEAD */
+    uint32_t line_len; /* request/status line, CRLF included, once known */
     enum http_phase phase;
     uint32_t flags;
     uint16_t err_status; /* 400, 413, 414, 431, 501, 505 ... */
@@ -163,8 +163,8 @@ size_t http_build_response(const struct http_msg *res, const char *head, bool cl
  * written to out (at most outlen). `close` adds Connection: close;
  * `extra` (may be NULL) is inserted verbatim as extra header lines.
  */
-size_t http_error_response(int status, const char *detail, bool close, const char *extra,
-                           char *out, size_t outlen);
+size_t http_error_response(int status, const char *detail, bool close, const char *extra, char *out,
+                           size_t outlen);
 
 const char *http_reason(int status);
 

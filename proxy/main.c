@@ -29,7 +29,7 @@ struct lifecycle {
     unsigned nworkers;
     unsigned signals; /* shutdown signals received */
     uint64_t shutdown_start_us;
-    struct event *sigterm, *sigint, *sighup, *sigusr1, *sigusr2, *reclaim, *watch;
+    struct event *sigterm, *sigint, *sighup, *sigusr1, *sigusr2, *watch;
     bool aborted;
 };
 
@@ -112,11 +112,6 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     }
 }
 
-static void reclaim_cb(evutil_socket_t fd, short what, void *arg)
-{
-    routing_reclaim();
-}
-
 /*
  * The control loop ends when every worker has left its loop. Workers exit
  * only on shutdown, so this is polled on a short timer only then.
@@ -153,7 +148,7 @@ static int run(struct lifecycle *c)
     char err[512];
     int *fds;
     unsigned n = (unsigned)c->conf->workers;
-    struct timeval reclaim_tv = {0, 100 * 1000}, watch_tv = {0, 5 * 1000};
+    struct timeval watch_tv = {0, 5 * 1000};
     uint64_t t0 = veer_now_us();
 
     raise_nofile(c->conf);
@@ -187,14 +182,12 @@ static int run(struct lifecycle *c)
     c->sighup = evsignal_new(c->base, SIGHUP, signal_cb, c);
     c->sigusr1 = evsignal_new(c->base, SIGUSR1, signal_cb, c);
     c->sigusr2 = evsignal_new(c->base, SIGUSR2, signal_cb, c);
-    c->reclaim = event_new(c->base, -1, EV_PERSIST, reclaim_cb, c);
     c->watch = event_new(c->base, -1, EV_PERSIST, watch_cb, c);
     event_add(c->sigterm, NULL);
     event_add(c->sigint, NULL);
     event_add(c->sighup, NULL);
     event_add(c->sigusr1, NULL);
     event_add(c->sigusr2, NULL);
-    event_add(c->reclaim, &reclaim_tv);
     event_add(c->watch, &watch_tv);
     for (unsigned i = 0; i < n; i++) {
         if (worker_start(c->workers[i]) != VEER_OK) {
@@ -232,7 +225,6 @@ static void cleanup(struct lifecycle *c)
         event_free(c->sighup);
         event_free(c->sigusr1);
         event_free(c->sigusr2);
-        event_free(c->reclaim);
         event_free(c->watch);
         event_base_free(c->base);
     }

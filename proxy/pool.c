@@ -90,7 +90,7 @@ static struct backend *backend_new(const char *name, const struct conf_addr *add
     return be;
 }
 
-static void backend_free(struct backend *be)
+void backend_destroy(struct backend *be)
 {
     if (be == NULL)
         return;
@@ -181,6 +181,8 @@ struct model *model_from_conf(const struct veer_conf *conf)
             const struct conf_backend *cb = &cp->backends[j];
 
             p->b[j].be = backend_new(cb->name, &cb->addr);
+            p->b[j].be->pool = (int)i;
+            p->b[j].be->index = j;
             p->b[j].weight = cb->weight;
             p->b[j].group = group_index(p, cb->group);
             p->b[j].admin = ADMIN_READY;
@@ -202,7 +204,7 @@ void model_free(struct model *m)
         struct rt_pool *p = &m->pools[i];
 
         for (uint32_t j = 0; j < p->nb; j++)
-            backend_free(p->b[j].be);
+            backend_destroy(p->b[j].be);
         for (uint32_t g = 0; g < p->ng; g++)
             free(p->g[g].name);
         free(p->b);
@@ -211,6 +213,39 @@ void model_free(struct model *m)
     }
     free(m->pools);
     free(m);
+}
+
+uint32_t model_add_backend(struct model *m, int pi, const char *name, const struct conf_addr *addr,
+                           int weight, const char *group)
+{
+    struct rt_pool *p = &m->pools[pi];
+    struct rt_backend *b;
+    uint32_t g = group_index(p, group);
+
+    p->b = veer_realloc(p->b, (p->nb + 1) * sizeof(*p->b));
+    b = &p->b[p->nb];
+    memset(b, 0, sizeof(*b));
+    b->be = backend_new(name, addr);
+    b->be->pool = pi;
+    b->be->index = p->nb;
+    b->weight = weight;
+    b->group = g;
+    b->admin = ADMIN_READY;
+    b->health = p->conf->has_health ? HEALTH_PENDING : HEALTH_READY;
+    return p->nb++;
+}
+
+struct backend *model_del_backend(struct model *m, int pi, uint32_t i)
+{
+    struct rt_pool *p = &m->pools[pi];
+    struct backend *be = p->b[i].be;
+
+    memmove(&p->b[i], &p->b[i + 1], (p->nb - i - 1) * sizeof(*p->b));
+    p->nb--;
+    for (uint32_t j = i; j < p->nb; j++)
+        p->b[j].be->index = j;
+    be->pool = -1;
+    return be;
 }
 
 int model_find_pool(const struct model *m, const char *name)
@@ -400,10 +435,9 @@ void routing_announce(unsigned idx, uint64_t gen)
     atomic_store_explicit(&readers[idx].seen, gen, memory_order_release);
 }
 
-void routing_reclaim(void)
+uint64_t routing_min_seen(void)
 {
     uint64_t min_seen = UINT64_MAX;
-    struct routing **pp = &retired;
 
     for (unsigned i = 0; i < nreaders; i++) {
         uint64_t s = atomic_load_explicit(&readers[i].seen, memory_order_acquire);
@@ -411,6 +445,14 @@ void routing_reclaim(void)
         if (s < min_seen)
             min_seen = s;
     }
+    return min_seen;
+}
+
+void routing_reclaim(void)
+{
+    uint64_t min_seen = routing_min_seen();
+    struct routing **pp = &retired;
+
     while (*pp) {
         struct routing *r = *pp;
 

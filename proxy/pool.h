@@ -69,6 +69,16 @@ struct backend {
     char *name;
     struct conf_addr addr;
     struct backend_wstat *ws; /* one per worker */
+    /* Set by the control thread when draining: workers stop pooling its connections. */
+    _Atomic bool draining;
+
+    /* Control thread only. */
+    int pool;             /* index of its pool in the model, -1 once deleted */
+    uint32_t index;       /* its index in the pool's backends */
+    unsigned hc_pass;     /* consecutive passing readiness checks */
+    unsigned hc_fail;     /* consecutive failing readiness checks */
+    uint64_t retired_gen; /* deleted at this generation (reclaimed after) */
+    struct backend *retired_next;
 };
 
 /* Number of workers the per-worker tables are sized for (set before any model). */
@@ -115,7 +125,10 @@ struct rt_backend {
     uint32_t group;
     enum admin_state admin;
     enum health_state health;
-    bool drained; /* admin is DRAIN and nothing is left in flight */
+    bool drained;            /* admin is DRAIN and nothing is left in flight */
+    uint64_t drain_start_us; /* when the drain began */
+    uint64_t drain_gen;      /* generation that took it out of rotation */
+    uint32_t drain_inflight; /* requests in flight when it began */
 };
 
 struct rt_group {
@@ -159,6 +172,22 @@ bool model_eligible(const struct rt_pool *p, uint32_t i);
 /* The state operators see: admin decisions first, then health. */
 enum backend_state model_state(const struct rt_pool *p, uint32_t i);
 
+/*
+ * Add a backend to pool pi: PENDING when the pool has health checks, READY
+ * otherwise; a new group starts with a 0% share. Returns its index.
+ */
+uint32_t model_add_backend(struct model *m, int pi, const char *name, const struct conf_addr *addr,
+                           int weight, const char *group);
+
+/*
+ * Remove backend i of pool pi from the model. The backend object itself is
+ * returned for the caller to retire (workers may still hold it).
+ */
+struct backend *model_del_backend(struct model *m, int pi, uint32_t i);
+
+/* Free a backend object (after it was retired and nothing holds it). */
+void backend_destroy(struct backend *be);
+
 /* Index of a backend / group of pool p by name, or -1. */
 int model_find_backend(const struct rt_pool *p, const char *name);
 int model_find_group(const struct rt_pool *p, const char *name);
@@ -190,6 +219,9 @@ static inline struct routing *routing_current(void)
 
 /* Worker `idx` announces it holds no snapshot older than generation gen. */
 void routing_announce(unsigned idx, uint64_t gen);
+
+/* The oldest generation a worker may still hold. Control thread. */
+uint64_t routing_min_seen(void);
 
 /* Free retired snapshots that no worker can still hold. Control thread. */
 void routing_reclaim(void);

@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 struct sbuf {
-    char *s;    /* always NUL-terminated (empty string when len is 0) */
+    char *s; /* always NUL-terminated (empty string when len is 0) */
     size_t len;
     size_t cap;
 };

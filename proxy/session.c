@@ -9,6 +9,7 @@
  * requests, so a burst of them never recurses.
  */
 #include "session.h"
+#include "control.h"
 #include "upstream.h"
 #include "veer.h"
 #include "worker.h"
@@ -106,6 +107,11 @@ static void txn_free(struct txn *t, bool upstream_reusable)
         backend_wstat_add(&ws->active, -1);
         if (t->res_done)
             ewma_update(&ws->ewma_us, veer_now_us() - t->start_us);
+        /* Pairs with the control thread's store of `draining`: one of us sees the other. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&t->be->draining, memory_order_relaxed) &&
+            atomic_load_explicit(&ws->active, memory_order_relaxed) == 0)
+            control_backend_idle(w->idx, t->be);
     }
     if (t->up)
         upstream_release(t->up, upstream_reusable);

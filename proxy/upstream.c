@@ -184,7 +184,9 @@ void upstream_release(struct upstream *up, bool reusable)
     up->reused = false;
     up->nreq++;
     event_del(&up->wev);
-    if (!reusable || up->dead || w->shutting_down) {
+    if (!reusable || up->dead || w->shutting_down ||
+        atomic_load_explicit(&up->be->draining, memory_order_relaxed) ||
+        atomic_load_explicit(&up->counted->draining, memory_order_relaxed)) {
         upstream_close(up);
         return;
     }
@@ -278,6 +280,10 @@ void upstream_close(struct upstream *up)
     up->dead = true;
     w->nupstreams--;
     backend_wstat_add(&up->counted->ws[w->idx].conns, -1);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&up->counted->draining, memory_order_relaxed) &&
+        atomic_load_explicit(&up->counted->ws[w->idx].conns, memory_order_relaxed) == 0)
+        control_backend_idle(w->idx, up->counted);
     up->next = w->dead_upstreams;
     w->dead_upstreams = up;
 }

@@ -65,9 +65,9 @@ static int write_all(int fd, const char *p, size_t n)
 int main(int argc, char **argv)
 {
     const char *path = getenv("VEER_SOCKET");
-    char *line = NULL, buf[65536];
-    size_t len = 0, total = 0;
-    int i = 1, fd, rc = 0, first = 1;
+    char *line = NULL, buf[65536], last[8] = "";
+    size_t len = 0, total = 0, col = 0;
+    int i = 1, fd, rc = 0;
     ssize_t n;
 
     if (path == NULL || *path == '\0')
@@ -120,9 +120,17 @@ int main(int argc, char **argv)
             close(fd);
             return 2;
         }
-        if (first && n >= 3 && strncmp(buf, "ERR", 3) == 0)
-            rc = 1;
-        first = 0;
+        /* The status is the last non-empty line (progress lines may come first). */
+        for (ssize_t k = 0; k < n; k++) {
+            if (buf[k] == '\n') {
+                if (col)
+                    rc = strncmp(last, "ERR", 3) == 0;
+                col = 0;
+            } else if (col < sizeof(last) - 1) {
+                last[col++] = buf[k];
+                last[col] = '\0';
+            }
+        }
         total += (size_t)n;
         if (write_all(STDOUT_FILENO, buf, (size_t)n) < 0)
             break;

@@ -209,6 +209,34 @@ void wmsg_free(struct wmsg *m)
     free(m);
 }
 
+/* Close idle connections opened for be or last used by it. */
+static void close_idle_of(struct worker *w, struct backend *be)
+{
+    struct upstream *up, *next;
+
+    if (be->addr_id >= w->nidle)
+        return;
+    for (up = w->idle[be->addr_id].head; up; up = next) {
+        next = up->next;
+        if (up->counted == be || up->be == be) {
+            worker_idle_remove(w, up);
+            upstream_close(up);
+        }
+    }
+}
+
+/* Cut every session whose request is on be (drain --force). */
+static void abort_backend(struct worker *w, struct backend *be)
+{
+    struct session *s, *next;
+
+    for (s = w->sessions; s; s = next) {
+        next = s->next;
+        if (s->txn && s->txn->be == be)
+            session_close(s);
+    }
+}
+
 /* Take the queued messages (oldest first) and act on them. */
 static void run_messages(struct worker *w)
 {
@@ -230,6 +258,14 @@ static void run_messages(struct worker *w)
         switch (m->type) {
         case WMSG_WARM:
             upstream_warm(w, m->ticket, m->be, m->n);
+            break;
+        case WMSG_CLOSE_IDLE:
+            for (unsigned i = 0; i < m->n; i++)
+                close_idle_of(w, m->be[i]);
+            break;
+        case WMSG_ABORT_BACKEND:
+            for (unsigned i = 0; i < m->n; i++)
+                abort_backend(w, m->be[i]);
             break;
         }
         wmsg_free(m);
@@ -254,9 +290,10 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
         log_warn("worker %u: eventfd read: %s", w->idx, strerror(errno));
     cmd = atomic_exchange_explicit(&w->cmd, 0, memory_order_acq_rel);
-    run_messages(w);
+    /* Switch snapshots first: what the messages report is then about the new one. */
     if (cmd & WCMD_REFRESH)
         worker_lb(w, -1);
+    run_messages(w);
     if (cmd & WCMD_SHUTDOWN)
         begin_shutdown(w);
     if (cmd & WCMD_ABORT) {

@@ -40,7 +40,9 @@ struct idle_list {
 
 /* Messages from the control thread (queued, unlike the command bits). */
 enum wmsg_type {
-    WMSG_WARM = 0, /* open idle connections to these backends, then report the ticket */
+    WMSG_WARM = 0,      /* open idle connections to these backends, then report the ticket */
+    WMSG_CLOSE_IDLE,    /* close idle connections to these backends (drain, delete) */
+    WMSG_ABORT_BACKEND, /* close the sessions with a request on these backends (drain --force) */
 };
 
 struct wmsg {

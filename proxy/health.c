@@ -1,0 +1,256 @@
+/*
+ * health.c - active readiness checks on the control thread. See health.h.
+ *
+ * One check at a time per backend: non-blocking connect, one write of the
+ * request, read until the status line is in, close. Every step shares one
+ * deadline (timeout_ms from the start of the check). Nothing here blocks.
+ */
+#include "health.h"
+#include "veer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct hcheck {
+    struct backend *be;
+    struct conf_health hc;
+    struct event *timer; /* next check */
+    struct event *io;    /* the check in progress */
+    int fd;
+    bool connected;
+    char buf[128];
+    size_t len;
+    uint64_t started_us;
+    struct hcheck *next;
+};
+
+static struct {
+    struct event_base *base;
+    health_cb cb;
+    struct hcheck *checks;
+    uint64_t rng;
+} hs;
+
+static uint64_t rnd(void)
+{
+    uint64_t x = hs.rng ? hs.rng : (veer_now_us() | 1);
+
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return hs.rng = x;
+}
+
+static void schedule(struct hcheck *c, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    evtimer_add(c->timer, &tv);
+}
+
+/* interval_ms +/- 10%, so checks of many backends spread out. */
+static int jittered(const struct hcheck *c)
+{
+    int spread = c->hc.interval_ms / 10;
+
+    return c->hc.interval_ms - spread + (spread ? (int)(rnd() % (uint64_t)(2 * spread + 1)) : 0);
+}
+
+static void end_check(struct hcheck *c, bool ok, const char *why)
+{
+    uint64_t took = veer_now_us() - c->started_us;
+
+    if (c->io) {
+        event_free(c->io);
+        c->io = NULL;
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    schedule(c, jittered(c));
+    hs.cb(c->be, ok, took, why);
+}
+
+/* Remaining time of the check, for the next wait. */
+static struct timeval remaining(const struct hcheck *c)
+{
+    uint64_t end = c->started_us + (uint64_t)c->hc.timeout_ms * 1000, now = veer_now_us();
+    uint64_t left = end > now ? end - now : 1;
+
+    return (struct timeval){(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
+}
+
+static void io_cb(evutil_socket_t fd, short what, void *arg);
+
+static void wait_io(struct hcheck *c, short what)
+{
+    struct timeval tv = remaining(c);
+
+    if (c->io)
+        event_free(c->io);
+    c->io = event_new(hs.base, c->fd, what, io_cb, c);
+    event_add(c->io, &tv);
+}
+
+static void send_request(struct hcheck *c)
+{
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: veer-health\r\n"
+                     "Connection: close\r\n\r\n",
+                     c->hc.path, c->be->addr.text);
+
+    if (n < 0 || send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+        end_check(c, false, "cannot send the request");
+        return;
+    }
+    wait_io(c, EV_READ);
+}
+
+/* Judge the status line: "HTTP/1.x 2xx" passes. */
+static void judge(struct hcheck *c)
+{
+    char why[96];
+    int status;
+
+    if (c->len < 12 || memcmp(c->buf, "HTTP/1.", 7) != 0 ||
+        sscanf(c->buf + 9, "%3d", &status) != 1) {
+        end_check(c, false, "malformed response");
+        return;
+    }
+    if (status >= 200 && status < 300) {
+        end_check(c, true, NULL);
+        return;
+    }
+    snprintf(why, sizeof(why), "status %d", status);
+    end_check(c, false, why);
+}
+
+static void io_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct hcheck *c = arg;
+    char why[96];
+    ssize_t n;
+
+    if (what & EV_TIMEOUT) {
+        end_check(c, false, c->connected ? "timeout waiting for the response" : "connect timeout");
+        return;
+    }
+    if (!c->connected) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err) {
+            snprintf(why, sizeof(why), "connect: %s", strerror(err));
+            end_check(c, false, why);
+            return;
+        }
+        c->connected = true;
+        send_request(c);
+        return;
+    }
+    n = recv(fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        wait_io(c, EV_READ);
+        return;
+    }
+    if (n <= 0) {
+        if (c->len)
+            judge(c);
+        else
+            end_check(c, false, n == 0 ? "closed without a response" : strerror(errno));
+        return;
+    }
+    c->len += (size_t)n;
+    c->buf[c->len] = '\0';
+    if (memchr(c->buf, '\n', c->len) || c->len == sizeof(c->buf) - 1)
+        judge(c);
+    else
+        wait_io(c, EV_READ);
+}
+
+static void start_check(evutil_socket_t fd0, short what, void *arg)
+{
+    struct hcheck *c = arg;
+    const struct conf_addr *a = &c->be->addr;
+    char why[96];
+
+    c->started_us = veer_now_us();
+    c->connected = false;
+    c->len = 0;
+    c->fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        snprintf(why, sizeof(why), "socket: %s", strerror(errno));
+        end_check(c, false, why);
+        return;
+    }
+    if (connect(c->fd, (const struct sockaddr *)&a->ss, a->len) == 0) {
+        c->connected = true;
+        send_request(c);
+        return;
+    }
+    if (errno != EINPROGRESS) {
+        snprintf(why, sizeof(why), "connect: %s", strerror(errno));
+        end_check(c, false, why);
+        return;
+    }
+    wait_io(c, EV_WRITE);
+}
+
+void health_init(struct event_base *base, health_cb cb)
+{
+    hs.base = base;
+    hs.cb = cb;
+}
+
+void health_watch(struct backend *be, const struct conf_health *hc)
+{
+    struct hcheck *c = veer_calloc(1, sizeof(*c));
+
+    c->be = be;
+    c->hc = *hc;
+    c->fd = -1;
+    c->timer = evtimer_new(hs.base, start_check, c);
+    c->next = hs.checks;
+    hs.checks = c;
+    /* First check soon, spread over a tenth of the interval. */
+    schedule(c, (int)(rnd() % (uint64_t)(hc->interval_ms / 10 + 1)));
+}
+
+static void check_free(struct hcheck *c)
+{
+    if (c->io)
+        event_free(c->io);
+    if (c->fd >= 0)
+        close(c->fd);
+    event_free(c->timer);
+    free(c);
+}
+
+void health_unwatch(struct backend *be)
+{
+    for (struct hcheck **pp = &hs.checks; *pp; pp = &(*pp)->next) {
+        if ((*pp)->be == be) {
+            struct hcheck *c = *pp;
+
+            *pp = c->next;
+            check_free(c);
+            return;
+        }
+    }
+}
+
+void health_shutdown(void)
+{
+    while (hs.checks) {
+        struct hcheck *c = hs.checks;
+
+        hs.checks = c->next;
+        check_free(c);
+    }
+}
