@@ -14,6 +14,7 @@
 #include "health.h"
 #include "sbuf.h"
 #include "state.h"
+#include "upstream.h"
 #include "veer.h"
 #include "worker.h"
 
@@ -80,6 +81,9 @@ static struct {
 } ctl = {.mq_fd = -1};
 
 static void backend_idle(struct backend *be);
+static void breaker_event(struct backend *be, bool ok);
+static void slow_start_begin(struct rt_pool *p, uint32_t i);
+static void slow_start_tick(void);
 static void sync_draining(struct rt_pool *p);
 static void drain_wait_cb(struct waiter *w, bool ok);
 static void wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms,
@@ -158,6 +162,17 @@ void control_post(struct cmsg *m)
         log_warn("control: eventfd write: %s", strerror(errno));
 }
 
+void control_breaker(unsigned worker, struct backend *be, bool ok)
+{
+    struct cmsg *m = veer_calloc(1, sizeof(*m));
+
+    m->type = CMSG_BREAKER;
+    m->worker = worker;
+    m->be = be;
+    m->ticket = ok;
+    control_post(m);
+}
+
 void control_backend_idle(unsigned worker, struct backend *be)
 {
     struct cmsg *m = veer_calloc(1, sizeof(*m));
@@ -196,6 +211,8 @@ static void mq_cb(evutil_socket_t fd, short what, void *arg)
             warm_done(m->ticket);
         else if (m->type == CMSG_BACKEND_IDLE)
             backend_idle(m->be);
+        else if (m->type == CMSG_BREAKER)
+            breaker_event(m->be, m->ticket != 0);
         free(m);
         m = next;
     }
@@ -308,6 +325,9 @@ static void edit_apply(struct rt_pool *p, const struct pool_edit *e)
     for (uint32_t i = 0; i < e->nb && i < p->nb; i++) {
         if (p->b[i].admin != e->admin[i])
             p->b[i].drained = false;
+        if (p->b[i].admin != ADMIN_READY && e->admin[i] == ADMIN_READY &&
+            p->b[i].health == HEALTH_READY)
+            slow_start_begin(p, i);
         p->b[i].weight = e->weight[i];
         p->b[i].admin = e->admin[i];
     }
@@ -444,7 +464,7 @@ static void commit(struct ctl_req *r, bool async)
         event_free(r->warm_timer);
         r->warm_timer = NULL;
     }
-    if (r->ticket)
+    if (r->warm_checked)
         warm_us = veer_now_us() - r->t_warm_us;
     edit_apply(p, r->edit);
     gen = control_publish();
@@ -458,7 +478,7 @@ static void commit(struct ctl_req *r, bool async)
     edit_diff(p, before, r->edit, &jb, &ja);
     sb_printf(&reply, "OK gen=%llu applied_us=%llu", (unsigned long long)gen,
               (unsigned long long)applied_us);
-    if (r->ticket)
+    if (r->warm_checked)
         sb_printf(&reply, " warm_us=%llu", (unsigned long long)warm_us);
     if (r->cmd.kind == CMD_DRAIN)
         drain_reply(r, p, &reply);
@@ -503,33 +523,37 @@ static void warm_timeout_cb(evutil_socket_t fd, short what, void *arg)
 static bool start_warm(struct ctl_req *r, const struct pool_edit *before)
 {
     const struct rt_pool *p = &ctl.model->pools[r->edit->pool];
-    struct backend **list = NULL;
-    unsigned n = 0;
+    struct backend **list = veer_malloc((p->nb ? p->nb : 1) * sizeof(*list));
     struct timeval tv = {0, WARM_DEADLINE_MS * 1000};
+    unsigned gaining = 0;
 
     for (uint32_t i = 0; i < p->nb; i++)
-        if (edit_eligible(p, r->edit, i) && !edit_eligible(p, before, i)) {
-            list = veer_realloc(list, (n + 1) * sizeof(*list));
-            list[n++] = p->b[i].be;
-        }
-    if (n == 0 || ctl.nworkers == 0) {
-        free(list);
-        return false;
-    }
-    r->ticket = ++ctl.next_ticket;
-    r->warm_pending = ctl.nworkers;
+        if (edit_eligible(p, r->edit, i) && !edit_eligible(p, before, i))
+            list[gaining++] = p->b[i].be;
+    r->warm_checked = gaining > 0;
     r->t_warm_us = veer_now_us();
-    for (unsigned w = 0; w < ctl.nworkers; w++) {
+    for (unsigned w = 0; w < ctl.nworkers && gaining; w++) {
         struct wmsg *m = veer_calloc(1, sizeof(*m));
 
+        /* Only what this worker lacks: connections kept from earlier traffic count. */
+        m->be = veer_malloc(gaining * sizeof(*m->be));
+        for (unsigned k = 0; k < gaining; k++)
+            if (atomic_load_explicit(&list[k]->ws[w].conns, memory_order_relaxed) < WARM_CONNS)
+                m->be[m->n++] = list[k];
+        if (m->n == 0) {
+            wmsg_free(m);
+            continue;
+        }
+        if (r->ticket == 0)
+            r->ticket = ++ctl.next_ticket;
         m->type = WMSG_WARM;
         m->ticket = r->ticket;
-        m->n = n;
-        m->be = veer_malloc(n * sizeof(*m->be));
-        memcpy(m->be, list, n * sizeof(*list));
+        r->warm_pending++;
         worker_send(ctl.workers[w], m);
     }
     free(list);
+    if (r->warm_pending == 0)
+        return false;
     r->warm_timer = evtimer_new(ctl.base, warm_timeout_cb, r);
     evtimer_add(r->warm_timer, &tv);
     return true;
@@ -851,6 +875,8 @@ static void health_transition(struct rt_pool *p, uint32_t i, enum health_state t
     uint64_t gen;
 
     b->health = to;
+    if (to == HEALTH_READY)
+        slow_start_begin(p, i);
     gen = control_publish();
     snprintf(line, sizeof(line), "health %s/%s", p->name, b->be->name);
     snprintf(before, sizeof(before), "{\"state\":\"%s\"}", health_name(from));
@@ -992,6 +1018,8 @@ static void del_backend(struct ctl_req *r, int pi)
              p->name, r->cmd.backend, p->b[bi].be->addr.text, p->b[bi].weight,
              backend_state_name(st));
     health_unwatch(p->b[bi].be);
+    if (p->b[bi].cooldown)
+        event_free(p->b[bi].cooldown);
     be = model_del_backend(ctl.model, pi, (uint32_t)bi);
     atomic_store(&be->draining, true);
     send_backends(WMSG_CLOSE_IDLE, &be, 1);
@@ -1209,6 +1237,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     routing_reclaim();
     reclaim_backends();
+    slow_start_tick();
     for (uint32_t i = 0; i < ctl.model->npools; i++) {
         struct rt_pool *p = &ctl.model->pools[i];
 
@@ -1216,6 +1245,145 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
             if (p->b[k].admin == ADMIN_DRAIN && !p->b[k].drained)
                 check_drained(p, k);
     }
+}
+
+/* --- passive health: circuit breaker, and slow start ---------------------------------- */
+
+/* Weight factor of a half-open backend: a trickle of trial requests. */
+#define HALF_OPEN_FACTOR 0.1
+/* Slow start begins at this fraction of the weight. */
+#define SLOW_START_FLOOR 0.1
+
+static void breaker_set(struct rt_pool *p, uint32_t i, enum breaker_state to, const char *why)
+{
+    struct rt_backend *b = &p->b[i];
+    char line[200], before[64], after[64];
+    enum breaker_state from = b->breaker;
+    uint64_t gen;
+
+    b->breaker = to;
+    atomic_store(&b->be->breaker, (int)to);
+    b->factor = to == BREAKER_HALF_OPEN ? HALF_OPEN_FACTOR : 1.0;
+    b->trial_ok = 0;
+    if (to == BREAKER_CLOSED && p->conf->slow_start_ms > 0)
+        slow_start_begin(p, i);
+    gen = control_publish();
+    snprintf(line, sizeof(line), "breaker %s/%s", p->name, b->be->name);
+    snprintf(before, sizeof(before), "{\"circuit\":\"%s\"}", breaker_state_name(from));
+    snprintf(after, sizeof(after), "{\"circuit\":\"%s\"}", breaker_state_name(to));
+    audit_write("breaker", NULL, line, "OK", gen, before, after);
+    persist_sync_audit();
+    log_write(to == BREAKER_OPEN ? LOG_WARN : LOG_INFO,
+              "backend %s/%s circuit %s -> %s: %s (gen %llu)", p->name, b->be->name,
+              breaker_state_name(from), breaker_state_name(to), why, (unsigned long long)gen);
+}
+
+static void cooldown_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct backend *be = arg;
+    struct rt_pool *p;
+
+    if (be->pool < 0)
+        return;
+    p = &ctl.model->pools[be->pool];
+    if (p->b[be->index].breaker == BREAKER_OPEN)
+        breaker_set(p, be->index, BREAKER_HALF_OPEN, "cooldown over, trial requests");
+}
+
+/*
+ * Open the circuit: the backend leaves rotation for the cooldown. Never
+ * more than max_ejection_percent of the pool's READY backends are ejected
+ * at once, so a failure that hits every backend cannot empty the pool.
+ */
+static void breaker_trip(struct rt_pool *p, uint32_t i, const char *why)
+{
+    const struct conf_breaker *cb = &p->conf->breaker;
+    struct rt_backend *b = &p->b[i];
+    unsigned ready = 0, open = 0;
+    struct timeval tv = {cb->cooldown_ms / 1000, (cb->cooldown_ms % 1000) * 1000};
+
+    for (uint32_t k = 0; k < p->nb; k++) {
+        if (p->b[k].health == HEALTH_READY && p->b[k].admin == ADMIN_READY)
+            ready++;
+        if (p->b[k].breaker == BREAKER_OPEN && k != i)
+            open++;
+    }
+    if (b->breaker != BREAKER_HALF_OPEN &&
+        (open + 1) * 100 > ready * (unsigned)cb->max_ejection_percent) {
+        log_warn("backend %s/%s failing (%s) but not ejected: max_ejection_percent %d of %u "
+                 "ready backends reached",
+                 p->name, b->be->name, why, cb->max_ejection_percent, ready);
+        return;
+    }
+    if (b->cooldown == NULL)
+        b->cooldown = evtimer_new(ctl.base, cooldown_cb, b->be);
+    evtimer_add(b->cooldown, &tv);
+    breaker_set(p, i, BREAKER_OPEN, why);
+}
+
+static void breaker_event(struct backend *be, bool ok)
+{
+    struct rt_pool *p;
+    struct rt_backend *b;
+    char why[96];
+
+    if (be->pool < 0)
+        return;
+    p = &ctl.model->pools[be->pool];
+    b = &p->b[be->index];
+    switch (b->breaker) {
+    case BREAKER_CLOSED:
+        if (!ok) {
+            snprintf(why, sizeof(why), "%d consecutive failures", p->conf->breaker.failures);
+            breaker_trip(p, be->index, why);
+        }
+        return;
+    case BREAKER_HALF_OPEN:
+        if (!ok)
+            breaker_trip(p, be->index, "trial request failed");
+        else if (++b->trial_ok >= (unsigned)p->conf->breaker.half_open_successes)
+            breaker_set(p, be->index, BREAKER_CLOSED, "trial requests succeeded");
+        return;
+    case BREAKER_OPEN:
+        return; /* reports of requests sent before it opened */
+    }
+}
+
+/* A backend just admitted ramps its weight from 10% to 100% over slow_start_ms. */
+static void slow_start_begin(struct rt_pool *p, uint32_t i)
+{
+    if (p->conf->slow_start_ms <= 0)
+        return;
+    p->b[i].factor = SLOW_START_FLOOR;
+    p->b[i].ready_since_us = veer_now_us();
+}
+
+/* Move every ramping backend along; one publish for all of them. */
+static void slow_start_tick(void)
+{
+    bool changed = false;
+    uint64_t now = veer_now_us();
+
+    for (uint32_t k = 0; k < ctl.model->npools; k++) {
+        struct rt_pool *p = &ctl.model->pools[k];
+        double span = (double)p->conf->slow_start_ms * 1000.0;
+
+        if (p->conf->slow_start_ms <= 0)
+            continue;
+        for (uint32_t i = 0; i < p->nb; i++) {
+            struct rt_backend *b = &p->b[i];
+            double f;
+
+            if (b->breaker != BREAKER_CLOSED || b->factor >= 1.0 || b->ready_since_us == 0)
+                continue;
+            f = SLOW_START_FLOOR +
+                (1.0 - SLOW_START_FLOOR) * (double)(now - b->ready_since_us) / span;
+            b->factor = f >= 1.0 ? 1.0 : f;
+            changed = true;
+        }
+    }
+    if (changed)
+        control_publish();
 }
 
 /* --- reading ---------------------------------------------------------------------- */
@@ -1477,6 +1645,12 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
 void control_shutdown(void)
 {
     health_shutdown();
+    for (uint32_t i = 0; ctl.model && i < ctl.model->npools; i++)
+        for (uint32_t k = 0; k < ctl.model->pools[i].nb; k++)
+            if (ctl.model->pools[i].b[k].cooldown) {
+                event_free(ctl.model->pools[i].b[k].cooldown);
+                ctl.model->pools[i].b[k].cooldown = NULL;
+            }
     if (ctl.tick)
         event_free(ctl.tick);
     ctl.tick = NULL;

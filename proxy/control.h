@@ -24,6 +24,7 @@ struct worker;
 enum cmsg_type {
     CMSG_WARM_DONE = 0, /* a worker finished warming for a ticket */
     CMSG_BACKEND_IDLE,  /* a draining backend has nothing left on a worker */
+    CMSG_BREAKER,       /* breaker report: ticket 1 = success, 0 = failure */
 };
 
 struct cmsg {
@@ -33,6 +34,9 @@ struct cmsg {
     uint64_t ticket;
     struct backend *be;
 };
+
+/* A worker's breaker report: a run of failures reached the threshold, or a half-open trial. */
+void control_breaker(unsigned worker, struct backend *be, bool ok);
 
 /* A worker saw a draining backend go idle on its side: let the control thread check. */
 void control_backend_idle(unsigned worker, struct backend *be);
@@ -61,6 +65,7 @@ struct ctl_req {
     uint64_t ticket;
     unsigned warm_pending;
     uint64_t t_warm_us;
+    bool warm_checked; /* some backend gains traffic: warm_us is reported */
     struct event *warm_timer;
     char line_ok[200]; /* an OK held back until a wait ends (drain --wait) */
     struct replace_job *job;

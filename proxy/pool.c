@@ -33,6 +33,13 @@ const char *admin_state_name(enum admin_state a)
     return (unsigned)a < ARRAY_SIZE(names) ? names[a] : "?";
 }
 
+const char *breaker_state_name(enum breaker_state b)
+{
+    static const char *const names[] = {"closed", "open", "half_open"};
+
+    return (unsigned)b < ARRAY_SIZE(names) ? names[b] : "?";
+}
+
 int admin_state_parse(const char *s)
 {
     if (strcmp(s, "ready") == 0)
@@ -186,6 +193,7 @@ struct model *model_from_conf(const struct veer_conf *conf)
             p->b[j].weight = cb->weight;
             p->b[j].group = group_index(p, cb->group);
             p->b[j].admin = ADMIN_READY;
+            p->b[j].factor = 1.0;
             p->b[j].health = cp->has_health ? HEALTH_PENDING : HEALTH_READY;
         }
         if (cp->has_shares)
@@ -231,6 +239,7 @@ uint32_t model_add_backend(struct model *m, int pi, const char *name, const stru
     b->weight = weight;
     b->group = g;
     b->admin = ADMIN_READY;
+    b->factor = 1.0;
     b->health = p->conf->has_health ? HEALTH_PENDING : HEALTH_READY;
     return p->nb++;
 }
@@ -283,7 +292,7 @@ bool model_eligible(const struct rt_pool *p, uint32_t i)
     const struct rt_backend *b = &p->b[i];
 
     return b->admin == ADMIN_READY && b->health == HEALTH_READY && b->weight > 0 &&
-           p->g[b->group].share > 0;
+           b->breaker != BREAKER_OPEN && p->g[b->group].share > 0;
 }
 
 int model_find_backend(const struct rt_pool *p, const char *name)
@@ -303,13 +312,25 @@ int model_find_group(const struct rt_pool *p, const char *name)
 }
 
 /* Sum of the weights of group g's eligible backends. */
+/*
+ * A backend's weight as routing uses it: the configured weight scaled by
+ * its factor (slow start ramp, half-open trial), in hundredths so a
+ * reduced weight keeps its precision; never 0 for an eligible backend.
+ */
+static int64_t routing_weight(const struct rt_backend *b)
+{
+    int64_t w = (int64_t)((double)b->weight * 100.0 * (b->factor > 0 ? b->factor : 1.0) + 0.5);
+
+    return w > 0 ? w : 1;
+}
+
 static int64_t group_weight(const struct rt_pool *p, uint32_t g)
 {
     int64_t sum = 0;
 
     for (uint32_t i = 0; i < p->nb; i++)
         if (p->b[i].group == g && model_eligible(p, i))
-            sum += p->b[i].weight;
+            sum += routing_weight(&p->b[i]);
     return sum;
 }
 
@@ -320,7 +341,7 @@ double model_effective_weight(const struct rt_pool *p, uint32_t i)
     if (!model_eligible(p, i))
         return 0;
     gw = group_weight(p, p->b[i].group);
-    return (double)p->g[p->b[i].group].share * p->b[i].weight / (double)gw;
+    return (double)p->g[p->b[i].group].share * (double)routing_weight(&p->b[i]) / (double)gw;
 }
 
 static uint64_t gcd64(uint64_t a, uint64_t b)
@@ -365,10 +386,11 @@ static void pool_weights(const struct rt_pool *p, struct snap_pool *sp)
         if (!model_eligible(p, i))
             continue;
         if (lcm)
-            w = (uint64_t)p->g[b->group].share * (uint64_t)b->weight *
+            w = (uint64_t)p->g[b->group].share * (uint64_t)routing_weight(b) *
                 (lcm / (uint64_t)gw[b->group]);
         else
-            w = (uint64_t)((double)p->g[b->group].share * b->weight * ROUNDED_SCALE /
+            w = (uint64_t)((double)p->g[b->group].share * (double)routing_weight(b) *
+                           ROUNDED_SCALE /
                            (double)gw[b->group]);
         if (w == 0)
             w = 1;

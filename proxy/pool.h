@@ -42,6 +42,15 @@ enum health_state {
     HEALTH_DOWN,
 };
 
+/* Passive health: the circuit breaker of a backend. */
+enum breaker_state {
+    BREAKER_CLOSED = 0, /* normal */
+    BREAKER_OPEN,       /* ejected for the cooldown */
+    BREAKER_HALF_OPEN,  /* trial requests at a tenth of its weight */
+};
+
+const char *breaker_state_name(enum breaker_state b); /* "closed", "open", "half_open" */
+
 const char *admin_state_name(enum admin_state a); /* "ready", "drain", "maint" */
 int admin_state_parse(const char *s);             /* -1 when unknown */
 
@@ -55,7 +64,9 @@ struct backend_wstat {
     _Atomic uint32_t active;  /* requests in flight */
     _Atomic uint32_t conns;   /* open upstream connections */
     _Atomic uint32_t ewma_us; /* response time, exponentially weighted (p2c) */
-    char pad[64 - 3 * sizeof(uint32_t)];
+    uint32_t fails;           /* consecutive failures seen by this worker (breaker) */
+    uint64_t first_fail_us;   /* start of that run of failures */
+    char pad[64 - 4 * sizeof(uint32_t) - sizeof(uint64_t)];
 };
 
 /*
@@ -71,6 +82,8 @@ struct backend {
     struct backend_wstat *ws; /* one per worker */
     /* Set by the control thread when draining: workers stop pooling its connections. */
     _Atomic bool draining;
+    /* The breaker state workers act on (half-open: report every outcome). */
+    _Atomic int breaker;
 
     /* Control thread only. */
     int pool;             /* index of its pool in the model, -1 once deleted */
@@ -126,6 +139,11 @@ struct rt_backend {
     enum admin_state admin;
     enum health_state health;
     bool drained;            /* admin is DRAIN and nothing is left in flight */
+    enum breaker_state breaker;
+    double factor;           /* weight multiplier: slow start, half-open trial (1 = none) */
+    uint64_t ready_since_us; /* slow start: when it was admitted */
+    unsigned trial_ok;       /* half-open: successes so far */
+    struct event *cooldown;  /* open: when to go half-open */
     uint64_t drain_start_us; /* when the drain began */
     uint64_t drain_gen;      /* generation that took it out of rotation */
     uint32_t drain_inflight; /* requests in flight when it began */

@@ -101,6 +101,8 @@ static void txn_free(struct txn *t, bool upstream_reusable)
 
     CHECK_OBJ(t, TXN_MAGIC);
     event_del(&t->cwev);
+    if (t->retry_armed)
+        event_del(&t->retry_ev);
     if (t->be) {
         struct backend_wstat *ws = &t->be->ws[w->idx];
 
@@ -471,19 +473,18 @@ static void fmt_peer(const struct session *s, char *out, size_t len)
         snprintf(out, len, "unknown");
 }
 
+static int upstream_failed(struct txn *t, const char *what, int err);
+
 /* Open (or reuse) an upstream connection for the picked backend and send. */
 static int connect_upstream(struct txn *t, bool fresh)
 {
     struct worker *w = t->s->w;
-    char detail[128];
 
     t->up = fresh ? upstream_connect(w, t->be, t) : upstream_get(w, t->be, t);
-    if (t->up == NULL) {
-        snprintf(detail, sizeof(detail), "cannot connect to backend %s: %s", t->be->name,
-                 strerror(errno));
-        return local_response(t, 502, detail, false);
-    }
-    t->req_held = t->up->reused;
+    if (t->up == NULL)
+        return upstream_failed(t, "refused connection", errno);
+    /* Keep the request's bytes until the response starts: a retry can resend them. */
+    t->req_held = !t->res_started && (t->req_held || t->req_sent == 0);
     if (t->up->connecting)
         return VEER_OK;
     upstream_want_read(t->up, true);
@@ -511,6 +512,12 @@ static int handle_request_head(struct txn *t)
     if (!http_keep_alive(req) || w->shutting_down)
         t->close_client = true;
     lb = worker_lb(w, t->pool);
+    if (lb && lb->sp->conf) {
+        /* The retry budget: each request earns budget_percent of one retry. */
+        w->retry_tokens += lb->sp->conf->retries.budget_percent * (RETRY_TOKEN / 100);
+        if (w->retry_tokens > RETRY_TOKEN_MAX)
+            w->retry_tokens = RETRY_TOKEN_MAX;
+    }
     idx = lb ? lb_pick(lb) : -1;
     if (idx < 0)
         return local_response(t, 503, "no eligible backend", false);
@@ -554,13 +561,152 @@ static int retry_fresh(struct txn *t)
     return connect_upstream(t, true);
 }
 
+static const struct conf_pool *txn_pool(const struct txn *t)
+{
+    const struct routing *r = t->s->w->routing;
+
+    return (uint32_t)t->pool < r->npools ? r->pools[t->pool].conf : NULL;
+}
+
+/*
+ * The outcome of a request for the backend's circuit breaker: a connect
+ * error, a reset or a 5xx is a failure. A worker counts its own run of
+ * consecutive failures and tells the control thread when it reaches the
+ * threshold; while the breaker is half-open every outcome is reported.
+ */
+static void breaker_report(struct txn *t, bool ok)
+{
+    struct worker *w = t->s->w;
+    struct backend_wstat *ws = &t->be->ws[w->idx];
+    int state = atomic_load_explicit(&t->be->breaker, memory_order_relaxed);
+    const struct conf_pool *cp = txn_pool(t);
+    uint64_t now;
+
+    if (ok) {
+        ws->fails = 0;
+        if (state == BREAKER_HALF_OPEN)
+            control_breaker(w->idx, t->be, true);
+        return;
+    }
+    if (state == BREAKER_HALF_OPEN) {
+        control_breaker(w->idx, t->be, false);
+        return;
+    }
+    if (state == BREAKER_OPEN || cp == NULL)
+        return;
+    now = veer_now_us();
+    if (ws->fails == 0 || now - ws->first_fail_us > (uint64_t)cp->breaker.window_ms * 1000) {
+        ws->fails = 0;
+        ws->first_fail_us = now;
+    }
+    if (++ws->fails == (uint32_t)cp->breaker.failures)
+        control_breaker(w->idx, t->be, false);
+}
+
+/* xorshift per worker, for retry jitter */
+static uint64_t worker_rand(struct worker *w)
+{
+    uint64_t x = w->rng ? w->rng : (veer_now_us() << 8 | (w->idx + 1));
+
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return w->rng = x;
+}
+
+static void retry_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct txn *t = arg;
+    struct session *s = t->s;
+
+    CHECK_OBJ(t, TXN_MAGIC);
+    t->retry_armed = false;
+    if (connect_upstream(t, false) == VEER_DONE)
+        session_process(s);
+}
+
+/*
+ * Whether a failed attempt may go to another backend: before any response
+ * byte; when no request byte reached the backend (a refused or timed-out
+ * connect) for any method, otherwise only for idempotent methods whose
+ * bytes are still held; within `retries.count`, and within the retry
+ * budget, so retries cannot multiply an outage.
+ */
+static bool may_retry_elsewhere(const struct txn *t)
+{
+    const struct conf_pool *cp = txn_pool(t);
+    bool nothing_sent = t->req_head_sent == 0 && t->req_sent == 0;
+
+    if (cp == NULL || t->res_started || t->res_head_done || t->phase != TXN_FORWARD)
+        return false;
+    if ((int)t->attempts >= cp->retries.count || t->s->w->retry_tokens < RETRY_TOKEN)
+        return false;
+    return nothing_sent || (http_method_idempotent(t->req) && t->req_held);
+}
+
+/*
+ * Send the request again, to a different backend when the pool has one,
+ * after a backoff with full jitter: random(0, min(cap, base x 2^attempt)).
+ */
+static int retry_elsewhere(struct txn *t)
+{
+    struct worker *w = t->s->w;
+    const struct conf_pool *cp = txn_pool(t);
+    struct lb *lb = worker_lb(w, t->pool);
+    struct backend *old = t->be;
+    uint64_t ceiling, delay_us;
+    struct timeval tv;
+    int idx = -1;
+
+    for (int k = 0; lb && k < 4; k++) {
+        idx = lb_pick(lb);
+        if (idx < 0 || lb->sp->b[idx].be != old)
+            break;
+    }
+    if (idx < 0)
+        return VEER_DECLINED;
+    w->stats.retries++;
+    w->retry_tokens -= RETRY_TOKEN;
+    t->attempts++;
+    if (t->up) {
+        upstream_release(t->up, false);
+        t->up = NULL;
+    }
+    backend_wstat_add(&old->ws[w->idx].active, -1);
+    t->be = lb->sp->b[idx].be;
+    backend_wstat_add(&t->be->ws[w->idx].active, 1);
+    t->req_head_sent = 0;
+    t->req_sent = 0;
+    ceiling = ((uint64_t)cp->retries.base_ms * 1000) << (t->attempts < 20 ? t->attempts - 1 : 19);
+    if (ceiling > (uint64_t)cp->retries.cap_ms * 1000)
+        ceiling = (uint64_t)cp->retries.cap_ms * 1000;
+    delay_us = ceiling ? worker_rand(w) % (ceiling + 1) : 0;
+    if (delay_us == 0)
+        return connect_upstream(t, false);
+    tv.tv_sec = (time_t)(delay_us / 1000000);
+    tv.tv_usec = (suseconds_t)(delay_us % 1000000);
+    evtimer_assign(&t->retry_ev, w->base, retry_timer_cb, t);
+    evtimer_add(&t->retry_ev, &tv);
+    t->retry_armed = true;
+    return VEER_OK;
+}
+
 /* The backend failed us (reset, refused, closed before a whole response). */
 static int upstream_failed(struct txn *t, const char *what, int err)
 {
     char detail[160];
+    int rc;
 
     if (can_retry(t))
         return retry_fresh(t);
+    breaker_report(t, false);
+    if (may_retry_elsewhere(t) && (rc = retry_elsewhere(t)) != VEER_DECLINED)
+        return rc;
+    if (t->up == NULL) {
+        snprintf(detail, sizeof(detail), "cannot connect to backend %s: %s", t->be->name,
+                 strerror(err));
+        return local_response(t, 502, detail, false);
+    }
     t->up->dead = true;
     if (t->res_head_done) {
         /* Mid-response: the client must see a truncated response, not a complete one. */
@@ -664,6 +810,9 @@ void txn_upstream_timeout(struct txn *t, bool connecting)
     CHECK_OBJ(t, TXN_MAGIC);
     if (t->phase == TXN_TUNNEL)
         return; /* the client side's idle timer decides */
+    breaker_report(t, false);
+    if (connecting && may_retry_elsewhere(t) && retry_elsewhere(t) != VEER_DECLINED)
+        return;
     t->up->dead = true;
     rc = local_response(t, 504, connecting ? "backend connect timeout" : "backend timeout", false);
     if (rc == VEER_DONE)
@@ -700,6 +849,7 @@ static int final_response_head(struct txn *t)
 
     if (res->status == 101 && !(req->flags & HF_UPGRADE))
         return upstream_failed(t, "sent an unrequested 101", 0);
+    breaker_report(t, res->status < 500);
     if (!t->req_done || s->w->shutting_down || llhttp_message_needs_eof(&res->parser))
         t->close_client = true;
     if (req->minor == 0 && (res->flags & HF_CHUNKED) && !(res->flags & HF_NO_BODY)) {

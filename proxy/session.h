@@ -50,8 +50,11 @@ struct txn {
     struct vbuf *req_head; /* rewritten head for the backend */
     uint32_t req_head_sent;
     bool req_done; /* whole request parsed */
-    bool req_held; /* keep sent bytes until the response starts (retry) */
-    bool retried;
+    bool req_held;    /* keep sent bytes until the response starts (retry) */
+    bool retried;     /* a stale pooled connection was retried */
+    bool retry_armed; /* retry_ev is pending */
+    uint8_t attempts; /* retries on another backend so far */
+    struct event retry_ev;
 
     /* response: backend -> client */
     struct http_msg *res;

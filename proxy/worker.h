@@ -119,7 +119,12 @@ struct worker {
     struct event shutdown_timer;
 
     struct worker_stats stats;
+    int64_t retry_tokens; /* retry budget, in thousandths of a retry */
+    uint64_t rng;
 };
+
+#define RETRY_TOKEN     1000      /* one retry */
+#define RETRY_TOKEN_MAX (10 * RETRY_TOKEN) /* at most ten retries in a burst */
 
 extern _Atomic int veer_client_connections;
 

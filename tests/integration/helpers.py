@@ -598,7 +598,7 @@ def state_shares(path):
     """{pool: {group: share}} from a state file ("pool P" / "share G N" lines);
     None when the file is missing."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
     except FileNotFoundError:
         return None

@@ -113,13 +113,16 @@ class ShowTest(AdminTestCase):
 
         # The table follows a change: weight, share and gen of the rows.
         ok = parse_ok(self.ctl("shift", "api", "blue=40", "green=60").stdout)
-        self.assertOK(self.ctl("set", "state", "tri/c1", "maint"))
+        self.assertOK(self.ctl("set", "weight", "tri/c1", "7"))
+        self.assertOK(self.ctl("set", "state", "api/blue-1", "maint"))
         rows = {(r[0], r[1]): r for r in
                 (l.split() for l in self.ctl("show", "pools").stdout[:-2].split("\n")[1:])}
+        self.assertEqual(len(rows), 6)
         self.assertEqual(rows[("api", "blue-2")][5], "40")
         self.assertEqual(rows[("api", "green-1")][5], "60")
-        self.assertEqual(rows[("tri", "c1")][3], "MAINT")
-        self.assertEqual({r[8] for r in rows.values()}, {str(ok["gen"] + 1)})
+        self.assertEqual(rows[("tri", "c1")][4], "7")
+        self.assertEqual(rows[("api", "blue-1")][3], "MAINT")
+        self.assertEqual({r[8] for r in rows.values()}, {str(ok["gen"] + 2)})
         self.v.stop()
 
     def test_show_pool_json_shape_and_values(self):
@@ -432,31 +435,30 @@ class HostileClientTest(AdminTestCase):
     def test_client_not_reading_replies_does_not_block_other_clients(self):
         self.start()
         hog = self.admin()
-        hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        # Far more reply than any socket buffer holds; never read.
-        sent = [0]
-
-        def flood():
-            hog.sock.settimeout(DEADLINE)
+        hog.sock.setblocking(False)
+        # Pipelined commands whose replies (about 2 KB each) are never read,
+        # until the socket takes no more: veer stopped reading them (or is slow).
+        chunk, sent = b"help\n" * 200, 0
+        while sent < 20 * 1024 * 1024:
             try:
-                for _ in range(200):
-                    hog.send(b"help\n" * 100)
-                    sent[0] += 100
-            except OSError:
-                pass  # veer stopped reading: the send buffer filled, or closed
-
-        t = threading.Thread(target=flood, daemon=True)
-        t.start()
-        wait_for(lambda: sent[0] >= 100, what="the flood to start")
+                sent += hog.sock.send(chunk)
+            except BlockingIOError:
+                break
+        self.assertGreater(sent, 0)
         for i in range(5):
             p = veerctl(self.sock, "show", "pool", "api", "--json")
             self.assertEqual(p.returncode, 0, p.stderr)
             json.loads(p.stdout)
         parse_ok(veerctl(self.sock, "shift", "api", "blue=25", "green=75").stdout)
         self.http_ok()
+        # Its replies are still coming, in order, when it finally reads.
+        hog.sock.setblocking(True)
+        hog.sock.settimeout(DEADLINE)
+        first = hog.reply()
+        self.assertTrue(first.startswith(b"show pools"), first[:100])
         hog.close()
-        t.join(DEADLINE)
         self.assertTrue(self.admin().command("show pools").startswith("pool "))
+        self.assertLess(self.v.rss_kib(), 512 * 1024)
         self.v.stop()
 
 
@@ -702,19 +704,24 @@ class StateFileTest(VeerTestCase):
         ]
         for name, text in cases:
             with self.subTest(case=name):
-                with open(self.state, "wb") as f:
+                d = tempfile.mkdtemp(prefix="veer-state-", dir=self.dir)
+                state = os.path.join(d, "state")
+                with open(state, "wb") as f:
                     f.write(text)
-                v = self.veer(self.config)
-                v.wait_log(r"state file .*ignored", what="a warning that the state file was ignored")
-                doc = show_pool(v.admin_socket)
-                self.assertEqual(pool_shares(doc), {"blue": 100, "green": 0})
-                self.assertEqual(self.answered_by(v), {"blue-1"})
-                # The next change writes a good file again.
-                parse_ok(veerctl(v.admin_socket, "shift", "api", "blue=40", "green=60").stdout)
-                wait_for(lambda: (state_shares(self.state) or {}).get("api") ==
-                         {"blue": 40, "green": 60}, what="a good state file")
-                v.stop()
-                os.unlink(self.state)
+                v = self.veer(self.config.replace(self.dir, d))
+                try:
+                    v.wait_log(r"state file .*ignored",
+                               what="a warning that the state file was ignored")
+                    doc = show_pool(v.admin_socket)
+                    self.assertEqual(pool_shares(doc), {"blue": 100, "green": 0})
+                    self.assertEqual(self.answered_by(v), {"blue-1"})
+                    # The next change writes a good file again.
+                    parse_ok(veerctl(v.admin_socket, "shift", "api", "blue=40", "green=60").stdout)
+                    wait_for(lambda: (state_shares(state) or {}).get("api") ==
+                             {"blue": 40, "green": 60}, what="a good state file")
+                    v.stop()
+                finally:
+                    v.kill()
 
 
 if __name__ == "__main__":
