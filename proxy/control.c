@@ -1502,8 +1502,8 @@ static void show_pool_json(const struct rt_pool *p, struct sbuf *o)
 
 static void show_pool_text(const struct rt_pool *p, struct sbuf *o)
 {
-    static const char *const cols[] = {"backend", "address",   "group",  "state",
-                                       "weight",  "effective", "active", "conns"};
+    static const char *const cols[] = {"backend",   "address", "group", "state",  "weight",
+                                       "effective", "active",  "conns", "circuit"};
     unsigned n = ARRAY_SIZE(cols), rows = p->nb + 1, k = 0;
     char **cells = veer_calloc(rows * n, sizeof(*cells));
 
@@ -1527,6 +1527,7 @@ static void show_pool_text(const struct rt_pool *p, struct sbuf *o)
         cells[k++] = fmt("%.6g", model_effective_weight(p, i));
         cells[k++] = fmt("%u", backend_active(b->be));
         cells[k++] = fmt("%u", backend_conns(b->be));
+        cells[k++] = veer_strdup(breaker_state_name(b->breaker));
     }
     table(o, cells, rows, n);
     for (unsigned i = 0; i < rows * n; i++)

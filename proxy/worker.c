@@ -445,6 +445,7 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
     if (w->head_buf_limit < VBUF_SIZE)
         w->head_buf_limit = VBUF_SIZE;
     vbuf_cache_init(&w->bufs, WORKER_BUF_CACHE);
+    w->retry_tokens = RETRY_TOKEN_MAX; /* a first failure can be retried at once */
     w->tv_idle = common_tv(w->base, to->idle_ms);
     w->tv_header = common_tv(w->base, to->client_header_ms);
     w->tv_connect = common_tv(w->base, to->connect_ms);

@@ -688,3 +688,94 @@ class RoutedLoad:
         self.stop_ev.set()
         for t in self.threads:
             t.join(veertest.DEADLINE)
+
+
+# --- readiness-checked backends (test_admission) ------------------------------
+
+HEALTH_UA = "veer-health"
+
+
+def health_text(path="/ready", interval_ms=100, timeout_ms=1000, rise=2, fall=2):
+    """A pool's `health = {...};` for extra_pool."""
+    return ('health = { path = "%s"; interval_ms = %d; timeout_ms = %d; rise = %d; fall = %d; };'
+            % (path, interval_ms, timeout_ms, rise, fall))
+
+
+class HealthBackend(veertest.Backend):
+    """A veertest.Backend with a readiness endpoint the test turns on and off.
+
+    A request with User-Agent veer-health is a readiness check: GET
+    health_path is answered 503 until set_healthy(True), then 200 (any other
+    path 404), always with Connection: close. Everything else is client
+    traffic: hold(req) runs first when set (a slow handler), then 200 with the
+    name in X-Backend and in the body.
+
+    Recorded with monotonic times, under the lock:
+    - checks: (t, status, target) appended *before* the answer is sent, so
+      veer can never have seen a passing check that is not recorded yet;
+    - traffic: (t_arrived, target, streak), streak being the number of
+      passing checks in a row answered when the request arrived;
+    - replied: (t, target) just before a client response is sent.
+    """
+
+    def __init__(self, name, health_path="/ready", healthy=False, hold=None):
+        self.health_path = health_path
+        self.healthy = healthy
+        self.hold = hold
+        self.checks = []
+        self.traffic = []
+        self.replied = []
+        self.streak = 0
+        self.flipped_at = None
+        super().__init__(name, self._handle)
+
+    def set_healthy(self, ok):
+        """Answer checks 200 (ok) or 503 from now on; returns the monotonic time of the flip."""
+        with self.lock:
+            self.healthy = ok
+            self.flipped_at = time.monotonic()
+            return self.flipped_at
+
+    def _handle(self, conn, req):
+        if (req.header("User-Agent") or "") == HEALTH_UA:
+            with self.lock:
+                if req.method != "GET" or req.target != self.health_path:
+                    status = 404
+                else:
+                    status = 200 if self.healthy else 503
+                self.streak = self.streak + 1 if status == 200 else 0
+                self.checks.append((time.monotonic(), status, req.target))
+            reason = {200: b"OK", 404: b"Not Found", 503: b"Service Unavailable"}[status]
+            conn.sendall(b"HTTP/1.1 %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                         % (status, reason))
+            return False
+        with self.lock:
+            self.traffic.append((time.monotonic(), req.target, self.streak))
+        hold = self.hold
+        if hold is not None:
+            hold(req)
+        body = (self.name + "\n").encode()
+        with self.lock:
+            self.replied.append((time.monotonic(), req.target))
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Backend: %s\r\n\r\n%s"
+                     % (len(body), self.name.encode(), body))
+        return True
+
+    def passing_checks(self):
+        """Monotonic times of the checks answered 200."""
+        with self.lock:
+            return [c[0] for c in self.checks if c[1] == 200]
+
+    def traffic_count(self):
+        with self.lock:
+            return len(self.traffic)
+
+    def traffic_after(self, t):
+        """Client requests that arrived after monotonic time t."""
+        with self.lock:
+            return [r for r in self.traffic if r[0] > t]
+
+
+def pool_states(doc):
+    """{backend: state} of a `show pool --json` document."""
+    return {b["name"]: b["state"] for b in doc["backends"]}
