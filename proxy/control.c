@@ -78,6 +78,7 @@ static struct {
     struct waiter *waiters;
     struct backend *retired; /* deleted backends not freed yet */
     struct event *tick;
+    uint64_t last_store_us; /* when the last snapshot was stored */
 } ctl = {.mq_fd = -1};
 
 static void backend_idle(struct backend *be);
@@ -92,6 +93,7 @@ static void send_backends(enum wmsg_type type, struct backend **list, unsigned n
 static void add_backend(struct ctl_req *r, int pi);
 static void del_backend(struct ctl_req *r, int pi);
 static void replace_start(struct ctl_req *r);
+static void reply_change(struct ctl_req *r, uint64_t gen, const char *extra);
 static void tick_cb(evutil_socket_t fd, short what, void *arg);
 static void on_health(struct backend *be, bool ok, uint64_t took_us, const char *why);
 static void wake_waiters(struct backend *be, enum wait_for what, bool ok);
@@ -401,6 +403,7 @@ uint64_t control_publish(void)
 {
     ctl.model->generation++;
     routing_publish(routing_build(ctl.model));
+    ctl.last_store_us = veer_now_us();
     for (unsigned i = 0; i < ctl.nworkers; i++)
         worker_post(ctl.workers[i], WCMD_REFRESH);
     return ctl.model->generation;
@@ -657,9 +660,48 @@ static int edit_by_rollback(struct ctl_req *r, int pi, struct pool_edit **out)
     return 0;
 }
 
+/* maintenance on|off [P] [--retry-after S]: one publish; requests in flight finish. */
+static void maintenance_change(struct ctl_req *r)
+{
+    const struct cmd *c = &r->cmd;
+    int pi = -1, retry = c->retry_after >= 0 ? c->retry_after : ctl.conf->maintenance.retry_after;
+    bool *flag = &ctl.model->maint;
+    int *ra = &ctl.model->maint_retry_after;
+    char before[128], after[128];
+    uint64_t gen;
+
+    if (c->hold_ms >= 0) {
+        refuse(r, "--hold is not available in this version");
+        return;
+    }
+    if (c->pool[0]) {
+        if ((pi = find_pool(r)) < 0)
+            return;
+        flag = &ctl.model->pools[pi].maint;
+        ra = &ctl.model->pools[pi].maint_retry_after;
+    }
+    snprintf(before, sizeof(before), "{\"pool\":\"%s\",\"maintenance\":%s,\"retry_after\":%d}",
+             pi >= 0 ? ctl.model->pools[pi].name : "*", *flag ? "true" : "false", *ra);
+    *flag = c->on;
+    *ra = c->on ? retry : 0;
+    snprintf(after, sizeof(after), "{\"pool\":\"%s\",\"maintenance\":%s,\"retry_after\":%d}",
+             pi >= 0 ? ctl.model->pools[pi].name : "*", *flag ? "true" : "false", *ra);
+    gen = control_publish();
+    audit_write("operator", &r->peer, r->line, "OK", gen, before, after);
+    persist_sync_audit();
+    control_save_state();
+    log_info("maintenance %s for %s (gen %llu)", c->on ? "on" : "off",
+             pi >= 0 ? ctl.model->pools[pi].name : "every pool", (unsigned long long)gen);
+    reply_change(r, gen, NULL);
+}
+
 static void start_change(struct ctl_req *r)
 {
-    int pi = find_pool(r);
+    int pi;
+
+    if (r->cmd.kind == CMD_MAINTENANCE)
+        return maintenance_change(r);
+    pi = find_pool(r);
     struct pool_edit *before, *after = NULL;
     char err[300];
     const struct rt_pool *p;
@@ -953,7 +995,7 @@ static void reply_change(struct ctl_req *r, uint64_t gen, const char *extra)
     char line[300];
 
     snprintf(line, sizeof(line), "OK gen=%llu applied_us=%llu%s", (unsigned long long)gen,
-             (unsigned long long)(veer_now_us() - r->t_read_us), extra ? extra : "");
+             (unsigned long long)(ctl.last_store_us - r->t_read_us), extra ? extra : "");
     finish(r, line, true);
 }
 
@@ -1594,6 +1636,7 @@ void control_execute(struct ctl_req *r)
     case CMD_DRAIN:
     case CMD_ADD_BACKEND:
     case CMD_DEL_BACKEND:
+    case CMD_MAINTENANCE:
         if (ctl.queue_tail)
             ctl.queue_tail->next = r;
         else
@@ -1636,6 +1679,8 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
     ctl.tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
     event_add(ctl.tick, &tick_tv);
     health_init(base, on_health);
+    for (uint32_t i = 0; i < m->npools; i++)
+        sync_draining(&m->pools[i]); /* drains restored from the state file */
     for (uint32_t i = 0; i < m->npools; i++)
         if (m->pools[i].conf->has_health)
             for (uint32_t k = 0; k < m->pools[i].nb; k++)

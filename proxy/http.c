@@ -293,6 +293,20 @@ static struct http_span absolute_path(const struct http_msg *msg, const char *he
     return (struct http_span){s, e - s};
 }
 
+const char *http_target_path(const struct http_msg *req, const char *head, size_t *len)
+{
+    struct http_span t = (req->flags & HF_ABSOLUTE) ? absolute_path(req, head) : req->url;
+    const char *p = head + t.off;
+    const char *q = memchr(p, '?', t.len);
+
+    *len = q ? (size_t)(q - p) : t.len;
+    if (*len == 0) {
+        *len = 1;
+        return "/";
+    }
+    return p;
+}
+
 static int check_request_headers(struct http_msg *msg)
 {
     const char *head = msg->base;

@@ -116,6 +116,9 @@ enum http_result http_parse(struct http_msg *msg, const char *head, const char *
 /* Tell the parser the peer closed: completes a close-delimited body. */
 enum http_result http_parse_eof(struct http_msg *msg);
 
+/* The request's path, without the query; "/" for an empty absolute-form path. */
+const char *http_target_path(const struct http_msg *req, const char *head, size_t *len);
+
 /* Is this request method idempotent (RFC 9110 §9.2.2)? */
 bool http_method_idempotent(const struct http_msg *req);
 

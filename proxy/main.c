@@ -8,6 +8,7 @@
 #include "conf.h"
 #include "control.h"
 #include "listener.h"
+#include "module.h"
 #include "pool.h"
 #include "state.h"
 #include "veer.h"
@@ -161,6 +162,8 @@ static int run(struct lifecycle *c)
         return 1;
     }
     persist_start(c->conf->state_file, audit_fd());
+    if (module_init_all(c->conf) < 0)
+        return 1;
     fds = listener_open_all(c->conf, n);
     if (fds == NULL)
         return 1;

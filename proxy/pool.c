@@ -390,8 +390,7 @@ static void pool_weights(const struct rt_pool *p, struct snap_pool *sp)
                 (lcm / (uint64_t)gw[b->group]);
         else
             w = (uint64_t)((double)p->g[b->group].share * (double)routing_weight(b) *
-                           ROUNDED_SCALE /
-                           (double)gw[b->group]);
+                           ROUNDED_SCALE / (double)gw[b->group]);
         if (w == 0)
             w = 1;
         sp->b[n].be = b->be;
@@ -411,6 +410,8 @@ struct routing *routing_build(const struct model *m)
     struct routing *r = veer_calloc(1, sizeof(*r));
 
     r->generation = m->generation;
+    r->maint = m->maint;
+    r->retry_after = m->maint_retry_after;
     r->conf = m->conf;
     r->npools = m->npools;
     r->pools = veer_calloc(m->npools ? m->npools : 1, sizeof(*r->pools));
@@ -418,6 +419,10 @@ struct routing *routing_build(const struct model *m)
         r->pools[i].name = m->pools[i].name;
         r->pools[i].conf = m->pools[i].conf;
         r->pools[i].balance = m->pools[i].conf->balance;
+        r->pools[i].maint = m->pools[i].maint;
+        r->pools[i].retry_after = m->pools[i].maint_retry_after;
+        for (uint32_t k = 0; k < m->pools[i].nb; k++)
+            r->pools[i].nstate[model_state(&m->pools[i], k)]++;
         pool_weights(&m->pools[i], &r->pools[i]);
     }
     return r;

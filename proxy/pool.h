@@ -121,10 +121,15 @@ struct snap_pool {
     enum conf_balance balance;
     uint32_t n; /* eligible backends */
     struct snap_backend *b;
+    bool maint;      /* maintenance on for this pool */
+    int retry_after; /* its Retry-After, seconds */
+    uint32_t nstate[BE_MAINT + 1]; /* backends by state, for the status endpoint */
 };
 
 struct routing {
     uint64_t generation;
+    bool maint;      /* maintenance on for every pool */
+    int retry_after;
     const struct veer_conf *conf;
     uint32_t npools;
     struct snap_pool *pools;
@@ -157,6 +162,8 @@ struct rt_group {
 struct rt_pool {
     char *name;
     const struct conf_pool *conf;
+    bool maint;
+    int maint_retry_after;
     struct rt_backend *b;
     uint32_t nb;
     struct rt_group *g;
@@ -168,6 +175,8 @@ struct model {
     struct rt_pool *pools;
     uint32_t npools;
     uint64_t generation;
+    bool maint; /* maintenance for every pool */
+    int maint_retry_after;
 };
 
 /* Build the runtime model from a validated config. */

@@ -10,6 +10,7 @@
  */
 #include "session.h"
 #include "control.h"
+#include "module.h"
 #include "upstream.h"
 #include "veer.h"
 #include "worker.h"
@@ -100,6 +101,8 @@ static void txn_free(struct txn *t, bool upstream_reusable)
     struct worker *w = s->w;
 
     CHECK_OBJ(t, TXN_MAGIC);
+    if (t->phase != TXN_REQ_HEAD)
+        module_txn_end(t);
     event_del(&t->cwev);
     if (t->retry_armed)
         event_del(&t->retry_ev);
@@ -290,16 +293,20 @@ void session_shutdown_notice(struct session *s)
  * up. When the request was not read whole, framing is in doubt and the
  * connection closes after the response.
  */
-static int local_response(struct txn *t, int status, const char *detail, bool close)
+/*
+ * Start a local answer: give up the backend side, decide whether the
+ * connection closes after it. Returns the buffer to write the response
+ * into, or NULL when a response already started (the session was closed).
+ */
+static struct vbuf *local_begin(struct txn *t, bool close)
 {
     struct session *s = t->s;
     struct worker *w = s->w;
-    size_t n;
 
     if (t->res_head_done) {
         /* Part of a response already went out: all we can do is cut it. */
         session_close(s);
-        return VEER_ERROR;
+        return NULL;
     }
     if (t->up) {
         upstream_release(t->up, false);
@@ -311,19 +318,85 @@ static int local_response(struct txn *t, int status, const char *detail, bool cl
         t->close_client = true;
     vbuf_put(&w->bufs, t->res_head);
     t->res_head = vbuf_get(&w->bufs);
-    n = http_error_response(status, detail, t->close_client, NULL, t->res_head->data,
-                            t->res_head->size);
-    t->res_head->end = (uint32_t)n;
+    return t->res_head;
+}
+
+/* The local answer is in res_head: send it and end the transaction after it. */
+static int local_send(struct txn *t, int status)
+{
+    struct session *s = t->s;
+
     t->res_head_sent = 0;
     t->res_parsed = 0;
     t->res_done = true;
     t->res_head_done = true;
+    t->res_status = status;
     t->phase = TXN_LOCAL;
     if (status >= 500)
-        w->stats.errors++;
+        s->w->stats.errors++;
     if (t->close_client)
         client_want_read(s, false, NULL);
     return defer(t, FLUSH_CLIENT);
+}
+
+static int local_response(struct txn *t, int status, const char *detail, bool close)
+{
+    struct vbuf *b = local_begin(t, close);
+
+    if (b == NULL)
+        return VEER_ERROR;
+    b->end = (uint32_t)http_error_response(status, detail, t->close_client, NULL, b->data, b->size);
+    return local_send(t, status);
+}
+
+int txn_respond(struct txn *t, int status, const char *extra_headers, const char *content_type,
+                const char *body, size_t body_len)
+{
+    struct vbuf *b = local_begin(t, false);
+    bool head = t->req->parser.method == HTTP_HEAD;
+    int n;
+
+    if (b == NULL)
+        return VEER_ERROR;
+    n = snprintf(b->data, b->size,
+                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                 "Cache-Control: no-store\r\n%s%s\r\n",
+                 status, http_reason(status), content_type, body_len,
+                 extra_headers ? extra_headers : "",
+                 t->close_client ? "Connection: close\r\n" : "");
+    if (n < 0 || (size_t)n + body_len > b->size) {
+        local_response(t, 500, "module response too large", false);
+        return VEER_DONE;
+    }
+    b->end = (uint32_t)n;
+    if (!head)
+        vbuf_add(b, body, body_len);
+    return local_send(t, status) == VEER_ERROR ? VEER_ERROR : VEER_DONE;
+}
+
+const char *txn_path(const struct txn *t, size_t *len)
+{
+    const struct vbuf *in = t->s->in;
+
+    return http_target_path(t->req, in->data + in->start, len);
+}
+
+const char *txn_method(const struct txn *t, size_t *len)
+{
+    const struct vbuf *in = t->s->in;
+
+    *len = t->req->method.len;
+    return in->data + in->start + t->req->method.off;
+}
+
+int txn_pool_index(const struct txn *t)
+{
+    return t->pool;
+}
+
+const struct worker *txn_worker(const struct txn *t)
+{
+    return t->s->w;
 }
 
 /* --- ending a transaction ----------------------------------------------- */
@@ -505,13 +578,18 @@ static int handle_request_head(struct txn *t)
     struct http_fwd_info fi;
     char ip[INET6_ADDRSTRLEN];
     struct lb *lb;
-    int idx;
+    int idx, rc;
 
     s->nreq++;
     w->stats.requests++;
     if (!http_keep_alive(req) || w->shutting_down)
         t->close_client = true;
     lb = worker_lb(w, t->pool);
+    rc = module_request_head(t);
+    if (rc == VEER_DONE)
+        return s->dead ? VEER_ERROR : VEER_OK; /* answered by the module, on its way out */
+    if (rc != VEER_DECLINED)
+        return s->dead ? VEER_ERROR : local_response(t, 500, "module error", true);
     if (lb && lb->sp->conf) {
         /* The retry budget: each request earns budget_percent of one retry. */
         w->retry_tokens += lb->sp->conf->retries.budget_percent * (RETRY_TOKEN / 100);
@@ -850,6 +928,7 @@ static int final_response_head(struct txn *t)
     if (res->status == 101 && !(req->flags & HF_UPGRADE))
         return upstream_failed(t, "sent an unrequested 101", 0);
     breaker_report(t, res->status < 500);
+    t->res_status = res->status;
     if (!t->req_done || s->w->shutting_down || llhttp_message_needs_eof(&res->parser))
         t->close_client = true;
     if (req->minor == 0 && (res->flags & HF_CHUNKED) && !(res->flags & HF_NO_BODY)) {

@@ -71,6 +71,7 @@ struct txn {
     struct upstream *up;
     struct backend *be;
     int pool;
+    int res_status; /* status sent to the client (0 until known) */
     uint64_t start_us;
     uint64_t last_io_us; /* tunnel: last byte either way */
 };

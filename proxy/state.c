@@ -38,6 +38,8 @@
 static void render_pool(struct sbuf *b, const struct rt_pool *p)
 {
     sb_printf(b, "pool %s\n", p->name);
+    if (p->maint)
+        sb_printf(b, "maint on %d\n", p->maint_retry_after);
     for (uint32_t g = 0; g < p->ng; g++)
         sb_printf(b, "share %s %d\n", p->g[g].name, p->g[g].share);
     for (uint32_t i = 0; i < p->nb; i++)
@@ -56,6 +58,8 @@ char *state_render(const struct model *m)
 
     sb_init(&b);
     sb_printf(&b, "veer-state " STATE_VERSION "\ngeneration %" PRIu64 "\n", m->generation);
+    if (m->maint)
+        sb_printf(&b, "maintenance on %d\n", m->maint_retry_after);
     for (uint32_t i = 0; i < m->npools; i++)
         render_pool(&b, &m->pools[i]);
     sb_puts(&b, "end\n");
@@ -83,6 +87,8 @@ struct st_backend {
 
 struct st_pool {
     struct st_name id;
+    bool maint;
+    int retry_after;
     struct st_share *s;
     uint32_t ns;
     struct st_backend *b;
@@ -93,6 +99,8 @@ struct st_pool {
 struct st_file {
     char *buf; /* private copy of the text, tokenised in place */
     uint64_t generation;
+    bool maint;
+    int retry_after;
     struct st_pool *p;
     uint32_t np;
 };
@@ -290,11 +298,39 @@ static int parse_backend(struct parser *ps, char **tok, int n)
     return 0;
 }
 
+/*
+ * "maintenance on SECONDS" before the pools (every pool) or "maint on
+ * SECONDS" inside a pool block; maintenance that is off is not written.
+ */
+static int parse_maint(struct parser *ps, char **tok, int n, bool pool)
+{
+    uint64_t v;
+
+    if (pool && ps->f->np == 0)
+        return fail(ps, "'maint' before any 'pool'");
+    if (!pool && ps->f->np)
+        return fail(ps, "'maintenance' after a 'pool'");
+    if (n != 3 || strcmp(tok[1], "on") != 0 || parse_uint(tok[2], 86400, &v) < 0)
+        return fail(ps, "expected '%s on SECONDS'", tok[0]);
+    if (pool) {
+        ps->f->p[ps->f->np - 1].maint = true;
+        ps->f->p[ps->f->np - 1].retry_after = (int)v;
+    } else {
+        ps->f->maint = true;
+        ps->f->retry_after = (int)v;
+    }
+    return 0;
+}
+
 /* One line of the body: pool, share, backend or the closing end. */
 static int parse_body(struct parser *ps, char **tok, int n)
 {
     if (n == 0)
         return fail(ps, "empty line");
+    if (strcmp(tok[0], "maintenance") == 0)
+        return parse_maint(ps, tok, n, false);
+    if (strcmp(tok[0], "maint") == 0)
+        return parse_maint(ps, tok, n, true);
     if (strcmp(tok[0], "pool") == 0)
         return parse_pool(ps, tok, n);
     if (strcmp(tok[0], "share") == 0)
@@ -501,10 +537,14 @@ static void st_apply(struct model *m, const struct st_file *f, struct apply_stat
         }
         apply_shares(&m->pools[k], sp, st);
         apply_backends(&m->pools[k], sp, st);
+        m->pools[k].maint = sp->maint;
+        m->pools[k].maint_retry_after = sp->retry_after;
         st->pools++;
     }
     if (f->generation > m->generation)
         m->generation = f->generation;
+    m->maint = f->maint;
+    m->maint_retry_after = f->retry_after;
 }
 
 /*

@@ -18,6 +18,7 @@ lifecycle tests need besides:
 """
 
 import base64
+import collections
 import hashlib
 import json
 import random
@@ -615,17 +616,25 @@ def state_shares(path):
 # --- load that records who answered what, and when it was sent --------------
 
 
+Rec = collections.namedtuple("Rec", "sent done backend status error")
+
+
 class RoutedLoad:
     """n keep-alive clients sending GETs back to back, each on its own connection,
-    recording per request (monotonic send time, X-Backend of the answer or None,
-    status or an error text). A failed request is recorded and the client goes on
-    on a new connection (it never retries the failed request)."""
+    recording per request a Rec: monotonic times just before the request was sent
+    and just after its response was read, the X-Backend of the answer (None on
+    failure), the status and an error text. A failed request is recorded and the
+    client goes on with a new connection (it never retries the failed request).
+
+    A request whose `sent` is after the OK of a change was read by veer after the
+    change was published; one whose `done` is before the next change was sent was
+    routed before that one: between the two, only the change's routing applies."""
 
     def __init__(self, port, n=16, path="/load"):
         self.port = port
         self.n = n
         self.path = path
-        self.records = [[] for _ in range(n)]  # per client: (t_send, backend, status, error)
+        self.records = [[] for _ in range(n)]  # per client, in order
         self.stop_ev = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
                         for i in range(n)]
@@ -641,7 +650,8 @@ class RoutedLoad:
                 try:
                     c = veertest.Client(self.port)
                 except OSError as e:
-                    recs.append((time.monotonic(), None, None, "connect: %r" % e))
+                    t = time.monotonic()
+                    recs.append(Rec(t, t, None, None, "connect: %r" % e))
                     continue
             k += 1
             t = time.monotonic()
@@ -651,12 +661,12 @@ class RoutedLoad:
                     raise ValueError("connection closed without a response")
                 if not r.complete:
                     raise ValueError("truncated response")
-                recs.append((t, r.header("X-Backend"), r.status, None))
+                recs.append(Rec(t, time.monotonic(), r.header("X-Backend"), r.status, None))
                 if r.status != 200 or (r.header("Connection") or "").lower() == "close":
                     c.close()
                     c = None
             except (OSError, ValueError) as e:
-                recs.append((t, None, None, repr(e)))
+                recs.append(Rec(t, time.monotonic(), None, None, repr(e)))
                 c.close()
                 c = None
         if c is not None:
@@ -668,7 +678,7 @@ class RoutedLoad:
     def each_sent_after(self, t, count=1):
         """True when every client has >= count completed requests sent after t."""
         for recs in self.records:
-            if sum(1 for r in list(recs) if r[0] > t) < count:
+            if sum(1 for r in list(recs) if r.sent > t) < count:
                 return False
         return True
 
@@ -679,10 +689,10 @@ class RoutedLoad:
 
     def sent_between(self, t0, t1=None):
         """Records of requests sent after t0 (and before t1 when given)."""
-        return [r for r in self.all_records() if r[0] > t0 and (t1 is None or r[0] < t1)]
+        return [r for r in self.all_records() if r.sent > t0 and (t1 is None or r.sent < t1)]
 
     def failures(self):
-        return [r for r in self.all_records() if r[3] is not None or r[2] != 200]
+        return [r for r in self.all_records() if r.error is not None or r.status != 200]
 
     def stop(self):
         self.stop_ev.set()

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import pwd
-import re
 import shutil
 import socket
 import subprocess

@@ -1,0 +1,140 @@
+/*
+ * health_endpoints.c - veer's own health endpoints on every listener,
+ * under health_endpoints.prefix (default /api/health):
+ *   liveness   200 while the event loops run
+ *   readiness  200 when veer accepts traffic and every listener's pool has
+ *              an eligible backend; 503 while shutting down or when one has none
+ *   status     JSON: version, uptime, workers, generation, maintenance and
+ *              per pool the backends by state
+ * With `enabled = false;` the paths are proxied like any other.
+ */
+#include "module.h"
+#include "pool.h"
+#include "sbuf.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <string.h>
+
+static struct {
+    bool enabled;
+    char prefix[256];
+    size_t plen;
+    uint64_t start_us;
+    const struct veer_conf *conf;
+} he;
+
+static int init(const struct veer_conf *conf)
+{
+    he.enabled = conf->health_endpoints.enabled;
+    snprintf(he.prefix, sizeof(he.prefix), "%s", conf->health_endpoints.prefix);
+    he.plen = strlen(he.prefix);
+    while (he.plen > 1 && he.prefix[he.plen - 1] == '/')
+        he.prefix[--he.plen] = '\0';
+    if (he.start_us == 0)
+        he.start_us = veer_now_us();
+    he.conf = conf;
+    return VEER_OK;
+}
+
+/* Why veer is not ready, or NULL when it is. */
+static const char *not_ready(const struct worker *w, const struct routing *r, char *buf, size_t len)
+{
+    if (w->shutting_down)
+        return "shutting down";
+    for (int i = 0; i < he.conf->nlistens; i++) {
+        int p = he.conf->listens[i].pool_index;
+
+        if ((uint32_t)p < r->npools && r->pools[p].n == 0) {
+            snprintf(buf, len, "pool %s has no eligible backend", r->pools[p].name);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+static int readiness(struct txn *t, const struct worker *w, const struct routing *r)
+{
+    char why[160], body[256];
+    const char *no = not_ready(w, r, why, sizeof(why));
+    struct sbuf b;
+    int rc;
+
+    if (no == NULL) {
+        snprintf(body, sizeof(body), "{\"status\":\"ready\"}\n");
+        return txn_respond(t, 200, NULL, "application/json", body, strlen(body));
+    }
+    sb_init(&b);
+    sb_puts(&b, "{\"status\":\"not ready\",\"reason\":");
+    sb_json_str(&b, no);
+    sb_puts(&b, "}\n");
+    rc = txn_respond(t, 503, NULL, "application/json", b.s, b.len);
+    sb_free(&b);
+    return rc;
+}
+
+static int status(struct txn *t, const struct worker *w, const struct routing *r)
+{
+    struct sbuf b;
+    int rc;
+
+    sb_init(&b);
+    sb_printf(&b,
+              "{\"version\":\"%s\",\"uptime_s\":%.3f,\"workers\":%d,\"generation\":%llu,"
+              "\"shutting_down\":%s,\"maintenance\":{\"all\":%s,\"pools\":{",
+              VEER_VERSION, (double)(veer_now_us() - he.start_us) / 1e6, he.conf->workers,
+              (unsigned long long)r->generation, w->shutting_down ? "true" : "false",
+              r->maint ? "true" : "false");
+    for (uint32_t i = 0; i < r->npools; i++) {
+        sb_puts(&b, i ? "," : "");
+        sb_json_str(&b, r->pools[i].name);
+        sb_puts(&b, r->pools[i].maint || r->maint ? ":true" : ":false");
+    }
+    sb_puts(&b, "}},\"pools\":[");
+    for (uint32_t i = 0; i < r->npools; i++) {
+        const struct snap_pool *p = &r->pools[i];
+
+        sb_puts(&b, i ? ",{\"name\":" : "{\"name\":");
+        sb_json_str(&b, p->name);
+        sb_printf(&b, ",\"eligible\":%u,\"backends\":{", p->n);
+        for (int s = BE_PENDING; s <= BE_MAINT; s++)
+            sb_printf(&b, "%s\"%s\":%u", s ? "," : "", backend_state_name(s), p->nstate[s]);
+        sb_puts(&b, "}}");
+    }
+    sb_puts(&b, "]}\n");
+    rc = txn_respond(t, 200, NULL, "application/json", b.s, b.len);
+    sb_free(&b);
+    return rc;
+}
+
+static bool is(const char *p, size_t n, const char *word)
+{
+    return n == strlen(word) && memcmp(p, word, n) == 0;
+}
+
+static int on_request_head(struct txn *t)
+{
+    const struct worker *w = txn_worker(t);
+    const struct routing *r = w->routing;
+    size_t len;
+    const char *path = txn_path(t, &len);
+
+    if (!he.enabled || len <= he.plen + 1 || memcmp(path, he.prefix, he.plen) != 0 ||
+        path[he.plen] != '/')
+        return VEER_DECLINED;
+    path += he.plen + 1;
+    len -= he.plen + 1;
+    if (is(path, len, "liveness"))
+        return txn_respond(t, 200, NULL, "application/json", "{\"status\":\"alive\"}\n", 19);
+    if (is(path, len, "readiness"))
+        return readiness(t, w, r);
+    if (is(path, len, "status"))
+        return status(t, w, r);
+    return VEER_DECLINED;
+}
+
+const struct veer_module module_health_endpoints = {
+    .name = "health_endpoints",
+    .init = init,
+    .on_request_head = on_request_head,
+};

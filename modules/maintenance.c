@@ -1,0 +1,65 @@
+/*
+ * maintenance.c - maintenance mode: while it is on for every pool or for
+ * the request's pool, new requests get 503 with Retry-After and a small
+ * JSON body; requests already in flight finish. Paths on the allowlist
+ * (maintenance.allow prefixes, and veer's health endpoints always) keep
+ * being proxied or answered. The switch lives in the routing snapshot, so
+ * turning it on or off is one atomic publish like any other change.
+ */
+#include "module.h"
+#include "pool.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <string.h>
+
+static const struct veer_conf *mconf;
+
+static int init(const struct veer_conf *conf)
+{
+    mconf = conf;
+    return VEER_OK;
+}
+
+static bool prefix_of(const char *prefix, const char *path, size_t len)
+{
+    size_t n = strlen(prefix);
+
+    return len >= n && memcmp(path, prefix, n) == 0;
+}
+
+static bool allowed(const char *path, size_t len)
+{
+    for (int i = 0; i < mconf->maintenance.nallow; i++)
+        if (prefix_of(mconf->maintenance.allow[i], path, len))
+            return true;
+    return prefix_of(mconf->health_endpoints.prefix, path, len);
+}
+
+static int on_request_head(struct txn *t)
+{
+    const struct routing *r = txn_worker(t)->routing;
+    int pool = txn_pool_index(t);
+    const struct snap_pool *p = (uint32_t)pool < r->npools ? &r->pools[pool] : NULL;
+    char hdr[64], body[128];
+    int retry;
+    size_t len;
+    const char *path;
+
+    if (!r->maint && !(p && p->maint))
+        return VEER_DECLINED;
+    path = txn_path(t, &len);
+    if (allowed(path, len))
+        return VEER_DECLINED;
+    retry = p && p->maint ? p->retry_after : r->retry_after;
+    snprintf(hdr, sizeof(hdr), "Retry-After: %d\r\n", retry);
+    snprintf(body, sizeof(body), "{\"error\":\"maintenance\",\"status\":503,\"retry_after\":%d}\n",
+             retry);
+    return txn_respond(t, 503, hdr, "application/json", body, strlen(body));
+}
+
+const struct veer_module module_maintenance = {
+    .name = "maintenance",
+    .init = init,
+    .on_request_head = on_request_head,
+};
