@@ -560,6 +560,7 @@ class ReplaceTest(AdmissionCase):
 
         t_start = time.monotonic()
         news = []
+        in_flight = []  # K of each "draining OLD (K in flight)"
         for i, old in enumerate(olds):
             new = self.hb("blue-%d" % (i + 5), hold=hold)
             news.append(new)
@@ -575,6 +576,7 @@ class ReplaceTest(AdmissionCase):
             for line, rx in zip(lines, PROGRESS):
                 self.assertRegex(line, r"\A%s\Z" % rx.format(old=re.escape(old.name),
                                                             new=re.escape(new.name)))
+            in_flight.append(int(re.search(r"\((\d+) in flight\)", lines[2]).group(1)))
             self.assertNotIn(old.name, pool_states(self.show()))
             load.wait_each_sent_after(t_ok, 2)
             self.assert_none_to(load, old.name, t_ok, why="replace of %s answered" % old.name)
@@ -585,14 +587,16 @@ class ReplaceTest(AdmissionCase):
 
         recs = load.all_records()
         failed = load.failures()
-        print("\n  rolling deploy of 4 backends: %.2f s, %d requests, %d failed"
-              % (total, len(recs), len(failed)))
+        print("\n  rolling deploy of 4 backends: %.2f s, %d requests, %d failed, in flight at "
+              "each drain: %s" % (total, len(recs), len(failed), in_flight))
         self.assertEqual(failed[:10], [], "%d of %d requests failed" % (len(failed), len(recs)))
         self.assertEqual(pool_states(self.show()),
                          {"blue-5": "READY", "blue-6": "READY", "blue-7": "READY",
                           "blue-8": "READY"})
         for new in news:
             self.assertGreater(new.traffic_count(), 0, new.name)
+        # The load did keep requests in flight on the backends being drained.
+        self.assertGreater(sum(in_flight), 0, in_flight)
         self.v.stop()
 
     def test_replace_new_never_ready_keeps_old(self):

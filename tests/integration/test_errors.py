@@ -33,12 +33,28 @@ class BackendErrorsTest(VeerTestCase):
 
     def test_502_when_backend_closes_before_responding(self):
         b = self.backend("b", lambda conn, req: False)
-        v = self.veer(quick_config([("b", b.address)]), workers=1)
+        v = self.veer(quick_config([("b", b.address)], extra_pool="retries = { count = 0; };"),
+                      workers=1)
         c = self.client(v.port)
         json_error(self, c.request("GET", "/first"), 502)
-        # A fresh connection that fails is not retried.
+        # With retries off, a fresh connection that fails is not tried again.
         self.assertEqual([q.target for q in b.requests], ["/first"])
         self.assertEqual(b.connections, 1)
+        c.close()
+        v.stop()
+
+    def test_idempotent_request_is_retried_count_times_then_502(self):
+        b = self.backend("b", lambda conn, req: False)
+        v = self.veer(quick_config([("b", b.address)],
+                                   extra_pool="retries = { count = 2; base_ms = 1; cap_ms = 5; };"),
+                      workers=1)
+        c = self.client(v.port)
+        json_error(self, c.request("GET", "/first"), 502)
+        # The bytes reached the backend, but GET is idempotent: 1 try + 2 retries.
+        self.assertEqual([q.target for q in b.requests], ["/first"] * 3)
+        # A POST whose bytes reached the backend is never sent twice.
+        json_error(self, c.request("POST", "/post", body=b"x"), 502)
+        self.assertEqual([q.target for q in b.requests].count("/post"), 1)
         c.close()
         v.stop()
 

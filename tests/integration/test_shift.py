@@ -52,6 +52,16 @@ class ShiftTestCase(VeerTestCase):
         return recs
 
 
+def routing_view(doc):
+    """A `show pool --json` document without its generation and load figures
+    (active, conns change with warm-up and traffic): the routing decisions."""
+    d = dict(doc)
+    d.pop("generation")
+    d["backends"] = [{k: v for k, v in b.items() if k not in ("active", "conns")}
+                     for b in doc["backends"]]
+    return d
+
+
 def blue_green(v_factory, blue, green, shares=(("blue", 100), ("green", 0)), **kw):
     return v_factory(admin_config([("blue-1", blue.address, 100, "blue"),
                                    ("green-1", green.address, 100, "green")],
@@ -130,9 +140,7 @@ class SwapAndPartialShiftTest(ShiftTestCase):
         d2 = show_pool(sock)
         self.assertEqual(ok2["gen"], d0["generation"] + 2)
         self.assertEqual(d2["generation"], d0["generation"] + 2)
-        d0.pop("generation")
-        d2.pop("generation")
-        self.assertEqual(d2, d0)
+        self.assertEqual(routing_view(d2), routing_view(d0))
         v.stop()
 
     def test_shift_naming_some_groups_keeps_the_others(self):
@@ -187,18 +195,12 @@ class RollbackTest(ShiftTestCase):
                          [(100, "READY"), (40, "READY")])
         # Then the weight.
         parse_ok(veerctl(sock, "rollback", "api").stdout)
-        d = show_pool(sock)
-        d1.pop("generation")
-        d.pop("generation")
-        self.assertEqual(d, d1)
+        self.assertEqual(routing_view(show_pool(sock)), routing_view(d1))
         # A refused change is not an operator change: nothing to undo for it.
         p = veerctl(sock, "shift", "api", "blue=1", "green=1")
         self.assertEqual(p.returncode, 1)
         parse_ok(veerctl(sock, "rollback", "api").stdout)
-        d = show_pool(sock)
-        d0.pop("generation")
-        d.pop("generation")
-        self.assertEqual(d, d0)
+        self.assertEqual(routing_view(show_pool(sock)), routing_view(d0))
         v.stop()
 
 
