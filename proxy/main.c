@@ -10,6 +10,7 @@
 #include "listener.h"
 #include "module.h"
 #include "pool.h"
+#include "sdnotify.h"
 #include "state.h"
 #include "veer.h"
 #include "worker.h"
@@ -32,6 +33,7 @@ struct lifecycle {
     uint64_t shutdown_start_us;
     struct event *sigterm, *sigint, *sighup, *sigusr1, *sigusr2, *watch;
     bool aborted;
+    bool joined;
 };
 
 static void usage(FILE *out)
@@ -76,14 +78,30 @@ static void raise_nofile(const struct veer_conf *conf)
                  strerror(errno));
 }
 
+static void watch_cb(evutil_socket_t fd, short what, void *arg);
+
+/*
+ * Graceful shutdown, phase by phase: the workers stop accepting and report
+ * not ready at once, answer the next request on each keep-alive connection
+ * with Connection: close, close idle ones after quiet_ms, finish what is in
+ * flight up to shutdown_ms and close upstream connections as they free up.
+ * The control loop watches them leave; the rest happens after it.
+ */
 static void begin_shutdown(struct lifecycle *c, const char *why)
 {
+    struct timeval watch_tv = {0, 5 * 1000};
+
     c->signals++;
     if (c->signals == 1) {
         c->shutdown_start_us = veer_now_us();
-        log_info("%s: graceful shutdown (deadline %d ms)", why, c->conf->timeouts.shutdown_ms);
+        sd_notify_send("STOPPING=1");
+        log_info("%s: graceful shutdown (deadline %d ms): listeners closed, readiness reports "
+                 "not ready, in-flight requests finishing",
+                 why, c->conf->timeouts.shutdown_ms);
         for (unsigned i = 0; i < c->nworkers; i++)
             worker_post(c->workers[i], WCMD_SHUTDOWN);
+        c->watch = event_new(c->base, -1, EV_PERSIST, watch_cb, c);
+        event_add(c->watch, &watch_tv);
         return;
     }
     log_warn("%s again: aborting in-flight work", why);
@@ -144,12 +162,46 @@ static void restore_state(struct lifecycle *c)
         log_info("state file %s: %s", c->conf->state_file, msg);
 }
 
+/*
+ * The workers are gone: run the modules' on_shutdown hooks and flush state
+ * and logs within what is left of the deadline, then the summary line.
+ * Exit status 1 when anything was cut short.
+ */
+static int finish_shutdown(struct lifecycle *c)
+{
+    unsigned inflight = 0, aborted = 0, tunnels = 0;
+    uint64_t t_workers = veer_now_us(), deadline;
+
+    for (unsigned i = 0; i < c->nworkers; i++) {
+        worker_join(c->workers[i]);
+        inflight += c->workers[i]->sd.inflight;
+        aborted += c->workers[i]->sd.aborted;
+        tunnels += c->workers[i]->sd.tunnels;
+    }
+    c->joined = true;
+    if (c->shutdown_start_us == 0)
+        return 1;
+    log_info("in-flight work done in %.1f ms; upstream connections closed",
+             (double)(t_workers - c->shutdown_start_us) / 1000.0);
+    deadline = c->shutdown_start_us + (uint64_t)c->conf->timeouts.shutdown_ms * 1000;
+    admin_stop();
+    module_shutdown_all(deadline);
+    control_save_state();
+    persist_stop();
+    log_info("modules, state and logs flushed in %.1f ms",
+             (double)(veer_now_us() - t_workers) / 1000.0);
+    log_info("shutdown summary: in_flight=%u completed=%u aborted=%u tunnels_closed=%u "
+             "total_ms=%.1f",
+             inflight, inflight >= aborted ? inflight - aborted : 0, aborted, tunnels,
+             (double)(veer_now_us() - c->shutdown_start_us) / 1000.0);
+    return c->aborted || aborted ? 1 : 0;
+}
+
 static int run(struct lifecycle *c)
 {
     char err[512];
     int *fds;
     unsigned n = (unsigned)c->conf->workers;
-    struct timeval watch_tv = {0, 5 * 1000};
     uint64_t t0 = veer_now_us();
 
     raise_nofile(c->conf);
@@ -185,13 +237,11 @@ static int run(struct lifecycle *c)
     c->sighup = evsignal_new(c->base, SIGHUP, signal_cb, c);
     c->sigusr1 = evsignal_new(c->base, SIGUSR1, signal_cb, c);
     c->sigusr2 = evsignal_new(c->base, SIGUSR2, signal_cb, c);
-    c->watch = event_new(c->base, -1, EV_PERSIST, watch_cb, c);
     event_add(c->sigterm, NULL);
     event_add(c->sigint, NULL);
     event_add(c->sighup, NULL);
     event_add(c->sigusr1, NULL);
     event_add(c->sigusr2, NULL);
-    event_add(c->watch, &watch_tv);
     for (unsigned i = 0; i < n; i++) {
         if (worker_start(c->workers[i]) != VEER_OK) {
             c->nworkers = i;
@@ -201,18 +251,18 @@ static int run(struct lifecycle *c)
         }
         c->nworkers = i + 1;
     }
-    if (!c->aborted)
+    if (!c->aborted) {
         log_info("veer %s ready: %u workers, %d pools, started in %.1f ms (pid %d)", VEER_VERSION,
                  n, c->conf->npools, (double)(veer_now_us() - t0) / 1000.0, (int)getpid());
+        sd_notify_send("READY=1");
+    }
     event_base_dispatch(c->base);
-    if (c->shutdown_start_us)
-        log_info("shutdown complete in %.1f ms", (veer_now_us() - c->shutdown_start_us) / 1000.0);
-    return c->aborted ? 1 : 0;
+    return finish_shutdown(c);
 }
 
 static void cleanup(struct lifecycle *c)
 {
-    for (unsigned i = 0; i < c->nworkers; i++)
+    for (unsigned i = 0; i < c->nworkers && !c->joined; i++)
         worker_join(c->workers[i]);
     admin_stop();
     control_shutdown();
@@ -228,7 +278,8 @@ static void cleanup(struct lifecycle *c)
         event_free(c->sighup);
         event_free(c->sigusr1);
         event_free(c->sigusr2);
-        event_free(c->watch);
+        if (c->watch)
+            event_free(c->watch);
         event_base_free(c->base);
     }
     routing_shutdown();

@@ -121,14 +121,14 @@ struct snap_pool {
     enum conf_balance balance;
     uint32_t n; /* eligible backends */
     struct snap_backend *b;
-    bool maint;      /* maintenance on for this pool */
-    int retry_after; /* its Retry-After, seconds */
+    bool maint;                    /* maintenance on for this pool */
+    int retry_after;               /* its Retry-After, seconds */
     uint32_t nstate[BE_MAINT + 1]; /* backends by state, for the status endpoint */
 };
 
 struct routing {
     uint64_t generation;
-    bool maint;      /* maintenance on for every pool */
+    bool maint; /* maintenance on for every pool */
     int retry_after;
     const struct veer_conf *conf;
     uint32_t npools;
@@ -143,7 +143,7 @@ struct rt_backend {
     uint32_t group;
     enum admin_state admin;
     enum health_state health;
-    bool drained;            /* admin is DRAIN and nothing is left in flight */
+    bool drained; /* admin is DRAIN and nothing is left in flight */
     enum breaker_state breaker;
     double factor;           /* weight multiplier: slow start, half-open trial (1 = none) */
     uint64_t ready_since_us; /* slow start: when it was admitted */

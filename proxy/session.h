@@ -49,7 +49,7 @@ struct txn {
     uint32_t req_sent;     /* of those, bytes already written upstream */
     struct vbuf *req_head; /* rewritten head for the backend */
     uint32_t req_head_sent;
-    bool req_done; /* whole request parsed */
+    bool req_done;    /* whole request parsed */
     bool req_held;    /* keep sent bytes until the response starts (retry) */
     bool retried;     /* a stale pooled connection was retried */
     bool retry_armed; /* retry_ev is pending */

@@ -131,12 +131,6 @@ static void reap(struct worker *w)
     }
 }
 
-void worker_check_done(struct worker *w)
-{
-    if (w->shutting_down && w->nsessions == 0)
-        w->exit = true;
-}
-
 static void close_listeners(struct worker *w)
 {
     for (unsigned i = 0; i < w->nlisteners; i++) {
@@ -167,6 +161,33 @@ static void abort_all(struct worker *w)
     close_idle_upstreams(w);
 }
 
+/* Sessions with a request in flight (tunnels counted apart). */
+static unsigned count_busy(const struct worker *w, unsigned *tunnels)
+{
+    unsigned n = 0;
+
+    *tunnels = 0;
+    for (const struct session *s = w->sessions; s; s = s->next) {
+        if (s->txn == NULL || s->txn->phase == TXN_REQ_HEAD)
+            continue;
+        if (s->txn->phase == TXN_TUNNEL)
+            (*tunnels)++;
+        else
+            n++;
+    }
+    return n;
+}
+
+/* Close what is left, counting what was cut short. */
+static void abort_rest(struct worker *w)
+{
+    unsigned tunnels, busy = count_busy(w, &tunnels);
+
+    w->sd.aborted += busy;
+    w->sd.tunnels += tunnels;
+    abort_all(w);
+}
+
 static void shutdown_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -174,7 +195,32 @@ static void shutdown_timer_cb(evutil_socket_t fd, short what, void *arg)
     if (w->nsessions)
         log_warn("worker %u: shutdown deadline reached, closing %u connections", w->idx,
                  w->nsessions);
-    abort_all(w);
+    abort_rest(w);
+}
+
+/*
+ * Shutting down, leave the loop when no session is left. Tunnels cannot
+ * end at a request boundary: once they are all that is left they are
+ * closed (and counted in the summary).
+ */
+void worker_check_done(struct worker *w)
+{
+    unsigned tunnels;
+
+    if (!w->shutting_down)
+        return;
+    if (w->nsessions && count_busy(w, &tunnels) == 0 && tunnels) {
+        bool only_tunnels = true;
+
+        for (const struct session *s = w->sessions; s && only_tunnels; s = s->next)
+            only_tunnels = s->txn && s->txn->phase == TXN_TUNNEL;
+        if (only_tunnels) {
+            w->sd.tunnels += tunnels;
+            abort_all(w);
+        }
+    }
+    if (w->nsessions == 0)
+        w->exit = true;
 }
 
 /*
@@ -191,6 +237,7 @@ static void begin_shutdown(struct worker *w)
     if (w->shutting_down)
         return;
     w->shutting_down = true;
+    w->sd.inflight = count_busy(w, &w->sd.tunnels_at_signal);
     event_del(&w->accept_pause);
     close_listeners(w);
     close_idle_upstreams(w);
@@ -298,7 +345,7 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
         begin_shutdown(w);
     if (cmd & WCMD_ABORT) {
         begin_shutdown(w);
-        abort_all(w);
+        abort_rest(w);
     }
 }
 

@@ -119,11 +119,17 @@ struct worker {
     struct event shutdown_timer;
 
     struct worker_stats stats;
+    struct {
+        unsigned inflight;          /* requests in flight when shutdown began */
+        unsigned tunnels_at_signal; /* tunnels open then */
+        unsigned aborted;           /* requests cut at the deadline or a second signal */
+        unsigned tunnels;           /* tunnels closed */
+    } sd;
     int64_t retry_tokens; /* retry budget, in thousandths of a retry */
     uint64_t rng;
 };
 
-#define RETRY_TOKEN     1000      /* one retry */
+#define RETRY_TOKEN     1000               /* one retry */
 #define RETRY_TOKEN_MAX (10 * RETRY_TOKEN) /* at most ten retries in a burst */
 
 extern _Atomic int veer_client_connections;

@@ -14,7 +14,13 @@ lifecycle tests need besides:
 - SendProgress / send_tracked: a sender that records when the peer stops
   taking bytes (backpressure reached it);
 - small things: a port nobody listens on, JSON error checks, WebSocket
-  frames, "is this port still accepting?".
+  frames, "is this port still accepting?";
+- the admin side: admin_config (admin socket, audit log, state file, group
+  shares), veerctl, AdminConn (the raw line protocol), show_pool / parse_ok,
+  audit_records / state_shares to read veer's files;
+- RoutedLoad: keep-alive clients that record, per request, when it was sent
+  and answered and which backend (X-Backend) answered it, to check that a
+  change applies to every request sent after its OK.
 """
 
 import base64

@@ -550,12 +550,13 @@ PROGRESS = [r"added {new} 127\.0\.0\.1:\d+ to group \S+",
 
 class ReplaceTest(AdmissionCase):
     def test_rolling_deploy_zero_failed_requests(self):
-        hold = slow_every(4, 0.2)  # every 4th request of each client takes 200 ms
+        hold = slow_every(3, 0.2)  # every 3rd request of each client takes 200 ms
         olds = [self.hb("blue-%d" % i, hold=hold) for i in range(1, 5)]
         self.start(olds, interval_ms=100)
         for b in olds:
             self.wait_state(b.name, "READY")
-        load = self.load(8)
+        # 12 clients: enough that a drain almost never finds its backend idle (checked below).
+        load = self.load(12)
         load.wait_each_sent_after(time.monotonic(), 4)
 
         t_start = time.monotonic()
