@@ -1,0 +1,124 @@
+/*
+ * control-i.h - what the control plane's files share: the control state and
+ * the helpers every part of it uses. Control thread only; not for the
+ * rest of veer (that is control.h).
+ *
+ *   control.c     the change path: queue, edits, warm-up, commit, publish
+ *   drain.c       draining with completion, waiting for a backend's state
+ *   admission.c   readiness transitions, circuit breaker, slow start
+ *   membership.c  add, delete, replace; retiring deleted backends
+ *   show.c        show pools, show pool, audit verify
+ */
+#ifndef VEER_CONTROL_I_H
+#define VEER_CONTROL_I_H
+
+#include "control.h"
+#include "pool.h"
+#include "worker.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The longest a change waits for warm connections before publishing anyway. */
+#define WARM_DEADLINE_MS 100
+
+/* Operator changes kept per pool for `rollback`. */
+#define ROLLBACK_DEPTH 32
+
+/* A pool's operator-controlled values, as a copy that can be edited and checked. */
+struct pool_edit {
+    int pool;
+    uint32_t ng, nb;
+    int *share;
+    uint32_t *id; /* backend ids, to tell whether membership changed since */
+    int *weight;
+    enum admin_state *admin;
+};
+
+/* Someone waiting for a backend to become READY or DRAINED (drain --wait, replace). */
+enum wait_for { WAIT_READY, WAIT_DRAINED };
+
+struct waiter {
+    struct backend *be;
+    enum wait_for what;
+    struct event *timer;
+    uint64_t start_us;
+    void (*cb)(struct waiter *w, bool ok); /* ok false: timed out or backend deleted */
+    void *arg;
+    struct waiter *next;
+};
+
+struct history {
+    struct pool_edit *e[ROLLBACK_DEPTH];
+    unsigned n;
+};
+
+/* The control plane's state (one per process). */
+struct ctl_state {
+    struct event_base *base;
+    const struct veer_conf *conf;
+    struct model *model;
+    struct worker **workers;
+    unsigned nworkers;
+
+    pthread_mutex_t mq_lock;
+    struct cmsg *mq;
+    int mq_fd;
+    struct event *mq_ev;
+
+    struct ctl_req *busy; /* the change in progress (waiting for warm-up) */
+    struct ctl_req *queue_head, *queue_tail;
+    uint64_t next_ticket;
+    struct history *history; /* per pool */
+    struct waiter *waiters;
+    struct backend *retired; /* deleted backends not freed yet */
+    struct event *tick;
+    uint64_t last_store_us; /* when the last snapshot was stored */
+};
+
+extern struct ctl_state ctl;
+
+/* Answer r (reply without its final empty line) and free it. */
+void ctl_finish(struct ctl_req *r, const char *text, bool ok);
+/* Refuse r with "ERR ...": audited when it was a change; nothing touched. */
+void ctl_refuse(struct ctl_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* OK gen=N applied_us=T (time to the last store) plus extra. */
+void ctl_reply_change(struct ctl_req *r, uint64_t gen, const char *extra);
+/* The pool / backend the command names, or -1 after refusing r. */
+int ctl_find_pool(struct ctl_req *r);
+int ctl_find_backend(struct ctl_req *r, const struct rt_pool *p);
+
+/* Tell every worker something about these backends. */
+void ctl_send_backends(enum wmsg_type type, struct backend **list, unsigned n);
+
+/* drain.c */
+void ctl_wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms,
+                      void (*cb)(struct waiter *, bool), void *arg);
+void ctl_waiter_done(struct waiter *w, bool ok);
+void ctl_wake_waiters(struct backend *be, enum wait_for what, bool ok);
+void ctl_sync_draining(struct rt_pool *p);
+void ctl_check_drained(struct rt_pool *p, uint32_t i);
+void ctl_backend_idle(struct backend *be);
+void ctl_drain_wait_cb(struct waiter *w, bool ok);
+
+/* admission.c */
+void ctl_on_health(struct backend *be, bool ok, uint64_t took_us, const char *why);
+void ctl_breaker_event(struct backend *be, bool ok);
+void ctl_slow_start_begin(struct rt_pool *p, uint32_t i);
+void ctl_slow_start_tick(void);
+
+/* membership.c */
+void ctl_add_backend(struct ctl_req *r, int pi);
+void ctl_del_backend(struct ctl_req *r, int pi);
+void ctl_replace_start(struct ctl_req *r);
+void ctl_retire_backend(struct backend *be);
+void ctl_reclaim_backends(void);
+
+/* show.c */
+void ctl_show_pools(struct ctl_req *r);
+void ctl_show_pool(struct ctl_req *r);
+void ctl_audit_verify(struct ctl_req *r);
+
+#endif

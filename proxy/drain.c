@@ -1,0 +1,159 @@
+/*
+ * drain.c - draining with completion: a draining backend is DRAINED the moment its last
+ * request ends (workers report it), and whoever waits for a backend to be READY
+ * or DRAINED (drain --wait, replace) is answered then or at its timeout.
+ */
+#include "control-i.h"
+#include "audit.h"
+#include "health.h"
+#include "sbuf.h"
+#include "state.h"
+#include "upstream.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+/* --- waiting for a backend ---------------------------------------------------------- */
+
+void ctl_waiter_done(struct waiter *w, bool ok)
+{
+    for (struct waiter **pp = &ctl.waiters; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    event_free(w->timer);
+    w->cb(w, ok);
+    free(w);
+}
+
+static void waiter_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    ctl_waiter_done(arg, false);
+}
+
+/* Call cb when be becomes READY / DRAINED, or with ok false after timeout_ms. */
+void ctl_wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms,
+                      void (*cb)(struct waiter *, bool), void *arg)
+{
+    struct waiter *w = veer_calloc(1, sizeof(*w));
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+
+    w->be = be;
+    w->what = what;
+    w->cb = cb;
+    w->arg = arg;
+    w->start_us = veer_now_us();
+    w->timer = evtimer_new(ctl.base, waiter_timeout_cb, w);
+    evtimer_add(w->timer, &tv);
+    w->next = ctl.waiters;
+    ctl.waiters = w;
+}
+
+/* be reached a state: wake who waits for it (or everyone waiting on it, when deleted). */
+void ctl_wake_waiters(struct backend *be, enum wait_for what, bool ok)
+{
+    struct waiter *w = ctl.waiters;
+
+    while (w) {
+        struct waiter *next = w->next;
+
+        if (w->be == be && (w->what == what || !ok))
+            ctl_waiter_done(w, ok);
+        w = next;
+    }
+}
+
+/* --- draining ------------------------------------------------------------------------ */
+
+/* Tell every worker to do something about these backends. */
+void ctl_send_backends(enum wmsg_type type, struct backend **list, unsigned n)
+{
+    for (unsigned w = 0; w < ctl.nworkers && n; w++) {
+        struct wmsg *m = veer_calloc(1, sizeof(*m));
+
+        m->type = type;
+        m->n = n;
+        m->be = veer_malloc(n * sizeof(*m->be));
+        memcpy(m->be, list, n * sizeof(*list));
+        worker_send(ctl.workers[w], m);
+    }
+}
+
+/*
+ * A draining backend with no request in flight and no connection left is
+ * DRAINED: said once, the moment it happens (workers report the last
+ * request ending), and whoever waits for it is answered.
+ */
+void ctl_check_drained(struct rt_pool *p, uint32_t i)
+{
+    struct rt_backend *b = &p->b[i];
+    uint32_t active, conns;
+
+    if (b->admin != ADMIN_DRAIN || b->drained)
+        return;
+    if (routing_min_seen() < b->drain_gen)
+        return; /* a worker may still pick it from an older snapshot */
+    active = backend_active(b->be);
+    conns = backend_conns(b->be);
+    if (active || conns)
+        return;
+    b->drained = true;
+    log_info("backend %s/%s DRAINED: %u requests finished in %.1f ms", p->name, b->be->name,
+             b->drain_inflight, (double)(veer_now_us() - b->drain_start_us) / 1000.0);
+    ctl_wake_waiters(b->be, WAIT_DRAINED, true);
+}
+
+void ctl_backend_idle(struct backend *be)
+{
+    if (be->pool >= 0)
+        ctl_check_drained(&ctl.model->pools[be->pool], be->index);
+}
+
+/*
+ * Make the workers' view of draining follow the admin states: a backend
+ * entering DRAIN stops having its connections pooled, its idle ones close
+ * at once, and the count of requests still in flight is taken.
+ */
+void ctl_sync_draining(struct rt_pool *p)
+{
+    struct backend **closing = NULL;
+    unsigned n = 0;
+
+    for (uint32_t i = 0; i < p->nb; i++) {
+        struct rt_backend *b = &p->b[i];
+        bool want = b->admin == ADMIN_DRAIN;
+
+        if (want == atomic_load(&b->be->draining))
+            continue;
+        atomic_store(&b->be->draining, want); /* seq_cst: pairs with the workers' fence */
+        if (!want)
+            continue;
+        b->drained = false;
+        b->drain_gen = ctl.model->generation;
+        b->drain_start_us = veer_now_us();
+        b->drain_inflight = backend_active(b->be);
+        closing = veer_realloc(closing, (n + 1) * sizeof(*closing));
+        closing[n++] = b->be;
+    }
+    ctl_send_backends(WMSG_CLOSE_IDLE, closing, n);
+    free(closing);
+    for (uint32_t i = 0; i < p->nb; i++)
+        ctl_check_drained(p, i);
+}
+
+void ctl_drain_wait_cb(struct waiter *w, bool ok)
+{
+    struct ctl_req *r = w->arg;
+    char line[300];
+
+    if (ok)
+        snprintf(line, sizeof(line), "%s drained_ms=%.1f", r->line_ok,
+                 (double)(veer_now_us() - w->start_us) / 1000.0);
+    else
+        snprintf(line, sizeof(line), "ERR timeout active=%u", backend_active(w->be));
+    ctl_finish(r, line, ok);
+}

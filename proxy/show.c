@@ -1,0 +1,198 @@
+/*
+ * show.c - the read-only admin commands: show pools (a table), show pool (table or
+ * the JSON of the contract), audit verify.
+ */
+#include "control-i.h"
+#include "audit.h"
+#include "health.h"
+#include "sbuf.h"
+#include "state.h"
+#include "upstream.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+/* --- reading ---------------------------------------------------------------------- */
+
+/* Pad cells into aligned columns: rows of n cells each. */
+static void table(struct sbuf *o, char **cells, unsigned rows, unsigned n)
+{
+    size_t w[16] = {0};
+
+    for (unsigned r = 0; r < rows; r++)
+        for (unsigned c = 0; c < n; c++)
+            if (strlen(cells[r * n + c]) > w[c])
+                w[c] = strlen(cells[r * n + c]);
+    for (unsigned r = 0; r < rows; r++) {
+        for (unsigned c = 0; c < n; c++) {
+            if (c + 1 < n)
+                sb_printf(o, "%-*s  ", (int)w[c], cells[r * n + c]);
+            else
+                sb_puts(o, cells[r * n + c]);
+        }
+        sb_puts(o, "\n");
+    }
+}
+
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
+static char *fmt(const char *f, ...)
+{
+    va_list ap;
+    char *s;
+    int n;
+
+    va_start(ap, f);
+    n = vsnprintf(NULL, 0, f, ap);
+    va_end(ap);
+    s = veer_malloc((size_t)n + 1);
+    va_start(ap, f);
+    vsnprintf(s, (size_t)n + 1, f, ap);
+    va_end(ap);
+    return s;
+}
+
+static const char *const pool_columns[] = {"pool",  "backend", "group", "state", "weight",
+                                           "share", "active",  "conns", "gen"};
+
+/* show pools: one row per backend, every pool. */
+void ctl_show_pools(struct ctl_req *r)
+{
+    unsigned rows = 1, n = ARRAY_SIZE(pool_columns), k = 0;
+    char **cells;
+    struct sbuf o;
+
+    for (uint32_t i = 0; i < ctl.model->npools; i++)
+        rows += ctl.model->pools[i].nb;
+    cells = veer_calloc(rows * n, sizeof(*cells));
+    for (unsigned c = 0; c < n; c++)
+        cells[k++] = veer_strdup(pool_columns[c]);
+    for (uint32_t i = 0; i < ctl.model->npools; i++) {
+        const struct rt_pool *p = &ctl.model->pools[i];
+
+        for (uint32_t j = 0; j < p->nb; j++) {
+            const struct rt_backend *b = &p->b[j];
+
+            cells[k++] = veer_strdup(p->name);
+            cells[k++] = veer_strdup(b->be->name);
+            cells[k++] = veer_strdup(p->g[b->group].name);
+            cells[k++] = veer_strdup(backend_state_name(model_state(p, j)));
+            cells[k++] = fmt("%d", b->weight);
+            cells[k++] = fmt("%d", p->g[b->group].share);
+            cells[k++] = fmt("%u", backend_active(b->be));
+            cells[k++] = fmt("%u", backend_conns(b->be));
+            cells[k++] = fmt("%llu", (unsigned long long)ctl.model->generation);
+        }
+    }
+    sb_init(&o);
+    table(&o, cells, rows, n);
+    for (unsigned i = 0; i < rows * n; i++)
+        free(cells[i]);
+    free(cells);
+    ctl_finish(r, o.s, true);
+    sb_free(&o);
+}
+
+static void show_pool_json(const struct rt_pool *p, struct sbuf *o)
+{
+    sb_puts(o, "{\"pool\":");
+    sb_json_str(o, p->name);
+    sb_printf(o, ",\"generation\":%llu,\"balance\":", (unsigned long long)ctl.model->generation);
+    sb_json_str(o, p->conf->balance == BALANCE_LEASTCONN ? "leastconn"
+                   : p->conf->balance == BALANCE_P2C     ? "p2c"
+                                                         : "swrr");
+    sb_puts(o, ",\"groups\":[");
+    for (uint32_t g = 0; g < p->ng; g++) {
+        sb_puts(o, g ? ",{\"name\":" : "{\"name\":");
+        sb_json_str(o, p->g[g].name);
+        sb_printf(o, ",\"share\":%d}", p->g[g].share);
+    }
+    sb_puts(o, "],\"backends\":[");
+    for (uint32_t i = 0; i < p->nb; i++) {
+        const struct rt_backend *b = &p->b[i];
+
+        sb_puts(o, i ? ",{\"name\":" : "{\"name\":");
+        sb_json_str(o, b->be->name);
+        sb_puts(o, ",\"address\":");
+        sb_json_str(o, b->be->addr.text);
+        sb_puts(o, ",\"group\":");
+        sb_json_str(o, p->g[b->group].name);
+        sb_printf(o,
+                  ",\"state\":\"%s\",\"weight\":%d,\"effective_weight\":%.6g,\"active\":%u,"
+                  "\"conns\":%u}",
+                  backend_state_name(model_state(p, i)), b->weight, model_effective_weight(p, i),
+                  backend_active(b->be), backend_conns(b->be));
+    }
+    sb_puts(o, "]}");
+}
+
+static void show_pool_text(const struct rt_pool *p, struct sbuf *o)
+{
+    static const char *const cols[] = {"backend",   "address", "group", "state",  "weight",
+                                       "effective", "active",  "conns", "circuit"};
+    unsigned n = ARRAY_SIZE(cols), rows = p->nb + 1, k = 0;
+    char **cells = veer_calloc(rows * n, sizeof(*cells));
+
+    sb_printf(o, "pool %s generation %llu balance %s\n", p->name,
+              (unsigned long long)ctl.model->generation,
+              p->conf->balance == BALANCE_LEASTCONN ? "leastconn"
+              : p->conf->balance == BALANCE_P2C     ? "p2c"
+                                                    : "swrr");
+    for (uint32_t g = 0; g < p->ng; g++)
+        sb_printf(o, "group %s share %d\n", p->g[g].name, p->g[g].share);
+    for (unsigned c = 0; c < n; c++)
+        cells[k++] = veer_strdup(cols[c]);
+    for (uint32_t i = 0; i < p->nb; i++) {
+        const struct rt_backend *b = &p->b[i];
+
+        cells[k++] = veer_strdup(b->be->name);
+        cells[k++] = veer_strdup(b->be->addr.text);
+        cells[k++] = veer_strdup(p->g[b->group].name);
+        cells[k++] = veer_strdup(backend_state_name(model_state(p, i)));
+        cells[k++] = fmt("%d", b->weight);
+        cells[k++] = fmt("%.6g", model_effective_weight(p, i));
+        cells[k++] = fmt("%u", backend_active(b->be));
+        cells[k++] = fmt("%u", backend_conns(b->be));
+        cells[k++] = veer_strdup(breaker_state_name(b->breaker));
+    }
+    table(o, cells, rows, n);
+    for (unsigned i = 0; i < rows * n; i++)
+        free(cells[i]);
+    free(cells);
+}
+
+void ctl_show_pool(struct ctl_req *r)
+{
+    int pi = model_find_pool(ctl.model, r->cmd.pool);
+    struct sbuf o;
+
+    if (pi < 0) {
+        ctl_finish(r, "ERR unknown pool", false);
+        return;
+    }
+    sb_init(&o);
+    if (r->cmd.json)
+        show_pool_json(&ctl.model->pools[pi], &o);
+    else
+        show_pool_text(&ctl.model->pools[pi], &o);
+    ctl_finish(r, o.s, true);
+    sb_free(&o);
+}
+
+void ctl_audit_verify(struct ctl_req *r)
+{
+    const char *path = r->cmd.file[0] ? r->cmd.file : ctl.conf->audit_log;
+    char msg[512], line[600];
+    int rc;
+
+    if (path == NULL) {
+        ctl_finish(r, "ERR no audit log configured (audit_log) and no FILE given", false);
+        return;
+    }
+    rc = audit_verify(path, msg, sizeof(msg));
+    snprintf(line, sizeof(line), "%s %s", rc == 0 ? "OK" : "ERR", msg);
+    ctl_finish(r, line, rc == 0);
+}
