@@ -16,24 +16,13 @@
 
 #include <string.h>
 
-static struct {
-    bool enabled;
-    char prefix[256];
-    size_t plen;
-    uint64_t start_us;
-    const struct veer_conf *conf;
-} he;
+/* When veer started, for the uptime (set once, before any worker runs). */
+static uint64_t start_us;
 
 static int init(const struct veer_conf *conf)
 {
-    he.enabled = conf->health_endpoints.enabled;
-    snprintf(he.prefix, sizeof(he.prefix), "%s", conf->health_endpoints.prefix);
-    he.plen = strlen(he.prefix);
-    while (he.plen > 1 && he.prefix[he.plen - 1] == '/')
-        he.prefix[--he.plen] = '\0';
-    if (he.start_us == 0)
-        he.start_us = veer_now_us();
-    he.conf = conf;
+    if (start_us == 0)
+        start_us = veer_now_us();
     return VEER_OK;
 }
 
@@ -42,8 +31,8 @@ static const char *not_ready(const struct worker *w, const struct routing *r, ch
 {
     if (w->shutting_down)
         return "shutting down";
-    for (int i = 0; i < he.conf->nlistens; i++) {
-        int p = he.conf->listens[i].pool_index;
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        int p = w->listeners[i]->pool;
 
         if ((uint32_t)p < r->npools && r->pools[p].n == 0) {
             snprintf(buf, len, "pool %s has no eligible backend", r->pools[p].name);
@@ -82,7 +71,7 @@ static int status(struct txn *t, const struct worker *w, const struct routing *r
     sb_printf(&b,
               "{\"version\":\"%s\",\"uptime_s\":%.3f,\"workers\":%d,\"generation\":%llu,"
               "\"shutting_down\":%s,\"maintenance\":{\"all\":%s,\"pools\":{",
-              VEER_VERSION, (double)(veer_now_us() - he.start_us) / 1e6, he.conf->workers,
+              VEER_VERSION, (double)(veer_now_us() - start_us) / 1e6, w->conf->workers,
               (unsigned long long)r->generation, w->shutting_down ? "true" : "false",
               r->maint ? "true" : "false");
     for (uint32_t i = 0; i < r->npools; i++) {
@@ -116,14 +105,16 @@ static int on_request_head(struct txn *t)
 {
     const struct worker *w = txn_worker(t);
     const struct routing *r = w->routing;
-    size_t len;
+    const struct conf_health_endpoints *hc = &w->conf->health_endpoints;
+    size_t len, plen = strlen(hc->prefix);
     const char *path = txn_path(t, &len);
 
-    if (!he.enabled || len <= he.plen + 1 || memcmp(path, he.prefix, he.plen) != 0 ||
-        path[he.plen] != '/')
+    while (plen > 1 && hc->prefix[plen - 1] == '/')
+        plen--;
+    if (!hc->enabled || len <= plen + 1 || memcmp(path, hc->prefix, plen) != 0 || path[plen] != '/')
         return VEER_DECLINED;
-    path += he.plen + 1;
-    len -= he.plen + 1;
+    path += plen + 1;
+    len -= plen + 1;
     if (is(path, len, "liveness"))
         return txn_respond(t, 200, NULL, "application/json", "{\"status\":\"alive\"}\n", 19);
     if (is(path, len, "readiness"))

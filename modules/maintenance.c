@@ -13,14 +13,6 @@
 
 #include <string.h>
 
-static const struct veer_conf *mconf;
-
-static int init(const struct veer_conf *conf)
-{
-    mconf = conf;
-    return VEER_OK;
-}
-
 static bool prefix_of(const char *prefix, const char *path, size_t len)
 {
     size_t n = strlen(prefix);
@@ -28,12 +20,12 @@ static bool prefix_of(const char *prefix, const char *path, size_t len)
     return len >= n && memcmp(path, prefix, n) == 0;
 }
 
-static bool allowed(const char *path, size_t len)
+static bool allowed(const struct veer_conf *conf, const char *path, size_t len)
 {
-    for (int i = 0; i < mconf->maintenance.nallow; i++)
-        if (prefix_of(mconf->maintenance.allow[i], path, len))
+    for (int i = 0; i < conf->maintenance.nallow; i++)
+        if (prefix_of(conf->maintenance.allow[i], path, len))
             return true;
-    return prefix_of(mconf->health_endpoints.prefix, path, len);
+    return prefix_of(conf->health_endpoints.prefix, path, len);
 }
 
 static int on_request_head(struct txn *t)
@@ -49,7 +41,7 @@ static int on_request_head(struct txn *t)
     if (!r->maint && !(p && p->maint))
         return VEER_DECLINED;
     path = txn_path(t, &len);
-    if (allowed(path, len))
+    if (allowed(txn_worker(t)->conf, path, len))
         return VEER_DECLINED;
     retry = p && p->maint ? p->retry_after : r->retry_after;
     snprintf(hdr, sizeof(hdr), "Retry-After: %d\r\n", retry);
@@ -60,6 +52,5 @@ static int on_request_head(struct txn *t)
 
 const struct veer_module module_maintenance = {
     .name = "maintenance",
-    .init = init,
     .on_request_head = on_request_head,
 };

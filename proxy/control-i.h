@@ -114,6 +114,11 @@ void ctl_add_backend(struct ctl_req *r, int pi);
 void ctl_del_backend(struct ctl_req *r, int pi);
 void ctl_replace_start(struct ctl_req *r);
 void ctl_retire_backend(struct backend *be);
+void ctl_remove_backend(struct rt_pool *p, uint32_t i);
+
+/* reload.c */
+int ctl_reload(const struct audit_peer *peer, char *msg, size_t len);
+void ctl_free_old_confs(void);
 void ctl_reclaim_backends(void);
 
 /* show.c */

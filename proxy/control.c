@@ -14,6 +14,7 @@
 #include "health.h"
 #include "sbuf.h"
 #include "state.h"
+#include "sdnotify.h"
 #include "upstream.h"
 #include "veer.h"
 #include "worker.h"
@@ -730,6 +731,17 @@ void control_execute(struct ctl_req *r)
     case CMD_REPLACE:
         ctl_replace_start(r);
         return;
+    case CMD_RELOAD: {
+        char msg[1200], line[1300];
+        int rc;
+
+        sd_notify_send("RELOADING=1");
+        rc = ctl_reload(&r->peer, msg, sizeof(msg));
+        sd_notify_send("READY=1");
+        snprintf(line, sizeof(line), "%s %s", rc == VEER_OK ? "OK" : "ERR", msg);
+        ctl_finish(r, line, rc == VEER_OK);
+        return;
+    }
     case CMD_SET_WEIGHT:
     case CMD_SET_STATE:
     case CMD_SHIFT:
@@ -755,6 +767,20 @@ void control_execute(struct ctl_req *r)
 void control_cancel(struct ctl_req *r)
 {
     r->done = NULL;
+}
+
+void control_reload_signal(void)
+{
+    char msg[1200];
+
+    sd_notify_send("RELOADING=1");
+    ctl_reload(NULL, msg, sizeof(msg));
+    sd_notify_send("READY=1");
+}
+
+const struct veer_conf *control_conf(void)
+{
+    return ctl.base ? ctl.conf : NULL;
 }
 
 /* --- set-up ------------------------------------------------------------------------- */
@@ -845,4 +871,5 @@ void control_shutdown(void)
         ctl.retired = be->retired_next;
         backend_destroy(be);
     }
+    ctl_free_old_confs();
 }

@@ -85,6 +85,12 @@ void control_refuse(struct ctl_req *r, const char *why);
 /* The request's answer is no longer wanted (its connection closed). */
 void control_cancel(struct ctl_req *r);
 
+/* SIGHUP: reload the configuration file (errors are logged, nothing changes). */
+void control_reload_signal(void);
+
+/* The configuration in force (changes at a reload). */
+const struct veer_conf *control_conf(void);
+
 /* Publish the model as a new snapshot; returns the generation. */
 uint64_t control_publish(void);
 

@@ -105,6 +105,13 @@ void ctl_check_drained(struct rt_pool *p, uint32_t i)
     log_info("backend %s/%s DRAINED: %u requests finished in %.1f ms", p->name, b->be->name,
              b->drain_inflight, (double)(veer_now_us() - b->drain_start_us) / 1000.0);
     ctl_wake_waiters(b->be, WAIT_DRAINED, true);
+    if (b->remove_when_drained) {
+        /* Gone from the config at a reload: it goes away now that it is idle. */
+        log_info("backend %s/%s removed (no longer in the configuration)", p->name, b->be->name);
+        ctl_remove_backend(p, i);
+        control_publish();
+        control_save_state();
+    }
 }
 
 void ctl_backend_idle(struct backend *be)

@@ -62,39 +62,50 @@ static void format_addr(const struct sockaddr_storage *ss, char *out, size_t len
     }
 }
 
+int *listener_open(const struct conf_listen *lc, unsigned nworkers)
+{
+    int *fds = veer_malloc(sizeof(int) * (nworkers ? nworkers : 1));
+    struct sockaddr_storage ss = lc->addr.ss;
+    socklen_t len = lc->addr.len;
+    char text[80];
+
+    for (unsigned w = 0; w < nworkers; w++) {
+        fds[w] = open_one(&ss, len, lc->addr.text);
+        if (fds[w] < 0) {
+            while (w-- > 0)
+                close(fds[w]);
+            free(fds);
+            return NULL;
+        }
+        if (w == 0) {
+            /* Port 0: every other worker binds the port the kernel chose. */
+            len = sizeof(ss);
+            getsockname(fds[0], (struct sockaddr *)&ss, &len);
+        }
+    }
+    format_addr(&ss, text, sizeof(text));
+    log_info("listening on %s (pool %s, %u workers)", text, lc->pool, nworkers);
+    return fds;
+}
+
 int *listener_open_all(const struct veer_conf *conf, unsigned nworkers)
 {
     unsigned n = (unsigned)conf->nlistens;
     int *fds = veer_malloc(sizeof(int) * (n * nworkers + 1));
 
-    for (unsigned i = 0; i < n * nworkers; i++)
-        fds[i] = -1;
     for (unsigned i = 0; i < n; i++) {
-        const struct conf_listen *lc = &conf->listens[i];
-        struct sockaddr_storage ss = lc->addr.ss;
-        socklen_t len = lc->addr.len;
-        char text[80];
+        int *one = listener_open(&conf->listens[i], nworkers);
 
-        for (unsigned w = 0; w < nworkers; w++) {
-            int fd = open_one(&ss, len, lc->addr.text);
-
-            if (fd < 0)
-                goto fail;
-            fds[w * n + i] = fd;
-            if (w == 0) {
-                /* Port 0: every other worker binds the port the kernel chose. */
-                len = sizeof(ss);
-                getsockname(fd, (struct sockaddr *)&ss, &len);
-            }
+        if (one == NULL) {
+            for (unsigned k = 0; k < i; k++)
+                for (unsigned w = 0; w < nworkers; w++)
+                    close(fds[w * n + k]);
+            free(fds);
+            return NULL;
         }
-        format_addr(&ss, text, sizeof(text));
-        log_info("listening on %s (pool %s, %u workers)", text, lc->pool, nworkers);
+        for (unsigned w = 0; w < nworkers; w++)
+            fds[w * n + i] = one[w];
+        free(one);
     }
     return fds;
-fail:
-    for (unsigned i = 0; i < n * nworkers; i++)
-        if (fds[i] >= 0)
-            close(fds[i]);
-    free(fds);
-    return NULL;
 }

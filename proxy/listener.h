@@ -16,4 +16,7 @@
  */
 int *listener_open_all(const struct veer_conf *conf, unsigned nworkers);
 
+/* One listener for `nworkers` workers: fds[w] (caller frees), or NULL (logged). */
+int *listener_open(const struct conf_listen *lc, unsigned nworkers);
+
 #endif

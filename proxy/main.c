@@ -80,6 +80,14 @@ static void raise_nofile(const struct veer_conf *conf)
 
 static void watch_cb(evutil_socket_t fd, short what, void *arg);
 
+/* The configuration in force: the first one until a reload replaces it. */
+static const struct veer_conf *conf_now(const struct lifecycle *c)
+{
+    const struct veer_conf *k = control_conf();
+
+    return k ? k : c->conf;
+}
+
 /*
  * Graceful shutdown, phase by phase: the workers stop accepting and report
  * not ready at once, answer the next request on each keep-alive connection
@@ -97,7 +105,7 @@ static void begin_shutdown(struct lifecycle *c, const char *why)
         sd_notify_send("STOPPING=1");
         log_info("%s: graceful shutdown (deadline %d ms): listeners closed, readiness reports "
                  "not ready, in-flight requests finishing",
-                 why, c->conf->timeouts.shutdown_ms);
+                 why, conf_now(c)->timeouts.shutdown_ms);
         for (unsigned i = 0; i < c->nworkers; i++)
             worker_post(c->workers[i], WCMD_SHUTDOWN);
         c->watch = event_new(c->base, -1, EV_PERSIST, watch_cb, c);
@@ -122,8 +130,8 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         begin_shutdown(c, "SIGINT");
         break;
     case SIGHUP:
-        log_warn("SIGHUP: configuration reload is not implemented yet; keeping the running "
-                 "configuration");
+        if (c->signals == 0)
+            control_reload_signal();
         break;
     default:
         log_info("signal %d ignored", (int)sig);
@@ -183,7 +191,7 @@ static int finish_shutdown(struct lifecycle *c)
         return 1;
     log_info("in-flight work done in %.1f ms; upstream connections closed",
              (double)(t_workers - c->shutdown_start_us) / 1000.0);
-    deadline = c->shutdown_start_us + (uint64_t)c->conf->timeouts.shutdown_ms * 1000;
+    deadline = c->shutdown_start_us + (uint64_t)conf_now(c)->timeouts.shutdown_ms * 1000;
     admin_stop();
     module_shutdown_all(deadline);
     control_save_state();
@@ -262,10 +270,13 @@ static int run(struct lifecycle *c)
 
 static void cleanup(struct lifecycle *c)
 {
+    struct veer_conf *current;
+
     for (unsigned i = 0; i < c->nworkers && !c->joined; i++)
         worker_join(c->workers[i]);
     admin_stop();
-    control_shutdown();
+    current = (struct veer_conf *)control_conf();
+    control_shutdown(); /* frees the configurations a reload replaced */
     persist_stop();
     audit_close();
     if (c->workers)
@@ -284,7 +295,7 @@ static void cleanup(struct lifecycle *c)
     }
     routing_shutdown();
     model_free(c->model);
-    conf_free(c->conf);
+    conf_free(current ? current : c->conf);
     libevent_global_shutdown();
 }
 

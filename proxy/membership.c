@@ -42,6 +42,26 @@ void ctl_reclaim_backends(void)
     }
 }
 
+/*
+ * Take backend i out of its pool (the caller publishes): no more checks or
+ * breaker timers, its idle connections close, waiters are told, and the
+ * object is retired until no worker can reach it.
+ */
+void ctl_remove_backend(struct rt_pool *p, uint32_t i)
+{
+    struct backend *be = p->b[i].be;
+
+    health_unwatch(be);
+    if (p->b[i].cooldown)
+        event_free(p->b[i].cooldown);
+    model_del_backend(ctl.model, be->pool, i);
+    atomic_store(&be->draining, true);
+    ctl_send_backends(WMSG_CLOSE_IDLE, &be, 1);
+    ctl_wake_waiters(be, WAIT_READY, false);
+    ctl_wake_waiters(be, WAIT_DRAINED, false);
+    ctl_retire_backend(be);
+}
+
 void ctl_reply_change(struct ctl_req *r, uint64_t gen, const char *extra)
 {
     char line[300];
@@ -101,6 +121,7 @@ void ctl_del_backend(struct ctl_req *r, int pi)
     if (bi < 0)
         return;
     st = model_state(p, (uint32_t)bi);
+    (void)be;
     if (st != BE_DRAINED && st != BE_MAINT && !r->cmd.force) {
         ctl_refuse(r, "backend %s is %s: drain it (or set state maint) first", r->cmd.backend,
                    backend_state_name(st));
@@ -111,15 +132,8 @@ void ctl_del_backend(struct ctl_req *r, int pi)
              "\"state\":\"%s\"}",
              p->name, r->cmd.backend, p->b[bi].be->addr.text, p->b[bi].weight,
              backend_state_name(st));
-    health_unwatch(p->b[bi].be);
-    if (p->b[bi].cooldown)
-        event_free(p->b[bi].cooldown);
-    be = model_del_backend(ctl.model, pi, (uint32_t)bi);
-    atomic_store(&be->draining, true);
-    ctl_send_backends(WMSG_CLOSE_IDLE, &be, 1);
-    ctl_wake_waiters(be, WAIT_READY, false);
+    ctl_remove_backend(p, (uint32_t)bi);
     gen = control_publish();
-    ctl_retire_backend(be);
     audit_write("operator", &r->peer, r->line, "OK", gen, before, NULL);
     persist_sync_audit();
     control_save_state();

@@ -118,6 +118,11 @@ static uint32_t group_index(struct rt_pool *p, const char *name)
     return p->ng++;
 }
 
+uint32_t model_group(struct rt_pool *p, const char *name)
+{
+    return group_index(p, name);
+}
+
 /*
  * Shares at config load: the pool's `shares` when given, else each group's
  * configured weight as a percent of the pool's, rounded by largest
@@ -168,39 +173,47 @@ static void initial_shares(struct rt_pool *p, const struct conf_pool *cp)
     free(gw);
 }
 
+/* Fill pool slot i of m from its config: backends as the config says, shares from it. */
+static void pool_from_conf(struct model *m, uint32_t i, const struct conf_pool *cp)
+{
+    struct rt_pool *p = &m->pools[i];
+
+    memset(p, 0, sizeof(*p));
+    p->name = veer_strdup(cp->name);
+    p->conf = cp;
+    for (int j = 0; j < cp->nbackends; j++)
+        model_add_backend(m, (int)i, cp->backends[j].name, &cp->backends[j].addr,
+                          cp->backends[j].weight, cp->backends[j].group);
+    model_reset_shares(p);
+}
+
+void model_reset_shares(struct rt_pool *p)
+{
+    const struct conf_pool *cp = p->conf;
+
+    for (uint32_t g = 0; g < p->ng; g++)
+        p->g[g].share = 0;
+    if (cp->has_shares)
+        for (int s = 0; s < cp->nshares; s++)
+            group_index(p, cp->shares[s].group);
+    initial_shares(p, cp);
+}
+
+int model_add_pool(struct model *m, const struct conf_pool *cp)
+{
+    m->pools = veer_realloc(m->pools, (m->npools + 1) * sizeof(*m->pools));
+    pool_from_conf(m, m->npools, cp);
+    return (int)m->npools++;
+}
+
 struct model *model_from_conf(const struct veer_conf *conf)
 {
     struct model *m = veer_calloc(1, sizeof(*m));
 
     m->conf = conf;
     m->generation = 1;
-    m->npools = (uint32_t)conf->npools;
-    m->pools = veer_calloc(m->npools, sizeof(*m->pools));
-    for (uint32_t i = 0; i < m->npools; i++) {
-        const struct conf_pool *cp = &conf->pools[i];
-        struct rt_pool *p = &m->pools[i];
-
-        p->name = veer_strdup(cp->name);
-        p->conf = cp;
-        p->nb = (uint32_t)cp->nbackends;
-        p->b = veer_calloc(p->nb, sizeof(*p->b));
-        for (uint32_t j = 0; j < p->nb; j++) {
-            const struct conf_backend *cb = &cp->backends[j];
-
-            p->b[j].be = backend_new(cb->name, &cb->addr);
-            p->b[j].be->pool = (int)i;
-            p->b[j].be->index = j;
-            p->b[j].weight = cb->weight;
-            p->b[j].group = group_index(p, cb->group);
-            p->b[j].admin = ADMIN_READY;
-            p->b[j].factor = 1.0;
-            p->b[j].health = cp->has_health ? HEALTH_PENDING : HEALTH_READY;
-        }
-        if (cp->has_shares)
-            for (int s = 0; s < cp->nshares; s++)
-                group_index(p, cp->shares[s].group);
-        initial_shares(p, cp);
-    }
+    for (int i = 0; i < conf->npools; i++)
+        model_add_pool(m, &conf->pools[i]);
     return m;
 }
 
@@ -228,7 +241,7 @@ uint32_t model_add_backend(struct model *m, int pi, const char *name, const stru
 {
     struct rt_pool *p = &m->pools[pi];
     struct rt_backend *b;
-    uint32_t g = group_index(p, group);
+    uint32_t g = model_group(p, group);
 
     p->b = veer_realloc(p->b, (p->nb + 1) * sizeof(*p->b));
     b = &p->b[p->nb];

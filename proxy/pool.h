@@ -143,7 +143,8 @@ struct rt_backend {
     uint32_t group;
     enum admin_state admin;
     enum health_state health;
-    bool drained; /* admin is DRAIN and nothing is left in flight */
+    bool drained;             /* admin is DRAIN and nothing is left in flight */
+    bool remove_when_drained; /* gone from the config at a reload: deleted once DRAINED */
     enum breaker_state breaker;
     double factor;           /* weight multiplier: slow start, half-open trial (1 = none) */
     uint64_t ready_since_us; /* slow start: when it was admitted */
@@ -162,6 +163,7 @@ struct rt_group {
 struct rt_pool {
     char *name;
     const struct conf_pool *conf;
+    bool removed; /* gone from the config: kept (indexes stay) until reused */
     bool maint;
     int maint_retry_after;
     struct rt_backend *b;
@@ -181,6 +183,15 @@ struct model {
 
 /* Build the runtime model from a validated config. */
 struct model *model_from_conf(const struct veer_conf *conf);
+
+/* Append a pool built from its config (reload); returns its index. */
+int model_add_pool(struct model *m, const struct conf_pool *cp);
+
+/* Shares of pool p as its config gives them (explicit, or from the weights). */
+void model_reset_shares(struct rt_pool *p);
+
+/* Index of group `name` in p, created with a 0% share when new. */
+uint32_t model_group(struct rt_pool *p, const char *name);
 void model_free(struct model *m);
 
 /* Index of a pool by name, or -1. */

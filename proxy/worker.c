@@ -65,8 +65,8 @@ static void resume_accepting(evutil_socket_t fd, short what, void *arg)
     if (w->shutting_down)
         return;
     for (unsigned i = 0; i < w->nlisteners; i++)
-        if (w->listeners[i].fd >= 0)
-            event_add(&w->listeners[i].ev, NULL);
+        if (w->listeners[i]->fd >= 0)
+            event_add(&w->listeners[i]->ev, NULL);
 }
 
 static void pause_accepting(struct worker *w, int err)
@@ -78,8 +78,8 @@ static void pause_accepting(struct worker *w, int err)
     log_warn("worker %u: accept: %s; pausing accepts for %d ms", w->idx, strerror(err),
              ACCEPT_PAUSE_MS);
     for (unsigned i = 0; i < w->nlisteners; i++)
-        if (w->listeners[i].fd >= 0)
-            event_del(&w->listeners[i].ev);
+        if (w->listeners[i]->fd >= 0)
+            event_del(&w->listeners[i]->ev);
     evtimer_add(&w->accept_pause, &tv);
 }
 
@@ -131,15 +131,100 @@ static void reap(struct worker *w)
     }
 }
 
+static void close_listener(struct wlistener *l)
+{
+    if (l->fd < 0)
+        return;
+    event_del(&l->ev);
+    close(l->fd);
+    l->fd = -1;
+}
+
 static void close_listeners(struct worker *w)
 {
-    for (unsigned i = 0; i < w->nlisteners; i++) {
-        if (w->listeners[i].fd < 0)
-            continue;
-        event_del(&w->listeners[i].ev);
-        close(w->listeners[i].fd);
-        w->listeners[i].fd = -1;
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        close_listener(w->listeners[i]);
+}
+
+static struct wlistener *listener_new(struct worker *w, int fd, const struct conf_listen *lc,
+                                      int pool)
+{
+    struct wlistener *l = veer_calloc(1, sizeof(*l));
+
+    l->fd = fd;
+    l->w = w;
+    l->lc = lc;
+    l->pool = pool;
+    event_assign(&l->ev, w->base, fd, EV_READ | EV_PERSIST, accept_cb, l);
+    return l;
+}
+
+/* Limits and timeouts of a configuration, for requests that start from now on. */
+static void apply_conf(struct worker *w, const struct veer_conf *conf)
+{
+    const struct conf_timeouts *to = &conf->timeouts;
+
+    w->conf = conf;
+    w->req_limits = (struct http_limits){
+        .line_bytes = (uint32_t)conf->limits.request_line_bytes,
+        .header_bytes = (uint32_t)conf->limits.header_bytes,
+        .header_count = w->max_headers, /* transactions are sized for the first config's count */
+        .body_bytes = (uint64_t)conf->limits.body_bytes,
+    };
+    if ((uint32_t)conf->limits.header_count < w->max_headers)
+        w->req_limits.header_count = (uint32_t)conf->limits.header_count;
+    w->res_limits = w->req_limits;
+    w->res_limits.body_bytes = 0;
+    w->head_buf_limit =
+        (size_t)conf->limits.request_line_bytes + (size_t)conf->limits.header_bytes + 1024;
+    if (w->head_buf_limit < VBUF_SIZE)
+        w->head_buf_limit = VBUF_SIZE;
+    w->tv_idle = common_tv(w->base, to->idle_ms);
+    w->tv_header = common_tv(w->base, to->client_header_ms);
+    w->tv_connect = common_tv(w->base, to->connect_ms);
+    w->tv_response = common_tv(w->base, to->upstream_response_ms);
+    w->tv_upstream_idle = common_tv(w->base, to->idle_ms);
+    w->tv_quiet = common_tv(w->base, to->quiet_ms);
+}
+
+/*
+ * A reload: switch to the new configuration and listener set. Listeners on
+ * an address that stays keep their socket (and their accept queue); new
+ * ones start accepting; removed ones stop (their connections finish as
+ * usual). A removed listener's struct stays allocated until the worker
+ * ends: sessions accepted on it still point to it.
+ */
+static void reconfigure(struct worker *w, const struct wreconf *rc)
+{
+    struct wlistener **next = veer_calloc(rc->n ? rc->n : 1, sizeof(*next));
+    bool *kept = veer_calloc(w->nlisteners ? w->nlisteners : 1, sizeof(*kept));
+
+    apply_conf(w, rc->conf);
+    for (unsigned i = 0; i < rc->n; i++) {
+        const struct wreconf_listener *p = &rc->l[i];
+
+        if (p->keep >= 0 && (unsigned)p->keep < w->nlisteners) {
+            next[i] = w->listeners[p->keep];
+            next[i]->lc = p->lc;
+            next[i]->pool = p->pool;
+            kept[p->keep] = true;
+        } else {
+            next[i] = listener_new(w, p->fds[w->idx], p->lc, p->pool);
+            if (!w->shutting_down)
+                event_add(&next[i]->ev, NULL);
+        }
     }
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        if (kept[i])
+            continue;
+        close_listener(w->listeners[i]);
+        w->listeners[i]->next_retired = w->retired_listeners;
+        w->retired_listeners = w->listeners[i];
+    }
+    free(kept);
+    free(w->listeners);
+    w->listeners = next;
+    w->nlisteners = rc->n;
 }
 
 static void close_idle_upstreams(struct worker *w)
@@ -253,6 +338,13 @@ static void begin_shutdown(struct worker *w)
 void wmsg_free(struct wmsg *m)
 {
     free(m->be);
+    if (m->reconf && --m->reconf->refs == 0) {
+        for (unsigned i = 0; i < m->reconf->n; i++)
+            if (m->reconf->l[i].keep < 0)
+                free((void *)m->reconf->l[i].fds);
+        free(m->reconf->l);
+        free(m->reconf);
+    }
     free(m);
 }
 
@@ -313,6 +405,9 @@ static void run_messages(struct worker *w)
         case WMSG_ABORT_BACKEND:
             for (unsigned i = 0; i < m->n; i++)
                 abort_backend(w, m->be[i]);
+            break;
+        case WMSG_RECONF:
+            reconfigure(w, m->reconf);
             break;
         }
         wmsg_free(m);
@@ -447,7 +542,7 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
 
     for (unsigned i = 0; i < w->nlisteners; i++)
-        event_add(&w->listeners[i].ev, NULL);
+        event_add(&w->listeners[i]->ev, NULL);
     while (!w->exit) {
         if (event_base_loop(w->base, EVLOOP_ONCE) < 0) {
             log_err("worker %u: event loop failed", w->idx);
@@ -465,7 +560,6 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
 {
     struct worker *w = veer_calloc(1, sizeof(*w));
     struct event_config *cfg = event_config_new();
-    const struct conf_timeouts *to = &conf->timeouts;
 
     w->idx = idx;
     w->conf = conf;
@@ -479,26 +573,10 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
         log_err("worker %u: cannot create event base", idx);
         goto fail;
     }
-    w->req_limits = (struct http_limits){
-        .line_bytes = (uint32_t)conf->limits.request_line_bytes,
-        .header_bytes = (uint32_t)conf->limits.header_bytes,
-        .header_count = (uint32_t)conf->limits.header_count,
-        .body_bytes = (uint64_t)conf->limits.body_bytes,
-    };
-    w->res_limits = w->req_limits;
-    w->res_limits.body_bytes = 0;
-    w->head_buf_limit =
-        (size_t)conf->limits.request_line_bytes + (size_t)conf->limits.header_bytes + 1024;
-    if (w->head_buf_limit < VBUF_SIZE)
-        w->head_buf_limit = VBUF_SIZE;
+    w->max_headers = (uint32_t)conf->limits.header_count;
+    apply_conf(w, conf);
     vbuf_cache_init(&w->bufs, WORKER_BUF_CACHE);
     w->retry_tokens = RETRY_TOKEN_MAX; /* a first failure can be retried at once */
-    w->tv_idle = common_tv(w->base, to->idle_ms);
-    w->tv_header = common_tv(w->base, to->client_header_ms);
-    w->tv_connect = common_tv(w->base, to->connect_ms);
-    w->tv_response = common_tv(w->base, to->upstream_response_ms);
-    w->tv_upstream_idle = common_tv(w->base, to->idle_ms);
-    w->tv_quiet = common_tv(w->base, to->quiet_ms);
 
     evtimer_assign(&w->accept_pause, w->base, resume_accepting, w);
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -511,15 +589,9 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
 
     w->nlisteners = (unsigned)conf->nlistens;
     w->listeners = veer_calloc(w->nlisteners ? w->nlisteners : 1, sizeof(*w->listeners));
-    for (unsigned i = 0; i < w->nlisteners; i++) {
-        struct wlistener *l = &w->listeners[i];
-
-        l->fd = listen_fds[i];
-        l->w = w;
-        l->lc = &conf->listens[i];
-        l->pool = conf->listens[i].pool_index;
-        event_assign(&l->ev, w->base, l->fd, EV_READ | EV_PERSIST, accept_cb, l);
-    }
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        w->listeners[i] =
+            listener_new(w, listen_fds[i], &conf->listens[i], conf->listens[i].pool_index);
     switch_routing(w, routing_current());
     return w;
 fail:
@@ -575,6 +647,14 @@ void worker_destroy(struct worker *w)
     txn_cache_destroy(w);
     vbuf_cache_destroy(&w->bufs);
     free(w->idle);
+    for (unsigned i = 0; i < w->nlisteners; i++)
+        free(w->listeners[i]);
     free(w->listeners);
+    while (w->retired_listeners) {
+        struct wlistener *l = w->retired_listeners;
+
+        w->retired_listeners = l->next_retired;
+        free(l);
+    }
     free(w);
 }

@@ -30,6 +30,22 @@ struct wlistener {
     struct worker *w;
     const struct conf_listen *lc;
     int pool; /* index into the snapshot's pools */
+    struct wlistener *next_retired;
+};
+
+/* A reload's listener set: for each listener, keep an existing one or take new sockets. */
+struct wreconf_listener {
+    int keep;       /* index of the worker's listener to keep, or -1 */
+    const int *fds; /* new sockets, one per worker, when keep < 0 */
+    const struct conf_listen *lc;
+    int pool;
+};
+
+struct wreconf {
+    const struct veer_conf *conf;
+    struct wreconf_listener *l;
+    unsigned n;
+    _Atomic unsigned refs; /* one per worker that got it */
 };
 
 /* Idle upstream connections to one backend address, most recent first. */
@@ -43,6 +59,7 @@ enum wmsg_type {
     WMSG_WARM = 0,      /* open idle connections to these backends, then report the ticket */
     WMSG_CLOSE_IDLE,    /* close idle connections to these backends (drain, delete) */
     WMSG_ABORT_BACKEND, /* close the sessions with a request on these backends (drain --force) */
+    WMSG_RECONF,        /* switch to a reloaded configuration and listener set */
 };
 
 struct wmsg {
@@ -51,6 +68,7 @@ struct wmsg {
     uint64_t ticket;
     unsigned n;
     struct backend **be;
+    struct wreconf *reconf;
 };
 
 /* Commands from the control thread (bits of worker.cmd). */
@@ -83,8 +101,10 @@ struct worker {
     struct txn *free_txns;
     unsigned nfree_txns;
 
-    struct wlistener *listeners;
+    struct wlistener **listeners;
     unsigned nlisteners;
+    struct wlistener *retired_listeners; /* removed by a reload, freed at the end */
+    uint32_t max_headers;                /* header table size of a transaction */
 
     struct session *sessions; /* all live sessions (doubly linked) */
     unsigned nsessions;

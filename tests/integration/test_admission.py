@@ -182,7 +182,20 @@ class AdmissionCase(VeerTestCase):
 
     def assert_none_to(self, load, name, t0, t1=None, why=""):
         bad = [r for r in load.sent_between(t0, t1) if r.backend == name]
-        self.assertEqual(bad, [], "requests sent after %s were answered by %s" % (why, name))
+        self.assertEqual(len(bad), 0, "%d requests sent after %s were answered by %s, first: %r"
+                         % (len(bad), why, name, bad[:3]))
+
+    def assert_no_failures(self, load, t0=None):
+        """Every request of load (sent after t0 when given) got a complete 200."""
+        recs = load.all_records()
+        failed = [r for r in load.failures() if t0 is None or r.sent > t0]
+        self.assertEqual(len(failed), 0, "%d of %d requests failed, first: %r"
+                         % (len(failed), len(recs), failed[:5]))
+
+    def assert_no_traffic(self, backend, why, since=None):
+        got = backend.traffic if since is None else backend.traffic_after(since)
+        self.assertEqual(len(got), 0, "%d client requests reached %s %s, first: %r"
+                         % (len(got), backend.name, why, got[:3]))
 
 
 # --- 1. admission ------------------------------------------------------------
@@ -203,7 +216,7 @@ class AdmissionTest(AdmissionCase):
         wait_for(lambda: time.monotonic() - t_first_check >= 1.5, timeout=DEADLINE,
                  what="1.5 s of failing checks")
         self.assertEqual(self.states()["late"], "PENDING")
-        self.assertEqual(late.traffic, [], "client traffic reached a PENDING backend")
+        self.assert_no_traffic(late, "while PENDING")
         self.assertGreater(steady.traffic_count(), 0, "the clients were not sending meanwhile")
         self.assertGreaterEqual(len(late.checks), 4, late.checks)
         self.assertEqual({c[1] for c in late.checks}, {503})
@@ -233,8 +246,7 @@ class AdmissionTest(AdmissionCase):
         # Before the first backend was READY the clients got 503 (no eligible backend);
         # anything sent after steady's first client request must have succeeded.
         t_steady = steady.traffic[0][0]
-        failed = [r for r in load.failures() if r.sent > t_steady]
-        self.assertEqual(failed, [])
+        self.assert_no_failures(load, t_steady)
         self.assertEqual({r.status for r in load.failures()} - {503}, set(), load.failures()[:5])
         self.v.stop()
 
@@ -281,7 +293,7 @@ class DownTest(AdmissionCase):
         wait_for(lambda: any(r.backend == "b" for r in load.sent_between(t_up)),
                  what="client traffic on b once READY again")
         load.stop()
-        self.assertEqual(load.failures(), [])
+        self.assert_no_failures(load)
 
         _, recs = audit_records(self.audit_path)
         health = [(r["command"], r["before"], r["after"]) for r in recs if r["actor"] == "health"]
@@ -341,9 +353,8 @@ class DrainTest(AdmissionCase):
         self.assertGreater(len(load.sent_between(t_ack, t_reply)), 0,
                            "the second client sent nothing while the drain waited")
         self.assert_none_to(load, "b", t_ack, why="the drain was acknowledged")
-        self.assertEqual([r for r in self.b.traffic_after(t_ack)], [],
-                         "b received client requests after the drain was acknowledged")
-        self.assertEqual(load.failures(), [])
+        self.assert_no_traffic(self.b, "after the drain was acknowledged", since=t_ack)
+        self.assert_no_failures(load)
         self.v.wait_log(r"backend api/b DRAINED: 1 requests finished")
         self.v.stop()
 
@@ -391,7 +402,7 @@ class DrainTest(AdmissionCase):
         self.assertEqual((res.status, res.complete, res.header("X-Backend")), (200, True, "b"))
         self.wait_state("b", "DRAINED")
         load.stop()
-        self.assertEqual(load.failures(), [])
+        self.assert_no_failures(load)
         self.v.stop()
 
     def test_drain_force_cuts_what_is_left(self):
@@ -465,7 +476,7 @@ class MembershipTest(AdmissionCase):
         wait_for(lambda: len(c.checks) >= 3, what="three checks of c")
         load.wait_each_sent_after(t_add, 5)
         self.assertEqual(self.states()["c"], "PENDING")
-        self.assertEqual(c.traffic, [])
+        self.assert_no_traffic(c, "while PENDING")
         self.assert_none_to(load, "c", t_add, why="add backend (PENDING)")
 
         c.set_healthy(True)
@@ -518,7 +529,7 @@ class MembershipTest(AdmissionCase):
         load.wait_each_sent_after(t_del, 5)
         self.assert_none_to(load, "d", t_maint, why="set state maint")
         load.stop()
-        self.assertEqual(load.failures(), [])
+        self.assert_no_failures(load)
         self.v.stop()
 
     def test_pool_without_health_admits_at_once(self):
@@ -534,7 +545,7 @@ class MembershipTest(AdmissionCase):
         wait_for(lambda: any(r.backend == "c" for r in load.sent_between(t_ok)),
                  what="load answered by c")
         load.stop()
-        self.assertEqual(load.failures(), [])
+        self.assert_no_failures(load)
         self.assertEqual(c.checks, [], "veer checked a backend of a pool without health")
         self.v.stop()
 
@@ -590,7 +601,7 @@ class ReplaceTest(AdmissionCase):
         failed = load.failures()
         print("\n  rolling deploy of 4 backends: %.2f s, %d requests, %d failed, in flight at "
               "each drain: %s" % (total, len(recs), len(failed), in_flight))
-        self.assertEqual(failed[:10], [], "%d of %d requests failed" % (len(failed), len(recs)))
+        self.assert_no_failures(load)
         self.assertEqual(pool_states(self.show()),
                          {"blue-5": "READY", "blue-6": "READY", "blue-7": "READY",
                           "blue-8": "READY"})
@@ -626,8 +637,8 @@ class ReplaceTest(AdmissionCase):
         wait_for(lambda: any(r.backend == "blue-1" for r in load.sent_between(t1)),
                  what="blue-1 still serving")
         load.stop()
-        self.assertEqual(bad.traffic, [])
-        self.assertEqual(load.failures(), [])
+        self.assert_no_traffic(bad, "(it never became READY)")
+        self.assert_no_failures(load)
         self.v.stop()
 
 

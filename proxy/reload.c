@@ -1,0 +1,319 @@
+/*
+ * reload.c - re-read the configuration file (SIGHUP, `veerctl reload`) and
+ * apply the difference without dropping a connection.
+ *
+ * The new file is parsed and validated on the control thread, off the data
+ * path; an invalid one changes nothing. A valid one is merged into the
+ * running model by name: new backends enter PENDING (readiness-gated),
+ * backends gone from the file drain and then go away, and a value whose text
+ * changed in the file wins while everything else keeps its runtime value
+ * (ARCHITECTURE.md, "Precedence"). Listeners on addresses that stay keep
+ * their sockets; new ones open, removed ones stop accepting. Workers switch
+ * to the new limits and timeouts for requests that start afterwards. It is
+ * all published as one snapshot.
+ */
+#include "control-i.h"
+#include "audit.h"
+#include "health.h"
+#include "listener.h"
+#include "module.h"
+#include "sbuf.h"
+#include "state.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <string.h>
+#include <unistd.h>
+
+/* Configurations replaced by a reload: snapshots and sessions may still point into them. */
+struct old_conf {
+    struct veer_conf *conf;
+    struct old_conf *next;
+};
+
+static struct old_conf *old_confs;
+
+struct reload_stats {
+    unsigned added, removed, changed, pools_added, pools_removed, listeners_added,
+        listeners_removed;
+};
+
+static bool same_addr(const struct conf_addr *a, const struct conf_addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+static const struct conf_backend *conf_backend(const struct conf_pool *cp, const char *name)
+{
+    for (int i = 0; cp && i < cp->nbackends; i++)
+        if (strcmp(cp->backends[i].name, name) == 0)
+            return &cp->backends[i];
+    return NULL;
+}
+
+/*
+ * Whether the pool's shares as the file states them changed: the shares
+ * block itself, or, without one, the weights and groups they derive from.
+ */
+static bool shares_changed(const struct conf_pool *a, const struct conf_pool *b)
+{
+    if (a->has_shares != b->has_shares)
+        return true;
+    if (a->has_shares) {
+        if (a->nshares != b->nshares)
+            return true;
+        for (int i = 0; i < a->nshares; i++)
+            if (strcmp(a->shares[i].group, b->shares[i].group) != 0 ||
+                a->shares[i].share != b->shares[i].share)
+                return true;
+        return false;
+    }
+    if (a->nbackends != b->nbackends)
+        return true;
+    for (int i = 0; i < a->nbackends; i++) {
+        const struct conf_backend *x = &a->backends[i], *y = conf_backend(b, x->name);
+
+        if (y == NULL || y->weight != x->weight || strcmp(y->group, x->group) != 0)
+            return true;
+    }
+    return false;
+}
+
+static bool health_changed(const struct conf_pool *a, const struct conf_pool *b)
+{
+    const struct conf_health *x = &a->health, *y = &b->health;
+
+    if (a->has_health != b->has_health)
+        return true;
+    return a->has_health &&
+           (strcmp(x->path, y->path) != 0 || x->interval_ms != y->interval_ms ||
+            x->timeout_ms != y->timeout_ms || x->rise != y->rise || x->fall != y->fall);
+}
+
+/* Backends of the new file: new ones added, kept ones take the values whose text changed. */
+static void merge_backends(struct rt_pool *p, int pi, const struct conf_pool *ocp,
+                           const struct conf_pool *ncp, struct reload_stats *st)
+{
+    for (int j = 0; j < ncp->nbackends; j++) {
+        const struct conf_backend *nb = &ncp->backends[j], *ob = conf_backend(ocp, nb->name);
+        int k = model_find_backend(p, nb->name);
+        struct rt_backend *rb;
+        uint32_t g;
+
+        if (k >= 0 && !same_addr(&p->b[k].be->addr, &nb->addr)) {
+            ctl_remove_backend(p, (uint32_t)k); /* a new address is a new backend */
+            k = -1;
+        }
+        if (k < 0) {
+            uint32_t i =
+                model_add_backend(ctl.model, pi, nb->name, &nb->addr, nb->weight, nb->group);
+
+            if (ncp->has_health)
+                health_watch(p->b[i].be, &ncp->health);
+            st->added++;
+            continue;
+        }
+        rb = &p->b[k];
+        rb->remove_when_drained = false;
+        if ((ob == NULL || ob->weight != nb->weight) && rb->weight != nb->weight) {
+            rb->weight = nb->weight;
+            st->changed++;
+        }
+        g = model_group(p, nb->group);
+        if ((ob == NULL || strcmp(ob->group, nb->group) != 0) && rb->group != g) {
+            rb->group = g;
+            st->changed++;
+        }
+    }
+    /* Backends the old file had and the new one has not: drain, then remove. */
+    for (uint32_t k = 0; ocp && k < p->nb; k++) {
+        struct rt_backend *rb = &p->b[k];
+
+        if (conf_backend(ncp, rb->be->name) || !conf_backend(ocp, rb->be->name) ||
+            rb->remove_when_drained)
+            continue;
+        rb->admin = ADMIN_DRAIN;
+        rb->remove_when_drained = true;
+        st->removed++;
+    }
+}
+
+static void merge_pool(int pi, const struct conf_pool *ocp, const struct conf_pool *ncp,
+                       struct reload_stats *st)
+{
+    struct rt_pool *p = &ctl.model->pools[pi];
+    bool rewatch = ocp && health_changed(ocp, ncp);
+
+    p->conf = ncp;
+    p->removed = false;
+    if (rewatch)
+        for (uint32_t k = 0; k < p->nb; k++)
+            health_unwatch(p->b[k].be);
+    merge_backends(p, pi, ocp, ncp, st);
+    if (ocp == NULL || shares_changed(ocp, ncp)) {
+        model_reset_shares(p);
+        st->changed++;
+    }
+    if (rewatch)
+        for (uint32_t k = 0; k < p->nb; k++) {
+            if (ncp->has_health)
+                health_watch(p->b[k].be, &ncp->health);
+            else
+                p->b[k].health = HEALTH_READY; /* no checks: admitted */
+        }
+}
+
+/* Merge every pool of nc into the model; pools gone from the file drain. */
+static void merge_model(const struct veer_conf *oc, const struct veer_conf *nc,
+                        struct reload_stats *st)
+{
+    struct model *m = ctl.model;
+
+    for (int j = 0; j < nc->npools; j++) {
+        const struct conf_pool *ncp = &nc->pools[j];
+        int pi = model_find_pool(m, ncp->name);
+
+        if (pi < 0) {
+            pi = model_add_pool(m, ncp);
+            for (uint32_t k = 0; ncp->has_health && k < m->pools[pi].nb; k++)
+                health_watch(m->pools[pi].b[k].be, &ncp->health);
+            st->pools_added++;
+            st->added += m->pools[pi].nb;
+            continue;
+        }
+        merge_pool(pi, conf_find_pool(oc, ncp->name), ncp, st);
+    }
+    for (uint32_t i = 0; i < m->npools; i++) {
+        struct rt_pool *p = &m->pools[i];
+
+        if (p->removed || conf_find_pool(nc, p->name))
+            continue;
+        p->removed = true;
+        st->pools_removed++;
+        for (uint32_t k = 0; k < p->nb; k++) {
+            p->b[k].admin = ADMIN_DRAIN;
+            p->b[k].remove_when_drained = true;
+        }
+    }
+}
+
+/*
+ * The listener set for the workers: an address that stays keeps its
+ * sockets (index into the running config's listeners), a new one gets
+ * sockets now. NULL when a new address cannot be bound (nothing changed).
+ */
+static struct wreconf *plan_listeners(const struct veer_conf *oc, const struct veer_conf *nc,
+                                      struct reload_stats *st)
+{
+    struct wreconf *rc = veer_calloc(1, sizeof(*rc));
+
+    rc->conf = nc;
+    rc->n = (unsigned)nc->nlistens;
+    rc->l = veer_calloc(rc->n ? rc->n : 1, sizeof(*rc->l));
+    for (unsigned j = 0; j < rc->n; j++) {
+        const struct conf_listen *nl = &nc->listens[j];
+
+        rc->l[j].keep = -1;
+        rc->l[j].lc = nl;
+        rc->l[j].pool = model_find_pool(ctl.model, nl->pool);
+        for (int i = 0; i < oc->nlistens; i++)
+            if (strcmp(oc->listens[i].addr.text, nl->addr.text) == 0)
+                rc->l[j].keep = i;
+        if (rc->l[j].keep >= 0)
+            continue;
+        rc->l[j].fds = listener_open(nl, ctl.nworkers);
+        if (rc->l[j].fds == NULL)
+            goto fail;
+        st->listeners_added++;
+    }
+    st->listeners_removed = (unsigned)oc->nlistens + st->listeners_added - rc->n;
+    return rc;
+fail:
+    for (unsigned j = 0; j < rc->n; j++) {
+        if (rc->l[j].keep >= 0 || rc->l[j].fds == NULL)
+            continue;
+        for (unsigned w = 0; w < ctl.nworkers; w++)
+            close(rc->l[j].fds[w]);
+        free((void *)rc->l[j].fds);
+    }
+    free(rc->l);
+    free(rc);
+    return NULL;
+}
+
+static void send_reconf(struct wreconf *rc)
+{
+    rc->refs = ctl.nworkers;
+    for (unsigned w = 0; w < ctl.nworkers; w++) {
+        struct wmsg *m = veer_calloc(1, sizeof(*m));
+
+        m->type = WMSG_RECONF;
+        m->reconf = rc;
+        worker_send(ctl.workers[w], m);
+    }
+}
+
+int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
+{
+    const struct veer_conf *oc = ctl.conf;
+    struct reload_stats st = {0};
+    struct veer_conf *nc;
+    struct old_conf *keep;
+    struct wreconf *rc;
+    char err[1024];
+    uint64_t gen;
+
+    nc = conf_load(oc->path, err, sizeof(err));
+    if (nc == NULL) {
+        log_err("reload failed, keeping the running configuration: %s", err);
+        snprintf(msg, len, "%s", err);
+        audit_write(peer ? "operator" : "signal", peer, "reload", err, ctl.model->generation, NULL,
+                    NULL);
+        return VEER_ERROR;
+    }
+    if (nc->workers != oc->workers)
+        log_warn("reload: workers = %d takes effect at the next restart (running %d)", nc->workers,
+                 oc->workers);
+    if (strcmp(nc->admin.socket, oc->admin.socket) != 0)
+        log_warn("reload: admin.socket %s takes effect at the next restart", nc->admin.socket);
+    rc = plan_listeners(oc, nc, &st);
+    if (rc == NULL) {
+        snprintf(msg, len, "cannot open a new listener (see the log); nothing changed");
+        conf_free(nc);
+        return VEER_ERROR;
+    }
+    merge_model(oc, nc, &st);
+    keep = veer_calloc(1, sizeof(*keep));
+    keep->conf = (struct veer_conf *)oc;
+    keep->next = old_confs;
+    old_confs = keep;
+    ctl.conf = nc;
+    ctl.model->conf = nc;
+    module_init_all(nc);
+    gen = control_publish();
+    /* Drains start against the snapshot that no longer routes to them. */
+    for (uint32_t i = 0; i < ctl.model->npools; i++)
+        ctl_sync_draining(&ctl.model->pools[i]);
+    send_reconf(rc);
+    snprintf(msg, len,
+             "gen=%llu backends_added=%u backends_removed=%u changed=%u pools_added=%u "
+             "pools_removed=%u listeners_added=%u listeners_removed=%u",
+             (unsigned long long)gen, st.added, st.removed, st.changed, st.pools_added,
+             st.pools_removed, st.listeners_added, st.listeners_removed);
+    log_info("reloaded %s: %s", nc->path, msg);
+    audit_write(peer ? "operator" : "signal", peer, "reload", "OK", gen, NULL, NULL);
+    persist_sync_audit();
+    control_save_state();
+    return VEER_OK;
+}
+
+void ctl_free_old_confs(void)
+{
+    while (old_confs) {
+        struct old_conf *o = old_confs;
+
+        old_confs = o->next;
+        conf_free(o->conf);
+        free(o);
+    }
+}
