@@ -170,7 +170,12 @@ void ctl_show_pool(struct ctl_req *r)
     struct sbuf o;
 
     if (pi < 0) {
-        ctl_finish(r, "ERR unknown pool", false);
+        {
+            char line[128];
+
+            snprintf(line, sizeof(line), "ERR unknown pool %s", r->cmd.pool);
+            ctl_finish(r, line, false);
+        }
         return;
     }
     sb_init(&o);
