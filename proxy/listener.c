@@ -3,10 +3,12 @@
  * worker. See listener.h.
  */
 #include "listener.h"
+#include "upgrade.h"
 #include "veer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -68,6 +70,25 @@ int *listener_open(const struct conf_listen *lc, unsigned nworkers)
     struct sockaddr_storage ss = lc->addr.ss;
     socklen_t len = lc->addr.len;
     char text[80];
+    unsigned ninh;
+    const int *inh = upgrade_inherited_listener(lc->addr.text, &ninh);
+
+    if (inh && ninh == nworkers) {
+        /* An upgrade: the very sockets the old process listened on, queues and all. */
+        for (unsigned w = 0; w < nworkers; w++) {
+            fds[w] = inh[w];
+            fcntl(fds[w], F_SETFD, FD_CLOEXEC);
+        }
+        len = sizeof(ss);
+        getsockname(fds[0], (struct sockaddr *)&ss, &len);
+        format_addr(&ss, text, sizeof(text));
+        log_info("listening on %s (pool %s, %u workers, inherited)", text, lc->pool, nworkers);
+        return fds;
+    }
+    if (inh)
+        log_warn("listener %s: %u inherited sockets for %u workers; binding new ones (the old "
+                 "process passes on what its queues hold)",
+                 lc->addr.text, ninh, nworkers);
 
     for (unsigned w = 0; w < nworkers; w++) {
         fds[w] = open_one(&ss, len, lc->addr.text);

@@ -11,6 +11,7 @@
 #include "session.h"
 #include "control.h"
 #include "module.h"
+#include "upgrade.h"
 #include "upstream.h"
 #include "veer.h"
 #include "worker.h"
@@ -280,8 +281,31 @@ static void session_idle(struct session *s)
     client_want_read(s, true, w->shutting_down ? w->tv_quiet : w->tv_idle);
 }
 
+/*
+ * Upgrade: pass an idle connection (no request in progress, nothing
+ * buffered) to the new process, which adopts it as its own session. Bytes
+ * the client sends meanwhile wait in the socket for the new owner. Returns
+ * true when the session is gone from this process.
+ */
+bool session_try_handover(struct session *s)
+{
+    struct worker *w = s->w;
+
+    if (!w->handover || s->txn || vbuf_len(s->in) || s->closing || s->dead || s->client_eof)
+        return false;
+    if (upgrade_send_conn(w->handover_chan, s->fd, s->l->lc->addr.text, &s->peer.sa,
+                          s->peer.sa.sa_family == AF_INET6 ? sizeof(s->peer.in6)
+                                                           : sizeof(s->peer.in4)) < 0)
+        return false;
+    w->handed_over++;
+    session_close(s); /* closes our copy only: the socket lives on in the new process */
+    return true;
+}
+
 void session_shutdown_notice(struct session *s)
 {
+    if (session_try_handover(s))
+        return;
     if (s->txn == NULL && !s->closing)
         client_want_read(s, true, s->w->tv_quiet);
 }
@@ -423,6 +447,8 @@ static int txn_end(struct txn *t)
     /* Whatever of this request is still buffered (a body never sent) goes. */
     s->in->start += t->req_parsed;
     txn_free(t, reusable);
+    if (session_try_handover(s))
+        return VEER_ERROR; /* moved to the new process */
     return VEER_DONE;
 }
 
@@ -582,7 +608,7 @@ static int handle_request_head(struct txn *t)
 
     s->nreq++;
     w->stats.requests++;
-    if (!http_keep_alive(req) || w->shutting_down)
+    if (!http_keep_alive(req) || (w->shutting_down && !w->handover))
         t->close_client = true;
     lb = worker_lb(w, t->pool);
     rc = module_request_head(t);
@@ -929,7 +955,8 @@ static int final_response_head(struct txn *t)
         return upstream_failed(t, "sent an unrequested 101", 0);
     breaker_report(t, res->status < 500);
     t->res_status = res->status;
-    if (!t->req_done || s->w->shutting_down || llhttp_message_needs_eof(&res->parser))
+    if (!t->req_done || (s->w->shutting_down && !s->w->handover) ||
+        llhttp_message_needs_eof(&res->parser))
         t->close_client = true;
     if (req->minor == 0 && (res->flags & HF_CHUNKED) && !(res->flags & HF_NO_BODY)) {
         res->dechunk = true; /* HTTP/1.0 client: strip chunk framing */

@@ -110,6 +110,9 @@ void session_close(struct session *s);
 /* Free a dead session (reaper). */
 void session_free(struct session *s);
 
+/* Upgrade: hand an idle session to the new process; true when it left. */
+bool session_try_handover(struct session *s);
+
 /* Shutdown started: close idle sessions after the quiet period. */
 void session_shutdown_notice(struct session *s);
 

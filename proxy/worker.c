@@ -338,6 +338,7 @@ static void begin_shutdown(struct worker *w)
 void wmsg_free(struct wmsg *m)
 {
     free(m->be);
+    free(m->adopt);
     if (m->reconf && --m->reconf->refs == 0) {
         for (unsigned i = 0; i < m->reconf->n; i++)
             if (m->reconf->l[i].keep < 0)
@@ -376,6 +377,65 @@ static void abort_backend(struct worker *w, struct backend *be)
     }
 }
 
+/*
+ * Upgrade, old side: the new process runs on the same listening sockets.
+ * Stop accepting (connections still queued are accepted here and passed
+ * on, so none waits in a queue we close), then shut down with idle
+ * connections handed over rather than closed.
+ */
+static void start_handover(struct worker *w, int chan)
+{
+    w->handover = true;
+    w->handover_chan = chan;
+    for (unsigned i = 0; i < w->nlisteners; i++) {
+        struct wlistener *l = w->listeners[i];
+
+        while (l->fd >= 0) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof(ss);
+            int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+            if (fd < 0)
+                break;
+            if (upgrade_send_conn(chan, fd, l->lc->addr.text, (struct sockaddr *)&ss, sl) == 0)
+                w->handed_over++;
+            close(fd);
+        }
+    }
+    begin_shutdown(w);
+}
+
+/* Upgrade, new side: a connection the old process passed, as one of ours. */
+static void adopt(struct worker *w, int fd, const struct handover_msg *hm)
+{
+    struct wlistener *l = NULL;
+    int one = 1;
+
+    for (unsigned i = 0; i < w->nlisteners && l == NULL; i++)
+        if (strcmp(w->listeners[i]->lc->addr.text, hm->listen) == 0)
+            l = w->listeners[i];
+    if (l == NULL && w->nlisteners)
+        l = w->listeners[0];
+    if (l == NULL || w->shutting_down) {
+        close(fd);
+        return;
+    }
+    atomic_fetch_add_explicit(&veer_client_connections, 1, memory_order_relaxed);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    session_accept(l, fd, (const struct sockaddr *)&hm->peer, hm->peer_len);
+}
+
+void worker_adopt(struct worker *w, int fd, const struct handover_msg *hm)
+{
+    struct wmsg *m = veer_calloc(1, sizeof(*m));
+
+    m->type = WMSG_ADOPT;
+    m->ticket = (uint64_t)fd;
+    m->adopt = veer_malloc(sizeof(*hm));
+    *m->adopt = *hm;
+    worker_send(w, m);
+}
+
 /* Take the queued messages (oldest first) and act on them. */
 static void run_messages(struct worker *w)
 {
@@ -408,6 +468,12 @@ static void run_messages(struct worker *w)
             break;
         case WMSG_RECONF:
             reconfigure(w, m->reconf);
+            break;
+        case WMSG_HANDOVER:
+            start_handover(w, (int)m->ticket);
+            break;
+        case WMSG_ADOPT:
+            adopt(w, (int)m->ticket, m->adopt);
             break;
         }
         wmsg_free(m);

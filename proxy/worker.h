@@ -13,6 +13,7 @@
 #include "conf.h"
 #include "http.h"
 #include "pool.h"
+#include "upgrade.h"
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -60,6 +61,8 @@ enum wmsg_type {
     WMSG_CLOSE_IDLE,    /* close idle connections to these backends (drain, delete) */
     WMSG_ABORT_BACKEND, /* close the sessions with a request on these backends (drain --force) */
     WMSG_RECONF,        /* switch to a reloaded configuration and listener set */
+    WMSG_HANDOVER,      /* upgrade: the new process is ready; hand connections over (ticket = chan) */
+    WMSG_ADOPT,         /* upgrade, new side: a connection from the old process */
 };
 
 struct wmsg {
@@ -69,6 +72,7 @@ struct wmsg {
     unsigned n;
     struct backend **be;
     struct wreconf *reconf;
+    struct handover_msg *adopt; /* WMSG_ADOPT, with the fd in ticket */
 };
 
 /* Commands from the control thread (bits of worker.cmd). */
@@ -136,6 +140,9 @@ struct worker {
     _Atomic unsigned cmd;
     _Atomic bool exited; /* the thread left its loop */
     bool shutting_down;
+    bool handover;     /* upgrade: idle connections go to the new process */
+    int handover_chan; /* its socket */
+    unsigned handed_over;
     struct event shutdown_timer;
 
     struct worker_stats stats;

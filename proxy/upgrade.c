@@ -1,0 +1,404 @@
+/*
+ * upgrade.c - binary upgrade on inherited sockets, with idle connections
+ * handed over. See upgrade.h for the sequence.
+ */
+#include "upgrade.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* How long the new binary has to say READY. */
+#define READY_TIMEOUT_MS 10000
+
+struct inherited {
+    char addr[64];
+    int *fds;
+    unsigned n;
+};
+
+static struct {
+    char exe[PATH_MAX];
+    char **argv;
+    /* old side */
+    int chan;
+    struct event *ev, *timer;
+    pid_t child;
+    bool started, handed_over;
+    struct worker **workers;
+    unsigned nworkers;
+    void (*on_ready)(void);
+    /* new side */
+    int admin_fd;
+    struct inherited *inh;
+    unsigned ninh;
+    int child_chan;
+    struct event *adopt_ev;
+    unsigned next_worker;
+} up = {.chan = -1, .admin_fd = -1, .child_chan = -1};
+
+void upgrade_remember_argv(int argc, char **argv)
+{
+    ssize_t n = readlink("/proc/self/exe", up.exe, sizeof(up.exe) - 1);
+
+    /* The path as it is now: an upgrade replaces the file there with the new binary. */
+    if (n > 0 && (size_t)n < sizeof(up.exe)) {
+        up.exe[n] = '\0';
+        if (strstr(up.exe, " (deleted)"))
+            *strstr(up.exe, " (deleted)") = '\0';
+    } else {
+        snprintf(up.exe, sizeof(up.exe), "%s", argv[0]);
+    }
+    up.argv = argv;
+    (void)argc;
+}
+
+bool upgrade_handed_over(void)
+{
+    return up.handed_over;
+}
+
+/* --- old side --------------------------------------------------------------------- */
+
+static void stop_waiting(void)
+{
+    if (up.ev)
+        event_free(up.ev);
+    if (up.timer)
+        event_free(up.timer);
+    up.ev = up.timer = NULL;
+}
+
+static void failed(const char *why)
+{
+    int st = 0;
+
+    log_err("upgrade failed: %s; this process keeps serving", why);
+    stop_waiting();
+    if (up.chan >= 0)
+        close(up.chan);
+    up.chan = -1;
+    if (up.child > 0) {
+        kill(up.child, SIGTERM);
+        waitpid(up.child, &st, 0);
+    }
+    up.child = 0;
+    up.started = false;
+}
+
+static void ready_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    failed("the new binary did not report ready in time");
+}
+
+/* The new binary wrote READY (or died): hand over, or carry on. */
+static void chan_cb(evutil_socket_t fd, short what, void *arg)
+{
+    char buf[16];
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        failed("the new binary exited before it was ready (see its log)");
+        return;
+    }
+    buf[n] = '\0';
+    if (strncmp(buf, "READY", 5) != 0) {
+        failed("unexpected message from the new binary");
+        return;
+    }
+    stop_waiting();
+    up.handed_over = true;
+    log_info("upgrade: new binary pid %d is ready; handing over", (int)up.child);
+    for (unsigned i = 0; i < up.nworkers; i++) {
+        struct wmsg *m = veer_calloc(1, sizeof(*m));
+
+        m->type = WMSG_HANDOVER;
+        m->ticket = (uint64_t)up.chan;
+        worker_send(up.workers[i], m);
+    }
+    if (up.on_ready)
+        up.on_ready();
+}
+
+/* "VEER_INHERIT=@admin=FD;ADDR=FD,FD,...;..." naming every socket the new binary takes. */
+static char *inherit_env(int admin_fd, int **fds_out, unsigned *nfds)
+{
+    size_t cap = 256, len;
+    char *s = veer_malloc(cap);
+    int *fds = veer_malloc(sizeof(int) * 1024);
+    unsigned nf = 0;
+
+    len = (size_t)snprintf(s, cap, "VEER_INHERIT=@admin=%d", admin_fd);
+    fds[nf++] = admin_fd;
+    for (unsigned l = 0; up.nworkers && l < up.workers[0]->nlisteners; l++) {
+        const char *addr = up.workers[0]->listeners[l]->lc->addr.text;
+        char part[96];
+        int n = snprintf(part, sizeof(part), ";%s=", addr);
+
+        s = veer_realloc(s, cap = cap + (size_t)n + 16 * up.nworkers + 16);
+        memcpy(s + len, part, (size_t)n + 1);
+        len += (size_t)n;
+        for (unsigned w = 0; w < up.nworkers && nf < 1024; w++) {
+            int fd = up.workers[w]->listeners[l]->fd;
+
+            len += (size_t)snprintf(s + len, cap - len, "%s%d", w ? "," : "", fd);
+            fds[nf++] = fd;
+        }
+    }
+    *fds_out = fds;
+    *nfds = nf;
+    return s;
+}
+
+/* The environment of the new binary: ours, without stale VEER_ variables, plus two. */
+static char **child_env(char *inherit, char *chan)
+{
+    size_t n = 0, k = 0;
+    char **env;
+
+    while (environ[n])
+        n++;
+    env = veer_calloc(n + 3, sizeof(*env));
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "VEER_INHERIT=", 13) != 0 &&
+            strncmp(environ[i], "VEER_UPGRADE_FD=", 16) != 0)
+            env[k++] = environ[i];
+    env[k++] = inherit;
+    env[k++] = chan;
+    env[k] = NULL;
+    return env;
+}
+
+int upgrade_start(struct event_base *base, struct worker **workers, unsigned nworkers,
+                  int admin_fd, void (*on_ready)(void), char *msg, size_t len)
+{
+    struct timeval tv = {READY_TIMEOUT_MS / 1000, 0};
+    char chanvar[40], *inherit, **env;
+    int sv[2], *fds;
+    unsigned nfds;
+    pid_t pid;
+
+    if (up.started) {
+        snprintf(msg, len, "an upgrade is already under way");
+        return VEER_ERROR;
+    }
+    if (access(up.exe, X_OK) < 0) {
+        snprintf(msg, len, "cannot run %s: %s", up.exe, strerror(errno));
+        return VEER_ERROR;
+    }
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        snprintf(msg, len, "socketpair: %s", strerror(errno));
+        return VEER_ERROR;
+    }
+    up.workers = workers;
+    up.nworkers = nworkers;
+    up.on_ready = on_ready;
+    inherit = inherit_env(admin_fd, &fds, &nfds);
+    snprintf(chanvar, sizeof(chanvar), "VEER_UPGRADE_FD=%d", sv[1]);
+    env = child_env(inherit, chanvar);
+    pid = fork();
+    if (pid == 0) {
+        /* Child: only async-signal-safe calls until exec. */
+        for (unsigned i = 0; i < nfds; i++)
+            fcntl(fds[i], F_SETFD, 0);
+        fcntl(sv[1], F_SETFD, 0);
+        execve(up.exe, up.argv, env);
+        _exit(127);
+    }
+    free(env);
+    free(inherit);
+    free(fds);
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        snprintf(msg, len, "fork: %s", strerror(errno));
+        return VEER_ERROR;
+    }
+    up.child = pid;
+    up.chan = sv[0];
+    up.started = true;
+    up.ev = event_new(base, up.chan, EV_READ | EV_PERSIST, chan_cb, NULL);
+    up.timer = evtimer_new(base, ready_timeout_cb, NULL);
+    event_add(up.ev, NULL);
+    evtimer_add(up.timer, &tv);
+    snprintf(msg, len, "started %s as pid %d", up.exe, (int)pid);
+    log_info("upgrade: %s", msg);
+    return VEER_OK;
+}
+
+int upgrade_send_conn(int chan, int fd, const char *listen, const struct sockaddr *peer,
+                      socklen_t plen)
+{
+    struct handover_msg hm;
+    struct msghdr mh;
+    struct iovec iov = {&hm, sizeof(hm)};
+    char ctl[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr *c;
+
+    memset(&hm, 0, sizeof(hm));
+    snprintf(hm.listen, sizeof(hm.listen), "%s", listen);
+    if (plen > sizeof(hm.peer))
+        plen = sizeof(hm.peer);
+    memcpy(&hm.peer, peer, plen);
+    hm.peer_len = plen;
+    memset(&mh, 0, sizeof(mh));
+    memset(ctl, 0, sizeof(ctl));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl;
+    mh.msg_controllen = sizeof(ctl);
+    c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    return sendmsg(chan, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(hm) ? VEER_OK
+                                                                                   : VEER_ERROR;
+}
+
+/* --- new side ------------------------------------------------------------------------- */
+
+static int parse_fd(const char *s)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+
+    return (end != s && v >= 0 && v < INT_MAX) ? (int)v : -1;
+}
+
+void upgrade_child_init(void)
+{
+    const char *chan = getenv("VEER_UPGRADE_FD"), *inh = getenv("VEER_INHERIT");
+    char *copy, *save = NULL;
+
+    if (chan == NULL || inh == NULL)
+        return;
+    up.child_chan = parse_fd(chan);
+    copy = veer_strdup(inh);
+    for (char *part = strtok_r(copy, ";", &save); part; part = strtok_r(NULL, ";", &save)) {
+        char *eq = strrchr(part, '='), *save2 = NULL;
+        struct inherited *in;
+
+        if (eq == NULL)
+            continue;
+        *eq = '\0';
+        if (strcmp(part, "@admin") == 0) {
+            up.admin_fd = parse_fd(eq + 1);
+            continue;
+        }
+        up.inh = veer_realloc(up.inh, (up.ninh + 1) * sizeof(*up.inh));
+        in = &up.inh[up.ninh++];
+        memset(in, 0, sizeof(*in));
+        snprintf(in->addr, sizeof(in->addr), "%s", part);
+        for (char *f = strtok_r(eq + 1, ",", &save2); f; f = strtok_r(NULL, ",", &save2)) {
+            in->fds = veer_realloc(in->fds, (in->n + 1) * sizeof(int));
+            in->fds[in->n++] = parse_fd(f);
+        }
+    }
+    free(copy);
+    unsetenv("VEER_UPGRADE_FD");
+    unsetenv("VEER_INHERIT");
+    log_info("upgrade: taking over %u listeners and the admin socket from the old process",
+             up.ninh);
+}
+
+const int *upgrade_inherited_listener(const char *addr_text, unsigned *n)
+{
+    for (unsigned i = 0; i < up.ninh; i++)
+        if (strcmp(up.inh[i].addr, addr_text) == 0) {
+            *n = up.inh[i].n;
+            return up.inh[i].fds;
+        }
+    *n = 0;
+    return NULL;
+}
+
+int upgrade_inherited_admin(void)
+{
+    return up.admin_fd;
+}
+
+/* A connection from the old process: to a worker, round robin, as a new session. */
+static void adopt_cb(evutil_socket_t chan, short what, void *arg)
+{
+    for (;;) {
+        struct handover_msg hm;
+        struct msghdr mh;
+        struct iovec iov = {&hm, sizeof(hm)};
+        char ctl[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr *c;
+        ssize_t n;
+        int fd = -1;
+
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = ctl;
+        mh.msg_controllen = sizeof(ctl);
+        n = recvmsg(chan, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n <= 0) {
+            /* The old process is done with us. */
+            event_free(up.adopt_ev);
+            up.adopt_ev = NULL;
+            close(up.child_chan);
+            up.child_chan = -1;
+            return;
+        }
+        c = CMSG_FIRSTHDR(&mh);
+        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            memcpy(&fd, CMSG_DATA(c), sizeof(int));
+        if (fd < 0 || (size_t)n != sizeof(hm)) {
+            if (fd >= 0)
+                close(fd);
+            continue;
+        }
+        worker_adopt(up.workers[up.next_worker++ % up.nworkers], fd, &hm);
+    }
+}
+
+void upgrade_child_ready(struct event_base *base, struct worker **workers, unsigned nworkers)
+{
+    if (up.child_chan < 0)
+        return;
+    up.workers = workers;
+    up.nworkers = nworkers;
+    if (send(up.child_chan, "READY", 5, MSG_NOSIGNAL) != 5) {
+        log_err("upgrade: cannot tell the old process we are ready: %s", strerror(errno));
+        return;
+    }
+    up.adopt_ev = event_new(base, up.child_chan, EV_READ | EV_PERSIST, adopt_cb, NULL);
+    event_add(up.adopt_ev, NULL);
+}
+
+void upgrade_shutdown(void)
+{
+    stop_waiting();
+    if (up.adopt_ev)
+        event_free(up.adopt_ev);
+    up.adopt_ev = NULL;
+    if (up.child_chan >= 0)
+        close(up.child_chan);
+    up.child_chan = -1;
+    if (up.chan >= 0)
+        close(up.chan);
+    up.chan = -1;
+    for (unsigned i = 0; i < up.ninh; i++)
+        free(up.inh[i].fds);
+    free(up.inh);
+    up.inh = NULL;
+    up.ninh = 0;
+}

@@ -1,0 +1,72 @@
+/*
+ * upgrade.h - binary upgrade (SIGUSR2, `veerctl upgrade`): start the new
+ * binary on the same listening sockets and admin socket, and hand it the
+ * idle keep-alive client connections, so an upgrade drops nothing.
+ *
+ * Old process (O)                          New process (N)
+ *   socketpair, fork, exec the binary  -->   inherits the fds named in
+ *   with VEER_INHERIT / VEER_UPGRADE_FD       VEER_INHERIT, loads config and
+ *                                             state, starts accepting on the
+ *                                   <--       very same sockets, "READY"
+ *   workers stop accepting (the sockets
+ *   stay open in N: nothing queued is lost),
+ *   hand idle connections over (SCM_RIGHTS,
+ *   at a request boundary, nothing
+ *   buffered), finish the busy ones and hand
+ *   them over after their response, exit     adopts each connection on a
+ *                                             worker as a new session
+ * If N fails to start or does not say READY in time, O keeps serving and
+ * logs why. O never unlinks the admin socket path.
+ */
+#ifndef VEER_UPGRADE_H
+#define VEER_UPGRADE_H
+
+#include "conf.h"
+
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+struct worker;
+
+/* What a handed-over connection carries besides its fd. */
+struct handover_msg {
+    char listen[64]; /* the listener's address as written in the config */
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
+};
+
+/* Remember how veer was started (binary path and argv) for a later upgrade. */
+void upgrade_remember_argv(int argc, char **argv);
+
+/* Old side: start the new binary. Returns 0 when started (READY comes later) or -1 (msg). */
+int upgrade_start(struct event_base *base, struct worker **workers, unsigned nworkers,
+                  int admin_fd, void (*on_ready)(void), char *msg, size_t len);
+
+/* New side: hand a connection from the old process to a worker (any thread). */
+void worker_adopt(struct worker *w, int fd, const struct handover_msg *hm);
+
+/* Whether an upgrade is under way or done (the old process must not save state after). */
+bool upgrade_handed_over(void);
+
+/*
+ * New side, at start: the inherited sockets. listener_fds returns the fds
+ * inherited for a listener address (n of them), or NULL; admin_fd the
+ * admin socket or -1.
+ */
+void upgrade_child_init(void);
+const int *upgrade_inherited_listener(const char *addr_text, unsigned *n);
+int upgrade_inherited_admin(void);
+
+/* New side: say READY to the old process and start adopting its connections. */
+void upgrade_child_ready(struct event_base *base, struct worker **workers, unsigned nworkers);
+
+/* Free what the upgrade machinery holds (exit). */
+void upgrade_shutdown(void);
+
+/* Old side, worker thread: pass one idle client connection to the new process. */
+int upgrade_send_conn(int chan, int fd, const char *listen, const struct sockaddr *peer,
+                      socklen_t plen);
+
+#endif
