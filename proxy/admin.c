@@ -5,9 +5,11 @@
 #include "admin.h"
 #include "cmd.h"
 #include "control.h"
+#include "upgrade.h"
 #include "veer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
@@ -285,6 +287,11 @@ static int set_owner(const char *path, const struct conf_admin *a)
     return VEER_OK;
 }
 
+int admin_listen_fd(void)
+{
+    return adm.listener ? (int)evconnlistener_get_fd(adm.listener) : -1;
+}
+
 int admin_start(struct event_base *base, const struct veer_conf *conf)
 {
     const struct conf_admin *a = &conf->admin;
@@ -293,6 +300,16 @@ int admin_start(struct event_base *base, const struct veer_conf *conf)
     int fd, rc;
 
     adm.conf = conf;
+    fd = upgrade_inherited_admin();
+    if (fd >= 0) {
+        /* An upgrade: the old process's socket, same path, never unlinked. */
+        fcntl(fd, F_SETFD, FD_CLOEXEC);
+        adm.listener = evconnlistener_new(base, accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+        if (adm.listener == NULL)
+            return VEER_ERROR;
+        log_info("admin socket %s (inherited)", a->socket);
+        return VEER_OK;
+    }
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", a->socket);

@@ -20,6 +20,9 @@
  */
 int admin_start(struct event_base *base, const struct veer_conf *conf);
 
+/* The listening socket (handed to a new binary at an upgrade), or -1. */
+int admin_listen_fd(void);
+
 /* Stop serving and close every admin connection (the path stays). */
 void admin_stop(void);
 

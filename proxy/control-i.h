@@ -76,6 +76,7 @@ struct ctl_state {
     struct backend *retired; /* deleted backends not freed yet */
     struct event *tick;
     uint64_t last_store_us; /* when the last snapshot was stored */
+    int (*upgrade)(char *msg, size_t len);
 };
 
 extern struct ctl_state ctl;

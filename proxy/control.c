@@ -731,6 +731,18 @@ void control_execute(struct ctl_req *r)
     case CMD_REPLACE:
         ctl_replace_start(r);
         return;
+    case CMD_UPGRADE: {
+        char msg[600], line[700];
+        int rc = ctl.upgrade ? ctl.upgrade(msg, sizeof(msg)) : VEER_ERROR;
+
+        if (ctl.upgrade == NULL)
+            snprintf(msg, sizeof(msg), "upgrade is not available");
+        snprintf(line, sizeof(line), "%s %s", rc == VEER_OK ? "OK" : "ERR", msg);
+        audit_write("operator", &r->peer, r->line, rc == VEER_OK ? "OK" : line,
+                    ctl.model->generation, NULL, NULL);
+        ctl_finish(r, line, rc == VEER_OK);
+        return;
+    }
     case CMD_RELOAD: {
         char msg[1200], line[1300];
         int rc;
@@ -776,6 +788,16 @@ void control_reload_signal(void)
     sd_notify_send("RELOADING=1");
     ctl_reload(NULL, msg, sizeof(msg));
     sd_notify_send("READY=1");
+}
+
+void control_set_upgrade(int (*fn)(char *msg, size_t len))
+{
+    ctl.upgrade = fn;
+}
+
+void control_upgraded(void)
+{
+    health_shutdown();
 }
 
 const struct veer_conf *control_conf(void)

@@ -88,6 +88,12 @@ void control_cancel(struct ctl_req *r);
 /* SIGHUP: reload the configuration file (errors are logged, nothing changes). */
 void control_reload_signal(void);
 
+/* How `upgrade` reaches the lifecycle (set by main): 0 started, -1 with msg. */
+void control_set_upgrade(int (*fn)(char *msg, size_t len));
+
+/* An upgrade handed over: stop health checks (the new process checks now). */
+void control_upgraded(void);
+
 /* The configuration in force (changes at a reload). */
 const struct veer_conf *control_conf(void);
 

@@ -11,6 +11,7 @@
 #include "module.h"
 #include "pool.h"
 #include "sdnotify.h"
+#include "upgrade.h"
 #include "state.h"
 #include "veer.h"
 #include "worker.h"
@@ -34,7 +35,12 @@ struct lifecycle {
     struct event *sigterm, *sigint, *sighup, *sigusr1, *sigusr2, *watch;
     bool aborted;
     bool joined;
+    bool upgraded; /* a new binary took over: it owns the state file now */
 };
+
+static struct lifecycle *lc_self; /* for the upgrade callbacks */
+
+static int upgrade_now(char *msg, size_t len);
 
 static void usage(FILE *out)
 {
@@ -133,6 +139,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         if (c->signals == 0)
             control_reload_signal();
         break;
+    case SIGUSR2: {
+        char msg[600];
+
+        if (c->signals == 0 && upgrade_now(msg, sizeof(msg)) < 0)
+            log_err("SIGUSR2: upgrade not started: %s", msg);
+        break;
+    }
     default:
         log_info("signal %d ignored", (int)sig);
         break;
@@ -143,6 +156,49 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
  * The control loop ends when every worker has left its loop. Workers exit
  * only on shutdown, so this is polled on a short timer only then.
  */
+/*
+ * The new binary is ready and the workers are handing connections over:
+ * from here this process winds down like a graceful shutdown, but without
+ * closing idle keep-alive connections (they moved) and without writing the
+ * state file (the new process owns it).
+ */
+static void upgraded(void)
+{
+    struct lifecycle *c = lc_self;
+    struct timeval watch_tv = {0, 5 * 1000};
+
+    c->upgraded = true;
+    c->signals++;
+    c->shutdown_start_us = veer_now_us();
+    control_upgraded();
+    admin_stop();
+    log_info("upgrade: handing over to the new process; finishing requests in flight");
+    c->watch = event_new(c->base, -1, EV_PERSIST, watch_cb, c);
+    event_add(c->watch, &watch_tv);
+}
+
+/*
+ * Start the new binary (SIGUSR2, `veerctl upgrade`). The state file is
+ * written first so the new process starts from the current decisions.
+ */
+static int upgrade_now(char *msg, size_t len)
+{
+    struct lifecycle *c = lc_self;
+    unsigned long w0 = persist_writes();
+    uint64_t until = veer_now_us() + 1000000;
+
+    if (c->signals) {
+        snprintf(msg, len, "shutting down");
+        return VEER_ERROR;
+    }
+    if (conf_now(c)->state_file) {
+        control_save_state();
+        while (persist_writes() == w0 && veer_now_us() < until)
+            usleep(1000);
+    }
+    return upgrade_start(c->base, c->workers, c->nworkers, admin_listen_fd(), upgraded, msg, len);
+}
+
 static void watch_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lifecycle *c = arg;
@@ -177,7 +233,7 @@ static void restore_state(struct lifecycle *c)
  */
 static int finish_shutdown(struct lifecycle *c)
 {
-    unsigned inflight = 0, aborted = 0, tunnels = 0;
+    unsigned inflight = 0, aborted = 0, tunnels = 0, handed = 0;
     uint64_t t_workers = veer_now_us(), deadline;
 
     for (unsigned i = 0; i < c->nworkers; i++) {
@@ -194,13 +250,16 @@ static int finish_shutdown(struct lifecycle *c)
     deadline = c->shutdown_start_us + (uint64_t)conf_now(c)->timeouts.shutdown_ms * 1000;
     admin_stop();
     module_shutdown_all(deadline);
-    control_save_state();
+    if (!c->upgraded)
+        control_save_state();
     persist_stop();
     log_info("modules, state and logs flushed in %.1f ms",
              (double)(veer_now_us() - t_workers) / 1000.0);
+    for (unsigned i = 0; i < c->nworkers; i++)
+        handed += c->workers[i]->handed_over;
     log_info("shutdown summary: in_flight=%u completed=%u aborted=%u tunnels_closed=%u "
-             "total_ms=%.1f",
-             inflight, inflight >= aborted ? inflight - aborted : 0, aborted, tunnels,
+             "handed_over=%u total_ms=%.1f",
+             inflight, inflight >= aborted ? inflight - aborted : 0, aborted, tunnels, handed,
              (double)(veer_now_us() - c->shutdown_start_us) / 1000.0);
     return c->aborted || aborted ? 1 : 0;
 }
@@ -212,6 +271,9 @@ static int run(struct lifecycle *c)
     unsigned n = (unsigned)c->conf->workers;
     uint64_t t0 = veer_now_us();
 
+    lc_self = c;
+    control_set_upgrade(upgrade_now);
+    upgrade_child_init();
     raise_nofile(c->conf);
     veer_nworkers = n;
     c->model = model_from_conf(c->conf);
@@ -260,9 +322,13 @@ static int run(struct lifecycle *c)
         c->nworkers = i + 1;
     }
     if (!c->aborted) {
+        char ready[64];
+
         log_info("veer %s ready: %u workers, %d pools, started in %.1f ms (pid %d)", VEER_VERSION,
                  n, c->conf->npools, (double)(veer_now_us() - t0) / 1000.0, (int)getpid());
-        sd_notify_send("READY=1");
+        snprintf(ready, sizeof(ready), "READY=1\nMAINPID=%d", (int)getpid());
+        sd_notify_send(ready);
+        upgrade_child_ready(c->base, c->workers, n);
     }
     event_base_dispatch(c->base);
     return finish_shutdown(c);
@@ -293,6 +359,7 @@ static void cleanup(struct lifecycle *c)
             event_free(c->watch);
         event_base_free(c->base);
     }
+    upgrade_shutdown();
     routing_shutdown();
     model_free(c->model);
     conf_free(current ? current : c->conf);
@@ -334,6 +401,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    upgrade_remember_argv(argc, argv);
     c.conf = conf_load(path, err, sizeof(err));
     if (c.conf == NULL) {
         fprintf(stderr, "%s\n", err);

@@ -181,8 +181,8 @@ static char **child_env(char *inherit, char *chan)
     return env;
 }
 
-int upgrade_start(struct event_base *base, struct worker **workers, unsigned nworkers,
-                  int admin_fd, void (*on_ready)(void), char *msg, size_t len)
+int upgrade_start(struct event_base *base, struct worker **workers, unsigned nworkers, int admin_fd,
+                  void (*on_ready)(void), char *msg, size_t len)
 {
     struct timeval tv = {READY_TIMEOUT_MS / 1000, 0};
     char chanvar[40], *inherit, **env;
@@ -265,7 +265,7 @@ int upgrade_send_conn(int chan, int fd, const char *listen, const struct sockadd
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof(int));
     return sendmsg(chan, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(hm) ? VEER_OK
-                                                                                   : VEER_ERROR;
+                                                                                  : VEER_ERROR;
 }
 
 /* --- new side ------------------------------------------------------------------------- */

@@ -41,8 +41,8 @@ struct handover_msg {
 void upgrade_remember_argv(int argc, char **argv);
 
 /* Old side: start the new binary. Returns 0 when started (READY comes later) or -1 (msg). */
-int upgrade_start(struct event_base *base, struct worker **workers, unsigned nworkers,
-                  int admin_fd, void (*on_ready)(void), char *msg, size_t len);
+int upgrade_start(struct event_base *base, struct worker **workers, unsigned nworkers, int admin_fd,
+                  void (*on_ready)(void), char *msg, size_t len);
 
 /* New side: hand a connection from the old process to a worker (any thread). */
 void worker_adopt(struct worker *w, int fd, const struct handover_msg *hm);

@@ -61,8 +61,8 @@ enum wmsg_type {
     WMSG_CLOSE_IDLE,    /* close idle connections to these backends (drain, delete) */
     WMSG_ABORT_BACKEND, /* close the sessions with a request on these backends (drain --force) */
     WMSG_RECONF,        /* switch to a reloaded configuration and listener set */
-    WMSG_HANDOVER,      /* upgrade: the new process is ready; hand connections over (ticket = chan) */
-    WMSG_ADOPT,         /* upgrade, new side: a connection from the old process */
+    WMSG_HANDOVER, /* upgrade: the new process is ready; hand connections over (ticket = chan) */
+    WMSG_ADOPT,    /* upgrade, new side: a connection from the old process */
 };
 
 struct wmsg {
