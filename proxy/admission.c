@@ -4,6 +4,7 @@
  * failure reports (cooldown, half-open trials, max ejection), and slow start.
  */
 #include "control-i.h"
+#include "metrics.h"
 #include "audit.h"
 #include "health.h"
 #include "sbuf.h"
@@ -59,6 +60,7 @@ void ctl_on_health(struct backend *be, bool ok, uint64_t took_us, const char *wh
 
     if (be->pool < 0)
         return;
+    metrics_health_check(be->pool, took_us);
     p = &ctl.model->pools[be->pool];
     b = &p->b[be->index];
     hc = &p->conf->health;

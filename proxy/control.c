@@ -10,11 +10,13 @@
  * for warm connections.
  */
 #include "control-i.h"
+#include "metrics.h"
 #include "audit.h"
 #include "health.h"
 #include "sbuf.h"
 #include "state.h"
 #include "sdnotify.h"
+#include "stats.h"
 #include "upstream.h"
 #include "veer.h"
 #include "worker.h"
@@ -64,6 +66,7 @@ void ctl_refuse(struct ctl_req *r, const char *fmt, ...)
     va_end(ap);
     snprintf(line, sizeof(line), "ERR %s", why);
     if (r->cmd.is_change) {
+        metrics_shift_refused();
         audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
         persist_sync_audit();
     }
@@ -404,6 +407,7 @@ static void commit(struct ctl_req *r, bool async)
     gen = control_publish();
     t_store = veer_now_us();
     applied_us = t_store - r->t_read_us - warm_us;
+    metrics_shift_applied(applied_us);
     ctl_sync_draining(p);
 
     sb_init(&jb);
@@ -699,6 +703,10 @@ static void next_change(void)
  */
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
+    static unsigned ticks;
+
+    if (++ticks % 10 == 0)
+        stats_tick(ctl.model, ctl.nworkers); /* once a second */
     routing_reclaim();
     ctl_reclaim_backends();
     ctl_slow_start_tick();

@@ -4,6 +4,7 @@
  * signals, reclaims old routing snapshots, and joins the workers at exit.
  */
 #include "admin.h"
+#include "adminhttp.h"
 #include "audit.h"
 #include "conf.h"
 #include "control.h"
@@ -300,7 +301,8 @@ static int run(struct lifecycle *c)
     free(fds);
     c->base = event_base_new();
     if (control_init(c->base, c->conf, c->model, c->workers, n) < 0 ||
-        admin_start(c->base, c->conf) < 0)
+        admin_start(c->base, c->conf) < 0 ||
+        adminhttp_start(c->base, c->conf, c->model, c->workers, n) < 0)
         return 1;
     c->sigterm = evsignal_new(c->base, SIGTERM, signal_cb, c);
     c->sigint = evsignal_new(c->base, SIGINT, signal_cb, c);
@@ -341,6 +343,7 @@ static void cleanup(struct lifecycle *c)
     for (unsigned i = 0; i < c->nworkers && !c->joined; i++)
         worker_join(c->workers[i]);
     admin_stop();
+    adminhttp_stop();
     current = (struct veer_conf *)control_conf();
     control_shutdown(); /* frees the configurations a reload replaced */
     persist_stop();

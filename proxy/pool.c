@@ -93,7 +93,10 @@ static struct backend *backend_new(const char *name, const struct conf_addr *add
     be->addr_id = addr_intern(addr);
     be->name = veer_strdup(name);
     be->addr = *addr;
-    be->ws = veer_calloc(veer_nworkers, sizeof(*be->ws));
+    /* Cache-line aligned: each worker's slot has lines of its own. */
+    if (posix_memalign((void **)&be->ws, 64, veer_nworkers * sizeof(*be->ws)) != 0)
+        veer_panic(__FILE__, __LINE__, "out of memory");
+    memset(be->ws, 0, veer_nworkers * sizeof(*be->ws));
     return be;
 }
 

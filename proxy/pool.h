@@ -12,6 +12,7 @@
 #define VEER_POOL_H
 
 #include "conf.h"
+#include "metrics.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -56,9 +57,19 @@ int admin_state_parse(const char *s);             /* -1 when unknown */
 
 #define BACKEND_MAGIC 0x6beeb001u
 
+/* Upstream error kinds counted per backend. */
+enum upstream_err {
+    UERR_CONNECT = 0, /* refused or failed connect */
+    UERR_TIMEOUT,     /* connect or response timeout */
+    UERR_RESET,       /* reset or closed before a whole response */
+    UERR_RESPONSE,    /* malformed response */
+    UERR_KINDS,
+};
+
 /*
  * Per-worker figures of one backend, each worker writing only its own slot
- * (its own cache line), the control thread summing them when it reads.
+ * (its own cache lines), the control thread summing them when it reads.
+ * The first line is what balancing and draining read on the request path.
  */
 struct backend_wstat {
     _Atomic uint32_t active;  /* requests in flight */
@@ -67,8 +78,10 @@ struct backend_wstat {
     uint32_t fails;           /* consecutive failures seen by this worker (breaker) */
     uint64_t first_fail_us;   /* start of that run of failures */
     char pad[64 - 4 * sizeof(uint32_t) - sizeof(uint64_t)];
-};
-
+    _Atomic uint64_t requests[5];        /* by status class 1xx..5xx */
+    _Atomic uint64_t errors[UERR_KINDS]; /* upstream errors by kind */
+    struct hist latency;                 /* request duration */
+} __attribute__((aligned(64)));
 /*
  * A backend's identity, shared by every snapshot that routes to it. The
  * fields never change after creation except the per-worker figures.
@@ -136,6 +149,16 @@ struct routing {
     struct routing *retired_next; /* control thread: retire list */
 };
 
+/* Traffic figures over the last second, computed by the control thread. */
+struct rate {
+    uint64_t last[LAT_BUCKETS + 1]; /* latency buckets at the previous tick */
+    uint64_t last_total, last_errors;
+    uint64_t delta[LAT_BUCKETS + 1]; /* this second's buckets */
+    double rps;
+    double error_rate; /* 5xx and upstream errors over requests */
+    double p99_ms;
+};
+
 /* Runtime model, control thread only. */
 struct rt_backend {
     struct backend *be;
@@ -150,6 +173,7 @@ struct rt_backend {
     uint64_t ready_since_us; /* slow start: when it was admitted */
     unsigned trial_ok;       /* half-open: successes so far */
     struct event *cooldown;  /* open: when to go half-open */
+    struct rate rate;        /* figures over the last second (stats.c) */
     uint64_t drain_start_us; /* when the drain began */
     uint64_t drain_gen;      /* generation that took it out of rotation */
     uint32_t drain_inflight; /* requests in flight when it began */
@@ -158,6 +182,7 @@ struct rt_backend {
 struct rt_group {
     char *name;
     int share; /* percent */
+    struct rate rate;
 };
 
 struct rt_pool {

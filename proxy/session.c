@@ -95,6 +95,40 @@ static void ewma_update(_Atomic uint32_t *v, uint64_t us)
     atomic_store_explicit(v, old ? old - old / 8 + sample / 8 : sample, memory_order_relaxed);
 }
 
+/*
+ * Count the answered request: under its backend when one was picked (a 502
+ * for a backend failure counts against that backend), else as veer's own
+ * answer for the pool.
+ */
+static void txn_record(const struct txn *t, struct worker *w)
+{
+    unsigned cls;
+    uint64_t us;
+
+    if (t->res_status < 100)
+        return; /* nothing was answered */
+    cls = (unsigned)(t->res_status / 100 - 1);
+    if (cls > 4)
+        cls = 4;
+    us = veer_now_us() - t->start_us;
+    if (t->be) {
+        struct backend_wstat *ws = &t->be->ws[w->idx];
+
+        counter_add(&ws->requests[cls], 1);
+        hist_observe(&ws->latency, us);
+    } else if ((unsigned)t->pool < METRIC_POOLS) {
+        counter_add(&w->local[t->pool].requests[cls], 1);
+        hist_observe(&w->local[t->pool].latency, us);
+    }
+}
+
+/* Count an upstream failure of the transaction's backend. */
+static void txn_upstream_error(const struct txn *t, enum upstream_err kind)
+{
+    if (t->be)
+        counter_add(&t->be->ws[t->s->w->idx].errors[kind], 1);
+}
+
 /* Drop the transaction's buffers and its upstream connection. */
 static void txn_free(struct txn *t, bool upstream_reusable)
 {
@@ -102,8 +136,10 @@ static void txn_free(struct txn *t, bool upstream_reusable)
     struct worker *w = s->w;
 
     CHECK_OBJ(t, TXN_MAGIC);
-    if (t->phase != TXN_REQ_HEAD)
+    if (t->phase != TXN_REQ_HEAD) {
+        txn_record(t, w);
         module_txn_end(t);
+    }
     event_del(&t->cwev);
     if (t->retry_armed)
         event_del(&t->retry_ev);
@@ -770,6 +806,7 @@ static int retry_elsewhere(struct txn *t)
     if (idx < 0)
         return VEER_DECLINED;
     w->stats.retries++;
+    counter_add(&w->mstat.retries, 1);
     w->retry_tokens -= RETRY_TOKEN;
     t->attempts++;
     if (t->up) {
@@ -803,6 +840,11 @@ static int upstream_failed(struct txn *t, const char *what, int err)
 
     if (can_retry(t))
         return retry_fresh(t);
+    txn_upstream_error(t, t->up == NULL || t->up->connecting || strstr(what, "refused")
+                              ? UERR_CONNECT
+                          : strstr(what, "bad") || strstr(what, "101") || strstr(what, "head")
+                              ? UERR_RESPONSE
+                              : UERR_RESET);
     breaker_report(t, false);
     if (may_retry_elsewhere(t) && (rc = retry_elsewhere(t)) != VEER_DECLINED)
         return rc;
@@ -914,6 +956,7 @@ void txn_upstream_timeout(struct txn *t, bool connecting)
     CHECK_OBJ(t, TXN_MAGIC);
     if (t->phase == TXN_TUNNEL)
         return; /* the client side's idle timer decides */
+    txn_upstream_error(t, UERR_TIMEOUT);
     breaker_report(t, false);
     if (connecting && may_retry_elsewhere(t) && retry_elsewhere(t) != VEER_DECLINED)
         return;

@@ -99,6 +99,7 @@ static struct upstream *upstream_new(struct worker *w, struct backend *be, int f
     event_assign(&up->rev, w->base, fd, EV_READ | EV_PERSIST, upstream_read_cb, up);
     event_assign(&up->wev, w->base, fd, EV_WRITE | EV_PERSIST, upstream_write_cb, up);
     w->nupstreams++;
+    atomic_store_explicit(&w->mstat.upstreams, w->nupstreams, memory_order_relaxed);
     up->counted = be;
     backend_wstat_add(&be->ws[w->idx].conns, 1);
     return up;
@@ -279,6 +280,7 @@ void upstream_close(struct upstream *up)
     up->txn = NULL;
     up->dead = true;
     w->nupstreams--;
+    atomic_store_explicit(&w->mstat.upstreams, w->nupstreams, memory_order_relaxed);
     backend_wstat_add(&up->counted->ws[w->idx].conns, -1);
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&up->counted->draining, memory_order_relaxed) &&

@@ -640,6 +640,7 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
         goto fail;
     }
     w->max_headers = (uint32_t)conf->limits.header_count;
+    w->local = veer_calloc(METRIC_POOLS, sizeof(*w->local));
     apply_conf(w, conf);
     vbuf_cache_init(&w->bufs, WORKER_BUF_CACHE);
     w->retry_tokens = RETRY_TOKEN_MAX; /* a first failure can be retried at once */
@@ -713,6 +714,7 @@ void worker_destroy(struct worker *w)
     txn_cache_destroy(w);
     vbuf_cache_destroy(&w->bufs);
     free(w->idle);
+    free(w->local);
     for (unsigned i = 0; i < w->nlisteners; i++)
         free(w->listeners[i]);
     free(w->listeners);

@@ -12,6 +12,7 @@
 #include "buf.h"
 #include "conf.h"
 #include "http.h"
+#include "metrics.h"
 #include "pool.h"
 #include "upgrade.h"
 
@@ -153,6 +154,11 @@ struct worker {
         unsigned tunnels;           /* tunnels closed */
     } sd;
     int64_t retry_tokens; /* retry budget, in thousandths of a retry */
+    struct pool_wstat *local; /* METRIC_POOLS: requests answered by veer itself */
+    struct {
+        _Atomic uint64_t retries;
+        _Atomic uint64_t upstreams; /* open upstream connections */
+    } mstat;
     uint64_t rng;
 };
 

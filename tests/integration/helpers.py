@@ -795,3 +795,259 @@ class HealthBackend(veertest.Backend):
 def pool_states(doc):
     """{backend: state} of a `show pool --json` document."""
     return {b["name"]: b["state"] for b in doc["backends"]}
+
+
+# --- lifecycle (test_lifecycle): strict load, upgraded processes, summaries ----
+
+import os  # noqa: E402 (appended section)
+import signal  # noqa: E402
+
+
+LoadRec = collections.namedtuple(
+    "LoadRec", "client path sent done status backend close error retry_after ctype body")
+
+
+class StrictLoad:
+    """n keep-alive clients sending GETs back to back, each on its own
+    connection, counting every request as a strict client sees it.
+
+    Nothing is retried. A request fails (error set) when the connection
+    cannot be made, or when veer closes or resets it, times out or truncates
+    the response while the request is outstanding. A response carrying
+    "Connection: close" is not a failure: the client closes and reconnects
+    for its next request. A response whose status is not in accept is a
+    failure too (failures()); the records keep status, Retry-After,
+    Content-Type and (for non-200 answers) the body so a test can judge
+    expected refusals such as maintenance 503s itself.
+
+    With unique=True each path is PATH/<client>/<k>, so a backend's log of
+    targets maps back to the record (and the monotonic time it was sent)."""
+
+    def __init__(self, port, n=8, path="/load", unique=True, accept=(200,), timeout=None):
+        self.port = port
+        self.n = n
+        self.path = path
+        self.unique = unique
+        self.accept = tuple(accept)
+        self.timeout = timeout or veertest.DEADLINE
+        self.records = [[] for _ in range(n)]
+        self.connects = [0] * n
+        self.stop_ev = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, i):
+        recs = self.records[i]
+        c = None
+        k = 0
+        while not self.stop_ev.is_set():
+            k += 1
+            path = "%s/%d/%d" % (self.path, i, k) if self.unique else self.path
+            t = time.monotonic()
+            if c is None:
+                try:
+                    c = veertest.Client(self.port, timeout=self.timeout)
+                    self.connects[i] += 1
+                except OSError as e:
+                    recs.append(LoadRec(i, path, t, time.monotonic(), None, None, False,
+                                        "connect: %r" % e, None, None, None))
+                    self.stop_ev.wait(0.005)
+                    continue
+            try:
+                r = c.request("GET", path)
+                if r is None:
+                    raise ValueError("connection closed without a response")
+                if not r.complete:
+                    raise ValueError("truncated response")
+            except (OSError, ValueError) as e:
+                recs.append(LoadRec(i, path, t, time.monotonic(), None, None, False, repr(e),
+                                    None, None, None))
+                c.close()
+                c = None
+                continue
+            close = (r.header("Connection") or "").lower() == "close"
+            recs.append(LoadRec(i, path, t, time.monotonic(), r.status, r.header("X-Backend"),
+                                close, None, r.header("Retry-After"), r.header("Content-Type"),
+                                r.body if r.status != 200 else None))
+            if close:
+                c.close()
+                c = None
+        if c is not None:
+            c.close()
+
+    def all(self):
+        return [r for recs in self.records for r in list(recs)]
+
+    def count(self):
+        return sum(len(recs) for recs in self.records)
+
+    def errors(self):
+        """Requests that got no complete response (connect, reset, close, timeout)."""
+        return [r for r in self.all() if r.error is not None]
+
+    def failures(self):
+        """Errors, and responses whose status is not in accept."""
+        return [r for r in self.all() if r.error is not None or r.status not in self.accept]
+
+    def by_path(self):
+        return {r.path: r for r in self.all()}
+
+    def wait_count(self, n, timeout=None):
+        """Until at least n requests were answered (or failed) in total."""
+        veertest.wait_for(lambda: self.count() >= n, timeout=timeout or veertest.DEADLINE,
+                          what="%d load requests" % n)
+
+    def each_sent_after(self, t, count=1):
+        for recs in self.records:
+            if sum(1 for r in list(recs) if r.sent > t) < count:
+                return False
+        return True
+
+    def wait_each_sent_after(self, t, count=1, timeout=None):
+        """Until every client has count finished requests sent after monotonic time t."""
+        veertest.wait_for(lambda: self.each_sent_after(t, count),
+                          timeout=timeout or veertest.DEADLINE,
+                          what="every load client to finish %d request(s) sent after t" % count)
+
+    def describe(self, recs=None, limit=10):
+        """A short text about failures (or recs) for assertion messages."""
+        recs = self.failures() if recs is None else recs
+        lines = ["%d requests, %d failed" % (self.count(), len(self.failures()))]
+        for r in recs[:limit]:
+            lines.append("  client %d %s sent=%.3f done=%.3f status=%s error=%s body=%r"
+                         % (r.client, r.path, r.sent, r.done, r.status, r.error,
+                            (r.body or b"")[:120]))
+        return "\n".join(lines)
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(veertest.DEADLINE + 5)
+
+
+def become_subreaper():
+    """Make this process the reaper of orphaned descendants (Linux
+    PR_SET_CHILD_SUBREAPER), so the process a binary upgrade starts, orphaned
+    when the old one exits, becomes our child and its exit status can be read
+    with waitpid. Returns whether it worked."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+LOG_PID_RE = re.compile(r"\[(\d+)\] ")
+
+
+def log_pid(line):
+    """The pid in a veer log line ("... [PID] level: message"), or None."""
+    m = LOG_PID_RE.search(line)
+    return int(m.group(1)) if m else None
+
+
+def pid_lines(veer, pid):
+    """The lines of veer.log() written by process pid."""
+    return [l for l in veer.log() if log_pid(l) == pid]
+
+
+def shutdown_summary(lines):
+    """The fields of the last "shutdown summary:" line among lines, as a dict
+    (ints, total_ms a float), or None when there is none."""
+    for line in reversed(lines):
+        m = re.search(r"shutdown summary: (.*)$", line)
+        if m:
+            out = {}
+            for kv in m.group(1).split():
+                k, v = kv.split("=", 1)
+                out[k] = float(v) if "." in v else int(v)
+            return out
+    return None
+
+
+class Successor:
+    """The veer process a binary upgrade started from a Veer (SIGUSR2 or
+    `veerctl upgrade`). It inherits the old process's stderr, so its lines
+    arrive in veer.log(); veertest.Veer only tracks the first process, so
+    this finds the new pid from the log (the process that says "ready" with
+    another pid than the old one) and stops it at the end.
+
+    The new process is a child of the old one and is orphaned when that one
+    exits: with become_subreaper() in force it becomes ours and stop() reads
+    its exit status; otherwise stop() only waits until it is gone."""
+
+    READY_RE = re.compile(r"\[(\d+)\] info: veer \S+ ready")
+
+    def __init__(self, veer, old_pid=None, timeout=None):
+        self.veer = veer
+        self.old_pid = old_pid if old_pid is not None else veer.proc.pid
+        self.returncode = None
+
+        def find():
+            for l in veer.log():
+                m = self.READY_RE.search(l)
+                if m and int(m.group(1)) != self.old_pid:
+                    return int(m.group(1))
+            return None
+        self.pid = veertest.wait_for(find, timeout=timeout or veertest.DEADLINE,
+                                     what="a new veer process to say ready")
+
+    def log(self):
+        return pid_lines(self.veer, self.pid)
+
+    def wait_log(self, pattern, timeout=None):
+        rx = re.compile(pattern)
+        return veertest.wait_for(lambda: next((l for l in self.log() if rx.search(l)), None),
+                                 timeout=timeout or veertest.DEADLINE,
+                                 what="pid %d to log %r" % (self.pid, pattern))
+
+    def _reap(self):
+        """True when the process is gone (exit status kept when it was ours)."""
+        if self.returncode is not None:
+            return True
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                return True
+        except ChildProcessError:
+            pass
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        return state in ("Z", "X")  # a zombie of someone else: it has exited
+
+    def alive(self):
+        return not self._reap()
+
+    def send_signal(self, sig):
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout=None):
+        """Until the process is gone; its exit code when known, else None."""
+        veertest.wait_for(self._reap, timeout=timeout or veertest.DEADLINE, interval=0.01,
+                          what="pid %d to exit" % self.pid)
+        return self.returncode
+
+    def stop(self, sig=signal.SIGTERM, timeout=None):
+        """Signal it and wait until it is gone (SIGKILL and AssertionError when
+        it outlives the deadline). Returns the exit code when known."""
+        try:
+            self.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            return self.wait(timeout)
+        except AssertionError:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            veertest.wait_for(self._reap, timeout=5, what="pid %d to die" % self.pid)
+            raise AssertionError("upgraded veer pid %d did not exit after %s" % (self.pid, sig))

@@ -1,0 +1,221 @@
+/*
+ * adminhttp.c - the read-only admin HTTP address (admin.http, on the control
+ * thread, libevent's evhttp): /metrics (Prometheus text 0.0.4), /status
+ * (JSON) and / (a self-contained HTML page that refreshes from /status
+ * every second). Nothing here changes state.
+ */
+#include "adminhttp.h"
+#include "metrics.h"
+#include "pool.h"
+#include "sbuf.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <string.h>
+
+static struct {
+    struct evhttp *http;
+    const struct model *model;
+    struct worker **workers;
+    unsigned nworkers;
+    uint64_t start_us;
+} ah;
+
+static void send_text(struct evhttp_request *req, int code, const char *ctype, const char *body,
+                      size_t len)
+{
+    struct evbuffer *out = evbuffer_new();
+
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
+    evbuffer_add(out, body, len);
+    evhttp_send_reply(req, code, code == 200 ? "OK" : "Not Found", out);
+    evbuffer_free(out);
+}
+
+static void metrics_cb(struct evhttp_request *req, void *arg)
+{
+    struct sbuf b;
+
+    sb_init(&b);
+    metrics_render(&b, ah.model, ah.workers, ah.nworkers);
+    send_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.s ? b.s : "", b.len);
+    sb_free(&b);
+}
+
+static void rate_json(struct sbuf *o, const struct rate *r)
+{
+    sb_printf(o, "\"rps\":%.1f,\"error_rate\":%.4f,\"p99_ms\":%.3f", r->rps, r->error_rate,
+              r->p99_ms);
+}
+
+/* The status document: what the HTML page and operators' scripts read. */
+void adminhttp_status_json(struct sbuf *o)
+{
+    const struct model *m = ah.model;
+    bool shutting = false;
+
+    for (unsigned w = 0; w < ah.nworkers; w++)
+        shutting |= ah.workers[w]->shutting_down;
+    sb_printf(o,
+              "{\"version\":\"%s\",\"uptime_s\":%.1f,\"workers\":%u,\"generation\":%llu,"
+              "\"shutting_down\":%s,\"maintenance\":%s,\"pools\":[",
+              VEER_VERSION, (double)(veer_now_us() - ah.start_us) / 1e6, ah.nworkers,
+              (unsigned long long)m->generation, shutting ? "true" : "false",
+              m->maint ? "true" : "false");
+    for (uint32_t p = 0, first = 1; p < m->npools; p++) {
+        const struct rt_pool *rp = &m->pools[p];
+
+        if (rp->removed)
+            continue;
+        sb_puts(o, first ? "{\"name\":" : ",{\"name\":");
+        first = 0;
+        sb_json_str(o, rp->name);
+        sb_printf(o, ",\"maintenance\":%s,\"groups\":[", rp->maint || m->maint ? "true" : "false");
+        for (uint32_t g = 0; g < rp->ng; g++) {
+            sb_puts(o, g ? ",{\"name\":" : "{\"name\":");
+            sb_json_str(o, rp->g[g].name);
+            sb_printf(o, ",\"share\":%d,", rp->g[g].share);
+            rate_json(o, &rp->g[g].rate);
+            sb_puts(o, "}");
+        }
+        sb_puts(o, "],\"backends\":[");
+        for (uint32_t i = 0; i < rp->nb; i++) {
+            const struct rt_backend *b = &rp->b[i];
+            bool draining = b->admin == ADMIN_DRAIN && !b->drained;
+
+            sb_puts(o, i ? ",{\"name\":" : "{\"name\":");
+            sb_json_str(o, b->be->name);
+            sb_puts(o, ",\"address\":");
+            sb_json_str(o, b->be->addr.text);
+            sb_puts(o, ",\"group\":");
+            sb_json_str(o, rp->g[b->group].name);
+            sb_printf(o,
+                      ",\"state\":\"%s\",\"weight\":%d,\"effective_weight\":%.6g,"
+                      "\"active\":%u,\"conns\":%u,\"circuit\":\"%s\",",
+                      backend_state_name(model_state(rp, i)), b->weight,
+                      model_effective_weight(rp, i), backend_active(b->be),
+                      backend_conns(b->be), breaker_state_name(b->breaker));
+            rate_json(o, &b->rate);
+            if (draining)
+                sb_printf(o, ",\"drain\":{\"left\":%u,\"elapsed_ms\":%.0f}",
+                          backend_active(b->be),
+                          (double)(veer_now_us() - b->drain_start_us) / 1000.0);
+            sb_puts(o, "}");
+        }
+        sb_puts(o, "]}");
+    }
+    sb_puts(o, "]}\n");
+}
+
+static void status_cb(struct evhttp_request *req, void *arg)
+{
+    struct sbuf b;
+
+    sb_init(&b);
+    adminhttp_status_json(&b);
+    send_text(req, 200, "application/json", b.s, b.len);
+    sb_free(&b);
+}
+
+/* The page: one table per pool, refreshed from /status every second; no external assets. */
+static const char page[] =
+    "<!doctype html><html><head><meta charset=\"utf-8\"><title>veer</title><style>"
+    "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}"
+    "th{background:#f4f4f4}.READY{color:#080}.DOWN,.MAINT{color:#b00}"
+    ".PENDING,.DRAINING,.DRAINED{color:#a60}#meta{color:#555}</style></head><body>"
+    "<h1>veer</h1><div id=\"meta\">loading&hellip;</div><div id=\"pools\"></div><script>"
+    "function esc(s){return String(s).replace(/[&<>\"]/g,function(c){return {'&':'&amp;',"
+    "'<':'&lt;','>':'&gt;','\"':'&quot;'}[c];});}"
+    "function row(cells,tag){return '<tr>'+cells.map(function(c){return '<'+tag+'>'+c+'</'+"
+    "tag+'>';}).join('')+'</tr>';}"
+    "function draw(s){document.getElementById('meta').textContent='version '+s.version+"
+    "' \\u00b7 generation '+s.generation+' \\u00b7 uptime '+s.uptime_s+'s \\u00b7 workers '+"
+    "s.workers+(s.maintenance?' \\u00b7 MAINTENANCE':'')+(s.shutting_down?"
+    "' \\u00b7 SHUTTING DOWN':'');var h='';s.pools.forEach(function(p){"
+    "h+='<h2>pool '+esc(p.name)+(p.maintenance?' (maintenance)':'')+'</h2><table>'+"
+    "row(['group','share','rps','error rate','p99 ms'],'th');p.groups.forEach(function(g){"
+    "h+=row([esc(g.name),g.share+'%',g.rps,(100*g.error_rate).toFixed(2)+'%',g.p99_ms],'td');});"
+    "h+='</table><table>'+row(['backend','address','group','state','weight','effective',"
+    "'rps','error rate','p99 ms','active','conns','circuit','drain'],'th');"
+    "p.backends.forEach(function(b){h+=row([esc(b.name),esc(b.address),esc(b.group),"
+    "'<span class=\"'+b.state+'\">'+b.state+'</span>','<span class=\"weight\">'+b.weight+"
+    "'</span>',b.effective_weight,b.rps,(100*b.error_rate).toFixed(2)+'%',b.p99_ms,b.active,"
+    "b.conns,b.circuit,b.drain?b.drain.left+' left, '+b.drain.elapsed_ms+' ms':''],'td');});"
+    "h+='</table>';});document.getElementById('pools').innerHTML=h;}"
+    "function tick(){fetch('/status',{cache:'no-store'}).then(function(r){return r.json();})"
+    ".then(draw).catch(function(e){document.getElementById('meta').textContent='veer "
+    "unreachable: '+e;});}tick();setInterval(tick,1000);</script></body></html>\n";
+
+static void page_cb(struct evhttp_request *req, void *arg)
+{
+    const char *uri = evhttp_request_get_uri(req);
+
+    if (strcmp(uri, "/") != 0 && strncmp(uri, "/?", 2) != 0) {
+        send_text(req, 404, "text/plain", "not found\n", 10);
+        return;
+    }
+    send_text(req, 200, "text/html; charset=utf-8", page, sizeof(page) - 1);
+}
+
+int adminhttp_start(struct event_base *base, const struct veer_conf *conf,
+                    const struct model *m, struct worker **workers, unsigned nworkers)
+{
+    char host[64];
+    const char *colon;
+    int port;
+
+    ah.model = m;
+    ah.workers = workers;
+    ah.nworkers = nworkers;
+    ah.start_us = veer_now_us();
+    if (!conf->admin.has_http)
+        return VEER_OK;
+    /* "host:port" or "[v6]:port", numeric, validated by conf.c. */
+    colon = strrchr(conf->admin.http.text, ':');
+    port = atoi(colon + 1);
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - conf->admin.http.text),
+             conf->admin.http.text);
+    if (host[0] == '[') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    ah.http = evhttp_new(base);
+    evhttp_set_allowed_methods(ah.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_cb(ah.http, "/metrics", metrics_cb, NULL);
+    evhttp_set_cb(ah.http, "/status", status_cb, NULL);
+    evhttp_set_gencb(ah.http, page_cb, NULL);
+    {
+        struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(ah.http, host,
+                                                                       (uint16_t)port);
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        char text[80];
+
+        if (bs == NULL) {
+            log_err("admin.http %s: cannot listen", conf->admin.http.text);
+            return VEER_ERROR;
+        }
+        getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl);
+        snprintf(text, sizeof(text), "%s:%d", conf->admin.http.text[0] == '[' ? "[::]" : host,
+                 ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        log_info("admin http on %s (read-only: /metrics, /status, /)", text);
+    }
+    return VEER_OK;
+}
+
+void adminhttp_stop(void)
+{
+    if (ah.http)
+        evhttp_free(ah.http);
+    ah.http = NULL;
+}
+
+void adminhttp_set_model(const struct model *m)
+{
+    ah.model = m;
+}

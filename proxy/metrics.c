@@ -1,0 +1,370 @@
+/*
+ * metrics.c - histograms and the Prometheus text rendering of everything
+ * veer counts. See metrics.h.
+ */
+#include "metrics.h"
+#include "pool.h"
+#include "sbuf.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <string.h>
+
+const double lat_bounds[LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                        0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+
+/* Shift applied_us is microseconds-scale: its own finer buckets. */
+#define SHIFT_BUCKETS 8
+static const double shift_bounds[SHIFT_BUCKETS] = {0.00001, 0.00005, 0.0001, 0.0005,
+                                                   0.001,   0.005,   0.01,   0.05};
+
+void hist_observe(struct hist *h, uint64_t us)
+{
+    double s = (double)us / 1e6;
+    unsigned i = 0;
+
+    while (i < LAT_BUCKETS && s > lat_bounds[i])
+        i++;
+    counter_add(&h->bucket[i], 1);
+    counter_add(&h->count, 1);
+    counter_add(&h->sum_us, us);
+}
+
+/* Control-thread figures: one writer, no atomics needed beyond the scrape being on that thread. */
+static struct {
+    uint64_t shift_bucket[SHIFT_BUCKETS + 1];
+    uint64_t shift_count, shift_sum_us;
+    uint64_t refused;
+    struct {
+        uint64_t bucket[LAT_BUCKETS + 1], count, sum_us;
+    } health[METRIC_POOLS];
+} cm;
+
+void metrics_shift_applied(uint64_t us)
+{
+    double s = (double)us / 1e6;
+    unsigned i = 0;
+
+    while (i < SHIFT_BUCKETS && s > shift_bounds[i])
+        i++;
+    cm.shift_bucket[i]++;
+    cm.shift_count++;
+    cm.shift_sum_us += us;
+}
+
+void metrics_shift_refused(void)
+{
+    cm.refused++;
+}
+
+void metrics_health_check(int pool, uint64_t us)
+{
+    double s = (double)us / 1e6;
+    unsigned i = 0;
+
+    if (pool < 0 || pool >= METRIC_POOLS)
+        return;
+    while (i < LAT_BUCKETS && s > lat_bounds[i])
+        i++;
+    cm.health[pool].bucket[i]++;
+    cm.health[pool].count++;
+    cm.health[pool].sum_us += us;
+}
+
+/* --- rendering ----------------------------------------------------------------------- */
+
+static uint64_t ld(_Atomic uint64_t *v)
+{
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+static void header(struct sbuf *o, const char *name, const char *type, const char *help)
+{
+    sb_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value, escaped as the text format wants. */
+static void label(struct sbuf *o, const char *key, const char *value, bool first)
+{
+    sb_printf(o, "%s%s=\"", first ? "" : ",", key);
+    for (const char *p = value; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            sb_printf(o, "\\%c", *p);
+        else if (*p == '\n')
+            sb_puts(o, "\\n");
+        else
+            sb_add(o, p, 1);
+    }
+    sb_puts(o, "\"");
+}
+
+static void le(struct sbuf *o, double bound)
+{
+    sb_printf(o, ",le=\"%g\"} ", bound);
+}
+
+/* Sum of a histogram over workers, added into acc (LAT_BUCKETS + 3 values: buckets, count, sum). */
+static void hist_add(uint64_t *acc, struct hist *h)
+{
+    for (unsigned i = 0; i <= LAT_BUCKETS; i++)
+        acc[i] += ld(&h->bucket[i]);
+    acc[LAT_BUCKETS + 1] += ld(&h->count);
+    acc[LAT_BUCKETS + 2] += ld(&h->sum_us);
+}
+
+static void hist_lines(struct sbuf *o, const char *name, const char *labels, const uint64_t *acc,
+                       const double *bounds, unsigned nb)
+{
+    uint64_t cum = 0;
+
+    for (unsigned i = 0; i < nb; i++) {
+        cum += acc[i];
+        sb_printf(o, "%s_bucket{%s", name, labels);
+        le(o, bounds[i]);
+        sb_printf(o, "%llu\n", (unsigned long long)cum);
+    }
+    cum += acc[nb];
+    sb_printf(o, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
+    sb_printf(o, "%s_sum{%s} %.6f\n", name, labels, (double)acc[nb + 2] / 1e6);
+    sb_printf(o, "%s_count{%s} %llu\n", name, labels, (unsigned long long)acc[nb + 1]);
+}
+
+static const char *const class_names[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+static const char *const err_names[UERR_KINDS] = {"connect", "timeout", "reset", "response"};
+
+static void requests(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
+{
+    header(o, "veer_requests_total", "counter",
+           "Requests answered, by pool, group, backend and status class (veer's own answers "
+           "have an empty backend).");
+    for (uint32_t p = 0; p < m->npools; p++) {
+        const struct rt_pool *rp = &m->pools[p];
+
+        for (uint32_t i = 0; i < rp->nb; i++) {
+            struct backend *be = rp->b[i].be;
+
+            for (unsigned c = 0; c < 5; c++) {
+                uint64_t n = 0;
+
+                for (unsigned w = 0; w < nw; w++)
+                    n += ld(&be->ws[w].requests[c]);
+                if (n == 0 && c != 1)
+                    continue;
+                sb_puts(o, "veer_requests_total{");
+                label(o, "pool", rp->name, true);
+                label(o, "group", rp->g[rp->b[i].group].name, false);
+                label(o, "backend", be->name, false);
+                label(o, "code_class", class_names[c], false);
+                sb_printf(o, "} %llu\n", (unsigned long long)n);
+            }
+        }
+        for (unsigned c = 0; c < 5 && p < METRIC_POOLS; c++) {
+            uint64_t n = 0;
+
+            for (unsigned w = 0; w < nw; w++)
+                n += ld(&ws[w]->local[p].requests[c]);
+            if (n == 0)
+                continue;
+            sb_puts(o, "veer_requests_total{");
+            label(o, "pool", rp->name, true);
+            sb_printf(o, ",group=\"\",backend=\"\",code_class=\"%s\"} %llu\n", class_names[c],
+                      (unsigned long long)n);
+        }
+    }
+}
+
+static void durations(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
+{
+    header(o, "veer_request_duration_seconds", "histogram",
+           "Time from a request's first byte to the end of its response, by pool and group.");
+    for (uint32_t p = 0; p < m->npools; p++) {
+        const struct rt_pool *rp = &m->pools[p];
+
+        for (uint32_t g = 0; g <= rp->ng; g++) {
+            uint64_t acc[LAT_BUCKETS + 3] = {0};
+            struct sbuf l;
+
+            if (g < rp->ng) {
+                for (uint32_t i = 0; i < rp->nb; i++)
+                    if (rp->b[i].group == g)
+                        for (unsigned w = 0; w < nw; w++)
+                            hist_add(acc, &rp->b[i].be->ws[w].latency);
+            } else if (p < METRIC_POOLS) {
+                for (unsigned w = 0; w < nw; w++)
+                    hist_add(acc, &ws[w]->local[p].latency);
+                if (acc[LAT_BUCKETS + 1] == 0)
+                    continue;
+            }
+            sb_init(&l);
+            label(&l, "pool", rp->name, true);
+            label(&l, "group", g < rp->ng ? rp->g[g].name : "", false);
+            hist_lines(o, "veer_request_duration_seconds", l.s, acc, lat_bounds, LAT_BUCKETS);
+            sb_free(&l);
+        }
+    }
+}
+
+static void backend_gauges(struct sbuf *o, const struct model *m, struct worker **ws,
+                           unsigned nw)
+{
+    static const char *const kinds[] = {"veer_backend_weight", "veer_backend_effective_weight",
+                                        "veer_circuit_state", "veer_backend_active_requests"};
+    static const char *const helps[] = {
+        "Configured or operator-set weight (0-1000).",
+        "Share of the pool's traffic in percent: group share x weight / group weight.",
+        "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+        "Requests in flight to the backend."};
+
+    for (unsigned k = 0; k < ARRAY_SIZE(kinds); k++) {
+        header(o, kinds[k], "gauge", helps[k]);
+        for (uint32_t p = 0; p < m->npools; p++) {
+            const struct rt_pool *rp = &m->pools[p];
+
+            for (uint32_t i = 0; i < rp->nb; i++) {
+                double v = k == 0   ? rp->b[i].weight
+                           : k == 1 ? model_effective_weight(rp, i)
+                           : k == 2 ? rp->b[i].breaker
+                                    : backend_active(rp->b[i].be);
+
+                sb_printf(o, "%s{", kinds[k]);
+                label(o, "pool", rp->name, true);
+                label(o, "group", rp->g[rp->b[i].group].name, false);
+                label(o, "backend", rp->b[i].be->name, false);
+                sb_printf(o, "} %.6g\n", v);
+            }
+        }
+    }
+    header(o, "veer_backend_state", "gauge", "1 for the backend's current state, 0 for the others.");
+    for (uint32_t p = 0; p < m->npools; p++) {
+        const struct rt_pool *rp = &m->pools[p];
+
+        for (uint32_t i = 0; i < rp->nb; i++)
+            for (int s = BE_PENDING; s <= BE_MAINT; s++) {
+                sb_puts(o, "veer_backend_state{");
+                label(o, "pool", rp->name, true);
+                label(o, "group", rp->g[rp->b[i].group].name, false);
+                label(o, "backend", rp->b[i].be->name, false);
+                label(o, "state", backend_state_name(s), false);
+                sb_printf(o, "} %d\n", model_state(rp, i) == (enum backend_state)s);
+            }
+    }
+    header(o, "veer_upstream_errors_total", "counter",
+           "Failed upstream exchanges, by kind: connect, timeout, reset, response.");
+    for (uint32_t p = 0; p < m->npools; p++) {
+        const struct rt_pool *rp = &m->pools[p];
+
+        for (uint32_t i = 0; i < rp->nb; i++)
+            for (unsigned k = 0; k < UERR_KINDS; k++) {
+                uint64_t n = 0;
+
+                for (unsigned w = 0; w < nw; w++)
+                    n += ld(&rp->b[i].be->ws[w].errors[k]);
+                sb_puts(o, "veer_upstream_errors_total{");
+                label(o, "pool", rp->name, true);
+                label(o, "backend", rp->b[i].be->name, false);
+                label(o, "kind", err_names[k], false);
+                sb_printf(o, "} %llu\n", (unsigned long long)n);
+            }
+    }
+}
+
+static void pool_gauges(struct sbuf *o, const struct model *m)
+{
+    unsigned drains = 0;
+
+    header(o, "veer_group_share", "gauge", "Share of the pool's traffic given to the group, percent.");
+    for (uint32_t p = 0; p < m->npools; p++)
+        for (uint32_t g = 0; g < m->pools[p].ng; g++) {
+            sb_puts(o, "veer_group_share{");
+            label(o, "pool", m->pools[p].name, true);
+            label(o, "group", m->pools[p].g[g].name, false);
+            sb_printf(o, "} %d\n", m->pools[p].g[g].share);
+        }
+    header(o, "veer_maintenance", "gauge", "1 while the pool is in maintenance mode.");
+    for (uint32_t p = 0; p < m->npools; p++) {
+        sb_puts(o, "veer_maintenance{");
+        label(o, "pool", m->pools[p].name, true);
+        sb_printf(o, "} %d\n", m->maint || m->pools[p].maint);
+    }
+    header(o, "veer_pool_eligible_backends", "gauge", "Backends that may take new requests.");
+    for (uint32_t p = 0; p < m->npools; p++) {
+        unsigned n = 0;
+
+        for (uint32_t i = 0; i < m->pools[p].nb; i++) {
+            n += model_eligible(&m->pools[p], i);
+            drains += m->pools[p].b[i].admin == ADMIN_DRAIN && !m->pools[p].b[i].drained;
+        }
+        sb_puts(o, "veer_pool_eligible_backends{");
+        label(o, "pool", m->pools[p].name, true);
+        sb_printf(o, "} %u\n", n);
+    }
+    header(o, "veer_drains_in_progress", "gauge", "Backends draining that still have work.");
+    sb_printf(o, "veer_drains_in_progress %u\n", drains);
+    header(o, "veer_generation", "gauge", "Generation of the routing snapshot in force.");
+    sb_printf(o, "veer_generation %llu\n", (unsigned long long)m->generation);
+}
+
+static void control_figures(struct sbuf *o, const struct model *m)
+{
+    uint64_t acc[SHIFT_BUCKETS + 3];
+
+    header(o, "veer_shift_applied_seconds", "histogram",
+           "Time from reading a change to storing its snapshot (applied_us).");
+    memcpy(acc, cm.shift_bucket, sizeof(cm.shift_bucket));
+    acc[SHIFT_BUCKETS + 1] = cm.shift_count;
+    acc[SHIFT_BUCKETS + 2] = cm.shift_sum_us;
+    {
+        uint64_t cum = 0;
+
+        for (unsigned i = 0; i < SHIFT_BUCKETS; i++) {
+            cum += acc[i];
+            sb_printf(o, "veer_shift_applied_seconds_bucket{le=\"%g\"} %llu\n", shift_bounds[i],
+                      (unsigned long long)cum);
+        }
+        cum += acc[SHIFT_BUCKETS];
+        sb_printf(o, "veer_shift_applied_seconds_bucket{le=\"+Inf\"} %llu\n",
+                  (unsigned long long)cum);
+        sb_printf(o, "veer_shift_applied_seconds_sum %.6f\nveer_shift_applied_seconds_count %llu\n",
+                  (double)cm.shift_sum_us / 1e6, (unsigned long long)cm.shift_count);
+    }
+    header(o, "veer_shifts_refused_total", "counter", "Admin changes refused (ERR).");
+    sb_printf(o, "veer_shifts_refused_total %llu\n", (unsigned long long)cm.refused);
+    header(o, "veer_health_check_seconds", "histogram", "Duration of readiness checks, by pool.");
+    for (uint32_t p = 0; p < m->npools && p < METRIC_POOLS; p++) {
+        uint64_t h[LAT_BUCKETS + 3];
+        struct sbuf l;
+
+        if (!m->pools[p].conf->has_health)
+            continue;
+        memcpy(h, cm.health[p].bucket, sizeof(cm.health[p].bucket));
+        h[LAT_BUCKETS + 1] = cm.health[p].count;
+        h[LAT_BUCKETS + 2] = cm.health[p].sum_us;
+        sb_init(&l);
+        label(&l, "pool", m->pools[p].name, true);
+        hist_lines(o, "veer_health_check_seconds", l.s, h, lat_bounds, LAT_BUCKETS);
+        sb_free(&l);
+    }
+}
+
+void metrics_render(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
+{
+    uint64_t retries = 0, upstreams = 0;
+
+    header(o, "veer_info", "gauge", "veer's version.");
+    sb_printf(o, "veer_info{version=\"%s\"} 1\n", VEER_VERSION);
+    requests(o, m, ws, nw);
+    durations(o, m, ws, nw);
+    backend_gauges(o, m, ws, nw);
+    pool_gauges(o, m);
+    control_figures(o, m);
+    for (unsigned w = 0; w < nw; w++) {
+        retries += ld(&ws[w]->mstat.retries);
+        upstreams += atomic_load_explicit(&ws[w]->mstat.upstreams, memory_order_relaxed);
+    }
+    header(o, "veer_retries_total", "counter", "Requests sent again to another backend.");
+    sb_printf(o, "veer_retries_total %llu\n", (unsigned long long)retries);
+    header(o, "veer_open_connections", "gauge", "Open connections, client side and upstream side.");
+    sb_printf(o, "veer_open_connections{side=\"client\"} %d\n",
+              atomic_load_explicit(&veer_client_connections, memory_order_relaxed));
+    sb_printf(o, "veer_open_connections{side=\"upstream\"} %llu\n", (unsigned long long)upstreams);
+}
