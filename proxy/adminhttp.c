@@ -96,12 +96,11 @@ void adminhttp_status_json(struct sbuf *o)
                       ",\"state\":\"%s\",\"weight\":%d,\"effective_weight\":%.6g,"
                       "\"active\":%u,\"conns\":%u,\"circuit\":\"%s\",",
                       backend_state_name(model_state(rp, i)), b->weight,
-                      model_effective_weight(rp, i), backend_active(b->be),
-                      backend_conns(b->be), breaker_state_name(b->breaker));
+                      model_effective_weight(rp, i), backend_active(b->be), backend_conns(b->be),
+                      breaker_state_name(b->breaker));
             rate_json(o, &b->rate);
             if (draining)
-                sb_printf(o, ",\"drain\":{\"left\":%u,\"elapsed_ms\":%.0f}",
-                          backend_active(b->be),
+                sb_printf(o, ",\"drain\":{\"left\":%u,\"elapsed_ms\":%.0f}", backend_active(b->be),
                           (double)(veer_now_us() - b->drain_start_us) / 1000.0);
             sb_puts(o, "}");
         }
@@ -162,8 +161,8 @@ static void page_cb(struct evhttp_request *req, void *arg)
     send_text(req, 200, "text/html; charset=utf-8", page, sizeof(page) - 1);
 }
 
-int adminhttp_start(struct event_base *base, const struct veer_conf *conf,
-                    const struct model *m, struct worker **workers, unsigned nworkers)
+int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const struct model *m,
+                    struct worker **workers, unsigned nworkers)
 {
     char host[64];
     const char *colon;
@@ -190,8 +189,8 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf,
     evhttp_set_cb(ah.http, "/status", status_cb, NULL);
     evhttp_set_gencb(ah.http, page_cb, NULL);
     {
-        struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(ah.http, host,
-                                                                       (uint16_t)port);
+        struct evhttp_bound_socket *bs =
+            evhttp_bind_socket_with_handle(ah.http, host, (uint16_t)port);
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
         char text[80];

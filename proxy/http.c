@@ -733,7 +733,19 @@ static char *put_list(char *o, const struct http_msg *msg, const char *head, int
 size_t http_request_bound(const struct http_msg *req, const struct http_fwd_info *fi)
 {
     /* Every kept byte, our own fields, separators per field. */
-    return req->head_len + 4 * req->nhdr + strlen(fi->client_ip) + 256;
+    return req->head_len + 4 * req->nhdr + strlen(fi->client_ip) +
+           (fi->request_id ? strlen(fi->request_id) : 0) + 320;
+}
+
+const char *http_find_header(const struct http_msg *msg, const char *head, const char *name,
+                             size_t *len)
+{
+    for (uint32_t i = 0; i < msg->nhdr; i++)
+        if (name_is(head, &msg->hdr[i], name)) {
+            *len = msg->hdr[i].value.len;
+            return head + msg->hdr[i].value.off;
+        }
+    return NULL;
 }
 
 size_t http_response_bound(const struct http_msg *res)
@@ -770,6 +782,11 @@ size_t http_build_request(const struct http_msg *req, const char *head,
     o = fi->tls ? PUT_LIT(o, "X-Forwarded-Proto: https\r\n")
                 : PUT_LIT(o, "X-Forwarded-Proto: http\r\n");
     o = put_list(o, req, head, req->via, "Via", req->minor ? VIA_TOKEN : "1.0 veer");
+    if (fi->request_id) {
+        o = PUT_LIT(o, "X-Request-Id: ");
+        o = put(o, fi->request_id, strlen(fi->request_id));
+        o = PUT_LIT(o, "\r\n");
+    }
     if (req->flags & HF_UPGRADE)
         o = PUT_LIT(o, "Connection: upgrade\r\n");
     o = PUT_LIT(o, "\r\n");

@@ -133,9 +133,14 @@ static inline bool http_span_eq(const char *head, struct http_span s, const char
 
 /* Everything the request head builder needs to know about the connection. */
 struct http_fwd_info {
-    const char *client_ip; /* textual address for X-Forwarded-For */
-    bool tls;              /* client side is TLS: X-Forwarded-Proto https */
+    const char *client_ip;  /* textual address for X-Forwarded-For */
+    bool tls;               /* client side is TLS: X-Forwarded-Proto https */
+    const char *request_id; /* X-Request-Id to add (the request had none), or NULL */
 };
+
+/* Value of the first header named `name` (case-insensitive), or NULL. */
+const char *http_find_header(const struct http_msg *msg, const char *head, const char *name,
+                             size_t *len);
 
 /*
  * Upper bound of the bytes http_build_request() / http_build_response()

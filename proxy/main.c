@@ -140,6 +140,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         if (c->signals == 0)
             control_reload_signal();
         break;
+    case SIGUSR1:
+        module_reopen_all();
+        break;
     case SIGUSR2: {
         char msg[600];
 

@@ -11,7 +11,7 @@
 #include <string.h>
 
 const double lat_bounds[LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                        0.1,    0.25,  0.5,    1,     2.5,   5,     10};
+                                        0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
 /* Shift applied_us is microseconds-scale: its own finer buckets. */
 #define SHIFT_BUCKETS 8
@@ -204,16 +204,14 @@ static void durations(struct sbuf *o, const struct model *m, struct worker **ws,
     }
 }
 
-static void backend_gauges(struct sbuf *o, const struct model *m, struct worker **ws,
-                           unsigned nw)
+static void backend_gauges(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
 {
     static const char *const kinds[] = {"veer_backend_weight", "veer_backend_effective_weight",
                                         "veer_circuit_state", "veer_backend_active_requests"};
     static const char *const helps[] = {
         "Configured or operator-set weight (0-1000).",
         "Share of the pool's traffic in percent: group share x weight / group weight.",
-        "Circuit breaker: 0 closed, 1 open, 2 half-open.",
-        "Requests in flight to the backend."};
+        "Circuit breaker: 0 closed, 1 open, 2 half-open.", "Requests in flight to the backend."};
 
     for (unsigned k = 0; k < ARRAY_SIZE(kinds); k++) {
         header(o, kinds[k], "gauge", helps[k]);
@@ -234,7 +232,8 @@ static void backend_gauges(struct sbuf *o, const struct model *m, struct worker 
             }
         }
     }
-    header(o, "veer_backend_state", "gauge", "1 for the backend's current state, 0 for the others.");
+    header(o, "veer_backend_state", "gauge",
+           "1 for the backend's current state, 0 for the others.");
     for (uint32_t p = 0; p < m->npools; p++) {
         const struct rt_pool *rp = &m->pools[p];
 
@@ -272,7 +271,8 @@ static void pool_gauges(struct sbuf *o, const struct model *m)
 {
     unsigned drains = 0;
 
-    header(o, "veer_group_share", "gauge", "Share of the pool's traffic given to the group, percent.");
+    header(o, "veer_group_share", "gauge",
+           "Share of the pool's traffic given to the group, percent.");
     for (uint32_t p = 0; p < m->npools; p++)
         for (uint32_t g = 0; g < m->pools[p].ng; g++) {
             sb_puts(o, "veer_group_share{");

@@ -36,6 +36,13 @@ void module_txn_end(struct txn *t)
             (*m)->on_txn_end(t);
 }
 
+void module_reopen_all(void)
+{
+    for (const struct veer_module *const *m = veer_modules; *m; m++)
+        if ((*m)->on_reopen)
+            (*m)->on_reopen();
+}
+
 void module_shutdown_all(uint64_t deadline_us)
 {
     unsigned n = 0, k = 0;

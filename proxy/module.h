@@ -27,6 +27,8 @@ struct veer_module {
     void (*on_txn_end)(struct txn *t);
     /* Graceful shutdown: flush and finish by deadline_us (monotonic). Control thread. */
     void (*on_shutdown)(uint64_t deadline_us);
+    /* SIGUSR1: reopen log files (logrotate). Control thread. */
+    void (*on_reopen)(void);
 };
 
 /* The table, NULL-terminated (generated). */
@@ -38,6 +40,7 @@ void module_txn_end(struct txn *t);
 
 /* on_shutdown hooks in order, each with an equal share of what is left of the deadline. */
 void module_shutdown_all(uint64_t deadline_us);
+void module_reopen_all(void);
 
 /* --- what a hook may look at and do with a transaction --------------------------------- */
 

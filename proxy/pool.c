@@ -436,6 +436,9 @@ struct routing *routing_build(const struct model *m)
         r->pools[i].conf = m->pools[i].conf;
         r->pools[i].balance = m->pools[i].conf->balance;
         r->pools[i].maint = m->pools[i].maint;
+        r->pools[i].group_names = veer_calloc(m->pools[i].ng + 1, sizeof(char *));
+        for (uint32_t g = 0; g < m->pools[i].ng; g++)
+            r->pools[i].group_names[g] = m->pools[i].g[g].name;
         r->pools[i].retry_after = m->pools[i].maint_retry_after;
         for (uint32_t k = 0; k < m->pools[i].nb; k++)
             r->pools[i].nstate[model_state(&m->pools[i], k)]++;
@@ -448,8 +451,10 @@ void routing_free(struct routing *r)
 {
     if (r == NULL)
         return;
-    for (uint32_t i = 0; i < r->npools; i++)
+    for (uint32_t i = 0; i < r->npools; i++) {
         free(r->pools[i].b);
+        free(r->pools[i].group_names);
+    }
     free(r->pools);
     free(r);
 }

@@ -137,6 +137,7 @@ struct snap_pool {
     bool maint;                    /* maintenance on for this pool */
     int retry_after;               /* its Retry-After, seconds */
     uint32_t nstate[BE_MAINT + 1]; /* backends by state, for the status endpoint */
+    const char **group_names;      /* by snap_backend.group; live as long as the model */
 };
 
 struct routing {

@@ -160,6 +160,7 @@ static void txn_free(struct txn *t, bool upstream_reusable)
     vbuf_put(&w->bufs, t->rin);
     vbuf_put(&w->bufs, t->req_head);
     vbuf_put(&w->bufs, t->res_head);
+    free(t->log);
     t->magic = 0;
     s->txn = NULL;
     if (w->nfree_txns < 64) {
@@ -532,6 +533,7 @@ static int flush_client(struct txn *t)
             }
             n = 0;
         }
+        t->bytes_out += (uint64_t)n;
         if ((uint32_t)n >= hlen) {
             t->res_head_sent += hlen;
             n -= hlen;
@@ -667,6 +669,8 @@ static int handle_request_head(struct txn *t)
     fmt_peer(s, ip, sizeof(ip));
     fi.client_ip = ip;
     fi.tls = s->l->lc->tls != NULL;
+    fi.request_id = t->log && t->log->id_generated ? t->log->request_id : NULL;
+    t->bytes_in = req->head_len;
     t->req_head = head_buf(w, http_request_bound(req, &fi));
     t->req_head->end = (uint32_t)http_build_request(req, head, &fi, t->req_head->data);
     /* The head is rewritten: its bytes leave the client buffer. */
@@ -840,11 +844,10 @@ static int upstream_failed(struct txn *t, const char *what, int err)
 
     if (can_retry(t))
         return retry_fresh(t);
-    txn_upstream_error(t, t->up == NULL || t->up->connecting || strstr(what, "refused")
-                              ? UERR_CONNECT
-                          : strstr(what, "bad") || strstr(what, "101") || strstr(what, "head")
-                              ? UERR_RESPONSE
-                              : UERR_RESET);
+    txn_upstream_error(
+        t, t->up == NULL || t->up->connecting || strstr(what, "refused")        ? UERR_CONNECT
+           : strstr(what, "bad") || strstr(what, "101") || strstr(what, "head") ? UERR_RESPONSE
+                                                                                : UERR_RESET);
     breaker_report(t, false);
     if (may_retry_elsewhere(t) && (rc = retry_elsewhere(t)) != VEER_DECLINED)
         return rc;
@@ -904,6 +907,8 @@ static int flush_upstream(struct txn *t)
         }
         return upstream_failed(t, "write failed", errno);
     }
+    if (t->up_start_us == 0)
+        t->up_start_us = veer_now_us();
     if ((uint32_t)n >= hlen) {
         t->req_head_sent += hlen;
         n -= hlen;
@@ -1096,6 +1101,7 @@ static int process_response(struct txn *t)
             if (!t->res_head_done)
                 continue; /* the end of a 1xx: parse the next head */
             t->res_done = true;
+            t->up_end_us = veer_now_us();
             if (b->start + t->res_parsed != b->end)
                 t->up->dead = true; /* bytes after the response: never reuse */
             b->end = b->start + t->res_parsed;
@@ -1220,6 +1226,7 @@ static int parse_request_body(struct txn *t)
         return VEER_OK; /* len may be 0: that completes a bodiless request */
     r = http_parse(t->req, in->data + in->start, data, len, &used);
     t->req_parsed += (uint32_t)used;
+    t->bytes_in += used;
     if (r == HTTP_MSG_DONE || r == HTTP_UPGRADED) {
         t->req_done = true;
     } else if (r == HTTP_INVALID) {

@@ -36,6 +36,15 @@ enum txn_phase {
     TXN_TUNNEL,       /* after 101: bytes both ways */
 };
 
+/* What the access log needs of a request after its head left the buffer. */
+struct txn_log {
+    char method[16];
+    char path[512];
+    char request_id[64];
+    bool id_generated; /* veer made it: forwarded upstream */
+    uint64_t generation;
+};
+
 struct txn {
     unsigned magic;
     struct txn *next_free;
@@ -71,7 +80,11 @@ struct txn {
     struct upstream *up;
     struct backend *be;
     int pool;
-    int res_status; /* status sent to the client (0 until known) */
+    int res_status;               /* status sent to the client (0 until known) */
+    uint64_t bytes_in, bytes_out; /* from and to the client, this request */
+    uint64_t up_start_us;         /* request first sent upstream */
+    uint64_t up_end_us;           /* response complete from upstream */
+    struct txn_log *log;          /* access log fields, when the log is on */
     uint64_t start_us;
     uint64_t last_io_us; /* tunnel: last byte either way */
 };

@@ -153,7 +153,7 @@ struct worker {
         unsigned aborted;           /* requests cut at the deadline or a second signal */
         unsigned tunnels;           /* tunnels closed */
     } sd;
-    int64_t retry_tokens; /* retry budget, in thousandths of a retry */
+    int64_t retry_tokens;     /* retry budget, in thousandths of a retry */
     struct pool_wstat *local; /* METRIC_POOLS: requests answered by veer itself */
     struct {
         _Atomic uint64_t retries;

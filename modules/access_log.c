@@ -1,0 +1,235 @@
+/*
+ * access_log.c - the access log: one JSON line per request (time, client,
+ * method, path, status, bytes in and out, total and upstream time, pool,
+ * backend, group, generation, request id). Lines are buffered per worker
+ * and written at least once a second from the worker's timer, never on the
+ * request path; SIGUSR1 (logrotate) reopens the file. X-Request-Id is
+ * passed through, or generated and forwarded to the backend.
+ */
+#include "module.h"
+#include "pool.h"
+#include "sbuf.h"
+#include "session.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ALOG_FLUSH_BYTES (64 * 1024)
+
+/* One worker's pending lines. */
+struct alog {
+    struct sbuf buf;
+    struct event timer;
+    bool timer_on;
+};
+
+static struct {
+    _Atomic int fd;
+    char path[4096];
+    struct alog bufs[256]; /* per worker index */
+    _Atomic uint64_t ids;
+} al = {.fd = -1};
+
+static int open_log(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+
+    if (fd < 0)
+        log_err("access log %s: %s", path, strerror(errno));
+    return fd;
+}
+
+/* (Re)open when the path is new; a reload with the same path keeps the file. */
+static int init(const struct veer_conf *conf)
+{
+    int fd, old;
+
+    if (conf->access_log == NULL) {
+        old = atomic_exchange(&al.fd, -1);
+        if (old >= 0)
+            close(old);
+        al.path[0] = '\0';
+        return VEER_OK;
+    }
+    if (strcmp(conf->access_log, al.path) == 0 && atomic_load(&al.fd) >= 0)
+        return VEER_OK;
+    fd = open_log(conf->access_log);
+    if (fd < 0)
+        return VEER_ERROR;
+    snprintf(al.path, sizeof(al.path), "%s", conf->access_log);
+    old = atomic_exchange(&al.fd, fd);
+    if (old >= 0)
+        close(old);
+    return VEER_OK;
+}
+
+static void on_reopen(void)
+{
+    int fd, old;
+
+    if (al.path[0] == '\0')
+        return;
+    fd = open_log(al.path);
+    if (fd < 0)
+        return;
+    old = atomic_exchange(&al.fd, fd);
+    if (old >= 0)
+        close(old);
+    log_info("access log %s reopened", al.path);
+}
+
+static void flush(struct alog *a)
+{
+    int fd = atomic_load(&al.fd);
+    size_t off = 0;
+
+    while (fd >= 0 && off < a->buf.len) {
+        ssize_t n = write(fd, a->buf.s + off, a->buf.len - off);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    sb_reset(&a->buf);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    flush(arg);
+}
+
+static void copy_span(char *dst, size_t cap, const char *p, size_t n)
+{
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, p, n);
+    dst[n] = '\0';
+}
+
+/* Keep what the line needs while the head is still in the buffer. */
+static int on_request_head(struct txn *t)
+{
+    struct txn_log *l;
+    const struct vbuf *in = t->s->in;
+    const char *head = in->data + in->start, *v;
+    size_t n;
+
+    if (atomic_load_explicit(&al.fd, memory_order_relaxed) < 0)
+        return VEER_DECLINED;
+    l = veer_calloc(1, sizeof(*l));
+    v = txn_method(t, &n);
+    copy_span(l->method, sizeof(l->method), v, n);
+    v = txn_path(t, &n);
+    copy_span(l->path, sizeof(l->path), v, n);
+    v = http_find_header(t->req, head, "x-request-id", &n);
+    if (v && n) {
+        copy_span(l->request_id, sizeof(l->request_id), v, n);
+    } else {
+        snprintf(l->request_id, sizeof(l->request_id), "%08x%02x%014llx", (unsigned)getpid(),
+                 t->s->w->idx,
+                 (unsigned long long)atomic_fetch_add(&al.ids, 1) & 0xffffffffffffffull);
+        l->id_generated = true;
+    }
+    l->generation = t->s->w->routing->generation;
+    t->log = l;
+    return VEER_DECLINED;
+}
+
+static void on_txn_end(struct txn *t)
+{
+    struct worker *w = t->s->w;
+    struct alog *a;
+    struct timeval tv;
+    struct tm tm;
+    char ip[INET6_ADDRSTRLEN] = "-";
+    uint64_t now = veer_now_us();
+    const char *pool, *group = "";
+
+    if (t->log == NULL || w->idx >= ARRAY_SIZE(al.bufs))
+        return;
+    a = &al.bufs[w->idx];
+    if (!a->timer_on) {
+        struct timeval sec = {1, 0};
+
+        event_assign(&a->timer, w->base, -1, EV_PERSIST, timer_cb, a);
+        event_add(&a->timer, &sec);
+        a->timer_on = true;
+    }
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    if (t->s->peer.sa.sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &t->s->peer.in6.sin6_addr, ip, sizeof(ip));
+    else if (t->s->peer.sa.sa_family == AF_INET)
+        inet_ntop(AF_INET, &t->s->peer.in4.sin_addr, ip, sizeof(ip));
+    pool = (uint32_t)t->pool < w->routing->npools ? w->routing->pools[t->pool].name : "";
+    if (t->be) {
+        const struct snap_pool *sp = &w->routing->pools[t->pool];
+
+        for (uint32_t i = 0; i < sp->n; i++)
+            if (sp->b[i].be == t->be)
+                group = sp->group_names[sp->b[i].group];
+    }
+    sb_printf(&a->buf, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"client\":\"%s\",",
+              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+              (int)(tv.tv_usec / 1000), ip);
+    sb_puts(&a->buf, "\"method\":");
+    sb_json_str(&a->buf, t->log->method);
+    sb_puts(&a->buf, ",\"path\":");
+    sb_json_str(&a->buf, t->log->path);
+    sb_printf(&a->buf,
+              ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"total_ms\":%.3f,"
+              "\"upstream_ms\":%.3f,\"pool\":",
+              t->res_status, (unsigned long long)t->bytes_in, (unsigned long long)t->bytes_out,
+              (double)(now - t->start_us) / 1000.0,
+              t->up_start_us && t->up_end_us > t->up_start_us
+                  ? (double)(t->up_end_us - t->up_start_us) / 1000.0
+                  : 0.0);
+    sb_json_str(&a->buf, pool);
+    sb_puts(&a->buf, ",\"backend\":");
+    sb_json_str(&a->buf, t->be ? t->be->name : "");
+    sb_puts(&a->buf, ",\"group\":");
+    sb_json_str(&a->buf, group);
+    sb_printf(&a->buf,
+              ",\"generation\":%llu,\"request_id\":", (unsigned long long)t->log->generation);
+    sb_json_str(&a->buf, t->log->request_id);
+    sb_puts(&a->buf, "}\n");
+    if (a->buf.len >= ALOG_FLUSH_BYTES)
+        flush(a);
+}
+
+/* Workers are gone by now: write what they left and close. */
+static void on_shutdown(uint64_t deadline_us)
+{
+    int fd;
+
+    for (unsigned i = 0; i < ARRAY_SIZE(al.bufs); i++) {
+        flush(&al.bufs[i]);
+        sb_free(&al.bufs[i].buf);
+        al.bufs[i].timer_on = false;
+    }
+    fd = atomic_exchange(&al.fd, -1);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    al.path[0] = '\0';
+}
+
+const struct veer_module module_access_log = {
+    .name = "access_log",
+    .init = init,
+    .on_request_head = on_request_head,
+    .on_txn_end = on_txn_end,
+    .on_shutdown = on_shutdown,
+    .on_reopen = on_reopen,
+};
