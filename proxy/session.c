@@ -648,6 +648,7 @@ static int handle_request_head(struct txn *t)
     w->stats.requests++;
     if (!http_keep_alive(req) || (w->shutting_down && !w->handover))
         t->close_client = true;
+    t->bytes_in += req->head_len; /* body bytes that came along are counted already */
     lb = worker_lb(w, t->pool);
     rc = module_request_head(t);
     if (rc == VEER_DONE)
@@ -670,7 +671,6 @@ static int handle_request_head(struct txn *t)
     fi.client_ip = ip;
     fi.tls = s->l->lc->tls != NULL;
     fi.request_id = t->log && t->log->id_generated ? t->log->request_id : NULL;
-    t->bytes_in = req->head_len;
     t->req_head = head_buf(w, http_request_bound(req, &fi));
     t->req_head->end = (uint32_t)http_build_request(req, head, &fi, t->req_head->data);
     /* The head is rewritten: its bytes leave the client buffer. */

@@ -129,6 +129,26 @@ def sample(port, n, path="/sample"):
     return counts
 
 
+def key_values(text):
+    """{key: int} of the key=N words of text."""
+    return {k: int(v) for k, v in re.findall(r"\b([a-z_]+)=(\d+)\b", text)}
+
+
+RELOAD_OK_RE = re.compile(r"\AOK gen=\d+(?: [a-z_]+=\d+)*\n\n\Z")
+
+
+def reload_ok(reply):
+    """The numbers of a reload's "OK gen=N backends_added=N ..." reply."""
+    if not RELOAD_OK_RE.match(reply):
+        raise AssertionError("not a reload OK reply: %r" % reply)
+    out = key_values(reply)
+    for k in ("gen", "backends_added", "backends_removed", "changed", "pools_added",
+              "pools_removed", "listeners_added", "listeners_removed"):
+        if k not in out:
+            raise AssertionError("reload reply without %s: %r" % (k, reply))
+    return out
+
+
 def weights(doc):
     return {b["name"]: b["weight"] for b in doc["backends"]}
 
@@ -261,8 +281,7 @@ class ReloadTest(LifecycleTestCase):
         v.send_signal(signal.SIGHUP)
         line = v.wait_log(r"reloaded .*: gen=\d+ ")
         t_seen = time.monotonic()
-        stats = parse_ok("OK " + line.split(": ", 3)[-1].replace("gen=", "gen=", 1)
-                         .replace(" backends_added", " applied_us=0 backends_added", 1) + "\n\n")
+        stats = key_values(line.split("reloaded ", 1)[1])
         self.assertGreaterEqual(stats["changed"], 1, line)
         self.assertEqual((stats["backends_added"], stats["backends_removed"],
                           stats["listeners_added"], stats["listeners_removed"]), (0, 0, 0, 0), line)
@@ -323,9 +342,7 @@ class ReloadTest(LifecycleTestCase):
         rewrite_config(v, good.replace("weight = 100; }", "weight = 50; }", 1))
         p = veerctl(sock, "reload")
         self.assertEqual(p.returncode, 0, p.stdout)
-        self.assertEqual(parse_ok(p.stdout.replace(" backends_added", " applied_us=0 "
-                                                   "backends_added", 1))["gen"],
-                         before["generation"] + 1)
+        self.assertEqual(reload_ok(p.stdout)["gen"], before["generation"] + 1)
         self.assertEqual(weights(show_pool(sock)), {"a": 50, "b": 100})
         v.stop()
 
@@ -362,7 +379,7 @@ class ReloadTest(LifecycleTestCase):
         p = veerctl(sock, "reload")
         t_ok = time.monotonic()
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        st = parse_ok(p.stdout.replace(" backends_added", " applied_us=0 backends_added", 1))
+        st = reload_ok(p.stdout)
         self.assertEqual((st["backends_added"], st["backends_removed"], st["pools_added"],
                           st["pools_removed"], st["listeners_added"], st["listeners_removed"]),
                          (1, 1, 0, 0, 1, 0), p.stdout)
@@ -395,7 +412,7 @@ class ReloadTest(LifecycleTestCase):
         rewrite_config(v, text([la, lc], one))
         p = veerctl(sock, "reload")
         self.assertEqual(p.returncode, 0, p.stdout)
-        st = parse_ok(p.stdout.replace(" backends_added", " applied_us=0 backends_added", 1))
+        st = reload_ok(p.stdout)
         self.assertEqual((st["listeners_added"], st["listeners_removed"]), (0, 1), p.stdout)
         wait_for(lambda: refused_at("127.0.0.2", port2), what="the removed listener to refuse")
         t3 = time.monotonic()
@@ -421,7 +438,7 @@ class ReloadTest(LifecycleTestCase):
                                       listeners=[("127.0.0.1:0", "api")] * 2))
         p = veerctl(v.admin_socket, "reload")
         self.assertEqual(p.returncode, 0, p.stdout)
-        st = parse_ok(p.stdout.replace(" backends_added", " applied_us=0 backends_added", 1))
+        st = reload_ok(p.stdout)
         self.assertEqual((st["listeners_added"], st["listeners_removed"]), (1, 0), p.stdout)
         rx = re.compile(r"listening on 127\.0\.0\.1:(\d+) ")
         port2 = wait_for(lambda: next((int(m.group(1)) for m in map(rx.search, v.log())
