@@ -86,9 +86,10 @@ static const char *const kind_names[] = {
     [CMD_RELOAD] = "reload",
     [CMD_UPGRADE] = "upgrade",
     [CMD_SHOW_CLUSTER] = "show cluster",
+    [CMD_SHOW_STATS] = "show stats",
 };
 
-_Static_assert(ARRAY_SIZE(kind_names) == CMD_SHOW_CLUSTER + 1, "a kind without a name");
+_Static_assert(ARRAY_SIZE(kind_names) == CMD_SHOW_STATS + 1, "a kind without a name");
 
 /*
  * Replace every byte that is not printable ASCII by '?', so a reason that
@@ -747,6 +748,7 @@ static const struct cmd_def cmd_defs[] = {
     {CMD_SHOW_POOLS, "show", "pools", "show pools [--json]", OPT_JSON, QUERY, parse_none},
     {CMD_SHOW_POOL, "show", "pool", "show pool POOL [--json]", OPT_JSON, QUERY, parse_pool},
     {CMD_SHOW_CLUSTER, "show", "cluster", "show cluster [--json]", OPT_JSON, QUERY, parse_none},
+    {CMD_SHOW_STATS, "show", "stats", "show stats [--json]", OPT_JSON, QUERY, parse_none},
     {CMD_SET_WEIGHT, "set", "weight", "set weight POOL/BACKEND WEIGHT [--force]", OPT_FORCE, CHANGE,
      parse_set_weight},
     {CMD_SET_STATE, "set", "state", "set state POOL/BACKEND ready|drain|maint [--force]", OPT_FORCE,
@@ -914,6 +916,7 @@ static const char help_text[] =
     "show pools [--json]                                  table of pools, backends, shares, load\n"
     "show pool POOL [--json]                              one pool: groups, shares, backends\n"
     "show cluster [--json]                                fleet instances and what each applied\n"
+    "show stats [--json]                                  rps, error rate, p99 per backend (top)\n"
     "set weight POOL/BACKEND WEIGHT [--force]             weight 0..1000\n"
     "set state POOL/BACKEND ready|drain|maint [--force]   admin state\n"
     "shift POOL GROUP=PERCENT... [--force]                one atomic change of group shares\n"

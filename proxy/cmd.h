@@ -39,6 +39,7 @@ enum cmd_kind {
     CMD_RELOAD,         /* reload */
     CMD_UPGRADE,        /* upgrade */
     CMD_SHOW_CLUSTER,   /* show cluster [--json] */
+    CMD_SHOW_STATS,     /* show stats [--json]: traffic over the last second (veerctl top) */
 };
 
 enum cmd_state_target {

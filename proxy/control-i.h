@@ -126,5 +126,6 @@ void ctl_reclaim_backends(void);
 void ctl_show_pools(struct ctl_req *r);
 void ctl_show_pool(struct ctl_req *r);
 void ctl_audit_verify(struct ctl_req *r);
+void ctl_show_stats(struct ctl_req *r);
 
 #endif

@@ -733,6 +733,9 @@ void control_execute(struct ctl_req *r)
     case CMD_SHOW_POOL:
         ctl_show_pool(r);
         return;
+    case CMD_SHOW_STATS:
+        ctl_show_stats(r);
+        return;
     case CMD_AUDIT_VERIFY:
         ctl_audit_verify(r);
         return;

@@ -3,6 +3,7 @@
  * the JSON of the contract), audit verify.
  */
 #include "control-i.h"
+#include "adminhttp.h"
 #include "audit.h"
 #include "health.h"
 #include "sbuf.h"
@@ -183,6 +184,55 @@ void ctl_show_pool(struct ctl_req *r)
         show_pool_json(&ctl.model->pools[pi], &o);
     else
         show_pool_text(&ctl.model->pools[pi], &o);
+    ctl_finish(r, o.s, true);
+    sb_free(&o);
+}
+
+/* show stats: the last second's traffic per backend, what `veerctl top` draws. */
+void ctl_show_stats(struct ctl_req *r)
+{
+    static const char *const cols[] = {"pool", "backend", "group",  "state", "weight",  "rps",
+                                       "err%", "p99ms",   "active", "conns", "circuit", "gen"};
+    unsigned n = ARRAY_SIZE(cols), rows = 1, k = 0;
+    char **cells;
+    struct sbuf o;
+
+    sb_init(&o);
+    if (r->cmd.json) {
+        adminhttp_status_json(&o);
+        ctl_finish(r, o.s, true);
+        sb_free(&o);
+        return;
+    }
+    for (uint32_t i = 0; i < ctl.model->npools; i++)
+        rows += ctl.model->pools[i].nb;
+    cells = veer_calloc(rows * n, sizeof(*cells));
+    for (unsigned c = 0; c < n; c++)
+        cells[k++] = veer_strdup(cols[c]);
+    for (uint32_t i = 0; i < ctl.model->npools; i++) {
+        const struct rt_pool *p = &ctl.model->pools[i];
+
+        for (uint32_t j = 0; j < p->nb; j++) {
+            const struct rt_backend *b = &p->b[j];
+
+            cells[k++] = veer_strdup(p->name);
+            cells[k++] = veer_strdup(b->be->name);
+            cells[k++] = veer_strdup(p->g[b->group].name);
+            cells[k++] = veer_strdup(backend_state_name(model_state(p, j)));
+            cells[k++] = fmt("%d", b->weight);
+            cells[k++] = fmt("%.0f", b->rate.rps);
+            cells[k++] = fmt("%.2f", 100.0 * b->rate.error_rate);
+            cells[k++] = fmt("%.2f", b->rate.p99_ms);
+            cells[k++] = fmt("%u", backend_active(b->be));
+            cells[k++] = fmt("%u", backend_conns(b->be));
+            cells[k++] = veer_strdup(breaker_state_name(b->breaker));
+            cells[k++] = fmt("%llu", (unsigned long long)ctl.model->generation);
+        }
+    }
+    table(&o, cells, rows, n);
+    for (unsigned i = 0; i < rows * n; i++)
+        free(cells[i]);
+    free(cells);
     ctl_finish(r, o.s, true);
     sb_free(&o);
 }

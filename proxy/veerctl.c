@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_SOCKET "/run/veer/admin.sock"
@@ -18,6 +19,7 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: veerctl [-s SOCKET] COMMAND [ARGS...]\n"
                  "  -s SOCKET  admin socket (default $VEER_SOCKET or " DEFAULT_SOCKET ")\n"
+                 "  veerctl top: a live view of traffic per backend (refreshes every second)\n"
                  "  try: veerctl help\n");
 }
 
@@ -62,6 +64,36 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/*
+ * veerctl top: `show stats` once a second, drawn over the previous frame,
+ * until interrupted. Exits 2 when veer cannot be reached.
+ */
+static int top(const char *path)
+{
+    for (;;) {
+        char buf[65536];
+        int fd = connect_socket(path);
+        size_t total = 0;
+        ssize_t n;
+        time_t now = time(NULL);
+
+        if (fd < 0)
+            return 2;
+        if (write_all(fd, "show stats\n", 11) < 0) {
+            close(fd);
+            return 2;
+        }
+        shutdown(fd, SHUT_WR);
+        while (total < sizeof(buf) - 1 && (n = read(fd, buf + total, sizeof(buf) - 1 - total)) > 0)
+            total += (size_t)n;
+        close(fd);
+        buf[total] = '\0';
+        printf("\033[H\033[2Jveer top - %s - %s (Ctrl-C to quit)\n\n%s", path, ctime(&now), buf);
+        fflush(stdout);
+        sleep(1);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *path = getenv("VEER_SOCKET");
@@ -83,6 +115,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (strcmp(argv[i], "top") == 0 && i + 1 == argc)
+        return top(path);
     for (int j = i; j < argc; j++)
         len += strlen(argv[j]) + 1;
     line = malloc(len + 1);

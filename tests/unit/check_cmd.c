@@ -6,6 +6,8 @@
  */
 #include "cmd.h"
 
+#define CMD_LAST CMD_SHOW_STATS
+
 #include <check.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -530,11 +532,12 @@ START_TEST(test_help_lists_every_command_with_the_usage_errors_quote)
         "reload x",
         "upgrade x",
         "show cluster x",
+        "show stats x",
     };
     const char *help = cmd_help();
     char u[512];
 
-    ck_assert_int_eq((int)ARRAY_LEN(too_many), CMD_SHOW_CLUSTER + 1);
+    ck_assert_int_eq((int)ARRAY_LEN(too_many), CMD_LAST + 1);
     for (size_t i = 0; i < ARRAY_LEN(too_many); i++) {
         char line[600];
 
@@ -555,7 +558,7 @@ START_TEST(test_every_help_line_starts_with_a_command_that_parses_by_name)
     for (const char *s = help; *s; s = strchr(s, '\n') + 1) {
         int found = 0;
 
-        for (int k = 0; k <= CMD_SHOW_CLUSTER; k++) {
+        for (int k = 0; k <= CMD_LAST; k++) {
             const char *name = cmd_kind_name((enum cmd_kind)k);
 
             found |= strncmp(s, name, strlen(name)) == 0 && s[strlen(name)] == ' ';
@@ -563,7 +566,7 @@ START_TEST(test_every_help_line_starts_with_a_command_that_parses_by_name)
         ck_assert_msg(found, "help line without a command: %.40s", s);
         lines++;
     }
-    ck_assert_int_eq(lines, CMD_SHOW_CLUSTER + 1);
+    ck_assert_int_eq(lines, CMD_LAST + 1);
 }
 END_TEST
 
@@ -592,10 +595,11 @@ START_TEST(test_kind_names_are_distinct_and_name_the_parsed_kind)
         [CMD_RELOAD] = "",
         [CMD_UPGRADE] = "",
         [CMD_SHOW_CLUSTER] = "",
+        [CMD_SHOW_STATS] = "",
     };
 
-    ck_assert_int_eq((int)ARRAY_LEN(minimal), CMD_SHOW_CLUSTER + 1);
-    for (int k = 0; k <= CMD_SHOW_CLUSTER; k++) {
+    ck_assert_int_eq((int)ARRAY_LEN(minimal), CMD_LAST + 1);
+    for (int k = 0; k <= CMD_LAST; k++) {
         char line[128], err[256];
         struct cmd c;
 
@@ -717,7 +721,7 @@ static bool is_name(const char *s)
 /* What a successful parse promises, whatever the line. */
 static void check_invariants(const char *line, const struct cmd *c)
 {
-    EXPECT(c->kind >= CMD_HELP && c->kind <= CMD_SHOW_CLUSTER, "'%s'", line);
+    EXPECT(c->kind >= CMD_HELP && c->kind <= CMD_LAST, "'%s'", line);
     EXPECT(c->pool[0] == '\0' || is_name(c->pool), "'%s'", line);
     EXPECT(c->backend[0] == '\0' || is_name(c->backend), "'%s'", line);
     EXPECT(c->weight >= -1 && c->weight <= 1000, "'%s'", line);
