@@ -80,7 +80,11 @@ static struct txn *txn_start(struct session *s)
     t->req = (struct http_msg *)(t + 1);
     t->res = (struct http_msg *)((char *)t->req + msz);
     t->start_us = veer_now_us();
-    http_msg_init(t->req, HTTP_REQUEST, &s->w->req_limits);
+    /* The pool may lower or raise the body limit (pool body_bytes; -1 = the global one). */
+    t->limits = w->req_limits;
+    if ((uint32_t)t->pool < w->routing->npools && w->routing->pools[t->pool].conf->body_bytes >= 0)
+        t->limits.body_bytes = (uint64_t)w->routing->pools[t->pool].conf->body_bytes;
+    http_msg_init(t->req, HTTP_REQUEST, &t->limits);
     event_assign(&t->cwev, w->base, s->fd, EV_WRITE | EV_PERSIST, client_write_cb, s);
     s->txn = t;
     return t;

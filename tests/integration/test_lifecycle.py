@@ -693,7 +693,8 @@ class HealthEndpointsTest(LifecycleTestCase):
         self.assertEqual(get_json(self, api, "/api/health/readiness"), {"status": "ready"})
 
         # The api pool's only backend in maint: not ready, and the reason names the pool.
-        p = veerctl(sock, "set", "state", "api/a", "maint")
+        # (--force: it leaves the pool's only group with a share and no eligible backend)
+        p = veerctl(sock, "set", "state", "api/a", "maint", "--force")
         self.assertEqual(p.returncode, 0, p.stdout)
         for port in (api, web):
             doc = get_json(self, port, "/api/health/readiness", 503)
