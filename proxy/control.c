@@ -228,6 +228,44 @@ static bool group_has_capacity(const struct rt_pool *p, const struct pool_edit *
  * group already stranded before the change (backends went DOWN) does not
  * block unrelated changes.
  */
+/* READY backends (admitted, operator-ready) of group g, or of the pool with g = -1. */
+static unsigned ready_count(const struct rt_pool *p, const struct pool_edit *e, int g)
+{
+    unsigned n = 0;
+
+    for (uint32_t i = 0; i < p->nb; i++)
+        if ((g < 0 || p->b[i].group == (uint32_t)g) && e->admin[i] == ADMIN_READY &&
+            p->b[i].health == HEALTH_READY)
+            n++;
+    return n;
+}
+
+/*
+ * The capacity guard: a group whose share grows may not take more than its
+ * part of the pool's READY backends times capacity_headroom (a share equal
+ * to the bound is allowed): 1 READY green of 4 with headroom 2 may take 50%.
+ */
+static int capacity_check(const struct rt_pool *p, const struct pool_edit *before,
+                          const struct pool_edit *after, char *err, size_t len)
+{
+    unsigned total = ready_count(p, after, -1);
+    double headroom = p->conf->capacity_headroom;
+
+    for (uint32_t g = 0; g < after->ng && total; g++) {
+        unsigned ready = ready_count(p, after, (int)g);
+        double bound = (double)ready / (double)total * headroom * 100.0;
+
+        if (after->share[g] <= before->share[g] || after->share[g] <= bound + 1e-9)
+            continue;
+        snprintf(err, len,
+                 "group %s would get %d%% of pool %s with %u of its %u READY backends: at most "
+                 "%.0f%% with capacity_headroom %g (--force to override)",
+                 p->g[g].name, after->share[g], p->name, ready, total, bound, headroom);
+        return -1;
+    }
+    return 0;
+}
+
 static int edit_check(const struct rt_pool *p, const struct pool_edit *before,
                       const struct pool_edit *after, char *err, size_t len)
 {
@@ -251,7 +289,7 @@ static int edit_check(const struct rt_pool *p, const struct pool_edit *before,
             return -1;
         }
     }
-    return 0;
+    return capacity_check(p, before, after, err, len);
 }
 
 static void edit_apply(struct rt_pool *p, const struct pool_edit *e)

@@ -927,15 +927,15 @@ class StrictLoad:
             t.join(veertest.DEADLINE + 5)
 
 
-def become_subreaper():
+def become_subreaper(on=True):
     """Make this process the reaper of orphaned descendants (Linux
     PR_SET_CHILD_SUBREAPER), so the process a binary upgrade starts, orphaned
     when the old one exits, becomes our child and its exit status can be read
-    with waitpid. Returns whether it worked."""
+    with waitpid; on=False turns that off again. Returns whether it worked."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+        return libc.prctl(36, 1 if on else 0, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
     except (OSError, AttributeError):
         return False
 
@@ -1051,3 +1051,369 @@ class Successor:
                 pass
             veertest.wait_for(self._reap, timeout=5, what="pid %d to die" % self.pid)
             raise AssertionError("upgraded veer pid %d did not exit after %s" % (self.pid, sig))
+
+
+# --- observability (test_observability): admin HTTP, /metrics, headless Chromium --
+
+import html.parser  # noqa: E402 (appended section)
+import http.client  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+ADMIN_HTTP_RE = re.compile(r"admin http on (\S+):(\d+)")
+LISTEN_POOL_RE = re.compile(r"listening on (\S+):(\d+) \(pool ([^,)]+)")
+
+
+def admin_http_port(veer):
+    """The port of veer's admin HTTP address, from its "admin http on HOST:PORT"
+    log line (admin.http may use port 0)."""
+    line = veer.wait_log(ADMIN_HTTP_RE.pattern, what="veer to log its admin http address")
+    return int(ADMIN_HTTP_RE.search(line).group(2))
+
+
+def listener_ports(veer):
+    """{pool: port} of veer's listeners, from its "listening on ADDR:PORT (pool P, ...)"
+    lines (the first listener of each pool)."""
+    veer.wait_log(r"veer \S+ ready", what="veer ready")
+    out = {}
+    for line in veer.log():
+        m = LISTEN_POOL_RE.search(line)
+        if m:
+            out.setdefault(m.group(3), int(m.group(2)))
+    return out
+
+
+def http_get(port, path, headers=None, timeout=None):
+    """GET http://127.0.0.1:PORT/PATH: (status, {lower-case header: value}, body bytes)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout or veertest.DEADLINE)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def prometheus_text_parser():
+    """prometheus_client's text_string_to_metric_families (Debian package
+    python3-prometheus-client). When python3 is not Debian's own (pyenv, venv)
+    Debian's dist-packages is tried too: the package is pure Python."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        extra = "/usr/lib/python3/dist-packages"
+        if os.path.isdir(extra) and extra not in sys.path:
+            sys.path.append(extra)
+        try:
+            from prometheus_client.parser import text_string_to_metric_families
+        except ImportError:
+            raise AssertionError("the Prometheus text parser is missing: install the Debian "
+                                 "package python3-prometheus-client") from None
+    return text_string_to_metric_families
+
+
+class Scrape:
+    """One /metrics document, parsed whole by prometheus_client's parser.
+
+    families: {family name: Family} as the parser names them (it drops a
+    counter's _total suffix from the family name, not from its samples);
+    samples: every (name, labels, value) in document order."""
+
+    def __init__(self, text):
+        self.text = text
+        parse = prometheus_text_parser()
+        self.families = {}
+        self.samples = []
+        for fam in parse(text):  # raises ValueError on anything malformed
+            self.families[fam.name] = fam
+            for s in fam.samples:
+                self.samples.append((s.name, dict(s.labels), s.value))
+
+    def family(self, metric):
+        """The family of a metric as exposed (veer_requests_total finds the
+        parser's veer_requests counter); None when absent."""
+        fam = self.families.get(metric)
+        if fam is None and metric.endswith("_total"):
+            fam = self.families.get(metric[:-len("_total")])
+        return fam
+
+    def type_of(self, metric):
+        fam = self.family(metric)
+        return fam.type if fam is not None else None
+
+    def select(self, name, **labels):
+        """Samples named name whose labels include every given label=value."""
+        return [(n, l, v) for n, l, v in self.samples
+                if n == name and all(l.get(k) == val for k, val in labels.items())]
+
+    def value(self, name, **labels):
+        """The value of the one sample of name with exactly these labels; None when
+        there is none."""
+        for n, l, v in self.samples:
+            if n == name and l == labels:
+                return v
+        return None
+
+    def total(self, name, **labels):
+        """Sum over the samples select() finds (0 when none)."""
+        return sum(v for _, _, v in self.select(name, **labels))
+
+    def names(self):
+        return {n for n, _, _ in self.samples}
+
+
+def scrape(port):
+    """GET /metrics from an admin HTTP port and parse it: a Scrape. The status
+    must be 200 and the content type Prometheus text 0.0.4."""
+    status, headers, body = http_get(port, "/metrics")
+    if status != 200:
+        raise AssertionError("/metrics answered %d: %r" % (status, body[:300]))
+    ctype = headers.get("content-type", "")
+    if not ctype.startswith("text/plain") or "version=0.0.4" not in ctype:
+        raise AssertionError("/metrics content type %r is not Prometheus text 0.0.4" % ctype)
+    return Scrape(body.decode("utf-8"))
+
+
+def status_doc(port):
+    """GET /status from an admin HTTP port, decoded."""
+    status, headers, body = http_get(port, "/status")
+    if status != 200:
+        raise AssertionError("/status answered %d: %r" % (status, body[:300]))
+    return json.loads(body)
+
+
+class TableRows(html.parser.HTMLParser):
+    """The rows of every <table> in an HTML text, each a list of its cells' text."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.rows = []
+        self._row = None
+        self._cell = None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._row is not None and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def column_of(rows, key_column, key, column):
+    """In table rows (lists of cell texts, header rows included), the text of
+    column `column` in the row whose `key_column` cell is `key`, the columns
+    named by the closest header row above it; None when not found."""
+    header = None
+    for r in rows:
+        if key_column in r and column in r:
+            header = r
+            continue
+        if header and len(r) == len(header) and r[header.index(key_column)] == key:
+            return r[header.index(column)]
+    return None
+
+
+# Headless Chromium (Debian package chromium): a page rendered by a real browser.
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--disable-extensions", "--disable-default-apps", "--mute-audio"]
+
+
+def chromium_binary():
+    """The chromium executable, or None when it is not installed."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium_dump_dom(url, virtual_time_ms=3000, timeout=60):
+    """The DOM of url after Chromium ran its scripts for virtual_time_ms of
+    virtual time (--virtual-time-budget, --dump-dom), as HTML text."""
+    profile = tempfile.mkdtemp(prefix="veer-chromium-")
+    try:
+        p = subprocess.run([chromium_binary()] + CHROMIUM_FLAGS +
+                           ["--user-data-dir=" + profile,
+                            "--virtual-time-budget=%d" % virtual_time_ms, "--dump-dom", url],
+                           capture_output=True, text=True, timeout=timeout,
+                           start_new_session=True)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    if p.returncode != 0 or "<html" not in p.stdout.lower():
+        raise AssertionError("chromium --dump-dom %s: exit %d, stderr:\n%s"
+                             % (url, p.returncode, p.stderr[-2000:]))
+    return p.stdout
+
+
+class WebSocketClient:
+    """A minimal RFC 6455 client (text messages, masked frames, fragmentation,
+    ping/pong), enough for the DevTools protocol."""
+
+    def __init__(self, url, timeout=None):
+        m = re.match(r"ws://([^/:]+):(\d+)(/.*)$", url)
+        if not m:
+            raise ValueError("not a ws:// URL: %r" % url)
+        self.sock = socket.create_connection((m.group(1), int(m.group(2))),
+                                             timeout=timeout or veertest.DEADLINE)
+        self.reader = StreamReader(self.sock)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n"
+                           % (m.group(3), m.group(1), m.group(2), key)).encode())
+        head = read_head(self.reader, Response)
+        if head is None or head.status != 101 or head.header("Sec-WebSocket-Accept") != ws_accept(key):
+            raise AssertionError("websocket handshake with %s failed: %r" % (
+                url, head.start if head else None))
+
+    def send_text(self, text):
+        self.sock.sendall(ws_frame(text.encode(), opcode=1, mask=os.urandom(4)))
+
+    def _frame(self):
+        b0, b1 = self.reader.read(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack("!H", self.reader.read(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self.reader.read(8))[0]
+        mask = self.reader.read(4) if b1 & 0x80 else None
+        payload = self.reader.read(n)
+        if mask:
+            payload = ws_mask(payload, mask)
+        return bool(b0 & 0x80), b0 & 0x0F, payload
+
+    def recv_text(self):
+        """The next text message (pings answered on the way); None when closed."""
+        parts = []
+        while True:
+            fin, op, payload = self._frame()
+            if op == 8:
+                return None
+            if op == 9:
+                self.sock.sendall(ws_frame(payload, opcode=10, mask=os.urandom(4)))
+                continue
+            if op in (0, 1, 2):
+                parts.append(payload)
+                if fin:
+                    return b"".join(parts).decode("utf-8", "replace")
+
+    def close(self):
+        try:
+            self.sock.sendall(ws_frame(b"", opcode=8, mask=os.urandom(4)))
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class HeadlessChromium:
+    """A headless Chromium showing one page, driven over the DevTools protocol:
+    evaluate() runs JavaScript in the live page (it keeps running its timers,
+    so a page that refreshes itself is observed as a person would see it).
+
+    Chromium runs in its own session (process group), killed by close()."""
+
+    def __init__(self, url, timeout=None):
+        self.url = url
+        self.timeout = timeout or veertest.DEADLINE
+        self.profile = tempfile.mkdtemp(prefix="veer-chromium-")
+        self.err = open(os.path.join(self.profile, "stderr.txt"), "w+")
+        self.proc = subprocess.Popen([chromium_binary()] + CHROMIUM_FLAGS +
+                                     ["--user-data-dir=" + self.profile,
+                                      "--remote-debugging-address=127.0.0.1",
+                                      "--remote-debugging-port=0", url],
+                                     stdout=subprocess.DEVNULL, stderr=self.err,
+                                     start_new_session=True)
+        self.ws = None
+        self.next_id = 0
+        try:
+            port = veertest.wait_for(self._devtools_port, timeout=self.timeout, interval=0.05,
+                                     what="chromium's DevTools port")
+            target = veertest.wait_for(lambda: self._page_target(port), timeout=self.timeout,
+                                       interval=0.05, what="chromium's page target for " + url)
+            self.ws = WebSocketClient(target["webSocketDebuggerUrl"], timeout=self.timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _devtools_port(self):
+        if self.proc.poll() is not None:
+            self.err.seek(0)
+            raise AssertionError("chromium exited %s:\n%s" % (self.proc.returncode,
+                                                              self.err.read()[-2000:]))
+        try:
+            with open(os.path.join(self.profile, "DevToolsActivePort")) as f:
+                first = f.readline().strip()
+        except FileNotFoundError:
+            return None
+        return int(first) if first.isdigit() else None
+
+    def _page_target(self, port):
+        try:
+            status, _, body = http_get(port, "/json/list", timeout=5)
+        except OSError:
+            return None
+        if status != 200:
+            return None
+        for t in json.loads(body):
+            if t.get("type") == "page" and t.get("url", "").startswith(self.url):
+                return t
+        return None
+
+    def call(self, method, **params):
+        """One DevTools command; its result (events received meanwhile are dropped)."""
+        self.next_id += 1
+        my = self.next_id
+        self.ws.send_text(json.dumps({"id": my, "method": method, "params": params}))
+        while True:
+            text = self.ws.recv_text()
+            if text is None:
+                raise AssertionError("DevTools connection closed during %s" % method)
+            msg = json.loads(text)
+            if msg.get("id") == my:
+                if "error" in msg:
+                    raise AssertionError("DevTools %s: %r" % (method, msg["error"]))
+                return msg.get("result", {})
+
+    def evaluate(self, expression):
+        """The value of a JavaScript expression in the page (returned by value)."""
+        r = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in r:
+            raise AssertionError("JavaScript %r threw: %r" % (expression, r["exceptionDetails"]))
+        return r.get("result", {}).get("value")
+
+    def table_rows(self):
+        """Every table row of the live DOM as a list of its cells' text."""
+        return self.evaluate("Array.from(document.querySelectorAll('tr')).map(function(tr){"
+                             "return Array.from(tr.cells).map(function(c){"
+                             "return c.textContent.trim();});})") or []
+
+    def close(self):
+        if self.ws is not None:
+            self.ws.close()
+            self.ws = None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.err.close()
+        shutil.rmtree(self.profile, ignore_errors=True)

@@ -35,11 +35,14 @@ def two_pool_config(api, tri, api_shares="blue = 90; green = 10;",
                     tri_shares="a = 50; b = 30; c = 20;", persist_dir="{tmp}"):
     """Pool api (listened on) and pool tri (three groups, no listener); backends
     are (name, address, weight, group)."""
+    # capacity_headroom 3: one green of three READY backends may take all of pool api (the
+    # capacity guard itself is tested in test_rollout.py); these tests are about the protocol.
     return ('timeouts = { quiet_ms = 100; };\n' + admin_top(persist_dir) +
             'listen = ( { address = "127.0.0.1:0"; pool = "api"; } );\n'
             'pools = (\n'
-            '  { name = "api"; shares = { %s }; backends = ( %s ); },\n'
-            '  { name = "tri"; balance = "leastconn"; shares = { %s }; backends = ( %s ); }\n'
+            '  { name = "api"; capacity_headroom = 3.0; shares = { %s }; backends = ( %s ); },\n'
+            '  { name = "tri"; balance = "leastconn"; capacity_headroom = 3.0; shares = { %s };'
+            ' backends = ( %s ); }\n'
             ');\n' % (api_shares, backends_text(api), tri_shares, backends_text(tri)))
 
 
