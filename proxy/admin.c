@@ -304,7 +304,8 @@ int admin_start(struct event_base *base, const struct veer_conf *conf)
     if (fd >= 0) {
         /* An upgrade: the old process's socket, same path, never unlinked. */
         fcntl(fd, F_SETFD, FD_CLOEXEC);
-        adm.listener = evconnlistener_new(base, accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+        adm.listener = evconnlistener_new(base, accept_cb, NULL,
+                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
         if (adm.listener == NULL)
             return VEER_ERROR;
         log_info("admin socket %s (inherited)", a->socket);
@@ -329,7 +330,8 @@ int admin_start(struct event_base *base, const struct veer_conf *conf)
         close(fd);
         return VEER_ERROR;
     }
-    adm.listener = evconnlistener_new(base, accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    adm.listener = evconnlistener_new(base, accept_cb, NULL,
+                                      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
     if (adm.listener == NULL) {
         close(fd);
         return VEER_ERROR;

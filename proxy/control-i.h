@@ -14,6 +14,7 @@
 
 #include "control.h"
 #include "pool.h"
+#include "sbuf.h"
 #include "worker.h"
 
 #include <event2/event.h>
@@ -121,6 +122,23 @@ void ctl_remove_backend(struct rt_pool *p, uint32_t i);
 int ctl_reload(const struct audit_peer *peer, char *msg, size_t len);
 void ctl_free_old_confs(void);
 void ctl_reclaim_backends(void);
+
+/* Copies of a pool's operator values (rollouts keep one to roll back to). */
+struct pool_edit *ctl_edit_save(int pi);
+void ctl_edit_restore(int pi, const struct pool_edit *e);
+void ctl_edit_free(struct pool_edit *e);
+void ctl_edit_render(const struct pool_edit *e, struct sbuf *o);
+struct pool_edit *ctl_edit_parse(int pi, const char *text);
+/* Would these shares (one per group) pass the checks a shift passes? 0 or -1 with err. */
+int ctl_check_shares(int pi, const int *shares, char *err, size_t len);
+
+/* rollout.c */
+void rollout_command(struct ctl_req *r);
+void rollout_tick(void);
+int rollout_canary(int pi);
+char *rollout_render(int pi);
+int rollout_restore(int pi, const char *text);
+void rollout_shutdown(void);
 
 /* show.c */
 void ctl_show_pools(struct ctl_req *r);

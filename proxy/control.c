@@ -357,6 +357,110 @@ static void edit_diff(const struct rt_pool *p, const struct pool_edit *a, const 
     sb_puts(after, "}");
 }
 
+static bool same_members(const struct pool_edit *e, const struct rt_pool *p)
+{
+    for (uint32_t i = 0; i < e->nb; i++)
+        if (e->id[i] != p->b[i].be->id)
+            return false;
+    return true;
+}
+
+struct pool_edit *ctl_edit_save(int pi)
+{
+    return edit_of(pi);
+}
+
+void ctl_edit_free(struct pool_edit *e)
+{
+    edit_free(e);
+}
+
+void ctl_edit_restore(int pi, const struct pool_edit *e)
+{
+    struct rt_pool *p = &ctl.model->pools[pi];
+
+    if (e->nb == p->nb && same_members(e, p)) {
+        edit_apply(p, e);
+    } else {
+        /* Membership changed since: restore shares, and what still matches by id. */
+        for (uint32_t g = 0; g < e->ng && g < p->ng; g++)
+            p->g[g].share = e->share[g];
+        for (uint32_t k = 0; k < e->nb; k++)
+            for (uint32_t i = 0; i < p->nb; i++)
+                if (p->b[i].be->id == e->id[k]) {
+                    p->b[i].weight = e->weight[k];
+                    p->b[i].admin = e->admin[k];
+                }
+    }
+}
+
+/* "pre=g:share,...;prew=backend:weight:admin,..." (names, so it survives a restart). */
+void ctl_edit_render(const struct pool_edit *e, struct sbuf *o)
+{
+    const struct rt_pool *p = &ctl.model->pools[e->pool];
+
+    sb_puts(o, "pre=");
+    for (uint32_t g = 0; g < e->ng && g < p->ng; g++)
+        sb_printf(o, "%s%s:%d", g ? "," : "", p->g[g].name, e->share[g]);
+    sb_puts(o, ";prew=");
+    for (uint32_t k = 0, first = 1; k < e->nb; k++)
+        for (uint32_t i = 0; i < p->nb; i++)
+            if (p->b[i].be->id == e->id[k]) {
+                sb_printf(o, "%s%s:%d:%s", first ? "" : ",", p->b[i].be->name, e->weight[k],
+                          admin_state_name(e->admin[k]));
+                first = 0;
+            }
+}
+
+struct pool_edit *ctl_edit_parse(int pi, const char *text)
+{
+    struct rt_pool *p = &ctl.model->pools[pi];
+    struct pool_edit *e = edit_of(pi);
+    const char *w = strstr(text, ";prew=");
+    char name[CMD_NAME_MAX], admin[16];
+    int v, n;
+
+    if (strncmp(text, "pre=", 4) != 0 || w == NULL) {
+        edit_free(e);
+        return NULL;
+    }
+    for (const char *s = text + 4; s < w; s += n + (s[n] == ',')) {
+        int g;
+
+        if (sscanf(s, "%63[^:]:%d%n", name, &v, &n) != 2) {
+            edit_free(e);
+            return NULL;
+        }
+        if ((g = model_find_group(p, name)) >= 0)
+            e->share[g] = v;
+    }
+    for (const char *s = w + 6; *s; s += n + (s[n] == ',')) {
+        int b;
+
+        if (sscanf(s, "%63[^:]:%d:%15[a-z]%n", name, &v, admin, &n) != 3) {
+            edit_free(e);
+            return NULL;
+        }
+        if ((b = model_find_backend(p, name)) >= 0 && admin_state_parse(admin) >= 0) {
+            e->weight[b] = v;
+            e->admin[b] = (enum admin_state)admin_state_parse(admin);
+        }
+    }
+    return e;
+}
+
+int ctl_check_shares(int pi, const int *shares, char *err, size_t len)
+{
+    struct pool_edit *before = edit_of(pi), *after = edit_dup(before);
+    int rc;
+
+    memcpy(after->share, shares, after->ng * sizeof(*shares));
+    rc = edit_check(&ctl.model->pools[pi], before, after, err, len);
+    edit_free(before);
+    edit_free(after);
+    return rc;
+}
+
 static void history_push(int pool, struct pool_edit *e)
 {
     struct history *h = &ctl.history[pool];
@@ -373,6 +477,12 @@ static void history_push(int pool, struct pool_edit *e)
 
 uint64_t control_publish(void)
 {
+    /* The group the override header and sticky cohorts treat as canary. */
+    for (uint32_t i = 0; i < ctl.model->npools; i++) {
+        int c = rollout_canary((int)i);
+
+        ctl.model->pools[i].canary = c >= 0 ? c : ctl.model->pools[i].ng == 2 ? 1 : -1;
+    }
     ctl.model->generation++;
     routing_publish(routing_build(ctl.model));
     ctl.last_store_us = veer_now_us();
@@ -604,14 +714,6 @@ static int edit_by_command(struct ctl_req *r, const struct rt_pool *p, struct po
     }
 }
 
-static bool same_members(const struct pool_edit *e, const struct rt_pool *p)
-{
-    for (uint32_t i = 0; i < e->nb; i++)
-        if (e->id[i] != p->b[i].be->id)
-            return false;
-    return true;
-}
-
 /* Take the pool's previous operator change off the history, as the new values. */
 static int edit_by_rollback(struct ctl_req *r, int pi, struct pool_edit **out)
 {
@@ -743,6 +845,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     static unsigned ticks;
 
+    rollout_tick();
     if (++ticks % 10 == 0)
         stats_tick(ctl.model, ctl.nworkers); /* once a second */
     routing_reclaim();
@@ -779,6 +882,13 @@ void control_execute(struct ctl_req *r)
         return;
     case CMD_REPLACE:
         ctl_replace_start(r);
+        return;
+    case CMD_ROLLOUT_START:
+    case CMD_ROLLOUT_STATUS:
+    case CMD_ROLLOUT_PAUSE:
+    case CMD_ROLLOUT_RESUME:
+    case CMD_ROLLOUT_ABORT:
+        rollout_command(r);
         return;
     case CMD_UPGRADE: {
         char msg[600], line[700];
@@ -878,8 +988,14 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
     ctl.tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
     event_add(ctl.tick, &tick_tv);
     health_init(base, ctl_on_health);
-    for (uint32_t i = 0; i < m->npools; i++)
+    for (uint32_t i = 0; i < m->npools; i++) {
         ctl_sync_draining(&m->pools[i]); /* drains restored from the state file */
+        if (m->pools[i].rollout && rollout_restore((int)i, m->pools[i].rollout) < 0) {
+            log_warn("state file: rollout of pool %s not restored (bad line)", m->pools[i].name);
+            free(m->pools[i].rollout);
+            m->pools[i].rollout = NULL;
+        }
+    }
     for (uint32_t i = 0; i < m->npools; i++)
         if (m->pools[i].conf->has_health)
             for (uint32_t k = 0; k < m->pools[i].nb; k++)
@@ -890,6 +1006,7 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
 void control_shutdown(void)
 {
     health_shutdown();
+    rollout_shutdown();
     for (uint32_t i = 0; ctl.model && i < ctl.model->npools; i++)
         for (uint32_t k = 0; k < ctl.model->pools[i].nb; k++)
             if (ctl.model->pools[i].b[k].cooldown) {

@@ -36,7 +36,8 @@ struct lifecycle {
     struct event *sigterm, *sigint, *sighup, *sigusr1, *sigusr2, *watch;
     bool aborted;
     bool joined;
-    bool upgraded; /* a new binary took over: it owns the state file now */
+    unsigned nalloc; /* workers allocated (the first config's count) */
+    bool upgraded;   /* a new binary took over: it owns the state file now */
 };
 
 static struct lifecycle *lc_self; /* for the upgrade callbacks */
@@ -294,6 +295,7 @@ static int run(struct lifecycle *c)
     if (fds == NULL)
         return 1;
     c->workers = veer_calloc(n, sizeof(*c->workers));
+    c->nalloc = n;
     for (unsigned i = 0; i < n; i++) {
         c->workers[i] = worker_create(i, c->conf, fds + i * (unsigned)c->conf->nlistens);
         if (c->workers[i] == NULL) {
@@ -347,14 +349,14 @@ static void cleanup(struct lifecycle *c)
         worker_join(c->workers[i]);
     admin_stop();
     adminhttp_stop();
+    /* Workers first: closing their connections may still post to the control plane. */
+    for (unsigned i = 0; c->workers && i < c->nalloc; i++)
+        worker_destroy(c->workers[i]);
+    free(c->workers);
     current = (struct veer_conf *)control_conf();
     control_shutdown(); /* frees the configurations a reload replaced */
     persist_stop();
     audit_close();
-    if (c->workers)
-        for (unsigned i = 0; i < (unsigned)c->conf->workers; i++)
-            worker_destroy(c->workers[i]);
-    free(c->workers);
     if (c->base) {
         event_free(c->sigterm);
         event_free(c->sigint);

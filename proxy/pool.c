@@ -182,6 +182,7 @@ static void pool_from_conf(struct model *m, uint32_t i, const struct conf_pool *
     struct rt_pool *p = &m->pools[i];
 
     memset(p, 0, sizeof(*p));
+    p->canary = -1;
     p->name = veer_strdup(cp->name);
     p->conf = cp;
     for (int j = 0; j < cp->nbackends; j++)
@@ -234,6 +235,7 @@ void model_free(struct model *m)
         free(p->b);
         free(p->g);
         free(p->name);
+        free(p->rollout);
     }
     free(m->pools);
     free(m);
@@ -436,6 +438,7 @@ struct routing *routing_build(const struct model *m)
         r->pools[i].conf = m->pools[i].conf;
         r->pools[i].balance = m->pools[i].conf->balance;
         r->pools[i].maint = m->pools[i].maint;
+        r->pools[i].canary = m->pools[i].canary;
         r->pools[i].group_names = veer_calloc(m->pools[i].ng + 1, sizeof(char *));
         for (uint32_t g = 0; g < m->pools[i].ng; g++)
             r->pools[i].group_names[g] = m->pools[i].g[g].name;

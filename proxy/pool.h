@@ -138,6 +138,7 @@ struct snap_pool {
     int retry_after;               /* its Retry-After, seconds */
     uint32_t nstate[BE_MAINT + 1]; /* backends by state, for the status endpoint */
     const char **group_names;      /* by snap_backend.group; live as long as the model */
+    int canary;                    /* group treated as canary (override, sticky), or -1 */
 };
 
 struct routing {
@@ -189,7 +190,9 @@ struct rt_group {
 struct rt_pool {
     char *name;
     const struct conf_pool *conf;
-    bool removed; /* gone from the config: kept (indexes stay) until reused */
+    char *rollout; /* a running rollout as its state file line, or NULL */
+    int canary;    /* group index the override header and sticky cohorts treat as canary */
+    bool removed;  /* gone from the config: kept (indexes stay) until reused */
     bool maint;
     int maint_retry_after;
     struct rt_backend *b;

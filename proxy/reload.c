@@ -216,9 +216,15 @@ static struct wreconf *plan_listeners(const struct veer_conf *oc, const struct v
         rc->l[j].keep = -1;
         rc->l[j].lc = nl;
         rc->l[j].pool = model_find_pool(ctl.model, nl->pool);
-        for (int i = 0; i < oc->nlistens; i++)
-            if (strcmp(oc->listens[i].addr.text, nl->addr.text) == 0)
+        for (int i = 0; i < oc->nlistens && rc->l[j].keep < 0; i++) {
+            bool taken = false;
+
+            /* Each running listener can be kept once (two may share "127.0.0.1:0"). */
+            for (unsigned k = 0; k < j; k++)
+                taken |= rc->l[k].keep == i;
+            if (!taken && strcmp(oc->listens[i].addr.text, nl->addr.text) == 0)
                 rc->l[j].keep = i;
+        }
         if (rc->l[j].keep >= 0)
             continue;
         rc->l[j].fds = listener_open(nl, ctl.nworkers);
@@ -261,7 +267,7 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
     struct old_conf *keep;
     struct wreconf *rc;
     char err[1024];
-    uint64_t gen;
+    uint64_t gen, t0 = veer_now_us();
 
     nc = conf_load(oc->path, err, sizeof(err));
     if (nc == NULL) {
@@ -296,10 +302,11 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
         ctl_sync_draining(&ctl.model->pools[i]);
     send_reconf(rc);
     snprintf(msg, len,
-             "gen=%llu backends_added=%u backends_removed=%u changed=%u pools_added=%u "
-             "pools_removed=%u listeners_added=%u listeners_removed=%u",
-             (unsigned long long)gen, st.added, st.removed, st.changed, st.pools_added,
-             st.pools_removed, st.listeners_added, st.listeners_removed);
+             "gen=%llu applied_us=%llu backends_added=%u backends_removed=%u changed=%u "
+             "pools_added=%u pools_removed=%u listeners_added=%u listeners_removed=%u",
+             (unsigned long long)gen, (unsigned long long)(veer_now_us() - t0), st.added,
+             st.removed, st.changed, st.pools_added, st.pools_removed, st.listeners_added,
+             st.listeners_removed);
     log_info("reloaded %s: %s", nc->path, msg);
     audit_write(peer ? "operator" : "signal", peer, "reload", "OK", gen, NULL, NULL);
     persist_sync_audit();

@@ -81,7 +81,7 @@ struct txn {
     struct backend *be;
     int pool;
     int res_status;               /* status sent to the client (0 until known) */
-    struct http_limits limits; /* the request's, with its pool's body limit */
+    struct http_limits limits;    /* the request's, with its pool's body limit */
     uint64_t bytes_in, bytes_out; /* from and to the client, this request */
     uint64_t up_start_us;         /* request first sent upstream */
     uint64_t up_end_us;           /* response complete from upstream */

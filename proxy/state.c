@@ -40,6 +40,8 @@ static void render_pool(struct sbuf *b, const struct rt_pool *p)
     sb_printf(b, "pool %s\n", p->name);
     if (p->maint)
         sb_printf(b, "maint on %d\n", p->maint_retry_after);
+    if (p->rollout)
+        sb_printf(b, "rollout %s\n", p->rollout);
     for (uint32_t g = 0; g < p->ng; g++)
         sb_printf(b, "share %s %d\n", p->g[g].name, p->g[g].share);
     for (uint32_t i = 0; i < p->nb; i++)
@@ -87,6 +89,7 @@ struct st_backend {
 
 struct st_pool {
     struct st_name id;
+    const char *rollout; /* points into st_file.buf */
     bool maint;
     int retry_after;
     struct st_share *s;
@@ -331,6 +334,12 @@ static int parse_body(struct parser *ps, char **tok, int n)
         return parse_maint(ps, tok, n, false);
     if (strcmp(tok[0], "maint") == 0)
         return parse_maint(ps, tok, n, true);
+    if (strcmp(tok[0], "rollout") == 0) {
+        if (ps->f->np == 0 || n != 2)
+            return fail(ps, "expected 'rollout STATE' inside a pool");
+        ps->f->p[ps->f->np - 1].rollout = tok[1];
+        return 0;
+    }
     if (strcmp(tok[0], "pool") == 0)
         return parse_pool(ps, tok, n);
     if (strcmp(tok[0], "share") == 0)
@@ -539,6 +548,8 @@ static void st_apply(struct model *m, const struct st_file *f, struct apply_stat
         apply_backends(&m->pools[k], sp, st);
         m->pools[k].maint = sp->maint;
         m->pools[k].maint_retry_after = sp->retry_after;
+        free(m->pools[k].rollout);
+        m->pools[k].rollout = sp->rollout ? veer_strdup(sp->rollout) : NULL;
         st->pools++;
     }
     if (f->generation > m->generation)

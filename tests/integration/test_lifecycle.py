@@ -25,7 +25,7 @@ import veertest
 from helpers import (StrictLoad, Successor, admin_top, audit_records, become_subreaper,
                      parse_ok, pid_lines, pool_shares, pool_states, refused, show_pool,
                      shutdown_summary, veerctl)
-from veertest import DEADLINE, Client, Reader, VeerTestCase, read_response, wait_for
+from veertest import DEADLINE, Client, Reader, VeerTestCase, wait_for
 
 LOAD_CLIENTS = 8
 MIN_REQUESTS = 300   # per zero-failure test, over the whole load

@@ -1,0 +1,545 @@
+/*
+ * rollout.c - canary rollouts with built-in analysis and automatic rollback.
+ *
+ * A rollout moves a pool's canary group through steps of share (the stable
+ * group gets the rest), each step one atomic shift. Every 100 ms the
+ * canary's own requests over a sliding window (the last 10 s, or the step
+ * interval when shorter) are judged against max-error-rate and max-p99
+ * once min-requests of them are in the window; a breach rolls the pool back
+ * at once to its pre-rollout shares, weights and admin states, in one
+ * publish, audited with the figures. The step timer only moves forward;
+ * reacting does not wait for the end of a step. A rollout lives in the
+ * state file, so it survives a reload and a restart.
+ */
+#include "control-i.h"
+#include "audit.h"
+#include "metrics.h"
+#include "sbuf.h"
+#include "state.h"
+#include "stats.h"
+#include "veer.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define SLOT_US    100000 /* one analysis slot: 100 ms */
+#define WINDOW_MAX 100    /* slots: 10 s */
+
+struct slot {
+    uint64_t req, err;
+    uint64_t b[LAT_BUCKETS + 1];
+};
+
+/* Figures of one group, over the window. */
+struct gwin {
+    struct slot ring[WINDOW_MAX];
+    uint64_t last_req, last_err, last_b[LAT_BUCKETS + 1];
+    bool primed;
+};
+
+struct rollout {
+    bool active, paused;
+    int pool;
+    uint32_t canary, stable;
+    int steps[CMD_MAX_STEPS];
+    int nsteps, step;
+    int64_t interval_ms;
+    double max_error_rate; /* percent */
+    int64_t max_p99_ms;
+    int min_requests;
+    uint64_t step_start_us;
+    struct pool_edit *pre; /* what a rollback restores */
+    struct event *timer;
+    struct gwin win[2]; /* canary, stable */
+    unsigned pos, window;
+    char verdict[256];
+    struct audit_peer peer;
+};
+
+static struct rollout *ro[METRIC_POOLS];
+
+/* --- figures ------------------------------------------------------------------------ */
+
+/* This group's totals now (all its backends, every worker). */
+static void group_totals(const struct rt_pool *p, uint32_t g, uint64_t *req, uint64_t *err,
+                         uint64_t *b)
+{
+    *req = *err = 0;
+    memset(b, 0, sizeof(uint64_t) * (LAT_BUCKETS + 1));
+    for (uint32_t i = 0; i < p->nb; i++) {
+        if (p->b[i].group != g)
+            continue;
+        for (unsigned w = 0; w < ctl.nworkers; w++) {
+            struct backend_wstat *ws = &p->b[i].be->ws[w];
+
+            for (unsigned c = 0; c < 5; c++)
+                *req += atomic_load_explicit(&ws->requests[c], memory_order_relaxed);
+            *err += atomic_load_explicit(&ws->requests[4], memory_order_relaxed);
+            for (unsigned k = 0; k < UERR_KINDS; k++)
+                *err += atomic_load_explicit(&ws->errors[k], memory_order_relaxed);
+            for (unsigned k = 0; k <= LAT_BUCKETS; k++)
+                b[k] += atomic_load_explicit(&ws->latency.bucket[k], memory_order_relaxed);
+        }
+    }
+}
+
+/* Push this slot's deltas for group g into its ring. */
+static void win_push(struct rollout *r, const struct rt_pool *p, unsigned which, uint32_t g)
+{
+    struct gwin *gw = &r->win[which];
+    struct slot *s = &gw->ring[r->pos];
+    uint64_t req, err, b[LAT_BUCKETS + 1];
+
+    group_totals(p, g, &req, &err, b);
+    if (!gw->primed) {
+        gw->last_req = req;
+        gw->last_err = err;
+        memcpy(gw->last_b, b, sizeof(b));
+        gw->primed = true;
+    }
+    s->req = req - gw->last_req;
+    s->err = err - gw->last_err;
+    for (unsigned k = 0; k <= LAT_BUCKETS; k++)
+        s->b[k] = b[k] - gw->last_b[k];
+    gw->last_req = req;
+    gw->last_err = err;
+    memcpy(gw->last_b, b, sizeof(b));
+}
+
+static void win_sum(const struct rollout *r, unsigned which, struct slot *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < r->window; i++) {
+        const struct slot *s = &r->win[which].ring[i];
+
+        out->req += s->req;
+        out->err += s->err;
+        for (unsigned k = 0; k <= LAT_BUCKETS; k++)
+            out->b[k] += s->b[k];
+    }
+}
+
+static void win_reset(struct rollout *r)
+{
+    for (unsigned w = 0; w < 2; w++) {
+        memset(r->win[w].ring, 0, sizeof(r->win[w].ring));
+        r->win[w].primed = false;
+    }
+    r->pos = 0;
+}
+
+/* --- steps and rollback ----------------------------------------------------------------- */
+
+static void step_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static void arm(struct rollout *r, int64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+
+    if (r->timer == NULL)
+        r->timer = evtimer_new(ctl.base, step_timer_cb, r);
+    evtimer_add(r->timer, &tv);
+}
+
+static void ro_free(struct rollout *r)
+{
+    if (r->timer)
+        event_free(r->timer);
+    ctl_edit_free(r->pre);
+    free(r);
+}
+
+/* Keep the pool's rollout line for the state file in step with the rollout. */
+static void sync_text(struct rollout *r)
+{
+    struct rt_pool *p = &ctl.model->pools[r->pool];
+
+    free(p->rollout);
+    p->rollout = rollout_render(r->pool);
+}
+
+/* Shares of the pool with the canary at pct and the stable group the rest: one publish. */
+static int apply_share(struct rollout *r, int pct, bool check, char *err, size_t len)
+{
+    struct rt_pool *p = &ctl.model->pools[r->pool];
+    int before[2] = {p->g[r->canary].share, p->g[r->stable].share};
+    char line[200], jb[200], ja[200];
+    uint64_t gen;
+
+    if (check) {
+        int shares[2];
+
+        shares[r->canary] = pct;
+        shares[r->stable] = 100 - pct;
+        if (ctl_check_shares(r->pool, shares, err, len) < 0)
+            return -1;
+    }
+    p->g[r->canary].share = pct;
+    p->g[r->stable].share = 100 - pct;
+    gen = control_publish();
+    snprintf(line, sizeof(line), "rollout %s step %d/%d: %s=%d %s=%d", p->name, r->step + 1,
+             r->nsteps, p->g[r->canary].name, pct, p->g[r->stable].name, 100 - pct);
+    snprintf(jb, sizeof(jb), "{\"pool\":\"%s\",\"shares\":{\"%s\":%d,\"%s\":%d}}", p->name,
+             p->g[r->canary].name, before[0], p->g[r->stable].name, before[1]);
+    snprintf(ja, sizeof(ja), "{\"pool\":\"%s\",\"shares\":{\"%s\":%d,\"%s\":%d}}", p->name,
+             p->g[r->canary].name, pct, p->g[r->stable].name, 100 - pct);
+    audit_write("rollout", &r->peer, line, "OK", gen, jb, ja);
+    persist_sync_audit();
+    log_info("%s (gen %llu)", line, (unsigned long long)gen);
+    return 0;
+}
+
+/* End the rollout: put back what it changed (one publish), say why. */
+static void rollback(struct rollout *r, const char *why)
+{
+    struct rt_pool *p = &ctl.model->pools[r->pool];
+    char line[400];
+    uint64_t gen;
+
+    ctl_edit_restore(r->pool, r->pre);
+    gen = control_publish();
+    snprintf(r->verdict, sizeof(r->verdict), "rolled back: %s", why);
+    snprintf(line, sizeof(line), "rollout %s rolled back: %s", p->name, why);
+    audit_write("rollout", &r->peer, line, "OK", gen, NULL, NULL);
+    persist_sync_audit();
+    log_warn("%s (gen %llu)", line, (unsigned long long)gen);
+    r->active = false;
+    if (r->timer)
+        evtimer_del(r->timer);
+    sync_text(r);
+    control_save_state();
+}
+
+static void complete(struct rollout *r)
+{
+    struct rt_pool *p = &ctl.model->pools[r->pool];
+    char err[300];
+
+    if (p->g[r->canary].share != 100 && apply_share(r, 100, false, err, sizeof(err)) < 0)
+        return;
+    snprintf(r->verdict, sizeof(r->verdict), "complete: %s has 100%%", p->g[r->canary].name);
+    log_info("rollout %s complete", p->name);
+    audit_write("rollout", &r->peer, "rollout complete", "OK", ctl.model->generation, NULL, NULL);
+    r->active = false;
+    sync_text(r);
+    control_save_state();
+}
+
+static void next_step(struct rollout *r)
+{
+    char err[300];
+
+    if (r->step + 1 >= r->nsteps) {
+        complete(r);
+        return;
+    }
+    r->step++;
+    if (apply_share(r, r->steps[r->step], true, err, sizeof(err)) < 0) {
+        r->step--;
+        r->paused = true;
+        snprintf(r->verdict, sizeof(r->verdict), "paused: step %d refused: %.200s", r->step + 2,
+                 err);
+        log_warn("rollout %s %s", ctl.model->pools[r->pool].name, r->verdict);
+        return;
+    }
+    r->step_start_us = veer_now_us();
+    snprintf(r->verdict, sizeof(r->verdict), "running");
+    arm(r, r->interval_ms);
+    sync_text(r);
+    control_save_state();
+}
+
+static void step_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct rollout *r = arg;
+
+    if (r->active && !r->paused)
+        next_step(r);
+}
+
+/* Every 100 ms: the canary's window against the thresholds. */
+void rollout_tick(void)
+{
+    for (unsigned k = 0; k < METRIC_POOLS; k++) {
+        struct rollout *r = ro[k];
+        struct rt_pool *p;
+        struct slot c;
+        char why[300];
+        double rate, p99;
+
+        if (r == NULL || !r->active || r->paused)
+            continue;
+        p = &ctl.model->pools[r->pool];
+        win_push(r, p, 0, r->canary);
+        win_push(r, p, 1, r->stable);
+        r->pos = (r->pos + 1) % r->window;
+        win_sum(r, 0, &c);
+        if (c.req < (uint64_t)r->min_requests)
+            continue;
+        rate = 100.0 * (double)c.err / (double)c.req;
+        p99 = stats_p99_ms(c.b);
+        if (r->max_error_rate >= 0 && rate > r->max_error_rate) {
+            snprintf(why, sizeof(why),
+                     "%s error rate %.2f%% over %llu requests > max-error-rate %.2f%%",
+                     p->g[r->canary].name, rate, (unsigned long long)c.req, r->max_error_rate);
+            rollback(r, why);
+        } else if (r->max_p99_ms >= 0 && p99 > (double)r->max_p99_ms) {
+            snprintf(why, sizeof(why), "%s p99 %.1f ms over %llu requests > max-p99 %lld ms",
+                     p->g[r->canary].name, p99, (unsigned long long)c.req,
+                     (long long)r->max_p99_ms);
+            rollback(r, why);
+        }
+    }
+}
+
+/* --- commands -------------------------------------------------------------------------- */
+
+static struct rollout *of_cmd(struct ctl_req *r, int *pi)
+{
+    *pi = ctl_find_pool(r);
+    if (*pi < 0)
+        return NULL;
+    if (*pi >= METRIC_POOLS || ro[*pi] == NULL) {
+        ctl_refuse(r, "no rollout in pool %s", r->cmd.pool);
+        *pi = -1;
+        return NULL;
+    }
+    return ro[*pi];
+}
+
+static void start(struct ctl_req *req)
+{
+    const struct cmd *c = &req->cmd;
+    struct rollout *r;
+    struct rt_pool *p;
+    char err[300], line[200];
+    int pi = ctl_find_pool(req), g;
+
+    if (pi < 0)
+        return;
+    p = &ctl.model->pools[pi];
+    if (pi >= METRIC_POOLS) {
+        ctl_refuse(req, "too many pools for rollouts");
+        return;
+    }
+    if (ro[pi] && ro[pi]->active) {
+        ctl_refuse(req, "a rollout is already running in pool %s (rollout abort %s first)", p->name,
+                   p->name);
+        return;
+    }
+    if ((g = model_find_group(p, c->canary)) < 0) {
+        ctl_refuse(req, "unknown group %s in pool %s", c->canary, p->name);
+        return;
+    }
+    if (p->ng != 2) {
+        ctl_refuse(req, "a rollout needs exactly two groups; pool %s has %u", p->name, p->ng);
+        return;
+    }
+    if (ro[pi])
+        ro_free(ro[pi]);
+    r = ro[pi] = veer_calloc(1, sizeof(*r));
+    r->active = true;
+    r->pool = pi;
+    r->canary = (uint32_t)g;
+    r->stable = (uint32_t)(1 - g);
+    r->nsteps = c->nsteps;
+    memcpy(r->steps, c->steps, sizeof(r->steps));
+    r->interval_ms = c->interval_ms;
+    r->max_error_rate = c->max_error_rate >= 0 ? c->max_error_rate : 5.0;
+    r->max_p99_ms = c->max_p99_ms >= 0 ? c->max_p99_ms : 500;
+    r->min_requests = c->min_requests >= 0 ? c->min_requests : 50;
+    r->window = (unsigned)(r->interval_ms * 1000 / SLOT_US);
+    if (r->window == 0)
+        r->window = 1;
+    if (r->window > WINDOW_MAX)
+        r->window = WINDOW_MAX;
+    r->peer = req->peer;
+    r->pre = ctl_edit_save(pi);
+    r->step = 0;
+    if (apply_share(r, r->steps[0], true, err, sizeof(err)) < 0) {
+        ro_free(r);
+        ro[pi] = NULL;
+        ctl_refuse(req, "%s", err);
+        return;
+    }
+    r->step_start_us = veer_now_us();
+    snprintf(r->verdict, sizeof(r->verdict), "running");
+    arm(r, r->interval_ms);
+    sync_text(r);
+    control_save_state();
+    snprintf(line, sizeof(line), " step=1/%d share=%d", r->nsteps, r->steps[0]);
+    audit_write("operator", &req->peer, req->line, "OK", ctl.model->generation, NULL, NULL);
+    ctl_reply_change(req, ctl.model->generation, line);
+}
+
+static void status(struct ctl_req *req)
+{
+    struct rollout *r;
+    struct rt_pool *p;
+    struct sbuf o;
+    struct slot w[2];
+    int pi;
+
+    if ((r = of_cmd(req, &pi)) == NULL)
+        return;
+    p = &ctl.model->pools[pi];
+    win_sum(r, 0, &w[0]);
+    win_sum(r, 1, &w[1]);
+    sb_init(&o);
+    sb_printf(&o, "pool %s canary %s stable %s\n", p->name, p->g[r->canary].name,
+              p->g[r->stable].name);
+    sb_printf(&o, "state %s\n", r->active ? (r->paused ? "paused" : "running") : "ended");
+    sb_printf(&o, "step %d/%d share %d time_in_step_s %.1f interval_s %.1f\n", r->step + 1,
+              r->nsteps, p->g[r->canary].share, (double)(veer_now_us() - r->step_start_us) / 1e6,
+              (double)r->interval_ms / 1e3);
+    for (unsigned k = 0; k < 2; k++) {
+        uint32_t g = k ? r->stable : r->canary;
+        double win_s = (double)r->window * SLOT_US / 1e6;
+
+        sb_printf(&o, "group %s share %d rps %.1f error_rate %.2f%% p99_ms %.1f requests %llu\n",
+                  p->g[g].name, p->g[g].share, (double)w[k].req / win_s,
+                  w[k].req ? 100.0 * (double)w[k].err / (double)w[k].req : 0.0,
+                  stats_p99_ms(w[k].b), (unsigned long long)w[k].req);
+    }
+    sb_printf(&o, "thresholds max-error-rate %.2f%% max-p99 %lldms min-requests %d\n",
+              r->max_error_rate, (long long)r->max_p99_ms, r->min_requests);
+    sb_printf(&o, "verdict %s\n", r->verdict);
+    ctl_finish(req, o.s, true);
+    sb_free(&o);
+}
+
+void rollout_command(struct ctl_req *req)
+{
+    struct rollout *r;
+    int pi;
+
+    switch (req->cmd.kind) {
+    case CMD_ROLLOUT_START:
+        start(req);
+        return;
+    case CMD_ROLLOUT_STATUS:
+        status(req);
+        return;
+    default:
+        break;
+    }
+    if ((r = of_cmd(req, &pi)) == NULL)
+        return;
+    if (!r->active) {
+        ctl_refuse(req, "the rollout in pool %s has ended (%s)", req->cmd.pool, r->verdict);
+        return;
+    }
+    switch (req->cmd.kind) {
+    case CMD_ROLLOUT_PAUSE:
+        r->paused = true;
+        evtimer_del(r->timer);
+        snprintf(r->verdict, sizeof(r->verdict), "paused by operator");
+        break;
+    case CMD_ROLLOUT_RESUME:
+        r->paused = false;
+        win_reset(r);
+        r->step_start_us = veer_now_us();
+        arm(r, r->interval_ms);
+        snprintf(r->verdict, sizeof(r->verdict), "running");
+        break;
+    default: /* abort */
+        rollback(r, "aborted by operator");
+        break;
+    }
+    audit_write("operator", &req->peer, req->line, "OK", ctl.model->generation, NULL, NULL);
+    sync_text(r);
+    control_save_state();
+    ctl_reply_change(req, ctl.model->generation, NULL);
+}
+
+/* The canary group of pool pi while a rollout runs, else -1. */
+int rollout_canary(int pi)
+{
+    return pi >= 0 && pi < METRIC_POOLS && ro[pi] && ro[pi]->active ? (int)ro[pi]->canary : -1;
+}
+
+/* --- the state file ---------------------------------------------------------------------- */
+
+/* "rollout canary=G;step=N;steps=1,5;interval=MS;err=X;p99=MS;min=N;paused=0;pre=..." */
+char *rollout_render(int pi)
+{
+    struct rollout *r = pi < METRIC_POOLS ? ro[pi] : NULL;
+    const struct rt_pool *p = &ctl.model->pools[pi];
+    struct sbuf o;
+
+    if (r == NULL || !r->active)
+        return NULL;
+    sb_init(&o);
+    sb_printf(&o, "canary=%s;step=%d;steps=", p->g[r->canary].name, r->step);
+    for (int i = 0; i < r->nsteps; i++)
+        sb_printf(&o, "%s%d", i ? "," : "", r->steps[i]);
+    sb_printf(&o, ";interval=%lld;err=%g;p99=%lld;min=%d;paused=%d;", (long long)r->interval_ms,
+              r->max_error_rate, (long long)r->max_p99_ms, r->min_requests, r->paused);
+    ctl_edit_render(r->pre, &o);
+    return sb_steal(&o);
+}
+
+/* Resume a rollout saved in the state file (at its step; the step's clock restarts). */
+int rollout_restore(int pi, const char *text)
+{
+    struct rollout *r;
+    char canary[CMD_NAME_MAX] = "", steps[256] = "";
+    int step = 0, paused = 0, g, n;
+    long long interval = 0, p99 = 0;
+    double err = 0;
+    int minreq = 0;
+    const char *pre;
+    char *save = NULL, *tok;
+
+    if (pi >= METRIC_POOLS)
+        return -1;
+    n = sscanf(text,
+               "canary=%63[^;];step=%d;steps=%255[^;];interval=%lld;err=%lf;p99=%lld;"
+               "min=%d;paused=%d;",
+               canary, &step, steps, &interval, &err, &p99, &minreq, &paused);
+    pre = strstr(text, ";pre=");
+    if (n != 8 || pre == NULL || (g = model_find_group(&ctl.model->pools[pi], canary)) < 0 ||
+        ctl.model->pools[pi].ng != 2)
+        return -1;
+    r = veer_calloc(1, sizeof(*r));
+    for (tok = strtok_r(steps, ",", &save); tok && r->nsteps < CMD_MAX_STEPS;
+         tok = strtok_r(NULL, ",", &save))
+        r->steps[r->nsteps++] = atoi(tok);
+    r->pre = ctl_edit_parse(pi, pre + 1);
+    if (r->nsteps == 0 || step < 0 || step >= r->nsteps || r->pre == NULL || interval <= 0) {
+        free(r);
+        return -1;
+    }
+    r->active = true;
+    r->paused = paused != 0;
+    r->pool = pi;
+    r->canary = (uint32_t)g;
+    r->stable = (uint32_t)(1 - g);
+    r->step = step;
+    r->interval_ms = interval;
+    r->max_error_rate = err;
+    r->max_p99_ms = p99;
+    r->min_requests = minreq;
+    r->window = (unsigned)(interval * 1000 / SLOT_US);
+    r->window = r->window == 0 ? 1 : r->window > WINDOW_MAX ? WINDOW_MAX : r->window;
+    r->peer = (struct audit_peer){-1, -1, -1};
+    r->step_start_us = veer_now_us();
+    snprintf(r->verdict, sizeof(r->verdict), "%s", r->paused ? "paused" : "running (restored)");
+    if (ro[pi])
+        ro_free(ro[pi]);
+    ro[pi] = r;
+    if (!r->paused)
+        arm(r, r->interval_ms);
+    log_info("rollout of pool %s restored at step %d/%d", ctl.model->pools[pi].name, step + 1,
+             r->nsteps);
+    return 0;
+}
+
+void rollout_shutdown(void)
+{
+    for (unsigned k = 0; k < METRIC_POOLS; k++)
+        if (ro[k]) {
+            ro_free(ro[k]);
+            ro[k] = NULL;
+        }
+}
