@@ -124,8 +124,8 @@ static int on_request_head(struct txn *t)
     const char *head = in->data + in->start, *v;
     size_t n;
 
-    if (atomic_load_explicit(&al.fd, memory_order_relaxed) < 0)
-        return VEER_DECLINED;
+    if (atomic_load_explicit(&al.fd, memory_order_relaxed) < 0 || t->log)
+        return VEER_DECLINED; /* off, or a held request coming back */
     l = veer_calloc(1, sizeof(*l));
     v = txn_method(t, &n);
     copy_span(l->method, sizeof(l->method), v, n);

@@ -8,6 +8,7 @@
  */
 #include "module.h"
 #include "pool.h"
+#include "session.h"
 #include "veer.h"
 #include "worker.h"
 
@@ -34,6 +35,7 @@ static int on_request_head(struct txn *t)
     int pool = txn_pool_index(t);
     const struct snap_pool *p = (uint32_t)pool < r->npools ? &r->pools[pool] : NULL;
     char hdr[64], body[128];
+    int64_t hold_ms;
     int retry;
     size_t len;
     const char *path;
@@ -43,6 +45,14 @@ static int on_request_head(struct txn *t)
     path = txn_path(t, &len);
     if (allowed(txn_worker(t)->conf, path, len))
         return VEER_DECLINED;
+    hold_ms = p && p->maint ? p->maint_hold_ms : r->maint_hold_ms;
+    if (hold_ms > 0) {
+        /* Hold it for the window to end; only those still waiting at the deadline get 503. */
+        if (t->hold_deadline_us == 0)
+            t->hold_deadline_us = veer_now_us() + (uint64_t)hold_ms * 1000;
+        if (veer_now_us() < t->hold_deadline_us)
+            return VEER_AGAIN;
+    }
     retry = p && p->maint ? p->retry_after : r->retry_after;
     snprintf(hdr, sizeof(hdr), "Retry-After: %d\r\n", retry);
     snprintf(body, sizeof(body), "{\"error\":\"maintenance\",\"status\":503,\"retry_after\":%d}\n",

@@ -742,23 +742,22 @@ static void maintenance_change(struct ctl_req *r)
     int pi = -1, retry = c->retry_after >= 0 ? c->retry_after : ctl.conf->maintenance.retry_after;
     bool *flag = &ctl.model->maint;
     int *ra = &ctl.model->maint_retry_after;
+    int64_t *hold = &ctl.model->maint_hold_ms;
     char before[128], after[128];
     uint64_t gen;
 
-    if (c->hold_ms >= 0) {
-        ctl_refuse(r, "--hold is not available in this version");
-        return;
-    }
     if (c->pool[0]) {
         if ((pi = ctl_find_pool(r)) < 0)
             return;
         flag = &ctl.model->pools[pi].maint;
         ra = &ctl.model->pools[pi].maint_retry_after;
+        hold = &ctl.model->pools[pi].maint_hold_ms;
     }
     snprintf(before, sizeof(before), "{\"pool\":\"%s\",\"maintenance\":%s,\"retry_after\":%d}",
              pi >= 0 ? ctl.model->pools[pi].name : "*", *flag ? "true" : "false", *ra);
     *flag = c->on;
     *ra = c->on ? retry : 0;
+    *hold = c->on && c->hold_ms > 0 ? c->hold_ms : 0;
     snprintf(after, sizeof(after), "{\"pool\":\"%s\",\"maintenance\":%s,\"retry_after\":%d}",
              pi >= 0 ? ctl.model->pools[pi].name : "*", *flag ? "true" : "false", *ra);
     gen = control_publish();

@@ -48,6 +48,8 @@ void ctl_wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms
     w->arg = arg;
     w->start_us = veer_now_us();
     w->timer = evtimer_new(ctl.base, waiter_timeout_cb, w);
+    /* Time the wait from now, not from the loop iteration's cached clock: never early. */
+    event_base_update_cache_time(ctl.base);
     evtimer_add(w->timer, &tv);
     w->next = ctl.waiters;
     ctl.waiters = w;

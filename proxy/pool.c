@@ -423,6 +423,31 @@ static void pool_weights(const struct rt_pool *p, struct snap_pool *sp)
     free(gw);
 }
 
+/*
+ * Per group, the same eligible backends and weights as the pool's: what a
+ * request already bound to a group (sticky cohort, override header) is
+ * balanced over.
+ */
+static void group_views(const struct rt_pool *p, struct snap_pool *sp)
+{
+    sp->ng = p->ng;
+    sp->share = veer_calloc(p->ng + 1, sizeof(*sp->share));
+    sp->groups = veer_calloc(p->ng + 1, sizeof(*sp->groups));
+    for (uint32_t g = 0; g < p->ng; g++) {
+        struct snap_pool *v = &sp->groups[g];
+
+        sp->share[g] = p->g[g].share;
+        *v = *sp;
+        v->groups = NULL;
+        v->share = NULL;
+        v->n = 0;
+        v->b = veer_calloc(sp->n + 1, sizeof(*v->b));
+        for (uint32_t i = 0; i < sp->n; i++)
+            if (sp->b[i].group == g)
+                v->b[v->n++] = sp->b[i];
+    }
+}
+
 struct routing *routing_build(const struct model *m)
 {
     struct routing *r = veer_calloc(1, sizeof(*r));
@@ -430,6 +455,7 @@ struct routing *routing_build(const struct model *m)
     r->generation = m->generation;
     r->maint = m->maint;
     r->retry_after = m->maint_retry_after;
+    r->maint_hold_ms = m->maint_hold_ms;
     r->conf = m->conf;
     r->npools = m->npools;
     r->pools = veer_calloc(m->npools ? m->npools : 1, sizeof(*r->pools));
@@ -438,6 +464,7 @@ struct routing *routing_build(const struct model *m)
         r->pools[i].conf = m->pools[i].conf;
         r->pools[i].balance = m->pools[i].conf->balance;
         r->pools[i].maint = m->pools[i].maint;
+        r->pools[i].maint_hold_ms = m->pools[i].maint_hold_ms;
         r->pools[i].canary = m->pools[i].canary;
         r->pools[i].group_names = veer_calloc(m->pools[i].ng + 1, sizeof(char *));
         for (uint32_t g = 0; g < m->pools[i].ng; g++)
@@ -446,6 +473,7 @@ struct routing *routing_build(const struct model *m)
         for (uint32_t k = 0; k < m->pools[i].nb; k++)
             r->pools[i].nstate[model_state(&m->pools[i], k)]++;
         pool_weights(&m->pools[i], &r->pools[i]);
+        group_views(&m->pools[i], &r->pools[i]);
     }
     return r;
 }
@@ -457,6 +485,10 @@ void routing_free(struct routing *r)
     for (uint32_t i = 0; i < r->npools; i++) {
         free(r->pools[i].b);
         free(r->pools[i].group_names);
+        for (uint32_t g = 0; r->pools[i].groups && g < r->pools[i].ng; g++)
+            free(r->pools[i].groups[g].b);
+        free(r->pools[i].groups);
+        free(r->pools[i].share);
     }
     free(r->pools);
     free(r);

@@ -139,12 +139,17 @@ struct snap_pool {
     uint32_t nstate[BE_MAINT + 1]; /* backends by state, for the status endpoint */
     const char **group_names;      /* by snap_backend.group; live as long as the model */
     int canary;                    /* group treated as canary (override, sticky), or -1 */
+    uint32_t ng;                   /* groups */
+    int *share;                    /* by group, percent */
+    struct snap_pool *groups;      /* by group: its eligible backends only */
+    int64_t maint_hold_ms;         /* maintenance: hold requests this long (0 = answer 503) */
 };
 
 struct routing {
     uint64_t generation;
     bool maint; /* maintenance on for every pool */
     int retry_after;
+    int64_t maint_hold_ms;
     const struct veer_conf *conf;
     uint32_t npools;
     struct snap_pool *pools;
@@ -195,6 +200,7 @@ struct rt_pool {
     bool removed;  /* gone from the config: kept (indexes stay) until reused */
     bool maint;
     int maint_retry_after;
+    int64_t maint_hold_ms;
     struct rt_backend *b;
     uint32_t nb;
     struct rt_group *g;
@@ -208,6 +214,7 @@ struct model {
     uint64_t generation;
     bool maint; /* maintenance for every pool */
     int maint_retry_after;
+    int64_t maint_hold_ms;
 };
 
 /* Build the runtime model from a validated config. */

@@ -29,6 +29,7 @@ static int session_process(struct session *s);
 static int flush_client(struct txn *t);
 static int flush_upstream(struct txn *t);
 static int process_response(struct txn *t);
+static void unhold(struct txn *t);
 
 /* Pending writes of a session, run after the loop iteration (see session_run_flushes). */
 enum { FLUSH_CLIENT = 1u << 0, FLUSH_UPSTREAM = 1u << 1 };
@@ -140,7 +141,8 @@ static void txn_free(struct txn *t, bool upstream_reusable)
     struct worker *w = s->w;
 
     CHECK_OBJ(t, TXN_MAGIC);
-    if (t->phase != TXN_REQ_HEAD) {
+    unhold(t);
+    if (t->phase != TXN_REQ_HEAD || t->res_status) {
         txn_record(t, w);
         module_txn_end(t);
     }
@@ -637,16 +639,200 @@ static int connect_upstream(struct txn *t, bool fresh)
  * veer forwards, and start talking to the backend. Body bytes that came
  * with the head stay in the client buffer and follow it.
  */
+/* FNV-1a: a user's cohort point must not move between requests or processes. */
+static uint64_t fnv1a(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* The value of cookie `name` in the request's Cookie field, or NULL. */
+static const char *find_cookie(const struct txn *t, const char *head, const char *name, size_t *len)
+{
+    size_t n, nl = strlen(name);
+    const char *v = http_find_header(t->req, head, "cookie", &n), *end;
+
+    for (end = v ? v + n : NULL; v && v < end;) {
+        const char *semi = memchr(v, ';', (size_t)(end - v));
+        const char *pair_end = semi ? semi : end;
+
+        while (v < pair_end && *v == ' ')
+            v++;
+        if ((size_t)(pair_end - v) > nl && memcmp(v, name, nl) == 0 && v[nl] == '=') {
+            *len = (size_t)(pair_end - v) - nl - 1;
+            return v + nl + 1;
+        }
+        v = semi ? semi + 1 : end;
+    }
+    return NULL;
+}
+
+/*
+ * The group a request is bound to, or -1 for the pool's plain balance:
+ * the override header (always / never: canary / the other group), else the
+ * sticky cohort. A user's key hashes to a point in [0,100); groups own
+ * consecutive intervals sized by their shares, the canary's first, so a
+ * user in the canary at 5% stays in it at 20% and never flips back.
+ */
+static int bound_group(const struct txn *t, const struct snap_pool *sp, const char *head)
+{
+    const struct conf_pool *cp = sp->conf;
+    const char *key = NULL;
+    size_t n = 0;
+    char ip[INET6_ADDRSTRLEN];
+    double point, acc = 0;
+
+    if (cp->override_header && sp->canary >= 0 && sp->ng == 2) {
+        const char *v = http_find_header(t->req, head, cp->override_header, &n);
+
+        if (v && n == 6 && strncasecmp(v, "always", 6) == 0)
+            return sp->canary;
+        if (v && n == 5 && strncasecmp(v, "never", 5) == 0)
+            return 1 - sp->canary;
+    }
+    if (!cp->has_sticky)
+        return -1;
+    if (cp->sticky.header)
+        key = http_find_header(t->req, head, cp->sticky.header, &n);
+    else if (cp->sticky.cookie)
+        key = find_cookie(t, head, cp->sticky.cookie, &n);
+    else if (cp->sticky.client_address) {
+        fmt_peer(t->s, ip, sizeof(ip));
+        key = ip;
+        n = strlen(ip);
+    }
+    if (key == NULL || n == 0)
+        return -1;
+    point = (double)(fnv1a(key, n) % 10000) / 100.0;
+    for (uint32_t k = 0; k < sp->ng; k++) {
+        uint32_t g = sp->canary >= 0
+                         ? (k == 0 ? (uint32_t)sp->canary : (k <= (uint32_t)sp->canary ? k - 1 : k))
+                         : k;
+
+        acc += sp->share[g];
+        if (point < acc)
+            return (int)g;
+    }
+    return -1;
+}
+
+/* Pick a backend for t; NULL when the pool has none for it right now. */
+static struct backend *pick(struct txn *t)
+{
+    struct worker *w = t->s->w;
+    struct lb *lb = worker_lb(w, t->pool);
+    const char *head = t->s->in->data + t->s->in->start;
+    int g, idx;
+
+    if (lb == NULL)
+        return NULL;
+    g = (lb->sp->conf->has_sticky || lb->sp->conf->override_header) ? bound_group(t, lb->sp, head)
+                                                                    : -1;
+    if (g >= 0 && (uint32_t)g < lb->sp->ng && lb->sp->groups[g].n) {
+        struct lb *gl = worker_group_lb(w, t->pool, (uint32_t)g);
+
+        idx = lb_pick(gl);
+        return idx < 0 ? NULL : gl->sp->b[idx].be;
+    }
+    idx = lb_pick(lb);
+    return idx < 0 ? NULL : lb->sp->b[idx].be;
+}
+
+/* --- the hold queue: requests waiting for a backend (hold_ms) or maintenance to end ---- */
+
+#define HOLD_MAX 4096 /* requests held per worker; beyond, they get their 503 at once */
+
+static void unhold(struct txn *t)
+{
+    struct worker *w = t->s->w;
+
+    if (!t->held)
+        return;
+    if (t->held_prev)
+        t->held_prev->held_next = t->held_next;
+    else
+        w->held_head = t->held_next;
+    if (t->held_next)
+        t->held_next->held_prev = t->held_prev;
+    else
+        w->held_tail = t->held_prev;
+    t->held_next = t->held_prev = NULL;
+    t->held = false;
+    w->nheld--;
+    if (t->retry_armed) {
+        event_del(&t->retry_ev);
+        t->retry_armed = false;
+    }
+}
+
+static int route(struct txn *t);
+
+static void hold_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct txn *t = arg;
+    struct session *s = t->s;
+
+    CHECK_OBJ(t, TXN_MAGIC);
+    t->retry_armed = false;
+    unhold(t);
+    if (route(t) == VEER_DONE) /* the deadline passed: route answers 503 */
+        session_process(s);
+}
+
+/* Park t until a new snapshot may have what it needs, or until the deadline. */
+static int hold(struct txn *t)
+{
+    struct worker *w = t->s->w;
+    uint64_t now = veer_now_us();
+    struct timeval tv;
+
+    if (w->nheld >= HOLD_MAX || now >= t->hold_deadline_us)
+        return VEER_DECLINED;
+    t->phase = TXN_HELD;
+    t->held = true;
+    t->held_prev = w->held_tail;
+    t->held_next = NULL;
+    if (w->held_tail)
+        w->held_tail->held_next = t;
+    else
+        w->held_head = t;
+    w->held_tail = t;
+    w->nheld++;
+    tv.tv_sec = (time_t)((t->hold_deadline_us - now) / 1000000);
+    tv.tv_usec = (suseconds_t)((t->hold_deadline_us - now) % 1000000);
+    evtimer_assign(&t->retry_ev, w->base, hold_timer_cb, t);
+    evtimer_add(&t->retry_ev, &tv);
+    t->retry_armed = true;
+    return VEER_OK;
+}
+
+/* A new snapshot: held requests try again, oldest first, so they go in order. */
+void session_retry_held(struct worker *w)
+{
+    struct txn *t = w->held_head;
+
+    while (t) {
+        struct txn *next = t->held_next;
+        struct session *s = t->s;
+
+        unhold(t);
+        if (route(t) == VEER_DONE)
+            session_process(s);
+        t = next;
+    }
+}
+
 static int handle_request_head(struct txn *t)
 {
     struct session *s = t->s;
     struct worker *w = s->w;
     struct http_msg *req = t->req;
-    const char *head = s->in->data + s->in->start;
-    struct http_fwd_info fi;
-    char ip[INET6_ADDRSTRLEN];
     struct lb *lb;
-    int idx, rc;
 
     s->nreq++;
     w->stats.requests++;
@@ -654,21 +840,50 @@ static int handle_request_head(struct txn *t)
         t->close_client = true;
     t->bytes_in += req->head_len; /* body bytes that came along are counted already */
     lb = worker_lb(w, t->pool);
-    rc = module_request_head(t);
-    if (rc == VEER_DONE)
-        return s->dead ? VEER_ERROR : VEER_OK; /* answered by the module, on its way out */
-    if (rc != VEER_DECLINED)
-        return s->dead ? VEER_ERROR : local_response(t, 500, "module error", true);
     if (lb && lb->sp->conf) {
         /* The retry budget: each request earns budget_percent of one retry. */
         w->retry_tokens += lb->sp->conf->retries.budget_percent * (RETRY_TOKEN / 100);
         if (w->retry_tokens > RETRY_TOKEN_MAX)
             w->retry_tokens = RETRY_TOKEN_MAX;
     }
-    idx = lb ? lb_pick(lb) : -1;
-    if (idx < 0)
+    return route(t);
+}
+
+/*
+ * The modules (which may answer or hold the request), then a backend, then
+ * off to it. Without a backend: held while the pool's hold_ms lasts, else
+ * 503. A held request comes back here when a new snapshot arrives.
+ */
+static int route(struct txn *t)
+{
+    struct session *s = t->s;
+    struct worker *w = s->w;
+    struct http_msg *req = t->req;
+    const char *head = s->in->data + s->in->start;
+    struct http_fwd_info fi;
+    char ip[INET6_ADDRSTRLEN];
+    const struct snap_pool *sp;
+    int rc;
+
+    t->phase = TXN_REQ_HEAD;
+    rc = module_request_head(t);
+    if (rc == VEER_DONE)
+        return s->dead ? VEER_ERROR : VEER_OK; /* answered by the module, on its way out */
+    if (rc == VEER_AGAIN)
+        return hold(t) == VEER_OK ? VEER_OK : local_response(t, 503, "held too long", false);
+    if (rc != VEER_DECLINED)
+        return s->dead ? VEER_ERROR : local_response(t, 500, "module error", true);
+    t->be = pick(t);
+    if (t->be == NULL) {
+        sp = (uint32_t)t->pool < w->routing->npools ? &w->routing->pools[t->pool] : NULL;
+        if (sp && sp->conf->hold_ms > 0) {
+            if (t->hold_deadline_us == 0)
+                t->hold_deadline_us = veer_now_us() + (uint64_t)sp->conf->hold_ms * 1000;
+            if (hold(t) == VEER_OK)
+                return VEER_OK;
+        }
         return local_response(t, 503, "no eligible backend", false);
-    t->be = lb->sp->b[idx].be;
+    }
     backend_wstat_add(&t->be->ws[w->idx].active, 1);
 
     fmt_peer(s, ip, sizeof(ip));
@@ -1314,6 +1529,9 @@ static int session_process(struct session *s)
             t->req_parsed = vbuf_len(in);
             rc = defer(t, FLUSH_UPSTREAM);
             break;
+        case TXN_HELD:
+            rc = parse_request_body(t); /* frame what arrives while it waits */
+            break;
         default:
             rc = VEER_OK;
             break;
@@ -1330,7 +1548,8 @@ static void client_eof(struct session *s)
 
     s->client_eof = true;
     client_want_read(s, false, NULL);
-    if (t == NULL || t->phase == TXN_REQ_HEAD || (!t->req_done && t->phase == TXN_FORWARD)) {
+    if (t == NULL || t->phase == TXN_REQ_HEAD ||
+        (!t->req_done && (t->phase == TXN_FORWARD || t->phase == TXN_HELD))) {
         /* Nothing asked, or the request is cut short: nothing to answer. */
         session_close(s);
         return;

@@ -34,6 +34,7 @@ enum txn_phase {
     TXN_FORWARD,      /* request head done: forwarding request and response */
     TXN_LOCAL,        /* answering locally (error, health), then done */
     TXN_TUNNEL,       /* after 101: bytes both ways */
+    TXN_HELD,         /* waiting for a backend or for maintenance to end (hold queue) */
 };
 
 /* What the access log needs of a request after its head left the buffer. */
@@ -62,7 +63,10 @@ struct txn {
     bool req_held;    /* keep sent bytes until the response starts (retry) */
     bool retried;     /* a stale pooled connection was retried */
     bool retry_armed; /* retry_ev is pending */
-    uint8_t attempts; /* retries on another backend so far */
+    bool held;        /* on the worker's hold queue */
+    struct txn *held_next, *held_prev;
+    uint64_t hold_deadline_us; /* a held request gets its 503 then */
+    uint8_t attempts;          /* retries on another backend so far */
     struct event retry_ev;
 
     /* response: backend -> client */
@@ -137,6 +141,9 @@ void txn_upstream_timeout(struct txn *t, bool connecting);
 
 /* The send phase after each loop iteration: write what sessions queued. */
 void session_run_flushes(struct worker *w);
+
+/* A new snapshot: held requests try again, in order. */
+void session_retry_held(struct worker *w);
 
 /* Per-worker transaction cache. */
 void txn_cache_destroy(struct worker *w);

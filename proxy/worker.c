@@ -520,18 +520,50 @@ void worker_post(struct worker *w, unsigned cmd)
 }
 
 /* Switch to the newest snapshot: rebuild balancer state, announce. */
+static void free_lbs(struct worker *w)
+{
+    if (w->lbs == NULL)
+        return;
+    for (uint32_t i = 0; i < w->routing->npools; i++) {
+        lb_free(&w->lbs[i]);
+        if (w->glbs && w->glbs[i]) {
+            for (uint32_t g = 0; g < w->routing->pools[i].ng; g++)
+                lb_free(&w->glbs[i][g]);
+            free(w->glbs[i]);
+        }
+    }
+    free(w->lbs);
+    free(w->glbs);
+    w->lbs = NULL;
+    w->glbs = NULL;
+}
+
 static void switch_routing(struct worker *w, struct routing *r)
 {
-    if (w->lbs) {
-        for (uint32_t i = 0; i < w->routing->npools; i++)
-            lb_free(&w->lbs[i]);
-        free(w->lbs);
-    }
+    bool first = w->routing == NULL;
+
+    free_lbs(w);
     w->routing = r;
     w->lbs = veer_calloc(r->npools ? r->npools : 1, sizeof(*w->lbs));
     for (uint32_t i = 0; i < r->npools; i++)
         lb_init(&w->lbs[i], &r->pools[i], w->idx);
     routing_announce(w->idx, r->generation);
+    if (!first && w->held_head)
+        session_retry_held(w); /* the new snapshot may have a backend for them */
+}
+
+struct lb *worker_group_lb(struct worker *w, int pool, uint32_t g)
+{
+    const struct snap_pool *sp = &w->routing->pools[pool];
+
+    if (w->glbs == NULL)
+        w->glbs = veer_calloc(w->routing->npools ? w->routing->npools : 1, sizeof(*w->glbs));
+    if (w->glbs[pool] == NULL) {
+        w->glbs[pool] = veer_calloc(sp->ng ? sp->ng : 1, sizeof(**w->glbs));
+        for (uint32_t k = 0; k < sp->ng; k++)
+            lb_init(&w->glbs[pool][k], &sp->groups[k], w->idx);
+    }
+    return &w->glbs[pool][g];
 }
 
 struct lb *worker_lb(struct worker *w, int pool)
@@ -706,11 +738,7 @@ void worker_destroy(struct worker *w)
         wmsg_free(m);
     }
     pthread_mutex_destroy(&w->mq_lock);
-    if (w->lbs) {
-        for (uint32_t i = 0; i < w->routing->npools; i++)
-            lb_free(&w->lbs[i]);
-        free(w->lbs);
-    }
+    free_lbs(w);
     txn_cache_destroy(w);
     vbuf_cache_destroy(&w->bufs);
     free(w->idle);

@@ -124,8 +124,11 @@ struct worker {
     unsigned nupstreams;      /* open upstream connections, idle or busy */
     struct upstream *warming; /* connections opened ahead of traffic, not connected yet */
 
-    struct routing *routing; /* snapshot this worker switched to */
-    struct lb *lbs;          /* per pool of `routing` */
+    struct routing *routing;           /* snapshot this worker switched to */
+    struct lb *lbs;                    /* per pool of `routing` */
+    struct lb **glbs;                  /* per pool, per group (made when first needed) */
+    struct txn *held_head, *held_tail; /* requests waiting for a backend, oldest first */
+    unsigned nheld;
 
     const struct timeval *tv_idle;
     const struct timeval *tv_header;
@@ -192,6 +195,9 @@ struct lb *worker_lb(struct worker *w, int pool);
 
 /* Leave the loop when shutting down and no session is left. */
 void worker_check_done(struct worker *w);
+
+/* The balancer of group g of pool `pool` in the current snapshot (made on first use). */
+struct lb *worker_group_lb(struct worker *w, int pool, uint32_t g);
 
 /* Idle upstream connection pool, per backend address. */
 struct upstream *worker_idle_pop(struct worker *w, uint32_t addr_id);

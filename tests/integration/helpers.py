@@ -1417,3 +1417,461 @@ class HeadlessChromium:
             pass
         self.err.close()
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# --- request smuggling (test_smuggling): a recording backend, raw clients --------
+#
+# RecordingBackend keeps every byte veer sends it, per connection, and parses
+# that byte stream with a strict HTTP/1.1 request parser of its own, so a test
+# can say "nothing reached the backend" or "exactly this one request arrived,
+# framed unambiguously" and notice a second (smuggled) request. RawClient
+# sends raw bytes and reads responses with a deadline, EOF included.
+
+import os  # noqa: E402 (appended section)
+
+SMUGGLE_DEADLINE = float(os.environ.get("VEER_SMUGGLE_DEADLINE", "5"))
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class RecordedRequest:
+    """One request a RecordingBackend parsed out of a connection's byte stream.
+
+    anomalies lists what a strict HTTP/1.1 parser would not accept from a
+    proxy (ambiguous framing, obs-fold, bare CR/LF, NUL, bad names...)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.start = b""
+        self.method = self.target = self.version = ""
+        self.fields = []  # (name, value) as bytes, value without OWS
+        self.body = b""
+        self.framing = "none"  # none | length | chunked
+        self.raw = b""
+        self.anomalies = []
+
+    def values(self, name):
+        n = name.lower().encode()
+        return [v for k, v in self.fields if k.lower() == n]
+
+    def header(self, name):
+        v = self.values(name)
+        return v[0].decode("latin-1") if v else None
+
+    def __repr__(self):
+        return "<%s %r body=%r anomalies=%r>" % (self.conn, self.start, self.body[:60],
+                                                 self.anomalies)
+
+
+def _parse_chunked(buf, p):
+    """(body, end) of a chunked body at buf[p:]; None if incomplete; ValueError if bad."""
+    body = bytearray()
+    while True:
+        e = buf.find(b"\r\n", p)
+        if e < 0:
+            if len(buf) - p > 70000:
+                raise ValueError("chunk-size line too long")
+            return None
+        line = bytes(buf[p:e])
+        size = line.split(b";", 1)[0]
+        if not size or any(c not in _HEX for c in size) or b"\n" in line or b"\r" in line:
+            raise ValueError("bad chunk-size line %r" % line[:80])
+        n = int(size, 16)
+        p = e + 2
+        if n == 0:
+            while True:  # trailer section
+                e = buf.find(b"\r\n", p)
+                if e < 0:
+                    return None
+                line = bytes(buf[p:e])
+                p = e + 2
+                if line == b"":
+                    return bytes(body), p
+                if b":" not in line or line[:1] in (b" ", b"\t"):
+                    raise ValueError("bad trailer line %r" % line[:80])
+        if len(buf) < p + n + 2:
+            return None
+        body += buf[p:p + n]
+        if buf[p + n:p + n + 2] != b"\r\n":
+            raise ValueError("bad chunk terminator")
+        p += n + 2
+
+
+def parse_recorded_request(buf, pos, conn=0):
+    """(RecordedRequest, end) for the request at buf[pos:], None while
+    incomplete; ValueError when the bytes cannot be framed at all."""
+    i = buf.find(b"\r\n\r\n", pos)
+    if i < 0:
+        if len(buf) - pos > 1 << 20:
+            raise ValueError("request head over 1 MiB")
+        return None
+    req = RecordedRequest(conn)
+    lines = bytes(buf[pos:i]).split(b"\r\n")
+    req.start = lines[0]
+    bad = req.anomalies
+    for line in lines:
+        for c, what in ((b"\r", "bare CR"), (b"\n", "bare LF"), (b"\0", "NUL")):
+            if c in line:
+                bad.append("%s in %r" % (what, line[:80]))
+    parts = req.start.split(b" ")
+    if len(parts) != 3:
+        bad.append("request line is not METHOD SP TARGET SP VERSION: %r" % req.start[:80])
+        parts = (parts + [b"", b"", b""])[:3]
+    req.method, req.target, req.version = (x.decode("latin-1") for x in parts)
+    if req.version != "HTTP/1.1":
+        bad.append("forwarded as %r, not HTTP/1.1" % req.version)
+    if not parts[0] or any(c not in _TCHAR for c in parts[0]):
+        bad.append("method is not a token: %r" % parts[0])
+    for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            bad.append("obs-fold line %r" % line[:80])
+            continue
+        if b":" not in line:
+            bad.append("field line without colon %r" % line[:80])
+            continue
+        name, value = line.split(b":", 1)
+        if not name or any(c not in _TCHAR for c in name):
+            bad.append("bad field name %r" % name[:80])
+        req.fields.append((name, value.strip(b" \t")))
+    for c in bytes(b"".join(v for _, v in req.fields)):
+        if c < 0x20 and c != 0x09 or c == 0x7F:
+            bad.append("control character 0x%02x in a field value" % c)
+            break
+    te, cl = req.values("Transfer-Encoding"), req.values("Content-Length")
+    p = i + 4
+    if len(req.values("Host")) != 1:
+        bad.append("%d Host fields" % len(req.values("Host")))
+    if te:
+        if cl:
+            bad.append("both Transfer-Encoding and Content-Length")
+        if len(te) != 1 or te[0].lower() != b"chunked":
+            bad.append("Transfer-Encoding is not exactly chunked: %r" % te)
+        if te[-1].split(b",")[-1].strip().lower() != b"chunked":
+            raise ValueError("cannot frame Transfer-Encoding %r" % te)
+        r = _parse_chunked(buf, p)
+        if r is None:
+            return None
+        req.body, end = r
+        req.framing = "chunked"
+    elif cl:
+        if len(cl) != 1:
+            bad.append("%d Content-Length fields" % len(cl))
+        if not cl[0].isdigit():
+            raise ValueError("bad Content-Length %r" % cl[0])
+        n = int(cl[0])
+        if len(buf) < p + n:
+            return None
+        req.body, end = bytes(buf[p:p + n]), p + n
+        req.framing = "length"
+    else:
+        end = p
+    req.raw = bytes(buf[pos:end])
+    return req, end
+
+
+class BackendConn:
+    """What one backend connection received: raw bytes, parsed requests, how it ended."""
+
+    def __init__(self, index):
+        self.index = index
+        self.raw = bytearray()
+        self.requests = []
+        self.error = None  # the stream could not be parsed
+        self.leftover = b""  # bytes of an incomplete request when the peer closed
+        self.eof = False
+
+    def __repr__(self):
+        return ("<conn %d raw=%d bytes requests=%r error=%r leftover=%r eof=%s>"
+                % (self.index, len(self.raw), self.requests, self.error, self.leftover[:80],
+                   self.eof))
+
+
+def echo_response(sock, req):
+    """The default answer: 200 naming the request it answers, keep-alive."""
+    body = ("%s %s\n" % (req.method, req.target)).encode("latin-1")
+    sock.sendall(b"HTTP/1.1 200 OK\r\nX-Echo-Target: %s\r\nX-Echo-Host: %s\r\n"
+                 b"Content-Length: %d\r\n\r\n%s"
+                 % (req.target.encode("latin-1"), (req.header("Host") or "").encode("latin-1"),
+                    len(body), body))
+    return True
+
+
+class RecordingBackend:
+    """A raw-socket backend that records everything it is sent.
+
+    respond(sock, req, conn) answers one parsed request (default:
+    echo_response) and returns True to keep reading the connection. Every
+    connection is a BackendConn in conns (in accept order); requests lists
+    every parsed request of every connection in arrival order."""
+
+    def __init__(self, respond=None):
+        self.respond = respond or (lambda sock, req, conn: echo_response(sock, req))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.requests = []
+        self.lock = threading.Lock()
+        self.closed = False
+        self._socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                rec = BackendConn(len(self.conns))
+                self.conns.append(rec)
+                self._socks.append(c)
+            threading.Thread(target=self._serve, args=(c, rec), daemon=True).start()
+
+    def _serve(self, c, rec):
+        buf = bytearray()
+        pos = 0
+        try:
+            while True:
+                try:
+                    r = parse_recorded_request(buf, pos, rec.index)
+                except ValueError as e:
+                    rec.error = str(e)
+                    return
+                if r is not None:
+                    req, pos = r
+                    with self.lock:
+                        rec.requests.append(req)
+                        self.requests.append(req)
+                    if not self.respond(c, req, rec):
+                        return
+                    continue
+                d = c.recv(65536)
+                if not d:
+                    rec.leftover = bytes(buf[pos:])
+                    return
+                with self.lock:
+                    rec.raw += d
+                buf += d
+        except OSError as e:
+            if rec.error is None:
+                rec.error = "socket error: %r" % e
+        finally:
+            rec.eof = True
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def snapshot(self):
+        """(conns, requests) copies, taken under the lock."""
+        with self.lock:
+            return list(self.conns), list(self.requests)
+
+    def describe(self):
+        conns, _ = self.snapshot()
+        return "\n".join("  %r raw=%r" % (c, bytes(c.raw[:300])) for c in conns) or "  (no connection)"
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            for c in self._socks:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                    c.close()
+                except OSError:
+                    pass
+
+
+class RawResponse:
+    def __init__(self):
+        self.start = b""
+        self.status = None
+        self.fields = []
+        self.body = b""
+        self.complete = True
+        self.raw = b""
+
+    def header(self, name):
+        for k, v in self.fields:
+            if k.lower() == name.lower().encode():
+                return v.decode("latin-1")
+        return None
+
+    def __repr__(self):
+        return "<%r %r body=%r complete=%s>" % (self.start, self.fields, self.body[:200],
+                                                self.complete)
+
+
+def _dechunk_lenient(buf, p):
+    """(body, end, complete) of a chunked body at buf[p:]; None if more is needed."""
+    body = bytearray()
+    while True:
+        e = buf.find(b"\r\n", p)
+        if e < 0:
+            return None
+        size = buf[p:e].split(b";", 1)[0].strip()
+        try:
+            n = int(size, 16)
+        except ValueError:
+            return bytes(body), p, False
+        p = e + 2
+        if n == 0:
+            e = buf.find(b"\r\n\r\n", p - 2)
+            if e < 0:
+                return None
+            return bytes(body), e + 4, True
+        if len(buf) < p + n + 2:
+            return None
+        body += buf[p:p + n]
+        if buf[p + n:p + n + 2] != b"\r\n":
+            return bytes(body), p + n, False
+        p += n + 2
+
+
+def parse_raw_response(buf, eof, method="GET"):
+    """(RawResponse, end) of the final response at the start of buf, skipping
+    1xx (not 101); None when more bytes are needed. At eof a body cut short
+    gives complete=False."""
+    p = 0
+    while True:
+        i = buf.find(b"\r\n\r\n", p)
+        if i < 0:
+            if eof and len(buf) > p:
+                r = RawResponse()
+                r.start, r.complete, r.raw = bytes(buf[p:p + 200]), False, bytes(buf[p:])
+                return r, len(buf)
+            return None
+        r = RawResponse()
+        lines = bytes(buf[p:i]).split(b"\r\n")
+        r.start = lines[0]
+        try:
+            r.status = int(r.start.split(b" ")[1])
+        except (IndexError, ValueError):
+            r.status = None
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            r.fields.append((k, v.strip()))
+        body_at = i + 4
+        if r.status is not None and 100 <= r.status < 200 and r.status != 101:
+            p = body_at
+            continue
+        break
+    te = (r.header("Transfer-Encoding") or "").lower()
+    cl = r.header("Content-Length")
+    if method == "HEAD" or r.status in (101, 204, 304):
+        end = body_at
+    elif "chunked" in te:
+        d = _dechunk_lenient(buf, body_at)
+        if d is None:
+            if not eof:
+                return None
+            r.body, end, r.complete = bytes(buf[body_at:]), len(buf), False
+        else:
+            r.body, end, r.complete = d
+            if not r.complete:
+                end = len(buf)
+    elif cl is not None and cl.isdigit():
+        n = int(cl)
+        if len(buf) < body_at + n:
+            if not eof:
+                return None
+            r.body, end, r.complete = bytes(buf[body_at:]), len(buf), False
+        else:
+            r.body, end = bytes(buf[body_at:body_at + n]), body_at + n
+    else:
+        if not eof:
+            return None
+        r.body, end = bytes(buf[body_at:]), len(buf)
+    r.raw = bytes(buf[p:end])
+    return r, end
+
+
+class RawClient:
+    """A client connection that sends raw bytes and reads with deadlines."""
+
+    def __init__(self, port, timeout=None):
+        self.timeout = timeout or SMUGGLE_DEADLINE
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=self.timeout)
+        self.buf = bytearray()
+        self.eof = False
+        self.reset = False
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def half_close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _fill(self, end):
+        """Read once before monotonic time end; False on timeout or EOF."""
+        left = end - time.monotonic()
+        if left <= 0 or self.eof:
+            return False
+        self.sock.settimeout(left)
+        try:
+            d = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            self.reset = True
+            d = b""
+        if not d:
+            self.eof = True
+            return False
+        self.buf += d
+        return True
+
+    def read_response(self, method="GET", timeout=None):
+        """The next final response, or None when the server closed first.
+        Raises AssertionError when nothing complete arrives within timeout."""
+        end = time.monotonic() + (timeout or self.timeout)
+        while True:
+            r = parse_raw_response(self.buf, self.eof, method)
+            if r is not None:
+                res, n = r
+                del self.buf[:n]
+                return res
+            if self.eof and not self.buf:
+                return None
+            if not self._fill(end) and not self.eof:
+                raise AssertionError("no complete response within %.1fs; got %r"
+                                     % (timeout or self.timeout, bytes(self.buf[:300])))
+
+    def wait_bytes(self, data, timeout=None):
+        """Read until data is among the unread bytes; AssertionError on timeout."""
+        end = time.monotonic() + (timeout or self.timeout)
+        while data not in self.buf:
+            if not self._fill(end):
+                raise AssertionError("%r not received; got %r" % (data, bytes(self.buf[:300])))
+
+    def peek(self):
+        return bytes(self.buf)
+
+    def read_to_eof(self, timeout=None):
+        """(bytes left unread, whether the server closed within timeout)."""
+        end = time.monotonic() + (timeout or self.timeout)
+        while self._fill(end):
+            pass
+        d = bytes(self.buf)
+        self.buf.clear()
+        return d, self.eof
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

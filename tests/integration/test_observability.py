@@ -112,6 +112,16 @@ def observability_config(b1, b2, extra_pools=(), access_log=False, shares=None):
 
 
 class ObservabilityTestCase(VeerTestCase):
+    v = None
+
+    def tearDown(self):
+        """Stop veer gracefully: it must exit 0 with no sanitizer report."""
+        try:
+            if self.v is not None and self.v.proc.poll() is None:
+                self.v.stop()
+        finally:
+            super().tearDown()
+
     def start(self, extra_pools=(), access_log=False, shares=None, b1=None, b2=None):
         """veer with pools api and empty (see observability_config); sets self.v,
         self.b1, self.b2, self.http (admin HTTP port) and self.ports ({pool: port})."""
