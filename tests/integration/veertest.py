@@ -163,12 +163,12 @@ class Backend:
     The default handler answers 200 with the backend's name and X-Backend.
     """
 
-    def __init__(self, name="b", handler=None):
+    def __init__(self, name="b", handler=None, port=0):
         self.name = name
         self.handler = handler or self.default_handler
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
         self.requests = []
