@@ -5,7 +5,8 @@
 #   ./test.sh --sanitize   ASan+UBSan build in build-asan/
 set -euo pipefail
 cd "$(dirname "$0")"
-tests/deps.sh
+# python3-prometheus-client, prometheus (promtool) and chromium: the observability tests
+tests/deps.sh python3-prometheus-client prometheus chromium
 
 dir=build
 opts=(-Dwerror=true)

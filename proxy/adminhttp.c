@@ -5,6 +5,7 @@
  * every second). Nothing here changes state.
  */
 #include "adminhttp.h"
+#include "control.h"
 #include "metrics.h"
 #include "pool.h"
 #include "sbuf.h"
@@ -104,7 +105,9 @@ void adminhttp_status_json(struct sbuf *o)
                           (double)(veer_now_us() - b->drain_start_us) / 1000.0);
             sb_puts(o, "}");
         }
-        sb_puts(o, "]}");
+        sb_puts(o, "],\"rollout\":");
+        rollout_status_json((int)p, o);
+        sb_puts(o, "}");
     }
     sb_puts(o, "]}\n");
 }
@@ -136,7 +139,10 @@ static const char page[] =
     "' \\u00b7 generation '+s.generation+' \\u00b7 uptime '+s.uptime_s+'s \\u00b7 workers '+"
     "s.workers+(s.maintenance?' \\u00b7 MAINTENANCE':'')+(s.shutting_down?"
     "' \\u00b7 SHUTTING DOWN':'');var h='';s.pools.forEach(function(p){"
-    "h+='<h2>pool '+esc(p.name)+(p.maintenance?' (maintenance)':'')+'</h2><table>'+"
+    "h+='<h2>pool '+esc(p.name)+(p.maintenance?' (maintenance)':'')+'</h2>'+(p.rollout?"
+    "'<p class=\"rollout\">rollout of '+esc(p.rollout.canary)+': step '+p.rollout.step+'/'+"
+    "p.rollout.steps+' at '+p.rollout.share+'%, '+p.rollout.time_in_step_s+' s in step, '+"
+    "esc(p.rollout.verdict)+'</p>':'')+'<table>'+"
     "row(['group','share','rps','error rate','p99 ms'],'th');p.groups.forEach(function(g){"
     "h+=row([esc(g.name),g.share+'%',g.rps,(100*g.error_rate).toFixed(2)+'%',g.p99_ms],'td');});"
     "h+='</table><table>'+row(['backend','address','group','state','weight','effective',"

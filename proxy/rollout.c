@@ -453,6 +453,28 @@ void rollout_command(struct ctl_req *req)
 }
 
 /* The canary group of pool pi while a rollout runs, else -1. */
+void rollout_status_json(int pi, struct sbuf *o)
+{
+    const struct rollout *r = pi >= 0 && pi < METRIC_POOLS ? ro[pi] : NULL;
+    const struct rt_pool *p;
+
+    if (r == NULL) {
+        sb_puts(o, "null");
+        return;
+    }
+    p = &ctl.model->pools[pi];
+    sb_puts(o, "{\"canary\":");
+    sb_json_str(o, p->g[r->canary].name);
+    sb_puts(o, ",\"stable\":");
+    sb_json_str(o, p->g[r->stable].name);
+    sb_printf(o, ",\"state\":\"%s\",\"step\":%d,\"steps\":%d,\"share\":%d,"
+                 "\"time_in_step_s\":%.1f,\"verdict\":",
+              r->active ? (r->paused ? "paused" : "running") : "ended", r->step + 1, r->nsteps,
+              p->g[r->canary].share, (double)(veer_now_us() - r->step_start_us) / 1e6);
+    sb_json_str(o, r->verdict);
+    sb_puts(o, "}");
+}
+
 int rollout_canary(int pi)
 {
     return pi >= 0 && pi < METRIC_POOLS && ro[pi] && ro[pi]->active ? (int)ro[pi]->canary : -1;

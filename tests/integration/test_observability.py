@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -90,15 +91,14 @@ def health_ok_handler(name):
     return handle
 
 
-def observability_config(b1, b2, extra_pools=(), access_log=False, shares=None):
+def observability_config(b1, b2, extra_pools=(), access_log=False):
     """Pool api (b1 in group blue, b2 in group green, weight 100 each, so 50/50),
     pool empty (no backend: veer answers 503 itself), plus extra_pools
     [(name, pool text)], one listener each; admin socket and admin.http on
     port 0, optionally the access log in {tmp}/access.log."""
     pools = [("api", 'backends = ( { name = "b1"; address = "%s"; weight = 100; group = "blue"; },'
-                     ' { name = "b2"; address = "%s"; weight = 100; group = "green"; } );%s'
-              % (b1.address, b2.address,
-                 " shares = { %s };" % " ".join("%s = %d;" % kv for kv in shares) if shares else "")),
+                     ' { name = "b2"; address = "%s"; weight = 100; group = "green"; } );'
+              % (b1.address, b2.address)),
              ("empty", "backends = ( );")] + list(extra_pools)
     text = "workers = 2;\ntimeouts = { quiet_ms = 100; };\n"
     text += "listen = ( %s );\n" % ", ".join(
@@ -122,13 +122,12 @@ class ObservabilityTestCase(VeerTestCase):
         finally:
             super().tearDown()
 
-    def start(self, extra_pools=(), access_log=False, shares=None, b1=None, b2=None):
+    def start(self, extra_pools=(), access_log=False):
         """veer with pools api and empty (see observability_config); sets self.v,
         self.b1, self.b2, self.http (admin HTTP port) and self.ports ({pool: port})."""
-        self.b1 = b1 or self.backend("b1", answering_backend_handler("b1"))
-        self.b2 = b2 or self.backend("b2", answering_backend_handler("b2"))
-        self.v = self.veer(observability_config(self.b1, self.b2, extra_pools, access_log,
-                                                shares))
+        self.b1 = self.backend("b1", answering_backend_handler("b1"))
+        self.b2 = self.backend("b2", answering_backend_handler("b2"))
+        self.v = self.veer(observability_config(self.b1, self.b2, extra_pools, access_log))
         self.http = admin_http_port(self.v)
         self.ports = listener_ports(self.v)
         return self.v
@@ -152,8 +151,7 @@ class ObservabilityTestCase(VeerTestCase):
         return out
 
     def ctl(self, *args):
-        p = veerctl(self.v.admin_socket, *args)
-        return p
+        return veerctl(self.v.admin_socket, *args)
 
     def ctl_ok(self, *args):
         p = self.ctl(*args)
@@ -327,6 +325,8 @@ class MetricsTest(ObservabilityTestCase):
         self.assertEqual(s.value("veer_maintenance", pool="api"), 0)
         self.assertEqual(s.value("veer_pool_eligible_backends", pool="api"), 2)
         self.assertEqual(s.value("veer_pool_eligible_backends", pool="empty"), 0)
+        s = self.scrape_when(lambda s: s.value("veer_open_connections", side="client") == 0,
+                             "veer to see the test's client connections closed")
         self.assertEqual(s.value("veer_open_connections", side="client"), 0,
                          "the test closed every client connection")
 
@@ -569,7 +569,7 @@ class DashboardTest(unittest.TestCase):
         self.d = json.loads(self.text)
 
     def test_json_tool_accepts_it(self):
-        p = subprocess.run(["python3", "-m", "json.tool", DASHBOARD], capture_output=True,
+        p = subprocess.run([sys.executable, "-m", "json.tool", DASHBOARD], capture_output=True,
                            text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
 
@@ -668,6 +668,7 @@ class StatusTest(ObservabilityTestCase):
         self.assertEqual(backends["b1"]["address"], self.b1.address)
         self.assertEqual(backends["b1"]["group"], "blue")
         self.assertEqual(pools["empty"]["backends"], [])
+        self.assertIsNone(api["rollout"])
         # The same generation as the admin socket and /metrics.
         self.assertEqual(doc["generation"], show_pool(self.v.admin_socket)["generation"])
         self.assertEqual(doc["generation"], scrape(self.http).value("veer_generation"))
@@ -677,6 +678,27 @@ class StatusTest(ObservabilityTestCase):
         self.assertEqual(doc["generation"], ok["gen"])
         self.assertEqual({b["name"]: b["weight"] for b in doc["pools"][0]["backends"]},
                          {"b1": 37, "b2": 100})
+
+    def test_rollout_step_and_verdict(self):
+        self.start()
+        self.ctl_ok("shift", "api", "blue=100", "green=0")
+        ok = self.ctl_ok("rollout", "start", "api", "canary=green", "steps=10,50,100",
+                         "interval=60s")
+        api = [p for p in status_doc(self.http)["pools"] if p["name"] == "api"][0]
+        ro = api["rollout"]
+        self.assertEqual({k: ro[k] for k in ("canary", "stable", "state", "step", "steps",
+                                             "share", "verdict")},
+                         {"canary": "green", "stable": "blue", "state": "running", "step": 1,
+                          "steps": 3, "share": 10, "verdict": "running"}, ro)
+        self.assertGreaterEqual(ro["time_in_step_s"], 0)
+        self.assertEqual(api["groups"][1]["share"], 10, ok)
+        self.ctl("rollout", "abort", "api")
+        ro = [p for p in status_doc(self.http)["pools"] if p["name"] == "api"][0]["rollout"]
+        self.assertEqual(ro["state"], "ended", ro)
+        self.assertRegex(ro["verdict"], r"\Arolled back: ", ro)
+        # The page renders it.
+        dom = chromium_dump_dom("http://127.0.0.1:%d/" % self.http)
+        self.assertIn("rollout of green: step 1/3", dom)
 
     def test_rates_move_under_load(self):
         self.start()
@@ -864,7 +886,7 @@ class AccessLogTest(ObservabilityTestCase):
         flushed_after = time.monotonic() - t_sent
         self.assertLess(flushed_after, 3.0, "lines flushed %.2fs after the requests (the log is "
                                             "written at least once a second)" % flushed_after)
-        time.sleep(1.2)  # one more flush period: no extra lines come
+        time.sleep(1.2)  # one more flush period: no extra line may come (an absence, not a wait)
         lines = log_lines(path)
         self.assertEqual(len(lines), len(expect), "one line per request: %r" % lines)
         recs = {}
