@@ -1348,6 +1348,8 @@ static void free_listen(struct conf_listen *l)
         free(l->tls->certs[i].key);
         free(l->tls->certs[i].ocsp);
     }
+    if (l->tls->server_free)
+        l->tls->server_free(l->tls->server);
     free(l->tls->certs);
     free(l->tls->protocols);
     free(l->tls->ciphers);

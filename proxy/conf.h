@@ -37,6 +37,9 @@ struct conf_tls {
     char *protocols; /* default "TLSv1.2+" */
     char *ciphers;   /* NULL = built-in default */
     int line;
+    /* Built by tls_conf_prepare() after loading, freed with the config. */
+    void *server;
+    void (*server_free)(void *server);
 };
 
 struct conf_listen {

@@ -17,6 +17,7 @@
 #include "state.h"
 #include "sdnotify.h"
 #include "stats.h"
+#include "tls.h"
 #include "upstream.h"
 #include "veer.h"
 #include "worker.h"
@@ -847,6 +848,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     rollout_tick();
     if (++ticks % 10 == 0)
         stats_tick(ctl.model, ctl.nworkers); /* once a second */
+    if (ticks % (TLS_TICKET_ROTATE_S * 10) == 0)
+        tls_rotate_ticket_keys();
     routing_reclaim();
     ctl_reclaim_backends();
     ctl_slow_start_tick();

@@ -82,7 +82,8 @@ int *listener_open(const struct conf_listen *lc, unsigned nworkers)
         len = sizeof(ss);
         getsockname(fds[0], (struct sockaddr *)&ss, &len);
         format_addr(&ss, text, sizeof(text));
-        log_info("listening on %s (pool %s, %u workers, inherited)", text, lc->pool, nworkers);
+        log_info("listening on %s (pool %s, %u workers, inherited%s)", text, lc->pool, nworkers,
+             lc->tls ? ", tls" : "");
         return fds;
     }
     if (inh)
@@ -105,7 +106,8 @@ int *listener_open(const struct conf_listen *lc, unsigned nworkers)
         }
     }
     format_addr(&ss, text, sizeof(text));
-    log_info("listening on %s (pool %s, %u workers)", text, lc->pool, nworkers);
+    log_info("listening on %s (pool %s, %u workers%s)", text, lc->pool, nworkers,
+             lc->tls ? ", tls" : "");
     return fds;
 }
 

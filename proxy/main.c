@@ -14,6 +14,7 @@
 #include "sdnotify.h"
 #include "upgrade.h"
 #include "state.h"
+#include "tls.h"
 #include "veer.h"
 #include "worker.h"
 
@@ -411,6 +412,10 @@ int main(int argc, char **argv)
     }
     upgrade_remember_argv(argc, argv);
     c.conf = conf_load(path, err, sizeof(err));
+    if (c.conf && tls_conf_prepare(c.conf, err, sizeof(err)) != VEER_OK) {
+        conf_free(c.conf);
+        c.conf = NULL;
+    }
     if (c.conf == NULL) {
         fprintf(stderr, "%s\n", err);
         return 1;

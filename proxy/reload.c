@@ -19,6 +19,7 @@
 #include "module.h"
 #include "sbuf.h"
 #include "state.h"
+#include "tls.h"
 #include "veer.h"
 #include "worker.h"
 
@@ -270,6 +271,10 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
     uint64_t gen, t0 = veer_now_us();
 
     nc = conf_load(oc->path, err, sizeof(err));
+    if (nc && tls_conf_prepare(nc, err, sizeof(err)) != VEER_OK) {
+        conf_free(nc);
+        nc = NULL; /* a bad certificate keeps the running ones */
+    }
     if (nc == NULL) {
         log_err("reload failed, keeping the running configuration: %s", err);
         snprintf(msg, len, "%s", err);

@@ -11,6 +11,7 @@
 #include "session.h"
 #include "control.h"
 #include "module.h"
+#include "tls.h"
 #include "upgrade.h"
 #include "upstream.h"
 #include "veer.h"
@@ -211,6 +212,9 @@ static struct vbuf *head_buf(struct worker *w, size_t n)
 static void client_want_read(struct session *s, bool on, const struct timeval *tv)
 {
     if (on) {
+        /* Bytes TLS already decrypted will not make the socket readable. */
+        if (s->tls && !s->handshaking && tls_pending(s->tls))
+            event_active(&s->rev, EV_READ, 0);
         if (s->reading && s->rev_tv == tv && tv)
             return;
         event_add(&s->rev, tv);
@@ -241,7 +245,71 @@ void session_accept(struct wlistener *l, int fd, const struct sockaddr *peer, so
         w->sessions->prev = s;
     w->sessions = s;
     w->nsessions++;
+    if (l->lc->tls) {
+        s->tls = tls_accept(l->lc, fd);
+        if (s->tls == NULL) {
+            log_err("TLS listener %s: cannot set up a connection", l->lc->addr.text);
+            session_close(s);
+            return;
+        }
+        s->handshaking = true;
+    }
     client_want_read(s, true, w->tv_header);
+}
+
+/*
+ * Point rev at readability or, while TLS must write before it can read on
+ * (a handshake flight, a post-handshake message), at writability. Armed
+ * or not, with the same timeout, as before.
+ */
+static void client_rev_mode(struct session *s, bool write)
+{
+    bool on = s->reading;
+
+    if (s->rev_write == write)
+        return;
+    event_del(&s->rev);
+    event_assign(&s->rev, s->w->base, s->fd, (write ? EV_WRITE : EV_READ) | EV_PERSIST,
+                 client_read_cb, s);
+    s->rev_write = write;
+    if (on)
+        event_add(&s->rev, s->rev_tv);
+}
+
+/* Read the client's bytes into s->in: read(2) semantics, TLS or not. */
+static ssize_t client_read(struct session *s)
+{
+    enum tls_want want;
+    ssize_t n;
+
+    if (s->tls == NULL)
+        return vbuf_read(s->in, s->fd);
+    n = tls_read(s->tls, s->in->data + s->in->end, vbuf_room(s->in), &want);
+    if (n > 0)
+        s->in->end += (uint32_t)n;
+    else if (n < 0 && errno == EAGAIN)
+        client_rev_mode(s, want == TLS_WANT_WRITE);
+    return n;
+}
+
+static ssize_t client_writev(struct session *s, const struct iovec *iov, int cnt)
+{
+    ssize_t n;
+
+    if (s->tls)
+        return tls_writev(s->tls, iov, cnt);
+    do {
+        n = writev(s->fd, iov, cnt);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* Half-close towards the client: close_notify first on TLS. */
+static void client_shutdown_write(struct session *s)
+{
+    if (s->tls)
+        tls_close_notify(s->tls);
+    shutdown(s->fd, SHUT_WR);
 }
 
 void session_close(struct session *s)
@@ -254,6 +322,10 @@ void session_close(struct session *s)
     if (s->txn)
         txn_free(s->txn, false);
     event_del(&s->rev);
+    if (s->tls) {
+        tls_free(s->tls);
+        s->tls = NULL;
+    }
     close(s->fd);
     s->fd = -1;
     vbuf_put(&w->bufs, s->in);
@@ -292,7 +364,7 @@ static int session_linger(struct session *s)
         session_close(s);
         return VEER_ERROR;
     }
-    shutdown(s->fd, SHUT_WR);
+    client_shutdown_write(s);
     s->closing = true;
     vbuf_put(&w->bufs, s->in);
     s->in = NULL;
@@ -334,8 +406,9 @@ bool session_try_handover(struct session *s)
 {
     struct worker *w = s->w;
 
-    if (!w->handover || s->txn || vbuf_len(s->in) || s->closing || s->dead || s->client_eof)
-        return false;
+    if (!w->handover || s->txn || vbuf_len(s->in) || s->closing || s->dead || s->client_eof ||
+        s->tls)
+        return false; /* a TLS connection's keys cannot move: it closes at a request boundary */
     if (upgrade_send_conn(w->handover_chan, s->fd, s->l->lc->addr.text, &s->peer.sa,
                           s->peer.sa.sa_family == AF_INET6 ? sizeof(s->peer.in6)
                                                            : sizeof(s->peer.in4)) < 0)
@@ -529,9 +602,7 @@ static int flush_client(struct txn *t)
         iov[cnt++].iov_len = t->res_parsed;
     }
     if (cnt) {
-        do {
-            n = writev(s->fd, iov, cnt);
-        } while (n < 0 && errno == EINTR);
+        n = client_writev(s, iov, cnt);
         if (n < 0) {
             if (errno != EAGAIN) {
                 session_close(s);
@@ -564,7 +635,7 @@ static int flush_client(struct txn *t)
     if (t->res_done)
         return txn_end(t);
     if (t->phase == TXN_TUNNEL && t->up_eof) {
-        shutdown(s->fd, SHUT_WR);
+        client_shutdown_write(s);
         if (s->client_eof) {
             session_close(s);
             return VEER_ERROR;
@@ -836,7 +907,7 @@ static int handle_request_head(struct txn *t)
 
     s->nreq++;
     w->stats.requests++;
-    if (!http_keep_alive(req) || (w->shutting_down && !w->handover))
+    if (!http_keep_alive(req) || (w->shutting_down && (!w->handover || s->tls)))
         t->close_client = true;
     t->bytes_in += req->head_len; /* body bytes that came along are counted already */
     lb = worker_lb(w, t->pool);
@@ -888,7 +959,7 @@ static int route(struct txn *t)
 
     fmt_peer(s, ip, sizeof(ip));
     fi.client_ip = ip;
-    fi.tls = s->l->lc->tls != NULL;
+    fi.tls = s->tls != NULL;
     fi.request_id = t->log && t->log->id_generated ? t->log->request_id : NULL;
     t->req_head = head_buf(w, http_request_bound(req, &fi));
     t->req_head->end = (uint32_t)http_build_request(req, head, &fi, t->req_head->data);
@@ -1635,6 +1706,35 @@ static int client_room(struct session *s)
     return VEER_AGAIN;
 }
 
+/*
+ * TLS before reading: finish the handshake (the client's first bytes may
+ * come with its last flight), and put rev back on readability after TLS
+ * waited to write. VEER_OK when the connection is ready to be read.
+ */
+static int tls_step(struct session *s)
+{
+    enum tls_want want;
+    char why[160];
+    int rc;
+
+    if (s->rev_write)
+        client_rev_mode(s, false);
+    if (!s->handshaking)
+        return VEER_OK;
+    rc = tls_handshake(s->tls, &want, why, sizeof(why));
+    if (rc == VEER_AGAIN) {
+        client_rev_mode(s, want == TLS_WANT_WRITE);
+        return VEER_AGAIN;
+    }
+    if (rc == VEER_ERROR) {
+        log_debug("TLS handshake on %s failed: %s", s->l->lc->addr.text, why);
+        session_close(s);
+        return VEER_ERROR;
+    }
+    s->handshaking = false;
+    return VEER_OK;
+}
+
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
@@ -1651,6 +1751,8 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
         linger_read(s);
         return;
     }
+    if (s->tls && tls_step(s) != VEER_OK)
+        return;
     if (s->in == NULL)
         s->in = vbuf_get(&w->bufs);
     rc = client_room(s);
@@ -1659,9 +1761,12 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
             session_process(s);
         return;
     }
-    n = vbuf_read(s->in, s->fd);
+    n = client_read(s);
     if (n > 0) {
         session_process(s);
+        /* A full buffer may have left decrypted bytes behind: come back for them. */
+        if (!s->dead && s->tls && s->reading && tls_pending(s->tls))
+            event_active(&s->rev, EV_READ, 0);
         return;
     }
     if (n == 0) {

@@ -25,6 +25,7 @@ struct worker;
 struct wlistener;
 struct upstream;
 struct backend;
+struct ssl_st;
 
 #define SESSION_MAGIC 0x5e55104eu
 #define TXN_MAGIC     0x7a4e0001u
@@ -112,6 +113,9 @@ struct session {
     bool reading;                 /* rev is pending */
     const struct timeval *rev_tv; /* timeout rev was armed with */
     bool client_eof;              /* client half-closed */
+    struct ssl_st *tls;           /* TLS listener: the connection's TLS, else NULL */
+    bool handshaking;             /* TLS handshake not finished */
+    bool rev_write;               /* rev waits for writability (TLS wants to write to read) */
     bool closing;
     bool dead;
     bool flush_queued; /* on the worker's flush list */
