@@ -1365,6 +1365,8 @@ static void free_pool(struct conf_pool *p)
     free(p->override_header);
     free(p->sticky.header);
     free(p->sticky.cookie);
+    if (p->tls.client_free)
+        p->tls.client_free(p->tls.client);
     free(p->tls.ca);
     free(p->tls.sni);
     for (i = 0; i < p->nbackends; i++) {

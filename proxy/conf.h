@@ -97,6 +97,9 @@ struct conf_upstream_tls {
     bool verify; /* default true */
     char *ca;    /* NULL = system default */
     char *sni;   /* NULL = none */
+    /* Built by tls_conf_prepare() after loading, freed with the config. */
+    void *client;
+    void (*client_free)(void *client);
 };
 
 struct conf_pool {

@@ -1001,7 +1001,7 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
     for (uint32_t i = 0; i < m->npools; i++)
         if (m->pools[i].conf->has_health)
             for (uint32_t k = 0; k < m->pools[i].nb; k++)
-                health_watch(m->pools[i].b[k].be, &m->pools[i].conf->health);
+                health_watch(m->pools[i].b[k].be, m->pools[i].conf);
     return VEER_OK;
 }
 

@@ -2,12 +2,15 @@
  * health.c - active readiness checks on the control thread. See health.h.
  *
  * One check at a time per backend: non-blocking connect, one write of the
- * request, read until the status line is in, close. Every step shares one
+ * request, read until the status line is in, close; over TLS (handshake
+ * first) when the pool talks TLS to its backends. Every step shares one
  * deadline (timeout_ms from the start of the check). Nothing here blocks.
  */
 #include "health.h"
+#include "tls.h"
 #include "veer.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,7 +23,10 @@ struct hcheck {
     struct event *timer; /* next check */
     struct event *io;    /* the check in progress */
     int fd;
+    const struct conf_pool *tls_pool; /* TLS to the backend, else NULL */
+    struct ssl_st *tls;
     bool connected;
+    bool handshaken;
     char buf[128];
     size_t len;
     uint64_t started_us;
@@ -67,6 +73,10 @@ static void end_check(struct hcheck *c, bool ok, const char *why)
         event_free(c->io);
         c->io = NULL;
     }
+    if (c->tls) {
+        tls_free(c->tls);
+        c->tls = NULL;
+    }
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -85,6 +95,7 @@ static struct timeval remaining(const struct hcheck *c)
 }
 
 static void io_cb(evutil_socket_t fd, short what, void *arg);
+static void handshake(struct hcheck *c);
 
 static void wait_io(struct hcheck *c, short what)
 {
@@ -104,7 +115,10 @@ static void send_request(struct hcheck *c)
                      "Connection: close\r\n\r\n",
                      c->hc.path, c->be->addr.text);
 
-    if (n < 0 || send(c->fd, req, (size_t)n, MSG_NOSIGNAL) != n) {
+    struct iovec iov = {req, (size_t)n};
+
+    if (n < 0 || (c->tls ? tls_writev(c->tls, &iov, 1) : send(c->fd, req, (size_t)n,
+                                                                MSG_NOSIGNAL)) != n) {
         end_check(c, false, "cannot send the request");
         return;
     }
@@ -151,10 +165,23 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
             return;
         }
         c->connected = true;
-        send_request(c);
+        if (c->tls_pool)
+            handshake(c);
+        else
+            send_request(c);
         return;
     }
-    n = recv(fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, 0);
+    if (c->tls_pool && !c->handshaken) {
+        handshake(c);
+        return;
+    }
+    if (c->tls) {
+        enum tls_want want;
+
+        n = tls_read(c->tls, c->buf + c->len, sizeof(c->buf) - 1 - c->len, &want);
+    } else {
+        n = recv(fd, c->buf + c->len, sizeof(c->buf) - 1 - c->len, 0);
+    }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         wait_io(c, EV_READ);
         return;
@@ -174,6 +201,40 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
         wait_io(c, EV_READ);
 }
 
+/* The TLS handshake, one step; the request goes out when it is done. */
+static void handshake(struct hcheck *c)
+{
+    const struct conf_addr *a = &c->be->addr;
+    char why[160], host[INET6_ADDRSTRLEN] = "";
+    enum tls_want want;
+    int rc;
+
+    if (c->tls == NULL) {
+        inet_ntop(a->ss.ss_family,
+                  a->ss.ss_family == AF_INET6
+                      ? (const void *)&((const struct sockaddr_in6 *)&a->ss)->sin6_addr
+                      : (const void *)&((const struct sockaddr_in *)&a->ss)->sin_addr,
+                  host, sizeof(host));
+        c->tls = tls_connect(c->tls_pool, c->fd, host);
+        if (c->tls == NULL) {
+            end_check(c, false, "cannot set up TLS");
+            return;
+        }
+    }
+    rc = tls_handshake(c->tls, &want, why + 5, sizeof(why) - 5);
+    if (rc == VEER_AGAIN) {
+        wait_io(c, want == TLS_WANT_WRITE ? EV_WRITE : EV_READ);
+        return;
+    }
+    if (rc == VEER_ERROR) {
+        memcpy(why, "TLS: ", 5);
+        end_check(c, false, why);
+        return;
+    }
+    c->handshaken = true;
+    send_request(c);
+}
+
 static void start_check(evutil_socket_t fd0, short what, void *arg)
 {
     struct hcheck *c = arg;
@@ -182,6 +243,7 @@ static void start_check(evutil_socket_t fd0, short what, void *arg)
 
     c->started_us = veer_now_us();
     c->connected = false;
+    c->handshaken = false;
     c->len = 0;
     c->fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
@@ -191,7 +253,10 @@ static void start_check(evutil_socket_t fd0, short what, void *arg)
     }
     if (connect(c->fd, (const struct sockaddr *)&a->ss, a->len) == 0) {
         c->connected = true;
-        send_request(c);
+        if (c->tls_pool)
+            handshake(c);
+        else
+            send_request(c);
         return;
     }
     if (errno != EINPROGRESS) {
@@ -208,12 +273,14 @@ void health_init(struct event_base *base, health_cb cb)
     hs.cb = cb;
 }
 
-void health_watch(struct backend *be, const struct conf_health *hc)
+void health_watch(struct backend *be, const struct conf_pool *cp)
 {
+    const struct conf_health *hc = &cp->health;
     struct hcheck *c = veer_calloc(1, sizeof(*c));
 
     c->be = be;
     c->hc = *hc;
+    c->tls_pool = cp->has_tls ? cp : NULL;
     c->fd = -1;
     c->timer = evtimer_new(hs.base, start_check, c);
     c->next = hs.checks;
@@ -226,6 +293,8 @@ static void check_free(struct hcheck *c)
 {
     if (c->io)
         event_free(c->io);
+    if (c->tls)
+        tls_free(c->tls);
     if (c->fd >= 0)
         close(c->fd);
     event_free(c->timer);

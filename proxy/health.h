@@ -21,7 +21,7 @@ typedef void (*health_cb)(struct backend *be, bool ok, uint64_t took_us, const c
 void health_init(struct event_base *base, health_cb cb);
 
 /* Start checking be with the pool's settings; the first check comes soon, jittered. */
-void health_watch(struct backend *be, const struct conf_health *hc);
+void health_watch(struct backend *be, const struct conf_pool *cp);
 
 /* Stop checking be (deleted, or the pool lost its health block). */
 void health_unwatch(struct backend *be);

@@ -92,7 +92,7 @@ void ctl_add_backend(struct ctl_req *r, int pi)
     i = model_add_backend(ctl.model, pi, c->backend, &addr, c->weight < 0 ? 100 : c->weight,
                           c->group[0] ? c->group : "default");
     if (p->conf->has_health)
-        health_watch(p->b[i].be, &p->conf->health);
+        health_watch(p->b[i].be, p->conf);
     gen = control_publish();
     snprintf(after, sizeof(after),
              "{\"pool\":\"%s\",\"backend\":\"%s\",\"address\":\"%s\",\"weight\":%d,"

@@ -110,7 +110,7 @@ static void merge_backends(struct rt_pool *p, int pi, const struct conf_pool *oc
                 model_add_backend(ctl.model, pi, nb->name, &nb->addr, nb->weight, nb->group);
 
             if (ncp->has_health)
-                health_watch(p->b[i].be, &ncp->health);
+                health_watch(p->b[i].be, ncp);
             st->added++;
             continue;
         }
@@ -158,7 +158,7 @@ static void merge_pool(int pi, const struct conf_pool *ocp, const struct conf_po
     if (rewatch)
         for (uint32_t k = 0; k < p->nb; k++) {
             if (ncp->has_health)
-                health_watch(p->b[k].be, &ncp->health);
+                health_watch(p->b[k].be, ncp);
             else
                 p->b[k].health = HEALTH_READY; /* no checks: admitted */
         }
@@ -177,7 +177,7 @@ static void merge_model(const struct veer_conf *oc, const struct veer_conf *nc,
         if (pi < 0) {
             pi = model_add_pool(m, ncp);
             for (uint32_t k = 0; ncp->has_health && k < m->pools[pi].nb; k++)
-                health_watch(m->pools[pi].b[k].be, &ncp->health);
+                health_watch(m->pools[pi].b[k].be, ncp);
             st->pools_added++;
             st->added += m->pools[pi].nb;
             continue;

@@ -1135,7 +1135,8 @@ static int upstream_failed(struct txn *t, const char *what, int err)
     if (can_retry(t))
         return retry_fresh(t);
     txn_upstream_error(
-        t, t->up == NULL || t->up->connecting || strstr(what, "refused")        ? UERR_CONNECT
+        t, t->up == NULL || t->up->connecting || strstr(what, "refused") ||
+                   strstr(what, "TLS handshake")                                ? UERR_CONNECT
            : strstr(what, "bad") || strstr(what, "101") || strstr(what, "head") ? UERR_RESPONSE
                                                                                 : UERR_RESET);
     breaker_report(t, false);
@@ -1187,9 +1188,7 @@ static int flush_upstream(struct txn *t)
         upstream_want_write(up, false);
         return VEER_OK;
     }
-    do {
-        n = writev(up->fd, iov, cnt);
-    } while (n < 0 && errno == EINTR);
+    n = upstream_writev(up, iov, cnt);
     if (n < 0) {
         if (errno == EAGAIN) {
             upstream_want_write(up, true);
@@ -1233,7 +1232,7 @@ void txn_upstream_writable(struct txn *t)
         int err = t->up->conn_err;
 
         t->up->conn_err = 0;
-        rc = upstream_failed(t, "refused connection", err);
+        rc = upstream_failed(t, err == EPROTO ? "TLS handshake failed" : "refused connection", err);
     } else {
         if (!t->up->reading)
             upstream_want_read(t->up, true);
@@ -1461,7 +1460,7 @@ void txn_upstream_readable(struct txn *t)
             return;
         }
     }
-    n = vbuf_read(t->rin, up->fd);
+    n = upstream_read(up, t->rin);
     if (n > 0) {
         if (!t->res_started) {
             t->res_started = true;
@@ -1492,6 +1491,9 @@ void txn_upstream_readable(struct txn *t)
     }
     if (rc == VEER_DONE)
         session_process(s);
+    /* A full buffer may have left decrypted bytes behind: come back for them. */
+    if (up->tls && !up->dead && up->reading && tls_pending(up->tls))
+        event_active(&up->rev, EV_READ, 0);
 }
 
 /* --- reading from the client -------------------------------------------- */
@@ -1627,7 +1629,7 @@ static void client_eof(struct session *s)
     }
     if (t->phase == TXN_TUNNEL) {
         if (t->up && flush_upstream(t) == VEER_OK && t->up)
-            shutdown(t->up->fd, SHUT_WR);
+            upstream_shutdown_write(t->up);
         if (t->up_eof)
             session_close(s);
     }

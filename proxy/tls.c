@@ -418,9 +418,92 @@ fail:
     return NULL;
 }
 
+/* --- upstream (client side) contexts ----------------------------------------------- */
+
+static void client_free(void *p)
+{
+    SSL_CTX_free(p);
+}
+
+static SSL_CTX *client_new(const struct conf_upstream_tls *t, char *why, size_t len)
+{
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+    if (ctx == NULL) {
+        ssl_reason(why, len);
+        return NULL;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+    if (t->verify) {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        if (t->ca) {
+            if (unreadable(t->ca, "CA file", why, len))
+                goto fail;
+            if (SSL_CTX_load_verify_locations(ctx, t->ca, NULL) != 1) {
+                char r[200];
+
+                ssl_reason(r, sizeof(r));
+                snprintf(why, len, "cannot load CA file %s: %s", t->ca, r);
+                goto fail;
+            }
+        } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+            ssl_reason(why, len);
+            goto fail;
+        }
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+struct ssl_st *tls_connect(const struct conf_pool *cp, int fd, const char *host)
+{
+    SSL *ssl;
+
+    if (cp == NULL || !cp->has_tls || cp->tls.client == NULL ||
+        (ssl = SSL_new(cp->tls.client)) == NULL)
+        return NULL;
+    if (SSL_set_fd(ssl, fd) != 1)
+        goto fail;
+    SSL_set_connect_state(ssl);
+    if (cp->tls.sni && SSL_set_tlsext_host_name(ssl, cp->tls.sni) != 1)
+        goto fail;
+    if (cp->tls.verify) {
+        /* The name to check: the configured SNI, else the backend's address. */
+        if (cp->tls.sni ? SSL_set1_host(ssl, cp->tls.sni) != 1
+                        : X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host) != 1)
+            goto fail;
+    }
+    return ssl;
+fail:
+    ERR_clear_error();
+    SSL_free(ssl);
+    return NULL;
+}
+
 int tls_conf_prepare(struct veer_conf *c, char *err, size_t len)
 {
     char why[512];
+
+    for (int i = 0; i < c->npools; i++) {
+        struct conf_pool *p = &c->pools[i];
+
+        if (!p->has_tls || p->tls.client)
+            continue;
+        p->tls.client = client_new(&p->tls, why, sizeof(why));
+        if (p->tls.client == NULL) {
+            snprintf(err, len, "%s:%d: pool %s tls: %s", c->path, p->line, p->name, why);
+            return VEER_ERROR;
+        }
+        p->tls.client_free = client_free;
+    }
 
     for (int i = 0; i < c->nlistens; i++) {
         struct conf_tls *t = c->listens[i].tls;

@@ -32,6 +32,13 @@ int tls_conf_prepare(struct veer_conf *c, char *err, size_t len);
 struct ssl_st *tls_accept(const struct conf_listen *lc, int fd);
 
 /*
+ * A client-side TLS object towards a backend of pool cp (connected on fd,
+ * numeric address host): SNI and the name verified are the pool's `sni`,
+ * else the certificate must name the address. NULL on failure.
+ */
+struct ssl_st *tls_connect(const struct conf_pool *cp, int fd, const char *host);
+
+/*
  * Drive the handshake: VEER_OK when done, VEER_AGAIN with *want set, or
  * VEER_ERROR (reason in why).
  */

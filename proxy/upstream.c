@@ -5,15 +5,18 @@
 #include "upstream.h"
 #include "control.h"
 #include "session.h"
+#include "tls.h"
 #include "veer.h"
 #include "worker.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 struct warm_job {
@@ -30,19 +33,32 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg);
  * closed it, sent something unsolicited, or it sat unused too long. In
  * every case it can no longer be trusted with a request.
  */
-static void idle_event(struct upstream *up)
+static void idle_event(struct upstream *up, short what)
 {
+    char sink[64];
+    enum tls_want want;
+
+    /* TLS 1.3 backends send session tickets after the handshake: not a reason to go. */
+    if (up->tls && !(what & EV_TIMEOUT) && tls_read(up->tls, sink, sizeof(sink), &want) < 0 &&
+        errno == EAGAIN && want == TLS_WANT_READ)
+        return;
     worker_idle_remove(up->w, up);
     upstream_close(up);
 }
+
+static void connect_progress(struct upstream *up, short what);
 
 static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream *up = arg;
 
     CHECK_OBJ(up, UPSTREAM_MAGIC);
+    if (up->connecting) {
+        connect_progress(up, what); /* a TLS handshake waiting for the backend */
+        return;
+    }
     if (up->txn == NULL) {
-        idle_event(up);
+        idle_event(up, what);
         return;
     }
     if (what & EV_TIMEOUT) {
@@ -54,17 +70,70 @@ static void upstream_read_cb(evutil_socket_t fd, short what, void *arg)
 
 static void warm_finished(struct upstream *up, bool ok);
 
-static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
+/*
+ * The TLS handshake towards the backend, one step: VEER_AGAIN while it
+ * waits (rev or wev armed with the connect timeout), else done, with *err
+ * set when it failed.
+ */
+static int tls_step(struct upstream *up, int *err)
 {
-    struct upstream *up = arg;
+    enum tls_want want;
+    char why[160], host[INET6_ADDRSTRLEN] = "";
+    const struct conf_addr *a = &up->be->addr;
+    int rc;
 
-    CHECK_OBJ(up, UPSTREAM_MAGIC);
-    if (up->warm) {
-        int err = 0;
-        socklen_t len = sizeof(err);
+    if (up->tls == NULL) {
+        if (a->ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, host,
+                      sizeof(host));
+        else
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, host,
+                      sizeof(host));
+        up->tls = tls_connect(up->tls_pool, up->fd, host);
+        if (up->tls == NULL) {
+            *err = ENOMEM;
+            return VEER_ERROR;
+        }
+    }
+    rc = tls_handshake(up->tls, &want, why, sizeof(why));
+    if (rc == VEER_AGAIN) {
+        if (want == TLS_WANT_READ) {
+            event_del(&up->wev);
+            event_add(&up->rev, up->w->tv_connect);
+            up->reading = true;
+        } else {
+            upstream_want_write(up, true);
+        }
+        return VEER_AGAIN;
+    }
+    if (up->reading) {
+        event_del(&up->rev);
+        up->reading = false;
+    }
+    if (rc == VEER_ERROR) {
+        log_warn("backend %s (%s): TLS handshake failed: %s", up->be->name, a->text, why);
+        *err = EPROTO;
+    }
+    return rc;
+}
 
-        if (!(what & EV_TIMEOUT) && getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+/*
+ * A connection in progress moved (or timed out): the TCP connect ended,
+ * then, for a TLS pool, the handshake. Only when both are done does the
+ * transaction (or the warm-up) see the connection, as connected or failed.
+ */
+static void connect_progress(struct upstream *up, short what)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+
+    if (!(what & EV_TIMEOUT)) {
+        if (up->tls == NULL && getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             err = errno;
+        if (err == 0 && up->tls_pool && tls_step(up, &err) == VEER_AGAIN)
+            return;
+    }
+    if (up->warm) {
         up->connecting = false;
         warm_finished(up, !(what & EV_TIMEOUT) && err == 0);
         return;
@@ -72,19 +141,64 @@ static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
     if (up->txn == NULL)
         return;
     if (what & EV_TIMEOUT) {
-        txn_upstream_timeout(up->txn, up->connecting);
+        txn_upstream_timeout(up->txn, true);
         return;
     }
-    if (up->connecting) {
-        int err = 0;
-        socklen_t len = sizeof(err);
+    up->connecting = false;
+    up->conn_err = err; /* the transaction sees it on write */
+    txn_upstream_writable(up->txn);
+}
 
-        if (getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-            err = errno;
-        up->connecting = false;
-        up->conn_err = err; /* the transaction sees it on write */
+static void upstream_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *up = arg;
+
+    CHECK_OBJ(up, UPSTREAM_MAGIC);
+    if (up->connecting || up->warm) {
+        connect_progress(up, what);
+        return;
+    }
+    if (up->txn == NULL)
+        return;
+    if (what & EV_TIMEOUT) {
+        txn_upstream_timeout(up->txn, false);
+        return;
     }
     txn_upstream_writable(up->txn);
+}
+
+ssize_t upstream_read(struct upstream *up, struct vbuf *b)
+{
+    enum tls_want want;
+    ssize_t n;
+
+    if (up->tls == NULL)
+        return vbuf_read(b, up->fd);
+    n = tls_read(up->tls, b->data + b->end, vbuf_room(b), &want);
+    if (n > 0)
+        b->end += (uint32_t)n;
+    else if (n < 0 && errno == EAGAIN && want == TLS_WANT_WRITE)
+        errno = EPROTO; /* renegotiation is off: a backend that needs a write to read is broken */
+    return n;
+}
+
+ssize_t upstream_writev(struct upstream *up, const struct iovec *iov, int cnt)
+{
+    ssize_t n;
+
+    if (up->tls)
+        return tls_writev(up->tls, iov, cnt);
+    do {
+        n = writev(up->fd, iov, cnt);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+void upstream_shutdown_write(struct upstream *up)
+{
+    if (up->tls)
+        tls_close_notify(up->tls);
+    shutdown(up->fd, SHUT_WR);
 }
 
 static struct upstream *upstream_new(struct worker *w, struct backend *be, int fd)
@@ -105,9 +219,19 @@ static struct upstream *upstream_new(struct worker *w, struct backend *be, int f
     return up;
 }
 
+/* The pool configuration of be as this worker's snapshot has it (NULL once deleted). */
+static const struct conf_pool *backend_pool(const struct worker *w, const struct backend *be)
+{
+    const struct routing *r = w->routing;
+    int pi = be->pool;
+
+    return r && pi >= 0 && (uint32_t)pi < r->npools ? r->pools[pi].conf : NULL;
+}
+
 struct upstream *upstream_connect(struct worker *w, struct backend *be, struct txn *txn)
 {
     const struct conf_addr *a = &be->addr;
+    const struct conf_pool *cp = backend_pool(w, be);
     struct upstream *up;
     int fd, one = 1;
 
@@ -117,10 +241,14 @@ struct upstream *upstream_connect(struct worker *w, struct backend *be, struct t
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     up = upstream_new(w, be, fd);
     up->txn = txn;
+    if (cp && cp->has_tls)
+        up->tls_pool = cp;
     w->stats.upstream_connects++;
-    if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0)
-        return up;
-    if (errno != EINPROGRESS) {
+    if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0) {
+        if (up->tls_pool == NULL)
+            return up;
+        /* connected at once: the handshake starts when the socket is writable */
+    } else if (errno != EINPROGRESS) {
         int err = errno;
 
         up->txn = NULL;
@@ -149,6 +277,9 @@ struct upstream *upstream_get(struct worker *w, struct backend *be, struct txn *
 void upstream_want_read(struct upstream *up, bool on)
 {
     if (on) {
+        /* Bytes TLS already decrypted will not make the socket readable. */
+        if (up->tls && tls_pending(up->tls))
+            event_active(&up->rev, EV_READ, 0);
         if (up->reading)
             return; /* persistent: its timer restarts on every read */
         event_add(&up->rev, up->w->tv_response);
@@ -275,6 +406,10 @@ void upstream_close(struct upstream *up)
         return;
     event_del(&up->rev);
     event_del(&up->wev);
+    if (up->tls) {
+        tls_free(up->tls);
+        up->tls = NULL;
+    }
     close(up->fd);
     up->fd = -1;
     up->txn = NULL;

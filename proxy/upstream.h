@@ -8,6 +8,7 @@
 #ifndef VEER_UPSTREAM_H
 #define VEER_UPSTREAM_H
 
+#include "buf.h"
 #include "pool.h"
 
 #include <event2/event_struct.h>
@@ -16,6 +17,8 @@
 
 struct worker;
 struct txn;
+struct ssl_st;
+struct iovec;
 
 #define UPSTREAM_MAGIC 0x0bc0ffeeu
 
@@ -36,6 +39,8 @@ struct upstream {
     bool dead;
     bool reading;          /* rev is pending */
     int conn_err;          /* connect failed with this errno */
+    struct ssl_st *tls;    /* TLS to the backend (pool `tls`), else NULL */
+    const struct conf_pool *tls_pool; /* the pool whose TLS settings apply, while connecting */
     struct warm_job *warm; /* opened ahead of traffic for this job */
     uint32_t nreq;
 };
@@ -55,6 +60,17 @@ void upstream_release(struct upstream *up, bool reusable);
 
 /* Close now; freed after the current callbacks (deferred). */
 void upstream_close(struct upstream *up);
+
+/*
+ * Read response bytes into b / write request bytes, like read(2) and
+ * writev(2) (-1 with errno EAGAIN when it would block), over TLS when the
+ * pool asks for it.
+ */
+ssize_t upstream_read(struct upstream *up, struct vbuf *b);
+ssize_t upstream_writev(struct upstream *up, const struct iovec *iov, int cnt);
+
+/* Half-close towards the backend (a tunnel's client side ended). */
+void upstream_shutdown_write(struct upstream *up);
 
 /* Start/stop watching for readability (response bytes) with a timeout. */
 void upstream_want_read(struct upstream *up, bool on);
