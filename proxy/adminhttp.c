@@ -12,8 +12,12 @@
 #include "veer.h"
 #include "worker.h"
 
+#include "tls.h"
+
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <openssl/ssl.h>
 #include <string.h>
 
 static struct {
@@ -167,6 +171,17 @@ static void page_cb(struct evhttp_request *req, void *arg)
     send_text(req, 200, "text/html; charset=utf-8", page, sizeof(page) - 1);
 }
 
+/* admin.http_tls: every connection to the admin address is a TLS one. */
+static struct bufferevent *tls_bev_cb(struct event_base *base, void *arg)
+{
+    SSL *ssl = tls_admin_new(arg);
+
+    if (ssl == NULL)
+        return NULL;
+    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                          BEV_OPT_CLOSE_ON_FREE);
+}
+
 int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const struct model *m,
                     struct worker **workers, unsigned nworkers)
 {
@@ -194,6 +209,8 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const
     evhttp_set_cb(ah.http, "/metrics", metrics_cb, NULL);
     evhttp_set_cb(ah.http, "/status", status_cb, NULL);
     evhttp_set_gencb(ah.http, page_cb, NULL);
+    if (conf->admin.http_tls)
+        evhttp_set_bevcb(ah.http, tls_bev_cb, (void *)conf);
     {
         struct evhttp_bound_socket *bs =
             evhttp_bind_socket_with_handle(ah.http, host, (uint16_t)port);
@@ -208,7 +225,11 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const
         getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl);
         snprintf(text, sizeof(text), "%s:%d", conf->admin.http.text[0] == '[' ? "[::]" : host,
                  ntohs(((struct sockaddr_in *)&ss)->sin_port));
-        log_info("admin http on %s (read-only: /metrics, /status, /)", text);
+        log_info("admin http on %s (read-only: /metrics, /status, /%s)", text,
+                 conf->admin.http_tls ? conf->admin.http_tls->client_ca
+                                            ? "; TLS, client certificates required"
+                                            : "; TLS"
+                                      : "");
     }
     return VEER_OK;
 }

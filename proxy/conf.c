@@ -568,12 +568,29 @@ static int parse_admin_http(struct loader *ld, const config_setting_t *s, void *
     return 0;
 }
 
+static const struct field admin_tls_fields[] = {
+    F_REQ_STR(struct conf_admin_tls, cert, NULL),
+    F_REQ_STR(struct conf_admin_tls, key, NULL),
+    F_STR(struct conf_admin_tls, client_ca, NULL),
+    F_END,
+};
+
+static int parse_admin_tls(struct loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_admin *admin = obj;
+
+    admin->http_tls = veer_calloc(1, sizeof(*admin->http_tls));
+    admin->http_tls->line = (int)config_setting_source_line(s);
+    return parse_group(ld, s, admin_tls_fields, admin->http_tls);
+}
+
 static const struct field admin_fields[] = {
     F_STR(struct conf_admin, socket, check_socket_path),
     F_CUSTOM("mode", parse_admin_mode),
     F_STR(struct conf_admin, owner, NULL),
     F_STR(struct conf_admin, group, NULL),
     F_CUSTOM("http", parse_admin_http),
+    F_CUSTOM("http_tls", parse_admin_tls),
     F_END,
 };
 
@@ -1392,6 +1409,14 @@ void conf_free(struct veer_conf *conf)
     for (i = 0; i < conf->npools; i++)
         free_pool(&conf->pools[i]);
     free(conf->pools);
+    if (conf->admin.http_tls) {
+        if (conf->admin.http_tls->ctx_free)
+            conf->admin.http_tls->ctx_free(conf->admin.http_tls->ctx);
+        free(conf->admin.http_tls->cert);
+        free(conf->admin.http_tls->key);
+        free(conf->admin.http_tls->client_ca);
+        free(conf->admin.http_tls);
+    }
     free(conf->admin.socket);
     free(conf->admin.owner);
     free(conf->admin.group);

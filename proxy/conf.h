@@ -126,6 +126,17 @@ struct conf_pool {
     int nshares;
 };
 
+/* TLS on the admin HTTP address (an extension of the contract). */
+struct conf_admin_tls {
+    char *cert;
+    char *key;
+    char *client_ca; /* NULL = no client certificate asked */
+    int line;
+    /* Built by tls_conf_prepare() after loading, freed with the config. */
+    void *ctx;
+    void (*ctx_free)(void *ctx);
+};
+
 struct conf_admin {
     char *socket; /* default "/run/veer/admin.sock" */
     int mode;     /* default 0660 */
@@ -133,6 +144,7 @@ struct conf_admin {
     char *group;  /* NULL = unchanged */
     bool has_http;
     struct conf_addr http;
+    struct conf_admin_tls *http_tls; /* NULL = plain HTTP */
 };
 
 struct conf_timeouts {

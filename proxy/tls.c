@@ -488,9 +488,61 @@ fail:
     return NULL;
 }
 
+/* --- the admin HTTP address ----------------------------------------------------------- */
+
+static int admin_prepare(struct veer_conf *c, char *why, size_t len)
+{
+    struct conf_admin_tls *a = c->admin.http_tls;
+    struct conf_tls t = {.protocols = (char *)"TLSv1.2+"};
+    struct conf_tls_cert cert = {.cert = a->cert, .key = a->key, .line = a->line};
+    SSL_CTX *ctx;
+
+    if (!c->admin.has_http) {
+        snprintf(why, len, "admin.http_tls needs admin.http");
+        return VEER_ERROR;
+    }
+    if ((ctx = new_ctx(&t, &cert, why, len)) == NULL)
+        return VEER_ERROR;
+    if (a->client_ca) {
+        STACK_OF(X509_NAME) *names = NULL;
+        char r[200];
+
+        if (unreadable(a->client_ca, "client CA file", why, len))
+            goto fail;
+        if (SSL_CTX_load_verify_locations(ctx, a->client_ca, NULL) != 1 ||
+            (names = SSL_load_client_CA_file(a->client_ca)) == NULL) {
+            ssl_reason(r, sizeof(r));
+            snprintf(why, len, "cannot load client CA file %s: %s", a->client_ca, r);
+            goto fail;
+        }
+        SSL_CTX_set_client_CA_list(ctx, names);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
+    a->ctx = ctx;
+    a->ctx_free = client_free;
+    return VEER_OK;
+fail:
+    SSL_CTX_free(ctx);
+    return VEER_ERROR;
+}
+
+struct ssl_st *tls_admin_new(const struct veer_conf *c)
+{
+    const struct conf_admin_tls *a = c->admin.http_tls;
+
+    return a && a->ctx ? SSL_new(a->ctx) : NULL;
+}
+
 int tls_conf_prepare(struct veer_conf *c, char *err, size_t len)
 {
     char why[512];
+
+    if (c->admin.http_tls && c->admin.http_tls->ctx == NULL) {
+        if (admin_prepare(c, why, sizeof(why)) != VEER_OK) {
+            snprintf(err, len, "%s:%d: %s", c->path, c->admin.http_tls->line, why);
+            return VEER_ERROR;
+        }
+    }
 
     for (int i = 0; i < c->npools; i++) {
         struct conf_pool *p = &c->pools[i];

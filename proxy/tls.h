@@ -66,6 +66,9 @@ void tls_close_notify(struct ssl_st *ssl);
 
 void tls_free(struct ssl_st *ssl);
 
+/* A TLS object for a connection to the admin HTTP address (NULL without admin.http_tls). */
+struct ssl_st *tls_admin_new(const struct veer_conf *c);
+
 /* Start a new session-ticket key; the previous one still decrypts (control thread). */
 void tls_rotate_ticket_keys(void);
 

@@ -914,6 +914,24 @@ START_TEST(test_listen_tls_defaults)
 }
 END_TEST
 
+START_TEST(test_admin_http_tls)
+{
+    struct veer_conf *c = load_ok(BASE "admin = { http = \"127.0.0.1:0\";\n"
+                                       "  http_tls = { cert = \"s.pem\"; key = \"s.key\"; "
+                                       "client_ca = \"ca.pem\"; }; };\n");
+
+    ck_assert_ptr_nonnull(c->admin.http_tls);
+    ck_assert_str_eq(c->admin.http_tls->cert, "s.pem");
+    ck_assert_str_eq(c->admin.http_tls->key, "s.key");
+    ck_assert_str_eq(c->admin.http_tls->client_ca, "ca.pem");
+    ck_assert_int_eq(c->admin.http_tls->line, 4);
+    conf_free(c);
+    c = load_ok(BASE "admin = { http = \"127.0.0.1:0\"; };\n");
+    ck_assert_ptr_null(c->admin.http_tls);
+    conf_free(c);
+}
+END_TEST
+
 /* conf_parse_addr */
 
 struct addr_case {
@@ -1024,6 +1042,7 @@ static Suite *conf_suite(void)
     tcase_add_test(load, test_listeners_on_port_zero_are_not_duplicates);
     tcase_add_test(load, test_shares_may_give_a_group_zero);
     tcase_add_test(load, test_listen_tls_defaults);
+    tcase_add_test(load, test_admin_http_tls);
     tcase_add_loop_test(bad, test_bad_config_is_refused_with_file_and_line, 0,
                         (int)ARRAY_SIZE(bad_confs));
     tcase_add_loop_test(addr, test_parse_addr, 0, (int)ARRAY_SIZE(addr_cases));
