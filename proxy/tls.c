@@ -344,6 +344,11 @@ static SSL_CTX *new_ctx(const struct conf_tls *t, const struct conf_tls_cert *c,
     if (SSL_CTX_use_PrivateKey_file(ctx, c->key, SSL_FILETYPE_PEM) != 1) {
         char r[200];
 
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            snprintf(why, len, "key %s does not match certificate %s", c->key, c->cert);
+            ERR_clear_error();
+            goto fail;
+        }
         ssl_reason(r, sizeof(r));
         snprintf(why, len, "cannot load key %s: %s", c->key, r);
         goto fail;
