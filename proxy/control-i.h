@@ -132,6 +132,20 @@ struct pool_edit *ctl_edit_parse(int pi, const char *text);
 /* Would these shares (one per group) pass the checks a shift passes? 0 or -1 with err. */
 int ctl_check_shares(int pi, const int *shares, char *err, size_t len);
 
+/* control.c: the end of a change the cluster carried (r->edit applied by the fleet). */
+void ctl_cluster_committed(struct ctl_req *r, uint64_t gen, uint64_t applied_us,
+                           const char *extra);
+void ctl_cluster_refused(struct ctl_req *r, const char *why);
+void ctl_next_change(void);
+
+/* cluster.c: changes go through etcd when a `cluster` block is configured. */
+bool cluster_on(void);
+void cluster_propose(struct ctl_req *r);             /* r->edit, r->before; ctl.busy == r */
+void cluster_propose_maintenance(struct ctl_req *r); /* ctl.busy == r */
+void cluster_push_pool(int pi);                      /* a local publish of intent (rollouts) */
+void cluster_reapply(void);                          /* after a reload: the fleet's intent wins */
+void ctl_show_cluster(struct ctl_req *r);
+
 /* rollout.c */
 void rollout_command(struct ctl_req *r);
 void rollout_tick(void);

@@ -476,14 +476,19 @@ static void history_push(int pool, struct pool_edit *e)
 
 /* --- publishing ------------------------------------------------------------------ */
 
-uint64_t control_publish(void)
+/* The group the override header and sticky cohorts treat as canary, per pool. */
+static void set_canaries(void)
 {
-    /* The group the override header and sticky cohorts treat as canary. */
     for (uint32_t i = 0; i < ctl.model->npools; i++) {
         int c = rollout_canary((int)i);
 
         ctl.model->pools[i].canary = c >= 0 ? c : ctl.model->pools[i].ng == 2 ? 1 : -1;
     }
+}
+
+uint64_t control_publish(void)
+{
+    set_canaries();
     ctl.model->generation++;
     routing_publish(routing_build(ctl.model));
     ctl.last_store_us = veer_now_us();
@@ -539,34 +544,24 @@ static void wait_drained(struct ctl_req *r, struct rt_pool *p, const char *ok)
  * the snapshot store, so a request parsed after the OK sees the change.
  * After an asynchronous wait (warm-up), queued changes are started.
  */
-static void commit(struct ctl_req *r, bool async)
+/*
+ * r's change is published (gen, applied_us from reading the command to the
+ * snapshot store): audit it, keep `before` for rollback, and answer (after
+ * the drain for drain --wait). extra follows applied_us on the OK line.
+ */
+static void change_done(struct ctl_req *r, struct pool_edit *before, uint64_t gen,
+                        uint64_t applied_us, const char *extra)
 {
     struct rt_pool *p = &ctl.model->pools[r->edit->pool];
-    struct pool_edit *before = edit_of(r->edit->pool);
-    uint64_t gen, t_store, warm_us = 0, applied_us;
     struct sbuf jb, ja, reply;
 
-    if (r->warm_timer) {
-        event_free(r->warm_timer);
-        r->warm_timer = NULL;
-    }
-    if (r->warm_checked)
-        warm_us = veer_now_us() - r->t_warm_us;
-    edit_apply(p, r->edit);
-    gen = control_publish();
-    t_store = veer_now_us();
-    applied_us = t_store - r->t_read_us - warm_us;
     metrics_shift_applied(applied_us);
-    ctl_sync_draining(p);
-
     sb_init(&jb);
     sb_init(&ja);
     sb_init(&reply);
     edit_diff(p, before, r->edit, &jb, &ja);
-    sb_printf(&reply, "OK gen=%llu applied_us=%llu", (unsigned long long)gen,
-              (unsigned long long)applied_us);
-    if (r->warm_checked)
-        sb_printf(&reply, " warm_us=%llu", (unsigned long long)warm_us);
+    sb_printf(&reply, "OK gen=%llu applied_us=%llu%s", (unsigned long long)gen,
+              (unsigned long long)applied_us, extra ? extra : "");
     if (r->cmd.kind == CMD_DRAIN)
         drain_reply(r, p, &reply);
     audit_write("operator", &r->peer, r->line, "OK", gen, jb.s, ja.s);
@@ -587,8 +582,55 @@ static void commit(struct ctl_req *r, bool async)
     else
         ctl_finish(r, reply.s, true);
     sb_free(&reply);
+}
+
+static void commit(struct ctl_req *r, bool async)
+{
+    struct rt_pool *p = &ctl.model->pools[r->edit->pool];
+    struct pool_edit *before = edit_of(r->edit->pool);
+    uint64_t gen, warm_us = 0;
+    char extra[64] = "";
+
+    if (r->warm_timer) {
+        event_free(r->warm_timer);
+        r->warm_timer = NULL;
+    }
+    if (r->warm_checked)
+        warm_us = veer_now_us() - r->t_warm_us;
+    edit_apply(p, r->edit);
+    gen = control_publish();
+    ctl_sync_draining(p);
+    if (r->warm_checked)
+        snprintf(extra, sizeof(extra), " warm_us=%llu", (unsigned long long)warm_us);
+    change_done(r, before, gen, ctl.last_store_us - r->t_read_us - warm_us, extra);
     if (async)
         next_change();
+}
+
+void ctl_cluster_committed(struct ctl_req *r, uint64_t gen, uint64_t applied_us,
+                           const char *extra)
+{
+    struct pool_edit *before = r->before;
+
+    r->before = NULL;
+    change_done(r, before, gen, applied_us, extra);
+    next_change();
+}
+
+void ctl_cluster_refused(struct ctl_req *r, const char *why)
+{
+    edit_free(r->edit);
+    edit_free(r->before);
+    r->edit = r->before = NULL;
+    if (ctl.busy == r)
+        ctl.busy = NULL;
+    ctl_refuse(r, "%s", why);
+    next_change();
+}
+
+void ctl_next_change(void)
+{
+    next_change();
 }
 
 static void warm_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -737,7 +779,20 @@ static int edit_by_rollback(struct ctl_req *r, int pi, struct pool_edit **out)
 }
 
 /* maintenance on|off [P] [--retry-after S]: one publish; requests in flight finish. */
+static void maintenance_apply(struct ctl_req *r);
+
 static void maintenance_change(struct ctl_req *r)
+{
+    if (cluster_on()) {
+        ctl.busy = r;
+        cluster_propose_maintenance(r);
+        return;
+    }
+    maintenance_apply(r);
+}
+
+/* maintenance on|off [POOL]: set it in the model, publish, answer. */
+static void maintenance_apply(struct ctl_req *r)
 {
     const struct cmd *c = &r->cmd;
     int pi = -1, retry = c->retry_after >= 0 ? c->retry_after : ctl.conf->maintenance.retry_after;
@@ -808,6 +863,12 @@ static void start_change(struct ctl_req *r)
     }
     r->edit = after;
     ctl.busy = r;
+    if (cluster_on()) {
+        /* The fleet's intent lives in etcd: every instance (this one too) applies it from there. */
+        r->before = before;
+        cluster_propose(r);
+        return;
+    }
     if (start_warm(r, before)) {
         edit_free(before);
         return; /* commit() runs when the workers report, or at the deadline */
@@ -878,6 +939,9 @@ void control_execute(struct ctl_req *r)
         return;
     case CMD_SHOW_STATS:
         ctl_show_stats(r);
+        return;
+    case CMD_SHOW_CLUSTER:
+        ctl_show_cluster(r);
         return;
     case CMD_AUDIT_VERIFY:
         ctl_audit_verify(r);
@@ -1002,6 +1066,12 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
         if (m->pools[i].conf->has_health)
             for (uint32_t k = 0; k < m->pools[i].nb; k++)
                 health_watch(m->pools[i].b[k].be, m->pools[i].conf);
+    /*
+     * The first snapshot was built before the canaries (a restored rollout's
+     * included) were known: the same generation again, with them.
+     */
+    set_canaries();
+    routing_publish(routing_build(ctl.model));
     return VEER_OK;
 }
 

@@ -43,6 +43,8 @@ static int cb_message_begin(llhttp_t *p)
     msg->status = 0;
     msg->last_cb = CB_NONE;
     msg->host = msg->xff = msg->via = -1;
+    msg->ext_bytes = 0;
+    msg->tname_len = 0;
     msg->content_length = 0;
     msg->body_seen = 0;
     msg->nhdr = 0;
@@ -89,8 +91,11 @@ static int cb_header_field(llhttp_t *p, const char *at, size_t len)
     struct http_hdr *h;
     uint32_t off = (uint32_t)(at - msg->base);
 
-    if (msg->phase != HMSG_HEAD)
-        return 0; /* trailer fields: forwarded as framed, not interpreted */
+    if (msg->phase != HMSG_HEAD) {
+        msg->last_cb = CB_FIELD; /* trailer fields: forwarded as framed, checked for shape */
+        msg->tname_len += (uint32_t)len;
+        return 0;
+    }
     if (msg->last_cb != CB_FIELD) {
         if (msg->nhdr == 0)
             msg->line_len = off;
@@ -109,14 +114,61 @@ static int cb_header_field(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/*
+ * Whether the value span at `at` begins a line (only whitespace since the
+ * last LF): a continuation line, not the value after the field's colon.
+ * Looks back into this read, then at how the reads before it ended.
+ */
+static bool starts_a_line(const struct http_msg *msg, const char *at)
+{
+    const char *p = at;
+
+    while (p > msg->in_start && is_ows(p[-1]))
+        p--;
+    if (p > msg->in_start)
+        return p[-1] == '\n';
+    return msg->bol;
+}
+
+/* A trailer field's name is complete: it must have one (llhttp lets ": x" through there). */
+static int cb_header_field_complete(llhttp_t *p)
+{
+    struct http_msg *msg = p->data;
+
+    if (msg->phase == HMSG_HEAD)
+        return 0;
+    if (msg->tname_len == 0)
+        return fail(msg, p->type == HTTP_REQUEST ? 400 : 502, "empty trailer field name");
+    msg->tname_len = 0;
+    return 0;
+}
+
 static int cb_header_value(llhttp_t *p, const char *at, size_t len)
 {
     struct http_msg *msg = p->data;
     struct http_hdr *h;
     uint32_t off = (uint32_t)(at - msg->base);
 
-    if (msg->phase != HMSG_HEAD)
+    if (msg->phase != HMSG_HEAD) {
+        /*
+         * A trailer value comes in one span per read; another span without
+         * a new field in between is a folded line (llhttp lets it through
+         * in trailers), which the next hop might read differently.
+         */
+        if ((msg->last_cb == CB_VALUE && !(msg->tval_at_end && at == msg->in_start)) ||
+            memchr(at, '\n', len) || memchr(at, '\r', len) ||
+            (msg->last_cb == CB_FIELD && starts_a_line(msg, at)))
+            return fail(msg, p->type == HTTP_REQUEST ? 400 : 502,
+                        "obsolete line folding in a trailer field");
+        msg->tval_at_end = at + len == msg->in_end;
+        msg->last_cb = CB_VALUE;
         return 0;
+    }
     h = &msg->hdr[msg->nhdr - 1];
     if (msg->last_cb != CB_VALUE)
         h->value = (struct http_span){off, 0};
@@ -127,10 +179,6 @@ static int cb_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-static bool is_ows(char c)
-{
-    return c == ' ' || c == '\t';
-}
 
 static bool name_is(const char *head, const struct http_hdr *h, const char *lit)
 {
@@ -149,6 +197,8 @@ static int check_field_layout(struct http_msg *msg, struct http_hdr *h)
     const char *head = msg->base;
     uint32_t i = h->name.off + h->name.len;
 
+    if (h->name.len == 0)
+        return fail(msg, 400, "empty header field name");
     if (head[i] != ':')
         return fail(msg, 400, "malformed header field");
     if (h->value.len == 0) {
@@ -261,6 +311,8 @@ static int check_request_line(struct http_msg *msg)
         return fail(msg, 400, "malformed request line");
     if (msg->parser.method == HTTP_CONNECT)
         return fail(msg, 501, "CONNECT is not supported");
+    if (memchr(head + msg->url.off, '#', msg->url.len))
+        return fail(msg, 400, "fragment in request target");
     if (head[msg->url.off] == '/')
         return 0;
     if (msg->url.len == 1 && head[msg->url.off] == '*')
@@ -398,6 +450,8 @@ static int check_request_headers(struct http_msg *msg)
                        connection_token, msg);
     if (msg->err_status)
         return -1;
+    if ((msg->flags & HF_CHUNKED) && !(msg->parser.flags & F_CHUNKED))
+        return fail(msg, 400, "Transfer-Encoding llhttp does not frame as chunked");
     if (msg->host < 0 && msg->minor == 1)
         return fail(msg, 400, "missing Host");
     if (upgrade >= 0) {
@@ -450,7 +504,15 @@ static int check_response_headers(struct http_msg *msg)
                 msg->via = (int)i;
             h->drop = 1;
         } else if (name_is(head, h, "transfer-encoding")) {
-            msg->flags |= (msg->parser.flags & F_CHUNKED) ? HF_CHUNKED : HF_TE_OTHER;
+            /*
+             * Only chunked, as llhttp frames it. Anything else (a close-
+             * delimited coding, or "chunked" spelled so llhttp misses it)
+             * would reach the client with framing veer did not follow.
+             */
+            if (!(msg->parser.flags & F_CHUNKED) || !tok_is(head + h->value.off, h->value.len,
+                                                            "chunked"))
+                return fail(msg, 502, "Transfer-Encoding other than chunked from backend");
+            msg->flags |= HF_CHUNKED;
         } else if (name_is(head, h, "content-length")) {
             msg->flags |= HF_HAS_CL;
         }
@@ -513,6 +575,27 @@ static int cb_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/*
+ * Chunk extensions are parsed and dropped by nobody downstream but cost
+ * memory and time at the backend: at most CHUNK_EXT_MAX bytes per chunk.
+ */
+static int cb_chunk_ext(llhttp_t *p, const char *at, size_t len)
+{
+    struct http_msg *msg = p->data;
+
+    (void)at;
+    msg->ext_bytes += (uint32_t)len;
+    if (msg->ext_bytes > CHUNK_EXT_MAX)
+        return fail(msg, p->type == HTTP_REQUEST ? 400 : 502, "chunk extensions too long");
+    return 0;
+}
+
+static int cb_chunk_complete(llhttp_t *p)
+{
+    ((struct http_msg *)p->data)->ext_bytes = 0;
+    return 0;
+}
+
 static int cb_message_complete(llhttp_t *p)
 {
     struct http_msg *msg = p->data;
@@ -530,9 +613,13 @@ static void settings_init(void)
     settings.on_status = cb_status;
     settings.on_header_field = cb_header_field;
     settings.on_header_value = cb_header_value;
+    settings.on_header_field_complete = cb_header_field_complete;
     settings.on_headers_complete = cb_headers_complete;
     settings.on_body = cb_body;
     settings.on_message_complete = cb_message_complete;
+    settings.on_chunk_extension_name = cb_chunk_ext;
+    settings.on_chunk_extension_value = cb_chunk_ext;
+    settings.on_chunk_complete = cb_chunk_complete;
     settings_ready = 1;
 }
 
@@ -565,6 +652,35 @@ static enum http_result parse_error(struct http_msg *msg, llhttp_errno_t e)
     return HTTP_INVALID;
 }
 
+/*
+ * A complete first line without " HTTP/": an HTTP/0.9 request, which llhttp
+ * would keep waiting on. Only looked at until the first header arrives.
+ */
+static bool http09_line(const char *head, size_t len)
+{
+    const char *nl = memchr(head, '\n', len);
+
+    return nl && !memmem(head, (size_t)(nl - head), " HTTP/", 6);
+}
+
+/* The last three bytes parsed, across reads (for the end of a chunked body). */
+static void keep_tail(struct http_msg *msg, const char *data, size_t n)
+{
+    const char *p = data + n;
+
+    /* Whether the bytes so far end with a line start and whitespace (bol). */
+    while (p > data && is_ows(p[-1]))
+        p--;
+    if (p > data)
+        msg->bol = p[-1] == '\n';
+    if (n >= 3) {
+        memcpy(msg->tail, data + n - 3, 3);
+    } else if (n) {
+        memmove(msg->tail, msg->tail + n, 3 - n);
+        memcpy(msg->tail + 3 - n, data, n);
+    }
+}
+
 /* Request/status line and header section size limits, while the head grows. */
 static enum http_result check_head_limits(struct http_msg *msg)
 {
@@ -594,12 +710,20 @@ enum http_result http_parse(struct http_msg *msg, const char *head, const char *
     *used = 0;
     if (llhttp_get_errno(&msg->parser) == HPE_PAUSED)
         llhttp_resume(&msg->parser);
+    if (msg->parser.type == HTTP_REQUEST && msg->phase == HMSG_HEAD && msg->nhdr == 0 &&
+        http09_line(head, (size_t)(data + len - head))) {
+        fail(msg, 400, "HTTP/0.9 request (no version)");
+        return HTTP_INVALID;
+    }
     msg->base = head;
+    msg->in_start = data;
+    msg->in_end = data + len;
     if (msg->dechunk)
         msg->dechunk_dst = (char *)data;
     e = llhttp_execute(&msg->parser, data, len);
     if (e == HPE_OK) {
         *used = len;
+        keep_tail(msg, data, len);
         if (msg->phase == HMSG_HEAD) {
             msg->head_len = (uint32_t)(data + len - head);
             return check_head_limits(msg);
@@ -618,12 +742,22 @@ enum http_result http_parse(struct http_msg *msg, const char *head, const char *
                 return HTTP_INVALID;
             return HTTP_HEAD_DONE;
         }
+        keep_tail(msg, data, *used);
+        /* A chunked body ends with CRLF after the last line: llhttp also takes a bare LF there. */
+        if ((msg->parser.flags & F_CHUNKED) && memcmp(msg->tail, "\n\r\n", 3) != 0) {
+            fail(msg, msg->parser.type == HTTP_REQUEST ? 400 : 502,
+                 "chunked body not ended by CRLF");
+            return HTTP_INVALID;
+        }
         return HTTP_MSG_DONE;
     }
     if (e == HPE_PAUSED_UPGRADE) {
         *used = (size_t)(stop - data);
         return HTTP_UPGRADED;
     }
+    /* Consumed up to the error: de-chunked bytes before it stay valid. */
+    if (stop >= data && stop <= data + len)
+        *used = (size_t)(stop - data);
     if (msg->phase == HMSG_HEAD) {
         msg->head_len = (uint32_t)(stop - head);
         if (check_head_limits(msg) == HTTP_INVALID)
@@ -774,6 +908,9 @@ size_t http_build_request(const struct http_msg *req, const char *head,
         o = PUT_LIT(o, "Host: ");
         o = put_span(o, head, absolute_authority(req, head));
         o = PUT_LIT(o, "\r\n");
+    } else if (req->host < 0) {
+        /* HTTP/1.0 without Host, forwarded as HTTP/1.1: RFC 9112 3.2, empty when unknown. */
+        o = PUT_LIT(o, "Host: \r\n");
     }
     for (uint32_t i = 0; i < req->nhdr; i++)
         if (!req->hdr[i].drop)

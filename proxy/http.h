@@ -50,7 +50,6 @@ enum {
     HF_UPGRADE = 1u << 5,      /* Upgrade requested (request) or granted (101) */
     HF_EXPECT_100 = 1u << 6,   /* Expect: 100-continue */
     HF_ABSOLUTE = 1u << 7,     /* absolute-form request target */
-    HF_TE_OTHER = 1u << 8,     /* Transfer-Encoding other than chunked */
     HF_NO_BODY = 1u << 9,      /* message has no body whatever its headers say */
 };
 
@@ -69,6 +68,9 @@ enum http_result {
     HTTP_UPGRADED,      /* 101 received: the rest of the stream is a tunnel */
     HTTP_INVALID,       /* malformed: msg->err_status says what to answer */
 };
+
+/* Chunk extension bytes allowed per chunk (the rest of a message has limits too). */
+#define CHUNK_EXT_MAX 4096
 
 struct http_msg {
     llhttp_t parser;
@@ -95,6 +97,12 @@ struct http_msg {
     int via;           /* first Via, -1 if none */
     uint64_t content_length;
     uint64_t body_seen; /* body bytes counted (payload, not framing) */
+    uint32_t ext_bytes; /* chunk extension bytes of the current chunk */
+    const char *in_start, *in_end; /* the bytes of the http_parse() call in progress */
+    bool tval_at_end;              /* the last trailer value span ended with them */
+    char tail[3];                  /* the last bytes parsed */
+    bool bol;                      /* they end with LF and whitespace only */
+    uint32_t tname_len;            /* name bytes of the trailer field being parsed */
     uint32_t nhdr;
     uint32_t max_hdr;
     struct http_hdr hdr[];

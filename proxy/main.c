@@ -6,6 +6,7 @@
 #include "admin.h"
 #include "adminhttp.h"
 #include "audit.h"
+#include "cluster.h"
 #include "conf.h"
 #include "control.h"
 #include "listener.h"
@@ -25,6 +26,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+
+/* How long start-up waits for the first read of etcd before serving from the state file. */
+#define CLUSTER_SYNC_MS 3000
 
 struct lifecycle {
     struct event_base *base;
@@ -117,6 +121,7 @@ static void begin_shutdown(struct lifecycle *c, const char *why)
                  why, conf_now(c)->timeouts.shutdown_ms);
         for (unsigned i = 0; i < c->nworkers; i++)
             worker_post(c->workers[i], WCMD_SHUTDOWN);
+        cluster_leave();
         c->watch = event_new(c->base, -1, EV_PERSIST, watch_cb, c);
         event_add(c->watch, &watch_tv);
         return;
@@ -306,8 +311,15 @@ static int run(struct lifecycle *c)
     }
     free(fds);
     c->base = event_base_new();
-    if (control_init(c->base, c->conf, c->model, c->workers, n) < 0 ||
-        admin_start(c->base, c->conf) < 0 ||
+    if (control_init(c->base, c->conf, c->model, c->workers, n) < 0)
+        return 1;
+    if (cluster_start(c->base, c->conf, err, sizeof(err)) < 0) {
+        log_err("cluster: %s", err);
+        return 1;
+    }
+    /* An instance joining a fleet applies the fleet's state before it reports ready. */
+    cluster_wait_sync(CLUSTER_SYNC_MS);
+    if (admin_start(c->base, c->conf) < 0 ||
         adminhttp_start(c->base, c->conf, c->model, c->workers, n) < 0)
         return 1;
     c->sigterm = evsignal_new(c->base, SIGTERM, signal_cb, c);
@@ -355,6 +367,7 @@ static void cleanup(struct lifecycle *c)
         worker_destroy(c->workers[i]);
     free(c->workers);
     current = (struct veer_conf *)control_conf();
+    cluster_stop();
     control_shutdown(); /* frees the configurations a reload replaced */
     persist_stop();
     audit_close();

@@ -3,6 +3,7 @@
  * veer counts. See metrics.h.
  */
 #include "metrics.h"
+#include "cluster.h"
 #include "pool.h"
 #include "sbuf.h"
 #include "veer.h"
@@ -367,4 +368,10 @@ void metrics_render(struct sbuf *o, const struct model *m, struct worker **ws, u
     sb_printf(o, "veer_open_connections{side=\"client\"} %d\n",
               atomic_load_explicit(&veer_client_connections, memory_order_relaxed));
     sb_printf(o, "veer_open_connections{side=\"upstream\"} %llu\n", (unsigned long long)upstreams);
+    if (m->conf && m->conf->cluster.enabled) {
+        header(o, "veer_cluster_connected", "gauge", "1 while this instance is connected to etcd.");
+        sb_printf(o, "veer_cluster_connected %d\n", cluster_connected() ? 1 : 0);
+        header(o, "veer_cluster_revision", "gauge", "The etcd revision of the intent applied last.");
+        sb_printf(o, "veer_cluster_revision %lld\n", (long long)cluster_revision());
+    }
 }

@@ -294,6 +294,7 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
         return VEER_ERROR;
     }
     merge_model(oc, nc, &st);
+    cluster_reapply(); /* in a fleet, etcd's intent wins over the file */
     keep = veer_calloc(1, sizeof(*keep));
     keep->conf = (struct veer_conf *)oc;
     keep->next = old_confs;

@@ -186,6 +186,7 @@ static int apply_share(struct rollout *r, int pct, bool check, char *err, size_t
     audit_write("rollout", &r->peer, line, "OK", gen, jb, ja);
     persist_sync_audit();
     log_info("%s (gen %llu)", line, (unsigned long long)gen);
+    cluster_push_pool(r->pool);
     return 0;
 }
 
@@ -196,14 +197,15 @@ static void rollback(struct rollout *r, const char *why)
     char line[400];
     uint64_t gen;
 
+    r->active = false; /* before the publish: the snapshot no longer names its canary */
     ctl_edit_restore(r->pool, r->pre);
     gen = control_publish();
+    cluster_push_pool(r->pool);
     snprintf(r->verdict, sizeof(r->verdict), "rolled back: %s", why);
     snprintf(line, sizeof(line), "rollout %s rolled back: %s", p->name, why);
     audit_write("rollout", &r->peer, line, "OK", gen, NULL, NULL);
     persist_sync_audit();
     log_warn("%s (gen %llu)", line, (unsigned long long)gen);
-    r->active = false;
     if (r->timer)
         evtimer_del(r->timer);
     sync_text(r);

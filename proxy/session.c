@@ -48,9 +48,14 @@ static int defer(struct txn *t, unsigned what)
 
     s->flush |= what;
     if (!s->flush_queued) {
+        /* First come, first written: requests released together reach backends in order. */
         s->flush_queued = true;
-        s->flush_next = w->flush_list;
-        w->flush_list = s;
+        s->flush_next = NULL;
+        if (w->flush_list)
+            w->flush_tail->flush_next = s;
+        else
+            w->flush_list = s;
+        w->flush_tail = s;
     }
     return VEER_OK;
 }
@@ -438,11 +443,14 @@ void session_shutdown_notice(struct session *s)
  * connection closes after it. Returns the buffer to write the response
  * into, or NULL when a response already started (the session was closed).
  */
+static void unhold(struct txn *t);
+
 static struct vbuf *local_begin(struct txn *t, bool close)
 {
     struct session *s = t->s;
     struct worker *w = s->w;
 
+    unhold(t); /* a held request answered (its body was refused while it waited) */
     if (t->res_head_done) {
         /* Part of a response already went out: all we can do is cut it. */
         session_close(s);
@@ -1357,8 +1365,15 @@ static int process_response(struct txn *t)
             uint32_t kept = (uint32_t)(res->dechunk_dst - data);
 
             t->res_parsed += kept;
-            memmove(data + kept, data + used, len - used);
-            b->end -= (uint32_t)(used - kept);
+            /*
+             * On bad framing `used` says nothing about what was consumed (the
+             * de-chunked bytes are still good): the buffer is cut after
+             * them below, nothing moves.
+             */
+            if (r != HTTP_INVALID) {
+                memmove(data + kept, data + used, len - used);
+                b->end -= (uint32_t)(used - kept);
+            }
         } else {
             t->res_parsed += (uint32_t)used;
         }
@@ -1587,7 +1602,8 @@ static int session_process(struct session *s)
             } else {
                 /* Frame the body bytes that came along (0 bytes completes a bodiless request). */
                 rc = parse_request_body(t);
-                if (rc == VEER_OK)
+                /* A body refused in this same read was answered: nothing is routed. */
+                if (rc == VEER_OK && s->txn == t && t->phase == TXN_REQ_HEAD)
                     rc = handle_request_head(t);
             }
             break;
@@ -1795,6 +1811,8 @@ void session_run_flushes(struct worker *w)
         int rc = VEER_OK;
 
         w->flush_list = s->flush_next;
+        if (w->flush_list == NULL)
+            w->flush_tail = NULL;
         s->flush_queued = false;
         s->flush = 0;
         if (s->dead || t == NULL)

@@ -115,7 +115,8 @@ struct worker {
     unsigned nsessions;
     struct session *dead_sessions;
     struct upstream *dead_upstreams;
-    struct session *flush_list; /* sessions with queued writes */
+    struct session *flush_list; /* sessions with queued writes, in the order they queued */
+    struct session *flush_tail;
     bool exit;                  /* leave the loop after this iteration */
     struct event accept_pause;  /* out of fds: accepting resumes on this timer */
 

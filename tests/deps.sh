@@ -3,7 +3,7 @@
 # missing. Safe to run again; a no-op when everything is there.
 set -euo pipefail
 
-PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libconfig-dev check libssl-dev
+PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libconfig-dev check libssl-dev libjansson-dev
       node-llhttp python3 curl socat)
 
 missing=()

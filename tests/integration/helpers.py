@@ -1875,3 +1875,564 @@ class RawClient:
             self.sock.close()
         except OSError:
             pass
+
+
+# --- rollouts (test_rollout): rollout status, share polling, kernel-stamped arrivals --
+#
+# rollout_status parses `rollout status P`; SharePoller watches `show pool P
+# --json` from a thread so a test can say, in its own clock, when a publish
+# became visible; StampBackend records the kernel receive time of every
+# request (SO_TIMESTAMPNS), so the order in which veer wrote requests to it
+# can be judged exactly even when they arrive within microseconds on several
+# connections, whatever the backend's threads were doing; sticky_point is
+# the documented cohort hash (FNV-1a 64 of the key, mod 10000, / 100).
+
+import struct as _struct  # noqa: E402 (appended section)
+
+ROLLOUT_GROUP_RE = re.compile(r"^group (\S+) share (\d+) rps (\S+) error_rate (\S+)% p99_ms (\S+) "
+                              r"requests (\d+)$")
+
+
+def rollout_status(sock, pool="api"):
+    """`rollout status POOL` decoded: a dict with pool, canary, stable, state,
+    step, nsteps, share, time_in_step_s, interval_s, groups ({name: {share, rps,
+    error_rate, p99_ms, requests}} plus group_order, canary first), thresholds
+    (text) and verdict (text); raw keeps the reply. AssertionError when veerctl
+    fails or a line does not have the documented shape."""
+    p = veerctl(sock, "rollout", "status", pool)
+    if p.returncode != 0 or not p.stdout.endswith("\n\n"):
+        raise AssertionError("rollout status %s: exit %d: %r %r" % (pool, p.returncode, p.stdout,
+                                                                    p.stderr))
+    out = {"raw": p.stdout, "groups": {}, "group_order": []}
+    for line in p.stdout.rstrip("\n").split("\n"):
+        w = line.split()
+        if line.startswith("pool ") and len(w) == 6 and w[2] == "canary" and w[4] == "stable":
+            out.update(pool=w[1], canary=w[3], stable=w[5])
+        elif line.startswith("state ") and len(w) == 2:
+            out["state"] = w[1]
+        elif line.startswith("step ") and len(w) == 8 and w[2] == "share":
+            i, k = w[1].split("/")
+            out.update(step=int(i), nsteps=int(k), share=int(w[3]),
+                       time_in_step_s=float(w[5]), interval_s=float(w[7]))
+        elif line.startswith("group "):
+            m = ROLLOUT_GROUP_RE.match(line)
+            if not m:
+                raise AssertionError("rollout status: bad group line %r" % line)
+            out["groups"][m.group(1)] = {"share": int(m.group(2)), "rps": float(m.group(3)),
+                                         "error_rate": float(m.group(4)),
+                                         "p99_ms": float(m.group(5)),
+                                         "requests": int(m.group(6))}
+            out["group_order"].append(m.group(1))
+        elif line.startswith("thresholds "):
+            out["thresholds"] = line[len("thresholds "):]
+        elif line.startswith("verdict "):
+            out["verdict"] = line[len("verdict "):]
+        else:
+            raise AssertionError("rollout status: unexpected line %r in %r" % (line, p.stdout))
+    for k in ("pool", "state", "step", "thresholds", "verdict"):
+        if k not in out:
+            raise AssertionError("rollout status: no %s line in %r" % (k, p.stdout))
+    return out
+
+
+class SharePoller:
+    """Polls `show pool POOL --json` on its own admin connection every interval
+    seconds until stopped. samples: (t_sent, t_reply, generation, {group:
+    share}) in monotonic time; the moment a publish became visible lies between
+    the t_sent of the first sample showing it and the t_reply of that sample."""
+
+    def __init__(self, sock, pool="api", interval=0.005):
+        self.conn = AdminConn(sock)
+        self.pool = pool
+        self.interval = interval
+        self.samples = []
+        self.error = None
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                reply = self.conn.command("show pool %s --json" % self.pool)
+                t1 = time.monotonic()
+                doc = json.loads(reply)
+                with self.lock:
+                    self.samples.append((t0, t1, doc["generation"], pool_shares(doc)))
+                self._stop.wait(self.interval)
+        except Exception as e:  # reported by first()/stop()
+            self.error = e
+
+    def first(self, pred, after=None):
+        """The first sample (t_sent, t_reply, gen, shares) with pred(shares) true
+        (sent after monotonic time `after` when given), or None."""
+        if self.error is not None:
+            raise AssertionError("share poller failed: %r" % self.error)
+        with self.lock:
+            for s in self.samples:
+                if (after is None or s[0] >= after) and pred(s[3]):
+                    return s
+        return None
+
+    def wait_first(self, pred, after=None, timeout=None, what="a share change"):
+        return veertest.wait_for(lambda: self.first(pred, after), timeout=timeout or
+                                 veertest.DEADLINE, what=what)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(veertest.DEADLINE)
+        self.conn.close()
+        if self.error is not None:
+            raise AssertionError("share poller failed: %r" % self.error)
+
+
+def fnv1a64(data):
+    h = 0xcbf29ce484222325
+    for c in data:
+        h = ((h ^ c) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def sticky_point(key):
+    """A sticky key's point in [0,100): FNV-1a 64 of its bytes, mod 10000, / 100."""
+    return (fnv1a64(key.encode() if isinstance(key, str) else key) % 10000) / 100.0
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS has the same value
+
+StampedRequest = collections.namedtuple("StampedRequest", "kernel_ts mono conn target headers")
+
+
+class StampBackend:
+    """A raw-socket backend that stamps each request with the kernel's receive
+    time of its first byte (SO_TIMESTAMPNS, CLOCK_REALTIME): the order of
+    those stamps is the order in which the bytes reached the socket, which a
+    thread-per-connection backend's own clock cannot tell apart when requests
+    arrive within microseconds on different connections. mono is that time
+    mapped onto time.monotonic().
+
+    Requests with User-Agent veer-health are readiness checks, answered 200
+    when healthy else 503, Connection: close, and recorded in checks (t, status);
+    every other request is client traffic, recorded in requests (a
+    StampedRequest) and answered 200 with X-Backend: name, keep-alive, after
+    hold(target) returns when a hold is set. Requests carry no body (GET).
+    accepted[i] is when connection i was accepted (monotonic)."""
+
+    def __init__(self, name, healthy=True, health_path="/ready", hold=None):
+        self.name = name
+        self.healthy = healthy
+        self.health_path = health_path
+        self.hold = hold  # hold(target) runs before a client request is answered
+        self.requests = []
+        self.checks = []
+        self.lock = threading.Lock()
+        self.closed = False
+        self.conns = []
+        self.accepted = []  # monotonic time each connection was accepted, by index
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+        # realtime -> monotonic, measured once (the run is short; drift is negligible)
+        self.offset = time.time() - time.monotonic()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def set_healthy(self, ok):
+        with self.lock:
+            self.healthy = ok
+        return time.monotonic()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            c.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            with self.lock:
+                self.conns.append(c)
+                self.accepted.append(time.monotonic())
+                idx = len(self.conns) - 1
+            threading.Thread(target=self._serve, args=(c, idx), daemon=True).start()
+
+    def _recv(self, c):
+        """(data, kernel time in seconds or None)."""
+        data, anc, _, _ = c.recvmsg(65536, socket.CMSG_SPACE(16))
+        ts = None
+        for level, typ, d in anc:
+            if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and len(d) >= 16:
+                sec, ns = _struct.unpack("qq", d[:16])
+                ts = sec + ns / 1e9
+        return data, ts
+
+    def _serve(self, c, idx):
+        buf = b""
+        first_ts = None  # the kernel time of the first byte of the request in buf
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d, ts = self._recv(c)
+                    if not d:
+                        return
+                    if not buf:
+                        first_ts = ts
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                ts, first_ts = first_ts, None
+                if buf:  # pipelined bytes: their own stamp is unknown, use this one's
+                    first_ts = ts
+                lines = head.split(b"\r\n")
+                target = lines[0].split(b" ")[1].decode("latin-1")
+                headers = {}
+                for line in lines[1:]:
+                    k, _, v = line.partition(b":")
+                    headers[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
+                if headers.get("user-agent") == HEALTH_UA:
+                    with self.lock:
+                        status = 200 if self.healthy and target == self.health_path else 503
+                        self.checks.append((time.monotonic(), status))
+                    c.sendall(b"HTTP/1.1 %d X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                              % status)
+                    return
+                with self.lock:
+                    self.requests.append(StampedRequest(
+                        ts, ts - self.offset if ts is not None else time.monotonic(), idx,
+                        target, headers))
+                hold = self.hold
+                if hold is not None:
+                    hold(target)
+                body = (self.name + "\n").encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Backend: %s\r\n\r\n%s"
+                          % (len(body), self.name.encode(), body))
+        except OSError:
+            pass
+        finally:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.requests)
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                    c.close()
+                except OSError:
+                    pass
+
+
+# --- TLS termination (test_tls): certificates made at test time, TLS clients, s_client --
+#
+# TlsFiles makes a CA, self-signed and CA-issued certificates (`openssl req
+# -x509`) and real OCSP responses (`openssl ocsp` against an index.txt) in a
+# temp dir, and tells which of them a DER certificate is. TlsClient is a
+# veertest.Client over TLS. s_client runs `openssl s_client`; with -msg its
+# output is decoded by s_client_messages, and stapled_ocsp says whether a
+# received handshake message carries an OCSP response byte for byte.
+
+import ssl  # noqa: E402 (appended section)
+import tempfile as _tls_tempfile  # noqa: E402
+import shutil as _tls_shutil  # noqa: E402
+import os as _tls_os  # noqa: E402
+import warnings as _tls_warnings  # noqa: E402
+
+
+def openssl_run(*args, cwd=None):
+    """Run `openssl ARGS...`; its stdout (bytes), AssertionError with stderr on failure."""
+    p = subprocess.run(["openssl"] + list(args), cwd=cwd, capture_output=True,
+                       timeout=60)
+    if p.returncode != 0:
+        raise AssertionError("openssl %s: exit %d: %s" % (" ".join(args), p.returncode,
+                                                          p.stderr.decode(errors="replace")))
+    return p.stdout
+
+
+class TlsFiles:
+    """Certificates, keys and OCSP responses in a temp dir: NAME.pem, NAME.key,
+    NAME.ocsp. name_of(der) names the certificate a peer presented."""
+
+    def __init__(self):
+        self.dir = _tls_tempfile.mkdtemp(prefix="veer-tls-")
+        self.names = {}       # DER -> name
+        self.issued_names = []
+        self.serial = 0x1000
+
+    def path(self, fname):
+        return _tls_os.path.join(self.dir, fname)
+
+    def cert(self, name):
+        return self.path(name + ".pem")
+
+    def key(self, name):
+        return self.path(name + ".key")
+
+    def ocsp(self, name):
+        return self.path(name + ".ocsp")
+
+    def der(self, name):
+        with open(self.cert(name)) as f:
+            return ssl.PEM_cert_to_DER_cert(f.read())
+
+    def _register(self, name):
+        self.names[self.der(name)] = name
+        return name
+
+    def name_of(self, der):
+        """The name of the certificate whose DER is der, else a description."""
+        if der is None:
+            return "<no certificate>"
+        return self.names.get(der, "<unknown certificate of %d bytes>" % len(der))
+
+    @staticmethod
+    def _newkey(kind):
+        if kind == "rsa":
+            return ["-newkey", "rsa:2048"]
+        return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+
+    def ca(self):
+        """A CA (ca.pem, ca.key) that issued() signs with."""
+        openssl_run("req", "-x509", *self._newkey("ec"), "-nodes", "-keyout", "ca.key",
+                    "-out", "ca.pem", "-days", "3", "-subj", "/CN=veer test CA",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+                    cwd=self.dir)
+
+    def self_signed(self, name, sans, cn=None, kind="ec"):
+        """NAME.pem / NAME.key, self-signed, subjectAltName DNS:sans (CN name or cn)."""
+        args = ["req", "-x509", *self._newkey(kind), "-nodes", "-keyout", name + ".key",
+                "-out", name + ".pem", "-days", "3", "-subj", "/CN=" + (cn or name)]
+        if sans:
+            args += ["-addext", "subjectAltName=" + ",".join("DNS:" + s for s in sans)]
+        openssl_run(*args, cwd=self.dir)
+        return self._register(name)
+
+    def issued(self, name, sans, cn=None, kind="ec"):
+        """NAME.pem / NAME.key signed by ca() (call it first), with a serial of its own."""
+        self.serial += 1
+        args = ["req", "-x509", *self._newkey(kind), "-nodes", "-keyout", name + ".key",
+                "-out", name + ".pem", "-days", "3", "-subj", "/CN=" + (cn or name),
+                "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial", "0x%X" % self.serial,
+                "-addext", "subjectAltName=" + ",".join("DNS:" + s for s in sans)]
+        openssl_run(*args, cwd=self.dir)
+        self.issued_names.append((name, self.serial, "/CN=" + (cn or name)))
+        return self._register(name)
+
+    def ocsp_response(self, name, out=None):
+        """A DER OCSP response (status good) for issued certificate NAME, made by
+        `openssl ocsp` as a responder over an index.txt: NAME.ocsp, or out."""
+        lines = []
+        for n, serial, subject in self.issued_names:
+            end = openssl_run("x509", "-in", self.cert(n), "-noout", "-enddate").decode()
+            t = ssl.cert_time_to_seconds(end.strip().split("=", 1)[1])
+            lines.append("V\t%s\t\t%X\tunknown\t%s\n"
+                         % (time.strftime("%y%m%d%H%M%SZ", time.gmtime(t)), serial, subject))
+        with open(self.path("index.txt"), "w") as f:
+            f.write("".join(lines))
+        req = name + ".ocspreq"
+        openssl_run("ocsp", "-issuer", "ca.pem", "-cert", name + ".pem", "-no_nonce",
+                    "-reqout", req, cwd=self.dir)
+        out = out or name + ".ocsp"
+        openssl_run("ocsp", "-index", "index.txt", "-rsigner", "ca.pem", "-rkey", "ca.key",
+                    "-CA", "ca.pem", "-reqin", req, "-respout", out, "-ndays", "2", cwd=self.dir)
+        text = openssl_run("ocsp", "-respin", out, "-resp_text", "-noverify",
+                           cwd=self.dir).decode()
+        if "Cert Status: good" not in text:
+            raise AssertionError("openssl ocsp made no good response:\n" + text)
+        return self.path(out)
+
+    def adopt(self, name, other, other_name):
+        """Copy other's OTHER_NAME.pem/.key here as NAME.pem/.key."""
+        _tls_shutil.copyfile(other.cert(other_name), self.cert(name))
+        _tls_shutil.copyfile(other.key(other_name), self.key(name))
+        return self._register(name)
+
+    def close(self):
+        _tls_shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def tls_client_context(min_version=None, max_version=None, ciphers=None, alpn=None,
+                       tickets=True, strict_eof=False):
+    """A client SSLContext that verifies nothing (tests compare the presented
+    certificate themselves), limited to the given versions, TLS <= 1.2 suites
+    (OpenSSL cipher string), ALPN protocols; tickets=False asks for no
+    session ticket (TLS 1.2 then resumes through the server's session cache).
+    strict_eof=True makes a close without close_notify an error at the TLS
+    level (Debian's Python sets OP_IGNORE_UNEXPECTED_EOF by default,
+    python.org's does not; then SSL reads raise ssl.SSLError on such a close,
+    an SSLEOFError or not depending on the Python version)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if strict_eof:
+        ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    with _tls_warnings.catch_warnings():
+        _tls_warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0 / 1.1
+        if min_version is not None:
+            ctx.minimum_version = min_version
+        if max_version is not None:
+            ctx.maximum_version = max_version
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if not tickets:
+        ctx.options |= ssl.OP_NO_TICKET
+    return ctx
+
+
+class TlsClient(veertest.Client):
+    """veertest.Client over TLS: the handshake is done when the constructor
+    returns (ssl.SSLError if it fails). sni=None sends no server name."""
+
+    def __init__(self, port, ctx=None, sni=None, session=None, timeout=veertest.DEADLINE):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        try:
+            self.sock = (ctx or tls_client_context()).wrap_socket(raw, server_hostname=sni,
+                                                                  session=session)
+        except BaseException:
+            raw.close()
+            raise
+        self.reader = veertest.Reader(self.sock)
+
+    def cert_der(self):
+        """The DER of the certificate the server presented."""
+        return self.sock.getpeercert(binary_form=True)
+
+    def is_closed(self, timeout=veertest.DEADLINE):
+        self.sock.settimeout(timeout)
+        try:
+            if self.reader.buf:
+                return False
+            return self.sock.recv(1) == b""
+        except (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            return True
+        except socket.timeout:
+            return False
+        except ssl.SSLError as e:  # an EOF without close_notify, with strict_eof
+            if "EOF" in str(e).upper():
+                return True
+            raise
+
+
+def tls_listen_text(entries, protocols=None, ciphers=None):
+    """A listener's `tls = {...};` from entries (cert, key, ocsp or None), one
+    certificate entry per line."""
+    lines = []
+    for cert, key, ocsp in entries:
+        o = ' ocsp = "%s";' % ocsp if ocsp else ""
+        lines.append('      { cert = "%s"; key = "%s";%s }' % (cert, key, o))
+    extra = ""
+    if protocols:
+        extra += ' protocols = "%s";' % protocols
+    if ciphers:
+        extra += ' ciphers = "%s";' % ciphers
+    return "tls = { certificates = (\n%s\n    );%s };" % (",\n".join(lines), extra)
+
+
+TLS_LISTEN_RE = re.compile(r"listening on \S+:(\d+) \(pool [^,)]+, \d+ workers((?:, [a-z]+)*)\)")
+
+
+def tls_listener_ports(veer):
+    """{"tls": [ports], "plain": [ports]} of veer's listeners in log order,
+    from its "listening on ADDR:PORT (pool P, N workers[, tls])" lines."""
+    veer.wait_log(r"veer \S+ ready", what="veer ready")
+    out = {"tls": [], "plain": []}
+    for line in veer.log():
+        m = TLS_LISTEN_RE.search(line)
+        if m:
+            out["tls" if ", tls" in m.group(2) else "plain"].append(int(m.group(1)))
+    return out
+
+
+def s_client(port, *args, input=b"", timeout=None):
+    """`openssl s_client -connect 127.0.0.1:PORT ARGS...` with input on stdin
+    (then EOF); the CompletedProcess, stdout and stderr as text."""
+    p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port] + list(args),
+                       input=input, capture_output=True, timeout=timeout or veertest.DEADLINE)
+    return subprocess.CompletedProcess(p.args, p.returncode,
+                                       p.stdout.decode("utf-8", "replace"),
+                                       p.stderr.decode("utf-8", "replace"))
+
+
+_MSG_RE = re.compile(r"^(<<<|>>>) (TLS [\d.]+|\?\?\?), (\w+) \[length ([0-9a-f]+)\]"
+                     r"(?:, (\w+))?")
+_HEX_RE = re.compile(r"^    ((?:[0-9a-f]{2} ?)+)$")
+
+
+def s_client_messages(out):
+    """The protocol messages in `s_client -msg` output: (direction "<<<" or
+    ">>>", name, bytes). name is the handshake type (ServerHello,
+    Certificate, CertificateStatus, ...) or the content type."""
+    msgs, cur = [], None
+    for line in out.splitlines():
+        m = _MSG_RE.match(line)
+        if m:
+            cur = [m.group(1), m.group(5) or m.group(3), bytearray()]
+            msgs.append(cur)
+            continue
+        h = _HEX_RE.match(line)
+        if h and cur is not None:
+            cur[2] += bytes.fromhex(h.group(1))
+            continue
+        cur = None
+    return [(d, n, bytes(b)) for d, n, b in msgs]
+
+
+def stapled_ocsp(msgs, der):
+    """True when a handshake message from the server carries exactly der as
+    its OCSP response: TLS 1.2 CertificateStatus, or the status_request
+    extension of a TLS 1.3 Certificate entry (status_type ocsp, 24-bit
+    length, the response)."""
+    want = b"\x01" + len(der).to_bytes(3, "big") + der
+    for d, name, data in msgs:
+        if d == "<<<" and name in ("CertificateStatus", "Certificate") and want in data:
+            return True
+    return False
+
+
+def warm_upstreams(port, backend, n, path="/warm"):
+    """Make veer hold n idle keep-alive connections to a StampBackend: n
+    clients send one request each at once and the backend answers none until
+    all n have arrived, so veer had to open n connections (with one worker
+    they all sit in that worker's pool afterwards)."""
+    barrier = threading.Barrier(n)
+    before = len(backend.conns)
+    backend.hold = lambda target: barrier.wait(veertest.DEADLINE) if target.startswith(path) \
+        else None
+    results = [None] * n
+
+    def one(i):
+        c = veertest.Client(port)
+        try:
+            r = c.request("GET", "%s/%d" % (path, i))
+            results[i] = r.status if r else None
+        except (OSError, ValueError) as e:
+            results[i] = repr(e)
+        finally:
+            c.close()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(veertest.DEADLINE + 5)
+    backend.hold = None
+    if results != [200] * n:
+        raise AssertionError("warming %d upstream connections: %r" % (n, results))
+    return len(backend.conns) - before

@@ -263,14 +263,23 @@ class LifecycleTestCase(VeerTestCase):
             self.fail("veer pid %d still running %.0fs later:\n%s"
                       % (v.proc.pid, timeout, "\n".join(v.log())))
 
+    def summary_of(self, lines):
+        """The shutdown summary among lines() (a process's log lines). The lines
+        come through a pipe that outlives the process (its successor shares
+        it), so they may still be on their way when it has exited: wait."""
+        try:
+            return wait_for(lambda: shutdown_summary(lines()), timeout=10,
+                            what="the shutdown summary line")
+        except AssertionError:
+            self.fail("no shutdown summary:\n" + "\n".join(lines()))
+
     def stop_successor(self, new):
         """SIGTERM the process an upgrade started; it exits 0 (when we can see
         its status) with nothing aborted."""
         rc = new.stop()
         if SUBREAPER:
             self.assertEqual(rc, 0, "\n".join(new.log()))
-        s = shutdown_summary(new.log())
-        self.assertIsNotNone(s, "\n".join(new.log()))
+        s = self.summary_of(new.log)
         self.assertEqual(s["aborted"], 0, s)
 
     def assert_zero_failed(self, *loads, minimum=MIN_REQUESTS):
@@ -506,8 +515,7 @@ class UpgradeTest(LifecycleTestCase):
         old = pid_lines(v, old_pid)
         self.assertTrue(any(re.search(r"upgrade: started \S+ as pid %d$" % new.pid, l)
                             for l in old), "\n".join(old))
-        summary = shutdown_summary(old)
-        self.assertIsNotNone(summary, "\n".join(old))
+        summary = self.summary_of(lambda: pid_lines(v, old_pid))
         self.assertGreaterEqual(summary["handed_over"], 1, summary)
         self.assertEqual(summary["aborted"], 0, summary)
 
@@ -547,8 +555,7 @@ class UpgradeTest(LifecycleTestCase):
         v.send_signal(signal.SIGUSR2)
         new = self.successor(v, old_pid)
         self.assertEqual(self.wait_exit(v), 0, "\n".join(v.log()))
-        summary = shutdown_summary(pid_lines(v, old_pid))
-        self.assertIsNotNone(summary, "\n".join(v.log()))
+        summary = self.summary_of(lambda: pid_lines(v, old_pid))
         self.assertEqual(summary["handed_over"], 20, summary)
         self.assertEqual((summary["in_flight"], summary["aborted"]), (0, 0), summary)
         # The old process is gone: each of the same connections is served by the new one.

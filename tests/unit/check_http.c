@@ -449,6 +449,82 @@ START_TEST(test_304_with_content_length_has_no_body)
 }
 END_TEST
 
+START_TEST(test_fuzz_and_corpus_findings_are_refused)
+{
+    /* Each of these once got through (tests/integration/test_smuggling.py, tests/fuzz). */
+    expect_refused("GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", 400);     /* empty name */
+    expect_refused("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400);        /* fragment */
+    expect_refused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n",
+                   400); /* llhttp does not frame it as chunked */
+}
+END_TEST
+
+START_TEST(test_http09_line_is_refused_at_once)
+{
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    const char *s = "GET /\r\n";
+    size_t used;
+
+    /* No more bytes will come: the verdict cannot wait for them. */
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_INVALID);
+    ck_assert_int_eq(m->err_status, 400);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_chunk_extensions_are_bounded)
+{
+    static char body[CHUNK_EXT_MAX + 200];
+    const char *h = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    size_t used, used2, n;
+
+    ck_assert_int_eq(parse_head(m, h, &used), HTTP_HEAD_DONE);
+    n = (size_t)snprintf(body, sizeof(body), "5;a=%0*d\r\nhello\r\n", CHUNK_EXT_MAX / 2, 0);
+    ck_assert_int_eq(http_parse(m, body, body, n, &used2), HTTP_NEED_MORE); /* under the cap */
+    n = (size_t)snprintf(body, sizeof(body), "5;a=%0*d\r\nhello\r\n", CHUNK_EXT_MAX, 0);
+    ck_assert_int_eq(http_parse(m, body, body, n, &used2), HTTP_INVALID);
+    ck_assert_int_eq(m->err_status, 400);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_response_transfer_encoding_must_be_chunked)
+{
+    const char *bad[] = {
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "HTTP/1.1 200 OK\r\n: x\r\nContent-Length: 0\r\n\r\n",
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct http_msg *m = new_msg(HTTP_RESPONSE, &limits);
+        size_t used;
+
+        ck_assert_msg(parse_head(m, bad[i], &used) == HTTP_INVALID, "accepted: %s", bad[i]);
+        ck_assert_int_eq(m->err_status, 502);
+        free(m);
+    }
+}
+END_TEST
+
+START_TEST(test_http10_without_host_gets_an_empty_host)
+{
+    const char *s = "GET /h HTTP/1.0\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    struct http_fwd_info fi = {.client_ip = "10.0.0.9", .tls = false};
+    char out[1024];
+    size_t used, n;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    n = http_build_request(m, s, &fi, out);
+    out[n] = '\0';
+    ck_assert_str_eq(out, "GET /h HTTP/1.1\r\nHost: \r\nX-Forwarded-For: 10.0.0.9\r\n"
+                          "X-Forwarded-Proto: http\r\nVia: 1.0 veer\r\n\r\n");
+    free(m);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -475,6 +551,11 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_method_idempotency);
     tcase_add_test(tc, test_limits_apply_to_a_head_complete_in_one_read);
     tcase_add_test(tc, test_304_with_content_length_has_no_body);
+    tcase_add_test(tc, test_fuzz_and_corpus_findings_are_refused);
+    tcase_add_test(tc, test_http09_line_is_refused_at_once);
+    tcase_add_test(tc, test_chunk_extensions_are_bounded);
+    tcase_add_test(tc, test_response_transfer_encoding_must_be_chunked);
+    tcase_add_test(tc, test_http10_without_host_gets_an_empty_host);
     suite_add_tcase(s, tc);
     return s;
 }
