@@ -7,15 +7,15 @@
 # Environment:
 #   FUZZ_SECONDS=30       run time per target
 #   FUZZ_TARGETS="..."    subset of: request response chunked config cmd
-#   FUZZ_ORACLE=1         also check the properties beyond memory safety that
-#                         each target documents (framing kept by rewriting,
-#                         same outcome whatever the read boundaries, RFC 9112
-#                         chunked decoding...); 0 = memory safety, leaks,
-#                         hangs and contract checks only
 #   FUZZ_SKIP_KNOWN=0     1 = step over the veer bugs already reported (each
 #                         is named where the target skips it), to measure how
 #                         far fuzzing gets past them
-#   CC=clang LLHTTP_DIR=/usr/share/llhttp LLHTTP_INCLUDE=/usr/share/include/llhttp
+#   CC=clang
+#
+# The targets are built by meson (-Dfuzz=true, clang, ASan + UBSan) in
+# BUILD_DIR; besides memory safety they check the properties each target
+# documents (framing kept by rewriting, same outcome whatever the read
+# boundaries, RFC 9112 chunked decoding...).
 #
 # Exits 1 if any target crashes, leaks, times out on an input or fails to
 # build; prints per target the executions per second and the coverage
@@ -29,26 +29,14 @@ out="${1:-$root/build-fuzz}"
 seconds="${FUZZ_SECONDS:-30}"
 targets="${FUZZ_TARGETS:-request response chunked config cmd}"
 cc="${CC:-clang}"
-llhttp_dir="${LLHTTP_DIR:-/usr/share/llhttp}"
-llhttp_inc="${LLHTTP_INCLUDE:-/usr/share/include/llhttp}"
-
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
-
-san=("-fsanitize=address,undefined" -fno-sanitize-recover=all)
-cflags=(-g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -DLLHTTP_STRICT_MODE=1
-    "-I$llhttp_inc" "-I$root/proxy")
-warn=(-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
-    -Werror)
-defs=()
-if [ "${FUZZ_ORACLE:-1}" = 1 ]; then
-    defs+=(-DVEER_FUZZ_ORACLE)
-fi
+skip_known=false
 if [ "${FUZZ_SKIP_KNOWN:-0}" = 1 ]; then
-    defs+=(-DVEER_FUZZ_SKIP_KNOWN)
+    skip_known=true
 fi
 
 # Can this clang link a fuzzer at all?
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
 probe="$out/probe"
 printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
     'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);' \
@@ -61,29 +49,22 @@ if ! "$cc" -fsanitize=fuzzer,address,undefined "$probe.c" -o "$probe" 2>"$probe.
     exit 1
 fi
 
-# Objects: everything but the harness gets fuzzer-no-link instrumentation.
-obj() { # obj SRC NAME [extra flags...]
-    local src="$1" name="$2"
-    shift 2
-    "$cc" "${cflags[@]}" "${san[@]}" -fsanitize=fuzzer-no-link "$@" -c "$src" \
-        -o "$out/obj/$name.o"
-}
-mkdir -p "$out/obj"
-for f in api http llhttp; do
-    obj "$llhttp_dir/$f.c" "llhttp_$f" -w
+opts=(-Dfuzz=true "-Dfuzz_skip_known=$skip_known" -Db_sanitize=address,undefined -Db_lundef=false
+    -Dwerror=true)
+if [ -f "$out/build.ninja" ]; then
+    meson setup --reconfigure "$out" "$root" "${opts[@]}" >/dev/null
+else
+    CC="$cc" meson setup "$out" "$root" "${opts[@]}" >/dev/null
+fi
+names=()
+for t in $targets; do
+    names+=("fuzz_$t")
 done
-for f in http log conf cmd; do
-    obj "$root/proxy/$f.c" "$f" "${warn[@]}"
-done
-llhttp_objs=("$out/obj/llhttp_api.o" "$out/obj/llhttp_http.o" "$out/obj/llhttp_llhttp.o")
-read -r -a libconfig <<<"$(pkg-config --libs libconfig)"
-
-build() { # build TARGET OBJECTS...
-    local t="$1"
-    shift
-    obj "$here/fuzz_$t.c" "fuzz_$t" "${warn[@]}" "${defs[@]}"
-    "$cc" -fsanitize=fuzzer "${san[@]}" "$out/obj/fuzz_$t.o" "$@" -o "$out/fuzz_$t"
+meson compile -C "$out" "${names[@]}" >"$out/build.log" 2>&1 || {
+    tail -n 40 "$out/build.log" >&2
+    exit 1
 }
+bin="$out/tests/fuzz"
 
 declare -A max_len=([request]=8192 [response]=8192 [chunked]=8192 [config]=16384 [cmd]=4200)
 # libconfig leaks on most syntax errors (suppressed, see lsan.supp), and every
@@ -98,16 +79,6 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export LSAN_OPTIONS="suppressions=$here/lsan.supp:print_suppressions=0"
 
 for t in $targets; do
-    case "$t" in
-    request | response | chunked)
-        build "$t" "$out/obj/http.o" "$out/obj/log.o" "${llhttp_objs[@]}" ;;
-    config) build "$t" "$out/obj/conf.o" "$out/obj/log.o" "${libconfig[@]}" ;;
-    cmd) build "$t" "$out/obj/cmd.o" "$out/obj/log.o" ;;
-    *)
-        echo "run.sh: unknown target '$t'" >&2
-        exit 1
-        ;;
-    esac
     corpus="$out/corpus/$t"
     artifacts="$out/artifacts/$t"
     rm -rf "$corpus" "$artifacts"
@@ -120,11 +91,11 @@ for t in $targets; do
     if [ -n "${leaks_after[$t]:-}" ]; then
         leaks=0
     fi
-    "$out/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    "$bin/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -max_len="${max_len[$t]}" -print_final_stats=1 -artifact_prefix="$artifacts/" \
         -detect_leaks="$leaks" "$corpus" >"$log" 2>&1 || rc=$?
     if [ "$rc" -eq 0 ] && [ "$leaks" = 0 ]; then
-        "$out/fuzz_$t" -runs=0 -timeout=10 -rss_limit_mb=2048 -max_len="${max_len[$t]}" \
+        "$bin/fuzz_$t" -runs=0 -timeout=10 -rss_limit_mb=2048 -max_len="${max_len[$t]}" \
             -artifact_prefix="$artifacts/" "$corpus" >"$log.leaks" 2>&1 || rc=$?
         if [ "$rc" -ne 0 ]; then
             cat "$log.leaks" >>"$log"
@@ -146,7 +117,7 @@ for t in $targets; do
             [ -f "$a" ] || continue
             echo "   artifact: $a"
             echo "   base64:   $(base64 -w0 "$a")"
-            echo "   replay:   $out/fuzz_$t $a"
+            echo "   replay:   $bin/fuzz_$t $a"
         done
         echo "   log: $log"
     else
