@@ -116,37 +116,42 @@ bench_spawn()
     BENCH_PIDS+=("$BENCH_PID")
 }
 
+# bench_forget PID: drop PID from the processes bench_cleanup stops (it exited, or was handed
+# to another owner).
+bench_forget()
+{
+    local p keep=()
+    for p in "${BENCH_PIDS[@]}"; do
+        [[ "$p" == "$1" ]] || keep+=("$p")
+    done
+    BENCH_PIDS=("${keep[@]}")
+}
+
 # bench_fg OUT CMD...: run CMD to completion with its output in OUT, but in the background, so
 # that INT and TERM reach our traps at once instead of after CMD ends. Returns CMD's status.
 bench_fg()
 {
-    local out=$1 pid rc=0 p keep=()
+    local out=$1 pid rc=0
     shift
     "$@" >"$out" 2>&1 &
     pid=$!
     BENCH_PIDS+=("$pid")
     wait "$pid" || rc=$?
-    for p in "${BENCH_PIDS[@]}"; do
-        [[ "$p" == "$pid" ]] || keep+=("$p")
-    done
-    BENCH_PIDS=("${keep[@]}")
+    bench_forget "$pid"
     return "$rc"
 }
 
 # bench_stop PID: TERM it, wait up to 5 s, then KILL.
 bench_stop()
 {
-    local pid=$1 deadline=$((SECONDS + 5)) p keep=()
+    local pid=$1 deadline=$((SECONDS + 5))
     kill -TERM "$pid" 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
         sleep 0.05
     done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    for p in "${BENCH_PIDS[@]}"; do
-        [[ "$p" == "$pid" ]] || keep+=("$p")
-    done
-    BENCH_PIDS=("${keep[@]}")
+    bench_forget "$pid"
 }
 
 # bench_wait_http URL PID [SECONDS]: wait until URL answers any HTTP response. Fails early when
@@ -197,12 +202,18 @@ EOF
 }
 
 # bench_start_backend: nginx, 1 worker, answering every request with BENCH_BODY (64 bytes) on
-# an ephemeral loopback port. Sets BACKEND_PORT and BACKEND_PID.
+# an ephemeral loopback port. With BENCH_BACKEND_BIG_KIB > 0 it also serves a static file of that
+# size at /static/big (for attacks that need a large response). /upload answers the same body
+# only once it has read the whole request body (nginx proxies it to its own /, buffering the
+# body first); / answers at once, without reading a body. Sets BACKEND_PORT and BACKEND_PID.
 bench_start_backend()
 {
     local dir=$BENCH_TMP/backend
-    mkdir -p "$dir"
+    mkdir -p "$dir/static"
     BACKEND_PORT=$(bench_free_port)
+    if ((${BENCH_BACKEND_BIG_KIB:-0} > 0)); then
+        head -c "$((BENCH_BACKEND_BIG_KIB * 1024))" /dev/zero | tr '\0' x >"$dir/static/big"
+    fi
     {
         nginx_preamble "$dir" 1
         cat <<EOF
@@ -210,6 +221,8 @@ bench_start_backend()
     server {
         listen 127.0.0.1:$BACKEND_PORT;
         location / { return 200 "$BENCH_BODY"; }
+        location /static/ { root $dir; }
+        location /upload { proxy_pass http://127.0.0.1:$BACKEND_PORT/; }
     }
 }
 EOF
@@ -222,39 +235,58 @@ EOF
         bench_die "backend nginx gives a wrong body"
 }
 
-# bench_start_haproxy NAME THREADS PORT BACKEND_PORT: sets BENCH_PID; fails if it does not come up.
-bench_start_haproxy()
+# Knobs of the proxy configurations below; empty (the default) gives the configurations the
+# throughput and idle_mem benches use.
+#   BENCH_HAPROXY_GLOBAL    extra lines for HAProxy's global section
+#   BENCH_HAPROXY_TIMEOUTS  replaces the timeout lines of HAProxy's defaults section
+#   BENCH_VEER_EXTRA        extra top-level settings for veer (limits, timeouts, ...)
+#   BENCH_BACKEND_WEIGHT    a weight for the one backend entry, in every proxy (a reload that
+#                           changes something)
+BENCH_HAPROXY_GLOBAL=${BENCH_HAPROXY_GLOBAL:-}
+BENCH_HAPROXY_TIMEOUTS=${BENCH_HAPROXY_TIMEOUTS:-}
+BENCH_VEER_EXTRA=${BENCH_VEER_EXTRA:-}
+BENCH_BACKEND_WEIGHT=${BENCH_BACKEND_WEIGHT:-}
+BENCH_CMD=()        # command line of the last proxy configured by bench_proxy_config
+
+# bench_haproxy_config NAME THREADS PORT BACKEND_PORT: writes $BENCH_TMP/NAME.cfg; sets BENCH_CMD.
+bench_haproxy_config()
 {
     local name=$1 threads=$2 port=$3 bport=$4 cfg=$BENCH_TMP/$1.cfg
-    cat >"$cfg" <<EOF
+    local timeouts=${BENCH_HAPROXY_TIMEOUTS:-"    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-request 10s
+    timeout http-keep-alive 300s"}
+    {
+        cat <<EOF
 global
     nbthread $threads
     maxconn $BENCH_MAXCONN
+EOF
+        [[ -z "$BENCH_HAPROXY_GLOBAL" ]] || printf '%s\n' "$BENCH_HAPROXY_GLOBAL"
+        cat <<EOF
 
 defaults
     mode http
     option http-keep-alive
     http-reuse always
     maxconn $BENCH_MAXCONN
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout http-request 10s
-    timeout http-keep-alive 300s
+$timeouts
 
 frontend fe
     bind 127.0.0.1:$port
     default_backend be
 
 backend be
-    server b1 127.0.0.1:$bport
+    server b1 127.0.0.1:$bport${BENCH_BACKEND_WEIGHT:+ weight $BENCH_BACKEND_WEIGHT}
 EOF
-    bench_spawn "$name" "$(bench_cmd haproxy)" -db -f "$cfg"
-    bench_wait_http "http://127.0.0.1:$port/" "$BENCH_PID" || { bench_tail_log "$name"; return 1; }
+    } >"$cfg"
+    BENCH_CMD=("$(bench_cmd haproxy)" -db -f "$cfg")
 }
 
-# bench_start_nginx_proxy NAME WORKERS PORT BACKEND_PORT: sets BENCH_PID.
-bench_start_nginx_proxy()
+# bench_nginx_proxy_config NAME WORKERS PORT BACKEND_PORT: writes $BENCH_TMP/NAME/nginx.conf;
+# sets BENCH_CMD.
+bench_nginx_proxy_config()
 {
     local name=$1 workers=$2 port=$3 bport=$4 dir=$BENCH_TMP/$1
     mkdir -p "$dir"
@@ -262,7 +294,7 @@ bench_start_nginx_proxy()
         nginx_preamble "$dir" "$workers"
         cat <<EOF
     upstream backend {
-        server 127.0.0.1:$bport;
+        server 127.0.0.1:$bport${BENCH_BACKEND_WEIGHT:+ weight=$BENCH_BACKEND_WEIGHT};
         keepalive 64;
         keepalive_requests 100000000;
         keepalive_timeout 300s;
@@ -278,25 +310,62 @@ bench_start_nginx_proxy()
 }
 EOF
     } >"$dir/nginx.conf"
-    bench_spawn "$name" "$(bench_cmd nginx)" -p "$dir" -c "$dir/nginx.conf"
-    bench_wait_http "http://127.0.0.1:$port/" "$BENCH_PID" || { bench_tail_log "$name"; return 1; }
+    BENCH_CMD=("$(bench_cmd nginx)" -p "$dir" -c "$dir/nginx.conf")
+}
+
+# bench_veer_config NAME WORKERS PORT BACKEND_PORT: writes $BENCH_TMP/NAME/veer.conf (admin
+# socket $BENCH_TMP/NAME/admin.sock); sets BENCH_CMD.
+bench_veer_config()
+{
+    local name=$1 workers=$2 port=$3 bport=$4 dir=$BENCH_TMP/$1
+    mkdir -p "$dir"
+    {
+        cat <<EOF
+workers = $workers;
+listen = ( { address = "127.0.0.1:$port"; pool = "bench"; } );
+admin = { socket = "$dir/admin.sock"; };
+pools = ( { name = "bench"; backends = ( { name = "b1"; address = "127.0.0.1:$bport";${BENCH_BACKEND_WEIGHT:+ weight = $BENCH_BACKEND_WEIGHT;} } ); } );
+EOF
+        [[ -z "$BENCH_VEER_EXTRA" ]] || printf '%s\n' "$BENCH_VEER_EXTRA"
+    } >"$dir/veer.conf"
+    BENCH_CMD=("$VEER_BIN" -c "$dir/veer.conf")
+}
+
+# bench_proxy_config KIND NAME WORKERS PORT BACKEND_PORT: dispatch on KIND (haproxy|nginx|veer).
+bench_proxy_config()
+{
+    case $1 in
+    haproxy) bench_haproxy_config "${@:2}" ;;
+    nginx) bench_nginx_proxy_config "${@:2}" ;;
+    veer) bench_veer_config "${@:2}" ;;
+    *) bench_die "unknown proxy $1" ;;
+    esac
+}
+
+# bench_start_haproxy NAME THREADS PORT BACKEND_PORT: sets BENCH_PID; fails if it does not come up.
+bench_start_haproxy()
+{
+    bench_haproxy_config "$@"
+    bench_spawn "$1" "${BENCH_CMD[@]}"
+    bench_wait_http "http://127.0.0.1:$3/" "$BENCH_PID" || { bench_tail_log "$1"; return 1; }
+}
+
+# bench_start_nginx_proxy NAME WORKERS PORT BACKEND_PORT: sets BENCH_PID.
+bench_start_nginx_proxy()
+{
+    bench_nginx_proxy_config "$@"
+    bench_spawn "$1" "${BENCH_CMD[@]}"
+    bench_wait_http "http://127.0.0.1:$3/" "$BENCH_PID" || { bench_tail_log "$1"; return 1; }
 }
 
 # bench_start_veer NAME WORKERS PORT BACKEND_PORT: sets BENCH_PID. Returns 2 when VEER_BIN
 # does not exist, 1 when veer does not come up within 5 s.
 bench_start_veer()
 {
-    local name=$1 workers=$2 port=$3 bport=$4 dir=$BENCH_TMP/$1
     [[ -x "$VEER_BIN" ]] || return 2
-    mkdir -p "$dir"
-    cat >"$dir/veer.conf" <<EOF
-workers = $workers;
-listen = ( { address = "127.0.0.1:$port"; pool = "bench"; } );
-admin = { socket = "$dir/admin.sock"; };
-pools = ( { name = "bench"; backends = ( { name = "b1"; address = "127.0.0.1:$bport"; } ); } );
-EOF
-    bench_spawn "$name" "$VEER_BIN" -c "$dir/veer.conf"
-    bench_wait_http "http://127.0.0.1:$port/" "$BENCH_PID" || { bench_tail_log "$name"; return 1; }
+    bench_veer_config "$@"
+    bench_spawn "$1" "${BENCH_CMD[@]}"
+    bench_wait_http "http://127.0.0.1:$3/" "$BENCH_PID" || { bench_tail_log "$1"; return 1; }
 }
 
 # bench_start_proxy KIND NAME WORKERS PORT BACKEND_PORT: dispatch on KIND (haproxy|nginx|veer).
