@@ -5,8 +5,9 @@
 #   ./test.sh --sanitize   ASan+UBSan build in build-asan/
 set -euo pipefail
 cd "$(dirname "$0")"
-# python3-prometheus-client, prometheus (promtool) and chromium: the observability tests
-tests/deps.sh python3-prometheus-client prometheus chromium
+# python3-prometheus-client, prometheus (promtool) and chromium: the observability tests;
+# openssl: the TLS tests (certificates, s_client); etcd-server: fleet mode
+tests/deps.sh python3-prometheus-client prometheus chromium openssl etcd-server
 
 dir=build
 opts=(-Dwerror=true)

@@ -328,6 +328,7 @@ void session_close(struct session *s)
         txn_free(s->txn, false);
     event_del(&s->rev);
     if (s->tls) {
+        tls_close_notify(s->tls); /* the client's close_notify, answered; or ours, first */
         tls_free(s->tls);
         s->tls = NULL;
     }
@@ -1300,7 +1301,7 @@ static int final_response_head(struct txn *t)
         return upstream_failed(t, "sent an unrequested 101", 0);
     breaker_report(t, res->status < 500);
     t->res_status = res->status;
-    if (!t->req_done || (s->w->shutting_down && !s->w->handover) ||
+    if (!t->req_done || (s->w->shutting_down && (!s->w->handover || s->tls)) ||
         llhttp_message_needs_eof(&res->parser))
         t->close_client = true;
     if (req->minor == 0 && (res->flags & HF_CHUNKED) && !(res->flags & HF_NO_BODY)) {
