@@ -31,6 +31,9 @@ _Atomic int veer_client_connections;
 /* Connections accepted per readiness event, for fairness between listeners. */
 #define ACCEPT_BATCH 64
 
+/* Unsent bytes a client socket holds before it stops being writable. */
+#define CLIENT_NOTSENT_LOWAT (32 * 1024)
+
 static const struct timeval *common_tv(struct event_base *base, int ms)
 {
     struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
@@ -83,6 +86,20 @@ static void pause_accepting(struct worker *w, int err)
     evtimer_add(&w->accept_pause, &tv);
 }
 
+/*
+ * Options of every client socket. TCP_NOTSENT_LOWAT keeps the bytes a
+ * client has not been sent yet at one buffer or so: the socket stops
+ * being writable there instead of soaking up a whole response in kernel
+ * memory, which a slow reader (or a thousand of them) would pin.
+ */
+static void client_socket_options(int fd)
+{
+    int one = 1, lowat = CLIENT_NOTSENT_LOWAT;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     struct wlistener *l = arg;
@@ -92,7 +109,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        int fd, one = 1;
+        int fd;
 
         fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -109,7 +126,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
             refuse_connection(fd);
             continue;
         }
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        client_socket_options(fd);
         session_accept(l, fd, (struct sockaddr *)&ss, sl);
     }
 }
@@ -409,7 +426,6 @@ static void start_handover(struct worker *w, int chan)
 static void adopt(struct worker *w, int fd, const struct handover_msg *hm)
 {
     struct wlistener *l = NULL;
-    int one = 1;
 
     for (unsigned i = 0; i < w->nlisteners && l == NULL; i++)
         if (strcmp(w->listeners[i]->lc->addr.text, hm->listen) == 0)
@@ -421,7 +437,7 @@ static void adopt(struct worker *w, int fd, const struct handover_msg *hm)
         return;
     }
     atomic_fetch_add_explicit(&veer_client_connections, 1, memory_order_relaxed);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    client_socket_options(fd);
     session_accept(l, fd, (const struct sockaddr *)&hm->peer, hm->peer_len);
 }
 

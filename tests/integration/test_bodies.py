@@ -14,6 +14,18 @@ RSS_SLACK_KIB = 16 * 1024
 PATTERN = Pattern()
 
 
+def tx_queue(local_port, remote_port):
+    """Bytes queued for sending (in flight and unsent) in the loopback TCP socket
+    127.0.0.1:local_port -> 127.0.0.1:remote_port, from /proc/net/tcp."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if (int(cols[1].split(":")[1], 16) == local_port and
+                    int(cols[2].split(":")[1], 16) == remote_port):
+                return int(cols[4].split(":")[0], 16)
+    raise AssertionError("no socket %d -> %d in /proc/net/tcp" % (local_port, remote_port))
+
+
 def echo_body_handler(conn, req):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(req.body), req.body))
     return True
@@ -364,6 +376,13 @@ class LargeBodiesTest(VeerTestCase):
         wait_for(lambda: progress.stalled_for() >= 1.0, what="backend send to block")
         sent_while_blocked = progress.sent
         rss_while_blocked = v.rss_kib()
+        # Nor did it pile the response into the kernel: the bytes it left unsent in its
+        # socket to us stay around one buffer (TCP_NOTSENT_LOWAT), whatever the kernel's
+        # send buffer would accept.
+        queued = tx_queue(v.port, s.getsockname()[1])
+        self.assertLess(queued, 65536 * 2 + 128 * 1024,
+                        "veer queued %d bytes in its socket to a client that reads nothing"
+                        % queued)
         self.assertFalse(progress.done)
         self.assertLess(sent_while_blocked, BIG,
                         "veer kept reading the backend though the client reads nothing")
