@@ -70,7 +70,7 @@ struct ack {
 struct proposal {
     struct ctl_req *r;
     bool maint;
-    int64_t rev;     /* revision of the committed change, 0 until etcd answered */
+    int64_t rev;      /* revision of the committed change, 0 until etcd answered */
     uint64_t t_ok_us; /* when etcd answered */
     uint64_t gen, applied_us;
     bool applied_here;
@@ -231,7 +231,7 @@ static bool apply_pool(const char *name, const json_t *v)
     }
     p = &ctl.model->pools[pi];
     e = ctl_edit_save(pi);
-    json_object_foreach(json_object_get(v, "shares"), k, x) {
+    json_object_foreach (json_object_get(v, "shares"), k, x) {
         int g = model_find_group(p, k);
 
         if (g >= 0)
@@ -244,7 +244,7 @@ static bool apply_pool(const char *name, const json_t *v)
         ctl_edit_free(e);
         return false;
     }
-    json_object_foreach(json_object_get(v, "backends"), k, x) {
+    json_object_foreach (json_object_get(v, "backends"), k, x) {
         int b = model_find_backend(p, k), a;
 
         if (b < 0)
@@ -407,8 +407,8 @@ static void put_record(void)
     v = json_pack("{s:I,s:I,s:i}", "revision", (json_int_t)cl.rev, "generation",
                   (json_int_t)ctl.model->generation, "pid", (int)getpid());
     text = json_dumps(v, JSON_COMPACT);
-    body = json_pack("{s:o,s:o,s:I}", "key", key_json(rel), "value",
-                     etcd_b64(text, strlen(text)), "lease", (json_int_t)cl.lease);
+    body = json_pack("{s:o,s:o,s:I}", "key", key_json(rel), "value", etcd_b64(text, strlen(text)),
+                     "lease", (json_int_t)cl.lease);
     etcd_post(cl.etcd, "/v3/kv/put", body, CALL_TIMEOUT_MS, record_done,
               (void *)(uintptr_t)cl.epoch);
     free(text);
@@ -434,8 +434,7 @@ static void applied(int64_t rev, bool changed, uint64_t t0)
         }
     }
     log_info("cluster: applied revision %lld (gen %llu%s) in %.0f us", (long long)rev,
-             (unsigned long long)gen, changed ? "" : ", no change",
-             (double)(veer_now_us() - t0));
+             (unsigned long long)gen, changed ? "" : ", no change", (double)(veer_now_us() - t0));
     put_record();
     check_proposals();
 }
@@ -455,15 +454,14 @@ static void watch_msg(void *arg, json_t *msg)
         reconnect_later("etcd cancelled the watch (compacted?)");
         return;
     }
-    json_array_foreach(json_object_get(res, "events"), i, ev) {
+    json_array_foreach (json_object_get(res, "events"), i, ev) {
         bool del = json_is_string(json_object_get(ev, "type")) &&
                    strcmp(json_string_value(json_object_get(ev, "type")), "DELETE") == 0;
 
         intent |= handle_kv(json_object_get(ev, "kv"), del, &changed);
     }
     if (intent)
-        applied(etcd_int(json_object_get(json_object_get(res, "header"), "revision")), changed,
-                t0);
+        applied(etcd_int(json_object_get(json_object_get(res, "header"), "revision")), changed, t0);
     else
         check_proposals(); /* an instance recorded a revision */
 }
@@ -514,7 +512,8 @@ static void range_done(void *arg, json_t *res, const char *err)
     /* The instance table is rebuilt from this read. */
     while (cl.insts)
         instance_set(cl.insts->id, NULL);
-    json_array_foreach(json_object_get(res, "kvs"), i, kv) handle_kv(kv, false, &changed);
+    json_array_foreach (json_object_get(res, "kvs"), i, kv)
+        handle_kv(kv, false, &changed);
     rev = etcd_int(json_object_get(json_object_get(res, "header"), "revision"));
     cl.connected = true;
     cl.backoff_ms = BACKOFF_MIN_MS;
@@ -557,8 +556,8 @@ static void connect_etcd(evutil_socket_t fd, short what, void *arg)
 {
     cl.epoch++;
     cl.record_busy = false;
-    etcd_post(cl.etcd, "/v3/lease/grant", json_pack("{s:i}", "TTL", LEASE_TTL_S),
-              CALL_TIMEOUT_MS, lease_done, (void *)(uintptr_t)cl.epoch);
+    etcd_post(cl.etcd, "/v3/lease/grant", json_pack("{s:i}", "TTL", LEASE_TTL_S), CALL_TIMEOUT_MS,
+              lease_done, (void *)(uintptr_t)cl.epoch);
 }
 
 static void fail_proposals(const char *why);
@@ -690,8 +689,8 @@ static void try_finish(struct proposal *p)
 
             audit_write("operator", &r->peer, r->line, "OK", gen, before, after);
             persist_sync_audit();
-            snprintf(line, sizeof(line), "OK gen=%llu applied_us=%llu%s",
-                     (unsigned long long)gen, (unsigned long long)applied_us, extra.s);
+            snprintf(line, sizeof(line), "OK gen=%llu applied_us=%llu%s", (unsigned long long)gen,
+                     (unsigned long long)applied_us, extra.s);
             ctl.busy = NULL;
             ctl_finish(r, line, true);
             ctl_next_change();
@@ -737,8 +736,8 @@ static void ack_timeout_cb(evutil_socket_t fd, short what, void *arg)
     for (const struct instance *i = cl.insts; i; i = i->next)
         if (i->rev < p->rev)
             sb_printf(&o, "%s %s (at %lld)", n++ ? "," : "", i->id, (long long)i->rev);
-    sb_printf(&o, " after %lld ms", (long long)(p->r->cmd.timeout_ms > 0 ? p->r->cmd.timeout_ms
-                                                                           : ACK_TIMEOUT_MS));
+    sb_printf(&o, " after %lld ms",
+              (long long)(p->r->cmd.timeout_ms > 0 ? p->r->cmd.timeout_ms : ACK_TIMEOUT_MS));
     refuse(p, o.s);
     sb_free(&o);
 }
@@ -778,12 +777,26 @@ static void txn_done(void *arg, json_t *res, const char *err)
     check_proposals();
 }
 
-/* Write rel = v if its mod revision is still the one applied here. */
+/* One transaction: rel = v (taken) if its mod revision is still the one applied here. */
+static void cas_put(const char *rel, json_t *v, etcd_done_cb cb, void *arg)
+{
+    char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+    json_t *cmp, *put;
+
+    cmp = json_pack("[{s:o,s:s,s:s,s:I}]", "key", key_json(rel), "target", "MOD", "result", "EQUAL",
+                    "mod_revision", (json_int_t)mod_of(rel));
+    put = json_pack("[{s:{s:o,s:o}}]", "requestPut", "key", key_json(rel), "value",
+                    etcd_b64(text, strlen(text)));
+    etcd_post(cl.etcd, "/v3/kv/txn", json_pack("{s:o,s:o}", "compare", cmp, "success", put),
+              CALL_TIMEOUT_MS, cb, arg);
+    free(text);
+    json_decref(v);
+}
+
+/* Propose rel = v for r; NULL when it was refused at once (r answered). */
 static struct proposal *propose(struct ctl_req *r, bool maint, const char *rel, json_t *v)
 {
     struct proposal *p;
-    char *text;
-    json_t *cmp, *put;
 
     if (!cl.connected) {
         char msg[400];
@@ -806,15 +819,7 @@ static struct proposal *propose(struct ctl_req *r, bool maint, const char *rel, 
     p->epoch = cl.epoch;
     p->next = cl.props;
     cl.props = p;
-    text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
-    cmp = json_pack("[{s:o,s:s,s:s,s:I}]", "key", key_json(rel), "target", "MOD", "result",
-                    "EQUAL", "mod_revision", (json_int_t)mod_of(rel));
-    put = json_pack("[{s:{s:o,s:o}}]", "requestPut", "key", key_json(rel), "value",
-                    etcd_b64(text, strlen(text)));
-    etcd_post(cl.etcd, "/v3/kv/txn", json_pack("{s:o,s:o}", "compare", cmp, "success", put),
-              CALL_TIMEOUT_MS, txn_done, p);
-    free(text);
-    json_decref(v);
+    cas_put(rel, v, txn_done, p);
     return p;
 }
 
@@ -878,22 +883,13 @@ static void push_done(void *arg, json_t *res, const char *err)
 void cluster_push_pool(int pi)
 {
     const struct rt_pool *p = &ctl.model->pools[pi];
-    char rel[200], *text;
-    json_t *v, *cmp, *put;
+    char rel[200];
 
     if (!cl.on || !cl.connected)
         return;
     snprintf(rel, sizeof(rel), "pools/%s", p->name);
-    v = pool_json(pi, NULL, p->maint, p->maint_retry_after, p->maint_hold_ms);
-    text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
-    cmp = json_pack("[{s:o,s:s,s:s,s:I}]", "key", key_json(rel), "target", "MOD", "result",
-                    "EQUAL", "mod_revision", (json_int_t)mod_of(rel));
-    put = json_pack("[{s:{s:o,s:o}}]", "requestPut", "key", key_json(rel), "value",
-                    etcd_b64(text, strlen(text)));
-    etcd_post(cl.etcd, "/v3/kv/txn", json_pack("{s:o,s:o}", "compare", cmp, "success", put),
-              CALL_TIMEOUT_MS, push_done, veer_strdup(rel));
-    free(text);
-    json_decref(v);
+    cas_put(rel, pool_json(pi, NULL, p->maint, p->maint_retry_after, p->maint_hold_ms), push_done,
+            veer_strdup(rel));
 }
 
 void cluster_reapply(void)

@@ -133,8 +133,7 @@ struct pool_edit *ctl_edit_parse(int pi, const char *text);
 int ctl_check_shares(int pi, const int *shares, char *err, size_t len);
 
 /* control.c: the end of a change the cluster carried (r->edit applied by the fleet). */
-void ctl_cluster_committed(struct ctl_req *r, uint64_t gen, uint64_t applied_us,
-                           const char *extra);
+void ctl_cluster_committed(struct ctl_req *r, uint64_t gen, uint64_t applied_us, const char *extra);
 void ctl_cluster_refused(struct ctl_req *r, const char *why);
 void ctl_next_change(void);
 

@@ -607,8 +607,7 @@ static void commit(struct ctl_req *r, bool async)
         next_change();
 }
 
-void ctl_cluster_committed(struct ctl_req *r, uint64_t gen, uint64_t applied_us,
-                           const char *extra)
+void ctl_cluster_committed(struct ctl_req *r, uint64_t gen, uint64_t applied_us, const char *extra)
 {
     struct pool_edit *before = r->before;
 

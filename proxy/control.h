@@ -62,7 +62,7 @@ struct ctl_req {
     /* control.c private */
     struct ctl_req *next;
     struct pool_edit *edit;
-    struct pool_edit *before; /* cluster: the values the change replaces, until the fleet applied it */
+    struct pool_edit *before; /* cluster: the values replaced, until the fleet applied it */
     uint64_t ticket;
     unsigned warm_pending;
     uint64_t t_warm_us;

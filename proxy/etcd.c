@@ -50,7 +50,7 @@ struct etcd {
     struct endpoint *ep;
     int nep, cur;
     struct evhttp_connection **conns; /* requests, one keep-alive connection per endpoint */
-    struct call *calls;             /* in flight */
+    struct call *calls;               /* in flight */
 };
 
 /* --- encoding ------------------------------------------------------------------- */
@@ -129,8 +129,7 @@ static int parse_endpoint(const char *url, struct endpoint *ep)
     return 0;
 }
 
-struct etcd *etcd_new(struct event_base *base, char *const *endpoints, int n, char *err,
-                      size_t len)
+struct etcd *etcd_new(struct event_base *base, char *const *endpoints, int n, char *err, size_t len)
 {
     struct etcd *e = veer_calloc(1, sizeof(*e));
 
@@ -159,8 +158,8 @@ const char *etcd_endpoint(const struct etcd *e)
 static struct evhttp_connection *connect_ep(struct etcd *e, int timeout_s)
 {
     const struct endpoint *ep = &e->ep[e->cur];
-    struct evhttp_connection *c = evhttp_connection_base_new(e->base, NULL, ep->host,
-                                                             (unsigned short)ep->port);
+    struct evhttp_connection *c =
+        evhttp_connection_base_new(e->base, NULL, ep->host, (unsigned short)ep->port);
 
     if (c)
         evhttp_connection_set_timeout(c, timeout_s);

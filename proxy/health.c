@@ -117,8 +117,8 @@ static void send_request(struct hcheck *c)
 
     struct iovec iov = {req, (size_t)n};
 
-    if (n < 0 || (c->tls ? tls_writev(c->tls, &iov, 1) : send(c->fd, req, (size_t)n,
-                                                                MSG_NOSIGNAL)) != n) {
+    if (n < 0 ||
+        (c->tls ? tls_writev(c->tls, &iov, 1) : send(c->fd, req, (size_t)n, MSG_NOSIGNAL)) != n) {
         end_check(c, false, "cannot send the request");
         return;
     }

@@ -179,7 +179,6 @@ static int cb_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
-
 static bool name_is(const char *head, const struct http_hdr *h, const char *lit)
 {
     size_t n = strlen(lit);
@@ -509,8 +508,8 @@ static int check_response_headers(struct http_msg *msg)
              * delimited coding, or "chunked" spelled so llhttp misses it)
              * would reach the client with framing veer did not follow.
              */
-            if (!(msg->parser.flags & F_CHUNKED) || !tok_is(head + h->value.off, h->value.len,
-                                                            "chunked"))
+            if (!(msg->parser.flags & F_CHUNKED) ||
+                !tok_is(head + h->value.off, h->value.len, "chunked"))
                 return fail(msg, 502, "Transfer-Encoding other than chunked from backend");
             msg->flags |= HF_CHUNKED;
         } else if (name_is(head, h, "content-length")) {

@@ -96,8 +96,8 @@ struct http_msg {
     int xff;           /* first X-Forwarded-For, -1 if none */
     int via;           /* first Via, -1 if none */
     uint64_t content_length;
-    uint64_t body_seen; /* body bytes counted (payload, not framing) */
-    uint32_t ext_bytes; /* chunk extension bytes of the current chunk */
+    uint64_t body_seen;            /* body bytes counted (payload, not framing) */
+    uint32_t ext_bytes;            /* chunk extension bytes of the current chunk */
     const char *in_start, *in_end; /* the bytes of the http_parse() call in progress */
     bool tval_at_end;              /* the last trailer value span ended with them */
     char tail[3];                  /* the last bytes parsed */

@@ -83,7 +83,7 @@ int *listener_open(const struct conf_listen *lc, unsigned nworkers)
         getsockname(fds[0], (struct sockaddr *)&ss, &len);
         format_addr(&ss, text, sizeof(text));
         log_info("listening on %s (pool %s, %u workers, inherited%s)", text, lc->pool, nworkers,
-             lc->tls ? ", tls" : "");
+                 lc->tls ? ", tls" : "");
         return fds;
     }
     if (inh)

@@ -371,7 +371,8 @@ void metrics_render(struct sbuf *o, const struct model *m, struct worker **ws, u
     if (m->conf && m->conf->cluster.enabled) {
         header(o, "veer_cluster_connected", "gauge", "1 while this instance is connected to etcd.");
         sb_printf(o, "veer_cluster_connected %d\n", cluster_connected() ? 1 : 0);
-        header(o, "veer_cluster_revision", "gauge", "The etcd revision of the intent applied last.");
+        header(o, "veer_cluster_revision", "gauge",
+               "The etcd revision of the intent applied last.");
         sb_printf(o, "veer_cluster_revision %lld\n", (long long)cluster_revision());
     }
 }

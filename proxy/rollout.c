@@ -469,8 +469,9 @@ void rollout_status_json(int pi, struct sbuf *o)
     sb_json_str(o, p->g[r->canary].name);
     sb_puts(o, ",\"stable\":");
     sb_json_str(o, p->g[r->stable].name);
-    sb_printf(o, ",\"state\":\"%s\",\"step\":%d,\"steps\":%d,\"share\":%d,"
-                 "\"time_in_step_s\":%.1f,\"verdict\":",
+    sb_printf(o,
+              ",\"state\":\"%s\",\"step\":%d,\"steps\":%d,\"share\":%d,"
+              "\"time_in_step_s\":%.1f,\"verdict\":",
               r->active ? (r->paused ? "paused" : "running") : "ended", r->step + 1, r->nsteps,
               p->g[r->canary].share, (double)(veer_now_us() - r->step_start_us) / 1e6);
     sb_json_str(o, r->verdict);

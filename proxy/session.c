@@ -1135,6 +1135,17 @@ static int retry_elsewhere(struct txn *t)
     return VEER_OK;
 }
 
+/* The metric kind of an upstream failure described by `what`. */
+static enum upstream_err error_kind(const struct txn *t, const char *what)
+{
+    if (t->up == NULL || t->up->connecting || strstr(what, "refused") ||
+        strstr(what, "TLS handshake"))
+        return UERR_CONNECT;
+    if (strstr(what, "bad") || strstr(what, "101") || strstr(what, "head"))
+        return UERR_RESPONSE;
+    return UERR_RESET;
+}
+
 /* The backend failed us (reset, refused, closed before a whole response). */
 static int upstream_failed(struct txn *t, const char *what, int err)
 {
@@ -1143,11 +1154,7 @@ static int upstream_failed(struct txn *t, const char *what, int err)
 
     if (can_retry(t))
         return retry_fresh(t);
-    txn_upstream_error(
-        t, t->up == NULL || t->up->connecting || strstr(what, "refused") ||
-                   strstr(what, "TLS handshake")                                ? UERR_CONNECT
-           : strstr(what, "bad") || strstr(what, "101") || strstr(what, "head") ? UERR_RESPONSE
-                                                                                : UERR_RESET);
+    txn_upstream_error(t, error_kind(t, what));
     breaker_report(t, false);
     if (may_retry_elsewhere(t) && (rc = retry_elsewhere(t)) != VEER_DECLINED)
         return rc;

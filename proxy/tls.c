@@ -35,9 +35,9 @@
 #include <unistd.h>
 
 /* Mozilla "intermediate" (v5.7) TLS 1.2 suites; TLS 1.3 keeps OpenSSL's three AEAD suites. */
-#define INTERMEDIATE_CIPHERS                                                                   \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:" \
-    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"   \
+#define INTERMEDIATE_CIPHERS                                                                       \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"       \
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
 
 #define SESSION_CACHE_SIZE 20000
@@ -101,8 +101,8 @@ static int key_init(const struct ticket_key *k, unsigned char *iv, EVP_CIPHER_CT
 {
     OSSL_PARAM params[3];
 
-    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac,
-                                                  sizeof(k->hmac));
+    params[0] =
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac));
     params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
     params[2] = OSSL_PARAM_construct_end();
     if (EVP_MAC_CTX_set_params(hctx, params) != 1)
@@ -317,8 +317,8 @@ static SSL_CTX *new_ctx(const struct conf_tls *t, const struct conf_tls_cert *c,
         return NULL;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                 SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_SSLv3 |
-                                 SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1);
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 |
+                                 SSL_OP_NO_TLSv1_1);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
     if (set_protocols(ctx, t->protocols) < 0) {

@@ -87,8 +87,7 @@ static int tls_step(struct upstream *up, int *err)
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, host,
                       sizeof(host));
         else
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, host,
-                      sizeof(host));
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, host, sizeof(host));
         up->tls = tls_connect(up->tls_pool, up->fd, host);
         if (up->tls == NULL) {
             *err = ENOMEM;

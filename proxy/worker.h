@@ -117,8 +117,8 @@ struct worker {
     struct upstream *dead_upstreams;
     struct session *flush_list; /* sessions with queued writes, in the order they queued */
     struct session *flush_tail;
-    bool exit;                  /* leave the loop after this iteration */
-    struct event accept_pause;  /* out of fds: accepting resumes on this timer */
+    bool exit;                 /* leave the loop after this iteration */
+    struct event accept_pause; /* out of fds: accepting resumes on this timer */
 
     struct idle_list *idle; /* indexed by backend addr_id */
     uint32_t nidle;

@@ -272,7 +272,8 @@ END_TEST
 
 START_TEST(test_upgrade_request_keeps_upgrade)
 {
-    const char *s = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    const char *s =
+        "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
     struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
     struct http_fwd_info fi = {.client_ip = "1.2.3.4"};
     char out[1024];
@@ -328,9 +329,9 @@ START_TEST(test_interim_then_final_response)
     ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
     ck_assert_int_eq(m->status, 100);
     ck_assert_int_eq(http_parse(m, s, s + used, strlen(s) - used, &used2), HTTP_MSG_DONE);
-    ck_assert_int_eq(http_parse(m, s + used + used2, s + used + used2, strlen(s) - used - used2,
-                                &used3),
-                     HTTP_HEAD_DONE);
+    ck_assert_int_eq(
+        http_parse(m, s + used + used2, s + used + used2, strlen(s) - used - used2, &used3),
+        HTTP_HEAD_DONE);
     ck_assert_int_eq(m->status, 204);
     free(m);
 }
@@ -452,8 +453,8 @@ END_TEST
 START_TEST(test_fuzz_and_corpus_findings_are_refused)
 {
     /* Each of these once got through (tests/integration/test_smuggling.py, tests/fuzz). */
-    expect_refused("GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", 400);     /* empty name */
-    expect_refused("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400);        /* fragment */
+    expect_refused("GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", 400); /* empty name */
+    expect_refused("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400);  /* fragment */
     expect_refused("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\t\r\n\r\n",
                    400); /* llhttp does not frame it as chunked */
 }

@@ -286,7 +286,8 @@ START_TEST(test_protocol_floor_and_ceiling)
 }
 END_TEST
 
-/* A TLS 1.2 handshake offering session s (may be NULL); whether it resumed; *out gets the new one. */
+/* A TLS 1.2 handshake offering session s (may be NULL); whether it resumed; *out gets the new one.
+ */
 static bool resumed(const struct veer_conf *c, SSL_SESSION *s, bool tickets, SSL_SESSION **out)
 {
     struct pair p;
