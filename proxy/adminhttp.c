@@ -99,10 +99,10 @@ void adminhttp_status_json(struct sbuf *o)
             sb_json_str(o, rp->g[b->group].name);
             sb_printf(o,
                       ",\"state\":\"%s\",\"weight\":%d,\"effective_weight\":%.6g,"
-                      "\"active\":%u,\"conns\":%u,\"circuit\":\"%s\",",
+                      "\"active\":%u,\"conns\":%u,\"circuit\":\"%s\",\"weight_factor\":%.4g,",
                       backend_state_name(model_state(rp, i)), b->weight,
                       model_effective_weight(rp, i), backend_active(b->be), backend_conns(b->be),
-                      breaker_state_name(b->breaker));
+                      breaker_state_name(b->breaker), b->factor);
             rate_json(o, &b->rate);
             if (draining)
                 sb_printf(o, ",\"drain\":{\"left\":%u,\"elapsed_ms\":%.0f}", backend_active(b->be),

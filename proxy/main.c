@@ -390,13 +390,12 @@ static void cleanup(struct lifecycle *c)
     persist_stop();
     audit_close();
     if (c->base) {
-        event_free(c->sigterm);
-        event_free(c->sigint);
-        event_free(c->sighup);
-        event_free(c->sigusr1);
-        event_free(c->sigusr2);
-        if (c->watch)
-            event_free(c->watch);
+        /* A start-up failure may come before the signal events exist. */
+        struct event *evs[] = {c->sigterm, c->sigint, c->sighup, c->sigusr1, c->sigusr2, c->watch};
+
+        for (size_t i = 0; i < ARRAY_SIZE(evs); i++)
+            if (evs[i])
+                event_free(evs[i]);
         event_base_free(c->base);
     }
     upgrade_shutdown();

@@ -344,10 +344,7 @@ class StreamBackend:
 
     def close(self):
         self.closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        veertest.close_listener(self.sock)
         with self.lock:
             for c in self.conns:
                 try:
@@ -1680,10 +1677,7 @@ class RecordingBackend:
 
     def close(self):
         self.closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        veertest.close_listener(self.sock)
         with self.lock:
             for c in self._socks:
                 try:
@@ -2125,10 +2119,7 @@ class StampBackend:
 
     def close(self):
         self.closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        veertest.close_listener(self.sock)
         with self.lock:
             for c in self.conns:
                 try:

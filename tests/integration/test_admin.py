@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -522,6 +523,23 @@ class SocketModeTest(VeerTestCase):
                 self.assertEqual(stat.S_IMODE(st.st_mode), want)
                 self.assertEqual(veerctl(v.admin_socket, "show", "pools").returncode, 0)
                 v.stop()
+
+
+    def test_world_writable_directory_is_refused(self):
+        # Anyone could replace the socket there: veer refuses to start.
+        b = self.backend("b")
+        d = tempfile.mkdtemp(prefix="veer-ww-")
+        self._cleanup.append(lambda: shutil.rmtree(d, ignore_errors=True))
+        os.chmod(d, 0o777)
+        cfg = ('listen = ( { address = "127.0.0.1:0"; pool = "api"; } );\n'
+               'admin = { socket = "%s/admin.sock"; };\n'
+               'pools = ( { name = "api"; backends = ( { name = "b"; address = "%s"; } ); } );\n'
+               % (d, b.address))
+        v = self.veer(cfg, check_ready=False)
+        self.assertEqual(v.proc.wait(DEADLINE), 1)
+        v.wait_log(r"admin socket: directory %s is world-writable; refusing to create "
+                   r"%s/admin\.sock there" % (re.escape(d), re.escape(d)))
+        self.assertFalse(os.path.exists(os.path.join(d, "admin.sock")))
 
 
 class StrandTest(VeerTestCase):

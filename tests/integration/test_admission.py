@@ -17,8 +17,9 @@ import threading
 import time
 import unittest
 
-from helpers import (AdminConn, HealthBackend, RoutedLoad, admin_config, audit_records,
-                     health_text, parse_ok, pool_states, veerctl)
+from helpers import (AdminConn, HealthBackend, RoutedLoad, admin_config, admin_http_port,
+                     audit_records, health_text, parse_ok, pool_states, quick_config, status_doc,
+                     veerctl)
 from veertest import DEADLINE, Client, VeerTestCase, wait_for
 
 RISE = 2
@@ -252,6 +253,48 @@ class AdmissionTest(AdmissionCase):
 
 
 # --- 2. READY -> DOWN -> READY -------------------------------------------------
+
+
+class SlowStartTest(AdmissionCase):
+    def test_admitted_backend_ramps_its_weight(self):
+        """slow_start_ms = 2000: a backend that becomes READY starts at a tenth of
+        its weight and ramps linearly to all of it over two seconds (the factor
+        is in /status as weight_factor; the effective weight in show pool)."""
+        a = self.hb("a", healthy=True)
+        b = self.hb("b", healthy=False)
+        cfg = quick_config([(x.name, x.address, 100) for x in (a, b)],
+                           extra_top='admin = { socket = "{tmp}/admin.sock"; '
+                                     'http = "127.0.0.1:0"; };\n',
+                           extra_pool=health_text("/ready", 50, 1000, 1, 1) +
+                           " slow_start_ms = 2000;")
+        self.v = self.veer(cfg)
+        port = admin_http_port(self.v)
+
+        def backends():
+            return {x["name"]: x for x in status_doc(port)["pools"][0]["backends"]}
+        # a ramps too when it is first admitted; wait until it is done.
+        wait_for(lambda: backends()["a"]["weight_factor"] == 1, what="a fully ramped")
+        t_up = b.set_healthy(True)
+        first = wait_for(lambda: backends()["b"]["state"] == "READY" and backends()["b"],
+                         what="b READY")
+        t_first = time.monotonic()
+        samples = [(t_first, first["weight_factor"])]
+        self.assertLess(first["weight_factor"], 0.5, first)
+        self.assertGreaterEqual(first["weight_factor"], 0.1, first)
+        while samples[-1][1] < 1:
+            wait_for(lambda: backends()["b"]["weight_factor"] != samples[-1][1],
+                     what="the ramp to move on from %r" % (samples[-1],))
+            samples.append((time.monotonic(), backends()["b"]["weight_factor"]))
+        factors = [f for _, f in samples]
+        self.assertEqual(factors, sorted(factors), "the ramp went down: %r" % samples)
+        # Linear: 0.1 + 0.9 x elapsed / 2 s, within what polling adds.
+        for t, f in samples[1:-1]:
+            self.assertLessEqual(f, 0.1 + 0.9 * (t - t_up) / 2.0 + 0.01, samples)
+        self.assertGreaterEqual(samples[-1][0] - t_up, 1.9, "ramp over too soon: %r" % samples)
+        # And the traffic split follows: the effective weights are 50/50 at the end.
+        self.assertEqual({n: x["effective_weight"] for n, x in backends().items()},
+                         {"a": 50, "b": 50})
+        self.v.stop()
 
 
 class DownTest(AdmissionCase):

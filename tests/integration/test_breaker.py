@@ -19,7 +19,7 @@ import time
 import unittest
 
 from helpers import StrictLoad, admin_http_port, audit_records, http_get, quick_config, status_doc
-from veertest import DEADLINE, Backend, VeerTestCase, wait_for
+from veertest import DEADLINE, Backend, VeerTestCase, close_listener, wait_for
 
 COOLDOWN_MS = 1000
 FAILURES = 3
@@ -62,7 +62,7 @@ class KillableBackend:
             self.dead = True
             b = self.b
             b.closed = True
-            b.sock.close()
+            close_listener(b.sock)
             with b.lock:
                 for c in b.conns:
                     try:

@@ -21,8 +21,8 @@ import time
 import unittest
 import urllib.request
 
-from helpers import (AdminConn, StrictLoad, admin_http_port, http_get, show_pool, unused_port,
-                     veerctl)
+from helpers import (AdminConn, StrictLoad, admin_http_port, audit_records, http_get, show_pool,
+                     unused_port, veerctl)
 from veertest import DEADLINE, VeerTestCase, wait_for
 
 OK_RE = re.compile(r"\AOK gen=(\d+) applied_us=(\d+) revision=(\d+) applied=(\S+) instances=(\d+) "
@@ -179,7 +179,16 @@ class ClusterTest(VeerTestCase):
                                          "%s: %r sent after the ack of %s" % (name, r, group))
                         checked += 1
         self.assertGreaterEqual(checked, 4 * 3 * 3, "too few requests between the acks")
-        # The writer audited each change; every instance logged the revision it applied.
+        # The writer audited each change with the operator's uid; every instance logged
+        # the revision it applied.
+        for k in range(len(acks)):
+            name = "edge-%d" % (k % 3 + 1)
+            _, recs = audit_records(self.instances[name].tmp + "/audit.log")
+            shifts = [r for r in recs if r["command"].startswith("shift api ")]
+            self.assertTrue(shifts, name)
+            for r in shifts:
+                self.assertEqual((r["actor"], r["result"], r["uid"]),
+                                 ("operator", "OK", os.getuid()), r)
         for name, v in self.instances.items():
             v.wait_log(r"cluster: applied revision \d+ \(gen \d+\)")
 
@@ -275,6 +284,37 @@ class ClusterTest(VeerTestCase):
         p = self.shift("edge-9", 100, 0)
         self.assertEqual(p.returncode, 0, p.stdout)
         self.assertIn(" instances=3 ", p.stdout)
+
+    def test_start_without_etcd_serves_from_the_state_file(self):
+        keep = tempfile.mkdtemp(prefix="veer-cluster-state-")
+        self._cleanup.append(lambda: shutil.rmtree(keep, ignore_errors=True))
+        cfg = self.config("edge-1").replace(
+            'audit_log = "{tmp}/audit.log";', 'state_file = "%s/state";' % keep)
+        v = self.veer(cfg)
+        self.instances["edge-1"] = v
+        self.assertEqual(self.shift("edge-1", 30, 70).returncode, 0)
+        def saved():
+            try:
+                with open(keep + "/state") as f:
+                    return "share green 70" in f.read()
+            except FileNotFoundError:
+                return False
+        wait_for(saved, what="the state file")
+        v.stop()
+        self.etcd.kill()
+        v = self.veer(cfg)
+        self.instances["edge-1"] = v
+        v.wait_log(r"cluster: etcd unreachable at start \(.+\); serving from the state file")
+        self.assertEqual(self.shares("edge-1"), {"blue": 30, "green": 70})
+        got = {self.client(v.port).request("GET", "/s/%d" % i).header("X-Backend")
+               for i in range(20)}
+        self.assertEqual(got, {"blue", "green"})
+        self.assertEqual(self.metric("edge-1", "veer_cluster_connected"), 0)
+        self.etcd.start()
+        wait_for(lambda: self.metric("edge-1", "veer_cluster_connected") == 1,
+                 what="the instance to connect once etcd is back")
+        self.assertEqual(self.shift("edge-1", 60, 40).returncode, 0)
+        self.assertEqual(self.shares("edge-1"), {"blue": 60, "green": 40})
 
     def test_maintenance_reaches_the_fleet(self):
         self.start_fleet(2)

@@ -657,7 +657,7 @@ class HoldTest(RolloutCase):
         probes.send()
         # The scenario: no eligible backend for 300 ms. Nothing is answered meanwhile.
         wait_for(lambda: time.monotonic() >= t_down + 0.3, what="300 ms without a backend")
-        self.assertEqual(probes.answered(), [], "held requests answered while b was DOWN")
+        self.assertEqual(probes.answered(), [], "held requests answered while b was DOWN: %s %r port %d" % ("\n".join(v.log()), b.checks, b.port))
         self.assertEqual([r for r in b.snapshot() if r.target.startswith("/probe")], [])
         t_up = b.set_healthy(True)
         probes.join()

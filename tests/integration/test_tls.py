@@ -1557,8 +1557,9 @@ class LifecycleTest(TLSTestCase):
         # The idle one is closed by the old process after the quiet period.
         self.assertTrue(idle.is_closed(timeout=DEADLINE + 3), "idle TLS connection left open")
         self.assertEqual(v.proc.wait(DEADLINE), 0, "\n".join(v.log()))
-        summary = shutdown_summary(pid_lines(v, old_pid))
-        self.assertIsNotNone(summary, "\n".join(v.log()))
+        # Its last lines come through a pipe the new process shares: wait for them.
+        summary = wait_for(lambda: shutdown_summary(pid_lines(v, old_pid)),
+                           what="the old process's shutdown summary")
         self.assertEqual(summary["handed_over"], 0, summary)
         self.assertEqual(summary["aborted"], 0, summary)
 

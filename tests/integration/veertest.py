@@ -155,6 +155,20 @@ def veer_check_config(text):
 # --- backends --------------------------------------------------------------
 
 
+def close_listener(sock):
+    """Stop a listening socket for good. close() alone does not: a thread blocked
+    in accept() keeps the socket listening (and accepting) on its port, where a
+    later test's backend may then be bound too (Linux). shutdown() wakes it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
 class Backend:
     """A threaded raw-socket HTTP/1.1 backend in the test process.
 
@@ -221,10 +235,7 @@ class Backend:
 
     def close(self):
         self.closed = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        close_listener(self.sock)
         with self.lock:
             for c in self.conns:
                 try:
