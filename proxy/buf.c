@@ -7,7 +7,8 @@
 
 #include <errno.h>
 #include <string.h>
-#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 void vbuf_cache_init(struct vbuf_cache *c, unsigned max_free)
 {
@@ -113,9 +114,21 @@ ssize_t vbuf_read(struct vbuf *b, int fd)
     ssize_t n;
 
     do {
-        n = read(fd, b->data + b->end, b->size - b->end);
+        n = recv(fd, b->data + b->end, b->size - b->end, 0);
     } while (n < 0 && errno == EINTR);
     if (n > 0)
         b->end += (uint32_t)n;
+    return n;
+}
+
+ssize_t vbuf_sendv(int fd, const struct iovec *iov, int cnt)
+{
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)cnt};
+    ssize_t n;
+
+    do {
+        n = cnt == 1 ? send(fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
+                     : sendmsg(fd, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
     return n;
 }

@@ -72,7 +72,16 @@ static inline char *vbuf_tail(struct vbuf *b)
 /* Append bytes; the caller made room. */
 void vbuf_add(struct vbuf *b, const void *p, size_t n);
 
-/* Read once from fd into the free tail. Returns read(2)'s result. */
+/* Read once from socket fd into the free tail. Returns recv(2)'s result. */
 ssize_t vbuf_read(struct vbuf *b, int fd);
+
+struct iovec;
+
+/*
+ * Write iov to socket fd once, as writev(2) would. send(2) and sendmsg(2)
+ * go straight to the socket layer (no file position, no VFS checks), which
+ * is measurably cheaper per call on a proxy's data path than read/writev.
+ */
+ssize_t vbuf_sendv(int fd, const struct iovec *iov, int cnt);
 
 #endif

@@ -299,14 +299,9 @@ static ssize_t client_read(struct session *s)
 
 static ssize_t client_writev(struct session *s, const struct iovec *iov, int cnt)
 {
-    ssize_t n;
-
     if (s->tls)
         return tls_writev(s->tls, iov, cnt);
-    do {
-        n = writev(s->fd, iov, cnt);
-    } while (n < 0 && errno == EINTR);
-    return n;
+    return vbuf_sendv(s->fd, iov, cnt);
 }
 
 /* Half-close towards the client: close_notify first on TLS. */

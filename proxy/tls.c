@@ -306,6 +306,20 @@ static int set_protocols(SSL_CTX *ctx, const char *p)
                : -1;
 }
 
+/*
+ * How both sides move bytes: partial writes from a buffer that may move
+ * between retries (tls_writev), buffers released while a connection is
+ * idle, and read-ahead, so a record comes in with one read(2) instead of a
+ * header read and a body read (tls_read stops when OpenSSL holds nothing
+ * more, instead of paying a read that ends in EAGAIN).
+ */
+static void set_io_modes(SSL_CTX *ctx)
+{
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx, 1);
+}
+
 static SSL_CTX *new_ctx(const struct conf_tls *t, const struct conf_tls_cert *c, char *why,
                         size_t len)
 {
@@ -319,8 +333,7 @@ static SSL_CTX *new_ctx(const struct conf_tls *t, const struct conf_tls_cert *c,
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 |
                                  SSL_OP_NO_TLSv1_1);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+    set_io_modes(ctx);
     if (set_protocols(ctx, t->protocols) < 0) {
         ssl_reason(why, len);
         goto fail;
@@ -441,8 +454,7 @@ static SSL_CTX *client_new(const struct conf_upstream_tls *t, char *why, size_t 
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
+    set_io_modes(ctx);
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
     if (t->verify) {
@@ -666,6 +678,8 @@ ssize_t tls_read(struct ssl_st *ssl, char *buf, size_t len, enum tls_want *want)
         n = SSL_read(ssl, buf + got, want_n > INT32_MAX ? INT32_MAX : (int)want_n);
         if (n > 0) {
             got += (size_t)n;
+            if (!SSL_has_pending(ssl))
+                break; /* the socket may hold more: the read event says so */
             continue;
         }
         if (SSL_get_error(ssl, n) == SSL_ERROR_ZERO_RETURN) {

@@ -183,14 +183,9 @@ ssize_t upstream_read(struct upstream *up, struct vbuf *b)
 
 ssize_t upstream_writev(struct upstream *up, const struct iovec *iov, int cnt)
 {
-    ssize_t n;
-
     if (up->tls)
         return tls_writev(up->tls, iov, cnt);
-    do {
-        n = writev(up->fd, iov, cnt);
-    } while (n < 0 && errno == EINTR);
-    return n;
+    return vbuf_sendv(up->fd, iov, cnt);
 }
 
 void upstream_shutdown_write(struct upstream *up)

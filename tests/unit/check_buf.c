@@ -1,12 +1,15 @@
 /*
  * check_buf.c - buffers: cache reuse, compaction, growth for large heads
- * with the shift reported, and reads from a file descriptor.
+ * with the shift reported, and socket reads and gathered writes.
  */
 #include "buf.h"
 
 #include <check.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 START_TEST(test_cache_reuses_standard_buffers)
@@ -77,13 +80,13 @@ START_TEST(test_reserve_compacts_then_grows_up_to_limit)
 }
 END_TEST
 
-START_TEST(test_read_appends_from_fd)
+START_TEST(test_read_appends_from_socket)
 {
     struct vbuf_cache c;
     struct vbuf *b;
     int p[2];
 
-    ck_assert_int_eq(pipe(p), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0);
     ck_assert_int_eq(write(p[1], "hello", 5), 5);
     vbuf_cache_init(&c, 1);
     b = vbuf_get(&c);
@@ -99,6 +102,39 @@ START_TEST(test_read_appends_from_fd)
 }
 END_TEST
 
+START_TEST(test_sendv_writes_every_piece_in_order)
+{
+    struct iovec one[1] = {{(void *)"GET / HTTP/1.1\r\n", 16}};
+    struct iovec three[3] = {{(void *)"Host: a\r\n", 9}, {(void *)"", 0}, {(void *)"\r\n", 2}};
+    char got[64];
+    int p[2];
+
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0);
+    ck_assert_int_eq(vbuf_sendv(p[0], one, 1), 16);
+    ck_assert_int_eq(vbuf_sendv(p[0], three, 3), 11);
+    ck_assert_int_eq(read(p[1], got, sizeof(got)), 27);
+    ck_assert(memcmp(got, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 27) == 0);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
+/* The test runs with SIGPIPE at its default action: a write that raised it would kill us. */
+START_TEST(test_sendv_to_closed_peer_fails_without_sigpipe)
+{
+    struct iovec iov[2] = {{(void *)"a", 1}, {(void *)"b", 1}};
+    int p[2];
+
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0);
+    close(p[1]);
+    ck_assert_int_eq(vbuf_sendv(p[0], iov, 1), -1);
+    ck_assert_int_eq(errno, EPIPE);
+    ck_assert_int_eq(vbuf_sendv(p[0], iov, 2), -1);
+    ck_assert_int_eq(errno, EPIPE);
+    close(p[0]);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("buf");
@@ -109,7 +145,9 @@ int main(void)
     tcase_add_test(tc, test_cache_reuses_standard_buffers);
     tcase_add_test(tc, test_cache_is_bounded);
     tcase_add_test(tc, test_reserve_compacts_then_grows_up_to_limit);
-    tcase_add_test(tc, test_read_appends_from_fd);
+    tcase_add_test(tc, test_read_appends_from_socket);
+    tcase_add_test(tc, test_sendv_writes_every_piece_in_order);
+    tcase_add_test(tc, test_sendv_to_closed_peer_fails_without_sigpipe);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
