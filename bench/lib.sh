@@ -80,7 +80,7 @@ bench_init()
 bench_need_tools()
 {
     local cmd pkgs=() want
-    for want in haproxy:haproxy nginx:nginx-light wrk:wrk curl:curl python3:python3; do
+    for want in haproxy:haproxy nginx:nginx-light wrk:wrk curl:curl python3:python3 pgrep:procps; do
         cmd=${want%%:*}
         command -v "$cmd" >/dev/null 2>&1 || [[ -x "/usr/sbin/$cmd" ]] || pkgs+=("${want#*:}")
     done
@@ -152,6 +152,18 @@ bench_stop()
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     bench_forget "$pid"
+}
+
+# bench_cpu_ticks PID: user + system CPU time that PID and its children (nginx's workers) have
+# used so far, in clock ticks (BENCH_CLK_TCK per second); 0 when they are gone.
+BENCH_CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+bench_cpu_ticks()
+{
+    local p
+    # shellcheck disable=SC2046 # one PID per word
+    for p in "$1" $(pgrep -P "$1"); do
+        cat "/proc/$p/stat" 2>/dev/null || true
+    done | sed 's/^.*) //' | awk '{ t += $12 + $13 } END { print t + 0 }'
 }
 
 # bench_wait_http URL PID [SECONDS]: wait until URL answers any HTTP response. Fails early when

@@ -765,7 +765,8 @@ bool tls_pending(const struct ssl_st *ssl)
 void tls_close_notify(struct ssl_st *ssl)
 {
     ERR_clear_error();
-    if (SSL_is_init_finished(ssl))
+    /* Once ours is out, SSL_shutdown would only wait (read) for the peer's. */
+    if (SSL_is_init_finished(ssl) && !(SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
         SSL_shutdown(ssl);
     ERR_clear_error();
 }
