@@ -86,10 +86,18 @@ int *listener_open(const struct conf_listen *lc, unsigned nworkers)
                  lc->tls ? ", tls" : "");
         return fds;
     }
-    if (inh)
+    if (inh) {
+        /*
+         * Ours are copies: the old process passes on what its queues hold.
+         * Kept open they would stay in the port's SO_REUSEPORT group after it
+         * exits, taking connections that nobody accepts.
+         */
         log_warn("listener %s: %u inherited sockets for %u workers; binding new ones (the old "
                  "process passes on what its queues hold)",
                  lc->addr.text, ninh, nworkers);
+        for (unsigned i = 0; i < ninh; i++)
+            close(inh[i]);
+    }
 
     for (unsigned w = 0; w < nworkers; w++) {
         fds[w] = open_one(&ss, len, lc->addr.text);

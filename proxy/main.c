@@ -316,6 +316,7 @@ static int run(struct lifecycle *c)
     fds = listener_open_all(c->conf, n);
     if (fds == NULL)
         return 1;
+    upgrade_close_unclaimed();
     c->workers = veer_calloc(n, sizeof(*c->workers));
     c->nalloc = n;
     for (unsigned i = 0; i < n; i++) {

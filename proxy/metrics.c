@@ -113,6 +113,11 @@ static void hist_add(uint64_t *acc, struct hist *h)
     acc[LAT_BUCKETS + 2] += ld(&h->sum_us);
 }
 
+/*
+ * The series of one histogram. Its _count is the +Inf bucket, not acc[nb + 1]: a scrape racing
+ * a worker's hist_observe can load the new count but an old bucket, and the text format wants
+ * the two equal.
+ */
 static void hist_lines(struct sbuf *o, const char *name, const char *labels, const uint64_t *acc,
                        const double *bounds, unsigned nb)
 {
@@ -127,7 +132,7 @@ static void hist_lines(struct sbuf *o, const char *name, const char *labels, con
     cum += acc[nb];
     sb_printf(o, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
     sb_printf(o, "%s_sum{%s} %.6f\n", name, labels, (double)acc[nb + 2] / 1e6);
-    sb_printf(o, "%s_count{%s} %llu\n", name, labels, (unsigned long long)acc[nb + 1]);
+    sb_printf(o, "%s_count{%s} %llu\n", name, labels, (unsigned long long)cum);
 }
 
 static const char *const class_names[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};

@@ -747,10 +747,11 @@ static int fsync_dir(const char *path)
  */
 static int write_atomic(const char *path, const char *text, const char **what)
 {
-    char *tmp = veer_malloc(strlen(path) + 5);
+    size_t len = strlen(path) + sizeof(".tmp");
+    char *tmp = veer_malloc(len);
     int fd, saved;
 
-    sprintf(tmp, "%s.tmp", path);
+    snprintf(tmp, len, "%s.tmp", path);
     *what = "open";
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0)

@@ -25,6 +25,7 @@ struct inherited {
     char addr[64];
     int *fds;
     unsigned n;
+    bool taken; /* by a listener: never handed out twice */
 };
 
 static struct {
@@ -317,12 +318,28 @@ void upgrade_child_init(void)
 const int *upgrade_inherited_listener(const char *addr_text, unsigned *n)
 {
     for (unsigned i = 0; i < up.ninh; i++)
-        if (strcmp(up.inh[i].addr, addr_text) == 0) {
+        if (!up.inh[i].taken && strcmp(up.inh[i].addr, addr_text) == 0) {
+            up.inh[i].taken = true;
             *n = up.inh[i].n;
             return up.inh[i].fds;
         }
     *n = 0;
     return NULL;
+}
+
+void upgrade_close_unclaimed(void)
+{
+    for (unsigned i = 0; i < up.ninh; i++) {
+        struct inherited *in = &up.inh[i];
+
+        if (in->taken)
+            continue;
+        log_info("upgrade: closing the %u inherited sockets of %s (not in this config)", in->n,
+                 in->addr);
+        for (unsigned k = 0; k < in->n; k++)
+            close(in->fds[k]);
+        in->taken = true;
+    }
 }
 
 int upgrade_inherited_admin(void)

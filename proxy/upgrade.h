@@ -51,12 +51,20 @@ void worker_adopt(struct worker *w, int fd, const struct handover_msg *hm);
 bool upgrade_handed_over(void);
 
 /*
- * New side, at start: the inherited sockets. listener_fds returns the fds
- * inherited for a listener address (n of them), or NULL; admin_fd the
- * admin socket or -1.
+ * New side, at start: the inherited sockets. inherited_listener returns the
+ * fds inherited for a listener address (n of them), or NULL; each set once
+ * (two listeners on "host:0" have a set each; an address a reload adds
+ * again gets none). inherited_admin: the admin socket or -1.
  */
 void upgrade_child_init(void);
 const int *upgrade_inherited_listener(const char *addr_text, unsigned *n);
+
+/*
+ * Close the inherited sets no listener took (addresses the new config no
+ * longer has): left open they would stay in their port's SO_REUSEPORT group
+ * after the old process exits, queueing connections nobody accepts.
+ */
+void upgrade_close_unclaimed(void);
 int upgrade_inherited_admin(void);
 
 /* New side: say READY to the old process and start adopting its connections. */

@@ -61,10 +61,11 @@ void log_write(enum log_level level, const char *fmt, ...) __attribute__((format
 void veer_panic(const char *file, int line, const char *what) __attribute__((noreturn));
 
 /* Allocation that never returns NULL: running out of memory aborts. */
-void *veer_malloc(size_t n);
-void *veer_calloc(size_t n, size_t size);
-void *veer_realloc(void *p, size_t n);
-char *veer_strdup(const char *s);
+#define VEER_ALLOC __attribute__((returns_nonnull, warn_unused_result))
+void *veer_malloc(size_t n) VEER_ALLOC;
+void *veer_calloc(size_t n, size_t size) VEER_ALLOC;
+void *veer_realloc(void *p, size_t n) VEER_ALLOC;
+char *veer_strdup(const char *s) VEER_ALLOC;
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -543,6 +543,29 @@ class UpgradeTest(LifecycleTestCase):
         self.stop_successor(new)
         v.stop()
 
+    def test_upgrade_closes_inherited_listeners_the_new_config_drops(self):
+        # The new process inherits every listening socket; one its config no
+        # longer has must close (not linger in the port's queue unaccepted).
+        a = self.backend("a")
+        la = backend_line("a", a.address)
+        v = self.veer(config_text([("api", [la], "")],
+                                  listeners=[("127.0.0.1:0", "api"), ("127.0.0.2:0", "api")]))
+        old_pid = v.proc.pid
+        ports = listener_ports(v, 2)
+        port1, port2 = ports[("127.0.0.1", "api")], ports[("127.0.0.2", "api")]
+        self.assertEqual(get(port2, "/before", host="127.0.0.2").status, 200)
+        rewrite_config(v, config_text([("api", [la], "")]))
+        v.send_signal(signal.SIGUSR2)
+        new = self.successor(v, old_pid)
+        self.assertEqual(self.wait_exit(v), 0, "\n".join(v.log()))
+        new.wait_log(r"upgrade: closing the 1 inherited sockets of 127\.0\.0\.2:0 "
+                     r"\(not in this config\)")
+        wait_for(lambda: refused_at("127.0.0.2", port2),
+                 what="the dropped listener to refuse once the old process is gone")
+        self.assertEqual(get(port1, "/after").status, 200)
+        self.stop_successor(new)
+        v.stop()
+
     def test_sigusr2_hands_idle_keepalive_connections_over(self):
         a = self.backend("a")
         v = self.veer(config_text([("api", [backend_line("a", a.address)], "")], workers=2))
