@@ -10,6 +10,7 @@
 #include "etcd.h"
 #include "veer.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -29,6 +30,7 @@ struct call {
     etcd_done_cb cb;
     void *arg;
     struct evhttp_request *req;
+    int ep; /* the endpoint it went to */
     enum evhttp_request_error error;
     bool failed;
     struct call *next, *prev;
@@ -43,6 +45,8 @@ struct etcd_watch {
     etcd_watch_end_cb end;
     void *arg;
     bool ended;
+    bool in_chunk_cb; /* etcd_watch_stop from a callback leaves the freeing to watch_chunk_cb */
+    bool stopped;
 };
 
 struct etcd {
@@ -78,16 +82,18 @@ char *etcd_unb64(const json_t *v, size_t *n)
     len = strlen(s);
     if (len % 4)
         return NULL;
+    if (len >= 1 && s[len - 1] == '=')
+        pad++;
+    if (len >= 2 && s[len - 2] == '=')
+        pad++;
+    if (strcspn(s, "=") < len - pad) /* '=' only as the final padding */
+        return NULL;
     out = veer_malloc(len / 4 * 3 + 1);
     got = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s, (int)len);
     if (got < 0) {
         free(out);
         return NULL;
     }
-    if (len >= 1 && s[len - 1] == '=')
-        pad++;
-    if (len >= 2 && s[len - 2] == '=')
-        pad++;
     *n = (size_t)got - pad;
     out[*n] = '\0';
     return out;
@@ -107,6 +113,7 @@ int64_t etcd_int(const json_t *v)
 static int parse_endpoint(const char *url, struct endpoint *ep)
 {
     const char *p = url, *colon;
+    unsigned char addr[sizeof(struct in6_addr)];
     size_t hl;
 
     if (strncmp(p, "http://", 7) != 0)
@@ -122,6 +129,8 @@ static int parse_endpoint(const char *url, struct endpoint *ep)
     ep->host[hl] = '\0';
     if (strcmp(ep->host, "localhost") == 0)
         strcpy(ep->host, "127.0.0.1");
+    if (inet_pton(AF_INET, ep->host, addr) != 1 && inet_pton(AF_INET6, ep->host, addr) != 1)
+        return -1; /* a name would need a blocking DNS lookup */
     ep->port = atoi(colon + 1);
     if (ep->port <= 0 || ep->port > 65535)
         return -1;
@@ -218,9 +227,10 @@ static void call_done_cb(struct evhttp_request *req, void *arg)
 
     call_unlink(c);
     if (req == NULL || c->failed || evhttp_request_get_response_code(req) == 0) {
-        snprintf(err, sizeof(err), "etcd %s: %s", e->ep[e->cur].text,
+        snprintf(err, sizeof(err), "etcd %s: %s", e->ep[c->ep].text,
                  c->failed ? request_error_name(c->error) : "connection failed");
-        next_endpoint(e);
+        if (e->cur == c->ep) /* not again for each request that was queued on it */
+            next_endpoint(e);
         c->cb(c->arg, NULL, err);
         free(c);
         return;
@@ -237,7 +247,7 @@ static void call_done_cb(struct evhttp_request *req, void *arg)
 
             if (msg == NULL)
                 msg = json_string_value(json_object_get(res, "error"));
-            snprintf(err, sizeof(err), "etcd %s: HTTP %d%s%s", e->ep[e->cur].text, code,
+            snprintf(err, sizeof(err), "etcd %s: HTTP %d%s%s", e->ep[c->ep].text, code,
                      msg ? ": " : "", msg ? msg : "");
             json_decref(res);
             c->cb(c->arg, NULL, err);
@@ -273,6 +283,7 @@ void etcd_post(struct etcd *e, const char *path, json_t *body, int timeout_ms, e
     c->e = e;
     c->cb = cb;
     c->arg = arg;
+    c->ep = e->cur;
     if (e->conns[e->cur] == NULL)
         e->conns[e->cur] = connect_ep(e, (timeout_ms + 999) / 1000);
     c->req = new_request(e, body, call_done_cb, c);
@@ -303,13 +314,24 @@ static void watch_finish(struct etcd_watch *w, const char *why)
     w->end(w->arg, why);
 }
 
-/* Each complete line of the stream is one JSON message. */
+static void watch_free(struct etcd_watch *w)
+{
+    evbuffer_free(w->pending);
+    free(w);
+}
+
+/*
+ * Each complete line of the stream is one JSON message. The callbacks may stop
+ * the watch: its connection goes at once (libevent defers freeing the request
+ * it is delivering), the watch itself when this function is done with it.
+ */
 static void watch_chunk_cb(struct evhttp_request *req, void *arg)
 {
     struct etcd_watch *w = arg;
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
 
     evbuffer_add_buffer(w->pending, in);
+    w->in_chunk_cb = true;
     while (!w->ended) {
         struct evbuffer_ptr nl = evbuffer_search(w->pending, "\n", 1, NULL);
         size_t n;
@@ -328,13 +350,16 @@ static void watch_chunk_cb(struct evhttp_request *req, void *arg)
         free(line);
         if (n && msg == NULL) {
             watch_finish(w, "etcd: malformed watch message");
-            return;
+            break;
         }
         if (msg) {
             w->cb(w->arg, msg);
             json_decref(msg);
         }
     }
+    w->in_chunk_cb = false;
+    if (w->stopped)
+        watch_free(w);
 }
 
 static void watch_done_cb(struct evhttp_request *req, void *arg)
@@ -381,8 +406,11 @@ void etcd_watch_stop(struct etcd_watch *w)
     w->ended = true;
     if (w->conn)
         evhttp_connection_free(w->conn); /* cancels the request without calling back */
-    evbuffer_free(w->pending);
-    free(w);
+    w->conn = NULL;
+    if (w->in_chunk_cb)
+        w->stopped = true; /* watch_chunk_cb frees it on its way out */
+    else
+        watch_free(w);
 }
 
 void etcd_free(struct etcd *e)

@@ -39,6 +39,7 @@ void etcd_post(struct etcd *e, const char *path, json_t *body, int timeout_ms, e
 /* Open a watch with this create_request (taken); callbacks until it ends or is stopped. */
 struct etcd_watch *etcd_watch_start(struct etcd *e, json_t *create_request, etcd_watch_cb cb,
                                     etcd_watch_end_cb end, void *arg);
+/* Close it; no callback runs afterwards. Allowed from its own callbacks. NULL is ignored. */
 void etcd_watch_stop(struct etcd_watch *w);
 
 /* The endpoint in use ("http://127.0.0.1:2379"). */
