@@ -50,19 +50,20 @@ static uint64_t rnd(void)
     return hs.rng = x;
 }
 
-static void schedule(struct hcheck *c, int ms)
+static void schedule(struct hcheck *c, int64_t ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
 
     evtimer_add(c->timer, &tv);
 }
 
-/* interval_ms +/- 10%, so checks of many backends spread out. */
-static int jittered(const struct hcheck *c)
+/* interval_ms +/- 10%, so checks of many backends spread out (64 bits: up to 1.1 * INT_MAX). */
+static int64_t jittered(const struct hcheck *c)
 {
-    int spread = c->hc.interval_ms / 10;
+    int64_t spread = c->hc.interval_ms / 10;
 
-    return c->hc.interval_ms - spread + (spread ? (int)(rnd() % (uint64_t)(2 * spread + 1)) : 0);
+    return c->hc.interval_ms - spread +
+           (spread ? (int64_t)(rnd() % (uint64_t)(2 * spread + 1)) : 0);
 }
 
 static void end_check(struct hcheck *c, bool ok, const char *why)
@@ -107,35 +108,55 @@ static void wait_io(struct hcheck *c, short what)
     event_add(c->io, &tv);
 }
 
+#define HEALTH_REQUEST                                                                             \
+    "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: veer-health\r\nConnection: close\r\n\r\n"
+
+/* The request, from a heap buffer when the path does not fit the stack one. */
 static void send_request(struct hcheck *c)
 {
-    char req[512];
-    int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: veer-health\r\n"
-                     "Connection: close\r\n\r\n",
-                     c->hc.path, c->be->addr.text);
+    char small[512], *req = small;
+    int n = snprintf(small, sizeof(small), HEALTH_REQUEST, c->hc.path, c->be->addr.text);
+    struct iovec iov;
+    bool sent;
 
-    struct iovec iov = {req, (size_t)n};
-
-    if (n < 0 ||
-        (c->tls ? tls_writev(c->tls, &iov, 1) : send(c->fd, req, (size_t)n, MSG_NOSIGNAL)) != n) {
+    if (n >= (int)sizeof(small)) {
+        req = veer_malloc((size_t)n + 1);
+        snprintf(req, (size_t)n + 1, HEALTH_REQUEST, c->hc.path, c->be->addr.text);
+    }
+    iov = (struct iovec){req, n < 0 ? 0 : (size_t)n};
+    sent = n >= 0 &&
+           (c->tls ? tls_writev(c->tls, &iov, 1) : send(c->fd, req, (size_t)n, MSG_NOSIGNAL)) == n;
+    if (req != small)
+        free(req);
+    if (!sent) {
         end_check(c, false, "cannot send the request");
         return;
     }
     wait_io(c, EV_READ);
 }
 
-/* Judge the status line: "HTTP/1.x 2xx" passes. */
+static bool is_digit(char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
+/*
+ * Judge the status line: "HTTP/1.x SP 3DIGIT", then SP or the end of the
+ * line (RFC 9112 4); 2xx passes. Nothing looser: "HTTP/1.1 2000" is not 200.
+ */
 static void judge(struct hcheck *c)
 {
+    const char *b = c->buf;
     char why[96];
     int status;
 
-    if (c->len < 12 || memcmp(c->buf, "HTTP/1.", 7) != 0 ||
-        sscanf(c->buf + 9, "%3d", &status) != 1) {
+    if (c->len < 12 || memcmp(b, "HTTP/1.", 7) != 0 || !is_digit(b[7]) || b[8] != ' ' ||
+        !is_digit(b[9]) || !is_digit(b[10]) || !is_digit(b[11]) ||
+        (c->len > 12 && b[12] != ' ' && b[12] != '\r' && b[12] != '\n')) {
         end_check(c, false, "malformed response");
         return;
     }
+    status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
     if (status >= 200 && status < 300) {
         end_check(c, true, NULL);
         return;
