@@ -271,12 +271,15 @@ int upgrade_send_conn(int chan, int fd, const char *listen, const struct sockadd
 
 /* --- new side ------------------------------------------------------------------------- */
 
+/* A descriptor number, the whole of s; -1 for anything else ("", "x", "4y", "-4", overflow). */
 static int parse_fd(const char *s)
 {
     char *end;
-    long v = strtol(s, &end, 10);
+    long v;
 
-    return (end != s && v >= 0 && v < INT_MAX) ? (int)v : -1;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    return (end != s && *end == '\0' && errno == 0 && v >= 0 && v < INT_MAX) ? (int)v : -1;
 }
 
 void upgrade_child_init(void)
@@ -304,9 +307,16 @@ void upgrade_child_init(void)
         memset(in, 0, sizeof(*in));
         snprintf(in->addr, sizeof(in->addr), "%s", part);
         for (char *f = strtok_r(eq + 1, ",", &save2); f; f = strtok_r(NULL, ",", &save2)) {
+            int fd = parse_fd(f);
+
+            /* A malformed one is skipped: a listener must never take -1 as a socket. */
+            if (fd < 0)
+                continue;
             in->fds = veer_realloc(in->fds, (in->n + 1) * sizeof(int));
-            in->fds[in->n++] = parse_fd(f);
+            in->fds[in->n++] = fd;
         }
+        if (in->n == 0)
+            up.ninh--; /* nothing usable: no set */
     }
     free(copy);
     unsetenv("VEER_UPGRADE_FD");

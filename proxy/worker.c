@@ -414,9 +414,19 @@ static void start_handover(struct worker *w, int chan)
 
             if (fd < 0)
                 break;
-            if (upgrade_send_conn(chan, fd, l->lc->addr.text, (struct sockaddr *)&ss, sl) == 0)
+            if (upgrade_send_conn(chan, fd, l->lc->addr.text, (struct sockaddr *)&ss, sl) == 0) {
                 w->handed_over++;
-            close(fd);
+                close(fd);
+                continue;
+            }
+            /*
+             * The channel is full (the new process is behind) or gone: this
+             * client is ours to serve then, as part of the graceful shutdown
+             * that follows, never dropped.
+             */
+            atomic_fetch_add_explicit(&veer_client_connections, 1, memory_order_relaxed);
+            client_socket_options(fd);
+            session_accept(l, fd, (struct sockaddr *)&ss, sl);
         }
     }
     begin_shutdown(w);
