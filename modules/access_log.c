@@ -47,6 +47,26 @@ static int open_log(const char *path)
     return fd;
 }
 
+/*
+ * Point the log's descriptor at the newly opened fd. Workers load al.fd and
+ * then write without a lock, so the number they hold must never be closed
+ * under them (or reused by the next open(), sending log lines into another
+ * file or a client's socket): once there is a descriptor, the new file is
+ * moved onto its number with dup3(), which is atomic, and that number stays.
+ */
+static void install(int fd)
+{
+    int cur = atomic_load(&al.fd);
+
+    if (cur >= 0 && dup3(fd, cur, O_CLOEXEC) == cur) {
+        close(fd);
+        return;
+    }
+    cur = atomic_exchange(&al.fd, fd);
+    if (cur >= 0)
+        close(cur);
+}
+
 /* (Re)open when the path is new; a reload with the same path keeps the file. */
 static int init(const struct veer_conf *conf)
 {
@@ -65,24 +85,20 @@ static int init(const struct veer_conf *conf)
     if (fd < 0)
         return VEER_ERROR;
     snprintf(al.path, sizeof(al.path), "%s", conf->access_log);
-    old = atomic_exchange(&al.fd, fd);
-    if (old >= 0)
-        close(old);
+    install(fd);
     return VEER_OK;
 }
 
 static void on_reopen(void)
 {
-    int fd, old;
+    int fd;
 
     if (al.path[0] == '\0')
         return;
     fd = open_log(al.path);
     if (fd < 0)
         return;
-    old = atomic_exchange(&al.fd, fd);
-    if (old >= 0)
-        close(old);
+    install(fd);
     log_info("access log %s reopened", al.path);
 }
 
@@ -101,6 +117,33 @@ static void flush(struct alog *a)
         off += (size_t)n;
     }
     sb_reset(&a->buf);
+}
+
+/*
+ * s as a JSON string, like sb_json_str(), but every byte outside ASCII is
+ * written as \u00XX, its ISO-8859-1 reading (RFC 9110 section 5.5): a field
+ * value may carry any such byte (obs-text), a value may be cut in the middle
+ * of a UTF-8 sequence, and a JSON line must be valid UTF-8. No byte is lost.
+ */
+static void log_str(struct sbuf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    sb_add(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+
+        if (c == '"' || c == '\\') {
+            sb_add(b, "\\", 1);
+            sb_add(b, (const char *)&c, 1);
+        } else if (c < 0x20 || c >= 0x7f) {
+            sb_add(b, esc, 6);
+        } else {
+            sb_add(b, (const char *)&c, 1);
+        }
+    }
+    sb_add(b, "\"", 1);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -183,9 +226,9 @@ static void on_txn_end(struct txn *t)
               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
               (int)(tv.tv_usec / 1000), ip);
     sb_puts(&a->buf, "\"method\":");
-    sb_json_str(&a->buf, t->log->method);
+    log_str(&a->buf, t->log->method);
     sb_puts(&a->buf, ",\"path\":");
-    sb_json_str(&a->buf, t->log->path);
+    log_str(&a->buf, t->log->path);
     sb_printf(&a->buf,
               ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"total_ms\":%.3f,"
               "\"upstream_ms\":%.3f,\"pool\":",
@@ -194,14 +237,14 @@ static void on_txn_end(struct txn *t)
               t->up_start_us && t->up_end_us > t->up_start_us
                   ? (double)(t->up_end_us - t->up_start_us) / 1000.0
                   : 0.0);
-    sb_json_str(&a->buf, pool);
+    log_str(&a->buf, pool);
     sb_puts(&a->buf, ",\"backend\":");
-    sb_json_str(&a->buf, t->be ? t->be->name : "");
+    log_str(&a->buf, t->be ? t->be->name : "");
     sb_puts(&a->buf, ",\"group\":");
-    sb_json_str(&a->buf, group);
+    log_str(&a->buf, group);
     sb_printf(&a->buf,
               ",\"generation\":%llu,\"request_id\":", (unsigned long long)t->log->generation);
-    sb_json_str(&a->buf, t->log->request_id);
+    log_str(&a->buf, t->log->request_id);
     sb_puts(&a->buf, "}\n");
     if (a->buf.len >= ALOG_FLUSH_BYTES)
         flush(a);

@@ -109,7 +109,8 @@ static int on_request_head(struct txn *t)
     size_t len, plen = strlen(hc->prefix);
     const char *path = txn_path(t, &len);
 
-    while (plen > 1 && hc->prefix[plen - 1] == '/')
+    /* "/ops/" is "/ops", and "/" puts the endpoints at the top level ("/liveness"). */
+    while (plen > 0 && hc->prefix[plen - 1] == '/')
         plen--;
     if (!hc->enabled || len <= plen + 1 || memcmp(path, hc->prefix, plen) != 0 || path[plen] != '/')
         return VEER_DECLINED;

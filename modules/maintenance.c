@@ -21,12 +21,33 @@ static bool prefix_of(const char *prefix, const char *path, size_t len)
     return len >= n && memcmp(path, prefix, n) == 0;
 }
 
+/*
+ * veer's own health endpoints: PREFIX/liveness, PREFIX/readiness and
+ * PREFIX/status, matched as health_endpoints.c matches them (a trailing
+ * slash of the prefix does not count). Only these, not every path under the
+ * prefix: with prefix "/" that would be every path.
+ */
+static bool health_endpoint(const char *prefix, const char *path, size_t len)
+{
+    static const char *const names[] = {"liveness", "readiness", "status"};
+    size_t n = strlen(prefix);
+
+    while (n > 0 && prefix[n - 1] == '/')
+        n--;
+    if (len <= n + 1 || memcmp(path, prefix, n) != 0 || path[n] != '/')
+        return false;
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if (len - n - 1 == strlen(names[i]) && memcmp(path + n + 1, names[i], len - n - 1) == 0)
+            return true;
+    return false;
+}
+
 static bool allowed(const struct veer_conf *conf, const char *path, size_t len)
 {
     for (int i = 0; i < conf->maintenance.nallow; i++)
         if (prefix_of(conf->maintenance.allow[i], path, len))
             return true;
-    return prefix_of(conf->health_endpoints.prefix, path, len);
+    return health_endpoint(conf->health_endpoints.prefix, path, len);
 }
 
 static int on_request_head(struct txn *t)

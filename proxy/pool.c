@@ -116,8 +116,8 @@ static uint32_t group_index(struct rt_pool *p, const char *name)
         if (strcmp(p->g[i].name, name) == 0)
             return i;
     p->g = veer_realloc(p->g, (p->ng + 1) * sizeof(*p->g));
+    memset(&p->g[p->ng], 0, sizeof(p->g[p->ng])); /* its rates too, until stats' first tick */
     p->g[p->ng].name = veer_strdup(name);
-    p->g[p->ng].share = 0;
     return p->ng++;
 }
 

@@ -80,6 +80,7 @@ struct backend_wstat {
     char pad[64 - 4 * sizeof(uint32_t) - sizeof(uint64_t)];
     _Atomic uint64_t requests[5];        /* by status class 1xx..5xx */
     _Atomic uint64_t errors[UERR_KINDS]; /* upstream errors by kind */
+    _Atomic uint64_t answered;           /* of those, answered by veer's own 5xx */
     struct hist latency;                 /* request duration */
 } __attribute__((aligned(64)));
 /*
@@ -115,6 +116,21 @@ static inline void backend_wstat_add(_Atomic uint32_t *v, int d)
 {
     atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + (uint32_t)d,
                           memory_order_relaxed);
+}
+
+/*
+ * Failed requests of one worker's slot: 5xx answers plus upstream errors,
+ * each failure once (an upstream error veer answered with a 502/504 is in
+ * both counters; one retried elsewhere or cutting a started response only
+ * in the errors).
+ */
+static inline uint64_t backend_wstat_failures(const struct backend_wstat *ws)
+{
+    uint64_t n = atomic_load_explicit(&ws->requests[4], memory_order_relaxed);
+
+    for (unsigned k = 0; k < UERR_KINDS; k++)
+        n += atomic_load_explicit(&ws->errors[k], memory_order_relaxed);
+    return n - atomic_load_explicit(&ws->answered, memory_order_relaxed);
 }
 
 /* Sums of the per-worker figures (control thread). */

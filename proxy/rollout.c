@@ -74,9 +74,7 @@ static void group_totals(const struct rt_pool *p, uint32_t g, uint64_t *req, uin
 
             for (unsigned c = 0; c < 5; c++)
                 *req += atomic_load_explicit(&ws->requests[c], memory_order_relaxed);
-            *err += atomic_load_explicit(&ws->requests[4], memory_order_relaxed);
-            for (unsigned k = 0; k < UERR_KINDS; k++)
-                *err += atomic_load_explicit(&ws->errors[k], memory_order_relaxed);
+            *err += backend_wstat_failures(ws);
             for (unsigned k = 0; k <= LAT_BUCKETS; k++)
                 b[k] += atomic_load_explicit(&ws->latency.bucket[k], memory_order_relaxed);
         }
@@ -200,6 +198,7 @@ static void rollback(struct rollout *r, const char *why)
     r->active = false; /* before the publish: the snapshot no longer names its canary */
     ctl_edit_restore(r->pool, r->pre);
     gen = control_publish();
+    ctl_sync_draining(p); /* as after any change of admin states (commit) */
     cluster_push_pool(r->pool);
     snprintf(r->verdict, sizeof(r->verdict), "rolled back: %s", why);
     snprintf(line, sizeof(line), "rollout %s rolled back: %s", p->name, why);
@@ -212,13 +211,26 @@ static void rollback(struct rollout *r, const char *why)
     control_save_state();
 }
 
+/* A move the shift checks refused (capacity guard): paused, in the state file too. */
+static void pause_refused(struct rollout *r, const char *what, const char *err)
+{
+    r->paused = true;
+    snprintf(r->verdict, sizeof(r->verdict), "paused: %s refused: %.200s", what, err);
+    log_warn("rollout %s %s", ctl.model->pools[r->pool].name, r->verdict);
+    sync_text(r);
+    control_save_state();
+}
+
 static void complete(struct rollout *r)
 {
     struct rt_pool *p = &ctl.model->pools[r->pool];
     char err[300];
 
-    if (p->g[r->canary].share != 100 && apply_share(r, 100, false, err, sizeof(err)) < 0)
+    /* The move to 100% after a last step below it is a step like the others: guarded. */
+    if (p->g[r->canary].share != 100 && apply_share(r, 100, true, err, sizeof(err)) < 0) {
+        pause_refused(r, "completion to 100%", err);
         return;
+    }
     snprintf(r->verdict, sizeof(r->verdict), "complete: %s has 100%%", p->g[r->canary].name);
     log_info("rollout %s complete", p->name);
     audit_write("rollout", &r->peer, "rollout complete", "OK", ctl.model->generation, NULL, NULL);
@@ -237,11 +249,11 @@ static void next_step(struct rollout *r)
     }
     r->step++;
     if (apply_share(r, r->steps[r->step], true, err, sizeof(err)) < 0) {
+        char what[32];
+
         r->step--;
-        r->paused = true;
-        snprintf(r->verdict, sizeof(r->verdict), "paused: step %d refused: %.200s", r->step + 2,
-                 err);
-        log_warn("rollout %s %s", ctl.model->pools[r->pool].name, r->verdict);
+        snprintf(what, sizeof(what), "step %d", r->step + 2);
+        pause_refused(r, what, err);
         return;
     }
     r->step_start_us = veer_now_us();
@@ -434,7 +446,8 @@ void rollout_command(struct ctl_req *req)
     switch (req->cmd.kind) {
     case CMD_ROLLOUT_PAUSE:
         r->paused = true;
-        evtimer_del(r->timer);
+        if (r->timer) /* none yet when restored paused */
+            evtimer_del(r->timer);
         snprintf(r->verdict, sizeof(r->verdict), "paused by operator");
         break;
     case CMD_ROLLOUT_RESUME:
@@ -498,23 +511,47 @@ char *rollout_render(int pi)
     sb_printf(&o, "canary=%s;step=%d;steps=", p->g[r->canary].name, r->step);
     for (int i = 0; i < r->nsteps; i++)
         sb_printf(&o, "%s%d", i ? "," : "", r->steps[i]);
-    sb_printf(&o, ";interval=%lld;err=%g;p99=%lld;min=%d;paused=%d;", (long long)r->interval_ms,
+    /* %.15g: a percent with up to 6 decimals (what start takes) comes back as written. */
+    sb_printf(&o, ";interval=%lld;err=%.15g;p99=%lld;min=%d;paused=%d;", (long long)r->interval_ms,
               r->max_error_rate, (long long)r->max_p99_ms, r->min_requests, r->paused);
     ctl_edit_render(r->pre, &o);
     return sb_steal(&o);
 }
 
-/* Resume a rollout saved in the state file (at its step; the step's clock restarts). */
+/* "1,5,20,100" as rollout start takes it (1..100, strictly increasing): the count, or -1. */
+static int parse_steps(const char *s, int *steps)
+{
+    int n = 0;
+
+    for (;;) {
+        char *end;
+        long v = strtol(s, &end, 10);
+
+        if (end == s || (*end != ',' && *end != '\0') || v < 1 || v > 100 ||
+            (n > 0 && v <= steps[n - 1]) || n == CMD_MAX_STEPS)
+            return -1;
+        steps[n++] = (int)v;
+        if (*end == '\0')
+            return n;
+        s = end + 1;
+    }
+}
+
+/*
+ * Resume a rollout saved in the state file (at its step; the step's clock
+ * restarts). A line that is malformed, or holds what `rollout start` would
+ * never have taken, is refused (-1) and nothing changes.
+ */
 int rollout_restore(int pi, const char *text)
 {
     struct rollout *r;
     char canary[CMD_NAME_MAX] = "", steps[256] = "";
-    int step = 0, paused = 0, g, n;
+    int step = 0, paused = 0, g, n, nsteps, steps_v[CMD_MAX_STEPS];
     long long interval = 0, p99 = 0;
     double err = 0;
     int minreq = 0;
     const char *pre;
-    char *save = NULL, *tok;
+    struct pool_edit *edit;
 
     if (pi >= METRIC_POOLS)
         return -1;
@@ -526,15 +563,16 @@ int rollout_restore(int pi, const char *text)
     if (n != 8 || pre == NULL || (g = model_find_group(&ctl.model->pools[pi], canary)) < 0 ||
         ctl.model->pools[pi].ng != 2)
         return -1;
-    r = veer_calloc(1, sizeof(*r));
-    for (tok = strtok_r(steps, ",", &save); tok && r->nsteps < CMD_MAX_STEPS;
-         tok = strtok_r(NULL, ",", &save))
-        r->steps[r->nsteps++] = atoi(tok);
-    r->pre = ctl_edit_parse(pi, pre + 1);
-    if (r->nsteps == 0 || step < 0 || step >= r->nsteps || r->pre == NULL || interval <= 0) {
-        free(r);
+    nsteps = parse_steps(steps, steps_v);
+    if (nsteps < 0 || step < 0 || step >= nsteps || interval <= 0 || !(err >= 0 && err <= 100) ||
+        p99 <= 0 || minreq < 1 || (paused != 0 && paused != 1))
         return -1;
-    }
+    if ((edit = ctl_edit_parse(pi, pre + 1)) == NULL)
+        return -1;
+    r = veer_calloc(1, sizeof(*r));
+    r->pre = edit;
+    r->nsteps = nsteps;
+    memcpy(r->steps, steps_v, (size_t)nsteps * sizeof(*steps_v));
     r->active = true;
     r->paused = paused != 0;
     r->pool = pi;

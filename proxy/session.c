@@ -126,6 +126,8 @@ static void txn_record(const struct txn *t, struct worker *w)
         struct backend_wstat *ws = &t->be->ws[w->idx];
 
         counter_add(&ws->requests[cls], 1);
+        if (cls == 4 && t->be_failed)
+            counter_add(&ws->answered, 1); /* one failure, not two */
         hist_observe(&ws->latency, us);
     } else if ((unsigned)t->pool < METRIC_POOLS) {
         counter_add(&w->local[t->pool].requests[cls], 1);
@@ -134,10 +136,12 @@ static void txn_record(const struct txn *t, struct worker *w)
 }
 
 /* Count an upstream failure of the transaction's backend. */
-static void txn_upstream_error(const struct txn *t, enum upstream_err kind)
+static void txn_upstream_error(struct txn *t, enum upstream_err kind)
 {
-    if (t->be)
+    if (t->be) {
         counter_add(&t->be->ws[t->s->w->idx].errors[kind], 1);
+        t->be_failed = true;
+    }
 }
 
 /* Drop the transaction's buffers and its upstream connection. */
@@ -1113,6 +1117,7 @@ static int retry_elsewhere(struct txn *t)
     }
     backend_wstat_add(&old->ws[w->idx].active, -1);
     t->be = lb->sp->b[idx].be;
+    t->be_failed = false;
     backend_wstat_add(&t->be->ws[w->idx].active, 1);
     t->req_head_sent = 0;
     t->req_sent = 0;

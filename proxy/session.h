@@ -63,6 +63,7 @@ struct txn {
     bool req_done;    /* whole request parsed */
     bool req_held;    /* keep sent bytes until the response starts (retry) */
     bool retried;     /* a stale pooled connection was retried */
+    bool be_failed;   /* an upstream error of t->be was counted */
     bool retry_armed; /* retry_ev is pending */
     bool held;        /* on the worker's hold queue */
     struct txn *held_next, *held_prev;

@@ -48,9 +48,7 @@ static void backend_tick(struct rt_backend *b, unsigned nw, uint64_t *dreq, uint
 
         for (unsigned c = 0; c < 5; c++)
             total += atomic_load_explicit(&ws->requests[c], memory_order_relaxed);
-        errors += atomic_load_explicit(&ws->requests[4], memory_order_relaxed);
-        for (unsigned k = 0; k < UERR_KINDS; k++)
-            errors += atomic_load_explicit(&ws->errors[k], memory_order_relaxed);
+        errors += backend_wstat_failures(ws);
         for (unsigned i = 0; i <= LAT_BUCKETS; i++)
             cur[i] += atomic_load_explicit(&ws->latency.bucket[i], memory_order_relaxed);
     }
