@@ -451,6 +451,11 @@ void rollout_command(struct ctl_req *req)
         snprintf(r->verdict, sizeof(r->verdict), "paused by operator");
         break;
     case CMD_ROLLOUT_RESUME:
+        if (!r->paused) {
+            /* Resuming restarts the window and the step clock: never for a running one. */
+            ctl_refuse(req, "the rollout in pool %s is not paused", req->cmd.pool);
+            return;
+        }
         r->paused = false;
         win_reset(r);
         r->step_start_us = veer_now_us();

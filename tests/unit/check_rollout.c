@@ -735,8 +735,17 @@ START_TEST(test_pause_stops_steps_and_analysis_until_resume)
     ck_assert_prefix(status_line(reply, "group green "), "group green share 10 ");
     ck_assert_suffix(status_line(reply, "group green "), " requests 0");
 
-    /* What fails after the resume is. */
-    traffic(API, "green-2", 1, C5XX, 20, FAST_US);
+    /*
+     * Resuming a running rollout is refused: it would restart the window (hiding
+     * what failed in it) and the step clock.
+     */
+    traffic(API, "green-2", 1, C5XX, 10, FAST_US);
+    run_refused("rollout resume api", "the rollout in pool api is not paused");
+    assert_state("api", "state running");
+    ck_assert_str_eq(verdict("api"), "running");
+
+    /* What fails after the resume is judged, the failures before that refusal included. */
+    traffic(API, "green-2", 1, C5XX, 10, FAST_US);
     ticks(1);
     assert_state("api", "state ended");
     assert_published(API, 100, 0);
