@@ -17,8 +17,18 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <errno.h>
 #include <openssl/ssl.h>
 #include <string.h>
+
+/*
+ * What one admin connection may make the control thread hold: a request head of 32 KiB and
+ * a body of 4 KiB (evhttp answers 400 or 413 beyond, a larger declared body at once), and no
+ * wait without progress longer than timeouts.client_header_ms. evhttp's defaults are no limit
+ * and no timeout: any peer could grow veer's memory or pin its descriptors for ever.
+ */
+#define ADMIN_HEAD_BYTES 32768
+#define ADMIN_BODY_BYTES 4096
 
 static struct {
     struct evhttp *http;
@@ -31,19 +41,42 @@ static struct {
 static void send_text(struct evhttp_request *req, int code, const char *ctype, const char *body,
                       size_t len)
 {
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     struct evbuffer *out = evbuffer_new();
 
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");
-    evbuffer_add(out, body, len);
-    evhttp_send_reply(req, code, code == 200 ? "OK" : "Not Found", out);
+    evhttp_add_header(h, "Content-Type", ctype);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+        /* The length GET would have and no body: evhttp 2.1 sends any body it is given. */
+        char n[24];
+
+        snprintf(n, sizeof(n), "%zu", len);
+        evhttp_add_header(h, "Content-Length", n);
+    } else {
+        evbuffer_add(out, body, len);
+    }
+    evhttp_send_reply(req, code, NULL, out);
     evbuffer_free(out);
+}
+
+/* Read only: GET and HEAD; any other method is answered 405 naming them (RFC 9110 15.5.6). */
+static bool refuse_method(struct evhttp_request *req)
+{
+    enum evhttp_cmd_type t = evhttp_request_get_command(req);
+
+    if (t == EVHTTP_REQ_GET || t == EVHTTP_REQ_HEAD)
+        return false;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+    send_text(req, 405, "text/plain", "method not allowed\n", 19);
+    return true;
 }
 
 static void metrics_cb(struct evhttp_request *req, void *arg)
 {
     struct sbuf b;
 
+    if (refuse_method(req))
+        return;
     sb_init(&b);
     metrics_render(&b, ah.model, ah.workers, ah.nworkers);
     send_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.s ? b.s : "", b.len);
@@ -120,6 +153,8 @@ static void status_cb(struct evhttp_request *req, void *arg)
 {
     struct sbuf b;
 
+    if (refuse_method(req))
+        return;
     sb_init(&b);
     adminhttp_status_json(&b);
     send_text(req, 200, "application/json", b.s, b.len);
@@ -164,6 +199,8 @@ static void page_cb(struct evhttp_request *req, void *arg)
 {
     const char *uri = evhttp_request_get_uri(req);
 
+    if (refuse_method(req))
+        return;
     if (strcmp(uri, "/") != 0 && strncmp(uri, "/?", 2) != 0) {
         send_text(req, 404, "text/plain", "not found\n", 10);
         return;
@@ -176,8 +213,9 @@ static struct bufferevent *tls_bev_cb(struct event_base *base, void *arg)
 {
     SSL *ssl = tls_admin_new(arg);
 
+    /* Returning NULL would make evhttp serve this connection in plain text. */
     if (ssl == NULL)
-        return NULL;
+        veer_panic(__FILE__, __LINE__, "admin.http_tls: SSL_new failed");
     return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                           BEV_OPT_CLOSE_ON_FREE);
 }
@@ -188,6 +226,7 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const
     char host[64];
     const char *colon;
     int port;
+    struct timeval tv;
 
     ah.model = m;
     ah.workers = workers;
@@ -195,6 +234,11 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const
     ah.start_us = veer_now_us();
     if (!conf->admin.has_http)
         return VEER_OK;
+    if (conf->admin.http_tls && conf->admin.http_tls->ctx == NULL) {
+        log_err("admin.http %s: admin.http_tls has no TLS context: not serving it in plain text",
+                conf->admin.http.text);
+        return VEER_ERROR;
+    }
     /* "host:port" or "[v6]:port", numeric, validated by conf.c. */
     colon = strrchr(conf->admin.http.text, ':');
     port = atoi(colon + 1);
@@ -205,7 +249,15 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const
         host[strlen(host) - 1] = '\0';
     }
     ah.http = evhttp_new(base);
-    evhttp_set_allowed_methods(ah.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    /* The callbacks answer 405 to all but GET and HEAD (evhttp would say 501). */
+    evhttp_set_allowed_methods(
+        ah.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                     EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE | EVHTTP_REQ_PATCH);
+    evhttp_set_max_headers_size(ah.http, ADMIN_HEAD_BYTES);
+    evhttp_set_max_body_size(ah.http, ADMIN_BODY_BYTES);
+    tv.tv_sec = conf->timeouts.client_header_ms / 1000;
+    tv.tv_usec = (conf->timeouts.client_header_ms % 1000) * 1000;
+    evhttp_set_timeout_tv(ah.http, &tv);
     evhttp_set_cb(ah.http, "/metrics", metrics_cb, NULL);
     evhttp_set_cb(ah.http, "/status", status_cb, NULL);
     evhttp_set_gencb(ah.http, page_cb, NULL);
@@ -219,11 +271,15 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const
         char text[80];
 
         if (bs == NULL) {
-            log_err("admin.http %s: cannot listen", conf->admin.http.text);
+            int e = errno;
+
+            log_err("admin.http %s: cannot listen: %s", conf->admin.http.text, strerror(e));
+            evhttp_free(ah.http);
+            ah.http = NULL;
             return VEER_ERROR;
         }
         getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl);
-        snprintf(text, sizeof(text), "%s:%d", conf->admin.http.text[0] == '[' ? "[::]" : host,
+        snprintf(text, sizeof(text), conf->admin.http.text[0] == '[' ? "[%s]:%d" : "%s:%d", host,
                  ntohs(((struct sockaddr_in *)&ss)->sin_port));
         log_info("admin http on %s (read-only: /metrics, /status, /%s)", text,
                  conf->admin.http_tls ? conf->admin.http_tls->client_ca

@@ -1,0 +1,1724 @@
+/*
+ * check_adminhttp.c - the admin HTTP address (admin.http), served from the test's own
+ * event_base on an ephemeral loopback port (read back from its "admin http on" log line) and
+ * requested over loopback by a small bufferevent client on the same loop, every wait with a
+ * deadline: /metrics (status, Content-Type 0.0.4, the contract families of the model, exactly
+ * what metrics_render writes), /status (JSON read with jansson: keys, types and values for a
+ * model, states, shares, drains, circuits, rates, maintenance, generation, removed pools, a
+ * worker shutting down), / (the page), 404s, HEAD, 405 with Allow for other methods, query
+ * strings, pipelined requests; adminhttp_set_model swapping what both show; adminhttp_stop
+ * closing the listener and open connections (ASan: nothing left behind); no admin.http; start
+ * failures (port in use, an address not on this host, an address conf.c refuses) with the
+ * reason; IPv6; the limits on what a peer may make it hold (head and body sizes, a silent
+ * connection); and admin.http_tls with client certificates made here with OpenSSL's API
+ * (refused without one or with one from another CA, served with one signed by client_ca; a
+ * configuration without a prepared TLS context is refused rather than served in plain text).
+ */
+#include "adminhttp.h"
+#include "conf.h"
+#include "metrics.h"
+#include "pool.h"
+#include "sbuf.h"
+#include "tls.h"
+#include "veer.h"
+#include "worker.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <malloc.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The deadline of every wait: the exchanges take milliseconds. */
+#define WAIT_MS     5000
+#define NW          2
+#define MAX_CLIENTS 16
+#define MAX_HEADERS 32
+
+/*
+ * Pool "api": b1 and b2 in group blue (weights 100 and 300), g1 in green (weight 7), shares
+ * 80/20. Pool "hc": one backend in group "default" with readiness checks (so PENDING).
+ */
+#define LISTEN "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"
+#define POOLS                                                                                      \
+    "pools = ( { name = \"api\"; backends = ("                                                     \
+    "{ name = \"b1\"; address = \"127.0.0.1:1\"; weight = 100; group = \"blue\"; },"               \
+    "{ name = \"b2\"; address = \"127.0.0.1:2\"; weight = 300; group = \"blue\"; },"               \
+    "{ name = \"g1\"; address = \"127.0.0.1:3\"; weight = 7; group = \"green\"; } );"              \
+    "shares = { blue = 80; green = 20; }; },"                                                      \
+    "{ name = \"hc\"; health = { path = \"/ready\"; }; backends = ("                               \
+    "{ name = \"a\"; address = \"127.0.0.1:4\"; } ); } );\n"
+#define ADMIN "admin = { http = \"127.0.0.1:0\"; };\n"
+
+/* A client connection on the test's loop. */
+struct client {
+    struct bufferevent *bev;
+    struct evbuffer *in; /* everything received */
+    bool tls;
+    bool connected; /* TCP connected (plain) or TLS handshake done */
+    bool done;      /* EOF, error or timeout */
+    bool eof, error;
+    int err;               /* the socket error at an error */
+    unsigned long ssl_err; /* the first OpenSSL error at an error (TLS) */
+};
+
+static struct {
+    struct event_base *base;
+    struct veer_conf *c, *c2;
+    struct model *m, *m2;
+    struct worker *w[NW];
+    char host[64]; /* as the log line gives it, e.g. 127.0.0.1 or [::1] */
+    int port;
+    struct client *cl[MAX_CLIENTS];
+    int ncl;
+    bool deadline_hit;
+} fx;
+
+/* --- configuration, model, fake workers ------------------------------------------- */
+
+static struct veer_conf *load(const char *text, char *err, size_t len)
+{
+    char path[] = "/tmp/check_adminhttp_XXXXXX";
+    int fd = mkstemp(path);
+    struct veer_conf *c;
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    c = conf_load(path, err, len);
+    unlink(path);
+    return c;
+}
+
+static struct veer_conf *load_ok(const char *text)
+{
+    char err[512] = "";
+    struct veer_conf *c = load(text, err, sizeof(err));
+
+    ck_assert_msg(c != NULL, "config: %s", err);
+    return c;
+}
+
+/* stderr (the log) into a temporary file, to read what adminhttp_start said. */
+struct capture {
+    int saved, fd;
+};
+
+static struct capture capture_start(void)
+{
+    char path[] = "/tmp/check_adminhttp_log_XXXXXX";
+    struct capture c;
+
+    c.fd = mkstemp(path);
+    ck_assert_int_ge(c.fd, 0);
+    unlink(path);
+    c.saved = dup(STDERR_FILENO);
+    ck_assert_int_ge(c.saved, 0);
+    ck_assert_int_eq(dup2(c.fd, STDERR_FILENO), STDERR_FILENO);
+    return c;
+}
+
+/* Restore stderr, return what was written (caller frees). */
+static char *capture_stop(struct capture *c)
+{
+    char *text = veer_malloc(8192);
+    ssize_t n;
+
+    ck_assert_int_eq(dup2(c->saved, STDERR_FILENO), STDERR_FILENO);
+    close(c->saved);
+    n = pread(c->fd, text, 8191, 0);
+    close(c->fd);
+    text[n > 0 ? n : 0] = '\0';
+    return text;
+}
+
+/*
+ * Start the admin address of fx.c for fx.m on fx.base. Returns what adminhttp_start returned;
+ * *logp gets what it logged (caller frees) when not NULL. On success with an address, fx.host
+ * and fx.port are read back from its "admin http on HOST:PORT" line.
+ */
+static int start_only(char **logp)
+{
+    struct capture cap;
+    char *log;
+    const char *on;
+    int rc;
+
+    fx.port = 0;
+    cap = capture_start();
+    rc = adminhttp_start(fx.base, fx.c, fx.m, fx.w, NW);
+    log = capture_stop(&cap);
+    on = strstr(log, "admin http on ");
+    if (rc == VEER_OK && on != NULL) {
+        const char *addr = on + strlen("admin http on ");
+        const char *colon = strchr(addr, ' ');
+
+        ck_assert_ptr_nonnull(colon);
+        while (colon > addr && *colon != ':')
+            colon--;
+        ck_assert_msg(*colon == ':' && (size_t)(colon - addr) < sizeof(fx.host), "log: %s", log);
+        memcpy(fx.host, addr, (size_t)(colon - addr));
+        fx.host[colon - addr] = '\0';
+        fx.port = atoi(colon + 1);
+        ck_assert_msg(fx.port > 0 && fx.port < 65536, "log: %s", log);
+    }
+    if (logp)
+        *logp = log;
+    else
+        free(log);
+    return rc;
+}
+
+/* Load conf_text, build its model (NW fake workers are ready) and start_only(). */
+static int start_with(const char *conf_text, char **logp)
+{
+    fx.c = load_ok(conf_text);
+    fx.m = model_from_conf(fx.c);
+    return start_only(logp);
+}
+
+/* Start on 127.0.0.1:0 with the two pools; it must work. */
+static void start(const char *extra)
+{
+    char text[4096];
+    char *log;
+
+    snprintf(text, sizeof(text), LISTEN POOLS ADMIN "%s", extra ? extra : "");
+    ck_assert_msg(start_with(text, &log) == VEER_OK, "adminhttp_start failed: %s", log);
+    ck_assert_msg(fx.port > 0, "no \"admin http on\" line: %s", log);
+    free(log);
+}
+
+static void setup(void)
+{
+    memset(&fx, 0, sizeof(fx));
+    signal(SIGPIPE, SIG_IGN); /* a peer that closed first is an error event, not a signal */
+    fx.base = event_base_new();
+    ck_assert_ptr_nonnull(fx.base);
+    veer_nworkers = NW; /* per-backend figures get one slot per worker */
+    for (unsigned i = 0; i < NW; i++) {
+        fx.w[i] = veer_calloc(1, sizeof(*fx.w[i]));
+        fx.w[i]->idx = i;
+        fx.w[i]->local = veer_calloc(METRIC_POOLS, sizeof(*fx.w[i]->local));
+    }
+}
+
+static void client_free(struct client *c)
+{
+    if (c->bev)
+        bufferevent_free(c->bev);
+    evbuffer_free(c->in);
+    free(c);
+}
+
+static void teardown(void)
+{
+    adminhttp_stop();
+    for (int i = 0; i < fx.ncl; i++)
+        client_free(fx.cl[i]);
+    for (unsigned i = 0; i < NW; i++) {
+        free(fx.w[i]->local);
+        free(fx.w[i]);
+    }
+    model_free(fx.m);
+    model_free(fx.m2);
+    conf_free(fx.c);
+    conf_free(fx.c2);
+    routing_shutdown();
+    event_base_free(fx.base);
+}
+
+/* --- the loop and its deadlines --------------------------------------------------- */
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    fx.deadline_hit = true;
+}
+
+/* Run the loop until cond holds; fail the test if ms pass first. */
+#define RUN_UNTIL(cond, ms)                                                                        \
+    do {                                                                                           \
+        struct event *dl_ = evtimer_new(fx.base, deadline_cb, NULL);                               \
+        struct timeval tv_ = {(ms) / 1000, ((ms) % 1000) * 1000};                                  \
+                                                                                                   \
+        fx.deadline_hit = false;                                                                   \
+        evtimer_add(dl_, &tv_);                                                                    \
+        while (!(cond) && !fx.deadline_hit)                                                        \
+            event_base_loop(fx.base, EVLOOP_ONCE);                                                 \
+        event_free(dl_);                                                                           \
+        ck_assert_msg(cond, "no %s after %d ms", #cond, (ms));                                     \
+    } while (0)
+
+/* --- a small HTTP client on the same loop ---------------------------------------- */
+
+static void cl_read(struct bufferevent *bev, void *arg)
+{
+    struct client *c = arg;
+
+    evbuffer_add_buffer(c->in, bufferevent_get_input(bev));
+}
+
+static void cl_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct client *c = arg;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        c->connected = true;
+        return;
+    }
+    if (what & BEV_EVENT_ERROR) {
+        c->error = true;
+        c->err = EVUTIL_SOCKET_ERROR();
+        if (c->tls)
+            c->ssl_err = bufferevent_get_openssl_error(bev);
+    } else {
+        c->eof = true;
+    }
+    evbuffer_add_buffer(c->in, bufferevent_get_input(bev));
+    if (!c->tls && bufferevent_getfd(bev) >= 0) {
+        /* A reset may follow data already queued: keep what the kernel still holds. */
+        char b[4096];
+        ssize_t n;
+
+        while ((n = recv(bufferevent_getfd(bev), b, sizeof(b), MSG_DONTWAIT)) > 0)
+            evbuffer_add(c->in, b, (size_t)n);
+    }
+    bufferevent_disable(bev, EV_READ | EV_WRITE);
+    c->done = true;
+}
+
+/* The socket address of host (127.0.0.1, [::1], ...) and port. */
+static socklen_t sockaddr_of(const char *host, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof(*ss));
+    if (host[0] == '[') {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        char h[64];
+
+        snprintf(h, sizeof(h), "%.*s", (int)strlen(host) - 2, host + 1);
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        ck_assert_int_eq(inet_pton(AF_INET6, h, &s6->sin6_addr), 1);
+        return sizeof(*s6);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        ck_assert_int_eq(inet_pton(AF_INET, host, &s4->sin_addr), 1);
+        return sizeof(*s4);
+    }
+}
+
+/* Connect to the admin address (over TLS with ssl, which the client then owns). */
+static struct client *client_open(SSL *ssl)
+{
+    struct client *c = veer_calloc(1, sizeof(*c));
+    struct sockaddr_storage ss;
+    socklen_t sl = sockaddr_of(fx.host, fx.port, &ss);
+
+    ck_assert_int_lt(fx.ncl, MAX_CLIENTS);
+    fx.cl[fx.ncl++] = c;
+    c->in = evbuffer_new();
+    c->tls = ssl != NULL;
+    if (ssl) {
+        c->bev = bufferevent_openssl_socket_new(fx.base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(fx.base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    ck_assert_ptr_nonnull(c->bev);
+    bufferevent_setcb(c->bev, cl_read, NULL, cl_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    ck_assert_int_eq(bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, (int)sl), 0);
+    return c;
+}
+
+static void client_send(struct client *c, const char *data, size_t len)
+{
+    ck_assert_int_eq(bufferevent_write(c->bev, data, len), 0);
+}
+
+static void client_puts(struct client *c, const char *text)
+{
+    client_send(c, text, strlen(text));
+}
+
+/* A response as read off the wire. */
+struct resp {
+    int code; /* 0: no status line */
+    char reason[64];
+    int nh;
+    char name[MAX_HEADERS][64];
+    char value[MAX_HEADERS][256];
+    bool has_length;
+    size_t length;
+    char *body; /* NUL-terminated */
+    size_t body_len;
+};
+
+static const char *header(const struct resp *r, const char *name)
+{
+    for (int i = 0; i < r->nh; i++)
+        if (strcasecmp(r->name[i], name) == 0)
+            return r->value[i];
+    return NULL;
+}
+
+static int header_count(const struct resp *r, const char *name)
+{
+    int n = 0;
+
+    for (int i = 0; i < r->nh; i++)
+        n += strcasecmp(r->name[i], name) == 0;
+    return n;
+}
+
+static void resp_free(struct resp *r)
+{
+    free(r->body);
+    r->body = NULL;
+}
+
+/*
+ * Parse one response from data[*off, len): status line, headers, then a body of
+ * Content-Length bytes (none for a HEAD request; the rest of the data without a length).
+ * It must be whole. *off moves past it.
+ */
+static void parse_resp(const char *data, size_t len, size_t *off, bool head, struct resp *r)
+{
+    const char *p = data + *off, *end = data + len;
+    const char *eoh;
+    char line[512];
+    size_t n;
+
+    memset(r, 0, sizeof(*r));
+    eoh = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
+    ck_assert_msg(eoh != NULL, "no whole response head in %zu bytes: %.*s", (size_t)(end - p),
+                  (int)(end - p > 300 ? 300 : end - p), p);
+    n = (size_t)(strstr(p, "\r\n") - p);
+    ck_assert_uint_lt(n, sizeof(line));
+    memcpy(line, p, n);
+    line[n] = '\0';
+    ck_assert_msg(sscanf(line, "HTTP/1.1 %d %63[^\r]", &r->code, r->reason) >= 1, "status line: %s",
+                  line);
+    p += n + 2;
+    while (p < eoh + 2) {
+        const char *colon;
+
+        n = (size_t)(strstr(p, "\r\n") - p);
+        colon = memchr(p, ':', n);
+        ck_assert_msg(colon != NULL, "header line: %.*s", (int)n, p);
+        ck_assert_int_lt(r->nh, MAX_HEADERS);
+        snprintf(r->name[r->nh], sizeof(r->name[0]), "%.*s", (int)(colon - p), p);
+        colon++;
+        while (*colon == ' ')
+            colon++;
+        snprintf(r->value[r->nh], sizeof(r->value[0]), "%.*s", (int)(p + n - colon), colon);
+        r->nh++;
+        p += n + 2;
+    }
+    p = eoh + 4;
+    if (header(r, "Content-Length")) {
+        r->has_length = true;
+        r->length = strtoul(header(r, "Content-Length"), NULL, 10);
+    }
+    r->body_len = head ? 0 : r->has_length ? r->length : (size_t)(end - p);
+    ck_assert_msg((size_t)(end - p) >= r->body_len, "body cut: %zu of %zu bytes", (size_t)(end - p),
+                  r->body_len);
+    r->body = veer_malloc(r->body_len + 1);
+    memcpy(r->body, p, r->body_len);
+    r->body[r->body_len] = '\0';
+    *off = (size_t)(p - data) + r->body_len;
+}
+
+/* Wait for the server to close c; its data (linearised) and length. */
+static const char *client_wait(struct client *c, size_t *len)
+{
+    RUN_UNTIL(c->done, WAIT_MS);
+    *len = evbuffer_get_length(c->in);
+    return (const char *)evbuffer_pullup(c->in, -1);
+}
+
+/* Send raw request bytes on a new connection, read the one response until the server closes. */
+static void exchange(const char *raw, bool head, struct resp *r)
+{
+    struct client *c = client_open(NULL);
+    size_t len, off = 0;
+    const char *data;
+
+    client_puts(c, raw);
+    data = client_wait(c, &len);
+    ck_assert_msg(!c->error, "connection error %s", strerror(c->err));
+    parse_resp(data, len, &off, head, r);
+    ck_assert_msg(off == len, "%zu bytes after the response", len - off);
+}
+
+/* METHOD target on its own connection (Connection: close). */
+static void request(const char *method, const char *target, struct resp *r)
+{
+    char raw[512];
+
+    snprintf(raw, sizeof(raw), "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+             method, target);
+    exchange(raw, strcmp(method, "HEAD") == 0, r);
+}
+
+static json_t *get_status(void)
+{
+    struct resp r;
+    json_error_t e;
+    json_t *j;
+
+    request("GET", "/status", &r);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(header(&r, "Content-Type"), "application/json");
+    j = json_loadb(r.body, r.body_len, 0, &e);
+    ck_assert_msg(j != NULL, "/status is not JSON (%s): %s", e.text, r.body);
+    resp_free(&r);
+    return j;
+}
+
+static char *get_metrics(void)
+{
+    struct resp r;
+
+    request("GET", "/metrics", &r);
+    ck_assert_int_eq(r.code, 200);
+    return r.body; /* caller frees */
+}
+
+/* Whether a connect to the admin port is refused now (loopback: answered at once). */
+static bool connect_refused(void)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sockaddr_of(fx.host, fx.port, &ss);
+    int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+    int rc, e;
+
+    ck_assert_int_ge(fd, 0);
+    rc = connect(fd, (struct sockaddr *)&ss, sl);
+    e = errno;
+    close(fd);
+    return rc < 0 && e == ECONNREFUSED;
+}
+
+/* --- /status as JSON -------------------------------------------------------------- */
+
+static json_t *member(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+
+    ck_assert_msg(v != NULL, "no \"%s\" in %s", key, json_dumps(o, JSON_COMPACT));
+    return v;
+}
+
+static const char *str_of(json_t *o, const char *key)
+{
+    json_t *v = member(o, key);
+
+    ck_assert_msg(json_is_string(v), "\"%s\" is not a string", key);
+    return json_string_value(v);
+}
+
+static double num_of(json_t *o, const char *key)
+{
+    json_t *v = member(o, key);
+
+    ck_assert_msg(json_is_number(v), "\"%s\" is not a number", key);
+    return json_number_value(v);
+}
+
+static json_int_t int_of(json_t *o, const char *key)
+{
+    json_t *v = member(o, key);
+
+    ck_assert_msg(json_is_integer(v), "\"%s\" is not an integer", key);
+    return json_integer_value(v);
+}
+
+static bool bool_of(json_t *o, const char *key)
+{
+    json_t *v = member(o, key);
+
+    ck_assert_msg(json_is_boolean(v), "\"%s\" is not a boolean", key);
+    return json_is_true(v);
+}
+
+/* The element of array arr whose "name" is name. */
+static json_t *named(json_t *arr, const char *name)
+{
+    size_t i;
+    json_t *v;
+
+    ck_assert(json_is_array(arr));
+    json_array_foreach (arr, i, v) {
+        if (strcmp(str_of(v, "name"), name) == 0)
+            return v;
+    }
+    ck_abort_msg("no \"%s\" in %s", name, json_dumps(arr, JSON_COMPACT));
+    return NULL;
+}
+
+static json_t *pool_of(json_t *st, const char *name)
+{
+    return named(member(st, "pools"), name);
+}
+
+static json_t *backend_of(json_t *st, const char *pool, const char *name)
+{
+    return named(member(pool_of(st, pool), "backends"), name);
+}
+
+static json_t *group_of(json_t *st, const char *pool, const char *name)
+{
+    return named(member(pool_of(st, pool), "groups"), name);
+}
+
+/* Every field the README promises for a group and a backend, of the right type. */
+static void check_shapes(json_t *st)
+{
+    size_t i, j;
+    json_t *p, *g, *b;
+
+    ck_assert(json_is_string(member(st, "version")));
+    ck_assert(json_is_number(member(st, "uptime_s")));
+    ck_assert(json_is_integer(member(st, "workers")));
+    ck_assert(json_is_integer(member(st, "generation")));
+    ck_assert(json_is_boolean(member(st, "shutting_down")));
+    ck_assert(json_is_boolean(member(st, "maintenance")));
+    ck_assert(json_is_array(member(st, "pools")));
+    json_array_foreach (member(st, "pools"), i, p) {
+        ck_assert(json_is_string(member(p, "name")));
+        ck_assert(json_is_boolean(member(p, "maintenance")));
+        ck_assert(json_is_null(member(p, "rollout"))); /* no rollout here */
+        json_array_foreach (member(p, "groups"), j, g) {
+            static const char *const num[] = {"rps", "error_rate", "p99_ms"};
+
+            ck_assert(json_is_string(member(g, "name")));
+            ck_assert(json_is_integer(member(g, "share")));
+            for (size_t k = 0; k < ARRAY_SIZE(num); k++)
+                ck_assert_msg(json_is_number(member(g, num[k])), "group %s", num[k]);
+        }
+        json_array_foreach (member(p, "backends"), j, b) {
+            static const char *const strs[] = {"name", "address", "group", "state", "circuit"};
+            static const char *const ints[] = {"weight", "active", "conns"};
+            static const char *const num[] = {"effective_weight", "weight_factor", "rps",
+                                              "error_rate", "p99_ms"};
+
+            for (size_t k = 0; k < ARRAY_SIZE(strs); k++)
+                ck_assert_msg(json_is_string(member(b, strs[k])), "backend %s", strs[k]);
+            for (size_t k = 0; k < ARRAY_SIZE(ints); k++)
+                ck_assert_msg(json_is_integer(member(b, ints[k])), "backend %s", ints[k]);
+            for (size_t k = 0; k < ARRAY_SIZE(num); k++)
+                ck_assert_msg(json_is_number(member(b, num[k])), "backend %s", num[k]);
+        }
+    }
+}
+
+/* --- /metrics --------------------------------------------------------------------- */
+
+START_TEST(test_metrics_is_prometheus_text_with_the_contract_families)
+{
+    static const char *const types[] = {
+        "veer_info gauge",
+        "veer_requests_total counter",
+        "veer_request_duration_seconds histogram",
+        "veer_backend_weight gauge",
+        "veer_backend_effective_weight gauge",
+        "veer_backend_state gauge",
+        "veer_backend_active_requests gauge",
+        "veer_group_share gauge",
+        "veer_generation gauge",
+        "veer_upstream_errors_total counter",
+        "veer_retries_total counter",
+        "veer_open_connections gauge",
+        "veer_shift_applied_seconds histogram",
+        "veer_shifts_refused_total counter",
+        "veer_maintenance gauge",
+        "veer_circuit_state gauge",
+        "veer_health_check_seconds histogram",
+        "veer_pool_eligible_backends gauge",
+        "veer_drains_in_progress gauge",
+    };
+    struct resp r;
+    struct sbuf want;
+    char line[128];
+
+    start(NULL);
+    counter_add(&fx.m->pools[0].b[0].be->ws[1].requests[1], 3); /* b1: three 2xx on worker 1 */
+    request("GET", "/metrics", &r);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(r.reason, "OK");
+    ck_assert_str_eq(header(&r, "Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+    ck_assert_str_eq(header(&r, "Cache-Control"), "no-store");
+    ck_assert(r.has_length);
+    for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
+        snprintf(line, sizeof(line), "\n# TYPE %s\n", types[i]);
+        ck_assert_msg(strstr(r.body, line) != NULL, "no \"%s\"", line + 1);
+    }
+    /* The model's own figures. */
+    ck_assert_ptr_nonnull(strstr(r.body, "\nveer_group_share{pool=\"api\",group=\"blue\"} 80\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\nveer_group_share{pool=\"api\",group=\"green\"} 20\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\nveer_generation 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\nveer_backend_state{pool=\"hc\",group=\"default\","
+                                         "backend=\"a\",state=\"PENDING\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "\nveer_requests_total{pool=\"api\",group=\"blue\","
+                                         "backend=\"b1\",code_class=\"2xx\"} 3\n"));
+    /* Exactly what metrics_render writes, with every worker's figures. */
+    sb_init(&want);
+    metrics_render(&want, fx.m, fx.w, NW);
+    ck_assert_uint_eq(r.body_len, want.len);
+    ck_assert_str_eq(r.body, want.s);
+    sb_free(&want);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_metrics_follow_the_model_between_scrapes)
+{
+    char *text;
+
+    start(NULL);
+    text = get_metrics();
+    ck_assert_ptr_nonnull(strstr(text, "\nveer_maintenance{pool=\"hc\"} 0\n"));
+    free(text);
+    fx.m->pools[0].g[0].share = 30; /* as `shift api blue=30 green=70` leaves it */
+    fx.m->pools[0].g[1].share = 70;
+    fx.m->pools[1].maint = true;
+    fx.m->generation = 7;
+    text = get_metrics();
+    ck_assert_ptr_nonnull(strstr(text, "\nveer_group_share{pool=\"api\",group=\"blue\"} 30\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nveer_group_share{pool=\"api\",group=\"green\"} 70\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nveer_maintenance{pool=\"hc\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nveer_generation 7\n"));
+    free(text);
+}
+END_TEST
+
+/* --- /status ---------------------------------------------------------------------- */
+
+START_TEST(test_status_is_json_with_pools_groups_and_backends_of_the_model)
+{
+    json_t *st, *api, *hc, *b;
+
+    start(NULL);
+    st = get_status();
+    check_shapes(st);
+    ck_assert_str_eq(str_of(st, "version"), VEER_VERSION);
+    ck_assert_int_eq(int_of(st, "workers"), NW);
+    ck_assert_int_eq(int_of(st, "generation"), 1);
+    ck_assert(!bool_of(st, "shutting_down"));
+    ck_assert(!bool_of(st, "maintenance"));
+    ck_assert(num_of(st, "uptime_s") >= 0 && num_of(st, "uptime_s") < 60);
+    ck_assert_uint_eq(json_array_size(member(st, "pools")), 2);
+    api = json_array_get(member(st, "pools"), 0); /* in the config's order */
+    hc = json_array_get(member(st, "pools"), 1);
+    ck_assert_str_eq(str_of(api, "name"), "api");
+    ck_assert_str_eq(str_of(hc, "name"), "hc");
+    ck_assert(!bool_of(api, "maintenance"));
+
+    ck_assert_uint_eq(json_array_size(member(api, "groups")), 2);
+    ck_assert_int_eq(int_of(group_of(st, "api", "blue"), "share"), 80);
+    ck_assert_int_eq(int_of(group_of(st, "api", "green"), "share"), 20);
+    ck_assert_int_eq(int_of(group_of(st, "hc", "default"), "share"), 100);
+    ck_assert_double_eq(num_of(group_of(st, "api", "blue"), "rps"), 0);
+
+    ck_assert_uint_eq(json_array_size(member(api, "backends")), 3);
+    b = backend_of(st, "api", "b1");
+    ck_assert_str_eq(str_of(b, "address"), "127.0.0.1:1");
+    ck_assert_str_eq(str_of(b, "group"), "blue");
+    ck_assert_str_eq(str_of(b, "state"), "READY");
+    ck_assert_int_eq(int_of(b, "weight"), 100);
+    /* Blue's 80% split 100:300; green's 20% to g1 alone. */
+    ck_assert_double_eq_tol(num_of(b, "effective_weight"), 20, 1e-4);
+    ck_assert_double_eq_tol(num_of(backend_of(st, "api", "b2"), "effective_weight"), 60, 1e-4);
+    ck_assert_double_eq_tol(num_of(backend_of(st, "api", "g1"), "effective_weight"), 20, 1e-4);
+    ck_assert_int_eq(int_of(b, "active"), 0);
+    ck_assert_int_eq(int_of(b, "conns"), 0);
+    ck_assert_str_eq(str_of(b, "circuit"), "closed");
+    ck_assert_double_eq(num_of(b, "weight_factor"), 1);
+    ck_assert_ptr_null(json_object_get(b, "drain")); /* only while draining */
+    b = backend_of(st, "hc", "a");
+    ck_assert_str_eq(str_of(b, "state"), "PENDING"); /* readiness-gated */
+    ck_assert_str_eq(str_of(b, "group"), "default");
+    ck_assert_double_eq(num_of(b, "effective_weight"), 0);
+    json_decref(st);
+}
+END_TEST
+
+START_TEST(test_status_shows_states_drains_circuits_rates_and_maintenance)
+{
+    struct rt_pool *api;
+    json_t *st, *b;
+
+    start(NULL);
+    api = &fx.m->pools[0];
+    api->b[0].admin = ADMIN_DRAIN; /* b1 draining, two requests left on worker 1 */
+    api->b[0].drain_start_us = veer_now_us() - 1500000;
+    backend_wstat_add(&api->b[0].be->ws[1].active, 2);
+    backend_wstat_add(&api->b[0].be->ws[0].conns, 3);
+    api->b[1].admin = ADMIN_MAINT;
+    api->b[2].breaker = BREAKER_HALF_OPEN;
+    api->b[2].factor = 0.1;
+    api->b[2].rate.rps = 12.5;
+    api->b[2].rate.error_rate = 0.25;
+    api->b[2].rate.p99_ms = 7.5;
+    api->g[1].rate.rps = 12.5;
+    api->g[0].share = 0;
+    api->g[1].share = 100;
+    fx.m->pools[1].b[0].health = HEALTH_DOWN;
+    fx.m->pools[1].maint = true;
+    fx.m->generation = 42;
+    fx.w[1]->shutting_down = true;
+
+    st = get_status();
+    check_shapes(st);
+    ck_assert_int_eq(int_of(st, "generation"), 42);
+    ck_assert(bool_of(st, "shutting_down"));
+    ck_assert(!bool_of(st, "maintenance"));
+    ck_assert(!bool_of(pool_of(st, "api"), "maintenance"));
+    ck_assert(bool_of(pool_of(st, "hc"), "maintenance"));
+    ck_assert_int_eq(int_of(group_of(st, "api", "blue"), "share"), 0);
+    ck_assert_int_eq(int_of(group_of(st, "api", "green"), "share"), 100);
+    ck_assert_double_eq(num_of(group_of(st, "api", "green"), "rps"), 12.5);
+
+    b = backend_of(st, "api", "b1");
+    ck_assert_str_eq(str_of(b, "state"), "DRAINING");
+    ck_assert_int_eq(int_of(b, "active"), 2);
+    ck_assert_int_eq(int_of(b, "conns"), 3);
+    ck_assert_double_eq(num_of(b, "effective_weight"), 0);
+    ck_assert_int_eq(int_of(member(b, "drain"), "left"), 2);
+    ck_assert(num_of(member(b, "drain"), "elapsed_ms") >= 1500);
+    ck_assert(num_of(member(b, "drain"), "elapsed_ms") < 60000);
+    b = backend_of(st, "api", "b2");
+    ck_assert_str_eq(str_of(b, "state"), "MAINT");
+    ck_assert_ptr_null(json_object_get(b, "drain"));
+    b = backend_of(st, "api", "g1");
+    ck_assert_str_eq(str_of(b, "state"), "READY");
+    ck_assert_str_eq(str_of(b, "circuit"), "half_open");
+    ck_assert_double_eq_tol(num_of(b, "weight_factor"), 0.1, 1e-9);
+    ck_assert_double_eq(num_of(b, "rps"), 12.5);
+    ck_assert_double_eq_tol(num_of(b, "error_rate"), 0.25, 1e-9);
+    ck_assert_double_eq_tol(num_of(b, "p99_ms"), 7.5, 1e-9);
+    ck_assert_str_eq(str_of(backend_of(st, "hc", "a"), "state"), "DOWN");
+    json_decref(st);
+
+    /* Drained: the state says so and the drain block goes. */
+    api->b[0].drained = true;
+    backend_wstat_add(&api->b[0].be->ws[1].active, -2);
+    /* Maintenance for every pool; a pool removed by a reload is not shown. */
+    fx.m->maint = true;
+    fx.m->pools[1].removed = true;
+    st = get_status();
+    check_shapes(st);
+    ck_assert(bool_of(st, "maintenance"));
+    ck_assert(bool_of(pool_of(st, "api"), "maintenance"));
+    ck_assert_uint_eq(json_array_size(member(st, "pools")), 1);
+    b = backend_of(st, "api", "b1");
+    ck_assert_str_eq(str_of(b, "state"), "DRAINED");
+    ck_assert_ptr_null(json_object_get(b, "drain"));
+    json_decref(st);
+}
+END_TEST
+
+START_TEST(test_status_rates_are_zero_before_the_first_stats_tick)
+{
+    struct conf_addr addr;
+    char err[128];
+    json_t *st, *v;
+    size_t i, j;
+
+    start(NULL);
+    /* A group first created at runtime (`add backend api n1 ... group new`). */
+    ck_assert_int_eq(conf_parse_addr("127.0.0.1:6", false, &addr, err, sizeof(err)), 0);
+    model_add_backend(fx.m, 0, "n1", &addr, 10, "new");
+    st = get_status();
+    check_shapes(st);
+    ck_assert_int_eq(int_of(group_of(st, "api", "new"), "share"), 0);
+    json_array_foreach (member(st, "pools"), i, v) {
+        json_t *g, *b;
+
+        json_array_foreach (member(v, "groups"), j, g) {
+            ck_assert_msg(num_of(g, "rps") == 0 && num_of(g, "error_rate") == 0 &&
+                              num_of(g, "p99_ms") == 0,
+                          "group %s: %s", str_of(g, "name"), json_dumps(g, JSON_COMPACT));
+        }
+        json_array_foreach (member(v, "backends"), j, b) {
+            ck_assert_msg(num_of(b, "rps") == 0 && num_of(b, "error_rate") == 0 &&
+                              num_of(b, "p99_ms") == 0,
+                          "backend %s: %s", str_of(b, "name"), json_dumps(b, JSON_COMPACT));
+        }
+    }
+    json_decref(st);
+}
+END_TEST
+
+START_TEST(test_status_names_are_json_escaped)
+{
+    json_t *st;
+
+    start(NULL);
+    free(fx.m->pools[0].b[0].be->name);
+    fx.m->pools[0].b[0].be->name = veer_strdup("q\"b\\s\nn</script>");
+    free(fx.m->pools[0].g[1].name);
+    fx.m->pools[0].g[1].name = veer_strdup("gr\"een");
+    st = get_status();
+    check_shapes(st);
+    ck_assert_str_eq(str_of(backend_of(st, "api", "q\"b\\s\nn</script>"), "group"), "blue");
+    ck_assert_str_eq(str_of(backend_of(st, "api", "g1"), "group"), "gr\"een");
+    json_decref(st);
+}
+END_TEST
+
+START_TEST(test_set_model_swaps_what_status_and_metrics_show)
+{
+    json_t *st, *web;
+    char *text;
+
+    start(NULL);
+    fx.c2 = load_ok("listen = ( { address = \"127.0.0.1:0\"; pool = \"web\"; } );\n"
+                    "pools = ( { name = \"web\"; backends = ("
+                    "{ name = \"w1\"; address = \"127.0.0.1:5\"; weight = 5; } ); } );\n");
+    fx.m2 = model_from_conf(fx.c2);
+    fx.m2->generation = 9;
+    adminhttp_set_model(fx.m2);
+    st = get_status();
+    check_shapes(st);
+    ck_assert_int_eq(int_of(st, "generation"), 9);
+    ck_assert_uint_eq(json_array_size(member(st, "pools")), 1);
+    web = pool_of(st, "web");
+    ck_assert_uint_eq(json_array_size(member(web, "backends")), 1);
+    ck_assert_str_eq(str_of(backend_of(st, "web", "w1"), "address"), "127.0.0.1:5");
+    ck_assert_int_eq(int_of(group_of(st, "web", "default"), "share"), 100);
+    json_decref(st);
+    text = get_metrics();
+    ck_assert_ptr_nonnull(strstr(text, "\nveer_group_share{pool=\"web\",group=\"default\"} 100\n"));
+    ck_assert_ptr_null(strstr(text, "pool=\"api\""));
+    ck_assert_ptr_nonnull(strstr(text, "\nveer_generation 9\n"));
+    free(text);
+
+    adminhttp_set_model(fx.m); /* and back */
+    st = get_status();
+    ck_assert_int_eq(int_of(st, "generation"), 1);
+    ck_assert_uint_eq(json_array_size(member(st, "pools")), 2);
+    pool_of(st, "api");
+    json_decref(st);
+}
+END_TEST
+
+START_TEST(test_status_json_is_what_the_address_serves)
+{
+    struct sbuf o;
+    json_t *direct, *served;
+    json_error_t e;
+
+    start(NULL);
+    fx.m->pools[0].g[0].share = 55;
+    fx.m->pools[0].g[1].share = 45;
+    sb_init(&o);
+    adminhttp_status_json(&o);
+    ck_assert(o.len > 0 && o.s[o.len - 1] == '\n');
+    direct = json_loadb(o.s, o.len, 0, &e);
+    ck_assert_msg(direct != NULL, "%s: %s", e.text, o.s);
+    sb_free(&o);
+    served = get_status();
+    /* The same document but for the uptime, which moves. */
+    json_object_del(direct, "uptime_s");
+    json_object_del(served, "uptime_s");
+    ck_assert(json_equal(direct, served));
+    json_decref(direct);
+    json_decref(served);
+}
+END_TEST
+
+/* --- the page, other paths and methods ---------------------------------------------- */
+
+START_TEST(test_page_is_self_contained_html_refreshing_from_status)
+{
+    static const char *const targets[] = {"/", "/?refresh=1"};
+
+    start(NULL);
+    for (size_t i = 0; i < ARRAY_SIZE(targets); i++) {
+        struct resp r;
+
+        request("GET", targets[i], &r);
+        ck_assert_int_eq(r.code, 200);
+        ck_assert_str_eq(header(&r, "Content-Type"), "text/html; charset=utf-8");
+        ck_assert_str_eq(header(&r, "Cache-Control"), "no-store");
+        ck_assert(strncmp(r.body, "<!doctype html>", 15) == 0);
+        ck_assert_ptr_nonnull(strstr(r.body, "fetch('/status'"));
+        ck_assert_ptr_nonnull(strstr(r.body, "setInterval(tick,1000)"));
+        /* No external assets. */
+        ck_assert_ptr_null(strstr(r.body, "src="));
+        ck_assert_ptr_null(strstr(r.body, "<link"));
+        ck_assert_ptr_null(strstr(r.body, "http://"));
+        ck_assert_ptr_null(strstr(r.body, "https://"));
+        resp_free(&r);
+    }
+}
+END_TEST
+
+START_TEST(test_unknown_paths_are_404)
+{
+    static const char *const targets[] = {
+        "/nope",         "/index.html", "/metrics/",         "/statusx",
+        "/status/pools", "//",          "/%2e%2e/etc/passwd"};
+
+    start(NULL);
+    for (size_t i = 0; i < ARRAY_SIZE(targets); i++) {
+        struct resp r;
+
+        request("GET", targets[i], &r);
+        ck_assert_msg(r.code == 404, "%s: %d", targets[i], r.code);
+        ck_assert_str_eq(r.reason, "Not Found");
+        ck_assert_str_eq(header(&r, "Content-Type"), "text/plain");
+        ck_assert_str_eq(r.body, "not found\n");
+        resp_free(&r);
+    }
+}
+END_TEST
+
+START_TEST(test_query_strings_do_not_change_the_route)
+{
+    struct resp r;
+    json_error_t e;
+    json_t *j;
+
+    start(NULL);
+    request("GET", "/metrics?name[]=veer_generation", &r);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "\nveer_generation 1\n"));
+    resp_free(&r);
+    request("GET", "/status?pretty=1", &r);
+    ck_assert_int_eq(r.code, 200);
+    j = json_loadb(r.body, r.body_len, 0, &e);
+    ck_assert_msg(j != NULL, "%s", e.text);
+    json_decref(j);
+    resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_head_gives_the_head_without_a_body)
+{
+    static const struct {
+        const char *target;
+        int code;
+        const char *ctype;
+    } cases[] = {
+        {"/metrics", 200, "text/plain; version=0.0.4; charset=utf-8"},
+        {"/status", 200, "application/json"},
+        {"/", 200, "text/html; charset=utf-8"},
+        {"/nope", 404, "text/plain"},
+    };
+
+    start(NULL);
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        struct resp r;
+
+        /* exchange() checks nothing follows the head. */
+        request("HEAD", cases[i].target, &r);
+        ck_assert_msg(r.code == cases[i].code, "HEAD %s: %d", cases[i].target, r.code);
+        ck_assert_str_eq(header(&r, "Content-Type"), cases[i].ctype);
+        ck_assert_uint_eq(r.body_len, 0);
+        ck_assert(r.has_length);
+        if (strcmp(cases[i].target, "/") == 0 || strcmp(cases[i].target, "/nope") == 0) {
+            struct resp g; /* the length GET has (these two bodies never change) */
+
+            request("GET", cases[i].target, &g);
+            ck_assert_uint_eq(r.length, g.body_len);
+            resp_free(&g);
+        }
+        resp_free(&r);
+    }
+}
+END_TEST
+
+START_TEST(test_other_methods_are_405_with_allow)
+{
+    static const char *const raws[] = {
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+        "hello",
+        "PUT /status HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        "DELETE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "PATCH /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "OPTIONS /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "TRACE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    };
+    json_t *st;
+
+    start(NULL);
+    for (size_t i = 0; i < ARRAY_SIZE(raws); i++) {
+        struct resp r;
+
+        exchange(raws[i], false, &r);
+        ck_assert_msg(r.code == 405, "%.*s: %d", (int)strcspn(raws[i], "\r"), raws[i], r.code);
+        ck_assert_str_eq(r.reason, "Method Not Allowed");
+        ck_assert_msg(header(&r, "Allow") && strcmp(header(&r, "Allow"), "GET, HEAD") == 0,
+                      "Allow: %s", header(&r, "Allow") ? header(&r, "Allow") : "(none)");
+        resp_free(&r);
+    }
+    /* A method nobody knows is not implemented (RFC 9110 9.1). */
+    {
+        struct resp r;
+
+        exchange("FOO /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", false, &r);
+        ck_assert_int_eq(r.code, 501);
+        resp_free(&r);
+    }
+    /* Nothing changed. */
+    st = get_status();
+    ck_assert_int_eq(int_of(st, "generation"), 1);
+    json_decref(st);
+}
+END_TEST
+
+START_TEST(test_pipelined_requests_on_one_connection_are_answered_in_order)
+{
+    static const char raw[] = "GET /status HTTP/1.1\r\nHost: x\r\n\r\n"
+                              "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                              "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                              "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    struct client *c;
+    struct resp r[4];
+    size_t len, off = 0;
+    const char *data;
+    json_error_t e;
+    json_t *j;
+
+    start(NULL);
+    c = client_open(NULL);
+    client_send(c, raw, sizeof(raw) - 1);
+    data = client_wait(c, &len);
+    ck_assert(!c->error);
+    for (int i = 0; i < 4; i++) {
+        parse_resp(data, len, &off, i == 1, &r[i]);
+        ck_assert_msg(i == 1 || r[i].has_length, "response %d has no Content-Length", i);
+    }
+    ck_assert_uint_eq(off, len);
+    ck_assert_int_eq(r[0].code, 200);
+    j = json_loadb(r[0].body, r[0].body_len, 0, &e);
+    ck_assert_msg(j != NULL, "%s", e.text);
+    json_decref(j);
+    ck_assert_int_eq(r[1].code, 200);
+    ck_assert_int_eq(r[2].code, 404);
+    ck_assert_int_eq(r[3].code, 200);
+    ck_assert_ptr_nonnull(strstr(r[3].body, "# TYPE veer_generation gauge"));
+    ck_assert_int_eq(header_count(&r[3], "Content-Type"), 1);
+    for (int i = 0; i < 4; i++)
+        resp_free(&r[i]);
+}
+END_TEST
+
+/* --- what a peer may make it hold ---------------------------------------------------- */
+
+START_TEST(test_a_huge_declared_body_is_refused_at_once)
+{
+    static const char *const raws[] = {
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n",
+        "GET /status HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n",
+    };
+
+    start(NULL);
+    for (size_t i = 0; i < ARRAY_SIZE(raws); i++) {
+        struct client *c = client_open(NULL);
+        size_t len, off = 0;
+        const char *data;
+        struct resp r;
+
+        /* The body never comes: the answer must not wait for it. */
+        client_puts(c, raws[i]);
+        data = client_wait(c, &len);
+        parse_resp(data, len, &off, false, &r);
+        ck_assert_msg(r.code == 413, "%.*s: %d", (int)strcspn(raws[i], "\r"), raws[i], r.code);
+        resp_free(&r);
+    }
+}
+END_TEST
+
+START_TEST(test_an_endless_head_is_cut_off)
+{
+    size_t big = 1 << 20, len;
+    char *raw = veer_malloc(big + 64);
+    const char *data;
+    struct client *c;
+    size_t n;
+
+    start(NULL);
+    n = (size_t)snprintf(raw, 64, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    while (n + 80 < big) {
+        memcpy(raw + n, "X-Pad: ", 7);
+        memset(raw + n + 7, 'a', 70);
+        memcpy(raw + n + 77, "\r\n", 2);
+        n += 79;
+    }
+    memcpy(raw + n, "\r\n", 2);
+    n += 2;
+    c = client_open(NULL);
+    client_send(c, raw, n);
+    free(raw);
+    /* The server gives up on it (an error status, or a reset as it closes on unread bytes). */
+    data = client_wait(c, &len);
+    if (len > 0) {
+        struct resp r;
+        size_t off = 0;
+
+        parse_resp(data, len, &off, false, &r);
+        ck_assert_msg(r.code == 400 || r.code == 413 || r.code == 431, "a 1 MiB head: %d", r.code);
+        resp_free(&r);
+    } else {
+        ck_assert_msg(c->error, "closed without an answer nor a reset");
+    }
+}
+END_TEST
+
+START_TEST(test_a_silent_connection_is_closed)
+{
+    struct client *quiet, *half;
+    uint64_t t0;
+    struct resp r;
+
+    start("timeouts = { client_header_ms = 300; };\n");
+    t0 = veer_now_us();
+    quiet = client_open(NULL);
+    half = client_open(NULL);
+    client_puts(half, "GET /sta");
+    RUN_UNTIL(quiet->done && half->done, WAIT_MS);
+    ck_assert_uint_eq(evbuffer_get_length(quiet->in), 0);
+    ck_assert(veer_now_us() - t0 >= 250000);
+    /* A request in time is still served. */
+    request("GET", "/status", &r);
+    ck_assert_int_eq(r.code, 200);
+    resp_free(&r);
+}
+END_TEST
+
+/* --- stop, no address, failures -------------------------------------------------------- */
+
+START_TEST(test_stop_closes_the_listener_and_open_connections)
+{
+    struct client *idle, *partial;
+    struct resp r;
+
+    start(NULL);
+    request("GET", "/status", &r);
+    ck_assert_int_eq(r.code, 200);
+    resp_free(&r);
+    /* One connection between requests (keep-alive), one in the middle of a head. */
+    idle = client_open(NULL);
+    client_puts(idle, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+    RUN_UNTIL(evbuffer_get_length(idle->in) > 0 &&
+                  strstr((const char *)evbuffer_pullup(idle->in, -1), "\r\n\r\n{") != NULL,
+              WAIT_MS);
+    partial = client_open(NULL);
+    client_puts(partial, "GET /metrics HTTP/1.1\r\n");
+    RUN_UNTIL(partial->connected, WAIT_MS);
+    ck_assert(!connect_refused());
+
+    adminhttp_stop();
+    ck_assert(connect_refused());
+    RUN_UNTIL(idle->done && partial->done, WAIT_MS);
+    adminhttp_stop(); /* twice is harmless */
+    ck_assert(connect_refused());
+}
+END_TEST
+
+START_TEST(test_stop_then_start_again_serves_again)
+{
+    json_t *st;
+
+    start(NULL);
+    adminhttp_stop();
+    ck_assert(connect_refused());
+    fx.m->generation = 3;
+    ck_assert_int_eq(start_only(NULL), VEER_OK);
+    ck_assert_int_gt(fx.port, 0);
+    st = get_status();
+    ck_assert_int_eq(int_of(st, "generation"), 3);
+    json_decref(st);
+}
+END_TEST
+
+START_TEST(test_without_admin_http_nothing_listens_but_status_json_works)
+{
+    struct sbuf o;
+    json_t *st;
+    json_error_t e;
+    char *log;
+
+    ck_assert_int_eq(start_with(LISTEN POOLS, &log), VEER_OK);
+    ck_assert_msg(strstr(log, "admin http") == NULL, "logged: %s", log);
+    free(log);
+    sb_init(&o);
+    adminhttp_status_json(&o); /* what `show status` replies on the admin socket */
+    st = json_loadb(o.s, o.len, 0, &e);
+    ck_assert_msg(st != NULL, "%s: %s", e.text, o.s);
+    check_shapes(st);
+    ck_assert_int_eq(int_of(st, "workers"), NW);
+    ck_assert_int_eq(int_of(group_of(st, "api", "blue"), "share"), 80);
+    json_decref(st);
+    sb_free(&o);
+    adminhttp_stop(); /* nothing to stop */
+}
+END_TEST
+
+/* A listening socket on 127.0.0.1, on an ephemeral port. */
+static int occupy(int *port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    ck_assert_int_ge(fd, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(listen(fd, 8), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+START_TEST(test_a_port_in_use_fails_naming_address_and_reason)
+{
+    char text[4096], want[128];
+    char *log;
+    int port, fd = occupy(&port);
+    json_t *st;
+
+    snprintf(text, sizeof(text), LISTEN POOLS "admin = { http = \"127.0.0.1:%d\"; };\n", port);
+    ck_assert_int_eq(start_with(text, &log), VEER_ERROR);
+    snprintf(want, sizeof(want), "admin.http 127.0.0.1:%d: cannot listen: %s", port,
+             strerror(EADDRINUSE));
+    ck_assert_msg(strstr(log, want) != NULL, "log lacks \"%s\":\n%s", want, log);
+    ck_assert_ptr_null(strstr(log, "admin http on"));
+    free(log);
+    close(fd);
+    /* Nothing left half started: a start on a free port works and serves. */
+    model_free(fx.m);
+    conf_free(fx.c);
+    fx.m = NULL;
+    fx.c = NULL;
+    start(NULL);
+    st = get_status();
+    ck_assert_int_eq(int_of(st, "workers"), NW);
+    json_decref(st);
+}
+END_TEST
+
+START_TEST(test_an_address_not_on_this_host_fails_naming_it)
+{
+    char *log, want[128];
+
+    /* 192.0.2.0/24 is TEST-NET-1: never a local address. */
+    ck_assert_int_eq(start_with(LISTEN POOLS "admin = { http = \"192.0.2.1:9900\"; };\n", &log),
+                     VEER_ERROR);
+    snprintf(want, sizeof(want), "admin.http 192.0.2.1:9900: cannot listen: %s",
+             strerror(EADDRNOTAVAIL));
+    ck_assert_msg(strstr(log, want) != NULL, "log lacks \"%s\":\n%s", want, log);
+    free(log);
+}
+END_TEST
+
+START_TEST(test_a_malformed_address_is_a_config_error_with_its_line)
+{
+    static const char *const bad[] = {"db.internal:9900", "127.0.0.1", "127.0.0.1:65536",
+                                      "127.0.0.1:-1",     "::1:9900",  "1.2.3:9900"};
+
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        char text[4096], err[512] = "";
+        struct veer_conf *c;
+
+        snprintf(text, sizeof(text), LISTEN POOLS "admin = {\n  http = \"%s\"; };\n", bad[i]);
+        c = load(text, err, sizeof(err));
+        ck_assert_msg(c == NULL, "%s accepted", bad[i]);
+        /* FILE:LINE: ...: line 4, where http is. */
+        ck_assert_msg(strstr(err, ":4: ") != NULL, "%s: %s", bad[i], err);
+        ck_assert_msg(strstr(err, "admin.http") != NULL, "%s: %s", bad[i], err);
+    }
+}
+END_TEST
+
+START_TEST(test_localhost_is_127_0_0_1_never_resolved)
+{
+    char *log;
+    json_t *st;
+
+    ck_assert_int_eq(start_with(LISTEN POOLS "admin = { http = \"localhost:0\"; };\n", &log),
+                     VEER_OK);
+    ck_assert_msg(strstr(log, "admin http on 127.0.0.1:") != NULL, "log: %s", log);
+    free(log);
+    st = get_status();
+    ck_assert_int_eq(int_of(st, "workers"), NW);
+    json_decref(st);
+}
+END_TEST
+
+START_TEST(test_ipv6_loopback_is_served_and_logged_as_such)
+{
+    struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int probe = socket(AF_INET6, SOCK_STREAM, 0);
+    char *log;
+    json_t *st;
+
+    if (probe < 0 || bind(probe, (struct sockaddr *)&s6, sizeof(s6)) < 0) {
+        fprintf(stderr, "check_adminhttp: no IPv6 loopback here, IPv6 test skipped\n");
+        if (probe >= 0)
+            close(probe);
+        return;
+    }
+    close(probe);
+    ck_assert_int_eq(start_with(LISTEN POOLS "admin = { http = \"[::1]:0\"; };\n", &log), VEER_OK);
+    ck_assert_msg(strstr(log, "admin http on [::1]:") != NULL, "log: %s", log);
+    free(log);
+    ck_assert_str_eq(fx.host, "[::1]");
+    st = get_status();
+    ck_assert_int_eq(int_of(st, "generation"), 1);
+    json_decref(st);
+}
+END_TEST
+
+/* --- admin.http_tls ----------------------------------------------------------------- */
+
+static char dir[] = "/tmp/veer-check-adminhttp-XXXXXX";
+
+struct cert {
+    X509 *x;
+    EVP_PKEY *k;
+};
+
+static void add_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509_EXTENSION *e;
+
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
+    e = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    ck_assert_ptr_nonnull(e);
+    X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+}
+
+/* NAME.pem / NAME.key in dir: a P-256 certificate signed by issuer (self-signed without). */
+static struct cert make_cert(const char *name, const struct cert *issuer, bool ca)
+{
+    static long serial = 1;
+    struct cert c = {X509_new(), EVP_EC_gen("P-256")};
+    X509_NAME *n;
+    char path[256];
+    FILE *f;
+
+    ck_assert_ptr_nonnull(c.k);
+    X509_set_version(c.x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(c.x), serial++);
+    X509_gmtime_adj(X509_getm_notBefore(c.x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(c.x), 86400);
+    X509_set_pubkey(c.x, c.k);
+    n = X509_get_subject_name(c.x);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)name, -1, -1, 0);
+    X509_set_issuer_name(c.x, issuer ? X509_get_subject_name(issuer->x) : n);
+    if (ca) {
+        add_ext(c.x, issuer ? issuer->x : c.x, NID_basic_constraints, "critical,CA:TRUE");
+        add_ext(c.x, issuer ? issuer->x : c.x, NID_key_usage, "critical,keyCertSign,cRLSign");
+    }
+    ck_assert_int_gt(X509_sign(c.x, issuer ? issuer->k : c.k, EVP_sha256()), 0);
+    snprintf(path, sizeof(path), "%s/%s.pem", dir, name);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    PEM_write_X509(f, c.x);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/%s.key", dir, name);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    PEM_write_PrivateKey(f, c.k, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    return c;
+}
+
+static void cert_free(struct cert *c)
+{
+    X509_free(c->x);
+    EVP_PKEY_free(c->k);
+}
+
+/* ca signs the server's certificate (admin) and an operator's (ops); rogue signs itself. */
+static void tls_setup(void)
+{
+    struct cert ca, admin, ops, rogue;
+
+    setup();
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ca = make_cert("ca", NULL, true);
+    admin = make_cert("admin", &ca, false);
+    ops = make_cert("ops", &ca, false);
+    rogue = make_cert("rogue", NULL, false);
+    cert_free(&ca);
+    cert_free(&admin);
+    cert_free(&ops);
+    cert_free(&rogue);
+}
+
+static void tls_teardown(void)
+{
+    char cmd[300];
+
+    teardown();
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    strcpy(dir, "/tmp/veer-check-adminhttp-XXXXXX");
+}
+
+/* The admin address over TLS (client certificates required with client_ca), prepared. */
+static void start_tls(bool client_ca, const char *extra)
+{
+    char text[4096], err[512] = "", *log;
+
+    snprintf(text, sizeof(text),
+             LISTEN POOLS "admin = { http = \"127.0.0.1:0\";\n"
+                          "  http_tls = { cert = \"%s/admin.pem\"; key = \"%s/admin.key\"; "
+                          "%s%s%s }; };\n%s",
+             dir, dir, client_ca ? "client_ca = \"" : "", client_ca ? dir : "",
+             client_ca ? "/ca.pem\";" : "", extra ? extra : "");
+    fx.c = load_ok(text);
+    ck_assert_msg(tls_conf_prepare(fx.c, err, sizeof(err)) == VEER_OK, "%s", err);
+    fx.m = model_from_conf(fx.c);
+    ck_assert_int_eq(start_only(&log), VEER_OK);
+    ck_assert_str_eq(fx.host, "127.0.0.1");
+    ck_assert_msg(strstr(log, client_ca ? "; TLS, client certificates required)" : "; TLS)"), "%s",
+                  log);
+    free(log);
+}
+
+/* A TLS client checking the server against ca.pem, presenting NAME.pem when name is set. */
+static SSL *client_ssl(const char *name)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    char path[256], key[256];
+    SSL *ssl;
+
+    ck_assert_ptr_nonnull(ctx);
+    snprintf(path, sizeof(path), "%s/ca.pem", dir);
+    ck_assert_int_eq(SSL_CTX_load_verify_locations(ctx, path, NULL), 1);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (name) {
+        snprintf(path, sizeof(path), "%s/%s.pem", dir, name);
+        snprintf(key, sizeof(key), "%s/%s.key", dir, name);
+        ck_assert_int_eq(SSL_CTX_use_certificate_file(ctx, path, SSL_FILETYPE_PEM), 1);
+        ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM), 1);
+    }
+    ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx); /* the SSL keeps its reference */
+    ck_assert_ptr_nonnull(ssl);
+    return ssl;
+}
+
+/* GET /status over TLS as `name`; the client is left for the caller to look at. */
+static struct client *tls_get_status(const char *name)
+{
+    static const char raw[] = "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    struct client *c = client_open(client_ssl(name));
+    size_t len;
+
+    client_send(c, raw, sizeof(raw) - 1);
+    client_wait(c, &len);
+    return c;
+}
+
+static void expect_status_200(struct client *c)
+{
+    size_t len = evbuffer_get_length(c->in), off = 0;
+    const char *data = (const char *)evbuffer_pullup(c->in, -1);
+    struct resp r;
+    json_t *j;
+    json_error_t e;
+
+    ck_assert_msg(c->connected, "no handshake");
+    parse_resp(data, len, &off, false, &r);
+    ck_assert_int_eq(r.code, 200);
+    j = json_loadb(r.body, r.body_len, 0, &e);
+    ck_assert_msg(j != NULL, "%s", e.text);
+    check_shapes(j);
+    ck_assert_int_eq(int_of(group_of(j, "api", "blue"), "share"), 80);
+    json_decref(j);
+    resp_free(&r);
+}
+
+static void expect_refused(struct client *c, const char *who)
+{
+    ck_assert_msg(evbuffer_get_length(c->in) == 0, "%s: got %zu bytes", who,
+                  evbuffer_get_length(c->in));
+    ck_assert_msg(c->error, "%s: no TLS error", who);
+    ck_assert_msg(c->ssl_err != 0, "%s: closed without a TLS alert", who);
+}
+
+START_TEST(test_tls_client_certificate_signed_by_client_ca_is_served)
+{
+    start_tls(true, NULL);
+    expect_status_200(tls_get_status("ops"));
+}
+END_TEST
+
+START_TEST(test_tls_without_a_client_certificate_is_refused)
+{
+    struct client *c;
+
+    start_tls(true, NULL);
+    c = tls_get_status(NULL);
+    expect_refused(c, "no certificate");
+    ck_assert_int_eq(ERR_GET_REASON(c->ssl_err), SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED);
+    /* And the address still serves the next one. */
+    expect_status_200(tls_get_status("ops"));
+}
+END_TEST
+
+START_TEST(test_tls_client_certificate_from_another_ca_is_refused)
+{
+    struct client *c;
+
+    start_tls(true, NULL);
+    c = tls_get_status("rogue");
+    expect_refused(c, "rogue certificate");
+    ck_assert_int_eq(ERR_GET_REASON(c->ssl_err), SSL_R_TLSV1_ALERT_UNKNOWN_CA);
+}
+END_TEST
+
+START_TEST(test_tls_without_client_ca_serves_any_client_and_never_plain_http)
+{
+    struct client *c;
+    size_t len;
+    const char *data;
+
+    start_tls(false, NULL);
+    expect_status_200(tls_get_status(NULL));
+    /* Plain HTTP on the TLS address gets no HTTP answer. */
+    c = client_open(NULL);
+    client_puts(c, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    data = client_wait(c, &len);
+    ck_assert_msg(len < 5 || memcmp(data, "HTTP/", 5) != 0, "plain HTTP answered: %.*s", (int)len,
+                  data);
+}
+END_TEST
+
+START_TEST(test_tls_a_handshake_that_never_comes_is_cut_off)
+{
+    struct client *quiet, *c;
+
+    start_tls(true, "timeouts = { client_header_ms = 300; };\n");
+    quiet = client_open(NULL); /* connects, never says hello */
+    RUN_UNTIL(quiet->done, WAIT_MS);
+    ck_assert_uint_eq(evbuffer_get_length(quiet->in), 0);
+    c = tls_get_status("ops");
+    expect_status_200(c);
+}
+END_TEST
+
+START_TEST(test_tls_without_a_prepared_context_is_refused_not_served_plain)
+{
+    char text[4096], *log;
+    int rc;
+
+    /* http_tls configured but tls_conf_prepare never ran: no context to make connections. */
+    snprintf(text, sizeof(text),
+             LISTEN POOLS "admin = { http = \"127.0.0.1:0\";\n"
+                          "  http_tls = { cert = \"%s/admin.pem\"; key = \"%s/admin.key\"; }; };\n",
+             dir, dir);
+    rc = start_with(text, &log);
+    if (rc == VEER_OK && fx.port > 0) {
+        struct resp r;
+
+        request("GET", "/status", &r);
+        resp_free(&r);
+        ck_abort_msg("admin.http_tls served plain HTTP (%d): %s", r.code, log);
+    }
+    ck_assert_int_eq(rc, VEER_ERROR);
+    ck_assert_msg(strstr(log, "admin.http_tls") != NULL, "log: %s", log);
+    free(log);
+}
+END_TEST
+
+static Suite *adminhttp_suite(void)
+{
+    Suite *s = suite_create("adminhttp");
+    TCase *tm = tcase_create("metrics");
+    TCase *ts = tcase_create("status");
+    TCase *th = tcase_create("http");
+    TCase *tl = tcase_create("limits");
+    TCase *tc = tcase_create("lifecycle");
+    TCase *tt = tcase_create("tls");
+
+    tcase_add_checked_fixture(tm, setup, teardown);
+    tcase_add_test(tm, test_metrics_is_prometheus_text_with_the_contract_families);
+    tcase_add_test(tm, test_metrics_follow_the_model_between_scrapes);
+    tcase_add_checked_fixture(ts, setup, teardown);
+    tcase_add_test(ts, test_status_is_json_with_pools_groups_and_backends_of_the_model);
+    tcase_add_test(ts, test_status_shows_states_drains_circuits_rates_and_maintenance);
+    tcase_add_test(ts, test_status_rates_are_zero_before_the_first_stats_tick);
+    tcase_add_test(ts, test_status_names_are_json_escaped);
+    tcase_add_test(ts, test_set_model_swaps_what_status_and_metrics_show);
+    tcase_add_test(ts, test_status_json_is_what_the_address_serves);
+    tcase_add_checked_fixture(th, setup, teardown);
+    tcase_add_test(th, test_page_is_self_contained_html_refreshing_from_status);
+    tcase_add_test(th, test_unknown_paths_are_404);
+    tcase_add_test(th, test_query_strings_do_not_change_the_route);
+    tcase_add_test(th, test_head_gives_the_head_without_a_body);
+    tcase_add_test(th, test_other_methods_are_405_with_allow);
+    tcase_add_test(th, test_pipelined_requests_on_one_connection_are_answered_in_order);
+    tcase_add_checked_fixture(tl, setup, teardown);
+    tcase_add_test(tl, test_a_huge_declared_body_is_refused_at_once);
+    tcase_add_test(tl, test_an_endless_head_is_cut_off);
+    tcase_add_test(tl, test_a_silent_connection_is_closed);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_stop_closes_the_listener_and_open_connections);
+    tcase_add_test(tc, test_stop_then_start_again_serves_again);
+    tcase_add_test(tc, test_without_admin_http_nothing_listens_but_status_json_works);
+    tcase_add_test(tc, test_a_port_in_use_fails_naming_address_and_reason);
+    tcase_add_test(tc, test_an_address_not_on_this_host_fails_naming_it);
+    tcase_add_test(tc, test_a_malformed_address_is_a_config_error_with_its_line);
+    tcase_add_test(tc, test_localhost_is_127_0_0_1_never_resolved);
+    tcase_add_test(tc, test_ipv6_loopback_is_served_and_logged_as_such);
+    tcase_add_checked_fixture(tt, tls_setup, tls_teardown);
+    tcase_add_test(tt, test_tls_client_certificate_signed_by_client_ca_is_served);
+    tcase_add_test(tt, test_tls_without_a_client_certificate_is_refused);
+    tcase_add_test(tt, test_tls_client_certificate_from_another_ca_is_refused);
+    tcase_add_test(tt, test_tls_without_client_ca_serves_any_client_and_never_plain_http);
+    tcase_add_test(tt, test_tls_a_handshake_that_never_comes_is_cut_off);
+    tcase_add_test(tt, test_tls_without_a_prepared_context_is_refused_not_served_plain);
+    suite_add_tcase(s, tm);
+    suite_add_tcase(s, ts);
+    suite_add_tcase(s, th);
+    suite_add_tcase(s, tl);
+    suite_add_tcase(s, tc);
+    suite_add_tcase(s, tt);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(adminhttp_suite());
+    int failed;
+
+    /* Fresh allocations filled with 0x7f (a huge double): what is never set shows. */
+    mallopt(M_PERTURB, 0x80);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
