@@ -381,6 +381,34 @@ class ReloadTest(LifecycleTestCase):
         self.assertEqual(weights(show_pool(sock)), {"a": 50, "b": 100})
         v.stop()
 
+    def test_reload_to_an_access_log_that_cannot_open_is_refused_whole(self):
+        a = self.backend("a")
+        log1 = "{tmp}/access-1.log"
+        good = config_text([("api", [backend_line("a", a.address, 100)], "")],
+                           top='access_log = "%s";\n' % log1)
+        v = self.veer(good)
+        sock = v.admin_socket
+        before = stable_view(show_pool(sock))
+        # A new access log in a directory that does not exist, and a weight change.
+        bad = good.replace(log1, "{tmp}/no-such-dir/access.log").replace(
+            "weight = 100; }", "weight = 50; }", 1)
+        rewrite_config(v, bad.replace("{tmp}", v.tmp))
+        p = veerctl(sock, "reload")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"\AERR %s: access_log %s/no-such-dir/access\.log: "
+                         r"No such file or directory\n\n\Z"
+                         % (re.escape(v.config_path), re.escape(v.tmp)))
+        # Nothing changed: same generation and weights, requests still logged to the old file.
+        self.assertEqual(stable_view(show_pool(sock)), before)
+        self.assertEqual(get(v.port, "/after-refused-reload").status, 200)
+        path = log1.replace("{tmp}", v.tmp)
+
+        def logged():
+            with open(path) as f:
+                return "/after-refused-reload" in f.read()
+        wait_for(logged, what="the request in the old access log")
+        v.stop()
+
     def test_reload_adds_listener_and_backend_and_drains_removed_backend(self):
         a = self.backend("a")
         b = self.gate_backend("b", hold_prefix="/hold")
