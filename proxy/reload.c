@@ -272,8 +272,7 @@ static int check_files(const struct veer_conf *oc, const struct veer_conf *nc, c
 {
     int fd;
 
-    if (nc->access_log == NULL ||
-        (oc->access_log && strcmp(oc->access_log, nc->access_log) == 0))
+    if (nc->access_log == NULL || (oc->access_log && strcmp(oc->access_log, nc->access_log) == 0))
         return VEER_OK;
     fd = open(nc->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) {
