@@ -119,33 +119,6 @@ static void flush(struct alog *a)
     sb_reset(&a->buf);
 }
 
-/*
- * s as a JSON string, like sb_json_str(), but every byte outside ASCII is
- * written as \u00XX, its ISO-8859-1 reading (RFC 9110 section 5.5): a field
- * value may carry any such byte (obs-text), a value may be cut in the middle
- * of a UTF-8 sequence, and a JSON line must be valid UTF-8. No byte is lost.
- */
-static void log_str(struct sbuf *b, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-
-    sb_add(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-
-        if (c == '"' || c == '\\') {
-            sb_add(b, "\\", 1);
-            sb_add(b, (const char *)&c, 1);
-        } else if (c < 0x20 || c >= 0x7f) {
-            sb_add(b, esc, 6);
-        } else {
-            sb_add(b, (const char *)&c, 1);
-        }
-    }
-    sb_add(b, "\"", 1);
-}
-
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     flush(arg);
@@ -226,9 +199,9 @@ static void on_txn_end(struct txn *t)
               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
               (int)(tv.tv_usec / 1000), ip);
     sb_puts(&a->buf, "\"method\":");
-    log_str(&a->buf, t->log->method);
+    sb_json_latin1(&a->buf, t->log->method);
     sb_puts(&a->buf, ",\"path\":");
-    log_str(&a->buf, t->log->path);
+    sb_json_latin1(&a->buf, t->log->path);
     sb_printf(&a->buf,
               ",\"status\":%d,\"bytes_in\":%llu,\"bytes_out\":%llu,\"total_ms\":%.3f,"
               "\"upstream_ms\":%.3f,\"pool\":",
@@ -237,14 +210,14 @@ static void on_txn_end(struct txn *t)
               t->up_start_us && t->up_end_us > t->up_start_us
                   ? (double)(t->up_end_us - t->up_start_us) / 1000.0
                   : 0.0);
-    log_str(&a->buf, pool);
+    sb_json_latin1(&a->buf, pool);
     sb_puts(&a->buf, ",\"backend\":");
-    log_str(&a->buf, t->be ? t->be->name : "");
+    sb_json_latin1(&a->buf, t->be ? t->be->name : "");
     sb_puts(&a->buf, ",\"group\":");
-    log_str(&a->buf, group);
+    sb_json_latin1(&a->buf, group);
     sb_printf(&a->buf,
               ",\"generation\":%llu,\"request_id\":", (unsigned long long)t->log->generation);
-    log_str(&a->buf, t->log->request_id);
+    sb_json_latin1(&a->buf, t->log->request_id);
     sb_puts(&a->buf, "}\n");
     if (a->buf.len >= ALOG_FLUSH_BYTES)
         flush(a);

@@ -77,7 +77,8 @@ void sb_printf(struct sbuf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void sb_json_str(struct sbuf *b, const char *s)
+/* s as a JSON string; with latin1, bytes from 0x80 as \u00XX too (valid UTF-8 whatever s is). */
+static void json_str(struct sbuf *b, const char *s, bool latin1)
 {
     static const char hex[] = "0123456789abcdef";
 
@@ -93,11 +94,21 @@ void sb_json_str(struct sbuf *b, const char *s)
             sb_add(b, "\\n", 2);
         } else if (c == '\t') {
             sb_add(b, "\\t", 2);
-        } else if (c < 0x20 || c == 0x7f) {
+        } else if (c < 0x20 || c == 0x7f || (latin1 && c > 0x7f)) {
             sb_add(b, esc, 6);
         } else {
             sb_add(b, (const char *)&c, 1);
         }
     }
     sb_add(b, "\"", 1);
+}
+
+void sb_json_str(struct sbuf *b, const char *s)
+{
+    json_str(b, s, false);
+}
+
+void sb_json_latin1(struct sbuf *b, const char *s)
+{
+    json_str(b, s, true);
 }

@@ -27,4 +27,11 @@ void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(print
 /* Append s as a JSON string literal, quotes included, escaped per RFC 8259. */
 void sb_json_str(struct sbuf *b, const char *s);
 
+/*
+ * The same, with every byte from 0x80 written as \u00XX, its ISO-8859-1
+ * reading (RFC 9110 5.5: a field value may carry such bytes, cut anywhere):
+ * the literal is valid UTF-8 whatever s holds. No byte is lost.
+ */
+void sb_json_latin1(struct sbuf *b, const char *s);
+
 #endif
