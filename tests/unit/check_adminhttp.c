@@ -413,7 +413,8 @@ static void parse_resp(const char *data, size_t len, size_t *off, bool head, str
     eoh = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
     ck_assert_msg(eoh != NULL, "no whole response head in %zu bytes: %.*s", (size_t)(end - p),
                   (int)(end - p > 300 ? 300 : end - p), p);
-    n = (size_t)(strstr(p, "\r\n") - p);
+    /* The data is not NUL-terminated: search only up to the end of the head. */
+    n = (size_t)((const char *)memmem(p, (size_t)(eoh + 2 - p), "\r\n", 2) - p);
     ck_assert_uint_lt(n, sizeof(line));
     memcpy(line, p, n);
     line[n] = '\0';
@@ -423,7 +424,7 @@ static void parse_resp(const char *data, size_t len, size_t *off, bool head, str
     while (p < eoh + 2) {
         const char *colon;
 
-        n = (size_t)(strstr(p, "\r\n") - p);
+        n = (size_t)((const char *)memmem(p, (size_t)(eoh + 2 - p), "\r\n", 2) - p);
         colon = memchr(p, ':', n);
         ck_assert_msg(colon != NULL, "header line: %.*s", (int)n, p);
         ck_assert_int_lt(r->nh, MAX_HEADERS);
