@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -460,8 +461,20 @@ class VeerTestCase(unittest.TestCase):
 
     def setUp(self):
         self._cleanup = []
+        self._veers = []
 
     def tearDown(self):
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        failed = result is not None and any(
+            t is self for t, _ in getattr(result, "failures", []) + getattr(result, "errors", []))
+        if failed:
+            # A failed test shows what each veer it started said last (a crash,
+            # a sanitizer report, a refused command) next to the assertion.
+            for v in self._veers:
+                sys.stderr.write("\n--- veer pid %d (%s), last lines:\n%s\n"
+                                 % (v.proc.pid, "running" if v.proc.poll() is None
+                                    else "exit status %d" % v.proc.returncode,
+                                    "\n".join(v.log()[-40:])))
         for f in reversed(self._cleanup):
             try:
                 f()
@@ -476,6 +489,7 @@ class VeerTestCase(unittest.TestCase):
     def veer(self, config, **kw):
         v = Veer(config, **kw)
         self._cleanup.append(v.kill)
+        self._veers.append(v)
         return v
 
     def client(self, port):
