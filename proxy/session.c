@@ -416,8 +416,11 @@ bool session_try_handover(struct session *s)
         return false; /* a TLS connection's keys cannot move: it closes at a request boundary */
     if (upgrade_send_conn(w->handover_chan, s->fd, s->l->lc->addr.text, &s->peer.sa,
                           s->peer.sa.sa_family == AF_INET6 ? sizeof(s->peer.in6)
-                                                           : sizeof(s->peer.in4)) < 0)
+                                                           : sizeof(s->peer.in4)) < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            worker_handover_full(w); /* offered again when there is room */
         return false;
+    }
     w->handed_over++;
     session_close(s); /* closes our copy only: the socket lives on in the new process */
     return true;

@@ -400,10 +400,30 @@ static void abort_backend(struct worker *w, struct backend *be)
  * on, so none waits in a queue we close), then shut down with idle
  * connections handed over rather than closed.
  */
+static void handover_writable_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+
+    w->handover_full = false;
+    for (struct session *s = w->sessions, *next; s && !w->handover_full; s = next) {
+        next = s->next;
+        session_try_handover(s);
+    }
+}
+
+void worker_handover_full(struct worker *w)
+{
+    if (w->handover_full)
+        return;
+    w->handover_full = true;
+    event_add(&w->handover_wev, NULL);
+}
+
 static void start_handover(struct worker *w, int chan)
 {
     w->handover = true;
     w->handover_chan = chan;
+    event_assign(&w->handover_wev, w->base, chan, EV_WRITE, handover_writable_cb, w);
     for (unsigned i = 0; i < w->nlisteners; i++) {
         struct wlistener *l = w->listeners[i];
 
@@ -421,9 +441,11 @@ static void start_handover(struct worker *w, int chan)
             }
             /*
              * The channel is full (the new process is behind) or gone: this
-             * client is ours to serve then, as part of the graceful shutdown
-             * that follows, never dropped.
+             * client is ours until there is room (it is offered again then,
+             * as an idle session), served here meanwhile, never dropped.
              */
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                worker_handover_full(w);
             atomic_fetch_add_explicit(&veer_client_connections, 1, memory_order_relaxed);
             client_socket_options(fd);
             session_accept(l, fd, (struct sockaddr *)&ss, sl);
@@ -752,6 +774,8 @@ void worker_destroy(struct worker *w)
             event_del(&w->wake_ev);
         if (w->shutting_down)
             event_del(&w->shutdown_timer);
+        if (w->handover)
+            event_del(&w->handover_wev);
         event_del(&w->accept_pause);
         event_base_free(w->base);
     }

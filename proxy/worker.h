@@ -145,8 +145,10 @@ struct worker {
     _Atomic unsigned cmd;
     _Atomic bool exited; /* the thread left its loop */
     bool shutting_down;
-    bool handover;     /* upgrade: idle connections go to the new process */
-    int handover_chan; /* its socket */
+    bool handover;             /* upgrade: idle connections go to the new process */
+    int handover_chan;         /* its socket */
+    bool handover_full;        /* it pushed back: idle sessions wait for room */
+    struct event handover_wev; /* room again on it */
     unsigned handed_over;
     struct event shutdown_timer;
 
@@ -195,6 +197,12 @@ void wmsg_free(struct wmsg *m);
 struct lb *worker_lb(struct worker *w, int pool);
 
 /* Leave the loop when shutting down and no session is left. */
+/*
+ * Upgrade: the handover channel is full (the new process is behind). Idle
+ * sessions are offered again as soon as it has room; meanwhile they wait as
+ * in any graceful shutdown.
+ */
+void worker_handover_full(struct worker *w);
 void worker_check_done(struct worker *w);
 
 /* The balancer of group g of pool `pool` in the current snapshot (made on first use). */

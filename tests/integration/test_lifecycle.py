@@ -624,6 +624,34 @@ class UpgradeTest(LifecycleTestCase):
         self.stop_successor(new)
         v.stop()
 
+    def test_upgrade_hands_over_more_idle_connections_than_the_channel_holds(self):
+        # The handover channel (a SEQPACKET socketpair) holds about 170 passed
+        # descriptors at the default buffer size; 600 idle connections need the
+        # old process to wait for room and offer them again, not close them. A
+        # long quiet period: an idle connection is closed only if that failed.
+        n = 600
+        a = self.backend("a")
+        v = self.veer(config_text([("api", [backend_line("a", a.address)], "")], workers=2,
+                                  quiet_ms=20000))
+        old_pid = v.proc.pid
+        clients = [self.client(v.port) for _ in range(n)]
+        for i, c in enumerate(clients):
+            self.assertEqual(c.request("GET", "/before/%d" % i).status, 200)
+        v.send_signal(signal.SIGUSR2)
+        new = self.successor(v, old_pid)
+        self.assertEqual(self.wait_exit(v), 0, "\n".join(v.log()))
+        summary = self.summary_of(lambda: pid_lines(v, old_pid))
+        self.assertEqual(summary["handed_over"], n, summary)
+        self.assertLess(summary["total_ms"], 10000, summary)  # none waited for the quiet period
+        for i, c in enumerate(clients):
+            r = c.request("GET", "/after/%d" % i)
+            self.assertIsNotNone(r, "connection %d closed after the upgrade" % i)
+            self.assertEqual(r.status, 200, i)
+        for c in clients:
+            c.close()
+        self.stop_successor(new)
+        v.stop()
+
 
 # --- maintenance -------------------------------------------------------------------
 
