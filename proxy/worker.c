@@ -394,12 +394,7 @@ static void abort_backend(struct worker *w, struct backend *be)
     }
 }
 
-/*
- * Upgrade, old side: the new process runs on the same listening sockets.
- * Stop accepting (connections still queued are accepted here and passed
- * on, so none waits in a queue we close), then shut down with idle
- * connections handed over rather than closed.
- */
+/* Upgrade: the handover channel has room again: offer the idle sessions once more. */
 static void handover_writable_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -419,6 +414,12 @@ void worker_handover_full(struct worker *w)
     event_add(&w->handover_wev, NULL);
 }
 
+/*
+ * Upgrade, old side: the new process runs on the same listening sockets.
+ * Stop accepting (connections still queued are accepted here and passed
+ * on, so none waits in a queue we close), then shut down with idle
+ * connections handed over rather than closed.
+ */
 static void start_handover(struct worker *w, int chan)
 {
     w->handover = true;
