@@ -308,16 +308,12 @@ static int set_protocols(SSL_CTX *ctx, const char *p)
 
 /*
  * How both sides move bytes: partial writes from a buffer that may move
- * between retries (tls_writev), buffers released while a connection is
- * idle, and read-ahead, so a record comes in with one read(2) instead of a
- * header read and a body read (tls_read stops when OpenSSL holds nothing
- * more, instead of paying a read that ends in EAGAIN).
+ * between retries (tls_writev), buffers released while a connection is idle.
  */
 static void set_io_modes(SSL_CTX *ctx)
 {
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_read_ahead(ctx, 1);
 }
 
 static SSL_CTX *new_ctx(const struct conf_tls *t, const struct conf_tls_cert *c, char *why,
@@ -678,8 +674,6 @@ ssize_t tls_read(struct ssl_st *ssl, char *buf, size_t len, enum tls_want *want)
         n = SSL_read(ssl, buf + got, want_n > INT32_MAX ? INT32_MAX : (int)want_n);
         if (n > 0) {
             got += (size_t)n;
-            if (!SSL_has_pending(ssl))
-                break; /* the socket may hold more: the read event says so */
             continue;
         }
         if (SSL_get_error(ssl, n) == SSL_ERROR_ZERO_RETURN) {
