@@ -1017,7 +1017,17 @@ class Successor:
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except (FileNotFoundError, ProcessLookupError):
             return True
-        return state in ("Z", "X")  # a zombie of someone else: it has exited
+        if state not in ("Z", "X"):
+            return False
+        # It has exited. It may have done so just after the waitpid above, as
+        # our own child: ask again, or its exit status would be lost.
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            pass  # a zombie of someone else
+        return True
 
     def alive(self):
         return not self._reap()
