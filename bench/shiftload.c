@@ -59,11 +59,11 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#define BUF_BYTES       16384
-#define MAX_REPLY       4096
-#define INFLIGHT_NS     (10LL * 1000000000)  /* a request unanswered this long is a failure */
-#define DRAIN_NS        (2LL * 1000000000)   /* after the stop, in-flight requests get this long */
-#define RETRY_NS        (10LL * 1000000)     /* backoff after a failed connect */
+#define BUF_BYTES        16384
+#define MAX_REPLY        4096
+#define INFLIGHT_NS      (10LL * 1000000000) /* a request unanswered this long is a failure */
+#define DRAIN_NS         (2LL * 1000000000)  /* after the stop, in-flight requests get this long */
+#define RETRY_NS         (10LL * 1000000)    /* backoff after a failed connect */
 #define ADMIN_TIMEOUT_MS 5000
 
 enum err { E_OK, E_CONNECT, E_WRITE, E_READ, E_EOF, E_PARSE, E_TIMEOUT, E_STOPPED };
@@ -165,8 +165,8 @@ static void record(struct lthread *lt, int64_t t_send, int64_t t_done, int statu
         lt->recs = r;
         lt->caprecs = cap;
     }
-    lt->recs[lt->nrecs++] = (struct rec){t_send, t_done, (int16_t)status, (int8_t)group,
-                                         (uint8_t)err};
+    lt->recs[lt->nrecs++] =
+        (struct rec){t_send, t_done, (int16_t)status, (int8_t)group, (uint8_t)err};
 }
 
 static void conn_close(struct conn *c)
@@ -695,18 +695,19 @@ static int write_results(struct lthread *lts)
     f = fopen(path, "w");
     if (f == NULL)
         return -1;
-    fprintf(f, "# mode %s\n# clients %d\n# threads %d\n# interval_ms %d\n# shifts_planned %d\n"
-               "# t_warm_end_ns %lld\n# t_first_shift_ns %lld\n# t_stop_ns %lld\n"
-               "# groups %s %s\n# driver_rt %d\n",
+    fprintf(f,
+            "# mode %s\n# clients %d\n# threads %d\n# interval_ms %d\n# shifts_planned %d\n"
+            "# t_warm_end_ns %lld\n# t_first_shift_ns %lld\n# t_stop_ns %lld\n"
+            "# groups %s %s\n# driver_rt %d\n",
             mode_haproxy ? "haproxy" : "veer", opt_clients, opt_threads, opt_interval_ms,
             opt_shifts, (long long)t_warm_end, (long long)t_first_shift, (long long)t_stop,
             group_name[0], group_name[1], driver_rt);
     for (int i = 0; i < nshifts_done; i++) {
         struct shift *s = &shifts[i];
 
-        fprintf(f, "%d\t%lld\t%lld\t%d\t%d\t%d\t%lld\t%lld\t%lld\t%s\n", i,
-                (long long)s->t_send, (long long)s->t_ack, s->old, s->new, s->ok, s->gen,
-                s->applied_us, s->warm_us, s->reply);
+        fprintf(f, "%d\t%lld\t%lld\t%d\t%d\t%d\t%lld\t%lld\t%lld\t%s\n", i, (long long)s->t_send,
+                (long long)s->t_ack, s->old, s->new, s->ok, s->gen, s->applied_us, s->warm_us,
+                s->reply);
     }
     if (fclose(f) != 0)
         return -1;
@@ -730,15 +731,20 @@ static int parse_int(const char *s, int min, int max, const char *what)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"port", required_argument, NULL, 'p'},     {"mode", required_argument, NULL, 'm'},
-        {"admin", required_argument, NULL, 'a'},    {"out", required_argument, NULL, 'o'},
-        {"clients", required_argument, NULL, 'c'},  {"threads", required_argument, NULL, 't'},
-        {"shifts", required_argument, NULL, 'n'},   {"interval-ms", required_argument, NULL, 'i'},
-        {"warmup-ms", required_argument, NULL, 'w'}, {"steady-ms", required_argument, NULL, 's'},
-        {"pool", required_argument, NULL, 'P'},     {"groups", required_argument, NULL, 'g'},
-        {"rt", no_argument, NULL, 'r'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"port", required_argument, NULL, 'p'},
+                                         {"mode", required_argument, NULL, 'm'},
+                                         {"admin", required_argument, NULL, 'a'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"clients", required_argument, NULL, 'c'},
+                                         {"threads", required_argument, NULL, 't'},
+                                         {"shifts", required_argument, NULL, 'n'},
+                                         {"interval-ms", required_argument, NULL, 'i'},
+                                         {"warmup-ms", required_argument, NULL, 'w'},
+                                         {"steady-ms", required_argument, NULL, 's'},
+                                         {"pool", required_argument, NULL, 'P'},
+                                         {"groups", required_argument, NULL, 'g'},
+                                         {"rt", no_argument, NULL, 'r'},
+                                         {NULL, 0, NULL, 0}};
     struct lthread *lts;
     pthread_t driver;
     struct timespec ts;
@@ -747,18 +753,42 @@ int main(int argc, char **argv)
 
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
-        case 'p': opt_port = parse_int(optarg, 1, 65535, "port"); break;
-        case 'm': mode = optarg; break;
-        case 'a': opt_admin = optarg; break;
-        case 'o': opt_out = optarg; break;
-        case 'c': opt_clients = parse_int(optarg, 1, 100000, "clients"); break;
-        case 't': opt_threads = parse_int(optarg, 1, 64, "threads"); break;
-        case 'n': opt_shifts = parse_int(optarg, 1, 1000000, "shifts"); break;
-        case 'i': opt_interval_ms = parse_int(optarg, 1, 3600000, "interval"); break;
-        case 'w': opt_warmup_ms = parse_int(optarg, 0, 3600000, "warm-up"); break;
-        case 's': opt_steady_ms = parse_int(optarg, 0, 3600000, "steady"); break;
-        case 'P': opt_pool = optarg; break;
-        case 'r': opt_rt = 1; break;
+        case 'p':
+            opt_port = parse_int(optarg, 1, 65535, "port");
+            break;
+        case 'm':
+            mode = optarg;
+            break;
+        case 'a':
+            opt_admin = optarg;
+            break;
+        case 'o':
+            opt_out = optarg;
+            break;
+        case 'c':
+            opt_clients = parse_int(optarg, 1, 100000, "clients");
+            break;
+        case 't':
+            opt_threads = parse_int(optarg, 1, 64, "threads");
+            break;
+        case 'n':
+            opt_shifts = parse_int(optarg, 1, 1000000, "shifts");
+            break;
+        case 'i':
+            opt_interval_ms = parse_int(optarg, 1, 3600000, "interval");
+            break;
+        case 'w':
+            opt_warmup_ms = parse_int(optarg, 0, 3600000, "warm-up");
+            break;
+        case 's':
+            opt_steady_ms = parse_int(optarg, 0, 3600000, "steady");
+            break;
+        case 'P':
+            opt_pool = optarg;
+            break;
+        case 'r':
+            opt_rt = 1;
+            break;
         case 'g': {
             const char *comma = strchr(optarg, ',');
 
@@ -771,7 +801,8 @@ int main(int argc, char **argv)
             strcpy(group_name[1], comma + 1);
             break;
         }
-        default: die("usage: see the comment at the top of bench/shiftload.c");
+        default:
+            die("usage: see the comment at the top of bench/shiftload.c");
         }
     }
     if (opt_port == 0 || mode == NULL || opt_admin == NULL || opt_out == NULL)

@@ -268,13 +268,27 @@ int main(int argc, char **argv)
 
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'p': g.port = atoi(optarg); break;
-        case 'c': g.conns = atoi(optarg); break;
-        case 'd': g.duration_ms = atoi(optarg); break;
-        case 'w': g.warmup_ms = atoi(optarg); break;
-        case 's': g.sni = optarg; break;
-        case 'P': g.path = optarg; break;
-        case 'm': g.max_version = strcmp(optarg, "1.2") == 0 ? TLS1_2_VERSION : 0; break;
+        case 'p':
+            g.port = atoi(optarg);
+            break;
+        case 'c':
+            g.conns = atoi(optarg);
+            break;
+        case 'd':
+            g.duration_ms = atoi(optarg);
+            break;
+        case 'w':
+            g.warmup_ms = atoi(optarg);
+            break;
+        case 's':
+            g.sni = optarg;
+            break;
+        case 'P':
+            g.path = optarg;
+            break;
+        case 'm':
+            g.max_version = strcmp(optarg, "1.2") == 0 ? TLS1_2_VERSION : 0;
+            break;
         default:
             fprintf(stderr, "usage: tlsload --port PORT [--conns N] [--duration-ms MS] "
                             "[--warmup-ms MS] [--sni NAME] [--path P] [--max-version 1.2]\n");
@@ -285,9 +299,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "tlsload: --port, --conns, --duration-ms must be positive\n");
         return 1;
     }
-    g.reqlen = (size_t)snprintf(g.req, sizeof(g.req),
-                                "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", g.path,
-                                g.sni);
+    g.reqlen =
+        (size_t)snprintf(g.req, sizeof(g.req),
+                         "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", g.path, g.sni);
     g.ctx = SSL_CTX_new(TLS_client_method());
     if (g.ctx == NULL)
         die("SSL_CTX_new");
