@@ -16,6 +16,7 @@
  * file.
  */
 #include "conf.h"
+#include "modcheck.h"
 #include "http.h"
 #include "module.h"
 #include "pool.h"
@@ -258,35 +259,13 @@ static void proxy(struct txn *t, uint32_t bi, int status, uint64_t out)
     t->bytes_out = out;
 }
 
-/*
- * The send phase (session_run_flushes) takes a session with a queued answer
- * off its worker's flush list, as it writes the answer out.
- */
-static void unqueue(struct session *s)
-{
-    if (!s->flush_queued)
-        return;
-    ck_assert_ptr_eq(s->w->flush_list, s);
-    s->w->flush_list = s->flush_next;
-    if (s->w->flush_list == NULL)
-        s->w->flush_tail = NULL;
-    s->flush_queued = false;
-    s->flush = 0;
-}
-
 /* txn_free(): the modules see the end of the transaction, then it is gone. */
 static void end(struct txn *t)
 {
-    struct session *s = t->s;
-
-    unqueue(s);
+    unqueue(t->s);
     if (t->phase != TXN_REQ_HEAD || t->res_status)
         module_txn_end(t);
-    free(t->log);
-    vbuf_put(&s->w->bufs, t->res_head);
-    vbuf_put(&s->w->bufs, s->in);
-    free(t);
-    free(s);
+    txn_drop(t);
 }
 
 /* One whole proxied request on worker wi: head hooks, backend 0, 200 with 1234 bytes, end. */
@@ -298,8 +277,6 @@ static void one(unsigned wi, const char *raw)
     proxy(t, 0, 200, 1234);
     end(t);
 }
-
-#define GET(path) "GET " path " HTTP/1.1\r\nHost: veer.test\r\n\r\n"
 
 /* The whole file at path as a string (free it); NULL when it does not exist. */
 static char *slurp(const char *path)

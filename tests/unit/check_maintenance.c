@@ -13,6 +13,7 @@
  * then 503; off again, requests pass.
  */
 #include "conf.h"
+#include "modcheck.h"
 #include "module.h"
 #include "pool.h"
 #include "session.h"
@@ -183,78 +184,6 @@ static struct txn *request(int li, const char *raw)
     return t;
 }
 
-/*
- * The send phase (session_run_flushes) takes a session with a queued answer
- * off its worker's flush list, as it writes the answer out.
- */
-static void unqueue(struct session *s)
-{
-    if (!s->flush_queued)
-        return;
-    ck_assert_ptr_eq(s->w->flush_list, s);
-    s->w->flush_list = s->flush_next;
-    if (s->w->flush_list == NULL)
-        s->w->flush_tail = NULL;
-    s->flush_queued = false;
-    s->flush = 0;
-}
-
-static void done(struct txn *t)
-{
-    struct session *s = t->s;
-
-    unqueue(s);
-    free(t->log);
-    vbuf_put(&fx.w.bufs, t->res_head);
-    vbuf_put(&fx.w.bufs, s->in);
-    free(t);
-    free(s);
-}
-
-#define GET(path) "GET " path " HTTP/1.1\r\nHost: veer.test\r\n\r\n"
-
-/* What the client would receive, split up. */
-struct resp {
-    int status;
-    char head[1024];
-    char body[4096];
-    size_t body_len;
-};
-
-/* The local answer queued for the client: status line, headers and body, checked for framing. */
-static struct resp answer(const struct txn *t)
-{
-    struct resp r;
-    const struct vbuf *b = t->res_head;
-    char all[8192], *sep;
-    size_t n = vbuf_len(b);
-    const char *cl;
-
-    memset(&r, 0, sizeof(r));
-    ck_assert_ptr_nonnull(b);
-    ck_assert_uint_lt(n, sizeof(all));
-    memcpy(all, b->data + b->start, n);
-    all[n] = '\0';
-    sep = strstr(all, "\r\n\r\n");
-    ck_assert_ptr_nonnull(sep);
-    ck_assert_uint_lt((size_t)(sep + 2 - all), sizeof(r.head));
-    memcpy(r.head, all, (size_t)(sep + 2 - all));
-    r.body_len = n - (size_t)(sep + 4 - all);
-    memcpy(r.body, sep + 4, r.body_len);
-    ck_assert_int_eq(sscanf(all, "HTTP/1.1 %d ", &r.status), 1);
-    ck_assert_int_eq(r.status, t->res_status);
-    ck_assert_int_eq(t->phase, TXN_LOCAL);
-    /* Queued for the send phase, towards the client. */
-    ck_assert(t->s->flush_queued);
-    ck_assert_ptr_eq(t->s->w->flush_list, t->s);
-    ck_assert_uint_ne(t->s->flush & 1u /* FLUSH_CLIENT */, 0);
-    cl = strstr(r.head, "\r\nContent-Length: ");
-    ck_assert_ptr_nonnull(cl);
-    if (t->req->parser.method != HTTP_HEAD)
-        ck_assert_uint_eq(strtoul(cl + 18, NULL, 10), r.body_len);
-    return r;
-}
-
 /* Run the whole module chain on a request; it must be answered (VEER_DONE). */
 static struct resp ask(int li, const char *raw)
 {
@@ -263,7 +192,7 @@ static struct resp ask(int li, const char *raw)
 
     ck_assert_msg(module_request_head(t) == VEER_DONE, "not answered: %s", raw);
     r = answer(t);
-    done(t);
+    txn_drop(t);
     return r;
 }
 
@@ -278,7 +207,7 @@ static void assert_proxied(int li, const char *raw)
     ck_assert_int_eq(t->res_status, 0);
     ck_assert_int_eq(t->phase, TXN_REQ_HEAD);
     ck_assert_uint_eq(t->hold_deadline_us, 0);
-    done(t);
+    txn_drop(t);
 }
 
 /* The header's value in a response head, or NULL. */
@@ -347,7 +276,7 @@ START_TEST(test_on_answers_503_with_retry_after_and_body)
     ck_assert_ptr_null(strstr(r.head, "Connection: close"));
     ck_assert(!t->close_client);
     ck_assert_ptr_null(t->be);
-    done(t);
+    txn_drop(t);
 }
 END_TEST
 
@@ -403,7 +332,7 @@ START_TEST(test_body_still_coming_closes_connection_after_503)
     /* The rest of the body would be read as the next request: the connection closes. */
     ck_assert_ptr_nonnull(strstr(r.head, "\r\nConnection: close\r\n"));
     ck_assert(t->close_client);
-    done(t);
+    txn_drop(t);
 }
 END_TEST
 
@@ -492,10 +421,10 @@ START_TEST(test_health_endpoints_exempt_even_when_module_runs_alone)
     t = request(0, GET("/api/health/readiness"));
     ck_assert_int_eq(module_maintenance.on_request_head(t), VEER_DECLINED);
     ck_assert_ptr_null(t->res_head);
-    done(t);
+    txn_drop(t);
     t = request(0, GET("/api/health/liveness"));
     ck_assert_int_eq(module_maintenance.on_request_head(t), VEER_DECLINED);
-    done(t);
+    txn_drop(t);
 }
 END_TEST
 
@@ -619,7 +548,7 @@ START_TEST(test_hold_parks_request_until_deadline_then_503)
     ck_assert_int_eq(module_request_head(t), VEER_DONE);
     r = answer(t);
     assert_maintenance_answer(&r, 7);
-    done(t);
+    txn_drop(t);
 }
 END_TEST
 
@@ -636,7 +565,7 @@ START_TEST(test_held_request_passes_when_maintenance_ends)
     ck_assert_int_eq(module_request_head(t), VEER_DECLINED);
     ck_assert_ptr_null(t->res_head);
     ck_assert_int_eq(t->res_status, 0);
-    done(t);
+    txn_drop(t);
 }
 END_TEST
 
