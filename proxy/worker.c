@@ -100,6 +100,14 @@ static void client_socket_options(int fd)
     setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
 }
 
+/* A client connection this worker takes on without the accept limits (upgrade paths). */
+static void take_client(struct wlistener *l, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    atomic_fetch_add_explicit(&veer_client_connections, 1, memory_order_relaxed);
+    client_socket_options(fd);
+    session_accept(l, fd, sa, len);
+}
+
 static void accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
     struct wlistener *l = arg;
@@ -447,9 +455,7 @@ static void start_handover(struct worker *w, int chan)
              */
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 worker_handover_full(w);
-            atomic_fetch_add_explicit(&veer_client_connections, 1, memory_order_relaxed);
-            client_socket_options(fd);
-            session_accept(l, fd, (struct sockaddr *)&ss, sl);
+            take_client(l, fd, (struct sockaddr *)&ss, sl);
         }
     }
     begin_shutdown(w);
@@ -469,9 +475,7 @@ static void adopt(struct worker *w, int fd, const struct handover_msg *hm)
         close(fd);
         return;
     }
-    atomic_fetch_add_explicit(&veer_client_connections, 1, memory_order_relaxed);
-    client_socket_options(fd);
-    session_accept(l, fd, (const struct sockaddr *)&hm->peer, hm->peer_len);
+    take_client(l, fd, (const struct sockaddr *)&hm->peer, hm->peer_len);
 }
 
 void worker_adopt(struct worker *w, int fd, const struct handover_msg *hm)
