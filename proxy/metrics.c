@@ -354,7 +354,7 @@ static void control_figures(struct sbuf *o, const struct model *m)
 
 void metrics_render(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
 {
-    uint64_t retries = 0, upstreams = 0;
+    uint64_t retries = 0, upstreams = 0, held = 0;
 
     header(o, "veer_info", "gauge", "veer's version.");
     sb_printf(o, "veer_info{version=\"%s\"} 1\n", VEER_VERSION);
@@ -366,6 +366,7 @@ void metrics_render(struct sbuf *o, const struct model *m, struct worker **ws, u
     for (unsigned w = 0; w < nw; w++) {
         retries += ld(&ws[w]->mstat.retries);
         upstreams += atomic_load_explicit(&ws[w]->mstat.upstreams, memory_order_relaxed);
+        held += atomic_load_explicit(&ws[w]->mstat.held, memory_order_relaxed);
     }
     header(o, "veer_retries_total", "counter", "Requests sent again to another backend.");
     sb_printf(o, "veer_retries_total %llu\n", (unsigned long long)retries);
@@ -373,6 +374,9 @@ void metrics_render(struct sbuf *o, const struct model *m, struct worker **ws, u
     sb_printf(o, "veer_open_connections{side=\"client\"} %d\n",
               atomic_load_explicit(&veer_client_connections, memory_order_relaxed));
     sb_printf(o, "veer_open_connections{side=\"upstream\"} %llu\n", (unsigned long long)upstreams);
+    header(o, "veer_requests_held", "gauge",
+           "Requests waiting for maintenance to end or for an eligible backend (hold).");
+    sb_printf(o, "veer_requests_held %llu\n", (unsigned long long)held);
     if (m->conf && m->conf->cluster.enabled) {
         header(o, "veer_cluster_connected", "gauge", "1 while this instance is connected to etcd.");
         sb_printf(o, "veer_cluster_connected %d\n", cluster_connected() ? 1 : 0);

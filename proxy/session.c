@@ -31,6 +31,7 @@ static int flush_client(struct txn *t);
 static int flush_upstream(struct txn *t);
 static int process_response(struct txn *t);
 static void unhold(struct txn *t);
+static void disarm_retry(struct txn *t);
 
 /* Pending writes of a session, run after the loop iteration (see session_run_flushes). */
 enum { FLUSH_CLIENT = 1u << 0, FLUSH_UPSTREAM = 1u << 1 };
@@ -62,25 +63,41 @@ static int defer(struct txn *t, unsigned what)
 
 /* --- transactions ------------------------------------------------------- */
 
-static size_t txn_size(const struct worker *w)
+/*
+ * A transaction and its two header tables are one allocation, sized for the
+ * header_count in force when it was made (t->hdr_cap). A reload may change
+ * the count: a cached transaction too small for the new one is dropped, and
+ * a transaction in flight keeps the limits it started with (t->limits,
+ * t->res_limits), whatever the worker's are now.
+ */
+static size_t txn_size(uint32_t hdr_cap)
 {
-    return sizeof(struct txn) + 2 * http_msg_size(w->req_limits.header_count);
+    return sizeof(struct txn) + 2 * http_msg_size(hdr_cap);
 }
 
 static struct txn *txn_start(struct session *s)
 {
     struct worker *w = s->w;
     struct txn *t = w->free_txns;
-    size_t msz = http_msg_size(w->req_limits.header_count);
+    uint32_t cap = w->req_limits.header_count;
+    size_t msz;
 
     if (t) {
         w->free_txns = t->next_free;
         w->nfree_txns--;
-    } else {
-        t = veer_malloc(txn_size(w));
+        if (t->hdr_cap < cap) {
+            free(t);
+            t = NULL;
+        } else {
+            cap = t->hdr_cap;
+        }
     }
+    if (t == NULL)
+        t = veer_malloc(txn_size(cap));
+    msz = http_msg_size(cap);
     memset(t, 0, sizeof(*t));
     t->magic = TXN_MAGIC;
+    t->hdr_cap = cap;
     t->s = s;
     t->phase = TXN_REQ_HEAD;
     t->pool = s->l->pool;
@@ -91,6 +108,7 @@ static struct txn *txn_start(struct session *s)
     t->limits = w->req_limits;
     if ((uint32_t)t->pool < w->routing->npools && w->routing->pools[t->pool].conf->body_bytes >= 0)
         t->limits.body_bytes = (uint64_t)w->routing->pools[t->pool].conf->body_bytes;
+    t->res_limits = w->res_limits;
     http_msg_init(t->req, HTTP_REQUEST, &t->limits);
     event_assign(&t->cwev, w->base, s->fd, EV_WRITE | EV_PERSIST, client_write_cb, s);
     s->txn = t;
@@ -446,14 +464,14 @@ void session_shutdown_notice(struct session *s)
  * connection closes after it. Returns the buffer to write the response
  * into, or NULL when a response already started (the session was closed).
  */
-static void unhold(struct txn *t);
 
 static struct vbuf *local_begin(struct txn *t, bool close)
 {
     struct session *s = t->s;
     struct worker *w = s->w;
 
-    unhold(t); /* a held request answered (its body was refused while it waited) */
+    unhold(t);       /* a held request answered (its body was refused while it waited) */
+    disarm_retry(t); /* an answer during a retry's backoff ends the retry */
     if (t->res_head_done) {
         /* Part of a response already went out: all we can do is cut it. */
         session_close(s);
@@ -829,27 +847,58 @@ static struct backend *pick(struct txn *t)
 
 #define HOLD_MAX 4096 /* requests held per worker; beyond, they get their 503 at once */
 
-static void unhold(struct txn *t)
+/*
+ * A held transaction is on exactly one queue (t->held_on): the worker's, or
+ * the batch session_retry_held is working through. Whoever takes it off (its
+ * timer, an answer, the session closing, a retry) uses the queue it is on,
+ * so taking one off never disturbs a walk over another.
+ */
+static void queue_append(struct txn_queue *q, struct txn *t)
 {
-    struct worker *w = t->s->w;
+    t->held_on = q;
+    t->held_prev = q->tail;
+    t->held_next = NULL;
+    if (q->tail)
+        q->tail->held_next = t;
+    else
+        q->head = t;
+    q->tail = t;
+    q->n++;
+}
 
-    if (!t->held)
-        return;
+static void queue_remove(struct txn *t)
+{
+    struct txn_queue *q = t->held_on;
+
     if (t->held_prev)
         t->held_prev->held_next = t->held_next;
     else
-        w->held_head = t->held_next;
+        q->head = t->held_next;
     if (t->held_next)
         t->held_next->held_prev = t->held_prev;
     else
-        w->held_tail = t->held_prev;
+        q->tail = t->held_prev;
     t->held_next = t->held_prev = NULL;
-    t->held = false;
-    w->nheld--;
+    t->held_on = NULL;
+    q->n--;
+}
+
+/* Stop a pending retry or hold timer (both use retry_ev). */
+static void disarm_retry(struct txn *t)
+{
     if (t->retry_armed) {
         event_del(&t->retry_ev);
         t->retry_armed = false;
     }
+}
+
+static void unhold(struct txn *t)
+{
+    if (t->held_on == NULL)
+        return;
+    queue_remove(t);
+    disarm_retry(t);
+    atomic_fetch_sub_explicit(&t->s->w->mstat.held, 1, memory_order_relaxed);
 }
 
 static int route(struct txn *t);
@@ -873,18 +922,11 @@ static int hold(struct txn *t)
     uint64_t now = veer_now_us();
     struct timeval tv;
 
-    if (w->nheld >= HOLD_MAX || now >= t->hold_deadline_us)
+    if (w->held.n >= HOLD_MAX || now >= t->hold_deadline_us)
         return VEER_DECLINED;
     t->phase = TXN_HELD;
-    t->held = true;
-    t->held_prev = w->held_tail;
-    t->held_next = NULL;
-    if (w->held_tail)
-        w->held_tail->held_next = t;
-    else
-        w->held_head = t;
-    w->held_tail = t;
-    w->nheld++;
+    queue_append(&w->held, t);
+    atomic_fetch_add_explicit(&w->mstat.held, 1, memory_order_relaxed);
     tv.tv_sec = (time_t)((t->hold_deadline_us - now) / 1000000);
     tv.tv_usec = (suseconds_t)((t->hold_deadline_us - now) % 1000000);
     evtimer_assign(&t->retry_ev, w->base, hold_timer_cb, t);
@@ -893,20 +935,41 @@ static int hold(struct txn *t)
     return VEER_OK;
 }
 
-/* A new snapshot: held requests try again, oldest first, so they go in order. */
+/*
+ * Held requests try again, oldest first, so they go in order. The queue is
+ * taken whole first: a request that must still wait goes back on the
+ * worker's (now empty) queue and is not seen again in this pass, so one
+ * pass routes each request at most once, however many are held.
+ */
 void session_retry_held(struct worker *w)
 {
-    struct txn *t = w->held_head;
+    struct txn_queue batch = w->held;
 
-    while (t) {
-        struct txn *next = t->held_next;
+    w->held = (struct txn_queue){0};
+    for (struct txn *t = batch.head; t; t = t->held_next)
+        t->held_on = &batch;
+    while (batch.head) {
+        struct txn *t = batch.head;
         struct session *s = t->s;
 
         unhold(t);
         if (route(t) == VEER_DONE)
             session_process(s);
-        t = next;
     }
+}
+
+static void retry_held_cb(evutil_socket_t fd, short what, void *arg)
+{
+    session_retry_held(arg);
+}
+
+void session_schedule_retry_held(struct worker *w)
+{
+    if (w->held.n == 0)
+        return;
+    if (!event_initialized(&w->held_ev))
+        event_assign(&w->held_ev, w->base, -1, 0, retry_held_cb, w);
+    event_active(&w->held_ev, EV_TIMEOUT, 0); /* once, however often it is asked */
 }
 
 static int handle_request_head(struct txn *t)
@@ -978,7 +1041,7 @@ static int route(struct txn *t)
     s->in->start += req->head_len;
     t->req_parsed -= req->head_len;
 
-    http_msg_init(t->res, HTTP_RESPONSE, &w->res_limits);
+    http_msg_init(t->res, HTTP_RESPONSE, &t->res_limits);
     t->res->head_request = req->parser.method == HTTP_HEAD;
     t->phase = TXN_FORWARD;
     return connect_upstream(t, false);
@@ -1178,6 +1241,19 @@ static int upstream_failed(struct txn *t, const char *what, int err)
 }
 
 /*
+ * A tunnel whose client half-closed passes the half-close on once every
+ * byte the client sent is written, never before: bytes still queued after
+ * EAGAIN would be cut off by the FIN.
+ */
+static void tunnel_half_close(struct txn *t)
+{
+    if (t->phase == TXN_TUNNEL && t->s->client_eof && !t->up_shut && t->up) {
+        upstream_shutdown_write(t->up);
+        t->up_shut = true;
+    }
+}
+
+/*
  * Write the rewritten head and the request body bytes parsed so far to the
  * backend. Bytes of a request on a reused connection are held (not
  * dropped) until the response starts, so a stale connection can be retried.
@@ -1205,6 +1281,7 @@ static int flush_upstream(struct txn *t)
     }
     if (cnt == 0) {
         upstream_want_write(up, false);
+        tunnel_half_close(t);
         return VEER_OK;
     }
     n = upstream_writev(up, iov, cnt);
@@ -1234,6 +1311,7 @@ static int flush_upstream(struct txn *t)
         return VEER_OK;
     }
     upstream_want_write(up, false);
+    tunnel_half_close(t);
     if (in && in->start == in->end)
         in->start = in->end = 0;
     if (!s->reading && !s->client_eof && !s->closing)
@@ -1655,8 +1733,9 @@ static void client_eof(struct session *s)
         return;
     }
     if (t->phase == TXN_TUNNEL) {
-        if (t->up && flush_upstream(t) == VEER_OK && t->up)
-            upstream_shutdown_write(t->up);
+        /* The backend's half-close follows the last byte, in flush_upstream. */
+        if (t->up && flush_upstream(t) == VEER_ERROR)
+            return;
         if (t->up_eof)
             session_close(s);
     }

@@ -23,12 +23,19 @@
 
 struct worker;
 struct wlistener;
+struct txn;
 struct upstream;
 struct backend;
 struct ssl_st;
 
 #define SESSION_MAGIC 0x5e55104eu
 #define TXN_MAGIC     0x7a4e0001u
+
+/* A list of held transactions, oldest first (see session.c's hold queue). */
+struct txn_queue {
+    struct txn *head, *tail;
+    unsigned n;
+};
 
 enum txn_phase {
     TXN_REQ_HEAD = 0, /* reading the request head */
@@ -60,12 +67,12 @@ struct txn {
     uint32_t req_sent;     /* of those, bytes already written upstream */
     struct vbuf *req_head; /* rewritten head for the backend */
     uint32_t req_head_sent;
-    bool req_done;    /* whole request parsed */
-    bool req_held;    /* keep sent bytes until the response starts (retry) */
-    bool retried;     /* a stale pooled connection was retried */
-    bool be_failed;   /* an upstream error of t->be was counted */
-    bool retry_armed; /* retry_ev is pending */
-    bool held;        /* on the worker's hold queue */
+    bool req_done;             /* whole request parsed */
+    bool req_held;             /* keep sent bytes until the response starts (retry) */
+    bool retried;              /* a stale pooled connection was retried */
+    bool be_failed;            /* an upstream error of t->be was counted */
+    bool retry_armed;          /* retry_ev is pending */
+    struct txn_queue *held_on; /* the hold queue t is on, or NULL */
     struct txn *held_next, *held_prev;
     uint64_t hold_deadline_us; /* a held request gets its 503 then */
     uint8_t attempts;          /* retries on another backend so far */
@@ -82,16 +89,19 @@ struct txn {
     bool res_done;
     bool close_client; /* close the client connection after this response */
     bool up_eof;       /* backend closed (tunnel) */
+    bool up_shut;      /* tunnel: the client's half-close was passed to the backend */
 
     struct upstream *up;
     struct backend *be;
     int pool;
-    int res_status;               /* status sent to the client (0 until known) */
-    struct http_limits limits;    /* the request's, with its pool's body limit */
-    uint64_t bytes_in, bytes_out; /* from and to the client, this request */
-    uint64_t up_start_us;         /* request first sent upstream */
-    uint64_t up_end_us;           /* response complete from upstream */
-    struct txn_log *log;          /* access log fields, when the log is on */
+    int res_status;                /* status sent to the client (0 until known) */
+    struct http_limits limits;     /* the request's, with its pool's body limit */
+    struct http_limits res_limits; /* the response's, as when the request started */
+    uint32_t hdr_cap;              /* header table size this allocation has room for */
+    uint64_t bytes_in, bytes_out;  /* from and to the client, this request */
+    uint64_t up_start_us;          /* request first sent upstream */
+    uint64_t up_end_us;            /* response complete from upstream */
+    struct txn_log *log;           /* access log fields, when the log is on */
     uint64_t start_us;
     uint64_t last_io_us; /* tunnel: last byte either way */
 };
@@ -147,8 +157,15 @@ void txn_upstream_timeout(struct txn *t, bool connecting);
 /* The send phase after each loop iteration: write what sessions queued. */
 void session_run_flushes(struct worker *w);
 
-/* A new snapshot: held requests try again, in order. */
+/*
+ * A new snapshot: held requests try again, in order, each once. Call it from
+ * the event loop, never from inside a routing decision: it routes requests,
+ * and routing may switch snapshots.
+ */
 void session_retry_held(struct worker *w);
+
+/* Ask for session_retry_held() to run from the loop, after the current callback. */
+void session_schedule_retry_held(struct worker *w);
 
 /* Per-worker transaction cache. */
 void txn_cache_destroy(struct worker *w);

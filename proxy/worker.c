@@ -193,11 +193,9 @@ static void apply_conf(struct worker *w, const struct veer_conf *conf)
     w->req_limits = (struct http_limits){
         .line_bytes = (uint32_t)conf->limits.request_line_bytes,
         .header_bytes = (uint32_t)conf->limits.header_bytes,
-        .header_count = w->max_headers, /* transactions are sized for the first config's count */
+        .header_count = (uint32_t)conf->limits.header_count,
         .body_bytes = (uint64_t)conf->limits.body_bytes,
     };
-    if ((uint32_t)conf->limits.header_count < w->max_headers)
-        w->req_limits.header_count = (uint32_t)conf->limits.header_count;
     w->res_limits = w->req_limits;
     w->res_limits.body_bytes = 0;
     w->head_buf_limit =
@@ -601,8 +599,12 @@ static void switch_routing(struct worker *w, struct routing *r)
     for (uint32_t i = 0; i < r->npools; i++)
         lb_init(&w->lbs[i], &r->pools[i], w->idx);
     routing_announce(w->idx, r->generation);
-    if (!first && w->held_head)
-        session_retry_held(w); /* the new snapshot may have a backend for them */
+    /*
+     * The new snapshot may have a backend for them. Not from here: this runs
+     * inside a routing decision (worker_lb), and retrying routes requests.
+     */
+    if (!first)
+        session_schedule_retry_held(w);
 }
 
 struct lb *worker_group_lb(struct worker *w, int pool, uint32_t g)
@@ -724,7 +726,6 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
         log_err("worker %u: cannot create event base", idx);
         goto fail;
     }
-    w->max_headers = (uint32_t)conf->limits.header_count;
     w->local = veer_calloc(METRIC_POOLS, sizeof(*w->local));
     apply_conf(w, conf);
     vbuf_cache_init(&w->bufs, WORKER_BUF_CACHE);

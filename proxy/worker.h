@@ -14,6 +14,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "pool.h"
+#include "session.h"
 #include "upgrade.h"
 
 #include <event2/event.h>
@@ -109,7 +110,6 @@ struct worker {
     struct wlistener **listeners;
     unsigned nlisteners;
     struct wlistener *retired_listeners; /* removed by a reload, freed at the end */
-    uint32_t max_headers;                /* header table size of a transaction */
 
     struct session *sessions; /* all live sessions (doubly linked) */
     unsigned nsessions;
@@ -125,11 +125,11 @@ struct worker {
     unsigned nupstreams;      /* open upstream connections, idle or busy */
     struct upstream *warming; /* connections opened ahead of traffic, not connected yet */
 
-    struct routing *routing;           /* snapshot this worker switched to */
-    struct lb *lbs;                    /* per pool of `routing` */
-    struct lb **glbs;                  /* per pool, per group (made when first needed) */
-    struct txn *held_head, *held_tail; /* requests waiting for a backend, oldest first */
-    unsigned nheld;
+    struct routing *routing; /* snapshot this worker switched to */
+    struct lb *lbs;          /* per pool of `routing` */
+    struct lb **glbs;        /* per pool, per group (made when first needed) */
+    struct txn_queue held;   /* requests waiting for a backend or maintenance, oldest first */
+    struct event held_ev;    /* runs session_retry_held from the loop after a snapshot switch */
 
     const struct timeval *tv_idle;
     const struct timeval *tv_header;
@@ -164,6 +164,7 @@ struct worker {
     struct {
         _Atomic uint64_t retries;
         _Atomic uint64_t upstreams; /* open upstream connections */
+        _Atomic uint64_t held;      /* requests on the hold queue */
     } mstat;
     uint64_t rng;
 };

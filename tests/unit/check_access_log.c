@@ -140,11 +140,10 @@ static void start(const char *text)
         w->idx = k;
         w->base = event_base_new();
         w->conf = fx.c;
-        w->max_headers = (uint32_t)fx.c->limits.header_count;
         w->req_limits = (struct http_limits){
             .line_bytes = (uint32_t)fx.c->limits.request_line_bytes,
             .header_bytes = (uint32_t)fx.c->limits.header_bytes,
-            .header_count = w->max_headers,
+            .header_count = (uint32_t)fx.c->limits.header_count,
             .body_bytes = (uint64_t)fx.c->limits.body_bytes,
         };
         vbuf_cache_init(&w->bufs, 8);

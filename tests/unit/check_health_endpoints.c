@@ -82,11 +82,10 @@ static void start(const char *text)
     fx.w.idx = 0;
     fx.w.base = event_base_new();
     fx.w.conf = fx.c;
-    fx.w.max_headers = (uint32_t)fx.c->limits.header_count;
     fx.w.req_limits = (struct http_limits){
         .line_bytes = (uint32_t)fx.c->limits.request_line_bytes,
         .header_bytes = (uint32_t)fx.c->limits.header_bytes,
-        .header_count = fx.w.max_headers,
+        .header_count = (uint32_t)fx.c->limits.header_count,
         .body_bytes = (uint64_t)fx.c->limits.body_bytes,
     };
     vbuf_cache_init(&fx.w.bufs, 8);
