@@ -762,7 +762,7 @@ START_TEST(test_child_ready_says_ready_then_adopts_round_robin)
     channel(sv);
     child_init(sv[1], "@admin=-1");
     ck_assert_int_eq(events_on(base), 0);
-    upgrade_child_ready(base, w, 3);
+    upgrade_child_ready(base, w, 3, NULL);
     expect_ready(sv[0]);
     ck_assert_int_eq(events_on(base), 1); /* reading the channel */
 
@@ -830,7 +830,7 @@ START_TEST(test_adopt_drops_messages_without_a_socket_or_of_the_wrong_size)
 
     channel(sv);
     child_init(sv[1], "@admin=-1");
-    upgrade_child_ready(base, w, 2);
+    upgrade_child_ready(base, w, 2, NULL);
     expect_ready(sv[0]);
     before = count_fds();
 
@@ -876,7 +876,7 @@ START_TEST(test_adopt_ends_when_the_old_process_hangs_up)
 
     channel(sv);
     child_init(sv[1], "@admin=-1");
-    upgrade_child_ready(base, &w, 1);
+    upgrade_child_ready(base, &w, 1, NULL);
     expect_ready(sv[0]);
     close(sv[0]);
     ck_assert(run_until(base, is_closed, &sv[1]));
@@ -910,7 +910,7 @@ START_TEST(test_child_ready_without_an_old_process_adopts_nothing)
     child_init(sv[1], "@admin=-1");
     close(sv[0]);
     cap = capture_start(dir);
-    upgrade_child_ready(base, &w, 1); /* EPIPE, and no SIGPIPE */
+    upgrade_child_ready(base, &w, 1, NULL); /* EPIPE, and no SIGPIPE */
     log = capture_stop(&cap);
     snprintf(epipe, sizeof(epipe), "%s", strerror(EPIPE));
     expect_log(log, "cannot tell the old process we are ready");
@@ -940,7 +940,7 @@ START_TEST(test_a_plain_start_inherits_nothing)
     ck_assert_uint_eq(n, 0);
     ck_assert(!upgrade_handed_over());
     upgrade_close_unclaimed();
-    upgrade_child_ready(base, &w, 1);
+    upgrade_child_ready(base, &w, 1, NULL);
     ck_assert_int_eq(events_on(base), 0);
     upgrade_shutdown();
     event_base_free(base);
@@ -1077,7 +1077,7 @@ START_TEST(test_adopted_connections_are_served_as_sessions_of_their_listener)
 
     channel(sv);
     child_init(sv[1], "@admin=-1");
-    upgrade_child_ready(base, w, 2);
+    upgrade_child_ready(base, w, 2, NULL);
     expect_ready(sv[0]);
 
     listen[0] = conf->listens[1].addr.text; /* -> worker 0, pool b */
@@ -1321,7 +1321,7 @@ START_TEST(test_shutdown_frees_and_closes_what_it_holds)
     snprintf(env, sizeof(env), "@admin=%d;127.0.0.1:8080=%d,%d;127.0.0.1:9090=%d", fds[0], fds[1],
              fds[2], fds[3]);
     child_init(sv[1], env);
-    upgrade_child_ready(base, &w, 1);
+    upgrade_child_ready(base, &w, 1, NULL);
     expect_ready(sv[0]);
     ck_assert_int_eq(events_on(base), 1);
 
@@ -1409,6 +1409,13 @@ static bool ready_called;
 static void on_ready(void)
 {
     ready_called = true;
+}
+
+static char failed_why[256];
+
+static void on_failed(const char *why)
+{
+    snprintf(failed_why, sizeof(failed_why), "%s", why);
 }
 
 /* The old process's two workers, each with a socket per listener, and its admin socket. */
@@ -1532,15 +1539,19 @@ START_TEST(test_start_runs_the_new_binary_on_our_sockets_and_hands_over_on_ready
     ck_assert_int_eq(setenv("VEER_UPGRADE_FD", "99", 1), 0);
     upgrade_remember_argv(4, argv);
     ck_assert(!upgrade_handed_over());
-    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, msg, sizeof(msg)), VEER_OK);
+    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
+                     VEER_OK);
     pid = pid_in(msg);
     ck_assert_int_gt(pid, 0);
-    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, msg, sizeof(msg)), VEER_ERROR);
+    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
+                     VEER_ERROR);
     ck_assert_str_eq(msg, "an upgrade is already under way");
     ck_assert_int_eq(events_on(base), 2); /* the channel, the ready timeout */
 
+    failed_why[0] = '\0';
     ck_assert_int_eq(event_base_dispatch(base), 1); /* runs until nothing is left to wait on */
     ck_assert(ready_called);
+    ck_assert_str_eq(failed_why, "");
     ck_assert(upgrade_handed_over());
     got = read_file(report);
     expected_report(&o, want, sizeof(want));
@@ -1589,7 +1600,8 @@ START_TEST(test_start_keeps_serving_when_the_new_binary_fails)
     snprintf(report, sizeof(report), "%s/report", dir);
     old_proc_init(&o, dir);
     upgrade_remember_argv(4, argv);
-    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, msg, sizeof(msg)), VEER_OK);
+    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
+                     VEER_OK);
     pid = pid_in(msg);
     cap = capture_start(dir);
     ck_assert_int_eq(event_base_dispatch(base), 1);
@@ -1599,13 +1611,17 @@ START_TEST(test_start_keeps_serving_when_the_new_binary_fails)
     expect_log(log, "this process keeps serving");
     free(log);
     ck_assert(!ready_called);
+    /* on_failed thaws the old process's control plane: it runs with the reason. */
+    ck_assert_str_eq(failed_why, _i ? "unexpected message from the new binary"
+                                    : "the new binary exited before it was ready (see its log)");
     ck_assert(!upgrade_handed_over());
     ck_assert_uint_eq(queued(o.w[0]) + queued(o.w[1]), 0);
     ck_assert_int_eq(waitpid(pid, &st, WNOHANG), -1); /* reaped: no zombie left */
     ck_assert_int_eq(errno, ECHILD);
 
     /* Not "already under way": another attempt starts (and this one fails the same way). */
-    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, msg, sizeof(msg)), VEER_OK);
+    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
+                     VEER_OK);
     cap = capture_start(dir);
     ck_assert_int_eq(event_base_dispatch(base), 1);
     free(capture_stop(&cap));
@@ -1629,7 +1645,8 @@ START_TEST(test_start_without_a_binary_is_refused)
 
     old_proc_init(&o, dir);
     before = count_fds();
-    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, msg, sizeof(msg)), VEER_ERROR);
+    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
+                     VEER_ERROR);
     ck_assert_msg(strncmp(msg, "cannot run ", 11) == 0, "%s", msg);
     ck_assert_int_eq(count_fds(), before);
     ck_assert_int_eq(events_on(base), 0);
