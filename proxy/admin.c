@@ -35,10 +35,14 @@ struct admin_conn {
     struct admin_conn *next, *prev;
 };
 
+/* The answer to every command once an upgrade handed over (see admin_handover). */
+#define REPLY_UPGRADING "ERR upgrading, retry\n\n"
+
 static struct {
     struct evconnlistener *listener;
     struct admin_conn *conns;
     const struct veer_conf *conf;
+    bool handed_over; /* an upgrade: the new process serves; this one answers REPLY_UPGRADING */
 } adm;
 
 static void process_lines(struct admin_conn *c);
@@ -93,6 +97,10 @@ static void run_line(struct admin_conn *c, char *line, size_t len)
         line[--len] = '\0';
     if (len == 0)
         return; /* blank lines are not commands */
+    if (adm.handed_over) {
+        bufferevent_write(c->bev, REPLY_UPGRADING, strlen(REPLY_UPGRADING));
+        return;
+    }
     r = veer_calloc(1, sizeof(*r));
     snprintf(r->line, sizeof(r->line), "%s", line);
     r->peer = c->peer;
@@ -338,6 +346,40 @@ int admin_start(struct event_base *base, const struct veer_conf *conf)
     }
     log_info("admin socket %s (mode %04o)", a->socket, a->mode);
     return VEER_OK;
+}
+
+void admin_pause(void)
+{
+    if (adm.listener)
+        evconnlistener_disable(adm.listener);
+}
+
+void admin_resume(void)
+{
+    if (adm.listener)
+        evconnlistener_enable(adm.listener);
+}
+
+void admin_handover(void)
+{
+    struct admin_conn *c, *next;
+
+    adm.handed_over = true;
+    /* Only this process's copy closes: the new one listens on its own. */
+    if (adm.listener)
+        evconnlistener_free(adm.listener);
+    adm.listener = NULL;
+    for (c = adm.conns; c; c = next) {
+        next = c->next;
+        if (c->pending) {
+            /* drain --wait: the drain itself was saved; its end is the new process's to see. */
+            control_cancel(c->pending);
+            c->pending = NULL;
+            bufferevent_write(c->bev, REPLY_UPGRADING, strlen(REPLY_UPGRADING));
+        }
+        if (!c->in_process)
+            process_lines(c); /* lines already received: answered the same way */
+    }
 }
 
 void admin_stop(void)

@@ -23,6 +23,18 @@ int admin_start(struct event_base *base, const struct veer_conf *conf);
 /* The listening socket (handed to a new binary at an upgrade), or -1. */
 int admin_listen_fd(void);
 
+/*
+ * The upgrade handoff. admin_pause: accept no more connections (they wait
+ * in the socket's queue for whichever process serves next); connections
+ * already open are still served. admin_resume: accept again (the upgrade
+ * failed). admin_handover: the new process serves the socket now: this one
+ * closes its copy of the listener and answers every command on the
+ * connections it still has `ERR upgrading, retry`.
+ */
+void admin_pause(void);
+void admin_resume(void);
+void admin_handover(void);
+
 /* Stop serving and close every admin connection (the path stays). */
 void admin_stop(void);
 

@@ -61,6 +61,8 @@ void ctl_on_health(struct backend *be, bool ok, uint64_t took_us, const char *wh
     if (be->pool < 0)
         return;
     metrics_health_check(be->pool, took_us);
+    if (ctl.frozen)
+        return; /* upgrade handoff: results count again after a thaw (or in the new process) */
     p = &ctl.model->pools[be->pool];
     b = &p->b[be->index];
     hc = &p->conf->health;
@@ -120,6 +122,14 @@ static void cooldown_cb(evutil_socket_t fd, short what, void *arg)
     if (be->pool < 0)
         return;
     p = &ctl.model->pools[be->pool];
+    if (ctl.frozen) {
+        /* Upgrade handoff: the trial waits for a thaw (after a handover it never comes). */
+        struct timeval again = {0, 100 * 1000};
+
+        if (!ctl.handed_over)
+            evtimer_add(p->b[be->index].cooldown, &again);
+        return;
+    }
     if (p->b[be->index].breaker == BREAKER_OPEN)
         breaker_set(p, be->index, BREAKER_HALF_OPEN, "cooldown over, trial requests");
 }

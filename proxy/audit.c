@@ -39,6 +39,7 @@ static struct {
     uint64_t written;        /* records written since audit_open */
     char prev[HASH_HEX + 1]; /* hash of the last record */
     bool torn;               /* a failed write left a partial line */
+    bool held;               /* an upgrade handed the log over: nothing is appended */
 } audit = {.fd = -1};
 
 /* The fields a reader needs from a record: its seq, prev and hash. */
@@ -290,6 +291,11 @@ void audit_close(void)
 }
 
 /* The append descriptor, for the persistence thread's fsync; -1 when off. */
+void audit_hold(bool held)
+{
+    audit.held = held;
+}
+
 int audit_fd(void)
 {
     return audit.fd;
@@ -408,6 +414,13 @@ int audit_write(const char *actor, const struct audit_peer *peer, const char *co
 
     if (audit.fd < 0)
         return 0;
+    if (audit.held) {
+        /* Another process continues the chain: a record here would fork it. */
+        log_warn("audit log: record \"%s\" not written: this process has handed the log over "
+                 "(upgrade)",
+                 command);
+        return -1;
+    }
     sb_init(&b);
     if (audit.torn)
         sb_add(&b, "\n", 1);

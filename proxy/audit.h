@@ -16,6 +16,7 @@
 #ifndef VEER_AUDIT_H
 #define VEER_AUDIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,6 +45,13 @@ void audit_close(void);
 int audit_write(const char *actor, const struct audit_peer *peer, const char *command,
                 const char *result, uint64_t generation, const char *before_json,
                 const char *after_json);
+
+/*
+ * Hold (true) or allow appends again. While held, audit_write appends
+ * nothing and returns -1 with a warning: during an upgrade the chain
+ * passes to the new process, and two writers would fork it.
+ */
+void audit_hold(bool held);
 
 /* File descriptor of the open log, -1 when off (for fsync elsewhere). */
 int audit_fd(void);

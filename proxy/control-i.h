@@ -77,7 +77,15 @@ struct ctl_state {
     struct backend *retired; /* deleted backends not freed yet */
     struct event *tick;
     uint64_t last_store_us; /* when the last snapshot was stored */
-    int (*upgrade)(char *msg, size_t len);
+    int (*upgrade)(const struct audit_peer *peer, const char *line, char *msg, size_t len);
+    /*
+     * Upgrade handoff (control_freeze): while frozen this process makes no
+     * decision that would be persisted or audited, and writes nothing;
+     * handed_over: for good, the new process owns the state.
+     */
+    bool frozen;
+    bool handed_over;
+    unsigned replacing; /* replace jobs under way (an upgrade waits for them) */
 };
 
 extern struct ctl_state ctl;

@@ -66,7 +66,7 @@ void ctl_refuse(struct ctl_req *r, const char *fmt, ...)
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
     snprintf(line, sizeof(line), "ERR %s", why);
-    if (r->cmd.is_change) {
+    if (r->cmd.is_change && !ctl.frozen) {
         metrics_shift_refused();
         audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
         persist_sync_audit();
@@ -78,10 +78,12 @@ void control_refuse(struct ctl_req *r, const char *why)
 {
     char line[600];
 
-    /* Malformed commands are audited too: someone tried something. */
+    /* Malformed commands are audited too (someone tried something), unless frozen. */
     snprintf(line, sizeof(line), "ERR %s", why);
-    audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
-    persist_sync_audit();
+    if (!ctl.frozen) {
+        audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
+        persist_sync_audit();
+    }
     ctl_finish(r, line, false);
 }
 
@@ -146,6 +148,8 @@ static void mq_cb(evutil_socket_t fd, short what, void *arg)
 
         if (m->type == CMSG_WARM_DONE)
             warm_done(m->ticket);
+        else if (ctl.frozen)
+            ; /* upgrade: no breaker or drain decisions (the tick catches drains after a thaw) */
         else if (m->type == CMSG_BACKEND_IDLE)
             ctl_backend_idle(m->be);
         else if (m->type == CMSG_BREAKER)
@@ -905,7 +909,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     static unsigned ticks;
 
-    rollout_tick();
+    if (!ctl.frozen)
+        rollout_tick();
     if (++ticks % 10 == 0)
         stats_tick(ctl.model, ctl.nworkers); /* once a second */
     if (ticks % (TLS_TICKET_ROTATE_S * 10) == 0)
@@ -913,7 +918,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     routing_reclaim();
     ctl_reclaim_backends();
     ctl_slow_start_tick();
-    for (uint32_t i = 0; i < ctl.model->npools; i++) {
+    for (uint32_t i = 0; i < ctl.model->npools && !ctl.frozen; i++) {
         struct rt_pool *p = &ctl.model->pools[i];
 
         for (uint32_t k = 0; k < p->nb; k++)
@@ -926,6 +931,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 
 void control_execute(struct ctl_req *r)
 {
+    if (ctl.frozen && r->cmd.is_change) {
+        /* The upgrade handoff: nothing is applied, so nothing is audited either. */
+        ctl_finish(r, "ERR upgrading, retry", false);
+        return;
+    }
     switch (r->cmd.kind) {
     case CMD_HELP:
         ctl_finish(r, cmd_help(), true);
@@ -957,13 +967,14 @@ void control_execute(struct ctl_req *r)
         return;
     case CMD_UPGRADE: {
         char msg[600], line[700];
-        int rc = ctl.upgrade ? ctl.upgrade(msg, sizeof(msg)) : VEER_ERROR;
+        int rc = ctl.upgrade ? ctl.upgrade(&r->peer, r->line, msg, sizeof(msg)) : VEER_ERROR;
 
         if (ctl.upgrade == NULL)
             snprintf(msg, sizeof(msg), "upgrade is not available");
         snprintf(line, sizeof(line), "%s %s", rc == VEER_OK ? "OK" : "ERR", msg);
-        audit_write("operator", &r->peer, r->line, rc == VEER_OK ? "OK" : line,
-                    ctl.model->generation, NULL, NULL);
+        /* Started: control_freeze audited it before the state was handed over. */
+        if (rc != VEER_OK)
+            audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
         ctl_finish(r, line, rc == VEER_OK);
         return;
     }
@@ -1009,19 +1020,104 @@ void control_reload_signal(void)
 {
     char msg[1200];
 
+    if (ctl.frozen) {
+        log_warn("SIGHUP ignored: an upgrade is handing over (reload the new process)");
+        return;
+    }
     sd_notify_send("RELOADING=1");
     ctl_reload(NULL, msg, sizeof(msg));
     sd_notify_send("READY=1");
 }
 
-void control_set_upgrade(int (*fn)(char *msg, size_t len))
+void control_set_upgrade(int (*fn)(const struct audit_peer *peer, const char *line, char *msg,
+                                   size_t len))
 {
     ctl.upgrade = fn;
 }
 
-void control_upgraded(void)
+/* How long freezing waits for the state file and the audit fsync. */
+#define FREEZE_FLUSH_MS 5000
+
+static void hold_writes(bool held)
 {
+    ctl.frozen = held;
+    audit_hold(held);
+    persist_hold(held);
+}
+
+int control_freeze(const struct audit_peer *peer, const char *line, char *msg, size_t len)
+{
+    if (ctl.frozen) {
+        snprintf(msg, len, "an upgrade is already under way");
+        return VEER_ERROR;
+    }
+    if (ctl.replacing) {
+        snprintf(msg, len, "a replace is under way; upgrade when it has ended");
+        return VEER_ERROR;
+    }
+    if (ctl.busy && cluster_on()) {
+        snprintf(msg, len, "a change is waiting for the fleet; retry");
+        return VEER_ERROR;
+    }
+    if (ctl.busy) {
+        /* Waiting for warm connections: publish it now rather than lose it. */
+        ctl.busy->warm_pending = 0;
+        commit(ctl.busy, false);
+    }
+    while (ctl.queue_head) {
+        struct ctl_req *r = ctl.queue_head;
+
+        ctl.queue_head = r->next;
+        ctl_finish(r, "ERR upgrading, retry", false);
+    }
+    ctl.queue_tail = NULL;
+    if (line)
+        audit_write("operator", peer, line, "OK", ctl.model->generation, NULL, NULL);
+    control_save_state();
+    if (persist_flush(FREEZE_FLUSH_MS) < 0) {
+        snprintf(msg, len, "the state file or the audit log could not be written (see the log)");
+        return VEER_ERROR;
+    }
+    hold_writes(true);
+    log_info("upgrade: control plane frozen at generation %llu; state file and audit log "
+             "flushed for the new process",
+             (unsigned long long)ctl.model->generation);
+    return VEER_OK;
+}
+
+void control_thaw(const char *why)
+{
+    char result[600];
+
+    if (!ctl.frozen || ctl.handed_over)
+        return;
+    hold_writes(false);
+    if (why == NULL) {
+        log_info("upgrade: the old process handed over; this one takes decisions now");
+        return;
+    }
+    snprintf(result, sizeof(result), "ERR %s", why);
+    audit_write("upgrade", NULL, "upgrade abandoned", result, ctl.model->generation, NULL, NULL);
+    persist_sync_audit();
+    log_warn("upgrade abandoned (%s): this process takes decisions again", why);
+}
+
+void control_handed_over(void)
+{
+    ctl.handed_over = true;
+    if (!ctl.frozen)
+        hold_writes(true);
     health_shutdown();
+}
+
+void control_await_handoff(void)
+{
+    hold_writes(true);
+}
+
+bool control_owns_state(void)
+{
+    return !ctl.frozen;
 }
 
 const struct veer_conf *control_conf(void)

@@ -16,6 +16,7 @@
 #include "pool.h"
 
 #include <event2/event.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct worker;
@@ -89,11 +90,43 @@ void control_cancel(struct ctl_req *r);
 /* SIGHUP: reload the configuration file (errors are logged, nothing changes). */
 void control_reload_signal(void);
 
-/* How `upgrade` reaches the lifecycle (set by main): 0 started, -1 with msg. */
-void control_set_upgrade(int (*fn)(char *msg, size_t len));
+/*
+ * How `upgrade` reaches the lifecycle (set by main): 0 started, -1 with msg.
+ * peer and line are the operator's command (NULL for SIGUSR2).
+ */
+void control_set_upgrade(int (*fn)(const struct audit_peer *peer, const char *line, char *msg,
+                                   size_t len));
 
-/* An upgrade handed over: stop health checks (the new process checks now). */
-void control_upgraded(void);
+/*
+ * The upgrade handoff. The state file and the audit chain have one owner
+ * at a time:
+ *
+ *  old process: control_freeze() before it starts the new binary: a change
+ *  waiting for warm connections is published now, queued ones are answered
+ *  `ERR upgrading, retry`, the upgrade command itself is audited, the state
+ *  file is written and the audit log fsynced (waited for), and from then on
+ *  nothing is written: changes are answered `ERR upgrading, retry` (without
+ *  an audit record), and rollout steps and analysis, breaker transitions,
+ *  health transitions, drain completion and reloads wait. Returns -1 (msg)
+ *  when it cannot freeze (a replace under way, a fleet change in flight,
+ *  the state could not be written, an upgrade already under way); nothing
+ *  is frozen then.
+ *  control_thaw(why): the new binary failed: the old one takes decisions
+ *  again (audited "upgrade abandoned: why"); nothing acknowledged was lost,
+ *  as nothing was acknowledged while frozen.
+ *  control_handed_over(): the new process took over: frozen for good.
+ *
+ *  new process: control_await_handoff() right after control_init: frozen
+ *  the same way from the start; control_thaw(NULL) once the old process
+ *  said it is done (it never writes again).
+ */
+int control_freeze(const struct audit_peer *peer, const char *line, char *msg, size_t len);
+void control_thaw(const char *why);
+void control_handed_over(void);
+void control_await_handoff(void);
+
+/* Whether this process owns the state file and audit log (not frozen for an upgrade). */
+bool control_owns_state(void);
 
 /* The configuration in force (changes at a reload). */
 const struct veer_conf *control_conf(void);

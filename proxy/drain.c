@@ -95,8 +95,8 @@ void ctl_check_drained(struct rt_pool *p, uint32_t i)
     struct rt_backend *b = &p->b[i];
     uint32_t active, conns;
 
-    if (b->admin != ADMIN_DRAIN || b->drained)
-        return;
+    if (b->admin != ADMIN_DRAIN || b->drained || ctl.frozen)
+        return; /* frozen for an upgrade: the tick looks again after a thaw */
     if (routing_min_seen() < b->drain_gen)
         return; /* a worker may still pick it from an older snapshot */
     active = backend_active(b->be);

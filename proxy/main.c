@@ -46,12 +46,11 @@ struct lifecycle {
     bool aborted;
     bool joined;
     unsigned nalloc; /* workers allocated (the first config's count) */
-    bool upgraded;   /* a new binary took over: it owns the state file now */
 };
 
 static struct lifecycle *lc_self; /* for the upgrade callbacks */
 
-static int upgrade_now(char *msg, size_t len);
+static int upgrade_now(const struct audit_peer *peer, const char *line, char *msg, size_t len);
 
 static void usage(FILE *out)
 {
@@ -157,7 +156,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     case SIGUSR2: {
         char msg[600];
 
-        if (c->signals == 0 && upgrade_now(msg, sizeof(msg)) < 0)
+        if (c->signals == 0 && upgrade_now(NULL, NULL, msg, sizeof(msg)) < 0)
             log_err("SIGUSR2: upgrade not started: %s", msg);
         break;
     }
@@ -168,52 +167,61 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 /*
- * The control loop ends when every worker has left its loop. Workers exit
- * only on shutdown, so this is polled on a short timer only then.
- */
-/*
- * The new binary is ready and the workers are handing connections over:
- * from here this process winds down like a graceful shutdown, but without
- * closing idle keep-alive connections (they moved) and without writing the
- * state file (the new process owns it).
+ * The new binary is ready and took the state over (control_freeze made it
+ * final; the new process was told GO): from here this process winds down
+ * like a graceful shutdown, but without closing idle keep-alive connections
+ * (they moved) and without writing the state file or the audit log.
  */
 static void upgraded(void)
 {
     struct lifecycle *c = lc_self;
     struct timeval watch_tv = {0, 5 * 1000};
 
-    c->upgraded = true;
     c->signals++;
     c->shutdown_start_us = veer_now_us();
-    control_upgraded();
-    admin_stop();
+    control_handed_over();
+    admin_handover();
     log_info("upgrade: handing over to the new process; finishing requests in flight");
     c->watch = event_new(c->base, -1, EV_PERSIST, watch_cb, c);
     event_add(c->watch, &watch_tv);
 }
 
+/* The new binary failed or was not ready in time: decisions and admin commands again. */
+static void upgrade_failed(const char *why)
+{
+    control_thaw(why);
+    admin_resume();
+}
+
 /*
- * Start the new binary (SIGUSR2, `veerctl upgrade`). The state file is
- * written first so the new process starts from the current decisions.
+ * Start the new binary (SIGUSR2, `veerctl upgrade`). The handoff point:
+ * the control plane freezes and the state file and audit log are flushed
+ * (waited for) before the new process exists, so what it loads is final;
+ * admin connections not yet accepted wait for the process that serves next.
  */
-static int upgrade_now(char *msg, size_t len)
+static int upgrade_now(const struct audit_peer *peer, const char *line, char *msg, size_t len)
 {
     struct lifecycle *c = lc_self;
-    unsigned long w0 = persist_writes();
-    uint64_t until = veer_now_us() + 1000000;
 
     if (c->signals) {
         snprintf(msg, len, "shutting down");
         return VEER_ERROR;
     }
-    if (conf_now(c)->state_file) {
-        control_save_state();
-        while (persist_writes() == w0 && veer_now_us() < until)
-            usleep(1000);
+    if (control_freeze(peer, line, msg, len) < 0)
+        return VEER_ERROR;
+    admin_pause();
+    if (upgrade_start(c->base, c->workers, c->nworkers, admin_listen_fd(), upgraded, upgrade_failed,
+                      msg, len) < 0) {
+        upgrade_failed(msg);
+        return VEER_ERROR;
     }
-    return upgrade_start(c->base, c->workers, c->nworkers, admin_listen_fd(), upgraded, msg, len);
+    return VEER_OK;
 }
 
+/*
+ * The control loop ends when every worker has left its loop. Workers exit
+ * only on shutdown, so this is polled on a short timer only then.
+ */
 static void watch_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct lifecycle *c = arg;
@@ -224,6 +232,21 @@ static void watch_cb(evutil_socket_t fd, short what, void *arg)
             running++;
     if (running == 0)
         event_base_loopexit(c->base, NULL);
+}
+
+/*
+ * New side of an upgrade: the old process wrote its last (GO): take
+ * decisions and serve the admin socket. An abandoned upgrade (NO) is
+ * followed by SIGTERM; until then nothing here is ours to write.
+ */
+static void handoff_cb(bool go)
+{
+    if (!go) {
+        log_warn("upgrade: the old process abandoned the upgrade; not taking over");
+        return;
+    }
+    control_thaw(NULL);
+    admin_resume();
 }
 
 /* Runtime decisions from the state file win over the config at start. */
@@ -265,7 +288,7 @@ static int finish_shutdown(struct lifecycle *c)
     deadline = c->shutdown_start_us + (uint64_t)conf_now(c)->timeouts.shutdown_ms * 1000;
     admin_stop();
     module_shutdown_all(deadline);
-    if (!c->upgraded)
+    if (control_owns_state())
         control_save_state();
     persist_stop();
     log_info("modules, state and logs flushed in %.1f ms",
@@ -330,6 +353,8 @@ static int run(struct lifecycle *c)
     c->base = event_base_new();
     if (control_init(c->base, c->conf, c->model, c->workers, n) < 0)
         return 1;
+    if (upgrade_is_child())
+        control_await_handoff(); /* the state is not ours until the old process hands over */
     if (cluster_start(c->base, c->conf, err, sizeof(err)) < 0) {
         log_err("cluster: %s", err);
         return 1;
@@ -339,6 +364,8 @@ static int run(struct lifecycle *c)
     if (admin_start(c->base, c->conf) < 0 ||
         adminhttp_start(c->base, c->conf, c->model, c->workers, n) < 0)
         return 1;
+    if (upgrade_is_child())
+        admin_pause(); /* served once the old process hands over (handoff_cb) */
     c->sigterm = evsignal_new(c->base, SIGTERM, signal_cb, c);
     c->sigint = evsignal_new(c->base, SIGINT, signal_cb, c);
     c->sighup = evsignal_new(c->base, SIGHUP, signal_cb, c);
@@ -367,7 +394,7 @@ static int run(struct lifecycle *c)
                  n, c->conf->npools, (double)(veer_now_us() - t0) / 1000.0, (int)getpid());
         snprintf(ready, sizeof(ready), "READY=1\nMAINPID=%d", (int)getpid());
         sd_notify_send(ready);
-        upgrade_child_ready(c->base, c->workers, n);
+        upgrade_child_ready(c->base, c->workers, n, handoff_cb);
     }
     event_base_dispatch(c->base);
     return finish_shutdown(c);

@@ -174,6 +174,7 @@ static void progress(struct replace_job *j, const char *fmt, ...)
 
 static void replace_end(struct replace_job *j, const char *result, bool ok)
 {
+    ctl.replacing--;
     audit_write("operator", &j->r->peer, j->r->line, result, ctl.model->generation, NULL, NULL);
     persist_sync_audit();
     ctl_finish(j->r, result, ok);
@@ -331,6 +332,7 @@ void ctl_replace_start(struct ctl_req *r)
     j->timeout_ms = r->cmd.timeout_ms > 0 ? r->cmd.timeout_ms : ctl.conf->timeouts.drain_ms;
     j->start_us = veer_now_us();
     r->job = j;
+    ctl.replacing++;
     submit(j, RS_ADD, "add backend %s %s %s weight %d group %s", j->pool, j->new, j->addr,
            j->weight, j->group);
 }

@@ -267,6 +267,12 @@ static void step_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct rollout *r = arg;
 
+    if (ctl.frozen) {
+        /* Upgrade handoff: the step is due after a thaw; after a handover, the new process's. */
+        if (!ctl.handed_over)
+            arm(r, 100);
+        return;
+    }
     if (r->active && !r->paused)
         next_step(r);
 }

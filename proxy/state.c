@@ -688,9 +688,14 @@ static struct {
     bool running;
     bool stop;
     bool sync_audit;
+    bool held; /* another process owns the files now (an upgrade): nothing is written */
     char *pending;
     char *path; /* NULL: no state file */
     int audit_fd;
+    /* persist_flush: asked counts requests, done the last one served, ok its outcome */
+    pthread_cond_t done_cv;
+    unsigned long flush_asked, flush_done;
+    bool flush_ok;
 } ps_ctl = {.mu = PTHREAD_MUTEX_INITIALIZER, .audit_fd = -1};
 
 static atomic_ulong ps_writes;
@@ -829,7 +834,8 @@ static struct timespec deadline_ms(long ms)
  */
 static void wait_for_work(char **retry)
 {
-    while (ps_ctl.pending == NULL && !ps_ctl.sync_audit && !ps_ctl.stop) {
+    while (ps_ctl.pending == NULL && !ps_ctl.sync_audit && !ps_ctl.stop &&
+           ps_ctl.flush_done == ps_ctl.flush_asked) {
         struct timespec until = deadline_ms(PERSIST_RETRY_MS);
 
         if (pthread_cond_timedwait(&ps_ctl.cv, &ps_ctl.mu, &until) == ETIMEDOUT && *retry) {
@@ -851,7 +857,8 @@ static void *persist_main(void *arg)
     (void)arg;
     for (;;) {
         char *text;
-        bool sync, stop;
+        bool sync, stop, ok = true;
+        unsigned long asked;
 
         pthread_mutex_lock(&ps_ctl.mu);
         wait_for_work(&retry);
@@ -860,8 +867,13 @@ static void *persist_main(void *arg)
         sync = ps_ctl.sync_audit;
         ps_ctl.sync_audit = false;
         stop = ps_ctl.stop;
+        asked = ps_ctl.flush_asked;
         pthread_mutex_unlock(&ps_ctl.mu);
-        if (text == NULL && !sync && stop)
+        if (text == NULL && retry && asked != ps_ctl.flush_done) {
+            text = retry; /* a flush tries a failed text again now */
+            retry = NULL;
+        }
+        if (text == NULL && !sync && stop && asked == ps_ctl.flush_done)
             break;
         if (text) {
             free(retry);
@@ -869,8 +881,17 @@ static void *persist_main(void *arg)
             if (retry == NULL)
                 free(text);
         }
-        if (sync && fsync(ps_ctl.audit_fd) < 0)
+        if (sync && fsync(ps_ctl.audit_fd) < 0) {
             log_err("audit log: fsync: %s", strerror(errno));
+            ok = false;
+        }
+        pthread_mutex_lock(&ps_ctl.mu);
+        if (asked != ps_ctl.flush_done) {
+            ps_ctl.flush_ok = ok && retry == NULL;
+            ps_ctl.flush_done = asked;
+            pthread_cond_broadcast(&ps_ctl.done_cv);
+        }
+        pthread_mutex_unlock(&ps_ctl.mu);
     }
     free(retry);
     return NULL;
@@ -905,6 +926,11 @@ int persist_start(const char *state_path, int audit_fd)
         log_err("persistence thread: %s", ps_ctl.running ? "already running" : "condvar");
         return -1;
     }
+    if (init_cond(&ps_ctl.done_cv) < 0) {
+        log_err("persistence thread: condvar");
+        pthread_cond_destroy(&ps_ctl.cv);
+        return -1;
+    }
     pthread_mutex_lock(&ps_ctl.mu);
     ps_ctl.path = state_path ? veer_strdup(state_path) : NULL;
     ps_ctl.audit_fd = audit_fd;
@@ -919,6 +945,7 @@ int persist_start(const char *state_path, int audit_fd)
         free(ps_ctl.path);
         ps_ctl.path = NULL;
         pthread_cond_destroy(&ps_ctl.cv);
+        pthread_cond_destroy(&ps_ctl.done_cv);
         return -1;
     }
     pthread_mutex_lock(&ps_ctl.mu);
@@ -935,6 +962,12 @@ int persist_start(const char *state_path, int audit_fd)
 void persist_state(char *text)
 {
     pthread_mutex_lock(&ps_ctl.mu);
+    if (ps_ctl.held && ps_ctl.path) {
+        pthread_mutex_unlock(&ps_ctl.mu);
+        free(text);
+        log_warn("state file not written: this process has handed it over (upgrade)");
+        return;
+    }
     if (!ps_ctl.running || ps_ctl.path == NULL) {
         pthread_mutex_unlock(&ps_ctl.mu);
         free(text);
@@ -950,10 +983,47 @@ void persist_state(char *text)
 void persist_sync_audit(void)
 {
     pthread_mutex_lock(&ps_ctl.mu);
-    if (ps_ctl.running && ps_ctl.audit_fd >= 0) {
+    if (ps_ctl.running && ps_ctl.audit_fd >= 0 && !ps_ctl.held) {
         ps_ctl.sync_audit = true;
         pthread_cond_signal(&ps_ctl.cv);
     }
+    pthread_mutex_unlock(&ps_ctl.mu);
+}
+
+/*
+ * Wait until everything handed over so far is on disk: the newest state
+ * text written (tried again if an earlier write failed) and the audit log
+ * fsynced. Returns 0, or -1 when a write failed or timeout_ms passed.
+ * Without a running thread there is nothing to wait for.
+ */
+int persist_flush(int timeout_ms)
+{
+    struct timespec until = deadline_ms(timeout_ms);
+    unsigned long want;
+    int rc = 0;
+
+    pthread_mutex_lock(&ps_ctl.mu);
+    if (!ps_ctl.running) {
+        pthread_mutex_unlock(&ps_ctl.mu);
+        return 0;
+    }
+    want = ++ps_ctl.flush_asked;
+    if (ps_ctl.audit_fd >= 0)
+        ps_ctl.sync_audit = true;
+    pthread_cond_signal(&ps_ctl.cv);
+    while (rc == 0 && ps_ctl.flush_done < want)
+        if (pthread_cond_timedwait(&ps_ctl.done_cv, &ps_ctl.mu, &until) == ETIMEDOUT)
+            rc = -1;
+    if (rc == 0 && !ps_ctl.flush_ok)
+        rc = -1;
+    pthread_mutex_unlock(&ps_ctl.mu);
+    return rc;
+}
+
+void persist_hold(bool held)
+{
+    pthread_mutex_lock(&ps_ctl.mu);
+    ps_ctl.held = held;
     pthread_mutex_unlock(&ps_ctl.mu);
 }
 
@@ -980,6 +1050,8 @@ void persist_stop(void)
     ps_ctl.audit_fd = -1;
     ps_ctl.running = false;
     ps_ctl.stop = false;
+    ps_ctl.flush_asked = ps_ctl.flush_done = 0;
     pthread_cond_destroy(&ps_ctl.cv);
+    pthread_cond_destroy(&ps_ctl.done_cv);
     pthread_mutex_unlock(&ps_ctl.mu);
 }

@@ -20,6 +20,7 @@
 
 #include "pool.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The model's runtime decisions as state file text (caller frees). */
@@ -56,6 +57,19 @@ void persist_state(char *text);
 
 /* Ask for an fsync of the audit log. */
 void persist_sync_audit(void);
+
+/*
+ * Wait (at most timeout_ms) until the newest state text is written and the
+ * audit log fsynced: 0, or -1 when a write failed or the time ran out.
+ */
+int persist_flush(int timeout_ms);
+
+/*
+ * Hold (true) or allow writes again. While held, state texts and audit
+ * fsyncs are dropped with a warning: after an upgrade hands over, the new
+ * process owns the state file, and nothing here may overwrite it.
+ */
+void persist_hold(bool held);
 
 /* Write what is pending, then stop the thread. */
 void persist_stop(void);

@@ -39,6 +39,7 @@ static struct {
     struct worker **workers;
     unsigned nworkers;
     void (*on_ready)(void);
+    void (*on_failed)(const char *why);
     /* new side */
     int admin_fd;
     struct inherited *inh;
@@ -46,6 +47,8 @@ static struct {
     int child_chan;
     struct event *adopt_ev;
     unsigned next_worker;
+    void (*on_handoff)(bool go);
+    bool handoff_done; /* GO or NO came (or the old process went away) */
 } up = {.chan = -1, .admin_fd = -1, .child_chan = -1};
 
 void upgrade_remember_argv(int argc, char **argv)
@@ -80,14 +83,20 @@ static void stop_waiting(void)
     up.ev = up.timer = NULL;
 }
 
+/*
+ * The new binary will not take over: tell it so (it must not take
+ * decisions), stop it, and let this process carry on (on_failed thaws it).
+ */
 static void failed(const char *why)
 {
     int st = 0;
 
     log_err("upgrade failed: %s; this process keeps serving", why);
     stop_waiting();
-    if (up.chan >= 0)
+    if (up.chan >= 0) {
+        (void)send(up.chan, "NO", 2, MSG_DONTWAIT | MSG_NOSIGNAL);
         close(up.chan);
+    }
     up.chan = -1;
     if (up.child > 0) {
         kill(up.child, SIGTERM);
@@ -95,6 +104,8 @@ static void failed(const char *why)
     }
     up.child = 0;
     up.started = false;
+    if (up.on_failed)
+        up.on_failed(why);
 }
 
 static void ready_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -117,6 +128,14 @@ static void chan_cb(evutil_socket_t fd, short what, void *arg)
     buf[n] = '\0';
     if (strncmp(buf, "READY", 5) != 0) {
         failed("unexpected message from the new binary");
+        return;
+    }
+    /* The handoff: from GO on the new process owns the state; this one never writes again. */
+    if (send(fd, "GO", 2, MSG_DONTWAIT | MSG_NOSIGNAL) != 2) {
+        char why[160];
+
+        snprintf(why, sizeof(why), "cannot tell the new binary to take over: %s", strerror(errno));
+        failed(why);
         return;
     }
     stop_waiting();
@@ -183,7 +202,7 @@ static char **child_env(char *inherit, char *chan)
 }
 
 int upgrade_start(struct event_base *base, struct worker **workers, unsigned nworkers, int admin_fd,
-                  void (*on_ready)(void), char *msg, size_t len)
+                  void (*on_ready)(void), void (*on_failed)(const char *why), char *msg, size_t len)
 {
     struct timeval tv = {READY_TIMEOUT_MS / 1000, 0};
     char chanvar[40], *inherit, **env;
@@ -206,6 +225,7 @@ int upgrade_start(struct event_base *base, struct worker **workers, unsigned nwo
     up.workers = workers;
     up.nworkers = nworkers;
     up.on_ready = on_ready;
+    up.on_failed = on_failed;
     inherit = inherit_env(admin_fd, &fds, &nfds);
     snprintf(chanvar, sizeof(chanvar), "VEER_UPGRADE_FD=%d", sv[1]);
     env = child_env(inherit, chanvar);
@@ -357,7 +377,18 @@ int upgrade_inherited_admin(void)
     return up.admin_fd;
 }
 
-/* A connection from the old process: to a worker, round robin, as a new session. */
+static void handoff(bool go)
+{
+    up.handoff_done = true;
+    if (up.on_handoff)
+        up.on_handoff(go);
+}
+
+/*
+ * From the old process: "GO" (it wrote its last; the state is ours), "NO"
+ * (the upgrade was abandoned), then connections, each to a worker, round
+ * robin, as a new session.
+ */
 static void adopt_cb(evutil_socket_t chan, short what, void *arg)
 {
     for (;;) {
@@ -378,12 +409,21 @@ static void adopt_cb(evutil_socket_t chan, short what, void *arg)
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (n <= 0) {
-            /* The old process is done with us. */
+            /* The old process is done with us (or gone before handing over: it wrote its last). */
             event_free(up.adopt_ev);
             up.adopt_ev = NULL;
             close(up.child_chan);
             up.child_chan = -1;
+            if (!up.handoff_done) {
+                log_warn("upgrade: the old process went away before handing over; taking over");
+                handoff(true);
+            }
             return;
+        }
+        if (n == 2 && (memcmp(&hm, "GO", 2) == 0 || memcmp(&hm, "NO", 2) == 0)) {
+            if (!up.handoff_done)
+                handoff(memcmp(&hm, "GO", 2) == 0);
+            continue;
         }
         c = CMSG_FIRSTHDR(&mh);
         if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
@@ -397,14 +437,30 @@ static void adopt_cb(evutil_socket_t chan, short what, void *arg)
     }
 }
 
-void upgrade_child_ready(struct event_base *base, struct worker **workers, unsigned nworkers)
+bool upgrade_is_child(void)
+{
+    return up.child_chan >= 0;
+}
+
+void upgrade_child_ready(struct event_base *base, struct worker **workers, unsigned nworkers,
+                         void (*on_handoff)(bool go))
 {
     if (up.child_chan < 0)
         return;
     up.workers = workers;
     up.nworkers = nworkers;
+    up.on_handoff = on_handoff;
     if (send(up.child_chan, "READY", 5, MSG_NOSIGNAL) != 5) {
+        char no[2];
+
         log_err("upgrade: cannot tell the old process we are ready: %s", strerror(errno));
+        /* It gave up on us (NO, and a SIGTERM follows), or went away after writing its last. */
+        if (recv(up.child_chan, no, sizeof(no), MSG_DONTWAIT) == 2 && memcmp(no, "NO", 2) == 0) {
+            handoff(false);
+        } else {
+            log_warn("upgrade: the old process went away before handing over; taking over");
+            handoff(true);
+        }
         return;
     }
     up.adopt_ev = event_new(base, up.child_chan, EV_READ | EV_PERSIST, adopt_cb, NULL);

@@ -4,10 +4,18 @@
  * idle keep-alive client connections, so an upgrade drops nothing.
  *
  * Old process (O)                          New process (N)
+ *   freezes its control plane, writes
+ *   the state file, fsyncs the audit log
+ *   (control_freeze), stops accepting on
+ *   the admin socket;
  *   socketpair, fork, exec the binary  -->   inherits the fds named in
  *   with VEER_INHERIT / VEER_UPGRADE_FD       VEER_INHERIT, loads config and
- *                                             state, starts accepting on the
- *                                   <--       very same sockets, "READY"
+ *                                             the final state, starts
+ *                                             accepting on the very same
+ *                                             sockets, control plane frozen,
+ *                                   <--       admin socket not served, "READY"
+ *   "GO": O never writes state or audit -->   takes decisions, serves the
+ *   again;                                    admin socket
  *   workers stop accepting (the sockets
  *   stay open in N: nothing queued is lost),
  *   hand idle connections over (SCM_RIGHTS,
@@ -15,8 +23,10 @@
  *   buffered), finish the busy ones and hand
  *   them over after their response, exit     adopts each connection on a
  *                                             worker as a new session
- * If N fails to start or does not say READY in time, O keeps serving and
- * logs why. O never unlinks the admin socket path.
+ * If N fails to start or does not say READY in time, O sends "NO", stops N
+ * (SIGTERM), thaws and keeps serving, and logs why. One process owns the
+ * state file and the audit chain at any time; in between, neither does.
+ * O never unlinks the admin socket path.
  */
 #ifndef VEER_UPGRADE_H
 #define VEER_UPGRADE_H
@@ -40,9 +50,13 @@ struct handover_msg {
 /* Remember how veer was started (binary path and argv) for a later upgrade. */
 void upgrade_remember_argv(int argc, char **argv);
 
-/* Old side: start the new binary. Returns 0 when started (READY comes later) or -1 (msg). */
+/*
+ * Old side: start the new binary. Returns 0 when started or -1 (msg). Later
+ * exactly one of on_ready (N took over) or on_failed (N is stopped; why).
+ */
 int upgrade_start(struct event_base *base, struct worker **workers, unsigned nworkers, int admin_fd,
-                  void (*on_ready)(void), char *msg, size_t len);
+                  void (*on_ready)(void), void (*on_failed)(const char *why), char *msg,
+                  size_t len);
 
 /* New side: hand a connection from the old process to a worker (any thread). */
 void worker_adopt(struct worker *w, int fd, const struct handover_msg *hm);
@@ -67,8 +81,17 @@ const int *upgrade_inherited_listener(const char *addr_text, unsigned *n);
 void upgrade_close_unclaimed(void);
 int upgrade_inherited_admin(void);
 
-/* New side: say READY to the old process and start adopting its connections. */
-void upgrade_child_ready(struct event_base *base, struct worker **workers, unsigned nworkers);
+/* New side: whether this process was started by an upgrade (after upgrade_child_init). */
+bool upgrade_is_child(void);
+
+/*
+ * New side: say READY to the old process and start adopting its
+ * connections. on_handoff(true) once the old process handed the state over
+ * ("GO", or it went away before), false when it abandoned the upgrade
+ * (a SIGTERM follows).
+ */
+void upgrade_child_ready(struct event_base *base, struct worker **workers, unsigned nworkers,
+                         void (*on_handoff)(bool go));
 
 /* Free what the upgrade machinery holds (exit). */
 void upgrade_shutdown(void);

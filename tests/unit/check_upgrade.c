@@ -4,9 +4,11 @@
  * text and the peer as given (IPv4, IPv6), and fails at once, keeping
  * nothing, on a closed or full channel; upgrade_start runs the binary (this
  * test, as a stand-in) with exactly the listening and admin sockets named in
- * VEER_INHERIT and a channel, hands over when it says READY, and keeps
- * serving (child reaped, nothing handed over) when it exits or says
- * anything else. New side: upgrade_child_ready says READY, then each
+ * VEER_INHERIT and a channel, answers GO and hands over when it says READY,
+ * and keeps serving (child reaped, nothing handed over, on_failed told
+ * why) when it exits or says anything else. New side: upgrade_child_ready
+ * says READY, takes over on GO or on a hang-up without a word, never after
+ * NO; then each
  * connection is queued round robin to the workers (and, on real worker
  * threads, served as a session of the listener it came from, the peer
  * address as sent); messages without a socket or of the wrong size are
@@ -762,7 +764,7 @@ START_TEST(test_child_ready_says_ready_then_adopts_round_robin)
     channel(sv);
     child_init(sv[1], "@admin=-1");
     ck_assert_int_eq(events_on(base), 0);
-    upgrade_child_ready(base, w, 3);
+    upgrade_child_ready(base, w, 3, NULL);
     expect_ready(sv[0]);
     ck_assert_int_eq(events_on(base), 1); /* reading the channel */
 
@@ -830,7 +832,7 @@ START_TEST(test_adopt_drops_messages_without_a_socket_or_of_the_wrong_size)
 
     channel(sv);
     child_init(sv[1], "@admin=-1");
-    upgrade_child_ready(base, w, 2);
+    upgrade_child_ready(base, w, 2, NULL);
     expect_ready(sv[0]);
     before = count_fds();
 
@@ -876,7 +878,7 @@ START_TEST(test_adopt_ends_when_the_old_process_hangs_up)
 
     channel(sv);
     child_init(sv[1], "@admin=-1");
-    upgrade_child_ready(base, &w, 1);
+    upgrade_child_ready(base, &w, 1, NULL);
     expect_ready(sv[0]);
     close(sv[0]);
     ck_assert(run_until(base, is_closed, &sv[1]));
@@ -896,6 +898,71 @@ START_TEST(test_adopt_ends_when_the_old_process_hangs_up)
 }
 END_TEST
 
+static int handoff_calls;
+static bool handoff_go;
+
+static void on_handoff(bool go)
+{
+    handoff_calls++;
+    handoff_go = go;
+}
+
+static bool handoff_called(const void *arg)
+{
+    return handoff_calls > 0;
+}
+
+static bool chan_closed(const void *arg)
+{
+    return events_on((struct event_base *)arg) == 0;
+}
+
+/*
+ * The handoff as the new process sees it, after READY. _i 0: GO: it takes
+ * over (once). 1: NO, then the hang-up: it does not take over, and the
+ * hang-up after NO changes nothing. 2: a hang-up without a word (the old
+ * process went away after writing its last): it takes over, and says so.
+ */
+START_TEST(test_child_takes_over_on_go_or_a_silent_hang_up_never_after_no)
+{
+    struct worker *w = fake_worker(0);
+    struct event_base *base = event_base_new();
+    char *dir = make_dir(), *log;
+    struct capture cap;
+    int sv[2];
+
+    channel(sv);
+    child_init(sv[1], "@admin=-1");
+    upgrade_child_ready(base, &w, 1, on_handoff);
+    expect_ready(sv[0]);
+    cap = capture_start(dir);
+    if (_i == 0)
+        ck_assert_int_eq(send(sv[0], "GO", 2, 0), 2);
+    if (_i == 1) {
+        ck_assert_int_eq(send(sv[0], "NO", 2, 0), 2);
+        ck_assert(run_until(base, handoff_called, NULL));
+        close(sv[0]);
+    }
+    if (_i == 2)
+        close(sv[0]);
+    ck_assert(run_until(base, handoff_called, NULL));
+    if (_i != 0)
+        ck_assert(run_until(base, chan_closed, base)); /* the hang-up is read too */
+    log = capture_stop(&cap);
+    ck_assert_int_eq(handoff_calls, 1);
+    ck_assert(handoff_go == (_i != 1));
+    if (_i == 2)
+        expect_log(log, "the old process went away before handing over; taking over");
+    free(log);
+    upgrade_shutdown();
+    if (_i == 0)
+        close(sv[0]);
+    event_base_free(base);
+    free_fake_worker(w);
+    rm_dir(dir);
+}
+END_TEST
+
 /* The old process died before the new one was ready: nothing to adopt, nothing waited on. */
 START_TEST(test_child_ready_without_an_old_process_adopts_nothing)
 {
@@ -910,7 +977,7 @@ START_TEST(test_child_ready_without_an_old_process_adopts_nothing)
     child_init(sv[1], "@admin=-1");
     close(sv[0]);
     cap = capture_start(dir);
-    upgrade_child_ready(base, &w, 1); /* EPIPE, and no SIGPIPE */
+    upgrade_child_ready(base, &w, 1, NULL); /* EPIPE, and no SIGPIPE */
     log = capture_stop(&cap);
     snprintf(epipe, sizeof(epipe), "%s", strerror(EPIPE));
     expect_log(log, "cannot tell the old process we are ready");
@@ -940,7 +1007,7 @@ START_TEST(test_a_plain_start_inherits_nothing)
     ck_assert_uint_eq(n, 0);
     ck_assert(!upgrade_handed_over());
     upgrade_close_unclaimed();
-    upgrade_child_ready(base, &w, 1);
+    upgrade_child_ready(base, &w, 1, NULL);
     ck_assert_int_eq(events_on(base), 0);
     upgrade_shutdown();
     event_base_free(base);
@@ -1077,7 +1144,7 @@ START_TEST(test_adopted_connections_are_served_as_sessions_of_their_listener)
 
     channel(sv);
     child_init(sv[1], "@admin=-1");
-    upgrade_child_ready(base, w, 2);
+    upgrade_child_ready(base, w, 2, NULL);
     expect_ready(sv[0]);
 
     listen[0] = conf->listens[1].addr.text; /* -> worker 0, pool b */
@@ -1321,7 +1388,7 @@ START_TEST(test_shutdown_frees_and_closes_what_it_holds)
     snprintf(env, sizeof(env), "@admin=%d;127.0.0.1:8080=%d,%d;127.0.0.1:9090=%d", fds[0], fds[1],
              fds[2], fds[3]);
     child_init(sv[1], env);
-    upgrade_child_ready(base, &w, 1);
+    upgrade_child_ready(base, &w, 1, NULL);
     expect_ready(sv[0]);
     ck_assert_int_eq(events_on(base), 1);
 
@@ -1400,6 +1467,18 @@ static int upgrade_child_main(const char *report, const char *mode)
     fclose(f);
     send(cfd, strcmp(mode, "garbage") == 0 ? "HELLO" : "READY", 5, MSG_NOSIGNAL);
     p = (struct pollfd){.fd = cfd, .events = POLLIN};
+    poll(&p, 1, 10000); /* the old process's first word (GO), or its hang-up (or 10 s) */
+    {
+        char first[16] = "", path[600];
+        ssize_t n = recv(cfd, first, sizeof(first) - 1, MSG_DONTWAIT);
+
+        snprintf(path, sizeof(path), "%s.first", report);
+        f = fopen(path, "w");
+        if (f == NULL)
+            return 5;
+        fprintf(f, "%.*s", n > 0 ? (int)n : 0, first);
+        fclose(f);
+    }
     poll(&p, 1, 10000); /* until the old process hangs up (or 10 s) */
     return 0;
 }
@@ -1409,6 +1488,13 @@ static bool ready_called;
 static void on_ready(void)
 {
     ready_called = true;
+}
+
+static char failed_why[256];
+
+static void on_failed(const char *why)
+{
+    snprintf(failed_why, sizeof(failed_why), "%s", why);
 }
 
 /* The old process's two workers, each with a socket per listener, and its admin socket. */
@@ -1532,15 +1618,19 @@ START_TEST(test_start_runs_the_new_binary_on_our_sockets_and_hands_over_on_ready
     ck_assert_int_eq(setenv("VEER_UPGRADE_FD", "99", 1), 0);
     upgrade_remember_argv(4, argv);
     ck_assert(!upgrade_handed_over());
-    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, msg, sizeof(msg)), VEER_OK);
+    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
+                     VEER_OK);
     pid = pid_in(msg);
     ck_assert_int_gt(pid, 0);
-    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, msg, sizeof(msg)), VEER_ERROR);
+    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
+                     VEER_ERROR);
     ck_assert_str_eq(msg, "an upgrade is already under way");
     ck_assert_int_eq(events_on(base), 2); /* the channel, the ready timeout */
 
+    failed_why[0] = '\0';
     ck_assert_int_eq(event_base_dispatch(base), 1); /* runs until nothing is left to wait on */
     ck_assert(ready_called);
+    ck_assert_str_eq(failed_why, "");
     ck_assert(upgrade_handed_over());
     got = read_file(report);
     expected_report(&o, want, sizeof(want));
@@ -1564,6 +1654,12 @@ START_TEST(test_start_runs_the_new_binary_on_our_sockets_and_hands_over_on_ready
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert(WIFEXITED(st));
     ck_assert_int_eq(WEXITSTATUS(st), 0);
+    /* Before any connection: GO, the old process's word that the state is final and the new one's.
+     */
+    snprintf(want, sizeof(want), "%s.first", report);
+    got = read_file(want);
+    ck_assert_str_eq(got, "GO");
+    free(got);
     event_base_free(base);
     old_proc_free(&o);
     rm_dir(dir);
@@ -1589,7 +1685,8 @@ START_TEST(test_start_keeps_serving_when_the_new_binary_fails)
     snprintf(report, sizeof(report), "%s/report", dir);
     old_proc_init(&o, dir);
     upgrade_remember_argv(4, argv);
-    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, msg, sizeof(msg)), VEER_OK);
+    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
+                     VEER_OK);
     pid = pid_in(msg);
     cap = capture_start(dir);
     ck_assert_int_eq(event_base_dispatch(base), 1);
@@ -1599,13 +1696,17 @@ START_TEST(test_start_keeps_serving_when_the_new_binary_fails)
     expect_log(log, "this process keeps serving");
     free(log);
     ck_assert(!ready_called);
+    /* on_failed thaws the old process's control plane: it runs with the reason. */
+    ck_assert_str_eq(failed_why, _i ? "unexpected message from the new binary"
+                                    : "the new binary exited before it was ready (see its log)");
     ck_assert(!upgrade_handed_over());
     ck_assert_uint_eq(queued(o.w[0]) + queued(o.w[1]), 0);
     ck_assert_int_eq(waitpid(pid, &st, WNOHANG), -1); /* reaped: no zombie left */
     ck_assert_int_eq(errno, ECHILD);
 
     /* Not "already under way": another attempt starts (and this one fails the same way). */
-    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, msg, sizeof(msg)), VEER_OK);
+    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
+                     VEER_OK);
     cap = capture_start(dir);
     ck_assert_int_eq(event_base_dispatch(base), 1);
     free(capture_stop(&cap));
@@ -1629,7 +1730,8 @@ START_TEST(test_start_without_a_binary_is_refused)
 
     old_proc_init(&o, dir);
     before = count_fds();
-    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, msg, sizeof(msg)), VEER_ERROR);
+    ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
+                     VEER_ERROR);
     ck_assert_msg(strncmp(msg, "cannot run ", 11) == 0, "%s", msg);
     ck_assert_int_eq(count_fds(), before);
     ck_assert_int_eq(events_on(base), 0);
@@ -1658,6 +1760,7 @@ static Suite *upgrade_suite(void)
     tcase_add_test(ta, test_adopt_drops_messages_without_a_socket_or_of_the_wrong_size);
     tcase_add_test(ta, test_adopt_ends_when_the_old_process_hangs_up);
     tcase_add_test(ta, test_child_ready_without_an_old_process_adopts_nothing);
+    tcase_add_loop_test(ta, test_child_takes_over_on_go_or_a_silent_hang_up_never_after_no, 0, 3);
     tcase_add_test(ta, test_a_plain_start_inherits_nothing);
     tcase_add_test(tw, test_adopted_connections_are_served_as_sessions_of_their_listener);
     tcase_add_test(ti, test_inherit_gives_the_admin_socket_and_a_set_per_listener);
