@@ -106,8 +106,9 @@ class Veer:
         self.proc.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=DEADLINE, expect_rc=0):
-        """Stop veer and check it exited cleanly with no sanitizer report."""
-        if self.proc.poll() is None:
+        """Stop veer and check it exited cleanly with no sanitizer report.
+        sig=None only waits (for a veer already signalled)."""
+        if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)
