@@ -21,8 +21,8 @@ import time
 import unittest
 import urllib.request
 
-from helpers import (AdminConn, StrictLoad, admin_http_port, audit_records, http_get, show_pool,
-                     unused_port, veerctl)
+from helpers import (AdminConn, ReservedPort, StrictLoad, admin_http_port, audit_records,
+                     http_get, show_pool, veerctl)
 from veertest import DEADLINE, VeerTestCase, wait_for
 
 OK_RE = re.compile(r"\AOK gen=(\d+) applied_us=(\d+) revision=(\d+) applied=(\S+) instances=(\d+) "
@@ -35,8 +35,11 @@ class Etcd:
     def __init__(self):
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.dir = tempfile.mkdtemp(prefix="veer-etcd-", dir=base)
-        self.port = unused_port()
-        self.peer = unused_port()
+        # Held for etcd's whole life (restarts included): a port bound and
+        # released could be taken by a parallel suite before etcd binds it.
+        self.reserved = (ReservedPort(), ReservedPort())
+        self.port = self.reserved[0].port
+        self.peer = self.reserved[1].port
         self.url = "http://127.0.0.1:%d" % self.port
         self.proc = None
         self.start()
@@ -72,6 +75,8 @@ class Etcd:
 
     def close(self):
         self.kill()
+        for r in self.reserved:
+            r.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
