@@ -417,6 +417,7 @@ static void cleanup(struct lifecycle *c)
     control_shutdown(); /* frees the configurations a reload replaced */
     persist_stop();
     audit_close();
+    upgrade_shutdown(); /* frees events: before their base */
     if (c->base) {
         /* A start-up failure may come before the signal events exist. */
         struct event *evs[] = {c->sigterm, c->sigint, c->sighup, c->sigusr1, c->sigusr2, c->watch};
@@ -426,7 +427,6 @@ static void cleanup(struct lifecycle *c)
                 event_free(evs[i]);
         event_base_free(c->base);
     }
-    upgrade_shutdown();
     routing_shutdown();
     model_free(c->model);
     conf_free(current ? current : c->conf);

@@ -20,6 +20,9 @@ extern char **environ;
 
 /* How long the new binary has to say READY. */
 #define READY_TIMEOUT_MS 10000
+/* How long a new binary that failed has to exit after SIGTERM before SIGKILL. */
+#define STOP_GRACE_MS 2000
+#define REAP_POLL_MS  20
 
 struct inherited {
     char addr[64];
@@ -36,6 +39,11 @@ static struct {
     struct event *ev, *timer;
     pid_t child;
     bool started, handed_over;
+    struct event_base *base;
+    /* a child that failed, being stopped (see reap_cb) */
+    struct event *reap_ev;
+    pid_t reap_pid;
+    uint64_t kill_at_us;
     struct worker **workers;
     unsigned nworkers;
     void (*on_ready)(void);
@@ -83,14 +91,67 @@ static void stop_waiting(void)
     up.ev = up.timer = NULL;
 }
 
+/* Reap the stopped child without blocking; SIGKILL it once its grace is over. */
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    int st;
+    pid_t r = waitpid(up.reap_pid, &st, WNOHANG);
+
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (r == up.reap_pid || (r < 0 && errno != EINTR)) {
+        event_free(up.reap_ev);
+        up.reap_ev = NULL;
+        up.reap_pid = 0;
+        return;
+    }
+    if (up.kill_at_us && veer_now_us() >= up.kill_at_us) {
+        log_warn("upgrade: pid %d did not exit on SIGTERM; killing it", (int)up.reap_pid);
+        kill(up.reap_pid, SIGKILL);
+        up.kill_at_us = 0;
+    }
+}
+
+/* Kill and reap at once a child still being stopped (SIGKILL ends it promptly). */
+static void reap_now(void)
+{
+    int st;
+
+    if (up.reap_pid <= 0)
+        return;
+    kill(up.reap_pid, SIGKILL);
+    while (waitpid(up.reap_pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    event_free(up.reap_ev);
+    up.reap_ev = NULL;
+    up.reap_pid = 0;
+}
+
+/*
+ * Stop a child that failed the upgrade: SIGTERM, then SIGKILL after
+ * STOP_GRACE_MS, reaped from a timer. The control thread never waits for it:
+ * a child that ignores SIGTERM must not stop the admin socket, the health
+ * checks and the timers of the process that keeps serving.
+ */
+static void stop_child(pid_t pid)
+{
+    struct timeval tv = {0, REAP_POLL_MS * 1000};
+
+    reap_now(); /* an earlier failed child, if still there */
+    kill(pid, SIGTERM);
+    up.reap_pid = pid;
+    up.kill_at_us = veer_now_us() + (uint64_t)STOP_GRACE_MS * 1000;
+    up.reap_ev = event_new(up.base, -1, EV_PERSIST, reap_cb, NULL);
+    event_add(up.reap_ev, &tv);
+}
+
 /*
  * The new binary will not take over: tell it so (it must not take
  * decisions), stop it, and let this process carry on (on_failed thaws it).
  */
 static void failed(const char *why)
 {
-    int st = 0;
-
     log_err("upgrade failed: %s; this process keeps serving", why);
     stop_waiting();
     if (up.chan >= 0) {
@@ -98,10 +159,8 @@ static void failed(const char *why)
         close(up.chan);
     }
     up.chan = -1;
-    if (up.child > 0) {
-        kill(up.child, SIGTERM);
-        waitpid(up.child, &st, 0);
-    }
+    if (up.child > 0)
+        stop_child(up.child);
     up.child = 0;
     up.started = false;
     if (up.on_failed)
@@ -226,6 +285,7 @@ int upgrade_start(struct event_base *base, struct worker **workers, unsigned nwo
     up.nworkers = nworkers;
     up.on_ready = on_ready;
     up.on_failed = on_failed;
+    up.base = base;
     inherit = inherit_env(admin_fd, &fds, &nfds);
     snprintf(chanvar, sizeof(chanvar), "VEER_UPGRADE_FD=%d", sv[1]);
     env = child_env(inherit, chanvar);
@@ -470,6 +530,7 @@ void upgrade_child_ready(struct event_base *base, struct worker **workers, unsig
 void upgrade_shutdown(void)
 {
     stop_waiting();
+    reap_now();
     if (up.adopt_ev)
         event_free(up.adopt_ev);
     up.adopt_ev = NULL;

@@ -357,13 +357,34 @@ class StreamBackend:
 # --- odds and ends ---------------------------------------------------------
 
 
+_held_ports = []
+
+
 def unused_port():
-    """A loopback port with nothing listening on it (bound, then released)."""
+    """A loopback port where nothing listens: connecting is refused. The port
+    stays bound (never listening) for the rest of the process, so no other
+    test or suite running in parallel can be given it and start accepting
+    there, as it could if it were bound and released."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    _held_ports.append(s)
+    return s.getsockname()[1]
+
+
+class ReservedPort:
+    """A loopback port kept for a server this test starts later (etcd): bound
+    with SO_REUSEADDR and never listening, so the server (which sets
+    SO_REUSEADDR too, as Go does) can bind and listen on it, while nobody else
+    can take it in between, nor after the server stops, until close()."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
 
 
 def quick_config(backends, extra_top="", **kw):

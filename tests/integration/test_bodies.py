@@ -226,6 +226,103 @@ class InterimResponsesTest(VeerTestCase):
         self.assertEqual(b.heads[0].header("Content-Length"), str(len(body)))
         v.stop()
 
+    def expect_backend(self, refuse=None, keep=False):
+        """A backend for Expect: 100-continue. With refuse (a status), it answers
+        a request that expects 100 with that at once, without a 100 and before
+        reading the body; then it closes, or with keep=True it stays open and
+        reads (drops) the body, as RFC 9110 lets a server that did not say
+        close. Otherwise (and for requests without Expect) it sends 100
+        Continue when asked, reads the body and echoes it."""
+        def handler(conn, reader, head):
+            expects = (head.header("Expect") or "").lower() == "100-continue"
+            if refuse is not None and expects:
+                conn.sendall(b"HTTP/1.1 %d Refused\r\nContent-Length: 7\r\n%s\r\nrefused"
+                             % (refuse, b"" if keep else b"Connection: close\r\n"))
+                if not keep:
+                    return False
+                b"".join(iter_body(reader, head))
+                return True
+            if expects:
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = b"".join(iter_body(reader, head))
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            return True
+        b = StreamBackend(handler)
+        self._cleanup.append(b.close)
+        return b
+
+    def check_refused_expectation(self, status, keep=False):
+        b = self.expect_backend(refuse=status, keep=keep)
+        v = self.veer(quick_config([("b", b.address)]))
+        s = socket.create_connection(("127.0.0.1", v.port), timeout=DEADLINE)
+        self._cleanup.append(s.close)
+        reader = StreamReader(s)
+        # The body, never asked for, looks like a request: it must never become one.
+        body = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
+        s.sendall(b"POST /expect HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        final = read_head(reader)
+        self.assertEqual(final.status, status, final.start)
+        self.assertEqual(b"".join(iter_body(reader, final)), b"refused")
+        # The client goes on as RFC 9110 allows: it sends the body anyway, then
+        # another request. veer either passes the body on and answers /next
+        # (keep-alive), or says Connection: close and closes.
+        closing = (final.header("Connection") or "").lower() == "close"
+        try:
+            s.sendall(body + b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n")
+            nxt = read_head(reader)
+        except (ConnectionResetError, BrokenPipeError):
+            nxt = None
+        if closing:
+            self.assertIsNone(nxt, "veer said Connection: close and answered again")
+        else:
+            self.assertIsNotNone(nxt, "veer closed the connection without Connection: close")
+            self.assertEqual(nxt.status, 200, nxt.start)
+            self.assertEqual(b"".join(iter_body(reader, nxt)), b"")
+        self.assertNotIn("/smuggled", [h.target for h in b.heads])
+        self.assertEqual([h.target for h in b.heads],
+                         ["/expect"] if closing else ["/expect", "/next"])
+        v.stop()
+        return closing
+
+    def test_expect_100_continue_refused_with_417_before_the_body(self):
+        self.check_refused_expectation(417)
+
+    def test_expect_100_continue_refused_with_401_before_the_body(self):
+        self.check_refused_expectation(401)
+
+    def test_expect_100_continue_refused_by_a_backend_that_keeps_the_connection(self):
+        # The backend says 401 without Connection: close, then reads the body:
+        # veer may keep the client (sending the body on) or close it, but
+        # must say which, and the body never becomes a request.
+        closing = self.check_refused_expectation(401, keep=True)
+        print("\n  veer %s the client after a keep-alive 401 to Expect"
+              % ("closed" if closing else "kept"))
+
+    def test_expect_100_continue_with_the_body_sent_at_once(self):
+        # The client does not wait for 100 Continue (RFC 9110 allows it): the
+        # body goes along, the backend's 100 is relayed or dropped, the final
+        # answer echoes the body exactly, and the connection stays usable.
+        b = self.expect_backend()
+        v = self.veer(quick_config([("b", b.address)]))
+        s = socket.create_connection(("127.0.0.1", v.port), timeout=DEADLINE)
+        self._cleanup.append(s.close)
+        reader = StreamReader(s)
+        body = b"sent with the head, before any 100 Continue"
+        s.sendall(b"POST /early HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        head = read_head(reader)
+        if head.status == 100:
+            head = read_head(reader)
+        self.assertEqual(head.status, 200, head.start)
+        self.assertEqual(b"".join(iter_body(reader, head)), body)
+        s.sendall(b"POST /again HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+        head = read_head(reader)
+        self.assertEqual(head.status, 200, head.start)
+        self.assertEqual(b"".join(iter_body(reader, head)), b"abc")
+        self.assertEqual([h.target for h in b.heads], ["/early", "/again"])
+        v.stop()
+
     def early_hints_backend(self):
         def handler(conn, req):
             conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"

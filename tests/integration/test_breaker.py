@@ -18,7 +18,8 @@ import threading
 import time
 import unittest
 
-from helpers import StrictLoad, admin_http_port, audit_records, http_get, quick_config, status_doc
+from helpers import (ReservedPort, StrictLoad, admin_http_port, audit_records, http_get, quick_config,
+                     status_doc)
 from veertest import DEADLINE, Backend, VeerTestCase, close_listener, wait_for
 
 COOLDOWN_MS = 1000
@@ -41,8 +42,13 @@ class KillableBackend:
         self.gate = threading.Lock()  # held while a response is written, and by kill()
         self.dead = False
         self.served = 0
-        self.b = Backend(name, self._handle)
-        self.port = self.b.port
+        # The port stays ours while the backend is dead: a bound, never
+        # listening socket (SO_REUSEADDR, as Backend's listener has) keeps a
+        # parallel suite from being given it between kill() and revive(),
+        # and connects to it are refused meanwhile.
+        self.reserved = ReservedPort()
+        self.port = self.reserved.port
+        self.b = Backend(name, self._handle, port=self.port)
         self.address = self.b.address
 
     def _handle(self, conn, req):
@@ -83,6 +89,7 @@ class KillableBackend:
         with self.gate:
             self.dead = True
             self.b.close()
+            self.reserved.close()
 
 
 class BreakerTest(VeerTestCase):

@@ -21,8 +21,8 @@ import time
 import unittest
 import urllib.request
 
-from helpers import (AdminConn, StrictLoad, admin_http_port, audit_records, http_get, show_pool,
-                     unused_port, veerctl)
+from helpers import (AdminConn, ReservedPort, StrictLoad, admin_http_port, audit_records,
+                     http_get, show_pool, veerctl)
 from veertest import DEADLINE, VeerTestCase, wait_for
 
 OK_RE = re.compile(r"\AOK gen=(\d+) applied_us=(\d+) revision=(\d+) applied=(\S+) instances=(\d+) "
@@ -35,8 +35,11 @@ class Etcd:
     def __init__(self):
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.dir = tempfile.mkdtemp(prefix="veer-etcd-", dir=base)
-        self.port = unused_port()
-        self.peer = unused_port()
+        # Held for etcd's whole life (restarts included): a port bound and
+        # released could be taken by a parallel suite before etcd binds it.
+        self.reserved = (ReservedPort(), ReservedPort())
+        self.port = self.reserved[0].port
+        self.peer = self.reserved[1].port
         self.url = "http://127.0.0.1:%d" % self.port
         self.proc = None
         self.start()
@@ -72,6 +75,8 @@ class Etcd:
 
     def close(self):
         self.kill()
+        for r in self.reserved:
+            r.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -130,6 +135,13 @@ class ClusterTest(VeerTestCase):
         self.assertEqual(status, 200)
         m = re.search(rb"^%s (\S+)$" % metric.encode(), body, re.M)
         return float(m.group(1)) if m else None
+
+    def stop_all(self):
+        """Stop every instance with SIGTERM: each must exit 0 with no sanitizer
+        report (fleet-mode shutdown revokes the lease, stops the watch and frees
+        the cluster state; a SIGKILL in the cleanup would check none of it)."""
+        for name in sorted(self.instances):
+            self.instances.pop(name).stop()
 
     def loads(self):
         out = {}
@@ -191,6 +203,7 @@ class ClusterTest(VeerTestCase):
                                  ("operator", "OK", os.getuid()), r)
         for name, v in self.instances.items():
             v.wait_log(r"cluster: applied revision \d+ \(gen \d+\)")
+        self.stop_all()
 
     def test_concurrent_conflicting_shifts_one_wins(self):
         self.start_fleet()
@@ -224,6 +237,7 @@ class ClusterTest(VeerTestCase):
             if conflicts >= 3:
                 break
         self.assertGreaterEqual(conflicts, 3, "concurrent shifts never conflicted")
+        self.stop_all()
 
     def test_losing_etcd_keeps_serving_refuses_changes_and_resyncs(self):
         self.start_fleet()
@@ -257,6 +271,7 @@ class ClusterTest(VeerTestCase):
             self.assertEqual(ld.failures(), [], ld.describe())
         for name, v in self.instances.items():
             v.wait_log(r"cluster: lost etcd")
+        self.stop_all()
 
     def test_change_made_while_an_instance_was_down_reaches_it(self):
         self.start_fleet()
@@ -273,6 +288,7 @@ class ClusterTest(VeerTestCase):
         line = v.wait_log(r"cluster: instance edge-3 starts at revision \d+")
         self.assertTrue(v.log().index(line) < next(i for i, l in enumerate(v.log())
                                                    if re.search(r"veer \S+ ready", l)))
+        self.stop_all()
 
     def test_new_instance_gets_the_current_state_before_ready(self):
         self.start_fleet(2)
@@ -284,6 +300,7 @@ class ClusterTest(VeerTestCase):
         p = self.shift("edge-9", 100, 0)
         self.assertEqual(p.returncode, 0, p.stdout)
         self.assertIn(" instances=3 ", p.stdout)
+        self.stop_all()
 
     def test_start_without_etcd_serves_from_the_state_file(self):
         keep = tempfile.mkdtemp(prefix="veer-cluster-state-")
@@ -315,6 +332,41 @@ class ClusterTest(VeerTestCase):
                  what="the instance to connect once etcd is back")
         self.assertEqual(self.shift("edge-1", 60, 40).returncode, 0)
         self.assertEqual(self.shares("edge-1"), {"blue": 60, "green": 40})
+        self.stop_all()
+
+    def shutdown_without_etcd(self, cut):
+        """Start two instances with a 4 s shutdown deadline, make etcd unreachable
+        with cut(), SIGTERM both at once and require each to exit 0, clean,
+        within the deadline (nothing is in flight, so nothing should wait for it)."""
+        deadline_s = 4.0
+        for name in ("edge-1", "edge-2"):
+            cfg = self.config(name).replace("quiet_ms = 100;", "quiet_ms = 100; shutdown_ms = 4000;")
+            self.instances[name] = self.veer(cfg)
+        wait_for(lambda: len(self.cluster("edge-1")["instances"]) == 2, what="2 instances")
+        cut()
+        t0 = time.monotonic()
+        for v in self.instances.values():
+            v.send_signal(signal.SIGTERM)
+        for name in sorted(self.instances):
+            v = self.instances.pop(name)
+            v.stop(sig=None, timeout=max(0.1, t0 + deadline_s - time.monotonic()))
+            v_log = "\n".join(v.log())
+            self.assertRegex(v_log, r"shutdown summary: in_flight=0 ", name)
+        return time.monotonic() - t0
+
+    def test_shutdown_with_etcd_killed_exits_0_within_the_deadline(self):
+        # etcd is gone (connection refused) and the instances may not have noticed
+        # yet: the lease revoke at shutdown must not hold the exit back.
+        self.shutdown_without_etcd(self.etcd.kill)
+
+    def test_shutdown_with_etcd_silent_exits_0_within_the_deadline(self):
+        # etcd accepts connections but never answers (stopped): the revoke and
+        # the watch hang; shutdown must still end, exit 0, within its deadline.
+        def freeze():
+            self.etcd.proc.send_signal(signal.SIGSTOP)
+            self._cleanup.append(lambda: self.etcd.proc.poll() is None and
+                                 self.etcd.proc.send_signal(signal.SIGCONT))
+        self.shutdown_without_etcd(freeze)
 
     def test_maintenance_reaches_the_fleet(self):
         self.start_fleet(2)
@@ -330,6 +382,8 @@ class ClusterTest(VeerTestCase):
         for name, v in self.instances.items():
             c = self.client(v.port)
             self.assertEqual(c.request("GET", "/x").status, 200, name)
+        self.stop_all()
+
 
 
 if __name__ == "__main__":

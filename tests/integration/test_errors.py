@@ -3,12 +3,14 @@ and failures of a backend mid-response, which must never look complete and
 never disturb other clients."""
 
 import socket
+import struct
 import threading
 import time
 import unittest
 
-from helpers import StreamReader, json_error, quick_config, read_head, unused_port
-from veertest import DEADLINE, VeerTestCase, wait_for
+from helpers import SO_TIMESTAMPNS, StreamReader, json_error, quick_config, read_head, unused_port
+import veertest
+from veertest import DEADLINE, VeerTestCase, close_listener, wait_for
 
 LIMITS = ("limits = { request_line_bytes = 256; header_bytes = 1024; header_count = 10;"
           " body_bytes = 100; };\n")
@@ -164,6 +166,149 @@ class BackendErrorsTest(VeerTestCase):
         self.assertEqual((r.status, r.body), (200, b"ok /fast/after"))
         gate.set()
         fast.close()
+        v.stop()
+
+
+class RetryPolicyTest(VeerTestCase):
+    """The retry budget and the backoff (README "Retries"): a worker holds at
+    most 10 retries and each request earns budget_percent of one; a retry
+    waits random(0, min(cap_ms, base_ms * 2^(attempt-1)))."""
+
+    def failing_backend(self):
+        """Answers /ok/... (Connection: close, so veer keeps no idle connection
+        whose failure it would retry on a fresh one outside the budget) and
+        closes on anything else without a byte (a GET veer may retry).
+        Records (target, kernel arrival time, time it closed), realtime clock:
+        the arrival is stamped by the kernel (SO_TIMESTAMPNS) and the close is
+        the next statement, so the gap from one attempt's close to the next
+        attempt's arrival is veer's own wait, not Python's scheduling."""
+        arrivals = []
+        lock = threading.Lock()
+        srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # inherited: stamps from the 1st byte
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(512)
+        self._cleanup.append(lambda: close_listener(srv))
+
+        def serve(c):
+            buf, ts = b"", None
+            try:
+                while b"\r\n\r\n" not in buf:
+                    d, anc, _, _ = c.recvmsg(65536, socket.CMSG_SPACE(16))
+                    if not d:
+                        return
+                    for level, typ, data in anc:
+                        if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and ts is None:
+                            sec, ns = struct.unpack("qq", data[:16])
+                            ts = sec + ns / 1e9
+                    buf += d
+                target = buf.split(b" ", 2)[1].decode()
+                if target.startswith("/ok"):
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n"
+                              b"\r\nok")
+                t_close = time.time()
+                c.close()
+                with lock:
+                    arrivals.append((target, ts, t_close))
+            except OSError:
+                c.close()
+
+        def accept():
+            while True:
+                try:
+                    c, _ = srv.accept()
+                except OSError:
+                    return
+                threading.Thread(target=serve, args=(c,), daemon=True).start()
+        threading.Thread(target=accept, daemon=True).start()
+        return "127.0.0.1:%d" % srv.getsockname()[1], arrivals
+
+    def test_budget_caps_retries_then_requests_fail_fast(self):
+        addr, arrivals = self.failing_backend()
+        pct, n = 10, 60
+        v = self.veer(quick_config(
+            [("b", addr)],
+            extra_pool="retries = { count = 1; base_ms = 1; cap_ms = 1; budget_percent = %d; }; "
+                       "breaker = { failures = 1000; max_ejection_percent = 0; };" % pct),
+            workers=1)
+        c = self.client(v.port)
+        for i in range(n):
+            json_error(self, c.request("GET", "/f/%d" % i), 502)
+        # The budget in thousandths of a retry, as the worker keeps it: 10
+        # retries to start with (and at most), budget_percent of one earned per
+        # request, one spent per retry.
+        tokens, want = 10000, []
+        for i in range(n):
+            tokens = min(tokens + pct * 10, 10000)
+            retried = tokens >= 1000
+            if retried:
+                tokens -= 1000
+            want.append(2 if retried else 1)
+        got = [sum(1 for a in arrivals if a[0] == "/f/%d" % i) for i in range(n)]
+        self.assertEqual(got, want, "attempts per request at the backend")
+        # 10 at once, then one in every 1000/(10*pct) requests: never more than
+        # the burst plus budget_percent of the requests.
+        self.assertLessEqual(sum(want) - n, 10 + n * pct // 100)
+        self.assertEqual(want[:11], [2] * 11)
+        self.assertIn(1, want[11:])
+        v.stop()
+
+    def test_backoff_is_full_jitter_under_the_doubling_cap(self):
+        # base 100 ms, cap 150 ms: waits before retries 1, 2, 3 are at most
+        # 100, 150 (not 200) and 150 (not 400) ms, spread from 0 to the bound.
+        addr, arrivals = self.failing_backend()
+        base, cap = 0.100, 0.150
+        v = self.veer(quick_config(
+            [("b", addr)],
+            extra_pool="retries = { count = 3; base_ms = 100; cap_ms = 150; budget_percent = 100; }; "
+                       "breaker = { failures = 1000; max_ejection_percent = 0; };"),
+            workers=1)
+        okc = self.client(v.port)
+        fails = []
+        for batch in range(10):
+            # Each request earns a whole retry (budget 100%), at most 10 held:
+            # nine answered ones pay for the three failing requests' 3 retries.
+            for k in range(9):
+                self.assertEqual(okc.request("GET", "/ok/%d/%d" % (batch, k)).status, 200)
+            paths = ["/f/%d/%d" % (batch, k) for k in range(3)]
+            results = {}
+
+            def one(path):
+                cl = veertest.Client(v.port)
+                try:
+                    results[path] = cl.request("GET", path).status
+                finally:
+                    cl.close()
+            ts = [threading.Thread(target=one, args=(p,)) for p in paths]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(DEADLINE)
+            self.assertEqual(results, {p: 502 for p in paths})
+            fails += paths
+        gaps = {1: [], 2: [], 3: []}
+        for p in fails:
+            att = sorted((ts, t_close) for tgt, ts, t_close in arrivals if tgt == p)
+            self.assertEqual(len(att), 4, "%s: attempts %r" % (p, att))
+            for k in (1, 2, 3):
+                # From the backend closing attempt k-1 to attempt k arriving.
+                gaps[k].append(att[k][0] - att[k - 1][1])
+        bound = {1: base, 2: min(cap, base * 2), 3: min(cap, base * 4)}
+        ms = lambda xs: ["%.0f" % (x * 1000) for x in sorted(xs)]  # noqa: E731
+        for k in (1, 2, 3):
+            # Uniform on [0, bound]: two thirds of the waits lie under 2/3 of
+            # it. Checked at the bound itself, so a machine that stalls veer now
+            # and then (a third of the samples may be late) does not fail it,
+            # while an uncapped retry 3 (up to 400 ms) cannot pass.
+            q = sorted(gaps[k])[len(gaps[k]) * 2 // 3]
+            self.assertLessEqual(q, bound[k],
+                                 "retry %d: 2/3 of the waits should be under %.0f ms (2/3 of "
+                                 "min(cap, base*2^%d)), plus noise: %s ms"
+                                 % (k, bound[k] * 2000 / 3, k - 1, ms(gaps[k])))
+        # Full jitter: waits spread down to 0, and past the first bound once doubled.
+        self.assertLess(min(gaps[1]), base * 0.6, "retry 1 waits: %s ms" % ms(gaps[1]))
+        self.assertGreater(max(gaps[2] + gaps[3]), base * 1.05,
+                           "retry 2/3 waits never exceeded base: %s ms" % ms(gaps[2] + gaps[3]))
         v.stop()
 
 

@@ -729,7 +729,9 @@ class MaintenanceTest(LifecycleTestCase):
             self.assert_zero_failed(ld, minimum=10)
         self.assertTrue(all(r.backend == "a" for r in admin.all()))
         self.assertTrue(all(r.backend == "w" for r in other.all()))
-        self.assertTrue(all(r.body is None for r in live.all()))
+        # veer answers liveness itself: no backend ever sees it.
+        self.assertEqual([r for r in live.all() if r.backend is not None], [],
+                         live.describe([r for r in live.all() if r.backend is not None]))
         refusals = [r for r in normal.all() if r.status == 503]
         outside = [r for r in refusals if not (r.done > t_on0 and r.sent < t_off1)]
         self.assertEqual(outside, [], normal.describe(outside))
@@ -768,10 +770,12 @@ class HealthEndpointsTest(LifecycleTestCase):
 
     def test_liveness_readiness_status(self):
         a, w1, w2 = self.backend("a"), self.backend("w1"), self.backend("w2")
+        t_start = time.monotonic()
         v = self.veer(config_text(
             [("api", [backend_line("a", a.address)], ""),
              ("web", [backend_line("w1", w1.address), backend_line("w2", w2.address)], "")],
             workers=2))
+        t_ready = time.monotonic()
         sock = v.admin_socket
         api, web = pool_port(v, "api", 2), pool_port(v, "web", 2)
         version = subprocess.run([veertest.VEER_BIN, "-v"], capture_output=True,
@@ -779,12 +783,16 @@ class HealthEndpointsTest(LifecycleTestCase):
         for port in (api, web):
             self.assertEqual(get_json(self, port, "/api/health/liveness"), {"status": "alive"})
             self.assertEqual(get_json(self, port, "/api/health/readiness"), {"status": "ready"})
+        t_asked = time.monotonic()
         st = get_json(self, api, "/api/health/status")
+        t_got = time.monotonic()
         self.assertEqual(set(st), {"version", "uptime_s", "workers", "generation",
                                    "shutting_down", "maintenance", "pools"})
         self.assertEqual(st["version"], version)
         self.assertIsInstance(st["uptime_s"], (int, float))
-        self.assertGreaterEqual(st["uptime_s"], 0)
+        # veer started after t_start and was ready by t_ready (uptime has 1 ms steps).
+        self.assertGreaterEqual(st["uptime_s"], t_asked - t_ready - 0.001, st)
+        self.assertLessEqual(st["uptime_s"], t_got - t_start + 0.001, st)
         self.assertEqual(st["workers"], 2)
         self.assertEqual(st["generation"], show_pool(sock)["generation"])
         self.assertIs(st["shutting_down"], False)

@@ -4,7 +4,7 @@ state leaking between transactions (more clients than any per-worker cache)."""
 import threading
 import unittest
 
-from veertest import Client, VeerTestCase, pool_config
+from veertest import DEADLINE, Client, VeerTestCase, pool_config
 
 
 class ConcurrentLoadTest(VeerTestCase):
@@ -21,7 +21,7 @@ class ConcurrentLoadTest(VeerTestCase):
         def run(i):
             try:
                 c = Client(port)
-                start.wait()
+                start.wait(DEADLINE)  # a client that cannot connect breaks it for all
                 for k in range(10):
                     body = b"client %d request %d" % (i, k)
                     r = c.request("POST", "/echo/%d/%d" % (i, k), body=body)
@@ -38,7 +38,9 @@ class ConcurrentLoadTest(VeerTestCase):
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
+            t.join(DEADLINE * 2)
+        self.assertEqual([i for i, t in enumerate(threads) if t.is_alive()], [],
+                         "clients still running")
         self.assertEqual(errors, [])
         self.assertEqual(counts["a"] + counts["b"], 2000)
         # Both backends got the bodies they were sent, each exactly once.

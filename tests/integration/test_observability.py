@@ -682,6 +682,7 @@ class StatusTest(ObservabilityTestCase):
     def test_rollout_step_and_verdict(self):
         self.start()
         self.ctl_ok("shift", "api", "blue=100", "green=0")
+        t_start = time.monotonic()
         ok = self.ctl_ok("rollout", "start", "api", "canary=green", "steps=10,50,100",
                          "interval=60s")
         api = [p for p in status_doc(self.http)["pools"] if p["name"] == "api"][0]
@@ -690,7 +691,14 @@ class StatusTest(ObservabilityTestCase):
                                              "share", "verdict")},
                          {"canary": "green", "stable": "blue", "state": "running", "step": 1,
                           "steps": 3, "share": 10, "verdict": "running"}, ro)
-        self.assertGreaterEqual(ro["time_in_step_s"], 0)
+        # Time in step counts from the start (0.1 s steps): never more than has
+        # passed, and it does advance.
+        self.assertLessEqual(ro["time_in_step_s"], time.monotonic() - t_start + 0.05, ro)
+        ro = wait_for(lambda: (lambda r: r if r["time_in_step_s"] >= 0.3 else None)(
+            [p for p in status_doc(self.http)["pools"] if p["name"] == "api"][0]["rollout"]),
+            timeout=5, interval=0.05, what="time_in_step_s to reach 0.3")
+        self.assertLessEqual(ro["time_in_step_s"], time.monotonic() - t_start + 0.05, ro)
+        self.assertEqual(ro["step"], 1, ro)
         self.assertEqual(api["groups"][1]["share"], 10, ok)
         self.ctl("rollout", "abort", "api")
         ro = [p for p in status_doc(self.http)["pools"] if p["name"] == "api"][0]["rollout"]
@@ -704,7 +712,11 @@ class StatusTest(ObservabilityTestCase):
         self.start()
         load = RoutedLoad(self.ports["api"], n=4)
         self._cleanup.append(load.stop)
-        t0 = time.monotonic()
+        # From the first answered request: the clients' own start-up (threads,
+        # connects on a busy machine) is not veer's rate window.
+        wait_for(lambda: any(r.status == 200 for r in load.all_records()),
+                 what="the load to start")
+        t0 = min(r.sent for r in load.all_records() if r.status == 200)
 
         def busy():
             doc = status_doc(self.http)
@@ -788,7 +800,8 @@ class StatusPageTest(ObservabilityTestCase):
 
     def test_live_page_shows_a_weight_change_within_2s(self):
         """The page stays open in a headless Chromium (DevTools protocol); after
-        `set weight api/b1 37` is acknowledged, the DOM shows 37 within 2 s."""
+        `set weight api/b1 37` is acknowledged, the DOM shows 37 within two of
+        its 1 s refreshes."""
         self.require_chromium()
         self.start()
         admin = AdminConn(self.v.admin_socket)
@@ -801,21 +814,37 @@ class StatusPageTest(ObservabilityTestCase):
         wait_for(lambda: weight() == "100", timeout=10, interval=0.05,
                  what="the page to render b1's weight 100")
 
+        # The page fetches /status every second. Counted in the page's own
+        # refreshes, not in wall time (which a busy machine stretches): once
+        # two fetches started after the OK have completed, the page must show
+        # the change.
+        def refreshes_since(mark):
+            return browser.evaluate(
+                "performance.getEntriesByType('resource').filter(function(e){return "
+                "e.name.indexOf('/status')>=0 && e.startTime>%f && e.responseEnd>0;}).length"
+                % mark)
+
+        def shown_by_second_refresh(mark, seen, what):
+            def check():
+                n = refreshes_since(mark)  # before looking: the DOM is at least as new
+                if seen():
+                    return True
+                self.assertLess(n, 2, "%d refreshes after the OK, the page does not show %s"
+                                % (n, what))
+                return False
+            wait_for(check, interval=0.02, what="the page to show " + what)
+
         reply, t_cmd, t_ok = admin.timed_command("set weight api/b1 37")
         parse_ok(reply)
-        wait_for(lambda: weight() == "37", timeout=5, interval=0.02,
-                 what="the page to show b1's new weight 37")
-        delay = time.monotonic() - t_ok
-        self.assertLess(delay, 2.0, "the page showed the new weight %.3fs after the OK" % delay)
+        mark = browser.evaluate("performance.now()")
+        shown_by_second_refresh(mark, lambda: weight() == "37", "b1's new weight 37")
 
         # Maintenance shows the same way.
         reply, t_cmd, t_ok = admin.timed_command("maintenance on api")
         parse_ok(reply)
-        wait_for(lambda: "maintenance" in (browser.evaluate(
-            "document.getElementById('pools').innerText") or "").lower(),
-                 timeout=5, interval=0.02, what="the page to show maintenance")
-        delay = time.monotonic() - t_ok
-        self.assertLess(delay, 2.0, "the page showed maintenance %.3fs after the OK" % delay)
+        mark = browser.evaluate("performance.now()")
+        shown_by_second_refresh(mark, lambda: "maintenance" in (browser.evaluate(
+            "document.getElementById('pools').innerText") or "").lower(), "maintenance")
 
 
 # --- e. the access log -------------------------------------------------------------
@@ -858,6 +887,7 @@ class AccessLogTest(ObservabilityTestCase):
         path = os.path.join(self.v.tmp, "access.log")
         gen = show_pool(self.v.admin_socket)["generation"]
         expect = {}  # path -> (status, X-Backend or None, request id sent or None)
+        t_begin = time.monotonic()
 
         c = self.client(self.ports["api"])
         for i in range(6):
@@ -869,7 +899,10 @@ class AccessLogTest(ObservabilityTestCase):
             p = "/no-id/%d" % i
             r = c.request("GET", p)
             expect[p] = (r.status, r.header("X-Backend"), None)
-        r = c.request("POST", "/post/1", body=b"x" * 1000)
+        post_req = (b"POST /post/1 HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n"
+                    + b"x" * 1000)
+        c.send(post_req)
+        r = c.response("POST")
         expect["/post/1"] = (r.status, r.header("X-Backend"), None)
         r = c.request("GET", "/missing/1")
         expect["/missing/1"] = (r.status, r.header("X-Backend"), None)
@@ -881,6 +914,7 @@ class AccessLogTest(ObservabilityTestCase):
         exact_res, st = raw_request(self.ports["api"], exact_req)
         expect["/exact/1"] = (st, None, None)
         t_sent = time.monotonic()
+
 
         lines = self.wait_lines(path, len(expect))
         flushed_after = time.monotonic() - t_sent
@@ -919,7 +953,8 @@ class AccessLogTest(ObservabilityTestCase):
                 self.assertIsInstance(rec[k], int, "%s: %r" % (k, rec))
             for k in ("total_ms", "upstream_ms"):
                 self.assertIsInstance(rec[k], (int, float), "%s: %r" % (k, rec))
-                self.assertGreaterEqual(rec[k], 0)
+            # Every request was sent and answered between t_begin and t_sent.
+            self.assertLessEqual(rec["total_ms"], (t_sent - t_begin) * 1000, rec)
             self.assertGreaterEqual(rec["total_ms"], rec["upstream_ms"], rec)
             self.assertGreater(rec["bytes_out"], 0)
             self.assertEqual(rec["generation"], gen)
@@ -946,7 +981,7 @@ class AccessLogTest(ObservabilityTestCase):
                                  "the generated id is logged as forwarded")
                 generated.append(ids[0])
         self.assertEqual(len(set(generated)), len(generated), "generated ids repeat: %r" % generated)
-        self.assertEqual(recs["/post/1"]["bytes_in"] >= 1000, True, recs["/post/1"])
+        self.assertEqual(recs["/post/1"]["bytes_in"], len(post_req), recs["/post/1"])
         # Byte counts of a request/response pair seen whole on the wire.
         self.assertEqual(recs["/exact/1"]["bytes_in"], len(exact_req), recs["/exact/1"])
         self.assertEqual(recs["/exact/1"]["bytes_out"], len(exact_res), recs["/exact/1"])

@@ -106,8 +106,9 @@ class Veer:
         self.proc.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=DEADLINE, expect_rc=0):
-        """Stop veer and check it exited cleanly with no sanitizer report."""
-        if self.proc.poll() is None:
+        """Stop veer and check it exited cleanly with no sanitizer report.
+        sig=None only waits (for a veer already signalled)."""
+        if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)
@@ -153,6 +154,22 @@ def veer_check_config(text):
     return p.returncode, p.stderr, path
 
 
+def require_ipv6(tc):
+    """Skip tc only when the environment says this machine has no IPv6
+    (VEER_NO_IPV6=1); otherwise an unusable ::1 is a failure, not a pass."""
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            s.bind(("::1", 0))
+        finally:
+            s.close()
+    except OSError as e:
+        if os.environ.get("VEER_NO_IPV6") == "1":
+            tc.skipTest("VEER_NO_IPV6=1: no IPv6 loopback here (%s)" % e)
+        raise AssertionError("no IPv6 loopback (%s); set VEER_NO_IPV6=1 on a machine "
+                             "without IPv6 to skip the IPv6 tests" % e)
+
+
 # --- backends --------------------------------------------------------------
 
 
@@ -178,12 +195,14 @@ class Backend:
     The default handler answers 200 with the backend's name and X-Backend.
     """
 
-    def __init__(self, name="b", handler=None, port=0):
+    def __init__(self, name="b", handler=None, port=0, host="127.0.0.1"):
         self.name = name
+        self.host = host
         self.handler = handler or self.default_handler
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                  socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
+        self.sock.bind((host, port))
         self.sock.listen(512)
         self.port = self.sock.getsockname()[1]
         self.requests = []
@@ -196,7 +215,7 @@ class Backend:
 
     @property
     def address(self):
-        return "127.0.0.1:%d" % self.port
+        return ("[%s]:%d" if ":" in self.host else "%s:%d") % (self.host, self.port)
 
     def default_handler(self, conn, req):
         body = (self.name + "\n").encode()
@@ -389,8 +408,8 @@ def read_response(reader, method="GET"):
 class Client:
     """A keep-alive HTTP/1.1 client that never retries: what a strict client sees."""
 
-    def __init__(self, port, timeout=DEADLINE):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, timeout=DEADLINE, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
         self.reader = Reader(self.sock)
 
     def send(self, data):
@@ -481,8 +500,8 @@ class VeerTestCase(unittest.TestCase):
             except Exception:
                 pass
 
-    def backend(self, name="b", handler=None):
-        b = Backend(name, handler)
+    def backend(self, name="b", handler=None, host="127.0.0.1"):
+        b = Backend(name, handler, host=host)
         self._cleanup.append(b.close)
         return b
 
@@ -492,7 +511,7 @@ class VeerTestCase(unittest.TestCase):
         self._veers.append(v)
         return v
 
-    def client(self, port):
-        c = Client(port)
+    def client(self, port, host="127.0.0.1"):
+        c = Client(port, host=host)
         self._cleanup.append(c.close)
         return c
