@@ -196,8 +196,20 @@ class Account:
         self.latency_max = collections.defaultdict(float)
 
     def fail(self, kind, text):
+        t = time.monotonic()
+        up = self.upgrade_note(t)
         with self.lock:
-            self.failures.append((time.monotonic(), kind, text))
+            self.failures.append((t, kind, text + up))
+
+    def upgrade_note(self, t):
+        """' (Xs after upgrade N started)' when t is near an upgrade."""
+        with self.lock:
+            for n, (start, end) in enumerate(self.windows, 1):
+                if start <= t and (end is None or t <= end + 2.0):
+                    return " [%.3fs after upgrade %d started%s]" % (
+                        t - start, n, "" if end is None else ", %.3fs after the old process "
+                        "exited" % (t - end))
+        return ""
 
     def count_sent(self, kind, n=1):
         with self.lock:
@@ -340,7 +352,10 @@ class Soak:
         reason, close = check_answer(self.acct, kind, r, self.names, expect)
         now = time.monotonic()
         if r.status == 503:
-            hold = 2.0 - 0.1
+            hold = (2.0 if reason == "maintenance" else self.args.hold_ms / 1000.0) - 0.1
+            if reason != "maintenance" and self.args.hold_ms == 0:
+                raise Failure("503 (%s) with hold_ms = 0, though the pool always has READY "
+                              "backends" % reason)
             if now - t0 < hold:
                 raise Failure("503 (%s) %.3fs after the request, before its hold ran out"
                               % (reason, now - t0))
@@ -590,7 +605,7 @@ class Soak:
     def op_reload(self):
         self.reloads += 1
         with open(self.v.config_path, "w") as f:
-            f.write(self.config_text(hold_ms=2000 + 100 * (self.reloads % 5)))
+            f.write(self.config_text(alt=self.reloads % 2))
         if self.ctl("reload", "reload"):
             self.acct.ops["reload"] += 1
 
@@ -662,6 +677,14 @@ class Soak:
         if rc != 0:
             self.acct.fail("upgrade", "old veer pid %d exited %r after the upgrade" % (old, rc))
 
+    def alive(self, pid):
+        """Whether pid runs (a zombie is not running)."""
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
+
     def wait_exit(self, pid, timeout):
         """The exit status of a veer process (ours: the first, or one we
         reaped as subreaper), None when it did not exit in time."""
@@ -697,7 +720,7 @@ class Soak:
 
     # Setup and the end -----------------------------------------------------------
 
-    def config_text(self, hold_ms=2000):
+    def config_text(self, alt=0):
         bl = ", ".join('{ name = "%s"; address = "%s"; weight = 100; group = "%s"; }'
                        % (b.name, b.address, b.name.split("-")[0]) for b in self.backends)
         return ('workers = %d;\n'
@@ -705,11 +728,12 @@ class Soak:
                 '           { address = "127.0.0.1:0"; pool = "api"; %s } );\n'
                 'admin = { socket = "%s/admin.sock"; };\n'
                 'audit_log = "%s/audit.log";\nstate_file = "%s/state";\n'
-                'timeouts = { quiet_ms = 300; };\n'
+                'timeouts = { quiet_ms = 300; idle_ms = %d; };\n'
                 'pools = ( { name = "api"; hold_ms = %d; %s\n'
                 '            shares = { blue = 50; green = 50; };\n'
                 '            backends = ( %s ); } );\n'
-                % (self.args.workers, self.tls_text, self.tmp, self.tmp, self.tmp, hold_ms,
+                % (self.args.workers, self.tls_text, self.tmp, self.tmp, self.tmp,
+                   60000 + 1000 * alt, self.args.hold_ms,
                    health_text("/ready", 100, 1000, 1, 3), bl))
 
     def run(self):
@@ -752,10 +776,14 @@ class Soak:
         op_thread = threading.Thread(target=self.operations, daemon=True)
         op_thread.start()
 
-        t_end = time.monotonic() + a.seconds
+        self.t_start = time.monotonic()
+        t_end = self.t_start + a.seconds
         last = time.monotonic()
         while time.monotonic() < t_end:
             time.sleep(min(1.0, max(0.0, t_end - time.monotonic())))
+            if not self.alive(self.current_pid):
+                self.acct.fail("veer", "veer pid %d died; the soak stops here" % self.current_pid)
+                break
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
                 with self.acct.lock:
@@ -783,7 +811,10 @@ class Soak:
 
     def final_stop(self):
         pid = self.current_pid
-        os.kill(pid, signal.SIGTERM)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         rc = self.wait_exit(pid, 60)
         if rc != 0:
             self.acct.fail("exit", "veer pid %d exited %r on SIGTERM" % (pid, rc))
@@ -813,8 +844,9 @@ class Soak:
 
     def report(self, audit):
         acct = self.acct
-        print("\n=== soak report (%d s, seed %d, holds %s) ==="
-              % (self.args.seconds, self.args.seed, "off" if self.args.no_hold else "on"))
+        print("\n=== soak report (%d s, seed %d, maintenance holds %s, hold_ms %d) ==="
+              % (self.args.seconds, self.args.seed, "off" if self.args.no_hold else "on",
+                 self.args.hold_ms))
         print("requests sent / answered, by kind:")
         for kind in sorted(acct.sent):
             print("  %-10s sent %7d  answered %7d  behind-close %4d  max latency %.2fs"
@@ -840,9 +872,8 @@ class Soak:
             failures.append((0, "count", "requests without an answer: %r" % bad))
         if failures:
             print("FAILURES: %d" % len(failures))
-            t0 = min(t for t, _, _ in failures) if failures else 0
             for t, kind, text in failures[:40]:
-                print("  %+8.3fs %-10s %s" % (t - t0, kind, text))
+                print("  %8.3fs %-10s %s" % (t - self.t_start, kind, text))
             return 1
         print("PASS: every request got exactly one well-formed answer; veer ended clean")
         return 0
@@ -863,6 +894,8 @@ def main():
     ap.add_argument("--deadline", type=float, default=15,
                     help="seconds a request may wait for its answer")
     ap.add_argument("--no-hold", action="store_true", help="no maintenance --hold operations")
+    ap.add_argument("--hold-ms", type=int, default=2000,
+                    help="the pool's hold_ms (0: a request finding no backend gets 503 at once)")
     ap.add_argument("--seed", type=int, default=int(time.time()) % 100000)
     args = ap.parse_args()
     sys.exit(Soak(args).run())
