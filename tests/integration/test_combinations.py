@@ -223,6 +223,15 @@ class CombinationCase(VeerTestCase):
         self.assertEqual(r.status, 200)
         c.close()
 
+    def others_prompt(self, others, t_held, what):
+        """While requests are held (after the publishes): a request to each
+        other path, sent now, is answered, and everything since t_held was
+        prompt. A worker spinning over its held requests fails here."""
+        t = time.monotonic()
+        for p in others:
+            p.wait_after(t)
+            p.check(self, t_held, time.monotonic(), what + " (while held)")
+
     def order_at(self, b, probes):
         """Probe indexes in the order their bytes reached backend b (kernel stamps)."""
         mine = {probes.path(i): i for i in range(len(probes.clients))}
@@ -317,6 +326,7 @@ class HoldWhilePublishingTest(CombinationCase):
         t_held = time.monotonic()
         self.wait_parsed(v, self.api)
         self.publishes(adm)
+        self.others_prompt(self.others, t_held, "maintenance hold")
         self.assertEqual(probes.answered(), [], "held requests answered during maintenance:\n"
                          + probes.describe())
         self.assertEqual([r.target for r in self.blue.snapshot() if r.target.startswith("/held")],
@@ -338,6 +348,7 @@ class HoldWhilePublishingTest(CombinationCase):
         t_held = time.monotonic()
         self.wait_parsed(v, self.api)
         self.publishes(adm)
+        self.others_prompt(self.others, t_held, "hold_ms")
         self.assertEqual(probes.answered(), [], "held requests answered with no backend:\n"
                          + probes.describe())
         reply, t_ready, _ = adm.timed_command("set state api/blue-1 ready")
@@ -381,6 +392,7 @@ class ReloadWhileHeldTest(CombinationCase):
         v = self.start()
         probes = self.hold_three(v)
         t_held = time.monotonic()
+        self.others_prompt([self.other], t_held, "before the reload")
         blue2 = self.stamp("blue-2")
         api = self.pools["api"]
         t_reload = self.reload(v, [(api[0], api[1] + [("blue-2", blue2.address, 100)], api[2]),
@@ -390,8 +402,7 @@ class ReloadWhileHeldTest(CombinationCase):
         self.assertEqual(sorted(r.target for r in blue2.snapshot()),
                          sorted(probes.path(i) for i in range(3)), "each routed once")
         self.assertEqual(self.blue.snapshot(), [])
-        self.other.wait_after(time.monotonic())
-        self.other.check(self, t_held, t_reload, "reload adding a backend")
+        self.others_prompt([self.other], t_held, "reload adding a backend")
         self.assertEqual(pool_state(v, "blue-2"), "READY")
         v.stop()
 
@@ -404,6 +415,7 @@ class ReloadWhileHeldTest(CombinationCase):
         t_held = time.monotonic()
         api = self.pools["api"]
         self.reload(v, [(api[0], api[1], "hold_ms = 300; "), self.pools["web"]])
+        self.others_prompt([self.other], t_held, "hold_ms reload")
         late = self.probes(self.api, 1, "/late")
         late.send()
         late.join()
@@ -432,6 +444,7 @@ class ReloadWhileHeldTest(CombinationCase):
         probes = self.hold_three(v)
         t_held = time.monotonic()
         t_reload = self.reload(v, [self.pools["web"]], listeners=[("web", "")])
+        self.others_prompt([self.other], t_held, "reload removing the pool")
         probes.join()
         for i, r in enumerate(probes.res):
             self.assertTrue(hasattr(r, "status"), "probe %d:\n%s" % (i, probes.describe()))
