@@ -28,8 +28,8 @@ import threading
 import time
 import unittest
 
-from helpers import (AdminConn, StampBackend, StreamReader, Successor, TlsClient, TlsFiles,
-                     become_subreaper, listener_ports, parse_ok, pid_lines,
+from helpers import (AdminConn, StampBackend, StreamReader, StrictLoad, Successor, TlsClient,
+                     TlsFiles, become_subreaper, health_text, listener_ports, parse_ok, pid_lines,
                      read_head, show_pool, shutdown_summary, tls_client_context, tls_listen_text,
                      tls_listener_ports, veerctl, warm_upstreams, ws_accept, ws_frame,
                      ws_read_frame)
@@ -588,6 +588,42 @@ class SignalsWithHeldTest(CombinationCase):
         self.assertEqual(t2.echo(b"new process"), (2, b"new process"))
         t2.sock.close()
         self.assertEqual([r for r in self.blue.snapshot() if r.target.startswith("/held")], [])
+        rc = new.stop()
+        if SUBREAPER:
+            self.assertEqual(rc, 0, "\n".join(new.log()))
+        self.assert_clean(v)
+        v.stop()
+
+
+# --- an upgrade with a readiness-checked pool ----------------------------------------------------
+
+
+class UpgradeWithHealthChecksTest(CombinationCase):
+    def test_upgrade_under_load_with_health_checked_pool(self):
+        """A pool with readiness checks (interval 500 ms, rise 2), every
+        backend READY, strict load, SIGUSR2: zero failed requests (the
+        contract of a binary upgrade). The new process must not serve with its
+        backends PENDING, which would answer 503 "no eligible backend" until
+        two checks passed."""
+        bs = [self.stamp(n) for n in ("b-1", "b-2")]
+        v = self.veer(config([("api", [(b.name, b.address) for b in bs],
+                               health_text("/ready", 500, 1000, 2, 2))]), workers=1)
+        port = listener_ports(v)["api"]
+        wait_for(lambda: all(pool_state(v, b.name) == "READY" for b in bs), what="READY")
+        load = StrictLoad(port, 4)
+        self._cleanup.append(load.stop)
+        load.wait_count(50)
+        old_pid = v.proc.pid
+        v.send_signal(signal.SIGUSR2)
+        new = Successor(v, old_pid)
+        self._cleanup.append(lambda: new.stop(signal.SIGKILL) if new.alive() else None)
+        try:
+            self.assertEqual(v.proc.wait(DEADLINE), 0, "\n".join(pid_lines(v, old_pid)))
+        except subprocess.TimeoutExpired:
+            self.fail("the old veer did not exit:\n" + "\n".join(pid_lines(v, old_pid)))
+        load.wait_each_sent_after(time.monotonic(), 20)
+        load.stop()
+        self.assertFalse(load.failures(), load.describe())
         rc = new.stop()
         if SUBREAPER:
             self.assertEqual(rc, 0, "\n".join(new.log()))
