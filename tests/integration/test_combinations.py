@@ -214,15 +214,19 @@ class CombinationCase(VeerTestCase):
         return Probes(self, port, n, prefix)
 
     def wait_parsed(self, v, port):
-        """After probes were written: a fresh liveness request on the same
-        listener answered. With one worker, the probes' connections were
-        accepted before (one accept queue) and their bytes were in veer's
-        socket buffers before the liveness request was sent, so they have
-        been read and routed (held) by the time its answer comes."""
-        c = self.client(port)
-        r = c.request("GET", "/api/health/liveness")
-        self.assertEqual(r.status, 200)
-        c.close()
+        """After probes were written: two liveness requests on fresh
+        connections to the same listener, one after the other, answered. With
+        one worker the probes' connections were accepted first (one accept
+        queue) with their bytes already in veer's socket buffers, so veer read
+        and routed (held) them no later than the loop iteration that answered
+        the first liveness request; the second connection is made after that
+        answer arrived, so its answer comes from a later iteration: by then
+        the probes are held."""
+        for _ in range(2):
+            c = self.client(port)
+            r = c.request("GET", "/api/health/liveness")
+            self.assertEqual(r.status, 200)
+            c.close()
 
     def others_prompt(self, others, t_held, what):
         """While requests are held (after the publishes): a request to each
