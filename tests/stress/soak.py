@@ -351,6 +351,8 @@ class Soak:
         hold after the request was sent."""
         reason, close = check_answer(self.acct, kind, r, self.names, expect)
         now = time.monotonic()
+        # Counted as an answer (by status) even when the checks below find it wrong.
+        self.acct.count_answer(kind, r.status, reason, now - t0)
         if r.status == 503:
             hold = (2.0 if reason == "maintenance" else self.args.hold_ms / 1000.0) - 0.1
             if reason != "maintenance" and self.args.hold_ms == 0:
@@ -362,7 +364,6 @@ class Soak:
             if reason == "maintenance":
                 with self.acct.lock:  # judged at the end, when every window is closed
                     self.maint_503.append((kind, t0, now))
-        self.acct.count_answer(kind, r.status, reason, now - t0)
         return close
 
     def judge_maintenance_503s(self):
@@ -847,7 +848,7 @@ class Soak:
         print("\n=== soak report (%d s, seed %d, maintenance holds %s, hold_ms %d) ==="
               % (self.args.seconds, self.args.seed, "off" if self.args.no_hold else "on",
                  self.args.hold_ms))
-        print("requests sent / answered, by kind:")
+        print("requests sent / answered (a well-formed answer, right or wrong), by kind:")
         for kind in sorted(acct.sent):
             print("  %-10s sent %7d  answered %7d  behind-close %4d  max latency %.2fs"
                   % (kind, acct.sent[kind], acct.answered[kind], acct.after_close[kind],
