@@ -1014,8 +1014,20 @@ static int route(struct txn *t)
     rc = module_request_head(t);
     if (rc == VEER_DONE)
         return s->dead ? VEER_ERROR : VEER_OK; /* answered by the module, on its way out */
-    if (rc == VEER_AGAIN)
-        return hold(t) == VEER_OK ? VEER_OK : local_response(t, 503, "held too long", false);
+    if (rc == VEER_AGAIN) {
+        if (hold(t) == VEER_OK)
+            return VEER_OK;
+        /*
+         * Not held: its deadline passed since the module read the clock, or
+         * the queue is full. The module answers as it does at the deadline
+         * (maintenance: its 503 with Retry-After), not with a generic 503.
+         */
+        t->hold_deadline_us = 1;
+        rc = module_request_head(t);
+        if (rc == VEER_DONE)
+            return s->dead ? VEER_ERROR : VEER_OK;
+        return local_response(t, 503, "held too long", false);
+    }
     if (rc != VEER_DECLINED)
         return s->dead ? VEER_ERROR : local_response(t, 500, "module error", true);
     t->be = pick(t);

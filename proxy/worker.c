@@ -45,16 +45,19 @@ static const struct timeval *common_tv(struct event_base *base, int ms)
  * Over the connection limit: answer 503 and close rather than leaving the
  * client hanging in the backlog, so it can go elsewhere at once.
  */
-static void refuse_connection(int fd)
+static void refuse_connection(int fd, bool tls)
 {
     static const char resp[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
                                "application/json\r\nContent-Length: 70\r\nConnection: close\r\n"
                                "Retry-After: 1\r\n\r\n"
                                "{\"error\":\"service_unavailable\",\"status\":503,\"detail\":\"too "
                                "many conns\"}\n";
-    ssize_t n = send(fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n;
 
-    (void)n;
+    if (!tls) { /* a TLS client cannot read a plain answer: it only sees the close */
+        n = send(fd, resp, sizeof(resp) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)n;
+    }
     close(fd);
 }
 
@@ -131,7 +134,7 @@ static void accept_cb(evutil_socket_t lfd, short what, void *arg)
             (lim->max_connections_per_worker &&
              w->nsessions >= (unsigned)lim->max_connections_per_worker)) {
             atomic_fetch_sub_explicit(&veer_client_connections, 1, memory_order_relaxed);
-            refuse_connection(fd);
+            refuse_connection(fd, l->lc->tls != NULL);
             continue;
         }
         client_socket_options(fd);
@@ -459,11 +462,44 @@ static void start_handover(struct worker *w, int chan)
     begin_shutdown(w);
 }
 
+/* Whether an accepted socket came in through listening socket lfd. */
+static bool same_local_address(int lfd, int fd)
+{
+    struct sockaddr_storage a, b;
+    socklen_t al = sizeof(a), bl = sizeof(b);
+
+    if (lfd < 0 || getsockname(lfd, (struct sockaddr *)&a, &al) < 0 ||
+        getsockname(fd, (struct sockaddr *)&b, &bl) < 0 || al != bl || a.ss_family != b.ss_family)
+        return false;
+    if (a.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&a, *y = (const void *)&b;
+
+        return x->sin_port == y->sin_port &&
+               (x->sin_addr.s_addr == INADDR_ANY || x->sin_addr.s_addr == y->sin_addr.s_addr);
+    }
+    if (a.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)&a, *y = (const void *)&b;
+
+        return x->sin6_port == y->sin6_port &&
+               (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) ||
+                memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0);
+    }
+    return false;
+}
+
 /* Upgrade, new side: a connection the old process passed, as one of ours. */
 static void adopt(struct worker *w, int fd, const struct handover_msg *hm)
 {
     struct wlistener *l = NULL;
 
+    /*
+     * The listener whose socket has the connection's local address: two
+     * listeners may share an address text (port 0), never a bound address.
+     * By text only when the addresses cannot be read.
+     */
+    for (unsigned i = 0; i < w->nlisteners && l == NULL; i++)
+        if (same_local_address(w->listeners[i]->fd, fd))
+            l = w->listeners[i];
     for (unsigned i = 0; i < w->nlisteners && l == NULL; i++)
         if (strcmp(w->listeners[i]->lc->addr.text, hm->listen) == 0)
             l = w->listeners[i];

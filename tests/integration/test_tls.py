@@ -1502,6 +1502,57 @@ class LifecycleTest(TLSTestCase):
         self.assertEqual(v.proc.wait(DEADLINE), 0, "\n".join(v.log()))
         v.stop()
 
+    def test_connection_over_the_limit_is_closed_without_a_plain_answer(self):
+        """At max_connections a TLS listener closes the extra connection; a
+        plain-text 503 would reach the client's TLS stack as garbage (it read
+        as WRONG_VERSION_NUMBER), so nothing is written."""
+        b, v, port = self.start(workers=1, top="limits = { max_connections = 1; };\n")
+        c = self.tls(port)
+        self.get_ok(c)
+        hello = ssl.create_default_context()
+        hello.check_hostname = False
+        hello.verify_mode = ssl.CERT_NONE
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = hello.wrap_bio(incoming, outgoing)
+        with self.assertRaises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        self.assertEqual(send_and_read_to_eof(port, outgoing.read()), b"",
+                         "veer wrote to a TLS client it refused")
+        self.get_ok(c, "/still-served")
+        v.stop()
+
+    def test_upgrade_hands_a_plain_connection_to_the_plain_listener(self):
+        """Two listeners whose configured address text is the same
+        (127.0.0.1:0), TLS first: an idle plain keep-alive connection handed
+        over in a binary upgrade is adopted by the plain listener (it was
+        matched by address text, so it landed on the TLS one and its next
+        request was read as a TLS handshake)."""
+        b = self.backend("b")
+        tls = tls_listen_text([entry("default")])
+        text = ("workers = 1;\ntimeouts = { quiet_ms = 3000; };\n"
+                'listen = ( { address = "127.0.0.1:0"; pool = "api";\n    %s },\n'
+                '  { address = "127.0.0.1:0"; pool = "api"; } );\n'
+                'pools = ( { name = "api"; backends = ( { name = "b"; address = "%s"; } ); } );\n'
+                % (tls, b.address))
+        v = self.veer(text)
+        ports = tls_listener_ports(v)
+        self.assertEqual((len(ports["tls"]), len(ports["plain"])), (1, 1), v.log())
+        old_pid = v.proc.pid
+        c = veertest.Client(ports["plain"][0])
+        self._cleanup.append(c.close)
+        r = c.request("GET", "/before")
+        self.assertEqual((r.status, r.body), (200, b"b\n"))
+        v.send_signal(signal.SIGUSR2)
+        new = Successor(v, old_pid)
+        self._cleanup.append(lambda: new.alive() and new.stop())
+        v.wait_log(r"upgrade: new binary pid %d is ready" % new.pid)
+        self.assertEqual(v.proc.wait(DEADLINE), 0, "\n".join(v.log()))
+        self.assertGreaterEqual(shutdown_summary(v.log())["handed_over"], 1, v.log())
+        r = c.request("GET", "/after")
+        self.assertIsNotNone(r, "the handed-over connection was closed")
+        self.assertEqual((r.status, r.body), (200, b"b\n"))
+        new.stop()
+
     def test_binary_upgrade_closes_tls_connections_at_request_boundary(self):
         gate = threading.Event()
 
