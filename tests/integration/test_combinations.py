@@ -628,7 +628,7 @@ class UpgradeWithHealthChecksTest(CombinationCase):
             self.fail("the old veer did not exit:\n" + "\n".join(pid_lines(v, old_pid)))
         load.wait_each_sent_after(time.monotonic(), 20)
         load.stop()
-        self.assertFalse(load.failures(), load.describe())
+        self.assertEqual(len(load.failures()), 0, load.describe())
         rc = new.stop()
         if SUBREAPER:
             self.assertEqual(rc, 0, "\n".join(new.log()))
