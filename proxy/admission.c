@@ -179,13 +179,15 @@ void ctl_breaker_event(struct backend *be, bool ok)
     case BREAKER_CLOSED:
         if (!ok) {
             snprintf(why, sizeof(why), "%d consecutive failures", p->conf->breaker.failures);
+            rollout_backend_failing(be->pool, be->index, why);
             breaker_trip(p, be->index, why);
         }
         return;
     case BREAKER_HALF_OPEN:
-        if (!ok)
+        if (!ok) {
+            rollout_backend_failing(be->pool, be->index, "trial request failed");
             breaker_trip(p, be->index, "trial request failed");
-        else if (++b->trial_ok >= (unsigned)p->conf->breaker.half_open_successes)
+        } else if (++b->trial_ok >= (unsigned)p->conf->breaker.half_open_successes)
             breaker_set(p, be->index, BREAKER_CLOSED, "trial requests succeeded");
         return;
     case BREAKER_OPEN:

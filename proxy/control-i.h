@@ -156,6 +156,7 @@ void ctl_show_cluster(struct ctl_req *r);
 /* rollout.c */
 void rollout_command(struct ctl_req *r);
 void rollout_tick(void);
+void rollout_backend_failing(int pi, uint32_t i, const char *why); /* breaker tripped */
 int rollout_canary(int pi);
 char *rollout_render(int pi);
 int rollout_restore(int pi, const char *text);

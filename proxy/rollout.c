@@ -312,6 +312,28 @@ void rollout_tick(void)
     }
 }
 
+/*
+ * A canary backend crossed its circuit breaker's threshold. That is the
+ * canary failing, whether or not the breaker may eject it: once ejected it
+ * takes no traffic, its window stays empty and the analysis would see no
+ * errors while the steps went on. Roll back at once.
+ */
+void rollout_backend_failing(int pi, uint32_t i, const char *why)
+{
+    struct rollout *r = pi >= 0 && pi < METRIC_POOLS ? ro[pi] : NULL;
+    struct rt_pool *p;
+    char line[240];
+
+    if (r == NULL || !r->active || r->paused || ctl.frozen)
+        return;
+    p = &ctl.model->pools[pi];
+    if (i >= p->nb || p->b[i].group != r->canary)
+        return;
+    snprintf(line, sizeof(line), "%s backend %s circuit breaker: %s", p->g[r->canary].name,
+             p->b[i].be->name, why);
+    rollback(r, line);
+}
+
 /* --- commands -------------------------------------------------------------------------- */
 
 static struct rollout *of_cmd(struct ctl_req *r, int *pi)

@@ -23,7 +23,7 @@ from unittest import mock
 
 import test_lifecycle
 import veertest
-from helpers import (AdminConn, audit_records, become_subreaper, parse_ok, pid_lines, show_pool,
+from helpers import (AdminConn, pool_shares, audit_records, become_subreaper, parse_ok, pid_lines, show_pool,
                      veerctl)
 from test_lifecycle import GateBackend, LifecycleTestCase, backend_line, config_text
 from veertest import DEADLINE, Client, wait_for
@@ -247,6 +247,66 @@ class HandoffTest(LifecycleTestCase):
         frozen_at = next(i for i, l in enumerate(old) if "control plane frozen" in l)
         self.assertFalse([l for l in old[frozen_at:] if "rollout api step" in l],
                          "\n".join(old))
+        self.stop_successor(new)
+        v.stop()
+
+    def test_rollout_rolls_back_in_the_new_process_after_an_upgrade(self):
+        """A 1 s-step rollout under strict load, a binary upgrade between its
+        steps, then the canary starts failing: the new process (not the old,
+        frozen one) rolls back once, audited once, shares back where they
+        were; only the canary's own 500s failed, and the chain verifies."""
+        failing = threading.Event()
+
+        def green_handler(conn, req):
+            st = b"500 Internal Server Error" if failing.is_set() else b"200 OK"
+            conn.sendall(b"HTTP/1.1 %s\r\nContent-Length: 8\r\nX-Backend: green-1\r\n\r\n"
+                         b"green-1\n" % st)
+            return True
+        blue, green = self.backend("blue-1"), self.backend("green-1", green_handler)
+        v = self.veer(config_text(
+            [("api", [backend_line("blue-1", blue.address, 100, "blue"),
+                      backend_line("green-1", green.address, 100, "green")],
+              "shares = { blue = 100; green = 0; };")], workers=2))
+        sock, old_pid = v.admin_socket, v.proc.pid
+        ld = self.load(v.port, n=4)
+        ld.wait_count(100)
+        p = veerctl(sock, "rollout", "start", "api", "canary=green", "steps=20,40,60,80,100",
+                    "interval=1s", "max-error-rate=5%", "max-p99=10000ms", "min-requests=20")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        step_rx = re.compile(r"^rollout api step (\d+)/5: ")
+
+        def records():
+            return audit_records(self.audit_path(v))[1]
+
+        def steps():
+            return [int(step_rx.match(r["command"]).group(1)) for r in records()
+                    if step_rx.match(r["command"])]
+        wait_for(lambda: len(steps()) >= 1, what="the rollout's first step")
+        p = veerctl(sock, "upgrade")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        new = self.successor(v, old_pid)
+        v.wait_log(r"\[%d\] info: upgrade: new binary pid %d is ready; handing over"
+                   % (old_pid, new.pid))
+        self.assertEqual(self.wait_exit(v), 0, "\n".join(v.log()))
+        n_steps = len(steps())
+        self.assertLess(n_steps, 5, "the rollout ended before the canary could fail")
+        failing.set()
+        rolled = re.compile(r"^rollout api rolled back: ")
+        wait_for(lambda: [r for r in records() if rolled.match(r["command"])],
+                 timeout=DEADLINE * 2, what="the automatic rollback")
+        ld.stop()
+        recs = records()
+        backs = [r for r in recs if rolled.match(r["command"])]
+        self.assertEqual(len(backs), 1, backs)
+        self.assertEqual(backs[0]["actor"], "rollout")
+        self.assertNotIn("operator", backs[0]["command"])
+        self.assertEqual(sorted(set(steps())), steps(), "a step repeated")
+        self.assertEqual(pool_shares(show_pool(sock)), {"blue": 100, "green": 0})
+        bad = [f for f in ld.failures() if not (f.status == 500 and f.backend == "green-1")]
+        self.assertEqual(bad, [], "failures other than the canary's own 500s")
+        self.assertGreater(len(ld.all()), 100)
+        self.assert_audit_verifies(sock)
+        self.assert_old_wrote_nothing_after_freeze(v, old_pid)
         self.stop_successor(new)
         v.stop()
 

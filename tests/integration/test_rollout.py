@@ -208,6 +208,32 @@ class RolloutAnalysisTest(RolloutCase):
         self.assertIn(cmds[1], line, "log and audit disagree")
         v.stop()
 
+    def test_canary_tripping_its_breaker_rolls_back(self):
+        """green fails every request: its circuit breaker trips before the
+        analysis has min-requests canary requests, and once ejected green takes
+        no traffic, so its window would stay empty and the steps go on to 100%
+        with the canary ejected. The trip itself rolls the rollout back."""
+        blue = self.backend("blue-1")
+        green = self.backend("green-1", failing_handler("green-1", every=1))
+        v = self.veer(blue_green(blue, green))
+        load = self.routed_load(v, 8)
+        adm = self.admin(v)
+        parse_ok(adm.command("rollout start api canary=green steps=10,50,100 interval=1s "
+                             "min-requests=1000"))
+        line = v.wait_log(r"rollout api rolled back: ", what="the rollback")
+        load.stop()
+        self.assertRegex(line, r"rolled back: green backend green-1 circuit breaker: "
+                               r"\d+ consecutive failures")
+        st = rollout_status(v.admin_socket)
+        self.assertEqual((st["state"], st["step"]), ("ended", 1), st["raw"])
+        self.assertEqual(pool_shares(show_pool(v.admin_socket)), {"blue": 100, "green": 0})
+        cmds = [r["command"] for r in rollout_audit(v.tmp + "/audit.log")]
+        self.assertEqual(len(cmds), 2, cmds)
+        self.assertEqual(cmds[0], "rollout api step 1/3: green=10 blue=90")
+        self.assertTrue(cmds[1].startswith("rollout api rolled back: green backend green-1 "
+                                           "circuit breaker: "), cmds)
+        v.stop()
+
     def test_healthy_canary_completes_every_step(self):
         blue = self.backend("blue-1")
         green = self.backend("green-1")
