@@ -689,13 +689,13 @@ class UpgradeCarriesReadinessTest(CombinationCase):
             self.assertEqual(v.proc.wait(DEADLINE), 0, "\n".join(pid_lines(v, old_pid)))
         except subprocess.TimeoutExpired:
             self.fail("the old veer did not exit:\n" + "\n".join(pid_lines(v, old_pid)))
-        new.wait_log(r"readiness carried over: 1 ready, 1 down, 1 pending")
         load.wait_each_sent_after(time.monotonic(), 10)
         ready.wait_after(time.monotonic())
         load.stop()
         ready.stop()
-        self.assertFalse(load.failures(), load.describe())
         ready.check(self, t0, time.monotonic(), "the upgrade")
+        self.assertFalse(load.failures(), load.describe())
+        new.wait_log(r"readiness carried over: 1 ready, 1 down, 1 pending")
         # Answered by the new process: the old one has exited.
         self.assertEqual(states(v), {"ready-1": "READY", "down-1": "DOWN",
                                      "pending-1": "PENDING"})
