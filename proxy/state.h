@@ -59,7 +59,8 @@ int state_load(struct model *m, const char *path, char *msg, size_t msglen);
  * PENDING) instead of PENDING; the checks go on from there (a READY one
  * falls after `fall` failures, a DOWN one rises after `rise` passes).
  * Admin states are the state file's business and are not touched; circuit
- * breakers start closed. A malformed text changes nothing (-1, msg);
+ * breakers start closed and a carried READY backend at full weight (no
+ * slow-start ramp: it was taking traffic). A malformed text changes nothing (-1, msg);
  * otherwise returns the number of backends carried, summary in msg.
  * state_load_health_fd reads the text from fd (from its start) first.
  */
