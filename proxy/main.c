@@ -194,6 +194,19 @@ static void upgrade_failed(const char *why)
 }
 
 /*
+ * Hand every backend's readiness to the new binary (restore_health there).
+ * Called once frozen: no health transition happens from then on, so this is
+ * what this process routes by until it exits.
+ */
+static void carry_health(struct lifecycle *c)
+{
+    char *text = state_render_health(c->model);
+
+    upgrade_carry(text);
+    free(text);
+}
+
+/*
  * Start the new binary (SIGUSR2, `veerctl upgrade`). The handoff point:
  * the control plane freezes and the state file and audit log are flushed
  * (waited for) before the new process exists, so what it loads is final;
@@ -209,6 +222,7 @@ static int upgrade_now(const struct audit_peer *peer, const char *line, char *ms
     }
     if (control_freeze(peer, line, msg, len) < 0)
         return VEER_ERROR;
+    carry_health(c);
     admin_pause();
     if (upgrade_start(c->base, c->workers, c->nworkers, admin_listen_fd(), upgraded, upgrade_failed,
                       msg, len) < 0) {
@@ -262,6 +276,29 @@ static void restore_state(struct lifecycle *c)
         log_warn("state file %s ignored: %s", c->conf->state_file, msg);
     else
         log_info("state file %s: %s", c->conf->state_file, msg);
+}
+
+/*
+ * Upgrade successor: start backends with the readiness the old process
+ * routed by (upgrade_carry), not PENDING, so the first request served here
+ * finds the backends the old process was sending traffic to. A plain start
+ * has no such text: its checked backends start PENDING.
+ */
+static void restore_health(struct lifecycle *c)
+{
+    char msg[512];
+    int fd = upgrade_inherited_health(), rc;
+
+    if (fd < 0)
+        return;
+    rc = state_load_health_fd(c->model, fd, msg, sizeof(msg));
+    close(fd);
+    if (rc < 0)
+        log_warn("upgrade: readiness of the old process ignored (checked backends start "
+                 "PENDING): %s",
+                 msg);
+    else
+        log_info("upgrade: %s", msg);
 }
 
 /*
@@ -328,6 +365,7 @@ static int run(struct lifecycle *c)
     veer_nworkers = n;
     c->model = model_from_conf(c->conf);
     restore_state(c);
+    restore_health(c);
     routing_init(n, routing_build(c->model));
     if (audit_open(c->conf->audit_log, err, sizeof(err)) < 0) {
         log_err("audit log: %s", err);

@@ -672,6 +672,200 @@ int state_load(struct model *m, const char *path, char *msg, size_t msglen)
     return rc;
 }
 
+/* --- readiness handed to an upgrade successor ---------------------------------------- */
+
+#define HEALTH_VERSION "1"
+
+static const char *const health_words[] = {
+    [HEALTH_PENDING] = "pending",
+    [HEALTH_READY] = "ready",
+    [HEALTH_DOWN] = "down",
+};
+
+/*
+ * Every backend's readiness as the checks see it now, with its address:
+ *   veer-health 1
+ *   pool api
+ *   backend blue-1 127.0.0.1:9001 ready
+ *   end
+ * Pools without checks are written too (their backends are READY: they take
+ * traffic). The caller owns the returned string.
+ */
+char *state_render_health(const struct model *m)
+{
+    struct sbuf b;
+
+    sb_init(&b);
+    sb_puts(&b, "veer-health " HEALTH_VERSION "\n");
+    for (uint32_t i = 0; i < m->npools; i++) {
+        const struct rt_pool *p = &m->pools[i];
+
+        if (p->removed)
+            continue;
+        sb_printf(&b, "pool %s\n", p->name);
+        for (uint32_t k = 0; k < p->nb; k++)
+            sb_printf(&b, "backend %s %s %s\n", p->b[k].be->name, p->b[k].be->addr.text,
+                      health_words[p->b[k].health]);
+    }
+    sb_puts(&b, "end\n");
+    return sb_steal(&b);
+}
+
+/* One "backend NAME ADDRESS HEALTH" line of a readiness text, and its pool. */
+struct hl_entry {
+    const char *pool, *name, *addr; /* point into the parsed copy of the text */
+    enum health_state health;
+};
+
+struct hl_file {
+    char *buf;
+    struct hl_entry *e;
+    uint32_t n;
+};
+
+static int health_word(const char *w)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(health_words); i++)
+        if (strcmp(w, health_words[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* One line of a readiness text after its header; *pool is the current block's name. */
+static int hl_line(struct parser *ps, struct hl_file *f, char **tok, int n, const char **pool)
+{
+    int h;
+
+    if (n == 2 && strcmp(tok[0], "pool") == 0)
+        return check_name(ps, "pool", tok[1]) < 0 ? -1 : (*pool = tok[1], 0);
+    if (n == 1 && strcmp(tok[0], "end") == 0) {
+        ps->phase = PH_DONE;
+        return 0;
+    }
+    if (n != 4 || strcmp(tok[0], "backend") != 0)
+        return fail(ps, "expected 'pool NAME', 'backend NAME ADDRESS HEALTH' or 'end'");
+    if (*pool == NULL)
+        return fail(ps, "'backend' before any 'pool'");
+    if (check_name(ps, "backend", tok[1]) < 0)
+        return -1;
+    h = health_word(tok[3]);
+    if (h < 0)
+        return fail(ps, "bad health '%.32s' (ready, down or pending)", tok[3]);
+    f->e = veer_realloc(f->e, (f->n + 1) * sizeof(*f->e));
+    f->e[f->n++] = (struct hl_entry){*pool, tok[1], tok[2], (enum health_state)h};
+    return 0;
+}
+
+/* Parse a whole readiness text into f; -1 (msg) when it is not complete and well formed. */
+static int hl_parse(struct hl_file *f, const char *text, char *msg, size_t msglen)
+{
+    struct parser ps = {.phase = PH_HEADER, .msg = msg, .msglen = msglen};
+    const char *pool = NULL;
+    char *tok[STATE_MAX_TOKS], *s;
+
+    memset(f, 0, sizeof(*f));
+    f->buf = veer_strdup(text);
+    for (s = f->buf; *s != '\0';) {
+        char *nl = strchr(s, '\n');
+        int n;
+
+        ps.line++;
+        if (nl == NULL)
+            return fail(&ps, "truncated line (no newline at end)");
+        *nl = '\0';
+        n = tokenize(&ps, s, tok);
+        if (n < 0)
+            return -1;
+        if (ps.phase == PH_DONE)
+            return fail(&ps, "data after 'end'");
+        if (ps.phase == PH_HEADER) {
+            if (n != 2 || strcmp(tok[0], "veer-health") != 0 || strcmp(tok[1], HEALTH_VERSION) != 0)
+                return fail(&ps, "expected 'veer-health " HEALTH_VERSION "'");
+            ps.phase = PH_BODY;
+        } else if (hl_line(&ps, f, tok, n, &pool) < 0) {
+            return -1;
+        }
+        s = nl + 1;
+    }
+    ps.line++;
+    if (ps.phase != PH_DONE)
+        return fail(&ps, "missing 'end' (truncated)");
+    return 0;
+}
+
+/*
+ * Start backends with the readiness the old process saw (see state.h): only
+ * in pools that have checks here, only for a backend of the same pool, name
+ * and address. Everything else keeps what the config gave it (PENDING).
+ */
+int state_apply_health(struct model *m, const char *text, char *msg, size_t msglen)
+{
+    struct hl_file f;
+    unsigned carried[HEALTH_DOWN + 1] = {0}, moved = 0;
+    const char *pool = NULL;
+    struct rt_pool *p = NULL;
+    uint32_t hint = 0;
+
+    if (hl_parse(&f, text, msg, msglen) < 0) {
+        free(f.e);
+        free(f.buf);
+        return -1;
+    }
+    for (uint32_t i = 0; i < f.n; i++, hint++) {
+        const struct hl_entry *e = &f.e[i];
+        int j;
+
+        if (e->pool != pool) {
+            int k = model_find_pool(m, e->pool);
+
+            pool = e->pool;
+            p = k < 0 || m->pools[k].removed || !m->pools[k].conf->has_health ? NULL : &m->pools[k];
+            hint = 0;
+        }
+        if (p == NULL)
+            continue; /* a pool gone, or without checks here: its backends are READY anyway */
+        j = find_backend(p, e->name, hint);
+        if (j < 0 || strcmp(p->b[j].be->addr.text, e->addr) != 0) {
+            moved += j >= 0; /* same name, another address: a new backend, checked anew */
+            continue;
+        }
+        p->b[j].health = e->health;
+        carried[e->health]++;
+    }
+    free(f.e);
+    free(f.buf);
+    if (msg != NULL && msglen > 0)
+        snprintf(msg, msglen,
+                 "readiness carried over: %u ready, %u down, %u pending; %u at a new address "
+                 "start PENDING",
+                 carried[HEALTH_READY], carried[HEALTH_DOWN], carried[HEALTH_PENDING], moved);
+    return (int)(carried[HEALTH_READY] + carried[HEALTH_DOWN] + carried[HEALTH_PENDING]);
+}
+
+/* Read a readiness text from fd (an upgrade's inherited memfd, from its start) and apply it. */
+int state_load_health_fd(struct model *m, int fd, char *msg, size_t msglen)
+{
+    size_t len = 0;
+    char *buf;
+    int rc;
+
+    if (lseek(fd, 0, SEEK_SET) < 0) {
+        snprintf(msg, msglen, "readiness handoff: lseek: %s", strerror(errno));
+        return -1;
+    }
+    buf = read_all(fd, "readiness handoff", &len, msg, msglen);
+    if (buf == NULL)
+        return -1;
+    if (nul_line(buf, len)) {
+        snprintf(msg, msglen, "readiness handoff: NUL byte (binary data)");
+        free(buf);
+        return -1;
+    }
+    rc = state_apply_health(m, buf, msg, msglen);
+    free(buf);
+    return rc;
+}
+
 /* --- persistence thread ------------------------------------------------------------ */
 
 #define PERSIST_RETRY_MS 1000 /* a failed state write is retried this often */

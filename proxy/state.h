@@ -44,6 +44,30 @@ int state_apply(struct model *m, const char *text, char *msg, size_t msglen);
  */
 int state_load(struct model *m, const char *path, char *msg, size_t msglen);
 
+/*
+ * Readiness across a binary upgrade (HAProxy's server-state-file, in
+ * miniature). Health is not in the state file: after a restart the fleet
+ * may have changed, so every checked backend starts PENDING. An upgrade is
+ * different: the old process was routing to its READY backends a moment
+ * ago, so at freeze it renders every backend's readiness with its address
+ * (state_render_health, its own small format "veer-health 1") and hands the
+ * text to the new binary in an inherited memory file; the state file's
+ * format is unchanged, so an older binary loads a newer one's file.
+ *
+ * state_apply_health: for pools that have checks, a backend of the same
+ * pool, name and address starts with the carried readiness (READY, DOWN,
+ * PENDING) instead of PENDING; the checks go on from there (a READY one
+ * falls after `fall` failures, a DOWN one rises after `rise` passes).
+ * Admin states are the state file's business and are not touched; circuit
+ * breakers start closed and a carried READY backend at full weight (no
+ * slow-start ramp: it was taking traffic). A malformed text changes nothing (-1, msg);
+ * otherwise returns the number of backends carried, summary in msg.
+ * state_load_health_fd reads the text from fd (from its start) first.
+ */
+char *state_render_health(const struct model *m);
+int state_apply_health(struct model *m, const char *text, char *msg, size_t msglen);
+int state_load_health_fd(struct model *m, int fd, char *msg, size_t msglen);
+
 /* --- persistence thread ---------------------------------------------------- */
 
 /*

@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -46,10 +47,12 @@ static struct {
     uint64_t kill_at_us;
     struct worker **workers;
     unsigned nworkers;
+    int carry_fd; /* readiness for the next new binary (upgrade_carry), or -1 */
     void (*on_ready)(void);
     void (*on_failed)(const char *why);
     /* new side */
     int admin_fd;
+    int health_fd; /* the old process's readiness (upgrade_inherited_health), or -1 */
     struct inherited *inh;
     unsigned ninh;
     int child_chan;
@@ -57,7 +60,7 @@ static struct {
     unsigned next_worker;
     void (*on_handoff)(bool go);
     bool handoff_done; /* GO or NO came (or the old process went away) */
-} up = {.chan = -1, .admin_fd = -1, .child_chan = -1};
+} up = {.chan = -1, .carry_fd = -1, .admin_fd = -1, .health_fd = -1, .child_chan = -1};
 
 void upgrade_remember_argv(int argc, char **argv)
 {
@@ -211,7 +214,43 @@ static void chan_cb(evutil_socket_t fd, short what, void *arg)
         up.on_ready();
 }
 
-/* "VEER_INHERIT=@admin=FD;ADDR=FD,FD,...;..." naming every socket the new binary takes. */
+static void carry_close(void)
+{
+    if (up.carry_fd >= 0)
+        close(up.carry_fd);
+    up.carry_fd = -1;
+}
+
+/*
+ * Old side: text (the old process's readiness) goes to the next new binary
+ * in a memory file it inherits, named "@health" in VEER_INHERIT (a binary
+ * that predates it closes it as an unclaimed set). Without memfd the new
+ * binary starts its checked backends PENDING, as after a restart (logged).
+ */
+void upgrade_carry(const char *text)
+{
+    size_t len = strlen(text), off = 0;
+
+    carry_close();
+    up.carry_fd = memfd_create("veer-health", MFD_CLOEXEC);
+    while (up.carry_fd >= 0 && off < len) {
+        ssize_t w = write(up.carry_fd, text + off, len - off);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            break;
+        off += (size_t)w;
+    }
+    if (up.carry_fd < 0 || off < len || lseek(up.carry_fd, 0, SEEK_SET) < 0) {
+        log_warn("upgrade: cannot hand readiness over (%s): the new binary starts its checked "
+                 "backends PENDING",
+                 strerror(errno));
+        carry_close();
+    }
+}
+
+/* "VEER_INHERIT=@admin=FD[;@health=FD];ADDR=FD,FD,...;..." naming every fd the new binary takes. */
 static char *inherit_env(int admin_fd, int **fds_out, unsigned *nfds)
 {
     size_t cap = 256, len;
@@ -221,6 +260,10 @@ static char *inherit_env(int admin_fd, int **fds_out, unsigned *nfds)
 
     len = (size_t)snprintf(s, cap, "VEER_INHERIT=@admin=%d", admin_fd);
     fds[nf++] = admin_fd;
+    if (up.carry_fd >= 0) {
+        len += (size_t)snprintf(s + len, cap - len, ";@health=%d", up.carry_fd);
+        fds[nf++] = up.carry_fd;
+    }
     for (unsigned l = 0; up.nworkers && l < up.workers[0]->nlisteners; l++) {
         const char *addr = up.workers[0]->listeners[l]->lc->addr.text;
         char part[96];
@@ -271,14 +314,17 @@ int upgrade_start(struct event_base *base, struct worker **workers, unsigned nwo
 
     if (up.started) {
         snprintf(msg, len, "an upgrade is already under way");
+        carry_close();
         return VEER_ERROR;
     }
     if (access(up.exe, X_OK) < 0) {
         snprintf(msg, len, "cannot run %s: %s", up.exe, strerror(errno));
+        carry_close();
         return VEER_ERROR;
     }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         snprintf(msg, len, "socketpair: %s", strerror(errno));
+        carry_close();
         return VEER_ERROR;
     }
     up.workers = workers;
@@ -302,6 +348,7 @@ int upgrade_start(struct event_base *base, struct worker **workers, unsigned nwo
     free(inherit);
     free(fds);
     close(sv[1]);
+    carry_close(); /* the child has its copy; a later attempt renders its own */
     if (pid < 0) {
         close(sv[0]);
         snprintf(msg, len, "fork: %s", strerror(errno));
@@ -382,6 +429,12 @@ void upgrade_child_init(void)
             up.admin_fd = parse_fd(eq + 1);
             continue;
         }
+        if (strcmp(part, "@health") == 0) {
+            up.health_fd = parse_fd(eq + 1);
+            if (up.health_fd >= 0)
+                fcntl(up.health_fd, F_SETFD, FD_CLOEXEC); /* never passed on to a later binary */
+            continue;
+        }
         up.inh = veer_realloc(up.inh, (up.ninh + 1) * sizeof(*up.inh));
         in = &up.inh[up.ninh++];
         memset(in, 0, sizeof(*in));
@@ -435,6 +488,14 @@ void upgrade_close_unclaimed(void)
 int upgrade_inherited_admin(void)
 {
     return up.admin_fd;
+}
+
+int upgrade_inherited_health(void)
+{
+    int fd = up.health_fd;
+
+    up.health_fd = -1;
+    return fd;
 }
 
 static void handoff(bool go)
@@ -540,6 +601,10 @@ void upgrade_shutdown(void)
     if (up.chan >= 0)
         close(up.chan);
     up.chan = -1;
+    carry_close();
+    if (up.health_fd >= 0)
+        close(up.health_fd);
+    up.health_fd = -1;
     for (unsigned i = 0; i < up.ninh; i++)
         free(up.inh[i].fds);
     free(up.inh);

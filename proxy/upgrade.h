@@ -58,6 +58,13 @@ int upgrade_start(struct event_base *base, struct worker **workers, unsigned nwo
                   void (*on_ready)(void), void (*on_failed)(const char *why), char *msg,
                   size_t len);
 
+/*
+ * Old side, before upgrade_start: hand text (state_render_health) to the new
+ * binary in an inherited memory file. upgrade_start passes it on to the one
+ * binary it starts, and drops it whatever the outcome.
+ */
+void upgrade_carry(const char *text);
+
 /* New side: hand a connection from the old process to a worker (any thread). */
 void worker_adopt(struct worker *w, int fd, const struct handover_msg *hm);
 
@@ -80,6 +87,9 @@ const int *upgrade_inherited_listener(const char *addr_text, unsigned *n);
  */
 void upgrade_close_unclaimed(void);
 int upgrade_inherited_admin(void);
+
+/* New side: the old process's readiness text (upgrade_carry) as an fd the caller closes, or -1. */
+int upgrade_inherited_health(void);
 
 /* New side: whether this process was started by an upgrade (after upgrade_child_init). */
 bool upgrade_is_child(void);

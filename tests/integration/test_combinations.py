@@ -20,10 +20,12 @@ for, and answers are checked never to come before them.
 import base64
 import os
 import select
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -634,6 +636,105 @@ class UpgradeWithHealthChecksTest(CombinationCase):
             self.assertEqual(rc, 0, "\n".join(new.log()))
         self.assert_clean(v)
         v.stop()
+
+
+def states(v, pool="api"):
+    """{backend: state} as `show pool` gives it."""
+    return {b["name"]: b["state"] for b in show_pool(v.admin_socket, pool)["backends"]}
+
+
+class UpgradeCarriesReadinessTest(CombinationCase):
+    """The new process of a binary upgrade starts each checked backend with
+    the readiness the old one routed by (READY, DOWN, PENDING), and only an
+    upgrade does: a plain restart starts every checked backend PENDING."""
+
+    def start(self, state_dir="{tmp}"):
+        """ready-1 READY, down-1 READY then DOWN (its checks fail from then
+        on), pending-1 never passing a check: PENDING."""
+        self.r, self.d, self.p = (self.stamp(n) for n in ("ready-1", "down-1", "pending-1"))
+        self.p.set_healthy(False)
+        self.text = config([("api", [(b.name, b.address) for b in (self.r, self.d, self.p)],
+                             health_text("/ready", 100, 1000, 2, 2))]).replace(
+            'state_file = "{tmp}/state"', 'state_file = "%s/state"' % state_dir)
+        v = self.veer(self.text, workers=1)
+        wait_for(lambda: states(v) == {"ready-1": "READY", "down-1": "READY",
+                                       "pending-1": "PENDING"}, what="ready-1, down-1 READY")
+        self.d.set_healthy(False)
+        wait_for(lambda: states(v)["down-1"] == "DOWN", what="down-1 DOWN")
+        return v
+
+    def assert_no_traffic(self, *bs):
+        for b in bs:
+            self.assertEqual([r.target for r in b.snapshot()], [],
+                             "%s got client traffic" % b.name)
+
+    def test_upgrade_keeps_down_and_pending_backends_out_of_rotation(self):
+        """Across SIGUSR2 under strict load: every request 200, none to
+        down-1 or pending-1; veer's readiness endpoint 200 throughout (the new
+        process does not report its pool as without an eligible backend); the
+        new process shows down-1 DOWN (its own checks alone would leave it
+        PENDING) and pending-1 PENDING."""
+        v = self.start()
+        port = listener_ports(v)["api"]
+        ready = self.prompt(port, "/api/health/readiness")
+        load = StrictLoad(port, 2)
+        self._cleanup.append(load.stop)
+        load.wait_count(20)
+        old_pid = v.proc.pid
+        t0 = time.monotonic()
+        v.send_signal(signal.SIGUSR2)
+        new = Successor(v, old_pid)
+        self._cleanup.append(lambda: new.stop(signal.SIGKILL) if new.alive() else None)
+        try:
+            self.assertEqual(v.proc.wait(DEADLINE), 0, "\n".join(pid_lines(v, old_pid)))
+        except subprocess.TimeoutExpired:
+            self.fail("the old veer did not exit:\n" + "\n".join(pid_lines(v, old_pid)))
+        load.wait_each_sent_after(time.monotonic(), 10)
+        ready.wait_after(time.monotonic())
+        load.stop()
+        ready.stop()
+        ready.check(self, t0, time.monotonic(), "the upgrade")
+        self.assertFalse(load.failures(), load.describe())
+        new.wait_log(r"readiness carried over: 1 ready, 1 down, 1 pending")
+        # Answered by the new process: the old one has exited.
+        self.assertEqual(states(v), {"ready-1": "READY", "down-1": "DOWN",
+                                     "pending-1": "PENDING"})
+        self.assert_no_traffic(self.d, self.p)
+        rc = new.stop()
+        if SUBREAPER:
+            self.assertEqual(rc, 0, "\n".join(new.log()))
+        self.assert_clean(v)
+        v.stop(sig=None)
+
+    def test_plain_restart_starts_every_checked_backend_pending(self):
+        """The state file does not carry readiness: after a stop and a start
+        on the same state file, ready-1 (READY before) and down-1 (DOWN
+        before) are PENDING, and the file's other decisions (a weight) are
+        restored. ready-1's checks fail from the stop on, so only a carried
+        state could make it READY."""
+        keep = tempfile.mkdtemp(prefix="veer-state-")
+        self._cleanup.append(lambda: shutil.rmtree(keep, ignore_errors=True))
+        v = self.start(keep)
+        parse_ok(veerctl(v.admin_socket, "set", "weight", "api/ready-1", "7").stdout)
+        self.r.set_healthy(False)
+        v.stop()
+        v2 = self.veer(self.text, workers=1)
+        v2.wait_log(r"state file .*restored 3 backends", what="the state file restored")
+        self.assertEqual(states(v2), {"ready-1": "PENDING", "down-1": "PENDING",
+                                      "pending-1": "PENDING"})
+        self.assertEqual([b["weight"] for b in show_pool(v2.admin_socket)["backends"]],
+                         [7, 100, 100])
+        self.assertFalse([l for l in v2.log() if "readiness carried" in l])
+        port = listener_ports(v2)["api"]
+        c = self.client(port)
+        r = c.request("GET", "/api/health/readiness")
+        self.assertEqual(r.status, 503)
+        # Still PENDING after ready-1's checks ran (two failed, as rise is 2).
+        n = len(self.r.checks)
+        wait_for(lambda: len(self.r.checks) >= n + 2, what="two checks of ready-1")
+        self.assertEqual(states(v2)["ready-1"], "PENDING")
+        self.assert_no_traffic(self.d, self.p)
+        v2.stop()
 
 
 # --- certificate reloads with session tickets, then an upgrade ------------------------------------

@@ -3,7 +3,8 @@
  * trip onto a fresh model, names that no longer exist, corrupt texts that
  * must change nothing, shares that no longer total 100, loading from disk,
  * and the persistence thread (atomic writes, coalescing, flush on stop,
- * audit fsync, retry after a failed write).
+ * audit fsync, retry after a failed write), and the readiness an upgrade
+ * hands to the new process (never in the state file).
  */
 #include "sbuf.h"
 #include "state.h"
@@ -647,6 +648,181 @@ START_TEST(test_failed_write_is_retried_not_fatal)
 }
 END_TEST
 
+/* --- readiness carried across an upgrade ------------------------------------------------- */
+
+/* api has readiness checks (blue-1, blue-2, green-1), web has none (w1). */
+#define CONF_H                                                                                     \
+    LISTEN                                                                                         \
+    "pools = ( { name = \"api\"; health = { path = \"/ready\"; interval_ms = 500;"                 \
+    " timeout_ms = 1000; rise = 2; fall = 3; }; backends = ("                                      \
+    "{ name = \"blue-1\"; address = \"127.0.0.1:1\"; weight = 100; group = \"blue\"; },"           \
+    "{ name = \"blue-2\"; address = \"127.0.0.1:2\"; weight = 100; group = \"blue\"; },"           \
+    "{ name = \"green-1\"; address = \"127.0.0.1:3\"; weight = 100; group = \"green\"; } );"       \
+    "shares = { blue = 100; green = 0; }; },"                                                      \
+    "{ name = \"web\"; backends = ( { name = \"w1\"; address = \"127.0.0.1:4\"; } ); } );"
+
+/* The old process's view: blue-1 READY, blue-2 DOWN, green-1 still PENDING. */
+#define HEALTH_TEXT                                                                                \
+    "veer-health 1\n"                                                                              \
+    "pool api\n"                                                                                   \
+    "backend blue-1 127.0.0.1:1 ready\n"                                                           \
+    "backend blue-2 127.0.0.1:2 down\n"                                                            \
+    "backend green-1 127.0.0.1:3 pending\n"                                                        \
+    "pool web\n"                                                                                   \
+    "backend w1 127.0.0.1:4 ready\n"                                                               \
+    "end\n"
+
+START_TEST(test_health_render_is_the_documented_format)
+{
+    struct veer_conf *c = load(CONF_H);
+    struct model *m = model_from_conf(c);
+    char *text;
+
+    ck_assert_int_eq(m->pools[0].b[0].health, HEALTH_PENDING); /* config load: PENDING */
+    ck_assert_int_eq(m->pools[1].b[0].health, HEALTH_READY);   /* no checks: READY */
+    m->pools[0].b[0].health = HEALTH_READY;
+    m->pools[0].b[1].health = HEALTH_DOWN;
+    text = state_render_health(m);
+    ck_assert_str_eq(text, HEALTH_TEXT);
+    free(text);
+    done(m, c);
+}
+END_TEST
+
+/*
+ * Upgrade mode (a readiness text handed over) starts READY backends READY
+ * and DOWN ones DOWN; a plain start (the state file only) leaves every
+ * checked backend PENDING, whatever the old process saw: the state file
+ * carries no health.
+ */
+START_TEST(test_readiness_is_carried_only_by_an_upgrade)
+{
+    struct veer_conf *c = load(CONF_H);
+    struct model *old = model_from_conf(c), *up = model_from_conf(c), *plain = model_from_conf(c);
+    char msg[256], *state, *again;
+
+    old->pools[0].b[0].health = HEALTH_READY;
+    old->pools[0].b[1].health = HEALTH_DOWN;
+    old->pools[0].b[2].admin = ADMIN_MAINT;
+    state = state_render(old);
+    old->pools[0].b[0].health = old->pools[0].b[1].health = HEALTH_PENDING;
+    again = state_render(old);
+    ck_assert_str_eq(state, again); /* the state file does not carry health */
+    free(again);
+
+    /* Plain restart: the state file alone. */
+    ck_assert_int_eq(state_apply(plain, state, msg, sizeof(msg)), 4);
+    for (uint32_t i = 0; i < 3; i++)
+        ck_assert_int_eq(plain->pools[0].b[i].health, HEALTH_PENDING);
+    ck_assert_int_eq(plain->pools[0].b[2].admin, ADMIN_MAINT);
+
+    /* Upgrade: the state file, then the readiness the old process handed over. */
+    ck_assert_int_eq(state_apply(up, state, msg, sizeof(msg)), 4);
+    ck_assert_int_eq(state_apply_health(up, HEALTH_TEXT, msg, sizeof(msg)), 3);
+    ck_assert_msg(strstr(msg, "1 ready, 1 down, 1 pending") != NULL, "%s", msg);
+    ck_assert_int_eq(up->pools[0].b[0].health, HEALTH_READY);
+    ck_assert_int_eq(up->pools[0].b[1].health, HEALTH_DOWN);
+    ck_assert_int_eq(up->pools[0].b[2].health, HEALTH_PENDING);
+    ck_assert_int_eq(up->pools[0].b[2].admin, ADMIN_MAINT); /* admin states untouched */
+    ck_assert_int_eq(model_state(&up->pools[0], 0), BE_READY);
+    ck_assert_int_eq(model_state(&up->pools[0], 1), BE_DOWN);
+    ck_assert_int_eq(model_state(&up->pools[0], 2), BE_MAINT);
+    ck_assert(model_eligible(&up->pools[0], 0));
+    ck_assert(!model_eligible(&up->pools[0], 1));
+    ck_assert_int_eq(up->pools[0].b[0].breaker, BREAKER_CLOSED);
+    free(state);
+    model_free(old);
+    model_free(plain);
+    done(up, c);
+}
+END_TEST
+
+/*
+ * Only a backend of the same pool, name and address takes the carried
+ * readiness; a moved one, an unknown one and a pool without checks here
+ * keep what the config gave them.
+ */
+START_TEST(test_carried_readiness_needs_same_pool_name_and_address)
+{
+    struct veer_conf *c = load(CONF_H);
+    struct model *m = model_from_conf(c);
+    char msg[256];
+
+    ck_assert_int_eq(state_apply_health(m,
+                                        "veer-health 1\n"
+                                        "pool api\n"
+                                        "backend green-1 127.0.0.1:3 ready\n" /* out of order */
+                                        "backend blue-1 127.0.0.1:9 ready\n"  /* moved */
+                                        "backend gone 127.0.0.1:2 ready\n"    /* unknown */
+                                        "pool web\n"
+                                        "backend w1 127.0.0.1:4 down\n" /* no checks here */
+                                        "pool old\n"
+                                        "backend x 127.0.0.1:5 ready\n"
+                                        "end\n",
+                                        msg, sizeof(msg)),
+                     1);
+    ck_assert_msg(strstr(msg, "1 at a new address start PENDING") != NULL, "%s", msg);
+    ck_assert_int_eq(m->pools[0].b[0].health, HEALTH_PENDING);
+    ck_assert_int_eq(m->pools[0].b[1].health, HEALTH_PENDING);
+    ck_assert_int_eq(m->pools[0].b[2].health, HEALTH_READY);
+    ck_assert_int_eq(m->pools[1].b[0].health, HEALTH_READY);
+    done(m, c);
+}
+END_TEST
+
+/* A readiness text that is not whole and well formed changes nothing. */
+static const char *const bad_health[] = {
+    "",
+    "veer-health 2\npool api\nend\n",
+    "veer-state 1\nend\n",
+    "veer-health 1\npool api\nbackend blue-1 127.0.0.1:1 ready\n",         /* no end */
+    "veer-health 1\npool api\nbackend blue-1 127.0.0.1:1 ready\nend",      /* cut */
+    "veer-health 1\npool api\nbackend blue-1 127.0.0.1:1 ready",           /* cut mid-line */
+    "veer-health 1\nbackend blue-1 127.0.0.1:1 ready\nend\n",              /* no pool */
+    "veer-health 1\npool api\nbackend blue-1 127.0.0.1:1 up\nend\n",       /* bad word */
+    "veer-health 1\npool api\nbackend blue-1 ready\nend\n",                /* no address */
+    "veer-health 1\npool api\nbackend blue-1 127.0.0.1:1 ready\nend\nx\n", /* after end */
+    "veer-health 1\npool api\nbackend blue-1 127.0.0.1:1 ready\x01\nend\n",
+};
+
+START_TEST(test_malformed_readiness_changes_nothing)
+{
+    struct veer_conf *c = load(CONF_H);
+    struct model *m = model_from_conf(c);
+    char msg[256], *before = dump(m), *after;
+
+    msg[0] = '\0';
+    ck_assert_int_eq(state_apply_health(m, bad_health[_i], msg, sizeof(msg)), -1);
+    ck_assert_msg(strncmp(msg, "line ", 5) == 0, "%s", msg);
+    after = dump(m);
+    ck_assert_str_eq(after, before);
+    free(before);
+    free(after);
+    done(m, c);
+}
+END_TEST
+
+/* The new process reads the text from an inherited fd whose offset the writer left at the end. */
+START_TEST(test_readiness_loads_from_an_fd)
+{
+    struct veer_conf *c = load(CONF_H);
+    struct model *m = model_from_conf(c);
+    char path[] = "/tmp/check_state_health_XXXXXX", msg[256];
+    int fd = mkstemp(path);
+
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    ck_assert_int_eq(write(fd, HEALTH_TEXT, strlen(HEALTH_TEXT)), (ssize_t)strlen(HEALTH_TEXT));
+    ck_assert_int_eq(state_load_health_fd(m, fd, msg, sizeof(msg)), 3);
+    ck_assert_int_eq(m->pools[0].b[0].health, HEALTH_READY);
+    ck_assert_int_eq(ftruncate(fd, 0), 0);
+    ck_assert_int_eq(write(fd, "veer-health 1\0\n", 15), 15);
+    ck_assert_int_eq(state_load_health_fd(m, fd, msg, sizeof(msg)), -1);
+    close(fd);
+    done(m, c);
+}
+END_TEST
+
 static Suite *state_suite(void)
 {
     Suite *s = suite_create("state");
@@ -665,6 +841,12 @@ static Suite *state_suite(void)
     tcase_add_test(tf, test_shares_not_totalling_100_are_skipped_but_weights_apply);
     tcase_add_test(tf, test_load_of_a_missing_file_is_not_an_error);
     tcase_add_test(tf, test_load_applies_a_good_file_and_refuses_a_corrupt_one);
+    tcase_add_test(tf, test_health_render_is_the_documented_format);
+    tcase_add_test(tf, test_readiness_is_carried_only_by_an_upgrade);
+    tcase_add_test(tf, test_carried_readiness_needs_same_pool_name_and_address);
+    tcase_add_loop_test(tf, test_malformed_readiness_changes_nothing, 0,
+                        (int)(sizeof(bad_health) / sizeof(bad_health[0])));
+    tcase_add_test(tf, test_readiness_loads_from_an_fd);
     tcase_add_test(tp, test_persist_writes_the_file_atomically_and_promptly);
     tcase_add_test(tp, test_rapid_updates_leave_the_last_text);
     tcase_add_test(tp, test_stop_flushes_what_is_pending);

@@ -1296,6 +1296,42 @@ START_TEST(test_inherit_ignores_malformed_parts)
 }
 END_TEST
 
+/*
+ * "@health=FD" is the old process's readiness (upgrade_carry): handed out
+ * once, never as a listener set, made close-on-exec so a later upgrade does
+ * not pass it on; one nobody took is closed at shutdown.
+ */
+START_TEST(test_inherit_gives_the_readiness_file_once)
+{
+    int sv[2], fds[3];
+    char env[256];
+
+    channel(sv);
+    some_fds(fds, 3);
+    ck_assert_int_eq(fcntl(fds[1], F_SETFD, 0), 0); /* as exec leaves it */
+    snprintf(env, sizeof(env), "@admin=%d;@health=%d;127.0.0.1:8080=%d", fds[0], fds[1], fds[2]);
+    child_init(sv[1], env);
+    ck_assert_int_eq(upgrade_inherited_health(), fds[1]);
+    ck_assert_int_eq(upgrade_inherited_health(), -1);
+    ck_assert(fcntl(fds[1], F_GETFD) & FD_CLOEXEC);
+    expect_no_set("@health");
+    expect_set("127.0.0.1:8080", &fds[2], 1);
+    upgrade_shutdown();
+    ck_assert(fd_open(fds[1])); /* taken: the caller's to close */
+
+    snprintf(env, sizeof(env), "@admin=%d;@health=%d", fds[0], fds[1]);
+    child_init(sv[1], env);
+    upgrade_shutdown();
+    ck_assert(fd_closed(fds[1])); /* not taken: closed with the rest */
+    child_init(sv[1], "@admin=-1");
+    ck_assert_int_eq(upgrade_inherited_health(), -1); /* a plain upgrade without one */
+    upgrade_shutdown();
+    close(fds[0]);
+    close(fds[2]);
+    close(sv[0]);
+}
+END_TEST
+
 /* VEER_INHERIT without the channel is not an upgrade: nothing is taken from it. */
 START_TEST(test_inherit_needs_the_upgrade_channel_too)
 {
@@ -1730,10 +1766,12 @@ START_TEST(test_start_without_a_binary_is_refused)
 
     old_proc_init(&o, dir);
     before = count_fds();
+    upgrade_carry("veer-health 1\nend\n");
+    ck_assert_int_eq(count_fds(), before + 1);
     ck_assert_int_eq(upgrade_start(base, o.w, 2, o.admin, on_ready, on_failed, msg, sizeof(msg)),
                      VEER_ERROR);
     ck_assert_msg(strncmp(msg, "cannot run ", 11) == 0, "%s", msg);
-    ck_assert_int_eq(count_fds(), before);
+    ck_assert_int_eq(count_fds(), before); /* the readiness file too */
     ck_assert_int_eq(events_on(base), 0);
     ck_assert_int_eq(waitpid(-1, NULL, WNOHANG), -1);
     upgrade_shutdown();
@@ -1766,6 +1804,7 @@ static Suite *upgrade_suite(void)
     tcase_add_test(ti, test_inherit_gives_the_admin_socket_and_a_set_per_listener);
     tcase_add_test(ti, test_inherit_ignores_malformed_parts);
     tcase_add_test(ti, test_inherit_needs_the_upgrade_channel_too);
+    tcase_add_test(ti, test_inherit_gives_the_readiness_file_once);
     tcase_add_test(ti, test_close_unclaimed_closes_only_the_sets_no_listener_took);
     tcase_add_test(ti, test_shutdown_frees_and_closes_what_it_holds);
     tcase_add_test(to, test_start_runs_the_new_binary_on_our_sockets_and_hands_over_on_ready);
