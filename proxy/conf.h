@@ -7,6 +7,8 @@
 #ifndef VEER_CONF_H
 #define VEER_CONF_H
 
+#include "hmap.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -121,6 +123,7 @@ struct conf_pool {
     struct conf_upstream_tls tls;
     struct conf_backend *backends;
     int nbackends;
+    struct hmap backend_index; /* name -> index into backends */
     bool has_shares;
     struct conf_share *shares;
     int nshares;
@@ -201,6 +204,7 @@ struct veer_conf {
     struct conf_cluster cluster;
     struct conf_pool *pools;
     int npools;
+    struct hmap pool_index; /* name -> index into pools */
 };
 
 /*
@@ -214,6 +218,9 @@ void conf_free(struct veer_conf *conf);
 
 /* Find a pool by name; NULL when absent. */
 const struct conf_pool *conf_find_pool(const struct veer_conf *conf, const char *name);
+
+/* Find a backend of pool p by name; NULL when absent (or p is NULL). */
+const struct conf_backend *conf_find_backend(const struct conf_pool *p, const char *name);
 
 /*
  * Parse "host:port" or "[v6]:port" with a numeric address (or "localhost",

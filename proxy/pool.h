@@ -12,6 +12,7 @@
 #define VEER_POOL_H
 
 #include "conf.h"
+#include "hmap.h"
 #include "metrics.h"
 
 #include <stdatomic.h>
@@ -219,8 +220,12 @@ struct rt_pool {
     int64_t maint_hold_ms;
     struct rt_backend *b;
     uint32_t nb;
+    uint32_t cap_b;       /* room in b: it grows by doubling */
+    struct hmap b_byname; /* backend name -> struct backend * (its index is be->index) */
     struct rt_group *g;
     uint32_t ng;
+    uint32_t cap_g;
+    struct hmap g_byname; /* group name -> index into g */
 };
 
 struct model {
@@ -255,6 +260,12 @@ int model_find_pool(const struct model *m, const char *name);
  * 0 when not eligible.
  */
 double model_effective_weight(const struct rt_pool *p, uint32_t i);
+
+/*
+ * The same for every backend of p, by index, in one pass (a loop over
+ * model_effective_weight would be quadratic). A new array; the caller frees it.
+ */
+double *model_effective_weights(const struct rt_pool *p);
 
 /* Whether backend i of pool p may receive new requests. */
 bool model_eligible(const struct rt_pool *p, uint32_t i);
