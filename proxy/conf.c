@@ -608,8 +608,8 @@ static const struct field timeout_fields[] = {
 static const struct field limit_fields[] = {
     F_INT(struct conf_limits, max_connections, 1, INT_MAX),
     F_INT(struct conf_limits, max_connections_per_worker, 0, INT_MAX),
-    F_INT(struct conf_limits, request_line_bytes, 64, INT_MAX),
-    F_INT(struct conf_limits, header_bytes, 256, INT_MAX),
+    F_INT(struct conf_limits, request_line_bytes, 64, CONF_HEAD_BYTES_MAX),
+    F_INT(struct conf_limits, header_bytes, 256, CONF_HEAD_BYTES_MAX),
     F_INT(struct conf_limits, header_count, 1, 10000),
     F_INT64(struct conf_limits, body_bytes, 0, INT64_MAX),
     F_END,

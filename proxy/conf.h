@@ -160,11 +160,20 @@ struct conf_timeouts {
     int shutdown_ms;          /* 30000 */
 };
 
+/*
+ * Largest limits.request_line_bytes and limits.header_bytes: a request head
+ * is held whole in one buffer of up to their sum (plus slack) per
+ * connection, and buffer sizes are 32-bit. 1 MiB each is well past what
+ * clients send (HAProxy's whole buffer is 16 KiB by default, nginx's
+ * header buffers 8 KiB) and keeps a head buffer far from 4 GiB.
+ */
+#define CONF_HEAD_BYTES_MAX (1024 * 1024)
+
 struct conf_limits {
     int max_connections;            /* 10000 */
     int max_connections_per_worker; /* 0 = no cap */
-    int request_line_bytes;         /* 8192 */
-    int header_bytes;               /* 32768 */
+    int request_line_bytes;         /* 8192, 64..CONF_HEAD_BYTES_MAX */
+    int header_bytes;               /* 32768, 256..CONF_HEAD_BYTES_MAX */
     int header_count;               /* 100 */
     int64_t body_bytes;             /* 0 = unlimited */
 };
