@@ -145,7 +145,8 @@ void ctl_sync_draining(struct rt_pool *p)
         b->drain_gen = ctl.model->generation;
         b->drain_start_us = veer_now_us();
         b->drain_inflight = backend_active(b->be);
-        closing = veer_realloc(closing, (n + 1) * sizeof(*closing));
+        if (closing == NULL) /* one table for all of them: a reload may drain thousands */
+            closing = veer_malloc(p->nb * sizeof(*closing));
         closing[n++] = b->be;
     }
     ctl_send_backends(WMSG_CLOSE_IDLE, closing, n);
