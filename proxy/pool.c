@@ -296,6 +296,28 @@ struct backend *model_del_backend(struct model *m, int pi, uint32_t i)
     return be;
 }
 
+uint32_t model_del_backends(struct model *m, int pi, bool (*gone)(const struct rt_backend *b),
+                            struct backend **out)
+{
+    struct rt_pool *p = &m->pools[pi];
+    uint32_t k = 0, n = 0;
+
+    for (uint32_t i = 0; i < p->nb; i++) {
+        if (gone(&p->b[i])) {
+            hmap_remove_str(&p->b_byname, p->b[i].be->name);
+            p->b[i].be->pool = -1;
+            out[n++] = p->b[i].be;
+            continue;
+        }
+        if (k != i)
+            p->b[k] = p->b[i];
+        p->b[k].be->index = k;
+        k++;
+    }
+    p->nb = k;
+    return n;
+}
+
 int model_find_pool(const struct model *m, const char *name)
 {
     for (uint32_t i = 0; i < m->npools; i++)

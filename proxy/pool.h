@@ -286,6 +286,15 @@ uint32_t model_add_backend(struct model *m, int pi, const char *name, const stru
  */
 struct backend *model_del_backend(struct model *m, int pi, uint32_t i);
 
+/*
+ * Remove every backend of pool pi that gone() picks, in one pass that keeps
+ * the others in order (deleting many one by one would be quadratic). Their
+ * objects go into out (room for the pool's count), for the caller to
+ * retire; returns how many.
+ */
+uint32_t model_del_backends(struct model *m, int pi, bool (*gone)(const struct rt_backend *b),
+                            struct backend **out);
+
 /* Free a backend object (after it was retired and nothing holds it). */
 void backend_destroy(struct backend *be);
 
