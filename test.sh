@@ -2,7 +2,7 @@
 # Run every test: unit suites (Check) and integration tests (the real veer
 # against real backends over loopback). Installs what is missing first.
 #   ./test.sh              normal build in build/
-#   ./test.sh --sanitize   ASan+UBSan build in build-asan/
+#   ./test.sh --sanitize   ASan+UBSan build in build-asan/, every timeout x3 (meson's and Check's)
 set -euo pipefail
 cd "$(dirname "$0")"
 # python3-prometheus-client, prometheus (promtool) and chromium: the observability tests;
@@ -11,8 +11,12 @@ tests/deps.sh python3-prometheus-client prometheus chromium openssl etcd-server
 
 dir=build
 opts=(-Dwerror=true)
+# Sanitized code runs 2-3x slower, and the unit and integration suites share the cores: scale
+# meson's timeouts and Check's per-test timeouts by the same factor, so they keep agreeing.
+timeout_mult=1
 if [ "${1:-}" = "--sanitize" ]; then
     dir=build-asan
+    timeout_mult=3
     opts+=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug)
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -23,4 +27,5 @@ else
     meson setup "$dir" "${opts[@]}" >/dev/null
 fi
 meson compile -C "$dir"
-meson test -C "$dir" --print-errorlogs --num-processes 2
+export CK_TIMEOUT_MULTIPLIER=$timeout_mult
+meson test -C "$dir" --print-errorlogs --num-processes 2 --timeout-multiplier "$timeout_mult"

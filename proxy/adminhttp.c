@@ -94,6 +94,7 @@ void adminhttp_status_json(struct sbuf *o)
 {
     const struct model *m = ah.model;
     bool shutting = false;
+    double *ew;
 
     for (unsigned w = 0; w < ah.nworkers; w++)
         shutting |= ah.workers[w]->shutting_down;
@@ -120,6 +121,7 @@ void adminhttp_status_json(struct sbuf *o)
             sb_puts(o, "}");
         }
         sb_puts(o, "],\"backends\":[");
+        ew = model_effective_weights(rp);
         for (uint32_t i = 0; i < rp->nb; i++) {
             const struct rt_backend *b = &rp->b[i];
             bool draining = b->admin == ADMIN_DRAIN && !b->drained;
@@ -133,15 +135,16 @@ void adminhttp_status_json(struct sbuf *o)
             sb_printf(o,
                       ",\"state\":\"%s\",\"weight\":%d,\"effective_weight\":%.6g,"
                       "\"active\":%u,\"conns\":%u,\"circuit\":\"%s\",\"weight_factor\":%.4g,",
-                      backend_state_name(model_state(rp, i)), b->weight,
-                      model_effective_weight(rp, i), backend_active(b->be), backend_conns(b->be),
-                      breaker_state_name(b->breaker), b->factor);
+                      backend_state_name(model_state(rp, i)), b->weight, ew[i],
+                      backend_active(b->be), backend_conns(b->be), breaker_state_name(b->breaker),
+                      b->factor);
             rate_json(o, &b->rate);
             if (draining)
                 sb_printf(o, ",\"drain\":{\"left\":%u,\"elapsed_ms\":%.0f}", backend_active(b->be),
                           (double)(veer_now_us() - b->drain_start_us) / 1000.0);
             sb_puts(o, "}");
         }
+        free(ew);
         sb_puts(o, "],\"rollout\":");
         rollout_status_json((int)p, o);
         sb_puts(o, "}");

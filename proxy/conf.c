@@ -608,8 +608,8 @@ static const struct field timeout_fields[] = {
 static const struct field limit_fields[] = {
     F_INT(struct conf_limits, max_connections, 1, INT_MAX),
     F_INT(struct conf_limits, max_connections_per_worker, 0, INT_MAX),
-    F_INT(struct conf_limits, request_line_bytes, 64, INT_MAX),
-    F_INT(struct conf_limits, header_bytes, 256, INT_MAX),
+    F_INT(struct conf_limits, request_line_bytes, 64, CONF_HEAD_BYTES_MAX),
+    F_INT(struct conf_limits, header_bytes, 256, CONF_HEAD_BYTES_MAX),
     F_INT(struct conf_limits, header_count, 1, 10000),
     F_INT64(struct conf_limits, body_bytes, 0, INT64_MAX),
     F_END,
@@ -742,27 +742,30 @@ static unsigned addr_port(const struct conf_addr *a)
     return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
 }
 
-/* Two listeners on one address and port (port 0 excepted: each gets its own). */
+/*
+ * Two listeners on one address and port (port 0 excepted: each gets its
+ * own). seen indexes the addresses of the listeners before i.
+ */
 static int check_listen_duplicate(struct loader *ld, const struct veer_conf *conf, int i,
-                                  const config_setting_t *e)
+                                  const config_setting_t *e, struct hmap *seen)
 {
     const struct conf_addr *a = &conf->listens[i].addr;
-    int j;
+    uintptr_t *j;
 
     if (addr_port(a) == 0)
         return 0;
-    for (j = 0; j < i; j++)
-        if (strcmp(conf->listens[j].addr.text, a->text) == 0)
-            return fail(ld, config_setting_get_member(e, "address"),
-                        "duplicate listen address %s (also at line %d)", a->text,
-                        conf->listens[j].line);
-    return 0;
+    j = hmap_insert_str(seen, a->text, (uintptr_t)i);
+    if (j == NULL)
+        return 0;
+    return fail(ld, config_setting_get_member(e, "address"),
+                "duplicate listen address %s (also at line %d)", a->text, conf->listens[*j].line);
 }
 
 static int parse_listens(struct loader *ld, const config_setting_t *s, void *obj)
 {
     struct veer_conf *conf = obj;
-    int i, n = config_setting_length(s);
+    struct hmap seen = {0};
+    int i, rc = 0, n = config_setting_length(s);
 
     if (!is_group_list(s))
         return fail(ld, s,
@@ -773,16 +776,17 @@ static int parse_listens(struct loader *ld, const config_setting_t *s, void *obj
         return fail(ld, s, "%s must hold at least one listener", where(ld, s));
     conf->listens = veer_calloc(n, sizeof(*conf->listens));
     conf->nlistens = n;
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n && rc == 0; i++) {
         const config_setting_t *e = config_setting_get_elem(s, i);
 
         conf->listens[i].line = (int)config_setting_source_line(e);
         conf->listens[i].pool_index = -1;
         if (parse_group(ld, e, listen_fields, &conf->listens[i]) < 0 ||
-            check_listen_duplicate(ld, conf, i, e) < 0)
-            return -1;
+            check_listen_duplicate(ld, conf, i, e, &seen) < 0)
+            rc = -1;
     }
-    return 0;
+    hmap_free(&seen);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -924,17 +928,17 @@ static const struct field backend_fields[] = {
     F_END,
 };
 
-static int check_backend_duplicate(struct loader *ld, const struct conf_pool *p, int i,
+/* Index backend i of p by name; an error when an earlier backend has that name. */
+static int check_backend_duplicate(struct loader *ld, struct conf_pool *p, int i,
                                    const config_setting_t *e)
 {
-    int j;
+    uintptr_t *j = hmap_insert_str(&p->backend_index, p->backends[i].name, (uintptr_t)i);
 
-    for (j = 0; j < i; j++)
-        if (strcmp(p->backends[j].name, p->backends[i].name) == 0)
-            return fail(ld, config_setting_get_member(e, "name"),
-                        "duplicate backend name '%s' in %s (also at line %d)", p->backends[i].name,
-                        where(ld, config_setting_parent(e)), p->backends[j].line);
-    return 0;
+    if (j == NULL)
+        return 0;
+    return fail(ld, config_setting_get_member(e, "name"),
+                "duplicate backend name '%s' in %s (also at line %d)", p->backends[i].name,
+                where(ld, config_setting_parent(e)), p->backends[*j].line);
 }
 
 static int parse_backends(struct loader *ld, const config_setting_t *s, void *obj)
@@ -1003,27 +1007,32 @@ static const struct field pool_fields[] = {
     F_END,
 };
 
-/* Sum of the configured weights of group's backends; -1 when it has none. */
-static int group_weight(const struct conf_pool *p, const char *group)
+/*
+ * The configured weight of each share's group (-1 when no backend is in
+ * it) into gw, by share, in one pass over the backends; the first backend
+ * whose group has no share into *missing (-1 when none).
+ */
+static void share_weights(const struct conf_pool *p, int64_t *gw, int *missing)
 {
-    int i, sum = -1;
-
-    for (i = 0; i < p->nbackends; i++) {
-        if (strcmp(p->backends[i].group, group) != 0)
-            continue;
-        sum = (sum < 0 ? 0 : sum) + p->backends[i].weight;
-    }
-    return sum;
-}
-
-static const struct conf_share *find_share(const struct conf_pool *p, const char *group)
-{
+    struct hmap idx = {0};
+    uintptr_t *k;
     int i;
 
-    for (i = 0; i < p->nshares; i++)
-        if (strcmp(p->shares[i].group, group) == 0)
-            return &p->shares[i];
-    return NULL;
+    for (i = 0; i < p->nshares; i++) {
+        gw[i] = -1;
+        hmap_insert_str(&idx, p->shares[i].group, (uintptr_t)i);
+    }
+    *missing = -1;
+    for (i = 0; i < p->nbackends; i++) {
+        k = hmap_find_str(&idx, p->backends[i].group);
+        if (k == NULL) {
+            if (*missing < 0)
+                *missing = i;
+            continue;
+        }
+        gw[*k] = (gw[*k] < 0 ? 0 : gw[*k]) + p->backends[i].weight;
+    }
+    hmap_free(&idx);
 }
 
 /*
@@ -1034,29 +1043,29 @@ static const struct conf_share *find_share(const struct conf_pool *p, const char
  */
 static int check_shares(struct loader *ld, const struct conf_pool *p, const config_setting_t *s)
 {
-    const config_setting_t *m;
-    int i, sum = 0;
+    int64_t *gw = veer_calloc(p->nshares ? p->nshares : 1, sizeof(*gw));
+    int i, sum = 0, missing, rc = 0;
 
-    for (i = 0; i < p->nshares; i++) {
-        m = config_setting_get_elem(s, i);
-        if (group_weight(p, p->shares[i].group) < 0)
-            return fail(ld, m, "%s names group '%s' but no backend of the pool is in it",
-                        where(ld, s), p->shares[i].group);
+    share_weights(p, gw, &missing);
+    for (i = 0; i < p->nshares && rc == 0; i++) {
+        if (gw[i] < 0)
+            rc = fail(ld, config_setting_get_elem(s, i),
+                      "%s names group '%s' but no backend of the pool is in it", where(ld, s),
+                      p->shares[i].group);
         sum += p->shares[i].share;
     }
-    for (i = 0; i < p->nbackends; i++)
-        if (find_share(p, p->backends[i].group) == NULL)
-            return fail(ld, s,
-                        "%s has no share for group '%s' (every group with backends needs one)",
-                        where(ld, s), p->backends[i].group);
-    if (sum != 100)
-        return fail(ld, s, "%s must add up to 100 (got %d)", where(ld, s), sum);
-    for (i = 0; i < p->nshares; i++)
-        if (p->shares[i].share > 0 && group_weight(p, p->shares[i].group) == 0)
-            return fail(ld, config_setting_get_elem(s, i),
-                        "%s gives group '%s' %d%% but all its backends have weight 0", where(ld, s),
-                        p->shares[i].group, p->shares[i].share);
-    return 0;
+    if (rc == 0 && missing >= 0)
+        rc = fail(ld, s, "%s has no share for group '%s' (every group with backends needs one)",
+                  where(ld, s), p->backends[missing].group);
+    if (rc == 0 && sum != 100)
+        rc = fail(ld, s, "%s must add up to 100 (got %d)", where(ld, s), sum);
+    for (i = 0; i < p->nshares && rc == 0; i++)
+        if (p->shares[i].share > 0 && gw[i] == 0)
+            rc = fail(ld, config_setting_get_elem(s, i),
+                      "%s gives group '%s' %d%% but all its backends have weight 0", where(ld, s),
+                      p->shares[i].group, p->shares[i].share);
+    free(gw);
+    return rc;
 }
 
 static void pool_defaults(struct conf_pool *p)
@@ -1091,7 +1100,8 @@ static int parse_pool(struct loader *ld, const config_setting_t *e, struct conf_
 static int parse_pools(struct loader *ld, const config_setting_t *s, void *obj)
 {
     struct veer_conf *conf = obj;
-    int i, j, n = config_setting_length(s);
+    int i, n = config_setting_length(s);
+    uintptr_t *j;
 
     if (!is_group_list(s))
         return fail(ld, s, "%s must be a list of groups: ( { name = \"api\"; ... } )",
@@ -1105,11 +1115,11 @@ static int parse_pools(struct loader *ld, const config_setting_t *s, void *obj)
 
         if (parse_pool(ld, e, &conf->pools[i]) < 0)
             return -1;
-        for (j = 0; j < i; j++)
-            if (strcmp(conf->pools[j].name, conf->pools[i].name) == 0)
-                return fail(ld, config_setting_get_member(e, "name"),
-                            "duplicate pool name '%s' (also at line %d)", conf->pools[i].name,
-                            conf->pools[j].line);
+        j = hmap_insert_str(&conf->pool_index, conf->pools[i].name, (uintptr_t)i);
+        if (j != NULL)
+            return fail(ld, config_setting_get_member(e, "name"),
+                        "duplicate pool name '%s' (also at line %d)", conf->pools[i].name,
+                        conf->pools[*j].line);
     }
     return 0;
 }
@@ -1391,6 +1401,7 @@ static void free_pool(struct conf_pool *p)
         free(p->backends[i].group);
     }
     free(p->backends);
+    hmap_free(&p->backend_index);
     for (i = 0; i < p->nshares; i++)
         free(p->shares[i].group);
     free(p->shares);
@@ -1409,6 +1420,7 @@ void conf_free(struct veer_conf *conf)
     for (i = 0; i < conf->npools; i++)
         free_pool(&conf->pools[i]);
     free(conf->pools);
+    hmap_free(&conf->pool_index);
     if (conf->admin.http_tls) {
         if (conf->admin.http_tls->ctx_free)
             conf->admin.http_tls->ctx_free(conf->admin.http_tls->ctx);
@@ -1434,10 +1446,14 @@ void conf_free(struct veer_conf *conf)
 
 const struct conf_pool *conf_find_pool(const struct veer_conf *conf, const char *name)
 {
-    int i;
+    uintptr_t *i = hmap_find_str(&conf->pool_index, name);
 
-    for (i = 0; i < conf->npools; i++)
-        if (conf->pools[i].name != NULL && strcmp(conf->pools[i].name, name) == 0)
-            return &conf->pools[i];
-    return NULL;
+    return i ? &conf->pools[*i] : NULL;
+}
+
+const struct conf_backend *conf_find_backend(const struct conf_pool *p, const char *name)
+{
+    uintptr_t *i = p ? hmap_find_str(&p->backend_index, name) : NULL;
+
+    return i ? &p->backends[*i] : NULL;
 }

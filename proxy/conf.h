@@ -7,6 +7,8 @@
 #ifndef VEER_CONF_H
 #define VEER_CONF_H
 
+#include "hmap.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -121,6 +123,7 @@ struct conf_pool {
     struct conf_upstream_tls tls;
     struct conf_backend *backends;
     int nbackends;
+    struct hmap backend_index; /* name -> index into backends */
     bool has_shares;
     struct conf_share *shares;
     int nshares;
@@ -157,11 +160,20 @@ struct conf_timeouts {
     int shutdown_ms;          /* 30000 */
 };
 
+/*
+ * Largest limits.request_line_bytes and limits.header_bytes: a request head
+ * is held whole in one buffer of up to their sum (plus slack) per
+ * connection, and buffer sizes are 32-bit. 1 MiB each is well past what
+ * clients send (HAProxy's whole buffer is 16 KiB by default, nginx's
+ * header buffers 8 KiB) and keeps a head buffer far from 4 GiB.
+ */
+#define CONF_HEAD_BYTES_MAX (1024 * 1024)
+
 struct conf_limits {
     int max_connections;            /* 10000 */
     int max_connections_per_worker; /* 0 = no cap */
-    int request_line_bytes;         /* 8192 */
-    int header_bytes;               /* 32768 */
+    int request_line_bytes;         /* 8192, 64..CONF_HEAD_BYTES_MAX */
+    int header_bytes;               /* 32768, 256..CONF_HEAD_BYTES_MAX */
     int header_count;               /* 100 */
     int64_t body_bytes;             /* 0 = unlimited */
 };
@@ -201,6 +213,7 @@ struct veer_conf {
     struct conf_cluster cluster;
     struct conf_pool *pools;
     int npools;
+    struct hmap pool_index; /* name -> index into pools */
 };
 
 /*
@@ -214,6 +227,9 @@ void conf_free(struct veer_conf *conf);
 
 /* Find a pool by name; NULL when absent. */
 const struct conf_pool *conf_find_pool(const struct veer_conf *conf, const char *name);
+
+/* Find a backend of pool p by name; NULL when absent (or p is NULL). */
+const struct conf_backend *conf_find_backend(const struct conf_pool *p, const char *name);
 
 /*
  * Parse "host:port" or "[v6]:port" with a numeric address (or "localhost",

@@ -125,6 +125,8 @@ void ctl_del_backend(struct ctl_req *r, int pi);
 void ctl_replace_start(struct ctl_req *r);
 void ctl_retire_backend(struct backend *be);
 void ctl_remove_backend(struct rt_pool *p, uint32_t i);
+/* The same for every backend of p that gone() picks, in one pass; returns how many. */
+uint32_t ctl_remove_backends(struct rt_pool *p, bool (*gone)(const struct rt_backend *b));
 
 /* reload.c */
 int ctl_reload(const struct audit_peer *peer, char *msg, size_t len);

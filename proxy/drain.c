@@ -85,6 +85,47 @@ void ctl_send_backends(enum wmsg_type type, struct backend **list, unsigned n)
     }
 }
 
+static bool reap_scheduled;
+
+static bool gone_from_config(const struct rt_backend *b)
+{
+    return b->remove_when_drained && b->drained;
+}
+
+/*
+ * Backends a reload dropped that are now DRAINED go away together, once the
+ * loop that found them is done: one pass over each pool, one publish and one
+ * state write, however many there are (one at a time, dropping half of a
+ * pool of 10,000 held the control thread for seconds).
+ */
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    uint32_t n = 0;
+
+    (void)fd;
+    (void)what;
+    (void)arg;
+    reap_scheduled = false;
+    for (uint32_t i = 0; i < ctl.model->npools; i++)
+        n += ctl_remove_backends(&ctl.model->pools[i], gone_from_config);
+    if (n == 0)
+        return;
+    control_publish();
+    control_save_state();
+}
+
+static void schedule_reap(void)
+{
+    static const struct timeval now = {0, 0};
+
+    if (reap_scheduled)
+        return;
+    reap_scheduled =
+        ctl.base != NULL && event_base_once(ctl.base, -1, EV_TIMEOUT, reap_cb, NULL, &now) == 0;
+    if (!reap_scheduled)
+        reap_cb(-1, 0, NULL);
+}
+
 /*
  * A draining backend with no request in flight and no connection left is
  * DRAINED: said once, the moment it happens (workers report the last
@@ -110,9 +151,7 @@ void ctl_check_drained(struct rt_pool *p, uint32_t i)
     if (b->remove_when_drained) {
         /* Gone from the config at a reload: it goes away now that it is idle. */
         log_info("backend %s/%s removed (no longer in the configuration)", p->name, b->be->name);
-        ctl_remove_backend(p, i);
-        control_publish();
-        control_save_state();
+        schedule_reap();
     }
 }
 
@@ -145,7 +184,8 @@ void ctl_sync_draining(struct rt_pool *p)
         b->drain_gen = ctl.model->generation;
         b->drain_start_us = veer_now_us();
         b->drain_inflight = backend_active(b->be);
-        closing = veer_realloc(closing, (n + 1) * sizeof(*closing));
+        if (closing == NULL) /* one table for all of them: a reload may drain thousands */
+            closing = veer_malloc(p->nb * sizeof(*closing));
         closing[n++] = b->be;
     }
     ctl_send_backends(WMSG_CLOSE_IDLE, closing, n);

@@ -62,6 +62,33 @@ void ctl_remove_backend(struct rt_pool *p, uint32_t i)
     ctl_retire_backend(be);
 }
 
+uint32_t ctl_remove_backends(struct rt_pool *p, bool (*gone)(const struct rt_backend *b))
+{
+    struct backend **list;
+    uint32_t n;
+
+    for (uint32_t i = 0; i < p->nb; i++) {
+        if (!gone(&p->b[i]))
+            continue;
+        health_unwatch(p->b[i].be);
+        if (p->b[i].cooldown)
+            event_free(p->b[i].cooldown);
+        p->b[i].cooldown = NULL;
+    }
+    list = veer_malloc((p->nb ? p->nb : 1) * sizeof(*list));
+    n = model_del_backends(ctl.model, (int)(p - ctl.model->pools), gone, list);
+    for (uint32_t i = 0; i < n; i++)
+        atomic_store(&list[i]->draining, true);
+    ctl_send_backends(WMSG_CLOSE_IDLE, list, n);
+    for (uint32_t i = 0; i < n; i++) {
+        ctl_wake_waiters(list[i], WAIT_READY, false);
+        ctl_wake_waiters(list[i], WAIT_DRAINED, false);
+        ctl_retire_backend(list[i]);
+    }
+    free(list);
+    return n;
+}
+
 void ctl_reply_change(struct ctl_req *r, uint64_t gen, const char *extra)
 {
     char line[300];

@@ -223,10 +223,11 @@ static void backend_gauges(struct sbuf *o, const struct model *m, struct worker 
         header(o, kinds[k], "gauge", helps[k]);
         for (uint32_t p = 0; p < m->npools; p++) {
             const struct rt_pool *rp = &m->pools[p];
+            double *ew = k == 1 ? model_effective_weights(rp) : NULL;
 
             for (uint32_t i = 0; i < rp->nb; i++) {
                 double v = k == 0   ? rp->b[i].weight
-                           : k == 1 ? model_effective_weight(rp, i)
+                           : k == 1 ? ew[i]
                            : k == 2 ? rp->b[i].breaker
                                     : backend_active(rp->b[i].be);
 
@@ -236,6 +237,7 @@ static void backend_gauges(struct sbuf *o, const struct model *m, struct worker 
                 label(o, "backend", rp->b[i].be->name, false);
                 sb_printf(o, "} %.6g\n", v);
             }
+            free(ew);
         }
     }
     header(o, "veer_backend_state", "gauge",

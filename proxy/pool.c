@@ -15,8 +15,9 @@ static struct routing_reader *readers;
 static unsigned nreaders;
 static struct routing *retired;
 
-static struct conf_addr *addrs;
-static uint32_t naddrs;
+static struct conf_addr **addrs; /* by id; each apart, so the index can point at it */
+static uint32_t naddrs, cap_addrs;
+static struct hmap addr_index; /* address bytes -> id */
 static uint32_t next_backend_id;
 
 const char *backend_state_name(enum backend_state s)
@@ -69,13 +70,27 @@ uint32_t backend_conns(const struct backend *be)
     return n;
 }
 
+/* Make room for one more element in *v (n used of *cap, each size bytes), doubling. */
+static void *grow_array(void *v, uint32_t n, uint32_t *cap, size_t size)
+{
+    if (n < *cap)
+        return v;
+    *cap = *cap ? *cap * 2 : 8;
+    return veer_realloc(v, (size_t)*cap * size);
+}
+
 uint32_t addr_intern(const struct conf_addr *a)
 {
-    for (uint32_t i = 0; i < naddrs; i++)
-        if (addrs[i].len == a->len && memcmp(&addrs[i].ss, &a->ss, a->len) == 0)
-            return i;
-    addrs = veer_realloc(addrs, (naddrs + 1) * sizeof(*addrs));
-    addrs[naddrs] = *a;
+    uintptr_t *id = hmap_find(&addr_index, &a->ss, a->len);
+    struct conf_addr *copy;
+
+    if (id != NULL)
+        return (uint32_t)*id;
+    copy = veer_malloc(sizeof(*copy));
+    *copy = *a;
+    addrs = grow_array(addrs, naddrs, &cap_addrs, sizeof(*addrs));
+    addrs[naddrs] = copy;
+    hmap_insert(&addr_index, &copy->ss, copy->len, naddrs);
     return naddrs++;
 }
 
@@ -112,12 +127,14 @@ void backend_destroy(struct backend *be)
 
 static uint32_t group_index(struct rt_pool *p, const char *name)
 {
-    for (uint32_t i = 0; i < p->ng; i++)
-        if (strcmp(p->g[i].name, name) == 0)
-            return i;
-    p->g = veer_realloc(p->g, (p->ng + 1) * sizeof(*p->g));
+    uintptr_t *i = hmap_find_str(&p->g_byname, name);
+
+    if (i != NULL)
+        return (uint32_t)*i;
+    p->g = grow_array(p->g, p->ng, &p->cap_g, sizeof(*p->g));
     memset(&p->g[p->ng], 0, sizeof(p->g[p->ng])); /* its rates too, until stats' first tick */
     p->g[p->ng].name = veer_strdup(name);
+    hmap_insert_str(&p->g_byname, p->g[p->ng].name, p->ng);
     return p->ng++;
 }
 
@@ -234,6 +251,8 @@ void model_free(struct model *m)
             free(p->g[g].name);
         free(p->b);
         free(p->g);
+        hmap_free(&p->b_byname);
+        hmap_free(&p->g_byname);
         free(p->name);
         free(p->rollout);
     }
@@ -248,10 +267,11 @@ uint32_t model_add_backend(struct model *m, int pi, const char *name, const stru
     struct rt_backend *b;
     uint32_t g = model_group(p, group);
 
-    p->b = veer_realloc(p->b, (p->nb + 1) * sizeof(*p->b));
+    p->b = grow_array(p->b, p->nb, &p->cap_b, sizeof(*p->b));
     b = &p->b[p->nb];
     memset(b, 0, sizeof(*b));
     b->be = backend_new(name, addr);
+    hmap_insert_str(&p->b_byname, b->be->name, (uintptr_t)b->be);
     b->be->pool = pi;
     b->be->index = p->nb;
     b->weight = weight;
@@ -267,12 +287,35 @@ struct backend *model_del_backend(struct model *m, int pi, uint32_t i)
     struct rt_pool *p = &m->pools[pi];
     struct backend *be = p->b[i].be;
 
+    hmap_remove_str(&p->b_byname, be->name);
     memmove(&p->b[i], &p->b[i + 1], (p->nb - i - 1) * sizeof(*p->b));
     p->nb--;
     for (uint32_t j = i; j < p->nb; j++)
         p->b[j].be->index = j;
     be->pool = -1;
     return be;
+}
+
+uint32_t model_del_backends(struct model *m, int pi, bool (*gone)(const struct rt_backend *b),
+                            struct backend **out)
+{
+    struct rt_pool *p = &m->pools[pi];
+    uint32_t k = 0, n = 0;
+
+    for (uint32_t i = 0; i < p->nb; i++) {
+        if (gone(&p->b[i])) {
+            hmap_remove_str(&p->b_byname, p->b[i].be->name);
+            p->b[i].be->pool = -1;
+            out[n++] = p->b[i].be;
+            continue;
+        }
+        if (k != i)
+            p->b[k] = p->b[i];
+        p->b[k].be->index = k;
+        k++;
+    }
+    p->nb = k;
+    return n;
 }
 
 int model_find_pool(const struct model *m, const char *name)
@@ -315,21 +358,18 @@ bool model_eligible(const struct rt_pool *p, uint32_t i)
 
 int model_find_backend(const struct rt_pool *p, const char *name)
 {
-    for (uint32_t i = 0; i < p->nb; i++)
-        if (strcmp(p->b[i].be->name, name) == 0)
-            return (int)i;
-    return -1;
+    uintptr_t *v = hmap_find_str(&p->b_byname, name);
+
+    return v ? (int)((const struct backend *)*v)->index : -1;
 }
 
 int model_find_group(const struct rt_pool *p, const char *name)
 {
-    for (uint32_t i = 0; i < p->ng; i++)
-        if (strcmp(p->g[i].name, name) == 0)
-            return (int)i;
-    return -1;
+    uintptr_t *v = hmap_find_str(&p->g_byname, name);
+
+    return v ? (int)*v : -1;
 }
 
-/* Sum of the weights of group g's eligible backends. */
 /*
  * A backend's weight as routing uses it: the configured weight scaled by
  * its factor (slow start ramp, half-open trial), in hundredths so a
@@ -342,6 +382,7 @@ static int64_t routing_weight(const struct rt_backend *b)
     return w > 0 ? w : 1;
 }
 
+/* Sum of the weights of group g's eligible backends. */
 static int64_t group_weight(const struct rt_pool *p, uint32_t g)
 {
     int64_t sum = 0;
@@ -352,14 +393,39 @@ static int64_t group_weight(const struct rt_pool *p, uint32_t g)
     return sum;
 }
 
+/* The same for every group at once, in one pass: a new array by group (at least 1 long). */
+static int64_t *group_weights(const struct rt_pool *p)
+{
+    int64_t *gw = veer_calloc(p->ng ? p->ng : 1, sizeof(*gw));
+
+    for (uint32_t i = 0; i < p->nb; i++)
+        if (model_eligible(p, i))
+            gw[p->b[i].group] += routing_weight(&p->b[i]);
+    return gw;
+}
+
+static double effective_weight(const struct rt_pool *p, uint32_t i, int64_t gw)
+{
+    return (double)p->g[p->b[i].group].share * (double)routing_weight(&p->b[i]) / (double)gw;
+}
+
 double model_effective_weight(const struct rt_pool *p, uint32_t i)
 {
-    int64_t gw;
-
     if (!model_eligible(p, i))
         return 0;
-    gw = group_weight(p, p->b[i].group);
-    return (double)p->g[p->b[i].group].share * (double)routing_weight(&p->b[i]) / (double)gw;
+    return effective_weight(p, i, group_weight(p, p->b[i].group));
+}
+
+double *model_effective_weights(const struct rt_pool *p)
+{
+    double *w = veer_calloc(p->nb ? p->nb : 1, sizeof(*w));
+    int64_t *gw = group_weights(p);
+
+    for (uint32_t i = 0; i < p->nb; i++)
+        if (model_eligible(p, i))
+            w[i] = effective_weight(p, i, gw[p->b[i].group]);
+    free(gw);
+    return w;
 }
 
 static uint64_t gcd64(uint64_t a, uint64_t b)
@@ -385,12 +451,11 @@ static uint64_t gcd64(uint64_t a, uint64_t b)
  */
 static void pool_weights(const struct rt_pool *p, struct snap_pool *sp)
 {
-    int64_t *gw = veer_calloc(p->ng ? p->ng : 1, sizeof(*gw));
+    int64_t *gw = group_weights(p);
     uint64_t lcm = 1, g = 0;
     uint32_t n = 0;
 
     for (uint32_t k = 0; k < p->ng; k++) {
-        gw[k] = group_weight(p, k);
         if (gw[k] > 0 && lcm <= EXACT_SCALE_MAX)
             lcm = lcm / gcd64(lcm, (uint64_t)gw[k]) * (uint64_t)gw[k];
     }
@@ -426,13 +491,18 @@ static void pool_weights(const struct rt_pool *p, struct snap_pool *sp)
 /*
  * Per group, the same eligible backends and weights as the pool's: what a
  * request already bound to a group (sticky cohort, override header) is
- * balanced over.
+ * balanced over. One pass to count each group's backends, one to place
+ * them, in the pool's order.
  */
 static void group_views(const struct rt_pool *p, struct snap_pool *sp)
 {
+    uint32_t *count = veer_calloc(p->ng + 1, sizeof(*count));
+
     sp->ng = p->ng;
     sp->share = veer_calloc(p->ng + 1, sizeof(*sp->share));
     sp->groups = veer_calloc(p->ng + 1, sizeof(*sp->groups));
+    for (uint32_t i = 0; i < sp->n; i++)
+        count[sp->b[i].group]++;
     for (uint32_t g = 0; g < p->ng; g++) {
         struct snap_pool *v = &sp->groups[g];
 
@@ -441,11 +511,14 @@ static void group_views(const struct rt_pool *p, struct snap_pool *sp)
         v->groups = NULL;
         v->share = NULL;
         v->n = 0;
-        v->b = veer_calloc(sp->n + 1, sizeof(*v->b));
-        for (uint32_t i = 0; i < sp->n; i++)
-            if (sp->b[i].group == g)
-                v->b[v->n++] = sp->b[i];
+        v->b = veer_calloc(count[g] + 1, sizeof(*v->b));
     }
+    for (uint32_t i = 0; i < sp->n; i++) {
+        struct snap_pool *v = &sp->groups[sp->b[i].group];
+
+        v->b[v->n++] = sp->b[i];
+    }
+    free(count);
 }
 
 struct routing *routing_build(const struct model *m)
@@ -560,9 +633,12 @@ void routing_shutdown(void)
     free(readers);
     readers = NULL;
     nreaders = 0;
+    for (uint32_t i = 0; i < naddrs; i++)
+        free(addrs[i]);
     free(addrs);
     addrs = NULL;
-    naddrs = 0;
+    naddrs = cap_addrs = 0;
+    hmap_free(&addr_index);
 }
 
 unsigned routing_retired_count(void)

@@ -12,6 +12,7 @@
 #define VEER_POOL_H
 
 #include "conf.h"
+#include "hmap.h"
 #include "metrics.h"
 
 #include <stdatomic.h>
@@ -219,8 +220,12 @@ struct rt_pool {
     int64_t maint_hold_ms;
     struct rt_backend *b;
     uint32_t nb;
+    uint32_t cap_b;       /* room in b: it grows by doubling */
+    struct hmap b_byname; /* backend name -> struct backend * (its index is be->index) */
     struct rt_group *g;
     uint32_t ng;
+    uint32_t cap_g;
+    struct hmap g_byname; /* group name -> index into g */
 };
 
 struct model {
@@ -256,6 +261,12 @@ int model_find_pool(const struct model *m, const char *name);
  */
 double model_effective_weight(const struct rt_pool *p, uint32_t i);
 
+/*
+ * The same for every backend of p, by index, in one pass (a loop over
+ * model_effective_weight would be quadratic). A new array; the caller frees it.
+ */
+double *model_effective_weights(const struct rt_pool *p);
+
 /* Whether backend i of pool p may receive new requests. */
 bool model_eligible(const struct rt_pool *p, uint32_t i);
 
@@ -274,6 +285,15 @@ uint32_t model_add_backend(struct model *m, int pi, const char *name, const stru
  * returned for the caller to retire (workers may still hold it).
  */
 struct backend *model_del_backend(struct model *m, int pi, uint32_t i);
+
+/*
+ * Remove every backend of pool pi that gone() picks, in one pass that keeps
+ * the others in order (deleting many one by one would be quadratic). Their
+ * objects go into out (room for the pool's count), for the caller to
+ * retire; returns how many.
+ */
+uint32_t model_del_backends(struct model *m, int pi, bool (*gone)(const struct rt_backend *b),
+                            struct backend **out);
 
 /* Free a backend object (after it was retired and nothing holds it). */
 void backend_destroy(struct backend *be);

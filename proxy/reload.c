@@ -46,14 +46,6 @@ static bool same_addr(const struct conf_addr *a, const struct conf_addr *b)
     return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
 }
 
-static const struct conf_backend *conf_backend(const struct conf_pool *cp, const char *name)
-{
-    for (int i = 0; cp && i < cp->nbackends; i++)
-        if (strcmp(cp->backends[i].name, name) == 0)
-            return &cp->backends[i];
-    return NULL;
-}
-
 /*
  * Whether the pool's shares as the file states them changed: the shares
  * block itself, or, without one, the weights and groups they derive from.
@@ -74,7 +66,7 @@ static bool shares_changed(const struct conf_pool *a, const struct conf_pool *b)
     if (a->nbackends != b->nbackends)
         return true;
     for (int i = 0; i < a->nbackends; i++) {
-        const struct conf_backend *x = &a->backends[i], *y = conf_backend(b, x->name);
+        const struct conf_backend *x = &a->backends[i], *y = conf_find_backend(b, x->name);
 
         if (y == NULL || y->weight != x->weight || strcmp(y->group, x->group) != 0)
             return true;
@@ -98,7 +90,7 @@ static void merge_backends(struct rt_pool *p, int pi, const struct conf_pool *oc
                            const struct conf_pool *ncp, struct reload_stats *st)
 {
     for (int j = 0; j < ncp->nbackends; j++) {
-        const struct conf_backend *nb = &ncp->backends[j], *ob = conf_backend(ocp, nb->name);
+        const struct conf_backend *nb = &ncp->backends[j], *ob = conf_find_backend(ocp, nb->name);
         int k = model_find_backend(p, nb->name);
         struct rt_backend *rb;
         uint32_t g;
@@ -132,7 +124,7 @@ static void merge_backends(struct rt_pool *p, int pi, const struct conf_pool *oc
     for (uint32_t k = 0; ocp && k < p->nb; k++) {
         struct rt_backend *rb = &p->b[k];
 
-        if (conf_backend(ncp, rb->be->name) || !conf_backend(ocp, rb->be->name) ||
+        if (conf_find_backend(ncp, rb->be->name) || !conf_find_backend(ocp, rb->be->name) ||
             rb->remove_when_drained)
             continue;
         rb->admin = ADMIN_DRAIN;

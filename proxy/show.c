@@ -99,6 +99,8 @@ void ctl_show_pools(struct ctl_req *r)
 
 static void show_pool_json(const struct rt_pool *p, struct sbuf *o)
 {
+    double *ew;
+
     sb_puts(o, "{\"pool\":");
     sb_json_str(o, p->name);
     sb_printf(o, ",\"generation\":%llu,\"balance\":", (unsigned long long)ctl.model->generation);
@@ -112,6 +114,7 @@ static void show_pool_json(const struct rt_pool *p, struct sbuf *o)
         sb_printf(o, ",\"share\":%d}", p->g[g].share);
     }
     sb_puts(o, "],\"backends\":[");
+    ew = model_effective_weights(p);
     for (uint32_t i = 0; i < p->nb; i++) {
         const struct rt_backend *b = &p->b[i];
 
@@ -124,9 +127,10 @@ static void show_pool_json(const struct rt_pool *p, struct sbuf *o)
         sb_printf(o,
                   ",\"state\":\"%s\",\"weight\":%d,\"effective_weight\":%.6g,\"active\":%u,"
                   "\"conns\":%u}",
-                  backend_state_name(model_state(p, i)), b->weight, model_effective_weight(p, i),
-                  backend_active(b->be), backend_conns(b->be));
+                  backend_state_name(model_state(p, i)), b->weight, ew[i], backend_active(b->be),
+                  backend_conns(b->be));
     }
+    free(ew);
     sb_puts(o, "]}");
 }
 
@@ -136,6 +140,7 @@ static void show_pool_text(const struct rt_pool *p, struct sbuf *o)
                                        "effective", "active",  "conns", "circuit"};
     unsigned n = ARRAY_SIZE(cols), rows = p->nb + 1, k = 0;
     char **cells = veer_calloc(rows * n, sizeof(*cells));
+    double *ew = model_effective_weights(p);
 
     sb_printf(o, "pool %s generation %llu balance %s\n", p->name,
               (unsigned long long)ctl.model->generation,
@@ -154,12 +159,13 @@ static void show_pool_text(const struct rt_pool *p, struct sbuf *o)
         cells[k++] = veer_strdup(p->g[b->group].name);
         cells[k++] = veer_strdup(backend_state_name(model_state(p, i)));
         cells[k++] = fmt("%d", b->weight);
-        cells[k++] = fmt("%.6g", model_effective_weight(p, i));
+        cells[k++] = fmt("%.6g", ew[i]);
         cells[k++] = fmt("%u", backend_active(b->be));
         cells[k++] = fmt("%u", backend_conns(b->be));
         cells[k++] = veer_strdup(breaker_state_name(b->breaker));
     }
     table(o, cells, rows, n);
+    free(ew);
     for (unsigned i = 0; i < rows * n; i++)
         free(cells[i]);
     free(cells);

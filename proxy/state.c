@@ -93,9 +93,9 @@ struct st_pool {
     bool maint;
     int retry_after;
     struct st_share *s;
-    uint32_t ns;
+    uint32_t ns, cap_s;
     struct st_backend *b;
-    uint32_t nb;
+    uint32_t nb, cap_b;
 };
 
 /* A parsed state file; nothing in it has touched the model yet. */
@@ -105,7 +105,7 @@ struct st_file {
     bool maint;
     int retry_after;
     struct st_pool *p;
-    uint32_t np;
+    uint32_t np, cap_p;
 };
 
 enum st_phase {
@@ -233,6 +233,18 @@ static int parse_generation(struct parser *ps, char **tok, int n)
     return 0;
 }
 
+/*
+ * Room for one more element in v (n used of *cap, each size bytes): tables
+ * grow by doubling, so a pool of many backends is not copied once per line.
+ */
+static void *grow(void *v, uint32_t n, uint32_t *cap, size_t size)
+{
+    if (n < *cap)
+        return v;
+    *cap = *cap ? *cap * 2 : 8;
+    return veer_realloc(v, (size_t)*cap * size);
+}
+
 /* "pool NAME": opens a new pool block. */
 static int parse_pool(struct parser *ps, char **tok, int n)
 {
@@ -242,7 +254,7 @@ static int parse_pool(struct parser *ps, char **tok, int n)
         return fail(ps, "expected 'pool NAME'");
     if (check_name(ps, "pool", tok[1]) < 0)
         return -1;
-    f->p = veer_realloc(f->p, (f->np + 1) * sizeof(*f->p));
+    f->p = grow(f->p, f->np, &f->cap_p, sizeof(*f->p));
     memset(&f->p[f->np], 0, sizeof(f->p[f->np]));
     f->p[f->np].id.name = tok[1];
     f->p[f->np].id.line = ps->line;
@@ -265,7 +277,7 @@ static int parse_share(struct parser *ps, char **tok, int n)
     if (parse_uint(tok[2], SHARE_MAX, &v) < 0)
         return fail(ps, "bad share '%s' (0..%d)", tok[2], SHARE_MAX);
     p = &ps->f->p[ps->f->np - 1];
-    p->s = veer_realloc(p->s, (p->ns + 1) * sizeof(*p->s));
+    p->s = grow(p->s, p->ns, &p->cap_s, sizeof(*p->s));
     p->s[p->ns].id.name = tok[1];
     p->s[p->ns].id.line = ps->line;
     p->s[p->ns].share = (int)v;
@@ -292,7 +304,7 @@ static int parse_backend(struct parser *ps, char **tok, int n)
     if (admin < 0)
         return fail(ps, "bad admin state '%s' (ready, drain or maint)", tok[5]);
     p = &ps->f->p[ps->f->np - 1];
-    p->b = veer_realloc(p->b, (p->nb + 1) * sizeof(*p->b));
+    p->b = grow(p->b, p->nb, &p->cap_b, sizeof(*p->b));
     p->b[p->nb].id.name = tok[1];
     p->b[p->nb].id.line = ps->line;
     p->b[p->nb].weight = (int)w;

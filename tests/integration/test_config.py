@@ -62,6 +62,12 @@ pools = ( { name = "api";
   );
 } );
 ''', 6),
+    "header_bytes past 1 MiB (a head buffer's 32-bit size could wrap)": ('''listen = ( { address = "127.0.0.1:0"; pool = "api"; } );
+limits = {
+  request_line_bytes = 1048576;
+  header_bytes = 2147483647;
+};
+''' + GOOD_POOL, 4),
     "wrong type": ('''workers = "two";
 listen = ( { address = "127.0.0.1:0"; pool = "api"; } );
 ''' + GOOD_POOL, 1),

@@ -490,6 +490,32 @@ class ReloadTest(LifecycleTestCase):
         self.assertEqual(len(b.requests), n_b, "b got requests after it left the pool")
         v.stop()
 
+    def test_reload_dropping_half_a_large_pool_removes_them_in_one_publish(self):
+        # The backends a reload drops go away once DRAINED. One at a time
+        # (a publish, a state file write and a shift of the backend table
+        # each) dropping 1,000 of 2,000 cost 1,000 publishes and held the
+        # control thread for seconds; together they cost one.
+        n = 2000
+        lines = [backend_line("b%d" % i, "10.0.%d.%d:80" % (i // 256, i % 256)) for i in range(n)]
+        v = self.veer(config_text([("api", lines, "")]))
+        sock = v.admin_socket
+        self.assertEqual(len(show_pool(sock)["backends"]), n)
+        rewrite_config(v, config_text([("api", lines[:n // 2], "")]))
+        p = veerctl(sock, "reload")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        st = reload_ok(p.stdout)
+        self.assertEqual(st["backends_removed"], n // 2, p.stdout)
+        # Nothing is in flight to them: they are DRAINED at once and go away.
+        doc = wait_for(lambda: (lambda d: d if len(d["backends"]) == n // 2 else None)(
+            show_pool(sock)), what="the dropped backends to go away")
+        self.assertEqual([b["name"] for b in doc["backends"]], ["b%d" % i for i in range(n // 2)])
+        self.assertEqual(set(pool_states(doc).values()), {"READY"})
+        self.assertLessEqual(doc["generation"], st["gen"] + 1,
+                             "one publish for the whole batch after the reload's")
+        self.assertEqual(sum("removed (no longer in the configuration)" in line
+                             for line in v.log()), n // 2)
+        v.stop()
+
     def test_reload_adds_second_listener_on_same_address_text(self):
         # Two "127.0.0.1:0" listeners are two sockets at start-up; a reload
         # that adds the second one must open it too.

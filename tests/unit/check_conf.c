@@ -407,8 +407,17 @@ static const struct bad_conf bad_confs[] = {
     {BASE "limits = { max_connections = 0; };\n", 3, "limits.max_connections must be >= 1"},
     {BASE "limits = { max_connections_per_worker = -1; };\n", 3,
      "limits.max_connections_per_worker must be >= 0"},
-    {BASE "limits = { request_line_bytes = 63; };\n", 3, "limits.request_line_bytes must be >= 64"},
-    {BASE "limits = { header_bytes = 255; };\n", 3, "limits.header_bytes must be >= 256"},
+    {BASE "limits = { request_line_bytes = 63; };\n", 3,
+     "limits.request_line_bytes must be between 64 and 1048576 (got 63)"},
+    {BASE "limits = { header_bytes = 255; };\n", 3,
+     "limits.header_bytes must be between 256 and 1048576 (got 255)"},
+    /* a head buffer holds both: past 1 MiB each its 32-bit size could wrap */
+    {BASE "limits = { request_line_bytes = 1048577; };\n", 3,
+     "limits.request_line_bytes must be between 64 and 1048576 (got 1048577)"},
+    {BASE "limits = {\n  header_bytes = 2147483647;\n};\n", 4,
+     "limits.header_bytes must be between 256 and 1048576 (got 2147483647)"},
+    {BASE "limits = { request_line_bytes = 2147483647; header_bytes = 2147483647; };\n", 3,
+     "limits.request_line_bytes must be between 64 and 1048576 (got 2147483647)"},
     {BASE "limits = { header_count = 0; };\n", 3,
      "limits.header_count must be between 1 and 10000 (got 0)"},
     {BASE "limits = { header_count = 10001; };\n", 3, "limits.header_count must be between 1"},
@@ -748,6 +757,10 @@ START_TEST(test_int_limits_are_exact)
     ck_assert_int_eq(c->limits.request_line_bytes, 64);
     ck_assert_int_eq(c->limits.header_bytes, 256);
     ck_assert_int_eq(c->workers, 256);
+    conf_free(c);
+    c = load_ok(BASE "limits = { request_line_bytes = 1048576; header_bytes = 1048576; };\n");
+    ck_assert_int_eq(c->limits.request_line_bytes, 1048576);
+    ck_assert_int_eq(c->limits.header_bytes, 1048576);
     conf_free(c);
 }
 END_TEST

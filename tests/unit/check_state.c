@@ -12,6 +12,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -823,13 +824,78 @@ START_TEST(test_readiness_loads_from_an_fd)
 }
 END_TEST
 
+/* --- scale: restoring a large pool in linear time ----------------------------------- */
+
+static double cpu_seconds(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * A pool of n backends and a state file naming them in reverse order (so
+ * no backend is where the file's order hints); returns the CPU time of
+ * state_apply alone, after checking every weight was restored.
+ */
+static double restore_reversed(int n)
+{
+    struct sbuf conf, st;
+    struct veer_conf *c;
+    struct model *m;
+    char msg[256];
+    double t;
+
+    sb_init(&conf);
+    sb_printf(&conf, LISTEN "pools = ( { name = \"api\"; backends = (");
+    for (int i = 0; i < n; i++)
+        sb_printf(&conf, "%s{ name = \"b%d\"; address = \"10.%d.%d.%d:80\"; }", i ? "," : "", i,
+                  (i >> 16) & 255, (i >> 8) & 255, i & 255);
+    sb_printf(&conf, "); } );");
+    sb_init(&st);
+    sb_printf(&st, "veer-state 1\ngeneration 7\npool api\nshare default 100\n");
+    for (int i = n - 1; i >= 0; i--)
+        sb_printf(&st, "backend b%d weight %d admin ready\n", i, 1 + i % 1000);
+    sb_printf(&st, "end\n");
+    c = load(conf.s);
+    m = model_from_conf(c);
+    t = cpu_seconds();
+    ck_assert_int_eq(state_apply(m, st.s, msg, sizeof(msg)), n);
+    t = cpu_seconds() - t;
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(m->pools[0].b[i].weight, 1 + i % 1000);
+    sb_free(&conf);
+    sb_free(&st);
+    done(m, c);
+    return t;
+}
+
+/*
+ * Eight times the backends may cost about eight times the CPU, not 64:
+ * parsing the file and finding each backend by name must not be quadratic
+ * (a table grown one entry at a time copies it all each time under ASan).
+ */
+START_TEST(test_restore_is_linear_in_backends)
+{
+    double small = restore_reversed(2500), big = restore_reversed(20000);
+
+    small = fmin(small, restore_reversed(2500));
+    big = fmin(big, restore_reversed(20000));
+    ck_assert_msg(big < small * 24, "2,500 backends: %.4f s CPU; 20,000: %.4f s (%.1fx)", small,
+                  big, big / small);
+}
+END_TEST
+
 static Suite *state_suite(void)
 {
     Suite *s = suite_create("state");
     TCase *tf = tcase_create("format");
     TCase *tp = tcase_create("persist");
+    TCase *tl = tcase_create("scale");
 
     tcase_set_timeout(tf, 60);
+    tcase_set_timeout(tl, 30);
     tcase_set_timeout(tp, 60);
     tcase_add_test(tf, test_render_is_the_documented_format);
     tcase_add_test(tf, test_round_trip_restores_every_value);
@@ -847,6 +913,7 @@ static Suite *state_suite(void)
     tcase_add_loop_test(tf, test_malformed_readiness_changes_nothing, 0,
                         (int)(sizeof(bad_health) / sizeof(bad_health[0])));
     tcase_add_test(tf, test_readiness_loads_from_an_fd);
+    tcase_add_test(tl, test_restore_is_linear_in_backends);
     tcase_add_test(tp, test_persist_writes_the_file_atomically_and_promptly);
     tcase_add_test(tp, test_rapid_updates_leave_the_last_text);
     tcase_add_test(tp, test_stop_flushes_what_is_pending);
@@ -854,6 +921,7 @@ static Suite *state_suite(void)
     tcase_add_test(tp, test_calls_without_a_thread_are_harmless);
     tcase_add_test(tp, test_failed_write_is_retried_not_fatal);
     suite_add_tcase(s, tf);
+    suite_add_tcase(s, tl);
     suite_add_tcase(s, tp);
     return s;
 }
