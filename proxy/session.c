@@ -159,20 +159,16 @@ static void txn_free(struct txn *t, bool upstream_reusable)
     event_del(&t->cwev);
     if (t->retry_armed)
         event_del(&t->retry_ev);
+    if (t->up)
+        upstream_release(t->up, upstream_reusable);
     if (t->be) {
         struct backend_wstat *ws = &t->be->ws[w->idx];
 
-        backend_wstat_add(&ws->active, -1);
         if (t->res_done)
             ewma_update(&ws->ewma_us, veer_now_us() - t->start_us);
-        /* Pairs with the control thread's store of `draining`: one of us sees the other. */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load_explicit(&t->be->draining, memory_order_relaxed) &&
-            atomic_load_explicit(&ws->active, memory_order_relaxed) == 0)
-            control_backend_idle(w->idx, t->be);
+        /* Last: a deleted backend may be freed once its count drops. */
+        control_backend_drop(w->idx, t->be, &ws->active);
     }
-    if (t->up)
-        upstream_release(t->up, upstream_reusable);
     vbuf_put(&w->bufs, t->rin);
     vbuf_put(&w->bufs, t->req_head);
     vbuf_put(&w->bufs, t->res_head);

@@ -410,11 +410,7 @@ void upstream_close(struct upstream *up)
     up->dead = true;
     w->nupstreams--;
     atomic_store_explicit(&w->mstat.upstreams, w->nupstreams, memory_order_relaxed);
-    backend_wstat_add(&up->counted->ws[w->idx].conns, -1);
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&up->counted->draining, memory_order_relaxed) &&
-        atomic_load_explicit(&up->counted->ws[w->idx].conns, memory_order_relaxed) == 0)
-        control_backend_idle(w->idx, up->counted);
+    control_backend_drop(w->idx, up->counted, &up->counted->ws[w->idx].conns);
     up->next = w->dead_upstreams;
     w->dead_upstreams = up;
 }

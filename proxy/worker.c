@@ -362,6 +362,8 @@ static void begin_shutdown(struct worker *w)
 
 void wmsg_free(struct wmsg *m)
 {
+    for (unsigned i = 0; m->be && i < m->n; i++)
+        backend_put(m->be[i]); /* the sender's reference (backend_hold) */
     free(m->be);
     free(m->adopt);
     if (m->reconf && --m->reconf->refs == 0) {

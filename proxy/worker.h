@@ -71,7 +71,7 @@ struct wmsg {
     enum wmsg_type type;
     uint64_t ticket;
     unsigned n;
-    struct backend **be;
+    struct backend **be; /* each with a reference (backend_hold), dropped by wmsg_free */
     struct wreconf *reconf;
     struct handover_msg *adopt; /* WMSG_ADOPT, with the fd in ticket */
 };
