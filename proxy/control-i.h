@@ -121,6 +121,10 @@ void ctl_remove_backend(struct rt_pool *p, uint32_t i);
 /* reload.c */
 int ctl_reload(const struct audit_peer *peer, char *msg, size_t len);
 void ctl_free_old_confs(void);
+/* Free configurations a reload replaced once nothing can read them (see reload.c). */
+void ctl_reclaim_confs(void);
+/* Replaced configurations not freed yet (the one veer started with included). */
+unsigned ctl_old_confs(void);
 void ctl_reclaim_backends(void);
 
 /* Copies of a pool's operator values (rollouts keep one to roll back to). */

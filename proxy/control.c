@@ -947,6 +947,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         tls_rotate_ticket_keys();
     routing_reclaim();
     ctl_reclaim_backends();
+    ctl_reclaim_confs();
     ctl_slow_start_tick();
     for (uint32_t i = 0; i < ctl.model->npools; i++) {
         struct rt_pool *p = &ctl.model->pools[i];

@@ -410,7 +410,7 @@ bool session_try_handover(struct session *s)
     if (!w->handover || s->txn || vbuf_len(s->in) || s->closing || s->dead || s->client_eof ||
         s->tls)
         return false; /* a TLS connection's keys cannot move: it closes at a request boundary */
-    if (upgrade_send_conn(w->handover_chan, s->fd, s->l->lc->addr.text, &s->peer.sa,
+    if (upgrade_send_conn(w->handover_chan, s->fd, s->l->addr, &s->peer.sa,
                           s->peer.sa.sa_family == AF_INET6 ? sizeof(s->peer.in6)
                                                            : sizeof(s->peer.in4)) < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -1752,7 +1752,7 @@ static int tls_step(struct session *s)
         return VEER_AGAIN;
     }
     if (rc == VEER_ERROR) {
-        log_debug("TLS handshake on %s failed: %s", s->l->lc->addr.text, why);
+        log_debug("TLS handshake on %s failed: %s", s->l->addr, why);
         session_close(s);
         return VEER_ERROR;
     }

@@ -179,6 +179,7 @@ static struct wlistener *listener_new(struct worker *w, int fd, const struct con
     l->fd = fd;
     l->w = w;
     l->lc = lc;
+    snprintf(l->addr, sizeof(l->addr), "%s", lc->addr.text);
     l->pool = pool;
     event_assign(&l->ev, w->base, fd, EV_READ | EV_PERSIST, accept_cb, l);
     return l;
@@ -243,6 +244,7 @@ static void reconfigure(struct worker *w, const struct wreconf *rc)
         if (kept[i])
             continue;
         close_listener(w->listeners[i]);
+        w->listeners[i]->lc = NULL;
         w->listeners[i]->next_retired = w->retired_listeners;
         w->retired_listeners = w->listeners[i];
     }
@@ -523,6 +525,8 @@ static void run_messages(struct worker *w)
             break;
         case WMSG_RECONF:
             reconfigure(w, m->reconf);
+            if (m->reconf->left)
+                atomic_fetch_sub_explicit(m->reconf->left, 1, memory_order_release);
             break;
         case WMSG_HANDOVER:
             start_handover(w, (int)m->ticket);
