@@ -515,6 +515,37 @@ class ReloadTest(LifecycleTestCase):
 # --- binary upgrade --------------------------------------------------------------
 
 
+    def test_connection_on_removed_listener_and_pool_outlives_later_reloads(self):
+        """Issue 15 item 5: replaced configurations are freed. A keep-alive
+        connection accepted on a listener a reload removed, routed to a pool
+        that reload removed too (draining: veer answers 503), keeps being
+        answered across later reloads (the removed pool keeps its
+        configuration; the listener forgets its own); under ASan a use after
+        free ends veer with an error."""
+        a = self.backend("a")
+        o = self.backend("o")
+        pools = [("api", [backend_line("a", a.address)], ""),
+                 ("old", [backend_line("o", o.address)], "")]
+        v = self.veer(config_text(pools, listeners=[("127.0.0.1:0", "api"),
+                                                   ("127.0.0.1:0", "old")]))
+        sock = v.admin_socket
+        wait_for(lambda: len(v.ports) >= 2, what="two listeners")
+        c = self.client(v.ports[1])
+        r = c.request("GET", "/o1")
+        self.assertEqual((r.status, r.header("X-Backend")), (200, "o"))
+        rewrite_config(v, config_text(pools[:1], listeners=[("127.0.0.1:0", "api")]))
+        for i in range(12):
+            reload_ok(veerctl(sock, "reload").stdout)
+            # The removed pool drains: no new requests reach o, the answer is veer's 503.
+            r = c.request("GET", "/o%d" % (i + 2))
+            self.assertEqual((r.status, r.header("X-Backend")), (503, None), i)
+        r = self.client(v.port).request("GET", "/a")
+        self.assertEqual((r.status, r.header("X-Backend")), (200, "a"))
+        c.close()
+        self.assertEqual(v.stop(), 0)
+        self.assert_clean_exit_log(v)
+
+
 class UpgradeTest(LifecycleTestCase):
     def test_veerctl_upgrade_under_load(self):
         blue, green = self.backend("blue-1"), self.backend("green-1")
