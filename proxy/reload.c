@@ -241,7 +241,6 @@ static struct wreconf *plan_listeners(const struct veer_conf *oc, const struct v
 
         rc->l[j].keep = -1;
         rc->l[j].lc = nl;
-        rc->l[j].pool = model_find_pool(ctl.model, nl->pool);
         for (int i = 0; i < oc->nlistens && rc->l[j].keep < 0; i++) {
             bool taken = false;
 
@@ -352,6 +351,9 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
     for (struct old_conf *o = old_confs; o; o = o->next)
         o->in_use = model_uses(o->conf);
     merge_model(oc, nc, &st);
+    /* A listener may name a pool this reload added: indexes once the model has it. */
+    for (unsigned j = 0; j < rc->n; j++)
+        rc->l[j].pool = model_find_pool(ctl.model, rc->l[j].lc->pool);
     cluster_reapply(); /* in a fleet, etcd's intent wins over the file */
     ctl.conf = nc;
     ctl.model->conf = nc;

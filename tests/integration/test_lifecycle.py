@@ -526,13 +526,16 @@ class ReloadTest(LifecycleTestCase):
         o = self.backend("o")
         pools = [("api", [backend_line("a", a.address)], ""),
                  ("old", [backend_line("o", o.address)], "")]
-        v = self.veer(config_text(pools, listeners=[("127.0.0.1:0", "api"),
-                                                   ("127.0.0.1:0", "old")]))
+        v = self.veer(config_text(pools[:1], listeners=[("127.0.0.1:0", "api")]))
         sock = v.admin_socket
-        wait_for(lambda: len(v.ports) >= 2, what="two listeners")
+        # Not in the configuration veer started with (that one is kept until a restart).
+        rewrite_config(v, config_text(pools, listeners=[("127.0.0.1:0", "api"),
+                                                        ("127.0.0.1:0", "old")]))
+        reload_ok(veerctl(sock, "reload").stdout)
+        wait_for(lambda: len(v.ports) >= 2, what="the second listener")
         c = self.client(v.ports[1])
         r = c.request("GET", "/o1")
-        self.assertEqual((r.status, r.header("X-Backend")), (200, "o"))
+        self.assertEqual((r.status, r.header("X-Backend")), (200, "o"), r.body)
         rewrite_config(v, config_text(pools[:1], listeners=[("127.0.0.1:0", "api")]))
         for i in range(12):
             reload_ok(veerctl(sock, "reload").stdout)
