@@ -429,4 +429,5 @@ void ctl_free_old_confs(void)
         conf_free(o->conf);
         free(o);
     }
+    reloaded = false;
 }
