@@ -314,6 +314,7 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
     struct wreconf *rc;
     char err[1024];
     uint64_t gen, t0 = veer_now_us();
+    uint32_t npools;
 
     nc = conf_load(oc->path, err, sizeof(err));
     if (nc && tls_conf_prepare(nc, err, sizeof(err)) != VEER_OK) {
@@ -350,7 +351,13 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
     old_confs = keep;
     for (struct old_conf *o = old_confs; o; o = o->next)
         o->in_use = model_uses(o->conf);
+    npools = ctl.model->npools;
     merge_model(oc, nc, &st);
+    if (ctl.model->npools > npools) {
+        /* Pools this reload added get their rollback history too (indexed by pool). */
+        ctl.history = veer_realloc(ctl.history, ctl.model->npools * sizeof(*ctl.history));
+        memset(ctl.history + npools, 0, (ctl.model->npools - npools) * sizeof(*ctl.history));
+    }
     /* A listener may name a pool this reload added: indexes once the model has it. */
     for (unsigned j = 0; j < rc->n; j++)
         rc->l[j].pool = model_find_pool(ctl.model, rc->l[j].lc->pool);

@@ -515,6 +515,26 @@ class ReloadTest(LifecycleTestCase):
 # --- binary upgrade --------------------------------------------------------------
 
 
+    def test_changes_and_rollback_on_a_pool_a_reload_added(self):
+        """The rollback history is kept per pool: a pool a reload added has
+        one too (it was indexed past the end of the array sized at start-up,
+        a heap overflow under ASan)."""
+        a = self.backend("a")
+        x = self.backend("x")
+        api = ("api", [backend_line("a", a.address)], "")
+        v = self.veer(config_text([api]))
+        sock = v.admin_socket
+        rewrite_config(v, config_text([api, ("two", [backend_line("x", x.address)], "")]))
+        self.assertEqual(reload_ok(veerctl(sock, "reload").stdout)["pools_added"], 1)
+        for w in (10, 20, 30):
+            p = veerctl(sock, "set", "weight", "two/x", str(w))
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        p = veerctl(sock, "rollback", "two")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        doc = json.loads(veerctl(sock, "show", "pool", "two", "--json").stdout)
+        self.assertEqual([b["weight"] for b in doc["backends"]], [20])
+        self.assertEqual(v.stop(), 0)
+
     def test_connection_on_removed_listener_and_pool_outlives_later_reloads(self):
         """Issue 15 item 5: replaced configurations are freed. A keep-alive
         connection accepted on a listener a reload removed, routed to a pool
