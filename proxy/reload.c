@@ -167,7 +167,8 @@ static void merge_pool(int pi, const struct conf_pool *ocp, const struct conf_po
                        struct reload_stats *st)
 {
     struct rt_pool *p = &ctl.model->pools[pi];
-    bool rewatch = ocp && health_changed(ocp, ncp);
+    /* Against what its checks run with now (a pool removed earlier: its last configuration). */
+    bool rewatch = health_changed(p->conf, ncp);
 
     p->conf = ncp;
     p->removed = false;
