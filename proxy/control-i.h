@@ -131,6 +131,10 @@ uint32_t ctl_remove_backends(struct rt_pool *p, bool (*gone)(const struct rt_bac
 /* reload.c */
 int ctl_reload(const struct audit_peer *peer, char *msg, size_t len);
 void ctl_free_old_confs(void);
+/* Free configurations a reload replaced once nothing can read them (see reload.c). */
+void ctl_reclaim_confs(void);
+/* Replaced configurations not freed yet (the one veer started with included). */
+unsigned ctl_old_confs(void);
 void ctl_reclaim_backends(void);
 
 /* Copies of a pool's operator values (rollouts keep one to roll back to). */

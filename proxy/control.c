@@ -101,10 +101,12 @@ void control_post(struct cmsg *m)
         log_warn("control: eventfd write: %s", strerror(errno));
 }
 
+/* The message holds a reference on be (backend_hold): the caller still counts a request on it. */
 void control_breaker(unsigned worker, struct backend *be, bool ok)
 {
     struct cmsg *m = veer_calloc(1, sizeof(*m));
 
+    backend_hold(be);
     m->type = CMSG_BREAKER;
     m->worker = worker;
     m->be = be;
@@ -112,10 +114,39 @@ void control_breaker(unsigned worker, struct backend *be, bool ok)
     control_post(m);
 }
 
-void control_backend_idle(unsigned worker, struct backend *be)
+/*
+ * A worker drops one of its counts of be: `count` is its own slot of
+ * `active` (a request ended) or `conns` (a connection closed). When be is
+ * draining and that was the worker's last one, the control thread is told
+ * (CMSG_BACKEND_IDLE), and the message holds a reference (backend_hold).
+ *
+ * The count may be all that keeps a deleted backend alive, so the
+ * reference is taken before it drops whenever be is draining already. When
+ * be only turns out to be draining after the drop, it was deleted while we
+ * were here: this worker has not yet moved to the snapshot that leaves it
+ * out (that snapshot is published after `draining` is stored, and the
+ * worker does not switch snapshots in here), so be cannot be freed before
+ * the late reference is taken either.
+ */
+void control_backend_drop(unsigned worker, struct backend *be, _Atomic uint32_t *count)
 {
-    struct cmsg *m = veer_calloc(1, sizeof(*m));
+    bool held = atomic_load_explicit(&be->draining, memory_order_relaxed);
+    struct cmsg *m;
 
+    if (held)
+        backend_hold(be);
+    backend_wstat_add(count, -1);
+    /* Pairs with the control thread's store of `draining`: one of us sees the other. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!atomic_load_explicit(&be->draining, memory_order_relaxed) ||
+        atomic_load_explicit(count, memory_order_relaxed) != 0) {
+        if (held)
+            backend_put(be);
+        return;
+    }
+    if (!held)
+        backend_hold(be);
+    m = veer_calloc(1, sizeof(*m));
     m->type = CMSG_BACKEND_IDLE;
     m->worker = worker;
     m->be = be;
@@ -154,6 +185,8 @@ static void mq_cb(evutil_socket_t fd, short what, void *arg)
             ctl_backend_idle(m->be);
         else if (m->type == CMSG_BREAKER)
             ctl_breaker_event(m->be, m->ticket != 0);
+        if (m->be)
+            backend_put(m->be);
         free(m);
         m = next;
     }
@@ -670,8 +703,10 @@ static bool start_warm(struct ctl_req *r, const struct pool_edit *before)
         /* Only what this worker lacks: connections kept from earlier traffic count. */
         m->be = veer_malloc(gaining * sizeof(*m->be));
         for (unsigned k = 0; k < gaining; k++)
-            if (atomic_load_explicit(&list[k]->ws[w].conns, memory_order_relaxed) < WARM_CONNS)
+            if (atomic_load_explicit(&list[k]->ws[w].conns, memory_order_relaxed) < WARM_CONNS) {
+                backend_hold(list[k]); /* dropped by wmsg_free once the worker is done */
                 m->be[m->n++] = list[k];
+            }
         if (m->n == 0) {
             wmsg_free(m);
             continue;
@@ -917,6 +952,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         tls_rotate_ticket_keys();
     routing_reclaim();
     ctl_reclaim_backends();
+    ctl_reclaim_confs();
     ctl_slow_start_tick();
     for (uint32_t i = 0; i < ctl.model->npools && !ctl.frozen; i++) {
         struct rt_pool *p = &ctl.model->pools[i];

@@ -33,14 +33,24 @@ struct cmsg {
     enum cmsg_type type;
     unsigned worker;
     uint64_t ticket;
-    struct backend *be;
+    struct backend *be; /* with a reference (backend_hold), or NULL */
 };
+
+/*
+ * Messages naming a backend hold a reference on it (backend_hold, pool.h),
+ * dropped by the receiver: a deleted backend is not freed while one is
+ * queued.
+ */
 
 /* A worker's breaker report: a run of failures reached the threshold, or a half-open trial. */
 void control_breaker(unsigned worker, struct backend *be, bool ok);
 
-/* A worker saw a draining backend go idle on its side: let the control thread check. */
-void control_backend_idle(unsigned worker, struct backend *be);
+/*
+ * A worker drops one of its counts of be (`count`: its slot of `active` or
+ * `conns`); when be is draining and that was the worker's last, the control
+ * thread checks whether it is drained. Nothing of be may be read after it.
+ */
+void control_backend_drop(unsigned worker, struct backend *be, _Atomic uint32_t *count);
 
 /* Post a message to the control thread (any thread; takes ownership). */
 void control_post(struct cmsg *m);

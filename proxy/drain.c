@@ -81,6 +81,8 @@ void ctl_send_backends(enum wmsg_type type, struct backend **list, unsigned n)
         m->n = n;
         m->be = veer_malloc(n * sizeof(*m->be));
         memcpy(m->be, list, n * sizeof(*list));
+        for (unsigned k = 0; k < n; k++)
+            backend_hold(list[k]); /* dropped by wmsg_free once the worker is done */
         worker_send(ctl.workers[w], m);
     }
 }

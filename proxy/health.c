@@ -322,6 +322,17 @@ static void check_free(struct hcheck *c)
     free(c);
 }
 
+void health_rebind(struct backend *be, const struct conf_pool *cp)
+{
+    for (struct hcheck *c = hs.checks; c; c = c->next) {
+        if (c->be == be) {
+            c->hc = cp->health;
+            c->tls_pool = cp->has_tls ? cp : NULL;
+            return;
+        }
+    }
+}
+
 void health_unwatch(struct backend *be)
 {
     for (struct hcheck **pp = &hs.checks; *pp; pp = &(*pp)->next) {

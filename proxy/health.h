@@ -23,6 +23,13 @@ void health_init(struct event_base *base, health_cb cb);
 /* Start checking be with the pool's settings; the first check comes soon, jittered. */
 void health_watch(struct backend *be, const struct conf_pool *cp);
 
+/*
+ * Point be's checks at pool cp of a newer configuration with the same
+ * checks (a reload): the one they used may be freed. A check in progress
+ * goes on.
+ */
+void health_rebind(struct backend *be, const struct conf_pool *cp);
+
 /* Stop checking be (deleted, or the pool lost its health block). */
 void health_unwatch(struct backend *be);
 

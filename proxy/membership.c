@@ -25,15 +25,24 @@ void ctl_retire_backend(struct backend *be)
     ctl.retired = be;
 }
 
-/* Free deleted backends no worker can reach any more. */
+/*
+ * Free deleted backends no worker can reach any more (see backend_hold in
+ * pool.h). retired_gen is the last generation whose snapshot routes to the
+ * backend, so a worker that announced exactly that generation may still
+ * pick it: only a strictly newer announcement counts. The announcements
+ * are read first (acquire), so a count a worker took before moving on is
+ * seen; then the counts, then, after an acquire fence, the references.
+ */
 void ctl_reclaim_backends(void)
 {
     uint64_t seen = routing_min_seen();
 
     for (struct backend **pp = &ctl.retired; *pp;) {
         struct backend *be = *pp;
+        bool idle = be->retired_gen < seen && backend_active(be) == 0 && backend_conns(be) == 0;
 
-        if (be->retired_gen <= seen && backend_active(be) == 0 && backend_conns(be) == 0) {
+        atomic_thread_fence(memory_order_acquire);
+        if (idle && atomic_load_explicit(&be->refs, memory_order_relaxed) == 0) {
             *pp = be->retired_next;
             backend_destroy(be);
         } else {

@@ -99,6 +99,8 @@ struct backend {
     _Atomic bool draining;
     /* The breaker state workers act on (half-open: report every outcome). */
     _Atomic int breaker;
+    /* Queued messages naming it, either way between threads (backend_hold). */
+    _Atomic uint32_t refs;
 
     /* Control thread only. */
     int pool;             /* index of its pool in the model, -1 once deleted */
@@ -108,6 +110,36 @@ struct backend {
     uint64_t retired_gen; /* deleted at this generation (reclaimed after) */
     struct backend *retired_next;
 };
+
+/*
+ * A deleted backend is freed by the control thread (ctl_reclaim_backends)
+ * once nothing can reach it: every worker has announced a snapshot newer
+ * than the last one routing to it (a worker reaches it through its
+ * snapshot), no request or connection counts it (a worker reaches it through
+ * its transactions and upstream connections), and no queued message names
+ * it. That last part is this reference: whoever queues a message naming a
+ * backend, in either direction, takes one while it can still reach the
+ * backend by one of the other means, and the receiver drops it once done
+ * with the message. A message therefore never carries a pointer that may
+ * be freed before it is read, whichever thread sends it.
+ *
+ * Ordering: a worker that takes a reference and then drops its last count
+ * does so with a release fence in between; the control thread reads the
+ * counts, then an acquire fence, then the references (see
+ * ctl_reclaim_backends), so it cannot see the count gone and miss the
+ * reference.
+ */
+static inline void backend_hold(struct backend *be)
+{
+    atomic_fetch_add_explicit(&be->refs, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+/* Drop a reference (release: what the holder read of be comes before). */
+static inline void backend_put(struct backend *be)
+{
+    atomic_fetch_sub_explicit(&be->refs, 1, memory_order_release);
+}
 
 /* Number of workers the per-worker tables are sized for (set before any model). */
 extern unsigned veer_nworkers;

@@ -28,13 +28,35 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Configurations replaced by a reload: snapshots and sessions may still point into them. */
+/*
+ * Configurations replaced by a reload, until nothing can read them any
+ * more (ctl_reclaim_confs), the same way snapshots are reclaimed: once
+ * every worker has switched to the new configuration (wreconf.left) and
+ * announced a snapshot that does not point into the old one (gen), and
+ * the model no longer points into it (a pool removed from the file keeps
+ * its configuration while it lasts; it is reused by name at a later
+ * reload). Nothing else keeps a pointer into a configuration across
+ * events: listeners a reload removed drop theirs, health checks are
+ * pointed at the new one, and TLS connections hold references on their
+ * contexts (OpenSSL's on the SSL_CTX, tls.c's on the listener's contexts)
+ * rather than on the configuration.
+ *
+ * The configuration veer started with stays: the admin socket, the admin
+ * HTTP address and fleet mode keep using it until a restart.
+ */
 struct old_conf {
     struct veer_conf *conf;
+    uint64_t gen;          /* first generation of snapshots that do not point into it */
+    _Atomic unsigned left; /* workers not switched off it yet */
+    bool pinned;           /* the configuration veer started with */
+    bool in_use;           /* the model pointed into it before the reload in progress */
     struct old_conf *next;
 };
 
 static struct old_conf *old_confs;
+static bool reloaded;
+
+static bool model_uses(const struct veer_conf *c);
 
 struct reload_stats {
     unsigned added, removed, changed, pools_added, pools_removed, listeners_added,
@@ -137,7 +159,8 @@ static void merge_pool(int pi, const struct conf_pool *ocp, const struct conf_po
                        struct reload_stats *st)
 {
     struct rt_pool *p = &ctl.model->pools[pi];
-    bool rewatch = ocp && health_changed(ocp, ncp);
+    /* Against what its checks run with now (a pool removed earlier: its last configuration). */
+    bool rewatch = health_changed(p->conf, ncp);
 
     p->conf = ncp;
     p->removed = false;
@@ -149,13 +172,14 @@ static void merge_pool(int pi, const struct conf_pool *ocp, const struct conf_po
         model_reset_shares(p);
         st->changed++;
     }
-    if (rewatch)
-        for (uint32_t k = 0; k < p->nb; k++) {
-            if (ncp->has_health)
-                health_watch(p->b[k].be, ncp);
-            else
-                p->b[k].health = HEALTH_READY; /* no checks: admitted */
-        }
+    for (uint32_t k = 0; k < p->nb; k++) {
+        if (!rewatch)
+            health_rebind(p->b[k].be, ncp); /* the configuration they used goes away */
+        else if (ncp->has_health)
+            health_watch(p->b[k].be, ncp);
+        else
+            p->b[k].health = HEALTH_READY; /* no checks: admitted */
+    }
 }
 
 /* Merge every pool of nc into the model; pools gone from the file drain. */
@@ -210,7 +234,6 @@ static struct wreconf *plan_listeners(const struct veer_conf *oc, const struct v
 
         rc->l[j].keep = -1;
         rc->l[j].lc = nl;
-        rc->l[j].pool = model_find_pool(ctl.model, nl->pool);
         for (int i = 0; i < oc->nlistens && rc->l[j].keep < 0; i++) {
             bool taken = false;
 
@@ -284,6 +307,7 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
     struct wreconf *rc;
     char err[1024];
     uint64_t gen, t0 = veer_now_us();
+    uint32_t npools;
 
     nc = conf_load(oc->path, err, sizeof(err));
     if (nc && tls_conf_prepare(nc, err, sizeof(err)) != VEER_OK) {
@@ -312,16 +336,35 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
         conf_free(nc);
         return VEER_ERROR;
     }
-    merge_model(oc, nc, &st);
-    cluster_reapply(); /* in a fleet, etcd's intent wins over the file */
     keep = veer_calloc(1, sizeof(*keep));
     keep->conf = (struct veer_conf *)oc;
+    keep->pinned = !reloaded;
+    reloaded = true;
     keep->next = old_confs;
     old_confs = keep;
+    for (struct old_conf *o = old_confs; o; o = o->next)
+        o->in_use = model_uses(o->conf);
+    npools = ctl.model->npools;
+    merge_model(oc, nc, &st);
+    if (ctl.model->npools > npools) {
+        /* Pools this reload added get their rollback history too (indexed by pool). */
+        ctl.history = veer_realloc(ctl.history, ctl.model->npools * sizeof(*ctl.history));
+        memset(ctl.history + npools, 0, (ctl.model->npools - npools) * sizeof(*ctl.history));
+    }
+    /* A listener may name a pool this reload added: indexes once the model has it. */
+    for (unsigned j = 0; j < rc->n; j++)
+        rc->l[j].pool = model_find_pool(ctl.model, rc->l[j].lc->pool);
+    cluster_reapply(); /* in a fleet, etcd's intent wins over the file */
     ctl.conf = nc;
     ctl.model->conf = nc;
     module_init_all(nc);
     gen = control_publish();
+    /* Snapshots from gen on point into oc only through pools the model still has from it. */
+    for (struct old_conf *o = old_confs; o; o = o->next)
+        if (o->in_use)
+            o->gen = gen;
+    atomic_init(&keep->left, ctl.nworkers);
+    rc->left = &keep->left;
     /* Drains start against the snapshot that no longer routes to them. */
     for (uint32_t i = 0; i < ctl.model->npools; i++)
         ctl_sync_draining(&ctl.model->pools[i]);
@@ -339,6 +382,44 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
     return VEER_OK;
 }
 
+/* Whether the model (a pool, or the model itself) points into configuration c. */
+static bool model_uses(const struct veer_conf *c)
+{
+    if (ctl.model->conf == c)
+        return true;
+    for (uint32_t i = 0; i < ctl.model->npools; i++)
+        if (ctl.model->pools[i].conf >= c->pools && ctl.model->pools[i].conf < c->pools + c->npools)
+            return true;
+    return false;
+}
+
+void ctl_reclaim_confs(void)
+{
+    uint64_t seen = routing_min_seen();
+
+    for (struct old_conf **pp = &old_confs; *pp;) {
+        struct old_conf *o = *pp;
+
+        if (o->pinned || atomic_load_explicit(&o->left, memory_order_acquire) != 0 ||
+            seen < o->gen || model_uses(o->conf)) {
+            pp = &o->next;
+            continue;
+        }
+        *pp = o->next;
+        conf_free(o->conf);
+        free(o);
+    }
+}
+
+unsigned ctl_old_confs(void)
+{
+    unsigned n = 0;
+
+    for (const struct old_conf *o = old_confs; o; o = o->next)
+        n++;
+    return n;
+}
+
 void ctl_free_old_confs(void)
 {
     while (old_confs) {
@@ -348,4 +429,5 @@ void ctl_free_old_confs(void)
         conf_free(o->conf);
         free(o);
     }
+    reloaded = false;
 }

@@ -177,20 +177,16 @@ static void txn_free(struct txn *t, bool upstream_reusable)
     event_del(&t->cwev);
     if (t->retry_armed)
         event_del(&t->retry_ev);
+    if (t->up)
+        upstream_release(t->up, upstream_reusable);
     if (t->be) {
         struct backend_wstat *ws = &t->be->ws[w->idx];
 
-        backend_wstat_add(&ws->active, -1);
         if (t->res_done)
             ewma_update(&ws->ewma_us, veer_now_us() - t->start_us);
-        /* Pairs with the control thread's store of `draining`: one of us sees the other. */
-        atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load_explicit(&t->be->draining, memory_order_relaxed) &&
-            atomic_load_explicit(&ws->active, memory_order_relaxed) == 0)
-            control_backend_idle(w->idx, t->be);
+        /* Last: a deleted backend may be freed once its count drops. */
+        control_backend_drop(w->idx, t->be, &ws->active);
     }
-    if (t->up)
-        upstream_release(t->up, upstream_reusable);
     vbuf_put(&w->bufs, t->rin);
     vbuf_put(&w->bufs, t->req_head);
     vbuf_put(&w->bufs, t->res_head);
@@ -432,7 +428,7 @@ bool session_try_handover(struct session *s)
     if (!w->handover || s->txn || vbuf_len(s->in) || s->closing || s->dead || s->client_eof ||
         s->tls)
         return false; /* a TLS connection's keys cannot move: it closes at a request boundary */
-    if (upgrade_send_conn(w->handover_chan, s->fd, s->l->lc->addr.text, &s->peer.sa,
+    if (upgrade_send_conn(w->handover_chan, s->fd, s->l->addr, &s->peer.sa,
                           s->peer.sa.sa_family == AF_INET6 ? sizeof(s->peer.in6)
                                                            : sizeof(s->peer.in4)) < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -1847,7 +1843,7 @@ static int tls_step(struct session *s)
         return VEER_AGAIN;
     }
     if (rc == VEER_ERROR) {
-        log_debug("TLS handshake on %s failed: %s", s->l->lc->addr.text, why);
+        log_debug("TLS handshake on %s failed: %s", s->l->addr, why);
         session_close(s);
         return VEER_ERROR;
     }

@@ -29,6 +29,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -55,7 +56,15 @@ struct sni_name {
     unsigned cert;
 };
 
+/*
+ * A TLS listener's contexts. Its configuration holds one reference and
+ * every connection accepted on it another (ex_data of the SSL, dropped by
+ * SSL_free): the servername and OCSP callbacks of a handshake still in
+ * progress use it after a reload freed the configuration. OpenSSL's own
+ * references keep each SSL_CTX alive as long as a connection uses it.
+ */
 struct tls_server {
+    _Atomic unsigned refs;
     struct tls_cert *certs; /* certs[0] is the default */
     unsigned ncerts;
     struct sni_name *names;
@@ -384,7 +393,7 @@ static void server_free(void *p)
 {
     struct tls_server *srv = p;
 
-    if (srv == NULL)
+    if (srv == NULL || atomic_fetch_sub_explicit(&srv->refs, 1, memory_order_acq_rel) != 1)
         return;
     for (unsigned i = 0; i < srv->ncerts; i++) {
         SSL_CTX_free(srv->certs[i].ctx);
@@ -401,6 +410,7 @@ static struct tls_server *server_new(const struct conf_tls *t, int *line, char *
 {
     struct tls_server *srv = veer_calloc(1, sizeof(*srv));
 
+    atomic_init(&srv->refs, 1);
     srv->certs = veer_calloc((size_t)t->ncerts, sizeof(*srv->certs));
     for (int i = 0; i < t->ncerts; i++) {
         const struct conf_tls_cert *c = &t->certs[i];
@@ -591,13 +601,40 @@ int tls_conf_prepare(struct veer_conf *c, char *err, size_t len)
 
 /* --- connections ---------------------------------------------------------------- */
 
+/* Index of a connection's reference on its tls_server; SSL_free drops it. */
+static int server_ref_index = -1;
+static pthread_once_t server_ref_once = PTHREAD_ONCE_INIT;
+
+static void server_ref_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                            void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    server_free(ptr);
+}
+
+static void server_ref_init(void)
+{
+    server_ref_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, server_ref_free);
+}
+
 struct ssl_st *tls_accept(const struct conf_listen *lc, int fd)
 {
-    const struct tls_server *srv = lc->tls ? lc->tls->server : NULL;
+    struct tls_server *srv = lc->tls ? lc->tls->server : NULL;
     SSL *ssl;
 
-    if (srv == NULL || (ssl = SSL_new(srv->certs[0].ctx)) == NULL)
+    pthread_once(&server_ref_once, server_ref_init);
+    if (srv == NULL || server_ref_index < 0 || (ssl = SSL_new(srv->certs[0].ctx)) == NULL)
         return NULL;
+    atomic_fetch_add_explicit(&srv->refs, 1, memory_order_relaxed);
+    if (SSL_set_ex_data(ssl, server_ref_index, srv) != 1) {
+        server_free(srv);
+        SSL_free(ssl);
+        return NULL;
+    }
     if (SSL_set_fd(ssl, fd) != 1) {
         SSL_free(ssl);
         return NULL;

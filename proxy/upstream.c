@@ -78,22 +78,11 @@ static void warm_finished(struct upstream *up, bool ok);
 static int tls_step(struct upstream *up, int *err)
 {
     enum tls_want want;
-    char why[160], host[INET6_ADDRSTRLEN] = "";
+    char why[160];
     const struct conf_addr *a = &up->be->addr;
     int rc;
 
-    if (up->tls == NULL) {
-        if (a->ss.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, host,
-                      sizeof(host));
-        else
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, host, sizeof(host));
-        up->tls = tls_connect(up->tls_pool, up->fd, host);
-        if (up->tls == NULL) {
-            *err = ENOMEM;
-            return VEER_ERROR;
-        }
-    }
+    up->handshaking = true;
     rc = tls_handshake(up->tls, &want, why, sizeof(why));
     if (rc == VEER_AGAIN) {
         if (want == TLS_WANT_READ) {
@@ -127,9 +116,9 @@ static void connect_progress(struct upstream *up, short what)
     socklen_t len = sizeof(err);
 
     if (!(what & EV_TIMEOUT)) {
-        if (up->tls == NULL && getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        if (!up->handshaking && getsockopt(up->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
             err = errno;
-        if (err == 0 && up->tls_pool && tls_step(up, &err) == VEER_AGAIN)
+        if (err == 0 && up->tls && tls_step(up, &err) == VEER_AGAIN)
             return;
     }
     if (up->warm) {
@@ -213,6 +202,18 @@ static struct upstream *upstream_new(struct worker *w, struct backend *be, int f
     return up;
 }
 
+/* The TLS connection to a backend at a, verified as pool cp says. */
+static struct ssl_st *upstream_tls(const struct conf_pool *cp, int fd, const struct conf_addr *a)
+{
+    char host[INET6_ADDRSTRLEN] = "";
+
+    if (a->ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, host, sizeof(host));
+    else
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, host, sizeof(host));
+    return tls_connect(cp, fd, host);
+}
+
 /* The pool configuration of be as this worker's snapshot has it (NULL once deleted). */
 static const struct conf_pool *backend_pool(const struct worker *w, const struct backend *be)
 {
@@ -235,11 +236,20 @@ struct upstream *upstream_connect(struct worker *w, struct backend *be, struct t
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     up = upstream_new(w, be, fd);
     up->txn = txn;
-    if (cp && cp->has_tls)
-        up->tls_pool = cp;
+    /*
+     * TLS is set up now, from the configuration in force: the SSL holds its
+     * own reference on the pool's context, so nothing of the configuration
+     * is needed once this returns (a reload may free it meanwhile).
+     */
+    if (cp && cp->has_tls && (up->tls = upstream_tls(cp, fd, a)) == NULL) {
+        up->txn = NULL;
+        upstream_close(up);
+        errno = ENOMEM;
+        return NULL;
+    }
     w->stats.upstream_connects++;
     if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0) {
-        if (up->tls_pool == NULL)
+        if (up->tls == NULL)
             return up;
         /* connected at once: the handshake starts when the socket is writable */
     } else if (errno != EINPROGRESS) {
@@ -410,11 +420,7 @@ void upstream_close(struct upstream *up)
     up->dead = true;
     w->nupstreams--;
     atomic_store_explicit(&w->mstat.upstreams, w->nupstreams, memory_order_relaxed);
-    backend_wstat_add(&up->counted->ws[w->idx].conns, -1);
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&up->counted->draining, memory_order_relaxed) &&
-        atomic_load_explicit(&up->counted->ws[w->idx].conns, memory_order_relaxed) == 0)
-        control_backend_idle(w->idx, up->counted);
+    control_backend_drop(w->idx, up->counted, &up->counted->ws[w->idx].conns);
     up->next = w->dead_upstreams;
     w->dead_upstreams = up;
 }

@@ -37,11 +37,11 @@ struct upstream {
     bool reused; /* taken from the idle pool for the current request */
     bool idle;
     bool dead;
-    bool reading;                     /* rev is pending */
-    int conn_err;                     /* connect failed with this errno */
-    struct ssl_st *tls;               /* TLS to the backend (pool `tls`), else NULL */
-    const struct conf_pool *tls_pool; /* the pool whose TLS settings apply, while connecting */
-    struct warm_job *warm;            /* opened ahead of traffic for this job */
+    bool reading;          /* rev is pending */
+    int conn_err;          /* connect failed with this errno */
+    struct ssl_st *tls;    /* TLS to the backend (pool `tls`), else NULL */
+    bool handshaking;      /* TCP connected, TLS handshake started */
+    struct warm_job *warm; /* opened ahead of traffic for this job */
     uint32_t nreq;
 };
 

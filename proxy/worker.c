@@ -182,6 +182,7 @@ static struct wlistener *listener_new(struct worker *w, int fd, const struct con
     l->fd = fd;
     l->w = w;
     l->lc = lc;
+    snprintf(l->addr, sizeof(l->addr), "%s", lc->addr.text);
     l->pool = pool;
     event_assign(&l->ev, w->base, fd, EV_READ | EV_PERSIST, accept_cb, l);
     return l;
@@ -244,6 +245,7 @@ static void reconfigure(struct worker *w, const struct wreconf *rc)
         if (kept[i])
             continue;
         close_listener(w->listeners[i]);
+        w->listeners[i]->lc = NULL;
         w->listeners[i]->next_retired = w->retired_listeners;
         w->retired_listeners = w->listeners[i];
     }
@@ -363,6 +365,8 @@ static void begin_shutdown(struct worker *w)
 
 void wmsg_free(struct wmsg *m)
 {
+    for (unsigned i = 0; m->be && i < m->n; i++)
+        backend_put(m->be[i]); /* the sender's reference (backend_hold) */
     free(m->be);
     free(m->adopt);
     if (m->reconf && --m->reconf->refs == 0) {
@@ -555,6 +559,8 @@ static void run_messages(struct worker *w)
             break;
         case WMSG_RECONF:
             reconfigure(w, m->reconf);
+            if (m->reconf->left)
+                atomic_fetch_sub_explicit(m->reconf->left, 1, memory_order_release);
             break;
         case WMSG_HANDOVER:
             start_handover(w, (int)m->ticket);

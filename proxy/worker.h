@@ -31,8 +31,9 @@ struct wlistener {
     int fd;
     struct event ev;
     struct worker *w;
-    const struct conf_listen *lc;
-    int pool; /* index into the snapshot's pools */
+    const struct conf_listen *lc; /* NULL once a reload removed it (its config may be freed) */
+    char addr[64];                /* lc->addr.text, for its sessions' whole life */
+    int pool;                     /* index into the snapshot's pools */
     struct wlistener *next_retired;
 };
 
@@ -49,6 +50,12 @@ struct wreconf {
     struct wreconf_listener *l;
     unsigned n;
     _Atomic unsigned refs; /* one per worker that got it */
+    /*
+     * Workers still on the previous configuration: each decrements it once
+     * switched (release), after which it reads nothing of the previous one
+     * (reload.c frees it once this is 0 and the snapshots moved on).
+     */
+    _Atomic unsigned *left;
 };
 
 /* Idle upstream connections to one backend address, most recent first. */
@@ -72,7 +79,7 @@ struct wmsg {
     enum wmsg_type type;
     uint64_t ticket;
     unsigned n;
-    struct backend **be;
+    struct backend **be; /* each with a reference (backend_hold), dropped by wmsg_free */
     struct wreconf *reconf;
     struct handover_msg *adopt; /* WMSG_ADOPT, with the fd in ticket */
 };

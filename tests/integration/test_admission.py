@@ -622,6 +622,39 @@ class MembershipTest(AdmissionCase):
         self.v.stop()
 
 
+    def test_del_force_while_its_requests_finish_and_add_del_cycles(self):
+        """Issue 15 item 6: a backend deleted (--force) while requests on it are
+        finishing, added and deleted again and again under load. A deleted
+        backend must not be freed while a worker may still reach it (snapshot,
+        request, connection, or a queued message naming it): under ASan a use
+        after free ends veer with an error instead of exit 0."""
+        a = self.hb("a")
+        x = self.hb("x", hold=lambda req: time.sleep(0.005))  # requests stay in flight a moment
+        self.start([a], health=False)
+        adm = self.admin()
+        load = self.load(6)
+        cycles = 40
+        for i in range(cycles):
+            name = "x%d" % i
+            reply = adm.command("add backend api %s %s" % (name, x.address))
+            self.assertTrue(reply.startswith("OK "), reply)
+            n = x.traffic_count()
+            wait_for(lambda: x.traffic_count() >= n + 2, what="requests on %s" % name)
+            # Odd cycles delete at once, even ones once a request was answered too.
+            if i % 2 == 0:
+                m = len(x.replied)
+                wait_for(lambda: len(x.replied) > m, what="a request on %s answered" % name)
+            reply = adm.command("del backend api %s --force" % name)
+            self.assertTrue(reply.startswith("OK "), reply)
+        t_last = time.monotonic()
+        load.wait_each_sent_after(t_last, 3)
+        self.assert_none_to(load, "x", t_last, why="the last del backend")
+        load.stop()
+        self.assert_no_failures(load)
+        self.assertEqual(pool_states(self.show()), {"a": "READY"})
+        self.v.stop()
+
+
 # --- 6, 7. replace --------------------------------------------------------------------
 
 PROGRESS = [r"added {new} 127\.0\.0\.1:\d+ to group \S+",

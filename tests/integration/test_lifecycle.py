@@ -22,9 +22,9 @@ import time
 import unittest
 
 import veertest
-from helpers import (StrictLoad, Successor, admin_top, audit_records, become_subreaper,
-                     parse_ok, pid_lines, pool_shares, pool_states, refused, show_pool,
-                     shutdown_summary, veerctl)
+from helpers import (HealthBackend, StrictLoad, Successor, admin_top, audit_records,
+                     become_subreaper, health_text, parse_ok, pid_lines, pool_shares, pool_states,
+                     refused, show_pool, shutdown_summary, veerctl)
 from veertest import DEADLINE, Client, Reader, VeerTestCase, wait_for
 
 LOAD_CLIENTS = 8
@@ -539,6 +539,108 @@ class ReloadTest(LifecycleTestCase):
 
 
 # --- binary upgrade --------------------------------------------------------------
+
+
+    def test_changes_and_rollback_on_a_pool_a_reload_added(self):
+        """The rollback history is kept per pool: a pool a reload added has
+        one too (it was indexed past the end of the array sized at start-up,
+        a heap overflow under ASan)."""
+        a = self.backend("a")
+        x = self.backend("x")
+        api = ("api", [backend_line("a", a.address)], "")
+        v = self.veer(config_text([api]))
+        sock = v.admin_socket
+        rewrite_config(v, config_text([api, ("two", [backend_line("x", x.address)], "")]))
+        self.assertEqual(reload_ok(veerctl(sock, "reload").stdout)["pools_added"], 1)
+        for w in (10, 20, 30):
+            p = veerctl(sock, "set", "weight", "two/x", str(w))
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        p = veerctl(sock, "rollback", "two")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        doc = json.loads(veerctl(sock, "show", "pool", "two", "--json").stdout)
+        self.assertEqual([b["weight"] for b in doc["backends"]], [20])
+        self.assertEqual(v.stop(), 0)
+
+    def test_pool_added_back_without_health_stops_the_checks_of_its_earlier_life(self):
+        """A pool removed by a reload (its backend still draining a request)
+        and added back by a later one without its `health` block: its backend
+        is no longer checked. The checks used to go on (with the settings of
+        the configuration that had them) and kept it DOWN once put back in
+        rotation."""
+        release = threading.Event()
+        a = self.backend("a")
+        o = HealthBackend("o", healthy=True,
+                          hold=lambda req: release.wait(60) if req.target == "/hold" else None)
+        self._cleanup.append(o.close)
+        self._cleanup.append(release.set)
+        api = ("api", [backend_line("a", a.address)], "")
+        v = self.veer(config_text([api], listeners=[("127.0.0.1:0", "api")]))
+        sock = v.admin_socket
+        listeners = [("127.0.0.1:0", "api"), ("127.0.0.1:0", "old")]
+        checked = ("old", [backend_line("o", o.address)],
+                   health_text(interval_ms=50, rise=1, fall=1))
+        rewrite_config(v, config_text([api, checked], listeners=listeners))
+        reload_ok(veerctl(sock, "reload").stdout)
+        wait_for(lambda: len(v.ports) >= 2, what="the old pool's listener")
+
+        def state():
+            doc = json.loads(veerctl(sock, "show", "pool", "old", "--json").stdout)
+            return pool_states(doc).get("o")
+        wait_for(lambda: state() == "READY", what="o READY")
+        holder = self.client(v.ports[1])
+        holder.send(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: any(t == "/hold" for _, t, _ in o.traffic), what="a request held on o")
+        rewrite_config(v, config_text([api], listeners=listeners[:1]))
+        reload_ok(veerctl(sock, "reload").stdout)
+        # o drains its request; its checks fail from now on.
+        o.set_healthy(False)
+        n = len(o.checks)
+        wait_for(lambda: len(o.checks) >= n + 2, what="failing checks of o")
+        rewrite_config(v, config_text([api, ("old", checked[1], "")], listeners=listeners))
+        reload_ok(veerctl(sock, "reload").stdout)
+        wait_for(lambda: len(v.ports) >= 3, what="the old pool's listener again")
+        self.assertEqual(state(), "DRAINING")
+        p = veerctl(sock, "set", "state", "old/o", "ready")
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertEqual(state(), "READY", "o is still checked (and failing)")
+        r = self.client(v.ports[2]).request("GET", "/o")
+        self.assertEqual((r.status, r.header("X-Backend")), (200, "o"), r.body)
+        release.set()
+        self.assertEqual(holder.response().status, 200)
+        self.assertEqual(v.stop(), 0)
+
+    def test_connection_on_removed_listener_and_pool_outlives_later_reloads(self):
+        """Issue 15 item 5: replaced configurations are freed. A keep-alive
+        connection accepted on a listener a reload removed, routed to a pool
+        that reload removed too (draining: veer answers 503), keeps being
+        answered across later reloads (the removed pool keeps its
+        configuration; the listener forgets its own); under ASan a use after
+        free ends veer with an error."""
+        a = self.backend("a")
+        o = self.backend("o")
+        pools = [("api", [backend_line("a", a.address)], ""),
+                 ("old", [backend_line("o", o.address)], "")]
+        v = self.veer(config_text(pools[:1], listeners=[("127.0.0.1:0", "api")]))
+        sock = v.admin_socket
+        # Not in the configuration veer started with (that one is kept until a restart).
+        rewrite_config(v, config_text(pools, listeners=[("127.0.0.1:0", "api"),
+                                                        ("127.0.0.1:0", "old")]))
+        reload_ok(veerctl(sock, "reload").stdout)
+        wait_for(lambda: len(v.ports) >= 2, what="the second listener")
+        c = self.client(v.ports[1])
+        r = c.request("GET", "/o1")
+        self.assertEqual((r.status, r.header("X-Backend")), (200, "o"), r.body)
+        rewrite_config(v, config_text(pools[:1], listeners=[("127.0.0.1:0", "api")]))
+        for i in range(12):
+            reload_ok(veerctl(sock, "reload").stdout)
+            # The removed pool drains: no new requests reach o, the answer is veer's 503.
+            r = c.request("GET", "/o%d" % (i + 2))
+            self.assertEqual((r.status, r.header("X-Backend")), (503, None), i)
+        r = self.client(v.port).request("GET", "/a")
+        self.assertEqual((r.status, r.header("X-Backend")), (200, "a"))
+        c.close()
+        self.assertEqual(v.stop(), 0)
+        self.assert_clean_exit_log(v)
 
 
 class UpgradeTest(LifecycleTestCase):
