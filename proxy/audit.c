@@ -39,6 +39,7 @@ static struct {
     uint64_t written;        /* records written since audit_open */
     char prev[HASH_HEX + 1]; /* hash of the last record */
     bool torn;               /* a failed write left a partial line */
+    int last_errno;          /* why the last audit_write failed */
 } audit = {.fd = -1};
 
 /* The fields a reader needs from a record: its seq, prev and hash. */
@@ -415,8 +416,10 @@ int audit_write(const char *actor, const struct audit_peer *peer, const char *co
     build_record(&b, actor, peer, command, result, generation, before_json, after_json);
     sha256_hex(b.s + skip, b.len - skip, hash);
     sb_printf(&b, HASH_KEY "%s\"}\n", hash);
+    errno = 0;
     rc = write_all(audit.fd, b.s, b.len, &done);
     if (rc < 0) {
+        audit.last_errno = errno ? errno : EIO;
         log_err("audit log: cannot write record %" PRIu64 ": %s", audit.seq + 1, strerror(errno));
         if (done > 0)
             audit.torn = true;
@@ -428,6 +431,12 @@ int audit_write(const char *actor, const struct audit_peer *peer, const char *co
     }
     sb_free(&b);
     return rc;
+}
+
+/* Why the last audit_write failed (a short write without errno reads as EIO). */
+const char *audit_error(void)
+{
+    return strerror(audit.last_errno ? audit.last_errno : EIO);
 }
 
 /* Where verification stands after the records read so far. */

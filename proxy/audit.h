@@ -45,6 +45,9 @@ int audit_write(const char *actor, const struct audit_peer *peer, const char *co
                 const char *result, uint64_t generation, const char *before_json,
                 const char *after_json);
 
+/* Why the last audit_write returned -1 (strerror text). */
+const char *audit_error(void);
+
 /* File descriptor of the open log, -1 when off (for fsync elsewhere). */
 int audit_fd(void);
 

@@ -89,18 +89,20 @@ void ctl_add_backend(struct ctl_req *r, int pi)
         ctl_refuse(r, "bad address %s: %s", c->addr, err);
         return;
     }
+    /* Audited before it is made: what the new backend will be (PENDING with checks). */
+    snprintf(after, sizeof(after),
+             "{\"pool\":\"%s\",\"backend\":\"%s\",\"address\":\"%s\",\"weight\":%d,"
+             "\"group\":\"%s\",\"state\":\"%s\"}",
+             p->name, c->backend, addr.text, c->weight < 0 ? 100 : c->weight,
+             c->group[0] ? c->group : "default",
+             backend_state_name(p->conf->has_health ? BE_PENDING : BE_READY));
+    if (ctl_audit_change(r, NULL, after) < 0)
+        return;
     i = model_add_backend(ctl.model, pi, c->backend, &addr, c->weight < 0 ? 100 : c->weight,
                           c->group[0] ? c->group : "default");
     if (p->conf->has_health)
         health_watch(p->b[i].be, p->conf);
     gen = control_publish();
-    snprintf(after, sizeof(after),
-             "{\"pool\":\"%s\",\"backend\":\"%s\",\"address\":\"%s\",\"weight\":%d,"
-             "\"group\":\"%s\",\"state\":\"%s\"}",
-             p->name, c->backend, addr.text, p->b[i].weight, p->g[p->b[i].group].name,
-             backend_state_name(model_state(p, i)));
-    audit_write("operator", &r->peer, r->line, "OK", gen, NULL, after);
-    persist_sync_audit();
     control_save_state();
     log_info("backend %s/%s %s added (%s)", p->name, c->backend, addr.text,
              backend_state_name(model_state(p, i)));
@@ -132,10 +134,10 @@ void ctl_del_backend(struct ctl_req *r, int pi)
              "\"state\":\"%s\"}",
              p->name, r->cmd.backend, p->b[bi].be->addr.text, p->b[bi].weight,
              backend_state_name(st));
+    if (ctl_audit_change(r, before, NULL) < 0)
+        return;
     ctl_remove_backend(p, (uint32_t)bi);
     gen = control_publish();
-    audit_write("operator", &r->peer, r->line, "OK", gen, before, NULL);
-    persist_sync_audit();
     control_save_state();
     log_info("backend %s/%s deleted", p->name, r->cmd.backend);
     ctl_reply_change(r, gen, NULL);

@@ -688,6 +688,42 @@ class AuditTest(AdminTestCase):
         self.v.stop()
 
 
+class AuditFailureTest(AdminTestCase):
+    """A change the audit log cannot take is not made: ERR, and nothing changes."""
+
+    def test_changes_that_cannot_be_audited_are_refused_and_change_nothing(self):
+        # /dev/full takes the open and fails every write with ENOSPC: a full disk, on demand.
+        self.blue1 = self.backend("blue-1")
+        self.blue2 = self.backend("blue-2")
+        self.green1 = self.backend("green-1")
+        backends = [("blue-1", self.blue1.address, 100, "blue"),
+                    ("blue-2", self.blue2.address, 300, "blue"),
+                    ("green-1", self.green1.address, 100, "green")]
+        cfg = two_pool_config(backends, backends, tri_shares="blue = 90; green = 10;")
+        cfg = cfg.replace('audit_log = "{tmp}/audit.log";', 'audit_log = "/dev/full";')
+        self.assertIn("/dev/full", cfg)
+        self.v = self.veer(cfg)
+        self.sock = self.v.admin_socket
+        before = self.snapshot()
+        state = os.path.join(self.v.tmp, "state")
+        for line in ("shift api blue=0 green=100", "set weight api/blue-1 7", "swap api",
+                     "set state api/blue-1 maint", "drain api/blue-2", "maintenance on",
+                     "maintenance on api --retry-after 5", "add backend api green-2 127.0.0.1:9",
+                     "del backend api green-1 --force"):
+            with self.subTest(line=line):
+                p = self.ctl(*line.split(" "))
+                self.assertEqual(p.returncode, 1, (line, p.stdout))
+                self.assertRegex(p.stdout, r"\AERR audit log cannot be written \(No space left "
+                                           r"on device\): nothing changed\n\n\Z")
+                self.assertEqual(self.snapshot(), before, line)
+        self.assertEqual(show_pool(self.sock)["generation"], json.loads(before[1])["generation"])
+        # Nothing to persist either: the state file, if written at start, still says the same.
+        if os.path.exists(state):
+            self.assertEqual(state_shares(state)["api"], {"blue": 90, "green": 10})
+        self.http_ok()
+        self.v.stop()
+
+
 class StateFileTest(VeerTestCase):
     def setUp(self):
         super().setUp()

@@ -612,6 +612,24 @@ START_TEST(test_partial_write_is_not_glued_to_next_record)
 }
 END_TEST
 
+/* A log that cannot take a record (a full disk: /dev/full) says why, for the refusal. */
+START_TEST(test_failed_write_says_why)
+{
+    char err[256], cap[128], *logged;
+    int saved, rc;
+
+    ck_assert_int_eq(audit_open("/dev/full", err, sizeof(err)), 0);
+    saved = capture_begin(cap, sizeof(cap));
+    rc = audit_write("operator", NULL, "shift api blue=0 green=100", "OK", 2, NULL, NULL);
+    logged = capture_end(saved, cap);
+    ck_assert_int_eq(rc, -1);
+    ck_assert_ptr_nonnull(strstr(logged, "cannot write record 1"));
+    ck_assert_str_eq(audit_error(), "No space left on device");
+    ck_assert_uint_eq(audit_seq(), 0);
+    free(logged);
+}
+END_TEST
+
 /* A log whose head was rotated away may start at a later seq. */
 START_TEST(test_rotated_log_may_start_after_seq_1)
 {
@@ -697,6 +715,7 @@ int main(void)
     tcase_add_test(tc, test_garbage_last_line_starts_new_chain);
     tcase_add_test(tc, test_failed_write_does_not_advance_chain);
     tcase_add_test(tc, test_partial_write_is_not_glued_to_next_record);
+    tcase_add_test(tc, test_failed_write_says_why);
     tcase_add_test(tc, test_rotated_log_may_start_after_seq_1);
     tcase_add_test(tc, test_first_record_needs_zero_prev);
     tcase_add_test(tc, test_empty_log_verifies_with_zero_records);
