@@ -163,7 +163,8 @@ void rollout_shutdown(void);
 /* show.c */
 void ctl_show_pools(struct ctl_req *r);
 void ctl_show_pool(struct ctl_req *r);
-void ctl_audit_verify(struct ctl_req *r);
+void ctl_audit_verify(struct ctl_req *r); /* answers later, from its own thread's result */
+void ctl_audit_verify_shutdown(void);
 void ctl_show_stats(struct ctl_req *r);
 
 #endif

@@ -70,6 +70,7 @@ void ctl_refuse(struct ctl_req *r, const char *fmt, ...)
         metrics_shift_refused();
         audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
         persist_sync_audit();
+        control_save_state(); /* the audit chain's last record is in it */
     }
     ctl_finish(r, line, false);
 }
@@ -82,6 +83,7 @@ void control_refuse(struct ctl_req *r, const char *why)
     snprintf(line, sizeof(line), "ERR %s", why);
     audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
     persist_sync_audit();
+    control_save_state(); /* the audit chain's last record is in it */
     ctl_finish(r, line, false);
 }
 
@@ -1124,6 +1126,7 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
 
 void control_shutdown(void)
 {
+    ctl_audit_verify_shutdown();
     health_shutdown();
     rollout_shutdown();
     for (uint32_t i = 0; ctl.model && i < ctl.model->npools; i++)
