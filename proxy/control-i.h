@@ -87,12 +87,14 @@ void ctl_finish(struct ctl_req *r, const char *text, bool ok);
 /* Refuse r with "ERR ...": audited when it was a change; nothing touched. */
 void ctl_refuse(struct ctl_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /*
- * Audit r's change before it is published (as generation model->generation
- * + 1). 0 when written; -1 when the log cannot take it: r is then answered
- * "ERR audit log cannot be written ..." and freed, and the caller must
- * leave the model as it was (a change that cannot be audited is not made).
+ * Audit r's change before it is made, naming the generation it will have
+ * (model->generation + 1 when it publishes). 0 when written; -1 when the
+ * log cannot take it: r is then answered "ERR audit log cannot be written
+ * ..." and freed, and the caller must leave everything as it was (a change
+ * that cannot be audited is not made).
  */
-int ctl_audit_change(struct ctl_req *r, const char *before_json, const char *after_json);
+int ctl_audit_change(struct ctl_req *r, uint64_t gen, const char *before_json,
+                     const char *after_json);
 /* OK gen=N applied_us=T (time to the last store) plus extra. */
 void ctl_reply_change(struct ctl_req *r, uint64_t gen, const char *extra);
 /* The pool / backend the command names, or -1 after refusing r. */

@@ -87,12 +87,12 @@ void control_refuse(struct ctl_req *r, const char *why)
     ctl_finish(r, line, false);
 }
 
-int ctl_audit_change(struct ctl_req *r, const char *before_json, const char *after_json)
+int ctl_audit_change(struct ctl_req *r, uint64_t gen, const char *before_json,
+                     const char *after_json)
 {
     char line[300];
 
-    if (audit_write("operator", &r->peer, r->line, "OK", ctl.model->generation + 1, before_json,
-                    after_json) == 0) {
+    if (audit_write("operator", &r->peer, r->line, "OK", gen, before_json, after_json) == 0) {
         persist_sync_audit();
         return 0;
     }
@@ -631,7 +631,7 @@ static void commit(struct ctl_req *r, bool async)
     edit_diff(p, before, r->edit, &jb, &ja);
     if (ctl.busy == r)
         ctl.busy = NULL;
-    rc = ctl_audit_change(r, jb.s, ja.s);
+    rc = ctl_audit_change(r, ctl.model->generation + 1, jb.s, ja.s);
     sb_free(&jb);
     sb_free(&ja);
     if (rc < 0) {
@@ -862,7 +862,7 @@ static void maintenance_apply(struct ctl_req *r)
     snprintf(after, sizeof(after), "{\"pool\":\"%s\",\"maintenance\":%s,\"retry_after\":%d}",
              pi >= 0 ? ctl.model->pools[pi].name : "*", c->on ? "true" : "false",
              c->on ? retry : 0);
-    if (ctl_audit_change(r, before, after) < 0)
+    if (ctl_audit_change(r, ctl.model->generation + 1, before, after) < 0)
         return;
     *flag = c->on;
     *ra = c->on ? retry : 0;

@@ -96,7 +96,7 @@ void ctl_add_backend(struct ctl_req *r, int pi)
              p->name, c->backend, addr.text, c->weight < 0 ? 100 : c->weight,
              c->group[0] ? c->group : "default",
              backend_state_name(p->conf->has_health ? BE_PENDING : BE_READY));
-    if (ctl_audit_change(r, NULL, after) < 0)
+    if (ctl_audit_change(r, ctl.model->generation + 1, NULL, after) < 0)
         return;
     i = model_add_backend(ctl.model, pi, c->backend, &addr, c->weight < 0 ? 100 : c->weight,
                           c->group[0] ? c->group : "default");
@@ -134,7 +134,7 @@ void ctl_del_backend(struct ctl_req *r, int pi)
              "\"state\":\"%s\"}",
              p->name, r->cmd.backend, p->b[bi].be->addr.text, p->b[bi].weight,
              backend_state_name(st));
-    if (ctl_audit_change(r, before, NULL) < 0)
+    if (ctl_audit_change(r, ctl.model->generation + 1, before, NULL) < 0)
         return;
     ctl_remove_backend(p, (uint32_t)bi);
     gen = control_publish();

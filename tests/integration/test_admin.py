@@ -798,7 +798,8 @@ class AuditFailureTest(AdminTestCase):
         for line in ("shift api blue=0 green=100", "set weight api/blue-1 7", "swap api",
                      "set state api/blue-1 maint", "drain api/blue-2", "maintenance on",
                      "maintenance on api --retry-after 5", "add backend api green-2 127.0.0.1:9",
-                     "del backend api green-1 --force"):
+                     "del backend api green-1 --force",
+                     "rollout start api canary=green steps=20,100 interval=60s"):
             with self.subTest(line=line):
                 p = self.ctl(*line.split(" "))
                 self.assertEqual(p.returncode, 1, (line, p.stdout))
@@ -811,6 +812,35 @@ class AuditFailureTest(AdminTestCase):
             self.assertEqual(state_shares(state)["api"], {"blue": 90, "green": 10})
         self.http_ok()
         self.v.stop()
+
+
+class AuditFailureRolloutTest(VeerTestCase):
+    def test_rollout_commands_that_cannot_be_audited_change_nothing(self):
+        d = tempfile.mkdtemp(prefix="veer-audit-full-")
+        self._cleanup.append(lambda: shutil.rmtree(d, ignore_errors=True))
+        blue, green = self.backend("blue-1"), self.backend("green-1")
+        cfg = two_pool_config([("blue-1", blue.address, 100, "blue"),
+                               ("green-1", green.address, 100, "green")],
+                              [("a1", blue.address, 100, "a"), ("b1", blue.address, 100, "b"),
+                               ("c1", blue.address, 100, "c")], persist_dir=d)
+        v = self.veer(cfg)
+        parse_ok(veerctl(v.admin_socket, "rollout", "start", "api", "canary=green",
+                         "steps=10,50,100", "interval=60s").stdout)
+        v.stop()
+        # The rollout is restored from the state file; now the audit log takes nothing.
+        v = self.veer(cfg.replace('audit_log = "%s/audit.log";' % d, 'audit_log = "/dev/full";'))
+        before = (show_pool(v.admin_socket), veerctl(v.admin_socket, "rollout", "status", "api").stdout)
+        self.assertIn("state running", before[1])
+        for line in ("rollout pause api", "rollout abort api"):
+            with self.subTest(line=line):
+                p = veerctl(v.admin_socket, *line.split(" "))
+                self.assertEqual(p.returncode, 1, p.stdout)
+                self.assertTrue(p.stdout.startswith("ERR audit log cannot be written"), p.stdout)
+                self.assertEqual(show_pool(v.admin_socket), before[0])
+                status = veerctl(v.admin_socket, "rollout", "status", "api").stdout
+                self.assertIn("state running", status)
+                self.assertEqual(pool_shares(show_pool(v.admin_socket)), {"blue": 90, "green": 10})
+        v.stop()
 
 
 class StateFileTest(VeerTestCase):
