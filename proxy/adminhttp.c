@@ -39,11 +39,15 @@
  */
 #define ADMIN_HTTP_MAX_CONNS 64
 
+/* The longest one slice of a /metrics render holds the control thread (about). */
+#define ADMIN_RENDER_SLICE_US 5000
+
 /* A /metrics or /status request waiting for its turn to be rendered. */
 struct pending {
     struct evhttp_request *req;
-    void (*render)(struct sbuf *o);
-    const char *ctype;
+    bool metrics;                 /* /metrics: rendered in slices; else /status, whole */
+    struct metrics_cursor cursor; /* how far the render got */
+    struct sbuf out;
     struct pending *next;
 };
 
@@ -69,7 +73,8 @@ static struct {
     struct pending *head, *tail;
     struct event *render_ev;
     uint64_t renders;
-} ah;
+    uint64_t slice_us;
+} ah = {.slice_us = ADMIN_RENDER_SLICE_US};
 
 static void send_text(struct evhttp_request *req, int code, const char *ctype, const char *body,
                       size_t len)
@@ -106,44 +111,53 @@ static bool refuse_method(struct evhttp_request *req)
 
 /*
  * Rendering /metrics or /status is the costly part of a scrape (it walks every backend of
- * every pool), and it runs on the control thread. So requests for them queue, and one is
- * rendered per pass of the event loop, from a timer that fires after the pass's I/O: the
- * admin socket, health checks and worker reports are always served between two renders,
- * however many scrapers wait.
+ * every pool), and it runs on the control thread. So requests for them queue, and the one at
+ * the head is worked on once per pass of the event loop, from a timer that fires after the
+ * pass's I/O: a /status whole, a /metrics for one slice of ADMIN_RENDER_SLICE_US (a pool of
+ * 10,000 backends takes many). The admin socket, health checks and worker reports are always
+ * served between two slices, however many scrapers wait and however big the model.
  */
 static void render_cb(evutil_socket_t fd, short what, void *arg)
 {
     static const struct timeval now = {0, 0};
     struct pending *p = ah.head;
-    struct sbuf b;
+    bool done = true;
 
     if (p == NULL)
         return;
-    ah.head = p->next;
-    if (ah.head == NULL)
-        ah.tail = NULL;
-    else
-        evtimer_add(ah.render_ev, &now);
     if (evhttp_request_get_connection(p->req) == NULL) {
         evhttp_request_free(p->req); /* the client went away while it waited */
+    } else if (p->metrics) {
+        done = metrics_render_step(&p->cursor, &p->out, ah.model, ah.workers, ah.nworkers,
+                                   ah.slice_us);
     } else {
-        sb_init(&b);
-        p->render(&b);
-        ah.renders++;
-        send_text(p->req, 200, p->ctype, b.s ? b.s : "", b.len);
-        sb_free(&b);
+        adminhttp_status_json(&p->out);
     }
-    free(p);
+    if (done && evhttp_request_get_connection(p->req) != NULL) {
+        ah.renders++;
+        send_text(p->req, 200,
+                  p->metrics ? "text/plain; version=0.0.4; charset=utf-8" : "application/json",
+                  p->out.s ? p->out.s : "", p->out.len);
+    }
+    if (done) {
+        ah.head = p->next;
+        if (ah.head == NULL)
+            ah.tail = NULL;
+        sb_free(&p->out);
+        free(p);
+    }
+    if (ah.head)
+        evtimer_add(ah.render_ev, &now);
 }
 
-static void enqueue(struct evhttp_request *req, void (*render)(struct sbuf *o), const char *ctype)
+static void enqueue(struct evhttp_request *req, bool metrics)
 {
     static const struct timeval now = {0, 0};
     struct pending *p = veer_calloc(1, sizeof(*p));
 
     p->req = req;
-    p->render = render;
-    p->ctype = ctype;
+    p->metrics = metrics;
+    sb_init(&p->out);
     if (ah.tail)
         ah.tail->next = p;
     else
@@ -153,16 +167,11 @@ static void enqueue(struct evhttp_request *req, void (*render)(struct sbuf *o), 
         evtimer_add(ah.render_ev, &now);
 }
 
-static void render_metrics(struct sbuf *o)
-{
-    metrics_render(o, ah.model, ah.workers, ah.nworkers);
-}
-
 static void metrics_cb(struct evhttp_request *req, void *arg)
 {
     if (refuse_method(req))
         return;
-    enqueue(req, render_metrics, "text/plain; version=0.0.4; charset=utf-8");
+    enqueue(req, true);
 }
 
 static void rate_json(struct sbuf *o, const struct rate *r)
@@ -235,7 +244,7 @@ static void status_cb(struct evhttp_request *req, void *arg)
 {
     if (refuse_method(req))
         return;
-    enqueue(req, adminhttp_status_json, "application/json");
+    enqueue(req, false);
 }
 
 /* The page: one table per pool, refreshed from /status every second; no external assets. */
@@ -372,6 +381,11 @@ uint64_t adminhttp_renders(void)
     return ah.renders;
 }
 
+void adminhttp_set_render_slice(uint64_t us)
+{
+    ah.slice_us = us;
+}
+
 int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const struct model *m,
                     struct worker **workers, unsigned nworkers)
 {
@@ -459,6 +473,7 @@ void adminhttp_stop(void)
         ah.head = p->next;
         if (evhttp_request_get_connection(p->req) == NULL)
             evhttp_request_free(p->req);
+        sb_free(&p->out);
         free(p);
     }
     ah.tail = NULL;

@@ -26,5 +26,7 @@ void adminhttp_status_json(struct sbuf *o);
 unsigned adminhttp_connections(void);
 /* /metrics and /status documents rendered since start (tests). */
 uint64_t adminhttp_renders(void);
+/* How long one slice of a /metrics render may take (default 5 ms; tests make it tiny). */
+void adminhttp_set_render_slice(uint64_t us);
 
 #endif

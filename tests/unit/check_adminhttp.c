@@ -1350,6 +1350,50 @@ START_TEST(test_scrapes_are_rendered_one_per_loop_pass)
 }
 END_TEST
 
+/*
+ * One scrape of a big model is rendered in slices with the loop's other work in between, not
+ * in one long callback (slices of 1 us here, so 300 backends make many).
+ */
+START_TEST(test_a_big_render_is_cut_into_slices)
+{
+    static const char get[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    struct sbuf conf;
+    struct event *ev;
+    uint64_t base;
+    unsigned passes;
+    int fd, sp[2];
+    char *log;
+
+    sb_init(&conf);
+    sb_puts(&conf, LISTEN ADMIN "pools = ( { name = \"api\"; backends = (");
+    for (unsigned i = 0; i < 300; i++)
+        sb_printf(&conf, "%s{ name = \"b%u\"; address = \"127.0.0.1:%u\"; }", i ? "," : "", i,
+                  1000 + i);
+    sb_puts(&conf, "); } );\n");
+    ck_assert_msg(start_with(conf.s, &log) == VEER_OK, "%s", log);
+    free(log);
+    sb_free(&conf);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    ck_assert_int_eq(write(sp[1], "x", 1), 1);
+    memset(&other, 0, sizeof(other));
+    ev = event_new(fx.base, sp[0], EV_READ | EV_PERSIST, other_work_cb, NULL);
+    event_add(ev, NULL);
+    adminhttp_set_render_slice(1);
+    fd = raw_connect();
+    raw_send(fd, get);
+    passes = other.passes;
+    base = adminhttp_renders();
+    RUN_UNTIL(adminhttp_renders() > base && raw_has_data(fd), 30000);
+    /* In one callback it would be 3 or 4 passes: accept, read, render, write. */
+    ck_assert_msg(other.passes - passes >= 10, "only %u passes of other work during the render",
+                  other.passes - passes);
+    event_free(ev);
+    close(sp[0]);
+    close(sp[1]);
+    close(fd);
+}
+END_TEST
+
 /* A scraper that leaves before its turn costs nothing, and stop frees what still waits. */
 START_TEST(test_scrapes_whose_client_left_are_dropped)
 {
@@ -1850,6 +1894,7 @@ static Suite *adminhttp_suite(void)
     tcase_add_test(tl, test_connections_over_the_cap_wait_until_one_closes);
     tcase_add_test(tl, test_scrapes_are_rendered_one_per_loop_pass);
     tcase_add_test(tl, test_scrapes_whose_client_left_are_dropped);
+    tcase_add_test(tl, test_a_big_render_is_cut_into_slices);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_stop_closes_the_listener_and_open_connections);
     tcase_add_test(tc, test_stop_then_start_again_serves_again);
