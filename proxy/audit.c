@@ -287,10 +287,15 @@ static void hold_to_expected(const char *path, bool have_first, const struct rec
         return;
     }
     if (lost_end) {
-        log_err("audit log %s ends %s record %" PRIu64 " the state file saw written: records were "
-                "removed; the chain continues from it, so audit verify reports the gap",
-                path, have_last && last->seq >= e->last_seq ? "with another" : "before",
-                e->last_seq);
+        if (have_last && last->seq >= e->last_seq)
+            log_err("audit log %s: record %" PRIu64 " is not the one the state file saw written; "
+                    "the chain continues from the state file's, so audit verify reports the break",
+                    path, e->last_seq);
+        else
+            log_err("audit log %s ends before record %" PRIu64 " the state file saw written: "
+                    "records were removed from its end; the chain continues after it, so audit "
+                    "verify reports the gap",
+                    path, e->last_seq);
         audit.seq = e->last_seq;
         memcpy(audit.prev, e->last_hash, sizeof(audit.prev));
     }
