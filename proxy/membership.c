@@ -64,10 +64,12 @@ void ctl_remove_backend(struct rt_pool *p, uint32_t i)
 
 void ctl_reply_change(struct ctl_req *r, uint64_t gen, const char *extra)
 {
+    /* A change that stored no snapshot (rollout pause, resume) took no time to one. */
+    uint64_t applied = ctl.last_store_us > r->t_read_us ? ctl.last_store_us - r->t_read_us : 0;
     char line[300];
 
     snprintf(line, sizeof(line), "OK gen=%llu applied_us=%llu%s", (unsigned long long)gen,
-             (unsigned long long)(ctl.last_store_us - r->t_read_us), extra ? extra : "");
+             (unsigned long long)applied, extra ? extra : "");
     ctl_finish(r, line, true);
 }
 

@@ -843,6 +843,19 @@ class AuditFailureRolloutTest(VeerTestCase):
         v.stop()
 
 
+class NoPublishReplyTest(AdminTestCase):
+    def test_commands_that_publish_nothing_report_applied_us_0(self):
+        # rollout pause/resume store no snapshot: no time to it, not a wrapped-around difference.
+        self.start()
+        parse_ok(self.ctl("rollout", "start", "api", "canary=green", "steps=10,100",
+                          "interval=60s").stdout)
+        for line in ("rollout pause api", "rollout resume api"):
+            with self.subTest(line=line):
+                ok = parse_ok(self.ctl(*line.split(" ")).stdout)
+                self.assertEqual(ok["applied_us"], 0)
+        self.v.stop()
+
+
 class StateFileTest(VeerTestCase):
     def setUp(self):
         super().setUp()
