@@ -332,7 +332,6 @@ static int parse_maint(struct parser *ps, char **tok, int n, bool pool)
     return 0;
 }
 
-/* One line of the body: pool, share, backend or the closing end. */
 /* "audit FIRST_SEQ FIRST_PREV LAST_SEQ LAST_HASH": where the audit log's chain starts and ends. */
 static int parse_audit(struct parser *ps, char **tok, int n)
 {
@@ -349,6 +348,7 @@ static int parse_audit(struct parser *ps, char **tok, int n)
     return 0;
 }
 
+/* One line of the body: audit, maintenance, pool, share, backend or the closing end. */
 static int parse_body(struct parser *ps, char **tok, int n)
 {
     if (n == 0)
