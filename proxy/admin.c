@@ -25,6 +25,13 @@
 /* Stop taking commands from a client that leaves this much reply unread. */
 #define ADMIN_OUT_HIGH (1024 * 1024)
 
+/*
+ * The most input held for one connection: lines waiting behind a pending
+ * command (drain --wait) stay in the socket beyond this, not in veer's
+ * memory. Above CMD_LINE_MAX, so a line without its end is still refused.
+ */
+#define ADMIN_IN_HIGH (4 * CMD_LINE_MAX)
+
 struct admin_conn {
     struct bufferevent *bev;
     struct audit_peer peer;
@@ -213,6 +220,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_set_timeouts(c->bev, &idle, &idle);
+    /* libevent stops reading at the mark and resumes once lines are taken off. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, ADMIN_IN_HIGH);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->next = adm.conns;
     if (adm.conns)

@@ -17,6 +17,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <errno.h>
 #include <openssl/ssl.h>
 #include <string.h>
@@ -30,13 +31,50 @@
 #define ADMIN_HEAD_BYTES 32768
 #define ADMIN_BODY_BYTES 4096
 
+/*
+ * The most connections the admin address holds at once (there is no config key for it).
+ * At the cap veer stops accepting: later connections wait in the listen backlog until one
+ * closes, so scrapers are served late rather than refused, and a flood of idle connections
+ * costs at most this many descriptors.
+ */
+#define ADMIN_HTTP_MAX_CONNS 64
+
+/* The longest one slice of a /metrics render holds the control thread (about). */
+#define ADMIN_RENDER_SLICE_US 5000
+
+/* A /metrics or /status request waiting for its turn to be rendered. */
+struct pending {
+    struct evhttp_request *req;
+    bool metrics;                 /* /metrics: rendered in slices; else /status, whole */
+    struct metrics_cursor cursor; /* how far the render got */
+    struct sbuf out;
+    struct pending *next;
+};
+
+/* A bufferevent evhttp is about to wrap in a connection, kept alive until we saw it. */
+struct newconn {
+    struct bufferevent *bev;
+    struct newconn *next;
+};
+
 static struct {
     struct evhttp *http;
+    struct evconnlistener *listener; /* evhttp's, paused at the cap */
+    struct event_base *base;
     const struct model *model;
     struct worker **workers;
     unsigned nworkers;
     uint64_t start_us;
-} ah;
+    const struct veer_conf *conf;
+    unsigned conns;        /* connections open now (accepted, not yet closed) */
+    bool paused;           /* the listener is disabled: conns reached the cap */
+    struct newconn *fresh; /* accepted this loop pass, not adopted yet */
+    struct event *adopt_ev;
+    struct pending *head, *tail;
+    struct event *render_ev;
+    uint64_t renders;
+    uint64_t slice_us;
+} ah = {.slice_us = ADMIN_RENDER_SLICE_US};
 
 static void send_text(struct evhttp_request *req, int code, const char *ctype, const char *body,
                       size_t len)
@@ -71,16 +109,69 @@ static bool refuse_method(struct evhttp_request *req)
     return true;
 }
 
+/*
+ * Rendering /metrics or /status is the costly part of a scrape (it walks every backend of
+ * every pool), and it runs on the control thread. So requests for them queue, and the one at
+ * the head is worked on once per pass of the event loop, from a timer that fires after the
+ * pass's I/O: a /status whole, a /metrics for one slice of ADMIN_RENDER_SLICE_US (a pool of
+ * 10,000 backends takes many). The admin socket, health checks and worker reports are always
+ * served between two slices, however many scrapers wait and however big the model.
+ */
+static void render_cb(evutil_socket_t fd, short what, void *arg)
+{
+    static const struct timeval now = {0, 0};
+    struct pending *p = ah.head;
+    bool done = true;
+
+    if (p == NULL)
+        return;
+    if (evhttp_request_get_connection(p->req) == NULL) {
+        evhttp_request_free(p->req); /* the client went away while it waited */
+    } else if (p->metrics) {
+        done = metrics_render_step(&p->cursor, &p->out, ah.model, ah.workers, ah.nworkers,
+                                   ah.slice_us);
+    } else {
+        adminhttp_status_json(&p->out);
+    }
+    if (done && evhttp_request_get_connection(p->req) != NULL) {
+        ah.renders++;
+        send_text(p->req, 200,
+                  p->metrics ? "text/plain; version=0.0.4; charset=utf-8" : "application/json",
+                  p->out.s ? p->out.s : "", p->out.len);
+    }
+    if (done) {
+        ah.head = p->next;
+        if (ah.head == NULL)
+            ah.tail = NULL;
+        sb_free(&p->out);
+        free(p);
+    }
+    if (ah.head)
+        evtimer_add(ah.render_ev, &now);
+}
+
+static void enqueue(struct evhttp_request *req, bool metrics)
+{
+    static const struct timeval now = {0, 0};
+    struct pending *p = veer_calloc(1, sizeof(*p));
+
+    p->req = req;
+    p->metrics = metrics;
+    sb_init(&p->out);
+    if (ah.tail)
+        ah.tail->next = p;
+    else
+        ah.head = p;
+    ah.tail = p;
+    if (!evtimer_pending(ah.render_ev, NULL))
+        evtimer_add(ah.render_ev, &now);
+}
+
 static void metrics_cb(struct evhttp_request *req, void *arg)
 {
-    struct sbuf b;
-
     if (refuse_method(req))
         return;
-    sb_init(&b);
-    metrics_render(&b, ah.model, ah.workers, ah.nworkers);
-    send_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.s ? b.s : "", b.len);
-    sb_free(&b);
+    enqueue(req, true);
 }
 
 static void rate_json(struct sbuf *o, const struct rate *r)
@@ -154,14 +245,9 @@ void adminhttp_status_json(struct sbuf *o)
 
 static void status_cb(struct evhttp_request *req, void *arg)
 {
-    struct sbuf b;
-
     if (refuse_method(req))
         return;
-    sb_init(&b);
-    adminhttp_status_json(&b);
-    send_text(req, 200, "application/json", b.s, b.len);
-    sb_free(&b);
+    enqueue(req, false);
 }
 
 /* The page: one table per pool, refreshed from /status every second; no external assets. */
@@ -211,16 +297,96 @@ static void page_cb(struct evhttp_request *req, void *arg)
     send_text(req, 200, "text/html; charset=utf-8", page, sizeof(page) - 1);
 }
 
-/* admin.http_tls: every connection to the admin address is a TLS one. */
-static struct bufferevent *tls_bev_cb(struct event_base *base, void *arg)
-{
-    SSL *ssl = tls_admin_new(arg);
+/* --- the connection cap ------------------------------------------------------------ */
 
-    /* Returning NULL would make evhttp serve this connection in plain text. */
-    if (ssl == NULL)
-        veer_panic(__FILE__, __LINE__, "admin.http_tls: SSL_new failed");
-    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                          BEV_OPT_CLOSE_ON_FREE);
+/* evhttp closed a connection (closecb): one more may come in. */
+static void conn_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+    ah.conns--;
+    if (ah.paused && ah.conns < ADMIN_HTTP_MAX_CONNS && ah.listener) {
+        evconnlistener_enable(ah.listener);
+        ah.paused = false;
+    }
+}
+
+/*
+ * evhttp 2.1 has no connection limit, and only tells about a closed connection through a
+ * close callback set on its connection object, which exists only after our bufferevent
+ * callback returned. So each new bufferevent is held (one reference) until the end of this
+ * loop pass; by then evhttp has wrapped it (its callbacks' argument is the connection) and
+ * the close callback is set, or it already freed it (its callbacks are gone).
+ */
+static void adopt_cb(evutil_socket_t fd, short what, void *arg)
+{
+    while (ah.fresh) {
+        struct newconn *n = ah.fresh;
+        bufferevent_data_cb rd;
+        bufferevent_event_cb ev;
+        void *evcon = NULL;
+
+        ah.fresh = n->next;
+        bufferevent_getcb(n->bev, &rd, NULL, &ev, &evcon);
+        if (rd != NULL && evcon != NULL)
+            evhttp_connection_set_closecb(evcon, conn_closed_cb, NULL);
+        else
+            conn_closed_cb(NULL, NULL); /* gone before we saw it */
+        bufferevent_decref(n->bev);
+        free(n);
+    }
+}
+
+/*
+ * Every connection evhttp accepts starts here (plain or TLS): count it, pause accepting at
+ * the cap (the listener checks between two accepts), and have it adopted at the end of the
+ * pass. Its events run like any other on the control thread; renders are what is deferred.
+ */
+static struct bufferevent *bev_cb(struct event_base *base, void *arg)
+{
+    const struct veer_conf *conf = arg;
+    struct bufferevent *bev;
+    struct newconn *n;
+
+    if (conf->admin.http_tls) {
+        SSL *ssl = tls_admin_new(conf);
+
+        /* Returning NULL would make evhttp serve this connection in plain text. */
+        if (ssl == NULL)
+            veer_panic(__FILE__, __LINE__, "admin.http_tls: SSL_new failed");
+        bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+    } else {
+        bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (bev == NULL)
+        veer_panic(__FILE__, __LINE__, "admin.http: bufferevent_socket_new failed");
+    if (++ah.conns >= ADMIN_HTTP_MAX_CONNS && ah.listener && !ah.paused) {
+        evconnlistener_disable(ah.listener);
+        ah.paused = true;
+        log_info("admin http: %d connections open; new ones wait until one closes",
+                 ADMIN_HTTP_MAX_CONNS);
+    }
+    bufferevent_incref(bev);
+    n = veer_calloc(1, sizeof(*n));
+    n->bev = bev;
+    n->next = ah.fresh;
+    ah.fresh = n;
+    event_active(ah.adopt_ev, EV_TIMEOUT, 0);
+    return bev;
+}
+
+unsigned adminhttp_connections(void)
+{
+    return ah.conns;
+}
+
+uint64_t adminhttp_renders(void)
+{
+    return ah.renders;
+}
+
+void adminhttp_set_render_slice(uint64_t us)
+{
+    ah.slice_us = us;
 }
 
 int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const struct model *m,
@@ -237,6 +403,10 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const
     ah.start_us = veer_now_us();
     if (!conf->admin.has_http)
         return VEER_OK;
+    ah.base = base;
+    ah.conf = conf;
+    ah.conns = 0;
+    ah.paused = false;
     if (conf->admin.http_tls && conf->admin.http_tls->ctx == NULL) {
         log_err("admin.http %s: admin.http_tls has no TLS context: not serving it in plain text",
                 conf->admin.http.text);
@@ -264,8 +434,9 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const
     evhttp_set_cb(ah.http, "/metrics", metrics_cb, NULL);
     evhttp_set_cb(ah.http, "/status", status_cb, NULL);
     evhttp_set_gencb(ah.http, page_cb, NULL);
-    if (conf->admin.http_tls)
-        evhttp_set_bevcb(ah.http, tls_bev_cb, (void *)conf);
+    evhttp_set_bevcb(ah.http, bev_cb, (void *)conf);
+    ah.adopt_ev = event_new(base, -1, 0, adopt_cb, NULL);
+    ah.render_ev = evtimer_new(base, render_cb, NULL);
     {
         struct evhttp_bound_socket *bs =
             evhttp_bind_socket_with_handle(ah.http, host, (uint16_t)port);
@@ -277,10 +448,10 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const
             int e = errno;
 
             log_err("admin.http %s: cannot listen: %s", conf->admin.http.text, strerror(e));
-            evhttp_free(ah.http);
-            ah.http = NULL;
+            adminhttp_stop();
             return VEER_ERROR;
         }
+        ah.listener = evhttp_bound_socket_get_listener(bs);
         getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl);
         snprintf(text, sizeof(text), conf->admin.http.text[0] == '[' ? "[%s]:%d" : "%s:%d", host,
                  ntohs(((struct sockaddr_in *)&ss)->sin_port));
@@ -293,11 +464,34 @@ int adminhttp_start(struct event_base *base, const struct veer_conf *conf, const
     return VEER_OK;
 }
 
+/*
+ * Close the listener and every connection. Queued requests on live connections are freed
+ * with them by evhttp; those whose client already went are ours to free.
+ */
 void adminhttp_stop(void)
 {
+    while (ah.head) {
+        struct pending *p = ah.head;
+
+        ah.head = p->next;
+        if (evhttp_request_get_connection(p->req) == NULL)
+            evhttp_request_free(p->req);
+        sb_free(&p->out);
+        free(p);
+    }
+    ah.tail = NULL;
+    ah.listener = NULL; /* evhttp_free closes it first; close callbacks must not enable it */
     if (ah.http)
         evhttp_free(ah.http);
     ah.http = NULL;
+    adopt_cb(-1, 0, NULL);
+    if (ah.adopt_ev)
+        event_free(ah.adopt_ev);
+    if (ah.render_ev)
+        event_free(ah.render_ev);
+    ah.adopt_ev = ah.render_ev = NULL;
+    ah.conns = 0;
+    ah.paused = false;
 }
 
 void adminhttp_set_model(const struct model *m)

@@ -8,6 +8,7 @@
 #include "pool.h"
 
 #include <event2/event.h>
+#include <stdint.h>
 
 struct worker;
 struct sbuf;
@@ -20,5 +21,12 @@ void adminhttp_set_model(const struct model *m);
 
 /* The /status document. */
 void adminhttp_status_json(struct sbuf *o);
+
+/* Connections open on the admin address now (at most 64: more wait to be accepted). */
+unsigned adminhttp_connections(void);
+/* /metrics and /status documents rendered since start (tests). */
+uint64_t adminhttp_renders(void);
+/* How long one slice of a /metrics render may take (default 5 ms; tests make it tiny). */
+void adminhttp_set_render_slice(uint64_t us);
 
 #endif

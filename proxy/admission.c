@@ -41,6 +41,7 @@ static void health_transition(struct rt_pool *p, uint32_t i, enum health_state t
     snprintf(after, sizeof(after), "{\"state\":\"%s\"}", health_name(to));
     audit_write("health", NULL, line, "OK", gen, before, after);
     persist_sync_audit();
+    control_save_state(); /* the audit chain's last record is in it */
     if (to == HEALTH_READY)
         log_info("backend %s/%s %s -> READY after %u passing checks (gen %llu)", p->name,
                  b->be->name, health_name(from), b->be->hc_pass, (unsigned long long)gen);
@@ -109,6 +110,7 @@ static void breaker_set(struct rt_pool *p, uint32_t i, enum breaker_state to, co
     snprintf(after, sizeof(after), "{\"circuit\":\"%s\"}", breaker_state_name(to));
     audit_write("breaker", NULL, line, "OK", gen, before, after);
     persist_sync_audit();
+    control_save_state(); /* the audit chain's last record is in it */
     log_write(to == BREAKER_OPEN ? LOG_WARN : LOG_INFO,
               "backend %s/%s circuit %s -> %s: %s (gen %llu)", p->name, b->be->name,
               breaker_state_name(from), breaker_state_name(to), why, (unsigned long long)gen);

@@ -40,7 +40,14 @@ static struct {
     char prev[HASH_HEX + 1]; /* hash of the last record */
     bool torn;               /* a failed write left a partial line */
     bool held;               /* an upgrade handed the log over: nothing is appended */
+    int last_errno;          /* why the last audit_write failed */
+    /* Where this file's part of the chain starts: its first record (or the next one). */
+    uint64_t first_seq;
+    char first_prev[HASH_HEX + 1];
 } audit = {.fd = -1};
+
+/* The chain as the state file last saw it (audit_expect), for the next audit_open. */
+static struct audit_anchor expected;
 
 /* The fields a reader needs from a record: its seq, prev and hash. */
 struct record {
@@ -223,6 +230,87 @@ static const char *read_last_record(int fd, struct record *r, bool *found)
 }
 
 /*
+ * Read the seq and prev of the first line of the log open on fd into r
+ * (*found false when the file is empty or its first line is no record).
+ */
+static void read_first_record(int fd, struct record *r, bool *found)
+{
+    char chunk[4096], head[32], tail[RECORD_TAIL];
+    off_t end = -1, pos = 0;
+
+    *found = false;
+    while (end < 0 && pos < (off_t)MAX_LAST_LINE) {
+        ssize_t n = pread(fd, chunk, sizeof(chunk), pos);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        for (ssize_t i = 0; i < n; i++)
+            if (chunk[i] == '\n') {
+                end = pos + i;
+                break;
+            }
+        pos += n;
+    }
+    if (end < (off_t)(sizeof(SEQ_KEY) + RECORD_TAIL))
+        return;
+    if (pread_all(fd, head, sizeof(head), 0) < 0 ||
+        pread_all(fd, tail, sizeof(tail), end - (off_t)sizeof(tail)) < 0)
+        return;
+    *found = parse_seq(head, sizeof(head), &r->seq) && parse_tail(tail, r);
+}
+
+/*
+ * Hold the chain to what the state file saw (expected): a log that ends
+ * before the state file's last record lost records at its end, one that
+ * starts elsewhere than the state file's first lost them at its start.
+ * The chain then continues from the state file's last record, so the gap
+ * stays visible to audit verify; an empty log (moved away for rotation)
+ * continues the chain too, its first record linking to the old file's last.
+ */
+static void hold_to_expected(const char *path, bool have_first, const struct record *first,
+                             bool have_last, const struct record *last)
+{
+    const struct audit_anchor *e = &expected;
+    bool lost_end = !have_last || last->seq < e->last_seq ||
+                    (last->seq == e->last_seq && strcmp(last->hash, e->last_hash) != 0);
+
+    if (e->last_seq == 0)
+        return;
+    if (!have_first && !have_last) {
+        log_info("audit log %s has no records: the chain continues after record %" PRIu64, path,
+                 e->last_seq);
+        audit.seq = e->last_seq;
+        memcpy(audit.prev, e->last_hash, sizeof(audit.prev));
+        audit.first_seq = e->last_seq + 1;
+        memcpy(audit.first_prev, e->last_hash, sizeof(audit.first_prev));
+        return;
+    }
+    if (lost_end) {
+        if (have_last && last->seq >= e->last_seq)
+            log_err("audit log %s: record %" PRIu64 " is not the one the state file saw written; "
+                    "the chain continues from the state file's, so audit verify reports the break",
+                    path, e->last_seq);
+        else
+            log_err("audit log %s ends before record %" PRIu64 " the state file saw written: "
+                    "records were removed from its end; the chain continues after it, so audit "
+                    "verify reports the gap",
+                    path, e->last_seq);
+        audit.seq = e->last_seq;
+        memcpy(audit.prev, e->last_hash, sizeof(audit.prev));
+    }
+    if (e->first_seq &&
+        (!have_first || first->seq != e->first_seq || strcmp(first->prev, e->first_prev) != 0)) {
+        log_err("audit log %s does not start with record %" PRIu64 " as the state file says it "
+                "did: records were removed from its start",
+                path, e->first_seq);
+        audit.first_seq = e->first_seq;
+        memcpy(audit.first_prev, e->first_prev, sizeof(audit.first_prev));
+    }
+}
+
+/*
  * Pick up the chain from the end of the log at path (fd is the append
  * descriptor). Anything unreadable starts a new chain with a warning; a
  * partial last line is ended with '\n' first so the next record is not
@@ -230,30 +318,39 @@ static const char *read_last_record(int fd, struct record *r, bool *found)
  */
 static void resume_chain(const char *path, int fd)
 {
-    struct record r;
+    struct record r, first;
     const char *why = last_unreadable;
-    bool found = false;
+    bool found = false, have_first = false;
     int rfd = open(path, O_RDONLY | O_CLOEXEC);
     size_t done;
 
     if (rfd >= 0) {
         why = read_last_record(rfd, &r, &found);
+        read_first_record(rfd, &first, &have_first);
         close(rfd);
     }
     audit.seq = 0;
     memcpy(audit.prev, zero_hash, sizeof(zero_hash));
+    audit.first_seq = 0;
     if (found) {
         audit.seq = r.seq;
         memcpy(audit.prev, r.hash, sizeof(r.hash));
         log_debug("audit log %s: chain continues after seq %" PRIu64, path, r.seq);
-        return;
+    } else if (why != NULL) {
+        log_warn("audit log %s: %s; starting a new hash chain (audit verify will report the break)",
+                 path, why);
+        if (why == last_incomplete && write_all(fd, "\n", 1, &done) < 0)
+            audit.torn = true;
     }
-    if (why == NULL)
-        return;
-    log_warn("audit log %s: %s; starting a new hash chain (audit verify will report the break)",
-             path, why);
-    if (why == last_incomplete && write_all(fd, "\n", 1, &done) < 0)
-        audit.torn = true;
+    if (have_first) {
+        audit.first_seq = first.seq;
+        memcpy(audit.first_prev, first.prev, sizeof(audit.first_prev));
+    } else if (why == NULL && !found) {
+        audit.first_seq = audit.seq + 1; /* an empty log: its first record is the next one */
+        memcpy(audit.first_prev, audit.prev, sizeof(audit.first_prev));
+    }
+    hold_to_expected(path, have_first, &first, found, &r);
+    memset(&expected, 0, sizeof(expected));
 }
 
 /*
@@ -287,7 +384,36 @@ void audit_close(void)
     audit.seq = 0;
     audit.written = 0;
     audit.torn = false;
+    audit.first_seq = 0;
     memcpy(audit.prev, zero_hash, sizeof(zero_hash));
+}
+
+void audit_expect(const struct audit_anchor *a)
+{
+    expected = *a;
+}
+
+bool audit_anchor(struct audit_anchor *a)
+{
+    if (audit.fd < 0 || audit.first_seq == 0)
+        return false;
+    a->first_seq = audit.first_seq;
+    memcpy(a->first_prev, audit.first_prev, sizeof(a->first_prev));
+    a->last_seq = audit.seq;
+    memcpy(a->last_hash, audit.prev, sizeof(a->last_hash));
+    return true;
+}
+
+bool audit_live(struct audit_live *live)
+{
+    struct stat st;
+
+    if (!audit_anchor(&live->anchor) || fstat(audit.fd, &st) < 0)
+        return false;
+    live->dev = st.st_dev;
+    live->ino = st.st_ino;
+    live->size = (uint64_t)st.st_size;
+    return true;
 }
 
 /* The append descriptor, for the persistence thread's fsync; -1 when off. */
@@ -419,6 +545,7 @@ int audit_write(const char *actor, const struct audit_peer *peer, const char *co
         log_warn("audit log: record \"%s\" not written: this process has handed the log over "
                  "(upgrade)",
                  command);
+        audit.last_errno = EBUSY;
         return -1;
     }
     sb_init(&b);
@@ -428,13 +555,19 @@ int audit_write(const char *actor, const struct audit_peer *peer, const char *co
     build_record(&b, actor, peer, command, result, generation, before_json, after_json);
     sha256_hex(b.s + skip, b.len - skip, hash);
     sb_printf(&b, HASH_KEY "%s\"}\n", hash);
+    errno = 0;
     rc = write_all(audit.fd, b.s, b.len, &done);
     if (rc < 0) {
+        audit.last_errno = errno ? errno : EIO;
         log_err("audit log: cannot write record %" PRIu64 ": %s", audit.seq + 1, strerror(errno));
         if (done > 0)
             audit.torn = true;
     } else {
         audit.torn = false;
+        if (audit.first_seq == 0) {
+            audit.first_seq = audit.seq + 1;
+            memcpy(audit.first_prev, audit.prev, sizeof(audit.first_prev));
+        }
         audit.seq++;
         audit.written++;
         memcpy(audit.prev, hash, sizeof(hash));
@@ -443,11 +576,18 @@ int audit_write(const char *actor, const struct audit_peer *peer, const char *co
     return rc;
 }
 
+/* Why the last audit_write failed (a short write without errno reads as EIO). */
+const char *audit_error(void)
+{
+    return strerror(audit.last_errno ? audit.last_errno : EIO);
+}
+
 /* Where verification stands after the records read so far. */
 struct verify {
     uint64_t records;
     uint64_t line;
     bool have_prev;
+    struct record first;
     struct record last;
 };
 
@@ -496,42 +636,164 @@ static int verify_line(struct verify *v, const char *line, size_t len, bool comp
     if (v->have_prev && r.seq != v->last.seq + 1)
         return broken(msg, msglen, n, v->line, "seq %" PRIu64 " after %" PRIu64, r.seq,
                       v->last.seq);
+    if (!v->have_prev)
+        v->first = r;
     v->last = r;
     v->have_prev = true;
     v->records++;
     return 0;
 }
 
-/*
- * Stream the log line by line (getline: any line length, any file size,
- * memory bounded by the longest line) and check the chain.
- */
-int audit_verify(const char *path, char *msg, size_t msglen)
+/* Check what the live log's ends say against the chain veer holds (live). */
+static int verify_ends(const struct verify *v, const struct audit_live *live, char *msg,
+                       size_t msglen)
 {
-    struct verify v = {0};
-    FILE *f = fopen(path, "re");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
+    const struct audit_anchor *a = &live->anchor;
+
+    if (v->records > 0 &&
+        (v->first.seq != a->first_seq || strcmp(v->first.prev, a->first_prev) != 0))
+        return broken(msg, msglen, a->first_seq, 1,
+                      "missing: the log starts at record %" PRIu64
+                      " (records were removed from its start)",
+                      v->first.seq);
+    if (a->last_seq < a->first_seq)
+        return 0; /* nothing written to this file yet */
+    if (v->records == 0)
+        return broken(msg, msglen, a->first_seq, 1,
+                      "missing: the log has no records but veer wrote %" PRIu64 " to %" PRIu64,
+                      a->first_seq, a->last_seq);
+    if (v->last.seq != a->last_seq || strcmp(v->last.hash, a->last_hash) != 0)
+        return broken(msg, msglen, a->last_seq, v->line + 1,
+                      "missing: the log ends at record %" PRIu64
+                      " but veer wrote up to record %" PRIu64
+                      " (records were removed from its end)",
+                      v->last.seq, a->last_seq);
+    return 0;
+}
+
+/* A line being read: grows up to MAX_LAST_LINE. */
+struct linebuf {
+    char *s;
+    size_t len, cap;
+};
+
+static bool line_add(struct linebuf *l, const char *p, size_t n)
+{
+    if (l->len + n > MAX_LAST_LINE)
+        return false;
+    if (l->len + n > l->cap) {
+        size_t cap = l->cap ? l->cap : 4096;
+
+        while (cap < l->len + n)
+            cap *= 2;
+        l->s = veer_realloc(l->s, cap);
+        l->cap = cap;
+    }
+    memcpy(l->s + l->len, p, n);
+    l->len += n;
+    return true;
+}
+
+/*
+ * Read fd up to limit bytes, one line at a time, and check the chain. A
+ * line longer than MAX_LAST_LINE is reported, not held; cancel (may be
+ * NULL) stops the reading early with -1.
+ */
+static int verify_stream(int fd, uint64_t limit, struct verify *v, const atomic_bool *cancel,
+                         const char *path, char *msg, size_t msglen)
+{
+    struct linebuf l = {0};
+    char chunk[65536];
+    uint64_t off = 0;
     int rc = 0;
 
-    if (f == NULL) {
+    while (rc == 0 && off < limit) {
+        size_t want = limit - off < sizeof(chunk) ? (size_t)(limit - off) : sizeof(chunk);
+        ssize_t n = read(fd, chunk, want);
+
+        if (cancel && atomic_load(cancel)) {
+            snprintf(msg, msglen, "cancelled");
+            rc = -1;
+            break;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(msg, msglen, "cannot read %s: %s", path, strerror(errno));
+            rc = -1;
+            break;
+        }
+        if (n == 0)
+            break; /* the file shrank since it was measured */
+        off += (uint64_t)n;
+        for (size_t at = 0; rc == 0 && at < (size_t)n;) {
+            char *nl = memchr(chunk + at, '\n', (size_t)n - at);
+            size_t k = nl ? (size_t)(nl - chunk) - at : (size_t)n - at;
+
+            if (!line_add(&l, chunk + at, k)) {
+                rc = broken(msg, msglen, v->have_prev ? v->last.seq + 1 : 1, v->line + 1,
+                            "longer than %u MiB", MAX_LAST_LINE >> 20);
+                break;
+            }
+            at += k;
+            if (nl == NULL)
+                break;
+            at++;
+            v->line++;
+            rc = verify_line(v, l.s ? l.s : "", l.len, true, msg, msglen);
+            l.len = 0;
+        }
+    }
+    if (rc == 0 && l.len > 0) {
+        v->line++;
+        rc = verify_line(v, l.s, l.len, false, msg, msglen);
+    }
+    free(l.s);
+    return rc;
+}
+
+/*
+ * Open path without blocking (a FIFO would hang an ordinary open), refuse
+ * anything but a regular file (a device such as /dev/zero never ends), and
+ * read no further than its size at open, or than live->size when it is the
+ * live log, whose ends are then checked against the chain veer holds.
+ */
+int audit_verify_ex(const char *path, const struct audit_live *live, const atomic_bool *cancel,
+                    char *msg, size_t msglen)
+{
+    struct verify v = {0};
+    struct stat st;
+    uint64_t limit;
+    bool is_live;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    int rc;
+
+    if (fd < 0) {
         snprintf(msg, msglen, "cannot read %s: %s", path, strerror(errno));
         return -1;
     }
-    while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
-        bool complete = line[n - 1] == '\n';
-
-        v.line++;
-        rc = verify_line(&v, line, (size_t)n - (complete ? 1 : 0), complete, msg, msglen);
-    }
-    if (rc == 0 && ferror(f)) {
+    if (fstat(fd, &st) < 0) {
         snprintf(msg, msglen, "cannot read %s: %s", path, strerror(errno));
-        rc = -1;
+        close(fd);
+        return -1;
     }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(msg, msglen, "cannot read %s: not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    is_live = live && st.st_dev == live->dev && st.st_ino == live->ino;
+    limit = is_live ? live->size : (uint64_t)st.st_size;
+    rc = verify_stream(fd, limit, &v, cancel, path, msg, msglen);
+    close(fd);
+    if (rc == 0 && is_live)
+        rc = verify_ends(&v, live, msg, msglen);
     if (rc == 0)
         snprintf(msg, msglen, "records=%" PRIu64, v.records);
-    free(line);
-    fclose(f);
     return rc;
+}
+
+int audit_verify(const char *path, char *msg, size_t msglen)
+{
+    return audit_verify_ex(path, NULL, NULL, msg, msglen);
 }

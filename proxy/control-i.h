@@ -94,6 +94,15 @@ extern struct ctl_state ctl;
 void ctl_finish(struct ctl_req *r, const char *text, bool ok);
 /* Refuse r with "ERR ...": audited when it was a change; nothing touched. */
 void ctl_refuse(struct ctl_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * Audit r's change before it is made, naming the generation it will have
+ * (model->generation + 1 when it publishes). 0 when written; -1 when the
+ * log cannot take it: r is then answered "ERR audit log cannot be written
+ * ..." and freed, and the caller must leave everything as it was (a change
+ * that cannot be audited is not made).
+ */
+int ctl_audit_change(struct ctl_req *r, uint64_t gen, const char *before_json,
+                     const char *after_json);
 /* OK gen=N applied_us=T (time to the last store) plus extra. */
 void ctl_reply_change(struct ctl_req *r, uint64_t gen, const char *extra);
 /* The pool / backend the command names, or -1 after refusing r. */
@@ -171,7 +180,8 @@ void rollout_shutdown(void);
 /* show.c */
 void ctl_show_pools(struct ctl_req *r);
 void ctl_show_pool(struct ctl_req *r);
-void ctl_audit_verify(struct ctl_req *r);
+void ctl_audit_verify(struct ctl_req *r); /* answers later, from its own thread's result */
+void ctl_audit_verify_shutdown(void);
 void ctl_show_stats(struct ctl_req *r);
 
 #endif

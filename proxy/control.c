@@ -70,6 +70,7 @@ void ctl_refuse(struct ctl_req *r, const char *fmt, ...)
         metrics_shift_refused();
         audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
         persist_sync_audit();
+        control_save_state(); /* the audit chain's last record is in it */
     }
     ctl_finish(r, line, false);
 }
@@ -83,8 +84,25 @@ void control_refuse(struct ctl_req *r, const char *why)
     if (!ctl.frozen) {
         audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
         persist_sync_audit();
+        control_save_state(); /* the audit chain's last record is in it */
     }
     ctl_finish(r, line, false);
+}
+
+int ctl_audit_change(struct ctl_req *r, uint64_t gen, const char *before_json,
+                     const char *after_json)
+{
+    char line[300];
+
+    if (audit_write("operator", &r->peer, r->line, "OK", gen, before_json, after_json) == 0) {
+        persist_sync_audit();
+        return 0;
+    }
+    metrics_shift_refused();
+    snprintf(line, sizeof(line), "ERR audit log cannot be written (%s): nothing changed",
+             audit_error());
+    ctl_finish(r, line, false);
+    return -1;
 }
 
 /* --- messages from workers ---------------------------------------------------- */
@@ -587,7 +605,7 @@ static void wait_drained(struct ctl_req *r, struct rt_pool *p, const char *ok)
  * the drain for drain --wait). extra follows applied_us on the OK line.
  */
 static void change_done(struct ctl_req *r, struct pool_edit *before, uint64_t gen,
-                        uint64_t applied_us, const char *extra)
+                        uint64_t applied_us, const char *extra, bool audited)
 {
     struct rt_pool *p = &ctl.model->pools[r->edit->pool];
     struct sbuf jb, ja, reply;
@@ -601,8 +619,10 @@ static void change_done(struct ctl_req *r, struct pool_edit *before, uint64_t ge
               (unsigned long long)applied_us, extra ? extra : "");
     if (r->cmd.kind == CMD_DRAIN)
         drain_reply(r, p, &reply);
-    audit_write("operator", &r->peer, r->line, "OK", gen, jb.s, ja.s);
-    persist_sync_audit();
+    if (!audited) {
+        audit_write("operator", &r->peer, r->line, "OK", gen, jb.s, ja.s);
+        persist_sync_audit();
+    }
     control_save_state();
     if (r->cmd.kind != CMD_ROLLBACK)
         history_push(r->edit->pool, before);
@@ -621,12 +641,21 @@ static void change_done(struct ctl_req *r, struct pool_edit *before, uint64_t ge
     sb_free(&reply);
 }
 
+/*
+ * The change is audited first, then applied and published: a change the
+ * audit log cannot take is refused with the model untouched (no rollback
+ * needed, nothing was published).
+ */
 static void commit(struct ctl_req *r, bool async)
 {
     struct rt_pool *p = &ctl.model->pools[r->edit->pool];
     struct pool_edit *before = edit_of(r->edit->pool);
+    struct pool_edit *edit = r->edit;
+    bool rollback = r->cmd.kind == CMD_ROLLBACK;
     uint64_t gen, warm_us = 0;
     char extra[64] = "";
+    struct sbuf jb, ja;
+    int rc;
 
     if (r->warm_timer) {
         event_free(r->warm_timer);
@@ -634,12 +663,32 @@ static void commit(struct ctl_req *r, bool async)
     }
     if (r->warm_checked)
         warm_us = veer_now_us() - r->t_warm_us;
+    sb_init(&jb);
+    sb_init(&ja);
+    edit_diff(p, before, r->edit, &jb, &ja);
+    if (ctl.busy == r)
+        ctl.busy = NULL;
+    rc = ctl_audit_change(r, ctl.model->generation + 1, jb.s, ja.s);
+    sb_free(&jb);
+    sb_free(&ja);
+    if (rc < 0) {
+        /* r was answered and freed; a rollback's undo goes back for the next one. */
+        if (rollback)
+            history_push(before->pool, edit);
+        else
+            edit_free(edit);
+        edit_free(before);
+        if (async)
+            next_change();
+        return;
+    }
+    ctl.busy = r;
     edit_apply(p, r->edit);
     gen = control_publish();
     ctl_sync_draining(p);
     if (r->warm_checked)
         snprintf(extra, sizeof(extra), " warm_us=%llu", (unsigned long long)warm_us);
-    change_done(r, before, gen, ctl.last_store_us - r->t_read_us - warm_us, extra);
+    change_done(r, before, gen, ctl.last_store_us - r->t_read_us - warm_us, extra, true);
     if (async)
         next_change();
 }
@@ -649,7 +698,7 @@ void ctl_cluster_committed(struct ctl_req *r, uint64_t gen, uint64_t applied_us,
     struct pool_edit *before = r->before;
 
     r->before = NULL;
-    change_done(r, before, gen, applied_us, extra);
+    change_done(r, before, gen, applied_us, extra, false);
     next_change();
 }
 
@@ -849,14 +898,15 @@ static void maintenance_apply(struct ctl_req *r)
     }
     snprintf(before, sizeof(before), "{\"pool\":\"%s\",\"maintenance\":%s,\"retry_after\":%d}",
              pi >= 0 ? ctl.model->pools[pi].name : "*", *flag ? "true" : "false", *ra);
+    snprintf(after, sizeof(after), "{\"pool\":\"%s\",\"maintenance\":%s,\"retry_after\":%d}",
+             pi >= 0 ? ctl.model->pools[pi].name : "*", c->on ? "true" : "false",
+             c->on ? retry : 0);
+    if (ctl_audit_change(r, ctl.model->generation + 1, before, after) < 0)
+        return;
     *flag = c->on;
     *ra = c->on ? retry : 0;
     *hold = c->on && c->hold_ms > 0 ? c->hold_ms : 0;
-    snprintf(after, sizeof(after), "{\"pool\":\"%s\",\"maintenance\":%s,\"retry_after\":%d}",
-             pi >= 0 ? ctl.model->pools[pi].name : "*", *flag ? "true" : "false", *ra);
     gen = control_publish();
-    audit_write("operator", &r->peer, r->line, "OK", gen, before, after);
-    persist_sync_audit();
     control_save_state();
     log_info("maintenance %s for %s (gen %llu)", c->on ? "on" : "off",
              pi >= 0 ? ctl.model->pools[pi].name : "every pool", (unsigned long long)gen);
@@ -1208,6 +1258,7 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
 
 void control_shutdown(void)
 {
+    ctl_audit_verify_shutdown();
     health_shutdown();
     rollout_shutdown();
     for (uint32_t i = 0; ctl.model && i < ctl.model->npools; i++)

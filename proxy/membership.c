@@ -100,10 +100,12 @@ uint32_t ctl_remove_backends(struct rt_pool *p, bool (*gone)(const struct rt_bac
 
 void ctl_reply_change(struct ctl_req *r, uint64_t gen, const char *extra)
 {
+    /* A change that stored no snapshot (rollout pause, resume) took no time to one. */
+    uint64_t applied = ctl.last_store_us > r->t_read_us ? ctl.last_store_us - r->t_read_us : 0;
     char line[300];
 
     snprintf(line, sizeof(line), "OK gen=%llu applied_us=%llu%s", (unsigned long long)gen,
-             (unsigned long long)(ctl.last_store_us - r->t_read_us), extra ? extra : "");
+             (unsigned long long)applied, extra ? extra : "");
     ctl_finish(r, line, true);
 }
 
@@ -125,18 +127,20 @@ void ctl_add_backend(struct ctl_req *r, int pi)
         ctl_refuse(r, "bad address %s: %s", c->addr, err);
         return;
     }
+    /* Audited before it is made: what the new backend will be (PENDING with checks). */
+    snprintf(after, sizeof(after),
+             "{\"pool\":\"%s\",\"backend\":\"%s\",\"address\":\"%s\",\"weight\":%d,"
+             "\"group\":\"%s\",\"state\":\"%s\"}",
+             p->name, c->backend, addr.text, c->weight < 0 ? 100 : c->weight,
+             c->group[0] ? c->group : "default",
+             backend_state_name(p->conf->has_health ? BE_PENDING : BE_READY));
+    if (ctl_audit_change(r, ctl.model->generation + 1, NULL, after) < 0)
+        return;
     i = model_add_backend(ctl.model, pi, c->backend, &addr, c->weight < 0 ? 100 : c->weight,
                           c->group[0] ? c->group : "default");
     if (p->conf->has_health)
         health_watch(p->b[i].be, p->conf);
     gen = control_publish();
-    snprintf(after, sizeof(after),
-             "{\"pool\":\"%s\",\"backend\":\"%s\",\"address\":\"%s\",\"weight\":%d,"
-             "\"group\":\"%s\",\"state\":\"%s\"}",
-             p->name, c->backend, addr.text, p->b[i].weight, p->g[p->b[i].group].name,
-             backend_state_name(model_state(p, i)));
-    audit_write("operator", &r->peer, r->line, "OK", gen, NULL, after);
-    persist_sync_audit();
     control_save_state();
     log_info("backend %s/%s %s added (%s)", p->name, c->backend, addr.text,
              backend_state_name(model_state(p, i)));
@@ -168,10 +172,10 @@ void ctl_del_backend(struct ctl_req *r, int pi)
              "\"state\":\"%s\"}",
              p->name, r->cmd.backend, p->b[bi].be->addr.text, p->b[bi].weight,
              backend_state_name(st));
+    if (ctl_audit_change(r, ctl.model->generation + 1, before, NULL) < 0)
+        return;
     ctl_remove_backend(p, (uint32_t)bi);
     gen = control_publish();
-    audit_write("operator", &r->peer, r->line, "OK", gen, before, NULL);
-    persist_sync_audit();
     control_save_state();
     log_info("backend %s/%s deleted", p->name, r->cmd.backend);
     ctl_reply_change(r, gen, NULL);

@@ -138,142 +138,194 @@ static void hist_lines(struct sbuf *o, const char *name, const char *labels, con
 static const char *const class_names[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 static const char *const err_names[UERR_KINDS] = {"connect", "timeout", "reset", "response"};
 
-static void requests(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
+/*
+ * The families with a line (or a few) per backend, rendered row by row so that a render can
+ * stop after any row and go on later (metrics_render_step): a row is one backend of a pool,
+ * or for the duration histogram one group (its sum over the group's backends), and a
+ * family's pool may end with lines of its own.
+ */
+struct family {
+    const char *name, *type, *help;
+    unsigned k; /* which value, for families that share a row function */
+    uint32_t (*rows)(const struct rt_pool *rp);
+    void (*row)(struct sbuf *o, const struct family *f, const struct model *m, uint32_t p,
+                uint32_t i, struct worker **ws, unsigned nw);
+    void (*pool_end)(struct sbuf *o, const struct model *m, uint32_t p, struct worker **ws,
+                     unsigned nw);
+};
+
+static uint32_t backend_rows(const struct rt_pool *rp)
 {
-    header(o, "veer_requests_total", "counter",
-           "Requests answered, by pool, group, backend and status class (veer's own answers "
-           "have an empty backend).");
-    for (uint32_t p = 0; p < m->npools; p++) {
-        const struct rt_pool *rp = &m->pools[p];
+    return rp->nb;
+}
 
-        for (uint32_t i = 0; i < rp->nb; i++) {
-            struct backend *be = rp->b[i].be;
+static uint32_t group_rows(const struct rt_pool *rp)
+{
+    return rp->ng + 1; /* the groups, then veer's own answers (empty group) */
+}
 
-            for (unsigned c = 0; c < 5; c++) {
-                uint64_t n = 0;
+static void request_row(struct sbuf *o, const struct family *f, const struct model *m, uint32_t p,
+                        uint32_t i, struct worker **ws, unsigned nw)
+{
+    const struct rt_pool *rp = &m->pools[p];
+    struct backend *be = rp->b[i].be;
 
-                for (unsigned w = 0; w < nw; w++)
-                    n += ld(&be->ws[w].requests[c]);
-                if (n == 0 && c != 1)
-                    continue;
-                sb_puts(o, "veer_requests_total{");
-                label(o, "pool", rp->name, true);
-                label(o, "group", rp->g[rp->b[i].group].name, false);
-                label(o, "backend", be->name, false);
-                label(o, "code_class", class_names[c], false);
-                sb_printf(o, "} %llu\n", (unsigned long long)n);
-            }
-        }
-        for (unsigned c = 0; c < 5 && p < METRIC_POOLS; c++) {
-            uint64_t n = 0;
+    for (unsigned c = 0; c < 5; c++) {
+        uint64_t n = 0;
 
-            for (unsigned w = 0; w < nw; w++)
-                n += ld(&ws[w]->local[p].requests[c]);
-            if (n == 0)
-                continue;
-            sb_puts(o, "veer_requests_total{");
-            label(o, "pool", rp->name, true);
-            sb_printf(o, ",group=\"\",backend=\"\",code_class=\"%s\"} %llu\n", class_names[c],
-                      (unsigned long long)n);
-        }
+        for (unsigned w = 0; w < nw; w++)
+            n += ld(&be->ws[w].requests[c]);
+        if (n == 0 && c != 1)
+            continue;
+        sb_puts(o, "veer_requests_total{");
+        label(o, "pool", rp->name, true);
+        label(o, "group", rp->g[rp->b[i].group].name, false);
+        label(o, "backend", be->name, false);
+        label(o, "code_class", class_names[c], false);
+        sb_printf(o, "} %llu\n", (unsigned long long)n);
     }
 }
 
-static void durations(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
+/* veer's own answers in pool p: empty group and backend. */
+static void requests_own(struct sbuf *o, const struct model *m, uint32_t p, struct worker **ws,
+                         unsigned nw)
 {
-    header(o, "veer_request_duration_seconds", "histogram",
-           "Time from a request's first byte to the end of its response, by pool and group.");
-    for (uint32_t p = 0; p < m->npools; p++) {
-        const struct rt_pool *rp = &m->pools[p];
+    const struct rt_pool *rp = &m->pools[p];
 
-        for (uint32_t g = 0; g <= rp->ng; g++) {
-            uint64_t acc[LAT_BUCKETS + 3] = {0};
-            struct sbuf l;
+    for (unsigned c = 0; c < 5 && p < METRIC_POOLS; c++) {
+        uint64_t n = 0;
 
-            if (g < rp->ng) {
-                for (uint32_t i = 0; i < rp->nb; i++)
-                    if (rp->b[i].group == g)
-                        for (unsigned w = 0; w < nw; w++)
-                            hist_add(acc, &rp->b[i].be->ws[w].latency);
-            } else if (p < METRIC_POOLS) {
-                for (unsigned w = 0; w < nw; w++)
-                    hist_add(acc, &ws[w]->local[p].latency);
-                if (acc[LAT_BUCKETS + 1] == 0)
-                    continue;
-            }
-            sb_init(&l);
-            label(&l, "pool", rp->name, true);
-            label(&l, "group", g < rp->ng ? rp->g[g].name : "", false);
-            hist_lines(o, "veer_request_duration_seconds", l.s, acc, lat_bounds, LAT_BUCKETS);
-            sb_free(&l);
-        }
+        for (unsigned w = 0; w < nw; w++)
+            n += ld(&ws[w]->local[p].requests[c]);
+        if (n == 0)
+            continue;
+        sb_puts(o, "veer_requests_total{");
+        label(o, "pool", rp->name, true);
+        sb_printf(o, ",group=\"\",backend=\"\",code_class=\"%s\"} %llu\n", class_names[c],
+                  (unsigned long long)n);
     }
 }
 
-static void backend_gauges(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
+static void duration_row(struct sbuf *o, const struct family *f, const struct model *m, uint32_t p,
+                         uint32_t g, struct worker **ws, unsigned nw)
 {
-    static const char *const kinds[] = {"veer_backend_weight", "veer_backend_effective_weight",
-                                        "veer_circuit_state", "veer_backend_active_requests"};
-    static const char *const helps[] = {
-        "Configured or operator-set weight (0-1000).",
-        "Share of the pool's traffic in percent: group share x weight / group weight.",
-        "Circuit breaker: 0 closed, 1 open, 2 half-open.", "Requests in flight to the backend."};
+    const struct rt_pool *rp = &m->pools[p];
+    uint64_t acc[LAT_BUCKETS + 3] = {0};
+    struct sbuf l;
 
-    for (unsigned k = 0; k < ARRAY_SIZE(kinds); k++) {
-        header(o, kinds[k], "gauge", helps[k]);
-        for (uint32_t p = 0; p < m->npools; p++) {
-            const struct rt_pool *rp = &m->pools[p];
-            double *ew = k == 1 ? model_effective_weights(rp) : NULL;
-
-            for (uint32_t i = 0; i < rp->nb; i++) {
-                double v = k == 0   ? rp->b[i].weight
-                           : k == 1 ? ew[i]
-                           : k == 2 ? rp->b[i].breaker
-                                    : backend_active(rp->b[i].be);
-
-                sb_printf(o, "%s{", kinds[k]);
-                label(o, "pool", rp->name, true);
-                label(o, "group", rp->g[rp->b[i].group].name, false);
-                label(o, "backend", rp->b[i].be->name, false);
-                sb_printf(o, "} %.6g\n", v);
-            }
-            free(ew);
-        }
-    }
-    header(o, "veer_backend_state", "gauge",
-           "1 for the backend's current state, 0 for the others.");
-    for (uint32_t p = 0; p < m->npools; p++) {
-        const struct rt_pool *rp = &m->pools[p];
-
+    if (g < rp->ng) {
         for (uint32_t i = 0; i < rp->nb; i++)
-            for (int s = BE_PENDING; s <= BE_MAINT; s++) {
-                sb_puts(o, "veer_backend_state{");
-                label(o, "pool", rp->name, true);
-                label(o, "group", rp->g[rp->b[i].group].name, false);
-                label(o, "backend", rp->b[i].be->name, false);
-                label(o, "state", backend_state_name(s), false);
-                sb_printf(o, "} %d\n", model_state(rp, i) == (enum backend_state)s);
-            }
-    }
-    header(o, "veer_upstream_errors_total", "counter",
-           "Failed upstream exchanges, by kind: connect, timeout, reset, response.");
-    for (uint32_t p = 0; p < m->npools; p++) {
-        const struct rt_pool *rp = &m->pools[p];
-
-        for (uint32_t i = 0; i < rp->nb; i++)
-            for (unsigned k = 0; k < UERR_KINDS; k++) {
-                uint64_t n = 0;
-
+            if (rp->b[i].group == g)
                 for (unsigned w = 0; w < nw; w++)
-                    n += ld(&rp->b[i].be->ws[w].errors[k]);
-                sb_puts(o, "veer_upstream_errors_total{");
-                label(o, "pool", rp->name, true);
-                label(o, "backend", rp->b[i].be->name, false);
-                label(o, "kind", err_names[k], false);
-                sb_printf(o, "} %llu\n", (unsigned long long)n);
-            }
+                    hist_add(acc, &rp->b[i].be->ws[w].latency);
+    } else if (p < METRIC_POOLS) {
+        for (unsigned w = 0; w < nw; w++)
+            hist_add(acc, &ws[w]->local[p].latency);
+        if (acc[LAT_BUCKETS + 1] == 0)
+            return;
+    }
+    sb_init(&l);
+    label(&l, "pool", rp->name, true);
+    label(&l, "group", g < rp->ng ? rp->g[g].name : "", false);
+    hist_lines(o, "veer_request_duration_seconds", l.s, acc, lat_bounds, LAT_BUCKETS);
+    sb_free(&l);
+}
+
+/*
+ * A backend's effective weight. They are computed for a whole pool at once
+ * (one pass; one call per backend would scan the pool each time) and kept
+ * while the rows of that pool at that generation are rendered, across slices.
+ */
+static double effective_weight(const struct model *m, const struct rt_pool *rp, uint32_t i)
+{
+    static double *ew;
+    static const struct rt_pool *ew_pool;
+    static uint64_t ew_gen;
+    static uint32_t ew_n;
+
+    if (ew == NULL || rp != ew_pool || m->generation != ew_gen || rp->nb != ew_n) {
+        free(ew);
+        ew = model_effective_weights(rp);
+        ew_pool = rp;
+        ew_gen = m->generation;
+        ew_n = rp->nb;
+    }
+    return ew[i];
+}
+
+/* veer_backend_weight, _effective_weight, veer_circuit_state, _active_requests (f->k). */
+static void gauge_row(struct sbuf *o, const struct family *f, const struct model *m, uint32_t p,
+                      uint32_t i, struct worker **ws, unsigned nw)
+{
+    const struct rt_pool *rp = &m->pools[p];
+    double v = f->k == 0   ? rp->b[i].weight
+               : f->k == 1 ? effective_weight(m, rp, i)
+               : f->k == 2 ? rp->b[i].breaker
+                           : backend_active(rp->b[i].be);
+
+    sb_printf(o, "%s{", f->name);
+    label(o, "pool", rp->name, true);
+    label(o, "group", rp->g[rp->b[i].group].name, false);
+    label(o, "backend", rp->b[i].be->name, false);
+    sb_printf(o, "} %.6g\n", v);
+}
+
+static void state_row(struct sbuf *o, const struct family *f, const struct model *m, uint32_t p,
+                      uint32_t i, struct worker **ws, unsigned nw)
+{
+    const struct rt_pool *rp = &m->pools[p];
+
+    for (int s = BE_PENDING; s <= BE_MAINT; s++) {
+        sb_puts(o, "veer_backend_state{");
+        label(o, "pool", rp->name, true);
+        label(o, "group", rp->g[rp->b[i].group].name, false);
+        label(o, "backend", rp->b[i].be->name, false);
+        label(o, "state", backend_state_name(s), false);
+        sb_printf(o, "} %d\n", model_state(rp, i) == (enum backend_state)s);
     }
 }
+
+static void error_row(struct sbuf *o, const struct family *f, const struct model *m, uint32_t p,
+                      uint32_t i, struct worker **ws, unsigned nw)
+{
+    const struct rt_pool *rp = &m->pools[p];
+
+    for (unsigned k = 0; k < UERR_KINDS; k++) {
+        uint64_t n = 0;
+
+        for (unsigned w = 0; w < nw; w++)
+            n += ld(&rp->b[i].be->ws[w].errors[k]);
+        sb_puts(o, "veer_upstream_errors_total{");
+        label(o, "pool", rp->name, true);
+        label(o, "backend", rp->b[i].be->name, false);
+        label(o, "kind", err_names[k], false);
+        sb_printf(o, "} %llu\n", (unsigned long long)n);
+    }
+}
+
+static const struct family families[] = {
+    {"veer_requests_total", "counter",
+     "Requests answered, by pool, group, backend and status class (veer's own answers "
+     "have an empty backend).",
+     0, backend_rows, request_row, requests_own},
+    {"veer_request_duration_seconds", "histogram",
+     "Time from a request's first byte to the end of its response, by pool and group.", 0,
+     group_rows, duration_row, NULL},
+    {"veer_backend_weight", "gauge", "Configured or operator-set weight (0-1000).", 0, backend_rows,
+     gauge_row, NULL},
+    {"veer_backend_effective_weight", "gauge",
+     "Share of the pool's traffic in percent: group share x weight / group weight.", 1,
+     backend_rows, gauge_row, NULL},
+    {"veer_circuit_state", "gauge", "Circuit breaker: 0 closed, 1 open, 2 half-open.", 2,
+     backend_rows, gauge_row, NULL},
+    {"veer_backend_active_requests", "gauge", "Requests in flight to the backend.", 3, backend_rows,
+     gauge_row, NULL},
+    {"veer_backend_state", "gauge", "1 for the backend's current state, 0 for the others.", 0,
+     backend_rows, state_row, NULL},
+    {"veer_upstream_errors_total", "counter",
+     "Failed upstream exchanges, by kind: connect, timeout, reset, response.", 0, backend_rows,
+     error_row, NULL},
+};
 
 static void pool_gauges(struct sbuf *o, const struct model *m)
 {
@@ -354,15 +406,11 @@ static void control_figures(struct sbuf *o, const struct model *m)
     }
 }
 
-void metrics_render(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
+/* Everything after the per-backend families: small, rendered in one go. */
+static void render_tail(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
 {
     uint64_t retries = 0, upstreams = 0, held = 0;
 
-    header(o, "veer_info", "gauge", "veer's version.");
-    sb_printf(o, "veer_info{version=\"%s\"} 1\n", VEER_VERSION);
-    requests(o, m, ws, nw);
-    durations(o, m, ws, nw);
-    backend_gauges(o, m, ws, nw);
     pool_gauges(o, m);
     control_figures(o, m);
     for (unsigned w = 0; w < nw; w++) {
@@ -386,4 +434,74 @@ void metrics_render(struct sbuf *o, const struct model *m, struct worker **ws, u
                "The etcd revision of the intent applied last.");
         sb_printf(o, "veer_cluster_revision %lld\n", (long long)cluster_revision());
     }
+}
+
+/* Which backends the model has, as one number: a render restarts when it changes. */
+static uint64_t membership(const struct model *m)
+{
+    uint64_t h = m->npools;
+
+    for (uint32_t p = 0; p < m->npools; p++) {
+        h = h * 1000003u + m->pools[p].nb + ((uint64_t)m->pools[p].ng << 32);
+        for (uint32_t i = 0; i < m->pools[p].nb; i++)
+            h = h * 31u + m->pools[p].b[i].be->id;
+    }
+    return h;
+}
+
+/* Restarts a render tolerates before it finishes in one go (backends keep changing). */
+#define RENDER_RESTARTS 3
+
+bool metrics_render_step(struct metrics_cursor *c, struct sbuf *o, const struct model *m,
+                         struct worker **ws, unsigned nw, uint64_t budget_us)
+{
+    uint64_t t0 = veer_now_us(), fp = membership(m);
+    unsigned rows = 0;
+
+    if (c->fam == 0 && c->p == 0 && c->i == 0 && !c->begun) {
+        c->begun = true;
+        c->fp = fp;
+        header(o, "veer_info", "gauge", "veer's version.");
+        sb_printf(o, "veer_info{version=\"%s\"} 1\n", VEER_VERSION);
+    } else if (fp != c->fp) {
+        /* Backends came or went between two slices: rows would be missed or doubled. */
+        o->len = 0;
+        *c = (struct metrics_cursor){.restarts = c->restarts + 1};
+        if (c->restarts > RENDER_RESTARTS)
+            budget_us = 0;
+        return metrics_render_step(c, o, m, ws, nw, budget_us);
+    }
+    while (c->fam < ARRAY_SIZE(families)) {
+        const struct family *f = &families[c->fam];
+
+        if (c->p == 0 && c->i == 0 && !c->headed) {
+            header(o, f->name, f->type, f->help);
+            c->headed = true;
+        }
+        if (c->p >= m->npools) {
+            c->fam++;
+            c->p = c->i = 0;
+            c->headed = false;
+            continue;
+        }
+        if (c->i < f->rows(&m->pools[c->p])) {
+            if (budget_us && rows++ > 0 && rows % 16 == 0 && veer_now_us() - t0 >= budget_us)
+                return false;
+            f->row(o, f, m, c->p, c->i++, ws, nw);
+            continue;
+        }
+        if (f->pool_end)
+            f->pool_end(o, m, c->p, ws, nw);
+        c->p++;
+        c->i = 0;
+    }
+    render_tail(o, m, ws, nw);
+    return true;
+}
+
+void metrics_render(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
+{
+    struct metrics_cursor c = {0};
+
+    metrics_render_step(&c, o, m, ws, nw, 0);
 }

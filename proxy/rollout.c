@@ -354,8 +354,8 @@ static void start(struct ctl_req *req)
     const struct cmd *c = &req->cmd;
     struct rollout *r;
     struct rt_pool *p;
-    char err[300], line[200];
-    int pi = ctl_find_pool(req), g;
+    char err[300] = "", line[200];
+    int pi = ctl_find_pool(req), g, shares[2];
 
     if (pi < 0)
         return;
@@ -398,19 +398,24 @@ static void start(struct ctl_req *req)
     r->peer = req->peer;
     r->pre = ctl_edit_save(pi);
     r->step = 0;
-    if (apply_share(r, r->steps[0], true, err, sizeof(err)) < 0) {
+    shares[r->canary] = r->steps[0];
+    shares[r->stable] = 100 - r->steps[0];
+    /* Checked, then audited, then made: a start the audit log cannot take changes nothing. */
+    if (ctl_check_shares(pi, shares, err, sizeof(err)) < 0 ||
+        ctl_audit_change(req, ctl.model->generation + 1, NULL, NULL) < 0) {
         ro_free(r);
         ro[pi] = NULL;
-        ctl_refuse(req, "%s", err);
+        if (err[0])
+            ctl_refuse(req, "%s", err);
         return;
     }
+    apply_share(r, r->steps[0], false, err, sizeof(err));
     r->step_start_us = veer_now_us();
     snprintf(r->verdict, sizeof(r->verdict), "running");
     arm(r, r->interval_ms);
     sync_text(r);
     control_save_state();
     snprintf(line, sizeof(line), " step=1/%d share=%d", r->nsteps, r->steps[0]);
-    audit_write("operator", &req->peer, req->line, "OK", ctl.model->generation, NULL, NULL);
     ctl_reply_change(req, ctl.model->generation, line);
 }
 
@@ -453,6 +458,7 @@ static void status(struct ctl_req *req)
 void rollout_command(struct ctl_req *req)
 {
     struct rollout *r;
+    bool publishes;
     int pi;
 
     switch (req->cmd.kind) {
@@ -471,6 +477,15 @@ void rollout_command(struct ctl_req *req)
         ctl_refuse(req, "the rollout in pool %s has ended (%s)", req->cmd.pool, r->verdict);
         return;
     }
+    if (req->cmd.kind == CMD_ROLLOUT_RESUME && !r->paused) {
+        /* Resuming restarts the window and the step clock: never for a running one. */
+        ctl_refuse(req, "the rollout in pool %s is not paused", req->cmd.pool);
+        return;
+    }
+    /* Audited before it is done; an abort publishes the rollback (the next generation). */
+    publishes = req->cmd.kind == CMD_ROLLOUT_ABORT;
+    if (ctl_audit_change(req, ctl.model->generation + publishes, NULL, NULL) < 0)
+        return;
     switch (req->cmd.kind) {
     case CMD_ROLLOUT_PAUSE:
         r->paused = true;
@@ -479,11 +494,6 @@ void rollout_command(struct ctl_req *req)
         snprintf(r->verdict, sizeof(r->verdict), "paused by operator");
         break;
     case CMD_ROLLOUT_RESUME:
-        if (!r->paused) {
-            /* Resuming restarts the window and the step clock: never for a running one. */
-            ctl_refuse(req, "the rollout in pool %s is not paused", req->cmd.pool);
-            return;
-        }
         r->paused = false;
         win_reset(r);
         r->step_start_us = veer_now_us();
@@ -494,7 +504,6 @@ void rollout_command(struct ctl_req *req)
         rollback(r, "aborted by operator");
         break;
     }
-    audit_write("operator", &req->peer, req->line, "OK", ctl.model->generation, NULL, NULL);
     sync_text(r);
     control_save_state();
     ctl_reply_change(req, ctl.model->generation, NULL);

@@ -9,6 +9,7 @@
  * text that parsed completely is merged into the model by name.
  */
 #include "state.h"
+#include "audit.h"
 #include "sbuf.h"
 #include "veer.h"
 
@@ -57,9 +58,13 @@ static void render_pool(struct sbuf *b, const struct rt_pool *p)
 char *state_render(const struct model *m)
 {
     struct sbuf b;
+    struct audit_anchor a;
 
     sb_init(&b);
     sb_printf(&b, "veer-state " STATE_VERSION "\ngeneration %" PRIu64 "\n", m->generation);
+    if (audit_anchor(&a))
+        sb_printf(&b, "audit %" PRIu64 " %s %" PRIu64 " %s\n", a.first_seq, a.first_prev,
+                  a.last_seq, a.last_hash);
     if (m->maint)
         sb_printf(&b, "maintenance on %d\n", m->maint_retry_after);
     for (uint32_t i = 0; i < m->npools; i++)
@@ -102,6 +107,8 @@ struct st_pool {
 struct st_file {
     char *buf; /* private copy of the text, tokenised in place */
     uint64_t generation;
+    bool has_audit;
+    struct audit_anchor audit; /* "audit FIRST PREV LAST HASH": the audit chain's ends */
     bool maint;
     int retry_after;
     struct st_pool *p;
@@ -337,11 +344,29 @@ static int parse_maint(struct parser *ps, char **tok, int n, bool pool)
     return 0;
 }
 
-/* One line of the body: pool, share, backend or the closing end. */
+/* "audit FIRST_SEQ FIRST_PREV LAST_SEQ LAST_HASH": where the audit log's chain starts and ends. */
+static int parse_audit(struct parser *ps, char **tok, int n)
+{
+    struct audit_anchor *a = &ps->f->audit;
+
+    if (n != 5 || parse_uint(tok[1], UINT64_MAX, &a->first_seq) < 0 ||
+        parse_uint(tok[3], UINT64_MAX, &a->last_seq) < 0 || strlen(tok[2]) != 64 ||
+        strlen(tok[4]) != 64 || strspn(tok[2], "0123456789abcdef") != 64 ||
+        strspn(tok[4], "0123456789abcdef") != 64)
+        return fail(ps, "expected 'audit FIRST_SEQ PREV LAST_SEQ HASH'");
+    memcpy(a->first_prev, tok[2], 65);
+    memcpy(a->last_hash, tok[4], 65);
+    ps->f->has_audit = true;
+    return 0;
+}
+
+/* One line of the body: audit, maintenance, pool, share, backend or the closing end. */
 static int parse_body(struct parser *ps, char **tok, int n)
 {
     if (n == 0)
         return fail(ps, "empty line");
+    if (strcmp(tok[0], "audit") == 0)
+        return parse_audit(ps, tok, n);
     if (strcmp(tok[0], "maintenance") == 0)
         return parse_maint(ps, tok, n, false);
     if (strcmp(tok[0], "maint") == 0)
@@ -566,6 +591,8 @@ static void st_apply(struct model *m, const struct st_file *f, struct apply_stat
     }
     if (f->generation > m->generation)
         m->generation = f->generation;
+    if (f->has_audit)
+        audit_expect(&f->audit);
     m->maint = f->maint;
     m->maint_retry_after = f->retry_after;
 }

@@ -5,6 +5,7 @@
  * The file is text, one fact per line:
  *   veer-state 1
  *   generation 42
+ *   audit 1 <64 hex> 57 <64 hex>    (the audit chain: first seq and prev, last seq and hash)
  *   pool api
  *   share blue 100
  *   share green 0

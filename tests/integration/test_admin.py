@@ -14,6 +14,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 
 from helpers import (AdminConn, admin_top, audit_records, parse_ok, pool_shares, show_pool,
@@ -688,6 +689,173 @@ class AuditTest(AdminTestCase):
         self.v.stop()
 
 
+class AuditEndsTest(AdminTestCase):
+    """audit verify of the live log also checks its ends against the chain veer holds, and
+    reads only regular files, off the control thread."""
+
+    def three_records(self):
+        self.start()
+        log = os.path.join(self.v.tmp, "audit.log")
+        parse_ok(self.ctl("shift", "api", "blue=0", "green=100").stdout)
+        parse_ok(self.ctl("shift", "api", "blue=100", "green=0").stdout)
+        parse_ok(self.ctl("swap", "api").stdout)
+        self.assertEqual(self.ctl("audit", "verify").stdout, "OK records=3\n\n")
+        with open(log, "rb") as f:
+            return log, f.read().split(b"\n")[:3]
+
+    def test_records_removed_from_the_end_are_named(self):
+        log, lines = self.three_records()
+        with open(log, "wb") as f:
+            f.write(lines[0] + b"\n" + lines[1] + b"\n")
+        p = self.ctl("audit", "verify")
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertEqual(p.stdout, "ERR record 3 (line 3): missing: the log ends at record 2 but "
+                                   "veer wrote up to record 3 (records were removed from its "
+                                   "end)\n\n")
+        # The same file under another name is a good chain on its own: a rotated log.
+        copy = os.path.join(self.v.tmp, "copy.log")
+        shutil.copy(log, copy)
+        self.assertEqual(self.ctl("audit", "verify", copy).stdout, "OK records=2\n\n")
+        self.v.stop()
+
+    def test_records_removed_from_the_start_are_named(self):
+        log, lines = self.three_records()
+        with open(log, "wb") as f:
+            f.write(lines[1] + b"\n" + lines[2] + b"\n")
+        p = self.ctl("audit", "verify")
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertEqual(p.stdout, "ERR record 1 (line 1): missing: the log starts at record 2 "
+                                   "(records were removed from its start)\n\n")
+        self.v.stop()
+
+    def test_a_fifo_or_a_device_is_refused_and_veer_keeps_answering(self):
+        self.start()
+        fifo = os.path.join(self.v.tmp, "fifo")
+        os.mkfifo(fifo)
+        for path in (fifo, "/dev/zero", self.v.tmp):
+            with self.subTest(path=path):
+                p = self.ctl("audit", "verify", path)
+                self.assertEqual(p.returncode, 1, p.stdout)
+                self.assertEqual(p.stdout, "ERR cannot read %s: not a regular file\n\n" % path)
+        self.assertTrue(self.ctl("show", "pools").stdout.startswith("pool "))
+        parse_ok(self.ctl("shift", "api", "blue=50", "green=50").stdout)
+        self.assertLess(self.v.rss_kib(), 512 * 1024)
+        self.v.stop()
+
+    def test_a_long_verify_does_not_hold_the_control_thread(self):
+        # A big (valid) log: while it is verified, shifts are still answered at once.
+        self.start()
+        big = os.path.join(self.v.tmp, "big.log")
+        prev, out = "0" * 64, []
+        for seq in range(1, 300001):
+            body = ('{"seq":%d,"time":"2026-01-01T00:00:00.000Z","actor":"x","uid":0,"gid":0,'
+                    '"pid":1,"user":"root","command":"c","result":"OK","generation":1,'
+                    '"before":null,"after":null,"prev":"%s"' % (seq, prev))
+            prev = hashlib.sha256(body.encode()).hexdigest()
+            out.append('%s,"hash":"%s"}\n' % (body, prev))
+        with open(big, "w") as f:
+            f.write("".join(out))
+        result = {}
+
+        def verify():
+            result["p"] = self.ctl("audit", "verify", big)
+            result["t"] = time.monotonic()
+        t = threading.Thread(target=verify)
+        t.start()
+        done = []  # (when the reply came, how long it took)
+        while t.is_alive():
+            t0 = time.monotonic()
+            parse_ok(self.ctl("set", "weight", "api/blue-1", str(1 + len(done) % 900)).stdout)
+            done.append((time.monotonic(), time.monotonic() - t0))
+        t.join()
+        self.assertEqual(result["p"].stdout, "OK records=300000\n\n")
+        during = [took for when, took in done if when < result["t"]]
+        # On the control thread the first shift would wait for the whole verify.
+        self.assertGreaterEqual(len(during), 3, done)
+        print("\n  verify of 300,000 records: %d shifts answered meanwhile, slowest %.1f ms"
+              % (len(during), max(during) * 1000))
+        self.v.stop()
+
+
+class AuditFailureTest(AdminTestCase):
+    """A change the audit log cannot take is not made: ERR, and nothing changes."""
+
+    def test_changes_that_cannot_be_audited_are_refused_and_change_nothing(self):
+        # /dev/full takes the open and fails every write with ENOSPC: a full disk, on demand.
+        self.blue1 = self.backend("blue-1")
+        self.blue2 = self.backend("blue-2")
+        self.green1 = self.backend("green-1")
+        backends = [("blue-1", self.blue1.address, 100, "blue"),
+                    ("blue-2", self.blue2.address, 300, "blue"),
+                    ("green-1", self.green1.address, 100, "green")]
+        cfg = two_pool_config(backends, backends, tri_shares="blue = 90; green = 10;")
+        cfg = cfg.replace('audit_log = "{tmp}/audit.log";', 'audit_log = "/dev/full";')
+        self.assertIn("/dev/full", cfg)
+        self.v = self.veer(cfg)
+        self.sock = self.v.admin_socket
+        before = self.snapshot()
+        state = os.path.join(self.v.tmp, "state")
+        for line in ("shift api blue=0 green=100", "set weight api/blue-1 7", "swap api",
+                     "set state api/blue-1 maint", "drain api/blue-2", "maintenance on",
+                     "maintenance on api --retry-after 5", "add backend api green-2 127.0.0.1:9",
+                     "del backend api green-1 --force",
+                     "rollout start api canary=green steps=20,100 interval=60s"):
+            with self.subTest(line=line):
+                p = self.ctl(*line.split(" "))
+                self.assertEqual(p.returncode, 1, (line, p.stdout))
+                self.assertRegex(p.stdout, r"\AERR audit log cannot be written \(No space left "
+                                           r"on device\): nothing changed\n\n\Z")
+                self.assertEqual(self.snapshot(), before, line)
+        self.assertEqual(show_pool(self.sock)["generation"], json.loads(before[1])["generation"])
+        # Nothing to persist either: the state file, if written at start, still says the same.
+        if os.path.exists(state):
+            self.assertEqual(state_shares(state)["api"], {"blue": 90, "green": 10})
+        self.http_ok()
+        self.v.stop()
+
+
+class AuditFailureRolloutTest(VeerTestCase):
+    def test_rollout_commands_that_cannot_be_audited_change_nothing(self):
+        d = tempfile.mkdtemp(prefix="veer-audit-full-")
+        self._cleanup.append(lambda: shutil.rmtree(d, ignore_errors=True))
+        blue, green = self.backend("blue-1"), self.backend("green-1")
+        cfg = two_pool_config([("blue-1", blue.address, 100, "blue"),
+                               ("green-1", green.address, 100, "green")],
+                              [("a1", blue.address, 100, "a"), ("b1", blue.address, 100, "b"),
+                               ("c1", blue.address, 100, "c")], persist_dir=d)
+        v = self.veer(cfg)
+        parse_ok(veerctl(v.admin_socket, "rollout", "start", "api", "canary=green",
+                         "steps=10,50,100", "interval=60s").stdout)
+        v.stop()
+        # The rollout is restored from the state file; now the audit log takes nothing.
+        v = self.veer(cfg.replace('audit_log = "%s/audit.log";' % d, 'audit_log = "/dev/full";'))
+        before = (show_pool(v.admin_socket), veerctl(v.admin_socket, "rollout", "status", "api").stdout)
+        self.assertIn("state running", before[1])
+        for line in ("rollout pause api", "rollout abort api"):
+            with self.subTest(line=line):
+                p = veerctl(v.admin_socket, *line.split(" "))
+                self.assertEqual(p.returncode, 1, p.stdout)
+                self.assertTrue(p.stdout.startswith("ERR audit log cannot be written"), p.stdout)
+                self.assertEqual(show_pool(v.admin_socket), before[0])
+                status = veerctl(v.admin_socket, "rollout", "status", "api").stdout
+                self.assertIn("state running", status)
+                self.assertEqual(pool_shares(show_pool(v.admin_socket)), {"blue": 90, "green": 10})
+        v.stop()
+
+
+class NoPublishReplyTest(AdminTestCase):
+    def test_commands_that_publish_nothing_report_applied_us_0(self):
+        # rollout pause/resume store no snapshot: no time to it, not a wrapped-around difference.
+        self.start()
+        parse_ok(self.ctl("rollout", "start", "api", "canary=green", "steps=10,100",
+                          "interval=60s").stdout)
+        for line in ("rollout pause api", "rollout resume api"):
+            with self.subTest(line=line):
+                ok = parse_ok(self.ctl(*line.split(" ")).stdout)
+                self.assertEqual(ok["applied_us"], 0)
+        self.v.stop()
+
+
 class StateFileTest(VeerTestCase):
     def setUp(self):
         super().setUp()
@@ -746,6 +914,72 @@ class StateFileTest(VeerTestCase):
         self.assertEqual(ok2["gen"], doc["generation"] + 1)
         self.assertEqual(veerctl(v2.admin_socket, "audit", "verify").stdout, "OK records=3\n\n")
         self.assertEqual(self.answered_by(v2), {"blue-1"})
+        v2.stop()
+
+    def audited_changes(self, v, n):
+        for i in range(n):
+            parse_ok(veerctl(v.admin_socket, "set", "weight", "tri/b1", str(10 + i)).stdout)
+        log = os.path.join(self.dir, "audit.log")
+        last = audit_records(log)[1][-1]
+
+        def saved():
+            try:
+                with open(self.state) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                return False
+            return re.search(r"^audit 1 0{64} %d %s$" % (last["seq"], last["hash"]), text,
+                             re.M) is not None
+        wait_for(saved, what="the state file to hold the audit chain's ends")
+        return log
+
+    def test_records_cut_from_the_log_while_veer_was_down_are_named(self):
+        v = self.veer(self.config)
+        log = self.audited_changes(v, 3)
+        v.stop()
+        lines, _ = audit_records(log)
+        with open(log, "wb") as f:
+            f.write(lines[0] + b"\n" + lines[1] + b"\n")
+        v2 = self.veer(self.config)
+        v2.wait_log(r"audit log .* ends before record 3 the state file saw written")
+        p = veerctl(v2.admin_socket, "audit", "verify")
+        self.assertEqual(p.stdout, "ERR record 3 (line 3): missing: the log ends at record 2 but "
+                                   "veer wrote up to record 3 (records were removed from its "
+                                   "end)\n\n")
+        # The chain goes on from record 3, so the gap stays in the file for good.
+        parse_ok(veerctl(v2.admin_socket, "set", "weight", "tri/b1", "99").stdout)
+        p = veerctl(v2.admin_socket, "audit", "verify")
+        self.assertEqual(p.stdout, "ERR record 4 (line 3): prev does not match record 2\n\n")
+        v2.stop()
+
+    def test_records_cut_from_the_start_while_veer_was_down_are_named(self):
+        v = self.veer(self.config)
+        log = self.audited_changes(v, 3)
+        v.stop()
+        lines, _ = audit_records(log)
+        with open(log, "wb") as f:
+            f.write(b"".join(l + b"\n" for l in lines[1:]))
+        v2 = self.veer(self.config)
+        v2.wait_log(r"audit log .* does not start with record 1")
+        p = veerctl(v2.admin_socket, "audit", "verify")
+        self.assertEqual(p.stdout, "ERR record 1 (line 1): missing: the log starts at record 2 "
+                                   "(records were removed from its start)\n\n")
+        v2.stop()
+
+    def test_a_rotated_log_continues_the_chain(self):
+        v = self.veer(self.config)
+        log = self.audited_changes(v, 2)
+        v.stop()
+        os.rename(log, log + ".1")
+        v2 = self.veer(self.config)
+        self.assertEqual(veerctl(v2.admin_socket, "audit", "verify").stdout, "OK records=0\n\n")
+        parse_ok(veerctl(v2.admin_socket, "set", "weight", "tri/b1", "42").stdout)
+        self.assertEqual(veerctl(v2.admin_socket, "audit", "verify").stdout, "OK records=1\n\n")
+        self.assertEqual(veerctl(v2.admin_socket, "audit", "verify", log + ".1").stdout,
+                         "OK records=2\n\n")
+        _, old = audit_records(log + ".1")
+        _, new = audit_records(log)
+        self.assertEqual((new[0]["seq"], new[0]["prev"]), (3, old[-1]["hash"]))
         v2.stop()
 
     def test_state_applies_to_backends_that_still_exist(self):

@@ -455,6 +455,43 @@ class DrainTest(AdmissionCase):
         self.wait_state("b", "DRAINED")
         self.v.stop()
 
+    def test_input_behind_a_pending_drain_wait_is_bounded(self):
+        # While drain --wait waits, the connection's later lines wait behind it; veer must
+        # stop reading them (a bounded buffer) rather than take whatever the client sends.
+        hold = Hold()
+        self.two(hold)
+        slow = SlowRequest(self.v.port, "b")
+        self.assertTrue(hold.started.wait(DEADLINE), "no /slow request reached b")
+        c = AdminConn(self.sock)
+        self._cleanup.append(c.close)
+        c.send(b"drain api/b --wait --timeout 60s\n")
+        wait_for(lambda: self.states()["b"] == "DRAINING", what="b to be DRAINING")
+        c.sock.setblocking(False)
+        chunk, sent, cap = b"show pools\n" * 6000, 0, 64 * 1024 * 1024
+        last = time.monotonic()
+        # Send until veer takes no more for a whole second (or far too much was taken).
+        while sent < cap and time.monotonic() - last < 1.0:
+            try:
+                sent += c.sock.send(chunk)
+                last = time.monotonic()
+            except BlockingIOError:
+                time.sleep(0.01)
+        self.assertLess(sent, 4 * 1024 * 1024, "veer kept reading behind a pending command")
+        # The drain completes once the request ends; the queued lines are answered after it.
+        hold.release()
+        res = slow.wait()
+        self.assertIsNone(slow.error)
+        self.assertEqual(res.status, 200)
+        c.sock.setblocking(True)
+        c.sock.settimeout(DEADLINE)
+        first = c.reply()
+        self.assertTrue(first.startswith(b"OK gen="), first)
+        self.assertIn(b"drained_ms=", first)
+        self.assertTrue(c.reply().startswith(b"pool "))
+        c.close()
+        self.wait_state("b", "DRAINED")
+        self.v.stop()
+
     def test_set_state_drain(self):
         hold = Hold()
         self.two(hold)

@@ -18,6 +18,7 @@ Run: VEER_BIN=build/veer VEERCTL_BIN=build/veerctl python3 -m unittest -v test_o
 """
 
 import datetime
+import http.client
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -519,6 +521,70 @@ tests:
           - labels: 'ALERTS{alertname="VeerBackendDown",alertstate="firing",severity="warning",pool="api",group="blue",backend="b1",state="DOWN"}'
             value: 1
 """
+
+
+class ScrapeLoadTest(VeerTestCase):
+    """Scrapes wait their turn: the control thread renders one /metrics per loop pass, so an
+    admin command never waits behind a row of renders, and the address holds at most 64
+    connections."""
+
+    NB = 1000
+
+    def test_a_shift_stays_fast_while_many_scrapes_run(self):
+        b = self.backend("b")
+        backends = ", ".join('{ name = "b%d"; address = "%s"; weight = 1; }' % (i, b.address)
+                             for i in range(self.NB))
+        v = self.veer('admin = { socket = "{tmp}/admin.sock"; http = "127.0.0.1:0"; };\n'
+                      'listen = ( { address = "127.0.0.1:0"; pool = "api"; } );\n'
+                      'pools = ( { name = "api"; backends = ( %s ); } );\n' % backends)
+        port = admin_http_port(v)
+        stop = threading.Event()
+        scrapes = []  # seconds per scrape
+        errors = []
+
+        def scraper():
+            # Keep-alive, one request after the other: a request is nearly always waiting.
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                while not stop.is_set():
+                    t0 = time.monotonic()
+                    conn.request("GET", "/metrics")
+                    r = conn.getresponse()
+                    body = r.read()
+                    if r.status != 200 or b"veer_generation" not in body:
+                        errors.append((r.status, body[:100]))
+                    scrapes.append(time.monotonic() - t0)
+            except (OSError, http.client.HTTPException) as e:
+                errors.append(e)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=scraper, daemon=True) for _ in range(16)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(scrapes) >= 16, timeout=60, what="the scrapers to get going")
+        c = AdminConn(v.admin_socket, timeout=60)
+        self._cleanup.append(c.close)
+        shifts = []
+        for i in range(20):
+            t0 = time.monotonic()
+            r = c.command("set weight api/b0 %d" % (2 + i))
+            shifts.append(time.monotonic() - t0)
+            self.assertTrue(r.startswith("OK gen="), r)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        shifts.sort()
+        during = sorted(scrapes[16:]) or sorted(scrapes)
+        med_shift, med_scrape = shifts[len(shifts) // 2], during[len(during) // 2]
+        print("\n  %d backends, 16 scrapers: shift round trip median %.1f ms (max %.1f), "
+              "scrape median %.1f ms" % (self.NB, med_shift * 1000, shifts[-1] * 1000,
+                                         med_scrape * 1000))
+        # A scrape waits for the ones queued before it; a shift for one render at most (when
+        # renders ran back to back, the slowest shift waited longer than a typical scrape).
+        self.assertLess(shifts[-1], med_scrape)
+        v.stop()
 
 
 class AlertRulesTest(unittest.TestCase):

@@ -1212,6 +1212,213 @@ START_TEST(test_a_silent_connection_is_closed)
 }
 END_TEST
 
+/* A plain blocking connection to the admin address (loopback: the backlog completes it). */
+static int raw_connect(void)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sockaddr_of(fx.host, fx.port, &ss);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&ss, sl), 0);
+    return fd;
+}
+
+static void raw_send(int fd, const char *text)
+{
+    ck_assert_int_eq(send(fd, text, strlen(text), MSG_NOSIGNAL), (ssize_t)strlen(text));
+}
+
+/* Whether the server sent anything on fd yet (nothing is taken off). */
+static bool raw_has_data(int fd)
+{
+    char c;
+
+    return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+static bool all_have_data(const int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!raw_has_data(fds[i]))
+            return false;
+    return true;
+}
+
+/* Run the loop for ms (to see that something does not happen meanwhile). */
+static void run_for(int ms)
+{
+    struct event *dl = evtimer_new(fx.base, deadline_cb, NULL);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    fx.deadline_hit = false;
+    evtimer_add(dl, &tv);
+    while (!fx.deadline_hit)
+        event_base_loop(fx.base, EVLOOP_ONCE);
+    event_free(dl);
+}
+
+#define CAP 64 /* ADMIN_HTTP_MAX_CONNS, as the README says */
+
+/*
+ * At the cap the address stops accepting: one more connection waits (in the backlog, not
+ * refused) until one of the others closes, and is served then.
+ */
+START_TEST(test_connections_over_the_cap_wait_until_one_closes)
+{
+    static const char get[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    int fds[CAP + 1];
+    char buf[64];
+
+    start(NULL);
+    for (int i = 0; i < CAP; i++) {
+        fds[i] = raw_connect();
+        raw_send(fds[i], get);
+    }
+    RUN_UNTIL(all_have_data(fds, CAP), WAIT_MS);
+    ck_assert_uint_eq(adminhttp_connections(), CAP);
+    fds[CAP] = raw_connect();
+    raw_send(fds[CAP], get);
+    run_for(300);
+    ck_assert_msg(!raw_has_data(fds[CAP]), "a connection over the cap was served");
+    ck_assert_uint_eq(adminhttp_connections(), CAP);
+    close(fds[0]);
+    RUN_UNTIL(raw_has_data(fds[CAP]), WAIT_MS);
+    ck_assert_int_eq(recv(fds[CAP], buf, 12, 0), 12);
+    ck_assert(memcmp(buf, "HTTP/1.1 200", 12) == 0);
+    ck_assert_uint_eq(adminhttp_connections(), CAP);
+    for (int i = 1; i <= CAP; i++)
+        close(fds[i]);
+    RUN_UNTIL(adminhttp_connections() == 0, WAIT_MS);
+}
+END_TEST
+
+/* A socket that is always readable: its event fires once in every pass of the loop. */
+static struct {
+    uint64_t last_renders;
+    unsigned passes;
+    uint64_t most_between; /* renders between two passes' "other work" */
+} other;
+
+static void other_work_cb(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t now = adminhttp_renders();
+
+    if (other.passes++ > 0 && now - other.last_renders > other.most_between)
+        other.most_between = now - other.last_renders;
+    other.last_renders = now;
+}
+
+/*
+ * Renders of /metrics and /status take turns with the control thread's other work (the admin
+ * socket, health checks): with many scrapes ready at once, at most one is rendered between
+ * two passes of that work, instead of all of them in a row.
+ */
+START_TEST(test_scrapes_are_rendered_one_per_loop_pass)
+{
+    static const char get[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    enum { N = 12 };
+    int fds[N], sp[2];
+    struct event *ev;
+    uint64_t base;
+
+    start(NULL);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    ck_assert_int_eq(write(sp[1], "x", 1), 1);
+    memset(&other, 0, sizeof(other));
+    ev = event_new(fx.base, sp[0], EV_READ | EV_PERSIST, other_work_cb, NULL);
+    event_add(ev, NULL);
+    base = adminhttp_renders();
+    /* Every request is in the kernel before the loop runs: all ready in the same pass. */
+    for (int i = 0; i < N; i++) {
+        fds[i] = raw_connect();
+        raw_send(fds[i], get);
+    }
+    RUN_UNTIL(adminhttp_renders() - base == N && all_have_data(fds, N), WAIT_MS);
+    ck_assert_uint_le(other.most_between, 1);
+    ck_assert_uint_gt(other.passes, N);
+    for (int i = 0; i < N; i++) {
+        char buf[12];
+
+        ck_assert_int_eq(recv(fds[i], buf, sizeof(buf), 0), 12);
+        ck_assert(memcmp(buf, "HTTP/1.1 200", 12) == 0);
+        close(fds[i]);
+    }
+    event_free(ev);
+    close(sp[0]);
+    close(sp[1]);
+}
+END_TEST
+
+/*
+ * One scrape of a big model is rendered in slices with the loop's other work in between, not
+ * in one long callback (slices of 1 us here, so 300 backends make many).
+ */
+START_TEST(test_a_big_render_is_cut_into_slices)
+{
+    static const char get[] = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    struct sbuf conf;
+    struct event *ev;
+    uint64_t base;
+    unsigned passes;
+    int fd, sp[2];
+    char *log;
+
+    sb_init(&conf);
+    sb_puts(&conf, LISTEN ADMIN "pools = ( { name = \"api\"; backends = (");
+    for (unsigned i = 0; i < 300; i++)
+        sb_printf(&conf, "%s{ name = \"b%u\"; address = \"127.0.0.1:%u\"; }", i ? "," : "", i,
+                  1000 + i);
+    sb_puts(&conf, "); } );\n");
+    ck_assert_msg(start_with(conf.s, &log) == VEER_OK, "%s", log);
+    free(log);
+    sb_free(&conf);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    ck_assert_int_eq(write(sp[1], "x", 1), 1);
+    memset(&other, 0, sizeof(other));
+    ev = event_new(fx.base, sp[0], EV_READ | EV_PERSIST, other_work_cb, NULL);
+    event_add(ev, NULL);
+    adminhttp_set_render_slice(1);
+    fd = raw_connect();
+    raw_send(fd, get);
+    passes = other.passes;
+    base = adminhttp_renders();
+    RUN_UNTIL(adminhttp_renders() > base && raw_has_data(fd), 30000);
+    /* In one callback it would be 3 or 4 passes: accept, read, render, write. */
+    ck_assert_msg(other.passes - passes >= 10, "only %u passes of other work during the render",
+                  other.passes - passes);
+    event_free(ev);
+    close(sp[0]);
+    close(sp[1]);
+    close(fd);
+}
+END_TEST
+
+/* A scraper that leaves before its turn costs nothing, and stop frees what still waits. */
+START_TEST(test_scrapes_whose_client_left_are_dropped)
+{
+    static const char get[] = "GET /status HTTP/1.1\r\nHost: x\r\n\r\n";
+    enum { N = 6 };
+    int fds[N];
+
+    start(NULL);
+    for (int i = 0; i < N; i++) {
+        fds[i] = raw_connect();
+        raw_send(fds[i], get);
+    }
+    RUN_UNTIL(adminhttp_connections() == N, WAIT_MS);
+    for (int i = 0; i < N; i += 2)
+        close(fds[i]);
+    RUN_UNTIL(raw_has_data(fds[1]) && raw_has_data(fds[3]) && raw_has_data(fds[5]), WAIT_MS);
+    RUN_UNTIL(adminhttp_connections() == N / 2, WAIT_MS);
+    raw_send(fds[1], get);
+    raw_send(fds[3], get);
+    adminhttp_stop(); /* with requests possibly still queued: ASan says nothing is left */
+    for (int i = 1; i < N; i += 2)
+        close(fds[i]);
+}
+END_TEST
+
 /* --- stop, no address, failures -------------------------------------------------------- */
 
 START_TEST(test_stop_closes_the_listener_and_open_connections)
@@ -1690,6 +1897,10 @@ static Suite *adminhttp_suite(void)
     tcase_add_test(tl, test_a_huge_declared_body_is_refused_at_once);
     tcase_add_test(tl, test_an_endless_head_is_cut_off);
     tcase_add_test(tl, test_a_silent_connection_is_closed);
+    tcase_add_test(tl, test_connections_over_the_cap_wait_until_one_closes);
+    tcase_add_test(tl, test_scrapes_are_rendered_one_per_loop_pass);
+    tcase_add_test(tl, test_scrapes_whose_client_left_are_dropped);
+    tcase_add_test(tl, test_a_big_render_is_cut_into_slices);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_stop_closes_the_listener_and_open_connections);
     tcase_add_test(tc, test_stop_then_start_again_serves_again);

@@ -612,6 +612,24 @@ START_TEST(test_partial_write_is_not_glued_to_next_record)
 }
 END_TEST
 
+/* A log that cannot take a record (a full disk: /dev/full) says why, for the refusal. */
+START_TEST(test_failed_write_says_why)
+{
+    char err[256], cap[128], *logged;
+    int saved, rc;
+
+    ck_assert_int_eq(audit_open("/dev/full", err, sizeof(err)), 0);
+    saved = capture_begin(cap, sizeof(cap));
+    rc = audit_write("operator", NULL, "shift api blue=0 green=100", "OK", 2, NULL, NULL);
+    logged = capture_end(saved, cap);
+    ck_assert_int_eq(rc, -1);
+    ck_assert_ptr_nonnull(strstr(logged, "cannot write record 1"));
+    ck_assert_str_eq(audit_error(), "No space left on device");
+    ck_assert_uint_eq(audit_seq(), 0);
+    free(logged);
+}
+END_TEST
+
 /* A log whose head was rotated away may start at a later seq. */
 START_TEST(test_rotated_log_may_start_after_seq_1)
 {
@@ -633,6 +651,218 @@ START_TEST(test_first_record_needs_zero_prev)
 {
     forge_record(1, "1111111111111111111111111111111111111111111111111111111111111111");
     expect_verify(1, "record 1 (line 1): first record but prev is not zeros");
+}
+END_TEST
+
+/* Run verify as veer does for its live log (its ends against the chain held). */
+static void expect_verify_live(const struct audit_live *live, int rc, const char *want)
+{
+    char msg[256];
+
+    ck_assert_int_eq(audit_verify_ex(path, live, NULL, msg, sizeof(msg)), rc);
+    ck_assert_msg(strstr(msg, want) != NULL, "verify said \"%s\", wanted \"%s\"", msg, want);
+}
+
+/* A FIFO is refused at once: opening it for reading must not wait for a writer. */
+START_TEST(test_verify_refuses_a_fifo_without_waiting)
+{
+    char msg[256];
+
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    alarm(5); /* the old verify blocked in open(2) here for ever */
+    ck_assert_int_eq(audit_verify(path, msg, sizeof(msg)), -1);
+    alarm(0);
+    ck_assert_ptr_nonnull(strstr(msg, "not a regular file"));
+}
+END_TEST
+
+/* A device never ends (/dev/zero: one endless line): refused, nothing read. */
+START_TEST(test_verify_refuses_a_device)
+{
+    char msg[256];
+
+    alarm(5);
+    ck_assert_int_eq(audit_verify("/dev/zero", msg, sizeof(msg)), -1);
+    alarm(0);
+    ck_assert_str_eq(msg, "cannot read /dev/zero: not a regular file");
+}
+END_TEST
+
+/* The live log is read up to the size the control thread saw: later records wait. */
+START_TEST(test_verify_of_the_live_log_stops_at_its_size_then)
+{
+    struct audit_live live;
+
+    open_log();
+    write_shifts(3);
+    ck_assert(audit_live(&live));
+    ck_assert_uint_eq(live.anchor.first_seq, 1);
+    ck_assert_str_eq(live.anchor.first_prev, ZEROS);
+    ck_assert_uint_eq(live.anchor.last_seq, 3);
+    write_shifts(2);
+    expect_verify_live(&live, 0, "records=3");
+    ck_assert(audit_live(&live));
+    expect_verify_live(&live, 0, "records=5");
+}
+END_TEST
+
+/* The last records removed: the file's chain is whole, but it ends before veer's. */
+START_TEST(test_live_log_missing_its_last_records_is_reported)
+{
+    struct audit_live live;
+    size_t len, a;
+    char *all;
+
+    open_log();
+    write_shifts(3);
+    all = slurp(&len);
+    a = line_start(all, 3);
+    spit(all, a);
+    ck_assert(audit_live(&live));
+    live.size = a;
+    expect_verify(0, "records=2"); /* as a file on its own it is a good chain */
+    expect_verify_live(&live, 1,
+                       "record 3 (line 3): missing: the log ends at record 2 but veer wrote up to "
+                       "record 3");
+    free(all);
+}
+END_TEST
+
+/* The first records removed: it looks like a rotated log, but veer knows where it starts. */
+START_TEST(test_live_log_missing_its_first_records_is_reported)
+{
+    struct audit_live live;
+    size_t len, a;
+    char *all;
+
+    open_log();
+    write_shifts(3);
+    all = slurp(&len);
+    a = line_start(all, 2);
+    spit(all + a, len - a);
+    ck_assert(audit_live(&live));
+    live.size = len - a;
+    expect_verify(0, "records=2");
+    expect_verify_live(&live, 1,
+                       "record 1 (line 1): missing: the log starts at record 2 (records were "
+                       "removed from its start)");
+    free(all);
+}
+END_TEST
+
+/* Reopening (a restart) finds the first record again: the live check still holds. */
+START_TEST(test_reopen_knows_where_the_log_starts)
+{
+    struct audit_live live;
+    struct audit_anchor a;
+
+    open_log();
+    write_shifts(2);
+    audit_close();
+    open_log();
+    ck_assert(audit_anchor(&a));
+    ck_assert_uint_eq(a.first_seq, 1);
+    ck_assert_uint_eq(a.last_seq, 2);
+    write_shifts(1);
+    ck_assert(audit_live(&live));
+    expect_verify_live(&live, 0, "records=3");
+}
+END_TEST
+
+/*
+ * Records cut off the end while veer was down: the state file's anchor says
+ * record 3 was written, so the chain goes on from it and the gap is named.
+ */
+START_TEST(test_saved_anchor_catches_records_cut_while_down)
+{
+    struct audit_anchor saved;
+    struct audit_live live;
+    char cap[128], *all, *logged;
+    size_t len, a;
+    int fd;
+
+    open_log();
+    write_shifts(3);
+    ck_assert(audit_anchor(&saved));
+    audit_close();
+    all = slurp(&len);
+    a = line_start(all, 3);
+    spit(all, a);
+    audit_expect(&saved);
+    fd = capture_begin(cap, sizeof(cap));
+    open_log();
+    logged = capture_end(fd, cap);
+    ck_assert_ptr_nonnull(strstr(logged, "records were removed"));
+    write_shifts(1);
+    ck_assert(audit_live(&live));
+    ck_assert_uint_eq(live.anchor.last_seq, 4);
+    expect_verify_live(&live, 1, "record 4 (line 3): prev does not match record 2");
+    free(logged);
+    free(all);
+}
+END_TEST
+
+/* The same for records cut off the start while down. */
+START_TEST(test_saved_anchor_catches_a_start_cut_while_down)
+{
+    struct audit_anchor saved;
+    struct audit_live live;
+    char cap[128], *all, *logged;
+    size_t len, a;
+    int fd;
+
+    open_log();
+    write_shifts(3);
+    ck_assert(audit_anchor(&saved));
+    audit_close();
+    all = slurp(&len);
+    a = line_start(all, 2);
+    spit(all + a, len - a);
+    audit_expect(&saved);
+    fd = capture_begin(cap, sizeof(cap));
+    open_log();
+    logged = capture_end(fd, cap);
+    ck_assert_ptr_nonnull(strstr(logged, "removed from its start"));
+    ck_assert(audit_live(&live));
+    expect_verify_live(&live, 1, "record 1 (line 1): missing: the log starts at record 2");
+    free(logged);
+    free(all);
+}
+END_TEST
+
+/*
+ * Rotation: the log moved away while veer was down; the new, empty log
+ * continues the chain (seq and prev), so each file verifies and the first
+ * prev of the new one is the last hash of the old one.
+ */
+START_TEST(test_rotated_log_continues_the_chain)
+{
+    struct audit_anchor saved, now;
+    struct audit_live live;
+    char old[160], *l1, prev[65];
+
+    open_log();
+    write_shifts(3);
+    ck_assert(audit_anchor(&saved));
+    audit_close();
+    snprintf(old, sizeof(old), "%s.1", path);
+    ck_assert_int_eq(rename(path, old), 0);
+    audit_expect(&saved);
+    open_log();
+    ck_assert(audit_live(&live));
+    expect_verify_live(&live, 0, "records=0"); /* nothing written to the new file yet */
+    write_shifts(1);
+    l1 = line_of(1);
+    ck_assert(strncmp(l1, "{\"seq\":4,", 9) == 0);
+    field_hex(l1, "prev", prev);
+    ck_assert_str_eq(prev, saved.last_hash);
+    ck_assert(audit_anchor(&now));
+    ck_assert_uint_eq(now.first_seq, 4);
+    ck_assert_str_eq(now.first_prev, saved.last_hash);
+    ck_assert(audit_live(&live));
+    expect_verify_live(&live, 0, "records=1");
+    unlink(old);
+    free(l1);
 }
 END_TEST
 
@@ -697,6 +927,16 @@ int main(void)
     tcase_add_test(tc, test_garbage_last_line_starts_new_chain);
     tcase_add_test(tc, test_failed_write_does_not_advance_chain);
     tcase_add_test(tc, test_partial_write_is_not_glued_to_next_record);
+    tcase_add_test(tc, test_failed_write_says_why);
+    tcase_add_test(tc, test_verify_refuses_a_fifo_without_waiting);
+    tcase_add_test(tc, test_verify_refuses_a_device);
+    tcase_add_test(tc, test_verify_of_the_live_log_stops_at_its_size_then);
+    tcase_add_test(tc, test_live_log_missing_its_last_records_is_reported);
+    tcase_add_test(tc, test_live_log_missing_its_first_records_is_reported);
+    tcase_add_test(tc, test_reopen_knows_where_the_log_starts);
+    tcase_add_test(tc, test_saved_anchor_catches_records_cut_while_down);
+    tcase_add_test(tc, test_saved_anchor_catches_a_start_cut_while_down);
+    tcase_add_test(tc, test_rotated_log_continues_the_chain);
     tcase_add_test(tc, test_rotated_log_may_start_after_seq_1);
     tcase_add_test(tc, test_first_record_needs_zero_prev);
     tcase_add_test(tc, test_empty_log_verifies_with_zero_records);

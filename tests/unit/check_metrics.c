@@ -498,6 +498,101 @@ START_TEST(test_p99_reads_the_bound_of_the_observed_bucket)
 }
 END_TEST
 
+/* --- rendering in slices ------------------------------------------------- */
+
+/* A config with one pool of n backends (two groups), for renders that take a while. */
+static char *big_conf(unsigned n)
+{
+    struct sbuf b;
+
+    sb_init(&b);
+    sb_puts(&b, LISTEN "pools = ( { name = \"api\"; backends = (");
+    for (unsigned i = 0; i < n; i++)
+        sb_printf(&b, "%s{ name = \"b%u\"; address = \"127.0.0.1:%u\"; group = \"%s\"; }",
+                  i ? "," : "", i, 1000 + i, i % 2 ? "green" : "blue");
+    sb_puts(&b, "); } );\n");
+    return sb_steal(&b);
+}
+
+/* Render with a tiny budget: many slices, and exactly the text one render gives. */
+START_TEST(test_a_render_in_slices_is_the_render_in_one)
+{
+    struct metrics_cursor c = {0};
+    struct sbuf o;
+    struct fx f;
+    char *conf = big_conf(300), *whole;
+    unsigned steps = 1;
+
+    fx_init(&f, conf);
+    counter_add(&bws(&f, 0, 17, 1)->requests[4], 3);
+    hist_observe(&bws(&f, 0, 299, 0)->latency, 700);
+    whole = render(&f);
+    sb_init(&o);
+    while (!metrics_render_step(&c, &o, f.m, f.w, NW, 1))
+        steps++;
+    ck_assert_uint_gt(steps, 10);
+    ck_assert_uint_eq(o.len, strlen(whole));
+    ck_assert(memcmp(o.s, whole, o.len) == 0);
+    sb_free(&o);
+    free(whole);
+    free(conf);
+    fx_free(&f);
+}
+END_TEST
+
+/* A slice stops once its budget is spent (checked every 16 rows), not at the model's end. */
+START_TEST(test_a_slice_stops_after_its_budget)
+{
+    struct metrics_cursor c = {0};
+    struct sbuf o;
+    struct fx f;
+    char *conf = big_conf(300), *whole;
+
+    fx_init(&f, conf);
+    whole = render(&f);
+    sb_init(&o);
+    ck_assert(!metrics_render_step(&c, &o, f.m, f.w, NW, 1));
+    ck_assert_uint_lt(o.len, strlen(whole) / 20);
+    ck_assert(memcmp(o.s, whole, o.len) == 0);
+    sb_free(&o);
+    free(whole);
+    free(conf);
+    fx_free(&f);
+}
+END_TEST
+
+/* Backends that come or go between slices restart the render: no series twice or missed. */
+START_TEST(test_a_render_restarts_when_backends_change_between_slices)
+{
+    struct metrics_cursor c = {0};
+    struct conf_addr addr;
+    struct sbuf o;
+    struct fx f;
+    char *conf = big_conf(300), *whole, err[64];
+    struct backend *gone;
+
+    fx_init(&f, conf);
+    sb_init(&o);
+    ck_assert(!metrics_render_step(&c, &o, f.m, f.w, NW, 1));
+    ck_assert(!metrics_render_step(&c, &o, f.m, f.w, NW, 1));
+    gone = model_del_backend(f.m, 0, 1); /* every later index moves down by one */
+    ck_assert_int_eq(conf_parse_addr("127.0.0.1:9", false, &addr, err, sizeof(err)), 0);
+    model_add_backend(f.m, 0, "late", &addr, 5, "green");
+    while (!metrics_render_step(&c, &o, f.m, f.w, NW, 1))
+        ;
+    whole = render(&f);
+    ck_assert_uint_eq(o.len, strlen(whole));
+    ck_assert(memcmp(o.s, whole, o.len) == 0);
+    ck_assert_ptr_null(strstr(o.s, "backend=\"b1\""));
+    ck_assert_ptr_nonnull(strstr(o.s, "backend=\"late\""));
+    backend_destroy(gone);
+    sb_free(&o);
+    free(whole);
+    free(conf);
+    fx_free(&f);
+}
+END_TEST
+
 /* --- metrics_render ------------------------------------------------------- */
 
 START_TEST(test_render_follows_the_text_format_with_every_contract_family)
@@ -1036,6 +1131,9 @@ static Suite *metrics_suite(void)
     tcase_add_test(tr, test_health_check_histogram_only_for_checked_pools);
     tcase_add_test(tr, test_label_values_are_escaped);
     tcase_add_test(tr, test_cluster_families_in_fleet_mode);
+    tcase_add_test(tr, test_a_render_in_slices_is_the_render_in_one);
+    tcase_add_test(tr, test_a_slice_stops_after_its_budget);
+    tcase_add_test(tr, test_a_render_restarts_when_backends_change_between_slices);
     suite_add_tcase(s, th);
     suite_add_tcase(s, tr);
     return s;

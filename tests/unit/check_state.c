@@ -6,6 +6,7 @@
  * audit fsync, retry after a failed write), and the readiness an upgrade
  * hands to the new process (never in the state file).
  */
+#include "audit.h"
 #include "sbuf.h"
 #include "state.h"
 #include "veer.h"
@@ -276,6 +277,16 @@ static const struct corrupt corrupt_texts[] = {
     {"end with extra field", "veer-state 1\ngeneration 42\nend now\n", 3},
     {"backend with too many fields",
      "veer-state 1\ngeneration 42\npool api\nbackend b weight 1 admin ready extra\nend\n", 4},
+    {"audit with a short hash", "veer-state 1\ngeneration 42\naudit 1 00 3 00\nend\n", 3},
+    {"audit with a field missing",
+     "veer-state 1\ngeneration 42\naudit 1 "
+     "0000000000000000000000000000000000000000000000000000000000000000 3\nend\n",
+     3},
+    {"audit hash in capitals",
+     "veer-state 1\ngeneration 42\naudit 1 "
+     "0000000000000000000000000000000000000000000000000000000000000000 3 "
+     "ABCDEF0000000000000000000000000000000000000000000000000000000000\nend\n",
+     3},
 };
 
 START_TEST(test_corrupt_text_is_refused_and_changes_nothing)
@@ -422,6 +433,45 @@ static void remove_dir(char *dir)
     ck_assert_int_eq(rmdir(dir), 0);
     free(dir);
 }
+
+/*
+ * The audit chain's ends go into the state file and come back at the next start: an empty
+ * (rotated) audit log then continues the chain after the saved last record.
+ */
+START_TEST(test_audit_chain_ends_round_trip)
+{
+    struct veer_conf *c = load(CONF);
+    struct model *m = model_from_conf(c);
+    char dir[] = "/tmp/check_state_audit_XXXXXX", path[64], err[128], msg[256], *text, *line;
+    struct audit_anchor a, b;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/audit.log", dir);
+    ck_assert_int_eq(audit_open(path, err, sizeof(err)), 0);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(audit_write("operator", NULL, "shift", "OK", 1, NULL, NULL), 0);
+    ck_assert(audit_anchor(&a));
+    text = state_render(m);
+    line = strstr(text, "\naudit 1 ");
+    ck_assert_ptr_nonnull(line);
+    ck_assert(strncmp(line + 9, a.first_prev, 64) == 0);
+    ck_assert(strncmp(line + 9 + 64, " 3 ", 3) == 0);
+    ck_assert(strncmp(line + 9 + 64 + 3, a.last_hash, 64) == 0);
+    audit_close();
+    unlink(path);
+    ck_assert_int_ge(state_apply(m, text, msg, sizeof(msg)), 0);
+    ck_assert_int_eq(audit_open(path, err, sizeof(err)), 0);
+    ck_assert(audit_anchor(&b));
+    ck_assert_uint_eq(b.first_seq, 4);
+    ck_assert_str_eq(b.first_prev, a.last_hash);
+    ck_assert_uint_eq(b.last_seq, 3);
+    audit_close();
+    unlink(path);
+    rmdir(dir);
+    free(text);
+    done(m, c);
+}
+END_TEST
 
 START_TEST(test_load_of_a_missing_file_is_not_an_error)
 {
@@ -910,6 +960,7 @@ static Suite *state_suite(void)
                         (int)(sizeof(corrupt_texts) / sizeof(corrupt_texts[0])));
     tcase_add_test(tf, test_the_valid_base_of_the_corrupt_texts_is_accepted);
     tcase_add_test(tf, test_shares_not_totalling_100_are_skipped_but_weights_apply);
+    tcase_add_test(tf, test_audit_chain_ends_round_trip);
     tcase_add_test(tf, test_load_of_a_missing_file_is_not_an_error);
     tcase_add_test(tf, test_load_applies_a_good_file_and_refuses_a_corrupt_one);
     tcase_add_test(tf, test_health_render_is_the_documented_format);
