@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/util.h>
 
 #define CHUNK_BYTES  (64 * 1024)
 #define MAX_DELAY_MS (3600LL * 1000)
@@ -257,6 +258,40 @@ static int bound_port(struct evhttp_bound_socket *bound)
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+/*
+ * Listen with the kernel's largest backlog: evhttp_bind_socket listens with
+ * 128, and a proxy releasing thousands of held requests at once connects
+ * faster than that; the SYNs beyond it would wait for retransmits (1 s, 3 s).
+ */
+static struct evhttp_bound_socket *bind_with_backlog(struct evhttp *http, const char *host,
+                                                     int port)
+{
+    struct evutil_addrinfo hints = {0}, *ai = NULL;
+    struct evhttp_bound_socket *bound;
+    char service[8];
+    int fd, one = 1;
+
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+    snprintf(service, sizeof(service), "%d", port);
+    if (evutil_getaddrinfo(host, service, &hints, &ai) != 0)
+        return NULL;
+    fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0) {
+        if (fd >= 0)
+            close(fd);
+        evutil_freeaddrinfo(ai);
+        return NULL;
+    }
+    evutil_freeaddrinfo(ai);
+    bound = evhttp_accept_socket_with_handle(http, fd);
+    if (bound == NULL)
+        close(fd);
+    return bound;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -295,7 +330,7 @@ int main(int argc, char **argv)
                                          EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                                          EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(http, on_request, base);
-    if ((bound = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port)) == NULL) {
+    if ((bound = bind_with_backlog(http, host, port)) == NULL) {
         fprintf(stderr, "veer-backend: cannot listen on %s:%d\n", host, port);
         goto out;
     }
