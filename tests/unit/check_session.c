@@ -184,7 +184,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     "workers = 1;\n"                                                                               \
     "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"                               \
     "pools = ( { name = \"api\"; backends = ( { name = \"api-1\"; address = \"127.0.0.1:%d\"; } "  \
-    "); "                                                                                          \
+    "); %s"                                                                                        \
     "} );\n"
 
 /*
@@ -192,7 +192,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
  * the modules, and one worker on its own listening socket, as main.c's run()
  * sets them up, minus the thread: the test runs the loop (step()).
  */
-static void start(void)
+static void start_pool(const char *pool_extra)
 {
     char path[128], text[512], err[512] = "";
     struct timeval tk = {0, 5000};
@@ -206,7 +206,7 @@ static void start(void)
     ck_assert_ptr_nonnull(mkdtemp(fx.dir));
     fx.backend = tcp_listener();
     snprintf(path, sizeof(path), "%s/veer.conf", fx.dir);
-    snprintf(text, sizeof(text), CONF, local_port(fx.backend));
+    snprintf(text, sizeof(text), CONF, local_port(fx.backend), pool_extra);
     f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
     fputs(text, f);
@@ -228,6 +228,11 @@ static void start(void)
     fx.port = local_port(fx.w->listeners[0]->fd);
     fx.tick = event_new(fx.w->base, -1, EV_PERSIST, tick_cb, NULL);
     event_add(fx.tick, &tk);
+}
+
+static void start(void)
+{
+    start_pool("");
 }
 
 static void stop(void)
@@ -644,16 +649,100 @@ START_TEST(test_held_requests_are_routed_once_when_a_snapshot_releases_them)
 }
 END_TEST
 
+/* --- a local answer during a retry's backoff ---------------------------------------- */
+
+/* session.c's worker_rand, to choose a seed whose first backoff is long. */
+static uint64_t xorshift(uint64_t x)
+{
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+}
+
+#define BACKOFF_MS 400 /* retries.base_ms and cap_ms: the first backoff is in [0, 400] ms */
+
+static bool retry_armed(void *arg)
+{
+    struct session *s = fx.w->sessions;
+
+    (void)arg;
+    return s && s->txn && s->txn->retry_armed;
+}
+
+static bool armed_off(void *arg)
+{
+    struct txn *t = arg;
+
+    return !t->retry_armed;
+}
+
+/*
+ * A chunked GET whose first attempt fails (the backend closes without a
+ * byte) waits out its retry backoff; meanwhile the client sends a malformed
+ * chunk and veer answers 400 itself. That answer ends the request: the retry
+ * timer must go with it, or it fires while the 400 is still going out (the
+ * client's socket is full here) and sends the request to the backend again
+ * from a transaction that is already answering.
+ */
+START_TEST(test_local_answer_during_retry_backoff_disarms_the_retry)
+{
+    static const char head[] = "GET /r HTTP/1.1\r\nHost: veer.test\r\n"
+                               "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n";
+    struct inbox client = {0};
+    uint64_t seed = 1, waited;
+    struct session *s;
+    struct txn *t;
+    int up, again = -1;
+
+    start_pool("retries = { count = 2; base_ms = 400; cap_ms = 400; budget_percent = 100; };");
+    /* A seed whose first backoff is at least 200 ms, so the test sees it armed. */
+    while (xorshift(seed) % (BACKOFF_MS * 1000 + 1) < 200 * 1000)
+        seed++;
+    fx.w->rng = seed;
+    client.fd = connect_client();
+    send_all(client.fd, head, strlen(head));
+    up = accept_backend();
+    close(up); /* the first attempt fails before any response byte */
+    ck_assert_msg(run_until(retry_armed, NULL), "the failed attempt was not retried later");
+    s = fx.w->sessions;
+    t = s->txn;
+    /* The client reads nothing for now; its bad chunk gets veer's own 400. */
+    gate.fd = s->fd;
+    gate.budget = 0;
+    gate.refused = 0;
+    send_all(client.fd, "zz\r\n", 4);
+    ck_assert_msg(run_until(armed_off, t), "the retry timer stayed armed after the 400");
+    ck_assert_int_eq(t->phase, TXN_LOCAL);
+    ck_assert_int_eq(t->res_status, 400);
+    /* Past the longest backoff: nothing may reach the backend again. */
+    waited = now_ms() + BACKOFF_MS + 200;
+    while (now_ms() < waited) {
+        step();
+        again = accept4(fx.backend, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        ck_assert_msg(again < 0, "the request was sent to the backend again after the 400");
+    }
+    gate.fd = -1;
+    ck_assert_msg(run_until(has_eof, &client), "the client got no answer: %s", client.data);
+    ck_assert_msg(strncmp(client.data, "HTTP/1.1 400 ", 13) == 0, "%s", client.data);
+    close(client.fd);
+    stop();
+}
+END_TEST
+
 static Suite *session_suite(void)
 {
     Suite *s = suite_create("session");
     TCase *tt = tcase_create("tunnel");
     TCase *th = tcase_create("hold");
+    TCase *tr = tcase_create("retry");
 
     tcase_add_loop_test(tt, test_tunnel_half_close_follows_the_last_byte_written, 0, 2);
     tcase_add_test(th, test_held_requests_are_routed_once_when_a_snapshot_releases_them);
+    tcase_add_test(tr, test_local_answer_during_retry_backoff_disarms_the_retry);
     suite_add_tcase(s, tt);
     suite_add_tcase(s, th);
+    suite_add_tcase(s, tr);
     return s;
 }
 
