@@ -378,12 +378,17 @@ class ReloadReclaimTest(VeerTestCase):
         base = v.rss_kib()
         self.reload(count)
         grown = {}
+        # Issue 15's bound: 2 MiB over 500 reloads (a kept configuration costs
+        # ~850 KiB each). ASan's allocator keeps more in its size-class caches
+        # (2.2 MiB seen over 50 reloads on a busy machine): 4 MiB there, still
+        # a tenth of what 50 kept configurations would cost.
+        bound = 4096 if asan else 2048
 
         def settled():
             grown["kib"] = v.rss_kib() - base
-            return grown["kib"] < 2048
+            return grown["kib"] < bound
         try:
-            wait_for(settled, timeout=10, interval=0.1, what="RSS back within 2 MiB")
+            wait_for(settled, timeout=10, interval=0.1, what="RSS back within %d KiB" % bound)
         except AssertionError:
             self.fail("RSS grew by %d KiB over %d reloads (base %d KiB)"
                       % (grown["kib"], count, base))
