@@ -472,12 +472,14 @@ static int check_duplicates(struct parser *ps)
 static int st_parse(struct st_file *f, const char *text, char *msg, size_t msglen)
 {
     struct parser ps = {.f = f, .phase = PH_HEADER, .line = 0, .msg = msg, .msglen = msglen};
-    char *s;
+    char *s, *end;
 
     memset(f, 0, sizeof(*f));
     f->buf = veer_strdup(text);
+    end = f->buf + strlen(f->buf);
     for (s = f->buf; *s != '\0';) {
-        char *nl = strchr(s, '\n');
+        /* memchr over what is left, not strchr: linear however long the file is. */
+        char *nl = memchr(s, '\n', (size_t)(end - s));
 
         ps.line++;
         if (nl == NULL)
@@ -800,12 +802,13 @@ static int hl_parse(struct hl_file *f, const char *text, char *msg, size_t msgle
 {
     struct parser ps = {.phase = PH_HEADER, .msg = msg, .msglen = msglen};
     const char *pool = NULL;
-    char *tok[STATE_MAX_TOKS], *s;
+    char *tok[STATE_MAX_TOKS], *s, *end;
 
     memset(f, 0, sizeof(*f));
     f->buf = veer_strdup(text);
+    end = f->buf + strlen(f->buf);
     for (s = f->buf; *s != '\0';) {
-        char *nl = strchr(s, '\n');
+        char *nl = memchr(s, '\n', (size_t)(end - s));
         int n;
 
         ps.line++;
