@@ -227,16 +227,21 @@ static double config_to_snapshot(int n)
  * step from the config file to the snapshot may be quadratic (duplicate
  * name checks, address interning, growing the backend table one slot at a
  * time, per-group passes). The bound leaves room for caches and the
- * allocator (a linear build measures 8-13x here, under ASan too); the best
- * of two runs of each size evens out noise.
+ * allocator: a linear build measures 8-13x on a quiet machine and up to 31x
+ * on a fresh CI machine (2,500 backends fit the caches, 20,000 do not); the
+ * quadratic one measured 61x in a plain build and ran out of time under
+ * ASan, which CI runs too. The best of three runs of each size evens out
+ * noise.
  */
 START_TEST(test_config_to_snapshot_is_linear_in_backends)
 {
     double small = config_to_snapshot(2500), big = config_to_snapshot(20000);
 
-    small = fmin(small, config_to_snapshot(2500));
-    big = fmin(big, config_to_snapshot(20000));
-    ck_assert_msg(big < small * 24, "2,500 backends: %.3f s CPU; 20,000: %.3f s (%.1fx)", small,
+    for (int k = 0; k < 2; k++) {
+        small = fmin(small, config_to_snapshot(2500));
+        big = fmin(big, config_to_snapshot(20000));
+    }
+    ck_assert_msg(big < small * 48, "2,500 backends: %.3f s CPU; 20,000: %.3f s (%.1fx)", small,
                   big, big / small);
 }
 END_TEST
