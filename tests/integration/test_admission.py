@@ -21,7 +21,7 @@ import unittest
 from helpers import (AdminConn, HealthBackend, RoutedLoad, admin_config, admin_http_port,
                      audit_records, health_text, parse_ok, pool_states, quick_config, status_doc,
                      veerctl)
-from veertest import DEADLINE, Client, VeerTestCase, wait_for
+from veertest import DEADLINE, Client, VeerTestCase, asan_build, wait_for
 
 RISE = 2
 FALL = 2
@@ -232,12 +232,14 @@ class AdmissionTest(AdmissionCase):
                                 "check(s), rise is %d" % (target, streak, RISE))
         self.assertGreater(t_first, passes[RISE - 1])
         admitted = t_first - t_flip
-        # interval x (rise + 1) is the bound; the 300 ms on top is scheduling slack
-        # for a busy 2-core machine or a sanitizer build (the test process, veer's control
-        # thread and the backend threads all compete for the CPUs).
-        bound = interval * (RISE + 1) / 1000.0 + 0.300
-        print("\n  admitted %.0f ms after passing (bound %.0f ms = %d x %d + 300 ms slack)"
-              % (admitted * 1000, bound * 1000, interval, RISE + 1))
+        # interval x (rise + 1) is the bound; on top, scheduling slack for a busy
+        # 2-core machine (the test process, veer's control thread and the backend threads all
+        # compete for the CPUs): 300 ms, 800 ms under ASan (1,047 ms seen on a fresh CI
+        # machine running two suites at once).
+        slack = 0.800 if asan_build() else 0.300
+        bound = interval * (RISE + 1) / 1000.0 + slack
+        print("\n  admitted %.0f ms after passing (bound %.0f ms = %d x %d + %.0f ms slack)"
+              % (admitted * 1000, bound * 1000, interval, RISE + 1, slack * 1000))
         self.assertLess(admitted, bound)
         self.v.wait_log(r"backend api/late PENDING -> READY after %d passing checks \(gen \d+\)"
                         % RISE)

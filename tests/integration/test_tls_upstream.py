@@ -19,7 +19,7 @@ import threading
 import unittest
 
 from helpers import AdminConn, TlsClient, quick_config, show_pool, tls_listen_text
-from veertest import VEER_BIN, Backend, Client, VeerTestCase, wait_for
+from veertest import VEER_BIN, Backend, Client, VeerTestCase, asan_build, wait_for
 
 HEALTH_UA = "veer-health"
 
@@ -252,12 +252,6 @@ class UpstreamTLSTest(VeerTestCase):
 
 if __name__ == "__main__":
     unittest.main()
-
-
-def asan_build():
-    """Whether VEER_BIN was built with AddressSanitizer."""
-    with open(VEER_BIN, "rb") as f:
-        return b"__asan_init" in f.read()
 
 
 class ReloadReclaimTest(VeerTestCase):

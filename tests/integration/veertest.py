@@ -40,6 +40,12 @@ def wait_for(cond, timeout=DEADLINE, interval=0.005, what="condition"):
         time.sleep(interval)
 
 
+def asan_build():
+    """Whether VEER_BIN was built with AddressSanitizer (timing slack scales with it)."""
+    with open(VEER_BIN, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 class Veer:
     """A veer process started from a config text.
 
