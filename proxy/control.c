@@ -54,6 +54,16 @@ void ctl_finish(struct ctl_req *r, const char *text, bool ok)
     free(r);
 }
 
+/* Audit a refused command, unless an upgrade is handing the chain over (frozen). */
+static void audit_refusal(struct ctl_req *r, const char *line)
+{
+    if (ctl.frozen)
+        return;
+    audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
+    persist_sync_audit();
+    control_save_state(); /* the audit chain's last record is in it */
+}
+
 /* Refuse a change: audited, nothing touched. */
 void ctl_refuse(struct ctl_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -68,9 +78,7 @@ void ctl_refuse(struct ctl_req *r, const char *fmt, ...)
     snprintf(line, sizeof(line), "ERR %s", why);
     if (r->cmd.is_change && !ctl.frozen) {
         metrics_shift_refused();
-        audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
-        persist_sync_audit();
-        control_save_state(); /* the audit chain's last record is in it */
+        audit_refusal(r, line);
     }
     ctl_finish(r, line, false);
 }
@@ -79,13 +87,9 @@ void control_refuse(struct ctl_req *r, const char *why)
 {
     char line[600];
 
-    /* Malformed commands are audited too (someone tried something), unless frozen. */
+    /* Malformed commands are audited too: someone tried something. */
     snprintf(line, sizeof(line), "ERR %s", why);
-    if (!ctl.frozen) {
-        audit_write("operator", &r->peer, r->line, line, ctl.model->generation, NULL, NULL);
-        persist_sync_audit();
-        control_save_state(); /* the audit chain's last record is in it */
-    }
+    audit_refusal(r, line);
     ctl_finish(r, line, false);
 }
 
