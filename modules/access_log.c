@@ -7,7 +7,7 @@
  * passed through, or generated and forwarded to the backend.
  */
 #include "module.h"
-#include "pool.h"
+#include "routing.h"
 #include "sbuf.h"
 #include "session.h"
 #include "veer.h"

@@ -9,7 +9,7 @@
  * With `enabled = false;` the paths are proxied like any other.
  */
 #include "module.h"
-#include "pool.h"
+#include "routing.h"
 #include "sbuf.h"
 #include "veer.h"
 #include "worker.h"

@@ -7,7 +7,7 @@
  * turning it on or off is one atomic publish like any other change.
  */
 #include "module.h"
-#include "pool.h"
+#include "routing.h"
 #include "session.h"
 #include "veer.h"
 #include "worker.h"

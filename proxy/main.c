@@ -4,6 +4,7 @@
  * signals, reclaims old routing snapshots, and joins the workers at exit.
  */
 #include "admin.h"
+#include "show.h"
 #include "adminhttp.h"
 #include "audit.h"
 #include "cluster.h"
@@ -11,8 +12,9 @@
 #include "control.h"
 #include "listener.h"
 #include "module.h"
-#include "pool.h"
+#include "model.h"
 #include "sdnotify.h"
+#include "inherit.h"
 #include "upgrade.h"
 #include "state.h"
 #include "tls.h"
@@ -287,7 +289,7 @@ static void restore_state(struct lifecycle *c)
 static void restore_health(struct lifecycle *c)
 {
     char msg[512];
-    int fd = upgrade_inherited_health(), rc;
+    int fd = inherit_health(), rc;
 
     if (fd < 0)
         return;
@@ -360,7 +362,7 @@ static int run(struct lifecycle *c)
 
     lc_self = c;
     control_set_upgrade(upgrade_now);
-    upgrade_child_init();
+    inherit_init();
     raise_nofile(c->conf);
     veer_nworkers = n;
     c->model = model_from_conf(c->conf);
@@ -377,7 +379,7 @@ static int run(struct lifecycle *c)
     fds = listener_open_all(c->conf, n);
     if (fds == NULL)
         return 1;
-    upgrade_close_unclaimed();
+    inherit_close_unclaimed();
     c->workers = veer_calloc(n, sizeof(*c->workers));
     c->nalloc = n;
     for (unsigned i = 0; i < n; i++) {
@@ -391,7 +393,8 @@ static int run(struct lifecycle *c)
     c->base = event_base_new();
     if (control_init(c->base, c->conf, c->model, c->workers, n) < 0)
         return 1;
-    if (upgrade_is_child())
+    control_set_show(show_execute);
+    if (inherit_is_child())
         control_await_handoff(); /* the state is not ours until the old process hands over */
     if (cluster_start(c->base, c->conf, err, sizeof(err)) < 0) {
         log_err("cluster: %s", err);
@@ -402,7 +405,7 @@ static int run(struct lifecycle *c)
     if (admin_start(c->base, c->conf) < 0 ||
         adminhttp_start(c->base, c->conf, c->model, c->workers, n) < 0)
         return 1;
-    if (upgrade_is_child())
+    if (inherit_is_child())
         admin_pause(); /* served once the old process hands over (handoff_cb) */
     c->sigterm = evsignal_new(c->base, SIGTERM, signal_cb, c);
     c->sigint = evsignal_new(c->base, SIGINT, signal_cb, c);

@@ -1,6 +1,6 @@
 /*
  * fuzz_request.c - libFuzzer target: request heads and body framing as the
- * session drives them (proxy/http.c on top of strict llhttp).
+ * session drives them (proxy/core/http.c on top of strict llhttp).
  *
  * The input is the byte stream a client sends. It is delivered in pieces,
  * at cut points derived from the input itself, and before each call the

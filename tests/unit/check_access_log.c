@@ -19,7 +19,7 @@
 #include "modcheck.h"
 #include "http.h"
 #include "module.h"
-#include "pool.h"
+#include "model.h"
 #include "session.h"
 #include "veer.h"
 #include "worker.h"

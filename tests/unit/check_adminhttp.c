@@ -16,8 +16,8 @@
  */
 #include "adminhttp.h"
 #include "conf.h"
-#include "metrics.h"
-#include "pool.h"
+#include "prometheus.h"
+#include "model.h"
 #include "sbuf.h"
 #include "tls.h"
 #include "veer.h"

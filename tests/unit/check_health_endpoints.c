@@ -12,7 +12,7 @@
 #include "conf.h"
 #include "modcheck.h"
 #include "module.h"
-#include "pool.h"
+#include "model.h"
 #include "session.h"
 #include "veer.h"
 #include "worker.h"

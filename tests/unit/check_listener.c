@@ -13,7 +13,7 @@
  */
 #include "conf.h"
 #include "listener.h"
-#include "upgrade.h"
+#include "inherit.h"
 #include "veer.h"
 
 #include <arpa/inet.h>
@@ -638,7 +638,7 @@ static void child_init(const char *env)
     snprintf(chan, sizeof(chan), "%d", fd);
     ck_assert_int_eq(setenv("VEER_UPGRADE_FD", chan, 1), 0);
     ck_assert_int_eq(setenv("VEER_INHERIT", env, 1), 0);
-    upgrade_child_init();
+    inherit_init();
     ck_assert_ptr_null(getenv("VEER_INHERIT"));
 }
 
@@ -669,7 +669,7 @@ START_TEST(test_inherited_sockets_are_taken_as_they_are)
     }
     expect_accepted(fds, 3, AF_INET, port, 6);
     close_all(fds, 3);
-    upgrade_shutdown();
+    inherit_shutdown();
 }
 END_TEST
 
@@ -707,7 +707,7 @@ START_TEST(test_inherited_sockets_for_another_worker_count_are_replaced)
     expect_accepted(fds, 2, AF_INET, port, 24);
     ck_assert_int_eq(count_fds(), before - 3 + 2 - 3);
     close_all(fds, 2);
-    upgrade_shutdown();
+    inherit_shutdown();
 }
 END_TEST
 
@@ -752,7 +752,7 @@ START_TEST(test_each_inherited_set_serves_one_listener)
     ck_assert_int_eq(local_port(more[0]), local_port(more[1]));
     close_all(more, 2);
     close_all(fds, 4);
-    upgrade_shutdown();
+    inherit_shutdown();
     conf_free(conf);
 }
 END_TEST

@@ -9,7 +9,7 @@
  * backend was freed is read from the retire list, never from the backend.
  */
 #include "control-i.h"
-#include "pool.h"
+#include "model.h"
 #include "veer.h"
 #include "worker.h"
 
@@ -28,6 +28,13 @@ static struct {
     struct model *m;
     struct worker *w[NW];
 } F;
+
+/* The control thread's queue without its event loop: reports wait in ctl.mq to be read. */
+static void queue_report(struct report *m, void *arg)
+{
+    m->next = ctl.mq;
+    ctl.mq = m;
+}
 
 static void setup(void)
 {
@@ -62,6 +69,7 @@ static void setup(void)
     ctl.nworkers = NW;
     pthread_mutex_init(&ctl.mq_lock, NULL);
     ctl.mq_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    report_bind(queue_report, NULL);
 }
 
 static void teardown(void)
@@ -73,7 +81,7 @@ static void teardown(void)
         backend_destroy(be);
     }
     while (ctl.mq) {
-        struct cmsg *m = ctl.mq;
+        struct report *m = ctl.mq;
 
         ctl.mq = m->next;
         free(m);
@@ -95,6 +103,7 @@ static void teardown(void)
     model_free(F.m);
     conf_free(F.c);
     memset(&ctl, 0, sizeof(ctl));
+    report_bind(NULL, NULL);
 }
 
 static bool retired(const struct backend *be)
@@ -140,18 +149,18 @@ END_TEST
 START_TEST(test_idle_report_keeps_the_backend_until_read)
 {
     struct backend *be = delete_b(false);
-    struct cmsg *m;
+    struct report *m;
 
     /* A request on b ends on worker 0 (its last one), then every worker moves on. */
     be->ws[0].active = 1;
-    control_backend_drop(0, be, &be->ws[0].active);
+    report_backend_drop(0, be, &be->ws[0].active);
     for (unsigned i = 0; i < NW; i++)
         routing_announce(i, F.m->generation);
     ctl_reclaim_backends();
     ck_assert_msg(retired(be), "freed while the worker's report naming it was queued");
     m = ctl.mq;
     ck_assert_ptr_nonnull(m);
-    ck_assert_int_eq(m->type, CMSG_BACKEND_IDLE);
+    ck_assert_int_eq(m->type, REPORT_BACKEND_IDLE);
     ck_assert_ptr_eq(m->be, be);
     ck_assert_ptr_null(m->next);
     ctl.mq = NULL;
@@ -169,12 +178,12 @@ START_TEST(test_drop_on_a_backend_not_draining_posts_nothing)
     struct backend *be = F.m->pools[0].b[0].be;
 
     be->ws[1].active = 2;
-    control_backend_drop(1, be, &be->ws[1].active);
+    report_backend_drop(1, be, &be->ws[1].active);
     ck_assert_uint_eq(be->ws[1].active, 1);
     ck_assert_ptr_null(ctl.mq);
     ck_assert_uint_eq(atomic_load(&be->refs), 0);
     atomic_store(&be->draining, true);
-    control_backend_drop(1, be, &be->ws[1].active);
+    report_backend_drop(1, be, &be->ws[1].active);
     ck_assert_ptr_nonnull(ctl.mq);
     ck_assert_uint_eq(atomic_load(&be->refs), 1);
 }
@@ -183,15 +192,15 @@ END_TEST
 START_TEST(test_breaker_report_keeps_the_backend_until_read)
 {
     struct backend *be = delete_b(true);
-    struct cmsg *m;
+    struct report *m;
 
     /* The report was posted while the request still counted on b. */
-    control_breaker(1, be, false);
+    report_breaker(1, be, false);
     ctl_reclaim_backends();
     ck_assert_msg(retired(be), "freed while a breaker report naming it was queued");
     m = ctl.mq;
     ctl.mq = NULL;
-    ck_assert_int_eq(m->type, CMSG_BREAKER);
+    ck_assert_int_eq(m->type, REPORT_BREAKER);
     backend_put(m->be);
     free(m);
     ctl_reclaim_backends();

@@ -16,7 +16,7 @@
 #include "cmd.h"
 #include "control-i.h"
 #include "metrics.h"
-#include "pool.h"
+#include "model.h"
 #include "sbuf.h"
 #include "state.h"
 #include "veer.h"

@@ -32,7 +32,7 @@
 #include "conf.h"
 #include "listener.h"
 #include "module.h"
-#include "pool.h"
+#include "model.h"
 #include "session.h"
 #include "upstream.h"
 #include "veer.h"

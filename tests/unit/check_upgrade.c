@@ -1,6 +1,6 @@
 /*
  * check_upgrade.c - the binary upgrade's handover machinery. Old side:
- * upgrade_send_conn passes the very socket (SCM_RIGHTS) with the listener's
+ * handover_send passes the very socket (SCM_RIGHTS) with the listener's
  * text and the peer as given (IPv4, IPv6), and fails at once, keeping
  * nothing, on a closed or full channel; upgrade_start runs the binary (this
  * test, as a stand-in) with exactly the listening and admin sockets named in
@@ -14,7 +14,7 @@
  * address as sent); messages without a socket or of the wrong size are
  * dropped without leaking the socket; the old process hanging up ends the
  * adoption. VEER_INHERIT is parsed with "@admin=", malformed parts and
- * malformed descriptors ignored; upgrade_close_unclaimed closes only the sets
+ * malformed descriptors ignored; inherit_close_unclaimed closes only the sets
  * no listener took, once; upgrade_shutdown frees and closes what it holds
  * (ASan checks the rest). How listener_open takes inherited sets is
  * check_listener.c's.
@@ -26,7 +26,7 @@
 #include "conf.h"
 #include "listener.h"
 #include "module.h"
-#include "pool.h"
+#include "model.h"
 #include "upgrade.h"
 #include "veer.h"
 #include "worker.h"
@@ -513,7 +513,7 @@ static void child_init(int chan, const char *inherit)
     snprintf(text, sizeof(text), "%d", chan);
     ck_assert_int_eq(setenv("VEER_UPGRADE_FD", text, 1), 0);
     ck_assert_int_eq(setenv("VEER_INHERIT", inherit, 1), 0);
-    upgrade_child_init();
+    inherit_init();
     ck_assert_ptr_null(getenv("VEER_UPGRADE_FD"));
     ck_assert_ptr_null(getenv("VEER_INHERIT"));
 }
@@ -531,7 +531,7 @@ static void expect_ready(int old)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* old side: upgrade_send_conn                                                                */
+/* old side: handover_send                                                                */
 
 /* _i: 0 IPv4, 1 IPv6 */
 START_TEST(test_send_conn_passes_the_connection_itself)
@@ -549,7 +549,7 @@ START_TEST(test_send_conn_passes_the_connection_itself)
     channel(sv);
     tcp_pair(family, &client, &server, &peer, &plen);
     before = count_fds();
-    ck_assert_int_eq(upgrade_send_conn(sv[0], server, listen, (struct sockaddr *)&peer, plen),
+    ck_assert_int_eq(handover_send(sv[0], server, listen, (struct sockaddr *)&peer, plen),
                      VEER_OK);
     ck_assert_int_eq(count_fds(), before); /* the sender keeps its copy, and only it */
 
@@ -596,7 +596,7 @@ START_TEST(test_send_conn_carries_the_listener_text_and_peer_as_given)
     memset(too_long, 'b', sizeof(too_long) - 1);
     too_long[sizeof(too_long) - 1] = '\0';
 
-    ck_assert_int_eq(upgrade_send_conn(sv[0], fd, "10.0.0.1:80", (struct sockaddr *)&p4, l4),
+    ck_assert_int_eq(handover_send(sv[0], fd, "10.0.0.1:80", (struct sockaddr *)&p4, l4),
                      VEER_OK);
     ck_assert_int_eq(recv_handover(sv[1], &hm, &got), (ssize_t)sizeof(hm));
     ck_assert_int_ge(got, 0);
@@ -605,7 +605,7 @@ START_TEST(test_send_conn_carries_the_listener_text_and_peer_as_given)
     ck_assert_uint_eq(hm.peer_len, sizeof(struct sockaddr_in));
     ck_assert_int_eq(memcmp(&hm.peer, &p4, l4), 0);
 
-    ck_assert_int_eq(upgrade_send_conn(sv[0], fd, longest, (struct sockaddr *)&p6, l6), VEER_OK);
+    ck_assert_int_eq(handover_send(sv[0], fd, longest, (struct sockaddr *)&p6, l6), VEER_OK);
     ck_assert_int_eq(recv_handover(sv[1], &hm, &got), (ssize_t)sizeof(hm));
     close(got);
     ck_assert_str_eq(hm.listen, longest); /* 63 characters: the whole of it */
@@ -617,7 +617,7 @@ START_TEST(test_send_conn_carries_the_listener_text_and_peer_as_given)
     memset(big, 0x5a, sizeof(big));
     big[0].ss_family = AF_INET6;
     ck_assert_int_eq(
-        upgrade_send_conn(sv[0], fd, too_long, (struct sockaddr *)big, (socklen_t)sizeof(big)),
+        handover_send(sv[0], fd, too_long, (struct sockaddr *)big, (socklen_t)sizeof(big)),
         VEER_OK);
     ck_assert_int_eq(recv_handover(sv[1], &hm, &got), (ssize_t)sizeof(hm));
     close(got);
@@ -649,11 +649,11 @@ START_TEST(test_send_conn_on_a_closed_channel_fails_and_keeps_the_connection)
     close(sv[1]);
     before = count_fds();
     ck_assert_int_eq(
-        upgrade_send_conn(sv[0], server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
+        handover_send(sv[0], server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
         VEER_ERROR);
-    ck_assert_int_eq(upgrade_send_conn(-1, server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
+    ck_assert_int_eq(handover_send(-1, server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
                      VEER_ERROR);
-    ck_assert_int_eq(upgrade_send_conn(nul, server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
+    ck_assert_int_eq(handover_send(nul, server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
                      VEER_ERROR);
     ck_assert_int_eq(count_fds(), before);
     expect_connected(client, server);
@@ -681,7 +681,7 @@ START_TEST(test_send_conn_on_a_full_channel_fails_at_once)
     tcp_pair(AF_INET, &client, &server, &peer, &plen);
     before = count_fds();
     for (;;) {
-        int rc = upgrade_send_conn(sv[0], server, "127.0.0.1:80", (struct sockaddr *)&peer, plen);
+        int rc = handover_send(sv[0], server, "127.0.0.1:80", (struct sockaddr *)&peer, plen);
 
         if (rc != VEER_OK) {
             ck_assert_int_eq(rc, VEER_ERROR);
@@ -707,7 +707,7 @@ START_TEST(test_send_conn_on_a_full_channel_fails_at_once)
     ck_assert_int_eq(count_fds(), before);
     /* Room again. */
     ck_assert_int_eq(
-        upgrade_send_conn(sv[0], server, "127.0.0.1:80", (struct sockaddr *)&peer, plen), VEER_OK);
+        handover_send(sv[0], server, "127.0.0.1:80", (struct sockaddr *)&peer, plen), VEER_OK);
     close(server);
     close(client);
     close(sv[0]);
@@ -773,7 +773,7 @@ START_TEST(test_child_ready_says_ready_then_adopts_round_robin)
         if (k == 1)
             plens[k] = peer6(&peers[k], "2001:db8::1", 5000 + k);
         ck_assert_int_eq(
-            upgrade_send_conn(sv[0], server[k], listen[k], (struct sockaddr *)&peers[k], plens[k]),
+            handover_send(sv[0], server[k], listen[k], (struct sockaddr *)&peers[k], plens[k]),
             VEER_OK);
         close(server[k]); /* the old process's copy */
     }
@@ -844,7 +844,7 @@ START_TEST(test_adopt_drops_messages_without_a_socket_or_of_the_wrong_size)
     close(s_short);
     tcp_pair(AF_INET, &c_ok, &s_ok, &peer, &plen);
     ck_assert_int_eq(
-        upgrade_send_conn(sv[0], s_ok, "127.0.0.1:8080", (struct sockaddr *)&peer, plen), VEER_OK);
+        handover_send(sv[0], s_ok, "127.0.0.1:8080", (struct sockaddr *)&peer, plen), VEER_OK);
     close(s_ok);
 
     ck_assert(run_until(base, all_queued, &goal));
@@ -1001,12 +1001,12 @@ START_TEST(test_a_plain_start_inherits_nothing)
 
     unsetenv("VEER_UPGRADE_FD");
     unsetenv("VEER_INHERIT");
-    upgrade_child_init();
-    ck_assert_int_eq(upgrade_inherited_admin(), -1);
-    ck_assert_ptr_null(upgrade_inherited_listener("127.0.0.1:8080", &n));
+    inherit_init();
+    ck_assert_int_eq(inherit_admin(), -1);
+    ck_assert_ptr_null(inherit_listener("127.0.0.1:8080", &n));
     ck_assert_uint_eq(n, 0);
     ck_assert(!upgrade_handed_over());
-    upgrade_close_unclaimed();
+    inherit_close_unclaimed();
     upgrade_child_ready(base, &w, 1, NULL);
     ck_assert_int_eq(events_on(base), 0);
     upgrade_shutdown();
@@ -1155,7 +1155,7 @@ START_TEST(test_adopted_connections_are_served_as_sessions_of_their_listener)
         plens[k] = k == 1 ? peer6(&peers[k], "2001:db8::5", 4343)
                           : peer4(&peers[k], k ? "198.51.100.1" : "192.0.2.7", 4242);
         ck_assert_int_eq(
-            upgrade_send_conn(sv[0], server[k], listen[k], (struct sockaddr *)&peers[k], plens[k]),
+            handover_send(sv[0], server[k], listen[k], (struct sockaddr *)&peers[k], plens[k]),
             VEER_OK);
         close(server[k]);
     }
@@ -1213,7 +1213,7 @@ static void some_fds(int *fds, unsigned n)
 static void expect_set(const char *addr, const int *want, unsigned n)
 {
     unsigned got_n = 99;
-    const int *got = upgrade_inherited_listener(addr, &got_n);
+    const int *got = inherit_listener(addr, &got_n);
 
     ck_assert_msg(got != NULL, "no set for %s", addr);
     ck_assert_uint_eq(got_n, n);
@@ -1225,7 +1225,7 @@ static void expect_no_set(const char *addr)
 {
     unsigned n = 99;
 
-    ck_assert_msg(upgrade_inherited_listener(addr, &n) == NULL, "a set for %s", addr);
+    ck_assert_msg(inherit_listener(addr, &n) == NULL, "a set for %s", addr);
     ck_assert_uint_eq(n, 0);
 }
 
@@ -1239,7 +1239,7 @@ START_TEST(test_inherit_gives_the_admin_socket_and_a_set_per_listener)
     snprintf(env, sizeof(env), "@admin=%d;127.0.0.1:8080=%d,%d,%d;[::1]:8443=%d;0.0.0.0:0=%d,%d",
              fds[0], fds[1], fds[2], fds[3], fds[4], fds[5], fds[0]);
     child_init(sv[1], env);
-    ck_assert_int_eq(upgrade_inherited_admin(), fds[0]);
+    ck_assert_int_eq(inherit_admin(), fds[0]);
     expect_set("[::1]:8443", &fds[4], 1);
     expect_set("127.0.0.1:8080", &fds[1], 3);
     expect_set("0.0.0.0:0", (int[]){fds[5], fds[0]}, 2);
@@ -1275,7 +1275,7 @@ START_TEST(test_inherit_ignores_malformed_parts)
              "127.0.0.1:3=4y;127.0.0.1:4=99999999999999999999;127.0.0.1:5=%d",
              fds[0], fds[1], fds[2]);
     child_init(sv[1], env);
-    ck_assert_int_eq(upgrade_inherited_admin(), -1);
+    ck_assert_int_eq(inherit_admin(), -1);
     expect_set("127.0.0.1:2", fds, 2);
     expect_set("127.0.0.1:5", &fds[2], 1);
     expect_no_set("127.0.0.1:1");
@@ -1288,7 +1288,7 @@ START_TEST(test_inherit_ignores_malformed_parts)
     /* A malformed admin descriptor is none, whatever number it starts with. */
     snprintf(env, sizeof(env), "@admin=%dz", fds[0]);
     child_init(sv[1], env);
-    ck_assert_int_eq(upgrade_inherited_admin(), -1);
+    ck_assert_int_eq(inherit_admin(), -1);
     upgrade_shutdown();
     for (int i = 0; i < 3; i++)
         close(fds[i]);
@@ -1311,8 +1311,8 @@ START_TEST(test_inherit_gives_the_readiness_file_once)
     ck_assert_int_eq(fcntl(fds[1], F_SETFD, 0), 0); /* as exec leaves it */
     snprintf(env, sizeof(env), "@admin=%d;@health=%d;127.0.0.1:8080=%d", fds[0], fds[1], fds[2]);
     child_init(sv[1], env);
-    ck_assert_int_eq(upgrade_inherited_health(), fds[1]);
-    ck_assert_int_eq(upgrade_inherited_health(), -1);
+    ck_assert_int_eq(inherit_health(), fds[1]);
+    ck_assert_int_eq(inherit_health(), -1);
     ck_assert(fcntl(fds[1], F_GETFD) & FD_CLOEXEC);
     expect_no_set("@health");
     expect_set("127.0.0.1:8080", &fds[2], 1);
@@ -1324,7 +1324,7 @@ START_TEST(test_inherit_gives_the_readiness_file_once)
     upgrade_shutdown();
     ck_assert(fd_closed(fds[1])); /* not taken: closed with the rest */
     child_init(sv[1], "@admin=-1");
-    ck_assert_int_eq(upgrade_inherited_health(), -1); /* a plain upgrade without one */
+    ck_assert_int_eq(inherit_health(), -1); /* a plain upgrade without one */
     upgrade_shutdown();
     close(fds[0]);
     close(fds[2]);
@@ -1341,10 +1341,10 @@ START_TEST(test_inherit_needs_the_upgrade_channel_too)
     snprintf(env, sizeof(env), "@admin=%d;127.0.0.1:8080=%d", fd, fd);
     unsetenv("VEER_UPGRADE_FD");
     ck_assert_int_eq(setenv("VEER_INHERIT", env, 1), 0);
-    upgrade_child_init();
-    ck_assert_int_eq(upgrade_inherited_admin(), -1);
+    inherit_init();
+    ck_assert_int_eq(inherit_admin(), -1);
     expect_no_set("127.0.0.1:8080");
-    upgrade_close_unclaimed();
+    inherit_close_unclaimed();
     ck_assert(fd_open(fd));
     upgrade_shutdown();
     close(fd);
@@ -1373,7 +1373,7 @@ START_TEST(test_close_unclaimed_closes_only_the_sets_no_listener_took)
     expect_set("127.0.0.1:8080", &fds[1], 2); /* the first of the two sets for that text */
 
     cap = capture_start(dir);
-    upgrade_close_unclaimed();
+    inherit_close_unclaimed();
     log = capture_stop(&cap);
     expect_log(log, "closing the 2 inherited sockets of 127.0.0.1:9090");
     expect_log(log, "closing the 1 inherited sockets of [::1]:80");
@@ -1394,7 +1394,7 @@ START_TEST(test_close_unclaimed_closes_only_the_sets_no_listener_took)
     expect_no_set("127.0.0.1:9090");
     expect_no_set("[::1]:80");
     expect_no_set("127.0.0.1:8080");
-    upgrade_close_unclaimed();
+    inherit_close_unclaimed();
     for (int i = 0; i < 4; i++) {
         ck_assert(fd_open(reused[i]));
         close(reused[i]);
@@ -1434,7 +1434,7 @@ START_TEST(test_shutdown_frees_and_closes_what_it_holds)
     expect_eof(sv[0]); /* the old process sees us go */
     expect_no_set("127.0.0.1:8080");
     expect_no_set("127.0.0.1:9090");
-    upgrade_close_unclaimed(); /* nothing left to close */
+    inherit_close_unclaimed(); /* nothing left to close */
     for (int i = 0; i < 4; i++)
         ck_assert(fd_open(fds[i]));
     upgrade_shutdown();

@@ -13,9 +13,9 @@
 #include "conf.h"
 #include "http.h"
 #include "metrics.h"
-#include "pool.h"
+#include "routing.h"
 #include "session.h"
-#include "upgrade.h"
+#include "inherit.h"
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -190,6 +190,9 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
 int worker_start(struct worker *w);
 void worker_join(struct worker *w);
 void worker_destroy(struct worker *w);
+
+/* Upgrade, new side: hand a connection from the old process to a worker (any thread). */
+void worker_adopt(struct worker *w, int fd, const struct handover_msg *hm);
 
 /* Post a command to a worker (any thread). */
 void worker_post(struct worker *w, unsigned cmd);

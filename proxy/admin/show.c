@@ -1,9 +1,13 @@
 /*
- * show.c - the read-only admin commands: show pools (a table), show pool (table or
- * the JSON of the contract), audit verify.
+ * show.c - the read-only admin commands: show pools (a table), show pool
+ * (table or the JSON of the contract), show stats. They run on the control
+ * thread (control_execute hands them over, see show.h) and read the model
+ * through control.h.
  */
-#include "control-i.h"
+#include "show.h"
 #include "adminhttp.h"
+#include "control.h"
+#include "model.h"
 #include "audit.h"
 #include "health.h"
 #include "sbuf.h"
@@ -64,19 +68,19 @@ static const char *const pool_columns[] = {"pool",  "backend", "group", "state",
                                            "share", "active",  "conns", "gen"};
 
 /* show pools: one row per backend, every pool. */
-void ctl_show_pools(struct ctl_req *r)
+void show_pools(struct ctl_req *r)
 {
     unsigned rows = 1, n = ARRAY_SIZE(pool_columns), k = 0;
     char **cells;
     struct sbuf o;
 
-    for (uint32_t i = 0; i < ctl.model->npools; i++)
-        rows += ctl.model->pools[i].nb;
+    for (uint32_t i = 0; i < control_model()->npools; i++)
+        rows += control_model()->pools[i].nb;
     cells = veer_calloc(rows * n, sizeof(*cells));
     for (unsigned c = 0; c < n; c++)
         cells[k++] = veer_strdup(pool_columns[c]);
-    for (uint32_t i = 0; i < ctl.model->npools; i++) {
-        const struct rt_pool *p = &ctl.model->pools[i];
+    for (uint32_t i = 0; i < control_model()->npools; i++) {
+        const struct rt_pool *p = &control_model()->pools[i];
 
         for (uint32_t j = 0; j < p->nb; j++) {
             const struct rt_backend *b = &p->b[j];
@@ -89,7 +93,7 @@ void ctl_show_pools(struct ctl_req *r)
             cells[k++] = fmt("%d", p->g[b->group].share);
             cells[k++] = fmt("%u", backend_active(b->be));
             cells[k++] = fmt("%u", backend_conns(b->be));
-            cells[k++] = fmt("%llu", (unsigned long long)ctl.model->generation);
+            cells[k++] = fmt("%llu", (unsigned long long)control_model()->generation);
         }
     }
     sb_init(&o);
@@ -97,7 +101,7 @@ void ctl_show_pools(struct ctl_req *r)
     for (unsigned i = 0; i < rows * n; i++)
         free(cells[i]);
     free(cells);
-    ctl_finish(r, o.s, true);
+    control_answer(r, o.s, true);
     sb_free(&o);
 }
 
@@ -107,7 +111,8 @@ static void show_pool_json(const struct rt_pool *p, struct sbuf *o)
 
     sb_puts(o, "{\"pool\":");
     sb_json_str(o, p->name);
-    sb_printf(o, ",\"generation\":%llu,\"balance\":", (unsigned long long)ctl.model->generation);
+    sb_printf(o,
+              ",\"generation\":%llu,\"balance\":", (unsigned long long)control_model()->generation);
     sb_json_str(o, p->conf->balance == BALANCE_LEASTCONN ? "leastconn"
                    : p->conf->balance == BALANCE_P2C     ? "p2c"
                                                          : "swrr");
@@ -147,7 +152,7 @@ static void show_pool_text(const struct rt_pool *p, struct sbuf *o)
     double *ew = model_effective_weights(p);
 
     sb_printf(o, "pool %s generation %llu balance %s\n", p->name,
-              (unsigned long long)ctl.model->generation,
+              (unsigned long long)control_model()->generation,
               p->conf->balance == BALANCE_LEASTCONN ? "leastconn"
               : p->conf->balance == BALANCE_P2C     ? "p2c"
                                                     : "swrr");
@@ -175,9 +180,9 @@ static void show_pool_text(const struct rt_pool *p, struct sbuf *o)
     free(cells);
 }
 
-void ctl_show_pool(struct ctl_req *r)
+void show_pool(struct ctl_req *r)
 {
-    int pi = model_find_pool(ctl.model, r->cmd.pool);
+    int pi = model_find_pool(control_model(), r->cmd.pool);
     struct sbuf o;
 
     if (pi < 0) {
@@ -185,21 +190,21 @@ void ctl_show_pool(struct ctl_req *r)
             char line[128];
 
             snprintf(line, sizeof(line), "ERR unknown pool %s", r->cmd.pool);
-            ctl_finish(r, line, false);
+            control_answer(r, line, false);
         }
         return;
     }
     sb_init(&o);
     if (r->cmd.json)
-        show_pool_json(&ctl.model->pools[pi], &o);
+        show_pool_json(&control_model()->pools[pi], &o);
     else
-        show_pool_text(&ctl.model->pools[pi], &o);
-    ctl_finish(r, o.s, true);
+        show_pool_text(&control_model()->pools[pi], &o);
+    control_answer(r, o.s, true);
     sb_free(&o);
 }
 
 /* show stats: the last second's traffic per backend, what `veerctl top` draws. */
-void ctl_show_stats(struct ctl_req *r)
+void show_stats(struct ctl_req *r)
 {
     static const char *const cols[] = {"pool", "backend", "group",  "state", "weight",  "rps",
                                        "err%", "p99ms",   "active", "conns", "circuit", "gen"};
@@ -210,17 +215,17 @@ void ctl_show_stats(struct ctl_req *r)
     sb_init(&o);
     if (r->cmd.json) {
         adminhttp_status_json(&o);
-        ctl_finish(r, o.s, true);
+        control_answer(r, o.s, true);
         sb_free(&o);
         return;
     }
-    for (uint32_t i = 0; i < ctl.model->npools; i++)
-        rows += ctl.model->pools[i].nb;
+    for (uint32_t i = 0; i < control_model()->npools; i++)
+        rows += control_model()->pools[i].nb;
     cells = veer_calloc(rows * n, sizeof(*cells));
     for (unsigned c = 0; c < n; c++)
         cells[k++] = veer_strdup(cols[c]);
-    for (uint32_t i = 0; i < ctl.model->npools; i++) {
-        const struct rt_pool *p = &ctl.model->pools[i];
+    for (uint32_t i = 0; i < control_model()->npools; i++) {
+        const struct rt_pool *p = &control_model()->pools[i];
 
         for (uint32_t j = 0; j < p->nb; j++) {
             const struct rt_backend *b = &p->b[j];
@@ -236,143 +241,31 @@ void ctl_show_stats(struct ctl_req *r)
             cells[k++] = fmt("%u", backend_active(b->be));
             cells[k++] = fmt("%u", backend_conns(b->be));
             cells[k++] = veer_strdup(breaker_state_name(b->breaker));
-            cells[k++] = fmt("%llu", (unsigned long long)ctl.model->generation);
+            cells[k++] = fmt("%llu", (unsigned long long)control_model()->generation);
         }
     }
     table(&o, cells, rows, n);
     for (unsigned i = 0; i < rows * n; i++)
         free(cells[i]);
     free(cells);
-    ctl_finish(r, o.s, true);
+    control_answer(r, o.s, true);
     sb_free(&o);
 }
 
-/*
- * audit verify runs on a thread of its own, one at a time (others wait in
- * order): a big log takes as long as reading it, and the control thread
- * must go on answering, checking health and publishing meanwhile. The
- * thread reads at most the file's size at the time of the command (the
- * live log's size as the control thread knew it, with the chain's ends it
- * holds), never a FIFO or a device (audit_verify_ex). It tells the
- * control thread through an eventfd; the reply is written from there.
- */
-struct verify_job {
-    struct ctl_req *r;
-    char path[sizeof(((struct cmd *)0)->file) + 1024];
-    struct audit_live live;
-    bool has_live;
-    atomic_bool cancel;
-    int rc;
-    char msg[512];
-    int efd;
-    struct event *ev;
-    pthread_t tid;
-    struct verify_job *next;
-};
-
-static struct {
-    struct verify_job *running, *head, *tail;
-} vq;
-
-static void verify_start_next(void);
-
-static void *verify_main(void *arg)
+void show_execute(struct ctl_req *r)
 {
-    struct verify_job *j = arg;
-    uint64_t one = 1;
-
-    j->rc =
-        audit_verify_ex(j->path, j->has_live ? &j->live : NULL, &j->cancel, j->msg, sizeof(j->msg));
-    if (write(j->efd, &one, sizeof(one)) < 0)
-        log_warn("audit verify: eventfd write: %s", strerror(errno));
-    return NULL;
-}
-
-/* The thread is done (or cancelled): answer and free the job. */
-static void verify_end(struct verify_job *j, const char *override)
-{
-    char line[600];
-
-    pthread_join(j->tid, NULL);
-    event_free(j->ev);
-    close(j->efd);
-    if (override)
-        snprintf(line, sizeof(line), "%s", override);
-    else
-        snprintf(line, sizeof(line), "%s %s", j->rc == 0 ? "OK" : "ERR", j->msg);
-    ctl_finish(j->r, line, j->rc == 0 && !override);
-    free(j);
-}
-
-static void verify_done_cb(evutil_socket_t fd, short what, void *arg)
-{
-    vq.running = NULL;
-    verify_end(arg, NULL);
-    verify_start_next();
-}
-
-static void verify_start_next(void)
-{
-    while (vq.running == NULL && vq.head) {
-        struct verify_job *j = vq.head;
-
-        vq.head = j->next;
-        if (vq.head == NULL)
-            vq.tail = NULL;
-        j->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (j->efd < 0 || pthread_create(&j->tid, NULL, verify_main, j) != 0) {
-            log_err("audit verify: cannot start its thread: %s", strerror(errno));
-            if (j->efd >= 0)
-                close(j->efd);
-            ctl_finish(j->r, "ERR audit verify: cannot start its thread", false);
-            free(j);
-            continue;
-        }
-        j->ev = event_new(ctl.base, j->efd, EV_READ, verify_done_cb, j);
-        event_add(j->ev, NULL);
-        vq.running = j;
-    }
-}
-
-void ctl_audit_verify(struct ctl_req *r)
-{
-    const char *path = r->cmd.file[0] ? r->cmd.file : ctl.conf->audit_log;
-    struct verify_job *j;
-
-    if (path == NULL) {
-        ctl_finish(r, "ERR no audit log configured (audit_log) and no FILE given", false);
+    switch (r->cmd.kind) {
+    case CMD_SHOW_POOLS:
+        show_pools(r);
+        return;
+    case CMD_SHOW_POOL:
+        show_pool(r);
+        return;
+    case CMD_SHOW_STATS:
+        show_stats(r);
+        return;
+    default:
+        control_answer(r, "ERR not a show command", false);
         return;
     }
-    j = veer_calloc(1, sizeof(*j));
-    j->r = r;
-    snprintf(j->path, sizeof(j->path), "%s", path);
-    j->has_live = audit_live(&j->live);
-    atomic_init(&j->cancel, false);
-    j->efd = -1;
-    if (vq.tail)
-        vq.tail->next = j;
-    else
-        vq.head = j;
-    vq.tail = j;
-    verify_start_next();
-}
-
-/* Shutdown: stop a running verify (it checks between reads) and drop the waiting ones. */
-void ctl_audit_verify_shutdown(void)
-{
-    if (vq.running) {
-        atomic_store(&vq.running->cancel, true);
-        vq.running->r->done = NULL;
-        verify_end(vq.running, "ERR shutting down");
-        vq.running = NULL;
-    }
-    while (vq.head) {
-        struct verify_job *j = vq.head;
-
-        vq.head = j->next;
-        j->r->done = NULL;
-        ctl_finish(j->r, "ERR shutting down", false);
-        free(j);
-    }
-    vq.tail = NULL;
 }

@@ -1,76 +1,15 @@
 /*
- * metrics.c - histograms and the Prometheus text rendering of everything
- * veer counts. See metrics.h.
+ * prometheus.c - the Prometheus text rendering (exposition format 0.0.4) of
+ * everything veer counts. See prometheus.h.
  */
-#include "metrics.h"
+#include "prometheus.h"
 #include "cluster.h"
-#include "pool.h"
+#include "model.h"
 #include "sbuf.h"
 #include "veer.h"
 #include "worker.h"
 
 #include <string.h>
-
-const double lat_bounds[LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                        0.1,    0.25,  0.5,    1,     2.5,  5,     10};
-
-/* Shift applied_us is microseconds-scale: its own finer buckets. */
-#define SHIFT_BUCKETS 8
-static const double shift_bounds[SHIFT_BUCKETS] = {0.00001, 0.00005, 0.0001, 0.0005,
-                                                   0.001,   0.005,   0.01,   0.05};
-
-void hist_observe(struct hist *h, uint64_t us)
-{
-    double s = (double)us / 1e6;
-    unsigned i = 0;
-
-    while (i < LAT_BUCKETS && s > lat_bounds[i])
-        i++;
-    counter_add(&h->bucket[i], 1);
-    counter_add(&h->count, 1);
-    counter_add(&h->sum_us, us);
-}
-
-/* Control-thread figures: one writer, no atomics needed beyond the scrape being on that thread. */
-static struct {
-    uint64_t shift_bucket[SHIFT_BUCKETS + 1];
-    uint64_t shift_count, shift_sum_us;
-    uint64_t refused;
-    struct {
-        uint64_t bucket[LAT_BUCKETS + 1], count, sum_us;
-    } health[METRIC_POOLS];
-} cm;
-
-void metrics_shift_applied(uint64_t us)
-{
-    double s = (double)us / 1e6;
-    unsigned i = 0;
-
-    while (i < SHIFT_BUCKETS && s > shift_bounds[i])
-        i++;
-    cm.shift_bucket[i]++;
-    cm.shift_count++;
-    cm.shift_sum_us += us;
-}
-
-void metrics_shift_refused(void)
-{
-    cm.refused++;
-}
-
-void metrics_health_check(int pool, uint64_t us)
-{
-    double s = (double)us / 1e6;
-    unsigned i = 0;
-
-    if (pool < 0 || pool >= METRIC_POOLS)
-        return;
-    while (i < LAT_BUCKETS && s > lat_bounds[i])
-        i++;
-    cm.health[pool].bucket[i]++;
-    cm.health[pool].count++;
-    cm.health[pool].sum_us += us;
-}
 
 /* --- rendering ----------------------------------------------------------------------- */
 
@@ -370,9 +309,9 @@ static void control_figures(struct sbuf *o, const struct model *m)
 
     header(o, "veer_shift_applied_seconds", "histogram",
            "Time from reading a change to storing its snapshot (applied_us).");
-    memcpy(acc, cm.shift_bucket, sizeof(cm.shift_bucket));
-    acc[SHIFT_BUCKETS + 1] = cm.shift_count;
-    acc[SHIFT_BUCKETS + 2] = cm.shift_sum_us;
+    memcpy(acc, metrics_ctl.shift_bucket, sizeof(metrics_ctl.shift_bucket));
+    acc[SHIFT_BUCKETS + 1] = metrics_ctl.shift_count;
+    acc[SHIFT_BUCKETS + 2] = metrics_ctl.shift_sum_us;
     {
         uint64_t cum = 0;
 
@@ -385,10 +324,11 @@ static void control_figures(struct sbuf *o, const struct model *m)
         sb_printf(o, "veer_shift_applied_seconds_bucket{le=\"+Inf\"} %llu\n",
                   (unsigned long long)cum);
         sb_printf(o, "veer_shift_applied_seconds_sum %.6f\nveer_shift_applied_seconds_count %llu\n",
-                  (double)cm.shift_sum_us / 1e6, (unsigned long long)cm.shift_count);
+                  (double)metrics_ctl.shift_sum_us / 1e6,
+                  (unsigned long long)metrics_ctl.shift_count);
     }
     header(o, "veer_shifts_refused_total", "counter", "Admin changes refused (ERR).");
-    sb_printf(o, "veer_shifts_refused_total %llu\n", (unsigned long long)cm.refused);
+    sb_printf(o, "veer_shifts_refused_total %llu\n", (unsigned long long)metrics_ctl.refused);
     header(o, "veer_health_check_seconds", "histogram", "Duration of readiness checks, by pool.");
     for (uint32_t p = 0; p < m->npools && p < METRIC_POOLS; p++) {
         uint64_t h[LAT_BUCKETS + 3];
@@ -396,9 +336,9 @@ static void control_figures(struct sbuf *o, const struct model *m)
 
         if (!m->pools[p].conf->has_health)
             continue;
-        memcpy(h, cm.health[p].bucket, sizeof(cm.health[p].bucket));
-        h[LAT_BUCKETS + 1] = cm.health[p].count;
-        h[LAT_BUCKETS + 2] = cm.health[p].sum_us;
+        memcpy(h, metrics_ctl.health[p].bucket, sizeof(metrics_ctl.health[p].bucket));
+        h[LAT_BUCKETS + 1] = metrics_ctl.health[p].count;
+        h[LAT_BUCKETS + 2] = metrics_ctl.health[p].sum_us;
         sb_init(&l);
         label(&l, "pool", m->pools[p].name, true);
         hist_lines(o, "veer_health_check_seconds", l.s, h, lat_bounds, LAT_BUCKETS);

@@ -7,7 +7,7 @@
 #ifndef VEER_STATS_H
 #define VEER_STATS_H
 
-#include "pool.h"
+#include "model.h"
 
 struct worker;
 

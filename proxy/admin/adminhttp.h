@@ -5,7 +5,7 @@
 #define VEER_ADMINHTTP_H
 
 #include "conf.h"
-#include "pool.h"
+#include "model.h"
 
 #include <event2/event.h>
 #include <stdint.h>

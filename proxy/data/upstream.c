@@ -3,7 +3,7 @@
  * See upstream.h.
  */
 #include "upstream.h"
-#include "control.h"
+#include "report.h"
 #include "session.h"
 #include "tls.h"
 #include "veer.h"
@@ -332,15 +332,9 @@ void upstream_release(struct upstream *up, bool reusable)
 /* Drop one reference to a warm-up job; the last one reports to the control thread. */
 static void warm_job_put(struct warm_job *job)
 {
-    struct cmsg *m;
-
     if (--job->pending)
         return;
-    m = veer_calloc(1, sizeof(*m));
-    m->type = CMSG_WARM_DONE;
-    m->worker = job->worker;
-    m->ticket = job->ticket;
-    control_post(m);
+    report_warm_done(job->worker, job->ticket);
     free(job);
 }
 
@@ -420,7 +414,7 @@ void upstream_close(struct upstream *up)
     up->dead = true;
     w->nupstreams--;
     atomic_store_explicit(&w->mstat.upstreams, w->nupstreams, memory_order_relaxed);
-    control_backend_drop(w->idx, up->counted, &up->counted->ws[w->idx].conns);
+    report_backend_drop(w->idx, up->counted, &up->counted->ws[w->idx].conns);
     up->next = w->dead_upstreams;
     w->dead_upstreams = up;
 }

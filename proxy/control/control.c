@@ -111,7 +111,7 @@ int ctl_audit_change(struct ctl_req *r, uint64_t gen, const char *before_json,
 
 /* --- messages from workers ---------------------------------------------------- */
 
-void control_post(struct cmsg *m)
+static void control_post(struct report *m, void *arg)
 {
     uint64_t one = 1;
 
@@ -121,58 +121,6 @@ void control_post(struct cmsg *m)
     pthread_mutex_unlock(&ctl.mq_lock);
     if (write(ctl.mq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         log_warn("control: eventfd write: %s", strerror(errno));
-}
-
-/* The message holds a reference on be (backend_hold): the caller still counts a request on it. */
-void control_breaker(unsigned worker, struct backend *be, bool ok)
-{
-    struct cmsg *m = veer_calloc(1, sizeof(*m));
-
-    backend_hold(be);
-    m->type = CMSG_BREAKER;
-    m->worker = worker;
-    m->be = be;
-    m->ticket = ok;
-    control_post(m);
-}
-
-/*
- * A worker drops one of its counts of be: `count` is its own slot of
- * `active` (a request ended) or `conns` (a connection closed). When be is
- * draining and that was the worker's last one, the control thread is told
- * (CMSG_BACKEND_IDLE), and the message holds a reference (backend_hold).
- *
- * The count may be all that keeps a deleted backend alive, so the
- * reference is taken before it drops whenever be is draining already. When
- * be only turns out to be draining after the drop, it was deleted while we
- * were here: this worker has not yet moved to the snapshot that leaves it
- * out (that snapshot is published after `draining` is stored, and the
- * worker does not switch snapshots in here), so be cannot be freed before
- * the late reference is taken either.
- */
-void control_backend_drop(unsigned worker, struct backend *be, _Atomic uint32_t *count)
-{
-    bool held = atomic_load_explicit(&be->draining, memory_order_relaxed);
-    struct cmsg *m;
-
-    if (held)
-        backend_hold(be);
-    backend_wstat_add(count, -1);
-    /* Pairs with the control thread's store of `draining`: one of us sees the other. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (!atomic_load_explicit(&be->draining, memory_order_relaxed) ||
-        atomic_load_explicit(count, memory_order_relaxed) != 0) {
-        if (held)
-            backend_put(be);
-        return;
-    }
-    if (!held)
-        backend_hold(be);
-    m = veer_calloc(1, sizeof(*m));
-    m->type = CMSG_BACKEND_IDLE;
-    m->worker = worker;
-    m->be = be;
-    control_post(m);
 }
 
 static void warm_done(uint64_t ticket)
@@ -187,7 +135,7 @@ static void warm_done(uint64_t ticket)
 
 static void mq_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct cmsg *m;
+    struct report *m;
     uint64_t v;
 
     if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
@@ -197,15 +145,15 @@ static void mq_cb(evutil_socket_t fd, short what, void *arg)
     ctl.mq = NULL;
     pthread_mutex_unlock(&ctl.mq_lock);
     while (m) {
-        struct cmsg *next = m->next;
+        struct report *next = m->next;
 
-        if (m->type == CMSG_WARM_DONE)
+        if (m->type == REPORT_WARM_DONE)
             warm_done(m->ticket);
         else if (ctl.frozen)
             ; /* upgrade: no breaker or drain decisions (the tick catches drains after a thaw) */
-        else if (m->type == CMSG_BACKEND_IDLE)
+        else if (m->type == REPORT_BACKEND_IDLE)
             ctl_backend_idle(m->be);
-        else if (m->type == CMSG_BREAKER)
+        else if (m->type == REPORT_BREAKER)
             ctl_breaker_event(m->be, m->ticket != 0);
         if (m->be)
             backend_put(m->be);
@@ -1017,6 +965,26 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+void control_set_show(void (*fn)(struct ctl_req *r))
+{
+    ctl.show = fn;
+}
+
+struct model *control_model(void)
+{
+    return ctl.model;
+}
+
+struct event_base *control_base(void)
+{
+    return ctl.base;
+}
+
+void control_answer(struct ctl_req *r, const char *text, bool ok)
+{
+    ctl_finish(r, text, ok);
+}
+
 /* --- commands ------------------------------------------------------------------------ */
 
 void control_execute(struct ctl_req *r)
@@ -1031,13 +999,12 @@ void control_execute(struct ctl_req *r)
         ctl_finish(r, cmd_help(), true);
         return;
     case CMD_SHOW_POOLS:
-        ctl_show_pools(r);
-        return;
     case CMD_SHOW_POOL:
-        ctl_show_pool(r);
-        return;
     case CMD_SHOW_STATS:
-        ctl_show_stats(r);
+        if (ctl.show)
+            ctl.show(r);
+        else
+            ctl_finish(r, "ERR show commands are not available", false);
         return;
     case CMD_SHOW_CLUSTER:
         ctl_show_cluster(r);
@@ -1236,6 +1203,7 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
     }
     ctl.mq_ev = event_new(base, ctl.mq_fd, EV_READ | EV_PERSIST, mq_cb, NULL);
     event_add(ctl.mq_ev, NULL);
+    report_bind(control_post, NULL);
     ctl.tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
     event_add(ctl.tick, &tick_tv);
     health_init(base, ctl_on_health);
@@ -1262,6 +1230,7 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
 
 void control_shutdown(void)
 {
+    report_bind(NULL, NULL);
     ctl_audit_verify_shutdown();
     health_shutdown();
     rollout_shutdown();
@@ -1295,7 +1264,7 @@ void control_shutdown(void)
         event_free(ctl.mq_ev);
     ctl.mq_ev = NULL;
     while (ctl.mq) {
-        struct cmsg *m = ctl.mq;
+        struct report *m = ctl.mq;
 
         ctl.mq = m->next;
         free(m);

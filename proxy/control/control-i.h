@@ -7,14 +7,15 @@
  *   drain.c       draining with completion, waiting for a backend's state
  *   admission.c   readiness transitions, circuit breaker, slow start
  *   membership.c  add, delete, replace; retiring deleted backends
- *   show.c        show pools, show pool, audit verify
+ *   verify.c      audit verify, on a thread of its own
  */
 #ifndef VEER_CONTROL_I_H
 #define VEER_CONTROL_I_H
 
 #include "control.h"
-#include "pool.h"
+#include "model.h"
 #include "sbuf.h"
+#include "report.h"
 #include "worker.h"
 
 #include <event2/event.h>
@@ -65,7 +66,7 @@ struct ctl_state {
     unsigned nworkers;
 
     pthread_mutex_t mq_lock;
-    struct cmsg *mq;
+    struct report *mq;
     int mq_fd;
     struct event *mq_ev;
 
@@ -85,7 +86,8 @@ struct ctl_state {
      */
     bool frozen;
     bool handed_over;
-    unsigned replacing; /* replace jobs under way (an upgrade waits for them) */
+    unsigned replacing;              /* replace jobs under way (an upgrade waits for them) */
+    void (*show)(struct ctl_req *r); /* the show commands (control_set_show) */
 };
 
 extern struct ctl_state ctl;
@@ -177,11 +179,8 @@ char *rollout_render(int pi);
 int rollout_restore(int pi, const char *text);
 void rollout_shutdown(void);
 
-/* show.c */
-void ctl_show_pools(struct ctl_req *r);
-void ctl_show_pool(struct ctl_req *r);
+/* verify.c */
 void ctl_audit_verify(struct ctl_req *r); /* answers later, from its own thread's result */
 void ctl_audit_verify_shutdown(void);
-void ctl_show_stats(struct ctl_req *r);
 
 #endif

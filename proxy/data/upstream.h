@@ -9,7 +9,7 @@
 #define VEER_UPSTREAM_H
 
 #include "buf.h"
-#include "pool.h"
+#include "routing.h"
 
 #include <event2/event_struct.h>
 #include <stdbool.h>
@@ -81,7 +81,7 @@ void upstream_want_write(struct upstream *up, bool on);
 /*
  * Open idle connections ahead of traffic: up to a few per backend on this
  * worker, minus those already pooled. When every attempt has connected or
- * failed, the control thread gets CMSG_WARM_DONE with the ticket.
+ * failed, the control thread gets REPORT_WARM_DONE with the ticket.
  */
 void upstream_warm(struct worker *w, uint64_t ticket, struct backend **be, unsigned n);
 

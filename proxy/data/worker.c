@@ -448,7 +448,7 @@ static void start_handover(struct worker *w, int chan)
 
             if (fd < 0)
                 break;
-            if (upgrade_send_conn(chan, fd, l->lc->addr.text, (struct sockaddr *)&ss, sl) == 0) {
+            if (handover_send(chan, fd, l->lc->addr.text, (struct sockaddr *)&ss, sl) == 0) {
                 w->handed_over++;
                 close(fd);
                 continue;

@@ -9,7 +9,7 @@
 #define VEER_HEALTH_H
 
 #include "conf.h"
-#include "pool.h"
+#include "model.h"
 
 #include <event2/event.h>
 #include <stdbool.h>

@@ -1,6 +1,6 @@
 /*
- * metrics.h - counters and histograms, and their Prometheus text rendering
- * (exposition format 0.0.4).
+ * metrics.h - recording counters and histograms (rendering them:
+ * admin/prometheus.h).
  *
  * Request figures are counted per worker (each worker writes only its own
  * slots, so hot counters never bounce cache lines) and summed when scraped;
@@ -13,10 +13,6 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-
-struct sbuf;
-struct model;
-struct worker;
 
 /* Request duration buckets (seconds): a proxy's own latency is sub-millisecond. */
 #define LAT_BUCKETS 14
@@ -47,32 +43,24 @@ struct pool_wstat {
     struct hist latency;
 };
 
-/* Control-thread figures. */
+/* Shift applied_us is microseconds-scale: its own finer buckets. */
+#define SHIFT_BUCKETS 8
+extern const double shift_bounds[SHIFT_BUCKETS];
+
+/* Control-thread figures: one writer, no atomics needed, the scrape being on that thread. */
+struct control_figures {
+    uint64_t shift_bucket[SHIFT_BUCKETS + 1];
+    uint64_t shift_count, shift_sum_us;
+    uint64_t refused;
+    struct {
+        uint64_t bucket[LAT_BUCKETS + 1], count, sum_us;
+    } health[METRIC_POOLS];
+};
+extern struct control_figures metrics_ctl;
+
+/* Record control-thread figures. */
 void metrics_shift_applied(uint64_t us);
 void metrics_health_check(int pool, uint64_t us);
 void metrics_shift_refused(void);
-
-/* Render every metric (control thread). */
-void metrics_render(struct sbuf *out, const struct model *m, struct worker **workers,
-                    unsigned nworkers);
-
-/* Where a render that was cut into slices stands; zero it to start. */
-struct metrics_cursor {
-    unsigned fam;
-    uint32_t p, i;
-    bool begun, headed;
-    unsigned restarts;
-    uint64_t fp;
-};
-
-/*
- * Render on from c into out for about budget_us (0: to the end), so a big model never holds
- * the control thread for long: returns true when out is complete, false to be called again
- * (with the same c and out) later. The model may change between calls: values are read when
- * their row is rendered, and when backends come or go the render starts over (out is
- * emptied), so no series is missed or doubled; after a few restarts it finishes in one go.
- */
-bool metrics_render_step(struct metrics_cursor *c, struct sbuf *out, const struct model *m,
-                         struct worker **workers, unsigned nworkers, uint64_t budget_us);
 
 #endif

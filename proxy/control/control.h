@@ -13,47 +13,13 @@
 
 #include "audit.h"
 #include "cmd.h"
-#include "pool.h"
+#include "model.h"
 
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 struct worker;
-
-/* Messages from workers to the control thread. */
-enum cmsg_type {
-    CMSG_WARM_DONE = 0, /* a worker finished warming for a ticket */
-    CMSG_BACKEND_IDLE,  /* a draining backend has nothing left on a worker */
-    CMSG_BREAKER,       /* breaker report: ticket 1 = success, 0 = failure */
-};
-
-struct cmsg {
-    struct cmsg *next;
-    enum cmsg_type type;
-    unsigned worker;
-    uint64_t ticket;
-    struct backend *be; /* with a reference (backend_hold), or NULL */
-};
-
-/*
- * Messages naming a backend hold a reference on it (backend_hold, pool.h),
- * dropped by the receiver: a deleted backend is not freed while one is
- * queued.
- */
-
-/* A worker's breaker report: a run of failures reached the threshold, or a half-open trial. */
-void control_breaker(unsigned worker, struct backend *be, bool ok);
-
-/*
- * A worker drops one of its counts of be (`count`: its slot of `active` or
- * `conns`); when be is draining and that was the worker's last, the control
- * thread checks whether it is drained. Nothing of be may be read after it.
- */
-void control_backend_drop(unsigned worker, struct backend *be, _Atomic uint32_t *count);
-
-/* Post a message to the control thread (any thread; takes ownership). */
-void control_post(struct cmsg *m);
 
 /*
  * One admin command in flight. The admin server fills line, peer and
@@ -140,6 +106,17 @@ bool control_owns_state(void);
 
 /* The configuration in force (changes at a reload). */
 const struct veer_conf *control_conf(void);
+
+/*
+ * The read-only commands that render the model (show pools, show pool, show
+ * stats) live in the admin layer (admin/show.h); main binds them here.
+ */
+void control_set_show(void (*fn)(struct ctl_req *r));
+
+/* For those commands, on the control thread: the model, the base, and the reply (r is freed). */
+struct model *control_model(void);
+struct event_base *control_base(void);
+void control_answer(struct ctl_req *r, const char *text, bool ok);
 
 /* Publish the model as a new snapshot; returns the generation. */
 uint64_t control_publish(void);

@@ -5,7 +5,7 @@
 #include "admin.h"
 #include "cmd.h"
 #include "control.h"
-#include "upgrade.h"
+#include "inherit.h"
 #include "veer.h"
 
 #include <errno.h>
@@ -317,7 +317,7 @@ int admin_start(struct event_base *base, const struct veer_conf *conf)
     int fd, rc;
 
     adm.conf = conf;
-    fd = upgrade_inherited_admin();
+    fd = inherit_admin();
     if (fd >= 0) {
         /* An upgrade: the old process's socket, same path, never unlinked. */
         fcntl(fd, F_SETFD, FD_CLOEXEC);

@@ -6,8 +6,8 @@
  */
 #include "adminhttp.h"
 #include "control.h"
-#include "metrics.h"
-#include "pool.h"
+#include "prometheus.h"
+#include "model.h"
 #include "sbuf.h"
 #include "veer.h"
 #include "worker.h"

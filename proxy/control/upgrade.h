@@ -31,7 +31,7 @@
 #ifndef VEER_UPGRADE_H
 #define VEER_UPGRADE_H
 
-#include "conf.h"
+#include "inherit.h"
 
 #include <event2/event.h>
 #include <netinet/in.h>
@@ -39,13 +39,6 @@
 #include <sys/socket.h>
 
 struct worker;
-
-/* What a handed-over connection carries besides its fd. */
-struct handover_msg {
-    char listen[64]; /* the listener's address as written in the config */
-    struct sockaddr_storage peer;
-    socklen_t peer_len;
-};
 
 /* Remember how veer was started (binary path and argv) for a later upgrade. */
 void upgrade_remember_argv(int argc, char **argv);
@@ -65,34 +58,8 @@ int upgrade_start(struct event_base *base, struct worker **workers, unsigned nwo
  */
 void upgrade_carry(const char *text);
 
-/* New side: hand a connection from the old process to a worker (any thread). */
-void worker_adopt(struct worker *w, int fd, const struct handover_msg *hm);
-
 /* Whether an upgrade is under way or done (the old process must not save state after). */
 bool upgrade_handed_over(void);
-
-/*
- * New side, at start: the inherited sockets. inherited_listener returns the
- * fds inherited for a listener address (n of them), or NULL; each set once
- * (two listeners on "host:0" have a set each; an address a reload adds
- * again gets none). inherited_admin: the admin socket or -1.
- */
-void upgrade_child_init(void);
-const int *upgrade_inherited_listener(const char *addr_text, unsigned *n);
-
-/*
- * Close the inherited sets no listener took (addresses the new config no
- * longer has): left open they would stay in their port's SO_REUSEPORT group
- * after the old process exits, queueing connections nobody accepts.
- */
-void upgrade_close_unclaimed(void);
-int upgrade_inherited_admin(void);
-
-/* New side: the old process's readiness text (upgrade_carry) as an fd the caller closes, or -1. */
-int upgrade_inherited_health(void);
-
-/* New side: whether this process was started by an upgrade (after upgrade_child_init). */
-bool upgrade_is_child(void);
 
 /*
  * New side: say READY to the old process and start adopting its
@@ -105,9 +72,5 @@ void upgrade_child_ready(struct event_base *base, struct worker **workers, unsig
 
 /* Free what the upgrade machinery holds (exit). */
 void upgrade_shutdown(void);
-
-/* Old side, worker thread: pass one idle client connection to the new process. */
-int upgrade_send_conn(int chan, int fd, const char *listen, const struct sockaddr *peer,
-                      socklen_t plen);
 
 #endif

@@ -20,7 +20,7 @@
 #ifndef VEER_BALANCE_H
 #define VEER_BALANCE_H
 
-#include "pool.h"
+#include "routing.h"
 
 #include <stdint.h>
 

@@ -19,7 +19,7 @@
 #ifndef VEER_STATE_H
 #define VEER_STATE_H
 
-#include "pool.h"
+#include "model.h"
 
 #include <stdbool.h>
 #include <stddef.h>

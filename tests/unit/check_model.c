@@ -4,7 +4,7 @@
  * atomic store, and reclaim only after every reader moved past it, with
  * reader threads running against a publisher under ASan.
  */
-#include "pool.h"
+#include "model.h"
 
 #include <check.h>
 #include <math.h>

@@ -1,8 +1,8 @@
 /*
  * check_metrics.c - latency histograms and the Prometheus text rendering of a small model.
  */
-#include "metrics.h"
-#include "pool.h"
+#include "prometheus.h"
+#include "model.h"
 #include "sbuf.h"
 #include "stats.h"
 #include "veer.h"

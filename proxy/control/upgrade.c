@@ -3,6 +3,7 @@
  * handed over. See upgrade.h for the sequence.
  */
 #include "upgrade.h"
+#include "inherit.h"
 #include "veer.h"
 #include "worker.h"
 
@@ -25,13 +26,6 @@ extern char **environ;
 #define STOP_GRACE_MS 2000
 #define REAP_POLL_MS  20
 
-struct inherited {
-    char addr[64];
-    int *fds;
-    unsigned n;
-    bool taken; /* by a listener: never handed out twice */
-};
-
 static struct {
     char exe[PATH_MAX];
     char **argv;
@@ -51,16 +45,11 @@ static struct {
     void (*on_ready)(void);
     void (*on_failed)(const char *why);
     /* new side */
-    int admin_fd;
-    int health_fd; /* the old process's readiness (upgrade_inherited_health), or -1 */
-    struct inherited *inh;
-    unsigned ninh;
-    int child_chan;
     struct event *adopt_ev;
     unsigned next_worker;
     void (*on_handoff)(bool go);
     bool handoff_done; /* GO or NO came (or the old process went away) */
-} up = {.chan = -1, .carry_fd = -1, .admin_fd = -1, .health_fd = -1, .child_chan = -1};
+} up = {.chan = -1, .carry_fd = -1};
 
 void upgrade_remember_argv(int argc, char **argv)
 {
@@ -366,137 +355,7 @@ int upgrade_start(struct event_base *base, struct worker **workers, unsigned nwo
     return VEER_OK;
 }
 
-int upgrade_send_conn(int chan, int fd, const char *listen, const struct sockaddr *peer,
-                      socklen_t plen)
-{
-    struct handover_msg hm;
-    struct msghdr mh;
-    struct iovec iov = {&hm, sizeof(hm)};
-    char ctl[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr *c;
-
-    memset(&hm, 0, sizeof(hm));
-    snprintf(hm.listen, sizeof(hm.listen), "%s", listen);
-    if (plen > sizeof(hm.peer))
-        plen = sizeof(hm.peer);
-    memcpy(&hm.peer, peer, plen);
-    hm.peer_len = plen;
-    memset(&mh, 0, sizeof(mh));
-    memset(ctl, 0, sizeof(ctl));
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctl;
-    mh.msg_controllen = sizeof(ctl);
-    c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    return sendmsg(chan, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)sizeof(hm) ? VEER_OK
-                                                                                  : VEER_ERROR;
-}
-
 /* --- new side ------------------------------------------------------------------------- */
-
-/* A descriptor number, the whole of s; -1 for anything else ("", "x", "4y", "-4", overflow). */
-static int parse_fd(const char *s)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    return (end != s && *end == '\0' && errno == 0 && v >= 0 && v < INT_MAX) ? (int)v : -1;
-}
-
-void upgrade_child_init(void)
-{
-    const char *chan = getenv("VEER_UPGRADE_FD"), *inh = getenv("VEER_INHERIT");
-    char *copy, *save = NULL;
-
-    if (chan == NULL || inh == NULL)
-        return;
-    up.child_chan = parse_fd(chan);
-    copy = veer_strdup(inh);
-    for (char *part = strtok_r(copy, ";", &save); part; part = strtok_r(NULL, ";", &save)) {
-        char *eq = strrchr(part, '='), *save2 = NULL;
-        struct inherited *in;
-
-        if (eq == NULL)
-            continue;
-        *eq = '\0';
-        if (strcmp(part, "@admin") == 0) {
-            up.admin_fd = parse_fd(eq + 1);
-            continue;
-        }
-        if (strcmp(part, "@health") == 0) {
-            up.health_fd = parse_fd(eq + 1);
-            if (up.health_fd >= 0)
-                fcntl(up.health_fd, F_SETFD, FD_CLOEXEC); /* never passed on to a later binary */
-            continue;
-        }
-        up.inh = veer_realloc(up.inh, (up.ninh + 1) * sizeof(*up.inh));
-        in = &up.inh[up.ninh++];
-        memset(in, 0, sizeof(*in));
-        snprintf(in->addr, sizeof(in->addr), "%s", part);
-        for (char *f = strtok_r(eq + 1, ",", &save2); f; f = strtok_r(NULL, ",", &save2)) {
-            int fd = parse_fd(f);
-
-            /* A malformed one is skipped: a listener must never take -1 as a socket. */
-            if (fd < 0)
-                continue;
-            in->fds = veer_realloc(in->fds, (in->n + 1) * sizeof(int));
-            in->fds[in->n++] = fd;
-        }
-        if (in->n == 0)
-            up.ninh--; /* nothing usable: no set */
-    }
-    free(copy);
-    unsetenv("VEER_UPGRADE_FD");
-    unsetenv("VEER_INHERIT");
-    log_info("upgrade: taking over %u listeners and the admin socket from the old process",
-             up.ninh);
-}
-
-const int *upgrade_inherited_listener(const char *addr_text, unsigned *n)
-{
-    for (unsigned i = 0; i < up.ninh; i++)
-        if (!up.inh[i].taken && strcmp(up.inh[i].addr, addr_text) == 0) {
-            up.inh[i].taken = true;
-            *n = up.inh[i].n;
-            return up.inh[i].fds;
-        }
-    *n = 0;
-    return NULL;
-}
-
-void upgrade_close_unclaimed(void)
-{
-    for (unsigned i = 0; i < up.ninh; i++) {
-        struct inherited *in = &up.inh[i];
-
-        if (in->taken)
-            continue;
-        log_info("upgrade: closing the %u inherited sockets of %s (not in this config)", in->n,
-                 in->addr);
-        for (unsigned k = 0; k < in->n; k++)
-            close(in->fds[k]);
-        in->taken = true;
-    }
-}
-
-int upgrade_inherited_admin(void)
-{
-    return up.admin_fd;
-}
-
-int upgrade_inherited_health(void)
-{
-    int fd = up.health_fd;
-
-    up.health_fd = -1;
-    return fd;
-}
 
 static void handoff(bool go)
 {
@@ -533,8 +392,7 @@ static void adopt_cb(evutil_socket_t chan, short what, void *arg)
             /* The old process is done with us (or gone before handing over: it wrote its last). */
             event_free(up.adopt_ev);
             up.adopt_ev = NULL;
-            close(up.child_chan);
-            up.child_chan = -1;
+            inherit_close_chan();
             if (!up.handoff_done) {
                 log_warn("upgrade: the old process went away before handing over; taking over");
                 handoff(true);
@@ -558,25 +416,20 @@ static void adopt_cb(evutil_socket_t chan, short what, void *arg)
     }
 }
 
-bool upgrade_is_child(void)
-{
-    return up.child_chan >= 0;
-}
-
 void upgrade_child_ready(struct event_base *base, struct worker **workers, unsigned nworkers,
                          void (*on_handoff)(bool go))
 {
-    if (up.child_chan < 0)
+    if (inherit_chan() < 0)
         return;
     up.workers = workers;
     up.nworkers = nworkers;
     up.on_handoff = on_handoff;
-    if (send(up.child_chan, "READY", 5, MSG_NOSIGNAL) != 5) {
+    if (send(inherit_chan(), "READY", 5, MSG_NOSIGNAL) != 5) {
         char no[2];
 
         log_err("upgrade: cannot tell the old process we are ready: %s", strerror(errno));
         /* It gave up on us (NO, and a SIGTERM follows), or went away after writing its last. */
-        if (recv(up.child_chan, no, sizeof(no), MSG_DONTWAIT) == 2 && memcmp(no, "NO", 2) == 0) {
+        if (recv(inherit_chan(), no, sizeof(no), MSG_DONTWAIT) == 2 && memcmp(no, "NO", 2) == 0) {
             handoff(false);
         } else {
             log_warn("upgrade: the old process went away before handing over; taking over");
@@ -584,7 +437,7 @@ void upgrade_child_ready(struct event_base *base, struct worker **workers, unsig
         }
         return;
     }
-    up.adopt_ev = event_new(base, up.child_chan, EV_READ | EV_PERSIST, adopt_cb, NULL);
+    up.adopt_ev = event_new(base, inherit_chan(), EV_READ | EV_PERSIST, adopt_cb, NULL);
     event_add(up.adopt_ev, NULL);
 }
 
@@ -595,19 +448,9 @@ void upgrade_shutdown(void)
     if (up.adopt_ev)
         event_free(up.adopt_ev);
     up.adopt_ev = NULL;
-    if (up.child_chan >= 0)
-        close(up.child_chan);
-    up.child_chan = -1;
     if (up.chan >= 0)
         close(up.chan);
     up.chan = -1;
     carry_close();
-    if (up.health_fd >= 0)
-        close(up.health_fd);
-    up.health_fd = -1;
-    for (unsigned i = 0; i < up.ninh; i++)
-        free(up.inh[i].fds);
-    free(up.inh);
-    up.inh = NULL;
-    up.ninh = 0;
+    inherit_shutdown();
 }

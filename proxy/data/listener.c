@@ -3,7 +3,7 @@
  * worker. See listener.h.
  */
 #include "listener.h"
-#include "upgrade.h"
+#include "inherit.h"
 #include "veer.h"
 
 #include <arpa/inet.h>
@@ -71,7 +71,7 @@ int *listener_open(const struct conf_listen *lc, unsigned nworkers)
     socklen_t len = lc->addr.len;
     char text[80];
     unsigned ninh;
-    const int *inh = upgrade_inherited_listener(lc->addr.text, &ninh);
+    const int *inh = inherit_listener(lc->addr.text, &ninh);
 
     if (inh && ninh == nworkers) {
         /* An upgrade: the very sockets the old process listened on, queues and all. */

@@ -9,10 +9,10 @@
  * requests, so a burst of them never recurses.
  */
 #include "session.h"
-#include "control.h"
+#include "report.h"
 #include "module.h"
 #include "tls.h"
-#include "upgrade.h"
+#include "inherit.h"
 #include "upstream.h"
 #include "veer.h"
 #include "worker.h"
@@ -185,7 +185,7 @@ static void txn_free(struct txn *t, bool upstream_reusable)
         if (t->res_done)
             ewma_update(&ws->ewma_us, veer_now_us() - t->start_us);
         /* Last: a deleted backend may be freed once its count drops. */
-        control_backend_drop(w->idx, t->be, &ws->active);
+        report_backend_drop(w->idx, t->be, &ws->active);
     }
     vbuf_put(&w->bufs, t->rin);
     vbuf_put(&w->bufs, t->req_head);
@@ -428,7 +428,7 @@ bool session_try_handover(struct session *s)
     if (!w->handover || s->txn || vbuf_len(s->in) || s->closing || s->dead || s->client_eof ||
         s->tls)
         return false; /* a TLS connection's keys cannot move: it closes at a request boundary */
-    if (upgrade_send_conn(w->handover_chan, s->fd, s->l->addr, &s->peer.sa,
+    if (handover_send(w->handover_chan, s->fd, s->l->addr, &s->peer.sa,
                           s->peer.sa.sa_family == AF_INET6 ? sizeof(s->peer.in6)
                                                            : sizeof(s->peer.in4)) < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -1101,11 +1101,11 @@ static void breaker_report(struct txn *t, bool ok)
     if (ok) {
         ws->fails = 0;
         if (state == BREAKER_HALF_OPEN)
-            control_breaker(w->idx, t->be, true);
+            report_breaker(w->idx, t->be, true);
         return;
     }
     if (state == BREAKER_HALF_OPEN) {
-        control_breaker(w->idx, t->be, false);
+        report_breaker(w->idx, t->be, false);
         return;
     }
     if (state == BREAKER_OPEN || cp == NULL)
@@ -1116,7 +1116,7 @@ static void breaker_report(struct txn *t, bool ok)
         ws->first_fail_us = now;
     }
     if (++ws->fails == (uint32_t)cp->breaker.failures)
-        control_breaker(w->idx, t->be, false);
+        report_breaker(w->idx, t->be, false);
 }
 
 /* xorshift per worker, for retry jitter */
