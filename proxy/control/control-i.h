@@ -13,6 +13,7 @@
 #define VEER_CONTROL_I_H
 
 #include "control.h"
+#include "mailbox.h"
 #include "model.h"
 #include "sbuf.h"
 #include "report.h"
@@ -65,10 +66,8 @@ struct ctl_state {
     struct worker **workers;
     unsigned nworkers;
 
-    pthread_mutex_t mq_lock;
-    struct report *mq;
-    int mq_fd;
-    struct event *mq_ev;
+    struct mailbox reports; /* struct report from the workers, read by reports_cb */
+    struct event *reports_ev;
 
     struct ctl_req *busy; /* the change in progress (waiting for warm-up) */
     struct ctl_req *queue_head, *queue_tail;

@@ -23,13 +23,10 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
-struct ctl_state ctl = {.mq_fd = -1};
+struct ctl_state ctl = {.reports = MAILBOX_INITIALIZER};
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg);
 static void commit(struct ctl_req *r, bool async);
@@ -111,16 +108,10 @@ int ctl_audit_change(struct ctl_req *r, uint64_t gen, const char *before_json,
 
 /* --- messages from workers ---------------------------------------------------- */
 
+/* The report sink (any thread): reports wait in the mailbox for reports_cb. */
 static void control_post(struct report *m, void *arg)
 {
-    uint64_t one = 1;
-
-    pthread_mutex_lock(&ctl.mq_lock);
-    m->next = ctl.mq;
-    ctl.mq = m;
-    pthread_mutex_unlock(&ctl.mq_lock);
-    if (write(ctl.mq_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        log_warn("control: eventfd write: %s", strerror(errno));
+    mailbox_post(&ctl.reports, &m->node);
 }
 
 static void warm_done(uint64_t ticket)
@@ -133,19 +124,18 @@ static void warm_done(uint64_t ticket)
         commit(r, true);
 }
 
-static void mq_cb(evutil_socket_t fd, short what, void *arg)
+/*
+ * The workers' reports, in the order they were posted: a half-open
+ * breaker's trials must be judged in the order they ended.
+ */
+static void reports_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct report *m;
-    uint64_t v;
+    struct mailbox_node *n = mailbox_take(&ctl.reports);
 
-    if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-        log_warn("control: eventfd read: %s", strerror(errno));
-    pthread_mutex_lock(&ctl.mq_lock);
-    m = ctl.mq;
-    ctl.mq = NULL;
-    pthread_mutex_unlock(&ctl.mq_lock);
-    while (m) {
-        struct report *next = m->next;
+    while (n) {
+        struct report *m = container_of(n, struct report, node);
+
+        n = n->next;
 
         if (m->type == REPORT_WARM_DONE)
             warm_done(m->ticket);
@@ -158,8 +148,12 @@ static void mq_cb(evutil_socket_t fd, short what, void *arg)
         if (m->be)
             backend_put(m->be);
         free(m);
-        m = next;
     }
+}
+
+static void report_free(struct mailbox_node *n)
+{
+    free(container_of(n, struct report, node));
 }
 
 /* --- pool edits ---------------------------------------------------------------- */
@@ -1195,14 +1189,13 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
     ctl.workers = workers;
     ctl.nworkers = nworkers;
     ctl.history = veer_calloc(m->npools ? m->npools : 1, sizeof(*ctl.history));
-    pthread_mutex_init(&ctl.mq_lock, NULL);
-    ctl.mq_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (ctl.mq_fd < 0) {
+    if (mailbox_init(&ctl.reports) < 0) {
         log_err("control: eventfd: %s", strerror(errno));
         return VEER_ERROR;
     }
-    ctl.mq_ev = event_new(base, ctl.mq_fd, EV_READ | EV_PERSIST, mq_cb, NULL);
-    event_add(ctl.mq_ev, NULL);
+    ctl.reports_ev =
+        event_new(base, mailbox_fd(&ctl.reports), EV_READ | EV_PERSIST, reports_cb, NULL);
+    event_add(ctl.reports_ev, NULL);
     report_bind(control_post, NULL);
     ctl.tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
     event_add(ctl.tick, &tick_tv);
@@ -1260,18 +1253,10 @@ void control_shutdown(void)
         ctl_finish(ctl.busy, "ERR shutting down", false);
         ctl.busy = NULL;
     }
-    if (ctl.mq_ev)
-        event_free(ctl.mq_ev);
-    ctl.mq_ev = NULL;
-    while (ctl.mq) {
-        struct report *m = ctl.mq;
-
-        ctl.mq = m->next;
-        free(m);
-    }
-    if (ctl.mq_fd >= 0)
-        close(ctl.mq_fd);
-    ctl.mq_fd = -1;
+    if (ctl.reports_ev)
+        event_free(ctl.reports_ev);
+    ctl.reports_ev = NULL;
+    mailbox_free(&ctl.reports, report_free);
     if (ctl.history) {
         for (uint32_t i = 0; i < ctl.model->npools; i++)
             for (unsigned k = 0; k < ctl.history[i].n; k++)
@@ -1279,7 +1264,6 @@ void control_shutdown(void)
         free(ctl.history);
         ctl.history = NULL;
     }
-    pthread_mutex_destroy(&ctl.mq_lock);
     while (ctl.retired) {
         struct backend *be = ctl.retired;
 

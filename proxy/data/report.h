@@ -12,6 +12,7 @@
 #ifndef VEER_REPORT_H
 #define VEER_REPORT_H
 
+#include "mailbox.h"
 #include "routing.h"
 
 #include <stdatomic.h>
@@ -25,7 +26,7 @@ enum report_type {
 };
 
 struct report {
-    struct report *next;
+    struct mailbox_node node; /* in the sink's mailbox */
     enum report_type type;
     unsigned worker;
     uint64_t ticket;

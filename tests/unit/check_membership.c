@@ -29,11 +29,25 @@ static struct {
     struct worker *w[NW];
 } F;
 
-/* The control thread's queue without its event loop: reports wait in ctl.mq to be read. */
+/* The control thread's mailbox without its event loop: reports wait in it to be read. */
 static void queue_report(struct report *m, void *arg)
 {
-    m->next = ctl.mq;
-    ctl.mq = m;
+    mailbox_post(&ctl.reports, &m->node);
+}
+
+/* The one report queued (the test fails if there is none or more). */
+static struct report *take_report(void)
+{
+    struct mailbox_node *n = mailbox_take(&ctl.reports);
+
+    ck_assert_ptr_nonnull(n);
+    ck_assert_ptr_null(n->next);
+    return container_of(n, struct report, node);
+}
+
+static void free_report(struct mailbox_node *n)
+{
+    free(container_of(n, struct report, node));
 }
 
 static void setup(void)
@@ -67,8 +81,7 @@ static void setup(void)
     ctl.model = F.m;
     ctl.workers = F.w;
     ctl.nworkers = NW;
-    pthread_mutex_init(&ctl.mq_lock, NULL);
-    ctl.mq_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    ck_assert_int_eq(mailbox_init(&ctl.reports), VEER_OK);
     report_bind(queue_report, NULL);
 }
 
@@ -80,14 +93,7 @@ static void teardown(void)
         ctl.retired = be->retired_next;
         backend_destroy(be);
     }
-    while (ctl.mq) {
-        struct report *m = ctl.mq;
-
-        ctl.mq = m->next;
-        free(m);
-    }
-    close(ctl.mq_fd);
-    pthread_mutex_destroy(&ctl.mq_lock);
+    mailbox_free(&ctl.reports, free_report);
     for (unsigned i = 0; i < NW; i++) {
         while (F.w[i]->mq) {
             struct wmsg *m = F.w[i]->mq;
@@ -158,12 +164,9 @@ START_TEST(test_idle_report_keeps_the_backend_until_read)
         routing_announce(i, F.m->generation);
     ctl_reclaim_backends();
     ck_assert_msg(retired(be), "freed while the worker's report naming it was queued");
-    m = ctl.mq;
-    ck_assert_ptr_nonnull(m);
+    m = take_report();
     ck_assert_int_eq(m->type, REPORT_BACKEND_IDLE);
     ck_assert_ptr_eq(m->be, be);
-    ck_assert_ptr_null(m->next);
-    ctl.mq = NULL;
     /* The control thread reads it (be->pool < 0: nothing to do), then drops the reference. */
     ctl_backend_idle(m->be);
     backend_put(m->be);
@@ -180,11 +183,11 @@ START_TEST(test_drop_on_a_backend_not_draining_posts_nothing)
     be->ws[1].active = 2;
     report_backend_drop(1, be, &be->ws[1].active);
     ck_assert_uint_eq(be->ws[1].active, 1);
-    ck_assert_ptr_null(ctl.mq);
+    ck_assert_uint_eq(mailbox_count(&ctl.reports), 0);
     ck_assert_uint_eq(atomic_load(&be->refs), 0);
     atomic_store(&be->draining, true);
     report_backend_drop(1, be, &be->ws[1].active);
-    ck_assert_ptr_nonnull(ctl.mq);
+    ck_assert_uint_eq(mailbox_count(&ctl.reports), 1);
     ck_assert_uint_eq(atomic_load(&be->refs), 1);
 }
 END_TEST
@@ -198,8 +201,7 @@ START_TEST(test_breaker_report_keeps_the_backend_until_read)
     report_breaker(1, be, false);
     ctl_reclaim_backends();
     ck_assert_msg(retired(be), "freed while a breaker report naming it was queued");
-    m = ctl.mq;
-    ctl.mq = NULL;
+    m = take_report();
     ck_assert_int_eq(m->type, REPORT_BREAKER);
     backend_put(m->be);
     free(m);
