@@ -12,7 +12,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -527,24 +526,13 @@ void worker_adopt(struct worker *w, int fd, const struct handover_msg *hm)
     worker_send(w, m);
 }
 
-/* Take the queued messages (oldest first) and act on them. */
-static void run_messages(struct worker *w)
+/* Act on the messages taken from the inbox (oldest first), and free them. */
+static void run_messages(struct worker *w, struct mailbox_node *n)
 {
-    struct wmsg *m, *rev = NULL;
+    while (n) {
+        struct wmsg *m = container_of(n, struct wmsg, node);
 
-    pthread_mutex_lock(&w->mq_lock);
-    m = w->mq;
-    w->mq = NULL;
-    pthread_mutex_unlock(&w->mq_lock);
-    while (m) {
-        struct wmsg *next = m->next;
-
-        m->next = rev;
-        rev = m;
-        m = next;
-    }
-    for (m = rev; m; m = rev) {
-        rev = m->next;
+        n = n->next;
         switch (m->type) {
         case WMSG_WARM:
             upstream_warm(w, m->ticket, m->be, m->n);
@@ -575,26 +563,20 @@ static void run_messages(struct worker *w)
 
 void worker_send(struct worker *w, struct wmsg *m)
 {
-    pthread_mutex_lock(&w->mq_lock);
-    m->next = w->mq;
-    w->mq = m;
-    pthread_mutex_unlock(&w->mq_lock);
-    worker_post(w, 0);
+    mailbox_post(&w->inbox, &m->node);
 }
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    uint64_t v;
-    unsigned cmd;
+    /* Taken (and the eventfd read) before the command bits: a bit set later wakes us again. */
+    struct mailbox_node *msgs = mailbox_take(&w->inbox);
+    unsigned cmd = atomic_exchange_explicit(&w->cmd, 0, memory_order_acq_rel);
 
-    if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-        log_warn("worker %u: eventfd read: %s", w->idx, strerror(errno));
-    cmd = atomic_exchange_explicit(&w->cmd, 0, memory_order_acq_rel);
     /* Switch snapshots first: what the messages report is then about the new one. */
     if (cmd & WCMD_REFRESH)
         worker_lb(w, -1);
-    run_messages(w);
+    run_messages(w, msgs);
     if (cmd & WCMD_SHUTDOWN)
         begin_shutdown(w);
     if (cmd & WCMD_ABORT) {
@@ -605,11 +587,8 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
 
 void worker_post(struct worker *w, unsigned cmd)
 {
-    uint64_t one = 1;
-
     atomic_fetch_or_explicit(&w->cmd, cmd, memory_order_acq_rel);
-    if (write(w->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        log_warn("worker %u: eventfd write: %s", w->idx, strerror(errno));
+    mailbox_wake(&w->inbox);
 }
 
 /* Switch to the newest snapshot: rebuild balancer state, announce. */
@@ -758,8 +737,7 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
 
     w->idx = idx;
     w->conf = conf;
-    w->wake_fd = -1;
-    pthread_mutex_init(&w->mq_lock, NULL);
+    w->inbox = (struct mailbox)MAILBOX_INITIALIZER;
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
     event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
     w->base = event_base_new_with_config(cfg);
@@ -774,12 +752,11 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
     w->retry_tokens = RETRY_TOKEN_MAX; /* a first failure can be retried at once */
 
     evtimer_assign(&w->accept_pause, w->base, resume_accepting, w);
-    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->wake_fd < 0) {
+    if (mailbox_init(&w->inbox) < 0) {
         log_err("worker %u: eventfd: %s", idx, strerror(errno));
         goto fail;
     }
-    event_assign(&w->wake_ev, w->base, w->wake_fd, EV_READ | EV_PERSIST, wake_cb, w);
+    event_assign(&w->wake_ev, w->base, mailbox_fd(&w->inbox), EV_READ | EV_PERSIST, wake_cb, w);
     event_add(&w->wake_ev, NULL);
 
     w->nlisteners = (unsigned)conf->nlistens;
@@ -810,6 +787,11 @@ void worker_join(struct worker *w)
     pthread_join(w->thread, NULL);
 }
 
+static void drop_wmsg(struct mailbox_node *n)
+{
+    wmsg_free(container_of(n, struct wmsg, node));
+}
+
 void worker_destroy(struct worker *w)
 {
     if (w == NULL)
@@ -818,7 +800,7 @@ void worker_destroy(struct worker *w)
         abort_all(w);
         reap(w);
         close_listeners(w);
-        if (w->wake_fd >= 0)
+        if (mailbox_fd(&w->inbox) >= 0)
             event_del(&w->wake_ev);
         if (w->shutting_down)
             event_del(&w->shutdown_timer);
@@ -827,15 +809,7 @@ void worker_destroy(struct worker *w)
         event_del(&w->accept_pause);
         event_base_free(w->base);
     }
-    if (w->wake_fd >= 0)
-        close(w->wake_fd);
-    while (w->mq) {
-        struct wmsg *m = w->mq;
-
-        w->mq = m->next;
-        wmsg_free(m);
-    }
-    pthread_mutex_destroy(&w->mq_lock);
+    mailbox_free(&w->inbox, drop_wmsg);
     free_lbs(w);
     txn_cache_destroy(w);
     vbuf_cache_destroy(&w->bufs);

@@ -3,7 +3,8 @@
  * sockets (SO_REUSEPORT), its client sessions, its idle upstream
  * connections and its balancer state. Nothing here is shared with another
  * worker, so the request path takes no lock. The control thread talks to a
- * worker only through an atomic command word and an eventfd wake-up.
+ * worker only through its mailbox (messages, oldest first) and an atomic
+ * command word, both woken by the mailbox's eventfd.
  */
 #ifndef VEER_WORKER_H
 #define VEER_WORKER_H
@@ -12,6 +13,7 @@
 #include "buf.h"
 #include "conf.h"
 #include "http.h"
+#include "mailbox.h"
 #include "metrics.h"
 #include "routing.h"
 #include "session.h"
@@ -75,7 +77,7 @@ enum wmsg_type {
 };
 
 struct wmsg {
-    struct wmsg *next;
+    struct mailbox_node node; /* in the worker's inbox */
     enum wmsg_type type;
     uint64_t ticket;
     unsigned n;
@@ -145,10 +147,8 @@ struct worker {
     const struct timeval *tv_upstream_idle;
     const struct timeval *tv_quiet;
 
-    int wake_fd;
-    struct event wake_ev;
-    pthread_mutex_t mq_lock;
-    struct wmsg *mq; /* messages from the control thread, newest first */
+    struct mailbox inbox; /* struct wmsg from the control thread; its eventfd also wakes for cmd */
+    struct event wake_ev; /* the inbox's eventfd */
     _Atomic unsigned cmd;
     _Atomic bool exited; /* the thread left its loop */
     bool shutting_down;

@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #define NW 2
@@ -50,6 +49,11 @@ static void free_report(struct mailbox_node *n)
     free(container_of(n, struct report, node));
 }
 
+static void free_wmsg(struct mailbox_node *n)
+{
+    wmsg_free(container_of(n, struct wmsg, node));
+}
+
 static void setup(void)
 {
     static const char text[] = "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"
@@ -72,8 +76,7 @@ static void setup(void)
         /* Only the queue of a worker is used: created by hand, never run. */
         F.w[i] = veer_calloc(1, sizeof(*F.w[i]));
         F.w[i]->idx = i;
-        pthread_mutex_init(&F.w[i]->mq_lock, NULL);
-        F.w[i]->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        ck_assert_int_eq(mailbox_init(&F.w[i]->inbox), VEER_OK);
         routing_announce(i, F.m->generation);
     }
     memset(&ctl, 0, sizeof(ctl));
@@ -95,14 +98,7 @@ static void teardown(void)
     }
     mailbox_free(&ctl.reports, free_report);
     for (unsigned i = 0; i < NW; i++) {
-        while (F.w[i]->mq) {
-            struct wmsg *m = F.w[i]->mq;
-
-            F.w[i]->mq = m->next;
-            wmsg_free(m);
-        }
-        close(F.w[i]->wake_fd);
-        pthread_mutex_destroy(&F.w[i]->mq_lock);
+        mailbox_free(&F.w[i]->inbox, free_wmsg);
         free(F.w[i]);
     }
     routing_shutdown();
@@ -220,11 +216,13 @@ START_TEST(test_message_to_workers_keeps_the_backend_until_each_is_done)
     ctl_reclaim_backends();
     ck_assert_msg(retired(be), "freed while workers had a message naming it");
     for (unsigned i = 0; i < NW; i++) {
-        struct wmsg *m = F.w[i]->mq;
+        struct mailbox_node *n = mailbox_take(&F.w[i]->inbox);
+        struct wmsg *m;
 
-        ck_assert_ptr_nonnull(m);
+        ck_assert_ptr_nonnull(n);
+        ck_assert_ptr_null(n->next);
+        m = container_of(n, struct wmsg, node);
         ck_assert_ptr_eq(m->be[0], be);
-        F.w[i]->mq = NULL;
         ck_assert_uint_eq(be->addr_id, m->be[0]->addr_id); /* what close_idle_of reads */
         wmsg_free(m);
         ctl_reclaim_backends();

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #define NW 2
@@ -53,22 +52,18 @@ static struct worker *fake_worker(unsigned idx)
     struct worker *w = veer_calloc(1, sizeof(*w));
 
     w->idx = idx;
-    pthread_mutex_init(&w->mq_lock, NULL);
-    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    ck_assert_int_ge(w->wake_fd, 0);
+    ck_assert_int_eq(mailbox_init(&w->inbox), VEER_OK);
     return w;
+}
+
+static void free_wmsg(struct mailbox_node *n)
+{
+    wmsg_free(container_of(n, struct wmsg, node));
 }
 
 static void free_fake_worker(struct worker *w)
 {
-    while (w->mq) {
-        struct wmsg *m = w->mq;
-
-        w->mq = m->next;
-        wmsg_free(m);
-    }
-    close(w->wake_fd);
-    pthread_mutex_destroy(&w->mq_lock);
+    mailbox_free(&w->inbox, free_wmsg);
     free(w);
 }
 

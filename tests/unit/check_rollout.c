@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -129,9 +128,7 @@ static void up_with_state(const char *state)
     for (unsigned i = 0; i < NW; i++) {
         F.w[i] = calloc(1, sizeof(*F.w[i]));
         F.w[i]->idx = i;
-        F.w[i]->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        ck_assert_int_ge(F.w[i]->wake_fd, 0);
-        pthread_mutex_init(&F.w[i]->mq_lock, NULL);
+        ck_assert_int_eq(mailbox_init(&F.w[i]->inbox), VEER_OK);
     }
     F.base = event_base_new();
     ck_assert_ptr_nonnull(F.base);
@@ -147,18 +144,17 @@ static void up(void)
 /* Free what the control plane queued for worker i; how many messages of type named be. */
 static unsigned drain_mq(unsigned i, enum wmsg_type type, const char *be)
 {
-    struct wmsg *m = F.w[i]->mq;
+    struct mailbox_node *node = mailbox_take(&F.w[i]->inbox);
     unsigned n = 0;
 
-    F.w[i]->mq = NULL;
-    while (m) {
-        struct wmsg *next = m->next;
+    while (node) {
+        struct wmsg *m = container_of(node, struct wmsg, node);
 
+        node = node->next;
         for (unsigned k = 0; k < m->n; k++)
             if (m->type == type && be && strcmp(m->be[k]->name, be) == 0)
                 n++;
         wmsg_free(m);
-        m = next;
     }
     return n;
 }
@@ -171,8 +167,7 @@ static void down(void)
     model_free(F.m);
     for (unsigned i = 0; i < NW; i++) {
         drain_mq(i, WMSG_WARM, NULL);
-        close(F.w[i]->wake_fd);
-        pthread_mutex_destroy(&F.w[i]->mq_lock);
+        mailbox_free(&F.w[i]->inbox, NULL);
         free(F.w[i]);
     }
     conf_free(F.c);
