@@ -10,9 +10,6 @@
  */
 #include "module.h"
 #include "routing.h"
-#include "sbuf.h"
-#include "veer.h"
-#include "worker.h"
 
 #include <string.h>
 
@@ -27,13 +24,13 @@ static int init(const struct veer_conf *conf)
 }
 
 /* Why veer is not ready, or NULL when it is. */
-static const char *not_ready(const struct worker *w, const struct routing *r, char *buf, size_t len)
+static const char *not_ready(const struct txn *t, const struct routing *r, char *buf, size_t len)
 {
-    if (w->shutting_down)
-        return "shutting down";
-    for (unsigned i = 0; i < w->nlisteners; i++) {
-        int p = w->listeners[i]->pool;
+    int p;
 
+    if (txn_shutting_down(t))
+        return "shutting down";
+    for (unsigned i = 0; (p = txn_listener_pool(t, i)) >= 0; i++) {
         if ((uint32_t)p < r->npools && r->pools[p].n == 0) {
             snprintf(buf, len, "pool %s has no eligible backend", r->pools[p].name);
             return buf;
@@ -42,10 +39,10 @@ static const char *not_ready(const struct worker *w, const struct routing *r, ch
     return NULL;
 }
 
-static int readiness(struct txn *t, const struct worker *w, const struct routing *r)
+static int readiness(struct txn *t, const struct routing *r)
 {
     char why[160], body[256];
-    const char *no = not_ready(w, r, why, sizeof(why));
+    const char *no = not_ready(t, r, why, sizeof(why));
     struct sbuf b;
     int rc;
 
@@ -62,7 +59,7 @@ static int readiness(struct txn *t, const struct worker *w, const struct routing
     return rc;
 }
 
-static int status(struct txn *t, const struct worker *w, const struct routing *r)
+static int status(struct txn *t, const struct routing *r)
 {
     struct sbuf b;
     int rc;
@@ -71,8 +68,8 @@ static int status(struct txn *t, const struct worker *w, const struct routing *r
     sb_printf(&b,
               "{\"version\":\"%s\",\"uptime_s\":%.3f,\"workers\":%d,\"generation\":%llu,"
               "\"shutting_down\":%s,\"maintenance\":{\"all\":%s,\"pools\":{",
-              VEER_VERSION, (double)(veer_now_us() - start_us) / 1e6, w->conf->workers,
-              (unsigned long long)r->generation, w->shutting_down ? "true" : "false",
+              VEER_VERSION, (double)(veer_now_us() - start_us) / 1e6, txn_conf(t)->workers,
+              (unsigned long long)r->generation, txn_shutting_down(t) ? "true" : "false",
               r->maint ? "true" : "false");
     for (uint32_t i = 0; i < r->npools; i++) {
         sb_puts(&b, i ? "," : "");
@@ -103,9 +100,8 @@ static bool is(const char *p, size_t n, const char *word)
 
 static int on_request_head(struct txn *t)
 {
-    const struct worker *w = txn_worker(t);
-    const struct routing *r = w->routing;
-    const struct conf_health_endpoints *hc = &w->conf->health_endpoints;
+    const struct routing *r = txn_routing(t);
+    const struct conf_health_endpoints *hc = &txn_conf(t)->health_endpoints;
     size_t len, plen = strlen(hc->prefix);
     const char *path = txn_path(t, &len);
 
@@ -119,9 +115,9 @@ static int on_request_head(struct txn *t)
     if (is(path, len, "liveness"))
         return txn_respond(t, 200, NULL, "application/json", "{\"status\":\"alive\"}\n", 19);
     if (is(path, len, "readiness"))
-        return readiness(t, w, r);
+        return readiness(t, r);
     if (is(path, len, "status"))
-        return status(t, w, r);
+        return status(t, r);
     return VEER_DECLINED;
 }
 

@@ -8,9 +8,6 @@
  */
 #include "module.h"
 #include "routing.h"
-#include "session.h"
-#include "veer.h"
-#include "worker.h"
 
 #include <string.h>
 
@@ -52,7 +49,7 @@ static bool allowed(const struct veer_conf *conf, const char *path, size_t len)
 
 static int on_request_head(struct txn *t)
 {
-    const struct routing *r = txn_worker(t)->routing;
+    const struct routing *r = txn_routing(t);
     int pool = txn_pool_index(t);
     const struct snap_pool *p = (uint32_t)pool < r->npools ? &r->pools[pool] : NULL;
     char hdr[64], body[128];
@@ -64,14 +61,14 @@ static int on_request_head(struct txn *t)
     if (!r->maint && !(p && p->maint))
         return VEER_DECLINED;
     path = txn_path(t, &len);
-    if (allowed(txn_worker(t)->conf, path, len))
+    if (allowed(txn_conf(t), path, len))
         return VEER_DECLINED;
     hold_ms = p && p->maint ? p->maint_hold_ms : r->maint_hold_ms;
     if (hold_ms > 0) {
         /* Hold it for the window to end; only those still waiting at the deadline get 503. */
-        if (t->hold_deadline_us == 0)
-            t->hold_deadline_us = veer_now_us() + (uint64_t)hold_ms * 1000;
-        if (veer_now_us() < t->hold_deadline_us)
+        uint64_t deadline = txn_hold(t, (uint64_t)hold_ms * 1000);
+
+        if (veer_now_us() < deadline)
             return VEER_AGAIN;
     }
     retry = p && p->maint ? p->retry_after : r->retry_after;
