@@ -5,6 +5,8 @@
  * and written at least once a second from the worker's timer, never on the
  * request path; SIGUSR1 (logrotate) reopens the file. X-Request-Id is
  * passed through, or generated and forwarded to the backend.
+ *
+ * Its key: access_log = "PATH"; (absent: no log).
  */
 #include "module.h"
 #include "routing.h"
@@ -36,6 +38,25 @@ static struct {
     struct alog bufs[256]; /* per worker index */
     _Atomic uint64_t ids;
 } al = {.fd = -1};
+
+struct alog_conf {
+    char *access_log; /* NULL = off */
+};
+
+static const struct conf_field keys[] = {
+    CF_STR(struct alog_conf, access_log, NULL),
+    CF_END,
+};
+
+extern const struct veer_module module_access_log;
+
+/* The configured path, or NULL. */
+static const char *log_path(const struct veer_conf *conf)
+{
+    const struct alog_conf *c = conf_section(conf, &module_access_log.conf);
+
+    return c->access_log;
+}
 
 static int open_log(const char *path)
 {
@@ -69,22 +90,45 @@ static void install(int fd)
 /* (Re)open when the path is new; a reload with the same path keeps the file. */
 static int init(const struct veer_conf *conf)
 {
+    const char *path = log_path(conf);
     int fd, old;
 
-    if (conf->access_log == NULL) {
+    if (path == NULL) {
         old = atomic_exchange(&al.fd, -1);
         if (old >= 0)
             close(old);
         al.path[0] = '\0';
         return VEER_OK;
     }
-    if (strcmp(conf->access_log, al.path) == 0 && atomic_load(&al.fd) >= 0)
+    if (strcmp(path, al.path) == 0 && atomic_load(&al.fd) >= 0)
         return VEER_OK;
-    fd = open_log(conf->access_log);
+    fd = open_log(path);
     if (fd < 0)
         return VEER_ERROR;
-    snprintf(al.path, sizeof(al.path), "%s", conf->access_log);
+    snprintf(al.path, sizeof(al.path), "%s", path);
     install(fd);
+    return VEER_OK;
+}
+
+/*
+ * A reload to a log file that cannot be opened is refused whole (init would
+ * keep the old file while the reload said OK). The same path as now is
+ * kept open by init, so it is not tried again.
+ */
+static int check(const struct veer_conf *old, const struct veer_conf *conf, char *err,
+                 size_t errlen)
+{
+    const char *path = log_path(conf), *was = log_path(old);
+    int fd;
+
+    if (path == NULL || (was && strcmp(was, path) == 0))
+        return VEER_OK;
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: access_log %s: %s", conf->path, path, strerror(errno));
+        return VEER_ERROR;
+    }
+    close(fd);
     return VEER_OK;
 }
 
@@ -241,7 +285,9 @@ static void on_shutdown(uint64_t deadline_us)
 
 const struct veer_module module_access_log = {
     .name = "access_log",
+    .conf = {.keys = keys, .size = sizeof(struct alog_conf)},
     .init = init,
+    .check = check,
     .on_request_head = on_request_head,
     .on_txn_end = on_txn_end,
     .on_shutdown = on_shutdown,

@@ -7,11 +7,50 @@
  *   status     JSON: version, uptime, workers, generation, maintenance and
  *              per pool the backends by state
  * With `enabled = false;` the paths are proxied like any other.
+ *
+ * Its keys: health_endpoints = { prefix = "/api/health"; enabled = true; };
  */
 #include "module.h"
 #include "routing.h"
 
 #include <string.h>
+
+struct he_keys {
+    char *prefix;
+    bool enabled;
+};
+
+struct he_conf {
+    struct he_keys health_endpoints;
+};
+
+static const struct conf_field he_fields[] = {
+    CF_STR(struct he_keys, prefix, conf_check_path),
+    CF_BOOL(struct he_keys, enabled),
+    CF_END,
+};
+
+static const struct conf_field keys[] = {
+    CF_GROUP(struct he_conf, health_endpoints, he_fields),
+    CF_END,
+};
+
+static void defaults(void *obj)
+{
+    struct he_conf *c = obj;
+
+    c->health_endpoints.prefix = veer_strdup("/api/health");
+    c->health_endpoints.enabled = true;
+}
+
+extern const struct veer_module module_health_endpoints;
+
+static const struct he_keys *he_keys(const struct veer_conf *conf)
+{
+    const struct he_conf *c = conf_section(conf, &module_health_endpoints.conf);
+
+    return &c->health_endpoints;
+}
 
 /* When veer started, for the uptime (set once, before any worker runs). */
 static uint64_t start_us;
@@ -98,10 +137,31 @@ static bool is(const char *p, size_t n, const char *word)
     return n == strlen(word) && memcmp(p, word, n) == 0;
 }
 
+/*
+ * PREFIX/liveness, PREFIX/readiness and PREFIX/status, whether answered or
+ * (enabled = false) proxied: maintenance never closes them. Only these, not
+ * every path under the prefix: with prefix "/" that would be every path.
+ */
+static bool own_path(const struct veer_conf *conf, const char *path, size_t len)
+{
+    static const char *const names[] = {"liveness", "readiness", "status"};
+    const char *prefix = he_keys(conf)->prefix;
+    size_t n = strlen(prefix);
+
+    while (n > 0 && prefix[n - 1] == '/')
+        n--;
+    if (len <= n + 1 || memcmp(path, prefix, n) != 0 || path[n] != '/')
+        return false;
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if (len - n - 1 == strlen(names[i]) && memcmp(path + n + 1, names[i], len - n - 1) == 0)
+            return true;
+    return false;
+}
+
 static int on_request_head(struct txn *t)
 {
     const struct routing *r = txn_routing(t);
-    const struct conf_health_endpoints *hc = &txn_conf(t)->health_endpoints;
+    const struct he_keys *hc = he_keys(txn_conf(t));
     size_t len, plen = strlen(hc->prefix);
     const char *path = txn_path(t, &len);
 
@@ -123,6 +183,8 @@ static int on_request_head(struct txn *t)
 
 const struct veer_module module_health_endpoints = {
     .name = "health_endpoints",
+    .conf = {.keys = keys, .size = sizeof(struct he_conf), .defaults = defaults},
     .init = init,
+    .own_path = own_path,
     .on_request_head = on_request_head,
 };

@@ -20,6 +20,23 @@ int module_init_all(const struct veer_conf *conf)
     return VEER_OK;
 }
 
+int module_check_all(const struct veer_conf *old, const struct veer_conf *conf, char *err,
+                     size_t errlen)
+{
+    for (const struct veer_module *const *m = veer_modules; *m; m++)
+        if ((*m)->check && (*m)->check(old, conf, err, errlen) != VEER_OK)
+            return VEER_ERROR;
+    return VEER_OK;
+}
+
+bool module_own_path(const struct veer_conf *conf, const char *path, size_t len)
+{
+    for (const struct veer_module *const *m = veer_modules; *m; m++)
+        if ((*m)->own_path && (*m)->own_path(conf, path, len))
+            return true;
+    return false;
+}
+
 int module_request_head(struct txn *t)
 {
     for (const struct veer_module *const *m = veer_modules; *m; m++) {

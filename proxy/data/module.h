@@ -33,8 +33,27 @@ struct worker;
 
 struct veer_module {
     const char *name;
+    /*
+     * The module's configuration keys (conf.h: rows, defaults; keys: NULL
+     * when it has none). conf_load parses them with the rest of the file;
+     * conf_section(conf, &module_x.conf) is what they parsed to.
+     */
+    struct conf_section conf;
     /* Once at start (and on reload with the new config); VEER_OK or VEER_ERROR. */
     int (*init)(const struct veer_conf *conf);
+    /*
+     * A reload is about to apply conf (old is the running one): VEER_ERROR,
+     * with why in err, when init would fail on it, so that the reload is
+     * refused whole. Control thread, before anything of it is applied.
+     */
+    int (*check)(const struct veer_conf *old, const struct veer_conf *conf, char *err,
+                 size_t errlen);
+    /*
+     * Is path (not NUL-terminated) one of the module's own endpoints,
+     * which maintenance never closes (answered or, when turned off,
+     * proxied)? Worker thread.
+     */
+    bool (*own_path)(const struct veer_conf *conf, const char *path, size_t len);
     /* A request head arrived, before a backend is picked. Worker thread. */
     int (*on_request_head)(struct txn *t);
     /* A transaction ended (response sent or connection lost). Worker thread. */
@@ -49,6 +68,14 @@ struct veer_module {
 extern const struct veer_module *const veer_modules[];
 
 int module_init_all(const struct veer_conf *conf);
+
+/* check hooks in order; the first VEER_ERROR stops (its reason in err). */
+int module_check_all(const struct veer_conf *old, const struct veer_conf *conf, char *err,
+                     size_t errlen);
+
+/* Whether any module's own_path hook claims path. */
+bool module_own_path(const struct veer_conf *conf, const char *path, size_t len);
+
 int module_request_head(struct txn *t);
 void module_txn_end(struct txn *t);
 
