@@ -206,8 +206,8 @@ static int on_request_head(struct txn *t)
 static void on_txn_end(struct txn *t)
 {
     const struct txn_log *l = txn_log(t);
-    const struct routing *r = txn_routing(t);
-    unsigned idx = txn_worker_index(t);
+    const struct routing *r;
+    unsigned idx;
     struct txn_summary x;
     struct alog *a;
     struct timeval tv;
@@ -216,8 +216,12 @@ static void on_txn_end(struct txn *t)
     uint64_t now = veer_now_us();
     const char *pool, *group = "";
 
-    if (l == NULL || idx >= ARRAY_SIZE(al.bufs))
+    if (l == NULL)
+        return; /* the log is off (or was when the request began) */
+    idx = txn_worker_index(t);
+    if (idx >= ARRAY_SIZE(al.bufs))
         return;
+    r = txn_routing(t);
     txn_summarize(t, &x);
     a = &al.bufs[idx];
     if (!a->timer_on) {

@@ -2,9 +2,9 @@
  * maintenance.c - maintenance mode: while it is on for every pool or for
  * the request's pool, new requests get 503 with Retry-After and a small
  * JSON body; requests already in flight finish. Paths on the allowlist
- * (maintenance.allow prefixes, and veer's health endpoints always) keep
- * being proxied or answered. The switch lives in the routing snapshot, so
- * turning it on or off is one atomic publish like any other change.
+ * (maintenance.allow prefixes, and always the modules' own endpoints: veer's
+ * health endpoints, module_own_path) keep being proxied or answered. The switch lives in the
+ * routing snapshot, so turning it on or off is one atomic publish like any other change.
  *
  * Its key: maintenance = { allow = ( "/admin" ); }; (maintenance.retry_after,
  * the default of `maintenance on`, is the control plane's: conf.h).

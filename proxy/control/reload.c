@@ -23,8 +23,6 @@
 #include "veer.h"
 #include "worker.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 

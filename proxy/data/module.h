@@ -94,6 +94,7 @@ void module_reopen_all(void);
 const char *txn_path(const struct txn *t, size_t *len);
 const char *txn_method(const struct txn *t, size_t *len);
 int txn_pool_index(const struct txn *t);
+/* The worker, opaque to a module (its accessors are below). */
 const struct worker *txn_worker(const struct txn *t);
 
 /*
