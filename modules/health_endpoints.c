@@ -7,14 +7,50 @@
  *   status     JSON: version, uptime, workers, generation, maintenance and
  *              per pool the backends by state
  * With `enabled = false;` the paths are proxied like any other.
+ *
+ * Its keys: health_endpoints = { prefix = "/api/health"; enabled = true; };
  */
 #include "module.h"
 #include "routing.h"
-#include "sbuf.h"
-#include "veer.h"
-#include "worker.h"
 
 #include <string.h>
+
+struct he_keys {
+    char *prefix;
+    bool enabled;
+};
+
+struct he_conf {
+    struct he_keys health_endpoints;
+};
+
+static const struct conf_field he_fields[] = {
+    CF_STR(struct he_keys, prefix, conf_check_path),
+    CF_BOOL(struct he_keys, enabled),
+    CF_END,
+};
+
+static const struct conf_field keys[] = {
+    CF_GROUP(struct he_conf, health_endpoints, he_fields),
+    CF_END,
+};
+
+static void defaults(void *obj)
+{
+    struct he_conf *c = obj;
+
+    c->health_endpoints.prefix = veer_strdup("/api/health");
+    c->health_endpoints.enabled = true;
+}
+
+extern const struct veer_module module_health_endpoints;
+
+static const struct he_keys *he_keys(const struct veer_conf *conf)
+{
+    const struct he_conf *c = conf_section(conf, &module_health_endpoints.conf);
+
+    return &c->health_endpoints;
+}
 
 /* When veer started, for the uptime (set once, before any worker runs). */
 static uint64_t start_us;
@@ -27,13 +63,13 @@ static int init(const struct veer_conf *conf)
 }
 
 /* Why veer is not ready, or NULL when it is. */
-static const char *not_ready(const struct worker *w, const struct routing *r, char *buf, size_t len)
+static const char *not_ready(const struct txn *t, const struct routing *r, char *buf, size_t len)
 {
-    if (w->shutting_down)
-        return "shutting down";
-    for (unsigned i = 0; i < w->nlisteners; i++) {
-        int p = w->listeners[i]->pool;
+    int p;
 
+    if (txn_shutting_down(t))
+        return "shutting down";
+    for (unsigned i = 0; (p = txn_listener_pool(t, i)) >= 0; i++) {
         if ((uint32_t)p < r->npools && r->pools[p].n == 0) {
             snprintf(buf, len, "pool %s has no eligible backend", r->pools[p].name);
             return buf;
@@ -42,10 +78,10 @@ static const char *not_ready(const struct worker *w, const struct routing *r, ch
     return NULL;
 }
 
-static int readiness(struct txn *t, const struct worker *w, const struct routing *r)
+static int readiness(struct txn *t, const struct routing *r)
 {
     char why[160], body[256];
-    const char *no = not_ready(w, r, why, sizeof(why));
+    const char *no = not_ready(t, r, why, sizeof(why));
     struct sbuf b;
     int rc;
 
@@ -62,7 +98,7 @@ static int readiness(struct txn *t, const struct worker *w, const struct routing
     return rc;
 }
 
-static int status(struct txn *t, const struct worker *w, const struct routing *r)
+static int status(struct txn *t, const struct routing *r)
 {
     struct sbuf b;
     int rc;
@@ -71,8 +107,8 @@ static int status(struct txn *t, const struct worker *w, const struct routing *r
     sb_printf(&b,
               "{\"version\":\"%s\",\"uptime_s\":%.3f,\"workers\":%d,\"generation\":%llu,"
               "\"shutting_down\":%s,\"maintenance\":{\"all\":%s,\"pools\":{",
-              VEER_VERSION, (double)(veer_now_us() - start_us) / 1e6, w->conf->workers,
-              (unsigned long long)r->generation, w->shutting_down ? "true" : "false",
+              VEER_VERSION, (double)(veer_now_us() - start_us) / 1e6, txn_conf(t)->workers,
+              (unsigned long long)r->generation, txn_shutting_down(t) ? "true" : "false",
               r->maint ? "true" : "false");
     for (uint32_t i = 0; i < r->npools; i++) {
         sb_puts(&b, i ? "," : "");
@@ -101,11 +137,31 @@ static bool is(const char *p, size_t n, const char *word)
     return n == strlen(word) && memcmp(p, word, n) == 0;
 }
 
+/*
+ * PREFIX/liveness, PREFIX/readiness and PREFIX/status, whether answered or
+ * (enabled = false) proxied: maintenance never closes them. Only these, not
+ * every path under the prefix: with prefix "/" that would be every path.
+ */
+static bool own_path(const struct veer_conf *conf, const char *path, size_t len)
+{
+    static const char *const names[] = {"liveness", "readiness", "status"};
+    const char *prefix = he_keys(conf)->prefix;
+    size_t n = strlen(prefix);
+
+    while (n > 0 && prefix[n - 1] == '/')
+        n--;
+    if (len <= n + 1 || memcmp(path, prefix, n) != 0 || path[n] != '/')
+        return false;
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if (len - n - 1 == strlen(names[i]) && memcmp(path + n + 1, names[i], len - n - 1) == 0)
+            return true;
+    return false;
+}
+
 static int on_request_head(struct txn *t)
 {
-    const struct worker *w = txn_worker(t);
-    const struct routing *r = w->routing;
-    const struct conf_health_endpoints *hc = &w->conf->health_endpoints;
+    const struct routing *r = txn_routing(t);
+    const struct he_keys *hc = he_keys(txn_conf(t));
     size_t len, plen = strlen(hc->prefix);
     const char *path = txn_path(t, &len);
 
@@ -119,14 +175,16 @@ static int on_request_head(struct txn *t)
     if (is(path, len, "liveness"))
         return txn_respond(t, 200, NULL, "application/json", "{\"status\":\"alive\"}\n", 19);
     if (is(path, len, "readiness"))
-        return readiness(t, w, r);
+        return readiness(t, r);
     if (is(path, len, "status"))
-        return status(t, w, r);
+        return status(t, r);
     return VEER_DECLINED;
 }
 
 const struct veer_module module_health_endpoints = {
     .name = "health_endpoints",
+    .conf = {.keys = keys, .size = sizeof(struct he_conf), .defaults = defaults},
     .init = init,
+    .own_path = own_path,
     .on_request_head = on_request_head,
 };

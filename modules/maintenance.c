@@ -2,17 +2,37 @@
  * maintenance.c - maintenance mode: while it is on for every pool or for
  * the request's pool, new requests get 503 with Retry-After and a small
  * JSON body; requests already in flight finish. Paths on the allowlist
- * (maintenance.allow prefixes, and veer's health endpoints always) keep
- * being proxied or answered. The switch lives in the routing snapshot, so
- * turning it on or off is one atomic publish like any other change.
+ * (maintenance.allow prefixes, and always the modules' own endpoints: veer's
+ * health endpoints, module_own_path) keep being proxied or answered. The switch lives in the
+ * routing snapshot, so turning it on or off is one atomic publish like any other change.
+ *
+ * Its key: maintenance = { allow = ( "/admin" ); }; (maintenance.retry_after,
+ * the default of `maintenance on`, is the control plane's: conf.h).
  */
 #include "module.h"
 #include "routing.h"
-#include "session.h"
-#include "veer.h"
-#include "worker.h"
 
 #include <string.h>
+
+struct maint_conf {
+    struct conf_strings allow; /* path prefixes */
+};
+
+static const struct conf_field keys[] = {
+    CF_STRS(struct maint_conf, allow, conf_check_path),
+    CF_END,
+};
+
+static void defaults(void *obj)
+{
+    struct maint_conf *c = obj;
+
+    c->allow.v = veer_calloc(1, sizeof(char *));
+    c->allow.v[0] = veer_strdup("/admin");
+    c->allow.n = 1;
+}
+
+extern const struct veer_module module_maintenance;
 
 static bool prefix_of(const char *prefix, const char *path, size_t len)
 {
@@ -21,38 +41,20 @@ static bool prefix_of(const char *prefix, const char *path, size_t len)
     return len >= n && memcmp(path, prefix, n) == 0;
 }
 
-/*
- * veer's own health endpoints: PREFIX/liveness, PREFIX/readiness and
- * PREFIX/status, matched as health_endpoints.c matches them (a trailing
- * slash of the prefix does not count). Only these, not every path under the
- * prefix: with prefix "/" that would be every path.
- */
-static bool health_endpoint(const char *prefix, const char *path, size_t len)
-{
-    static const char *const names[] = {"liveness", "readiness", "status"};
-    size_t n = strlen(prefix);
-
-    while (n > 0 && prefix[n - 1] == '/')
-        n--;
-    if (len <= n + 1 || memcmp(path, prefix, n) != 0 || path[n] != '/')
-        return false;
-    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-        if (len - n - 1 == strlen(names[i]) && memcmp(path + n + 1, names[i], len - n - 1) == 0)
-            return true;
-    return false;
-}
-
+/* Exempt: veer's own endpoints, and the paths under maintenance.allow prefixes. */
 static bool allowed(const struct veer_conf *conf, const char *path, size_t len)
 {
-    for (int i = 0; i < conf->maintenance.nallow; i++)
-        if (prefix_of(conf->maintenance.allow[i], path, len))
+    const struct maint_conf *c = conf_section(conf, &module_maintenance.conf);
+
+    for (int i = 0; i < c->allow.n; i++)
+        if (prefix_of(c->allow.v[i], path, len))
             return true;
-    return health_endpoint(conf->health_endpoints.prefix, path, len);
+    return module_own_path(conf, path, len);
 }
 
 static int on_request_head(struct txn *t)
 {
-    const struct routing *r = txn_worker(t)->routing;
+    const struct routing *r = txn_routing(t);
     int pool = txn_pool_index(t);
     const struct snap_pool *p = (uint32_t)pool < r->npools ? &r->pools[pool] : NULL;
     char hdr[64], body[128];
@@ -64,14 +66,14 @@ static int on_request_head(struct txn *t)
     if (!r->maint && !(p && p->maint))
         return VEER_DECLINED;
     path = txn_path(t, &len);
-    if (allowed(txn_worker(t)->conf, path, len))
+    if (allowed(txn_conf(t), path, len))
         return VEER_DECLINED;
     hold_ms = p && p->maint ? p->maint_hold_ms : r->maint_hold_ms;
     if (hold_ms > 0) {
         /* Hold it for the window to end; only those still waiting at the deadline get 503. */
-        if (t->hold_deadline_us == 0)
-            t->hold_deadline_us = veer_now_us() + (uint64_t)hold_ms * 1000;
-        if (veer_now_us() < t->hold_deadline_us)
+        uint64_t deadline = txn_hold(t, (uint64_t)hold_ms * 1000);
+
+        if (veer_now_us() < deadline)
             return VEER_AGAIN;
     }
     retry = p && p->maint ? p->retry_after : r->retry_after;
@@ -83,5 +85,9 @@ static int on_request_head(struct txn *t)
 
 const struct veer_module module_maintenance = {
     .name = "maintenance",
+    .conf = {.group = "maintenance",
+             .keys = keys,
+             .size = sizeof(struct maint_conf),
+             .defaults = defaults},
     .on_request_head = on_request_head,
 };

@@ -23,8 +23,6 @@
 #include "veer.h"
 #include "worker.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -277,27 +275,6 @@ static void send_reconf(struct wreconf *rc)
     }
 }
 
-/*
- * Files the new configuration writes to, opened once before anything is
- * applied: a reload whose access log cannot be opened is refused whole
- * (the module would keep the old file while the reload said OK).
- */
-static int check_files(const struct veer_conf *oc, const struct veer_conf *nc, char *err,
-                       size_t len)
-{
-    int fd;
-
-    if (nc->access_log == NULL || (oc->access_log && strcmp(oc->access_log, nc->access_log) == 0))
-        return VEER_OK;
-    fd = open(nc->access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (fd < 0) {
-        snprintf(err, len, "%s: access_log %s: %s", nc->path, nc->access_log, strerror(errno));
-        return VEER_ERROR;
-    }
-    close(fd);
-    return VEER_OK;
-}
-
 int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
 {
     const struct veer_conf *oc = ctl.conf;
@@ -314,7 +291,7 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
         conf_free(nc);
         nc = NULL; /* a bad certificate keeps the running ones */
     }
-    if (nc && check_files(oc, nc, err, sizeof(err)) != VEER_OK) {
+    if (nc && module_check_all(oc, nc, err, sizeof(err)) != VEER_OK) {
         conf_free(nc);
         nc = NULL;
     }

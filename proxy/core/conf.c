@@ -1,14 +1,20 @@
 /*
  * conf.c - load a libconfig file into a validated struct veer_conf.
  *
- * The schema is a set of tables of struct field, one per libconfig group:
- * each row names a key, its type, its range and where the value lands in
- * the C struct. parse_group() walks the members of a group against its
- * table, so an unknown key, a wrong type or a value out of range is
+ * The schema is a set of tables of struct conf_field, one per libconfig
+ * group: each row names a key, its type, its range and where the value
+ * lands in the C struct. parse_group() walks the members of a group against
+ * its table, so an unknown key, a wrong type or a value out of range is
  * reported with the file and line of the offending setting. Checks that
  * involve several keys (shares against backends, listeners against pools,
  * duplicate names) run after the walk of the group that holds them.
  * Addresses are numeric: nothing here resolves a name.
+ *
+ * The modules' keys are not in these tables: each module declares its own
+ * rows in a struct conf_section, and conf_sections[] (the modules' table)
+ * lists them. A key of the top level, or of one of the top-level groups,
+ * that is not in conf.c's table is looked up there; what it parses to goes
+ * into that section's object in veer_conf.sections.
  */
 #include "conf.h"
 #include "veer.h"
@@ -26,62 +32,19 @@
 #include <unistd.h>
 
 /* Where we are while loading one file, and where errors go. */
-struct loader {
+struct conf_loader {
     const char *file; /* the path as the caller gave it */
     char *err;
     size_t errlen;
-    char where[256]; /* scratch for where() */
+    char where[256];        /* scratch for where() */
+    struct veer_conf *conf; /* being filled: its sections' objects take the modules' keys */
 };
-
-typedef int (*parse_fn)(struct loader *ld, const config_setting_t *s, void *obj);
-typedef const char *(*check_fn)(const char *value);
-
-enum field_kind {
-    K_INT,
-    K_INT64,
-    K_BOOL,
-    K_STRING,
-    K_GROUP,
-    K_CUSTOM,
-};
-
-/*
- * One key of a group. off is the offset of the target in the object the
- * group fills; a K_GROUP fills the sub-object at off with the table sub; a
- * K_CUSTOM parser gets the whole object, so it may set several fields.
- */
-struct field {
-    const char *name;
-    enum field_kind kind;
-    bool required;
-    size_t off;
-    long long min, max;
-    check_fn check;
-    const struct field *sub;
-    parse_fn parse;
-};
-
-/* Rows of the tables; the key is the member's name unless given. */
-// clang-format off
-#define F_INT(T, m, lo, hi)   {.name = #m, .kind = K_INT, .off = offsetof(T, m), \
-                               .min = (lo), .max = (hi)}
-#define F_INT64(T, m, lo, hi) {.name = #m, .kind = K_INT64, .off = offsetof(T, m), \
-                               .min = (lo), .max = (hi)}
-#define F_BOOL(T, m)          {.name = #m, .kind = K_BOOL, .off = offsetof(T, m)}
-#define F_STR(T, m, chk)      {.name = #m, .kind = K_STRING, .off = offsetof(T, m), .check = (chk)}
-#define F_REQ_STR(T, m, chk)  {.name = #m, .kind = K_STRING, .off = offsetof(T, m), \
-                               .check = (chk), .required = true}
-#define F_GROUP(T, m, tbl)    {.name = #m, .kind = K_GROUP, .off = offsetof(T, m), .sub = (tbl)}
-#define F_CUSTOM(key, fn)     {.name = (key), .kind = K_CUSTOM, .parse = (fn)}
-#define F_REQ_CUSTOM(key, fn) {.name = (key), .kind = K_CUSTOM, .parse = (fn), .required = true}
-#define F_END                 {.name = NULL}
-// clang-format on
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                   */
 
 /* Write "FILE:LINE: message" into the caller's buffer, if it gave one. */
-static void verror(struct loader *ld, const char *file, int line, const char *fmt, va_list ap)
+static void verror(struct conf_loader *ld, const char *file, int line, const char *fmt, va_list ap)
 {
     int n;
 
@@ -98,8 +61,8 @@ static void verror(struct loader *ld, const char *file, int line, const char *fm
  * @include) and line. The root group has no line of its own; errors about
  * the file as a whole point at line 1. Always returns -1.
  */
-__attribute__((format(printf, 3, 4))) static int fail(struct loader *ld, const config_setting_t *s,
-                                                      const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int
+fail(struct conf_loader *ld, const config_setting_t *s, const char *fmt, ...)
 {
     const char *file = ld->file;
     int line = 1;
@@ -117,7 +80,7 @@ __attribute__((format(printf, 3, 4))) static int fail(struct loader *ld, const c
 }
 
 /* Same, at an explicit file and line (syntax errors, unreadable files). */
-__attribute__((format(printf, 4, 5))) static int fail_at(struct loader *ld, const char *file,
+__attribute__((format(printf, 4, 5))) static int fail_at(struct conf_loader *ld, const char *file,
                                                          int line, const char *fmt, ...)
 {
     va_list ap;
@@ -149,7 +112,7 @@ static void build_path(const config_setting_t *s, char *buf, size_t len)
  * The path of s for an error message, in a buffer owned by the loader and
  * valid until the next call (so one per message).
  */
-static const char *where(struct loader *ld, const config_setting_t *s)
+static const char *where(struct conf_loader *ld, const config_setting_t *s)
 {
     ld->where[0] = '\0';
     build_path(s, ld->where, sizeof(ld->where));
@@ -180,7 +143,7 @@ static const char *check_group(const char *v)
     return NULL;
 }
 
-static const char *check_path(const char *v)
+const char *conf_check_path(const char *v)
 {
     return v[0] == '/' ? NULL : "must start with '/'";
 }
@@ -224,8 +187,8 @@ static const char *check_socket_path(const char *v)
 /* ------------------------------------------------------------------------ */
 /* Scalars                                                                  */
 
-static int range_error(struct loader *ld, const config_setting_t *s, long long lo, long long hi,
-                       long long v)
+static int range_error(struct conf_loader *ld, const config_setting_t *s, long long lo,
+                       long long hi, long long v)
 {
     if (hi >= INT_MAX)
         return fail(ld, s, "%s must be >= %lld (got %lld)", where(ld, s), lo, v);
@@ -233,7 +196,7 @@ static int range_error(struct loader *ld, const config_setting_t *s, long long l
 }
 
 /* An integer (libconfig int or int64) within lo..hi. */
-static int get_int(struct loader *ld, const config_setting_t *s, long long lo, long long hi,
+static int get_int(struct conf_loader *ld, const config_setting_t *s, long long lo, long long hi,
                    long long *out)
 {
     long long v;
@@ -247,7 +210,7 @@ static int get_int(struct loader *ld, const config_setting_t *s, long long lo, l
     return 0;
 }
 
-static int get_bool(struct loader *ld, const config_setting_t *s, bool *out)
+static int get_bool(struct conf_loader *ld, const config_setting_t *s, bool *out)
 {
     if (config_setting_type(s) != CONFIG_TYPE_BOOL)
         return fail(ld, s, "%s must be true or false", where(ld, s));
@@ -256,7 +219,7 @@ static int get_bool(struct loader *ld, const config_setting_t *s, bool *out)
 }
 
 /* A non-empty string that passes check (if any), without allocating. */
-static int peek_string(struct loader *ld, const config_setting_t *s, check_fn check,
+static int peek_string(struct conf_loader *ld, const config_setting_t *s, conf_check_fn check,
                        const char **out)
 {
     const char *v, *why;
@@ -274,7 +237,8 @@ static int peek_string(struct loader *ld, const config_setting_t *s, check_fn ch
 }
 
 /* As peek_string, then replace *out (freeing a default) with a copy. */
-static int get_string(struct loader *ld, const config_setting_t *s, check_fn check, char **out)
+static int get_string(struct conf_loader *ld, const config_setting_t *s, conf_check_fn check,
+                      char **out)
 {
     const char *v;
 
@@ -296,7 +260,7 @@ static bool is_group_list(const config_setting_t *s)
  * Replace *out (freeing the previous list, e.g. a default) with the
  * strings of a list or array; each element must pass check.
  */
-static int get_string_list(struct loader *ld, const config_setting_t *s, check_fn check,
+static int get_string_list(struct conf_loader *ld, const config_setting_t *s, conf_check_fn check,
                            char ***out, int *count)
 {
     int i, n;
@@ -318,39 +282,42 @@ static int get_string_list(struct loader *ld, const config_setting_t *s, check_f
 /* ------------------------------------------------------------------------ */
 /* Groups against tables                                                    */
 
-static int parse_group(struct loader *ld, const config_setting_t *s, const struct field *fields,
-                       void *obj);
+static int parse_group(struct conf_loader *ld, const config_setting_t *s,
+                       const struct conf_field *fields, void *obj);
 
-static int parse_member(struct loader *ld, const config_setting_t *s, const struct field *f,
-                        void *obj)
+static int parse_member(struct conf_loader *ld, const config_setting_t *s,
+                        const struct conf_field *f, void *obj)
 {
     char *p = (char *)obj + f->off;
     long long v;
 
     switch (f->kind) {
-    case K_INT:
+    case CONF_K_INT:
         if (get_int(ld, s, f->min, f->max, &v) < 0)
             return -1;
         *(int *)p = (int)v;
         return 0;
-    case K_INT64:
+    case CONF_K_INT64:
         if (get_int(ld, s, f->min, f->max, &v) < 0)
             return -1;
         *(int64_t *)p = v;
         return 0;
-    case K_BOOL:
+    case CONF_K_BOOL:
         return get_bool(ld, s, (bool *)p);
-    case K_STRING:
+    case CONF_K_STRING:
         return get_string(ld, s, f->check, (char **)p);
-    case K_GROUP:
+    case CONF_K_STRINGS:
+        return get_string_list(ld, s, f->check, &((struct conf_strings *)p)->v,
+                               &((struct conf_strings *)p)->n);
+    case CONF_K_GROUP:
         return parse_group(ld, s, f->sub, p);
-    case K_CUSTOM:
+    case CONF_K_CUSTOM:
         return f->parse(ld, s, obj);
     }
     return -1;
 }
 
-static const struct field *find_field(const struct field *fields, const char *name)
+static const struct conf_field *find_field(const struct conf_field *fields, const char *name)
 {
     for (; fields->name != NULL; fields++)
         if (strcmp(fields->name, name) == 0)
@@ -358,7 +325,39 @@ static const struct field *find_field(const struct field *fields, const char *na
     return NULL;
 }
 
-static int unknown_key(struct loader *ld, const config_setting_t *group, const config_setting_t *m)
+/*
+ * The row of a module's key NAME in group s (the top level, or one of the
+ * top-level groups) and, in *obj, the object of the section it belongs to;
+ * NULL when no section has that key there.
+ */
+static const struct conf_field *section_field(struct conf_loader *ld, const config_setting_t *s,
+                                              const char *name, void **obj)
+{
+    const char *group = NULL;
+    const struct conf_field *f;
+
+    if (!config_setting_is_root(s)) {
+        if (!config_setting_is_root(config_setting_parent(s)))
+            return NULL;
+        group = config_setting_name(s);
+    }
+    for (int i = 0; conf_sections[i] != NULL; i++) {
+        const struct conf_section *sec = conf_sections[i];
+
+        if (sec->keys == NULL || (sec->group == NULL) != (group == NULL) ||
+            (group != NULL && strcmp(sec->group, group) != 0))
+            continue;
+        f = find_field(sec->keys, name);
+        if (f != NULL) {
+            *obj = ld->conf->sections[i];
+            return f;
+        }
+    }
+    return NULL;
+}
+
+static int unknown_key(struct conf_loader *ld, const config_setting_t *group,
+                       const config_setting_t *m)
 {
     if (config_setting_is_root(group))
         return fail(ld, m, "unknown key '%s'", config_setting_name(m));
@@ -366,25 +365,29 @@ static int unknown_key(struct loader *ld, const config_setting_t *group, const c
 }
 
 /*
- * Fill obj from the group s: every member must be a key of fields and
- * valid; every required key must be present. Defaults are whatever obj
+ * Fill obj from the group s: every member must be a key of fields (or of a
+ * module's section, which fills the section's object instead) and valid;
+ * every required key of fields must be present. Defaults are whatever obj
  * held before the call.
  */
-static int parse_group(struct loader *ld, const config_setting_t *s, const struct field *fields,
-                       void *obj)
+static int parse_group(struct conf_loader *ld, const config_setting_t *s,
+                       const struct conf_field *fields, void *obj)
 {
-    const struct field *f;
+    const struct conf_field *f;
     int i;
 
     if (!config_setting_is_group(s))
         return fail(ld, s, "%s must be a group: { key = value; ... }", where(ld, s));
     for (i = 0; i < config_setting_length(s); i++) {
         const config_setting_t *m = config_setting_get_elem(s, i);
+        void *target = obj;
 
         f = find_field(fields, config_setting_name(m));
         if (f == NULL)
+            f = section_field(ld, s, config_setting_name(m), &target);
+        if (f == NULL)
             return unknown_key(ld, s, m);
-        if (parse_member(ld, m, f, obj) < 0)
+        if (parse_member(ld, m, f, target) < 0)
             return -1;
     }
     for (f = fields; f->name != NULL; f++) {
@@ -518,7 +521,7 @@ int conf_parse_addr(const char *text, bool allow_port0, struct conf_addr *out, c
     return 0;
 }
 
-static int get_addr(struct loader *ld, const config_setting_t *s, bool allow_port0,
+static int get_addr(struct conf_loader *ld, const config_setting_t *s, bool allow_port0,
                     struct conf_addr *out)
 {
     char why[256];
@@ -532,10 +535,10 @@ static int get_addr(struct loader *ld, const config_setting_t *s, bool allow_por
 }
 
 /* ------------------------------------------------------------------------ */
-/* admin, timeouts, limits, health_endpoints, maintenance, cluster          */
+/* admin, timeouts, limits, maintenance, cluster                            */
 
 /* admin.mode: a string of octal digits, as chmod takes it ("0660"). */
-static int parse_admin_mode(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_admin_mode(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_admin *admin = obj;
     const char *v, *p;
@@ -558,7 +561,7 @@ static int parse_admin_mode(struct loader *ld, const config_setting_t *s, void *
     return 0;
 }
 
-static int parse_admin_http(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_admin_http(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_admin *admin = obj;
 
@@ -568,14 +571,14 @@ static int parse_admin_http(struct loader *ld, const config_setting_t *s, void *
     return 0;
 }
 
-static const struct field admin_tls_fields[] = {
-    F_REQ_STR(struct conf_admin_tls, cert, NULL),
-    F_REQ_STR(struct conf_admin_tls, key, NULL),
-    F_STR(struct conf_admin_tls, client_ca, NULL),
-    F_END,
+static const struct conf_field admin_tls_fields[] = {
+    CF_REQ_STR(struct conf_admin_tls, cert, NULL),
+    CF_REQ_STR(struct conf_admin_tls, key, NULL),
+    CF_STR(struct conf_admin_tls, client_ca, NULL),
+    CF_END,
 };
 
-static int parse_admin_tls(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_admin_tls(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_admin *admin = obj;
 
@@ -584,57 +587,44 @@ static int parse_admin_tls(struct loader *ld, const config_setting_t *s, void *o
     return parse_group(ld, s, admin_tls_fields, admin->http_tls);
 }
 
-static const struct field admin_fields[] = {
-    F_STR(struct conf_admin, socket, check_socket_path),
-    F_CUSTOM("mode", parse_admin_mode),
-    F_STR(struct conf_admin, owner, NULL),
-    F_STR(struct conf_admin, group, NULL),
-    F_CUSTOM("http", parse_admin_http),
-    F_CUSTOM("http_tls", parse_admin_tls),
-    F_END,
+static const struct conf_field admin_fields[] = {
+    CF_STR(struct conf_admin, socket, check_socket_path),
+    CF_CUSTOM("mode", parse_admin_mode),
+    CF_STR(struct conf_admin, owner, NULL),
+    CF_STR(struct conf_admin, group, NULL),
+    CF_CUSTOM("http", parse_admin_http),
+    CF_CUSTOM("http_tls", parse_admin_tls),
+    CF_END,
 };
 
-static const struct field timeout_fields[] = {
-    F_INT(struct conf_timeouts, connect_ms, 1, INT_MAX),
-    F_INT(struct conf_timeouts, client_header_ms, 1, INT_MAX),
-    F_INT(struct conf_timeouts, idle_ms, 1, INT_MAX),
-    F_INT(struct conf_timeouts, quiet_ms, 1, INT_MAX),
-    F_INT(struct conf_timeouts, upstream_response_ms, 1, INT_MAX),
-    F_INT(struct conf_timeouts, drain_ms, 1, INT_MAX),
-    F_INT(struct conf_timeouts, shutdown_ms, 1, INT_MAX),
-    F_END,
+static const struct conf_field timeout_fields[] = {
+    CF_INT(struct conf_timeouts, connect_ms, 1, INT_MAX),
+    CF_INT(struct conf_timeouts, client_header_ms, 1, INT_MAX),
+    CF_INT(struct conf_timeouts, idle_ms, 1, INT_MAX),
+    CF_INT(struct conf_timeouts, quiet_ms, 1, INT_MAX),
+    CF_INT(struct conf_timeouts, upstream_response_ms, 1, INT_MAX),
+    CF_INT(struct conf_timeouts, drain_ms, 1, INT_MAX),
+    CF_INT(struct conf_timeouts, shutdown_ms, 1, INT_MAX),
+    CF_END,
 };
 
-static const struct field limit_fields[] = {
-    F_INT(struct conf_limits, max_connections, 1, INT_MAX),
-    F_INT(struct conf_limits, max_connections_per_worker, 0, INT_MAX),
-    F_INT(struct conf_limits, request_line_bytes, 64, CONF_HEAD_BYTES_MAX),
-    F_INT(struct conf_limits, header_bytes, 256, CONF_HEAD_BYTES_MAX),
-    F_INT(struct conf_limits, header_count, 1, 10000),
-    F_INT64(struct conf_limits, body_bytes, 0, INT64_MAX),
-    F_END,
+static const struct conf_field limit_fields[] = {
+    CF_INT(struct conf_limits, max_connections, 1, INT_MAX),
+    CF_INT(struct conf_limits, max_connections_per_worker, 0, INT_MAX),
+    CF_INT(struct conf_limits, request_line_bytes, 64, CONF_HEAD_BYTES_MAX),
+    CF_INT(struct conf_limits, header_bytes, 256, CONF_HEAD_BYTES_MAX),
+    CF_INT(struct conf_limits, header_count, 1, 10000),
+    CF_INT64(struct conf_limits, body_bytes, 0, INT64_MAX),
+    CF_END,
 };
 
-static const struct field health_endpoint_fields[] = {
-    F_STR(struct conf_health_endpoints, prefix, check_path),
-    F_BOOL(struct conf_health_endpoints, enabled),
-    F_END,
+/* maintenance.allow is in the maintenance module's section. */
+static const struct conf_field maintenance_fields[] = {
+    CF_INT(struct conf_maintenance, retry_after, 0, INT_MAX),
+    CF_END,
 };
 
-static int parse_allow(struct loader *ld, const config_setting_t *s, void *obj)
-{
-    struct conf_maintenance *m = obj;
-
-    return get_string_list(ld, s, check_path, &m->allow, &m->nallow);
-}
-
-static const struct field maintenance_fields[] = {
-    F_CUSTOM("allow", parse_allow),
-    F_INT(struct conf_maintenance, retry_after, 0, INT_MAX),
-    F_END,
-};
-
-static int parse_etcd(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_etcd(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_cluster *c = obj;
 
@@ -645,11 +635,11 @@ static int parse_etcd(struct loader *ld, const config_setting_t *s, void *obj)
     return 0;
 }
 
-static const struct field cluster_fields[] = {
-    F_CUSTOM("etcd", parse_etcd),
-    F_STR(struct conf_cluster, prefix, NULL),
-    F_STR(struct conf_cluster, instance, check_name),
-    F_END,
+static const struct conf_field cluster_fields[] = {
+    CF_CUSTOM("etcd", parse_etcd),
+    CF_STR(struct conf_cluster, prefix, NULL),
+    CF_STR(struct conf_cluster, instance, check_name),
+    CF_END,
 };
 
 /*
@@ -657,7 +647,7 @@ static const struct field cluster_fields[] = {
  * the prefix of the reference config and this host's name as the instance
  * (a fixed default would give every instance of a fleet the same identity).
  */
-static int parse_cluster(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_cluster(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_cluster *c = &((struct veer_conf *)obj)->cluster;
     char host[256] = "";
@@ -676,14 +666,14 @@ static int parse_cluster(struct loader *ld, const config_setting_t *s, void *obj
 /* ------------------------------------------------------------------------ */
 /* listen                                                                   */
 
-static const struct field cert_fields[] = {
-    F_REQ_STR(struct conf_tls_cert, cert, NULL),
-    F_REQ_STR(struct conf_tls_cert, key, NULL),
-    F_STR(struct conf_tls_cert, ocsp, NULL),
-    F_END,
+static const struct conf_field cert_fields[] = {
+    CF_REQ_STR(struct conf_tls_cert, cert, NULL),
+    CF_REQ_STR(struct conf_tls_cert, key, NULL),
+    CF_STR(struct conf_tls_cert, ocsp, NULL),
+    CF_END,
 };
 
-static int parse_certificates(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_certificates(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_tls *tls = obj;
     int i, n;
@@ -706,14 +696,14 @@ static int parse_certificates(struct loader *ld, const config_setting_t *s, void
     return 0;
 }
 
-static const struct field listen_tls_fields[] = {
-    F_REQ_CUSTOM("certificates", parse_certificates),
-    F_STR(struct conf_tls, protocols, check_protocols),
-    F_STR(struct conf_tls, ciphers, NULL),
-    F_END,
+static const struct conf_field listen_tls_fields[] = {
+    CF_REQ_CUSTOM("certificates", parse_certificates),
+    CF_STR(struct conf_tls, protocols, check_protocols),
+    CF_STR(struct conf_tls, ciphers, NULL),
+    CF_END,
 };
 
-static int parse_listen_tls(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_listen_tls(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_listen *l = obj;
 
@@ -723,16 +713,16 @@ static int parse_listen_tls(struct loader *ld, const config_setting_t *s, void *
     return parse_group(ld, s, listen_tls_fields, l->tls);
 }
 
-static int parse_listen_address(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_listen_address(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     return get_addr(ld, s, true, &((struct conf_listen *)obj)->addr);
 }
 
-static const struct field listen_fields[] = {
-    F_REQ_CUSTOM("address", parse_listen_address),
-    F_REQ_STR(struct conf_listen, pool, check_name),
-    F_CUSTOM("tls", parse_listen_tls),
-    F_END,
+static const struct conf_field listen_fields[] = {
+    CF_REQ_CUSTOM("address", parse_listen_address),
+    CF_REQ_STR(struct conf_listen, pool, check_name),
+    CF_CUSTOM("tls", parse_listen_tls),
+    CF_END,
 };
 
 static unsigned addr_port(const struct conf_addr *a)
@@ -746,7 +736,7 @@ static unsigned addr_port(const struct conf_addr *a)
  * Two listeners on one address and port (port 0 excepted: each gets its
  * own). seen indexes the addresses of the listeners before i.
  */
-static int check_listen_duplicate(struct loader *ld, const struct veer_conf *conf, int i,
+static int check_listen_duplicate(struct conf_loader *ld, const struct veer_conf *conf, int i,
                                   const config_setting_t *e, struct hmap *seen)
 {
     const struct conf_addr *a = &conf->listens[i].addr;
@@ -761,7 +751,7 @@ static int check_listen_duplicate(struct loader *ld, const struct veer_conf *con
                 "duplicate listen address %s (also at line %d)", a->text, conf->listens[*j].line);
 }
 
-static int parse_listens(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_listens(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct veer_conf *conf = obj;
     struct hmap seen = {0};
@@ -792,47 +782,47 @@ static int parse_listens(struct loader *ld, const config_setting_t *s, void *obj
 /* ------------------------------------------------------------------------ */
 /* pools                                                                    */
 
-static const struct field health_fields[] = {
-    F_STR(struct conf_health, path, check_path),
-    F_INT(struct conf_health, interval_ms, 1, INT_MAX),
-    F_INT(struct conf_health, timeout_ms, 1, INT_MAX),
-    F_INT(struct conf_health, rise, 1, INT_MAX),
-    F_INT(struct conf_health, fall, 1, INT_MAX),
-    F_END,
+static const struct conf_field health_fields[] = {
+    CF_STR(struct conf_health, path, conf_check_path),
+    CF_INT(struct conf_health, interval_ms, 1, INT_MAX),
+    CF_INT(struct conf_health, timeout_ms, 1, INT_MAX),
+    CF_INT(struct conf_health, rise, 1, INT_MAX),
+    CF_INT(struct conf_health, fall, 1, INT_MAX),
+    CF_END,
 };
 
-static const struct field retries_fields[] = {
-    F_INT(struct conf_retries, count, 0, 10),
-    F_INT(struct conf_retries, base_ms, 1, INT_MAX),
-    F_INT(struct conf_retries, cap_ms, 1, INT_MAX),
-    F_INT(struct conf_retries, budget_percent, 0, 100),
-    F_END,
+static const struct conf_field retries_fields[] = {
+    CF_INT(struct conf_retries, count, 0, 10),
+    CF_INT(struct conf_retries, base_ms, 1, INT_MAX),
+    CF_INT(struct conf_retries, cap_ms, 1, INT_MAX),
+    CF_INT(struct conf_retries, budget_percent, 0, 100),
+    CF_END,
 };
 
-static const struct field breaker_fields[] = {
-    F_INT(struct conf_breaker, failures, 1, INT_MAX),
-    F_INT(struct conf_breaker, window_ms, 1, INT_MAX),
-    F_INT(struct conf_breaker, cooldown_ms, 1, INT_MAX),
-    F_INT(struct conf_breaker, half_open_successes, 1, INT_MAX),
-    F_INT(struct conf_breaker, max_ejection_percent, 0, 100),
-    F_END,
+static const struct conf_field breaker_fields[] = {
+    CF_INT(struct conf_breaker, failures, 1, INT_MAX),
+    CF_INT(struct conf_breaker, window_ms, 1, INT_MAX),
+    CF_INT(struct conf_breaker, cooldown_ms, 1, INT_MAX),
+    CF_INT(struct conf_breaker, half_open_successes, 1, INT_MAX),
+    CF_INT(struct conf_breaker, max_ejection_percent, 0, 100),
+    CF_END,
 };
 
-static const struct field sticky_fields[] = {
-    F_STR(struct conf_sticky, header, check_token),
-    F_STR(struct conf_sticky, cookie, check_token),
-    F_BOOL(struct conf_sticky, client_address),
-    F_END,
+static const struct conf_field sticky_fields[] = {
+    CF_STR(struct conf_sticky, header, check_token),
+    CF_STR(struct conf_sticky, cookie, check_token),
+    CF_BOOL(struct conf_sticky, client_address),
+    CF_END,
 };
 
-static const struct field upstream_tls_fields[] = {
-    F_BOOL(struct conf_upstream_tls, verify),
-    F_STR(struct conf_upstream_tls, ca, NULL),
-    F_STR(struct conf_upstream_tls, sni, NULL),
-    F_END,
+static const struct conf_field upstream_tls_fields[] = {
+    CF_BOOL(struct conf_upstream_tls, verify),
+    CF_STR(struct conf_upstream_tls, ca, NULL),
+    CF_STR(struct conf_upstream_tls, sni, NULL),
+    CF_END,
 };
 
-static int parse_balance(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_balance(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     static const char *const names[] = {
         [BALANCE_SWRR] = "swrr",
@@ -854,7 +844,7 @@ static int parse_balance(struct loader *ld, const config_setting_t *s, void *obj
     return fail(ld, s, "%s must be one of swrr, leastconn, p2c (got \"%s\")", where(ld, s), v);
 }
 
-static int parse_health(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_health(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_pool *p = obj;
 
@@ -862,7 +852,7 @@ static int parse_health(struct loader *ld, const config_setting_t *s, void *obj)
     return parse_group(ld, s, health_fields, &p->health);
 }
 
-static int parse_retries(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_retries(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_retries *r = &((struct conf_pool *)obj)->retries;
     const config_setting_t *cap;
@@ -876,7 +866,7 @@ static int parse_retries(struct loader *ld, const config_setting_t *s, void *obj
                 r->cap_ms, r->base_ms);
 }
 
-static int parse_sticky(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_sticky(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_pool *p = obj;
     struct conf_sticky *st = &p->sticky;
@@ -890,7 +880,7 @@ static int parse_sticky(struct loader *ld, const config_setting_t *s, void *obj)
     return 0;
 }
 
-static int parse_headroom(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_headroom(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_pool *p = obj;
     double v;
@@ -907,7 +897,7 @@ static int parse_headroom(struct loader *ld, const config_setting_t *s, void *ob
     return 0;
 }
 
-static int parse_upstream_tls(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_upstream_tls(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_pool *p = obj;
 
@@ -915,21 +905,21 @@ static int parse_upstream_tls(struct loader *ld, const config_setting_t *s, void
     return parse_group(ld, s, upstream_tls_fields, &p->tls);
 }
 
-static int parse_backend_address(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_backend_address(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     return get_addr(ld, s, false, &((struct conf_backend *)obj)->addr);
 }
 
-static const struct field backend_fields[] = {
-    F_REQ_STR(struct conf_backend, name, check_name),
-    F_REQ_CUSTOM("address", parse_backend_address),
-    F_INT(struct conf_backend, weight, 0, 1000),
-    F_STR(struct conf_backend, group, check_group),
-    F_END,
+static const struct conf_field backend_fields[] = {
+    CF_REQ_STR(struct conf_backend, name, check_name),
+    CF_REQ_CUSTOM("address", parse_backend_address),
+    CF_INT(struct conf_backend, weight, 0, 1000),
+    CF_STR(struct conf_backend, group, check_group),
+    CF_END,
 };
 
 /* Index backend i of p by name; an error when an earlier backend has that name. */
-static int check_backend_duplicate(struct loader *ld, struct conf_pool *p, int i,
+static int check_backend_duplicate(struct conf_loader *ld, struct conf_pool *p, int i,
                                    const config_setting_t *e)
 {
     uintptr_t *j = hmap_insert_str(&p->backend_index, p->backends[i].name, (uintptr_t)i);
@@ -941,7 +931,7 @@ static int check_backend_duplicate(struct loader *ld, struct conf_pool *p, int i
                 where(ld, config_setting_parent(e)), p->backends[*j].line);
 }
 
-static int parse_backends(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_backends(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_pool *p = obj;
     int i, n = config_setting_length(s);
@@ -965,7 +955,7 @@ static int parse_backends(struct loader *ld, const config_setting_t *s, void *ob
 }
 
 /* shares = { blue = 90; green = 10; }: whole percent per group. */
-static int parse_shares(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_shares(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct conf_pool *p = obj;
     int i, n;
@@ -989,22 +979,22 @@ static int parse_shares(struct loader *ld, const config_setting_t *s, void *obj)
     return 0;
 }
 
-static const struct field pool_fields[] = {
-    F_REQ_STR(struct conf_pool, name, check_name),
-    F_CUSTOM("balance", parse_balance),
-    F_CUSTOM("health", parse_health),
-    F_CUSTOM("retries", parse_retries),
-    F_GROUP(struct conf_pool, breaker, breaker_fields),
-    F_INT(struct conf_pool, slow_start_ms, 0, INT_MAX),
-    F_INT(struct conf_pool, hold_ms, 0, INT_MAX),
-    F_INT64(struct conf_pool, body_bytes, 0, INT64_MAX),
-    F_STR(struct conf_pool, override_header, check_token),
-    F_CUSTOM("sticky", parse_sticky),
-    F_CUSTOM("capacity_headroom", parse_headroom),
-    F_CUSTOM("tls", parse_upstream_tls),
-    F_CUSTOM("backends", parse_backends),
-    F_CUSTOM("shares", parse_shares),
-    F_END,
+static const struct conf_field pool_fields[] = {
+    CF_REQ_STR(struct conf_pool, name, check_name),
+    CF_CUSTOM("balance", parse_balance),
+    CF_CUSTOM("health", parse_health),
+    CF_CUSTOM("retries", parse_retries),
+    CF_GROUP(struct conf_pool, breaker, breaker_fields),
+    CF_INT(struct conf_pool, slow_start_ms, 0, INT_MAX),
+    CF_INT(struct conf_pool, hold_ms, 0, INT_MAX),
+    CF_INT64(struct conf_pool, body_bytes, 0, INT64_MAX),
+    CF_STR(struct conf_pool, override_header, check_token),
+    CF_CUSTOM("sticky", parse_sticky),
+    CF_CUSTOM("capacity_headroom", parse_headroom),
+    CF_CUSTOM("tls", parse_upstream_tls),
+    CF_CUSTOM("backends", parse_backends),
+    CF_CUSTOM("shares", parse_shares),
+    CF_END,
 };
 
 /*
@@ -1041,7 +1031,8 @@ static void share_weights(const struct conf_pool *p, int64_t *gw, int *missing)
  * 100, and no share > 0 for a group whose weights are all 0 (its traffic
  * would have nowhere to go).
  */
-static int check_shares(struct loader *ld, const struct conf_pool *p, const config_setting_t *s)
+static int check_shares(struct conf_loader *ld, const struct conf_pool *p,
+                        const config_setting_t *s)
 {
     int64_t *gw = veer_calloc(p->nshares ? p->nshares : 1, sizeof(*gw));
     int i, sum = 0, missing, rc = 0;
@@ -1085,7 +1076,7 @@ static void pool_defaults(struct conf_pool *p)
     p->tls.verify = true;
 }
 
-static int parse_pool(struct loader *ld, const config_setting_t *e, struct conf_pool *p)
+static int parse_pool(struct conf_loader *ld, const config_setting_t *e, struct conf_pool *p)
 {
     const config_setting_t *shares;
 
@@ -1097,7 +1088,7 @@ static int parse_pool(struct loader *ld, const config_setting_t *e, struct conf_
     return shares ? check_shares(ld, p, shares) : 0;
 }
 
-static int parse_pools(struct loader *ld, const config_setting_t *s, void *obj)
+static int parse_pools(struct conf_loader *ld, const config_setting_t *s, void *obj)
 {
     struct veer_conf *conf = obj;
     int i, n = config_setting_length(s);
@@ -1127,20 +1118,18 @@ static int parse_pools(struct loader *ld, const config_setting_t *s, void *obj)
 /* ------------------------------------------------------------------------ */
 /* The file                                                                 */
 
-static const struct field top_fields[] = {
-    F_INT(struct veer_conf, workers, 1, 256),
-    F_REQ_CUSTOM("listen", parse_listens),
-    F_GROUP(struct veer_conf, admin, admin_fields),
-    F_GROUP(struct veer_conf, timeouts, timeout_fields),
-    F_GROUP(struct veer_conf, limits, limit_fields),
-    F_GROUP(struct veer_conf, health_endpoints, health_endpoint_fields),
-    F_STR(struct veer_conf, state_file, NULL),
-    F_STR(struct veer_conf, audit_log, NULL),
-    F_STR(struct veer_conf, access_log, NULL),
-    F_GROUP(struct veer_conf, maintenance, maintenance_fields),
-    F_CUSTOM("cluster", parse_cluster),
-    F_REQ_CUSTOM("pools", parse_pools),
-    F_END,
+static const struct conf_field top_fields[] = {
+    CF_INT(struct veer_conf, workers, 1, 256),
+    CF_REQ_CUSTOM("listen", parse_listens),
+    CF_GROUP(struct veer_conf, admin, admin_fields),
+    CF_GROUP(struct veer_conf, timeouts, timeout_fields),
+    CF_GROUP(struct veer_conf, limits, limit_fields),
+    CF_STR(struct veer_conf, state_file, NULL),
+    CF_STR(struct veer_conf, audit_log, NULL),
+    CF_GROUP(struct veer_conf, maintenance, maintenance_fields),
+    CF_CUSTOM("cluster", parse_cluster),
+    CF_REQ_CUSTOM("pools", parse_pools),
+    CF_END,
 };
 
 static void conf_defaults(struct veer_conf *conf)
@@ -1163,16 +1152,28 @@ static void conf_defaults(struct veer_conf *conf)
                                         .header_bytes = 32768,
                                         .header_count = 100,
                                         .body_bytes = 0};
-    conf->health_endpoints.prefix = veer_strdup("/api/health");
-    conf->health_endpoints.enabled = true;
-    conf->maintenance.allow = veer_calloc(1, sizeof(char *));
-    conf->maintenance.allow[0] = veer_strdup("/admin");
-    conf->maintenance.nallow = 1;
     conf->maintenance.retry_after = 30;
 }
 
+/* One object per section, zeroed, then its defaults. */
+static void sections_create(struct veer_conf *conf)
+{
+    int i, n = 0;
+
+    while (conf_sections[n] != NULL)
+        n++;
+    conf->sections = veer_calloc((size_t)n + 1, sizeof(void *));
+    for (i = 0; i < n; i++) {
+        if (conf_sections[i]->keys == NULL)
+            continue;
+        conf->sections[i] = veer_calloc(1, conf_sections[i]->size);
+        if (conf_sections[i]->defaults)
+            conf_sections[i]->defaults(conf->sections[i]);
+    }
+}
+
 /* Every listener must name a pool; remember its index. */
-static int resolve_listeners(struct loader *ld, const config_setting_t *root,
+static int resolve_listeners(struct conf_loader *ld, const config_setting_t *root,
                              struct veer_conf *conf)
 {
     const config_setting_t *list = config_setting_get_member(root, "listen");
@@ -1244,7 +1245,8 @@ static const char *scan_number(const char *p, const char *end, bool neg, bool *b
  * Scan the text libconfig accepted and refuse such literals, rather than
  * run with a value the operator never wrote.
  */
-static int scan_wide_ints(struct loader *ld, const char *file, const char *text, const char *end)
+static int scan_wide_ints(struct conf_loader *ld, const char *file, const char *text,
+                          const char *end)
 {
     const char *p = text, *next;
     int line = 1;
@@ -1295,7 +1297,7 @@ static int read_all(const char *name, char **out, size_t *len)
     return 0;
 }
 
-static int check_wide_ints(struct loader *ld, const config_t *cf)
+static int check_wide_ints(struct conf_loader *ld, const config_t *cf)
 {
     unsigned int i;
     char *text;
@@ -1312,7 +1314,7 @@ static int check_wide_ints(struct loader *ld, const config_t *cf)
 }
 
 /* Parse the file; syntax and I/O errors become "FILE:LINE: message". */
-static int read_config(struct loader *ld, config_t *cf)
+static int read_config(struct conf_loader *ld, config_t *cf)
 {
     FILE *f;
 
@@ -1330,7 +1332,7 @@ static int read_config(struct loader *ld, config_t *cf)
 
 struct veer_conf *conf_load(const char *path, char *err, size_t errlen)
 {
-    struct loader ld = {.file = path, .err = err, .errlen = errlen};
+    struct conf_loader ld = {.file = path, .err = err, .errlen = errlen};
     struct veer_conf *conf = NULL;
     config_t cf;
 
@@ -1340,6 +1342,8 @@ struct veer_conf *conf_load(const char *path, char *err, size_t errlen)
     conf = veer_calloc(1, sizeof(*conf));
     conf->path = veer_strdup(path);
     conf_defaults(conf);
+    sections_create(conf);
+    ld.conf = conf;
     if (parse_group(&ld, config_root_setting(&cf), top_fields, conf) < 0 ||
         resolve_listeners(&ld, config_root_setting(&cf), conf) < 0)
         goto fail;
@@ -1407,6 +1411,41 @@ static void free_pool(struct conf_pool *p)
     free(p->shares);
 }
 
+/* Free the strings and string lists the rows of fields filled in obj. */
+static void free_fields(const struct conf_field *fields, char *obj)
+{
+    const struct conf_field *f;
+
+    for (f = fields; f->name != NULL; f++) {
+        if (f->kind == CONF_K_STRING) {
+            free(*(char **)(obj + f->off));
+        } else if (f->kind == CONF_K_STRINGS) {
+            struct conf_strings *l = (struct conf_strings *)(obj + f->off);
+
+            free_strings(l->v, l->n);
+        } else if (f->kind == CONF_K_GROUP) {
+            free_fields(f->sub, obj + f->off);
+        }
+    }
+}
+
+static void sections_free(struct veer_conf *conf)
+{
+    int i;
+
+    if (conf->sections == NULL)
+        return;
+    for (i = 0; conf_sections[i] != NULL; i++) {
+        if (conf->sections[i] == NULL)
+            continue;
+        free_fields(conf_sections[i]->keys, conf->sections[i]);
+        if (conf_sections[i]->free)
+            conf_sections[i]->free(conf->sections[i]);
+        free(conf->sections[i]);
+    }
+    free(conf->sections);
+}
+
 /* Free conf and everything it owns; conf may be partly filled, or NULL. */
 void conf_free(struct veer_conf *conf)
 {
@@ -1432,11 +1471,9 @@ void conf_free(struct veer_conf *conf)
     free(conf->admin.socket);
     free(conf->admin.owner);
     free(conf->admin.group);
-    free(conf->health_endpoints.prefix);
     free(conf->state_file);
     free(conf->audit_log);
-    free(conf->access_log);
-    free_strings(conf->maintenance.allow, conf->maintenance.nallow);
+    sections_free(conf);
     free_strings(conf->cluster.etcd, conf->cluster.netcd);
     free(conf->cluster.prefix);
     free(conf->cluster.instance);
@@ -1456,4 +1493,54 @@ const struct conf_backend *conf_find_backend(const struct conf_pool *p, const ch
     uintptr_t *i = p ? hmap_find_str(&p->backend_index, name) : NULL;
 
     return i ? &p->backends[*i] : NULL;
+}
+
+const void *conf_section(const struct veer_conf *conf, const struct conf_section *sec)
+{
+    for (int i = 0; conf_sections[i] != NULL; i++)
+        if (conf_sections[i] == sec)
+            return conf->sections[i];
+    return NULL;
+}
+
+/* The value of dotted key in obj, filled by the rows of fields; NULL when none has it. */
+static const void *field_value(const struct conf_field *fields, const char *obj, const char *key)
+{
+    const char *dot = strchr(key, '.');
+    size_t n = dot ? (size_t)(dot - key) : strlen(key);
+    const struct conf_field *f;
+
+    for (f = fields; f->name != NULL; f++) {
+        if (strlen(f->name) != n || memcmp(f->name, key, n) != 0)
+            continue;
+        if (f->kind == CONF_K_CUSTOM)
+            return NULL;
+        if (dot == NULL)
+            return obj + f->off;
+        return f->kind == CONF_K_GROUP ? field_value(f->sub, obj + f->off, dot + 1) : NULL;
+    }
+    return NULL;
+}
+
+const void *conf_value(const struct veer_conf *conf, const char *key)
+{
+    for (int i = 0; conf_sections[i] != NULL; i++) {
+        const struct conf_section *sec = conf_sections[i];
+        const char *k = key;
+        const void *v;
+
+        if (conf->sections[i] == NULL)
+            continue;
+        if (sec->group != NULL) {
+            size_t n = strlen(sec->group);
+
+            if (strncmp(k, sec->group, n) != 0 || k[n] != '.')
+                continue;
+            k += n + 1;
+        }
+        v = field_value(sec->keys, conf->sections[i], k);
+        if (v != NULL)
+            return v;
+    }
+    return NULL;
 }

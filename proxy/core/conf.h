@@ -2,7 +2,11 @@
  * conf.h - the configuration file (libconfig) as a validated, immutable
  * struct veer_conf. Every key of the operator contract (ARCHITECTURE.md,
  * "Config") is parsed and checked here, including keys whose feature arrives
- * later, so that a config written for the full product always loads.
+ * later, so that a config written for the full product always loads --
+ * except the modules' keys: a module declares its own (struct
+ * conf_section, below) and gets them back parsed, with the same checks and
+ * the same "FILE:LINE: message" errors, in an object of its own that this
+ * file never looks inside.
  */
 #ifndef VEER_CONF_H
 #define VEER_CONF_H
@@ -10,6 +14,7 @@
 #include "hmap.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -178,15 +183,9 @@ struct conf_limits {
     int64_t body_bytes;             /* 0 = unlimited */
 };
 
-struct conf_health_endpoints {
-    char *prefix; /* default "/api/health" */
-    bool enabled; /* default true */
-};
-
+/* maintenance.allow is the maintenance module's key (modules/maintenance.c). */
 struct conf_maintenance {
-    char **allow; /* path prefixes */
-    int nallow;
-    int retry_after; /* default 30 */
+    int retry_after; /* default 30: the Retry-After of `maintenance on` without one */
 };
 
 struct conf_cluster {
@@ -205,15 +204,14 @@ struct veer_conf {
     struct conf_admin admin;
     struct conf_timeouts timeouts;
     struct conf_limits limits;
-    struct conf_health_endpoints health_endpoints;
     char *state_file; /* NULL = off */
     char *audit_log;  /* NULL = off */
-    char *access_log; /* NULL = off */
     struct conf_maintenance maintenance;
     struct conf_cluster cluster;
     struct conf_pool *pools;
     int npools;
     struct hmap pool_index; /* name -> index into pools */
+    void **sections;        /* the object of each conf_sections[] entry, in order (see below) */
 };
 
 /*
@@ -239,5 +237,117 @@ const struct conf_backend *conf_find_backend(const struct conf_pool *p, const ch
  */
 int conf_parse_addr(const char *text, bool allow_port0, struct conf_addr *out, char *err,
                     size_t errlen);
+
+/* --- the schema, and keys parsed for someone else ------------------------------------- */
+
+/*
+ * A group of the file is read against a table of struct conf_field, one
+ * row per key: its type, its range or check, and where the value lands in
+ * the object the group fills. An unknown key, a wrong type or a value out
+ * of range is an error at the key's file and line. conf.c describes its
+ * own keys so, and a module describes its keys with the same rows (a
+ * struct conf_section) -- that is how a module parses its own keys.
+ */
+struct conf_loader;      /* one file being loaded (conf.c) */
+struct config_setting_t; /* libconfig's */
+
+typedef int (*conf_parse_fn)(struct conf_loader *ld, const struct config_setting_t *s, void *obj);
+/* NULL when the (non-empty) value is fine, else what is wrong with it: "must start with '/'". */
+typedef const char *(*conf_check_fn)(const char *value);
+
+enum conf_kind {
+    CONF_K_INT,     /* int, min..max */
+    CONF_K_INT64,   /* int64_t, min..max */
+    CONF_K_BOOL,    /* bool */
+    CONF_K_STRING,  /* char *, non-empty, passing check; replaces (and frees) a default */
+    CONF_K_STRINGS, /* struct conf_strings, each passing check; replaces (and frees) a default */
+    CONF_K_GROUP,   /* the sub-object at off, against the table sub */
+    CONF_K_CUSTOM,  /* parse(ld, setting, the whole object) */
+};
+
+/* A list of strings (CONF_K_STRINGS). */
+struct conf_strings {
+    char **v;
+    int n;
+};
+
+/*
+ * One key of a group. off is the offset of the target in the object the
+ * group fills; a CONF_K_GROUP fills the sub-object at off with the table
+ * sub; a CONF_K_CUSTOM parser gets the whole object, so it may set several
+ * fields.
+ */
+struct conf_field {
+    const char *name;
+    enum conf_kind kind;
+    bool required;
+    size_t off;
+    long long min, max;
+    conf_check_fn check;
+    const struct conf_field *sub;
+    conf_parse_fn parse;
+};
+
+/* Rows of the tables; the key is the member's name unless given. */
+// clang-format off
+#define CF_INT(T, m, lo, hi)   {.name = #m, .kind = CONF_K_INT, .off = offsetof(T, m), \
+                                .min = (lo), .max = (hi)}
+#define CF_INT64(T, m, lo, hi) {.name = #m, .kind = CONF_K_INT64, .off = offsetof(T, m), \
+                                .min = (lo), .max = (hi)}
+#define CF_BOOL(T, m)          {.name = #m, .kind = CONF_K_BOOL, .off = offsetof(T, m)}
+#define CF_STR(T, m, chk)      {.name = #m, .kind = CONF_K_STRING, .off = offsetof(T, m), \
+                                .check = (chk)}
+#define CF_REQ_STR(T, m, chk)  {.name = #m, .kind = CONF_K_STRING, .off = offsetof(T, m), \
+                                .check = (chk), .required = true}
+#define CF_STRS(T, m, chk)     {.name = #m, .kind = CONF_K_STRINGS, .off = offsetof(T, m), \
+                                .check = (chk)}
+#define CF_GROUP(T, m, tbl)    {.name = #m, .kind = CONF_K_GROUP, .off = offsetof(T, m), \
+                                .sub = (tbl)}
+#define CF_CUSTOM(key, fn)     {.name = (key), .kind = CONF_K_CUSTOM, .parse = (fn)}
+#define CF_REQ_CUSTOM(key, fn) {.name = (key), .kind = CONF_K_CUSTOM, .parse = (fn), \
+                                .required = true}
+#define CF_END                 {.name = NULL}
+// clang-format on
+
+/* A check for rows: the value must start with '/'. */
+const char *conf_check_path(const char *value);
+
+/*
+ * Keys parsed for a module. The keys sit at the top level of the file
+ * (group NULL) or inside one of conf.c's own top-level groups (group
+ * "maintenance": maintenance.allow beside conf.c's maintenance.retry_after);
+ * a key that is neither conf.c's nor a section's is an unknown key like
+ * any other. A section's keys are optional (required is not checked). Each
+ * configuration gets one object of size bytes per section, zeroed, filled
+ * by defaults, then by the keys present; conf_free frees the strings and
+ * string lists the rows filled, then calls free (if set) for anything else
+ * the object holds, then the object.
+ */
+struct conf_section {
+    const char *group;             /* NULL, or the name of one of conf.c's top-level groups */
+    const struct conf_field *keys; /* NULL: no keys (the section is skipped) */
+    size_t size;
+    void (*defaults)(void *obj); /* may be NULL: all zero */
+    void (*free)(void *obj);     /* may be NULL */
+};
+
+/*
+ * Every section, NULL-terminated, in the order of veer_conf.sections.
+ * Defined by the modules' generated table (modules/table.c.in): conf.c
+ * calls the modules' parsers through it without knowing a module.
+ */
+extern const struct conf_section *const conf_sections[];
+
+/* The object conf parsed for sec (an entry of conf_sections); NULL when sec has none. */
+const void *conf_section(const struct veer_conf *conf, const struct conf_section *sec);
+
+/*
+ * Where a module's key landed, by its dotted name ("access_log",
+ * "health_endpoints.prefix", "maintenance.allow"): a pointer to the int,
+ * int64_t, bool, char * or struct conf_strings its row fills. NULL when no
+ * section has that key (conf.c's own keys are struct members) or its row is
+ * CONF_K_CUSTOM. For tests and diagnostics; a module reads its own object.
+ */
+const void *conf_value(const struct veer_conf *conf, const char *key);
 
 #endif

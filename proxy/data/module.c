@@ -1,8 +1,13 @@
 /*
- * module.c - runs the module hooks in table order. See module.h.
+ * module.c - runs the module hooks in table order, and the accessors
+ * through which a module sees a transaction and its worker (module.h):
+ * the one place outside the data path's own files that knows struct txn,
+ * struct session and struct worker on a module's behalf.
  */
 #include "module.h"
+#include "session.h"
 #include "veer.h"
+#include "worker.h"
 
 int module_init_all(const struct veer_conf *conf)
 {
@@ -13,6 +18,23 @@ int module_init_all(const struct veer_conf *conf)
         }
     }
     return VEER_OK;
+}
+
+int module_check_all(const struct veer_conf *old, const struct veer_conf *conf, char *err,
+                     size_t errlen)
+{
+    for (const struct veer_module *const *m = veer_modules; *m; m++)
+        if ((*m)->check && (*m)->check(old, conf, err, errlen) != VEER_OK)
+            return VEER_ERROR;
+    return VEER_OK;
+}
+
+bool module_own_path(const struct veer_conf *conf, const char *path, size_t len)
+{
+    for (const struct veer_module *const *m = veer_modules; *m; m++)
+        if ((*m)->own_path && (*m)->own_path(conf, path, len))
+            return true;
+    return false;
 }
 
 int module_request_head(struct txn *t)
@@ -59,4 +81,75 @@ void module_shutdown_all(uint64_t deadline_us)
         (*m)->on_shutdown(now + share);
         k++;
     }
+}
+
+/* --- accessors ------------------------------------------------------------------------- */
+
+const char *txn_header(const struct txn *t, const char *name, size_t *len)
+{
+    const struct vbuf *in = t->s->in;
+
+    return http_find_header(t->req, in->data + in->start, name, len);
+}
+
+uint64_t txn_hold(struct txn *t, uint64_t hold_us)
+{
+    if (t->hold_deadline_us == 0)
+        t->hold_deadline_us = veer_now_us() + hold_us;
+    return t->hold_deadline_us;
+}
+
+struct txn_log *txn_log(const struct txn *t)
+{
+    return t->log;
+}
+
+void txn_set_log(struct txn *t, struct txn_log *log)
+{
+    t->log = log;
+}
+
+void txn_summarize(const struct txn *t, struct txn_summary *out)
+{
+    out->client = &t->s->peer.sa;
+    out->status = t->res_status;
+    out->bytes_in = t->bytes_in;
+    out->bytes_out = t->bytes_out;
+    out->start_us = t->start_us;
+    out->upstream_us =
+        t->up_start_us && t->up_end_us > t->up_start_us ? t->up_end_us - t->up_start_us : 0;
+    out->pool = t->pool;
+    out->be = t->be;
+}
+
+unsigned txn_worker_index(const struct txn *t)
+{
+    return t->s->w->idx;
+}
+
+struct event_base *txn_event_base(const struct txn *t)
+{
+    return t->s->w->base;
+}
+
+const struct routing *txn_routing(const struct txn *t)
+{
+    return t->s->w->routing;
+}
+
+const struct veer_conf *txn_conf(const struct txn *t)
+{
+    return t->s->w->conf;
+}
+
+bool txn_shutting_down(const struct txn *t)
+{
+    return t->s->w->shutting_down;
+}
+
+int txn_listener_pool(const struct txn *t, unsigned i)
+{
+    const struct worker *w = t->s->w;
+
+    return i < w->nlisteners ? w->listeners[i]->pool : -1;
 }

@@ -5,22 +5,55 @@
  *
  * A hook returns VEER_DECLINED (next module), VEER_DONE (it answered the
  * request itself, e.g. a 503) or VEER_ERROR.
+ *
+ * This header and routing.h (the snapshot) are all a module includes
+ * (tests/layers.sh checks it): a module sees a transaction and its worker
+ * only through the accessors below, never their structs, so the connection,
+ * the transaction and the worker can change without touching a module. For
+ * logging, allocation and clocks (veer.h), building text (sbuf.h) and the
+ * configuration (conf.h) it gets those headers through this one.
  */
 #ifndef VEER_MODULE_H
 #define VEER_MODULE_H
 
 #include "conf.h"
+#include "sbuf.h"
+#include "veer.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct backend;
+struct event_base;
+struct routing;
+struct sockaddr;
 struct txn;
 struct worker;
 
 struct veer_module {
     const char *name;
+    /*
+     * The module's configuration keys (conf.h: rows, defaults; keys: NULL
+     * when it has none). conf_load parses them with the rest of the file;
+     * conf_section(conf, &module_x.conf) is what they parsed to.
+     */
+    struct conf_section conf;
     /* Once at start (and on reload with the new config); VEER_OK or VEER_ERROR. */
     int (*init)(const struct veer_conf *conf);
+    /*
+     * A reload is about to apply conf (old is the running one): VEER_ERROR,
+     * with why in err, when init would fail on it, so that the reload is
+     * refused whole. Control thread, before anything of it is applied.
+     */
+    int (*check)(const struct veer_conf *old, const struct veer_conf *conf, char *err,
+                 size_t errlen);
+    /*
+     * Is path (not NUL-terminated) one of the module's own endpoints,
+     * which maintenance never closes (answered or, when turned off,
+     * proxied)? Worker thread.
+     */
+    bool (*own_path)(const struct veer_conf *conf, const char *path, size_t len);
     /* A request head arrived, before a backend is picked. Worker thread. */
     int (*on_request_head)(struct txn *t);
     /* A transaction ended (response sent or connection lost). Worker thread. */
@@ -35,6 +68,14 @@ struct veer_module {
 extern const struct veer_module *const veer_modules[];
 
 int module_init_all(const struct veer_conf *conf);
+
+/* check hooks in order; the first VEER_ERROR stops (its reason in err). */
+int module_check_all(const struct veer_conf *old, const struct veer_conf *conf, char *err,
+                     size_t errlen);
+
+/* Whether any module's own_path hook claims path. */
+bool module_own_path(const struct veer_conf *conf, const char *path, size_t len);
+
 int module_request_head(struct txn *t);
 void module_txn_end(struct txn *t);
 
@@ -44,11 +85,77 @@ void module_reopen_all(void);
 
 /* --- what a hook may look at and do with a transaction --------------------------------- */
 
-/* Request path (without the query), method name, pool name; not NUL-terminated spans. */
+/*
+ * Request path (without the query) and method name, not NUL-terminated
+ * spans of the request head: valid in on_request_head only (the head leaves
+ * the buffer once it is forwarded). The request's pool: an index into the
+ * snapshot's pools.
+ */
 const char *txn_path(const struct txn *t, size_t *len);
 const char *txn_method(const struct txn *t, size_t *len);
 int txn_pool_index(const struct txn *t);
+/* The worker, opaque to a module (its accessors are below). */
 const struct worker *txn_worker(const struct txn *t);
+
+/*
+ * The value of request header NAME (lower case), not NUL-terminated, or NULL
+ * when absent; the first one when repeated. In on_request_head only, as
+ * txn_path.
+ */
+const char *txn_header(const struct txn *t, const char *name, size_t *len);
+
+/*
+ * Hold the request (on_request_head returns VEER_AGAIN): the first call
+ * sets its deadline hold_us from now, later calls (the request coming back
+ * from the hold queue) keep it. Returns the deadline (monotonic us); the
+ * hook answers once veer_now_us() reaches it.
+ */
+uint64_t txn_hold(struct txn *t, uint64_t hold_us);
+
+/* What the access log needs of a request after its head left the buffer. */
+struct txn_log {
+    char method[16];
+    char path[512];
+    char request_id[64];
+    bool id_generated; /* veer made it: forwarded upstream as X-Request-Id */
+    uint64_t generation;
+};
+
+/*
+ * The transaction's access-log record, NULL until set. txn_set_log hands
+ * it a record from veer_calloc; the transaction frees it when it ends.
+ */
+struct txn_log *txn_log(const struct txn *t);
+void txn_set_log(struct txn *t, struct txn_log *log);
+
+/* What an ended transaction did, in one call (on_txn_end). */
+struct txn_summary {
+    const struct sockaddr *client; /* the client's address, AF_INET or AF_INET6 */
+    int status;                    /* sent to the client; 0 when none was */
+    uint64_t bytes_in, bytes_out;  /* from and to the client, this request */
+    uint64_t start_us;             /* when the request began (monotonic) */
+    uint64_t upstream_us;          /* first byte sent upstream to response complete; 0: none */
+    int pool;                      /* index into the snapshot's pools (may be out of range) */
+    const struct backend *be;      /* the backend picked, or NULL */
+};
+
+void txn_summarize(const struct txn *t, struct txn_summary *out);
+
+/* --- the worker a transaction runs on ------------------------------------------------- */
+
+/* Index of the worker (0 .. workers - 1) and its event loop, for a module's per-worker timer. */
+unsigned txn_worker_index(const struct txn *t);
+struct event_base *txn_event_base(const struct txn *t);
+
+/* The snapshot the worker routes with and the configuration it runs. */
+const struct routing *txn_routing(const struct txn *t);
+const struct veer_conf *txn_conf(const struct txn *t);
+
+/* veer is shutting down (the worker stopped accepting). */
+bool txn_shutting_down(const struct txn *t);
+
+/* The pool of the worker's listener i (an index into the snapshot's pools); -1 past the last. */
+int txn_listener_pool(const struct txn *t, unsigned i);
 
 /*
  * Answer the request from the module: status, extra header lines (each

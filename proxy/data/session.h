@@ -27,6 +27,7 @@ struct txn;
 struct upstream;
 struct backend;
 struct ssl_st;
+struct txn_log; /* module.h: the access log's record */
 
 #define SESSION_MAGIC 0x5e55104eu
 #define TXN_MAGIC     0x7a4e0001u
@@ -43,15 +44,6 @@ enum txn_phase {
     TXN_LOCAL,        /* answering locally (error, health), then done */
     TXN_TUNNEL,       /* after 101: bytes both ways */
     TXN_HELD,         /* waiting for a backend or for maintenance to end (hold queue) */
-};
-
-/* What the access log needs of a request after its head left the buffer. */
-struct txn_log {
-    char method[16];
-    char path[512];
-    char request_id[64];
-    bool id_generated; /* veer made it: forwarded upstream */
-    uint64_t generation;
 };
 
 struct txn {

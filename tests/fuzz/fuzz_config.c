@@ -57,6 +57,21 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* The same for the keys the modules parse (their sections' objects). */
+static size_t walk_module_keys(const struct veer_conf *c)
+{
+    const struct conf_strings *allow = conf_value(c, "maintenance.allow");
+    char *const *prefix = conf_value(c, "health_endpoints.prefix");
+    char *const *log = conf_value(c, "access_log");
+    size_t n = 0;
+
+    check(allow != NULL && prefix != NULL && *prefix != NULL && log != NULL,
+          "a module key has no value");
+    for (int i = 0; i < allow->n; i++)
+        n += strlen(allow->v[i]);
+    return n + strlen(*prefix) + (*log ? strlen(*log) : 0);
+}
+
 /* Touch every string and array of a loaded config (ASan checks the reads). */
 static size_t walk(const struct veer_conf *c)
 {
@@ -80,8 +95,7 @@ static size_t walk(const struct veer_conf *c)
         for (int k = 0; k < p->nshares; k++)
             n += strlen(p->shares[k].group);
     }
-    for (int i = 0; i < c->maintenance.nallow; i++)
-        n += strlen(c->maintenance.allow[i]);
+    n += walk_module_keys(c);
     for (int i = 0; i < c->cluster.netcd; i++)
         n += strlen(c->cluster.etcd[i]);
     return n;

@@ -1072,6 +1072,41 @@ START_TEST(test_unopenable_path_fails_init_with_clear_error)
 }
 END_TEST
 
+/*
+ * Before a reload applies anything (module_check_all): a new path that
+ * cannot be opened refuses the reload, naming the file, the key and the OS
+ * error; the running path, another that opens, or none are accepted.
+ */
+START_TEST(test_reload_check_refuses_a_log_that_cannot_open)
+{
+    char text[4096], bad[160], err[512] = "", want[512];
+    struct veer_conf *none, *oc, *nc;
+
+    snprintf(bad, sizeof(bad), "%s/no/such/dir/access.log", fx.dir);
+    none = load(CONF);
+    snprintf(text, sizeof(text), "access_log = \"%s\";\n" CONF, fx.log);
+    oc = load(text);
+    snprintf(text, sizeof(text), "access_log = \"%s\";\n" CONF, bad);
+    nc = load(text);
+    ck_assert_int_eq(module_check_all(oc, nc, err, sizeof(err)), VEER_ERROR);
+    snprintf(want, sizeof(want), "%s/veer.conf: access_log %s: No such file or directory", fx.dir,
+             bad);
+    ck_assert_str_eq(err, want);
+    ck_assert_int_eq(module_access_log.check(none, nc, err, sizeof(err)), VEER_ERROR);
+    /* The running path is kept open by init: nothing to try. */
+    ck_assert_int_eq(module_access_log.check(nc, nc, err, sizeof(err)), VEER_OK);
+    /* A path that opens (the check creates the file, as init would), or no log. */
+    ck_assert_int_ne(access(fx.log, F_OK), 0);
+    ck_assert_int_eq(module_check_all(none, oc, err, sizeof(err)), VEER_OK);
+    ck_assert_int_eq(access(fx.log, F_OK), 0);
+    ck_assert_int_eq(module_check_all(oc, none, err, sizeof(err)), VEER_OK);
+    ck_assert_int_eq(module_check_all(none, none, err, sizeof(err)), VEER_OK);
+    conf_free(none);
+    conf_free(oc);
+    conf_free(nc);
+}
+END_TEST
+
 START_TEST(test_failed_reload_or_reopen_keeps_old_file)
 {
     char sub[128], moved[128], log[160], bad[160], text[4096], *err;
@@ -1137,6 +1172,7 @@ static Suite *access_log_suite(void)
     tcase_add_test(tc, test_reload_with_same_path_keeps_file);
     tcase_add_test(tc, test_reload_without_log_turns_it_off);
     tcase_add_test(tc, test_unopenable_path_fails_init_with_clear_error);
+    tcase_add_test(tc, test_reload_check_refuses_a_log_that_cannot_open);
     tcase_add_test(tc, test_failed_reload_or_reopen_keeps_old_file);
     suite_add_tcase(s, tc);
     return s;

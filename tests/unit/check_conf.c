@@ -5,6 +5,7 @@
  * line of the offending setting and a message that names it.
  */
 #include "conf.h"
+#include "module.h"
 #include "veer.h"
 
 #include <arpa/inet.h>
@@ -41,6 +42,34 @@ static struct veer_conf *load_ok(const char *text)
     free(path);
     ck_assert_msg(conf != NULL, "config refused: %s", err);
     return conf;
+}
+
+/*
+ * A module's key as its section parsed it (conf_value), which every module
+ * key has, present or not.
+ */
+static const char *mod_str(const struct veer_conf *c, const char *key)
+{
+    char *const *v = conf_value(c, key);
+
+    ck_assert_msg(v != NULL, "no module key %s", key);
+    return *v;
+}
+
+static bool mod_bool(const struct veer_conf *c, const char *key)
+{
+    const bool *v = conf_value(c, key);
+
+    ck_assert_msg(v != NULL, "no module key %s", key);
+    return *v;
+}
+
+static const struct conf_strings *mod_strs(const struct veer_conf *c, const char *key)
+{
+    const struct conf_strings *v = conf_value(c, key);
+
+    ck_assert_msg(v != NULL, "no module key %s", key);
+    return v;
 }
 
 /* Load text, expect "PATH:LINE: ..." containing msg. */
@@ -156,13 +185,13 @@ static void check_reference_globals(const struct veer_conf *c)
     ck_assert_int_eq(c->limits.header_bytes, 32768);
     ck_assert_int_eq(c->limits.header_count, 100);
     ck_assert_int_eq(c->limits.body_bytes, 0);
-    ck_assert_str_eq(c->health_endpoints.prefix, "/api/health");
-    ck_assert(c->health_endpoints.enabled);
+    ck_assert_str_eq(mod_str(c, "health_endpoints.prefix"), "/api/health");
+    ck_assert(mod_bool(c, "health_endpoints.enabled"));
     ck_assert_str_eq(c->state_file, "/var/lib/veer/state");
     ck_assert_str_eq(c->audit_log, "/var/log/veer/audit.log");
-    ck_assert_str_eq(c->access_log, "/var/log/veer/access.log");
-    ck_assert_int_eq(c->maintenance.nallow, 1);
-    ck_assert_str_eq(c->maintenance.allow[0], "/admin");
+    ck_assert_str_eq(mod_str(c, "access_log"), "/var/log/veer/access.log");
+    ck_assert_int_eq(mod_strs(c, "maintenance.allow")->n, 1);
+    ck_assert_str_eq(mod_strs(c, "maintenance.allow")->v[0], "/admin");
     ck_assert_int_eq(c->maintenance.retry_after, 30);
     ck_assert(c->cluster.enabled);
     ck_assert_int_eq(c->cluster.netcd, 1);
@@ -280,13 +309,13 @@ START_TEST(test_minimal_config_has_defaults)
     ck_assert_int_eq(c->limits.header_bytes, 32768);
     ck_assert_int_eq(c->limits.header_count, 100);
     ck_assert_int_eq(c->limits.body_bytes, 0);
-    ck_assert_str_eq(c->health_endpoints.prefix, "/api/health");
-    ck_assert(c->health_endpoints.enabled);
+    ck_assert_str_eq(mod_str(c, "health_endpoints.prefix"), "/api/health");
+    ck_assert(mod_bool(c, "health_endpoints.enabled"));
     ck_assert_ptr_null(c->state_file);
     ck_assert_ptr_null(c->audit_log);
-    ck_assert_ptr_null(c->access_log);
-    ck_assert_int_eq(c->maintenance.nallow, 1);
-    ck_assert_str_eq(c->maintenance.allow[0], "/admin");
+    ck_assert_ptr_null(mod_str(c, "access_log"));
+    ck_assert_int_eq(mod_strs(c, "maintenance.allow")->n, 1);
+    ck_assert_str_eq(mod_strs(c, "maintenance.allow")->v[0], "/admin");
     ck_assert_int_eq(c->maintenance.retry_after, 30);
     ck_assert(!c->cluster.enabled);
     ck_assert_int_eq(c->cluster.netcd, 0);
@@ -439,6 +468,13 @@ static const struct bad_conf bad_confs[] = {
     {BASE "maintenance = { allow = [ \"admin\" ]; };\n", 3,
      "maintenance.allow[0] must start with '/'"},
     {BASE "maintenance = { retry_after = -1; };\n", 3, "maintenance.retry_after must be >= 0"},
+    /* a module's keys only where the module declares them */
+    {BASE "allow = ( \"/a\" );\n", 3, "unknown key 'allow'"},
+    {BASE "maintenance = { prefix = \"/x\"; };\n", 3, "unknown key 'prefix' in maintenance"},
+    {BASE "admin = { access_log = \"/x\"; };\n", 3, "unknown key 'access_log' in admin"},
+    {BASE "health_endpoints = { allow = ( \"/a\" ); };\n", 3,
+     "unknown key 'allow' in health_endpoints"},
+    {POOL_OPEN "  access_log = \"/x\";\n" POOL_CLOSE, 4, "unknown key 'access_log' in pools[0]"},
     {BASE "cluster = { etcd = (); };\n", 3, "cluster.etcd must name at least one etcd endpoint"},
     {BASE "cluster = { etcd = ( \"127.0.0.1:2379\" ); };\n", 3,
      "cluster.etcd[0] must be a URL starting with http:// or https://"},
@@ -603,7 +639,7 @@ START_TEST(test_shipped_reference_config_loads)
     ck_assert_str_eq(c->admin.socket, "/run/veer/admin.sock");
     ck_assert_str_eq(c->state_file, "/var/lib/veer/state");
     ck_assert_str_eq(c->audit_log, "/var/log/veer/audit.log");
-    ck_assert_str_eq(c->access_log, "/var/log/veer/access.log");
+    ck_assert_str_eq(mod_str(c, "access_log"), "/var/log/veer/access.log");
     ck_assert(c->cluster.enabled);
     conf_free(c);
 }
@@ -670,6 +706,85 @@ START_TEST(test_error_in_include_names_the_included_file)
     free(inc);
     ck_assert_ptr_null(c);
     ck_assert_str_eq(err, prefix);
+}
+END_TEST
+
+START_TEST(test_error_in_a_module_key_of_an_include_names_the_included_file)
+{
+    char *inc = write_tmp("workers = 2;\nhealth_endpoints = {\n  prefix = \"api\"; };\n");
+    char main_text[256], err[512] = "", want[400];
+    char *path;
+    struct veer_conf *c;
+
+    snprintf(main_text, sizeof(main_text), BASE "@include \"%s\"\n", inc);
+    path = write_tmp(main_text);
+    c = conf_load(path, err, sizeof(err));
+    snprintf(want, sizeof(want), "%s:3: health_endpoints.prefix must start with '/' (got \"api\")",
+             inc);
+    unlink(path);
+    unlink(inc);
+    free(path);
+    free(inc);
+    ck_assert_ptr_null(c);
+    ck_assert_str_eq(err, want);
+}
+END_TEST
+
+extern const struct veer_module module_access_log, module_health_endpoints, module_maintenance;
+
+START_TEST(test_module_keys_fill_their_modules_sections)
+{
+    struct veer_conf *c = load_ok(BASE "access_log = \"/l\";\n"
+                                       "health_endpoints = { prefix = \"/p\"; enabled = false; };\n"
+                                       "maintenance = { retry_after = 7; allow = ( \"/m\" ); };\n");
+    const void *al = conf_section(c, &module_access_log.conf);
+    const void *he = conf_section(c, &module_health_endpoints.conf);
+    const void *ma = conf_section(c, &module_maintenance.conf);
+    const struct conf_section other = {.keys = NULL};
+
+    /* One object per module, each holding its own keys. */
+    ck_assert_ptr_nonnull(al);
+    ck_assert_ptr_nonnull(he);
+    ck_assert_ptr_nonnull(ma);
+    ck_assert_ptr_ne(al, he);
+    ck_assert_ptr_ne(he, ma);
+    ck_assert_ptr_ne(al, ma);
+    ck_assert_ptr_null(conf_section(c, &other));
+    ck_assert_ptr_eq(conf_value(c, "access_log"), al);
+    ck_assert_ptr_eq(conf_value(c, "health_endpoints"), he);
+    ck_assert_ptr_eq(conf_value(c, "maintenance.allow"), ma);
+    ck_assert_str_eq(mod_str(c, "access_log"), "/l");
+    ck_assert_str_eq(mod_str(c, "health_endpoints.prefix"), "/p");
+    ck_assert(!mod_bool(c, "health_endpoints.enabled"));
+    ck_assert_int_eq(mod_strs(c, "maintenance.allow")->n, 1);
+    ck_assert_str_eq(mod_strs(c, "maintenance.allow")->v[0], "/m");
+    /* maintenance.retry_after beside it stays conf.c's (the control plane reads it). */
+    ck_assert_int_eq(c->maintenance.retry_after, 7);
+    ck_assert_ptr_null(conf_value(c, "maintenance.retry_after"));
+    /* Not a module key, or not there. */
+    ck_assert_ptr_null(conf_value(c, "workers"));
+    ck_assert_ptr_null(conf_value(c, "allow"));
+    ck_assert_ptr_null(conf_value(c, "health_endpoints.path"));
+    ck_assert_ptr_null(conf_value(c, "health_endpoints.prefix.x"));
+    ck_assert_ptr_null(conf_value(c, "access_log.x"));
+    ck_assert_ptr_null(conf_value(c, "maintenance"));
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_each_config_has_its_own_module_objects)
+{
+    struct veer_conf *a = load_ok(BASE "maintenance = { allow = ( \"/a\" ); };\n");
+    struct veer_conf *b = load_ok(BASE);
+
+    ck_assert_ptr_ne(conf_section(a, &module_maintenance.conf),
+                     conf_section(b, &module_maintenance.conf));
+    ck_assert_str_eq(mod_strs(a, "maintenance.allow")->v[0], "/a");
+    /* b has the default, which a's key replaced (and freed) in a's object only. */
+    ck_assert_str_eq(mod_strs(b, "maintenance.allow")->v[0], "/admin");
+    conf_free(a);
+    ck_assert_str_eq(mod_strs(b, "maintenance.allow")->v[0], "/admin");
+    conf_free(b);
 }
 END_TEST
 
@@ -873,12 +988,12 @@ START_TEST(test_maintenance_allow_may_be_emptied)
 {
     struct veer_conf *c = load_ok(BASE "maintenance = { allow = (); retry_after = 0; };\n");
 
-    ck_assert_int_eq(c->maintenance.nallow, 0);
+    ck_assert_int_eq(mod_strs(c, "maintenance.allow")->n, 0);
     ck_assert_int_eq(c->maintenance.retry_after, 0);
     conf_free(c);
     c = load_ok(BASE "maintenance = { allow = [ \"/a\", \"/b\" ]; };\n");
-    ck_assert_int_eq(c->maintenance.nallow, 2);
-    ck_assert_str_eq(c->maintenance.allow[1], "/b");
+    ck_assert_int_eq(mod_strs(c, "maintenance.allow")->n, 2);
+    ck_assert_str_eq(mod_strs(c, "maintenance.allow")->v[1], "/b");
     conf_free(c);
 }
 END_TEST
@@ -1038,6 +1153,7 @@ static Suite *conf_suite(void)
     tcase_add_test(load, test_shipped_demo_config_loads);
     tcase_add_test(load, test_missing_file_names_the_os_error);
     tcase_add_test(load, test_error_in_include_names_the_included_file);
+    tcase_add_test(load, test_error_in_a_module_key_of_an_include_names_the_included_file);
     tcase_add_test(load, test_success_leaves_err_untouched);
     tcase_add_test(load, test_error_without_buffer_and_truncation_are_safe);
     tcase_add_test(load, test_find_pool_by_name);
@@ -1056,6 +1172,8 @@ static Suite *conf_suite(void)
     tcase_add_test(load, test_shares_may_give_a_group_zero);
     tcase_add_test(load, test_listen_tls_defaults);
     tcase_add_test(load, test_admin_http_tls);
+    tcase_add_test(load, test_module_keys_fill_their_modules_sections);
+    tcase_add_test(load, test_each_config_has_its_own_module_objects);
     tcase_add_loop_test(bad, test_bad_config_is_refused_with_file_and_line, 0,
                         (int)ARRAY_SIZE(bad_confs));
     tcase_add_loop_test(addr, test_parse_addr, 0, (int)ARRAY_SIZE(addr_cases));

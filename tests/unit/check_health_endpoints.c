@@ -506,6 +506,25 @@ START_TEST(test_disabled_endpoints_are_proxied)
 }
 END_TEST
 
+/* What maintenance asks: the three endpoints under the prefix are veer's own, on or off. */
+START_TEST(test_own_paths_are_the_three_endpoints_enabled_or_not)
+{
+    static const char *const own[] = {"/ops/liveness", "/ops/readiness", "/ops/status"};
+    static const char *const not_own[] = {
+        "/ops", "/ops/", "/ops/deep", "/opsx/status", "/api/health/liveness", "/ops/liveness/x"};
+
+    start("health_endpoints = { prefix = \"/ops/\"; enabled = false; };\n" CONF_API);
+    for (size_t i = 0; i < ARRAY_SIZE(own); i++) {
+        ck_assert_msg(module_health_endpoints.own_path(fx.c, own[i], strlen(own[i])), "%s", own[i]);
+        ck_assert(module_own_path(fx.c, own[i], strlen(own[i])));
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(not_own); i++)
+        ck_assert_msg(!module_own_path(fx.c, not_own[i], strlen(not_own[i])), "%s", not_own[i]);
+    /* A span of a longer buffer: only its length counts. */
+    ck_assert(module_own_path(fx.c, "/ops/status?x=1", 11));
+}
+END_TEST
+
 static Suite *health_endpoints_suite(void)
 {
     Suite *s = suite_create("health_endpoints");
@@ -527,6 +546,7 @@ static Suite *health_endpoints_suite(void)
     tcase_add_test(tc, test_root_prefix_puts_endpoints_at_top_level);
     tcase_add_test(tc, test_other_paths_under_prefix_are_proxied);
     tcase_add_test(tc, test_disabled_endpoints_are_proxied);
+    tcase_add_test(tc, test_own_paths_are_the_three_endpoints_enabled_or_not);
     suite_add_tcase(s, tc);
     return s;
 }
