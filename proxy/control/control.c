@@ -716,6 +716,7 @@ static bool start_warm(struct ctl_req *r, const struct pool_edit *before)
             r->ticket = ++ctl.next_ticket;
         m->type = WMSG_WARM;
         m->ticket = r->ticket;
+        m->pool = r->edit->pool;
         r->warm_pending++;
         worker_send(ctl.workers[w], m);
     }

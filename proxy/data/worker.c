@@ -547,7 +547,7 @@ static void run_messages(struct worker *w)
         rev = m->next;
         switch (m->type) {
         case WMSG_WARM:
-            upstream_warm(w, m->ticket, m->be, m->n);
+            upstream_warm(w, m->ticket, m->pool, m->be, m->n);
             break;
         case WMSG_CLOSE_IDLE:
             for (unsigned i = 0; i < m->n; i++)

@@ -78,6 +78,7 @@ struct wmsg {
     struct wmsg *next;
     enum wmsg_type type;
     uint64_t ticket;
+    int pool; /* WMSG_WARM: the backends' pool, an index into the snapshot */
     unsigned n;
     struct backend **be; /* each with a reference (backend_hold), dropped by wmsg_free */
     struct wreconf *reconf;
