@@ -44,6 +44,8 @@ void module_reopen_all(void);
 
 /* --- what a hook may look at and do with a transaction --------------------------------- */
 
+/* session.c: the transaction's accessors for modules */
+
 /* Request path (without the query), method name, pool name; not NUL-terminated spans. */
 const char *txn_path(const struct txn *t, size_t *len);
 const char *txn_method(const struct txn *t, size_t *len);
