@@ -13,8 +13,10 @@
  * change answers `ERR ...`, leaves the model, the generation and the
  * snapshot as they were, and is audited with its ERR line. `rollback`
  * restores the values of the previous operator change, one change at a
- * time, until there is nothing left to roll back. The audit chain then
- * verifies.
+ * time, until there is nothing left to roll back, and not across a
+ * membership change. add backend joins READY (no checks) and routed; del
+ * backend waits for it to be out of rotation. A change that cannot be
+ * audited (the log held) is not made. The audit chain then verifies.
  *
  * Each test runs in its own process (Check's fork mode); nothing waits.
  */
@@ -464,6 +466,64 @@ START_TEST(test_rollback_restores_previous_values)
 }
 END_TEST
 
+/*
+ * add backend joins at once (no readiness checks: READY) and is routed;
+ * del backend is refused until it is out of rotation (MAINT here), then
+ * takes it out of the model and the snapshot. A rollback across a
+ * membership change is refused: there is no safe undo.
+ */
+START_TEST(test_add_and_delete_backend)
+{
+    up();
+    change("shift api blue=90 green=10", NULL);
+    change("add backend api blue-3 127.0.0.1:9 weight 50 group blue", " state=READY");
+    ck_assert_int_eq(be("blue-3")->weight, 50);
+    ck_assert_int_eq(be("blue-3")->group, BLUE);
+    ck_assert_ptr_nonnull(routed("blue-3"));
+    refused("add backend api blue-1 127.0.0.1:9", "already exists");
+    refused("rollback api", "changed membership");
+    refused("del backend api blue-3", "drain it");
+    change("set state api/blue-3 maint", NULL);
+    ck_assert_ptr_null(routed("blue-3"));
+    change("del backend api blue-3", NULL);
+    ck_assert_int_lt(model_find_backend(pool(), "blue-3"), 0);
+    ck_assert_uint_eq(pool()->nb, 3);
+    ck_assert_ptr_null(routed("blue-3"));
+    down();
+}
+END_TEST
+
+/*
+ * A change that cannot be audited is not made: with the log held (as for
+ * an upgrade's handoff) a shift is refused, and neither the model, the
+ * generation, the snapshot nor the log changes. Released, it goes through.
+ */
+START_TEST(test_unauditable_change_is_refused)
+{
+    uint64_t gen;
+    const struct routing *before;
+    struct values v;
+    size_t records;
+
+    up();
+    gen = F.m->generation;
+    before = routing_current();
+    v = values();
+    records = audit_count();
+    audit_hold(true);
+    run("shift api blue=90 green=10");
+    ck_assert_msg(!reply_ok && strncmp(reply, "ERR audit log cannot be written", 31) == 0, "%s",
+                  reply);
+    ck_assert_uint_eq(F.m->generation, gen);
+    ck_assert_ptr_eq(routing_current(), before);
+    assert_values(v);
+    ck_assert_uint_eq(audit_count(), records);
+    audit_hold(false);
+    change("shift api blue=90 green=10", NULL);
+    down();
+}
+END_TEST
+
 static Suite *control_suite(void)
 {
     Suite *s = suite_create("control");
@@ -475,6 +535,8 @@ static Suite *control_suite(void)
     tcase_add_test(tc, test_maintenance_on_and_off);
     tcase_add_test(tc, test_refused_changes_leave_model_and_generation);
     tcase_add_test(tc, test_rollback_restores_previous_values);
+    tcase_add_test(tc, test_add_and_delete_backend);
+    tcase_add_test(tc, test_unauditable_change_is_refused);
     suite_add_tcase(s, tc);
     return s;
 }
