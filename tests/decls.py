@@ -26,12 +26,16 @@ for d in folders + ["proxy", "modules"]:
 
 # A non-static function definition: a line starting with its return type, the
 # name, the parameters, then a line holding "{" (kernel brace style).
-DEF = r"^(?!static\b)[A-Za-z_][\w \*]*?\b{}\s*\([^;{{]*?\)\s*(?:__attribute__\(\(.*?\)\)\s*)?\n\{{"
+DEF = re.compile(r"^(?!static\b)[A-Za-z_][\w \*]*?\b(\w+)\s*\([^;{]*?\)[ \t]*"
+                 r"(?:__attribute__\(\([^;{\n]*\)\)[ \t]*)?\n\{", re.M)
+definitions = {}
+for f, text in sources.items():
+    for m in DEF.finditer(text):
+        definitions.setdefault(m.group(1), []).append(f)
 
 
 def defined_in(name):
-    pat = re.compile(DEF.format(re.escape(name)), re.M | re.S)
-    return [f for f, text in sources.items() if pat.search(text)]
+    return definitions.get(name, [])
 
 
 def strip(text):
