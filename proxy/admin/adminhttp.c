@@ -8,6 +8,7 @@
 #include "control.h"
 #include "prometheus.h"
 #include "model.h"
+#include "rollout.h"
 #include "sbuf.h"
 #include "veer.h"
 #include "worker.h"

@@ -7,6 +7,7 @@
 #include "metrics.h"
 #include "audit.h"
 #include "health.h"
+#include "rollout.h"
 #include "sbuf.h"
 #include "state.h"
 #include "upstream.h"

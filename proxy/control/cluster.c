@@ -912,7 +912,7 @@ void cluster_reapply(void)
 
 /* --- show cluster ------------------------------------------------------------------------ */
 
-void ctl_show_cluster(struct ctl_req *r)
+void cluster_show(struct ctl_req *r)
 {
     struct sbuf o;
 

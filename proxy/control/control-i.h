@@ -1,13 +1,19 @@
 /*
  * control-i.h - what the control plane's files share: the control state and
  * the helpers every part of it uses. Control thread only; not for the
- * rest of veer (that is control.h).
+ * rest of veer (that is control.h). Declarations are grouped by the file
+ * that defines them:
  *
  *   control.c     the change path: queue, edits, warm-up, commit, publish
  *   drain.c       draining with completion, waiting for a backend's state
  *   admission.c   readiness transitions, circuit breaker, slow start
  *   membership.c  add, delete, replace; retiring deleted backends
+ *   reload.c      re-reading the configuration; freeing replaced ones
  *   verify.c      audit verify, on a thread of its own
+ *
+ * Files of this folder with a header of their own declare their functions
+ * there: rollout.c (rollout.h), cluster.c (cluster.h), health.c, state.c,
+ * stats.c, upgrade.c, model.c.
  */
 #ifndef VEER_CONTROL_I_H
 #define VEER_CONTROL_I_H
@@ -91,6 +97,8 @@ struct ctl_state {
 
 extern struct ctl_state ctl;
 
+/* control.c */
+
 /* Answer r (reply without its final empty line) and free it. */
 void ctl_finish(struct ctl_req *r, const char *text, bool ok);
 /* Refuse r with "ERR ...": audited when it was a change; nothing touched. */
@@ -110,10 +118,24 @@ void ctl_reply_change(struct ctl_req *r, uint64_t gen, const char *extra);
 int ctl_find_pool(struct ctl_req *r);
 int ctl_find_backend(struct ctl_req *r, const struct rt_pool *p);
 
-/* Tell every worker something about these backends. */
-void ctl_send_backends(enum wmsg_type type, struct backend **list, unsigned n);
+/* Copies of a pool's operator values (rollouts keep one to roll back to). */
+struct pool_edit *ctl_edit_save(int pi);
+void ctl_edit_restore(int pi, const struct pool_edit *e);
+void ctl_edit_free(struct pool_edit *e);
+void ctl_edit_render(const struct pool_edit *e, struct sbuf *o);
+struct pool_edit *ctl_edit_parse(int pi, const char *text);
+/* Would these shares (one per group) pass the checks a shift passes? 0 or -1 with err. */
+int ctl_check_shares(int pi, const int *shares, char *err, size_t len);
+
+/* The end of a change the cluster carried (r->edit applied by the fleet). */
+void ctl_cluster_committed(struct ctl_req *r, uint64_t gen, uint64_t applied_us, const char *extra);
+void ctl_cluster_refused(struct ctl_req *r, const char *why);
+void ctl_next_change(void);
 
 /* drain.c */
+
+/* Tell every worker something about these backends. */
+void ctl_send_backends(enum wmsg_type type, struct backend **list, unsigned n);
 void ctl_wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms,
                       void (*cb)(struct waiter *, bool), void *arg);
 void ctl_waiter_done(struct waiter *w, bool ok);
@@ -134,6 +156,8 @@ void ctl_add_backend(struct ctl_req *r, int pi);
 void ctl_del_backend(struct ctl_req *r, int pi);
 void ctl_replace_start(struct ctl_req *r);
 void ctl_retire_backend(struct backend *be);
+/* Free deleted backends no worker can reach any more. */
+void ctl_reclaim_backends(void);
 void ctl_remove_backend(struct rt_pool *p, uint32_t i);
 /* The same for every backend of p that gone() picks, in one pass; returns how many. */
 uint32_t ctl_remove_backends(struct rt_pool *p, bool (*gone)(const struct rt_backend *b));
@@ -145,38 +169,6 @@ void ctl_free_old_confs(void);
 void ctl_reclaim_confs(void);
 /* Replaced configurations not freed yet (the one veer started with included). */
 unsigned ctl_old_confs(void);
-void ctl_reclaim_backends(void);
-
-/* Copies of a pool's operator values (rollouts keep one to roll back to). */
-struct pool_edit *ctl_edit_save(int pi);
-void ctl_edit_restore(int pi, const struct pool_edit *e);
-void ctl_edit_free(struct pool_edit *e);
-void ctl_edit_render(const struct pool_edit *e, struct sbuf *o);
-struct pool_edit *ctl_edit_parse(int pi, const char *text);
-/* Would these shares (one per group) pass the checks a shift passes? 0 or -1 with err. */
-int ctl_check_shares(int pi, const int *shares, char *err, size_t len);
-
-/* control.c: the end of a change the cluster carried (r->edit applied by the fleet). */
-void ctl_cluster_committed(struct ctl_req *r, uint64_t gen, uint64_t applied_us, const char *extra);
-void ctl_cluster_refused(struct ctl_req *r, const char *why);
-void ctl_next_change(void);
-
-/* cluster.c: changes go through etcd when a `cluster` block is configured. */
-bool cluster_on(void);
-void cluster_propose(struct ctl_req *r);             /* r->edit, r->before; ctl.busy == r */
-void cluster_propose_maintenance(struct ctl_req *r); /* ctl.busy == r */
-void cluster_push_pool(int pi);                      /* a local publish of intent (rollouts) */
-void cluster_reapply(void);                          /* after a reload: the fleet's intent wins */
-void ctl_show_cluster(struct ctl_req *r);
-
-/* rollout.c */
-void rollout_command(struct ctl_req *r);
-void rollout_tick(void);
-void rollout_backend_failing(int pi, uint32_t i, const char *why); /* breaker tripped */
-int rollout_canary(int pi);
-char *rollout_render(int pi);
-int rollout_restore(int pi, const char *text);
-void rollout_shutdown(void);
 
 /* verify.c */
 void ctl_audit_verify(struct ctl_req *r); /* answers later, from its own thread's result */

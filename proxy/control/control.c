@@ -12,7 +12,9 @@
 #include "control-i.h"
 #include "metrics.h"
 #include "audit.h"
+#include "cluster.h"
 #include "health.h"
+#include "rollout.h"
 #include "sbuf.h"
 #include "state.h"
 #include "sdnotify.h"
@@ -49,6 +51,22 @@ void ctl_finish(struct ctl_req *r, const char *text, bool ok)
     if (r->warm_timer)
         event_free(r->warm_timer);
     free(r);
+}
+
+/*
+ * Answer a change made outside the edit path (add, del, a rollout command):
+ * OK gen=N applied_us=T, T from reading the command to the last snapshot
+ * store, then extra.
+ */
+void ctl_reply_change(struct ctl_req *r, uint64_t gen, const char *extra)
+{
+    /* A change that stored no snapshot (rollout pause, resume) took no time to one. */
+    uint64_t applied = ctl.last_store_us > r->t_read_us ? ctl.last_store_us - r->t_read_us : 0;
+    char line[300];
+
+    snprintf(line, sizeof(line), "OK gen=%llu applied_us=%llu%s", (unsigned long long)gen,
+             (unsigned long long)applied, extra ? extra : "");
+    ctl_finish(r, line, true);
 }
 
 /* Audit a refused command, unless an upgrade is handing the chain over (frozen). */
@@ -710,6 +728,7 @@ static bool start_warm(struct ctl_req *r, const struct pool_edit *before)
             r->ticket = ++ctl.next_ticket;
         m->type = WMSG_WARM;
         m->ticket = r->ticket;
+        m->pool = r->edit->pool;
         r->warm_pending++;
         worker_send(ctl.workers[w], m);
     }
@@ -1001,7 +1020,7 @@ void control_execute(struct ctl_req *r)
             ctl_finish(r, "ERR show commands are not available", false);
         return;
     case CMD_SHOW_CLUSTER:
-        ctl_show_cluster(r);
+        cluster_show(r);
         return;
     case CMD_AUDIT_VERIFY:
         ctl_audit_verify(r);

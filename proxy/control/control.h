@@ -124,8 +124,4 @@ uint64_t control_publish(void);
 /* Persist the model's runtime decisions (state file), off the reply path. */
 void control_save_state(void);
 
-struct sbuf;
-/* A pool's rollout for /status: an object with its step and verdict, or null. */
-void rollout_status_json(int pool, struct sbuf *o);
-
 #endif

@@ -27,7 +27,7 @@ void ctl_retire_backend(struct backend *be)
 
 /*
  * Free deleted backends no worker can reach any more (see backend_hold in
- * pool.h). retired_gen is the last generation whose snapshot routes to the
+ * routing.h). retired_gen is the last generation whose snapshot routes to the
  * backend, so a worker that announced exactly that generation may still
  * pick it: only a strictly newer announcement counts. The announcements
  * are read first (acquire), so a count a worker took before moving on is
@@ -96,17 +96,6 @@ uint32_t ctl_remove_backends(struct rt_pool *p, bool (*gone)(const struct rt_bac
     }
     free(list);
     return n;
-}
-
-void ctl_reply_change(struct ctl_req *r, uint64_t gen, const char *extra)
-{
-    /* A change that stored no snapshot (rollout pause, resume) took no time to one. */
-    uint64_t applied = ctl.last_store_us > r->t_read_us ? ctl.last_store_us - r->t_read_us : 0;
-    char line[300];
-
-    snprintf(line, sizeof(line), "OK gen=%llu applied_us=%llu%s", (unsigned long long)gen,
-             (unsigned long long)applied, extra ? extra : "");
-    ctl_finish(r, line, true);
 }
 
 /* add backend P NAME ADDR [weight W] [group G]: PENDING until its checks pass. */

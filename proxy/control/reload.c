@@ -14,6 +14,7 @@
  */
 #include "control-i.h"
 #include "audit.h"
+#include "cluster.h"
 #include "health.h"
 #include "listener.h"
 #include "module.h"

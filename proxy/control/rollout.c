@@ -13,7 +13,9 @@
  */
 #include "control-i.h"
 #include "audit.h"
+#include "cluster.h"
 #include "metrics.h"
+#include "rollout.h"
 #include "sbuf.h"
 #include "state.h"
 #include "stats.h"

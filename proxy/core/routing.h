@@ -87,7 +87,8 @@ struct backend_wstat {
  * A backend, shared by every snapshot that routes to it. Its identity (id,
  * addr_id, name, addr) never changes after creation; the per-worker figures,
  * `draining`, `breaker` and `refs` are atomics that change while it lives;
- * the fields marked control thread only are never read by a worker.
+ * the fields marked control thread only are never read by a worker (a
+ * worker knows a backend's pool from the snapshot it routed through).
  */
 struct backend {
     unsigned magic;

@@ -1,6 +1,6 @@
 /*
  * veer.h - common types, return codes, logging and debug checks shared by
- * every subsystem of the daemon.
+ * every subsystem of the daemon. Its functions are defined in log.c.
  */
 #ifndef VEER_H
 #define VEER_H
@@ -21,6 +21,8 @@ enum {
     VEER_DECLINED = -3,
     VEER_DONE = -4,
 };
+
+/* log.c: the error log, panics, allocation, the clock */
 
 enum log_level {
     LOG_ERR = 0,

@@ -85,6 +85,8 @@ void module_reopen_all(void);
 
 /* --- what a hook may look at and do with a transaction --------------------------------- */
 
+/* session.c: the transaction's accessors for modules */
+
 /*
  * Request path (without the query) and method name, not NUL-terminated
  * spans of the request head: valid in on_request_head only (the head leaves
@@ -96,6 +98,8 @@ const char *txn_method(const struct txn *t, size_t *len);
 int txn_pool_index(const struct txn *t);
 /* The worker, opaque to a module (its accessors are below). */
 const struct worker *txn_worker(const struct txn *t);
+
+/* module.c: the accessors modules use besides those above */
 
 /*
  * The value of request header NAME (lower case), not NUL-terminated, or NULL
@@ -156,6 +160,8 @@ bool txn_shutting_down(const struct txn *t);
 
 /* The pool of the worker's listener i (an index into the snapshot's pools); -1 past the last. */
 int txn_listener_pool(const struct txn *t, unsigned i);
+
+/* session.c */
 
 /*
  * Answer the request from the module: status, extra header lines (each

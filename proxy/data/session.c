@@ -719,7 +719,7 @@ static int connect_upstream(struct txn *t, bool fresh)
 {
     struct worker *w = t->s->w;
 
-    t->up = fresh ? upstream_connect(w, t->be, t) : upstream_get(w, t->be, t);
+    t->up = fresh ? upstream_connect(w, t->be, t->pool, t) : upstream_get(w, t->be, t->pool, t);
     if (t->up == NULL)
         return upstream_failed(t, "refused connection", errno);
     /* Keep the request's bytes until the response starts: a retry can resend them. */

@@ -214,19 +214,24 @@ static struct ssl_st *upstream_tls(const struct conf_pool *cp, int fd, const str
     return tls_connect(cp, fd, host);
 }
 
-/* The pool configuration of be as this worker's snapshot has it (NULL once deleted). */
-static const struct conf_pool *backend_pool(const struct worker *w, const struct backend *be)
+/*
+ * The configuration of pool `pool` as this worker's snapshot has it (NULL
+ * when the snapshot has no such pool). The caller names the pool: the one
+ * its request was routed through, or the one a warm-up message names. The
+ * backend's own pool index is the control thread's (routing.h): it is -1
+ * once the backend is deleted, while workers may still reach it.
+ */
+static const struct conf_pool *snapshot_pool(const struct worker *w, int pool)
 {
     const struct routing *r = w->routing;
-    int pi = be->pool;
 
-    return r && pi >= 0 && (uint32_t)pi < r->npools ? r->pools[pi].conf : NULL;
+    return r && pool >= 0 && (uint32_t)pool < r->npools ? r->pools[pool].conf : NULL;
 }
 
-struct upstream *upstream_connect(struct worker *w, struct backend *be, struct txn *txn)
+struct upstream *upstream_connect(struct worker *w, struct backend *be, int pool, struct txn *txn)
 {
     const struct conf_addr *a = &be->addr;
-    const struct conf_pool *cp = backend_pool(w, be);
+    const struct conf_pool *cp = snapshot_pool(w, pool);
     struct upstream *up;
     int fd, one = 1;
 
@@ -265,12 +270,12 @@ struct upstream *upstream_connect(struct worker *w, struct backend *be, struct t
     return up;
 }
 
-struct upstream *upstream_get(struct worker *w, struct backend *be, struct txn *txn)
+struct upstream *upstream_get(struct worker *w, struct backend *be, int pool, struct txn *txn)
 {
     struct upstream *up = worker_idle_pop(w, be->addr_id);
 
     if (up == NULL)
-        return upstream_connect(w, be, txn);
+        return upstream_connect(w, be, pool, txn);
     up->txn = txn;
     up->be = be;
     up->reused = true;
@@ -361,10 +366,17 @@ static void warm_finished(struct upstream *up, bool ok)
     warm_job_put(job);
 }
 
-void upstream_warm(struct worker *w, uint64_t ticket, struct backend **be, unsigned n)
+void upstream_warm(struct worker *w, uint64_t ticket, int pool, struct backend **be, unsigned n)
 {
     struct warm_job *job = veer_calloc(1, sizeof(*job));
 
+    /*
+     * The control thread names a pool of the snapshot it published last;
+     * switch to that one if this worker has not yet. A pool it still lacks
+     * gets no connections: none may be pooled without the pool's TLS.
+     */
+    if (worker_lb(w, pool) == NULL)
+        n = 0;
     job->ticket = ticket;
     job->worker = w->idx;
     job->pending = 1; /* our own reference, so the job cannot report before every start */
@@ -372,7 +384,7 @@ void upstream_warm(struct worker *w, uint64_t ticket, struct backend **be, unsig
         uint32_t have = be[i]->addr_id < w->nidle ? w->idle[be[i]->addr_id].n : 0;
 
         for (uint32_t k = have; k < WARM_CONNS; k++) {
-            struct upstream *up = upstream_connect(w, be[i], NULL);
+            struct upstream *up = upstream_connect(w, be[i], pool, NULL);
 
             if (up == NULL)
                 break; /* refused at once: no point trying again now */

@@ -47,13 +47,14 @@ struct upstream {
 
 /*
  * A connection to be for txn: an idle pooled one when there is one (reused
- * = true), else a new non-blocking connect. Returns NULL with errno set
- * when the connect failed at once.
+ * = true), else a new non-blocking connect, with the TLS settings of pool
+ * `pool` (an index into the worker's snapshot: the pool txn was routed
+ * through). Returns NULL with errno set when the connect failed at once.
  */
-struct upstream *upstream_get(struct worker *w, struct backend *be, struct txn *txn);
+struct upstream *upstream_get(struct worker *w, struct backend *be, int pool, struct txn *txn);
 
 /* A new connection even when idle ones exist (retry of a stale one). */
-struct upstream *upstream_connect(struct worker *w, struct backend *be, struct txn *txn);
+struct upstream *upstream_connect(struct worker *w, struct backend *be, int pool, struct txn *txn);
 
 /* The transaction is done with up: back to the idle pool, or closed. */
 void upstream_release(struct upstream *up, bool reusable);
@@ -79,11 +80,12 @@ void upstream_want_read(struct upstream *up, bool on);
 void upstream_want_write(struct upstream *up, bool on);
 
 /*
- * Open idle connections ahead of traffic: up to a few per backend on this
- * worker, minus those already pooled. When every attempt has connected or
- * failed, the control thread gets REPORT_WARM_DONE with the ticket.
+ * Open idle connections ahead of traffic to backends of pool `pool` (an
+ * index into the snapshot): up to a few per backend on this worker, minus
+ * those already pooled. When every attempt has connected or failed, the
+ * control thread gets REPORT_WARM_DONE with the ticket.
  */
-void upstream_warm(struct worker *w, uint64_t ticket, struct backend **be, unsigned n);
+void upstream_warm(struct worker *w, uint64_t ticket, int pool, struct backend **be, unsigned n);
 
 /* Give up every warm-up in progress (shutdown). */
 void upstream_abort_warming(struct worker *w);

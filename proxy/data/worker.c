@@ -535,7 +535,7 @@ static void run_messages(struct worker *w, struct mailbox_node *n)
         n = n->next;
         switch (m->type) {
         case WMSG_WARM:
-            upstream_warm(w, m->ticket, m->be, m->n);
+            upstream_warm(w, m->ticket, m->pool, m->be, m->n);
             break;
         case WMSG_CLOSE_IDLE:
             for (unsigned i = 0; i < m->n; i++)

@@ -80,6 +80,7 @@ struct wmsg {
     struct mailbox_node node; /* in the worker's inbox */
     enum wmsg_type type;
     uint64_t ticket;
+    int pool; /* WMSG_WARM: the backends' pool, an index into the snapshot */
     unsigned n;
     struct backend **be; /* each with a reference (backend_hold), dropped by wmsg_free */
     struct wreconf *reconf;

@@ -17,6 +17,7 @@
 #include "control-i.h"
 #include "metrics.h"
 #include "model.h"
+#include "rollout.h"
 #include "sbuf.h"
 #include "state.h"
 #include "veer.h"

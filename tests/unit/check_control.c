@@ -1,0 +1,553 @@
+/*
+ * check_control.c - the edit path of the control thread (control.c), set
+ * up as main.c sets it up (a model from a config text, the first snapshot,
+ * the audit log the config names, control_init) but with no worker at
+ * all: admin lines go through control_execute and are answered at once.
+ *
+ * Every accepted change (shift, swap, set weight, set state, drain,
+ * maintenance, rollback) answers `OK gen=N applied_us=T`, N one more than
+ * before; the model holds the new values and the published snapshot
+ * (routing_current) is a new one of generation N that routes by them; the
+ * audit log gets one record of the command with result OK and generation
+ * N. A warm-up with no worker to open connections ends at once. A refused
+ * change answers `ERR ...`, leaves the model, the generation and the
+ * snapshot as they were, and is audited with its ERR line. `rollback`
+ * restores the values of the previous operator change, one change at a
+ * time, until there is nothing left to roll back, and not across a
+ * membership change. add backend joins READY (no checks) and routed; del
+ * backend waits for it to be out of rotation. A change that cannot be
+ * audited (the log held) is not made. The audit chain then verifies.
+ *
+ * Each test runs in its own process (Check's fork mode); nothing waits.
+ */
+#include "audit.h"
+#include "cmd.h"
+#include "control.h"
+#include "model.h"
+#include "routing.h"
+#include "veer.h"
+
+#include <check.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/*
+ * api: blue-1, blue-2 (blue, 100%) and green-1 (green, 0%); no readiness
+ * checks, so every backend is READY at once.
+ */
+#define CONF                                                                                       \
+    "audit_log = \"%s/audit.log\";\n"                                                              \
+    "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"                               \
+    "pools = ( { name = \"api\"; backends = ("                                                     \
+    "{ name = \"blue-1\"; address = \"127.0.0.1:1\"; weight = 100; group = \"blue\"; },"           \
+    "{ name = \"blue-2\"; address = \"127.0.0.1:2\"; weight = 100; group = \"blue\"; },"           \
+    "{ name = \"green-1\"; address = \"127.0.0.1:3\"; weight = 100; group = \"green\"; } );"       \
+    "shares = { blue = 100; green = 0; }; } );\n"
+
+#define API   0
+#define BLUE  0 /* group indexes: order of first appearance */
+#define GREEN 1
+
+static struct {
+    char dir[64];
+    char audit[96];
+    struct veer_conf *c;
+    struct model *m;
+    struct event_base *base;
+} F;
+
+static void up(void)
+{
+    char path[128], text[2048], err[512] = "";
+    FILE *f;
+
+    memset(&F, 0, sizeof(F));
+    strcpy(F.dir, "/tmp/check_control.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(F.dir));
+    snprintf(path, sizeof(path), "%s/veer.conf", F.dir);
+    snprintf(text, sizeof(text), CONF, F.dir);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    F.c = conf_load(path, err, sizeof(err));
+    unlink(path);
+    ck_assert_msg(F.c != NULL, "config: %s", err);
+    snprintf(F.audit, sizeof(F.audit), "%s/audit.log", F.dir);
+    ck_assert_str_eq(F.c->audit_log, F.audit);
+
+    veer_nworkers = 0; /* no worker: no per-worker slots, nobody to announce a snapshot */
+    F.m = model_from_conf(F.c);
+    routing_init(0, routing_build(F.m));
+    ck_assert_int_eq(audit_open(F.c->audit_log, err, sizeof(err)), 0);
+    F.base = event_base_new();
+    ck_assert_ptr_nonnull(F.base);
+    ck_assert_int_eq(control_init(F.base, F.c, F.m, NULL, 0), VEER_OK);
+}
+
+static void down(void)
+{
+    char msg[256];
+
+    /* Whatever the test did, the audit chain it left verifies. */
+    ck_assert_msg(audit_verify_ex(F.audit, NULL, NULL, msg, sizeof(msg)) == 0, "audit: %s", msg);
+    control_shutdown();
+    event_base_free(F.base);
+    routing_shutdown();
+    model_free(F.m);
+    conf_free(F.c);
+    audit_close();
+    unlink(F.audit);
+    rmdir(F.dir);
+}
+
+/* --- commands ------------------------------------------------------------------------- */
+
+static char reply[8192];
+static bool replied, reply_ok;
+
+static void on_done(struct ctl_req *r, const char *text, bool ok)
+{
+    (void)r;
+    snprintf(reply, sizeof(reply), "%s", text);
+    replied = true;
+    reply_ok = ok;
+}
+
+/* Run an admin line through control_execute; with no worker its reply comes at once. */
+static const char *run(const char *line)
+{
+    struct ctl_req *r = calloc(1, sizeof(*r));
+    char err[256];
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_msg(cmd_parse(line, &r->cmd, err, sizeof(err)) == 0, "%s: %s", line, err);
+    snprintf(r->line, sizeof(r->line), "%s", line);
+    r->peer = (struct audit_peer){1000, 1000, 4242};
+    r->t_read_us = veer_now_us();
+    r->done = on_done;
+    replied = false;
+    control_execute(r);
+    ck_assert_msg(replied, "no reply to %s", line);
+    ck_assert_msg(strlen(reply) >= 2 && strcmp(reply + strlen(reply) - 2, "\n\n") == 0,
+                  "reply not ended by an empty line: %s", reply);
+    return reply;
+}
+
+/* --- the audit log ------------------------------------------------------------------- */
+
+/* The records of the audit log, in order. */
+static json_t *audit_records(void)
+{
+    FILE *f = fopen(F.audit, "r");
+    json_t *out = json_array();
+    char line[8192];
+
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof(line), f)) {
+        json_error_t e;
+        json_t *rec = json_loads(line, 0, &e);
+
+        ck_assert_msg(rec != NULL, "audit line: %s: %s", e.text, line);
+        json_array_append_new(out, rec);
+    }
+    fclose(f);
+    return out;
+}
+
+static size_t audit_count(void)
+{
+    json_t *a = audit_records();
+    size_t n = json_array_size(a);
+
+    json_decref(a);
+    return n;
+}
+
+/* The last record is the operator's `line`, with this result (prefix) and generation. */
+static void assert_last_record(const char *line, const char *result, uint64_t gen)
+{
+    json_t *a = audit_records();
+    json_t *rec = json_array_get(a, json_array_size(a) - 1);
+
+    ck_assert_ptr_nonnull(rec);
+    ck_assert_str_eq(json_string_value(json_object_get(rec, "actor")), "operator");
+    ck_assert_str_eq(json_string_value(json_object_get(rec, "command")), line);
+    ck_assert_msg(
+        strncmp(json_string_value(json_object_get(rec, "result")), result, strlen(result)) == 0,
+        "%s: audited result %s, want %s", line, json_string_value(json_object_get(rec, "result")),
+        result);
+    ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(rec, "generation")), gen);
+    ck_assert_int_eq(json_integer_value(json_object_get(rec, "uid")), 1000);
+    json_decref(a);
+}
+
+/* --- the model and the snapshot -------------------------------------------------------- */
+
+static struct rt_pool *pool(void)
+{
+    return &F.m->pools[API];
+}
+
+static struct rt_backend *be(const char *name)
+{
+    int i = model_find_backend(pool(), name);
+
+    ck_assert_int_ge(i, 0);
+    return &pool()->b[i];
+}
+
+/* The operator's values of pool api, to tell whether a command changed any. */
+struct values {
+    int share[8];
+    int weight[8];
+    enum admin_state admin[8];
+    bool maint;
+};
+
+static struct values values(void)
+{
+    struct values v;
+
+    memset(&v, 0, sizeof(v));
+    ck_assert_uint_le(pool()->ng, 8);
+    ck_assert_uint_le(pool()->nb, 8);
+    for (uint32_t g = 0; g < pool()->ng; g++)
+        v.share[g] = pool()->g[g].share;
+    for (uint32_t i = 0; i < pool()->nb; i++) {
+        v.weight[i] = pool()->b[i].weight;
+        v.admin[i] = pool()->b[i].admin;
+    }
+    v.maint = pool()->maint;
+    return v;
+}
+
+/* The model holds these values. */
+static void assert_values(struct values v)
+{
+    struct values now = values();
+
+    for (unsigned k = 0; k < 8; k++) {
+        ck_assert_int_eq(now.share[k], v.share[k]);
+        ck_assert_int_eq(now.weight[k], v.weight[k]);
+        ck_assert_int_eq(now.admin[k], v.admin[k]);
+    }
+    ck_assert_int_eq(now.maint, v.maint);
+}
+
+/* The snapshot's entry for a backend of api, or NULL when it routes nothing to it. */
+static const struct snap_backend *routed(const char *name)
+{
+    const struct snap_pool *sp = &routing_current()->pools[API];
+
+    for (uint32_t i = 0; i < sp->n; i++)
+        if (strcmp(sp->b[i].be->name, name) == 0)
+            return &sp->b[i];
+    return NULL;
+}
+
+/* The published snapshot is the model's: generation, shares, maintenance. */
+static void assert_published(void)
+{
+    const struct routing *r = routing_current();
+
+    ck_assert_uint_eq(r->generation, F.m->generation);
+    ck_assert_uint_eq(r->pools[API].ng, pool()->ng);
+    for (uint32_t g = 0; g < pool()->ng; g++)
+        ck_assert_int_eq(r->pools[API].share[g], pool()->g[g].share);
+    ck_assert_int_eq(r->pools[API].maint, pool()->maint);
+}
+
+/*
+ * Run a change that must be accepted: `OK gen=N applied_us=T` with N one
+ * more than before (and `more` after it, when given), a new snapshot of
+ * generation N, one audit record of it.
+ */
+static void change(const char *line, const char *more)
+{
+    uint64_t gen = F.m->generation;
+    size_t records = audit_count();
+    unsigned long long n, t;
+    int end = 0;
+
+    run(line);
+    ck_assert_msg(reply_ok, "%s: %s", line, reply);
+    ck_assert_msg(sscanf(reply, "OK gen=%llu applied_us=%llu%n", &n, &t, &end) == 2 && end > 0,
+                  "%s: %s", line, reply);
+    ck_assert_uint_eq(n, gen + 1);
+    ck_assert_uint_eq(F.m->generation, gen + 1);
+    ck_assert_uint_eq(routing_current()->generation, gen + 1);
+    if (more)
+        ck_assert_msg(strncmp(reply + end, more, strlen(more)) == 0, "%s: %s (want %s)", line,
+                      reply, more);
+    assert_published();
+    ck_assert_uint_eq(audit_count(), records + 1);
+    assert_last_record(line, "OK", gen + 1);
+}
+
+/*
+ * Run a change that must be refused: `ERR ...` containing want; the model's
+ * values, the generation and the snapshot untouched; the refusal audited.
+ */
+static void refused(const char *line, const char *want)
+{
+    uint64_t gen = F.m->generation;
+    const struct routing *before = routing_current();
+    struct values v = values();
+    size_t records = audit_count();
+
+    run(line);
+    ck_assert_msg(!reply_ok && strncmp(reply, "ERR ", 4) == 0, "%s: %s", line, reply);
+    ck_assert_msg(strstr(reply, want) != NULL, "%s: %s (want %s)", line, reply, want);
+    ck_assert_uint_eq(F.m->generation, gen);
+    ck_assert_ptr_eq(routing_current(), before);
+    assert_values(v);
+    ck_assert_uint_eq(audit_count(), records + 1);
+    assert_last_record(line, "ERR ", gen);
+}
+
+/* --- tests ------------------------------------------------------------------------------ */
+
+/*
+ * shift sets the shares in one publish; green-1 starts receiving traffic,
+ * so the change warms connections first: with no worker that ends at once
+ * (warm_us follows applied_us). swap exchanges the shares; twice is
+ * identity.
+ */
+START_TEST(test_shift_and_swap_publish_one_generation_each)
+{
+    up();
+    ck_assert_ptr_null(routed("green-1"));
+    change("shift api blue=90 green=10", " warm_us=");
+    ck_assert_int_eq(pool()->g[BLUE].share, 90);
+    ck_assert_int_eq(pool()->g[GREEN].share, 10);
+    ck_assert_ptr_nonnull(routed("green-1"));
+    ck_assert_ptr_nonnull(routed("blue-1"));
+
+    change("shift api blue=60 green=40", NULL);
+    change("swap api", NULL);
+    ck_assert_int_eq(pool()->g[BLUE].share, 40);
+    ck_assert_int_eq(pool()->g[GREEN].share, 60);
+    change("swap api", NULL);
+    ck_assert_int_eq(pool()->g[BLUE].share, 60);
+    ck_assert_int_eq(pool()->g[GREEN].share, 40);
+
+    /* Green alone (past its capacity, hence --force) takes blue out of the snapshot. */
+    change("shift api green=100 blue=0 --force", NULL);
+    ck_assert_ptr_null(routed("blue-1"));
+    ck_assert_ptr_null(routed("blue-2"));
+    ck_assert_ptr_nonnull(routed("green-1"));
+    down();
+}
+END_TEST
+
+/* set weight divides the group's share among its backends: 300 and 100 route 3:1. */
+START_TEST(test_set_weight_divides_the_group_share)
+{
+    up();
+    change("set weight api/blue-1 300", NULL);
+    ck_assert_int_eq(be("blue-1")->weight, 300);
+    ck_assert_int_eq(be("blue-2")->weight, 100);
+    ck_assert_uint_eq(routed("blue-1")->weight, 3 * routed("blue-2")->weight);
+
+    /* Weight 0 takes a backend out of the snapshot while its group keeps the share. */
+    change("set weight api/blue-2 0", NULL);
+    ck_assert_ptr_null(routed("blue-2"));
+    ck_assert_ptr_nonnull(routed("blue-1"));
+    down();
+}
+END_TEST
+
+/*
+ * set state maint takes a backend out of rotation (MAINT) and ready puts it
+ * back; drain with no request in flight anywhere is DRAINED at once, and
+ * drain --wait is answered at once.
+ */
+START_TEST(test_set_state_and_drain)
+{
+    up();
+    change("set state api/blue-2 maint", NULL);
+    ck_assert_int_eq(be("blue-2")->admin, ADMIN_MAINT);
+    ck_assert_int_eq(model_state(pool(), (uint32_t)model_find_backend(pool(), "blue-2")), BE_MAINT);
+    ck_assert_ptr_null(routed("blue-2"));
+    change("set state api/blue-2 ready", NULL);
+    ck_assert_int_eq(be("blue-2")->admin, ADMIN_READY);
+    ck_assert_ptr_nonnull(routed("blue-2"));
+
+    change("drain api/blue-1", " active=0");
+    ck_assert_int_eq(be("blue-1")->admin, ADMIN_DRAIN);
+    ck_assert(atomic_load(&be("blue-1")->be->draining));
+    ck_assert_int_eq(model_state(pool(), (uint32_t)model_find_backend(pool(), "blue-1")),
+                     BE_DRAINED);
+    ck_assert_ptr_null(routed("blue-1"));
+    change("set state api/blue-1 ready", NULL);
+    ck_assert(!atomic_load(&be("blue-1")->be->draining));
+    change("drain api/blue-2 --wait", " active=0");
+    ck_assert_int_eq(model_state(pool(), (uint32_t)model_find_backend(pool(), "blue-2")),
+                     BE_DRAINED);
+    down();
+}
+END_TEST
+
+/* maintenance on|off for a pool: one publish each, the snapshot says so. */
+START_TEST(test_maintenance_on_and_off)
+{
+    up();
+    change("maintenance on api --retry-after 7", NULL);
+    ck_assert(pool()->maint);
+    ck_assert(routing_current()->pools[API].maint);
+    ck_assert_int_eq(routing_current()->pools[API].retry_after, 7);
+    change("maintenance off api", NULL);
+    ck_assert(!pool()->maint);
+    ck_assert(!routing_current()->pools[API].maint);
+    down();
+}
+END_TEST
+
+/* Refusals change nothing: not the model, not the generation, not the snapshot. */
+START_TEST(test_refused_changes_leave_model_and_generation)
+{
+    up();
+    refused("shift api blue=90 green=20", "100");
+    refused("shift api red=10", "unknown group red");
+    refused("shift nope blue=100", "unknown pool nope");
+    refused("set weight api/nope 5", "unknown backend nope");
+    refused("set state api/nope maint", "unknown backend nope");
+    refused("drain api/nope", "unknown backend nope");
+    refused("rollback api", "nothing to roll back");
+    /* A group with a share and no eligible weight left. */
+    change("shift api blue=90 green=10", NULL);
+    refused("set weight api/green-1 0", "green");
+    refused("set state api/green-1 maint", "green");
+    /* A share past what the group's READY backends can carry (capacity_headroom), unless --force.
+     */
+    refused("shift api blue=0 green=100", "capacity_headroom");
+    change("shift api blue=0 green=100 --force", NULL);
+    ck_assert_int_eq(pool()->g[GREEN].share, 100);
+    down();
+}
+END_TEST
+
+/*
+ * rollback restores the shares, weights and admin states of the previous
+ * operator change, one change per rollback, each a publish of its own,
+ * until there is nothing left to roll back.
+ */
+START_TEST(test_rollback_restores_previous_values)
+{
+    struct values v0, v1, v2;
+
+    up();
+    v0 = values();
+    change("shift api blue=90 green=10", NULL);
+    v1 = values();
+    change("set weight api/blue-1 50", NULL);
+    v2 = values();
+    change("set state api/blue-2 maint", NULL);
+    ck_assert_ptr_null(routed("blue-2"));
+
+    change("rollback api", NULL);
+    assert_values(v2);
+    ck_assert_int_eq(be("blue-2")->admin, ADMIN_READY);
+    ck_assert_ptr_nonnull(routed("blue-2"));
+    change("rollback api", NULL);
+    assert_values(v1);
+    ck_assert_int_eq(be("blue-1")->weight, 100);
+    change("rollback api", NULL);
+    assert_values(v0);
+    ck_assert_int_eq(pool()->g[GREEN].share, 0);
+    ck_assert_ptr_null(routed("green-1"));
+    refused("rollback api", "nothing to roll back");
+    down();
+}
+END_TEST
+
+/*
+ * add backend joins at once (no readiness checks: READY) and is routed;
+ * del backend is refused until it is out of rotation (MAINT here), then
+ * takes it out of the model and the snapshot. A rollback across a
+ * membership change is refused: there is no safe undo.
+ */
+START_TEST(test_add_and_delete_backend)
+{
+    up();
+    change("shift api blue=90 green=10", NULL);
+    change("add backend api blue-3 127.0.0.1:9 weight 50 group blue", " state=READY");
+    ck_assert_int_eq(be("blue-3")->weight, 50);
+    ck_assert_int_eq(be("blue-3")->group, BLUE);
+    ck_assert_ptr_nonnull(routed("blue-3"));
+    refused("add backend api blue-1 127.0.0.1:9", "already exists");
+    refused("rollback api", "changed membership");
+    refused("del backend api blue-3", "drain it");
+    change("set state api/blue-3 maint", NULL);
+    ck_assert_ptr_null(routed("blue-3"));
+    change("del backend api blue-3", NULL);
+    ck_assert_int_lt(model_find_backend(pool(), "blue-3"), 0);
+    ck_assert_uint_eq(pool()->nb, 3);
+    ck_assert_ptr_null(routed("blue-3"));
+    down();
+}
+END_TEST
+
+/*
+ * A change that cannot be audited is not made: with the log held (as for
+ * an upgrade's handoff) a shift is refused, and neither the model, the
+ * generation, the snapshot nor the log changes. Released, it goes through.
+ */
+START_TEST(test_unauditable_change_is_refused)
+{
+    uint64_t gen;
+    const struct routing *before;
+    struct values v;
+    size_t records;
+
+    up();
+    gen = F.m->generation;
+    before = routing_current();
+    v = values();
+    records = audit_count();
+    audit_hold(true);
+    run("shift api blue=90 green=10");
+    ck_assert_msg(!reply_ok && strncmp(reply, "ERR audit log cannot be written", 31) == 0, "%s",
+                  reply);
+    ck_assert_uint_eq(F.m->generation, gen);
+    ck_assert_ptr_eq(routing_current(), before);
+    assert_values(v);
+    ck_assert_uint_eq(audit_count(), records);
+    audit_hold(false);
+    change("shift api blue=90 green=10", NULL);
+    down();
+}
+END_TEST
+
+static Suite *control_suite(void)
+{
+    Suite *s = suite_create("control");
+    TCase *tc = tcase_create("edit");
+
+    tcase_add_test(tc, test_shift_and_swap_publish_one_generation_each);
+    tcase_add_test(tc, test_set_weight_divides_the_group_share);
+    tcase_add_test(tc, test_set_state_and_drain);
+    tcase_add_test(tc, test_maintenance_on_and_off);
+    tcase_add_test(tc, test_refused_changes_leave_model_and_generation);
+    tcase_add_test(tc, test_rollback_restores_previous_values);
+    tcase_add_test(tc, test_add_and_delete_backend);
+    tcase_add_test(tc, test_unauditable_change_is_refused);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(control_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
