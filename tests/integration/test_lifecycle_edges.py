@@ -322,7 +322,12 @@ class HoldLimitTest(VeerTestCase):
         self._cleanup.append(lambda: (be.kill(), be.wait()))
         m = re.search(r"listening on (\S+)", be.stdout.readline())
         self.assertIsNotNone(m, "veer-backend did not say where it listens")
-        v = self.veer(config([("api", [("b", m.group(1))], "hold_ms = 60000;")], workers=1))
+        # 4096 connects to one backend at once overflow the kernel's SYN queue
+        # (tcp_max_syn_backlog is 2048 here): a dropped SYN is sent again after
+        # 1 s, then 3 s, which on a loaded machine outlasts the default 2 s
+        # connect timeout. This test is about the hold queue, not connect storms.
+        v = self.veer(config([("api", [("b", m.group(1))], "hold_ms = 60000;")], workers=1,
+                             top="timeouts = { quiet_ms = 100; connect_ms = 15000; };\n"))
         parse_ok(veerctl(v.admin_socket, "set", "state", "api/b", "maint", "--force").stdout)
         sel = selectors.DefaultSelector()
         socks = []
