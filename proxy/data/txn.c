@@ -31,20 +31,20 @@ static void disarm_retry(struct txn *t);
  * of being woken once per write, which is what costs most on a shared CPU.
  * txn_run_flushes runs the queue, calling each client's flush.
  */
-int txn_defer(struct txn_client *s, unsigned what)
+int txn_defer(struct txn_client *c, unsigned what)
 {
-    struct worker *w = s->w;
+    struct worker *w = c->w;
 
-    s->flush |= what;
-    if (!s->flush_queued) {
+    c->flush |= what;
+    if (!c->flush_queued) {
         /* First come, first written: requests released together reach backends in order. */
-        s->flush_queued = true;
-        s->flush_next = NULL;
+        c->flush_queued = true;
+        c->flush_next = NULL;
         if (w->flush_list)
-            w->flush_tail->flush_next = s;
+            w->flush_tail->flush_next = c;
         else
-            w->flush_list = s;
-        w->flush_tail = s;
+            w->flush_list = c;
+        w->flush_tail = c;
     }
     return VEER_OK;
 }

@@ -20,7 +20,11 @@
  *     txn_flush_upstream  the send phase: write them now
  *     txn_process_response a 1xx went out: parse what waits behind it
  *     txn_local_response / txn_request_invalid  the client side answers itself
- *     txn_free          the exchange is over (answered, or aborted)
+ *     txn_response_pause / txn_response_resume  the client stopped / resumed
+ *                       taking response bytes (backpressure on the backend)
+ *     txn_release_held  bytes kept for a retry must go (the buffer is full)
+ *     txn_upstream_reusable, txn_release_upstream, txn_free  the exchange is
+ *                       over (answered, or aborted)
  *
  *   txn -> client (struct txn_client_ops, one indirect call at most per
  *   event):
@@ -39,6 +43,11 @@
  * for the backend into t->req_head and writes body bytes out of c->in. The
  * backend's bytes go into t->rin; the client side writes t->res_head, then
  * t->res_parsed bytes of t->rin.
+ *
+ * Not yet codec-neutral: local answers (error pages, module answers through
+ * txn_respond) are written by the transaction as HTTP/1 bytes into
+ * t->res_head, and the request is parsed into t->req (struct http_msg) by
+ * the client side; a second codec would translate both.
  *
  * Internal steps return VEER_OK (the transaction goes on), VEER_DONE (it
  * ended and the client side may start the next one) or VEER_ERROR (the
