@@ -12,9 +12,10 @@
  *   the next ones;
  * - retry: a backend whose port refuses connections costs a counted connect
  *   error, and the request is answered 200, once, by another backend;
- * - hold: a request with no eligible backend (hold_ms) waits, unanswered,
- *   until a published snapshot gives it one, then reaches that backend
- *   once and is answered once;
+ * - hold: a request with no eligible backend (hold_ms), or held by
+ *   maintenance --hold, waits, unanswered, through a publish that changes
+ *   nothing for it; the publish that gives it a backend sends it to that
+ *   backend once, and it is answered once;
  * - breaker: half-open backends report every outcome, in the order the
  *   outcomes happened; a closed breaker reports a run of failures once, when
  *   the run reaches the threshold.
@@ -642,6 +643,54 @@ START_TEST(test_a_request_with_no_eligible_backend_is_held_until_a_snapshot_rele
 }
 END_TEST
 
+/*
+ * Maintenance with --hold (the maintenance module answers VEER_AGAIN): the
+ * request waits on the hold queue through a publish that leaves maintenance
+ * on; the publish that ends it sends the request to the backend once, and
+ * its client gets one 200.
+ */
+START_TEST(test_a_request_held_by_maintenance_is_answered_once_when_it_ends)
+{
+    static const char *const groups[] = {"main"};
+    unsigned one = 1;
+
+    backend_open(0, "api-1", false);
+    srv[1].fd = srv[2].fd = -1;
+    start(1, groups, "");
+    fx.m->maint = true;
+    fx.m->maint_retry_after = 5;
+    fx.m->maint_hold_ms = 10000;
+    publish();
+    ck_assert(run_until(switched, NULL));
+    ask(0, "/maint");
+    ck_assert_msg(run_until(held_n, &one), "not held");
+
+    publish(); /* maintenance still on */
+    ck_assert(run_until(switched, NULL));
+    for (int i = 0; i < 5; i++)
+        step();
+    ck_assert_uint_eq(fx.w->held.n, 1);
+    ck_assert_int_eq(clients[0].answers, 0);
+    ck_assert_int_eq(srv[0].nconns, 0);
+
+    fx.m->maint = false;
+    fx.m->maint_retry_after = 0;
+    fx.m->maint_hold_ms = 0;
+    publish();
+    ck_assert_msg(run_until(answered, &(int){0}), "the held request was not answered");
+    for (int i = 0; i < 5; i++)
+        step();
+    ck_assert_int_eq(clients[0].answers, 1);
+    ck_assert_int_eq(clients[0].status, 200);
+    ck_assert_str_eq(body(&clients[0]), "api-1");
+    ck_assert_int_eq(srv[0].nreqs, 1);
+    ck_assert_str_eq(srv[0].paths[0], "/maint");
+    ck_assert_uint_eq(fx.w->held.n, 0);
+    ck_assert_uint_eq(atomic_load(&fx.w->mstat.held), 0);
+    stop();
+}
+END_TEST
+
 /* --- breaker report order ----------------------------------------------------------------- */
 
 /*
@@ -741,6 +790,7 @@ static Suite *txn_suite(void)
     tcase_add_test(tr, test_a_refused_connect_is_retried_on_another_backend_and_answered_once);
     tcase_add_test(th,
                    test_a_request_with_no_eligible_backend_is_held_until_a_snapshot_releases_it);
+    tcase_add_test(th, test_a_request_held_by_maintenance_is_answered_once_when_it_ends);
     tcase_add_test(tb, test_breaker_reports_arrive_in_the_order_the_outcomes_happened);
     tcase_add_test(tb, test_a_run_of_failures_is_reported_once_at_the_threshold);
     suite_add_tcase(s, tp);
