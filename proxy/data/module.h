@@ -85,7 +85,7 @@ void module_reopen_all(void);
 
 /* --- what a hook may look at and do with a transaction --------------------------------- */
 
-/* session.c: the transaction's accessors for modules */
+/* txn.c: the transaction's accessors for modules */
 
 /*
  * Request path (without the query) and method name, not NUL-terminated
@@ -161,7 +161,7 @@ bool txn_shutting_down(const struct txn *t);
 /* The pool of the worker's listener i (an index into the snapshot's pools); -1 past the last. */
 int txn_listener_pool(const struct txn *t, unsigned i);
 
-/* session.c */
+/* txn.c */
 
 /*
  * Answer the request from the module: status, extra header lines (each

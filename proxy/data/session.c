@@ -1,7 +1,10 @@
 /*
- * session.c - the client side of the data path: read requests, pick a
- * backend, forward the request, relay the response, keep the connection
- * alive (or tunnel it after a 101). See session.h for the buffer model.
+ * session.c - a client connection speaking HTTP/1: accept, TLS, read and
+ * frame requests (pipelined ones in order), hand each to its transaction
+ * (txn.c), write its response, keep the connection alive, linger before
+ * closing, tunnel after a 101, hand idle connections over in an upgrade.
+ * See session.h for the buffer model and txn.h for the interface with the
+ * transaction.
  *
  * Internal steps return VEER_OK (the transaction goes on), VEER_DONE (it
  * ended and the session may start the next one) or VEER_ERROR (the session
@@ -9,11 +12,9 @@
  * requests, so a burst of them never recurses.
  */
 #include "session.h"
-#include "report.h"
-#include "module.h"
 #include "tls.h"
 #include "inherit.h"
-#include "upstream.h"
+#include "txn.h"
 #include "veer.h"
 #include "worker.h"
 
@@ -28,201 +29,31 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg);
 static void client_write_cb(evutil_socket_t fd, short what, void *arg);
 static int session_process(struct session *s);
 static int flush_client(struct txn *t);
-static int flush_upstream(struct txn *t);
-static int process_response(struct txn *t);
-static void unhold(struct txn *t);
-static void disarm_retry(struct txn *t);
+static const struct txn_client_ops session_ops;
 
-/* Pending writes of a session, run after the loop iteration (see session_run_flushes). */
-enum { FLUSH_CLIENT = 1u << 0, FLUSH_UPSTREAM = 1u << 1 };
-
-/*
- * Queue a write instead of doing it now. Writes run once every ready
- * socket of the iteration has been read, like HAProxy's send phase: a
- * backend or client woken by our writes then finds a batch of work instead
- * of being woken once per write, which is what costs most on a shared CPU.
- */
-static int defer(struct txn *t, unsigned what)
+static inline struct session *session_of(struct txn_client *c)
 {
-    struct session *s = t->s;
-    struct worker *w = s->w;
-
-    s->flush |= what;
-    if (!s->flush_queued) {
-        /* First come, first written: requests released together reach backends in order. */
-        s->flush_queued = true;
-        s->flush_next = NULL;
-        if (w->flush_list)
-            w->flush_tail->flush_next = s;
-        else
-            w->flush_list = s;
-        w->flush_tail = s;
-    }
-    return VEER_OK;
+    return container_of(c, struct session, c);
 }
 
-/* --- transactions ------------------------------------------------------- */
-
-/*
- * A transaction and its two header tables are one allocation, sized for the
- * header_count in force when it was made (t->hdr_cap). A reload may change
- * the count: a cached transaction too small for the new one is dropped, and
- * a transaction in flight keeps the limits it started with (t->limits,
- * t->res_limits), whatever the worker's are now.
- */
-static size_t txn_size(uint32_t hdr_cap)
+/* A new transaction for the next request on s. */
+static struct txn *session_txn_start(struct session *s)
 {
-    return sizeof(struct txn) + 2 * http_msg_size(hdr_cap);
-}
+    struct txn *t = txn_new(&s->c, s->l->pool);
 
-static struct txn *txn_start(struct session *s)
-{
-    struct worker *w = s->w;
-    struct txn *t = w->free_txns;
-    uint32_t cap = w->req_limits.header_count;
-    size_t msz;
-
-    if (t) {
-        w->free_txns = t->next_free;
-        w->nfree_txns--;
-        if (t->hdr_cap < cap) {
-            free(t);
-            t = NULL;
-        } else {
-            cap = t->hdr_cap;
-        }
-    }
-    if (t == NULL)
-        t = veer_malloc(txn_size(cap));
-    msz = http_msg_size(cap);
-    memset(t, 0, sizeof(*t));
-    t->magic = TXN_MAGIC;
-    t->hdr_cap = cap;
-    t->s = s;
-    t->phase = TXN_REQ_HEAD;
-    t->pool = s->l->pool;
-    t->req = (struct http_msg *)(t + 1);
-    t->res = (struct http_msg *)((char *)t->req + msz);
-    t->start_us = veer_now_us();
-    /* The pool may lower or raise the body limit (pool body_bytes; -1 = the global one). */
-    t->limits = w->req_limits;
-    if ((uint32_t)t->pool < w->routing->npools && w->routing->pools[t->pool].conf->body_bytes >= 0)
-        t->limits.body_bytes = (uint64_t)w->routing->pools[t->pool].conf->body_bytes;
-    t->res_limits = w->res_limits;
-    http_msg_init(t->req, HTTP_REQUEST, &t->limits);
-    event_assign(&t->cwev, w->base, s->fd, EV_WRITE | EV_PERSIST, client_write_cb, s);
+    event_assign(&t->cwev, s->c.w->base, s->fd, EV_WRITE | EV_PERSIST, client_write_cb, s);
     s->txn = t;
     return t;
 }
 
-/* Response time EWMA for p2c, weight 1/8 for the newest sample. */
-static void ewma_update(_Atomic uint32_t *v, uint64_t us)
+/* The transaction of s is over: free it (see txn_free). */
+static void session_txn_free(struct session *s, bool upstream_reusable)
 {
-    uint32_t old = atomic_load_explicit(v, memory_order_relaxed);
-    uint32_t sample = us > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)us;
+    struct txn *t = s->txn;
 
-    atomic_store_explicit(v, old ? old - old / 8 + sample / 8 : sample, memory_order_relaxed);
-}
-
-/*
- * Count the answered request: under its backend when one was picked (a 502
- * for a backend failure counts against that backend), else as veer's own
- * answer for the pool.
- */
-static void txn_record(const struct txn *t, struct worker *w)
-{
-    unsigned cls;
-    uint64_t us;
-
-    if (t->res_status < 100)
-        return; /* nothing was answered */
-    cls = (unsigned)(t->res_status / 100 - 1);
-    if (cls > 4)
-        cls = 4;
-    us = veer_now_us() - t->start_us;
-    if (t->be) {
-        struct backend_wstat *ws = &t->be->ws[w->idx];
-
-        counter_add(&ws->requests[cls], 1);
-        if (cls == 4 && t->be_failed)
-            counter_add(&ws->answered, 1); /* one failure, not two */
-        hist_observe(&ws->latency, us);
-    } else if ((unsigned)t->pool < METRIC_POOLS) {
-        counter_add(&w->local[t->pool].requests[cls], 1);
-        hist_observe(&w->local[t->pool].latency, us);
-    }
-}
-
-/* Count an upstream failure of the transaction's backend. */
-static void txn_upstream_error(struct txn *t, enum upstream_err kind)
-{
-    if (t->be) {
-        counter_add(&t->be->ws[t->s->w->idx].errors[kind], 1);
-        t->be_failed = true;
-    }
-}
-
-/* Drop the transaction's buffers and its upstream connection. */
-static void txn_free(struct txn *t, bool upstream_reusable)
-{
-    struct session *s = t->s;
-    struct worker *w = s->w;
-
-    CHECK_OBJ(t, TXN_MAGIC);
-    unhold(t);
-    if (t->phase != TXN_REQ_HEAD || t->res_status) {
-        txn_record(t, w);
-        module_txn_end(t);
-    }
     event_del(&t->cwev);
-    if (t->retry_armed)
-        event_del(&t->retry_ev);
-    if (t->up)
-        upstream_release(t->up, upstream_reusable);
-    if (t->be) {
-        struct backend_wstat *ws = &t->be->ws[w->idx];
-
-        if (t->res_done)
-            ewma_update(&ws->ewma_us, veer_now_us() - t->start_us);
-        /* Last: a deleted backend may be freed once its count drops. */
-        report_backend_drop(w->idx, t->be, &ws->active);
-    }
-    vbuf_put(&w->bufs, t->rin);
-    vbuf_put(&w->bufs, t->req_head);
-    vbuf_put(&w->bufs, t->res_head);
-    free(t->log);
-    t->magic = 0;
+    txn_free(t, upstream_reusable);
     s->txn = NULL;
-    if (w->nfree_txns < 64) {
-        t->next_free = w->free_txns;
-        w->free_txns = t;
-        w->nfree_txns++;
-    } else {
-        free(t);
-    }
-}
-
-void txn_cache_destroy(struct worker *w)
-{
-    while (w->free_txns) {
-        struct txn *t = w->free_txns;
-
-        w->free_txns = t->next_free;
-        free(t);
-    }
-    w->nfree_txns = 0;
-}
-
-/* A head buffer of at least n bytes. */
-static struct vbuf *head_buf(struct worker *w, size_t n)
-{
-    struct vbuf *b;
-    uint32_t shift;
-
-    b = vbuf_get(&w->bufs);
-    if (n > b->size && vbuf_reserve(&w->bufs, &b, n, n + VBUF_SIZE, &shift) < 0)
-        veer_panic(__FILE__, __LINE__, "head buffer");
-    return b;
 }
 
 /* --- session lifecycle -------------------------------------------------- */
@@ -238,14 +69,14 @@ static void client_want_read(struct session *s, bool on, const struct timeval *t
         /* Bytes TLS already decrypted will not make the socket readable. */
         if (s->tls && !s->handshaking && tls_pending(s->tls))
             event_active(&s->rev, EV_READ, 0);
-        if (s->reading && s->rev_tv == tv && tv)
+        if (s->c.reading && s->rev_tv == tv && tv)
             return;
         event_add(&s->rev, tv);
-        s->reading = true;
+        s->c.reading = true;
         s->rev_tv = tv;
-    } else if (s->reading) {
+    } else if (s->c.reading) {
         event_del(&s->rev);
-        s->reading = false;
+        s->c.reading = false;
         s->rev_tv = NULL;
     }
 }
@@ -256,12 +87,13 @@ void session_accept(struct wlistener *l, int fd, const struct sockaddr *peer, so
     struct session *s = veer_calloc(1, sizeof(*s));
 
     s->magic = SESSION_MAGIC;
-    s->w = w;
+    s->c.ops = &session_ops;
+    s->c.w = w;
     s->l = l;
     s->fd = fd;
-    if (plen > sizeof(s->peer))
-        plen = sizeof(s->peer);
-    memcpy(&s->peer, peer, plen);
+    if (plen > sizeof(s->c.peer))
+        plen = sizeof(s->c.peer);
+    memcpy(&s->c.peer, peer, plen);
     event_assign(&s->rev, w->base, fd, EV_READ | EV_PERSIST, client_read_cb, s);
     s->next = w->sessions;
     if (w->sessions)
@@ -276,6 +108,7 @@ void session_accept(struct wlistener *l, int fd, const struct sockaddr *peer, so
             return;
         }
         s->handshaking = true;
+        s->c.tls = true;
     }
     client_want_read(s, true, w->tv_header);
 }
@@ -287,29 +120,29 @@ void session_accept(struct wlistener *l, int fd, const struct sockaddr *peer, so
  */
 static void client_rev_mode(struct session *s, bool write)
 {
-    bool on = s->reading;
+    bool on = s->c.reading;
 
     if (s->rev_write == write)
         return;
     event_del(&s->rev);
-    event_assign(&s->rev, s->w->base, s->fd, (write ? EV_WRITE : EV_READ) | EV_PERSIST,
+    event_assign(&s->rev, s->c.w->base, s->fd, (write ? EV_WRITE : EV_READ) | EV_PERSIST,
                  client_read_cb, s);
     s->rev_write = write;
     if (on)
         event_add(&s->rev, s->rev_tv);
 }
 
-/* Read the client's bytes into s->in: read(2) semantics, TLS or not. */
+/* Read the client's bytes into s->c.in: read(2) semantics, TLS or not. */
 static ssize_t client_read(struct session *s)
 {
     enum tls_want want;
     ssize_t n;
 
     if (s->tls == NULL)
-        return vbuf_read(s->in, s->fd);
-    n = tls_read(s->tls, s->in->data + s->in->end, vbuf_room(s->in), &want);
+        return vbuf_read(s->c.in, s->fd);
+    n = tls_read(s->tls, s->c.in->data + s->c.in->end, vbuf_room(s->c.in), &want);
     if (n > 0)
-        s->in->end += (uint32_t)n;
+        s->c.in->end += (uint32_t)n;
     else if (n < 0 && errno == EAGAIN)
         client_rev_mode(s, want == TLS_WANT_WRITE);
     return n;
@@ -332,13 +165,13 @@ static void client_shutdown_write(struct session *s)
 
 void session_close(struct session *s)
 {
-    struct worker *w = s->w;
+    struct worker *w = s->c.w;
 
-    if (s->dead)
+    if (s->c.dead)
         return;
-    s->dead = true;
+    s->c.dead = true;
     if (s->txn)
-        txn_free(s->txn, false);
+        session_txn_free(s, false);
     event_del(&s->rev);
     if (s->tls) {
         tls_close_notify(s->tls); /* the client's close_notify, answered; or ours, first */
@@ -347,8 +180,8 @@ void session_close(struct session *s)
     }
     close(s->fd);
     s->fd = -1;
-    vbuf_put(&w->bufs, s->in);
-    s->in = NULL;
+    vbuf_put(&w->bufs, s->c.in);
+    s->c.in = NULL;
     atomic_fetch_sub_explicit(&veer_client_connections, 1, memory_order_relaxed);
     if (s->prev)
         s->prev->next = s->next;
@@ -375,18 +208,18 @@ void session_free(struct session *s)
  */
 static int session_linger(struct session *s)
 {
-    struct worker *w = s->w;
+    struct worker *w = s->c.w;
 
     if (s->txn)
-        txn_free(s->txn, false);
-    if (s->client_eof) {
+        session_txn_free(s, false);
+    if (s->c.client_eof) {
         session_close(s);
         return VEER_ERROR;
     }
     client_shutdown_write(s);
-    s->closing = true;
-    vbuf_put(&w->bufs, s->in);
-    s->in = NULL;
+    s->c.closing = true;
+    vbuf_put(&w->bufs, s->c.in);
+    s->c.in = NULL;
     client_want_read(s, true, w->tv_quiet);
     return VEER_ERROR;
 }
@@ -406,11 +239,11 @@ static void linger_read(struct session *s)
 /* Between requests: give the buffer back, wait for the next request. */
 static void session_idle(struct session *s)
 {
-    struct worker *w = s->w;
+    struct worker *w = s->c.w;
 
-    if (vbuf_len(s->in) == 0) {
-        vbuf_put(&w->bufs, s->in);
-        s->in = NULL;
+    if (vbuf_len(s->c.in) == 0) {
+        vbuf_put(&w->bufs, s->c.in);
+        s->c.in = NULL;
     }
     client_want_read(s, true, w->shutting_down ? w->tv_quiet : w->tv_idle);
 }
@@ -423,14 +256,14 @@ static void session_idle(struct session *s)
  */
 bool session_try_handover(struct session *s)
 {
-    struct worker *w = s->w;
+    struct worker *w = s->c.w;
 
-    if (!w->handover || s->txn || vbuf_len(s->in) || s->closing || s->dead || s->client_eof ||
-        s->tls)
+    if (!w->handover || s->txn || vbuf_len(s->c.in) || s->c.closing || s->c.dead ||
+        s->c.client_eof || s->tls)
         return false; /* a TLS connection's keys cannot move: it closes at a request boundary */
-    if (handover_send(w->handover_chan, s->fd, s->l->addr, &s->peer.sa,
-                          s->peer.sa.sa_family == AF_INET6 ? sizeof(s->peer.in6)
-                                                           : sizeof(s->peer.in4)) < 0) {
+    if (handover_send(w->handover_chan, s->fd, s->l->addr, &s->c.peer.sa,
+                      s->c.peer.sa.sa_family == AF_INET6 ? sizeof(s->c.peer.in6)
+                                                         : sizeof(s->c.peer.in4)) < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             worker_handover_full(w); /* offered again when there is room */
         return false;
@@ -444,124 +277,8 @@ void session_shutdown_notice(struct session *s)
 {
     if (session_try_handover(s))
         return;
-    if (s->txn == NULL && !s->closing)
-        client_want_read(s, true, s->w->tv_quiet);
-}
-
-/* --- local responses ---------------------------------------------------- */
-
-/*
- * Answer the client ourselves (an error). Any upstream connection is given
- * up. When the request was not read whole, framing is in doubt and the
- * connection closes after the response.
- */
-/*
- * Start a local answer: give up the backend side, decide whether the
- * connection closes after it. Returns the buffer to write the response
- * into, or NULL when a response already started (the session was closed).
- */
-
-static struct vbuf *local_begin(struct txn *t, bool close)
-{
-    struct session *s = t->s;
-    struct worker *w = s->w;
-
-    unhold(t);       /* a held request answered (its body was refused while it waited) */
-    disarm_retry(t); /* an answer during a retry's backoff ends the retry */
-    if (t->res_head_done) {
-        /* Part of a response already went out: all we can do is cut it. */
-        session_close(s);
-        return NULL;
-    }
-    if (t->up) {
-        upstream_release(t->up, false);
-        t->up = NULL;
-    }
-    if (!t->req_done)
-        close = true;
-    if (close || w->shutting_down)
-        t->close_client = true;
-    vbuf_put(&w->bufs, t->res_head);
-    t->res_head = vbuf_get(&w->bufs);
-    return t->res_head;
-}
-
-/* The local answer is in res_head: send it and end the transaction after it. */
-static int local_send(struct txn *t, int status)
-{
-    struct session *s = t->s;
-
-    t->res_head_sent = 0;
-    t->res_parsed = 0;
-    t->res_done = true;
-    t->res_head_done = true;
-    t->res_status = status;
-    t->phase = TXN_LOCAL;
-    if (status >= 500)
-        s->w->stats.errors++;
-    if (t->close_client)
-        client_want_read(s, false, NULL);
-    return defer(t, FLUSH_CLIENT);
-}
-
-static int local_response(struct txn *t, int status, const char *detail, bool close)
-{
-    struct vbuf *b = local_begin(t, close);
-
-    if (b == NULL)
-        return VEER_ERROR;
-    b->end = (uint32_t)http_error_response(status, detail, t->close_client, NULL, b->data, b->size);
-    return local_send(t, status);
-}
-
-int txn_respond(struct txn *t, int status, const char *extra_headers, const char *content_type,
-                const char *body, size_t body_len)
-{
-    struct vbuf *b = local_begin(t, false);
-    bool head = t->req->parser.method == HTTP_HEAD;
-    int n;
-
-    if (b == NULL)
-        return VEER_ERROR;
-    n = snprintf(b->data, b->size,
-                 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                 "Cache-Control: no-store\r\n%s%s\r\n",
-                 status, http_reason(status), content_type, body_len,
-                 extra_headers ? extra_headers : "",
-                 t->close_client ? "Connection: close\r\n" : "");
-    if (n < 0 || (size_t)n + body_len > b->size) {
-        local_response(t, 500, "module response too large", false);
-        return VEER_DONE;
-    }
-    b->end = (uint32_t)n;
-    if (!head)
-        vbuf_add(b, body, body_len);
-    return local_send(t, status) == VEER_ERROR ? VEER_ERROR : VEER_DONE;
-}
-
-const char *txn_path(const struct txn *t, size_t *len)
-{
-    const struct vbuf *in = t->s->in;
-
-    return http_target_path(t->req, in->data + in->start, len);
-}
-
-const char *txn_method(const struct txn *t, size_t *len)
-{
-    const struct vbuf *in = t->s->in;
-
-    *len = t->req->method.len;
-    return in->data + in->start + t->req->method.off;
-}
-
-int txn_pool_index(const struct txn *t)
-{
-    return t->pool;
-}
-
-const struct worker *txn_worker(const struct txn *t)
-{
-    return t->s->w;
+    if (s->txn == NULL && !s->c.closing)
+        client_want_read(s, true, s->c.w->tv_quiet);
 }
 
 /* --- ending a transaction ----------------------------------------------- */
@@ -573,21 +290,17 @@ const struct worker *txn_worker(const struct txn *t)
  */
 static int txn_end(struct txn *t)
 {
-    struct session *s = t->s;
-    bool reusable = t->up && t->req_done && t->res_done && !t->up->dead &&
-                    t->req_head_sent == vbuf_len(t->req_head) && t->req_sent == t->req_parsed &&
-                    vbuf_len(t->rin) == 0 && llhttp_should_keep_alive(&t->res->parser);
+    struct session *s = session_of(t->s);
+    bool reusable = txn_upstream_reusable(t);
 
-    s->w->stats.responses++;
-    if (t->close_client || s->client_eof) {
-        if (t->up)
-            upstream_release(t->up, reusable);
-        t->up = NULL;
+    s->c.w->stats.responses++;
+    if (t->close_client || s->c.client_eof) {
+        txn_release_upstream(t, reusable);
         return session_linger(s);
     }
     /* Whatever of this request is still buffered (a body never sent) goes. */
-    s->in->start += t->req_parsed;
-    txn_free(t, reusable);
+    s->c.in->start += t->req_parsed;
+    session_txn_free(s, reusable);
     if (session_try_handover(s))
         return VEER_ERROR; /* moved to the new process */
     return VEER_DONE;
@@ -611,7 +324,7 @@ static void client_want_write(struct txn *t, bool on)
  */
 static int flush_client(struct txn *t)
 {
-    struct session *s = t->s;
+    struct session *s = session_of(t->s);
     struct vbuf *h = t->res_head, *b = t->rin;
     struct iovec iov[2];
     int cnt = 0;
@@ -649,8 +362,7 @@ static int flush_client(struct txn *t)
         }
         if ((h && t->res_head_sent < vbuf_len(h)) || t->res_parsed) {
             client_want_write(t, true);
-            if (t->up)
-                upstream_want_read(t->up, false);
+            txn_response_pause(t);
             return VEER_OK;
         }
     }
@@ -661,14 +373,13 @@ static int flush_client(struct txn *t)
         return txn_end(t);
     if (t->phase == TXN_TUNNEL && t->up_eof) {
         client_shutdown_write(s);
-        if (s->client_eof) {
+        if (s->c.client_eof) {
             session_close(s);
             return VEER_ERROR;
         }
         return VEER_OK;
     }
-    if (t->up && !t->up->connecting && !t->up_eof)
-        upstream_want_read(t->up, true);
+    txn_response_resume(t);
     return VEER_OK;
 }
 
@@ -681,7 +392,7 @@ static void client_flushed(struct session *s, struct txn *t, int rc)
     /* t may be gone (ended and freed): look at it only while it is s's. */
     if (rc == VEER_OK && s->txn == t && !t->res_head_done && t->phase == TXN_FORWARD && t->rin &&
         t->rin->end > t->rin->start + t->res_parsed)
-        rc = process_response(t);
+        rc = txn_process_response(t);
     if (rc == VEER_DONE)
         session_process(s);
 }
@@ -700,925 +411,8 @@ static void client_write_cb(evutil_socket_t fd, short what, void *arg)
     client_flushed(s, t, flush_client(t));
 }
 
-/* --- the backend side --------------------------------------------------- */
-
-static void fmt_peer(const struct session *s, char *out, size_t len)
-{
-    if (s->peer.sa.sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &s->peer.in6.sin6_addr, out, (socklen_t)len);
-    else if (s->peer.sa.sa_family == AF_INET)
-        inet_ntop(AF_INET, &s->peer.in4.sin_addr, out, (socklen_t)len);
-    else
-        snprintf(out, len, "unknown");
-}
-
-static int upstream_failed(struct txn *t, const char *what, int err);
-
-/* Open (or reuse) an upstream connection for the picked backend and send. */
-static int connect_upstream(struct txn *t, bool fresh)
-{
-    struct worker *w = t->s->w;
-
-    t->up = fresh ? upstream_connect(w, t->be, t->pool, t) : upstream_get(w, t->be, t->pool, t);
-    if (t->up == NULL)
-        return upstream_failed(t, "refused connection", errno);
-    /* Keep the request's bytes until the response starts: a retry can resend them. */
-    t->req_held = !t->res_started && (t->req_held || t->req_sent == 0);
-    if (t->up->connecting)
-        return VEER_OK;
-    upstream_want_read(t->up, true);
-    return defer(t, FLUSH_UPSTREAM);
-}
-
-/*
- * The request head is complete and valid: pick a backend, write the head
- * veer forwards, and start talking to the backend. Body bytes that came
- * with the head stay in the client buffer and follow it.
- */
-/* FNV-1a: a user's cohort point must not move between requests or processes. */
-static uint64_t fnv1a(const char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
-/* The value of cookie `name` in the request's Cookie field, or NULL. */
-static const char *find_cookie(const struct txn *t, const char *head, const char *name, size_t *len)
-{
-    size_t n, nl = strlen(name);
-    const char *v = http_find_header(t->req, head, "cookie", &n), *end;
-
-    for (end = v ? v + n : NULL; v && v < end;) {
-        const char *semi = memchr(v, ';', (size_t)(end - v));
-        const char *pair_end = semi ? semi : end;
-
-        while (v < pair_end && *v == ' ')
-            v++;
-        if ((size_t)(pair_end - v) > nl && memcmp(v, name, nl) == 0 && v[nl] == '=') {
-            *len = (size_t)(pair_end - v) - nl - 1;
-            return v + nl + 1;
-        }
-        v = semi ? semi + 1 : end;
-    }
-    return NULL;
-}
-
-/*
- * The group a request is bound to, or -1 for the pool's plain balance:
- * the override header (always / never: canary / the other group), else the
- * sticky cohort. A user's key hashes to a point in [0,100); groups own
- * consecutive intervals sized by their shares, the canary's first, so a
- * user in the canary at 5% stays in it at 20% and never flips back.
- */
-static int bound_group(const struct txn *t, const struct snap_pool *sp, const char *head)
-{
-    const struct conf_pool *cp = sp->conf;
-    const char *key = NULL;
-    size_t n = 0;
-    char ip[INET6_ADDRSTRLEN];
-    double point, acc = 0;
-
-    if (cp->override_header && sp->canary >= 0 && sp->ng == 2) {
-        const char *v = http_find_header(t->req, head, cp->override_header, &n);
-
-        if (v && n == 6 && strncasecmp(v, "always", 6) == 0)
-            return sp->canary;
-        if (v && n == 5 && strncasecmp(v, "never", 5) == 0)
-            return 1 - sp->canary;
-    }
-    if (!cp->has_sticky)
-        return -1;
-    if (cp->sticky.header)
-        key = http_find_header(t->req, head, cp->sticky.header, &n);
-    else if (cp->sticky.cookie)
-        key = find_cookie(t, head, cp->sticky.cookie, &n);
-    else if (cp->sticky.client_address) {
-        fmt_peer(t->s, ip, sizeof(ip));
-        key = ip;
-        n = strlen(ip);
-    }
-    if (key == NULL || n == 0)
-        return -1;
-    point = (double)(fnv1a(key, n) % 10000) / 100.0;
-    for (uint32_t k = 0; k < sp->ng; k++) {
-        uint32_t g = sp->canary >= 0
-                         ? (k == 0 ? (uint32_t)sp->canary : (k <= (uint32_t)sp->canary ? k - 1 : k))
-                         : k;
-
-        acc += sp->share[g];
-        if (point < acc)
-            return (int)g;
-    }
-    return -1;
-}
-
-/* Pick a backend for t; NULL when the pool has none for it right now. */
-static struct backend *pick(struct txn *t)
-{
-    struct worker *w = t->s->w;
-    struct lb *lb = worker_lb(w, t->pool);
-    const char *head = t->s->in->data + t->s->in->start;
-    int g, idx;
-
-    if (lb == NULL)
-        return NULL;
-    g = (lb->sp->conf->has_sticky || lb->sp->conf->override_header) ? bound_group(t, lb->sp, head)
-                                                                    : -1;
-    if (g >= 0 && (uint32_t)g < lb->sp->ng && lb->sp->groups[g].n) {
-        struct lb *gl = worker_group_lb(w, t->pool, (uint32_t)g);
-
-        idx = lb_pick(gl);
-        return idx < 0 ? NULL : gl->sp->b[idx].be;
-    }
-    idx = lb_pick(lb);
-    return idx < 0 ? NULL : lb->sp->b[idx].be;
-}
-
-/* --- the hold queue: requests waiting for a backend (hold_ms) or maintenance to end ---- */
-
-#define HOLD_MAX 4096 /* requests held per worker; beyond, they get their 503 at once */
-
-/*
- * A held transaction is on exactly one queue (t->held_on): the worker's, or
- * the batch session_retry_held is working through. Whoever takes it off (its
- * timer, an answer, the session closing, a retry) uses the queue it is on,
- * so taking one off never disturbs a walk over another.
- */
-static void queue_append(struct txn_queue *q, struct txn *t)
-{
-    t->held_on = q;
-    t->held_prev = q->tail;
-    t->held_next = NULL;
-    if (q->tail)
-        q->tail->held_next = t;
-    else
-        q->head = t;
-    q->tail = t;
-    q->n++;
-}
-
-static void queue_remove(struct txn *t)
-{
-    struct txn_queue *q = t->held_on;
-
-    if (t->held_prev)
-        t->held_prev->held_next = t->held_next;
-    else
-        q->head = t->held_next;
-    if (t->held_next)
-        t->held_next->held_prev = t->held_prev;
-    else
-        q->tail = t->held_prev;
-    t->held_next = t->held_prev = NULL;
-    t->held_on = NULL;
-    q->n--;
-}
-
-/* Stop a pending retry or hold timer (both use retry_ev). */
-static void disarm_retry(struct txn *t)
-{
-    if (t->retry_armed) {
-        event_del(&t->retry_ev);
-        t->retry_armed = false;
-    }
-}
-
-static void unhold(struct txn *t)
-{
-    if (t->held_on == NULL)
-        return;
-    queue_remove(t);
-    disarm_retry(t);
-    atomic_fetch_sub_explicit(&t->s->w->mstat.held, 1, memory_order_relaxed);
-}
-
-static int route(struct txn *t);
-
-static void hold_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct txn *t = arg;
-    struct session *s = t->s;
-
-    CHECK_OBJ(t, TXN_MAGIC);
-    t->retry_armed = false;
-    unhold(t);
-    if (route(t) == VEER_DONE) /* the deadline passed: route answers 503 */
-        session_process(s);
-}
-
-/* Park t until a new snapshot may have what it needs, or until the deadline. */
-static int hold(struct txn *t)
-{
-    struct worker *w = t->s->w;
-    uint64_t now = veer_now_us();
-    struct timeval tv;
-
-    if (w->held.n >= HOLD_MAX || now >= t->hold_deadline_us)
-        return VEER_DECLINED;
-    t->phase = TXN_HELD;
-    queue_append(&w->held, t);
-    atomic_fetch_add_explicit(&w->mstat.held, 1, memory_order_relaxed);
-    tv.tv_sec = (time_t)((t->hold_deadline_us - now) / 1000000);
-    tv.tv_usec = (suseconds_t)((t->hold_deadline_us - now) % 1000000);
-    evtimer_assign(&t->retry_ev, w->base, hold_timer_cb, t);
-    evtimer_add(&t->retry_ev, &tv);
-    t->retry_armed = true;
-    return VEER_OK;
-}
-
-/*
- * Held requests try again, oldest first, so they go in order. The queue is
- * taken whole first: a request that must still wait goes back on the
- * worker's (now empty) queue and is not seen again in this pass, so one
- * pass routes each request at most once, however many are held.
- */
-void session_retry_held(struct worker *w)
-{
-    struct txn_queue batch = w->held;
-
-    w->held = (struct txn_queue){0};
-    for (struct txn *t = batch.head; t; t = t->held_next)
-        t->held_on = &batch;
-    while (batch.head) {
-        struct txn *t = batch.head;
-        struct session *s = t->s;
-
-        unhold(t);
-        if (route(t) == VEER_DONE)
-            session_process(s);
-    }
-}
-
-static void retry_held_cb(evutil_socket_t fd, short what, void *arg)
-{
-    session_retry_held(arg);
-}
-
-void session_schedule_retry_held(struct worker *w)
-{
-    if (w->held.n == 0)
-        return;
-    if (!event_initialized(&w->held_ev))
-        event_assign(&w->held_ev, w->base, -1, 0, retry_held_cb, w);
-    event_active(&w->held_ev, EV_TIMEOUT, 0); /* once, however often it is asked */
-}
-
-static int handle_request_head(struct txn *t)
-{
-    struct session *s = t->s;
-    struct worker *w = s->w;
-    struct http_msg *req = t->req;
-    struct lb *lb;
-
-    s->nreq++;
-    w->stats.requests++;
-    if (!http_keep_alive(req) || (w->shutting_down && (!w->handover || s->tls)))
-        t->close_client = true;
-    t->bytes_in += req->head_len; /* body bytes that came along are counted already */
-    lb = worker_lb(w, t->pool);
-    if (lb && lb->sp->conf) {
-        /* The retry budget: each request earns budget_percent of one retry. */
-        w->retry_tokens += lb->sp->conf->retries.budget_percent * (RETRY_TOKEN / 100);
-        if (w->retry_tokens > RETRY_TOKEN_MAX)
-            w->retry_tokens = RETRY_TOKEN_MAX;
-    }
-    return route(t);
-}
-
-/*
- * The modules (which may answer or hold the request), then a backend, then
- * off to it. Without a backend: held while the pool's hold_ms lasts, else
- * 503. A held request comes back here when a new snapshot arrives.
- */
-static int route(struct txn *t)
-{
-    struct session *s = t->s;
-    struct worker *w = s->w;
-    struct http_msg *req = t->req;
-    const char *head = s->in->data + s->in->start;
-    struct http_fwd_info fi;
-    char ip[INET6_ADDRSTRLEN];
-    const struct snap_pool *sp;
-    int rc;
-
-    t->phase = TXN_REQ_HEAD;
-    rc = module_request_head(t);
-    if (rc == VEER_DONE)
-        return s->dead ? VEER_ERROR : VEER_OK; /* answered by the module, on its way out */
-    if (rc == VEER_AGAIN) {
-        if (hold(t) == VEER_OK)
-            return VEER_OK;
-        /*
-         * Not held: its deadline passed since the module read the clock, or
-         * the queue is full. The module answers as it does at the deadline
-         * (maintenance: its 503 with Retry-After), not with a generic 503.
-         */
-        t->hold_deadline_us = 1;
-        rc = module_request_head(t);
-        if (rc == VEER_DONE)
-            return s->dead ? VEER_ERROR : VEER_OK;
-        return local_response(t, 503, "held too long", false);
-    }
-    if (rc != VEER_DECLINED)
-        return s->dead ? VEER_ERROR : local_response(t, 500, "module error", true);
-    t->be = pick(t);
-    if (t->be == NULL) {
-        sp = (uint32_t)t->pool < w->routing->npools ? &w->routing->pools[t->pool] : NULL;
-        if (sp && sp->conf->hold_ms > 0) {
-            if (t->hold_deadline_us == 0)
-                t->hold_deadline_us = veer_now_us() + (uint64_t)sp->conf->hold_ms * 1000;
-            if (hold(t) == VEER_OK)
-                return VEER_OK;
-        }
-        return local_response(t, 503, "no eligible backend", false);
-    }
-    backend_wstat_add(&t->be->ws[w->idx].active, 1);
-
-    fmt_peer(s, ip, sizeof(ip));
-    fi.client_ip = ip;
-    fi.tls = s->tls != NULL;
-    fi.request_id = t->log && t->log->id_generated ? t->log->request_id : NULL;
-    t->req_head = head_buf(w, http_request_bound(req, &fi));
-    t->req_head->end = (uint32_t)http_build_request(req, head, &fi, t->req_head->data);
-    /* The head is rewritten: its bytes leave the client buffer. */
-    s->in->start += req->head_len;
-    t->req_parsed -= req->head_len;
-
-    http_msg_init(t->res, HTTP_RESPONSE, &t->res_limits);
-    t->res->head_request = req->parser.method == HTTP_HEAD;
-    t->phase = TXN_FORWARD;
-    return connect_upstream(t, false);
-}
-
-/*
- * Retry a request whose reused (pooled) connection failed before any
- * response byte: the backend closed it while idle. The request head and any
- * body bytes were kept, so the request is sent again, once, on a fresh
- * connection.
- */
-static bool can_retry(const struct txn *t)
-{
-    return t->up && t->up->reused && !t->retried && !t->res_started && t->req_held;
-}
-
-static int retry_fresh(struct txn *t)
-{
-    t->s->w->stats.retries++;
-    upstream_release(t->up, false);
-    t->up = NULL;
-    t->retried = true;
-    t->req_head_sent = 0;
-    t->req_sent = 0;
-    return connect_upstream(t, true);
-}
-
-static const struct conf_pool *txn_pool(const struct txn *t)
-{
-    const struct routing *r = t->s->w->routing;
-
-    return (uint32_t)t->pool < r->npools ? r->pools[t->pool].conf : NULL;
-}
-
-/*
- * The outcome of a request for the backend's circuit breaker: a connect
- * error, a reset or a 5xx is a failure. A worker counts its own run of
- * consecutive failures and tells the control thread when it reaches the
- * threshold; while the breaker is half-open every outcome is reported.
- */
-static void breaker_report(struct txn *t, bool ok)
-{
-    struct worker *w = t->s->w;
-    struct backend_wstat *ws = &t->be->ws[w->idx];
-    int state = atomic_load_explicit(&t->be->breaker, memory_order_relaxed);
-    const struct conf_pool *cp = txn_pool(t);
-    uint64_t now;
-
-    if (ok) {
-        ws->fails = 0;
-        if (state == BREAKER_HALF_OPEN)
-            report_breaker(w->idx, t->be, true);
-        return;
-    }
-    if (state == BREAKER_HALF_OPEN) {
-        report_breaker(w->idx, t->be, false);
-        return;
-    }
-    if (state == BREAKER_OPEN || cp == NULL)
-        return;
-    now = veer_now_us();
-    if (ws->fails == 0 || now - ws->first_fail_us > (uint64_t)cp->breaker.window_ms * 1000) {
-        ws->fails = 0;
-        ws->first_fail_us = now;
-    }
-    if (++ws->fails == (uint32_t)cp->breaker.failures)
-        report_breaker(w->idx, t->be, false);
-}
-
-/* xorshift per worker, for retry jitter */
-static uint64_t worker_rand(struct worker *w)
-{
-    uint64_t x = w->rng ? w->rng : (veer_now_us() << 8 | (w->idx + 1));
-
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return w->rng = x;
-}
-
-static void retry_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct txn *t = arg;
-    struct session *s = t->s;
-
-    CHECK_OBJ(t, TXN_MAGIC);
-    t->retry_armed = false;
-    if (connect_upstream(t, false) == VEER_DONE)
-        session_process(s);
-}
-
-/*
- * Whether a failed attempt may go to another backend: before any response
- * byte; when no request byte reached the backend (a refused or timed-out
- * connect) for any method, otherwise only for idempotent methods whose
- * bytes are still held; within `retries.count`, and within the retry
- * budget, so retries cannot multiply an outage.
- */
-static bool may_retry_elsewhere(const struct txn *t)
-{
-    const struct conf_pool *cp = txn_pool(t);
-    bool nothing_sent = t->req_head_sent == 0 && t->req_sent == 0;
-
-    if (cp == NULL || t->res_started || t->res_head_done || t->phase != TXN_FORWARD)
-        return false;
-    if ((int)t->attempts >= cp->retries.count || t->s->w->retry_tokens < RETRY_TOKEN)
-        return false;
-    return nothing_sent || (http_method_idempotent(t->req) && t->req_held);
-}
-
-/*
- * Send the request again, to a different backend when the pool has one,
- * after a backoff with full jitter: random(0, min(cap, base x 2^attempt)).
- */
-static int retry_elsewhere(struct txn *t)
-{
-    struct worker *w = t->s->w;
-    const struct conf_pool *cp = txn_pool(t);
-    struct lb *lb = worker_lb(w, t->pool);
-    struct backend *old = t->be;
-    uint64_t ceiling, delay_us;
-    struct timeval tv;
-    int idx = -1;
-
-    for (int k = 0; lb && k < 4; k++) {
-        idx = lb_pick(lb);
-        if (idx < 0 || lb->sp->b[idx].be != old)
-            break;
-    }
-    if (idx < 0)
-        return VEER_DECLINED;
-    w->stats.retries++;
-    counter_add(&w->mstat.retries, 1);
-    w->retry_tokens -= RETRY_TOKEN;
-    t->attempts++;
-    if (t->up) {
-        upstream_release(t->up, false);
-        t->up = NULL;
-    }
-    backend_wstat_add(&old->ws[w->idx].active, -1);
-    t->be = lb->sp->b[idx].be;
-    t->be_failed = false;
-    backend_wstat_add(&t->be->ws[w->idx].active, 1);
-    t->req_head_sent = 0;
-    t->req_sent = 0;
-    ceiling = ((uint64_t)cp->retries.base_ms * 1000) << (t->attempts < 20 ? t->attempts - 1 : 19);
-    if (ceiling > (uint64_t)cp->retries.cap_ms * 1000)
-        ceiling = (uint64_t)cp->retries.cap_ms * 1000;
-    delay_us = ceiling ? worker_rand(w) % (ceiling + 1) : 0;
-    if (delay_us == 0)
-        return connect_upstream(t, false);
-    tv.tv_sec = (time_t)(delay_us / 1000000);
-    tv.tv_usec = (suseconds_t)(delay_us % 1000000);
-    evtimer_assign(&t->retry_ev, w->base, retry_timer_cb, t);
-    evtimer_add(&t->retry_ev, &tv);
-    t->retry_armed = true;
-    return VEER_OK;
-}
-
-/* The metric kind of an upstream failure described by `what`. */
-static enum upstream_err error_kind(const struct txn *t, const char *what)
-{
-    if (t->up == NULL || t->up->connecting || strstr(what, "refused") ||
-        strstr(what, "TLS handshake"))
-        return UERR_CONNECT;
-    if (strstr(what, "bad") || strstr(what, "101") || strstr(what, "head"))
-        return UERR_RESPONSE;
-    return UERR_RESET;
-}
-
-/* The backend failed us (reset, refused, closed before a whole response). */
-static int upstream_failed(struct txn *t, const char *what, int err)
-{
-    char detail[160];
-    int rc;
-
-    if (can_retry(t))
-        return retry_fresh(t);
-    txn_upstream_error(t, error_kind(t, what));
-    breaker_report(t, false);
-    if (may_retry_elsewhere(t) && (rc = retry_elsewhere(t)) != VEER_DECLINED)
-        return rc;
-    if (t->up == NULL) {
-        snprintf(detail, sizeof(detail), "cannot connect to backend %s: %s", t->be->name,
-                 strerror(err));
-        return local_response(t, 502, detail, false);
-    }
-    t->up->dead = true;
-    if (t->res_head_done) {
-        /* Mid-response: the client must see a truncated response, not a complete one. */
-        session_close(t->s);
-        return VEER_ERROR;
-    }
-    snprintf(detail, sizeof(detail), "backend %s %s%s%s", t->be->name, what, err ? ": " : "",
-             err ? strerror(err) : "");
-    return local_response(t, 502, detail, false);
-}
-
-/*
- * A tunnel whose client half-closed passes the half-close on once every
- * byte the client sent is written, never before: bytes still queued after
- * EAGAIN would be cut off by the FIN.
- */
-static void tunnel_half_close(struct txn *t)
-{
-    if (t->phase == TXN_TUNNEL && t->s->client_eof && !t->up_shut && t->up) {
-        upstream_shutdown_write(t->up);
-        t->up_shut = true;
-    }
-}
-
-/*
- * Write the rewritten head and the request body bytes parsed so far to the
- * backend. Bytes of a request on a reused connection are held (not
- * dropped) until the response starts, so a stale connection can be retried.
- */
-static int flush_upstream(struct txn *t)
-{
-    struct session *s = t->s;
-    struct upstream *up = t->up;
-    struct vbuf *h = t->req_head, *in = s->in;
-    struct iovec iov[2];
-    uint32_t hlen = h ? vbuf_len(h) - t->req_head_sent : 0;
-    uint32_t blen = t->req_parsed - t->req_sent;
-    int cnt = 0;
-    ssize_t n;
-
-    if (up == NULL || up->connecting)
-        return VEER_OK;
-    if (hlen) {
-        iov[cnt].iov_base = h->data + h->start + t->req_head_sent;
-        iov[cnt++].iov_len = hlen;
-    }
-    if (blen) {
-        iov[cnt].iov_base = in->data + in->start + t->req_sent;
-        iov[cnt++].iov_len = blen;
-    }
-    if (cnt == 0) {
-        upstream_want_write(up, false);
-        tunnel_half_close(t);
-        return VEER_OK;
-    }
-    n = upstream_writev(up, iov, cnt);
-    if (n < 0) {
-        if (errno == EAGAIN) {
-            upstream_want_write(up, true);
-            return VEER_OK;
-        }
-        return upstream_failed(t, "write failed", errno);
-    }
-    if (t->up_start_us == 0)
-        t->up_start_us = veer_now_us();
-    if ((uint32_t)n >= hlen) {
-        t->req_head_sent += hlen;
-        n -= hlen;
-        t->req_sent += (uint32_t)n;
-        if (!t->req_held) {
-            in->start += t->req_sent;
-            t->req_parsed -= t->req_sent;
-            t->req_sent = 0;
-        }
-    } else {
-        t->req_head_sent += (uint32_t)n;
-    }
-    if (t->req_head_sent < vbuf_len(h) || t->req_sent < t->req_parsed) {
-        upstream_want_write(up, true);
-        return VEER_OK;
-    }
-    upstream_want_write(up, false);
-    tunnel_half_close(t);
-    if (in && in->start == in->end)
-        in->start = in->end = 0;
-    if (!s->reading && !s->client_eof && !s->closing)
-        client_want_read(s, true, s->w->tv_idle);
-    return VEER_OK;
-}
-
-void txn_upstream_writable(struct txn *t)
-{
-    struct session *s = t->s;
-    int rc;
-
-    CHECK_OBJ(t, TXN_MAGIC);
-    if (t->up->conn_err) {
-        int err = t->up->conn_err;
-
-        t->up->conn_err = 0;
-        rc = upstream_failed(t, err == EPROTO ? "TLS handshake failed" : "refused connection", err);
-    } else {
-        if (!t->up->reading)
-            upstream_want_read(t->up, true);
-        rc = flush_upstream(t);
-    }
-    if (rc == VEER_DONE)
-        session_process(s);
-}
-
-void txn_upstream_timeout(struct txn *t, bool connecting)
-{
-    struct session *s = t->s;
-    int rc;
-
-    CHECK_OBJ(t, TXN_MAGIC);
-    if (t->phase == TXN_TUNNEL)
-        return; /* the client side's idle timer decides */
-    txn_upstream_error(t, UERR_TIMEOUT);
-    breaker_report(t, false);
-    if (connecting && may_retry_elsewhere(t) && retry_elsewhere(t) != VEER_DECLINED)
-        return;
-    t->up->dead = true;
-    rc = local_response(t, 504, connecting ? "backend connect timeout" : "backend timeout", false);
-    if (rc == VEER_DONE)
-        session_process(s);
-}
-
-/* Bytes the client may still need, before a tunnel replaces the exchange. */
-static int start_tunnel(struct txn *t)
-{
-    struct session *s = t->s;
-
-    t->phase = TXN_TUNNEL;
-    t->req_done = true;
-    t->req_held = false;
-    t->req_parsed = vbuf_len(s->in);
-    t->req_sent = 0;
-    t->res_parsed = vbuf_len(t->rin);
-    t->close_client = true;
-    if (!s->reading && !s->client_eof)
-        client_want_read(s, true, s->w->tv_idle);
-    t->last_io_us = veer_now_us();
-    event_add(&t->up->rev, s->w->tv_idle);
-    t->up->reading = true;
-    return defer(t, FLUSH_UPSTREAM | FLUSH_CLIENT);
-}
-
-/* The final response head is in: decide framing and build the client head. */
-static int final_response_head(struct txn *t)
-{
-    struct session *s = t->s;
-    struct http_msg *res = t->res, *req = t->req;
-    const char *head = t->rin->data + t->rin->start;
-    bool close;
-
-    if (res->status == 101 && !(req->flags & HF_UPGRADE))
-        return upstream_failed(t, "sent an unrequested 101", 0);
-    breaker_report(t, res->status < 500);
-    t->res_status = res->status;
-    if (!t->req_done || (s->w->shutting_down && (!s->w->handover || s->tls)) ||
-        llhttp_message_needs_eof(&res->parser))
-        t->close_client = true;
-    if (req->minor == 0 && (res->flags & HF_CHUNKED) && !(res->flags & HF_NO_BODY)) {
-        res->dechunk = true; /* HTTP/1.0 client: strip chunk framing */
-        t->close_client = true;
-    }
-    close = t->close_client;
-    vbuf_put(&s->w->bufs, t->res_head);
-    t->res_head = head_buf(s->w, http_response_bound(res));
-    t->res_head->end = (uint32_t)http_build_response(res, head, close, req->minor == 0 && !close,
-                                                     t->res_head->data);
-    t->res_head_sent = 0;
-    t->rin->start += res->head_len;
-    t->res_parsed -= res->head_len;
-    t->res_head_done = true;
-    if (res->status == 101)
-        return start_tunnel(t);
-    return VEER_OK;
-}
-
-/* An interim 1xx head: relayed to HTTP/1.1 clients, dropped for HTTP/1.0. */
-static void interim_head(struct txn *t)
-{
-    struct session *s = t->s;
-    struct http_msg *res = t->res;
-    const char *head = t->rin->data + t->rin->start;
-
-    vbuf_put(&s->w->bufs, t->res_head);
-    t->res_head = NULL;
-    if (t->req->minor == 1) {
-        t->res_head = head_buf(s->w, http_response_bound(res));
-        t->res_head->end =
-            (uint32_t)http_build_response(res, head, false, false, t->res_head->data);
-        t->res_head_sent = 0;
-    }
-    t->rin->start += res->head_len;
-    t->res_parsed -= res->head_len;
-}
-
-/*
- * Parse what the backend sent and relay it. Returns after writing as much
- * as the client takes.
- */
-static int process_response(struct txn *t)
-{
-    struct vbuf *b = t->rin;
-    struct http_msg *res = t->res;
-    enum http_result r;
-    size_t used;
-    int rc;
-
-    for (;;) {
-        char *data = b->data + b->start + t->res_parsed;
-        size_t len = b->end - (b->start + t->res_parsed);
-
-        if (t->res_done)
-            break;
-        if (!t->res_head_done && t->res_head && t->res_head_sent < vbuf_len(t->res_head))
-            return VEER_OK; /* a 1xx is still going out */
-        r = http_parse(res, b->data + b->start, data, len, &used);
-        if (res->dechunk && res->phase != HMSG_HEAD && t->res_head_done) {
-            uint32_t kept = (uint32_t)(res->dechunk_dst - data);
-
-            t->res_parsed += kept;
-            /*
-             * On bad framing `used` says nothing about what was consumed (the
-             * de-chunked bytes are still good): the buffer is cut after
-             * them below, nothing moves.
-             */
-            if (r != HTTP_INVALID) {
-                memmove(data + kept, data + used, len - used);
-                b->end -= (uint32_t)(used - kept);
-            }
-        } else {
-            t->res_parsed += (uint32_t)used;
-        }
-        switch (r) {
-        case HTTP_NEED_MORE:
-            break;
-        case HTTP_INVALID:
-            if (t->res_head_done) {
-                /* Bad framing mid-body: end the client response as truncated. */
-                t->up->dead = true;
-                b->end = b->start + t->res_parsed;
-                t->close_client = true;
-                rc = flush_client(t);
-                if (rc == VEER_OK)
-                    session_close(t->s);
-                return VEER_ERROR;
-            }
-            return upstream_failed(t, res->err_what ? res->err_what : "sent a bad response", 0);
-        case HTTP_HEAD_DONE:
-            if (res->status >= 100 && res->status < 200 && res->status != 101) {
-                interim_head(t);
-                return defer(t, FLUSH_CLIENT); /* the final head waits for it */
-            }
-            rc = final_response_head(t);
-            if (rc != VEER_OK || t->phase == TXN_TUNNEL)
-                return rc;
-            continue;
-        case HTTP_MSG_DONE:
-            if (!t->res_head_done)
-                continue; /* the end of a 1xx: parse the next head */
-            t->res_done = true;
-            t->up_end_us = veer_now_us();
-            if (b->start + t->res_parsed != b->end)
-                t->up->dead = true; /* bytes after the response: never reuse */
-            b->end = b->start + t->res_parsed;
-            break;
-        case HTTP_UPGRADED:
-            break;
-        }
-        break;
-    }
-    if (t->res_parsed || t->res_done || (t->res_head && t->res_head_sent < vbuf_len(t->res_head)))
-        return defer(t, FLUSH_CLIENT);
-    return VEER_OK;
-}
-
-/* The backend closed its side. */
-static int upstream_eof(struct txn *t)
-{
-    struct session *s = t->s;
-
-    t->up_eof = true;
-    if (t->phase == TXN_TUNNEL) {
-        upstream_want_read(t->up, false);
-        return defer(t, FLUSH_CLIENT);
-    }
-    if (!t->res_started)
-        return upstream_failed(t, "closed the connection", 0);
-    if (!t->res_head_done)
-        return upstream_failed(t, "closed the connection mid-head", 0);
-    t->up->dead = true;
-    if (!t->res_done && http_parse_eof(t->res) == HTTP_MSG_DONE) {
-        t->res_done = true;
-        return defer(t, FLUSH_CLIENT);
-    }
-    if (t->res_done)
-        return defer(t, FLUSH_CLIENT);
-    /* Truncated: send what we have, then close so the client sees it cut. */
-    t->close_client = true;
-    if (flush_client(t) == VEER_OK)
-        session_close(s);
-    return VEER_ERROR;
-}
-
-void txn_upstream_readable(struct txn *t)
-{
-    struct session *s = t->s;
-    struct worker *w = s->w;
-    struct upstream *up = t->up;
-    ssize_t n;
-    int rc;
-
-    CHECK_OBJ(t, TXN_MAGIC);
-    if (t->rin == NULL)
-        t->rin = vbuf_get(&w->bufs);
-    if (vbuf_room(t->rin) == 0) {
-        uint32_t shift;
-
-        if (vbuf_reserve(&w->bufs, &t->rin, 1, t->res_head_done ? VBUF_SIZE : w->head_buf_limit,
-                         &shift) < 0) {
-            if (!t->res_head_done) {
-                t->up->dead = true;
-                rc = local_response(t, 502, "response head too large", false);
-                if (rc == VEER_DONE)
-                    session_process(s);
-                return;
-            }
-            upstream_want_read(up, false); /* full: wait for the client */
-            return;
-        }
-    }
-    n = upstream_read(up, t->rin);
-    if (n > 0) {
-        if (!t->res_started) {
-            t->res_started = true;
-            if (t->req_held) {
-                /* The backend answers: request bytes kept for a retry can go. */
-                s->in->start += t->req_sent;
-                t->req_parsed -= t->req_sent;
-                t->req_sent = 0;
-                t->req_held = false;
-            }
-        }
-        if (t->phase == TXN_TUNNEL) {
-            t->last_io_us = veer_now_us();
-            t->res_parsed = vbuf_len(t->rin);
-            rc = defer(t, FLUSH_CLIENT);
-        } else {
-            rc = process_response(t);
-        }
-    } else if (n == 0) {
-        rc = upstream_eof(t);
-    } else if (errno == EAGAIN || errno == EINTR) {
-        return;
-    } else if (t->phase == TXN_TUNNEL) {
-        session_close(s);
-        return;
-    } else {
-        rc = upstream_failed(t, "reset the connection", errno);
-    }
-    if (rc == VEER_DONE)
-        session_process(s);
-    /* A full buffer may have left decrypted bytes behind: come back for them. */
-    if (up->tls && !up->dead && up->reading && tls_pending(up->tls))
-        event_active(&up->rev, EV_READ, 0);
-}
-
 /* --- reading from the client -------------------------------------------- */
 
-static int request_error(struct txn *t)
-{
-    const struct http_msg *req = t->req;
-
-    return local_response(t, req->err_status ? req->err_status : 400,
-                          req->err_what ? req->err_what : "malformed request", true);
-}
-
-/* Parse request bytes after the head: find where the body ends. */
 static int parse_request_body(struct txn *t)
 {
     struct vbuf *in = t->s->in;
@@ -1634,9 +428,7 @@ static int parse_request_body(struct txn *t)
     if (r == HTTP_MSG_DONE || r == HTTP_UPGRADED) {
         t->req_done = true;
     } else if (r == HTTP_INVALID) {
-        if (t->up)
-            t->up->dead = true;
-        return request_error(t);
+        return txn_request_invalid(t);
     }
     return VEER_OK;
 }
@@ -1648,19 +440,33 @@ static int parse_request_body(struct txn *t)
  */
 static int wait_request_head(struct txn *t)
 {
-    struct session *s = t->s;
-    uint64_t deadline = t->start_us + (uint64_t)s->w->conf->timeouts.client_header_ms * 1000;
+    struct session *s = session_of(t->s);
+    uint64_t deadline = t->start_us + (uint64_t)s->c.w->conf->timeouts.client_header_ms * 1000;
     uint64_t now = veer_now_us();
     struct timeval tv;
 
     if (now >= deadline)
-        return local_response(t, 408, "request head not received in time", true);
+        return txn_local_response(t, 408, "request head not received in time", true);
     tv.tv_sec = (time_t)((deadline - now) / 1000000);
     tv.tv_usec = (suseconds_t)((deadline - now) % 1000000);
     event_add(&s->rev, &tv);
-    s->reading = true;
+    s->c.reading = true;
     s->rev_tv = NULL;
     return VEER_OK;
+}
+
+/*
+ * A request head is in, with what came of its body framed: the
+ * connection's part (keep-alive), then the transaction routes it.
+ */
+static int request_head(struct session *s, struct txn *t)
+{
+    struct worker *w = s->c.w;
+
+    s->nreq++;
+    if (!http_keep_alive(t->req) || (w->shutting_down && (!w->handover || s->tls)))
+        t->close_client = true;
+    return txn_head_ready(t);
 }
 
 /*
@@ -1673,16 +479,16 @@ static int session_process(struct session *s)
 
     for (;;) {
         struct txn *t = s->txn;
-        struct vbuf *in = s->in;
+        struct vbuf *in = s->c.in;
 
-        if (s->dead || s->closing)
+        if (s->c.dead || s->c.closing)
             return VEER_ERROR;
         if (t == NULL) {
             if (vbuf_len(in) == 0) {
                 session_idle(s);
                 return VEER_OK;
             }
-            t = txn_start(s);
+            t = session_txn_start(s);
         }
         switch (t->phase) {
         case TXN_REQ_HEAD: {
@@ -1695,25 +501,25 @@ static int session_process(struct session *s)
             if (r == HTTP_NEED_MORE)
                 return wait_request_head(t);
             if (r == HTTP_INVALID) {
-                rc = request_error(t);
+                rc = txn_request_invalid(t);
             } else {
                 /* Frame the body bytes that came along (0 bytes completes a bodiless request). */
                 rc = parse_request_body(t);
                 /* A body refused in this same read was answered: nothing is routed. */
                 if (rc == VEER_OK && s->txn == t && t->phase == TXN_REQ_HEAD)
-                    rc = handle_request_head(t);
+                    rc = request_head(s, t);
             }
             break;
         }
         case TXN_FORWARD:
             rc = parse_request_body(t);
             if (rc == VEER_OK && s->txn == t)
-                rc = defer(t, FLUSH_UPSTREAM);
+                rc = txn_defer(&s->c, TXN_FLUSH_UPSTREAM);
             break;
         case TXN_TUNNEL:
             t->last_io_us = veer_now_us();
             t->req_parsed = vbuf_len(in);
-            rc = defer(t, FLUSH_UPSTREAM);
+            rc = txn_defer(&s->c, TXN_FLUSH_UPSTREAM);
             break;
         case TXN_HELD:
             rc = parse_request_body(t); /* frame what arrives while it waits */
@@ -1732,7 +538,7 @@ static void client_eof(struct session *s)
 {
     struct txn *t = s->txn;
 
-    s->client_eof = true;
+    s->c.client_eof = true;
     client_want_read(s, false, NULL);
     if (t == NULL || t->phase == TXN_REQ_HEAD ||
         (!t->req_done && (t->phase == TXN_FORWARD || t->phase == TXN_HELD))) {
@@ -1742,7 +548,7 @@ static void client_eof(struct session *s)
     }
     if (t->phase == TXN_TUNNEL) {
         /* The backend's half-close follows the last byte, in flush_upstream. */
-        if (t->up && flush_upstream(t) == VEER_ERROR)
+        if (t->up && txn_flush_upstream(t) == VEER_ERROR)
             return;
         if (t->up_eof)
             session_close(s);
@@ -1752,23 +558,24 @@ static void client_eof(struct session *s)
 
 static void client_timeout(struct session *s)
 {
-    struct worker *w = s->w;
+    struct worker *w = s->c.w;
     struct txn *t = s->txn;
     int rc;
 
-    if (s->closing || t == NULL) {
+    if (s->c.closing || t == NULL) {
         session_close(s); /* idle, quiet period over, or lingering done */
         return;
     }
     switch (t->phase) {
     case TXN_REQ_HEAD:
-        rc = local_response(t, 408, "request head not received in time", true);
+        rc = txn_local_response(t, 408, "request head not received in time", true);
         break;
     case TXN_FORWARD:
         if (t->req_done)
             return; /* waiting for the backend: its own timeouts apply */
-        rc = t->res_head_done ? (session_close(s), VEER_ERROR)
-                              : local_response(t, 408, "request body not received in time", true);
+        rc = t->res_head_done
+                 ? (session_close(s), VEER_ERROR)
+                 : txn_local_response(t, 408, "request body not received in time", true);
         break;
     case TXN_TUNNEL:
         if (veer_now_us() - t->last_io_us >= (uint64_t)w->conf->timeouts.idle_ms * 1000)
@@ -1788,34 +595,31 @@ static void client_timeout(struct session *s)
  */
 static int client_room(struct session *s)
 {
-    struct worker *w = s->w;
+    struct worker *w = s->c.w;
     struct txn *t = s->txn;
     uint32_t shift;
 
-    if (vbuf_room(s->in))
+    if (vbuf_room(s->c.in))
         return VEER_OK;
     if (t && t->phase == TXN_REQ_HEAD) {
-        if (vbuf_reserve(&w->bufs, &s->in, 1, w->head_buf_limit, &shift) == 0)
+        if (vbuf_reserve(&w->bufs, &s->c.in, 1, w->head_buf_limit, &shift) == 0)
             return VEER_OK;
-        return local_response(t, t->req->line_len ? 431 : 414,
-                              t->req->line_len ? "header section too large"
-                                               : "request line too long",
-                              true) == VEER_ERROR
+        return txn_local_response(t, t->req->line_len ? 431 : 414,
+                                  t->req->line_len ? "header section too large"
+                                                   : "request line too long",
+                                  true) == VEER_ERROR
                    ? VEER_ERROR
                    : VEER_AGAIN;
     }
-    if (s->in->start)
-        vbuf_compact(s->in);
-    if (vbuf_room(s->in))
+    if (s->c.in->start)
+        vbuf_compact(s->c.in);
+    if (vbuf_room(s->c.in))
         return VEER_OK;
     if (t && t->req_held) {
         /* Holding for a retry would stall the upload: give up the retry. */
-        s->in->start += t->req_sent;
-        t->req_parsed -= t->req_sent;
-        t->req_sent = 0;
-        t->req_held = false;
-        vbuf_compact(s->in);
-        if (vbuf_room(s->in))
+        txn_release_held(t);
+        vbuf_compact(s->c.in);
+        if (vbuf_room(s->c.in))
             return VEER_OK;
     }
     client_want_read(s, false, NULL);
@@ -1854,7 +658,7 @@ static int tls_step(struct session *s)
 static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
-    struct worker *w = s->w;
+    struct worker *w = s->c.w;
     ssize_t n;
     int rc;
 
@@ -1863,14 +667,14 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
         client_timeout(s);
         return;
     }
-    if (s->closing) {
+    if (s->c.closing) {
         linger_read(s);
         return;
     }
     if (s->tls && tls_step(s) != VEER_OK)
         return;
-    if (s->in == NULL)
-        s->in = vbuf_get(&w->bufs);
+    if (s->c.in == NULL)
+        s->c.in = vbuf_get(&w->bufs);
     rc = client_room(s);
     if (rc != VEER_OK) {
         if (rc == VEER_DONE)
@@ -1881,7 +685,7 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
     if (n > 0) {
         session_process(s);
         /* A full buffer may have left decrypted bytes behind: come back for them. */
-        if (!s->dead && s->tls && s->reading && tls_pending(s->tls))
+        if (!s->c.dead && s->tls && s->c.reading && tls_pending(s->tls))
             event_active(&s->rev, EV_READ, 0);
         return;
     }
@@ -1895,33 +699,100 @@ static void client_read_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
- * The send phase of a loop iteration: write what sessions queued while
- * their sockets were read. Work a write unblocks (the next pipelined
- * request, a final head after a 1xx) may queue more; the loop runs until
- * nothing is left.
+ * The send phase reached s (txn_run_flushes): write what its transaction
+ * queued while the sockets were read, the request side first.
  */
-void session_run_flushes(struct worker *w)
+static void session_flush(struct txn_client *c, unsigned what)
 {
-    while (w->flush_list) {
-        struct session *s = w->flush_list;
-        unsigned what = s->flush;
-        struct txn *t = s->txn;
-        int rc = VEER_OK;
+    struct session *s = session_of(c);
+    struct txn *t = s->txn;
+    int rc = VEER_OK;
 
-        w->flush_list = s->flush_next;
-        if (w->flush_list == NULL)
-            w->flush_tail = NULL;
-        s->flush_queued = false;
-        s->flush = 0;
-        if (s->dead || t == NULL)
-            continue;
-        if ((what & FLUSH_UPSTREAM) && t->up)
-            rc = flush_upstream(t);
-        if (rc == VEER_OK && s->txn == t && (what & FLUSH_CLIENT)) {
-            client_flushed(s, t, flush_client(t));
-            continue;
-        }
-        if (rc == VEER_DONE)
-            session_process(s);
+    if (t == NULL)
+        return;
+    if ((what & TXN_FLUSH_UPSTREAM) && t->up)
+        rc = txn_flush_upstream(t);
+    if (rc == VEER_OK && s->txn == t && (what & TXN_FLUSH_CLIENT)) {
+        client_flushed(s, t, flush_client(t));
+        return;
     }
+    if (rc == VEER_DONE)
+        session_process(s);
 }
+
+/* --- what a transaction asks of its session (txn.h, struct txn_client_ops) ---------- */
+
+/*
+ * The client's head of a response: HTTP/1 framing for this client. The
+ * final head decides whether the connection closes after the response (the
+ * request was not read whole, shutdown without a handover, a response
+ * delimited by the close, an HTTP/1.0 client of a chunked response, which
+ * gets it de-chunked). A 1xx is relayed to HTTP/1.1 clients only.
+ */
+static void session_response_head(struct txn *t, bool final)
+{
+    struct session *s = session_of(t->s);
+    struct worker *w = s->c.w;
+    struct http_msg *res = t->res, *req = t->req;
+    const char *head = t->rin->data + t->rin->start;
+    bool close;
+
+    vbuf_put(&w->bufs, t->res_head);
+    t->res_head = NULL;
+    if (!final) {
+        if (req->minor == 1) {
+            t->res_head = txn_head_buf(w, http_response_bound(res));
+            t->res_head->end =
+                (uint32_t)http_build_response(res, head, false, false, t->res_head->data);
+            t->res_head_sent = 0;
+        }
+        return;
+    }
+    if (!t->req_done || (w->shutting_down && (!w->handover || s->tls)) ||
+        llhttp_message_needs_eof(&res->parser))
+        t->close_client = true;
+    if (req->minor == 0 && (res->flags & HF_CHUNKED) && !(res->flags & HF_NO_BODY)) {
+        res->dechunk = true; /* HTTP/1.0 client: strip chunk framing */
+        t->close_client = true;
+    }
+    close = t->close_client;
+    t->res_head = txn_head_buf(w, http_response_bound(res));
+    t->res_head->end = (uint32_t)http_build_response(res, head, close, req->minor == 0 && !close,
+                                                     t->res_head->data);
+    t->res_head_sent = 0;
+}
+
+static void session_want_read(struct txn_client *c, bool on)
+{
+    struct session *s = session_of(c);
+
+    client_want_read(s, on, on ? s->c.w->tv_idle : NULL);
+}
+
+static void session_resume(struct txn_client *c)
+{
+    session_process(session_of(c));
+}
+
+/* Truncate: what the response has goes out, then the connection closes. */
+static void session_cut(struct txn *t)
+{
+    struct session *s = session_of(t->s);
+
+    if (flush_client(t) == VEER_OK)
+        session_close(s);
+}
+
+static void session_abort(struct txn_client *c)
+{
+    session_close(session_of(c));
+}
+
+static const struct txn_client_ops session_ops = {
+    .response_head = session_response_head,
+    .want_read = session_want_read,
+    .resume = session_resume,
+    .cut = session_cut,
+    .abort = session_abort,
+    .flush = session_flush,
+};

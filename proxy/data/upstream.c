@@ -4,7 +4,7 @@
  */
 #include "upstream.h"
 #include "report.h"
-#include "session.h"
+#include "txn.h"
 #include "tls.h"
 #include "veer.h"
 #include "worker.h"

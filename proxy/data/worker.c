@@ -625,7 +625,7 @@ static void switch_routing(struct worker *w, struct routing *r)
      * inside a routing decision (worker_lb), and retrying routes requests.
      */
     if (!first)
-        session_schedule_retry_held(w);
+        txn_schedule_retry_held(w);
 }
 
 struct lb *worker_group_lb(struct worker *w, int pool, uint32_t g)
@@ -722,7 +722,7 @@ static void *worker_main(void *arg)
             log_err("worker %u: event loop failed", w->idx);
             break;
         }
-        session_run_flushes(w);
+        txn_run_flushes(w);
         reap(w);
         worker_check_done(w);
     }

@@ -125,8 +125,8 @@ struct worker {
     unsigned nsessions;
     struct session *dead_sessions;
     struct upstream *dead_upstreams;
-    struct session *flush_list; /* sessions with queued writes, in the order they queued */
-    struct session *flush_tail;
+    struct txn_client *flush_list; /* clients with queued writes (txn_defer), in queue order */
+    struct txn_client *flush_tail;
     bool exit;                 /* leave the loop after this iteration */
     struct event accept_pause; /* out of fds: accepting resumes on this timer */
 
@@ -139,7 +139,7 @@ struct worker {
     struct lb *lbs;          /* per pool of `routing` */
     struct lb **glbs;        /* per pool, per group (made when first needed) */
     struct txn_queue held;   /* requests waiting for a backend or maintenance, oldest first */
-    struct event held_ev;    /* runs session_retry_held from the loop after a snapshot switch */
+    struct event held_ev;    /* runs txn_retry_held from the loop after a snapshot switch */
 
     const struct timeval *tv_idle;
     const struct timeval *tv_header;

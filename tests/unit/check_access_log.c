@@ -195,15 +195,15 @@ static struct txn *request_from(unsigned wi, const char *raw, const struct socka
     enum http_result r;
 
     s->magic = SESSION_MAGIC;
-    s->w = w;
+    s->c.w = w;
     s->l = &fx.l[wi][0];
     s->fd = -1;
-    memcpy(&s->peer, peer, plen);
-    s->in = vbuf_get(&w->bufs);
-    ck_assert_uint_le(n, s->in->size);
-    vbuf_add(s->in, raw, n);
+    memcpy(&s->c.peer, peer, plen);
+    s->c.in = vbuf_get(&w->bufs);
+    ck_assert_uint_le(n, s->c.in->size);
+    vbuf_add(s->c.in, raw, n);
     t->magic = TXN_MAGIC;
-    t->s = s;
+    t->s = &s->c;
     t->phase = TXN_REQ_HEAD;
     t->pool = s->l->pool;
     t->req = (struct http_msg *)(t + 1);
@@ -212,10 +212,10 @@ static struct txn *request_from(unsigned wi, const char *raw, const struct socka
     t->limits = w->req_limits;
     http_msg_init(t->req, HTTP_REQUEST, &t->limits);
     s->txn = t;
-    r = http_parse(t->req, s->in->data, s->in->data, n, &used);
+    r = http_parse(t->req, s->c.in->data, s->c.in->data, n, &used);
     ck_assert_msg(r == HTTP_HEAD_DONE, "request refused (%d): %s", r, raw);
     t->req_parsed = (uint32_t)used;
-    r = http_parse(t->req, s->in->data, s->in->data + used, n - used, &used);
+    r = http_parse(t->req, s->c.in->data, s->c.in->data + used, n - used, &used);
     ck_assert_int_eq(r, HTTP_MSG_DONE);
     t->req_parsed += (uint32_t)used;
     t->bytes_in += used;

@@ -15,7 +15,7 @@
  * __wrap_send/__wrap_sendmsg below, which refuse or shorten writes to one
  * chosen descriptor while the test says so. Loopback send buffers are far
  * too large (and autotuned) to stall on their own at a chosen moment.
- * session.c's call of module_request_head is wrapped as well, to publish
+ * txn.c's call of module_request_head is wrapped as well, to publish
  * a snapshot from inside a routing decision.
  *
  * Held requests (maintenance on with --hold) stay held across a publish
@@ -250,7 +250,7 @@ static void stop(void)
 static void step(void)
 {
     ck_assert_int_ge(event_base_loop(fx.w->base, EVLOOP_ONCE), 0);
-    session_run_flushes(fx.w);
+    txn_run_flushes(fx.w);
 }
 
 typedef bool (*cond_fn)(void *arg);
@@ -277,7 +277,7 @@ static void publish(void)
 }
 
 /*
- * A publish from inside a routing decision: session.c's call to
+ * A publish from inside a routing decision: txn.c's call to
  * module_request_head (the first step of route()) is wrapped too, and
  * publishes once when asked, as the control thread may at any moment (a
  * slow-start tick, a shift). The pick right after it then switches the
@@ -393,7 +393,7 @@ static bool client_eof_read(void *arg)
 {
     struct session *s = arg;
 
-    return s->client_eof;
+    return s->c.client_eof;
 }
 
 /*
@@ -651,7 +651,7 @@ END_TEST
 
 /* --- a local answer during a retry's backoff ---------------------------------------- */
 
-/* session.c's worker_rand, to choose a seed whose first backoff is long. */
+/* txn.c's worker_rand, to choose a seed whose first backoff is long. */
 static uint64_t xorshift(uint64_t x)
 {
     x ^= x << 13;

@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "http.h"
 #include "session.h"
+#include "veer.h"
 #include "worker.h"
 
 #include <check.h>
@@ -21,30 +22,30 @@
 #define GET(path) "GET " path " HTTP/1.1\r\nHost: veer.test\r\n\r\n"
 
 /*
- * The send phase (session_run_flushes) takes a session with a queued answer
+ * The send phase (txn_run_flushes) takes a client with a queued answer
  * off its worker's flush list, as it writes the answer out.
  */
-static inline void unqueue(struct session *s)
+static inline void unqueue(struct txn_client *c)
 {
-    if (!s->flush_queued)
+    if (!c->flush_queued)
         return;
-    ck_assert_ptr_eq(s->w->flush_list, s);
-    s->w->flush_list = s->flush_next;
-    if (s->w->flush_list == NULL)
-        s->w->flush_tail = NULL;
-    s->flush_queued = false;
-    s->flush = 0;
+    ck_assert_ptr_eq(c->w->flush_list, c);
+    c->w->flush_list = c->flush_next;
+    if (c->w->flush_list == NULL)
+        c->w->flush_tail = NULL;
+    c->flush_queued = false;
+    c->flush = 0;
 }
 
 /* Free a transaction and its session (the modules' end hook is the caller's business). */
 static inline void txn_drop(struct txn *t)
 {
-    struct session *s = t->s;
+    struct session *s = container_of(t->s, struct session, c);
 
-    unqueue(s);
+    unqueue(&s->c);
     free(t->log);
-    vbuf_put(&s->w->bufs, t->res_head);
-    vbuf_put(&s->w->bufs, s->in);
+    vbuf_put(&s->c.w->bufs, t->res_head);
+    vbuf_put(&s->c.w->bufs, s->c.in);
     free(t);
     free(s);
 }
@@ -83,7 +84,7 @@ static inline struct resp answer(const struct txn *t)
     /* Queued for the send phase, towards the client. */
     ck_assert(t->s->flush_queued);
     ck_assert_ptr_eq(t->s->w->flush_list, t->s);
-    ck_assert_uint_ne(t->s->flush & 1u /* FLUSH_CLIENT */, 0);
+    ck_assert_uint_ne(t->s->flush & TXN_FLUSH_CLIENT, 0);
     cl = strstr(r.head, "\r\nContent-Length: ");
     ck_assert_ptr_nonnull(cl);
     if (t->req->parser.method != HTTP_HEAD)
