@@ -1,5 +1,5 @@
 /*
- * check_pool.c - the traffic model (shares from weights, effective
+ * check_model.c - the traffic model (shares from weights, effective
  * weights, eligibility) and the routing snapshot: build, publish with one
  * atomic store, and reclaim only after every reader moved past it, with
  * reader threads running against a publisher under ASan.

@@ -1,5 +1,5 @@
 /*
- * check_metrics.c - latency histograms and the Prometheus text rendering of a small model.
+ * check_prometheus.c - latency histograms and the Prometheus text rendering of a small model.
  */
 #include "prometheus.h"
 #include "model.h"

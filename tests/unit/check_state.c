@@ -88,7 +88,7 @@ static char *dump(const struct model *m)
     return sb_steal(&b);
 }
 
-/* Release a model and its config, and pool.c's global tables (LSan). */
+/* Release a model and its config, and routing.c's global tables (LSan). */
 static void done(struct model *m, struct veer_conf *c)
 {
     model_free(m);
