@@ -203,6 +203,20 @@ START_TEST(test_error_rate_counts_5xx_and_upstream_errors_once)
 END_TEST
 
 /*
+ * Upstream errors of attempts retried on another backend can outnumber a
+ * backend's requests: a rate is at most 1, for a backend and for its group.
+ */
+START_TEST(test_error_rate_is_at_most_one)
+{
+    answered(GREEN1, 0, 2, 2, 0);
+    counter_add(&ws(GREEN1, 0)->errors[UERR_CONNECT], 5);
+    tick();
+    ck_assert_double_eq_tol(b(GREEN1)->rate.error_rate, 1, EPS);
+    ck_assert_double_eq_tol(g(GREEN)->rate.error_rate, 1, EPS);
+}
+END_TEST
+
+/*
  * p99 comes from the second's latency buckets, merged over the workers
  * (and over a group's backends): slow requests of the first second do not
  * weigh on the next.
@@ -244,6 +258,7 @@ static Suite *stats_suite(void)
     tcase_add_test(tc, test_rps_sums_workers_and_counts_each_second_once);
     tcase_add_test(tc, test_only_the_given_workers_are_read);
     tcase_add_test(tc, test_error_rate_counts_5xx_and_upstream_errors_once);
+    tcase_add_test(tc, test_error_rate_is_at_most_one);
     tcase_add_test(tc, test_p99_from_this_seconds_buckets);
     suite_add_tcase(s, tc);
     return s;
