@@ -334,6 +334,78 @@ START_TEST(test_new_address_is_a_new_backend)
 }
 END_TEST
 
+/* Pool api without blue-2. */
+#define API_POOL_NO_BLUE2                                                                          \
+    "{ name = \"api\"; backends = (\n"                                                             \
+    "  { name = \"blue-1\"; address = \"127.0.0.1:1\"; weight = 100; group = \"blue\"; },\n"       \
+    "  { name = \"green-1\"; address = \"127.0.0.1:3\"; weight = 100; group = \"green\"; } );\n"   \
+    "  shares = { blue = 100; green = 0; }; }"
+
+/*
+ * A backend put back in the file before it left (a request still in
+ * flight) is a backend of the pool again: it is not removed when that
+ * request ends. It stays draining (the reload's drain is kept, as
+ * test_lifecycle's pool added back expects) until an operator puts it back
+ * in rotation.
+ */
+START_TEST(test_backend_put_back_before_it_left_stays)
+{
+    struct backend *b2;
+
+    up(API_POOL);
+    b2 = be("api", "blue-2")->be;
+    atomic_store(&b2->ws[0].active, 1); /* a request in flight on blue-2 */
+    write_conf(API_POOL_NO_BLUE2);
+    ck_assert_uint_eq(reload().removed, 1);
+    ck_assert_int_eq(be("api", "blue-2")->admin, ADMIN_DRAIN);
+    ck_assert_ptr_null(routed("api", "blue-2"));
+
+    write_conf(API_POOL);
+    reload();
+    ck_assert_ptr_eq(be("api", "blue-2")->be, b2);
+    ck_assert(!be("api", "blue-2")->remove_when_drained);
+    ck_assert_int_eq(be("api", "blue-2")->admin, ADMIN_DRAIN);
+
+    /* Its request ends: drained, and it stays. */
+    atomic_store(&b2->ws[0].active, 0);
+    ctl_backend_idle(b2);
+    run_pending();
+    ck_assert_ptr_eq(be("api", "blue-2")->be, b2);
+    ck_assert_uint_eq(pool("api")->nb, 3);
+    ck_assert_int_eq(model_state(pool("api"), b2->index), BE_DRAINED);
+    ok("set state api/blue-2 ready");
+    ck_assert_ptr_nonnull(routed("api", "blue-2"));
+    down();
+}
+END_TEST
+
+/* The same for a pool put back before its backends left. */
+START_TEST(test_pool_put_back_before_it_left_stays)
+{
+    struct backend *w1;
+
+    up(API_POOL ", " WEB_POOL);
+    w1 = be("web", "web-1")->be;
+    atomic_store(&w1->ws[0].active, 1);
+    write_conf(API_POOL);
+    ck_assert_uint_eq(reload().pools_removed, 1);
+    ck_assert_ptr_null(routed("web", "web-1"));
+    write_conf(API_POOL ", " WEB_POOL);
+    reload();
+    ck_assert(!pool("web")->removed);
+    ck_assert_ptr_eq(be("web", "web-1")->be, w1);
+    ck_assert(!be("web", "web-1")->remove_when_drained);
+    ck_assert_int_eq(be("web", "web-1")->admin, ADMIN_DRAIN);
+    atomic_store(&w1->ws[0].active, 0);
+    ctl_backend_idle(w1);
+    run_pending();
+    ck_assert_ptr_eq(be("web", "web-1")->be, w1);
+    ok("set state web/web-1 ready");
+    ck_assert_ptr_nonnull(routed("web", "web-1"));
+    down();
+}
+END_TEST
+
 /*
  * A pool new in the file appears and routes to its backends; a pool gone
  * from it stops routing (its backends drain and leave) but keeps its index.
@@ -559,6 +631,8 @@ static Suite *reload_suite(void)
 
     tcase_add_test(tc, test_backends_added_and_removed);
     tcase_add_test(tc, test_new_address_is_a_new_backend);
+    tcase_add_test(tc, test_backend_put_back_before_it_left_stays);
+    tcase_add_test(tc, test_pool_put_back_before_it_left_stays);
     tcase_add_test(tc, test_pool_added_and_removed);
     tcase_add_test(tc, test_runtime_decisions_survive_a_reload);
     tcase_add_test(tc, test_bad_file_is_refused_and_changes_nothing);
