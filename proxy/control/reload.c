@@ -266,6 +266,15 @@ fail:
 
 static void send_reconf(struct wreconf *rc)
 {
+    if (ctl.nworkers == 0) {
+        /* No worker to switch, so none to let it go after switching (wmsg_free): now. */
+        for (unsigned j = 0; j < rc->n; j++)
+            if (rc->l[j].keep < 0)
+                free((void *)rc->l[j].fds);
+        free(rc->l);
+        free(rc);
+        return;
+    }
     rc->refs = ctl.nworkers;
     for (unsigned w = 0; w < ctl.nworkers; w++) {
         struct wmsg *m = veer_calloc(1, sizeof(*m));

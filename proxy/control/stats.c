@@ -35,6 +35,8 @@ static void finish_rate(struct rate *r)
 {
     r->rps = (double)r->last_total;
     r->error_rate = r->last_total ? (double)r->last_errors / (double)r->last_total : 0;
+    if (r->error_rate > 1)
+        r->error_rate = 1; /* as a backend's: errors of attempts retried elsewhere add up */
     r->p99_ms = stats_p99_ms(r->delta);
 }
 

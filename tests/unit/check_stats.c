@@ -1,0 +1,276 @@
+/*
+ * check_stats.c - the per-second traffic figures (stats.c): requests per
+ * second, error rate and p99 of every backend and group, computed from the
+ * workers' counters and latency histograms.
+ *
+ * A model of two groups is built with two per-worker slots per backend
+ * (veer_nworkers = 2); a test sets the slots' counters and histogram
+ * buckets as workers would have counted, calls stats_tick once (the
+ * figures since the start) and again after more traffic (that second's
+ * figures only), and reads the rates off the model.
+ */
+#include "model.h"
+#include "stats.h"
+#include "veer.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* api: blue-1, blue-2 (blue) and green-1 (green). */
+static const char text[] =
+    "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"
+    "pools = ( { name = \"api\"; backends = ("
+    "{ name = \"blue-1\"; address = \"127.0.0.1:1\"; weight = 100; group = \"blue\"; },"
+    "{ name = \"blue-2\"; address = \"127.0.0.1:2\"; weight = 100; group = \"blue\"; },"
+    "{ name = \"green-1\"; address = \"127.0.0.1:3\"; weight = 100; group = \"green\"; } );"
+    "shares = { blue = 90; green = 10; }; } );\n";
+
+#define NW     2
+#define BLUE   0
+#define GREEN  1
+#define BLUE1  0 /* backend indexes: file order */
+#define BLUE2  1
+#define GREEN1 2
+
+static struct {
+    char path[64];
+    struct veer_conf *c;
+    struct model *m;
+} F;
+
+static void setup(void)
+{
+    char err[512] = "";
+    int fd;
+    FILE *f;
+
+    strcpy(F.path, "/tmp/check_stats.XXXXXX");
+    fd = mkstemp(F.path);
+    ck_assert_int_ge(fd, 0);
+    f = fdopen(fd, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    F.c = conf_load(F.path, err, sizeof(err));
+    unlink(F.path);
+    ck_assert_msg(F.c != NULL, "config: %s", err);
+    veer_nworkers = NW;
+    F.m = model_from_conf(F.c);
+    ck_assert_uint_eq(F.m->pools[0].nb, 3);
+    ck_assert_uint_eq(F.m->pools[0].ng, 2);
+}
+
+static void teardown(void)
+{
+    model_free(F.m);
+    conf_free(F.c);
+}
+
+static struct rt_backend *b(unsigned i)
+{
+    return &F.m->pools[0].b[i];
+}
+
+static struct rt_group *g(unsigned i)
+{
+    return &F.m->pools[0].g[i];
+}
+
+static struct backend_wstat *ws(unsigned backend, unsigned worker)
+{
+    return &b(backend)->be->ws[worker];
+}
+
+/* Worker w answered n requests of status class cls (2 for 2xx) from backend i, each in bucket k. */
+static void answered(unsigned i, unsigned w, unsigned cls, uint64_t n, unsigned k)
+{
+    counter_add(&ws(i, w)->requests[cls - 1], n);
+    counter_add(&ws(i, w)->latency.bucket[k], n);
+    counter_add(&ws(i, w)->latency.count, n);
+}
+
+static void tick(void)
+{
+    stats_tick(F.m, NW);
+}
+
+#define EPS 1e-9
+
+/* --- stats_p99_ms ---------------------------------------------------------------------- */
+
+/* p99 is the upper bound of the bucket where 99% of the requests are reached. */
+START_TEST(test_p99_is_the_bound_of_the_99th_percentile_bucket)
+{
+    uint64_t bk[LAT_BUCKETS + 1] = {0};
+
+    ck_assert_double_eq_tol(stats_p99_ms(bk), 0, EPS); /* no data */
+    bk[0] = 99;
+    bk[5] = 1;
+    ck_assert_double_eq_tol(stats_p99_ms(bk), lat_bounds[0] * 1000, EPS); /* 0.5 ms */
+    bk[0] = 98;
+    bk[5] = 2;
+    ck_assert_double_eq_tol(stats_p99_ms(bk), lat_bounds[5] * 1000, EPS); /* 25 ms */
+    /* Past the last bound (+Inf): twice the last bound. */
+    memset(bk, 0, sizeof(bk));
+    bk[LAT_BUCKETS] = 10;
+    ck_assert_double_eq_tol(stats_p99_ms(bk), lat_bounds[LAT_BUCKETS - 1] * 2000, EPS);
+    bk[3] = 990;
+    ck_assert_double_eq_tol(stats_p99_ms(bk), lat_bounds[3] * 1000, EPS);
+}
+END_TEST
+
+/* --- stats_tick -------------------------------------------------------------------------- */
+
+/*
+ * Requests per second sum every worker's slots and every status class; the
+ * first tick counts everything so far, the next only what came after it.
+ */
+START_TEST(test_rps_sums_workers_and_counts_each_second_once)
+{
+    answered(BLUE1, 0, 2, 60, 0);
+    answered(BLUE1, 1, 2, 30, 0);
+    answered(BLUE1, 1, 4, 10, 0);
+    answered(BLUE2, 0, 2, 50, 0);
+    answered(GREEN1, 1, 3, 7, 0);
+    tick();
+    ck_assert_double_eq_tol(b(BLUE1)->rate.rps, 100, EPS);
+    ck_assert_double_eq_tol(b(BLUE2)->rate.rps, 50, EPS);
+    ck_assert_double_eq_tol(b(GREEN1)->rate.rps, 7, EPS);
+    ck_assert_double_eq_tol(g(BLUE)->rate.rps, 150, EPS);
+    ck_assert_double_eq_tol(g(GREEN)->rate.rps, 7, EPS);
+
+    answered(BLUE1, 0, 2, 20, 0);
+    answered(BLUE2, 1, 2, 5, 0);
+    tick();
+    ck_assert_double_eq_tol(b(BLUE1)->rate.rps, 20, EPS);
+    ck_assert_double_eq_tol(b(BLUE2)->rate.rps, 5, EPS);
+    ck_assert_double_eq_tol(b(GREEN1)->rate.rps, 0, EPS);
+    ck_assert_double_eq_tol(g(BLUE)->rate.rps, 25, EPS);
+    ck_assert_double_eq_tol(g(GREEN)->rate.rps, 0, EPS);
+
+    /* A quiet second: nothing. */
+    tick();
+    ck_assert_double_eq_tol(b(BLUE1)->rate.rps, 0, EPS);
+    ck_assert_double_eq_tol(g(BLUE)->rate.rps, 0, EPS);
+    ck_assert_double_eq_tol(g(BLUE)->rate.p99_ms, 0, EPS);
+    ck_assert_double_eq_tol(g(BLUE)->rate.error_rate, 0, EPS);
+}
+END_TEST
+
+/* Only the workers the control thread was given are read. */
+START_TEST(test_only_the_given_workers_are_read)
+{
+    answered(BLUE1, 0, 2, 10, 0);
+    answered(BLUE1, 1, 2, 90, 0);
+    stats_tick(F.m, 1);
+    ck_assert_double_eq_tol(b(BLUE1)->rate.rps, 10, EPS);
+}
+END_TEST
+
+/*
+ * The error rate is failures over requests: 5xx answers plus upstream
+ * errors, a 5xx veer answered for an upstream error counted once.
+ */
+START_TEST(test_error_rate_counts_5xx_and_upstream_errors_once)
+{
+    /* blue-1: 90 2xx, 10 5xx of which 4 are veer's 502s for failed connects. */
+    answered(BLUE1, 0, 2, 90, 0);
+    answered(BLUE1, 1, 5, 10, 0);
+    counter_add(&ws(BLUE1, 1)->errors[UERR_CONNECT], 4);
+    counter_add(&ws(BLUE1, 1)->answered, 4);
+    /* blue-2: 100 2xx and 5 timeouts retried elsewhere (not answered as 5xx). */
+    answered(BLUE2, 0, 2, 100, 0);
+    counter_add(&ws(BLUE2, 0)->errors[UERR_TIMEOUT], 5);
+    tick();
+    ck_assert_double_eq_tol(b(BLUE1)->rate.error_rate, 0.10, EPS);
+    ck_assert_double_eq_tol(b(BLUE2)->rate.error_rate, 0.05, EPS);
+    ck_assert_double_eq_tol(b(GREEN1)->rate.error_rate, 0, EPS); /* no requests */
+    ck_assert_double_eq_tol(g(BLUE)->rate.error_rate, 15.0 / 200.0, EPS);
+
+    /* The next second: 10 requests, 1 reset answered 502. */
+    answered(BLUE1, 0, 2, 9, 0);
+    answered(BLUE1, 0, 5, 1, 0);
+    counter_add(&ws(BLUE1, 0)->errors[UERR_RESET], 1);
+    counter_add(&ws(BLUE1, 0)->answered, 1);
+    tick();
+    ck_assert_double_eq_tol(b(BLUE1)->rate.error_rate, 0.1, EPS);
+    ck_assert_double_eq_tol(b(BLUE2)->rate.error_rate, 0, EPS);
+    ck_assert_double_eq_tol(g(BLUE)->rate.error_rate, 0.1, EPS);
+}
+END_TEST
+
+/*
+ * Upstream errors of attempts retried on another backend can outnumber a
+ * backend's requests: a rate is at most 1, for a backend and for its group.
+ */
+START_TEST(test_error_rate_is_at_most_one)
+{
+    answered(GREEN1, 0, 2, 2, 0);
+    counter_add(&ws(GREEN1, 0)->errors[UERR_CONNECT], 5);
+    tick();
+    ck_assert_double_eq_tol(b(GREEN1)->rate.error_rate, 1, EPS);
+    ck_assert_double_eq_tol(g(GREEN)->rate.error_rate, 1, EPS);
+}
+END_TEST
+
+/*
+ * p99 comes from the second's latency buckets, merged over the workers
+ * (and over a group's backends): slow requests of the first second do not
+ * weigh on the next.
+ */
+START_TEST(test_p99_from_this_seconds_buckets)
+{
+    /* blue-1: 99 fast (<= 0.5 ms) on worker 0, 1 slow (<= 25 ms) on worker 1. */
+    answered(BLUE1, 0, 2, 99, 0);
+    answered(BLUE1, 1, 2, 1, 5);
+    /* blue-2: 90 at <= 5 ms, 10 at <= 250 ms. */
+    answered(BLUE2, 0, 2, 90, 3);
+    answered(BLUE2, 1, 2, 10, 8);
+    tick();
+    ck_assert_double_eq_tol(b(BLUE1)->rate.p99_ms, lat_bounds[0] * 1000, EPS);
+    ck_assert_double_eq_tol(b(BLUE2)->rate.p99_ms, lat_bounds[8] * 1000, EPS);
+    /* The group: 200 requests, 11 above 5 ms, 10 of them at <= 250 ms. */
+    ck_assert_double_eq_tol(g(BLUE)->rate.p99_ms, lat_bounds[8] * 1000, EPS);
+    ck_assert_double_eq_tol(g(GREEN)->rate.p99_ms, 0, EPS);
+
+    /* The next second: blue-2 only fast ones; blue-1 only slow ones. */
+    answered(BLUE2, 1, 2, 500, 1);
+    answered(BLUE1, 0, 2, 3, 10);
+    tick();
+    ck_assert_double_eq_tol(b(BLUE2)->rate.p99_ms, lat_bounds[1] * 1000, EPS);
+    ck_assert_double_eq_tol(b(BLUE1)->rate.p99_ms, lat_bounds[10] * 1000, EPS);
+    /* The group: 503 requests, the 3 slow ones under 1%: the fast bucket. */
+    ck_assert_double_eq_tol(g(BLUE)->rate.p99_ms, lat_bounds[1] * 1000, EPS);
+    ck_assert_double_eq_tol(g(BLUE)->rate.rps, 503, EPS);
+}
+END_TEST
+
+static Suite *stats_suite(void)
+{
+    Suite *s = suite_create("stats");
+    TCase *tc = tcase_create("stats");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_p99_is_the_bound_of_the_99th_percentile_bucket);
+    tcase_add_test(tc, test_rps_sums_workers_and_counts_each_second_once);
+    tcase_add_test(tc, test_only_the_given_workers_are_read);
+    tcase_add_test(tc, test_error_rate_counts_5xx_and_upstream_errors_once);
+    tcase_add_test(tc, test_error_rate_is_at_most_one);
+    tcase_add_test(tc, test_p99_from_this_seconds_buckets);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(stats_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
