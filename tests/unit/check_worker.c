@@ -19,7 +19,8 @@
  * - WCMD_SHUTDOWN with no session: the thread closes its listeners and
  *   idle connections and leaves its loop;
  * - out of descriptors: accepting pauses (no spinning on the ready
- *   listener) and resumes by itself; the waiting client is then accepted.
+ *   listener) and resumes by itself; the waiting client is then accepted;
+ *   a listener a reload adds meanwhile waits for the pause to end too.
  *
  * Each test runs in its own process (Check's fork mode). Every wait has a
  * deadline.
@@ -86,8 +87,11 @@ static struct backend *snap_be(int i)
 
 /* --- the mailbox ---------------------------------------------------------------------- */
 
-/* A reload message keeping the worker's one listener, switching to configuration c. */
-static struct wmsg *reconf_msg(const struct veer_conf *c, _Atomic unsigned *left)
+/*
+ * A reload message switching to configuration c: the worker's one listener
+ * is kept; when new_fd >= 0, a second listener (c's second) takes that socket.
+ */
+static struct wmsg *reconf_msg(const struct veer_conf *c, _Atomic unsigned *left, int new_fd)
 {
     struct wmsg *m = calloc(1, sizeof(*m));
     struct wreconf *rc = calloc(1, sizeof(*rc));
@@ -95,10 +99,17 @@ static struct wmsg *reconf_msg(const struct veer_conf *c, _Atomic unsigned *left
     ck_assert_ptr_nonnull(m);
     ck_assert_ptr_nonnull(rc);
     rc->conf = c;
-    rc->n = 1;
-    rc->l = calloc(1, sizeof(*rc->l));
+    rc->n = new_fd >= 0 ? 2 : 1;
+    rc->l = calloc(rc->n, sizeof(*rc->l));
     ck_assert_ptr_nonnull(rc->l);
     rc->l[0] = (struct wreconf_listener){.keep = 0, .lc = &c->listens[0], .pool = 0};
+    if (new_fd >= 0) {
+        int *fds = malloc(sizeof(*fds)); /* one per worker; freed by wmsg_free */
+
+        ck_assert_ptr_nonnull(fds);
+        fds[0] = new_fd;
+        rc->l[1] = (struct wreconf_listener){.keep = -1, .fds = fds, .lc = &c->listens[1]};
+    }
     rc->refs = 1;
     rc->left = left;
     m->type = WMSG_RECONF;
@@ -124,7 +135,7 @@ START_TEST(test_messages_run_oldest_first)
     for (int i = 0; i < 3; i++)
         c[i] = wfix_conf(conf_text);
     for (int i = 0; i < 3; i++)
-        worker_send(fx.w, reconf_msg(c[i], &left));
+        worker_send(fx.w, reconf_msg(c[i], &left, -1));
     ck_assert_ptr_eq(fx.w->conf, fx.c); /* nothing runs before the worker's loop does */
     ck_assert_msg(run_until(none_left, &left), "the worker did not run its messages");
     ck_assert_msg(fx.w->conf == c[2],
@@ -418,6 +429,12 @@ static bool accepted(void *arg)
     return fx.w->nsessions == 1;
 }
 
+static bool accepted_two(void *arg)
+{
+    (void)arg;
+    return fx.w->nsessions == 2;
+}
+
 /*
  * A client waits in the backlog while the process is out of descriptors:
  * the worker stops watching its listener (instead of waking up for it in a
@@ -450,6 +467,71 @@ START_TEST(test_out_of_fds_pauses_accepting_then_resumes)
 }
 END_TEST
 
+/*
+ * A reload that adds a listener while accepting is paused (out of
+ * descriptors) does not arm the new listener before the pause ends: it
+ * would be ready at once (a client waits on it) and every accept would
+ * fail again, the worker waking for it in a loop until the pause ends.
+ * Once descriptors are back, both listeners accept.
+ */
+START_TEST(test_listener_added_while_paused_waits_for_the_pause)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    char text[1024];
+    struct veer_conf *c2;
+    struct wmsg *m;
+    _Atomic unsigned left = 1;
+    int client[2], lfd, ran, still_paused = 0, armed = 0;
+
+    start_with(WFIX_LISTEN | WFIX_TICK);
+    snprintf(text, sizeof(text), "%s", conf_text);
+    /* The same configuration with a second listener. */
+    {
+        const char *one = "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );";
+        char *at = strstr(text, one);
+
+        ck_assert_ptr_nonnull(at);
+        snprintf(at, sizeof(text) - (size_t)(at - text),
+                 "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; }, "
+                 "{ address = \"127.0.0.1:0\"; pool = \"api\"; } );%s",
+                 strstr(conf_text, one) + strlen(one));
+    }
+    c2 = wfix_conf(text);
+    ck_assert_int_eq(c2->nlistens, 2);
+    lfd = tcp_listener(16);
+    for (int i = 0; i < 2; i++) {
+        client[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(client[i], 0);
+        sa.sin_port = htons((uint16_t)(i == 0 ? fx.port : local_port(lfd)));
+        ck_assert_int_eq(connect(client[i], (struct sockaddr *)&sa, sizeof(sa)), 0);
+    }
+    m = reconf_msg(c2, &left, lfd);
+
+    exhaust_fds(client[0]);
+    ran = run_until(paused, NULL);
+    if (ran) {
+        worker_send(fx.w, m);
+        ran = run_until(none_left, &left);
+        /* A machine stalled past the pause would only hide the fault, never fake it. */
+        still_paused = evtimer_pending(&fx.w->accept_pause, NULL);
+        armed = fx.w->nlisteners == 2 && event_pending(&fx.w->listeners[1]->ev, EV_READ, NULL);
+    }
+    restore_fds();
+    ck_assert_msg(ran, "accepting did not pause, or the reload did not run");
+    ck_assert_uint_eq(fx.w->nlisteners, 2);
+    ck_assert_msg(!(still_paused && armed),
+                  "the new listener was armed while accepting was paused");
+
+    ck_assert_msg(run_until(accepted_two, NULL), "accepted %u of 2 clients", fx.w->nsessions);
+    ck_assert(event_pending(&fx.w->listeners[0]->ev, EV_READ, NULL));
+    ck_assert(event_pending(&fx.w->listeners[1]->ev, EV_READ, NULL));
+    close(client[0]);
+    close(client[1]);
+    stop();
+    conf_free(c2);
+}
+END_TEST
+
 static Suite *worker_suite(void)
 {
     Suite *s = suite_create("worker");
@@ -468,6 +550,7 @@ static Suite *worker_suite(void)
     tc = tcase_create("loop");
     tcase_add_test(tc, test_shutdown_with_no_session_leaves_the_loop);
     tcase_add_test(tc, test_out_of_fds_pauses_accepting_then_resumes);
+    tcase_add_test(tc, test_listener_added_while_paused_waits_for_the_pause);
     suite_add_tcase(s, tc);
     return s;
 }
