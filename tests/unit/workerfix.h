@@ -6,7 +6,8 @@
  * thread; the test thread runs the worker's loop step by step (step(),
  * run_until() with a deadline) and publishes snapshots as the control
  * thread does (publish()). Loopback helpers for the backends a suite serves
- * itself: tcp_listener(), local_port().
+ * itself: tcp_listener(), local_port(). check_rollout takes only the
+ * config loader and real, never started workers (wfix_conf, wfix_workers).
  *
  * One fixture per process (Check's fork mode runs each test in its own):
  * fx. A suite adds its own turn to every loop step with fx.serve.
