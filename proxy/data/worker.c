@@ -216,9 +216,10 @@ static void apply_conf(struct worker *w, const struct veer_conf *conf)
 /*
  * A reload: switch to the new configuration and listener set. Listeners on
  * an address that stays keep their socket (and their accept queue); new
- * ones start accepting; removed ones stop (their connections finish as
- * usual). A removed listener's struct stays allocated until the worker
- * ends: sessions accepted on it still point to it.
+ * ones start accepting (when the accept pause ends, if one is on); removed
+ * ones stop (their connections finish as usual). A removed listener's
+ * struct stays allocated until the worker ends: sessions accepted on it
+ * still point to it.
  */
 static void reconfigure(struct worker *w, const struct wreconf *rc)
 {
@@ -236,7 +237,8 @@ static void reconfigure(struct worker *w, const struct wreconf *rc)
             kept[p->keep] = true;
         } else {
             next[i] = listener_new(w, p->fds[w->idx], p->lc, p->pool);
-            if (!w->shutting_down)
+            /* Out of descriptors: it starts with the others when the pause ends. */
+            if (!w->shutting_down && !evtimer_pending(&w->accept_pause, NULL))
                 event_add(&next[i]->ev, NULL);
         }
     }

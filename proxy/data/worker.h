@@ -208,13 +208,17 @@ void wmsg_free(struct wmsg *m);
  */
 struct lb *worker_lb(struct worker *w, int pool);
 
-/* Leave the loop when shutting down and no session is left. */
 /*
  * Upgrade: the handover channel is full (the new process is behind). Idle
  * sessions are offered again as soon as it has room; meanwhile they wait as
  * in any graceful shutdown.
  */
 void worker_handover_full(struct worker *w);
+
+/*
+ * Shutting down: leave the loop once no session is left (tunnels, which
+ * have no request boundary, are closed once they are all that is left).
+ */
 void worker_check_done(struct worker *w);
 
 /* The balancer of group g of pool `pool` in the current snapshot (made on first use). */

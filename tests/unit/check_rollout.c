@@ -1,7 +1,9 @@
 /*
  * check_rollout.c - canary rollouts (rollout.c) driven on a control plane
  * set up as control_init sets it up (a model from a config text, routing,
- * unstarted workers reduced to their wake-up eventfd and message queue):
+ * real workers made by worker_create (workerfix.h) but never started, so
+ * that what the control plane sends them waits in their mailbox to be read
+ * back):
  * start and its refusals, steps taken by firing the step timer by hand,
  * the capacity guard pausing a step, pause/resume/abort, the analysis fed
  * from per-worker backend counters and histograms one rollout_tick (one
@@ -22,6 +24,7 @@
 #include "state.h"
 #include "veer.h"
 #include "worker.h"
+#include "workerfix.h"
 
 #include <check.h>
 #include <event2/event.h>
@@ -87,22 +90,6 @@ static struct {
     char audit[64];
 } F;
 
-static struct veer_conf *load(const char *text)
-{
-    char path[] = "/tmp/check_rollout_XXXXXX";
-    char err[512];
-    int fd = mkstemp(path);
-    struct veer_conf *c;
-
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-    c = conf_load(path, err, sizeof(err));
-    unlink(path);
-    ck_assert_msg(c != NULL, "config: %s", err);
-    return c;
-}
-
 /*
  * Bring the control plane up as veer does: model (with state text applied
  * first, like the state file at start), routing, audit log, workers
@@ -116,7 +103,7 @@ static void up_with_state(const char *state)
 
     memset(&F, 0, sizeof(F));
     veer_nworkers = NW;
-    F.c = load(CONF);
+    F.c = wfix_conf(CONF);
     F.m = model_from_conf(F.c);
     if (state)
         ck_assert_int_ge(state_apply(F.m, state, err, sizeof(err)), 0);
@@ -126,11 +113,7 @@ static void up_with_state(const char *state)
     ck_assert_int_ge(fd, 0);
     close(fd);
     ck_assert_int_eq(audit_open(F.audit, err, sizeof(err)), 0);
-    for (unsigned i = 0; i < NW; i++) {
-        F.w[i] = calloc(1, sizeof(*F.w[i]));
-        F.w[i]->idx = i;
-        ck_assert_int_eq(mailbox_init(&F.w[i]->inbox), VEER_OK);
-    }
+    wfix_workers(F.c, NW, F.w);
     F.base = event_base_new();
     ck_assert_ptr_nonnull(F.base);
     ck_assert_int_eq(control_init(F.base, F.c, F.m, F.w, NW), VEER_OK);
@@ -164,13 +147,12 @@ static void down(void)
 {
     control_shutdown();
     event_base_free(F.base);
-    routing_shutdown();
-    model_free(F.m);
     for (unsigned i = 0; i < NW; i++) {
         drain_mq(i, WMSG_WARM, NULL);
-        mailbox_free(&F.w[i]->inbox, NULL);
-        free(F.w[i]);
+        worker_destroy(F.w[i]); /* before the snapshot its balancers point into */
     }
+    routing_shutdown();
+    model_free(F.m);
     conf_free(F.c);
     audit_close();
     unlink(F.audit);

@@ -37,6 +37,7 @@
 #include "upstream.h"
 #include "veer.h"
 #include "worker.h"
+#include "workerfix.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -52,9 +53,6 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
-
-/* How long anything this suite waits for may take. */
-#define WAIT_MS 5000
 
 /* --- the send gate: linker-wrapped send(2) and sendmsg(2) ------------------------------- */
 
@@ -136,49 +134,9 @@ ssize_t __wrap_sendmsg(int fd, const struct msghdr *msg, int flags)
     return n;
 }
 
-/* --- a worker run by the test thread ----------------------------------------------------- */
+/* --- a worker run by the test thread (workerfix.h) ----------------------------------------- */
 
-static struct {
-    char dir[64];
-    struct veer_conf *c;
-    struct model *m;
-    struct worker *w;
-    struct event *tick; /* bounds each loop step */
-    int backend;        /* the backend's listening socket */
-    int port;           /* veer's listening port */
-} fx;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    return ntohs(a.sin_port);
-}
-
-static int tcp_listener(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-
-    ck_assert_int_ge(fd, 0);
-    ck_assert_msg(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "bind: %s", strerror(errno));
-    ck_assert_int_eq(listen(fd, 16), 0);
-    return fd;
-}
-
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-}
+static int backend_fd; /* the backend's listening socket */
 
 #define CONF                                                                                       \
     "workers = 1;\n"                                                                               \
@@ -194,40 +152,12 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
  */
 static void start_pool(const char *pool_extra)
 {
-    char path[128], text[512], err[512] = "";
-    struct timeval tk = {0, 5000};
-    FILE *f;
-    int *fds;
+    char text[512];
 
-    memset(&fx, 0, sizeof(fx));
-    signal(SIGPIPE, SIG_IGN);
     gate.fd = -1;
-    strcpy(fx.dir, "/tmp/check_session.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(fx.dir));
-    fx.backend = tcp_listener();
-    snprintf(path, sizeof(path), "%s/veer.conf", fx.dir);
-    snprintf(text, sizeof(text), CONF, local_port(fx.backend), pool_extra);
-    f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-    fx.c = conf_load(path, err, sizeof(err));
-    unlink(path);
-    ck_assert_msg(fx.c != NULL, "config: %s", err);
-    veer_nworkers = 1;
-    fx.m = model_from_conf(fx.c);
-    routing_init(1, routing_build(fx.m));
-    ck_assert_int_eq(module_init_all(fx.c), VEER_OK);
-    fds = listener_open_all(fx.c, 1);
-    ck_assert_ptr_nonnull(fds);
-    fx.w = worker_create(0, fx.c, fds);
-    free(fds);
-    ck_assert_ptr_nonnull(fx.w);
-    ck_assert_uint_eq(fx.w->nlisteners, 1);
-    event_add(&fx.w->listeners[0]->ev, NULL); /* as worker_main does */
-    fx.port = local_port(fx.w->listeners[0]->fd);
-    fx.tick = event_new(fx.w->base, -1, EV_PERSIST, tick_cb, NULL);
-    event_add(fx.tick, &tk);
+    backend_fd = tcp_listener(16);
+    snprintf(text, sizeof(text), CONF, local_port(backend_fd), pool_extra);
+    wfix_start(text, WFIX_MODULES | WFIX_LISTEN | WFIX_TICK);
 }
 
 static void start(void)
@@ -237,43 +167,8 @@ static void start(void)
 
 static void stop(void)
 {
-    event_free(fx.tick);
-    worker_destroy(fx.w);
-    routing_shutdown();
-    model_free(fx.m);
-    conf_free(fx.c);
-    close(fx.backend);
-    rmdir(fx.dir);
-}
-
-/* One iteration of worker_main: callbacks, then the send phase. */
-static void step(void)
-{
-    ck_assert_int_ge(event_base_loop(fx.w->base, EVLOOP_ONCE), 0);
-    txn_run_flushes(fx.w);
-}
-
-typedef bool (*cond_fn)(void *arg);
-
-/* Step the worker until done(arg), or WAIT_MS pass. */
-static bool run_until(cond_fn done, void *arg)
-{
-    uint64_t deadline = now_ms() + WAIT_MS;
-
-    while (!done(arg)) {
-        if (now_ms() > deadline)
-            return false;
-        step();
-    }
-    return true;
-}
-
-/* The routing publish of the control thread (control_publish), and its wake-up. */
-static void publish(void)
-{
-    fx.m->generation++;
-    routing_publish(routing_build(fx.m));
-    worker_post(fx.w, WCMD_REFRESH);
+    wfix_stop();
+    close(backend_fd);
 }
 
 /*
@@ -368,7 +263,7 @@ static bool accepted(void *arg)
 {
     int *fd = arg;
 
-    *fd = accept4(fx.backend, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    *fd = accept4(backend_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     return *fd >= 0;
 }
 
@@ -719,7 +614,7 @@ START_TEST(test_local_answer_during_retry_backoff_disarms_the_retry)
     waited = now_ms() + BACKOFF_MS + 200;
     while (now_ms() < waited) {
         step();
-        again = accept4(fx.backend, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        again = accept4(backend_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         ck_assert_msg(again < 0, "the request was sent to the backend again after the 400");
     }
     gate.fd = -1;

@@ -32,6 +32,7 @@
 #include "txn.h"
 #include "veer.h"
 #include "worker.h"
+#include "workerfix.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -45,9 +46,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-/* How long anything this suite waits for may take. */
-#define WAIT_MS 5000
 
 #define NBACKENDS 3
 #define NCLIENTS  16
@@ -96,15 +94,6 @@ static struct backend_srv {
     int nreqs;
     char paths[NCLIENTS][32];
 } srv[NBACKENDS];
-
-static int local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    return ntohs(a.sin_port);
-}
 
 static void backend_open(int i, const char *name, bool refuse)
 {
@@ -167,46 +156,21 @@ static void backends_close(void)
     }
 }
 
-/* --- a worker run by the test thread ----------------------------------------------------- */
-
-static struct {
-    char dir[64];
-    struct veer_conf *c;
-    struct model *m;
-    struct worker *w;
-    struct event *tick; /* bounds each loop step */
-} fx;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-}
+/* --- a worker run by the test thread (workerfix.h) ----------------------------------------- */
 
 /*
  * A config whose one pool "api" has the backends opened above (backend i
  * in group groups[i]), plus `pool_extra`; its model and first snapshot, the
  * modules, the report recorder, and one worker as main.c's run() sets them
- * up, minus the thread: the test runs the loop (step()).
+ * up, minus the thread: the test runs the loop (step()), the backends take
+ * their turn after each step (serve()).
  */
 static void start(int nb, const char *const groups[], const char *pool_extra)
 {
-    char path[128], text[2048], err[512] = "";
-    struct timeval tk = {0, 5000};
+    char text[2048];
     size_t off;
-    FILE *f;
-    int *fds;
 
-    signal(SIGPIPE, SIG_IGN);
     memset(&reports, 0, sizeof(reports));
-    strcpy(fx.dir, "/tmp/check_txn.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(fx.dir));
     off = (size_t)snprintf(text, sizeof(text),
                            "workers = 1;\n"
                            "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"
@@ -216,68 +180,15 @@ static void start(int nb, const char *const groups[], const char *pool_extra)
                                 "%s{ name = \"%s\"; address = \"127.0.0.1:%d\"; group = \"%s\"; }",
                                 i ? ", " : "", srv[i].name, local_port(srv[i].fd), groups[i]);
     snprintf(text + off, sizeof(text) - off, " ); %s } );\n", pool_extra);
-    snprintf(path, sizeof(path), "%s/veer.conf", fx.dir);
-    f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-    fx.c = conf_load(path, err, sizeof(err));
-    unlink(path);
-    ck_assert_msg(fx.c != NULL, "config: %s\n%s", err, text);
-    veer_nworkers = 1;
-    fx.m = model_from_conf(fx.c);
-    routing_init(1, routing_build(fx.m));
-    ck_assert_int_eq(module_init_all(fx.c), VEER_OK);
     report_bind(record_report, NULL);
-    fds = listener_open_all(fx.c, 1);
-    ck_assert_ptr_nonnull(fds);
-    fx.w = worker_create(0, fx.c, fds);
-    free(fds);
-    ck_assert_ptr_nonnull(fx.w);
-    fx.tick = event_new(fx.w->base, -1, EV_PERSIST, tick_cb, NULL);
-    event_add(fx.tick, &tk);
+    wfix_start(text, WFIX_MODULES | WFIX_TICK);
+    fx.serve = serve;
 }
 
 static void stop(void)
 {
-    event_free(fx.tick);
-    worker_destroy(fx.w);
-    routing_shutdown();
-    model_free(fx.m);
-    conf_free(fx.c);
+    wfix_stop();
     backends_close();
-    rmdir(fx.dir);
-}
-
-/* One iteration of worker_main (callbacks, then the send phase), and the backends' turn. */
-static void step(void)
-{
-    ck_assert_int_ge(event_base_loop(fx.w->base, EVLOOP_ONCE), 0);
-    txn_run_flushes(fx.w);
-    serve();
-}
-
-typedef bool (*cond_fn)(void *arg);
-
-/* Step until done(arg), or WAIT_MS pass. */
-static bool run_until(cond_fn done, void *arg)
-{
-    uint64_t deadline = now_ms() + WAIT_MS;
-
-    while (!done(arg)) {
-        if (now_ms() > deadline)
-            return false;
-        step();
-    }
-    return true;
-}
-
-/* The control thread's publish (control_publish) and its wake-up of the worker. */
-static void publish(void)
-{
-    fx.m->generation++;
-    routing_publish(routing_build(fx.m));
-    worker_post(fx.w, WCMD_REFRESH);
 }
 
 /* --- a fake client side ----------------------------------------------------------------- */

@@ -21,6 +21,7 @@
 #include "upstream.h"
 #include "veer.h"
 #include "worker.h"
+#include "workerfix.h"
 
 #include <arpa/inet.h>
 #include <check.h>
@@ -35,33 +36,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static struct {
-    char dir[64];
-    struct veer_conf *c;
-    struct model *m;
-    struct worker *w;
-    int backend; /* the backend's listening socket (never accepts: connects stay pending) */
-} fx;
-
-static int local_port(int fd)
-{
-    struct sockaddr_in a;
-    socklen_t len = sizeof(a);
-
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    return ntohs(a.sin_port);
-}
-
-static int tcp_listener(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-
-    ck_assert_int_ge(fd, 0);
-    ck_assert_msg(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "bind: %s", strerror(errno));
-    ck_assert_int_eq(listen(fd, 64), 0);
-    return fd;
-}
+static int backend_fd; /* the backend's listening socket (never accepts: connects stay pending) */
 
 /* Pool "plain" first, then "secure" (TLS to its backends): pool indexes 0 and 1. */
 #define CONF                                                                                       \
@@ -75,47 +50,23 @@ static int tcp_listener(void)
 #define PLAIN  0
 #define SECURE 1
 
+/* Config, model, first snapshot and one worker (workerfix.h); its loop is not run. */
 static void start(void)
 {
-    char path[128], text[768], err[512] = "";
-    FILE *f;
-    int *fds, port;
+    char text[768];
+    int port;
 
-    memset(&fx, 0, sizeof(fx));
-    signal(SIGPIPE, SIG_IGN);
-    strcpy(fx.dir, "/tmp/check_upstream.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(fx.dir));
-    fx.backend = tcp_listener();
-    port = local_port(fx.backend);
-    snprintf(path, sizeof(path), "%s/veer.conf", fx.dir);
+    backend_fd = tcp_listener(64);
+    port = local_port(backend_fd);
     snprintf(text, sizeof(text), CONF, port, port);
-    f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-    fx.c = conf_load(path, err, sizeof(err));
-    unlink(path);
-    ck_assert_msg(fx.c != NULL, "config: %s", err);
-    ck_assert_msg(tls_conf_prepare(fx.c, err, sizeof(err)) == VEER_OK, "tls: %s", err);
-    veer_nworkers = 1;
-    fx.m = model_from_conf(fx.c);
-    routing_init(1, routing_build(fx.m));
-    fds = listener_open_all(fx.c, 1);
-    ck_assert_ptr_nonnull(fds);
-    fx.w = worker_create(0, fx.c, fds);
-    free(fds);
-    ck_assert_ptr_nonnull(fx.w);
+    wfix_start(text, WFIX_TLS);
     ck_assert_int_eq(model_find_pool(fx.m, "secure"), SECURE);
 }
 
 static void stop(void)
 {
-    worker_destroy(fx.w);
-    routing_shutdown();
-    model_free(fx.m);
-    conf_free(fx.c);
-    close(fx.backend);
-    rmdir(fx.dir);
+    wfix_stop();
+    close(backend_fd);
 }
 
 /* The backend of the snapshot's pool pi the worker routes to (the only one). */
