@@ -4,14 +4,21 @@
  * The compiled table has one bucket per host condition: a hash from exact
  * host (lowercased) to its bucket, a hash from wildcard suffix (".example.com",
  * leading dot kept) to its bucket, and one bucket for routes without a host.
- * Each bucket holds a trie of path segments: a node is the path up to one
- * segment; it lists the routes whose path_prefix ends there and the routes
- * whose exact path ends there (without and with a trailing "/"); the bucket
- * also lists its routes without a path. Every list is sorted once by the
- * keys that remain after host and path (a method condition, then more
+ * A bucket is the root of a trie of path segments: a node is the path up to
+ * one segment; it lists the routes whose path_prefix ends there and the
+ * routes whose exact path ends there (without and with a trailing "/"); the
+ * root also lists its routes without a path. Every list is sorted once by
+ * the keys that remain after host and path (a method condition, then more
  * header conditions, then file order), so matching tries buckets in host
  * order, lists in path order and entries in list order, and the first entry
  * whose method and headers hold is the winner.
+ *
+ * For the cache: a node carries its own key (the segment, or for a root the
+ * host key) so the hash's key compare reads the node it then uses, and a
+ * list keeps only the routes with conditions that come before its first
+ * route without any, plus that route's index: a route without conditions
+ * wins when it is reached, so the routes after it are never tried and
+ * matching it reads no route.
  */
 #include "routes.h"
 #include "hmap.h"
@@ -52,36 +59,43 @@ struct route {
     size_t nhdrs;
 };
 
-/* Route indexes, sorted by the keys after host and path. */
+/*
+ * Route indexes, sorted by the keys after host and path. Once built: idx[0..n)
+ * are the routes with a method or header condition that rank above the
+ * first route without one, which is `uncond` (-1: none).
+ */
 struct cand {
     uint32_t *idx;
     uint32_t n;
     uint32_t cap;
+    int32_t uncond;
 };
 
-struct pnode {
-    struct pnode *parent;
-    struct hmap kids; /* segment -> struct pnode * */
-    struct cand prefix;
+/* The lists a node rarely has. */
+struct pnode_more {
     struct cand exact[2]; /* exact path ending here: [1] with a trailing "/" */
+    struct cand nopath;   /* a root only: routes without a path */
 };
 
-struct bucket {
-    struct pnode *root;
-    struct cand nopath;
+/* A trie node; a root is a host bucket. */
+struct pnode {
+    struct hmap kids; /* segment -> struct pnode * (keys: the kids' seg) */
+    struct pnode *parent;
+    struct cand prefix;
+    struct pnode_more *more; /* NULL: no exact path ends here, no route without a path */
+    size_t seg_len;
+    char seg[]; /* the segment; a root's host key */
 };
 
 struct routes {
     unsigned magic;
     struct route *r;
     size_t n;
-    struct hmap exact;       /* lowercased host -> struct bucket * */
-    struct hmap wild;        /* ".example.com" -> struct bucket * */
-    uint64_t wild_dots;      /* bit d: some wildcard suffix has d dots (63: 63 or more) */
-    struct bucket *any;      /* routes without a host; NULL if none */
-    struct bucket **buckets; /* every bucket, to free */
-    size_t nbuckets;
-    struct pnode **nodes; /* every trie node, to sort and free */
+    struct hmap exact;    /* lowercased host -> its root struct pnode * */
+    struct hmap wild;     /* ".example.com" -> its root struct pnode * */
+    uint64_t wild_dots;   /* bit d: some wildcard suffix has d dots (63: 63 or more) */
+    struct pnode *any;    /* the root of routes without a host; NULL if none */
+    struct pnode **nodes; /* every trie node, roots included, to sort and free */
     size_t nnodes;
     size_t nodes_cap;
 };
@@ -274,11 +288,14 @@ static void cand_add(struct cand *c, uint32_t i)
     c->idx[c->n++] = i;
 }
 
-static struct pnode *node_new(struct routes *rt, struct pnode *parent)
+static struct pnode *node_new(struct routes *rt, struct pnode *parent, const char *seg, size_t len)
 {
-    struct pnode *nd = veer_calloc(1, sizeof(*nd));
+    struct pnode *nd = veer_calloc(1, sizeof(*nd) + len + 1);
 
     nd->parent = parent;
+    nd->prefix.uncond = -1;
+    nd->seg_len = len;
+    memcpy(nd->seg, seg, len);
     if (rt->nnodes == rt->nodes_cap) {
         rt->nodes_cap = rt->nodes_cap ? rt->nodes_cap * 2 : 16;
         rt->nodes = veer_realloc(rt->nodes, rt->nodes_cap * sizeof(*rt->nodes));
@@ -287,28 +304,27 @@ static struct pnode *node_new(struct routes *rt, struct pnode *parent)
     return nd;
 }
 
-static struct bucket *bucket_new(struct routes *rt)
+static struct pnode_more *more_of(struct pnode *nd)
 {
-    struct bucket *b = veer_calloc(1, sizeof(*b));
-
-    b->root = node_new(rt, NULL);
-    rt->buckets = veer_realloc(rt->buckets, (rt->nbuckets + 1) * sizeof(*rt->buckets));
-    rt->buckets[rt->nbuckets++] = b;
-    return b;
+    if (nd->more == NULL) {
+        nd->more = veer_calloc(1, sizeof(*nd->more));
+        nd->more->exact[0].uncond = nd->more->exact[1].uncond = nd->more->nopath.uncond = -1;
+    }
+    return nd->more;
 }
 
-/* The bucket of route r's host condition, made on first use. */
-static struct bucket *bucket_of(struct routes *rt, const struct route *r)
+/* The root of route r's host condition, made on first use. */
+static struct pnode *bucket_of(struct routes *rt, const struct route *r)
 {
     struct hmap *m;
     const char *key;
     size_t len;
     uintptr_t *v;
-    struct bucket *b;
+    struct pnode *b;
 
     if (r->host_kind == HOST_NONE) {
         if (rt->any == NULL)
-            rt->any = bucket_new(rt);
+            rt->any = node_new(rt, NULL, "", 0);
         return rt->any;
     }
     if (r->host_kind == HOST_EXACT) {
@@ -327,9 +343,9 @@ static struct bucket *bucket_of(struct routes *rt, const struct route *r)
     }
     v = hmap_find(m, key, len);
     if (v != NULL)
-        return (struct bucket *)*v;
-    b = bucket_new(rt);
-    hmap_insert(m, key, len, (uintptr_t)b);
+        return (struct pnode *)*v;
+    b = node_new(rt, NULL, key, len);
+    hmap_insert(m, b->seg, len, (uintptr_t)b);
     return b;
 }
 
@@ -338,10 +354,10 @@ static struct bucket *bucket_of(struct routes *rt, const struct route *r)
  * *slash tells whether p ends with "/" after its last segment ("/" itself
  * is the root with a slash).
  */
-static struct pnode *node_of(struct routes *rt, struct bucket *b, const char *p, size_t n,
+static struct pnode *node_of(struct routes *rt, struct pnode *root, const char *p, size_t n,
                              int *slash)
 {
-    struct pnode *nd = b->root;
+    struct pnode *nd = root;
     size_t k = 1;
 
     *slash = 1;
@@ -353,8 +369,8 @@ static struct pnode *node_of(struct routes *rt, struct bucket *b, const char *p,
         if (v != NULL) {
             kid = (struct pnode *)*v;
         } else {
-            kid = node_new(rt, nd);
-            hmap_insert(&nd->kids, p + k, len, (uintptr_t)kid);
+            kid = node_new(rt, nd, p + k, len);
+            hmap_insert(&nd->kids, kid->seg, len, (uintptr_t)kid);
         }
         nd = kid;
         k += len;
@@ -367,19 +383,19 @@ static struct pnode *node_of(struct routes *rt, struct bucket *b, const char *p,
 static void add_route(struct routes *rt, uint32_t i)
 {
     const struct route *r = &rt->r[i];
-    struct bucket *b = bucket_of(rt, r);
+    struct pnode *b = bucket_of(rt, r);
     struct pnode *nd;
     int slash;
 
     if (r->path_kind == PATH_NONE) {
-        cand_add(&b->nopath, i);
+        cand_add(&more_of(b)->nopath, i);
         return;
     }
     nd = node_of(rt, b, r->path, r->path_len, &slash);
     if (r->path_kind == PATH_PREFIX)
         cand_add(&nd->prefix, i);
     else
-        cand_add(&nd->exact[slash], i);
+        cand_add(&more_of(nd)->exact[slash], i);
 }
 
 /* Keys 3 to 5 of the precedence (routes.h): methods, header count, file order. */
@@ -396,10 +412,25 @@ static int cand_cmp(const void *a, const void *b, void *arg)
     return i < j ? -1 : i > j;
 }
 
+/* Sort c, then keep the routes with conditions before the first one without. */
 static void cand_sort(struct routes *rt, struct cand *c)
 {
     if (c->n > 1)
         qsort_r(c->idx, c->n, sizeof(*c->idx), cand_cmp, rt->r);
+    for (uint32_t k = 0; k < c->n; k++) {
+        const struct route *r = &rt->r[c->idx[k]];
+
+        if (r->nmethods == 0 && r->nhdrs == 0) {
+            c->uncond = (int32_t)c->idx[k];
+            c->n = k;
+            break;
+        }
+    }
+    if (c->n == 0) {
+        free(c->idx);
+        c->idx = NULL;
+        c->cap = 0;
+    }
 }
 
 struct routes *routes_build(const struct routes_spec *specs, size_t n, struct routes_error *err)
@@ -427,12 +458,15 @@ struct routes *routes_build(const struct routes_spec *specs, size_t n, struct ro
         copy_route(&rt->r[i], &specs[i]);
         add_route(rt, (uint32_t)i);
     }
-    for (size_t k = 0; k < rt->nbuckets; k++)
-        cand_sort(rt, &rt->buckets[k]->nopath);
     for (size_t k = 0; k < rt->nnodes; k++) {
-        cand_sort(rt, &rt->nodes[k]->prefix);
-        cand_sort(rt, &rt->nodes[k]->exact[0]);
-        cand_sort(rt, &rt->nodes[k]->exact[1]);
+        struct pnode *nd = rt->nodes[k];
+
+        cand_sort(rt, &nd->prefix);
+        if (nd->more != NULL) {
+            cand_sort(rt, &nd->more->exact[0]);
+            cand_sort(rt, &nd->more->exact[1]);
+            cand_sort(rt, &nd->more->nopath);
+        }
     }
     return rt;
 }
@@ -447,16 +481,15 @@ void routes_free(struct routes *rt)
 
         hmap_free(&nd->kids);
         free(nd->prefix.idx);
-        free(nd->exact[0].idx);
-        free(nd->exact[1].idx);
+        if (nd->more != NULL) {
+            free(nd->more->exact[0].idx);
+            free(nd->more->exact[1].idx);
+            free(nd->more->nopath.idx);
+            free(nd->more);
+        }
         free(nd);
     }
     free(rt->nodes);
-    for (size_t k = 0; k < rt->nbuckets; k++) {
-        free(rt->buckets[k]->nopath.idx);
-        free(rt->buckets[k]);
-    }
-    free(rt->buckets);
     hmap_free(&rt->exact);
     hmap_free(&rt->wild);
     for (size_t i = 0; i < rt->n; i++) {
@@ -587,15 +620,15 @@ static int cand_pick(const struct routes *rt, const struct cand *c, const struct
         if (method_holds(req, r) && header_fails(req, r) == NULL)
             return (int)c->idx[k];
     }
-    return -1;
+    return c->uncond;
 }
 
 /* The winner among one bucket's routes, in path order, or -1. */
-static int bucket_pick(const struct routes *rt, const struct bucket *b,
+static int bucket_pick(const struct routes *rt, const struct pnode *root,
                        const struct routes_req *req)
 {
     const char *p = req->path, *end = req->path + req->path_len;
-    const struct pnode *nd = b->root;
+    const struct pnode *nd = root;
     const struct cand *exact = NULL;
     int i;
 
@@ -608,8 +641,8 @@ static int bucket_pick(const struct routes *rt, const struct bucket *b,
             if (q == NULL)
                 q = end;
             if (q == p) { /* the end after a "/", or "//" */
-                if (p == end)
-                    exact = &nd->exact[1];
+                if (p == end && nd->more != NULL)
+                    exact = &nd->more->exact[1];
                 break;
             }
             v = hmap_find(&nd->kids, p, (size_t)(q - p));
@@ -617,7 +650,8 @@ static int bucket_pick(const struct routes *rt, const struct bucket *b,
                 break;
             nd = (const struct pnode *)*v;
             if (q == end) {
-                exact = &nd->exact[0];
+                if (nd->more != NULL)
+                    exact = &nd->more->exact[0];
                 break;
             }
             p = q + 1;
@@ -628,7 +662,7 @@ static int bucket_pick(const struct routes *rt, const struct bucket *b,
             if ((i = cand_pick(rt, &nd->prefix, req)) >= 0)
                 return i;
     }
-    return cand_pick(rt, &b->nopath, req);
+    return root->more != NULL ? cand_pick(rt, &root->more->nopath, req) : -1;
 }
 
 int routes_match(const struct routes *rt, const struct routes_req *req)
@@ -642,7 +676,7 @@ int routes_match(const struct routes *rt, const struct routes_req *req)
         uintptr_t *v = hmap_find(&rt->exact, host, n);
         size_t dots = 0;
 
-        if (v != NULL && (i = bucket_pick(rt, (const struct bucket *)*v, req)) >= 0)
+        if (v != NULL && (i = bucket_pick(rt, (const struct pnode *)*v, req)) >= 0)
             return i;
         if (rt->wild_dots != 0) {
             for (size_t k = 0; k < n; k++)
@@ -653,7 +687,7 @@ int routes_match(const struct routes *rt, const struct routes_req *req)
                     continue;
                 if (k > 0 && (rt->wild_dots & (1ull << (dots < 63 ? dots : 63))) &&
                     (v = hmap_find(&rt->wild, host + k, n - k)) != NULL &&
-                    (i = bucket_pick(rt, (const struct bucket *)*v, req)) >= 0)
+                    (i = bucket_pick(rt, (const struct pnode *)*v, req)) >= 0)
                     return i;
                 dots--;
             }
