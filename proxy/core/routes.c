@@ -586,7 +586,8 @@ static bool header_holds(const struct routes_req *req, const struct route_hdr *c
         const struct routes_hdr *h = &req->hdrs[k];
 
         if (h->name_len == c->name_len && h->value_len == c->value_len &&
-            name_eq(h->name, c->name, c->name_len) && memcmp(h->value, c->value, c->value_len) == 0)
+            name_eq(h->name, c->name, c->name_len) &&
+            (c->value_len == 0 || memcmp(h->value, c->value, c->value_len) == 0))
             return true;
     }
     return false;
@@ -788,7 +789,7 @@ static bool explain_skip(const struct route *r, const struct routes_req *req, co
         sb_printf(out, "skip %s: %s %s %s %.*s\n", r->name,
                   r->path_kind == PATH_EXACT ? "path" : "path_prefix", r->path,
                   r->path_kind == PATH_EXACT ? "is not" : "does not cover", (int)req->path_len,
-                  req->path);
+                  req->path_len ? req->path : "");
     } else if (!method_holds(req, r)) {
         sb_printf(out, "skip %s: method %.*s not in", r->name, (int)req->method_len,
                   req->method ? req->method : "");

@@ -366,8 +366,10 @@ END_TEST
 START_TEST(test_header_name_is_case_insensitive_value_exact_any_line)
 {
     static const struct routes_header v2[] = {{"X-Api-Version", "2"}};
+    static const struct routes_header empty[] = {{"X-Empty", ""}};
     struct routes_spec s[] = {
         {.name = "v2", HEADERS(v2)},
+        {.name = "empty", HEADERS(empty)},
         {.name = "other"},
     };
     struct routes *rt = BUILD(s);
@@ -379,6 +381,9 @@ START_TEST(test_header_name_is_case_insensitive_value_exact_any_line)
     ck_assert_str_eq(match(rt, "GET", "h", "/", "X-Api-Version: 22", NULL), "other");
     ck_assert_str_eq(match(rt, "GET", "h", "/", "X-Api-Version: ", NULL), "other");
     ck_assert_str_eq(match(rt, "GET", "h", "/", "X-Api-Versio: 2", NULL), "other");
+    /* An empty value is a value: the field must be there, empty. */
+    ck_assert_str_eq(match(rt, "GET", "h", "/", "X-Empty: ", NULL), "empty");
+    ck_assert_str_eq(match(rt, "GET", "h", "/", "X-Empty: 0", NULL), "other");
     routes_free(rt);
 }
 END_TEST
@@ -484,12 +489,19 @@ START_TEST(test_explain_names_the_winner_and_why_each_better_route_lost)
     routes_free(rt);
 
     struct routes_spec one[] = {{.name = "only", .host = "a.example.com", .path = "/x"}};
+    struct routes_req bare = {0};
+    struct sbuf out;
 
     rt = BUILD(one);
     text = explain(rt, &win, "GET", "a.example.com", "/y", NULL);
     ck_assert_int_eq(win, -1);
     ck_assert_str_eq(text, "no route\nskip only: path /x is not /y\n");
     free(text);
+    /* No method, host, path or header at all. */
+    sb_init(&out);
+    ck_assert_int_eq(routes_explain(rt, &bare, &out), -1);
+    ck_assert_str_eq(out.s, "no route\nskip 1 routes for other hosts\n");
+    sb_free(&out);
     routes_free(rt);
 }
 END_TEST
