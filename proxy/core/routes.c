@@ -822,7 +822,8 @@ int routes_explain(const struct routes *rt, const struct routes_req *req, struct
         if (!explain_skip(&rt->r[order[k]], req, host, hn, out))
             other_hosts++;
     if (other_hosts > 0)
-        sb_printf(out, "skip %zu routes for other hosts\n", other_hosts);
+        sb_printf(out, "skip %zu route%s for other hosts\n", other_hosts,
+                  other_hosts > 1 ? "s" : "");
     free(order);
     return win;
 }

@@ -151,7 +151,7 @@ int routes_match(const struct routes *rt, const struct routes_req *req);
  *   skip NAME: header N is not "V"
  * Routes whose host does not fit are listed by name only when nothing else
  * failed (a host is all that kept them out); the others are counted in a
- * last line, "skip K routes for other hosts". Linear in the table: for the
+ * last line, "skip K route(s) for other hosts". Linear in the table: for the
  * admin command, never the request path.
  */
 int routes_explain(const struct routes *rt, const struct routes_req *req, struct sbuf *out);

@@ -466,7 +466,7 @@ START_TEST(test_explain_names_the_winner_and_why_each_better_route_lost)
                            "skip payments: path_prefix /payments does not cover /users/7\n"
                            "skip users-v2: header X-Api-Version is not \"2\"\n"
                            "skip users-post: method GET not in POST\n"
-                           "skip 1 routes for other hosts\n");
+                           "skip 1 route for other hosts\n");
     free(text);
 
     text = explain(rt, &win, "DELETE", "admin.example.com", "/users", NULL);
@@ -500,7 +500,7 @@ START_TEST(test_explain_names_the_winner_and_why_each_better_route_lost)
     /* No method, host, path or header at all. */
     sb_init(&out);
     ck_assert_int_eq(routes_explain(rt, &bare, &out), -1);
-    ck_assert_str_eq(out.s, "no route\nskip 1 routes for other hosts\n");
+    ck_assert_str_eq(out.s, "no route\nskip 1 route for other hosts\n");
     sb_free(&out);
     routes_free(rt);
 }
