@@ -399,9 +399,10 @@ START_TEST(test_drain_wait_timeout_leaves_it_draining)
     struct answer a;
 
     b->ws[0].active = 1;
-    t0 = veer_now_us();
     start("drain api/blue-3 --wait --timeout 200ms", &a);
     ck_assert(!a.done);
+    ck_assert_ptr_nonnull(ctl.waiters);
+    t0 = ctl.waiters->start_us; /* when the wait began */
     worker_moves_on();
     LOOP_UNTIL(a.done);
     ck_assert_uint_ge(veer_now_us() - t0, 200 * 1000);
@@ -416,6 +417,33 @@ START_TEST(test_drain_wait_timeout_leaves_it_draining)
     request_ends(b);
     loop_once();
     ck_assert_int_eq(state("blue-3"), BE_DRAINED);
+}
+END_TEST
+
+/*
+ * Never early: each of five drain --wait --timeout 100ms answers its ERR no
+ * sooner than 100 ms after the wait began (libevent times its timers by a
+ * clock that may be a kernel tick behind veer's).
+ */
+START_TEST(test_drain_wait_timeout_never_early)
+{
+    struct backend *b = be("blue-1");
+
+    b->ws[0].active = 1;
+    for (int k = 0; k < 5; k++) {
+        struct answer a;
+        uint64_t t0;
+
+        start("drain api/blue-1 --wait --timeout 100ms", &a);
+        ck_assert(!a.done);
+        ck_assert_ptr_nonnull(ctl.waiters);
+        t0 = ctl.waiters->start_us;
+        LOOP_UNTIL(a.done);
+        ck_assert_msg(veer_now_us() - t0 >= 100 * 1000, "wait %d answered after %llu us", k,
+                      (unsigned long long)(veer_now_us() - t0));
+        ck_assert_str_eq(a.text, "ERR timeout active=1\n\n");
+        change("set state api/blue-1 ready", NULL);
+    }
 }
 END_TEST
 
@@ -587,6 +615,7 @@ static Suite *drain_suite(void)
     tcase_add_test(tc, test_not_drained_while_a_worker_may_still_pick_it);
     tcase_add_test(tc, test_drain_wait_answers_when_drained);
     tcase_add_test(tc, test_drain_wait_timeout_leaves_it_draining);
+    tcase_add_test(tc, test_drain_wait_timeout_never_early);
     tcase_add_test(tc, test_waiter_answered_when_the_backend_is_deleted);
     tcase_add_test(tc, test_workers_told_to_close_idle_connections);
     tcase_add_test(tc, test_drained_backend_set_ready_rejoins_rotation);
