@@ -78,17 +78,34 @@ void ctl_wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms
     ctl.waiters = w;
 }
 
-/* be reached a state: wake who waits for it (or everyone waiting on it, when deleted). */
+/*
+ * be reached a state: wake who waits for it (or everyone waiting on it,
+ * when deleted). They are all taken off the list before the first is
+ * answered: an answer may change the list (a replace deletes the DRAINED
+ * backend at once, which would tell the others it was deleted, and free
+ * them under this loop).
+ */
 void ctl_wake_waiters(struct backend *be, enum wait_for what, bool ok)
 {
-    struct waiter *w = ctl.waiters;
+    struct waiter *woken = NULL, **tail = &woken, **pp = &ctl.waiters;
 
-    while (w) {
-        struct waiter *next = w->next;
+    while (*pp) {
+        struct waiter *w = *pp;
 
-        if (w->be == be && (w->what == what || !ok))
-            ctl_waiter_done(w, ok);
-        w = next;
+        if (w->be != be || (w->what != what && ok)) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        w->next = NULL;
+        *tail = w;
+        tail = &w->next;
+    }
+    while (woken) {
+        struct waiter *w = woken;
+
+        woken = w->next;
+        ctl_waiter_done(w, ok); /* no longer listed: only its timer and answer are left */
     }
 }
 

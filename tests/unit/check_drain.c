@@ -472,6 +472,40 @@ START_TEST(test_waiter_answered_when_the_backend_is_deleted)
 END_TEST
 
 /*
+ * Two waiting for the same backend to drain: an operator's drain --wait
+ * and a replace (whose answer deletes the backend, at once). When it is
+ * DRAINED both are answered as such: drain --wait with OK, the replace
+ * with its OK after deleting it; neither is answered twice, and the
+ * waiter the delete would have told "deleted" is not touched after.
+ */
+START_TEST(test_drained_answers_every_waiter_when_one_deletes_it)
+{
+    struct backend *b = be("blue-1");
+    struct answer drain, replace;
+
+    b->ws[0].active = 1;
+    start("drain api/blue-1 --wait", &drain);
+    start("replace api blue-1 blue-9 127.0.0.1:9", &replace);
+    ck_assert(!drain.done);
+    ck_assert(!replace.done);
+    ck_assert_int_ge(model_find_backend(pool(), "blue-9"), 0);
+    worker_moves_on();
+
+    request_ends(b);
+    loop_once();
+    ck_assert_msg(drain.done, "drain --wait not answered");
+    ck_assert_msg(drain.ok && strncmp(drain.text, "OK gen=", 7) == 0 &&
+                      strstr(drain.text, " drained_ms=") != NULL,
+                  "drain --wait of a backend that drained: %s", drain.text);
+    ck_assert_msg(replace.done, "replace not answered");
+    ck_assert_msg(replace.ok && strstr(replace.text, "replaced=blue-1 with=blue-9") != NULL, "%s",
+                  replace.text);
+    ck_assert_int_lt(model_find_backend(pool(), "blue-1"), 0);
+    ck_assert_ptr_null(ctl.waiters);
+}
+END_TEST
+
+/*
  * ctl_sync_draining follows the admin states for the workers: entering
  * DRAIN sets `draining` and tells every worker to close its idle
  * connections to the backend (one message naming it, with a reference);
@@ -617,6 +651,7 @@ static Suite *drain_suite(void)
     tcase_add_test(tc, test_drain_wait_timeout_leaves_it_draining);
     tcase_add_test(tc, test_drain_wait_timeout_never_early);
     tcase_add_test(tc, test_waiter_answered_when_the_backend_is_deleted);
+    tcase_add_test(tc, test_drained_answers_every_waiter_when_one_deletes_it);
     tcase_add_test(tc, test_workers_told_to_close_idle_connections);
     tcase_add_test(tc, test_drained_backend_set_ready_rejoins_rotation);
     tcase_add_test(tc, test_late_idle_report_after_ready_again);
