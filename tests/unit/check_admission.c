@@ -11,9 +11,10 @@
  * ctl_slow_start_tick, time being moved by backdating when the backend
  * was admitted.
  *
- * Readiness: PENDING until `rise` consecutive passing checks, READY until
- * `fall` consecutive failing ones, then DOWN until `rise` passing ones;
- * each transition is one publish and one audit record (actor health).
+ * Readiness: PENDING until `rise` consecutive passing checks (then who
+ * waits for it, a replace, moves on), READY until `fall` consecutive
+ * failing ones, then DOWN until `rise` passing ones; each transition is
+ * one publish and one audit record (actor health).
  * Breaker: a failure report opens the circuit (out of the snapshot) for
  * cooldown_ms, then it is half-open (a tenth of its weight) until
  * half_open_successes trials succeed (closed) or one fails (open again),
@@ -299,6 +300,38 @@ static double tick(int pi, const char *name)
     return b->factor;
 }
 
+/* An admin command whose answer may come later. */
+struct answer {
+    char text[1024];
+    bool done, ok;
+};
+
+static void on_done(struct ctl_req *r, const char *text, bool ok)
+{
+    struct answer *a = r->arg;
+
+    ck_assert_msg(!a->done, "answered twice: %s then %s", a->text, text);
+    snprintf(a->text, sizeof(a->text), "%s", text);
+    a->done = true;
+    a->ok = ok;
+}
+
+static void start(const char *line, struct answer *a)
+{
+    struct ctl_req *r = calloc(1, sizeof(*r));
+    char err[256];
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_msg(cmd_parse(line, &r->cmd, err, sizeof(err)) == 0, "%s: %s", line, err);
+    snprintf(r->line, sizeof(r->line), "%s", line);
+    r->peer = (struct audit_peer){1000, 1000, 4242};
+    r->t_read_us = veer_now_us();
+    r->done = on_done;
+    r->arg = a;
+    memset(a, 0, sizeof(*a));
+    control_execute(r);
+}
+
 /* --- readiness ------------------------------------------------------------------------ */
 
 /*
@@ -383,6 +416,33 @@ START_TEST(test_results_ignored_in_maintenance)
     ck_assert_int_eq(rb(CHECKED, "c-1")->health, HEALTH_PENDING);
     ck_assert_uint_eq(be(CHECKED, "c-1")->hc_pass, 0);
     ck_assert_uint_eq(gen(), g);
+}
+END_TEST
+
+/*
+ * Whoever waits for a backend to be READY (replace) is answered by the
+ * transition: replace adds the new backend PENDING, and the rise-th
+ * passing check moves the replace on (old drained and deleted at once,
+ * nothing being in flight).
+ */
+START_TEST(test_ready_transition_wakes_who_waits_for_it)
+{
+    struct answer a;
+
+    admit("c-1");
+    start("replace checked c-1 c-9 127.0.0.1:9", &a);
+    health_shutdown(); /* the check replace started for c-9: the test gives the results */
+    ck_assert_msg(!a.done, "%s", a.text);
+    ck_assert_int_eq(state(CHECKED, "c-9"), BE_PENDING);
+    ck_assert_ptr_nonnull(ctl.waiters);
+    check("c-9", true);
+    ck_assert(!a.done);
+    check("c-9", true);
+    ck_assert_msg(a.done, "replace not moved on by c-9 READY");
+    ck_assert_msg(a.ok && strstr(a.text, "replaced=c-1 with=c-9") != NULL, "%s", a.text);
+    ck_assert_int_eq(state(CHECKED, "c-9"), BE_READY);
+    ck_assert_int_lt(model_find_backend(pool(CHECKED), "c-1"), 0);
+    ck_assert_ptr_null(ctl.waiters);
 }
 END_TEST
 
@@ -658,6 +718,7 @@ static Suite *admission_suite(void)
     tcase_add_test(tc, test_pending_until_rise_passing_checks);
     tcase_add_test(tc, test_down_after_fall_failures_and_back);
     tcase_add_test(tc, test_results_ignored_in_maintenance);
+    tcase_add_test(tc, test_ready_transition_wakes_who_waits_for_it);
     tcase_add_test(tc, test_slow_start_ramps_from_a_tenth_to_whole);
     tcase_add_test(tc, test_no_slow_start_without_slow_start_ms);
     tcase_add_test(tc, test_failure_report_opens_the_circuit);
