@@ -665,6 +665,50 @@ START_TEST(test_max_ejection_percent_respected)
 END_TEST
 
 /*
+ * The limit holds for failed trials too, so a failure hitting every
+ * backend cannot empty the pool: a-1 and a-2 open, then half-open; a-3
+ * and a-4 open meanwhile (half-open is not ejected); a-1's and a-2's trials
+ * then fail, with two of the four already open: they stay half-open (the
+ * trial count starting over), in the snapshot at a tenth of their weight.
+ */
+START_TEST(test_failed_trials_respect_max_ejection_percent)
+{
+    static const char *const names[] = {"a-1", "a-2", "a-3", "a-4"};
+    unsigned open = 0;
+
+    breaker_report(API, "a-1", false);
+    breaker_report(API, "a-2", false);
+    cooldown_ends(API, "a-1");
+    cooldown_ends(API, "a-2");
+    breaker_report(API, "a-3", false);
+    breaker_report(API, "a-4", false);
+    ck_assert_int_eq(rb(API, "a-3")->breaker, BREAKER_OPEN);
+    ck_assert_int_eq(rb(API, "a-4")->breaker, BREAKER_OPEN);
+
+    breaker_report(API, "a-1", true);
+    breaker_report(API, "a-1", false);
+    breaker_report(API, "a-2", false);
+    for (unsigned k = 0; k < 4; k++)
+        open += rb(API, names[k])->breaker == BREAKER_OPEN;
+    ck_assert_msg(open <= 2, "%u of 4 READY backends open with max_ejection_percent 50", open);
+    ck_assert_uint_gt(routing_current()->pools[API].n, 0);
+    ck_assert_int_eq(rb(API, "a-1")->breaker, BREAKER_HALF_OPEN);
+    ck_assert_int_eq(rb(API, "a-2")->breaker, BREAKER_HALF_OPEN);
+    ck_assert_uint_eq(rb(API, "a-1")->trial_ok, 0);
+    ck_assert_uint_gt(routed(API, "a-1"), 0);
+    ck_assert_uint_gt(routed(API, "a-2"), 0);
+
+    /* Once another closes again, a failed trial opens it as usual. */
+    cooldown_ends(API, "a-3");
+    breaker_report(API, "a-3", true);
+    breaker_report(API, "a-3", true);
+    ck_assert_int_eq(rb(API, "a-3")->breaker, BREAKER_CLOSED);
+    breaker_report(API, "a-1", false);
+    ck_assert_int_eq(rb(API, "a-1")->breaker, BREAKER_OPEN);
+}
+END_TEST
+
+/*
  * The cooldown is a real timer of cooldown_ms: half-open no sooner than
  * that, give or take TICK_US: libevent times its timers by
  * CLOCK_MONOTONIC_COARSE, up to a kernel tick (4 ms at HZ=250) behind the
@@ -726,6 +770,7 @@ static Suite *admission_suite(void)
     tcase_add_test(tc, test_failed_trial_opens_again);
     tcase_add_test(tc, test_trials_judged_in_the_order_they_ended);
     tcase_add_test(tc, test_max_ejection_percent_respected);
+    tcase_add_test(tc, test_failed_trials_respect_max_ejection_percent);
     tcase_add_test(tc, test_cooldown_lasts_cooldown_ms);
     tcase_add_test(tc, test_closed_circuit_starts_slow);
     suite_add_tcase(s, tc);
