@@ -21,6 +21,7 @@
  * reports judged in the order they were posted; never more than
  * max_ejection_percent of the READY backends opened at once. Slow start:
  * an admitted backend's weight ramps from 10% to 100% over slow_start_ms.
+ * Frozen for an upgrade, nothing of this is decided until the thaw.
  *
  * Each test runs in its own process (Check's fork mode).
  */
@@ -242,6 +243,16 @@ static void admit(const char *name)
     check(name, true);
     ck_assert_int_eq(state(CHECKED, name), BE_READY);
 }
+
+/* Run the control loop (its timers included) until cond holds; fail at the deadline. */
+#define LOOP_UNTIL(cond)                                                                           \
+    do {                                                                                           \
+        uint64_t until_ = veer_now_us() + DEADLINE_US;                                             \
+        while (!(cond)) {                                                                          \
+            ck_assert_msg(veer_now_us() < until_, "timed out waiting for %s", #cond);              \
+            ck_assert_int_ge(event_base_loop(F.base, EVLOOP_ONCE), 0);                             \
+        }                                                                                          \
+    } while (0)
 
 static void loop_once(void)
 {
@@ -709,6 +720,45 @@ START_TEST(test_failed_trials_respect_max_ejection_percent)
 END_TEST
 
 /*
+ * Frozen for an upgrade's handoff (control_freeze), this process decides
+ * nothing: check results and breaker reports do not count, and a cooldown
+ * that ends waits for the thaw; thawed (the upgrade abandoned), they count
+ * again and the waiting cooldown ends. After a handover it never does.
+ */
+START_TEST(test_nothing_decided_while_frozen)
+{
+    char msg[256];
+    uint64_t g;
+
+    breaker_report(API, "a-1", false);
+    ck_assert_int_eq(control_freeze(NULL, NULL, msg, sizeof(msg)), VEER_OK);
+    g = gen();
+    check("c-1", true);
+    check("c-1", true);
+    ck_assert_int_eq(state(CHECKED, "c-1"), BE_PENDING);
+    breaker_report(API, "a-3", false); /* would open it: one of four is open */
+    ck_assert_int_eq(rb(API, "a-3")->breaker, BREAKER_CLOSED);
+    cooldown_ends(API, "a-1");
+    ck_assert_int_eq(rb(API, "a-1")->breaker, BREAKER_OPEN);
+    ck_assert(evtimer_pending(rb(API, "a-1")->cooldown, NULL)); /* looks again soon */
+    ck_assert_uint_eq(gen(), g);
+
+    control_thaw("test: upgrade abandoned");
+    LOOP_UNTIL(rb(API, "a-1")->breaker == BREAKER_HALF_OPEN);
+    check("c-1", true);
+    check("c-1", true);
+    ck_assert_int_eq(state(CHECKED, "c-1"), BE_READY);
+
+    breaker_report(API, "a-2", false);
+    ck_assert_int_eq(control_freeze(NULL, NULL, msg, sizeof(msg)), VEER_OK);
+    control_handed_over();
+    cooldown_ends(API, "a-2");
+    ck_assert_int_eq(rb(API, "a-2")->breaker, BREAKER_OPEN);
+    ck_assert(!evtimer_pending(rb(API, "a-2")->cooldown, NULL));
+}
+END_TEST
+
+/*
  * The cooldown is a real timer of cooldown_ms: half-open no sooner than
  * that, give or take TICK_US: libevent times its timers by
  * CLOCK_MONOTONIC_COARSE, up to a kernel tick (4 ms at HZ=250) behind the
@@ -771,6 +821,7 @@ static Suite *admission_suite(void)
     tcase_add_test(tc, test_trials_judged_in_the_order_they_ended);
     tcase_add_test(tc, test_max_ejection_percent_respected);
     tcase_add_test(tc, test_failed_trials_respect_max_ejection_percent);
+    tcase_add_test(tc, test_nothing_decided_while_frozen);
     tcase_add_test(tc, test_cooldown_lasts_cooldown_ms);
     tcase_add_test(tc, test_closed_circuit_starts_slow);
     suite_add_tcase(s, tc);

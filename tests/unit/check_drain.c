@@ -16,7 +16,8 @@
  * `ERR timeout active=<n>` at its timeout, leaving the backend DRAINING;
  * waiters are answered when the backend is deleted. A DRAINED backend set
  * ready rejoins the rotation. Backends a reload dropped go away once
- * DRAINED, together, in one publish.
+ * DRAINED, together, in one publish. Frozen for an upgrade, nothing is
+ * DRAINED until the thaw.
  *
  * Each test runs in its own process (Check's fork mode).
  */
@@ -348,6 +349,31 @@ START_TEST(test_not_drained_while_a_worker_may_still_pick_it)
 END_TEST
 
 /*
+ * Frozen for an upgrade's handoff, the last request ending does not make
+ * the backend DRAINED (nothing is decided); after the thaw the control
+ * thread's tick finds it idle and it is.
+ */
+START_TEST(test_not_drained_while_frozen_then_after_thaw)
+{
+    struct backend *b = be("blue-2");
+    char msg[256];
+
+    b->ws[0].active = 1;
+    change("drain api/blue-2", " active=1");
+    worker_moves_on();
+    ck_assert_int_eq(control_freeze(NULL, NULL, msg, sizeof(msg)), VEER_OK);
+    request_ends(b);
+    loop_once();
+    ck_assert_uint_eq(reports_queued(), 0);
+    ck_assert_int_eq(state("blue-2"), BE_DRAINING);
+    ctl_check_drained(pool(), idx("blue-2"));
+    ck_assert_int_eq(state("blue-2"), BE_DRAINING);
+    control_thaw("test: upgrade abandoned");
+    LOOP_UNTIL(state("blue-2") == BE_DRAINED);
+}
+END_TEST
+
+/*
  * drain --wait holds its answer until the backend is DRAINED: then
  * `OK gen=N applied_us=T active=1 drained_ms=D`. The change itself was
  * published and audited when it was made.
@@ -647,6 +673,7 @@ static Suite *drain_suite(void)
     tcase_add_test(tc, test_drained_when_the_last_request_ends);
     tcase_add_test(tc, test_drained_only_when_connections_are_gone_too);
     tcase_add_test(tc, test_not_drained_while_a_worker_may_still_pick_it);
+    tcase_add_test(tc, test_not_drained_while_frozen_then_after_thaw);
     tcase_add_test(tc, test_drain_wait_answers_when_drained);
     tcase_add_test(tc, test_drain_wait_timeout_leaves_it_draining);
     tcase_add_test(tc, test_drain_wait_timeout_never_early);
