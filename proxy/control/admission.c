@@ -140,7 +140,9 @@ static void cooldown_cb(evutil_socket_t fd, short what, void *arg)
 /*
  * Open the circuit: the backend leaves rotation for the cooldown. Never
  * more than max_ejection_percent of the pool's READY backends are ejected
- * at once, so a failure that hits every backend cannot empty the pool.
+ * at once, so a failure that hits every backend cannot empty the pool: a
+ * failed half-open trial too stays half-open (its trials start over) when
+ * the others already take the limit.
  */
 static void breaker_trip(struct rt_pool *p, uint32_t i, const char *why)
 {
@@ -155,11 +157,11 @@ static void breaker_trip(struct rt_pool *p, uint32_t i, const char *why)
         if (p->b[k].breaker == BREAKER_OPEN && k != i)
             open++;
     }
-    if (b->breaker != BREAKER_HALF_OPEN &&
-        (open + 1) * 100 > ready * (unsigned)cb->max_ejection_percent) {
+    if ((open + 1) * 100 > ready * (unsigned)cb->max_ejection_percent) {
         log_warn("backend %s/%s failing (%s) but not ejected: max_ejection_percent %d of %u "
                  "ready backends reached",
                  p->name, b->be->name, why, cb->max_ejection_percent, ready);
+        b->trial_ok = 0;
         return;
     }
     if (b->cooldown == NULL)

@@ -54,6 +54,7 @@ struct waiter {
     enum wait_for what;
     struct event *timer;
     uint64_t start_us;
+    uint64_t deadline_us;                  /* ok false no sooner than this (veer_now_us) */
     void (*cb)(struct waiter *w, bool ok); /* ok false: timed out or backend deleted */
     void *arg;
     struct waiter *next;

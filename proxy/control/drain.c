@@ -30,9 +30,33 @@ void ctl_waiter_done(struct waiter *w, bool ok)
     free(w);
 }
 
+/* Arm w's timer for what is left of its wait. */
+static void waiter_arm(struct waiter *w, uint64_t left_us)
+{
+    struct timeval tv = {(time_t)(left_us / 1000000), (suseconds_t)(left_us % 1000000)};
+
+    /* Time the wait from now, not from the loop iteration's cached clock. */
+    event_base_update_cache_time(ctl.base);
+    evtimer_add(w->timer, &tv);
+}
+
+/*
+ * Never early: libevent times its timers by CLOCK_MONOTONIC_COARSE, up to
+ * a kernel tick behind veer_now_us, so the timer may fire a few ms before
+ * the deadline; the rest is waited again.
+ */
 static void waiter_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
-    ctl_waiter_done(arg, false);
+    struct waiter *w = arg;
+    uint64_t now = veer_now_us();
+
+    (void)fd;
+    (void)what;
+    if (now < w->deadline_us) {
+        waiter_arm(w, w->deadline_us - now);
+        return;
+    }
+    ctl_waiter_done(w, false);
 }
 
 /* Call cb when be becomes READY / DRAINED, or with ok false after timeout_ms. */
@@ -40,32 +64,48 @@ void ctl_wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms
                       void (*cb)(struct waiter *, bool), void *arg)
 {
     struct waiter *w = veer_calloc(1, sizeof(*w));
-    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+    uint64_t wait_us = timeout_ms > 0 ? (uint64_t)timeout_ms * 1000 : 0;
 
     w->be = be;
     w->what = what;
     w->cb = cb;
     w->arg = arg;
     w->start_us = veer_now_us();
+    w->deadline_us = w->start_us + wait_us;
     w->timer = evtimer_new(ctl.base, waiter_timeout_cb, w);
-    /* Time the wait from now, not from the loop iteration's cached clock: never early. */
-    event_base_update_cache_time(ctl.base);
-    evtimer_add(w->timer, &tv);
+    waiter_arm(w, wait_us);
     w->next = ctl.waiters;
     ctl.waiters = w;
 }
 
-/* be reached a state: wake who waits for it (or everyone waiting on it, when deleted). */
+/*
+ * be reached a state: wake who waits for it (or everyone waiting on it,
+ * when deleted). They are all taken off the list before the first is
+ * answered: an answer may change the list (a replace deletes the DRAINED
+ * backend at once, which would tell the others it was deleted, and free
+ * them under this loop).
+ */
 void ctl_wake_waiters(struct backend *be, enum wait_for what, bool ok)
 {
-    struct waiter *w = ctl.waiters;
+    struct waiter *woken = NULL, **tail = &woken, **pp = &ctl.waiters;
 
-    while (w) {
-        struct waiter *next = w->next;
+    while (*pp) {
+        struct waiter *w = *pp;
 
-        if (w->be == be && (w->what == what || !ok))
-            ctl_waiter_done(w, ok);
-        w = next;
+        if (w->be != be || (w->what != what && ok)) {
+            pp = &w->next;
+            continue;
+        }
+        *pp = w->next;
+        w->next = NULL;
+        *tail = w;
+        tail = &w->next;
+    }
+    while (woken) {
+        struct waiter *w = woken;
+
+        woken = w->next;
+        ctl_waiter_done(w, ok); /* no longer listed: only its timer and answer are left */
     }
 }
 

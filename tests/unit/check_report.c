@@ -26,10 +26,11 @@
 #define NW 2
 
 /*
- * One trial success closes a half-open circuit; max_ejection_percent 0
- * keeps a closed one from opening (a half-open one reopens on a failed
- * trial whatever the limit): the breaker's state after a batch tells the
- * order its reports were read in.
+ * One trial success closes a half-open circuit. In api, max_ejection_percent
+ * 0 keeps the circuit from opening at all; in trial, one of its two
+ * backends may be open. The breaker's state after a batch, and how many
+ * transitions it took (one publish each), tell the order its reports were
+ * read in.
  */
 #define CONF                                                                                       \
     "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"                               \
@@ -37,7 +38,15 @@
     "breaker = { failures = 1; cooldown_ms = 60000; half_open_successes = 1;"                      \
     " max_ejection_percent = 0; };"                                                                \
     "backends = ( { name = \"a\"; address = \"127.0.0.1:1\"; },"                                   \
-    "{ name = \"b\"; address = \"127.0.0.1:2\"; } ); } );\n"
+    "{ name = \"b\"; address = \"127.0.0.1:2\"; } ); },"                                           \
+    "{ name = \"trial\";"                                                                          \
+    "breaker = { failures = 1; cooldown_ms = 60000; half_open_successes = 1;"                      \
+    " max_ejection_percent = 50; };"                                                               \
+    "backends = ( { name = \"c\"; address = \"127.0.0.1:3\"; },"                                   \
+    "{ name = \"d\"; address = \"127.0.0.1:4\"; } ); } );\n"
+
+#define API   0
+#define TRIAL 1
 
 static struct {
     struct veer_conf *c;
@@ -108,10 +117,10 @@ static void teardown(void)
     unlink(F.audit);
 }
 
-/* Put backend i of pool api in the breaker state `to`, as the control thread keeps it. */
-static struct backend *breaker_state(uint32_t i, enum breaker_state to)
+/* Put backend i of pool pi in the breaker state `to`, as the control thread keeps it. */
+static struct backend *breaker_state(int pi, uint32_t i, enum breaker_state to)
 {
-    struct rt_backend *b = &ctl.model->pools[0].b[i];
+    struct rt_backend *b = &ctl.model->pools[pi].b[i];
 
     b->breaker = to;
     atomic_store(&b->be->breaker, (int)to);
@@ -128,20 +137,23 @@ static void control_turn(void)
  * A half-open backend: a worker reports a failed trial, then another
  * worker a successful one, before the control thread runs. Read in that
  * order the failure reopens the circuit and the success (of a request sent
- * before that) changes nothing. Read newest first, the success would close
- * the circuit and the failure, on a closed circuit with ejection capped at
- * 0%, would leave it closed.
+ * before that) changes nothing: one transition. Read newest first, the
+ * success would close the circuit and the failure open it again: two.
  */
 START_TEST(test_breaker_reports_of_one_batch_are_read_in_posted_order)
 {
-    struct backend *be = breaker_state(0, BREAKER_HALF_OPEN);
+    struct backend *be = breaker_state(TRIAL, 0, BREAKER_HALF_OPEN);
+    uint64_t gen = ctl.model->generation;
 
     report_breaker(0, be, false);
     report_breaker(1, be, true);
     control_turn();
-    ck_assert_msg(ctl.model->pools[0].b[0].breaker == BREAKER_OPEN,
+    ck_assert_msg(ctl.model->pools[TRIAL].b[0].breaker == BREAKER_OPEN,
                   "breaker %s after a failed then a successful trial (want OPEN)",
-                  breaker_state_name(ctl.model->pools[0].b[0].breaker));
+                  breaker_state_name(ctl.model->pools[TRIAL].b[0].breaker));
+    ck_assert_msg(ctl.model->generation == gen + 1,
+                  "%llu transitions for a failed then a successful trial (want 1: OPEN)",
+                  (unsigned long long)(ctl.model->generation - gen));
     ck_assert_uint_eq(atomic_load(&be->refs), 0);
 }
 END_TEST
@@ -149,7 +161,7 @@ END_TEST
 /* The other order: a successful trial closes the circuit, the failure after it cannot eject. */
 START_TEST(test_breaker_success_then_failure_leaves_the_circuit_closed)
 {
-    struct backend *be = breaker_state(1, BREAKER_HALF_OPEN);
+    struct backend *be = breaker_state(API, 1, BREAKER_HALF_OPEN);
 
     report_breaker(1, be, true);
     report_breaker(0, be, false);
