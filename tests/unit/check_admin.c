@@ -694,6 +694,41 @@ START_TEST(test_waiting_command_holds_later_lines)
 END_TEST
 
 /*
+ * A client waiting for its answer is not idle: with idle_ms 300, a drain
+ * --wait answered after three times that still reaches a client that sent
+ * nothing meanwhile. Once answered, a silent client is closed after
+ * idle_ms again.
+ */
+START_TEST(test_waiting_client_is_not_idle)
+{
+    struct client *c;
+    struct want w;
+
+    up();
+    F.c->timeouts.idle_ms = 300; /* read at accept */
+    backend_wstat_add(&be("blue-1")->be->ws[0].active, 1);
+    c = cl_connect();
+    cl_puts(c, "drain api/blue-1 --wait --timeout 20s\n");
+    ck_assert(wait_for(draining, "blue-1"));
+
+    /* Silent past the idle timeout (3 x 300 ms): still waiting, still open. */
+    w = (struct want){c, 1};
+    ck_assert_msg(!wait_ms(has_replies, &w, 900), "%s while its command was in flight: [%s]",
+                  c->eof ? "closed" : "answered", c->in);
+
+    report_backend_drop(0, be("blue-1")->be, &be("blue-1")->be->ws[0].active);
+    ck_assert_msg(strncmp(reply(c, 0), "OK gen=", 7) == 0, "%s", reply(c, 0));
+    ck_assert_ptr_nonnull(strstr(reply(c, 0), " drained_ms="));
+
+    /* Nothing in flight now: silence is idleness again. */
+    ck_assert_msg(wait_for(closed, c), "a silent client with nothing in flight stays open");
+    ck_assert_uint_eq(nreplies(c), 1);
+    cl_close(c);
+    down();
+}
+END_TEST
+
+/*
  * A client that leaves with a command in flight: after a close (the server
  * reads EOF: it still owes the answer) and after a reset (the client closed
  * with a reply unread: the server drops the connection and cancels the
@@ -757,6 +792,7 @@ static Suite *admin_suite(void)
     tcase_add_test(tc, test_line_over_input_cap_closes);
     tcase_add_test(tc, test_malformed_command_refused_and_audited);
     tcase_add_test(tc, test_waiting_command_holds_later_lines);
+    tcase_add_test(tc, test_waiting_client_is_not_idle);
     tcase_add_test(tc, test_client_leaves_with_command_in_flight);
     suite_add_tcase(s, tc);
     return s;
