@@ -28,7 +28,9 @@
 /*
  * The most input held for one connection: lines waiting behind a pending
  * command (drain --wait) stay in the socket beyond this, not in veer's
- * memory. Above CMD_LINE_MAX, so a line without its end is still refused.
+ * memory. Above CMD_LINE_MAX: a longer line whose end comes within it is
+ * refused like any bad line, however the reads split it; one whose end
+ * does not come within it is refused and the connection closed.
  */
 #define ADMIN_IN_HIGH (4 * CMD_LINE_MAX)
 
@@ -169,8 +171,8 @@ static void process_lines(struct admin_conn *c)
         if (line == NULL) {
             size_t left = evbuffer_get_length(in);
 
-            if (left > CMD_LINE_MAX) {
-                /* No end of line in sight: refuse and hang up, framing is lost. */
+            if (left >= ADMIN_IN_HIGH) {
+                /* No end of line within what we hold: refuse and hang up, framing is lost. */
                 evbuffer_drain(in, left);
                 bufferevent_write(c->bev, "ERR line too long\n\n", 19);
                 conn_finish(c);

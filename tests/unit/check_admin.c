@@ -45,6 +45,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -584,6 +586,51 @@ START_TEST(test_line_too_long_refused)
 }
 END_TEST
 
+/* The client's bytes were all taken by the server (its socket's send queue is empty). */
+static bool taken(void *arg)
+{
+    struct client *c = arg;
+    int queued = -1;
+
+    ck_assert_int_eq(ioctl(c->fd, SIOCOUTQ, &queued), 0);
+    return queued == 0;
+}
+
+/*
+ * The same over-long line, its end coming in a later read (as it may over
+ * any socket): still refused `ERR line too long` and audited, and the
+ * connection still goes on, rather than closed as a line without an end.
+ */
+START_TEST(test_line_too_long_in_two_reads)
+{
+    struct client *c;
+    uint64_t gen;
+    char *line = malloc(CMD_LINE_MAX + 1024);
+    size_t records, first = CMD_LINE_MAX + 400;
+
+    up();
+    gen = F.m->generation;
+    records = audit_count();
+    strcpy(line, "shift api blue=90 green=10");
+    memset(line + strlen(line), ' ', CMD_LINE_MAX + 800 - strlen(line));
+    line[CMD_LINE_MAX + 800] = '\0';
+    c = cl_connect();
+    cl_send(c, line, first);
+    ck_assert_msg(wait_for(taken, c), "the server did not read the line's start");
+    cl_puts(c, line + first);
+    cl_puts(c, "\nshow pool api\n");
+    ck_assert_str_eq(reply(c, 0), "ERR line too long\n");
+    ck_assert_ptr_nonnull(strstr(reply(c, 1), "group blue share 100\ngroup green share 0\n"));
+    ck_assert_uint_eq(F.m->generation, gen);
+    ck_assert_uint_eq(audit_count(), records + 1);
+    line[CMD_LINE_MAX] = '\0';
+    assert_last_refusal(line, "ERR line too long");
+    cl_close(c);
+    free(line);
+    down();
+}
+END_TEST
+
 /*
  * A line whose end does not come within the input the server holds for a
  * connection (16 KiB) is refused `ERR line too long` and the connection
@@ -789,6 +836,7 @@ static Suite *admin_suite(void)
     tcase_add_test(tc, test_commands_answered_in_order);
     tcase_add_test(tc, test_half_close_answers_every_line_then_closes);
     tcase_add_test(tc, test_line_too_long_refused);
+    tcase_add_test(tc, test_line_too_long_in_two_reads);
     tcase_add_test(tc, test_line_over_input_cap_closes);
     tcase_add_test(tc, test_malformed_command_refused_and_audited);
     tcase_add_test(tc, test_waiting_command_holds_later_lines);
