@@ -84,7 +84,6 @@ static void up(void)
     fputs(text, f);
     fclose(f);
     F.c = conf_load(path, err, sizeof(err));
-    unlink(path);
     ck_assert_msg(F.c != NULL, "config: %s", err);
     snprintf(F.audit, sizeof(F.audit), "%s/audit.log", F.dir);
 
@@ -108,6 +107,8 @@ static void up(void)
 static void down(void)
 {
     char msg[256];
+    /* After a reload, control_shutdown frees every configuration but the one in force. */
+    struct veer_conf *current = (struct veer_conf *)control_conf();
 
     ck_assert_msg(audit_verify_ex(F.audit, NULL, NULL, msg, sizeof(msg)) == 0, "audit: %s", msg);
     adminhttp_stop();
@@ -115,7 +116,8 @@ static void down(void)
     event_base_free(F.base);
     routing_shutdown();
     model_free(F.m);
-    conf_free(F.c);
+    unlink(current->path);
+    conf_free(current);
     audit_close();
     unlink(F.audit);
     rmdir(F.dir);
@@ -686,6 +688,43 @@ START_TEST(test_unknown_pool_refused)
 }
 END_TEST
 
+static bool hc_reaped(void)
+{
+    return pool(HC)->nb == 0;
+}
+
+/*
+ * A pool a reload took out of the configuration is gone for the shows too
+ * (as for /status): show pool answers ERR unknown pool at once, and show
+ * pools lists none of it once its backends are reaped.
+ */
+START_TEST(test_removed_pool_is_unknown)
+{
+    char text[2048];
+    FILE *f;
+
+    up();
+    snprintf(text, sizeof(text), CONF, F.dir);
+    *strstr(text, "},\n{ name = \"hc\"") = '\0';
+    strcat(text, "} );\n");
+    f = fopen(F.c->path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    run("reload");
+    ck_assert_msg(reply_ok && strstr(reply, "pools_removed=1") != NULL, "%s", reply);
+    ck_assert_str_eq(run("show pool hc"), "ERR unknown pool hc\n");
+    /* Its backend, idle, is DRAINED at once and reaped from the loop. */
+    ck_assert_msg(wait_for(hc_reaped), "h-1 not reaped");
+    ck_assert_msg(strstr(show("show pools"), "hc ") == NULL, "%s", reply);
+    ck_assert_str_eq(run("show pool hc"), "ERR unknown pool hc\n");
+    ck_assert(!reply_ok);
+    ck_assert_str_eq(run("show pool hc --json"), "ERR unknown pool hc\n");
+    ck_assert_ptr_nonnull(strstr(show("show pool api"), "group blue share 100\n"));
+    down();
+}
+END_TEST
+
 /*
  * show stats: the last second's figures per backend (rps, error percent,
  * p99 in ms, the circuit) in the columns veerctl top draws; --json is the
@@ -747,6 +786,7 @@ static Suite *show_suite(void)
     tcase_add_test(tc, test_show_follows_shift_and_weight);
     tcase_add_test(tc, test_show_states);
     tcase_add_test(tc, test_unknown_pool_refused);
+    tcase_add_test(tc, test_removed_pool_is_unknown);
     tcase_add_test(tc, test_show_stats);
     suite_add_tcase(s, tc);
     return s;
