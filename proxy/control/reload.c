@@ -266,6 +266,15 @@ fail:
 
 static void send_reconf(struct wreconf *rc)
 {
+    if (ctl.nworkers == 0) {
+        /* Nobody to hand it to (a control plane without workers): freed as the last one would. */
+        struct wmsg *m = veer_calloc(1, sizeof(*m));
+
+        rc->refs = 1;
+        m->reconf = rc;
+        wmsg_free(m);
+        return;
+    }
     rc->refs = ctl.nworkers;
     for (unsigned w = 0; w < ctl.nworkers; w++) {
         struct wmsg *m = veer_calloc(1, sizeof(*m));
