@@ -8,20 +8,17 @@
  * sockets of the test.
  *
  * What admin.h and ARCHITECTURE.md promise, checked here: the socket is
- * created with the configured mode in a directory created 0750 when
- * missing, and refused in a world-writable directory, over a live socket
- * or over a file that is not a socket (a stale socket is replaced);
- * several lines on one connection are answered in order, each reply ended
- * by an empty line, blank lines and CRs ignored; after a half-close every
- * line received is answered (the last even without its newline), then the
- * connection closes; a line over CMD_LINE_MAX is refused `ERR line too
- * long` (audited, the connection goes on), and one without its end past
- * that refused and the connection closed, the model untouched either way;
- * a malformed command is answered ERR and audited with the client's
- * credentials; a command that waits (drain --wait) holds the lines behind
- * it, and is answered after the client's read timeout would have expired;
- * a client that leaves with a command in flight (a close, or a reset)
- * crashes nothing, and the next client is served.
+ * created with the configured mode (and owner and group, an unknown one
+ * refused) in a directory created 0750 when missing, and refused in a world-writable directory,
+ * over a live socket or over a file that is not a socket (a stale socket is replaced); several
+ * lines on one connection are answered in order, each reply ended by an empty line, blank lines and
+ * CRs ignored; after a half-close every line received is answered (the last even without its
+ * newline), then the connection closes; a line over CMD_LINE_MAX is refused `ERR line too long`
+ * (audited, the connection goes on), and one without its end past that refused and the connection
+ * closed, the model untouched either way; a malformed command is answered ERR and audited with the
+ * client's credentials; a command that waits (drain --wait) holds the lines behind it, and is
+ * answered after the client's read timeout would have expired; a client that leaves with a command
+ * in flight (a close, or a reset) crashes nothing, and the next client is served.
  *
  * Each test runs in its own process (Check's fork mode).
  */
@@ -41,6 +38,8 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -488,6 +487,58 @@ START_TEST(test_start_refusals)
 END_TEST
 
 /*
+ * admin.owner and admin.group: the socket is chowned to them (here this
+ * process's own user and group, the only ones a test may give it); an
+ * unknown user or group is refused and nothing serves.
+ */
+START_TEST(test_owner_and_group)
+{
+    struct passwd *pw = getpwuid(getuid());
+    struct group *gr = getgrgid(getgid());
+    struct stat st;
+    struct client *c;
+
+    up();
+    ck_assert_ptr_nonnull(pw);
+    ck_assert_ptr_nonnull(gr);
+    admin_stop();
+    F.c->admin.owner = veer_strdup(pw->pw_name);
+    F.c->admin.group = veer_strdup(gr->gr_name);
+    ck_assert_int_eq(admin_start(F.base, F.c), VEER_OK);
+    ck_assert_int_eq(lstat(F.sock, &st), 0);
+    ck_assert_uint_eq(st.st_uid, getuid());
+    ck_assert_uint_eq(st.st_gid, getgid());
+    ck_assert_uint_eq(st.st_mode & 07777, 0640);
+    c = cl_connect();
+    cl_puts(c, "show pools\n");
+    ck_assert_ptr_nonnull(strstr(reply(c, 0), "pool  backend"));
+    cl_close(c);
+    admin_stop();
+
+    free(F.c->admin.owner);
+    F.c->admin.owner = veer_strdup("no-such-user-of-veer");
+    ck_assert_int_eq(admin_start(F.base, F.c), VEER_ERROR);
+    ck_assert_int_eq(admin_listen_fd(), -1);
+    free(F.c->admin.owner);
+    F.c->admin.owner = NULL;
+    free(F.c->admin.group);
+    F.c->admin.group = veer_strdup("no-such-group-of-veer");
+    ck_assert_int_eq(admin_start(F.base, F.c), VEER_ERROR);
+    ck_assert_int_eq(admin_listen_fd(), -1);
+
+    /* Back to no owner: served again (the refused attempts' path is stale, replaced). */
+    free(F.c->admin.group);
+    F.c->admin.group = NULL;
+    ck_assert_int_eq(admin_start(F.base, F.c), VEER_OK);
+    c = cl_connect();
+    cl_puts(c, "show pools\n");
+    ck_assert_ptr_nonnull(strstr(reply(c, 0), "pool  backend"));
+    cl_close(c);
+    down();
+}
+END_TEST
+
+/*
  * Several lines in one write are answered in order, one reply each, each
  * ended by an empty line; a CR before the newline and blank lines are not
  * commands. The change among them is applied before the show after it.
@@ -833,6 +884,7 @@ static Suite *admin_suite(void)
 
     tcase_add_test(tc, test_socket_mode_and_directory);
     tcase_add_test(tc, test_start_refusals);
+    tcase_add_test(tc, test_owner_and_group);
     tcase_add_test(tc, test_commands_answered_in_order);
     tcase_add_test(tc, test_half_close_answers_every_line_then_closes);
     tcase_add_test(tc, test_line_too_long_refused);
