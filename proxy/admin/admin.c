@@ -30,7 +30,7 @@
  * command (drain --wait) stay in the socket beyond this, not in veer's
  * memory. Above CMD_LINE_MAX: a longer line whose end comes within it is
  * refused like any bad line, however the reads split it; one whose end
- * does not come within it is refused and the connection closed.
+ * does not come within it is refused too, and the connection closed.
  */
 #define ADMIN_IN_HIGH (4 * CMD_LINE_MAX)
 
@@ -172,9 +172,16 @@ static void process_lines(struct admin_conn *c)
             size_t left = evbuffer_get_length(in);
 
             if (left >= ADMIN_IN_HIGH) {
-                /* No end of line within what we hold: refuse and hang up, framing is lost. */
-                evbuffer_drain(in, left);
-                bufferevent_write(c->bev, "ERR line too long\n\n", 19);
+                /*
+                 * No end of line within what we hold: refused (and audited) like any
+                 * line too long, then hang up: framing is lost.
+                 */
+                line = veer_malloc(left + 1);
+                evbuffer_remove(in, line, left);
+                line[left] = '\0';
+                run_line(c, line, left);
+                free(line);
+                c->in_process = false;
                 conn_finish(c);
                 return;
             }

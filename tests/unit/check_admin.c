@@ -812,18 +812,20 @@ END_TEST
 
 /*
  * A line whose end does not come within the input the server holds for a
- * connection (16 KiB) is refused `ERR line too long` and the connection
- * closed (its framing is lost); nothing changes; the next client is served.
+ * connection (16 KiB) is refused `ERR line too long`, audited, and the
+ * connection closed (its framing is lost); nothing changes; the next client
+ * is served.
  */
 START_TEST(test_line_over_input_cap_closes)
 {
     struct client *c;
     uint64_t gen;
-    size_t n = 20 * 1024;
+    size_t n = 20 * 1024, records;
     char *line = malloc(n + 1);
 
     up();
     gen = F.m->generation;
+    records = audit_count();
     strcpy(line, "shift api blue=90 green=10 ");
     memset(line + strlen(line), 'x', n - strlen(line));
     line[n - 1] = '\n';
@@ -834,6 +836,10 @@ START_TEST(test_line_over_input_cap_closes)
     ck_assert_uint_eq(nreplies(c), 1);
     ck_assert_uint_eq(F.m->generation, gen);
     ck_assert_int_eq(F.m->pools[API].g[BLUE].share, 100);
+    /* Refused like any bad line: audited, with what is kept of it. */
+    ck_assert_uint_eq(audit_count(), records + 1);
+    line[CMD_LINE_MAX] = '\0';
+    assert_last_refusal(line, "ERR line too long");
     cl_close(c);
 
     c = cl_connect();
