@@ -12,7 +12,8 @@
  * order, each reply ended by an empty line, blank lines and CRs ignored; a client that sends
  * thousands of commands and reads nothing stops being served at a MiB of unread replies, then
  * gets every reply, in order, as it reads; after a half-close every line received is answered
- * (the last even without its newline), then the connection closes; a line over CMD_LINE_MAX is
+ * (the last even without its newline, and those behind a command that waits), then the
+ * connection closes; a line over CMD_LINE_MAX is
  * refused `ERR line too long` (audited, the connection goes on) however the reads split it, and
  * one whose end does not come within the 16 KiB held is refused and the connection closed, the
  * model untouched either way; a malformed command is answered ERR and audited with the client's
@@ -926,6 +927,36 @@ START_TEST(test_waiting_command_holds_later_lines)
 END_TEST
 
 /*
+ * A half-close behind a command that waits: veer still answers it, and the
+ * line after it (sent without its newline), when the drain ends, then
+ * closes.
+ */
+START_TEST(test_half_close_behind_a_waiting_command)
+{
+    struct client *c;
+
+    up();
+    backend_wstat_add(&be("blue-1")->be->ws[0].active, 1);
+    c = cl_connect();
+    cl_puts(c, "drain api/blue-1 --wait\nshow pool api");
+    ck_assert_int_eq(shutdown(c->fd, SHUT_WR), 0);
+    ck_assert(wait_for(draining, "blue-1"));
+    event_base_loop(F.base, EVLOOP_NONBLOCK);
+    cl_read(c);
+    ck_assert_msg(c->len == 0 && !c->eof, "before the drain ended: [%s]%s", c->in,
+                  c->eof ? " (closed)" : "");
+
+    report_backend_drop(0, be("blue-1")->be, &be("blue-1")->be->ws[0].active);
+    ck_assert_msg(wait_for(closed, c), "not closed after the answers: [%s]", c->in);
+    ck_assert_uint_eq(nreplies(c), 2);
+    ck_assert_msg(strncmp(reply(c, 0), "OK gen=", 7) == 0, "%s", reply(c, 0));
+    ck_assert_ptr_nonnull(strstr(reply(c, 1), "blue-1   127.0.0.1:1  blue   DRAINED"));
+    cl_close(c);
+    down();
+}
+END_TEST
+
+/*
  * A client waiting for its answer is not idle: with idle_ms 300, a drain
  * --wait answered after three times that still reaches a client that sent
  * nothing meanwhile. Once answered, a silent client is closed after
@@ -1022,6 +1053,7 @@ static Suite *admin_suite(void)
     tcase_add_test(tc, test_commands_answered_in_order);
     tcase_add_test(tc, test_slow_reader_gets_every_reply_in_order);
     tcase_add_test(tc, test_half_close_answers_every_line_then_closes);
+    tcase_add_test(tc, test_half_close_behind_a_waiting_command);
     tcase_add_test(tc, test_line_too_long_refused);
     tcase_add_test(tc, test_line_too_long_in_two_reads);
     tcase_add_test(tc, test_line_over_input_cap_closes);
