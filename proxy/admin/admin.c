@@ -28,7 +28,9 @@
 /*
  * The most input held for one connection: lines waiting behind a pending
  * command (drain --wait) stay in the socket beyond this, not in veer's
- * memory. Above CMD_LINE_MAX, so a line without its end is still refused.
+ * memory. Above CMD_LINE_MAX: a longer line whose end comes within it is
+ * refused like any bad line, however the reads split it; one whose end
+ * does not come within it is refused too, and the connection closed.
  */
 #define ADMIN_IN_HIGH (4 * CMD_LINE_MAX)
 
@@ -39,6 +41,7 @@ struct admin_conn {
     bool eof;                /* the client half-closed: answer what came, then close */
     bool closing;            /* close once the output is flushed */
     bool in_process;
+    bool waiting; /* a command answers later: no read timeout meanwhile */
     struct admin_conn *next, *prev;
 };
 
@@ -76,12 +79,29 @@ static void conn_finish(struct admin_conn *c)
         conn_free(c);
 }
 
+/*
+ * The idle timeout (timeouts.idle_ms) of a connection. A client waiting for
+ * the answer to a command in flight (drain --wait, replace) is not idle:
+ * reads time out only while it waits for nothing, however long the command
+ * takes.
+ */
+static void set_idle(struct admin_conn *c, bool waiting)
+{
+    struct timeval idle = {adm.conf->timeouts.idle_ms / 1000,
+                           (adm.conf->timeouts.idle_ms % 1000) * 1000};
+
+    c->waiting = waiting;
+    bufferevent_set_timeouts(c->bev, waiting ? NULL : &idle, &idle);
+}
+
 static void reply_cb(struct ctl_req *r, const char *reply, bool ok)
 {
     struct admin_conn *c = r->arg;
 
     bufferevent_write(c->bev, reply, strlen(reply));
     c->pending = NULL;
+    if (c->waiting)
+        set_idle(c, false);
     if (!c->in_process)
         process_lines(c); /* an answer that came later: go on with queued lines */
 }
@@ -125,6 +145,8 @@ static void run_line(struct admin_conn *c, char *line, size_t len)
         return;
     }
     control_execute(r);
+    if (c->pending)
+        set_idle(c, true); /* answered later */
 }
 
 /*
@@ -149,10 +171,17 @@ static void process_lines(struct admin_conn *c)
         if (line == NULL) {
             size_t left = evbuffer_get_length(in);
 
-            if (left > CMD_LINE_MAX) {
-                /* No end of line in sight: refuse and hang up, framing is lost. */
-                evbuffer_drain(in, left);
-                bufferevent_write(c->bev, "ERR line too long\n\n", 19);
+            if (left >= ADMIN_IN_HIGH) {
+                /*
+                 * No end of line within what we hold: refused (and audited) like any
+                 * line too long, then hang up: framing is lost.
+                 */
+                line = veer_malloc(left + 1);
+                evbuffer_remove(in, line, left);
+                line[left] = '\0';
+                run_line(c, line, left);
+                free(line);
+                c->in_process = false;
                 conn_finish(c);
                 return;
             }
@@ -211,15 +240,13 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct admin_conn *c = veer_calloc(1, sizeof(*c));
     struct ucred cred;
     socklen_t cl = sizeof(cred);
-    struct timeval idle = {adm.conf->timeouts.idle_ms / 1000,
-                           (adm.conf->timeouts.idle_ms % 1000) * 1000};
 
     c->peer = (struct audit_peer){-1, -1, -1};
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0)
         c->peer = (struct audit_peer){(int)cred.uid, (int)cred.gid, (int)cred.pid};
     c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-    bufferevent_set_timeouts(c->bev, &idle, &idle);
+    set_idle(c, false);
     /* libevent stops reading at the mark and resumes once lines are taken off. */
     bufferevent_setwatermark(c->bev, EV_READ, 0, ADMIN_IN_HIGH);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -384,6 +411,7 @@ void admin_handover(void)
             /* drain --wait: the drain itself was saved; its end is the new process's to see. */
             control_cancel(c->pending);
             c->pending = NULL;
+            set_idle(c, false);
             bufferevent_write(c->bev, REPLY_UPGRADING, strlen(REPLY_UPGRADING));
         }
         if (!c->in_process)

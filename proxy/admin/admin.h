@@ -3,7 +3,9 @@
  * the line protocol of ARCHITECTURE.md (one command per line, each reply
  * ending with an empty line; on half-close every complete line is answered,
  * then the connection closes). Slow or stuck admin clients never block
- * the data path or each other.
+ * the data path or each other. A client that sends nothing for
+ * timeouts.idle_ms is closed, unless it waits for the answer to a command
+ * in flight (drain --wait, replace).
  */
 #ifndef VEER_ADMIN_H
 #define VEER_ADMIN_H

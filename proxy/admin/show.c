@@ -185,13 +185,12 @@ void show_pool(struct ctl_req *r)
     int pi = model_find_pool(control_model(), r->cmd.pool);
     struct sbuf o;
 
-    if (pi < 0) {
-        {
-            char line[128];
+    /* A pool a reload took out of the configuration is unknown (as for /status). */
+    if (pi < 0 || control_model()->pools[pi].removed) {
+        char line[128];
 
-            snprintf(line, sizeof(line), "ERR unknown pool %s", r->cmd.pool);
-            control_answer(r, line, false);
-        }
+        snprintf(line, sizeof(line), "ERR unknown pool %s", r->cmd.pool);
+        control_answer(r, line, false);
         return;
     }
     sb_init(&o);
