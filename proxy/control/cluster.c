@@ -844,7 +844,8 @@ void cluster_propose_maintenance(struct ctl_req *r)
     bool was;
     int was_ra;
 
-    if (c->pool[0] && (pi = model_find_pool(ctl.model, c->pool)) < 0) {
+    if (c->pool[0] &&
+        ((pi = model_find_pool(ctl.model, c->pool)) < 0 || ctl.model->pools[pi].removed)) {
         ctl.busy = NULL;
         ctl_refuse(r, "unknown pool %s", c->pool);
         ctl_next_change();

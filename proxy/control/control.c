@@ -744,8 +744,11 @@ int ctl_find_pool(struct ctl_req *r)
 {
     int pi = model_find_pool(ctl.model, r->cmd.pool);
 
-    if (pi < 0)
+    /* A pool a reload removed keeps its index until reused, but is no one's to edit. */
+    if (pi < 0 || ctl.model->pools[pi].removed) {
         ctl_refuse(r, "unknown pool %s", r->cmd.pool);
+        return -1;
+    }
     return pi;
 }
 

@@ -444,6 +444,31 @@ START_TEST(test_pool_added_and_removed)
 }
 END_TEST
 
+/* A pool a reload removed is unknown to changes, as to show pool and /status: nothing is edited. */
+START_TEST(test_removed_pool_refuses_changes)
+{
+    static const char *const lines[] = {"shift web main=100", "add backend web web-2 127.0.0.1:7",
+                                        "maintenance on web", "set weight web/web-1 50"};
+
+    up(API_POOL ", " WEB_POOL);
+    write_conf(API_POOL);
+    reload();
+    ck_assert(pool("web")->removed);
+    for (unsigned i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        uint64_t gen = F.m->generation;
+        uint32_t nb = pool("web")->nb;
+
+        run(lines[i]);
+        ck_assert_msg(!reply_ok && strcmp(reply, "ERR unknown pool web\n\n") == 0, "%s: %s",
+                      lines[i], reply);
+        ck_assert_uint_eq(F.m->generation, gen);
+        ck_assert_uint_eq(pool("web")->nb, nb);
+        ck_assert(!pool("web")->maint);
+    }
+    down();
+}
+END_TEST
+
 /*
  * The operator's decisions (a shift's shares, a weight, an admin state)
  * survive a reload of the same file; a value whose text changed in the
@@ -634,6 +659,7 @@ static Suite *reload_suite(void)
     tcase_add_test(tc, test_backend_put_back_before_it_left_stays);
     tcase_add_test(tc, test_pool_put_back_before_it_left_stays);
     tcase_add_test(tc, test_pool_added_and_removed);
+    tcase_add_test(tc, test_removed_pool_refuses_changes);
     tcase_add_test(tc, test_runtime_decisions_survive_a_reload);
     tcase_add_test(tc, test_bad_file_is_refused_and_changes_nothing);
     tcase_add_test(tc, test_sighup_reloads);
