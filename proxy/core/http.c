@@ -4,6 +4,7 @@
  * forwards. See http.h for the model.
  */
 #include "http.h"
+#include "path.h"
 #include "veer.h"
 
 #include <stdio.h>
@@ -344,18 +345,92 @@ static struct http_span absolute_path(const struct http_msg *msg, const char *he
     return (struct http_span){s, e - s};
 }
 
-const char *http_target_path(const struct http_msg *req, const char *head, size_t *len)
+/*
+ * The target's path (before '?') and query ('?' and the rest, or empty), as
+ * they came: an origin-form target, the part of an absolute-form one after
+ * its authority, or "*".
+ */
+static void raw_target(const struct http_msg *req, const char *head, struct http_span *path,
+                       struct http_span *query)
 {
     struct http_span t = (req->flags & HF_ABSOLUTE) ? absolute_path(req, head) : req->url;
-    const char *p = head + t.off;
-    const char *q = memchr(p, '?', t.len);
+    const char *q = memchr(head + t.off, '?', t.len);
 
-    *len = q ? (size_t)(q - p) : t.len;
-    if (*len == 0) {
+    path->off = t.off;
+    path->len = q ? (uint32_t)(q - (head + t.off)) : t.len;
+    query->off = t.off + path->len;
+    query->len = t.len - path->len;
+}
+
+/* The target's path and query: canonical with HF_PATH, else as they came. */
+static void target(const struct http_msg *req, const char *head, struct http_span *path,
+                   struct http_span *query)
+{
+    if (req->flags & HF_PATH) {
+        *path = req->path;
+        *query = req->query;
+    } else {
+        raw_target(req, head, path, query);
+    }
+}
+
+/*
+ * Whether path p[0..n) is canonical without looking closer: no '%' (an
+ * escape to decode or refuse), no "//" (slashes to merge) and no "/." (a
+ * dot-segment, or a segment that only starts with a dot). Most paths are;
+ * they cost this one scan.
+ */
+static bool plain_path(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '%')
+            return false;
+        if (p[i] == '/' && i + 1 < n && (p[i + 1] == '/' || p[i + 1] == '.'))
+            return false;
+    }
+    return true;
+}
+
+int http_canonicalize_path(struct http_msg *req, char *head)
+{
+    struct http_span path, query;
+    char stack[512], *tmp;
+    size_t n;
+    int st;
+
+    if (req->flags & HF_PATH)
+        return 0;
+    raw_target(req, head, &path, &query);
+    if (path.len > 0 && head[path.off] == '/' && !plain_path(head + path.off, path.len)) {
+        /* Into a copy first: a refused path stays as it came, for the access log. */
+        tmp = path.len <= sizeof(stack) ? stack : veer_malloc(path.len);
+        st = path_canonical(head + path.off, path.len, tmp, path.len, &n);
+        if (st == PATH_OK) {
+            memcpy(head + path.off, tmp, n);
+            path.len = (uint32_t)n;
+        }
+        if (tmp != stack)
+            free(tmp);
+        if (st != PATH_OK)
+            return fail(req, 400, path_status_name(st));
+    }
+    req->path = path;
+    req->query = query;
+    req->flags |= HF_PATH;
+    return 0;
+}
+
+const char *http_target_path(const struct http_msg *req, const char *head, size_t *len)
+{
+    struct http_span path, query;
+
+    target(req, head, &path, &query);
+    if (path.len == 0) {
         *len = 1;
         return "/";
     }
-    return p;
+    *len = path.len;
+    return head + path.off;
 }
 
 static int check_request_headers(struct http_msg *msg)
@@ -890,18 +965,15 @@ size_t http_build_request(const struct http_msg *req, const char *head,
                           const struct http_fwd_info *fi, char *out)
 {
     char *o = out;
+    struct http_span path, query;
 
+    target(req, head, &path, &query);
     o = put_span(o, head, req->method);
     *o++ = ' ';
-    if (req->flags & HF_ABSOLUTE) {
-        struct http_span path = absolute_path(req, head);
-
-        if (path.len == 0 || head[path.off] != '/')
-            *o++ = '/';
-        o = put_span(o, head, path);
-    } else {
-        o = put_span(o, head, req->url);
-    }
+    if (path.len == 0)
+        *o++ = '/'; /* "http://host" or "http://host?q" */
+    o = put_span(o, head, path);
+    o = put_span(o, head, query);
     o = PUT_LIT(o, " HTTP/1.1\r\n");
     if (req->flags & HF_ABSOLUTE) {
         o = PUT_LIT(o, "Host: ");
