@@ -3,6 +3,7 @@
  * top of strict llhttp, body framing, and the heads veer forwards.
  */
 #include "http.h"
+#include "path.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -671,6 +672,56 @@ START_TEST(test_long_non_canonical_path_is_canonicalized)
 }
 END_TEST
 
+/*
+ * The scan that skips canonical paths goes a word at a time: whatever work
+ * a path needs ("//", "/.", an escape) and wherever the query starts, at
+ * every offset, the result is path_canonical's and the query is kept.
+ */
+START_TEST(test_scan_sees_work_at_every_offset)
+{
+    static const char *const marks[] = {"//", "/.", "/..", "/./", "%7E", "%2a", "?q", "/?", "/.?"};
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+
+    for (size_t k = 0; k < sizeof(marks) / sizeof(marks[0]); k++) {
+        for (size_t len = 2; len < 40; len++) {
+            for (size_t at = 1; at < len; at++) {
+                char target[64], head[128], want[64];
+                size_t used, plen, wlen, hl;
+                const char *p, *q;
+                int st;
+
+                memset(target, 'a', len);
+                target[0] = '/';
+                target[len] = '\0';
+                memcpy(target + at, marks[k], strlen(marks[k]));
+                if (at + strlen(marks[k]) > len)
+                    target[at + strlen(marks[k])] = '\0';
+                for (size_t i = at + strlen(marks[k]); i < len; i += 5)
+                    target[i] = '/'; /* more segments after it */
+                hl = (size_t)snprintf(head, sizeof(head), "GET %s HTTP/1.1\r\nHost: h\r\n\r\n",
+                                      target);
+                ck_assert_uint_lt(hl, sizeof(head));
+                q = strchr(target, '?');
+                plen = q ? (size_t)(q - target) : strlen(target);
+                st = path_canonical(target, plen, want, sizeof(want), &wlen);
+                http_msg_init(m, HTTP_REQUEST, &limits);
+                ck_assert_int_eq(parse_head(m, head, &used), HTTP_HEAD_DONE);
+                ck_assert_int_eq(http_canonicalize_path(m, head), st == PATH_OK ? 0 : -1);
+                if (st != PATH_OK)
+                    continue; /* "/.." climbing above "/" */
+                p = http_target_path(m, head, &plen);
+                ck_assert_msg(plen == wlen && memcmp(p, want, wlen) == 0, "%s: got %.*s want %.*s",
+                              target, (int)plen, p, (int)wlen, want);
+                ck_assert_uint_eq(m->query.len, q ? strlen(q) : 0);
+                if (q)
+                    ck_assert(memcmp(head + m->query.off, q, strlen(q)) == 0);
+            }
+        }
+    }
+    free(m);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -706,6 +757,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_path_without_canonical_form_is_refused_with_400);
     tcase_add_test(tc, test_target_path_is_the_canonical_one);
     tcase_add_test(tc, test_long_non_canonical_path_is_canonicalized);
+    tcase_add_test(tc, test_scan_sees_work_at_every_offset);
     suite_add_tcase(s, tc);
     return s;
 }
