@@ -150,7 +150,7 @@ static const char *endpoint(const char *prefix, const char *path, size_t len, si
 
     while (plen > 0 && prefix[plen - 1] == '/')
         plen--;
-    if (len <= plen + 1 || !path_prefix_match(path, len, prefix, plen) || path[plen] != '/')
+    if (len <= plen + 1 || path[plen] != '/' || !path_prefix_match(path, len, prefix, plen))
         return NULL;
     *n = len - plen - 1;
     return path + plen + 1;
