@@ -25,7 +25,7 @@ struct he_conf {
 };
 
 static const struct conf_field he_fields[] = {
-    CF_STR(struct he_keys, prefix, conf_check_path),
+    CF_STR(struct he_keys, prefix, conf_check_path_prefix),
     CF_BOOL(struct he_keys, enabled),
     CF_END,
 };
@@ -138,6 +138,25 @@ static bool is(const char *p, size_t n, const char *word)
 }
 
 /*
+ * The endpoint name path[0..len) asks for under the prefix ("liveness" for
+ * "/api/health/liveness"), or NULL when it is not under it. The prefix
+ * covers whole segments of the canonical path, as maintenance.allow and
+ * route prefixes do; "/ops/" is "/ops", and "/" puts the endpoints at the
+ * top level ("/liveness").
+ */
+static const char *endpoint(const char *prefix, const char *path, size_t len, size_t *n)
+{
+    size_t plen = strlen(prefix);
+
+    while (plen > 0 && prefix[plen - 1] == '/')
+        plen--;
+    if (len <= plen + 1 || path[plen] != '/' || !path_prefix_match(path, len, prefix, plen))
+        return NULL;
+    *n = len - plen - 1;
+    return path + plen + 1;
+}
+
+/*
  * PREFIX/liveness, PREFIX/readiness and PREFIX/status, whether answered or
  * (enabled = false) proxied: maintenance never closes them. Only these, not
  * every path under the prefix: with prefix "/" that would be every path.
@@ -145,15 +164,13 @@ static bool is(const char *p, size_t n, const char *word)
 static bool own_path(const struct veer_conf *conf, const char *path, size_t len)
 {
     static const char *const names[] = {"liveness", "readiness", "status"};
-    const char *prefix = he_keys(conf)->prefix;
-    size_t n = strlen(prefix);
+    size_t n;
+    const char *name = endpoint(he_keys(conf)->prefix, path, len, &n);
 
-    while (n > 0 && prefix[n - 1] == '/')
-        n--;
-    if (len <= n + 1 || memcmp(path, prefix, n) != 0 || path[n] != '/')
+    if (name == NULL)
         return false;
     for (size_t i = 0; i < ARRAY_SIZE(names); i++)
-        if (len - n - 1 == strlen(names[i]) && memcmp(path + n + 1, names[i], len - n - 1) == 0)
+        if (is(name, n, names[i]))
             return true;
     return false;
 }
@@ -162,16 +179,11 @@ static int on_request_head(struct txn *t)
 {
     const struct routing *r = txn_routing(t);
     const struct he_keys *hc = he_keys(txn_conf(t));
-    size_t len, plen = strlen(hc->prefix);
+    size_t len;
     const char *path = txn_path(t, &len);
 
-    /* "/ops/" is "/ops", and "/" puts the endpoints at the top level ("/liveness"). */
-    while (plen > 0 && hc->prefix[plen - 1] == '/')
-        plen--;
-    if (!hc->enabled || len <= plen + 1 || memcmp(path, hc->prefix, plen) != 0 || path[plen] != '/')
+    if (!hc->enabled || (path = endpoint(hc->prefix, path, len, &len)) == NULL)
         return VEER_DECLINED;
-    path += plen + 1;
-    len -= plen + 1;
     if (is(path, len, "liveness"))
         return txn_respond(t, 200, NULL, "application/json", "{\"status\":\"alive\"}\n", 19);
     if (is(path, len, "readiness"))

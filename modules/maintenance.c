@@ -2,9 +2,10 @@
  * maintenance.c - maintenance mode: while it is on for every pool or for
  * the request's pool, new requests get 503 with Retry-After and a small
  * JSON body; requests already in flight finish. Paths on the allowlist
- * (maintenance.allow prefixes, and always the modules' own endpoints: veer's
- * health endpoints, module_own_path) keep being proxied or answered. The switch lives in the
- * routing snapshot, so turning it on or off is one atomic publish like any other change.
+ * (maintenance.allow prefixes, on whole segments, and always the modules'
+ * own endpoints: veer's health endpoints, module_own_path) keep being
+ * proxied or answered. The switch lives in the routing snapshot, so turning
+ * it on or off is one atomic publish like any other change.
  *
  * Its key: maintenance = { allow = ( "/admin" ); }; (maintenance.retry_after,
  * the default of `maintenance on`, is the control plane's: conf.h).
@@ -19,7 +20,7 @@ struct maint_conf {
 };
 
 static const struct conf_field keys[] = {
-    CF_STRS(struct maint_conf, allow, conf_check_path),
+    CF_STRS(struct maint_conf, allow, conf_check_path_prefix),
     CF_END,
 };
 
@@ -34,20 +35,17 @@ static void defaults(void *obj)
 
 extern const struct veer_module module_maintenance;
 
-static bool prefix_of(const char *prefix, const char *path, size_t len)
-{
-    size_t n = strlen(prefix);
-
-    return len >= n && memcmp(path, prefix, n) == 0;
-}
-
-/* Exempt: veer's own endpoints, and the paths under maintenance.allow prefixes. */
+/*
+ * Exempt: veer's own endpoints, and the paths under maintenance.allow
+ * prefixes, on whole segments ("/admin" covers "/admin" and "/admin/x", not
+ * "/administrator") of the canonical path, the rule routes use.
+ */
 static bool allowed(const struct veer_conf *conf, const char *path, size_t len)
 {
     const struct maint_conf *c = conf_section(conf, &module_maintenance.conf);
 
     for (int i = 0; i < c->allow.n; i++)
-        if (prefix_of(c->allow.v[i], path, len))
+        if (path_prefix_match(path, len, c->allow.v[i], strlen(c->allow.v[i])))
             return true;
     return module_own_path(conf, path, len);
 }

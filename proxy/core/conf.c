@@ -17,6 +17,7 @@
  * into that section's object in veer_conf.sections.
  */
 #include "conf.h"
+#include "path.h"
 #include "veer.h"
 
 #include <arpa/inet.h>
@@ -146,6 +147,30 @@ static const char *check_group(const char *v)
 const char *conf_check_path(const char *v)
 {
     return v[0] == '/' ? NULL : "must start with '/'";
+}
+
+const char *conf_check_path_prefix(const char *v)
+{
+    size_t len = strlen(v), n;
+    char *c;
+    int st;
+    bool same;
+
+    if (v[0] != '/')
+        return "must start with '/'";
+    if (strpbrk(v, "?#") != NULL)
+        return "must be a path, without '?' or '#'";
+    c = veer_malloc(len + 1);
+    st = path_canonical(v, len, c, len, &n);
+    same = st == PATH_OK && n == len && memcmp(c, v, len) == 0;
+    free(c);
+    if (st != PATH_OK)
+        return "can never match (a request path with %2F, %5C, %00, a bad escape or \"..\" above "
+               "\"/\" gets 400)";
+    if (!same)
+        return "is not canonical (requests are matched on their canonical path: no \"//\", "
+               "\".\" or \"..\" segment, unreserved characters unescaped, escapes in upper case)";
+    return NULL;
 }
 
 /* RFC 9110 token: header and cookie names. */

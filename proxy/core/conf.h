@@ -313,6 +313,16 @@ struct conf_field {
 const char *conf_check_path(const char *value);
 
 /*
+ * A check for rows that hold a path prefix matched against request paths
+ * (maintenance.allow, health_endpoints.prefix): it must start with '/', have
+ * no '?' or '#', and be canonical (path.h), since requests are matched on
+ * their canonical path and a prefix spelled otherwise ("/a//b", "/a/./b",
+ * "/%7Ea") would never match; one with %2F and the like could only match
+ * requests that are refused.
+ */
+const char *conf_check_path_prefix(const char *value);
+
+/*
  * Keys parsed for a module. The keys sit at the top level of the file
  * (group NULL) or inside one of conf.c's own top-level groups (group
  * "maintenance": maintenance.allow beside conf.c's maintenance.retry_after);

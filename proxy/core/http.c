@@ -4,6 +4,7 @@
  * forwards. See http.h for the model.
  */
 #include "http.h"
+#include "path.h"
 #include "veer.h"
 
 #include <stdio.h>
@@ -344,18 +345,146 @@ static struct http_span absolute_path(const struct http_msg *msg, const char *he
     return (struct http_span){s, e - s};
 }
 
-const char *http_target_path(const struct http_msg *req, const char *head, size_t *len)
+/*
+ * The target's path (before '?') and query ('?' and the rest, or empty), as
+ * they came: an origin-form target, the part of an absolute-form one after
+ * its authority, or "*".
+ */
+static void raw_target(const struct http_msg *req, const char *head, struct http_span *path,
+                       struct http_span *query)
 {
     struct http_span t = (req->flags & HF_ABSOLUTE) ? absolute_path(req, head) : req->url;
-    const char *p = head + t.off;
-    const char *q = memchr(p, '?', t.len);
+    const char *q = memchr(head + t.off, '?', t.len);
 
-    *len = q ? (size_t)(q - p) : t.len;
-    if (*len == 0) {
+    path->off = t.off;
+    path->len = q ? (uint32_t)(q - (head + t.off)) : t.len;
+    query->off = t.off + path->len;
+    query->len = t.len - path->len;
+}
+
+/* The target's path and query: canonical with HF_PATH, else as they came. */
+static void target(const struct http_msg *req, const char *head, struct http_span *path,
+                   struct http_span *query)
+{
+    if (req->flags & HF_PATH) {
+        *path = req->path;
+        *query = req->query;
+    } else {
+        raw_target(req, head, path, query);
+    }
+}
+
+/*
+ * The slow part of http_canonicalize_path(), for a path the scan found
+ * '%', "//" or "/." in: into a copy first, so that a refused path stays as
+ * it came (for the access log), then over the old one. Out of line: the
+ * common path keeps a small frame.
+ */
+__attribute__((noinline)) static int canonicalize(struct http_msg *req, char *head)
+{
+    struct http_span *path = &req->path;
+    char stack[512], *tmp = path->len <= sizeof(stack) ? stack : veer_malloc(path->len);
+    size_t n;
+    int st = path_canonical(head + path->off, path->len, tmp, path->len, &n);
+
+    if (st == PATH_OK) {
+        memcpy(head + path->off, tmp, n);
+        path->len = (uint32_t)n;
+    }
+    if (tmp != stack)
+        free(tmp);
+    if (st == PATH_OK)
+        return 0;
+    req->flags &= ~(uint32_t)HF_PATH;
+    return fail(req, 400, path_status_name(st));
+}
+
+/* The bytes the scan of http_canonicalize_path stops at; every other is 0. */
+enum { PB_SLASH = 1, PB_PERCENT, PB_QUERY };
+static const uint8_t path_byte[256] = {['/'] = PB_SLASH, ['%'] = PB_PERCENT, ['?'] = PB_QUERY};
+
+#define BYTES(c) (0x0101010101010101ULL * (unsigned char)(c))
+
+/* The high bit of each byte of v that is zero, and only of those. */
+static inline uint64_t zero_bytes(uint64_t v)
+{
+    const uint64_t low7 = BYTES(0x7F);
+
+    return ~(((v & low7) + low7) | v | low7);
+}
+
+/*
+ * How many bytes at the start of p[0..n) may be skipped eight at a time: no
+ * '?', no '%', no '/' followed by '/' or '.' ('.' is '/' but for the low
+ * bit). Stops 9 bytes before n at the latest (a word and the byte after).
+ */
+static uint32_t skip_plain(const char *p, uint32_t n)
+{
+    uint32_t i = 0;
+    uint64_t w, x;
+
+    for (; i + 9 <= n; i += 8) {
+        memcpy(&w, p + i, 8);
+        memcpy(&x, p + i + 1, 8);
+        if (zero_bytes(w ^ BYTES('?')) | zero_bytes(w ^ BYTES('%')) |
+            (zero_bytes(w ^ BYTES('/')) & zero_bytes((x | BYTES(1)) ^ BYTES('/'))))
+            break;
+    }
+    return i;
+}
+
+int http_canonicalize_path(struct http_msg *req, char *head)
+{
+    struct http_span t;
+    const char *p, *q;
+    uint32_t i;
+    bool plain = true;
+
+    if (req->flags & HF_PATH)
+        return 0;
+    t = (req->flags & HF_ABSOLUTE) ? absolute_path(req, head) : req->url;
+    p = head + t.off;
+    /*
+     * One scan finds where the query starts and whether the path may be
+     * canonical already: no '%' (an escape to decode or refuse), no "//"
+     * (slashes to merge) and no "/." (a dot-segment, or a segment that only
+     * starts with a dot). Most paths are; they cost this scan (a word at a
+     * time while none of those can be in it, then a byte at a time: at most
+     * 9 bytes to the end, the '?', or the first sign of work) and no write.
+     */
+    for (i = skip_plain(p, t.len); i < t.len; i++) {
+        uint8_t c = path_byte[(unsigned char)p[i]];
+
+        if (c == PB_QUERY)
+            break;
+        if (c == PB_PERCENT ||
+            (c == PB_SLASH && i + 1 < t.len && (p[i + 1] == '/' || p[i + 1] == '.'))) {
+            plain = false;
+            q = memchr(p + i, '?', t.len - i);
+            i = q ? (uint32_t)(q - p) : t.len;
+            break;
+        }
+    }
+    req->path = (struct http_span){t.off, i};
+    req->query = (struct http_span){t.off + i, t.len - i};
+    req->flags |= HF_PATH;
+    /* "*" (OPTIONS) and an empty absolute-form path ("/" is forwarded) are left alone. */
+    if (plain || i == 0 || p[0] != '/')
+        return 0;
+    return canonicalize(req, head);
+}
+
+const char *http_target_path(const struct http_msg *req, const char *head, size_t *len)
+{
+    struct http_span path, query;
+
+    target(req, head, &path, &query);
+    if (path.len == 0) {
         *len = 1;
         return "/";
     }
-    return p;
+    *len = path.len;
+    return head + path.off;
 }
 
 static int check_request_headers(struct http_msg *msg)
@@ -890,18 +1019,21 @@ size_t http_build_request(const struct http_msg *req, const char *head,
                           const struct http_fwd_info *fi, char *out)
 {
     char *o = out;
+    struct http_span path, query;
 
+    target(req, head, &path, &query);
     o = put_span(o, head, req->method);
     *o++ = ' ';
-    if (req->flags & HF_ABSOLUTE) {
-        struct http_span path = absolute_path(req, head);
-
-        if (path.len == 0 || head[path.off] != '/')
-            *o++ = '/';
-        o = put_span(o, head, path);
-    } else {
-        o = put_span(o, head, req->url);
+    if (path.len == 0)
+        *o++ = '/'; /* "http://host" or "http://host?q" */
+    if (path.off + path.len == query.off) {
+        /* Not rewritten: the query still follows the path. */
+        path.len += query.len;
+        query.len = 0;
     }
+    o = put_span(o, head, path);
+    if (query.len)
+        o = put_span(o, head, query);
     o = PUT_LIT(o, " HTTP/1.1\r\n");
     if (req->flags & HF_ABSOLUTE) {
         o = PUT_LIT(o, "Host: ");

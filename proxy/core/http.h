@@ -50,6 +50,7 @@ enum {
     HF_UPGRADE = 1u << 5,      /* Upgrade requested (request) or granted (101) */
     HF_EXPECT_100 = 1u << 6,   /* Expect: 100-continue */
     HF_ABSOLUTE = 1u << 7,     /* absolute-form request target */
+    HF_PATH = 1u << 8,         /* path and query set: http_canonicalize_path ran */
     HF_NO_BODY = 1u << 9,      /* message has no body whatever its headers say */
 };
 
@@ -83,7 +84,9 @@ struct http_msg {
     uint16_t err_status; /* 400, 413, 414, 431, 501, 505 ... */
     const char *err_what;
     struct http_span method; /* request */
-    struct http_span url;    /* request */
+    struct http_span url;    /* request: the target as it came (its path may be rewritten) */
+    struct http_span path;   /* request, with HF_PATH: the canonical path (empty: "/") */
+    struct http_span query;  /* request, with HF_PATH: '?' and the rest of the target, or empty */
     struct http_span reason; /* response */
     int status;              /* response */
     uint8_t major, minor;
@@ -124,7 +127,32 @@ enum http_result http_parse(struct http_msg *msg, const char *head, const char *
 /* Tell the parser the peer closed: completes a close-delimited body. */
 enum http_result http_parse_eof(struct http_msg *msg);
 
-/* The request's path, without the query; "/" for an empty absolute-form path. */
+/*
+ * Canonicalize the request's path in place (path.h: dot-segments removed,
+ * slashes merged, escaped unreserved characters decoded), once its head is
+ * parsed and before anything reads the path: route matching, the modules
+ * and the access log all see, and the backend is sent, that one spelling.
+ * The path is the origin-form target before its '?', or the path part of an
+ * absolute-form target; the query is kept as it came. The asterisk-form
+ * "*" of OPTIONS and an absolute-form target without a path ("/" is
+ * forwarded) are left alone; authority-form (CONNECT) never gets here (501).
+ *
+ * head must be the writable head http_parse() parsed. The canonical path is
+ * written over the start of the old one (never longer); the bytes between
+ * its end and the query are left stale, so from here on only req->path and
+ * req->query (HF_PATH) describe the target, never req->url. A path that is
+ * already canonical costs one scan and no write. Returns 0, or -1 with
+ * err_status 400 and err_what saying why (%2F, %5C, %00, an invalid escape,
+ * a climb above "/"): then the head is left as it came, for the log.
+ * Calling it again does nothing.
+ */
+int http_canonicalize_path(struct http_msg *req, char *head);
+
+/*
+ * The request's path, without the query; "/" for an empty absolute-form
+ * path. Canonical once http_canonicalize_path() accepted it, as it came
+ * before (or when it refused it).
+ */
 const char *http_target_path(const struct http_msg *req, const char *head, size_t *len);
 
 /* Is this request method idempotent (RFC 9110 §9.2.2)? */
@@ -158,10 +186,11 @@ size_t http_request_bound(const struct http_msg *req, const struct http_fwd_info
 size_t http_response_bound(const struct http_msg *res);
 
 /*
- * Write the request head veer sends upstream (HTTP/1.1, hop-by-hop headers
- * removed, Host from an absolute-form target, X-Forwarded-For/-Proto and Via
- * added) at out, which has room for http_request_bound() bytes. Returns the
- * length.
+ * Write the request head veer sends upstream (HTTP/1.1, origin-form target:
+ * the canonical path and the query once http_canonicalize_path() ran,
+ * hop-by-hop headers removed, Host from an absolute-form target,
+ * X-Forwarded-For/-Proto and Via added) at out, which has room for
+ * http_request_bound() bytes. Returns the length.
  */
 size_t http_build_request(const struct http_msg *req, const char *head,
                           const struct http_fwd_info *fi, char *out);

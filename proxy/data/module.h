@@ -10,13 +10,16 @@
  * (tests/layers.sh checks it): a module sees a transaction and its worker
  * only through the accessors below, never their structs, so the connection,
  * the transaction and the worker can change without touching a module. For
- * logging, allocation and clocks (veer.h), building text (sbuf.h) and the
- * configuration (conf.h) it gets those headers through this one.
+ * logging, allocation and clocks (veer.h), building text (sbuf.h), the
+ * configuration (conf.h) and whole-segment path prefixes (path.h:
+ * path_prefix_match, the rule maintenance.allow, the health endpoints and
+ * routes share) it gets those headers through this one.
  */
 #ifndef VEER_MODULE_H
 #define VEER_MODULE_H
 
 #include "conf.h"
+#include "path.h"
 #include "sbuf.h"
 #include "veer.h"
 
@@ -88,7 +91,7 @@ void module_reopen_all(void);
 /* txn.c: the transaction's accessors for modules */
 
 /*
- * Request path (without the query) and method name, not NUL-terminated
+ * Request path (without the query; canonical, path.h) and method name, not NUL-terminated
  * spans of the request head: valid in on_request_head only (the head leaves
  * the buffer once it is forwarded). The request's pool: an index into the
  * snapshot's pools.

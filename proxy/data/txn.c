@@ -611,6 +611,13 @@ int txn_head_ready(struct txn *t)
     struct worker *w = t->s->w;
     struct lb *lb;
 
+    /*
+     * Once, before anything reads the path: routing, the modules, the access
+     * log and the backend all see its canonical spelling, and a path that
+     * has none (%2F, a climb above "/" ...) is refused like a malformed head.
+     */
+    if (http_canonicalize_path(t->req, t->s->in->data + t->s->in->start) < 0)
+        return txn_request_invalid(t);
     w->stats.requests++;
     t->bytes_in += t->req->head_len; /* body bytes that came along are counted already */
     lb = worker_lb(w, t->pool);

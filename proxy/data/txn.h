@@ -217,8 +217,9 @@ void txn_cache_destroy(struct worker *w);
 
 /*
  * The request head is parsed and what came of its body framed (t->req_done
- * when that was all): earn the retry budget, then route it (modules, hold,
- * pick) and send it to a backend.
+ * when that was all): canonicalize its path in c->in (a path with no
+ * canonical form is answered 400 and the client closed), earn the retry
+ * budget, then route it (modules, hold, pick) and send it to a backend.
  */
 int txn_head_ready(struct txn *t);
 

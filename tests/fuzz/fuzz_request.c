@@ -21,12 +21,17 @@
  * - the head veer forwards parses again, as a valid request with the same
  *   method and the same framing (chunked, or the same Content-Length):
  *   normalising never changes or breaks the framing; no forwarded field has
- *   an empty name.
+ *   an empty name;
+ * - its path is the canonical path veer matched on, and canonical: it
+ *   canonicalizes to itself (http_canonicalize_path, which runs on every
+ *   complete head as the transaction runs it; a refused path ends the
+ *   stream as a 400 does).
  * -DVEER_FUZZ_SKIP_KNOWN steps over the bugs already reported, each named
  * where it is skipped.
  */
 #include "http.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +141,19 @@ static void reparse(const struct http_msg *req, const char *head, const char *ou
         abort();
     }
     check(used == n, "forwarded head: not all bytes are head");
+    {
+        size_t len0, len1, len2;
+        const char *p0 = http_target_path(req, head, &len0);
+        const char *p1 = http_target_path(m, copy, &len1);
+        char *was = malloc(len1 ? len1 : 1);
+
+        check(len0 == len1 && memcmp(p0, p1, len0) == 0, "forwarded path is not the matched one");
+        memcpy(was, p1, len1);
+        check(http_canonicalize_path(m, copy) == 0, "forwarded path refused");
+        p1 = http_target_path(m, copy, &len2);
+        check(len2 == len1 && memcmp(p1, was, len1) == 0, "forwarded path is not canonical");
+        free(was);
+    }
     check(m->method.len == req->method.len &&
               memcmp(copy + m->method.off, head + req->method.off, req->method.len) == 0,
           "forwarded method differs");
@@ -148,8 +166,11 @@ static void reparse(const struct http_msg *req, const char *head, const char *ou
 }
 #endif
 
-/* What the session does with a complete head: read it, rewrite it. */
-static void use_head(const struct http_msg *req, const char *head, uint32_t seed)
+/*
+ * What the session does with a complete head: canonicalize its path, read
+ * it, rewrite it. false: the path is refused (400).
+ */
+static bool use_head(struct http_msg *req, char *head, uint32_t seed)
 {
     static const char *const ips[] = {"127.0.0.1", "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"};
     struct http_fwd_info fi = {
@@ -168,6 +189,11 @@ static void use_head(const struct http_msg *req, const char *head, uint32_t seed
         span_in(req->hdr[i].name, req->head_len, "field name outside the head");
         span_in(req->hdr[i].value, req->head_len, "field value outside the head");
     }
+    if (http_canonicalize_path(req, head) < 0) {
+        check(req->err_status == 400 && req->err_what != NULL, "refused path without 400");
+        return false;
+    }
+    check(req->flags & HF_PATH, "canonical path not set");
     p = http_target_path(req, head, &len);
     check(p != NULL && len > 0, "empty path");
     if ((uintptr_t)p < (uintptr_t)head || (uintptr_t)p >= (uintptr_t)head + req->head_len)
@@ -190,6 +216,7 @@ static void use_head(const struct http_msg *req, const char *head, uint32_t seed
         reparse(req, head, out, n);
 #endif
     free(out);
+    return true;
 }
 
 /*
@@ -224,12 +251,17 @@ static void run(const uint8_t *data, const struct http_limits *lim, const size_t
                 break;
             }
             if (r == HTTP_HEAD_DONE) {
+                bool ok;
+
                 check(msg->head_len == parsed, "head_len is not where parsing stopped");
-                use_head(msg, buf, seed);
+                ok = use_head(msg, buf, seed);
                 free(buf);
-                continue; /* frame the body, even zero bytes of it */
+                if (ok)
+                    continue;     /* frame the body, even zero bytes of it */
+                r = HTTP_INVALID; /* the path is refused: 400, and the stream ends */
+            } else {
+                free(buf);
             }
-            free(buf);
             if (tr->n < MAX_TRACE)
                 tr->ev[tr->n++] = (int)r; /* not the status: a limit may win over another error */
             if (r == HTTP_INVALID) {

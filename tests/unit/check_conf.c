@@ -283,6 +283,20 @@ END_TEST
               "    { name = \"g1\"; address = \"127.0.0.1:9002\"; group = \"green\"; }\n"          \
               "  );\n"
 
+/* Canonical prefixes load as written (a trailing '/', "/", an escape that stays escaped). */
+START_TEST(test_canonical_path_prefixes_load)
+{
+    struct veer_conf *c = load_ok(BASE "maintenance = { allow = ( \"/\", \"/admin/\", \"/a%20b\", "
+                                       "\"/.well-known\", \"/x%2A\" ); };\n"
+                                       "health_endpoints = { prefix = \"/ops/\"; };\n");
+    const struct conf_strings *allow = mod_strs(c, "maintenance.allow");
+
+    ck_assert_int_eq(allow->n, 5);
+    ck_assert_str_eq(allow->v[2], "/a%20b");
+    conf_free(c);
+}
+END_TEST
+
 START_TEST(test_minimal_config_has_defaults)
 {
     struct veer_conf *c = load_ok(BASE);
@@ -467,6 +481,24 @@ static const struct bad_conf bad_confs[] = {
      "maintenance.allow[1] must be a string"},
     {BASE "maintenance = { allow = [ \"admin\" ]; };\n", 3,
      "maintenance.allow[0] must start with '/'"},
+    /* prefixes are matched on canonical request paths (path.h): spelled otherwise, never */
+    {BASE "maintenance = { allow = ( \"/ok\", \"/a//b\" ); };\n", 3,
+     "maintenance.allow[1] is not canonical"},
+    {BASE "maintenance = { allow = ( \"/a/./b\" ); };\n", 3,
+     "maintenance.allow[0] is not canonical"},
+    {BASE "maintenance = { allow = ( \"/a/b/..\" ); };\n", 3,
+     "maintenance.allow[0] is not canonical"},
+    {BASE "maintenance = { allow = ( \"/%7Eadmin\" ); };\n", 3,
+     "maintenance.allow[0] is not canonical"},
+    {BASE "maintenance = { allow = ( \"/a%2fb\" ); };\n", 3,
+     "maintenance.allow[0] can never match"},
+    {BASE "maintenance = { allow = ( \"/../a\" ); };\n", 3, "maintenance.allow[0] can never match"},
+    {BASE "maintenance = { allow = ( \"/a?b\" ); };\n", 3,
+     "maintenance.allow[0] must be a path, without '?' or '#'"},
+    {BASE "health_endpoints = { prefix = \"/api//health\"; };\n", 3,
+     "health_endpoints.prefix is not canonical"},
+    {BASE "health_endpoints = { prefix = \"/ops/.\"; };\n", 3,
+     "health_endpoints.prefix is not canonical"},
     {BASE "maintenance = { retry_after = -1; };\n", 3, "maintenance.retry_after must be >= 0"},
     /* a module's keys only where the module declares them */
     {BASE "allow = ( \"/a\" );\n", 3, "unknown key 'allow'"},
@@ -1149,6 +1181,7 @@ static Suite *conf_suite(void)
 
     tcase_add_test(load, test_reference_config_loads_every_field);
     tcase_add_test(load, test_minimal_config_has_defaults);
+    tcase_add_test(load, test_canonical_path_prefixes_load);
     tcase_add_test(load, test_shipped_reference_config_loads);
     tcase_add_test(load, test_shipped_demo_config_loads);
     tcase_add_test(load, test_missing_file_names_the_os_error);

@@ -525,6 +525,36 @@ START_TEST(test_own_paths_are_the_three_endpoints_enabled_or_not)
 }
 END_TEST
 
+/*
+ * The transaction canonicalizes the path before the modules run
+ * (txn_head_ready): a non-canonical spelling of an endpoint reaches it, and
+ * a prefix is matched on whole segments.
+ */
+START_TEST(test_endpoints_answer_the_canonical_path)
+{
+    static const char *const spellings[] = {"/api//health/./liveness", "/api/x/../health/liveness",
+                                            "/%61pi/health/%6Civeness", "/api/health//liveness"};
+    struct resp r;
+
+    start(CONF_API);
+    for (size_t i = 0; i < ARRAY_SIZE(spellings); i++) {
+        char raw[256];
+        struct txn *t;
+
+        snprintf(raw, sizeof(raw), "GET %s HTTP/1.1\r\nHost: veer.test\r\n\r\n", spellings[i]);
+        t = request(0, raw);
+        ck_assert_int_eq(http_canonicalize_path(t->req, t->s->in->data + t->s->in->start), 0);
+        ck_assert_msg(module_request_head(t) == VEER_DONE, "not answered: %s", spellings[i]);
+        r = answer(t);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_str_eq(r.body, "{\"status\":\"alive\"}\n");
+        txn_drop(t);
+    }
+    assert_proxied(0, GET("/api/healthx/liveness"));
+    assert_proxied(0, GET("/apix/health/liveness"));
+}
+END_TEST
+
 static Suite *health_endpoints_suite(void)
 {
     Suite *s = suite_create("health_endpoints");
@@ -547,6 +577,7 @@ static Suite *health_endpoints_suite(void)
     tcase_add_test(tc, test_other_paths_under_prefix_are_proxied);
     tcase_add_test(tc, test_disabled_endpoints_are_proxied);
     tcase_add_test(tc, test_own_paths_are_the_three_endpoints_enabled_or_not);
+    tcase_add_test(tc, test_endpoints_answer_the_canonical_path);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -3,6 +3,7 @@
  * top of strict llhttp, body framing, and the heads veer forwards.
  */
 #include "http.h"
+#include "path.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -526,6 +527,201 @@ START_TEST(test_http10_without_host_gets_an_empty_host)
 }
 END_TEST
 
+/*
+ * Canonicalize the path of a request for `target` (in a writable copy) and build
+ * the forwarded head; returns the forwarded request line (static), or NULL
+ * when the path is refused (then *status, *what say why).
+ */
+static const char *forwarded_line(const char *target, int *status, const char **what)
+{
+    static char line[1024];
+    char head[512], out[1024];
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    struct http_fwd_info fi = {.client_ip = "1.2.3.4"};
+    size_t used, n;
+    int rc;
+
+    snprintf(head, sizeof(head), "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", target);
+    ck_assert_int_eq(parse_head(m, head, &used), HTTP_HEAD_DONE);
+    rc = http_canonicalize_path(m, head);
+    *status = m->err_status;
+    *what = m->err_what;
+    if (rc < 0) {
+        ck_assert(!(m->flags & HF_PATH));
+        free(m);
+        return NULL;
+    }
+    ck_assert(m->flags & HF_PATH);
+    ck_assert_int_eq(http_canonicalize_path(m, head), 0); /* once is enough */
+    n = http_build_request(m, head, &fi, out);
+    ck_assert_uint_le(n, http_request_bound(m, &fi));
+    out[n] = '\0';
+    *strstr(out, "\r\n") = '\0';
+    snprintf(line, sizeof(line), "%s", out);
+    free(m);
+    return line;
+}
+
+START_TEST(test_canonical_path_is_forwarded_with_the_query_as_it_came)
+{
+    static const struct {
+        const char *target, *line;
+    } cases[] = {
+        {"/", "GET / HTTP/1.1"},
+        {"/a/b?x=1", "GET /a/b?x=1 HTTP/1.1"},
+        {"/a/./b/../c", "GET /a/c HTTP/1.1"},
+        {"//a///b//", "GET /a/b/ HTTP/1.1"},
+        {"/a/b/..", "GET /a/ HTTP/1.1"},
+        {"/%7Euser/%41", "GET /~user/A HTTP/1.1"},
+        {"/a%20b/%2a", "GET /a%20b/%2A HTTP/1.1"},
+        {"/a/%2e%2E/b", "GET /b HTTP/1.1"},
+        {"/x/../y?q=/../a&r=%2F//", "GET /y?q=/../a&r=%2F// HTTP/1.1"},
+        {"/.hidden/x", "GET /.hidden/x HTTP/1.1"},
+        {"/a?", "GET /a? HTTP/1.1"},
+        {"http://example.com//p/./q?z=%7E", "GET /p/q?z=%7E HTTP/1.1"},
+        {"http://example.com?q", "GET /?q HTTP/1.1"},
+        {"http://example.com", "GET / HTTP/1.1"},
+    };
+    int st;
+    const char *what;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *got = forwarded_line(cases[i].target, &st, &what);
+
+        ck_assert_msg(got != NULL, "%s refused: %s", cases[i].target, what);
+        ck_assert_msg(strcmp(got, cases[i].line) == 0, "%s: got \"%s\", want \"%s\"",
+                      cases[i].target, got, cases[i].line);
+    }
+}
+END_TEST
+
+START_TEST(test_path_without_canonical_form_is_refused_with_400)
+{
+    static const char *const bad[] = {
+        "/a%2Fb", "/a%2fb", "/a%5Cb",     "/a%5cb",    "/a%00",          "/a%zz",         "/a%4",
+        "/a%",    "/..",    "/a/../../b", "/%2e%2e/x", "http://h/a%2Fb", "http://h/../x",
+    };
+    int st;
+    const char *what;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(forwarded_line(bad[i], &st, &what) == NULL, "%s accepted", bad[i]);
+        ck_assert_int_eq(st, 400);
+        ck_assert_ptr_nonnull(what);
+    }
+}
+END_TEST
+
+START_TEST(test_target_path_is_the_canonical_one)
+{
+    char s[] = "GET /a//b/./c/../d%7e?q=/./ HTTP/1.1\r\nHost: h\r\n\r\n";
+    char bad[] = "GET /a/b%2F/c/./d HTTP/1.1\r\nHost: h\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    const char *p;
+    size_t used, len;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    p = http_target_path(m, s, &len);
+    ck_assert_int_eq((int)len, (int)strlen("/a//b/./c/../d%7e")); /* as it came, before */
+    ck_assert_int_eq(http_canonicalize_path(m, s), 0);
+    p = http_target_path(m, s, &len);
+    ck_assert_int_eq((int)len, 7);
+    ck_assert(memcmp(p, "/a/b/d~", 7) == 0);
+    /* Refused: the head is left as it came (the access log shows what was sent). */
+    http_msg_init(m, HTTP_REQUEST, &limits);
+    ck_assert_int_eq(parse_head(m, bad, &used), HTTP_HEAD_DONE);
+    ck_assert_int_eq(http_canonicalize_path(m, bad), -1);
+    ck_assert_str_eq(bad, "GET /a/b%2F/c/./d HTTP/1.1\r\nHost: h\r\n\r\n");
+    p = http_target_path(m, bad, &len);
+    ck_assert_int_eq((int)len, (int)strlen("/a/b%2F/c/./d"));
+    /* OPTIONS *: left alone. */
+    {
+        char o[] = "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n";
+
+        http_msg_init(m, HTTP_REQUEST, &limits);
+        ck_assert_int_eq(parse_head(m, o, &used), HTTP_HEAD_DONE);
+        ck_assert_int_eq(http_canonicalize_path(m, o), 0);
+        p = http_target_path(m, o, &len);
+        ck_assert(len == 1 && p[0] == '*');
+    }
+    free(m);
+}
+END_TEST
+
+START_TEST(test_long_non_canonical_path_is_canonicalized)
+{
+    /* Longer than the stack copy: the path goes through a heap copy. */
+    char head[4096], want[2048];
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    size_t used, len, o = 0, w = 0;
+    const char *p;
+
+    o += (size_t)snprintf(head, sizeof(head), "GET ");
+    for (int i = 0; i < 300; i++) {
+        o += (size_t)snprintf(head + o, sizeof(head) - o, "//%%61b");
+        w += (size_t)snprintf(want + w, sizeof(want) - w, "/ab");
+    }
+    snprintf(head + o, sizeof(head) - o, "/./x/.. HTTP/1.1\r\nHost: h\r\n\r\n");
+    snprintf(want + w, sizeof(want) - w, "/");
+    ck_assert_int_eq(parse_head(m, head, &used), HTTP_HEAD_DONE);
+    ck_assert_int_eq(http_canonicalize_path(m, head), 0);
+    p = http_target_path(m, head, &len);
+    ck_assert_uint_eq(len, strlen(want));
+    ck_assert(memcmp(p, want, len) == 0);
+    free(m);
+}
+END_TEST
+
+/*
+ * The scan that skips canonical paths goes a word at a time: whatever work
+ * a path needs ("//", "/.", an escape) and wherever the query starts, at
+ * every offset, the result is path_canonical's and the query is kept.
+ */
+START_TEST(test_scan_sees_work_at_every_offset)
+{
+    static const char *const marks[] = {"//", "/.", "/..", "/./", "%7E", "%2a", "?q", "/?", "/.?"};
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+
+    for (size_t k = 0; k < sizeof(marks) / sizeof(marks[0]); k++) {
+        for (size_t len = 2; len < 40; len++) {
+            for (size_t at = 1; at < len; at++) {
+                char target[64], head[128], want[64];
+                size_t used, plen, wlen, hl;
+                const char *p, *q;
+                int st;
+
+                memset(target, 'a', len);
+                target[0] = '/';
+                target[len] = '\0';
+                memcpy(target + at, marks[k], strlen(marks[k]));
+                if (at + strlen(marks[k]) > len)
+                    target[at + strlen(marks[k])] = '\0';
+                for (size_t i = at + strlen(marks[k]); i < len; i += 5)
+                    target[i] = '/'; /* more segments after it */
+                hl = (size_t)snprintf(head, sizeof(head), "GET %s HTTP/1.1\r\nHost: h\r\n\r\n",
+                                      target);
+                ck_assert_uint_lt(hl, sizeof(head));
+                q = strchr(target, '?');
+                plen = q ? (size_t)(q - target) : strlen(target);
+                st = path_canonical(target, plen, want, sizeof(want), &wlen);
+                http_msg_init(m, HTTP_REQUEST, &limits);
+                ck_assert_int_eq(parse_head(m, head, &used), HTTP_HEAD_DONE);
+                ck_assert_int_eq(http_canonicalize_path(m, head), st == PATH_OK ? 0 : -1);
+                if (st != PATH_OK)
+                    continue; /* "/.." climbing above "/" */
+                p = http_target_path(m, head, &plen);
+                ck_assert_msg(plen == wlen && memcmp(p, want, wlen) == 0, "%s: got %.*s want %.*s",
+                              target, (int)plen, p, (int)wlen, want);
+                ck_assert_uint_eq(m->query.len, q ? strlen(q) : 0);
+                if (q)
+                    ck_assert(memcmp(head + m->query.off, q, strlen(q)) == 0);
+            }
+        }
+    }
+    free(m);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -557,6 +753,11 @@ static Suite *http_suite(void)
     tcase_add_test(tc, test_chunk_extensions_are_bounded);
     tcase_add_test(tc, test_response_transfer_encoding_must_be_chunked);
     tcase_add_test(tc, test_http10_without_host_gets_an_empty_host);
+    tcase_add_test(tc, test_canonical_path_is_forwarded_with_the_query_as_it_came);
+    tcase_add_test(tc, test_path_without_canonical_form_is_refused_with_400);
+    tcase_add_test(tc, test_target_path_is_the_canonical_one);
+    tcase_add_test(tc, test_long_non_canonical_path_is_canonicalized);
+    tcase_add_test(tc, test_scan_sees_work_at_every_offset);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -568,6 +568,28 @@ START_TEST(test_held_request_passes_when_maintenance_ends)
 }
 END_TEST
 
+START_TEST(test_allow_prefix_covers_whole_segments_only)
+{
+    struct resp r;
+
+    start("maintenance = { allow = ( \"/admin\", \"/static/\" ); };\n" CONF_API);
+    maintenance(true, NULL, -1, 0);
+    assert_proxied(0, GET("/admin"));
+    assert_proxied(0, GET("/admin/"));
+    assert_proxied(0, GET("/admin/x"));
+    assert_proxied(0, GET("/admin?x=1"));
+    assert_proxied(0, GET("/static/app.css"));
+    r = ask(0, GET("/administrator"));
+    assert_maintenance_answer(&r, 30);
+    r = ask(0, GET("/admin-panel/x"));
+    assert_maintenance_answer(&r, 30);
+    r = ask(0, GET("/adminx?/admin"));
+    assert_maintenance_answer(&r, 30);
+    r = ask(0, GET("/staticx/app.css"));
+    assert_maintenance_answer(&r, 30);
+}
+END_TEST
+
 START_TEST(test_hold_does_not_apply_to_allowed_paths)
 {
     start(CONF_API);
@@ -598,6 +620,7 @@ static Suite *maintenance_suite(void)
     tcase_add_test(tc, test_disabled_health_paths_stay_exempt_and_are_proxied);
     tcase_add_test(tc, test_default_allow_prefix_admin_is_proxied);
     tcase_add_test(tc, test_configured_allow_list_replaces_default);
+    tcase_add_test(tc, test_allow_prefix_covers_whole_segments_only);
     tcase_add_test(tc, test_empty_allow_list_exempts_only_health_endpoints);
     tcase_add_test(tc, test_hold_parks_request_until_deadline_then_503);
     tcase_add_test(tc, test_held_request_passes_when_maintenance_ends);
