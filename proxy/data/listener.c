@@ -82,7 +82,7 @@ int *listener_open(const struct conf_listen *lc, unsigned nworkers)
         len = sizeof(ss);
         getsockname(fds[0], (struct sockaddr *)&ss, &len);
         format_addr(&ss, text, sizeof(text));
-        log_info("listening on %s (pool %s, %u workers, inherited%s)", text, lc->pool, nworkers,
+        log_info("listening on %s (pool %s, %u workers, inherited%s)", text, lc->pool ? lc->pool : "none, routes only", nworkers,
                  lc->tls ? ", tls" : "");
         return fds;
     }
@@ -114,7 +114,7 @@ int *listener_open(const struct conf_listen *lc, unsigned nworkers)
         }
     }
     format_addr(&ss, text, sizeof(text));
-    log_info("listening on %s (pool %s, %u workers%s)", text, lc->pool, nworkers,
+    log_info("listening on %s (pool %s, %u workers%s)", text, lc->pool ? lc->pool : "none, routes only", nworkers,
              lc->tls ? ", tls" : "");
     return fds;
 }
