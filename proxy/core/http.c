@@ -4,6 +4,7 @@
  * forwards. See http.h for the model.
  */
 #include "http.h"
+#include "conf.h"
 #include "veer.h"
 
 #include <stdio.h>
@@ -356,6 +357,30 @@ const char *http_target_path(const struct http_msg *req, const char *head, size_
         return "/";
     }
     return p;
+}
+
+const char *http_target_query(const struct http_msg *req, const char *head, size_t *len)
+{
+    struct http_span t = (req->flags & HF_ABSOLUTE) ? absolute_path(req, head) : req->url;
+    const char *p = head + t.off;
+    const char *q = memchr(p, '?', t.len);
+
+    *len = q ? (size_t)(p + t.len - q) : 0;
+    return q ? q : "";
+}
+
+const char *http_request_host(const struct http_msg *req, const char *head, size_t *len)
+{
+    if (req->flags & HF_ABSOLUTE) {
+        struct http_span a = absolute_authority(req, head);
+
+        *len = a.len;
+        return head + a.off;
+    }
+    if (req->host < 0)
+        return NULL;
+    *len = req->hdr[req->host].value.len;
+    return head + req->hdr[req->host].value.off;
 }
 
 static int check_request_headers(struct http_msg *msg)
@@ -866,8 +891,25 @@ static char *put_list(char *o, const struct http_msg *msg, const char *head, int
 size_t http_request_bound(const struct http_msg *req, const struct http_fwd_info *fi)
 {
     /* Every kept byte, our own fields, separators per field. */
-    return req->head_len + 4 * req->nhdr + strlen(fi->client_ip) +
-           (fi->request_id ? strlen(fi->request_id) : 0) + 320;
+    size_t n = req->head_len + 4 * req->nhdr + strlen(fi->client_ip) +
+               (fi->request_id ? strlen(fi->request_id) : 0) + 320;
+
+    n += fi->target ? fi->target_len : 0;
+    for (size_t i = 0; i < fi->nset; i++)
+        n += strlen(fi->set[i].name) + strlen(fi->set[i].value) + 4;
+    return n;
+}
+
+/* Whether a route's request_headers leave the client's field h out (removed or set anew). */
+static bool fwd_replaced(const struct http_fwd_info *fi, const char *head, const struct http_hdr *h)
+{
+    for (size_t i = 0; i < fi->nset; i++)
+        if (name_is(head, h, fi->set[i].name))
+            return true;
+    for (int i = 0; fi->remove && i < fi->remove->n; i++)
+        if (name_is(head, h, fi->remove->v[i]))
+            return true;
+    return false;
 }
 
 const char *http_find_header(const struct http_msg *msg, const char *head, const char *name,
@@ -893,7 +935,9 @@ size_t http_build_request(const struct http_msg *req, const char *head,
 
     o = put_span(o, head, req->method);
     *o++ = ' ';
-    if (req->flags & HF_ABSOLUTE) {
+    if (fi->target) {
+        o = put(o, fi->target, fi->target_len);
+    } else if (req->flags & HF_ABSOLUTE) {
         struct http_span path = absolute_path(req, head);
 
         if (path.len == 0 || head[path.off] != '/')
@@ -912,8 +956,14 @@ size_t http_build_request(const struct http_msg *req, const char *head,
         o = PUT_LIT(o, "Host: \r\n");
     }
     for (uint32_t i = 0; i < req->nhdr; i++)
-        if (!req->hdr[i].drop)
+        if (!req->hdr[i].drop && !((fi->nset || fi->remove) && fwd_replaced(fi, head, &req->hdr[i])))
             o = put_header(o, head, &req->hdr[i]);
+    for (size_t i = 0; i < fi->nset; i++) {
+        o = put(o, fi->set[i].name, strlen(fi->set[i].name));
+        o = PUT_LIT(o, ": ");
+        o = put(o, fi->set[i].value, strlen(fi->set[i].value));
+        o = PUT_LIT(o, "\r\n");
+    }
     o = put_list(o, req, head, req->xff, "X-Forwarded-For", fi->client_ip);
     o = fi->tls ? PUT_LIT(o, "X-Forwarded-Proto: https\r\n")
                 : PUT_LIT(o, "X-Forwarded-Proto: http\r\n");
