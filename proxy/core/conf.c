@@ -231,8 +231,17 @@ static int peek_string(struct conf_loader *ld, const config_setting_t *s, conf_c
     if (v[0] == '\0')
         return fail(ld, s, "%s must not be empty", where(ld, s));
     why = check ? check(v) : NULL;
-    if (why != NULL)
-        return fail(ld, s, "%s %s (got \"%s\")", where(ld, s), why, v);
+    if (why != NULL) {
+        /* Quote it on one line: a control character shows as '?'. */
+        char shown[128];
+        size_t i;
+
+        for (i = 0; v[i] != '\0' && i < sizeof(shown) - 1; i++)
+            shown[i] = (unsigned char)v[i] < 0x20 || v[i] == 0x7f ? '?' : v[i];
+        shown[i] = '\0';
+        return fail(ld, s, "%s %s (got \"%s\"%s)", where(ld, s), why, shown,
+                    v[i] != '\0' ? "..." : "");
+    }
     *out = v;
     return 0;
 }
@@ -1116,7 +1125,6 @@ static int parse_pools(struct conf_loader *ld, const config_setting_t *s, void *
     return 0;
 }
 
-
 /* ------------------------------------------------------------------------ */
 /* routes                                                                   */
 
@@ -1220,7 +1228,10 @@ static int parse_set_headers(struct conf_loader *ld, const config_setting_t *s, 
 
 static const struct conf_field request_header_fields[] = {
     CF_CUSTOM("set", parse_set_headers),
-    CF_STRS(struct conf_route, remove_headers, check_token),
+    {.name = "remove",
+     .kind = CONF_K_STRINGS,
+     .off = offsetof(struct conf_route, remove_headers),
+     .check = check_token},
     CF_END,
 };
 
@@ -1277,9 +1288,9 @@ static int parse_routes(struct conf_loader *ld, const config_setting_t *s, void 
         }
         j = hmap_insert_str(&seen, r->name, (uintptr_t)i);
         if (j != NULL)
-            rc = fail(ld, config_setting_get_member(e, "name"),
-                      "duplicate route name '%s' (also at line %d)", r->name,
-                      conf->routes[*j].line);
+            rc =
+                fail(ld, config_setting_get_member(e, "name"),
+                     "duplicate route name '%s' (also at line %d)", r->name, conf->routes[*j].line);
     }
     hmap_free(&seen);
     return rc;
@@ -1413,7 +1424,8 @@ static int resolve_route(struct conf_loader *ld, const config_setting_t *e, stru
     r->pool_index = (int)(p - conf->pools);
     if (r->rewrite_prefix != NULL && r->path == NULL && r->path_prefix == NULL) {
         m = config_setting_get_member(e, "rewrite_prefix");
-        return fail(ld, m, "%s needs match.path or match.path_prefix: it replaces what they matched",
+        return fail(ld, m,
+                    "%s needs match.path or match.path_prefix: it replaces what they matched",
                     where(ld, m));
     }
     r->eff_body_bytes = r->body_bytes >= 0   ? r->body_bytes

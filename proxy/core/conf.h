@@ -262,7 +262,7 @@ struct veer_conf {
     struct conf_route *routes;
     int nroutes;
     struct routes *routes_table; /* compiled from routes (routes.h); NULL when there are none */
-    void **sections;        /* the object of each conf_sections[] entry, in order (see below) */
+    void **sections; /* the object of each conf_sections[] entry, in order (see below) */
 };
 
 /*

@@ -956,7 +956,8 @@ size_t http_build_request(const struct http_msg *req, const char *head,
         o = PUT_LIT(o, "Host: \r\n");
     }
     for (uint32_t i = 0; i < req->nhdr; i++)
-        if (!req->hdr[i].drop && !((fi->nset || fi->remove) && fwd_replaced(fi, head, &req->hdr[i])))
+        if (!req->hdr[i].drop &&
+            !((fi->nset || fi->remove) && fwd_replaced(fi, head, &req->hdr[i])))
             o = put_header(o, head, &req->hdr[i]);
     for (size_t i = 0; i < fi->nset; i++) {
         o = put(o, fi->set[i].name, strlen(fi->set[i].name));

@@ -623,8 +623,8 @@ int txn_head_ready(struct txn *t)
 }
 
 /* Does some field line of t's request named name have exactly value? (routes.h) */
-static bool request_header_is(const void *ctx, const char *name, size_t name_len,
-                              const char *value, size_t value_len)
+static bool request_header_is(const void *ctx, const char *name, size_t name_len, const char *value,
+                              size_t value_len)
 {
     const struct txn *t = ctx;
     const char *head = t->s->in->data + t->s->in->start;
@@ -783,8 +783,8 @@ static int route(struct txn *t)
         return s->dead ? VEER_ERROR : local_response(t, 500, "module error", true);
     if ((uint32_t)t->pool >= w->routing->npools) {
         /* No route matched and the listener has no pool. */
-        rc = txn_respond(t, 404, NULL, "application/json", no_route_body,
-                         sizeof(no_route_body) - 1);
+        rc =
+            txn_respond(t, 404, NULL, "application/json", no_route_body, sizeof(no_route_body) - 1);
         return rc == VEER_ERROR ? VEER_ERROR : VEER_OK;
     }
     if (body_too_large(t))
