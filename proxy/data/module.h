@@ -158,7 +158,10 @@ const struct veer_conf *txn_conf(const struct txn *t);
 /* veer is shutting down (the worker stopped accepting). */
 bool txn_shutting_down(const struct txn *t);
 
-/* The pool of the worker's listener i (an index into the snapshot's pools); -1 past the last. */
+/*
+ * The pool of the worker's listener i (an index into the snapshot's pools):
+ * -1 when it has none (routes only), -2 past the last.
+ */
 int txn_listener_pool(const struct txn *t, unsigned i);
 
 /* txn.c */

@@ -214,6 +214,37 @@ class RoutesTest(VeerTestCase):
         self.assertEqual(self.get(c, "/api/health/liveness").status, 200)
         self.assertEqual(len(a.requests), 2)
 
+    def test_readiness_checks_listeners_after_one_without_pool(self):
+        a = self.backend("a", named("a"))
+        text = ('listen = ( { address = "127.0.0.1:0"; },\n'
+                '  { address = "127.0.0.1:0"; pool = "empty"; } );\n'
+                "timeouts = { quiet_ms = 100; };\n"
+                'pools = ( { name = "a"; backends = ( { name = "a"; address = "%s"; } ); },\n'
+                '  { name = "empty"; } );\n'
+                'routes = ( { name = "r"; pool = "a"; match = { path_prefix = "/r"; }; } );\n'
+                % a.address)
+        v = self.veer(text)
+        c = self.client(v.port)
+        r = self.get(c, "/api/health/readiness")
+        self.assertEqual(r.status, 503, r.body)
+        self.assertIn(b"pool empty has no eligible backend", r.body)
+
+    def test_route_hold_ms_holds_while_the_pools_does_not(self):
+        text = ('listen = ( { address = "127.0.0.1:0"; pool = "empty"; } );\n'
+                "timeouts = { quiet_ms = 100; };\n"
+                'pools = ( { name = "empty"; } );\n'
+                'routes = ( { name = "held"; pool = "empty"; match = { path_prefix = "/held"; };\n'
+                '  hold_ms = 400; } );\n')
+        v = self.veer(text)
+        c = self.client(v.port)
+        t0 = time.monotonic()
+        r = self.get(c, "/now")
+        self.assertEqual(r.status, 503)
+        t1 = time.monotonic()
+        r = self.get(c, "/held")
+        self.assertEqual(r.status, 503)
+        self.assertGreaterEqual(time.monotonic() - t1, 0.4, "the route's hold_ms did not apply")
+        self.assertLess(t1 - t0, 0.4, "the pool's hold_ms is 0")
 
 class RoutesReloadTest(VeerTestCase):
     def config(self, target):
