@@ -125,6 +125,8 @@ class RoutesTest(VeerTestCase):
         # no route: the listener's pool
         self.assertEqual(self.where(c, "/elsewhere"), "api")
         self.assertEqual(self.where(c, "/"), "api")
+        c.close()
+        v.stop()  # a clean exit: no sanitizer report, nothing leaked
 
     def test_rewrite_prefix_and_request_headers(self):
         v = self.start_main()
@@ -149,6 +151,8 @@ class RoutesTest(VeerTestCase):
         # routes without a rewrite forward the path as it came
         self.assertEqual(self.where(c, "/users/7?x=1"), "users")
         self.assertEqual(self.b["users"].requests[-1].target, "/users/7?x=1")
+        c.close()
+        v.stop()
 
     def test_route_timeout_fires_while_the_pools_would_not(self):
         v = self.start_main()
@@ -213,6 +217,8 @@ class RoutesTest(VeerTestCase):
         self.assertEqual(self.where(c, "/r"), "a")
         self.assertEqual(self.get(c, "/api/health/liveness").status, 200)
         self.assertEqual(len(a.requests), 2)
+        c.close()
+        v.stop()
 
     def test_readiness_checks_listeners_after_one_without_pool(self):
         a = self.backend("a", named("a"))
@@ -304,6 +310,7 @@ class RoutesReloadTest(VeerTestCase):
         late = {s[2] for s in seen if s[0] > t_ack}
         self.assertEqual(late, {"b"})
         self.assertEqual(len(self.b["fallback"].requests), 0)
+        v.stop()  # the replaced configuration and its table were freed, or are at exit
 
 
 if __name__ == "__main__":
