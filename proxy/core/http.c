@@ -900,6 +900,15 @@ size_t http_request_bound(const struct http_msg *req, const struct http_fwd_info
     return n;
 }
 
+/* Whether a route's request_headers set the Host field. */
+static bool fwd_sets_host(const struct http_fwd_info *fi)
+{
+    for (size_t i = 0; i < fi->nset; i++)
+        if (strcasecmp(fi->set[i].name, "host") == 0)
+            return true;
+    return false;
+}
+
 /* Whether a route's request_headers leave the client's field h out (removed or set anew). */
 static bool fwd_replaced(const struct http_fwd_info *fi, const char *head, const struct http_hdr *h)
 {
@@ -947,7 +956,9 @@ size_t http_build_request(const struct http_msg *req, const char *head,
         o = put_span(o, head, req->url);
     }
     o = PUT_LIT(o, " HTTP/1.1\r\n");
-    if (req->flags & HF_ABSOLUTE) {
+    if (fwd_sets_host(fi)) {
+        /* A route's request_headers set Host: that one, below, is the only one. */
+    } else if (req->flags & HF_ABSOLUTE) {
         o = PUT_LIT(o, "Host: ");
         o = put_span(o, head, absolute_authority(req, head));
         o = PUT_LIT(o, "\r\n");

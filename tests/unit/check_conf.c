@@ -834,6 +834,8 @@ START_TEST(test_shipped_reference_config_loads)
     ck_assert_str_eq(c->audit_log, "/var/log/veer/audit.log");
     ck_assert_str_eq(mod_str(c, "access_log"), "/var/log/veer/access.log");
     ck_assert(c->cluster.enabled);
+    ck_assert_int_eq(c->nroutes, 1);
+    ck_assert_str_eq(c->routes[0].pool, "static");
     conf_free(c);
 }
 END_TEST
