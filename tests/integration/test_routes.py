@@ -312,6 +312,39 @@ class RoutesReloadTest(VeerTestCase):
         self.assertEqual(len(self.b["fallback"].requests), 0)
         v.stop()  # the replaced configuration and its table were freed, or are at exit
 
+    def test_reload_adding_a_pool_routes_to_it_by_name(self):
+        # The new pool comes first in the file but last in the running model:
+        # a route must reach it by name, not by its place in the file.
+        self.b = {n: self.backend(n, named(n)) for n in ("a", "b", "fallback", "c")}
+        v = self.veer(self.config("a"))
+        c = self.client(v.port)
+        self.assertEqual(c.request("GET", "/svc").body, b"a\n")
+        text = ('listen = ( { address = "127.0.0.1:0"; pool = "fallback"; } );\n'
+                'timeouts = { quiet_ms = 100; };\n'
+                'admin = { socket = "%s/admin.sock"; };\n' % v.tmp
+                + pools_text([(n, [(n, self.b[n].address)], "") for n in ("c", "a", "fallback")])
+                + 'routes = ( { name = "svc"; pool = "c"; match = { path_prefix = "/svc"; }; },\n'
+                  '  { name = "other"; pool = "a"; match = { path = "/other"; }; } );\n')
+        tmp = v.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, v.config_path)
+        res = veerctl(v.admin_socket, "reload")
+        self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+        self.assertEqual(c.request("GET", "/svc/1").body, b"c\n")
+        self.assertEqual(c.request("GET", "/other").body, b"a\n")
+        self.assertEqual(c.request("GET", "/x").body, b"fallback\n")
+        # a config with a route to an unknown pool is refused; the running table stays
+        with open(tmp, "w") as f:
+            f.write(text.replace('pool = "c";', 'pool = "nope";'))
+        os.replace(tmp, v.config_path)
+        res = veerctl(v.admin_socket, "reload")
+        self.assertNotEqual(res.returncode, 0, res.stdout)
+        self.assertIn("routes[0].pool: unknown pool 'nope'", res.stdout + res.stderr)
+        self.assertEqual(c.request("GET", "/svc/1").body, b"c\n")
+        c.close()
+        v.stop()
+
 
 if __name__ == "__main__":
     unittest.main()
