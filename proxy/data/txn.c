@@ -108,6 +108,7 @@ struct txn *txn_new(struct txn_client *s, int pool)
     t->pool = pool;
     t->lpool = pool;
     t->route = -1;
+    t->route_name = "";
     t->response_ms = -1;
     t->req = (struct http_msg *)(t + 1);
     t->res = (struct http_msg *)((char *)t->req + msz);
@@ -338,6 +339,11 @@ const char *txn_method(const struct txn *t, size_t *len)
 int txn_pool_index(const struct txn *t)
 {
     return t->pool;
+}
+
+const char *txn_route_name(const struct txn *t)
+{
+    return t->route_name ? t->route_name : "";
 }
 
 const struct worker *txn_worker(const struct txn *t)
@@ -658,6 +664,7 @@ static const struct conf_route *route_match(struct txn *t)
     worker_lb(w, -1); /* switch to the newest snapshot: its table and its pools */
     r = w->routing;
     t->route = -1;
+    t->route_name = "";
     t->pool = t->lpool;
     if (r->routes) {
         struct routes_req q = {.method = head + t->req->method.off,
@@ -673,6 +680,7 @@ static const struct conf_route *route_match(struct txn *t)
             t->route = i;
             t->pool = r->route_pool[i];
             cr = &r->conf->routes[i];
+            t->route_name = cr->name;
         }
     }
     cp = (uint32_t)t->pool < r->npools ? r->pools[t->pool].conf : NULL;

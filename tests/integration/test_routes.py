@@ -88,8 +88,21 @@ class RoutesTest(VeerTestCase):
                       "retries = { count = 2; budget_percent = 100; base_ms = 1; cap_ms = 1; };"
                       " breaker = { failures = 1000; };"))
         text = ('listen = ( { address = "127.0.0.1:0"; pool = "api"; } );\n'
+                'access_log = "{tmp}/access.log";\n'
                 "timeouts = { quiet_ms = 100; };\n" + pools_text(pools) + ROUTES)
         return self.veer(text)
+
+    def access_records(self, v, count):
+        """The first count lines of v's access log, decoded (written at least once a second)."""
+        path = os.path.join(v.tmp, "access.log")
+
+        def lines():
+            if not os.path.exists(path):
+                return None
+            with open(path) as f:
+                got = [json.loads(x) for x in f.read().splitlines()]
+            return got if len(got) >= count else None
+        return wait_for(lines, what="%d access log lines" % count)
 
     def get(self, c, path, host="test", method="GET", headers=None, body=None):
         h = {"Host": host}
@@ -127,6 +140,17 @@ class RoutesTest(VeerTestCase):
         self.assertEqual(self.where(c, "/"), "api")
         c.close()
         v.stop()  # a clean exit: no sanitizer report, nothing leaked
+
+    def test_access_log_names_the_route(self):
+        v = self.start_main()
+        c = self.client(v.port)
+        self.where(c, "/payments/1", host="api.example.com")
+        self.where(c, "/elsewhere")
+        self.where(c, "/old/a")
+        recs = self.access_records(v, 3)
+        self.assertEqual([(r["path"], r["route"], r["pool"]) for r in recs[:3]],
+                         [("/payments/1", "payments", "payments"), ("/elsewhere", "", "api"),
+                          ("/old/a", "old", "auth")])
 
     def test_rewrite_prefix_and_request_headers(self):
         v = self.start_main()
