@@ -29,6 +29,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -1139,6 +1140,47 @@ static const char *check_field_value(const char *v)
     return NULL;
 }
 
+/*
+ * A field a route may set or remove: a token, and not one that frames the
+ * request or the connection (veer writes those itself; a route changing
+ * them would let the backend read the body differently from veer), nor
+ * Host for removal (set it instead).
+ */
+static const char *check_route_field(const char *v, bool removing)
+{
+    static const char *const framing[] = {"content-length",   "transfer-encoding",
+                                          "connection",       "keep-alive",
+                                          "proxy-connection", "te",
+                                          "trailer",          "upgrade"};
+    const char *why = check_token(v);
+    size_t i;
+
+    if (why != NULL)
+        return why;
+    for (i = 0; i < ARRAY_SIZE(framing); i++)
+        if (strcasecmp(v, framing[i]) == 0)
+            return "is a framing or hop-by-hop field: veer writes it itself";
+    if (removing && strcasecmp(v, "host") == 0)
+        return "cannot be removed (a request needs one): set it instead";
+    return NULL;
+}
+
+static const char *check_set_field(const char *v)
+{
+    return check_route_field(v, false);
+}
+
+static const char *check_removed_field(const char *v)
+{
+    return check_route_field(v, true);
+}
+
+static const struct conf_field set_header_fields[] = {
+    CF_REQ_STR(struct conf_header, name, check_set_field),
+    CF_REQ_STR(struct conf_header, value, check_field_value),
+    CF_END,
+};
+
 static const struct conf_field header_fields[] = {
     CF_REQ_STR(struct conf_header, name, check_token),
     CF_REQ_STR(struct conf_header, value, check_field_value),
@@ -1147,7 +1189,7 @@ static const struct conf_field header_fields[] = {
 
 /* ( { name = "X-Api-Version"; value = "2"; }, ... ) into *out, *n. */
 static int parse_header_list(struct conf_loader *ld, const config_setting_t *s,
-                             struct conf_header **out, int *n)
+                             const struct conf_field *fields, struct conf_header **out, int *n)
 {
     int i, len = config_setting_length(s);
 
@@ -1160,7 +1202,7 @@ static int parse_header_list(struct conf_loader *ld, const config_setting_t *s,
         const config_setting_t *e = config_setting_get_elem(s, i);
 
         (*out)[i].line = (int)config_setting_source_line(e);
-        if (parse_group(ld, e, header_fields, &(*out)[i]) < 0)
+        if (parse_group(ld, e, fields, &(*out)[i]) < 0)
             return -1;
     }
     return 0;
@@ -1170,7 +1212,7 @@ static int parse_match_headers(struct conf_loader *ld, const config_setting_t *s
 {
     struct conf_route *r = obj;
 
-    return parse_header_list(ld, s, &r->headers, &r->nheaders);
+    return parse_header_list(ld, s, header_fields, &r->headers, &r->nheaders);
 }
 
 static int parse_match_methods(struct conf_loader *ld, const config_setting_t *s, void *obj)
@@ -1223,7 +1265,7 @@ static int parse_set_headers(struct conf_loader *ld, const config_setting_t *s, 
 {
     struct conf_route *r = obj;
 
-    return parse_header_list(ld, s, &r->set_headers, &r->nset_headers);
+    return parse_header_list(ld, s, set_header_fields, &r->set_headers, &r->nset_headers);
 }
 
 static const struct conf_field request_header_fields[] = {
@@ -1231,7 +1273,7 @@ static const struct conf_field request_header_fields[] = {
     {.name = "remove",
      .kind = CONF_K_STRINGS,
      .off = offsetof(struct conf_route, remove_headers),
-     .check = check_token},
+     .check = check_removed_field},
     CF_END,
 };
 

@@ -696,6 +696,16 @@ static const struct bad_conf bad_confs[] = {
     {BASE "routes = ( { name = \"r\"; pool = \"api\";\n"
           "  request_headers = { add = (); }; } );\n",
      4, "unknown key 'add' in routes[0].request_headers"},
+    {BASE
+     "routes = ( { name = \"r\"; pool = \"api\";\n"
+     "  request_headers = { set = ( { name = \"Content-Length\"; value = \"1\"; } ); }; } );\n",
+     4, "routes[0].request_headers.set[0].name is a framing or hop-by-hop field"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n"
+          "  request_headers = { remove = ( \"X-A\", \"transfer-encoding\" ); }; } );\n",
+     4, "routes[0].request_headers.remove[1] is a framing or hop-by-hop field"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n"
+          "  request_headers = { remove = ( \"Host\" ); }; } );\n",
+     4, "routes[0].request_headers.remove[0] cannot be removed (a request needs one)"},
     /* a listener without a pool needs routes */
     {"listen = (\n  { address = \"127.0.0.1:80\"; }\n);\n" POOLS, 2,
      "missing required key 'pool' in listen[0] (only a config with routes may leave it out)"},
