@@ -1,7 +1,7 @@
 /*
  * access_log.c - the access log: one JSON line per request (time, client,
  * method, path, status, bytes in and out, total and upstream time, pool,
- * backend, group, generation, request id). Lines are buffered per worker
+ * route, backend, group, generation, request id). Lines are buffered per worker
  * and written at least once a second from the worker's timer, never on the
  * request path; SIGUSR1 (logrotate) reopens the file. X-Request-Id is
  * passed through, or generated and forwarded to the backend.
@@ -198,6 +198,7 @@ static int on_request_head(struct txn *t)
                  (unsigned long long)atomic_fetch_add(&al.ids, 1) & 0xffffffffffffffull);
         l->id_generated = true;
     }
+    snprintf(l->route, sizeof(l->route), "%s", txn_route_name(t));
     l->generation = txn_routing(t)->generation;
     txn_set_log(t, l);
     return VEER_DECLINED;
@@ -258,6 +259,8 @@ static void on_txn_end(struct txn *t)
               x.status, (unsigned long long)x.bytes_in, (unsigned long long)x.bytes_out,
               (double)(now - x.start_us) / 1000.0, (double)x.upstream_us / 1000.0);
     sb_json_latin1(&a->buf, pool);
+    sb_puts(&a->buf, ",\"route\":");
+    sb_json_latin1(&a->buf, l->route);
     sb_puts(&a->buf, ",\"backend\":");
     sb_json_latin1(&a->buf, x.be ? x.be->name : "");
     sb_puts(&a->buf, ",\"group\":");

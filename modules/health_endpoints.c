@@ -69,7 +69,7 @@ static const char *not_ready(const struct txn *t, const struct routing *r, char 
 
     if (txn_shutting_down(t))
         return "shutting down";
-    for (unsigned i = 0; (p = txn_listener_pool(t, i)) >= 0; i++) {
+    for (unsigned i = 0; (p = txn_listener_pool(t, i)) != -2; i++) {
         if ((uint32_t)p < r->npools && r->pools[p].n == 0) {
             snprintf(buf, len, "pool %s has no eligible backend", r->pools[p].name);
             return buf;

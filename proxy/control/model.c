@@ -127,7 +127,19 @@ struct model *model_from_conf(const struct veer_conf *conf)
     m->generation = 1;
     for (int i = 0; i < conf->npools; i++)
         model_add_pool(m, &conf->pools[i]);
+    model_bind_routes(m);
     return m;
+}
+
+void model_bind_routes(struct model *m)
+{
+    const struct veer_conf *c = m->conf;
+
+    free(m->route_pool);
+    m->nroutes = (uint32_t)c->nroutes;
+    m->route_pool = veer_calloc(m->nroutes ? m->nroutes : 1, sizeof(*m->route_pool));
+    for (uint32_t i = 0; i < m->nroutes; i++)
+        m->route_pool[i] = model_find_pool(m, c->routes[i].pool);
 }
 
 void model_free(struct model *m)
@@ -149,6 +161,7 @@ void model_free(struct model *m)
         free(p->rollout);
     }
     free(m->pools);
+    free(m->route_pool);
     free(m);
 }
 
@@ -422,6 +435,11 @@ struct routing *routing_build(const struct model *m)
     r->retry_after = m->maint_retry_after;
     r->maint_hold_ms = m->maint_hold_ms;
     r->conf = m->conf;
+    r->routes = m->conf && m->nroutes ? m->conf->routes_table : NULL;
+    r->nroutes = r->routes ? m->nroutes : 0;
+    r->route_pool = veer_calloc(r->nroutes ? r->nroutes : 1, sizeof(*r->route_pool));
+    if (r->nroutes)
+        memcpy(r->route_pool, m->route_pool, r->nroutes * sizeof(*r->route_pool));
     r->npools = m->npools;
     r->pools = veer_calloc(m->npools ? m->npools : 1, sizeof(*r->pools));
     for (uint32_t i = 0; i < m->npools; i++) {

@@ -73,10 +73,18 @@ struct model {
     bool maint; /* maintenance for every pool */
     int maint_retry_after;
     int64_t maint_hold_ms;
+    int *route_pool; /* by route of conf (conf->routes): the index of its pool here */
+    uint32_t nroutes;
 };
 
 /* Build the runtime model from a validated config. */
 struct model *model_from_conf(const struct veer_conf *conf);
+
+/*
+ * Point route i of m->conf at the model's index of its pool (m->route_pool),
+ * after m->conf changed (a reload) and every pool it names is in the model.
+ */
+void model_bind_routes(struct model *m);
 
 /* Append a pool built from its config (reload); returns its index. */
 int model_add_pool(struct model *m, const struct conf_pool *cp);

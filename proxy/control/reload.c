@@ -340,10 +340,11 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
     }
     /* A listener may name a pool this reload added: indexes once the model has it. */
     for (unsigned j = 0; j < rc->n; j++)
-        rc->l[j].pool = model_find_pool(ctl.model, rc->l[j].lc->pool);
+        rc->l[j].pool = rc->l[j].lc->pool ? model_find_pool(ctl.model, rc->l[j].lc->pool) : -1;
     cluster_reapply(); /* in a fleet, etcd's intent wins over the file */
     ctl.conf = nc;
     ctl.model->conf = nc;
+    model_bind_routes(ctl.model);
     module_init_all(nc);
     gen = control_publish();
     /* Snapshots from gen on point into oc only through pools the model still has from it. */

@@ -18,6 +18,7 @@
  */
 #include "conf.h"
 #include "path.h"
+#include "routes.h"
 #include "veer.h"
 
 #include <arpa/inet.h>
@@ -29,6 +30,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -255,8 +257,17 @@ static int peek_string(struct conf_loader *ld, const config_setting_t *s, conf_c
     if (v[0] == '\0')
         return fail(ld, s, "%s must not be empty", where(ld, s));
     why = check ? check(v) : NULL;
-    if (why != NULL)
-        return fail(ld, s, "%s %s (got \"%s\")", where(ld, s), why, v);
+    if (why != NULL) {
+        /* Quote it on one line: a control character shows as '?'. */
+        char shown[128];
+        size_t i;
+
+        for (i = 0; v[i] != '\0' && i < sizeof(shown) - 1; i++)
+            shown[i] = (unsigned char)v[i] < 0x20 || v[i] == 0x7f ? '?' : v[i];
+        shown[i] = '\0';
+        return fail(ld, s, "%s %s (got \"%s\"%s)", where(ld, s), why, shown,
+                    v[i] != '\0' ? "..." : "");
+    }
     *out = v;
     return 0;
 }
@@ -745,7 +756,7 @@ static int parse_listen_address(struct conf_loader *ld, const config_setting_t *
 
 static const struct conf_field listen_fields[] = {
     CF_REQ_CUSTOM("address", parse_listen_address),
-    CF_REQ_STR(struct conf_listen, pool, check_name),
+    CF_STR(struct conf_listen, pool, check_name),
     CF_CUSTOM("tls", parse_listen_tls),
     CF_END,
 };
@@ -1141,6 +1152,218 @@ static int parse_pools(struct conf_loader *ld, const config_setting_t *s, void *
 }
 
 /* ------------------------------------------------------------------------ */
+/* routes                                                                   */
+
+/* A header value goes into a request head as it is: no control characters but tab. */
+static const char *check_field_value(const char *v)
+{
+    for (; *v != '\0'; v++)
+        if ((unsigned char)*v < 0x20 && *v != '\t')
+            return "may not contain control characters";
+        else if (*v == 0x7f)
+            return "may not contain control characters";
+    return NULL;
+}
+
+/*
+ * A field a route may set or remove: a token, and not one that frames the
+ * request or the connection (veer writes those itself; a route changing
+ * them would let the backend read the body differently from veer), nor
+ * Host for removal (set it instead).
+ */
+static const char *check_route_field(const char *v, bool removing)
+{
+    static const char *const framing[] = {"content-length",   "transfer-encoding",
+                                          "connection",       "keep-alive",
+                                          "proxy-connection", "te",
+                                          "trailer",          "upgrade"};
+    const char *why = check_token(v);
+    size_t i;
+
+    if (why != NULL)
+        return why;
+    for (i = 0; i < ARRAY_SIZE(framing); i++)
+        if (strcasecmp(v, framing[i]) == 0)
+            return "is a framing or hop-by-hop field: veer writes it itself";
+    if (removing && strcasecmp(v, "host") == 0)
+        return "cannot be removed (a request needs one): set it instead";
+    return NULL;
+}
+
+static const char *check_set_field(const char *v)
+{
+    return check_route_field(v, false);
+}
+
+static const char *check_removed_field(const char *v)
+{
+    return check_route_field(v, true);
+}
+
+static const struct conf_field set_header_fields[] = {
+    CF_REQ_STR(struct conf_header, name, check_set_field),
+    CF_REQ_STR(struct conf_header, value, check_field_value),
+    CF_END,
+};
+
+static const struct conf_field header_fields[] = {
+    CF_REQ_STR(struct conf_header, name, check_token),
+    CF_REQ_STR(struct conf_header, value, check_field_value),
+    CF_END,
+};
+
+/* ( { name = "X-Api-Version"; value = "2"; }, ... ) into *out, *n. */
+static int parse_header_list(struct conf_loader *ld, const config_setting_t *s,
+                             const struct conf_field *fields, struct conf_header **out, int *n)
+{
+    int i, len = config_setting_length(s);
+
+    if (!is_group_list(s))
+        return fail(ld, s, "%s must be a list of groups: ( { name = \"X-Name\"; value = \"v\"; } )",
+                    where(ld, s));
+    *out = veer_calloc(len ? len : 1, sizeof(**out));
+    *n = len;
+    for (i = 0; i < len; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+
+        (*out)[i].line = (int)config_setting_source_line(e);
+        if (parse_group(ld, e, fields, &(*out)[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int parse_match_headers(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_route *r = obj;
+
+    return parse_header_list(ld, s, header_fields, &r->headers, &r->nheaders);
+}
+
+static int parse_match_methods(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_route *r = obj;
+
+    if (get_string_list(ld, s, check_token, &r->methods.v, &r->methods.n) < 0)
+        return -1;
+    if (r->methods.n == 0)
+        return fail(ld, s, "%s must name at least one method", where(ld, s));
+    return 0;
+}
+
+static const struct conf_field match_fields[] = {
+    CF_STR(struct conf_route, host, NULL),
+    CF_STR(struct conf_route, path, conf_check_path),
+    CF_STR(struct conf_route, path_prefix, conf_check_path),
+    CF_CUSTOM("methods", parse_match_methods),
+    CF_CUSTOM("headers", parse_match_headers),
+    CF_END,
+};
+
+static int parse_route_match(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_route *r = obj;
+
+    if (parse_group(ld, s, match_fields, r) < 0)
+        return -1;
+    if (r->path != NULL && r->path_prefix != NULL)
+        return fail(ld, s, "%s may set path or path_prefix, not both", where(ld, s));
+    return 0;
+}
+
+static const struct conf_field route_timeout_fields[] = {
+    CF_INT(struct conf_route, upstream_response_ms, 1, INT_MAX),
+    CF_END,
+};
+
+static int parse_route_timeouts(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    return parse_group(ld, s, route_timeout_fields, obj);
+}
+
+static int parse_route_retries(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    return parse_group(ld, s, retries_fields, &((struct conf_route *)obj)->retries_set);
+}
+
+static int parse_set_headers(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_route *r = obj;
+
+    return parse_header_list(ld, s, set_header_fields, &r->set_headers, &r->nset_headers);
+}
+
+static const struct conf_field request_header_fields[] = {
+    CF_CUSTOM("set", parse_set_headers),
+    {.name = "remove",
+     .kind = CONF_K_STRINGS,
+     .off = offsetof(struct conf_route, remove_headers),
+     .check = check_removed_field},
+    CF_END,
+};
+
+static int parse_request_headers(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    return parse_group(ld, s, request_header_fields, obj);
+}
+
+static const struct conf_field route_fields[] = {
+    CF_REQ_STR(struct conf_route, name, check_name),
+    CF_REQ_STR(struct conf_route, pool, check_name),
+    CF_CUSTOM("match", parse_route_match),
+    CF_CUSTOM("timeouts", parse_route_timeouts),
+    CF_INT64(struct conf_route, body_bytes, 0, INT64_MAX),
+    CF_CUSTOM("retries", parse_route_retries),
+    CF_INT(struct conf_route, hold_ms, 0, INT_MAX),
+    CF_STR(struct conf_route, rewrite_prefix, conf_check_path),
+    CF_CUSTOM("request_headers", parse_request_headers),
+    CF_END,
+};
+
+static void route_defaults(struct conf_route *r, int line)
+{
+    r->line = line;
+    r->pool_index = -1;
+    r->upstream_response_ms = -1;
+    r->body_bytes = -1;
+    r->hold_ms = -1;
+    r->retries_set = (struct conf_retries){-1, -1, -1, -1};
+}
+
+static int parse_routes(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct veer_conf *conf = obj;
+    struct hmap seen = {0};
+    int i, rc = 0, n = config_setting_length(s);
+    uintptr_t *j;
+
+    if (!is_group_list(s))
+        return fail(ld, s,
+                    "%s must be a list of groups: ( { name = \"payments\"; pool = \"payments\"; "
+                    "match = { ... }; } )",
+                    where(ld, s));
+    conf->routes = veer_calloc(n ? n : 1, sizeof(*conf->routes));
+    conf->nroutes = n;
+    for (i = 0; i < n && rc == 0; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+        struct conf_route *r = &conf->routes[i];
+
+        route_defaults(r, (int)config_setting_source_line(e));
+        if (parse_group(ld, e, route_fields, r) < 0) {
+            rc = -1;
+            break;
+        }
+        j = hmap_insert_str(&seen, r->name, (uintptr_t)i);
+        if (j != NULL)
+            rc =
+                fail(ld, config_setting_get_member(e, "name"),
+                     "duplicate route name '%s' (also at line %d)", r->name, conf->routes[*j].line);
+    }
+    hmap_free(&seen);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The file                                                                 */
 
 static const struct conf_field top_fields[] = {
@@ -1154,6 +1377,7 @@ static const struct conf_field top_fields[] = {
     CF_GROUP(struct veer_conf, maintenance, maintenance_fields),
     CF_CUSTOM("cluster", parse_cluster),
     CF_REQ_CUSTOM("pools", parse_pools),
+    CF_CUSTOM("routes", parse_routes),
     CF_END,
 };
 
@@ -1197,25 +1421,132 @@ static void sections_create(struct veer_conf *conf)
     }
 }
 
-/* Every listener must name a pool; remember its index. */
+/*
+ * Every listener names a pool, or has none when routes exist (what no route
+ * matches then gets 404); remember its index.
+ */
 static int resolve_listeners(struct conf_loader *ld, const config_setting_t *root,
                              struct veer_conf *conf)
 {
     const config_setting_t *list = config_setting_get_member(root, "listen");
-    const config_setting_t *m;
+    const config_setting_t *e, *m;
     const struct conf_pool *p;
     int i;
 
     for (i = 0; i < conf->nlistens; i++) {
+        e = config_setting_get_elem(list, i);
+        if (conf->listens[i].pool == NULL) {
+            if (conf->nroutes > 0)
+                continue;
+            return fail(ld, e,
+                        "missing required key 'pool' in %s (only a config with routes may "
+                        "leave it out)",
+                        where(ld, e));
+        }
         p = conf_find_pool(conf, conf->listens[i].pool);
         if (p != NULL) {
             conf->listens[i].pool_index = (int)(p - conf->pools);
             continue;
         }
-        m = config_setting_get_member(config_setting_get_elem(list, i), "pool");
+        m = config_setting_get_member(e, "pool");
         return fail(ld, m, "%s: unknown pool '%s'", where(ld, m), conf->listens[i].pool);
     }
     return 0;
+}
+
+/* The route's retries: its pool's, with the keys the route sets over them. */
+static int resolve_route_retries(struct conf_loader *ld, const config_setting_t *e,
+                                 struct conf_route *r, const struct conf_pool *p)
+{
+    const config_setting_t *s = config_setting_get_member(e, "retries"), *cap;
+    const struct conf_retries *set = &r->retries_set;
+
+    r->retries = p->retries;
+    if (set->count >= 0)
+        r->retries.count = set->count;
+    if (set->base_ms >= 0)
+        r->retries.base_ms = set->base_ms;
+    if (set->cap_ms >= 0)
+        r->retries.cap_ms = set->cap_ms;
+    if (set->budget_percent >= 0)
+        r->retries.budget_percent = set->budget_percent;
+    if (s == NULL || r->retries.cap_ms >= r->retries.base_ms)
+        return 0;
+    cap = config_setting_get_member(s, "cap_ms");
+    return fail(ld, cap ? cap : s, "%s.cap_ms (%d) must be >= base_ms (%d, with the pool's)",
+                where(ld, s), r->retries.cap_ms, r->retries.base_ms);
+}
+
+/* Pool, effective overrides and the keys that need others, for route i. */
+static int resolve_route(struct conf_loader *ld, const config_setting_t *e, struct veer_conf *conf,
+                         struct conf_route *r)
+{
+    const config_setting_t *m;
+    const struct conf_pool *p = conf_find_pool(conf, r->pool);
+
+    if (p == NULL) {
+        m = config_setting_get_member(e, "pool");
+        return fail(ld, m, "%s: unknown pool '%s'", where(ld, m), r->pool);
+    }
+    r->pool_index = (int)(p - conf->pools);
+    if (r->rewrite_prefix != NULL && r->path == NULL && r->path_prefix == NULL) {
+        m = config_setting_get_member(e, "rewrite_prefix");
+        return fail(ld, m,
+                    "%s needs match.path or match.path_prefix: it replaces what they matched",
+                    where(ld, m));
+    }
+    r->eff_body_bytes = r->body_bytes >= 0   ? r->body_bytes
+                        : p->body_bytes >= 0 ? p->body_bytes
+                                             : conf->limits.body_bytes;
+    r->eff_hold_ms = r->hold_ms >= 0 ? r->hold_ms : p->hold_ms;
+    return resolve_route_retries(ld, e, r, p);
+}
+
+/*
+ * Check every route against the pools, then compile the table (routes.h)
+ * once, for every snapshot of this configuration; what routes_build refuses
+ * is reported at the route's match (or the route when it has none).
+ */
+static int resolve_routes(struct conf_loader *ld, const config_setting_t *root,
+                          struct veer_conf *conf)
+{
+    const config_setting_t *list = config_setting_get_member(root, "routes"), *e, *m;
+    struct routes_spec *specs;
+    struct routes_header *hdrs;
+    struct routes_error rerr = {0};
+    int i, k, nh = 0;
+
+    for (i = 0; i < conf->nroutes; i++) {
+        if (resolve_route(ld, config_setting_get_elem(list, i), conf, &conf->routes[i]) < 0)
+            return -1;
+        nh += conf->routes[i].nheaders;
+    }
+    if (conf->nroutes == 0)
+        return 0;
+    specs = veer_calloc((size_t)conf->nroutes, sizeof(*specs));
+    hdrs = veer_calloc(nh ? (size_t)nh : 1, sizeof(*hdrs));
+    for (i = 0, nh = 0; i < conf->nroutes; i++) {
+        const struct conf_route *r = &conf->routes[i];
+
+        specs[i] = (struct routes_spec){.name = r->name,
+                                        .host = r->host,
+                                        .path = r->path,
+                                        .path_prefix = r->path_prefix,
+                                        .methods = (const char *const *)r->methods.v,
+                                        .nmethods = (size_t)r->methods.n,
+                                        .headers = hdrs + nh,
+                                        .nheaders = (size_t)r->nheaders};
+        for (k = 0; k < r->nheaders; k++)
+            hdrs[nh++] = (struct routes_header){r->headers[k].name, r->headers[k].value};
+    }
+    conf->routes_table = routes_build(specs, (size_t)conf->nroutes, &rerr);
+    free(specs);
+    free(hdrs);
+    if (conf->routes_table != NULL)
+        return 0;
+    e = config_setting_get_elem(list, (unsigned)(rerr.index >= 0 ? rerr.index : 0));
+    m = config_setting_get_member(e, "match");
+    return fail(ld, m ? m : e, "%s: %s", where(ld, m ? m : e), rerr.msg);
 }
 
 /* Skip a comment, string or directive at p; returns p itself if there is none. */
@@ -1370,7 +1701,8 @@ struct veer_conf *conf_load(const char *path, char *err, size_t errlen)
     sections_create(conf);
     ld.conf = conf;
     if (parse_group(&ld, config_root_setting(&cf), top_fields, conf) < 0 ||
-        resolve_listeners(&ld, config_root_setting(&cf), conf) < 0)
+        resolve_listeners(&ld, config_root_setting(&cf), conf) < 0 ||
+        resolve_routes(&ld, config_root_setting(&cf), conf) < 0)
         goto fail;
     config_destroy(&cf);
     return conf;
@@ -1436,6 +1768,29 @@ static void free_pool(struct conf_pool *p)
     free(p->shares);
 }
 
+static void free_headers(struct conf_header *h, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(h[i].name);
+        free(h[i].value);
+    }
+    free(h);
+}
+
+static void free_route(struct conf_route *r)
+{
+    free(r->name);
+    free(r->pool);
+    free(r->host);
+    free(r->path);
+    free(r->path_prefix);
+    free_strings(r->methods.v, r->methods.n);
+    free_headers(r->headers, r->nheaders);
+    free(r->rewrite_prefix);
+    free_headers(r->set_headers, r->nset_headers);
+    free_strings(r->remove_headers.v, r->remove_headers.n);
+}
+
 /* Free the strings and string lists the rows of fields filled in obj. */
 static void free_fields(const struct conf_field *fields, char *obj)
 {
@@ -1485,6 +1840,10 @@ void conf_free(struct veer_conf *conf)
         free_pool(&conf->pools[i]);
     free(conf->pools);
     hmap_free(&conf->pool_index);
+    for (i = 0; i < conf->nroutes; i++)
+        free_route(&conf->routes[i]);
+    free(conf->routes);
+    routes_free(conf->routes_table);
     if (conf->admin.http_tls) {
         if (conf->admin.http_tls->ctx_free)
             conf->admin.http_tls->ctx_free(conf->admin.http_tls->ctx);

@@ -13,6 +13,8 @@
 
 #include "hmap.h"
 
+struct routes;
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,8 +53,8 @@ struct conf_tls {
 
 struct conf_listen {
     struct conf_addr addr;
-    char *pool;
-    int pool_index;       /* index into veer_conf.pools */
+    char *pool;           /* NULL: no fallback pool (allowed when routes exist): 404 */
+    int pool_index;       /* index into veer_conf.pools, -1 without a pool */
     struct conf_tls *tls; /* NULL when plain HTTP */
     int line;
 };
@@ -188,6 +190,52 @@ struct conf_maintenance {
     int retry_after; /* default 30: the Retry-After of `maintenance on` without one */
 };
 
+/* A list of strings (CONF_K_STRINGS). */
+struct conf_strings {
+    char **v;
+    int n;
+};
+
+/* A header name and value of a route (match.headers, request_headers.set). */
+struct conf_header {
+    char *name;
+    char *value;
+    int line;
+};
+
+/*
+ * One entry of `routes` (issue 17). The match keys are what routes_build
+ * compiles (veer_conf.routes_table, route i is routes[i]); the overrides
+ * are resolved against the route's pool and the globals at load, so a
+ * request on the route reads its effective values here.
+ */
+struct conf_route {
+    char *name;
+    char *pool;
+    int pool_index; /* index into veer_conf.pools */
+    int line;
+    /* match = { ... } */
+    char *host;
+    char *path;
+    char *path_prefix;
+    struct conf_strings methods;
+    struct conf_header *headers;
+    int nheaders;
+    /* overrides as written: -1 = not set */
+    int upstream_response_ms;
+    int64_t body_bytes; /* 0 = unlimited */
+    int hold_ms;
+    struct conf_retries retries_set; /* each field -1 when not set */
+    char *rewrite_prefix;            /* NULL = forward the path as it is */
+    struct conf_header *set_headers; /* request_headers.set */
+    int nset_headers;
+    struct conf_strings remove_headers; /* request_headers.remove */
+    /* effective values for requests on the route (set at load) */
+    int64_t eff_body_bytes;      /* route, else pool, else limits.body_bytes */
+    int eff_hold_ms;             /* route, else pool */
+    struct conf_retries retries; /* the pool's, with the route's keys over them */
+};
+
 struct conf_cluster {
     bool enabled;
     char **etcd;
@@ -211,7 +259,10 @@ struct veer_conf {
     struct conf_pool *pools;
     int npools;
     struct hmap pool_index; /* name -> index into pools */
-    void **sections;        /* the object of each conf_sections[] entry, in order (see below) */
+    struct conf_route *routes;
+    int nroutes;
+    struct routes *routes_table; /* compiled from routes (routes.h); NULL when there are none */
+    void **sections; /* the object of each conf_sections[] entry, in order (see below) */
 };
 
 /*
@@ -263,12 +314,6 @@ enum conf_kind {
     CONF_K_STRINGS, /* struct conf_strings, each passing check; replaces (and frees) a default */
     CONF_K_GROUP,   /* the sub-object at off, against the table sub */
     CONF_K_CUSTOM,  /* parse(ld, setting, the whole object) */
-};
-
-/* A list of strings (CONF_K_STRINGS). */
-struct conf_strings {
-    char **v;
-    int n;
 };
 
 /*

@@ -4,6 +4,7 @@
  * forwards. See http.h for the model.
  */
 #include "http.h"
+#include "conf.h"
 #include "path.h"
 #include "veer.h"
 
@@ -485,6 +486,29 @@ const char *http_target_path(const struct http_msg *req, const char *head, size_
     }
     *len = path.len;
     return head + path.off;
+}
+
+const char *http_target_query(const struct http_msg *req, const char *head, size_t *len)
+{
+    struct http_span path, query;
+
+    target(req, head, &path, &query);
+    *len = query.len;
+    return query.len ? head + query.off : "";
+}
+
+const char *http_request_host(const struct http_msg *req, const char *head, size_t *len)
+{
+    if (req->flags & HF_ABSOLUTE) {
+        struct http_span a = absolute_authority(req, head);
+
+        *len = a.len;
+        return head + a.off;
+    }
+    if (req->host < 0)
+        return NULL;
+    *len = req->hdr[req->host].value.len;
+    return head + req->hdr[req->host].value.off;
 }
 
 static int check_request_headers(struct http_msg *msg)
@@ -995,8 +1019,34 @@ static char *put_list(char *o, const struct http_msg *msg, const char *head, int
 size_t http_request_bound(const struct http_msg *req, const struct http_fwd_info *fi)
 {
     /* Every kept byte, our own fields, separators per field. */
-    return req->head_len + 4 * req->nhdr + strlen(fi->client_ip) +
-           (fi->request_id ? strlen(fi->request_id) : 0) + 320;
+    size_t n = req->head_len + 4 * req->nhdr + strlen(fi->client_ip) +
+               (fi->request_id ? strlen(fi->request_id) : 0) + 320;
+
+    n += fi->target ? fi->target_len : 0;
+    for (size_t i = 0; i < fi->nset; i++)
+        n += strlen(fi->set[i].name) + strlen(fi->set[i].value) + 4;
+    return n;
+}
+
+/* Whether a route's request_headers set the Host field. */
+static bool fwd_sets_host(const struct http_fwd_info *fi)
+{
+    for (size_t i = 0; i < fi->nset; i++)
+        if (strcasecmp(fi->set[i].name, "host") == 0)
+            return true;
+    return false;
+}
+
+/* Whether a route's request_headers leave the client's field h out (removed or set anew). */
+static bool fwd_replaced(const struct http_fwd_info *fi, const char *head, const struct http_hdr *h)
+{
+    for (size_t i = 0; i < fi->nset; i++)
+        if (name_is(head, h, fi->set[i].name))
+            return true;
+    for (int i = 0; fi->remove && i < fi->remove->n; i++)
+        if (name_is(head, h, fi->remove->v[i]))
+            return true;
+    return false;
 }
 
 const char *http_find_header(const struct http_msg *msg, const char *head, const char *name,
@@ -1021,21 +1071,28 @@ size_t http_build_request(const struct http_msg *req, const char *head,
     char *o = out;
     struct http_span path, query;
 
-    target(req, head, &path, &query);
     o = put_span(o, head, req->method);
     *o++ = ' ';
-    if (path.len == 0)
-        *o++ = '/'; /* "http://host" or "http://host?q" */
-    if (path.off + path.len == query.off) {
-        /* Not rewritten: the query still follows the path. */
-        path.len += query.len;
-        query.len = 0;
+    if (fi->target) {
+        /* A route's rewrite_prefix: the target built from the canonical path and the query. */
+        o = put(o, fi->target, fi->target_len);
+    } else {
+        target(req, head, &path, &query);
+        if (path.len == 0)
+            *o++ = '/'; /* "http://host" or "http://host?q" */
+        if (path.off + path.len == query.off) {
+            /* Not rewritten: the query still follows the path. */
+            path.len += query.len;
+            query.len = 0;
+        }
+        o = put_span(o, head, path);
+        if (query.len)
+            o = put_span(o, head, query);
     }
-    o = put_span(o, head, path);
-    if (query.len)
-        o = put_span(o, head, query);
     o = PUT_LIT(o, " HTTP/1.1\r\n");
-    if (req->flags & HF_ABSOLUTE) {
+    if (fwd_sets_host(fi)) {
+        /* A route's request_headers set Host: that one, below, is the only one. */
+    } else if (req->flags & HF_ABSOLUTE) {
         o = PUT_LIT(o, "Host: ");
         o = put_span(o, head, absolute_authority(req, head));
         o = PUT_LIT(o, "\r\n");
@@ -1044,8 +1101,15 @@ size_t http_build_request(const struct http_msg *req, const char *head,
         o = PUT_LIT(o, "Host: \r\n");
     }
     for (uint32_t i = 0; i < req->nhdr; i++)
-        if (!req->hdr[i].drop)
+        if (!req->hdr[i].drop &&
+            !((fi->nset || fi->remove) && fwd_replaced(fi, head, &req->hdr[i])))
             o = put_header(o, head, &req->hdr[i]);
+    for (size_t i = 0; i < fi->nset; i++) {
+        o = put(o, fi->set[i].name, strlen(fi->set[i].name));
+        o = PUT_LIT(o, ": ");
+        o = put(o, fi->set[i].value, strlen(fi->set[i].value));
+        o = PUT_LIT(o, "\r\n");
+    }
     o = put_list(o, req, head, req->xff, "X-Forwarded-For", fi->client_ip);
     o = fi->tls ? PUT_LIT(o, "X-Forwarded-Proto: https\r\n")
                 : PUT_LIT(o, "X-Forwarded-Proto: http\r\n");

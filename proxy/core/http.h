@@ -20,6 +20,8 @@
 #include <strings.h>
 
 struct vbuf;
+struct conf_header;
+struct conf_strings;
 
 struct http_span {
     uint32_t off; /* relative to the head's first byte */
@@ -155,6 +157,15 @@ int http_canonicalize_path(struct http_msg *req, char *head);
  */
 const char *http_target_path(const struct http_msg *req, const char *head, size_t *len);
 
+/* The query of the request target, from its '?' on; "" (len 0) when it has none. */
+const char *http_target_query(const struct http_msg *req, const char *head, size_t *len);
+
+/*
+ * The host the request names: the authority of an absolute-form target,
+ * else the Host field's value; NULL when it has neither.
+ */
+const char *http_request_host(const struct http_msg *req, const char *head, size_t *len);
+
 /* Is this request method idempotent (RFC 9110 §9.2.2)? */
 bool http_method_idempotent(const struct http_msg *req);
 
@@ -172,6 +183,18 @@ struct http_fwd_info {
     const char *client_ip;  /* textual address for X-Forwarded-For */
     bool tls;               /* client side is TLS: X-Forwarded-Proto https */
     const char *request_id; /* X-Request-Id to add (the request had none), or NULL */
+    /* A route's rewrite: the request target to send instead of the client's (NULL: as is). */
+    const char *target;
+    size_t target_len;
+    /*
+     * A route's request_headers: fields of the client's request with one of
+     * these names are left out (remove), or replaced by the given value
+     * (set, added after the client's fields). veer's own forwarding fields
+     * (X-Forwarded-For/-Proto, Via, X-Request-Id) are added after them.
+     */
+    const struct conf_header *set;
+    size_t nset;
+    const struct conf_strings *remove;
 };
 
 /* Value of the first header named `name` (case-insensitive), or NULL. */

@@ -204,6 +204,14 @@ struct routing {
     const struct veer_conf *conf;
     uint32_t npools;
     struct snap_pool *pools;
+    /*
+     * The route table of conf (routes.h; NULL without routes), with route i
+     * going to pools[route_pool[i]]: both in one snapshot, so a request
+     * matches against one table and its pools, never half of a reload.
+     */
+    const struct routes *routes;
+    uint32_t nroutes;
+    int *route_pool;
     struct routing *retired_next; /* control thread: retire list */
 };
 

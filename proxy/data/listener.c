@@ -82,8 +82,8 @@ int *listener_open(const struct conf_listen *lc, unsigned nworkers)
         len = sizeof(ss);
         getsockname(fds[0], (struct sockaddr *)&ss, &len);
         format_addr(&ss, text, sizeof(text));
-        log_info("listening on %s (pool %s, %u workers, inherited%s)", text, lc->pool, nworkers,
-                 lc->tls ? ", tls" : "");
+        log_info("listening on %s (pool %s, %u workers, inherited%s)", text,
+                 lc->pool ? lc->pool : "none, routes only", nworkers, lc->tls ? ", tls" : "");
         return fds;
     }
     if (inh) {
@@ -114,8 +114,8 @@ int *listener_open(const struct conf_listen *lc, unsigned nworkers)
         }
     }
     format_addr(&ss, text, sizeof(text));
-    log_info("listening on %s (pool %s, %u workers%s)", text, lc->pool, nworkers,
-             lc->tls ? ", tls" : "");
+    log_info("listening on %s (pool %s, %u workers%s)", text,
+             lc->pool ? lc->pool : "none, routes only", nworkers, lc->tls ? ", tls" : "");
     return fds;
 }
 

@@ -151,5 +151,7 @@ int txn_listener_pool(const struct txn *t, unsigned i)
 {
     const struct worker *w = t->s->w;
 
-    return i < w->nlisteners ? w->listeners[i]->pool : -1;
+    if (i >= w->nlisteners)
+        return -2;
+    return w->listeners[i]->pool < 0 ? -1 : w->listeners[i]->pool;
 }

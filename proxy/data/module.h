@@ -99,6 +99,11 @@ void module_reopen_all(void);
 const char *txn_path(const struct txn *t, size_t *len);
 const char *txn_method(const struct txn *t, size_t *len);
 int txn_pool_index(const struct txn *t);
+/*
+ * The name of the route the request matched (issue 17), "" when none did
+ * (the listener's pool). Valid in on_request_head only, as txn_path.
+ */
+const char *txn_route_name(const struct txn *t);
 /* The worker, opaque to a module (its accessors are below). */
 const struct worker *txn_worker(const struct txn *t);
 
@@ -124,6 +129,7 @@ struct txn_log {
     char method[16];
     char path[512];
     char request_id[64];
+    char route[64];    /* the route's name, "" for none */
     bool id_generated; /* veer made it: forwarded upstream as X-Request-Id */
     uint64_t generation;
 };
@@ -161,7 +167,10 @@ const struct veer_conf *txn_conf(const struct txn *t);
 /* veer is shutting down (the worker stopped accepting). */
 bool txn_shutting_down(const struct txn *t);
 
-/* The pool of the worker's listener i (an index into the snapshot's pools); -1 past the last. */
+/*
+ * The pool of the worker's listener i (an index into the snapshot's pools):
+ * -1 when it has none (routes only), -2 past the last.
+ */
 int txn_listener_pool(const struct txn *t, unsigned i);
 
 /* txn.c */

@@ -8,6 +8,7 @@
  */
 #include "txn.h"
 #include "module.h"
+#include "routes.h"
 #include "report.h"
 #include "tls.h"
 #include "upstream.h"
@@ -105,6 +106,10 @@ struct txn *txn_new(struct txn_client *s, int pool)
     t->s = s;
     t->phase = TXN_REQ_HEAD;
     t->pool = pool;
+    t->lpool = pool;
+    t->route = -1;
+    t->route_name = "";
+    t->response_ms = -1;
     t->req = (struct http_msg *)(t + 1);
     t->res = (struct http_msg *)((char *)t->req + msz);
     t->start_us = veer_now_us();
@@ -112,6 +117,9 @@ struct txn *txn_new(struct txn_client *s, int pool)
     t->limits = w->req_limits;
     if ((uint32_t)t->pool < w->routing->npools && w->routing->pools[t->pool].conf->body_bytes >= 0)
         t->limits.body_bytes = (uint64_t)w->routing->pools[t->pool].conf->body_bytes;
+    /* With routes, the route decides the limit: route_match applies it once the head is in. */
+    if (w->routing->routes)
+        t->limits.body_bytes = 0;
     t->res_limits = w->res_limits;
     http_msg_init(t->req, HTTP_REQUEST, &t->limits);
     return t;
@@ -331,6 +339,11 @@ const char *txn_method(const struct txn *t, size_t *len)
 int txn_pool_index(const struct txn *t)
 {
     return t->pool;
+}
+
+const char *txn_route_name(const struct txn *t)
+{
+    return t->route_name ? t->route_name : "";
 }
 
 const struct worker *txn_worker(const struct txn *t)
@@ -609,7 +622,6 @@ void txn_schedule_retry_held(struct worker *w)
 int txn_head_ready(struct txn *t)
 {
     struct worker *w = t->s->w;
-    struct lb *lb;
 
     /*
      * Once, before anything reads the path: routing, the modules, the access
@@ -620,15 +632,124 @@ int txn_head_ready(struct txn *t)
         return txn_request_invalid(t);
     w->stats.requests++;
     t->bytes_in += t->req->head_len; /* body bytes that came along are counted already */
-    lb = worker_lb(w, t->pool);
-    if (lb && lb->sp->conf) {
-        /* The retry budget: each request earns budget_percent of one retry. */
-        w->retry_tokens += lb->sp->conf->retries.budget_percent * (RETRY_TOKEN / 100);
-        if (w->retry_tokens > RETRY_TOKEN_MAX)
-            w->retry_tokens = RETRY_TOKEN_MAX;
-    }
     return route(t);
 }
+
+/* Does some field line of t's request named name have exactly value? (routes.h) */
+static bool request_header_is(const void *ctx, const char *name, size_t name_len, const char *value,
+                              size_t value_len)
+{
+    const struct txn *t = ctx;
+    const char *head = t->s->in->data + t->s->in->start;
+
+    for (uint32_t i = 0; i < t->req->nhdr; i++) {
+        const struct http_hdr *h = &t->req->hdr[i];
+
+        if (h->name.len == name_len && h->value.len == value_len &&
+            strncasecmp(head + h->name.off, name, name_len) == 0 &&
+            memcmp(head + h->value.off, value, value_len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Match t against the route table of the newest snapshot: the route's pool
+ * (else the listener's) and what the route overrides, copied into t so that
+ * nothing of the table is read after this event. Returns the route's
+ * configuration, valid until the current callback returns (a configuration
+ * outlives every snapshot a worker held in a callback: reload.c), or NULL.
+ */
+static const struct conf_route *route_match(struct txn *t)
+{
+    struct worker *w = t->s->w;
+    const struct routing *r;
+    const struct conf_route *cr = NULL;
+    const struct conf_pool *cp;
+    const char *head = t->s->in->data + t->s->in->start;
+
+    worker_lb(w, -1); /* switch to the newest snapshot: its table and its pools */
+    r = w->routing;
+    t->route = -1;
+    t->route_name = "";
+    t->pool = t->lpool;
+    if (r->routes) {
+        struct routes_req q = {.method = head + t->req->method.off,
+                               .method_len = t->req->method.len,
+                               .header_is = request_header_is,
+                               .ctx = t};
+        int i;
+
+        q.host = http_request_host(t->req, head, &q.host_len);
+        q.path = http_target_path(t->req, head, &q.path_len);
+        i = routes_match(r->routes, &q);
+        if (i >= 0 && (uint32_t)i < r->nroutes && r->route_pool[i] >= 0) {
+            t->route = i;
+            t->pool = r->route_pool[i];
+            cr = &r->conf->routes[i];
+            t->route_name = cr->name;
+        }
+    }
+    cp = (uint32_t)t->pool < r->npools ? r->pools[t->pool].conf : NULL;
+    t->response_ms = cr ? cr->upstream_response_ms : -1;
+    if (t->response_ms > 0)
+        t->tv_response = (struct timeval){.tv_sec = t->response_ms / 1000,
+                                          .tv_usec = (t->response_ms % 1000) * 1000};
+    t->retries = cr ? cr->retries : cp ? cp->retries : (struct conf_retries){0};
+    t->hold_ms = cr ? cr->eff_hold_ms : cp ? cp->hold_ms : 0;
+    if (r->routes) {
+        int64_t body = cr                          ? cr->eff_body_bytes
+                       : cp && cp->body_bytes >= 0 ? cp->body_bytes
+                                                   : w->conf->limits.body_bytes;
+
+        t->limits.body_bytes = (uint64_t)body;
+    }
+    return cr;
+}
+
+/* Whether the request's body, as far as it is known, is over its (route's) limit. */
+static bool body_too_large(const struct txn *t)
+{
+    const struct http_msg *req = t->req;
+    uint64_t max = t->limits.body_bytes;
+
+    return max && (((req->flags & HF_HAS_CL) && req->content_length > max) || req->body_seen > max);
+}
+
+/*
+ * The request target a route's rewrite_prefix makes: the prefix in place of
+ * what path or path_prefix matched, the rest of the path and the query
+ * after it. A new string the caller frees.
+ */
+static char *rewrite_target(const struct txn *t, const struct conf_route *cr, size_t *len)
+{
+    const char *head = t->s->in->data + t->s->in->start;
+    size_t plen, qlen, mlen, rlen = strlen(cr->rewrite_prefix);
+    const char *path = http_target_path(t->req, head, &plen);
+    const char *query = http_target_query(t->req, head, &qlen);
+    const char *rest;
+    char *out;
+
+    if (cr->path != NULL) {
+        mlen = plen; /* exact: the whole path */
+    } else {
+        mlen = strlen(cr->path_prefix);
+        while (mlen > 0 && cr->path_prefix[mlen - 1] == '/')
+            mlen--; /* "/payments/" is "/payments"; "/" matched nothing of the path */
+    }
+    rest = path + (mlen < plen ? mlen : plen);
+    if (rlen > 0 && cr->rewrite_prefix[rlen - 1] == '/' && *rest == '/' && rest < path + plen)
+        rest++; /* "/v1/" + "/x" is "/v1/x" */
+    out = veer_malloc(rlen + (size_t)(path + plen - rest) + qlen + 1);
+    memcpy(out, cr->rewrite_prefix, rlen);
+    memcpy(out + rlen, rest, (size_t)(path + plen - rest));
+    memcpy(out + rlen + (size_t)(path + plen - rest), query, qlen);
+    *len = rlen + (size_t)(path + plen - rest) + qlen;
+    out[*len] = '\0';
+    return out;
+}
+
+static const char no_route_body[] = "{\"error\":\"no_route\",\"status\":404}\n";
 
 /*
  * The modules (which may answer or hold the request), then a backend, then
@@ -641,12 +762,21 @@ static int route(struct txn *t)
     struct worker *w = s->w;
     struct http_msg *req = t->req;
     const char *head = s->in->data + s->in->start;
-    struct http_fwd_info fi;
+    struct http_fwd_info fi = {0};
     char ip[INET6_ADDRSTRLEN];
-    const struct snap_pool *sp;
+    const struct conf_route *cr;
+    char *target = NULL;
     int rc;
 
     t->phase = TXN_REQ_HEAD;
+    cr = route_match(t);
+    if (!t->budget_earned) {
+        /* The retry budget: each request earns budget_percent of one retry. */
+        t->budget_earned = true;
+        w->retry_tokens += t->retries.budget_percent * (RETRY_TOKEN / 100);
+        if (w->retry_tokens > RETRY_TOKEN_MAX)
+            w->retry_tokens = RETRY_TOKEN_MAX;
+    }
     rc = module_request_head(t);
     if (rc == VEER_DONE)
         return s->dead ? VEER_ERROR : VEER_OK; /* answered by the module, on its way out */
@@ -666,12 +796,19 @@ static int route(struct txn *t)
     }
     if (rc != VEER_DECLINED)
         return s->dead ? VEER_ERROR : local_response(t, 500, "module error", true);
+    if ((uint32_t)t->pool >= w->routing->npools) {
+        /* No route matched and the listener has no pool. */
+        rc =
+            txn_respond(t, 404, NULL, "application/json", no_route_body, sizeof(no_route_body) - 1);
+        return rc == VEER_ERROR ? VEER_ERROR : VEER_OK;
+    }
+    if (body_too_large(t))
+        return local_response(t, 413, "request body too large", true);
     t->be = pick(t);
     if (t->be == NULL) {
-        sp = (uint32_t)t->pool < w->routing->npools ? &w->routing->pools[t->pool] : NULL;
-        if (sp && sp->conf->hold_ms > 0) {
+        if (t->hold_ms > 0) {
             if (t->hold_deadline_us == 0)
-                t->hold_deadline_us = veer_now_us() + (uint64_t)sp->conf->hold_ms * 1000;
+                t->hold_deadline_us = veer_now_us() + (uint64_t)t->hold_ms * 1000;
             if (hold(t) == VEER_OK)
                 return VEER_OK;
         }
@@ -683,8 +820,16 @@ static int route(struct txn *t)
     fi.client_ip = ip;
     fi.tls = s->tls;
     fi.request_id = t->log && t->log->id_generated ? t->log->request_id : NULL;
+    if (cr) {
+        if (cr->rewrite_prefix)
+            fi.target = target = rewrite_target(t, cr, &fi.target_len);
+        fi.set = cr->set_headers;
+        fi.nset = (size_t)cr->nset_headers;
+        fi.remove = cr->remove_headers.n ? &cr->remove_headers : NULL;
+    }
     t->req_head = txn_head_buf(w, http_request_bound(req, &fi));
     t->req_head->end = (uint32_t)http_build_request(req, head, &fi, t->req_head->data);
+    free(target);
     /* The head is rewritten: its bytes leave the client buffer. */
     s->in->start += req->head_len;
     t->req_parsed -= req->head_len;
@@ -795,7 +940,7 @@ static bool may_retry_elsewhere(const struct txn *t)
 
     if (cp == NULL || t->res_started || t->res_head_done || t->phase != TXN_FORWARD)
         return false;
-    if ((int)t->attempts >= cp->retries.count || t->s->w->retry_tokens < RETRY_TOKEN)
+    if ((int)t->attempts >= t->retries.count || t->s->w->retry_tokens < RETRY_TOKEN)
         return false;
     return nothing_sent || (http_method_idempotent(t->req) && t->req_held);
 }
@@ -807,7 +952,7 @@ static bool may_retry_elsewhere(const struct txn *t)
 static int retry_elsewhere(struct txn *t)
 {
     struct worker *w = t->s->w;
-    const struct conf_pool *cp = txn_pool(t);
+    const struct conf_retries *rt = &t->retries;
     struct lb *lb = worker_lb(w, t->pool);
     struct backend *old = t->be;
     uint64_t ceiling, delay_us;
@@ -835,9 +980,9 @@ static int retry_elsewhere(struct txn *t)
     backend_wstat_add(&t->be->ws[w->idx].active, 1);
     t->req_head_sent = 0;
     t->req_sent = 0;
-    ceiling = ((uint64_t)cp->retries.base_ms * 1000) << (t->attempts < 20 ? t->attempts - 1 : 19);
-    if (ceiling > (uint64_t)cp->retries.cap_ms * 1000)
-        ceiling = (uint64_t)cp->retries.cap_ms * 1000;
+    ceiling = ((uint64_t)rt->base_ms * 1000) << (t->attempts < 20 ? t->attempts - 1 : 19);
+    if (ceiling > (uint64_t)rt->cap_ms * 1000)
+        ceiling = (uint64_t)rt->cap_ms * 1000;
     delay_us = ceiling ? worker_rand(w) % (ceiling + 1) : 0;
     if (delay_us == 0)
         return connect_upstream(t, false);

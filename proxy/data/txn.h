@@ -57,6 +57,7 @@
 #define VEER_TXN_H
 
 #include "buf.h"
+#include "conf.h"
 #include "http.h"
 #include "upstream.h"
 
@@ -180,7 +181,15 @@ struct txn {
 
     struct upstream *up;
     struct backend *be;
-    int pool;
+    int pool;                      /* the route's pool, else the listener's; -1: none */
+    int lpool;                     /* the listener's pool: the fallback when no route matches */
+    int route;                     /* index into the snapshot's routes; -1: none matched */
+    const char *route_name;        /* its name, "": none; valid in the callback that matched */
+    bool budget_earned;            /* the retry budget got its share of this request */
+    struct conf_retries retries;   /* the route's (or pool's), as matched */
+    int hold_ms;                   /* the route's (or pool's) hold_ms, as matched */
+    int response_ms;               /* the route's upstream_response_ms, or -1 */
+    struct timeval tv_response;    /* response_ms as a timeval, when set */
     int res_status;                /* status sent to the client (0 until known) */
     struct http_limits limits;     /* the request's, with its pool's body limit */
     struct http_limits res_limits; /* the response's, as when the request started */

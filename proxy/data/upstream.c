@@ -270,6 +270,14 @@ struct upstream *upstream_connect(struct worker *w, struct backend *be, int pool
     return up;
 }
 
+/* How long the backend may stay silent: the request's route may set it (upstream_response_ms). */
+static const struct timeval *response_tv(const struct upstream *up)
+{
+    if (up->txn && up->txn->response_ms > 0)
+        return &up->txn->tv_response;
+    return up->w->tv_response;
+}
+
 struct upstream *upstream_get(struct worker *w, struct backend *be, int pool, struct txn *txn)
 {
     struct upstream *up = worker_idle_pop(w, be->addr_id);
@@ -279,6 +287,8 @@ struct upstream *upstream_get(struct worker *w, struct backend *be, int pool, st
     up->txn = txn;
     up->be = be;
     up->reused = true;
+    if (txn->response_ms > 0)
+        event_add(&up->rev, &txn->tv_response); /* worker_idle_pop armed the default */
     w->stats.upstream_reused++;
     return up;
 }
@@ -291,7 +301,7 @@ void upstream_want_read(struct upstream *up, bool on)
             event_active(&up->rev, EV_READ, 0);
         if (up->reading)
             return; /* persistent: its timer restarts on every read */
-        event_add(&up->rev, up->w->tv_response);
+        event_add(&up->rev, response_tv(up));
         up->reading = true;
     } else if (up->reading) {
         event_del(&up->rev);
@@ -302,7 +312,7 @@ void upstream_want_read(struct upstream *up, bool on)
 void upstream_want_write(struct upstream *up, bool on)
 {
     if (on)
-        event_add(&up->wev, up->connecting ? up->w->tv_connect : up->w->tv_response);
+        event_add(&up->wev, up->connecting ? up->w->tv_connect : response_tv(up));
     else
         event_del(&up->wev);
 }

@@ -69,7 +69,7 @@ CONTRACT_TYPES = {
 }
 
 ACCESS_FIELDS = ("time", "client", "method", "path", "status", "bytes_in", "bytes_out",
-                 "total_ms", "upstream_ms", "pool", "backend", "group", "generation",
+                 "total_ms", "upstream_ms", "pool", "route", "backend", "group", "generation",
                  "request_id")
 
 

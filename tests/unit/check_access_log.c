@@ -46,8 +46,8 @@ extern const struct veer_module module_access_log;
 
 /* The keys of a line, in the documented order. */
 #define KEYS                                                                                       \
-    "time,client,method,path,status,bytes_in,bytes_out,total_ms,upstream_ms,pool,backend,group,"   \
-    "generation,request_id,"
+    "time,client,method,path,status,bytes_in,bytes_out,total_ms,upstream_ms,pool,route,backend,"   \
+    "group,generation,request_id,"
 
 /* A config, its model and snapshot, and NW workers with a listener per `listen` entry. */
 static struct {
@@ -507,6 +507,7 @@ START_TEST(test_line_has_documented_fields_in_order)
     ck_assert(real(doc, "total_ms") < 12.345 + 5000.0);
     ck_assert(real(doc, "upstream_ms") == 5.0);
     ck_assert_str_eq(str(doc, "pool"), "api");
+    ck_assert_str_eq(str(doc, "route"), ""); /* no routes: the listener's pool */
     ck_assert_str_eq(str(doc, "backend"), "green-1");
     ck_assert_str_eq(str(doc, "group"), "green");
     ck_assert_int_eq(num(doc, "generation"), 42);

@@ -6,6 +6,7 @@
  */
 #include "conf.h"
 #include "module.h"
+#include "routes.h"
 #include "veer.h"
 
 #include <arpa/inet.h>
@@ -652,7 +653,209 @@ static const struct bad_conf bad_confs[] = {
     {POOL_OPEN "  backends = ( { name = \"a\"; address = \"127.0.0.1:9001\"; } );\n"
                "  shares = { blue = 100; };\n" POOL_CLOSE,
      5, "pools[0].shares names group 'blue'"},
+    /* routes (BASE: lines 1-2; the routes list opens on line 3) */
+    {BASE "routes = { name = \"r\"; };\n", 3, "routes must be a list of groups"},
+    {BASE "routes = (\n  { pool = \"api\"; }\n);\n", 4, "missing required key 'name' in routes[0]"},
+    {BASE "routes = (\n  { name = \"r\"; }\n);\n", 4, "missing required key 'pool' in routes[0]"},
+    {BASE "routes = (\n  { name = \"r s\"; pool = \"api\"; }\n);\n", 4,
+     "routes[0].name may contain only letters, digits"},
+    {BASE "routes = (\n  { name = \"r\";\n    pool = \"web\"; }\n);\n", 5,
+     "routes[0].pool: unknown pool 'web'"},
+    {BASE
+     "routes = (\n  { name = \"r\"; pool = \"api\"; },\n  { name = \"r\"; pool = \"api\"; }\n);\n",
+     5, "duplicate route name 'r' (also at line 4)"},
+    {BASE "routes = (\n  { name = \"r\"; pool = \"api\"; color = 1; }\n);\n", 4,
+     "unknown key 'color' in routes[0]"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  match = { path = \"/a\";\n"
+          "    path_prefix = \"/b\"; }; } );\n",
+     4, "routes[0].match may set path or path_prefix, not both"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  match = { path = \"a\"; }; } );\n", 4,
+     "routes[0].match.path must start with '/'"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  match = { path_prefix = \"\"; }; } );\n",
+     4, "routes[0].match.path_prefix must not be empty"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  match = { uri = \"/a\"; }; } );\n", 4,
+     "unknown key 'uri' in routes[0].match"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  match = { methods = (); }; } );\n", 4,
+     "routes[0].match.methods must name at least one method"},
+    {BASE
+     "routes = ( { name = \"r\"; pool = \"api\";\n  match = { methods = ( \"GE T\" ); }; } );\n",
+     4, "routes[0].match.methods[0] must be a valid HTTP token"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\"; match = {\n"
+          "  headers = ( { name = \"X-A\"; } ); }; } );\n",
+     4, "missing required key 'value' in routes[0].match.headers[0]"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\"; match = {\n"
+          "  headers = { name = \"X-A\"; value = \"1\"; }; }; } );\n",
+     4, "routes[0].match.headers must be a list of groups"},
+    {BASE
+     "routes = ( { name = \"r\"; pool = \"api\";\n  match = { host = \"a..example.com\"; }; } );\n",
+     4, "routes[0].match: host has an empty label"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  match = { host = \"api.*.com\"; }; } );\n",
+     4, "routes[0].match: host"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  match = { path = \"/a//b\"; }; } );\n", 4,
+     "routes[0].match: path is not canonical"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\"; match = {\n"
+          "  headers = ( { name = \"X-A\"; value = \"1\"; }, { name = \"x-a\"; value = \"2\"; } );"
+          " }; } );\n",
+     3, "routes[0].match: header \"x-a\" is listed twice"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  timeouts = { upstream_response_ms = 0; };"
+          " } );\n",
+     4, "routes[0].timeouts.upstream_response_ms must be >= 1 (got 0)"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  timeouts = { connect_ms = 5; }; } );\n", 4,
+     "unknown key 'connect_ms' in routes[0].timeouts"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  body_bytes = -1; } );\n", 4,
+     "routes[0].body_bytes must be >= 0 (got -1)"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  hold_ms = -5; } );\n", 4,
+     "routes[0].hold_ms must be >= 0 (got -5)"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  retries = { count = 11; }; } );\n", 4,
+     "routes[0].retries.count must be between 0 and 10 (got 11)"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  retries = {\n    cap_ms = 5; }; } );\n", 5,
+     "routes[0].retries.cap_ms (5) must be >= base_ms (10, with the pool's)"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\"; match = { host = \"a\"; };\n"
+          "  rewrite_prefix = \"/v1\"; } );\n",
+     4, "routes[0].rewrite_prefix needs match.path or match.path_prefix"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\"; match = { path = \"/a\"; };\n"
+          "  rewrite_prefix = \"v1\"; } );\n",
+     4, "routes[0].rewrite_prefix must start with '/'"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n"
+          "  request_headers = { set = ( { name = \"X:Y\"; value = \"1\"; } ); }; } );\n",
+     4, "routes[0].request_headers.set[0].name must be a valid HTTP token"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n"
+          "  request_headers = { set = ( { name = \"X-Y\"; value = \"a\\nb\"; } ); }; } );\n",
+     4, "routes[0].request_headers.set[0].value may not contain control characters"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n"
+          "  request_headers = { remove = ( \"X Y\" ); }; } );\n",
+     4, "routes[0].request_headers.remove[0] must be a valid HTTP token"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n"
+          "  request_headers = { add = (); }; } );\n",
+     4, "unknown key 'add' in routes[0].request_headers"},
+    {BASE
+     "routes = ( { name = \"r\"; pool = \"api\";\n"
+     "  request_headers = { set = ( { name = \"Content-Length\"; value = \"1\"; } ); }; } );\n",
+     4, "routes[0].request_headers.set[0].name is a framing or hop-by-hop field"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n"
+          "  request_headers = { remove = ( \"X-A\", \"transfer-encoding\" ); }; } );\n",
+     4, "routes[0].request_headers.remove[1] is a framing or hop-by-hop field"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n"
+          "  request_headers = { remove = ( \"Host\" ); }; } );\n",
+     4, "routes[0].request_headers.remove[0] cannot be removed (a request needs one)"},
+    /* a listener without a pool needs routes */
+    {"listen = (\n  { address = \"127.0.0.1:80\"; }\n);\n" POOLS, 2,
+     "missing required key 'pool' in listen[0] (only a config with routes may leave it out)"},
 };
+
+/* The routes block of issue 17's contract, verbatim, with the pools it names. */
+static const char routes_conf[] =
+    "routes = (\n"
+    "  { name = \"payments\"; pool = \"payments\";\n"
+    "    match = { host = \"api.example.com\"; path_prefix = \"/payments\"; }; },\n"
+    "  { name = \"users-v2\"; pool = \"users-v2\";\n"
+    "    match = { path_prefix = \"/users\"; methods = ( \"GET\", \"HEAD\" );\n"
+    "              headers = ( { name = \"X-Api-Version\"; value = \"2\"; } ); }; },\n"
+    "  { name = \"login\"; pool = \"auth\"; match = { path = \"/login\"; };\n"
+    "    timeouts = { upstream_response_ms = 5000; }; body_bytes = 65536;\n"
+    "    retries = { count = 0; }; rewrite_prefix = \"/v1/login\"; }\n"
+    ");\n"
+    "listen = ( { address = \"0.0.0.0:8080\"; pool = \"api\"; } );   # pool: the fallback\n"
+    "pools = ( { name = \"api\"; }, { name = \"payments\"; body_bytes = 100; hold_ms = 7; },\n"
+    "  { name = \"users-v2\"; retries = { count = 3; base_ms = 20; cap_ms = 400; }; },\n"
+    "  { name = \"auth\"; } );\n"
+    "limits = { body_bytes = 1000; };\n";
+
+START_TEST(test_routes_of_the_contract_load)
+{
+    struct veer_conf *c = load_ok(routes_conf);
+    const struct conf_route *r;
+
+    ck_assert_int_eq(c->nroutes, 3);
+    ck_assert_ptr_nonnull(c->routes_table);
+    ck_assert_uint_eq(routes_count(c->routes_table), 3);
+    ck_assert_str_eq(routes_name(c->routes_table, 2), "login");
+    r = &c->routes[0];
+    ck_assert_str_eq(r->name, "payments");
+    ck_assert_int_eq(r->line, 2);
+    ck_assert_int_eq(r->pool_index, 1);
+    ck_assert_str_eq(r->host, "api.example.com");
+    ck_assert_str_eq(r->path_prefix, "/payments");
+    ck_assert_ptr_null(r->path);
+    ck_assert_int_eq(r->methods.n, 0);
+    ck_assert_int_eq(r->nheaders, 0);
+    /* nothing overridden: the pool's, then the globals */
+    ck_assert_int_eq(r->upstream_response_ms, -1);
+    ck_assert_int_eq(r->eff_body_bytes, 100);
+    ck_assert_int_eq(r->eff_hold_ms, 7);
+    ck_assert_int_eq(r->retries.count, 2);
+    ck_assert_ptr_null(r->rewrite_prefix);
+    r = &c->routes[1];
+    ck_assert_int_eq(r->pool_index, 2);
+    ck_assert_int_eq(r->methods.n, 2);
+    ck_assert_str_eq(r->methods.v[1], "HEAD");
+    ck_assert_int_eq(r->nheaders, 1);
+    ck_assert_str_eq(r->headers[0].name, "X-Api-Version");
+    ck_assert_str_eq(r->headers[0].value, "2");
+    ck_assert_int_eq(r->eff_body_bytes, 1000);
+    ck_assert_int_eq(r->eff_hold_ms, 0);
+    ck_assert_int_eq(r->retries.count, 3);
+    ck_assert_int_eq(r->retries.base_ms, 20);
+    ck_assert_int_eq(r->retries.cap_ms, 400);
+    r = &c->routes[2];
+    ck_assert_int_eq(r->pool_index, 3);
+    ck_assert_str_eq(r->path, "/login");
+    ck_assert_int_eq(r->upstream_response_ms, 5000);
+    ck_assert_int_eq(r->body_bytes, 65536);
+    ck_assert_int_eq(r->eff_body_bytes, 65536);
+    ck_assert_int_eq(r->retries_set.count, 0);
+    ck_assert_int_eq(r->retries_set.base_ms, -1);
+    ck_assert_int_eq(r->retries.count, 0);
+    ck_assert_int_eq(r->retries.base_ms, 10); /* the rest from the pool */
+    ck_assert_int_eq(r->retries.budget_percent, 20);
+    ck_assert_str_eq(r->rewrite_prefix, "/v1/login");
+    ck_assert_int_eq(c->listens[0].pool_index, 0);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_route_request_headers_and_hold)
+{
+    struct veer_conf *c =
+        load_ok("listen = ( { address = \"127.0.0.1:0\"; } );\n"
+                "pools = ( { name = \"api\"; hold_ms = 5; body_bytes = 0; } );\n"
+                "limits = { body_bytes = 50; };\n"
+                "routes = ( { name = \"r\"; pool = \"api\"; hold_ms = 300;\n"
+                "  request_headers = { set = ( { name = \"X-Route\"; value = \"r 1\"; },\n"
+                "                              { name = \"Host\"; value = \"inner\"; } );\n"
+                "                      remove = ( \"X-Debug\", \"Cookie\" ); }; } );\n");
+    const struct conf_route *r = &c->routes[0];
+
+    /* a listener may leave its pool out when routes exist */
+    ck_assert_ptr_null(c->listens[0].pool);
+    ck_assert_int_eq(c->listens[0].pool_index, -1);
+    ck_assert_int_eq(r->hold_ms, 300);
+    ck_assert_int_eq(r->eff_hold_ms, 300);
+    ck_assert_int_eq(r->eff_body_bytes, 0); /* the pool's 0: unlimited, over the global 50 */
+    ck_assert_int_eq(r->nset_headers, 2);
+    ck_assert_str_eq(r->set_headers[0].name, "X-Route");
+    ck_assert_str_eq(r->set_headers[0].value, "r 1");
+    ck_assert_int_eq(r->set_headers[1].line, 6);
+    ck_assert_int_eq(r->remove_headers.n, 2);
+    ck_assert_str_eq(r->remove_headers.v[1], "Cookie");
+    ck_assert_ptr_null(r->host);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_no_routes_means_no_table)
+{
+    struct veer_conf *c = load_ok(BASE "routes = ();\n");
+
+    ck_assert_int_eq(c->nroutes, 0);
+    ck_assert_ptr_null(c->routes_table);
+    conf_free(c);
+    c = load_ok(BASE);
+    ck_assert_int_eq(c->nroutes, 0);
+    ck_assert_ptr_null(c->routes_table);
+    conf_free(c);
+}
+END_TEST
 
 START_TEST(test_bad_config_is_refused_with_file_and_line)
 {
@@ -673,6 +876,8 @@ START_TEST(test_shipped_reference_config_loads)
     ck_assert_str_eq(c->audit_log, "/var/log/veer/audit.log");
     ck_assert_str_eq(mod_str(c, "access_log"), "/var/log/veer/access.log");
     ck_assert(c->cluster.enabled);
+    ck_assert_int_eq(c->nroutes, 1);
+    ck_assert_str_eq(c->routes[0].pool, "static");
     conf_free(c);
 }
 END_TEST
@@ -1207,6 +1412,9 @@ static Suite *conf_suite(void)
     tcase_add_test(load, test_admin_http_tls);
     tcase_add_test(load, test_module_keys_fill_their_modules_sections);
     tcase_add_test(load, test_each_config_has_its_own_module_objects);
+    tcase_add_test(load, test_routes_of_the_contract_load);
+    tcase_add_test(load, test_route_request_headers_and_hold);
+    tcase_add_test(load, test_no_routes_means_no_table);
     tcase_add_loop_test(bad, test_bad_config_is_refused_with_file_and_line, 0,
                         (int)ARRAY_SIZE(bad_confs));
     tcase_add_loop_test(addr, test_parse_addr, 0, (int)ARRAY_SIZE(addr_cases));

@@ -2,6 +2,7 @@
  * check_http.c - request/response head parsing, veer's RFC 9112 checks on
  * top of strict llhttp, body framing, and the heads veer forwards.
  */
+#include "conf.h"
 #include "http.h"
 #include "path.h"
 
@@ -267,6 +268,84 @@ START_TEST(test_absolute_form_target_sets_host)
     n = http_build_request(m, s2, &fi, out);
     out[n] = '\0';
     ck_assert_ptr_nonnull(strstr(out, "GET / HTTP/1.1\r\nHost: example.com\r\n"));
+    free(m);
+}
+END_TEST
+
+/* A route's rewrite and request_headers: the new target, fields removed or set once. */
+START_TEST(test_route_rewrite_sets_and_removes_fields)
+{
+    const char *s = "GET /old/a?q=1 HTTP/1.1\r\nHost: h\r\nX-Debug: 1\r\nx-route: client\r\n"
+                    "Accept: */*\r\nX-ROUTE: again\r\n\r\n";
+    const char *abs = "GET http://example.com/p HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    const char *h10 = "GET /p HTTP/1.0\r\n\r\n";
+    struct conf_header set[] = {{.name = "X-Route", .value = "r"}};
+    struct conf_header host[] = {{.name = "Host", .value = "inner"}};
+    char *rm_v[] = {"x-debug"};
+    struct conf_strings rm = {.v = rm_v, .n = 1};
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    struct http_fwd_info fi = {.client_ip = "10.0.0.9",
+                               .target = "/new/a?q=1",
+                               .target_len = 10,
+                               .set = set,
+                               .nset = 1,
+                               .remove = &rm};
+    char out[2048];
+    size_t used, n;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    n = http_build_request(m, s, &fi, out);
+    ck_assert_uint_le(n, http_request_bound(m, &fi));
+    out[n] = '\0';
+    ck_assert_str_eq(out, "GET /new/a?q=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nX-Route: r\r\n"
+                          "X-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
+                          "Via: 1.1 veer\r\n\r\n");
+    /* setting Host replaces the one an absolute-form target or HTTP/1.0 would get */
+    fi = (struct http_fwd_info){.client_ip = "1.2.3.4", .set = host, .nset = 1};
+    http_msg_init(m, HTTP_REQUEST, &limits);
+    ck_assert_int_eq(parse_head(m, abs, &used), HTTP_HEAD_DONE);
+    n = http_build_request(m, abs, &fi, out);
+    ck_assert_uint_le(n, http_request_bound(m, &fi));
+    out[n] = '\0';
+    ck_assert_str_eq(out, "GET /p HTTP/1.1\r\nHost: inner\r\nX-Forwarded-For: 1.2.3.4\r\n"
+                          "X-Forwarded-Proto: http\r\nVia: 1.1 veer\r\n\r\n");
+    http_msg_init(m, HTTP_REQUEST, &limits);
+    ck_assert_int_eq(parse_head(m, h10, &used), HTTP_HEAD_DONE);
+    n = http_build_request(m, h10, &fi, out);
+    out[n] = '\0';
+    ck_assert_ptr_nonnull(strstr(out, "GET /p HTTP/1.1\r\nHost: inner\r\n"));
+    ck_assert_ptr_null(strstr(out, "Host: \r\n"));
+    free(m);
+}
+END_TEST
+
+/* The host a request names, and its query. */
+START_TEST(test_request_host_and_query)
+{
+    const char *s = "GET /p?x=1&y HTTP/1.1\r\nHost: API.example.com:80\r\n\r\n";
+    const char *abs = "GET http://a.example.com:8/q HTTP/1.1\r\nHost: other\r\n\r\n";
+    const char *h10 = "GET / HTTP/1.0\r\n\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    const char *v;
+    size_t used, n;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    v = http_request_host(m, s, &n);
+    ck_assert_int_eq((int)n, 18);
+    ck_assert_int_eq(memcmp(v, "API.example.com:80", n), 0);
+    v = http_target_query(m, s, &n);
+    ck_assert_int_eq((int)n, 6);
+    ck_assert_int_eq(memcmp(v, "?x=1&y", n), 0);
+    http_msg_init(m, HTTP_REQUEST, &limits);
+    ck_assert_int_eq(parse_head(m, abs, &used), HTTP_HEAD_DONE);
+    v = http_request_host(m, abs, &n);
+    ck_assert_int_eq(memcmp(v, "a.example.com:8", n), 0);
+    ck_assert_int_eq((int)n, 15);
+    http_target_query(m, abs, &n);
+    ck_assert_int_eq((int)n, 0);
+    http_msg_init(m, HTTP_REQUEST, &limits);
+    ck_assert_int_eq(parse_head(m, h10, &used), HTTP_HEAD_DONE);
+    ck_assert_ptr_null(http_request_host(m, h10, &n));
     free(m);
 }
 END_TEST
@@ -728,6 +807,8 @@ static Suite *http_suite(void)
     TCase *tc = tcase_create("http");
 
     tcase_add_test(tc, test_simple_get_head_spans);
+    tcase_add_test(tc, test_route_rewrite_sets_and_removes_fields);
+    tcase_add_test(tc, test_request_host_and_query);
     tcase_add_test(tc, test_head_split_across_reads);
     tcase_add_test(tc, test_pipelined_request_stops_at_message_end);
     tcase_add_test(tc, test_chunked_body_framing);

@@ -1,0 +1,374 @@
+"""L7 routes (issue 17), first slice: a request goes to the pool of the route
+that matches it (host, path or path_prefix, methods, headers, with the Gateway
+API's precedence), else to its listener's pool, else gets 404 no_route; a
+route's own timeout, body limit, retries, rewrite_prefix and request headers
+apply to its requests; a reload swaps the table with no failed request."""
+
+import json
+import os
+import threading
+import time
+import unittest
+
+from helpers import quick_config, veerctl  # noqa: F401 (quick_config: same defaults)
+from veertest import DEADLINE, VeerTestCase, wait_for
+
+
+def named(name):
+    """A handler answering 200 with the backend's name (the route the request took)."""
+    body = (name + "\n").encode()
+
+    def handler(conn, req):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        return True
+    return handler
+
+
+def slow(name, delay):
+    """Answers like named(), after delay seconds of silence."""
+    ok = named(name)
+
+    def handler(conn, req):
+        time.sleep(delay)
+        return ok(conn, req)
+    return handler
+
+
+def hang_up(conn, req):
+    """Closes the connection without a response: an upstream failure veer may retry."""
+    return False
+
+
+def pools_text(pools):
+    """pools = ( ... ) from (pool name, [(backend name, address), ...], extra keys)."""
+    out = []
+    for pool, backends, extra in pools:
+        bl = ", ".join('{ name = "%s"; address = "%s"; }' % b for b in backends)
+        out.append('{ name = "%s"; %s backends = ( %s ); }' % (pool, extra, bl))
+    return "pools = (\n  " + ",\n  ".join(out) + "\n);\n"
+
+
+ROUTES = """
+routes = (
+  { name = "payments"; pool = "payments";
+    match = { host = "api.example.com"; path_prefix = "/payments"; }; },
+  { name = "payments-any"; pool = "wild";
+    match = { host = "*.example.com"; path_prefix = "/payments"; }; },
+  { name = "users-v2"; pool = "users2";
+    match = { path_prefix = "/users"; methods = ( "GET", "HEAD" );
+              headers = ( { name = "X-Api-Version"; value = "2"; } ); }; },
+  { name = "users"; pool = "users"; match = { path_prefix = "/users"; }; },
+  { name = "me"; pool = "exact"; match = { path = "/users/me"; }; },
+  { name = "login"; pool = "auth"; match = { path = "/login"; };
+    rewrite_prefix = "/v1/login";
+    request_headers = { set = ( { name = "X-Route"; value = "login"; } );
+                        remove = ( "X-Debug" ); }; },
+  { name = "old"; pool = "auth"; match = { path_prefix = "/old/"; }; rewrite_prefix = "/new"; },
+  { name = "slow"; pool = "slow"; match = { path_prefix = "/slow"; };
+    timeouts = { upstream_response_ms = 200; }; },
+  { name = "slow-ok"; pool = "slow"; match = { path_prefix = "/patient"; }; },
+  { name = "upload"; pool = "api"; match = { path_prefix = "/upload"; }; body_bytes = 10; },
+  { name = "flaky"; pool = "flaky"; match = { path_prefix = "/flaky"; }; },
+  { name = "noretry"; pool = "flaky"; match = { path_prefix = "/noretry"; };
+    retries = { count = 0; }; }
+);
+"""
+
+
+class RoutesTest(VeerTestCase):
+    def start_main(self):
+        names = ("api", "payments", "wild", "users2", "users", "exact", "auth")
+        self.b = {n: self.backend(n, named(n)) for n in names}
+        self.b["slow"] = self.backend("slow", slow("slow", 2.0))
+        self.b["bad"] = self.backend("bad", hang_up)
+        self.b["good"] = self.backend("good", named("good"))
+        pools = [(n, [(n, self.b[n].address)], "") for n in names + ("slow",)]
+        # Every request earns a whole retry: the pool's retries never wait for the budget.
+        pools.append(("flaky", [("bad", self.b["bad"].address), ("good", self.b["good"].address)],
+                      "retries = { count = 2; budget_percent = 100; base_ms = 1; cap_ms = 1; };"
+                      " breaker = { failures = 1000; };"))
+        text = ('listen = ( { address = "127.0.0.1:0"; pool = "api"; } );\n'
+                'access_log = "{tmp}/access.log";\n'
+                "timeouts = { quiet_ms = 100; };\n" + pools_text(pools) + ROUTES)
+        return self.veer(text)
+
+    def access_records(self, v, count):
+        """The first count lines of v's access log, decoded (written at least once a second)."""
+        path = os.path.join(v.tmp, "access.log")
+
+        def lines():
+            if not os.path.exists(path):
+                return None
+            with open(path) as f:
+                got = [json.loads(x) for x in f.read().splitlines()]
+            return got if len(got) >= count else None
+        return wait_for(lines, what="%d access log lines" % count)
+
+    def get(self, c, path, host="test", method="GET", headers=None, body=None):
+        h = {"Host": host}
+        h.update(headers or {})
+        r = c.request(method, path, headers=h, body=body)
+        self.assertIsNotNone(r, "no response to %s %s" % (method, path))
+        return r
+
+    def where(self, c, path, **kw):
+        r = self.get(c, path, **kw)
+        self.assertEqual(r.status, 200, r.body[:200])
+        return r.body.decode().strip()
+
+    def test_requests_follow_the_route_table(self):
+        v = self.start_main()
+        c = self.client(v.port)
+        # host: exact before wildcard before none; whole segments only.
+        self.assertEqual(self.where(c, "/payments/1", host="api.example.com"), "payments")
+        self.assertEqual(self.where(c, "/payments", host="API.Example.com:8080"), "payments")
+        self.assertEqual(self.where(c, "/payments/1", host="eu.example.com"), "wild")
+        self.assertEqual(self.where(c, "/payments/1", host="a.b.example.com"), "wild")
+        self.assertEqual(self.where(c, "/payments/1", host="example.com"), "api")
+        self.assertEqual(self.where(c, "/paymentsx", host="api.example.com"), "api")
+        # methods and headers: a route whose method or header does not hold falls through.
+        v2 = {"X-Api-Version": "2"}
+        self.assertEqual(self.where(c, "/users/7", headers=v2), "users2")
+        self.assertEqual(self.where(c, "/users/7", method="POST", headers=v2, body=b""), "users")
+        self.assertEqual(self.where(c, "/users/7"), "users")
+        self.assertEqual(self.where(c, "/users/7", headers={"X-Api-Version": "3"}), "users")
+        # an exact path wins over a longer condition list on a prefix
+        self.assertEqual(self.where(c, "/users/me", headers=v2), "exact")
+        self.assertEqual(self.where(c, "/users/me/x", headers=v2), "users2")
+        # no route: the listener's pool
+        self.assertEqual(self.where(c, "/elsewhere"), "api")
+        self.assertEqual(self.where(c, "/"), "api")
+        c.close()
+        v.stop()  # a clean exit: no sanitizer report, nothing leaked
+
+    def test_access_log_names_the_route(self):
+        v = self.start_main()
+        c = self.client(v.port)
+        self.where(c, "/payments/1", host="api.example.com")
+        self.where(c, "/elsewhere")
+        self.where(c, "/old/a")
+        recs = self.access_records(v, 3)
+        self.assertEqual([(r["path"], r["route"], r["pool"]) for r in recs[:3]],
+                         [("/payments/1", "payments", "payments"), ("/elsewhere", "", "api"),
+                          ("/old/a", "old", "auth")])
+
+    def test_rewrite_prefix_and_request_headers(self):
+        v = self.start_main()
+        c = self.client(v.port)
+        r = self.get(c, "/login?next=%2Fhome",
+                     headers={"X-Debug": "1", "X-Route": "client", "X-Keep": "k"})
+        self.assertEqual(r.status, 200)
+        req = self.b["auth"].requests[-1]
+        self.assertEqual(req.target, "/v1/login?next=%2Fhome")
+        self.assertEqual(req.header_all("X-Debug"), [])
+        self.assertEqual(req.header_all("X-Route"), ["login"])
+        self.assertEqual(req.header("X-Keep"), "k")
+        self.assertEqual(req.header("Host"), "test")
+        # a prefix: the rest of the path and the query follow the new prefix
+        self.assertEqual(self.where(c, "/old/a/b?q=1", headers={"X-Debug": "2"}), "auth")
+        req = self.b["auth"].requests[-1]
+        self.assertEqual(req.target, "/new/a/b?q=1")
+        self.assertEqual(req.header("X-Debug"), "2")  # only "login" removes it
+        self.assertEqual(req.header_all("X-Route"), [])
+        self.assertEqual(self.where(c, "/old"), "auth")
+        self.assertEqual(self.b["auth"].requests[-1].target, "/new")
+        # routes without a rewrite forward the path as it came
+        self.assertEqual(self.where(c, "/users/7?x=1"), "users")
+        self.assertEqual(self.b["users"].requests[-1].target, "/users/7?x=1")
+        c.close()
+        v.stop()
+
+    def test_route_timeout_fires_while_the_pools_would_not(self):
+        v = self.start_main()
+        c = self.client(v.port)
+        t0 = time.monotonic()
+        r = self.get(c, "/slow/x")
+        self.assertEqual(r.status, 504, r.body[:200])
+        self.assertEqual(json.loads(r.body)["error"], "gateway_timeout")
+        self.assertLess(time.monotonic() - t0, 1.5, "the route's 200 ms did not apply")
+        # the same pool through a route without the override: the global 30 s
+        c2 = self.client(v.port)
+        self.assertEqual(self.where(c2, "/patient"), "slow")
+
+    def test_route_body_limit(self):
+        v = self.start_main()
+        c = self.client(v.port)
+        self.assertEqual(self.get(c, "/upload", method="POST", body=b"x" * 10).status, 200)
+        r = self.get(c, "/upload", method="POST", body=b"x" * 11)
+        self.assertEqual(r.status, 413, r.body[:200])
+        self.assertEqual(json.loads(r.body)["error"], "content_too_large")
+        # the same pool, another path: no limit (the global one is unlimited)
+        c = self.client(v.port)
+        self.assertEqual(self.get(c, "/elsewhere", method="POST", body=b"x" * 5000).status, 200)
+        # a chunked body over the route's limit
+        c = self.client(v.port)
+        c.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"c\r\nxxxxxxxxxxxx\r\n0\r\n\r\n")
+        self.assertEqual(c.response().status, 413)
+
+    def test_route_retries_count_zero(self):
+        v = self.start_main()
+        bad, good = self.b["bad"], self.b["good"]
+        c = self.client(v.port)
+        # the pool's retries: a failure goes to the other backend, the client sees 200
+        for _ in range(4):
+            self.assertEqual(self.where(c, "/flaky"), "good")
+        self.assertGreater(len(bad.requests), 0)
+        # the route's count = 0: a failure is the client's 502
+        n_bad, n_good, statuses = len(bad.requests), len(good.requests), []
+        for _ in range(6):
+            c = self.client(v.port)
+            statuses.append(self.get(c, "/noretry").status)
+        self.assertEqual(sorted(set(statuses)) <= [200, 502], True, statuses)
+        self.assertEqual(statuses.count(502), len(bad.requests) - n_bad, statuses)
+        self.assertEqual(statuses.count(200), len(good.requests) - n_good, statuses)
+        self.assertIn(502, statuses)
+
+    def test_listener_without_pool_answers_404_no_route(self):
+        a = self.backend("a", named("a"))
+        text = ('listen = ( { address = "127.0.0.1:0"; } );\n'
+                "timeouts = { quiet_ms = 100; };\n"
+                + pools_text([("a", [("a", a.address)], "")])
+                + 'routes = ( { name = "r"; pool = "a"; match = { path_prefix = "/r"; }; } );\n')
+        v = self.veer(text)
+        c = self.client(v.port)
+        self.assertEqual(self.where(c, "/r/1"), "a")
+        r = self.get(c, "/nothing")
+        self.assertEqual(r.status, 404)
+        self.assertEqual(r.header("Content-Type"), "application/json")
+        self.assertEqual(r.body, b'{"error":"no_route","status":404}\n')
+        # the connection stays usable, and veer's own endpoints still answer
+        self.assertEqual(self.where(c, "/r"), "a")
+        self.assertEqual(self.get(c, "/api/health/liveness").status, 200)
+        self.assertEqual(len(a.requests), 2)
+        c.close()
+        v.stop()
+
+    def test_readiness_checks_listeners_after_one_without_pool(self):
+        a = self.backend("a", named("a"))
+        text = ('listen = ( { address = "127.0.0.1:0"; },\n'
+                '  { address = "127.0.0.1:0"; pool = "empty"; } );\n'
+                "timeouts = { quiet_ms = 100; };\n"
+                'pools = ( { name = "a"; backends = ( { name = "a"; address = "%s"; } ); },\n'
+                '  { name = "empty"; } );\n'
+                'routes = ( { name = "r"; pool = "a"; match = { path_prefix = "/r"; }; } );\n'
+                % a.address)
+        v = self.veer(text)
+        c = self.client(v.port)
+        r = self.get(c, "/api/health/readiness")
+        self.assertEqual(r.status, 503, r.body)
+        self.assertIn(b"pool empty has no eligible backend", r.body)
+
+    def test_route_hold_ms_holds_while_the_pools_does_not(self):
+        text = ('listen = ( { address = "127.0.0.1:0"; pool = "empty"; } );\n'
+                "timeouts = { quiet_ms = 100; };\n"
+                'pools = ( { name = "empty"; } );\n'
+                'routes = ( { name = "held"; pool = "empty"; match = { path_prefix = "/held"; };\n'
+                '  hold_ms = 400; } );\n')
+        v = self.veer(text)
+        c = self.client(v.port)
+        t0 = time.monotonic()
+        r = self.get(c, "/now")
+        self.assertEqual(r.status, 503)
+        t1 = time.monotonic()
+        r = self.get(c, "/held")
+        self.assertEqual(r.status, 503)
+        self.assertGreaterEqual(time.monotonic() - t1, 0.4, "the route's hold_ms did not apply")
+        self.assertLess(t1 - t0, 0.4, "the pool's hold_ms is 0")
+
+class RoutesReloadTest(VeerTestCase):
+    def config(self, target):
+        return ('listen = ( { address = "127.0.0.1:0"; pool = "fallback"; } );\n'
+                'timeouts = { quiet_ms = 100; };\n'
+                'admin = { socket = "{tmp}/admin.sock"; };\n'
+                + pools_text([(n, [(n, self.b[n].address)], "") for n in ("a", "b", "fallback")])
+                + 'routes = ( { name = "svc"; pool = "%s"; match = { path_prefix = "/svc"; }; },\n'
+                  '  { name = "other"; pool = "%s"; match = { path = "/other"; }; } );\n'
+                % (target, target))
+
+    def test_reload_swaps_the_table_under_load_without_a_failed_request(self):
+        self.b = {n: self.backend(n, named(n)) for n in ("a", "b", "fallback")}
+        v = self.veer(self.config("a"))
+        stop = threading.Event()
+        seen, errors, lock = [], [], threading.Lock()
+
+        def loop():
+            c = None
+            while not stop.is_set():
+                try:
+                    if c is None:
+                        c = self.client(v.port)
+                    for path in ("/svc/x", "/other"):
+                        sent = time.monotonic()
+                        r = c.request("GET", path)
+                        with lock:
+                            if r is None or r.status != 200:
+                                errors.append((path, r and r.status, r and r.body[:100]))
+                            else:
+                                seen.append((sent, path, r.body.decode().strip()))
+                except OSError as e:
+                    with lock:
+                        errors.append(("socket", str(e)))
+                    c = None
+
+        threads = [threading.Thread(target=loop, daemon=True) for _ in range(3)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(seen) >= 100, what="load before the reload")
+        tmp = v.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(self.config("b").replace("{tmp}", v.tmp))
+        os.replace(tmp, v.config_path)
+        res = veerctl(v.admin_socket, "reload")
+        self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+        t_ack = time.monotonic()
+        wait_for(lambda: sum(1 for s in list(seen) if s[0] > t_ack) >= 100,
+                 what="load after the reload")
+        stop.set()
+        for t in threads:
+            t.join(DEADLINE)
+        self.assertEqual(errors, [])
+        answers = {s[2] for s in seen}
+        self.assertLessEqual(answers, {"a", "b"}, "an answer from neither table")
+        # applied before the ack: every request sent after it sees the new table
+        late = {s[2] for s in seen if s[0] > t_ack}
+        self.assertEqual(late, {"b"})
+        self.assertEqual(len(self.b["fallback"].requests), 0)
+        v.stop()  # the replaced configuration and its table were freed, or are at exit
+
+    def test_reload_adding_a_pool_routes_to_it_by_name(self):
+        # The new pool comes first in the file but last in the running model:
+        # a route must reach it by name, not by its place in the file.
+        self.b = {n: self.backend(n, named(n)) for n in ("a", "b", "fallback", "c")}
+        v = self.veer(self.config("a"))
+        c = self.client(v.port)
+        self.assertEqual(c.request("GET", "/svc").body, b"a\n")
+        text = ('listen = ( { address = "127.0.0.1:0"; pool = "fallback"; } );\n'
+                'timeouts = { quiet_ms = 100; };\n'
+                'admin = { socket = "%s/admin.sock"; };\n' % v.tmp
+                + pools_text([(n, [(n, self.b[n].address)], "") for n in ("c", "a", "fallback")])
+                + 'routes = ( { name = "svc"; pool = "c"; match = { path_prefix = "/svc"; }; },\n'
+                  '  { name = "other"; pool = "a"; match = { path = "/other"; }; } );\n')
+        tmp = v.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, v.config_path)
+        res = veerctl(v.admin_socket, "reload")
+        self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+        self.assertEqual(c.request("GET", "/svc/1").body, b"c\n")
+        self.assertEqual(c.request("GET", "/other").body, b"a\n")
+        self.assertEqual(c.request("GET", "/x").body, b"fallback\n")
+        # a config with a route to an unknown pool is refused; the running table stays
+        with open(tmp, "w") as f:
+            f.write(text.replace('pool = "c";', 'pool = "nope";'))
+        os.replace(tmp, v.config_path)
+        res = veerctl(v.admin_socket, "reload")
+        self.assertNotEqual(res.returncode, 0, res.stdout)
+        self.assertIn("routes[0].pool: unknown pool 'nope'", res.stdout + res.stderr)
+        self.assertEqual(c.request("GET", "/svc/1").body, b"c\n")
+        c.close()
+        v.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
