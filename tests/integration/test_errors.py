@@ -289,6 +289,10 @@ class RetryPolicyTest(VeerTestCase):
                 t.join(DEADLINE)
             self.assertEqual(results, {p: 502 for p in paths})
             fails += paths
+        # The backend records an attempt just after closing it: the last of a
+        # request may land a moment after veer's 502 was read.
+        wait_for(lambda: all(sum(1 for a in arrivals if a[0] == p) >= 4 for p in fails),
+                 what="every attempt recorded")
         gaps = {1: [], 2: [], 3: []}
         for p in fails:
             att = sorted((ts, t_close) for tgt, ts, t_close in arrivals if tgt == p)
