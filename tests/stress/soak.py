@@ -393,6 +393,8 @@ class Soak:
         def build(rng):
             path = "/slow/%d" % rng.randrange(1 << 30) if rng.random() < 0.1 else \
                 "%s/%d" % (prefix, rng.randrange(1 << 30))
+            if rng.random() < 0.1:
+                path = path.replace("/", "//", 1).replace("/", "/./", 2)  # canonicalized by veer
             return ("GET %s HTTP/1.1\r\nHost: soak\r\n\r\n" % path).encode(), "GET", None
         return build
 
@@ -733,9 +735,20 @@ class Soak:
                 'pools = ( { name = "api"; hold_ms = %d; %s\n'
                 '            shares = { blue = 50; green = 50; };\n'
                 '            backends = ( %s ); } );\n'
+                '%s'
                 % (self.args.workers, self.tls_text, self.tmp, self.tmp, self.tmp,
                    60000 + 1000 * alt, self.args.hold_ms,
-                   health_text("/ready", 100, 1000, 1, 3), bl))
+                   health_text("/ready", 100, 1000, 1, 3), bl, self.routes_text(alt)))
+
+    @staticmethod
+    def routes_text(alt):
+        """Routes to the one pool, so every answer stays checkable: a reload swaps
+        between two tables (one with a header set, one with a route more), and
+        requests on /ka take a route while the others fall back to the listener's."""
+        ka = ('{ name = "ka"; pool = "api"; match = { path_prefix = "/ka"; };\n'
+              '  request_headers = { set = ( { name = "X-Route"; value = "ka-%d"; } ); }; }' % alt)
+        slow = '{ name = "slow"; pool = "api"; match = { path_prefix = "/slow"; methods = ( "GET" ); }; }'
+        return "routes = ( %s );\n" % (ka if alt == 0 else ka + ",\n" + slow)
 
     def run(self):
         a = self.args
