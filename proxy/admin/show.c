@@ -8,7 +8,10 @@
 #include "adminhttp.h"
 #include "control.h"
 #include "model.h"
+#include "path.h"
+#include "routes.h"
 #include "audit.h"
+#include "conf.h"
 #include "health.h"
 #include "sbuf.h"
 #include "state.h"
@@ -251,6 +254,78 @@ void show_stats(struct ctl_req *r)
     sb_free(&o);
 }
 
+/*
+ * route explain: what the data path would do with the request, against the
+ * configuration the control thread holds (the one the newest snapshot was
+ * built from): the canonical path, the route and its pool (or the fallback:
+ * the first listener's pool), then routes_explain's lines for the routes
+ * that ranked above the winner.
+ */
+void show_route_explain(struct ctl_req *r)
+{
+    const struct cmd *c = &r->cmd;
+    const struct veer_conf *conf = control_conf();
+    const char *path = c->x.buf + c->x.path;
+    size_t plen = strlen(path), clen = 0;
+    char *canon = veer_malloc(plen + 1);
+    struct routes_hdr hdrs[CMD_MAX_HEADERS];
+    struct sbuf o, ex;
+    int st, i = -1;
+
+    st = path_canonical(path, plen, canon, plen + 1, &clen);
+    if (st != PATH_OK) {
+        char line[160];
+
+        snprintf(line, sizeof(line), "ERR bad path: %s", path_status_name(st));
+        free(canon);
+        control_answer(r, line, false);
+        return;
+    }
+    canon[clen] = '\0';
+    sb_init(&o);
+    sb_init(&ex);
+    sb_printf(&o, "OK\ncanonical_path %s\n", canon);
+    if (c->x.buf[c->x.query] != '\0')
+        sb_printf(&o, "query %s (ignored for matching)\n", c->x.buf + c->x.query);
+    if (conf->routes_table != NULL) {
+        struct routes_req q = {.method = c->x.buf + c->x.method,
+                               .method_len = strlen(c->x.buf + c->x.method),
+                               .host = c->x.has_host ? c->x.buf + c->x.host : NULL,
+                               .host_len = c->x.has_host ? strlen(c->x.buf + c->x.host) : 0,
+                               .path = canon,
+                               .path_len = clen,
+                               .hdrs = hdrs,
+                               .nhdrs = (size_t)c->x.nheaders};
+
+        for (int k = 0; k < c->x.nheaders; k++)
+            hdrs[k] = (struct routes_hdr){.name = c->x.buf + c->x.hname[k],
+                                          .name_len = strlen(c->x.buf + c->x.hname[k]),
+                                          .value = c->x.buf + c->x.hvalue[k],
+                                          .value_len = strlen(c->x.buf + c->x.hvalue[k])};
+        i = routes_explain(conf->routes_table, &q, &ex);
+    }
+    if (i >= 0 && i < conf->nroutes) {
+        sb_printf(&o, "route %s pool %s\n", conf->routes[i].name, conf->routes[i].pool);
+    } else if (conf->nlistens > 0 && conf->listens[0].pool != NULL) {
+        sb_printf(&o, "route none pool %s (listener fallback)\n", conf->listens[0].pool);
+    } else {
+        sb_puts(&o, "route none (no pool: 404 no_route)\n");
+    }
+    if (conf->routes_table == NULL) {
+        sb_puts(&o, "no routes configured\n");
+    } else {
+        /* routes_explain's first line ("match NAME" / "no route") is the route line above. */
+        const char *rest = ex.len ? memchr(ex.s, '\n', ex.len) : NULL;
+
+        if (rest != NULL && rest[1] != '\0')
+            sb_puts(&o, rest + 1);
+    }
+    control_answer(r, o.s, true);
+    sb_free(&ex);
+    sb_free(&o);
+    free(canon);
+}
+
 void show_execute(struct ctl_req *r)
 {
     switch (r->cmd.kind) {
@@ -262,6 +337,9 @@ void show_execute(struct ctl_req *r)
         return;
     case CMD_SHOW_STATS:
         show_stats(r);
+        return;
+    case CMD_ROUTE_EXPLAIN:
+        show_route_explain(r);
         return;
     default:
         control_answer(r, "ERR not a show command", false);

@@ -1,6 +1,6 @@
 /*
  * show.h - the read-only admin commands that render the model: show pools,
- * show pool, show stats. control_execute hands them to show_execute (bound
+ * show pool, show stats, route explain. control_execute hands them to show_execute (bound
  * by main through control_set_show), on the control thread.
  */
 #ifndef VEER_SHOW_H
@@ -12,5 +12,6 @@ void show_execute(struct ctl_req *r);
 void show_pools(struct ctl_req *r);
 void show_pool(struct ctl_req *r);
 void show_stats(struct ctl_req *r);
+void show_route_explain(struct ctl_req *r);
 
 #endif

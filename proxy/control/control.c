@@ -1017,6 +1017,7 @@ void control_execute(struct ctl_req *r)
     case CMD_SHOW_POOLS:
     case CMD_SHOW_POOL:
     case CMD_SHOW_STATS:
+    case CMD_ROUTE_EXPLAIN:
         if (ctl.show)
             ctl.show(r);
         else

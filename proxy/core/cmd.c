@@ -87,9 +87,10 @@ static const char *const kind_names[] = {
     [CMD_UPGRADE] = "upgrade",
     [CMD_SHOW_CLUSTER] = "show cluster",
     [CMD_SHOW_STATS] = "show stats",
+    [CMD_ROUTE_EXPLAIN] = "route explain",
 };
 
-_Static_assert(ARRAY_SIZE(kind_names) == CMD_SHOW_STATS + 1, "a kind without a name");
+_Static_assert(ARRAY_SIZE(kind_names) == CMD_ROUTE_EXPLAIN + 1, "a kind without a name");
 
 /*
  * Replace every byte that is not printable ASCII by '?', so a reason that
@@ -739,6 +740,83 @@ static int parse_rollout_start(struct parser *p)
     return 0;
 }
 
+/* An RFC 9110 token character (a method, a field name). */
+static bool tchar(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* Visible ASCII only: what a request line or field value of the explained request may hold. */
+static bool visible(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+/* Append s[0..n) and a NUL to the explain buffer; its offset. */
+static uint16_t x_put(struct cmd *c, size_t *used, const char *s, size_t n)
+{
+    uint16_t off = (uint16_t)*used;
+
+    memcpy(c->x.buf + *used, s, n);
+    c->x.buf[*used + n] = '\0';
+    *used += n + 1;
+    return off;
+}
+
+/*
+ * route explain METHOD HOST PATH [Name:Value ...]: only the syntax here (the
+ * path's canonical form is the handler's to compute). HOST "-" is a request
+ * without Host. The words together are shorter than the line, so they fit
+ * in x.buf with their NULs.
+ */
+static int parse_route_explain(struct parser *p)
+{
+    struct cmd *c = p->c;
+    const char *m, *h, *path, *q;
+    size_t used = 0;
+
+    if (p->narg < 3)
+        return usage(p);
+    m = p->arg[0];
+    h = p->arg[1];
+    path = p->arg[2];
+    if (strlen(m) > 32)
+        return fail(p, "method too long (max 32 bytes)");
+    for (const char *s = m; *s; s++)
+        if (!tchar(*s))
+            return fail(p, "bad method '%.*s'", echo_len(strlen(m)), m);
+    if (strlen(h) > 255 || !visible(h, strlen(h)))
+        return fail(p, "bad host '%.*s'", echo_len(strlen(h)), h);
+    if (!visible(path, strlen(path)))
+        return fail(p, "bad path '%.*s'", echo_len(strlen(path)), path);
+    if (p->narg - 3 > CMD_MAX_HEADERS)
+        return fail(p, "too many headers (max %d)", CMD_MAX_HEADERS);
+    c->x.method = x_put(c, &used, m, strlen(m));
+    c->x.has_host = strcmp(h, "-") != 0;
+    c->x.host = x_put(c, &used, h, c->x.has_host ? strlen(h) : 0);
+    q = strchr(path, '?');
+    c->x.path = x_put(c, &used, path, q ? (size_t)(q - path) : strlen(path));
+    c->x.query = x_put(c, &used, q ? q : "", q ? strlen(q) : 0);
+    for (int i = 3; i < p->narg; i++) {
+        const char *a = p->arg[i], *colon = strchr(a, ':');
+        size_t nlen = colon ? (size_t)(colon - a) : 0;
+
+        if (colon == NULL || nlen == 0)
+            return fail(p, "bad header '%.*s': expected Name:Value", echo_len(strlen(a)), a);
+        for (size_t k = 0; k < nlen; k++)
+            if (!tchar(a[k]))
+                return fail(p, "bad header name '%.*s'", echo_len(nlen), a);
+        c->x.hname[c->x.nheaders] = x_put(c, &used, a, nlen);
+        c->x.hvalue[c->x.nheaders] = x_put(c, &used, colon + 1, strlen(colon + 1));
+        c->x.nheaders++;
+    }
+    return 0;
+}
+
 /* ---- the command table ------------------------------------------------ */
 
 #define CHANGE true
@@ -776,6 +854,8 @@ static const struct cmd_def cmd_defs[] = {
     {CMD_ROLLOUT_PAUSE, "rollout", "pause", "rollout pause POOL", 0, CHANGE, parse_pool},
     {CMD_ROLLOUT_RESUME, "rollout", "resume", "rollout resume POOL", 0, CHANGE, parse_pool},
     {CMD_ROLLOUT_ABORT, "rollout", "abort", "rollout abort POOL", 0, CHANGE, parse_pool},
+    {CMD_ROUTE_EXPLAIN, "route", "explain", "route explain METHOD HOST PATH [NAME:VALUE...]", 0,
+     QUERY, parse_route_explain},
     {CMD_AUDIT_VERIFY, "audit", "verify", "audit verify [FILE]", 0, QUERY, parse_audit_verify},
     {CMD_RELOAD, "reload", NULL, "reload", 0, CHANGE, parse_none},
     {CMD_UPGRADE, "upgrade", NULL, "upgrade", 0, CHANGE, parse_none},
@@ -933,6 +1013,8 @@ static const char help_text[] =
     "rollout pause POOL                                   stay at the current step\n"
     "rollout resume POOL                                  continue a paused rollout\n"
     "rollout abort POOL                                   stop and roll back\n"
+    "route explain METHOD HOST PATH [NAME:VALUE...]       which route a request takes and why "
+    "(HOST - : no Host; no route: the first listener's pool)\n"
     "audit verify [FILE]                                  check the audit log's hash chain\n"
     "reload                                               re-read the config file (SIGHUP)\n"
     "upgrade                                              start the new binary (SIGUSR2)\n"

@@ -11,10 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CMD_NAME_MAX   64
-#define CMD_MAX_SHARES 32
-#define CMD_MAX_STEPS  32
-#define CMD_LINE_MAX   4096 /* longer lines are refused */
+#define CMD_NAME_MAX    64
+#define CMD_MAX_SHARES  32
+#define CMD_MAX_STEPS   32
+#define CMD_LINE_MAX    4096 /* longer lines are refused */
+#define CMD_MAX_HEADERS 32   /* route explain: header arguments */
 
 enum cmd_kind {
     CMD_HELP = 0,
@@ -40,6 +41,7 @@ enum cmd_kind {
     CMD_UPGRADE,        /* upgrade */
     CMD_SHOW_CLUSTER,   /* show cluster [--json] */
     CMD_SHOW_STATS,     /* show stats [--json]: traffic over the last second (veerctl top) */
+    CMD_ROUTE_EXPLAIN,  /* route explain METHOD HOST PATH [Name:Value ...] */
 };
 
 enum cmd_state_target {
@@ -87,6 +89,21 @@ struct cmd {
     int min_requests;      /* -1 when not given */
 
     char file[256]; /* audit verify [FILE]; "" = the configured audit log */
+
+    /*
+     * route explain: the request's strings, NUL-terminated, at offsets into
+     * buf (offsets, not pointers, so a struct cmd may be copied). host is
+     * absent (has_host false) when HOST was "-". path is PATH up to the
+     * first '?', query the rest ("" when none). Header i is buf + hname[i]
+     * (the text before the first ':') and buf + hvalue[i] (the rest).
+     */
+    struct {
+        uint16_t method, host, path, query;
+        bool has_host;
+        uint16_t hname[CMD_MAX_HEADERS], hvalue[CMD_MAX_HEADERS];
+        int nheaders;
+        char buf[CMD_LINE_MAX + 8];
+    } x;
 };
 
 /*

@@ -224,6 +224,56 @@ class RoutesTest(VeerTestCase):
         self.assertEqual(statuses.count(200), len(good.requests) - n_good, statuses)
         self.assertIn(502, statuses)
 
+    def test_route_explain_agrees_with_the_data_path(self):
+        v = self.start_main()
+        c = self.client(v.port)
+        res = veerctl(v.admin_socket, "route", "explain", "GET", "eu.example.com",
+                      "/payments/../users/7?x=1", "X-Api-Version:2")
+        self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+        self.assertEqual(res.stdout,
+                         "OK\n"
+                         "canonical_path /users/7\n"
+                         "query ?x=1 (ignored for matching)\n"
+                         "route users-v2 pool users2\n"
+                         "skip payments-any: path_prefix /payments does not cover /users/7\n"
+                         "skip me: path /users/me is not /users/7\n"
+                         "skip login: path /login is not /users/7\n"
+                         "skip slow-ok: path_prefix /patient does not cover /users/7\n"
+                         "skip noretry: path_prefix /noretry does not cover /users/7\n"
+                         "skip upload: path_prefix /upload does not cover /users/7\n"
+                         "skip 1 route for other hosts\n\n")
+        # What explain names is where the same request goes.
+        cases = [("GET", "eu.example.com", "/payments/../users/7?x=1", {"X-Api-Version": "2"}),
+                 ("GET", "api.example.com", "/payments/1", {}),
+                 ("GET", "a.b.example.com", "//payments/./1", {}),
+                 ("POST", "test", "/users/7", {"X-Api-Version": "2"}),
+                 ("GET", "test", "/users/%6De", {}),
+                 ("GET", "test", "/elsewhere", {})]
+        for method, host, path, headers in cases:
+            hdr_args = ["%s:%s" % kv for kv in headers.items()]
+            res = veerctl(v.admin_socket, "route", "explain", method, host, path, *hdr_args)
+            self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+            lines = res.stdout.split("\n")
+            self.assertEqual(lines[0], "OK")
+            route = [x for x in lines if x.startswith("route ")]
+            self.assertEqual(len(route), 1, res.stdout)
+            pool = route[0].split(" pool ")[1].split(" ")[0]
+            got = self.where(c, path, host=host, method=method, headers=headers,
+                             body=b"" if method == "POST" else None)
+            self.assertEqual(got, pool, "%s %s %s: %s" % (method, host, path, res.stdout))
+        res = veerctl(v.admin_socket, "route", "explain", "GET", "test", "/elsewhere")
+        self.assertIn("route none pool api (listener fallback)\n", res.stdout)
+        # A path veer refuses with 400 is refused by explain too, with the reason.
+        res = veerctl(v.admin_socket, "route", "explain", "GET", "test", "/a/%2Fb")
+        self.assertEqual(res.returncode, 1)
+        self.assertEqual(res.stdout, "ERR bad path: encoded slash (%2F)\n\n")
+        self.assertEqual(self.get(c, "/a/%2Fb").status, 400)
+        res = veerctl(v.admin_socket, "route", "explain", "GET", "test")
+        self.assertEqual(res.returncode, 1)
+        self.assertIn("usage: route explain METHOD HOST PATH", res.stdout)
+        c.close()
+        v.stop()
+
     def test_listener_without_pool_answers_404_no_route(self):
         a = self.backend("a", named("a"))
         text = ('listen = ( { address = "127.0.0.1:0"; } );\n'

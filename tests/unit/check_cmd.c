@@ -6,7 +6,7 @@
  */
 #include "cmd.h"
 
-#define CMD_LAST CMD_SHOW_STATS
+#define CMD_LAST CMD_ROUTE_EXPLAIN
 
 #include <check.h>
 #include <stdarg.h>
@@ -86,6 +86,14 @@ static void render(const struct cmd *c, char *buf, size_t n)
         add(buf, n, " min_requests=%d", c->min_requests);
     if (c->file[0])
         add(buf, n, " file=%s", c->file);
+    if (c->kind == CMD_ROUTE_EXPLAIN) {
+        add(buf, n, " method=%s host=%s path=%s", c->x.buf + c->x.method,
+            c->x.has_host ? c->x.buf + c->x.host : "(none)", c->x.buf + c->x.path);
+        if (c->x.buf[c->x.query])
+            add(buf, n, " query=%s", c->x.buf + c->x.query);
+        for (int i = 0; i < c->x.nheaders; i++)
+            add(buf, n, " hdr[%s]=[%s]", c->x.buf + c->x.hname[i], c->x.buf + c->x.hvalue[i]);
+    }
 }
 
 /* 63 and 64 bytes: the longest name and one byte too many. */
@@ -186,6 +194,14 @@ static const struct good {
     {"audit verify /var/log/veer/audit.log", "kind=audit verify file=/var/log/veer/audit.log"},
     {"reload", "kind=reload change"},
     {"upgrade\r", "kind=upgrade change"},
+    {"route explain GET api.example.com /payments/x",
+     "kind=route explain method=GET host=api.example.com path=/payments/x"},
+    {"route explain POST - /a/../b?x=1&y=/z",
+     "kind=route explain method=POST host=(none) path=/a/../b query=?x=1&y=/z"},
+    {"route explain GET h:8080 /users X-Api-Version:2 X-Empty: X-Url:http://a:1/",
+     "kind=route explain method=GET host=h:8080 path=/users hdr[X-Api-Version]=[2] hdr[X-Empty]=[] "
+     "hdr[X-Url]=[http://a:1/]"},
+    {"route explain GET h /%2F?", "kind=route explain method=GET host=h path=/%2F query=?"},
 };
 
 START_TEST(test_good_lines_parse_to_the_expected_fields)
@@ -379,6 +395,18 @@ static const struct bad {
     {"reload now", "usage: reload"},
     {"reload --force", "option --force is not valid for reload"},
     {"upgrade --wait", "option --wait is not valid for upgrade"},
+    {"route", "usage: route explain METHOD HOST PATH [NAME:VALUE...]"},
+    {"route explain GET h", "usage: route explain METHOD HOST PATH [NAME:VALUE...]"},
+    {"route explain G(T h /", "bad method 'G(T'"},
+    {"route explain GET h\x01 /", "bad host 'h?'"},
+    {"route explain GET h /a\x7f", "bad path '/a?'"},
+    {"route explain GET h / X-A", "bad header 'X-A': expected Name:Value"},
+    {"route explain GET h / :v", "bad header ':v': expected Name:Value"},
+    {"route explain GET h / X(A:v", "bad header name 'X(A'"},
+    {"route explain GET h / --json", "option --json is not valid for route explain"},
+    {"route explain GET h / a:1 a:2 a:3 a:4 a:5 a:6 a:7 a:8 a:9 a:10 a:11 a:12 a:13 a:14 a:15 a:16 "
+     "a:17 a:18 a:19 a:20 a:21 a:22 a:23 a:24 a:25 a:26 a:27 a:28 a:29 a:30 a:31 a:32 a:33",
+     "too many headers (max 32)"},
     {"show pools\r\r", "unknown command 'show pools\?' (try help)"},
     {"show pool ap\ri", "bad name 'ap\?i'"},
 };
@@ -533,6 +561,7 @@ START_TEST(test_help_lists_every_command_with_the_usage_errors_quote)
         "upgrade x",
         "show cluster x",
         "show stats x",
+        "route explain",
     };
     const char *help = cmd_help();
     char u[512];
@@ -596,6 +625,7 @@ START_TEST(test_kind_names_are_distinct_and_name_the_parsed_kind)
         [CMD_UPGRADE] = "",
         [CMD_SHOW_CLUSTER] = "",
         [CMD_SHOW_STATS] = "",
+        [CMD_ROUTE_EXPLAIN] = " GET h /",
     };
 
     ck_assert_int_eq((int)ARRAY_LEN(minimal), CMD_LAST + 1);
@@ -626,6 +656,7 @@ START_TEST(test_is_change_only_for_commands_that_change_state)
         {"show cluster", false},
         {"rollout status a", false},
         {"audit verify", false},
+        {"route explain GET h /", false},
         {"set weight a/b 1", true},
         {"set state a/b maint", true},
         {"shift a g=1", true},

@@ -15,7 +15,11 @@
  * readiness checks), READY, MAINT, DRAINING (a request in flight on the one
  * per-worker slot the test plays) and DRAINED (once the test, as that
  * worker, reports it idle), an open circuit. An unknown pool is refused with
- * ERR and changes nothing; show commands are never audited.
+ * ERR and changes nothing; show commands are never audited. route explain
+ * (same path, read-only) shows the canonical path, the route and its pool or
+ * the fallback (the first listener's pool, or the 404 without one), and
+ * routes_explain's reasons for the routes ranked above; a path veer answers
+ * 400 is refused with ERR bad path.
  *
  * Each test runs in its own process (Check's fork mode). The only waits are
  * for the control thread's mailbox, stepped here with a deadline.
@@ -46,9 +50,10 @@
  * hc (leastconn): h-1 with readiness checks, so PENDING (nothing listens on
  * port 4, and no check passes here anyway).
  */
-#define CONF                                                                                       \
-    "audit_log = \"%s/audit.log\";\n"                                                              \
-    "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"                               \
+#define CONF_AUDIT  "audit_log = \"%s/audit.log\";\n"
+#define CONF_LISTEN "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"
+#define CONF        CONF_AUDIT CONF_LISTEN CONF_POOLS
+#define CONF_POOLS                                                                                 \
     "pools = ( { name = \"api\"; backends = ("                                                     \
     "{ name = \"blue-1\"; address = \"127.0.0.1:1\"; weight = 100; group = \"blue\"; },"           \
     "{ name = \"blue-2\"; address = \"127.0.0.1:2\"; weight = 300; group = \"blue\"; },"           \
@@ -57,6 +62,18 @@
     "{ name = \"hc\"; balance = \"leastconn\";"                                                    \
     "health = { path = \"/ready\"; interval_ms = 60000; };"                                        \
     "backends = ( { name = \"h-1\"; address = \"127.0.0.1:4\"; } ); } );\n"
+
+/*
+ * Routes over the same pools: payments (host and prefix) and users-v2
+ * (GET/HEAD with X-Api-Version: 2) to hc, users (the prefix alone) to api.
+ */
+#define CONF_ROUTES                                                                                \
+    "routes = ( { name = \"payments\"; pool = \"hc\";"                                             \
+    "match = { host = \"api.example.com\"; path_prefix = \"/payments\"; }; },"                     \
+    "{ name = \"users-v2\"; pool = \"hc\"; match = { path_prefix = \"/users\";"                    \
+    "methods = ( \"GET\", \"HEAD\" ); headers = ( { name = \"X-Api-Version\"; value = \"2\"; } );" \
+    "}; },"                                                                                        \
+    "{ name = \"users\"; pool = \"api\"; match = { path_prefix = \"/users\"; }; } );\n"
 
 #define API 0
 #define HC  1
@@ -69,16 +86,16 @@ static struct {
     struct event_base *base;
 } F;
 
-static void up(void)
+static void up_with(const char *conf_fmt)
 {
-    char path[128], text[2048], err[512] = "";
+    char path[128], text[4096], err[512] = "";
     FILE *f;
 
     memset(&F, 0, sizeof(F));
     strcpy(F.dir, "/tmp/check_show.XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(F.dir));
     snprintf(path, sizeof(path), "%s/veer.conf", F.dir);
-    snprintf(text, sizeof(text), CONF, F.dir);
+    snprintf(text, sizeof(text), conf_fmt, F.dir);
     f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
     fputs(text, f);
@@ -102,6 +119,11 @@ static void up(void)
     control_set_show(show_execute);
     /* As main does: show stats --json renders the status document of the admin HTTP side. */
     ck_assert_int_eq(adminhttp_start(F.base, F.c, F.m, NULL, 0), VEER_OK);
+}
+
+static void up(void)
+{
+    up_with(CONF);
 }
 
 static void down(void)
@@ -775,6 +797,73 @@ START_TEST(test_show_stats)
 }
 END_TEST
 
+/* route explain without routes: the canonical path and the listener's pool. */
+START_TEST(test_route_explain_without_routes)
+{
+    up();
+    ck_assert_str_eq(show("route explain GET h //a/./b/%7e"),
+                     "OK\n"
+                     "canonical_path /a/b/~\n"
+                     "route none pool api (listener fallback)\n"
+                     "no routes configured\n");
+    down();
+}
+END_TEST
+
+/*
+ * route explain with routes: the winner, its pool, the routes ranked above it
+ * and why each failed; the query is shown and not matched on; a path veer
+ * would answer 400 is refused with the reason, and nothing is audited.
+ */
+START_TEST(test_route_explain_with_routes)
+{
+    up_with(CONF CONF_ROUTES);
+    ck_assert_str_eq(show("route explain GET api.example.com:8080 /payments/../payments/x?a=1"),
+                     "OK\n"
+                     "canonical_path /payments/x\n"
+                     "query ?a=1 (ignored for matching)\n"
+                     "route payments pool hc\n");
+    ck_assert_str_eq(show("route explain GET api.example.com /users/7 X-Api-Version:2"),
+                     "OK\n"
+                     "canonical_path /users/7\n"
+                     "route users-v2 pool hc\n"
+                     "skip payments: path_prefix /payments does not cover /users/7\n");
+    ck_assert_str_eq(show("route explain POST - /users X-Api-Version:2"),
+                     "OK\n"
+                     "canonical_path /users\n"
+                     "route users pool api\n"
+                     "skip users-v2: method POST not in GET HEAD\n"
+                     "skip 1 route for other hosts\n");
+    ck_assert_str_eq(show("route explain GET other /x"),
+                     "OK\n"
+                     "canonical_path /x\n"
+                     "route none pool api (listener fallback)\n"
+                     "skip users-v2: path_prefix /users does not cover /x\n"
+                     "skip users: path_prefix /users does not cover /x\n"
+                     "skip 1 route for other hosts\n");
+    ck_assert_str_eq(run("route explain GET h /a/%2Fb"), "ERR bad path: encoded slash (%2F)\n");
+    ck_assert(!reply_ok);
+    ck_assert_str_eq(run("route explain GET h /.."), "ERR bad path: path climbs above '/'\n");
+    ck_assert(!reply_ok);
+    down();
+}
+END_TEST
+
+/* A listener without a pool: what no route matches gets 404, and explain says so. */
+START_TEST(test_route_explain_without_a_fallback_pool)
+{
+    up_with(CONF_AUDIT "listen = ( { address = \"127.0.0.1:0\"; } );\n" CONF_POOLS CONF_ROUTES);
+    ck_assert_str_eq(show("route explain DELETE api.example.com /"),
+                     "OK\n"
+                     "canonical_path /\n"
+                     "route none (no pool: 404 no_route)\n"
+                     "skip payments: path_prefix /payments does not cover /\n"
+                     "skip users-v2: path_prefix /users does not cover /\n"
+                     "skip users: path_prefix /users does not cover /\n");
+    down();
+}
+END_TEST
+
 static Suite *show_suite(void)
 {
     Suite *s = suite_create("show");
@@ -788,6 +877,9 @@ static Suite *show_suite(void)
     tcase_add_test(tc, test_unknown_pool_refused);
     tcase_add_test(tc, test_removed_pool_is_unknown);
     tcase_add_test(tc, test_show_stats);
+    tcase_add_test(tc, test_route_explain_without_routes);
+    tcase_add_test(tc, test_route_explain_with_routes);
+    tcase_add_test(tc, test_route_explain_without_a_fallback_pool);
     suite_add_tcase(s, tc);
     return s;
 }
