@@ -1253,8 +1253,9 @@ static int parse_match_methods(struct conf_loader *ld, const config_setting_t *s
 
 static const struct conf_field match_fields[] = {
     CF_STR(struct conf_route, host, NULL),
-    CF_STR(struct conf_route, path, conf_check_path),
-    CF_STR(struct conf_route, path_prefix, conf_check_path),
+    /* Requests are matched on their canonical path: a path written otherwise could never match. */
+    CF_STR(struct conf_route, path, conf_check_path_prefix),
+    CF_STR(struct conf_route, path_prefix, conf_check_path_prefix),
     CF_CUSTOM("methods", parse_match_methods),
     CF_CUSTOM("headers", parse_match_headers),
     CF_END,

@@ -692,7 +692,18 @@ static const struct bad_conf bad_confs[] = {
     {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  match = { host = \"api.*.com\"; }; } );\n",
      4, "routes[0].match: host"},
     {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  match = { path = \"/a//b\"; }; } );\n", 4,
-     "routes[0].match: path is not canonical"},
+     "routes[0].match.path is not canonical"},
+    {BASE "routes = ( { name = \"r\"; pool = \"api\";\n  match = { path = \"/%7Eu\"; }; } );\n", 4,
+     "routes[0].match.path is not canonical"},
+    {BASE
+     "routes = ( { name = \"r\"; pool = \"api\";\n  match = { path_prefix = \"/a%2fb\"; }; } );\n",
+     4, "routes[0].match.path_prefix can never match"},
+    {BASE
+     "routes = ( { name = \"r\"; pool = \"api\";\n  match = { path_prefix = \"/a%3fb\"; }; } );\n",
+     4, "routes[0].match.path_prefix is not canonical"},
+    {BASE
+     "routes = ( { name = \"r\"; pool = \"api\";\n  match = { path_prefix = \"/a/./b\"; }; } );\n",
+     4, "routes[0].match.path_prefix is not canonical"},
     {BASE "routes = ( { name = \"r\"; pool = \"api\"; match = {\n"
           "  headers = ( { name = \"X-A\"; value = \"1\"; }, { name = \"x-a\"; value = \"2\"; } );"
           " }; } );\n",
