@@ -368,7 +368,11 @@ class ReloadReclaimTest(VeerTestCase):
         c = TlsClient(v.port, sni="front.test")
         self._cleanup.append(c.close)
         self.get(c, "/warm")
-        self.reload(30 if asan else 60)  # the allocator's arenas settle
+        # The allocator's arenas settle first: half as many reloads again as are
+        # measured (a fresh CI machine once saw 2.6 MiB of growth after only 60
+        # warm-up reloads; 1,500 measured after them stay under 2 MiB here, so
+        # what grew was early arena growth, not something kept per reload).
+        self.reload(max(30 if asan else 60, count // 2))
         base = v.rss_kib()
         self.reload(count)
         grown = {}
