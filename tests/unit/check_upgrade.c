@@ -530,8 +530,7 @@ START_TEST(test_send_conn_passes_the_connection_itself)
     channel(sv);
     tcp_pair(family, &client, &server, &peer, &plen);
     before = count_fds();
-    ck_assert_int_eq(handover_send(sv[0], server, listen, (struct sockaddr *)&peer, plen),
-                     VEER_OK);
+    ck_assert_int_eq(handover_send(sv[0], server, listen, (struct sockaddr *)&peer, plen), VEER_OK);
     ck_assert_int_eq(count_fds(), before); /* the sender keeps its copy, and only it */
 
     ck_assert_int_eq(recv_handover(sv[1], &hm, &got), (ssize_t)sizeof(hm));
@@ -577,8 +576,7 @@ START_TEST(test_send_conn_carries_the_listener_text_and_peer_as_given)
     memset(too_long, 'b', sizeof(too_long) - 1);
     too_long[sizeof(too_long) - 1] = '\0';
 
-    ck_assert_int_eq(handover_send(sv[0], fd, "10.0.0.1:80", (struct sockaddr *)&p4, l4),
-                     VEER_OK);
+    ck_assert_int_eq(handover_send(sv[0], fd, "10.0.0.1:80", (struct sockaddr *)&p4, l4), VEER_OK);
     ck_assert_int_eq(recv_handover(sv[1], &hm, &got), (ssize_t)sizeof(hm));
     ck_assert_int_ge(got, 0);
     close(got);
@@ -629,9 +627,8 @@ START_TEST(test_send_conn_on_a_closed_channel_fails_and_keeps_the_connection)
     tcp_pair(AF_INET, &client, &server, &peer, &plen);
     close(sv[1]);
     before = count_fds();
-    ck_assert_int_eq(
-        handover_send(sv[0], server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
-        VEER_ERROR);
+    ck_assert_int_eq(handover_send(sv[0], server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
+                     VEER_ERROR);
     ck_assert_int_eq(handover_send(-1, server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
                      VEER_ERROR);
     ck_assert_int_eq(handover_send(nul, server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
@@ -687,8 +684,8 @@ START_TEST(test_send_conn_on_a_full_channel_fails_at_once)
     ck_assert(!wait_readable(sv[1], 0));
     ck_assert_int_eq(count_fds(), before);
     /* Room again. */
-    ck_assert_int_eq(
-        handover_send(sv[0], server, "127.0.0.1:80", (struct sockaddr *)&peer, plen), VEER_OK);
+    ck_assert_int_eq(handover_send(sv[0], server, "127.0.0.1:80", (struct sockaddr *)&peer, plen),
+                     VEER_OK);
     close(server);
     close(client);
     close(sv[0]);
@@ -826,8 +823,8 @@ START_TEST(test_adopt_drops_messages_without_a_socket_or_of_the_wrong_size)
     send_raw(sv[0], &hm, sizeof(hm) / 2, s_short);
     close(s_short);
     tcp_pair(AF_INET, &c_ok, &s_ok, &peer, &plen);
-    ck_assert_int_eq(
-        handover_send(sv[0], s_ok, "127.0.0.1:8080", (struct sockaddr *)&peer, plen), VEER_OK);
+    ck_assert_int_eq(handover_send(sv[0], s_ok, "127.0.0.1:8080", (struct sockaddr *)&peer, plen),
+                     VEER_OK);
     close(s_ok);
 
     ck_assert(run_until(base, all_queued, &goal));
