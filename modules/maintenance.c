@@ -1,6 +1,6 @@
 /*
- * maintenance.c - maintenance mode: while it is on for every pool or for
- * the request's pool, new requests get 503 with Retry-After and a small
+ * maintenance.c - maintenance mode: while it is on for every pool, for
+ * the request's pool or for its route (route maintenance), new requests get 503 with Retry-After and a small
  * JSON body; requests already in flight finish. Paths on the allowlist
  * (maintenance.allow prefixes, on whole segments, and always the modules'
  * own endpoints: veer's health endpoints, module_own_path) keep being
@@ -50,23 +50,46 @@ static bool allowed(const struct veer_conf *conf, const char *path, size_t len)
     return module_own_path(conf, path, len);
 }
 
-static int on_request_head(struct txn *t)
+/*
+ * The maintenance that applies to the request, if any: its route's (route
+ * maintenance), else its pool's, else the one for every pool. Its
+ * Retry-After and hold come with it.
+ */
+static bool in_maintenance(const struct txn *t, int *retry, int64_t *hold_ms)
 {
     const struct routing *r = txn_routing(t);
-    int pool = txn_pool_index(t);
+    int pool = txn_pool_index(t), ri = txn_route_index(t);
     const struct snap_pool *p = (uint32_t)pool < r->npools ? &r->pools[pool] : NULL;
+    const struct snap_route *sr = ri >= 0 && (uint32_t)ri < r->nroutes ? &r->route[ri] : NULL;
+
+    if (sr && sr->maint) {
+        *retry = sr->retry_after;
+        *hold_ms = sr->maint_hold_ms;
+    } else if (p && p->maint) {
+        *retry = p->retry_after;
+        *hold_ms = p->maint_hold_ms;
+    } else if (r->maint) {
+        *retry = r->retry_after;
+        *hold_ms = r->maint_hold_ms;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static int on_request_head(struct txn *t)
+{
     char hdr[64], body[128];
     int64_t hold_ms;
     int retry;
     size_t len;
     const char *path;
 
-    if (!r->maint && !(p && p->maint))
+    if (!in_maintenance(t, &retry, &hold_ms))
         return VEER_DECLINED;
     path = txn_path(t, &len);
     if (allowed(txn_conf(t), path, len))
         return VEER_DECLINED;
-    hold_ms = p && p->maint ? p->maint_hold_ms : r->maint_hold_ms;
     if (hold_ms > 0) {
         /* Hold it for the window to end; only those still waiting at the deadline get 503. */
         uint64_t deadline = txn_hold(t, (uint64_t)hold_ms * 1000);
@@ -74,7 +97,6 @@ static int on_request_head(struct txn *t)
         if (veer_now_us() < deadline)
             return VEER_AGAIN;
     }
-    retry = p && p->maint ? p->retry_after : r->retry_after;
     snprintf(hdr, sizeof(hdr), "Retry-After: %d\r\n", retry);
     snprintf(body, sizeof(body), "{\"error\":\"maintenance\",\"status\":503,\"retry_after\":%d}\n",
              retry);

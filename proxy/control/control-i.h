@@ -10,6 +10,7 @@
  *   membership.c  add, delete, replace; retiring deleted backends
  *   reload.c      re-reading the configuration; freeing replaced ones
  *   verify.c      audit verify, on a thread of its own
+ *   routectl.c    route maintenance, route set, rolling a route back
  *
  * Files of this folder with a header of their own declare their functions
  * there: rollout.c (rollout.h), cluster.c (cluster.h), health.c, state.c,
@@ -63,6 +64,7 @@ struct waiter {
 struct history {
     struct pool_edit *e[ROLLBACK_DEPTH];
     unsigned n;
+    uint64_t seq; /* when the last one was pushed (model->change_seq) */
 };
 
 /* The control plane's state (one per process). */
@@ -170,6 +172,12 @@ void ctl_free_old_confs(void);
 void ctl_reclaim_confs(void);
 /* Replaced configurations not freed yet (the one veer started with included). */
 unsigned ctl_old_confs(void);
+
+/* routectl.c */
+void ctl_route_maintenance(struct ctl_req *r);
+void ctl_route_set(struct ctl_req *r);
+/* Roll route ri back to the pool it had before its last route set. */
+void ctl_route_rollback(struct ctl_req *r, int ri);
 
 /* verify.c */
 void ctl_audit_verify(struct ctl_req *r); /* answers later, from its own thread's result */

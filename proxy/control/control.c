@@ -491,6 +491,7 @@ static void history_push(int pool, struct pool_edit *e)
         h->n--;
     }
     h->e[h->n++] = e;
+    h->seq = ++ctl.model->change_seq;
 }
 
 /* --- publishing ------------------------------------------------------------------ */
@@ -881,12 +882,47 @@ static void maintenance_apply(struct ctl_req *r)
     ctl_reply_change(r, gen, NULL);
 }
 
+/*
+ * Whether a rollback names a route: "rollback route R", or "rollback NAME"
+ * where NAME is a route and not a pool, or both and the route changed last.
+ * *ri is the route; -1 with r refused when "route R" names none.
+ */
+static bool rollback_of_route(struct ctl_req *r, int *ri)
+{
+    int pi;
+
+    if (r->cmd.route[0]) {
+        if ((*ri = model_find_route(ctl.model, r->cmd.route)) < 0)
+            ctl_refuse(r, "unknown route %s", r->cmd.route);
+        return true;
+    }
+    if ((*ri = model_find_route(ctl.model, r->cmd.pool)) < 0)
+        return false;
+    pi = model_find_pool(ctl.model, r->cmd.pool);
+    return pi < 0 || ctl.model->routes[*ri].history_seq > ctl.history[pi].seq;
+}
+
 static void start_change(struct ctl_req *r)
 {
     int pi;
 
-    if (r->cmd.kind == CMD_MAINTENANCE)
+    switch (r->cmd.kind) {
+    case CMD_MAINTENANCE:
         return maintenance_change(r);
+    case CMD_ROUTE_MAINT:
+        return ctl_route_maintenance(r);
+    case CMD_ROUTE_SET:
+        return ctl_route_set(r);
+    case CMD_ROLLBACK:
+        if (rollback_of_route(r, &pi)) {
+            if (pi >= 0)
+                ctl_route_rollback(r, pi);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
     pi = ctl_find_pool(r);
     struct pool_edit *before, *after = NULL;
     char err[300];
@@ -1017,6 +1053,7 @@ void control_execute(struct ctl_req *r)
     case CMD_SHOW_POOLS:
     case CMD_SHOW_POOL:
     case CMD_SHOW_STATS:
+    case CMD_SHOW_ROUTES:
     case CMD_ROUTE_EXPLAIN:
         if (ctl.show)
             ctl.show(r);
@@ -1072,6 +1109,8 @@ void control_execute(struct ctl_req *r)
     case CMD_ADD_BACKEND:
     case CMD_DEL_BACKEND:
     case CMD_MAINTENANCE:
+    case CMD_ROUTE_MAINT:
+    case CMD_ROUTE_SET:
         if (ctl.queue_tail)
             ctl.queue_tail->next = r;
         else

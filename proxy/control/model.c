@@ -131,15 +131,76 @@ struct model *model_from_conf(const struct veer_conf *conf)
     return m;
 }
 
+/* The metric slot of a route name: the one it had, or the next. */
+static uint32_t route_slot(struct model *m, const char *name)
+{
+    uintptr_t *v = hmap_find_str(&m->slot_byname, name);
+
+    if (v)
+        return (uint32_t)(*v - 1);
+    if (m->nslots == m->cap_slots) {
+        m->cap_slots = m->cap_slots ? m->cap_slots * 2 : 16;
+        m->slot_names = veer_realloc(m->slot_names, m->cap_slots * sizeof(*m->slot_names));
+    }
+    m->slot_names[m->nslots] = veer_strdup(name);
+    hmap_insert_str(&m->slot_byname, m->slot_names[m->nslots], m->nslots + 1);
+    return m->nslots++;
+}
+
+static void route_free(struct rt_route *r)
+{
+    free(r->name);
+    free(r->conf_pool);
+    for (unsigned k = 0; k < r->nhistory; k++)
+        free(r->history[k]);
+}
+
 void model_bind_routes(struct model *m)
 {
     const struct veer_conf *c = m->conf;
+    struct rt_route *old = m->routes;
+    uint32_t nold = m->nroutes;
+    struct hmap old_byname = m->route_byname;
 
-    free(m->route_pool);
     m->nroutes = (uint32_t)c->nroutes;
-    m->route_pool = veer_calloc(m->nroutes ? m->nroutes : 1, sizeof(*m->route_pool));
-    for (uint32_t i = 0; i < m->nroutes; i++)
-        m->route_pool[i] = model_find_pool(m, c->routes[i].pool);
+    m->routes = veer_calloc(m->nroutes ? m->nroutes : 1, sizeof(*m->routes));
+    memset(&m->route_byname, 0, sizeof(m->route_byname));
+    for (uint32_t i = 0; i < m->nroutes; i++) {
+        const struct conf_route *cr = &c->routes[i];
+        struct rt_route *r = &m->routes[i];
+        uintptr_t *v = hmap_find_str(&old_byname, cr->name);
+
+        if (v) {
+            struct rt_route *o = &old[*v - 1];
+
+            *r = *o; /* maintenance, history, rate, slot and a route set's pool */
+            *o = (struct rt_route){0}; /* its strings are r's now */
+            if (strcmp(r->conf_pool, cr->pool) != 0 || r->pool < 0 ||
+                m->pools[r->pool].removed) {
+                /* The operator edited the route's pool in the file: the file wins. */
+                free(r->conf_pool);
+                r->conf_pool = veer_strdup(cr->pool);
+                r->pool = model_find_pool(m, cr->pool);
+            }
+        } else {
+            r->name = veer_strdup(cr->name);
+            r->conf_pool = veer_strdup(cr->pool);
+            r->pool = model_find_pool(m, cr->pool);
+            r->slot = route_slot(m, cr->name);
+        }
+        hmap_insert_str(&m->route_byname, r->name, i + 1);
+    }
+    for (uint32_t i = 0; i < nold; i++)
+        route_free(&old[i]);
+    free(old);
+    hmap_free(&old_byname);
+}
+
+int model_find_route(const struct model *m, const char *name)
+{
+    uintptr_t *v = hmap_find_str(&m->route_byname, name);
+
+    return v ? (int)(*v - 1) : -1;
 }
 
 void model_free(struct model *m)
@@ -161,7 +222,14 @@ void model_free(struct model *m)
         free(p->rollout);
     }
     free(m->pools);
-    free(m->route_pool);
+    for (uint32_t i = 0; i < m->nroutes; i++)
+        route_free(&m->routes[i]);
+    free(m->routes);
+    hmap_free(&m->route_byname);
+    for (uint32_t i = 0; i < m->nslots; i++)
+        free(m->slot_names[i]);
+    free(m->slot_names);
+    hmap_free(&m->slot_byname);
     free(m);
 }
 
@@ -437,9 +505,16 @@ struct routing *routing_build(const struct model *m)
     r->conf = m->conf;
     r->routes = m->conf && m->nroutes ? m->conf->routes_table : NULL;
     r->nroutes = r->routes ? m->nroutes : 0;
-    r->route_pool = veer_calloc(r->nroutes ? r->nroutes : 1, sizeof(*r->route_pool));
-    if (r->nroutes)
-        memcpy(r->route_pool, m->route_pool, r->nroutes * sizeof(*r->route_pool));
+    r->route = veer_calloc(r->nroutes ? r->nroutes : 1, sizeof(*r->route));
+    for (uint32_t i = 0; i < r->nroutes; i++) {
+        const struct rt_route *rr = &m->routes[i];
+
+        r->route[i] = (struct snap_route){.pool = rr->pool,
+                                          .slot = rr->slot,
+                                          .maint = rr->maint,
+                                          .retry_after = rr->maint_retry_after,
+                                          .maint_hold_ms = rr->maint_hold_ms};
+    }
     r->npools = m->npools;
     r->pools = veer_calloc(m->npools ? m->npools : 1, sizeof(*r->pools));
     for (uint32_t i = 0; i < m->npools; i++) {

@@ -65,6 +65,27 @@ struct rt_pool {
     struct hmap g_byname; /* group name -> index into g */
 };
 
+/* ROUTE_HISTORY previous pools of a route are kept for `rollback`. */
+#define ROUTE_HISTORY 32
+
+/*
+ * A route of the configuration with its runtime decisions, control thread
+ * only. Carried by name across reloads (model_bind_routes).
+ */
+struct rt_route {
+    char *name;
+    char *conf_pool; /* the pool its configuration names, as written */
+    int pool;        /* index of the pool it sends to now (route set), -1 when none */
+    bool maint;      /* route maintenance */
+    int maint_retry_after;
+    int64_t maint_hold_ms;
+    uint32_t slot;                 /* its metric slot: one per route name, for the process */
+    char *history[ROUTE_HISTORY];  /* pool names before each route set, newest last */
+    unsigned nhistory;
+    uint64_t history_seq;          /* when its last route set was (model->change_seq) */
+    struct rate rate;              /* figures over the last second (stats.c) */
+};
+
 struct model {
     const struct veer_conf *conf;
     struct rt_pool *pools;
@@ -73,18 +94,33 @@ struct model {
     bool maint; /* maintenance for every pool */
     int maint_retry_after;
     int64_t maint_hold_ms;
-    int *route_pool; /* by route of conf (conf->routes): the index of its pool here */
+    struct rt_route *routes; /* by route of conf (conf->routes[i] is routes[i]) */
     uint32_t nroutes;
+    struct hmap route_byname; /* route name -> index + 1 */
+    /*
+     * Metric slots: one per route name ever configured, never reused, so a
+     * route's counters survive reloads; slot_names[s] is its name.
+     */
+    struct hmap slot_byname; /* name -> slot + 1 */
+    char **slot_names;
+    uint32_t nslots, cap_slots;
+    uint64_t change_seq; /* counts operator changes: which of a pool and a route changed last */
 };
 
 /* Build the runtime model from a validated config. */
 struct model *model_from_conf(const struct veer_conf *conf);
 
 /*
- * Point route i of m->conf at the model's index of its pool (m->route_pool),
- * after m->conf changed (a reload) and every pool it names is in the model.
+ * Build m->routes from the routes of m->conf, after m->conf changed (a
+ * reload) and every pool it names is in the model. A route that was there
+ * before (same name) keeps its maintenance, its history and the pool a
+ * route set gave it, unless the pool its configuration names changed (the
+ * operator edited it) or that pool is gone.
  */
 void model_bind_routes(struct model *m);
+
+/* Index of a route by name, or -1. */
+int model_find_route(const struct model *m, const char *name);
 
 /* Append a pool built from its config (reload); returns its index. */
 int model_add_pool(struct model *m, const struct conf_pool *cp);

@@ -88,9 +88,12 @@ static const char *const kind_names[] = {
     [CMD_SHOW_CLUSTER] = "show cluster",
     [CMD_SHOW_STATS] = "show stats",
     [CMD_ROUTE_EXPLAIN] = "route explain",
+    [CMD_SHOW_ROUTES] = "show routes",
+    [CMD_ROUTE_MAINT] = "route maintenance",
+    [CMD_ROUTE_SET] = "route set",
 };
 
-_Static_assert(ARRAY_SIZE(kind_names) == CMD_ROUTE_EXPLAIN + 1, "a kind without a name");
+_Static_assert(ARRAY_SIZE(kind_names) == CMD_ROUTE_SET + 1, "a kind without a name");
 
 /*
  * Replace every byte that is not printable ASCII by '?', so a reason that
@@ -423,6 +426,40 @@ static int parse_pool(struct parser *p)
     if (p->narg != 1)
         return usage(p);
     return set_name(p, p->c->pool, p->arg[0], "pool");
+}
+
+/* rollback POOL, or rollback route ROUTE. */
+static int parse_rollback(struct parser *p)
+{
+    if (p->narg == 2 && strcmp(p->arg[0], "route") == 0)
+        return set_name(p, p->c->route, p->arg[1], "route");
+    return parse_pool(p);
+}
+
+/* route maintenance ROUTE on|off */
+static int parse_route_maint(struct parser *p)
+{
+    const char *s;
+
+    if (p->narg != 2)
+        return usage(p);
+    if (set_name(p, p->c->route, p->arg[0], "route") < 0)
+        return -1;
+    s = p->arg[1];
+    if (strcmp(s, "on") != 0 && strcmp(s, "off") != 0)
+        return fail(p, "route maintenance takes on or off (got '%.*s')", echo_len(strlen(s)), s);
+    p->c->on = strcmp(s, "on") == 0;
+    return 0;
+}
+
+/* route set ROUTE pool POOL */
+static int parse_route_set(struct parser *p)
+{
+    if (p->narg != 3 || strcmp(p->arg[1], "pool") != 0)
+        return usage(p);
+    if (set_name(p, p->c->route, p->arg[0], "route") < 0)
+        return -1;
+    return set_name(p, p->c->pool, p->arg[2], "pool");
 }
 
 static int parse_set_weight(struct parser *p)
@@ -827,6 +864,7 @@ static const struct cmd_def cmd_defs[] = {
     {CMD_SHOW_POOL, "show", "pool", "show pool POOL [--json]", OPT_JSON, QUERY, parse_pool},
     {CMD_SHOW_CLUSTER, "show", "cluster", "show cluster [--json]", OPT_JSON, QUERY, parse_none},
     {CMD_SHOW_STATS, "show", "stats", "show stats [--json]", OPT_JSON, QUERY, parse_none},
+    {CMD_SHOW_ROUTES, "show", "routes", "show routes [--json]", OPT_JSON, QUERY, parse_none},
     {CMD_SET_WEIGHT, "set", "weight", "set weight POOL/BACKEND WEIGHT [--force]", OPT_FORCE, CHANGE,
      parse_set_weight},
     {CMD_SET_STATE, "set", "state", "set state POOL/BACKEND ready|drain|maint [--force]", OPT_FORCE,
@@ -834,7 +872,8 @@ static const struct cmd_def cmd_defs[] = {
     {CMD_SHIFT, "shift", NULL, "shift POOL GROUP=PERCENT... [--force]", OPT_FORCE, CHANGE,
      parse_shift},
     {CMD_SWAP, "swap", NULL, "swap POOL [--force]", OPT_FORCE, CHANGE, parse_pool},
-    {CMD_ROLLBACK, "rollback", NULL, "rollback POOL [--force]", OPT_FORCE, CHANGE, parse_pool},
+    {CMD_ROLLBACK, "rollback", NULL, "rollback POOL|route ROUTE [--force]", OPT_FORCE, CHANGE,
+     parse_rollback},
     {CMD_ADD_BACKEND, "add", "backend", "add backend POOL NAME ADDR [weight W] [group G]", 0,
      CHANGE, parse_add_backend},
     {CMD_DEL_BACKEND, "del", "backend", "del backend POOL NAME [--force]", OPT_FORCE, CHANGE,
@@ -856,6 +895,10 @@ static const struct cmd_def cmd_defs[] = {
     {CMD_ROLLOUT_ABORT, "rollout", "abort", "rollout abort POOL", 0, CHANGE, parse_pool},
     {CMD_ROUTE_EXPLAIN, "route", "explain", "route explain METHOD HOST PATH [NAME:VALUE...]", 0,
      QUERY, parse_route_explain},
+    {CMD_ROUTE_MAINT, "route", "maintenance",
+     "route maintenance ROUTE on|off [--retry-after S] [--hold T]", OPT_RETRY_AFTER | OPT_HOLD,
+     CHANGE, parse_route_maint},
+    {CMD_ROUTE_SET, "route", "set", "route set ROUTE pool POOL", 0, CHANGE, parse_route_set},
     {CMD_AUDIT_VERIFY, "audit", "verify", "audit verify [FILE]", 0, QUERY, parse_audit_verify},
     {CMD_RELOAD, "reload", NULL, "reload", 0, CHANGE, parse_none},
     {CMD_UPGRADE, "upgrade", NULL, "upgrade", 0, CHANGE, parse_none},
@@ -997,11 +1040,14 @@ static const char help_text[] =
     "show pool POOL [--json]                              one pool: groups, shares, backends\n"
     "show cluster [--json]                                fleet instances and what each applied\n"
     "show stats [--json]                                  rps, error rate, p99 per backend (top)\n"
+    "show routes [--json]                                 routes: match, pool, state, rps, errors, "
+    "p99\n"
     "set weight POOL/BACKEND WEIGHT [--force]             weight 0..1000\n"
     "set state POOL/BACKEND ready|drain|maint [--force]   admin state\n"
     "shift POOL GROUP=PERCENT... [--force]                one atomic change of group shares\n"
     "swap POOL [--force]                                  exchange the two groups' shares\n"
-    "rollback POOL [--force]                              undo the previous operator change\n"
+    "rollback POOL|route ROUTE [--force]                  undo the previous operator change "
+    "(a pool's, or a route's route set)\n"
     "add backend POOL NAME ADDR [weight W] [group G]      -> PENDING; ADDR is HOST:PORT\n"
     "del backend POOL NAME [--force]                      refused unless DRAINED or MAINT\n"
     "drain POOL/BACKEND [--wait] [--timeout T] [--force]  no new requests, in-flight finish\n"
@@ -1015,6 +1061,10 @@ static const char help_text[] =
     "rollout abort POOL                                   stop and roll back\n"
     "route explain METHOD HOST PATH [NAME:VALUE...]       which route a request takes and why "
     "(HOST - : no Host; no route: the first listener's pool)\n"
+    "route maintenance ROUTE on|off [--retry-after S] [--hold T]  503 + Retry-After for one "
+    "route\n"
+    "route set ROUTE pool POOL                            point a route at another pool "
+    "(atomic)\n"
     "audit verify [FILE]                                  check the audit log's hash chain\n"
     "reload                                               re-read the config file (SIGHUP)\n"
     "upgrade                                              start the new binary (SIGUSR2)\n"

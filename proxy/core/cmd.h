@@ -25,7 +25,7 @@ enum cmd_kind {
     CMD_SET_STATE,      /* set state P/B ready|drain|maint */
     CMD_SHIFT,          /* shift P g1=S1 [g2=S2 ...] [--force] */
     CMD_SWAP,           /* swap P [--force] */
-    CMD_ROLLBACK,       /* rollback P [--force] */
+    CMD_ROLLBACK,       /* rollback P [--force] | rollback route R */
     CMD_ADD_BACKEND,    /* add backend P NAME ADDR [weight W] [group G] */
     CMD_DEL_BACKEND,    /* del backend P NAME */
     CMD_DRAIN,          /* drain P/B [--wait] [--timeout T] [--force] */
@@ -42,6 +42,9 @@ enum cmd_kind {
     CMD_SHOW_CLUSTER,   /* show cluster [--json] */
     CMD_SHOW_STATS,     /* show stats [--json]: traffic over the last second (veerctl top) */
     CMD_ROUTE_EXPLAIN,  /* route explain METHOD HOST PATH [Name:Value ...] */
+    CMD_SHOW_ROUTES,    /* show routes [--json] */
+    CMD_ROUTE_MAINT,    /* route maintenance ROUTE on|off [--retry-after S] [--hold T] */
+    CMD_ROUTE_SET,      /* route set ROUTE pool POOL */
 };
 
 enum cmd_state_target {
@@ -60,6 +63,7 @@ struct cmd {
     bool is_change; /* changes state (audited as a change, applied on the control path) */
 
     char pool[CMD_NAME_MAX];     /* "" when not given (maintenance without pool) */
+    char route[CMD_NAME_MAX];    /* route maintenance/set, rollback route: ROUTE */
     char backend[CMD_NAME_MAX];  /* set weight/state, drain, del, add: NAME, replace: OLD */
     char backend2[CMD_NAME_MAX]; /* replace: NEWNAME */
     char addr[80];               /* add backend ADDR, replace NEWADDR (syntax checked) */

@@ -138,7 +138,7 @@ void routing_free(struct routing *r)
         free(r->pools[i].share);
     }
     free(r->pools);
-    free(r->route_pool);
+    free(r->route);
     free(r);
 }
 

@@ -196,6 +196,15 @@ struct snap_pool {
     int64_t maint_hold_ms;         /* maintenance: hold requests this long (0 = answer 503) */
 };
 
+/* A route's runtime decisions as a snapshot carries them. */
+struct snap_route {
+    int pool;      /* index into routing.pools; -1 when its pool is gone */
+    uint32_t slot; /* metric slot, stable per route name for the process (model.h) */
+    bool maint;    /* route maintenance: its requests get the maintenance 503 */
+    int retry_after;
+    int64_t maint_hold_ms;
+};
+
 struct routing {
     uint64_t generation;
     bool maint; /* maintenance on for every pool */
@@ -206,12 +215,12 @@ struct routing {
     struct snap_pool *pools;
     /*
      * The route table of conf (routes.h; NULL without routes), with route i
-     * going to pools[route_pool[i]]: both in one snapshot, so a request
+     * going to pools[route[i].pool]: both in one snapshot, so a request
      * matches against one table and its pools, never half of a reload.
      */
     const struct routes *routes;
     uint32_t nroutes;
-    int *route_pool;
+    struct snap_route *route;
     struct routing *retired_next; /* control thread: retire list */
 };
 

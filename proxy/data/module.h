@@ -104,6 +104,8 @@ int txn_pool_index(const struct txn *t);
  * (the listener's pool). Valid in on_request_head only, as txn_path.
  */
 const char *txn_route_name(const struct txn *t);
+/* The index of that route in the snapshot's route table (routing.h), -1 when none. */
+int txn_route_index(const struct txn *t);
 /* The worker, opaque to a module (its accessors are below). */
 const struct worker *txn_worker(const struct txn *t);
 

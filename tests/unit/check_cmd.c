@@ -6,7 +6,7 @@
  */
 #include "cmd.h"
 
-#define CMD_LAST CMD_ROUTE_EXPLAIN
+#define CMD_LAST CMD_ROUTE_SET
 
 #include <check.h>
 #include <stdarg.h>
@@ -44,6 +44,8 @@ static void render(const struct cmd *c, char *buf, size_t n)
         add(buf, n, " change");
     if (c->pool[0])
         add(buf, n, " pool=%s", c->pool);
+    if (c->route[0])
+        add(buf, n, " route=%s", c->route);
     if (c->backend[0])
         add(buf, n, " backend=%s", c->backend);
     if (c->backend2[0])
@@ -134,6 +136,16 @@ static const struct good {
     {"swap api --force", "kind=swap change pool=api force"},
     {"rollback api", "kind=rollback change pool=api"},
     {"rollback api --force", "kind=rollback change pool=api force"},
+    {"rollback route payments", "kind=rollback change route=payments"},
+    {"rollback route", "kind=rollback change pool=route"}, /* a pool named "route" */
+    {"show routes", "kind=show routes"},
+    {"show routes --json", "kind=show routes json"},
+    {"route maintenance payments on", "kind=route maintenance change route=payments on"},
+    {"route maintenance payments off", "kind=route maintenance change route=payments"},
+    {"route maintenance payments on --retry-after 60 --hold 2s",
+     "kind=route maintenance change route=payments on retry_after=60 hold=2000"},
+    {"route set payments pool payments-v2",
+     "kind=route set change pool=payments-v2 route=payments"},
     {"add backend api green-2 127.0.0.1:9003",
      "kind=add backend change pool=api backend=green-2 addr=127.0.0.1:9003"},
     {"add backend api green-2 127.0.0.1:9003 weight 100 group green",
@@ -395,7 +407,17 @@ static const struct bad {
     {"reload now", "usage: reload"},
     {"reload --force", "option --force is not valid for reload"},
     {"upgrade --wait", "option --wait is not valid for upgrade"},
-    {"route", "usage: route explain METHOD HOST PATH [NAME:VALUE...]"},
+    {"route", "usage: route explain METHOD HOST PATH [NAME:VALUE...] | route maintenance ROUTE "
+              "on|off [--retry-after S] [--hold T] | route set ROUTE pool POOL"},
+    {"route maintenance payments", "usage: route maintenance ROUTE on|off"},
+    {"route maintenance payments maybe", "route maintenance takes on or off (got 'maybe')"},
+    {"route maintenance pay/ments on", "bad name 'pay/ments' (route names use"},
+    {"route set payments payments-v2", "usage: route set ROUTE pool POOL"},
+    {"route set payments pool", "usage: route set ROUTE pool POOL"},
+    {"route set payments pool a b", "usage: route set ROUTE pool POOL"},
+    {"route set payments pool v2 --force", "option --force is not valid for route set"},
+    {"show routes x", "usage: show routes [--json]"},
+    {"rollback route a b", "usage: rollback POOL|route ROUTE"},
     {"route explain GET h", "usage: route explain METHOD HOST PATH [NAME:VALUE...]"},
     {"route explain G(T h /", "bad method 'G(T'"},
     {"route explain GET h\x01 /", "bad host 'h?'"},
@@ -562,6 +584,9 @@ START_TEST(test_help_lists_every_command_with_the_usage_errors_quote)
         "show cluster x",
         "show stats x",
         "route explain",
+        "show routes x",
+        "route maintenance r on x",
+        "route set r pool p x",
     };
     const char *help = cmd_help();
     char u[512];
@@ -626,6 +651,9 @@ START_TEST(test_kind_names_are_distinct_and_name_the_parsed_kind)
         [CMD_SHOW_CLUSTER] = "",
         [CMD_SHOW_STATS] = "",
         [CMD_ROUTE_EXPLAIN] = " GET h /",
+        [CMD_SHOW_ROUTES] = "",
+        [CMD_ROUTE_MAINT] = " r on",
+        [CMD_ROUTE_SET] = " r pool p",
     };
 
     ck_assert_int_eq((int)ARRAY_LEN(minimal), CMD_LAST + 1);
