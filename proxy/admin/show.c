@@ -265,6 +265,7 @@ void show_route_explain(struct ctl_req *r)
 {
     const struct cmd *c = &r->cmd;
     const struct veer_conf *conf = control_conf();
+    const struct model *m = control_model();
     const char *path = c->x.buf + c->x.path;
     size_t plen = strlen(path), clen = 0;
     char *canon = veer_malloc(plen + 1);
@@ -304,8 +305,14 @@ void show_route_explain(struct ctl_req *r)
                                           .value_len = strlen(c->x.buf + c->x.hvalue[k])};
         i = routes_explain(conf->routes_table, &q, &ex);
     }
-    if (i >= 0 && i < conf->nroutes) {
-        sb_printf(&o, "route %s pool %s\n", conf->routes[i].name, conf->routes[i].pool);
+    if (i >= 0 && (uint32_t)i < m->nroutes) {
+        const struct rt_route *rt = &m->routes[i];
+
+        /* The pool it sends to now (route set), and its maintenance. */
+        sb_printf(&o, "route %s pool %s\n", rt->name,
+                  rt->pool >= 0 ? m->pools[rt->pool].name : "(none)");
+        if (rt->maint)
+            sb_printf(&o, "state maintenance (503, Retry-After: %d)\n", rt->maint_retry_after);
     } else if (conf->nlistens > 0 && conf->listens[0].pool != NULL) {
         sb_printf(&o, "route none pool %s (listener fallback)\n", conf->listens[0].pool);
     } else {
@@ -326,6 +333,128 @@ void show_route_explain(struct ctl_req *r)
     free(canon);
 }
 
+/* A route's match as one word per condition, "*" when it has none. */
+static char *match_text(const struct conf_route *cr)
+{
+    struct sbuf b;
+
+    sb_init(&b);
+    if (cr->host)
+        sb_printf(&b, "host=%s ", cr->host);
+    if (cr->path)
+        sb_printf(&b, "path=%s ", cr->path);
+    if (cr->path_prefix)
+        sb_printf(&b, "path_prefix=%s ", cr->path_prefix);
+    for (int k = 0; k < cr->methods.n; k++)
+        sb_printf(&b, "%s%s", k ? "," : "methods=", cr->methods.v[k]);
+    if (cr->methods.n)
+        sb_puts(&b, " ");
+    for (int k = 0; k < cr->nheaders; k++)
+        sb_printf(&b, "header=%s:%s ", cr->headers[k].name, cr->headers[k].value);
+    if (b.len)
+        b.s[--b.len] = '\0';
+    else
+        sb_puts(&b, "*");
+    return sb_steal(&b);
+}
+
+/* A route as JSON (show routes --json; the same object as /status). */
+static void route_json_obj(struct sbuf *o, const struct model *m, uint32_t i)
+{
+    const struct rt_route *rt = &m->routes[i];
+    const struct conf_route *cr = &m->conf->routes[i];
+
+    sb_puts(o, "{\"name\":");
+    sb_json_str(o, rt->name);
+    sb_puts(o, ",\"match\":{");
+    const char *sep = "";
+    if (cr->host) {
+        sb_puts(o, "\"host\":");
+        sb_json_str(o, cr->host);
+        sep = ",";
+    }
+    if (cr->path || cr->path_prefix) {
+        sb_printf(o, "%s\"%s\":", sep, cr->path ? "path" : "path_prefix");
+        sb_json_str(o, cr->path ? cr->path : cr->path_prefix);
+        sep = ",";
+    }
+    if (cr->methods.n) {
+        sb_printf(o, "%s\"methods\":[", sep);
+        for (int k = 0; k < cr->methods.n; k++) {
+            sb_puts(o, k ? "," : "");
+            sb_json_str(o, cr->methods.v[k]);
+        }
+        sb_puts(o, "]");
+        sep = ",";
+    }
+    if (cr->nheaders) {
+        sb_printf(o, "%s\"headers\":[", sep);
+        for (int k = 0; k < cr->nheaders; k++) {
+            sb_puts(o, k ? ",{\"name\":" : "{\"name\":");
+            sb_json_str(o, cr->headers[k].name);
+            sb_puts(o, ",\"value\":");
+            sb_json_str(o, cr->headers[k].value);
+            sb_puts(o, "}");
+        }
+        sb_puts(o, "]");
+    }
+    sb_puts(o, "},\"pool\":");
+    sb_json_str(o, rt->pool >= 0 ? m->pools[rt->pool].name : "");
+    sb_printf(o, ",\"state\":\"%s\",\"rps\":%.1f,\"error_rate\":%.4f,\"p99_ms\":%.2f}",
+              rt->maint ? "maintenance" : "serving", rt->rate.rps, rt->rate.error_rate,
+              rt->rate.p99_ms);
+}
+
+static void show_routes_json(struct sbuf *o)
+{
+    const struct model *m = control_model();
+
+    sb_printf(o, "{\"generation\":%llu,\"routes\":[", (unsigned long long)m->generation);
+    for (uint32_t i = 0; i < m->nroutes; i++) {
+        sb_puts(o, i ? "," : "");
+        route_json_obj(o, m, i);
+    }
+    sb_puts(o, "]}");
+}
+
+/* show routes: each route, what it matches, where it sends, its last second. */
+void show_routes(struct ctl_req *r)
+{
+    static const char *const cols[] = {"route", "match", "pool", "state", "rps", "err%", "p99ms"};
+    const struct model *m = control_model();
+    unsigned n = ARRAY_SIZE(cols), rows = 1 + m->nroutes, k = 0;
+    char **cells;
+    struct sbuf o;
+
+    sb_init(&o);
+    if (r->cmd.json) {
+        show_routes_json(&o);
+        control_answer(r, o.s, true);
+        sb_free(&o);
+        return;
+    }
+    cells = veer_calloc(rows * n, sizeof(*cells));
+    for (unsigned c = 0; c < n; c++)
+        cells[k++] = veer_strdup(cols[c]);
+    for (uint32_t i = 0; i < m->nroutes; i++) {
+        const struct rt_route *rt = &m->routes[i];
+
+        cells[k++] = veer_strdup(rt->name);
+        cells[k++] = match_text(&m->conf->routes[i]);
+        cells[k++] = veer_strdup(rt->pool >= 0 ? m->pools[rt->pool].name : "-");
+        cells[k++] = veer_strdup(rt->maint ? "maintenance" : "serving");
+        cells[k++] = fmt("%.0f", rt->rate.rps);
+        cells[k++] = fmt("%.2f", 100.0 * rt->rate.error_rate);
+        cells[k++] = fmt("%.2f", rt->rate.p99_ms);
+    }
+    table(&o, cells, rows, n);
+    for (unsigned i = 0; i < rows * n; i++)
+        free(cells[i]);
+    free(cells);
+    control_answer(r, o.s, true);
+    sb_free(&o);
+}
+
 void show_execute(struct ctl_req *r)
 {
     switch (r->cmd.kind) {
@@ -340,6 +469,9 @@ void show_execute(struct ctl_req *r)
         return;
     case CMD_ROUTE_EXPLAIN:
         show_route_explain(r);
+        return;
+    case CMD_SHOW_ROUTES:
+        show_routes(r);
         return;
     default:
         control_answer(r, "ERR not a show command", false);

@@ -13,5 +13,6 @@ void show_pools(struct ctl_req *r);
 void show_pool(struct ctl_req *r);
 void show_stats(struct ctl_req *r);
 void show_route_explain(struct ctl_req *r);
+void show_routes(struct ctl_req *r);
 
 #endif

@@ -29,7 +29,7 @@
 #define STATE_VERSION   "1"
 #define STATE_MAX_BYTES (64u << 20) /* far above 10,000 backends per pool */
 #define STATE_MAX_NAME  255
-#define STATE_MAX_TOKS  6 /* "backend NAME weight W admin A" */
+#define STATE_MAX_TOKS  9 /* "route NAME pool P conf C maint R H" */
 #define WEIGHT_MAX      1000
 #define SHARE_MAX       100
 
@@ -51,6 +51,25 @@ static void render_pool(struct sbuf *b, const struct rt_pool *p)
 }
 
 /*
+ * A route whose runtime state differs from its configuration (a route set,
+ * route maintenance): "route NAME pool P conf C [maint RETRY HOLD_MS]", C
+ * being the pool its configuration named then. Routes as configured are not
+ * written, so a file without runtime route decisions stays readable by a
+ * binary that predates routes (a downgrade).
+ */
+static void render_route(struct sbuf *b, const struct model *m, const struct rt_route *r)
+{
+    const char *pool = r->pool >= 0 ? m->pools[r->pool].name : NULL;
+
+    if (pool == NULL || (!r->maint && strcmp(pool, r->conf_pool) == 0))
+        return;
+    sb_printf(b, "route %s pool %s conf %s", r->name, pool, r->conf_pool);
+    if (r->maint)
+        sb_printf(b, " maint %d %" PRId64, r->maint_retry_after, r->maint_hold_ms);
+    sb_puts(b, "\n");
+}
+
+/*
  * The model's runtime decisions (shares, weights, admin states, the
  * generation) in the format of state.h. Health is not saved: it is
  * observed again after a restart. The caller owns the returned string.
@@ -69,6 +88,8 @@ char *state_render(const struct model *m)
         sb_printf(&b, "maintenance on %d\n", m->maint_retry_after);
     for (uint32_t i = 0; i < m->npools; i++)
         render_pool(&b, &m->pools[i]);
+    for (uint32_t i = 0; i < m->nroutes; i++)
+        render_route(&b, m, &m->routes[i]);
     sb_puts(&b, "end\n");
     return sb_steal(&b);
 }
@@ -103,6 +124,14 @@ struct st_pool {
     uint32_t nb, cap_b;
 };
 
+struct st_route {
+    struct st_name id;
+    const char *pool, *conf_pool; /* point into st_file.buf */
+    bool maint;
+    int retry_after;
+    int64_t hold_ms;
+};
+
 /* A parsed state file; nothing in it has touched the model yet. */
 struct st_file {
     char *buf; /* private copy of the text, tokenised in place */
@@ -113,6 +142,8 @@ struct st_file {
     int retry_after;
     struct st_pool *p;
     uint32_t np, cap_p;
+    struct st_route *r;
+    uint32_t nr, cap_r;
 };
 
 enum st_phase {
@@ -155,6 +186,7 @@ static void st_free(struct st_file *f)
         free(f->p[i].b);
     }
     free(f->p);
+    free(f->r);
     free(f->buf);
 }
 
@@ -344,6 +376,31 @@ static int parse_maint(struct parser *ps, char **tok, int n, bool pool)
     return 0;
 }
 
+/* "route NAME pool P conf C [maint RETRY HOLD_MS]" (render_route). */
+static int parse_route(struct parser *ps, char **tok, int n)
+{
+    struct st_file *f = ps->f;
+    struct st_route *r;
+    uint64_t retry = 0, hold = 0;
+
+    if ((n != 6 && n != 9) || strcmp(tok[2], "pool") != 0 || strcmp(tok[4], "conf") != 0 ||
+        (n == 9 && (strcmp(tok[6], "maint") != 0 || parse_uint(tok[7], 86400, &retry) < 0 ||
+                    parse_uint(tok[8], INT64_MAX / 1000, &hold) < 0)))
+        return fail(ps, "expected 'route NAME pool POOL conf POOL [maint RETRY_AFTER HOLD_MS]'");
+    if (check_name(ps, "route", tok[1]) < 0 || check_name(ps, "pool", tok[3]) < 0 ||
+        check_name(ps, "pool", tok[5]) < 0)
+        return -1;
+    f->r = grow(f->r, f->nr, &f->cap_r, sizeof(*f->r));
+    r = &f->r[f->nr++];
+    *r = (struct st_route){.id = {.name = tok[1], .line = ps->line},
+                           .pool = tok[3],
+                           .conf_pool = tok[5],
+                           .maint = n == 9,
+                           .retry_after = (int)retry,
+                           .hold_ms = (int64_t)hold};
+    return 0;
+}
+
 /* "audit FIRST_SEQ FIRST_PREV LAST_SEQ LAST_HASH": where the audit log's chain starts and ends. */
 static int parse_audit(struct parser *ps, char **tok, int n)
 {
@@ -379,6 +436,8 @@ static int parse_body(struct parser *ps, char **tok, int n)
     }
     if (strcmp(tok[0], "pool") == 0)
         return parse_pool(ps, tok, n);
+    if (strcmp(tok[0], "route") == 0)
+        return parse_route(ps, tok, n);
     if (strcmp(tok[0], "share") == 0)
         return parse_share(ps, tok, n);
     if (strcmp(tok[0], "backend") == 0)
@@ -453,7 +512,8 @@ static int check_duplicates(struct parser *ps)
 {
     struct st_file *f = ps->f;
 
-    if (check_unique(ps, f->p, f->np, sizeof(*f->p), "pool") < 0)
+    if (check_unique(ps, f->p, f->np, sizeof(*f->p), "pool") < 0 ||
+        check_unique(ps, f->r, f->nr, sizeof(*f->r), "route") < 0)
         return -1;
     for (uint32_t i = 0; i < f->np; i++) {
         if (check_unique(ps, f->p[i].s, f->p[i].ns, sizeof(*f->p[i].s), "group") < 0 ||
@@ -502,6 +562,7 @@ static int st_parse(struct st_file *f, const char *text, char *msg, size_t msgle
 struct apply_stats {
     int backends; /* restored */
     uint32_t pools;
+    uint32_t routes;
     uint32_t unknown; /* pools, groups and backends that no longer exist */
 };
 
@@ -571,6 +632,41 @@ static void apply_backends(struct rt_pool *p, const struct st_pool *sp, struct a
     }
 }
 
+/*
+ * The saved routes that still exist: their maintenance, and the pool a
+ * route set gave them unless the configuration now names another pool than
+ * it did then (the operator edited it: the file wins, as on a reload).
+ */
+static void apply_routes(struct model *m, const struct st_file *f, struct apply_stats *st)
+{
+    for (uint32_t i = 0; i < f->nr; i++) {
+        const struct st_route *sr = &f->r[i];
+        int ri = model_find_route(m, sr->id.name), pi;
+        struct rt_route *r;
+
+        if (ri < 0) {
+            log_info("state file: route '%s' no longer exists, skipped", sr->id.name);
+            st->unknown++;
+            continue;
+        }
+        r = &m->routes[ri];
+        r->maint = sr->maint;
+        r->maint_retry_after = sr->retry_after;
+        r->maint_hold_ms = sr->hold_ms;
+        pi = model_find_pool(m, sr->pool);
+        if (strcmp(sr->conf_pool, r->conf_pool) != 0)
+            log_info("state file: route '%s' now names pool '%s' in the config (was '%s'): the "
+                     "config wins over the saved pool '%s'",
+                     r->name, r->conf_pool, sr->conf_pool, sr->pool);
+        else if (pi < 0 || m->pools[pi].removed)
+            log_info("state file: pool '%s' of route '%s' no longer exists, kept '%s'", sr->pool,
+                     r->name, r->conf_pool);
+        else
+            r->pool = pi;
+        st->routes++;
+    }
+}
+
 /* Merge a parsed file into m by name; it cannot fail. */
 static void st_apply(struct model *m, const struct st_file *f, struct apply_stats *st)
 {
@@ -591,6 +687,7 @@ static void st_apply(struct model *m, const struct st_file *f, struct apply_stat
         m->pools[k].rollout = sp->rollout ? veer_strdup(sp->rollout) : NULL;
         st->pools++;
     }
+    apply_routes(m, f, st);
     if (f->generation > m->generation)
         m->generation = f->generation;
     if (f->has_audit)
@@ -607,7 +704,7 @@ static void st_apply(struct model *m, const struct st_file *f, struct apply_stat
 int state_apply(struct model *m, const char *text, char *msg, size_t msglen)
 {
     struct st_file f;
-    struct apply_stats st = {0, 0, 0};
+    struct apply_stats st = {0};
     int n;
 
     if (st_parse(&f, text, msg, msglen) < 0) {
@@ -617,8 +714,11 @@ int state_apply(struct model *m, const char *text, char *msg, size_t msglen)
     st_apply(m, &f, &st);
     st_free(&f);
     if (msg != NULL && msglen > 0) {
-        n = snprintf(msg, msglen, "restored %d backends in %u pools (generation %" PRIu64 ")",
-                     st.backends, st.pools, m->generation);
+        n = snprintf(msg, msglen, "restored %d backends in %u pools", st.backends, st.pools);
+        if (st.routes && n >= 0 && (size_t)n < msglen)
+            n += snprintf(msg + n, msglen - (size_t)n, ", %u routes", st.routes);
+        if (n >= 0 && (size_t)n < msglen)
+            n += snprintf(msg + n, msglen - (size_t)n, " (generation %" PRIu64 ")", m->generation);
         if (st.unknown && n >= 0 && (size_t)n < msglen)
             snprintf(msg + n, msglen - (size_t)n, "; skipped %u unknown", st.unknown);
     }

@@ -11,7 +11,10 @@
  *   share green 0
  *   backend blue-1 weight 100 admin ready
  *   backend green-1 weight 100 admin drain
+ *   route payments pool payments-v2 conf payments maint 30 0
  *   end
+ * (a route line only for a route whose runtime state differs from its
+ * configuration: a route set, route maintenance.)
  * It is written atomically (temp file, fsync, rename, fsync of the
  * directory) by a persistence thread, off the admin reply path, within
  * 100 ms of a change; the same thread fsyncs the audit log.
