@@ -85,6 +85,10 @@ static char *dump(const struct model *m)
                       p->b[j].be->name, p->b[j].be->id, p->b[j].weight, p->b[j].group,
                       p->b[j].admin, p->b[j].health, p->b[j].drained);
     }
+    for (uint32_t i = 0; i < m->nroutes; i++)
+        sb_printf(&b, "route %s pool=%d maint=%d retry=%d hold=%lld\n", m->routes[i].name,
+                  m->routes[i].pool, m->routes[i].maint, m->routes[i].maint_retry_after,
+                  (long long)m->routes[i].maint_hold_ms);
     return sb_steal(&b);
 }
 
@@ -277,6 +281,18 @@ static const struct corrupt corrupt_texts[] = {
     {"end with extra field", "veer-state 1\ngeneration 42\nend now\n", 3},
     {"backend with too many fields",
      "veer-state 1\ngeneration 42\npool api\nbackend b weight 1 admin ready extra\nend\n", 4},
+    {"route without conf",
+     "veer-state 1\ngeneration 42\npool api\nroute r1 pool web\nend\n", 4},
+    {"route with a bad maint",
+     "veer-state 1\ngeneration 42\nroute r1 pool web conf api maint x 0\nend\n", 3},
+    {"route with a short maint",
+     "veer-state 1\ngeneration 42\nroute r1 pool web conf api maint 30\nend\n", 3},
+    {"route retry above a day",
+     "veer-state 1\ngeneration 42\nroute r1 pool web conf api maint 86401 0\nend\n", 3},
+    {"duplicate route",
+     "veer-state 1\ngeneration 42\nroute r1 pool web conf api\nroute r1 pool api conf api\n"
+     "end\n",
+     4},
     {"audit with a short hash", "veer-state 1\ngeneration 42\naudit 1 00 3 00\nend\n", 3},
     {"audit with a field missing",
      "veer-state 1\ngeneration 42\naudit 1 "
@@ -289,10 +305,73 @@ static const struct corrupt corrupt_texts[] = {
      3},
 };
 
+/* CONF with two routes: r1 to api, r2 to web. */
+#define ROUTES                                                                                     \
+    CONF "routes = ( { name = \"r1\"; pool = \"api\"; match = { path_prefix = \"/a\"; }; },"     \
+         "{ name = \"r2\"; pool = \"web\"; match = { path_prefix = \"/w\"; }; } );"
+
+START_TEST(test_route_state_round_trip)
+{
+    struct veer_conf *c = load(ROUTES);
+    struct model *m1 = model_from_conf(c), *m2 = model_from_conf(c);
+    char msg[256], *text, *d1, *d2;
+
+    /* As configured: no route line, so an older binary still reads the file. */
+    text = state_render(m1);
+    ck_assert_ptr_null(strstr(text, "route"));
+    free(text);
+    m1->routes[0].pool = 1; /* route set r1 pool web */
+    m1->routes[1].maint = true;
+    m1->routes[1].maint_retry_after = 30;
+    m1->routes[1].maint_hold_ms = 5000;
+    text = state_render(m1);
+    ck_assert_ptr_nonnull(strstr(text, "route r1 pool web conf api\n"
+                                       "route r2 pool web conf web maint 30 5000\nend\n"));
+    ck_assert_int_eq(state_apply(m2, text, msg, sizeof(msg)), 4);
+    ck_assert_str_eq(msg, "restored 4 backends in 2 pools, 2 routes (generation 1)");
+    for (uint32_t i = 0; i < m1->npools; i++)
+        for (uint32_t j = 0; j < m1->pools[i].nb; j++)
+            m2->pools[i].b[j].be->id = m1->pools[i].b[j].be->id;
+    d1 = dump(m1);
+    d2 = dump(m2);
+    ck_assert_str_eq(d1, d2);
+    free(d1);
+    free(d2);
+    free(text);
+    model_free(m2);
+    done(m1, c);
+}
+END_TEST
+
+START_TEST(test_route_state_yields_to_an_edited_config)
+{
+    struct veer_conf *c = load(ROUTES);
+    struct model *m = model_from_conf(c);
+    char msg[256];
+
+    /* Saved when r1's config named web; the config now names api: the config wins. */
+    ck_assert_int_eq(state_apply(m,
+                                 "veer-state 1\ngeneration 3\n"
+                                 "route r1 pool web conf web maint 9 0\n"
+                                 "route r2 pool gone conf web\n"
+                                 "route r3 pool api conf api\nend\n",
+                                 msg, sizeof(msg)),
+                     0);
+    ck_assert_str_eq(msg, "restored 0 backends in 0 pools, 2 routes (generation 3); skipped 1 "
+                          "unknown");
+    ck_assert_int_eq(m->routes[0].pool, 0);
+    ck_assert(m->routes[0].maint); /* its maintenance still applies */
+    ck_assert_int_eq(m->routes[0].maint_retry_after, 9);
+    ck_assert_int_eq(m->routes[1].pool, 1); /* its saved pool is gone: the config's */
+    ck_assert(!m->routes[1].maint);
+    done(m, c);
+}
+END_TEST
+
 START_TEST(test_corrupt_text_is_refused_and_changes_nothing)
 {
     const struct corrupt *t = &corrupt_texts[_i];
-    struct veer_conf *c = load(CONF);
+    struct veer_conf *c = load(ROUTES);
     struct model *m = model_from_conf(c);
     char msg[256], want[32], *before, *after;
 
@@ -957,6 +1036,8 @@ static Suite *state_suite(void)
     tcase_add_test(tf, test_round_trip_restores_every_value);
     tcase_add_test(tf, test_generation_keeps_the_higher);
     tcase_add_test(tf, test_unknown_names_are_skipped_and_counted);
+    tcase_add_test(tf, test_route_state_round_trip);
+    tcase_add_test(tf, test_route_state_yields_to_an_edited_config);
     tcase_add_loop_test(tf, test_corrupt_text_is_refused_and_changes_nothing, 0,
                         (int)(sizeof(corrupt_texts) / sizeof(corrupt_texts[0])));
     tcase_add_test(tf, test_the_valid_base_of_the_corrupt_texts_is_accepted);
