@@ -1,7 +1,7 @@
 /*
  * maintenance.c - maintenance mode: while it is on for every pool, for
- * the request's pool or for its route (route maintenance), new requests get 503 with Retry-After and a small
- * JSON body; requests already in flight finish. Paths on the allowlist
+ * the request's pool or for its route (route maintenance), new requests get 503 with Retry-After
+ * and a small JSON body; requests already in flight finish. Paths on the allowlist
  * (maintenance.allow prefixes, on whole segments, and always the modules'
  * own endpoints: veer's health endpoints, module_own_path) keep being
  * proxied or answered. The switch lives in the routing snapshot, so turning

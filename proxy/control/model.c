@@ -173,10 +173,9 @@ void model_bind_routes(struct model *m)
         if (v) {
             struct rt_route *o = &old[*v - 1];
 
-            *r = *o; /* maintenance, history, rate, slot and a route set's pool */
+            *r = *o;                   /* maintenance, history, rate, slot and a route set's pool */
             *o = (struct rt_route){0}; /* its strings are r's now */
-            if (strcmp(r->conf_pool, cr->pool) != 0 || r->pool < 0 ||
-                m->pools[r->pool].removed) {
+            if (strcmp(r->conf_pool, cr->pool) != 0 || r->pool < 0 || m->pools[r->pool].removed) {
                 /* The operator edited the route's pool in the file: the file wins. */
                 free(r->conf_pool);
                 r->conf_pool = veer_strdup(cr->pool);

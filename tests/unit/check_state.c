@@ -281,8 +281,7 @@ static const struct corrupt corrupt_texts[] = {
     {"end with extra field", "veer-state 1\ngeneration 42\nend now\n", 3},
     {"backend with too many fields",
      "veer-state 1\ngeneration 42\npool api\nbackend b weight 1 admin ready extra\nend\n", 4},
-    {"route without conf",
-     "veer-state 1\ngeneration 42\npool api\nroute r1 pool web\nend\n", 4},
+    {"route without conf", "veer-state 1\ngeneration 42\npool api\nroute r1 pool web\nend\n", 4},
     {"route with a bad maint",
      "veer-state 1\ngeneration 42\nroute r1 pool web conf api maint x 0\nend\n", 3},
     {"route with a short maint",
@@ -307,7 +306,7 @@ static const struct corrupt corrupt_texts[] = {
 
 /* CONF with two routes: r1 to api, r2 to web. */
 #define ROUTES                                                                                     \
-    CONF "routes = ( { name = \"r1\"; pool = \"api\"; match = { path_prefix = \"/a\"; }; },"     \
+    CONF "routes = ( { name = \"r1\"; pool = \"api\"; match = { path_prefix = \"/a\"; }; },"       \
          "{ name = \"r2\"; pool = \"web\"; match = { path_prefix = \"/w\"; }; } );"
 
 START_TEST(test_route_state_round_trip)
