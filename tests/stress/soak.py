@@ -17,7 +17,9 @@ Operations (one thread, one after another, every --op-interval seconds):
 shift (with a publish), drain --wait then ready, reload (the config file
 edited), add backend / wait READY / drain / del backend, set weight,
 maintenance on --hold with a shift published while requests are held then
-maintenance off, and a binary upgrade (veerctl upgrade) every
+maintenance off, route set (route ka between two pools) or rollback route,
+route maintenance on --hold for ka with a route set published while its
+requests are held then off, and a binary upgrade (veerctl upgrade) every
 --upgrade-every seconds.
 
 Checks: every request got exactly one well-formed answer within --deadline
@@ -363,15 +365,17 @@ class Soak:
                               % (reason, now - t0))
             if reason == "maintenance":
                 with self.acct.lock:  # judged at the end, when every window is closed
-                    self.maint_503.append((kind, t0, now))
+                    self.maint_503.append((kind, t0, now, getattr(self.tl, "on_ka_route", False)))
         return close
 
     def judge_maintenance_503s(self):
         """A maintenance 503 is right only when maintenance was still on when
-        the request's hold ran out (a window covering sent + 2 s)."""
+        the request's hold ran out (a window covering sent + 2 s): the pool's
+        for any request, route ka's for a request that route takes."""
         hold = 2.0 - 0.1
-        for kind, t0, t1 in self.maint_503:
-            if not any(a <= t0 + hold <= b for a, b in self.maint_windows):
+        for kind, t0, t1, on_ka in self.maint_503:
+            windows = self.maint_windows + (self.route_windows if on_ka else [])
+            if not any(a <= t0 + hold <= b for a, b in windows):
                 self.acct.failures.append((t1, kind, "maintenance 503 %.3fs after the request, "
                                            "though maintenance was not on for its whole hold "
                                            "(windows near it: %s)"
@@ -379,7 +383,7 @@ class Soak:
 
     def windows_near(self, t):
         return ", ".join("[%+.3f, %s]" % (a - t, "open" if b is None else "%+.3f" % (b - t))
-                         for a, b in self.maint_windows if abs(a - t) < 10)
+                         for a, b in self.maint_windows + self.route_windows if abs(a - t) < 10)
 
     def read_answer(self, reader, method, t0):
         try:
@@ -393,6 +397,7 @@ class Soak:
         def build(rng):
             path = "/slow/%d" % rng.randrange(1 << 30) if rng.random() < 0.1 else \
                 "%s/%d" % (prefix, rng.randrange(1 << 30))
+            self.tl.on_ka_route = path.startswith("/ka/")  # the route "ka" takes it
             if rng.random() < 0.1:
                 path = path.replace("/", "//", 1).replace("/", "/./", 2)  # canonicalized by veer
             return ("GET %s HTTP/1.1\r\nHost: soak\r\n\r\n" % path).encode(), "GET", None
@@ -649,6 +654,37 @@ class Soak:
             self.ctl("hold", "maintenance", "off", "api")
         window[1] = time.monotonic()
 
+    def op_route_set(self):
+        """Route ka to the other pool (the same backends under other names, so
+        every answer stays checkable), or roll the last route set back."""
+        if self.rng.random() < 0.3:
+            if self.ctl("route rollback", "rollback", "route", "ka"):
+                self.acct.ops["route rollback"] += 1
+            return
+        self.ka_pool = "alt" if self.ka_pool == "api" else "api"
+        if self.ctl("route set", "route", "set", "ka", "pool", self.ka_pool):
+            self.acct.ops["route set"] += 1
+
+    def op_route_hold(self):
+        """Route maintenance with a hold on ka while a route set is published,
+        then off: held requests on /ka are answered by either pool."""
+        if self.args.no_hold:
+            return
+        window = [time.monotonic(), None]
+        with self.acct.lock:
+            self.route_windows.append(window)
+        if not self.ctl("route hold", "route", "maintenance", "ka", "on", "--hold", "2s",
+                        "--retry-after", "3"):
+            window[1] = time.monotonic()
+            return
+        self.acct.ops["route maintenance hold"] += 1
+        time.sleep(0.2)
+        self.op_route_set()  # a publish while requests on the route are held
+        time.sleep(0.2)
+        if not self.ctl("route hold", "route", "maintenance", "ka", "off"):
+            self.ctl("route hold", "route", "maintenance", "ka", "off")
+        window[1] = time.monotonic()
+
     def op_upgrade(self):
         old = self.current_pid
         with self.acct.lock:
@@ -709,7 +745,7 @@ class Soak:
 
     def operations(self):
         ops = [self.op_shift, self.op_weight, self.op_drain, self.op_reload, self.op_add_del,
-               self.op_hold]
+               self.op_hold, self.op_route_set, self.op_route_hold]
         next_upgrade = time.monotonic() + self.args.upgrade_every
         while not self.stop_ev.wait(self.args.op_interval):
             try:
@@ -726,6 +762,9 @@ class Soak:
     def config_text(self, alt=0):
         bl = ", ".join('{ name = "%s"; address = "%s"; weight = 100; group = "%s"; }'
                        % (b.name, b.address, b.name.split("-")[0]) for b in self.backends)
+        # route ka's other pool: the same backends (they answer with their own names)
+        alt_bl = ", ".join('{ name = "alt-%s"; address = "%s"; }' % (b.name, b.address)
+                           for b in self.backends)
         return ('workers = %d;\n'
                 'listen = ( { address = "127.0.0.1:0"; pool = "api"; },\n'
                 '           { address = "127.0.0.1:0"; pool = "api"; %s } );\n'
@@ -734,17 +773,20 @@ class Soak:
                 'timeouts = { quiet_ms = 300; idle_ms = %d; };\n'
                 'pools = ( { name = "api"; hold_ms = %d; %s\n'
                 '            shares = { blue = 50; green = 50; };\n'
-                '            backends = ( %s ); } );\n'
+                '            backends = ( %s ); },\n'
+                '          { name = "alt"; backends = ( %s ); } );\n'
                 '%s'
                 % (self.args.workers, self.tls_text, self.tmp, self.tmp, self.tmp,
                    60000 + 1000 * alt, self.args.hold_ms,
-                   health_text("/ready", 100, 1000, 1, 3), bl, self.routes_text(alt)))
+                   health_text("/ready", 100, 1000, 1, 3), bl, alt_bl, self.routes_text(alt)))
 
     @staticmethod
     def routes_text(alt):
-        """Routes to the one pool, so every answer stays checkable: a reload swaps
-        between two tables (one with a header set, one with a route more), and
-        requests on /ka take a route while the others fall back to the listener's."""
+        """Routes to pools of the same backends, so every answer stays checkable:
+        a reload swaps between two tables (one with a header set, one with a
+        route more), requests on /ka take a route (which route set moves
+        between pools api and alt, and route maintenance holds) while the
+        others fall back to the listener's."""
         ka = ('{ name = "ka"; pool = "api"; match = { path_prefix = "/ka"; };\n'
               '  request_headers = { set = ( { name = "X-Route"; value = "ka-%d"; } ); }; }' % alt)
         slow = '{ name = "slow"; pool = "api"; match = { path_prefix = "/slow"; methods = ( "GET" ); }; }'
@@ -757,7 +799,10 @@ class Soak:
         self.extra = SoakBackend("extra")
         self.backend_names = {b.name for b in self.backends} | {"extra"}
         self.maint_windows = []
+        self.route_windows = []
         self.maint_503 = []
+        self.tl = threading.local()
+        self.ka_pool = "api"
         self.extra_n = 0
         self.reloads = 0
         self.tls_files = TlsFiles()
@@ -775,8 +820,8 @@ class Soak:
         self.port, self.tls_port = ports["plain"][0], ports["tls"][0]
         self.pids = [self.v.proc.pid]
         self.current_pid = self.v.proc.pid
-        wait_for(lambda: (self.ctl("show", "show", "pools") or "").count("READY") >= 4,
-                 timeout=30, what="four READY backends")
+        wait_for(lambda: (self.ctl("show", "show", "pools") or "").count("READY") >= 8,
+                 timeout=30, what="eight READY backends (four per pool)")
         print("soak: veer pid %d on :%d (tls :%d), %d workers, %d s, subreaper=%s"
               % (self.v.proc.pid, self.port, self.tls_port, a.workers, a.seconds, subreaper),
               flush=True)
