@@ -19,7 +19,9 @@
  * (same path, read-only) shows the canonical path, the route and its pool or
  * the fallback (the first listener's pool, or the 404 without one), and
  * routes_explain's reasons for the routes ranked above; a path veer answers
- * 400 is refused with ERR bad path.
+ * 400 is refused with ERR bad path. show routes (table and --json) shows
+ * each route's match, the pool it sends to now and its state, which route
+ * set and route maintenance change (and route explain names them).
  *
  * Each test runs in its own process (Check's fork mode). The only waits are
  * for the control thread's mailbox, stepped here with a deadline.
@@ -864,6 +866,76 @@ START_TEST(test_route_explain_without_a_fallback_pool)
 }
 END_TEST
 
+/*
+ * show routes: a row per route with its match, the pool it sends to now and
+ * its state; --json the same as objects with the last second's figures. A
+ * route set and route maintenance show in both, and in route explain.
+ */
+START_TEST(test_show_routes)
+{
+    json_t *doc, *routes, *r;
+    json_error_t e;
+
+    up_with(CONF CONF_ROUTES);
+    ck_assert_str_eq(show("show routes"),
+                     "route     match                                             "
+                     "          pool  state    rps  err%  p99ms\n"
+                     "payments  host=api.example.com path_prefix=/payments        "
+                     "          hc    serving  0    0.00  0.00\n"
+                     "users-v2  path_prefix=/users methods=GET,HEAD header=X-Api-V"
+                     "ersion:2  hc    serving  0    0.00  0.00\n"
+                     "users     path_prefix=/users                                "
+                     "          api   serving  0    0.00  0.00\n");
+    run("route set payments pool api");
+    ck_assert(reply_ok);
+    run("route maintenance users on --retry-after 9");
+    ck_assert(reply_ok);
+    doc = json_loads(show("show routes --json"), 0, &e);
+    ck_assert_msg(doc != NULL, "%s", e.text);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "generation")),
+                     (json_int_t)F.m->generation);
+    routes = json_object_get(doc, "routes");
+    ck_assert_uint_eq(json_array_size(routes), 3);
+    r = json_array_get(routes, 0);
+    ck_assert_str_eq(str(r, "name"), "payments");
+    ck_assert_str_eq(str(r, "pool"), "api");
+    ck_assert_str_eq(str(r, "state"), "serving");
+    ck_assert_str_eq(str(json_object_get(r, "match"), "host"), "api.example.com");
+    ck_assert_str_eq(str(json_object_get(r, "match"), "path_prefix"), "/payments");
+    ck_assert_uint_eq(json_object_size(json_object_get(r, "match")), 2);
+    ck_assert(json_is_real(json_object_get(r, "rps")));
+    ck_assert(json_is_real(json_object_get(r, "error_rate")));
+    ck_assert(json_is_real(json_object_get(r, "p99_ms")));
+    r = json_array_get(routes, 1);
+    ck_assert_str_eq(json_string_value(json_array_get(
+                         json_object_get(json_object_get(r, "match"), "methods"), 1)),
+                     "HEAD");
+    ck_assert_str_eq(
+        str(json_array_get(json_object_get(json_object_get(r, "match"), "headers"), 0), "value"),
+        "2");
+    ck_assert_str_eq(str(json_array_get(routes, 2), "state"), "maintenance");
+    json_decref(doc);
+    ck_assert_str_eq(show("route explain GET - /users/1"),
+                     "OK\n"
+                     "canonical_path /users/1\n"
+                     "route users pool api\n"
+                     "state maintenance (503, Retry-After: 9)\n"
+                     "skip users-v2: header X-Api-Version is not \"2\"\n"
+                     "skip 1 route for other hosts\n");
+    down();
+}
+END_TEST
+
+/* Without routes: a header line and an empty list. */
+START_TEST(test_show_routes_without_routes)
+{
+    up();
+    ck_assert_str_eq(show("show routes"), "route  match  pool  state  rps  err%  p99ms\n");
+    ck_assert_str_eq(show("show routes --json"), "{\"generation\":1,\"routes\":[]}\n");
+    down();
+}
+END_TEST
+
 static Suite *show_suite(void)
 {
     Suite *s = suite_create("show");
@@ -880,6 +952,8 @@ static Suite *show_suite(void)
     tcase_add_test(tc, test_route_explain_without_routes);
     tcase_add_test(tc, test_route_explain_with_routes);
     tcase_add_test(tc, test_route_explain_without_a_fallback_pool);
+    tcase_add_test(tc, test_show_routes);
+    tcase_add_test(tc, test_show_routes_without_routes);
     suite_add_tcase(s, tc);
     return s;
 }
