@@ -657,13 +657,17 @@ class Soak:
     def op_route_set(self):
         """Route ka to the other pool (the same backends under other names, so
         every answer stays checkable), or roll the last route set back."""
-        if self.rng.random() < 0.3:
+        if self.rng.random() < 0.3 and self.route_sets:
+            # Only a set this process made: rollback history does not cross an upgrade.
             if self.ctl("route rollback", "rollback", "route", "ka"):
                 self.acct.ops["route rollback"] += 1
+                self.route_sets -= 1
+                self.ka_pool = "alt" if self.ka_pool == "api" else "api"
             return
         self.ka_pool = "alt" if self.ka_pool == "api" else "api"
         if self.ctl("route set", "route", "set", "ka", "pool", self.ka_pool):
             self.acct.ops["route set"] += 1
+            self.route_sets += 1
 
     def op_route_hold(self):
         """Route maintenance with a hold on ka while a route set is published,
@@ -710,6 +714,7 @@ class Soak:
             return
         self.pids.append(pid)
         self.current_pid = pid
+        self.route_sets = 0
         self.acct.ops["upgrade"] += 1
         rc = self.wait_exit(old, 40)
         window[1] = time.monotonic()
@@ -803,6 +808,7 @@ class Soak:
         self.maint_503 = []
         self.tl = threading.local()
         self.ka_pool = "api"
+        self.route_sets = 0  # route sets since the last upgrade, for rollback route
         self.extra_n = 0
         self.reloads = 0
         self.tls_files = TlsFiles()
