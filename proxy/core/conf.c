@@ -1455,30 +1455,49 @@ static int resolve_listeners(struct conf_loader *ld, const config_setting_t *roo
     return 0;
 }
 
-/* The route's retries: its pool's, with the keys the route sets over them. */
-static int resolve_route_retries(struct conf_loader *ld, const config_setting_t *e,
-                                 struct conf_route *r, const struct conf_pool *p)
+/*
+ * The route's retries are its pool's with the keys the route sets over them
+ * (txn.c merges them per request, against the pool the route sends to
+ * then); here: that the result with its configured pool is consistent.
+ */
+static int check_route_retries(struct conf_loader *ld, const config_setting_t *e,
+                               const struct conf_route *r, const struct conf_pool *p)
 {
     const config_setting_t *s = config_setting_get_member(e, "retries"), *cap;
     const struct conf_retries *set = &r->retries_set;
+    int base = set->base_ms >= 0 ? set->base_ms : p->retries.base_ms;
+    int capv = set->cap_ms >= 0 ? set->cap_ms : p->retries.cap_ms;
 
-    r->retries = p->retries;
-    if (set->count >= 0)
-        r->retries.count = set->count;
-    if (set->base_ms >= 0)
-        r->retries.base_ms = set->base_ms;
-    if (set->cap_ms >= 0)
-        r->retries.cap_ms = set->cap_ms;
-    if (set->budget_percent >= 0)
-        r->retries.budget_percent = set->budget_percent;
-    if (s == NULL || r->retries.cap_ms >= r->retries.base_ms)
+    if (s == NULL || capv >= base)
         return 0;
     cap = config_setting_get_member(s, "cap_ms");
     return fail(ld, cap ? cap : s, "%s.cap_ms (%d) must be >= base_ms (%d, with the pool's)",
-                where(ld, s), r->retries.cap_ms, r->retries.base_ms);
+                where(ld, s), capv, base);
 }
 
-/* Pool, effective overrides and the keys that need others, for route i. */
+void conf_route_effective(const struct veer_conf *c, const struct conf_route *r,
+                          const struct conf_pool *p, struct conf_route_eff *out)
+{
+    const struct conf_retries *set = &r->retries_set;
+
+    out->retries = p->retries;
+    if (set->count >= 0)
+        out->retries.count = set->count;
+    if (set->base_ms >= 0)
+        out->retries.base_ms = set->base_ms;
+    if (set->cap_ms >= 0)
+        out->retries.cap_ms = set->cap_ms;
+    if (set->budget_percent >= 0)
+        out->retries.budget_percent = set->budget_percent;
+    if (out->retries.cap_ms < out->retries.base_ms)
+        out->retries.cap_ms = out->retries.base_ms; /* another pool's base over the route's cap */
+    out->hold_ms = r->hold_ms >= 0 ? r->hold_ms : p->hold_ms;
+    out->body_bytes = r->body_bytes >= 0   ? r->body_bytes
+                      : p->body_bytes >= 0 ? p->body_bytes
+                                           : c->limits.body_bytes;
+}
+
+/* Pool, and the keys that need others, for route i. */
 static int resolve_route(struct conf_loader *ld, const config_setting_t *e, struct veer_conf *conf,
                          struct conf_route *r)
 {
@@ -1496,11 +1515,7 @@ static int resolve_route(struct conf_loader *ld, const config_setting_t *e, stru
                     "%s needs match.path or match.path_prefix: it replaces what they matched",
                     where(ld, m));
     }
-    r->eff_body_bytes = r->body_bytes >= 0   ? r->body_bytes
-                        : p->body_bytes >= 0 ? p->body_bytes
-                                             : conf->limits.body_bytes;
-    r->eff_hold_ms = r->hold_ms >= 0 ? r->hold_ms : p->hold_ms;
-    return resolve_route_retries(ld, e, r, p);
+    return check_route_retries(ld, e, r, p);
 }
 
 /*

@@ -206,8 +206,9 @@ struct conf_header {
 /*
  * One entry of `routes` (issue 17). The match keys are what routes_build
  * compiles (veer_conf.routes_table, route i is routes[i]); the overrides
- * are resolved against the route's pool and the globals at load, so a
- * request on the route reads its effective values here.
+ * are kept as written (-1: not set) and resolved per request against the
+ * pool the route sends to then (conf_route_effective), which a route set
+ * may have changed since the load.
  */
 struct conf_route {
     char *name;
@@ -230,10 +231,6 @@ struct conf_route {
     struct conf_header *set_headers; /* request_headers.set */
     int nset_headers;
     struct conf_strings remove_headers; /* request_headers.remove */
-    /* effective values for requests on the route (set at load) */
-    int64_t eff_body_bytes;      /* route, else pool, else limits.body_bytes */
-    int eff_hold_ms;             /* route, else pool */
-    struct conf_retries retries; /* the pool's, with the route's keys over them */
 };
 
 struct conf_cluster {
@@ -404,5 +401,16 @@ const void *conf_section(const struct veer_conf *conf, const struct conf_section
  * CONF_K_CUSTOM. For tests and diagnostics; a module reads its own object.
  */
 const void *conf_value(const struct veer_conf *conf, const char *key);
+
+/* What a request on route r gets when r sends to pool p (conf_route_effective). */
+struct conf_route_eff {
+    struct conf_retries retries; /* p's, with the keys r sets over them */
+    int hold_ms;                 /* r's, else p's */
+    int64_t body_bytes;          /* r's, else p's, else limits.body_bytes; 0 = unlimited */
+};
+
+/* The values of route r of c for a request it sends to pool p (any pool of c). */
+void conf_route_effective(const struct veer_conf *c, const struct conf_route *r,
+                          const struct conf_pool *p, struct conf_route_eff *out);
 
 #endif

@@ -659,29 +659,6 @@ static bool request_header_is(const void *ctx, const char *name, size_t name_len
 }
 
 /*
- * The keys a route sets, over its pool's (in t already). The pool is the one
- * the route sends to now, which a route set may have changed since the
- * configuration was loaded, so this is done per request, not at load.
- */
-static void route_overrides(struct txn *t, const struct conf_route *cr)
-{
-    const struct conf_retries *set = &cr->retries_set;
-
-    if (set->count >= 0)
-        t->retries.count = set->count;
-    if (set->base_ms >= 0)
-        t->retries.base_ms = set->base_ms;
-    if (set->cap_ms >= 0)
-        t->retries.cap_ms = set->cap_ms;
-    if (set->budget_percent >= 0)
-        t->retries.budget_percent = set->budget_percent;
-    if (t->retries.cap_ms < t->retries.base_ms)
-        t->retries.cap_ms = t->retries.base_ms; /* another pool's base over the route's cap */
-    if (cr->hold_ms >= 0)
-        t->hold_ms = cr->hold_ms;
-}
-
-/*
  * Match t against the route table of the newest snapshot: the route's pool
  * (else the listener's) and what the route overrides, copied into t so that
  * nothing of the table is read after this event. Returns the route's
@@ -723,14 +700,20 @@ static const struct conf_route *route_match(struct txn *t)
     if (t->response_ms > 0)
         t->tv_response = (struct timeval){.tv_sec = t->response_ms / 1000,
                                           .tv_usec = (t->response_ms % 1000) * 1000};
+    if (cr && cp) {
+        /* Against the pool the route sends to now: a route set may have changed it. */
+        struct conf_route_eff eff;
+
+        conf_route_effective(r->conf, cr, cp, &eff);
+        t->retries = eff.retries;
+        t->hold_ms = eff.hold_ms;
+        t->limits.body_bytes = (uint64_t)eff.body_bytes;
+        return cr;
+    }
     t->retries = cp ? cp->retries : (struct conf_retries){0};
     t->hold_ms = cp ? cp->hold_ms : 0;
-    if (cr)
-        route_overrides(t, cr);
     if (r->routes) {
-        int64_t body = cr && cr->body_bytes >= 0   ? cr->body_bytes
-                       : cp && cp->body_bytes >= 0 ? cp->body_bytes
-                                                   : w->conf->limits.body_bytes;
+        int64_t body = cp && cp->body_bytes >= 0 ? cp->body_bytes : w->conf->limits.body_bytes;
 
         t->limits.body_bytes = (uint64_t)body;
     }

@@ -772,6 +772,15 @@ static const char routes_conf[] =
     "  { name = \"auth\"; } );\n"
     "limits = { body_bytes = 1000; };\n";
 
+/* The values a request on route r gets with the pool its configuration names. */
+static struct conf_route_eff eff(const struct veer_conf *c, const struct conf_route *r)
+{
+    struct conf_route_eff e;
+
+    conf_route_effective(c, r, &c->pools[r->pool_index], &e);
+    return e;
+}
+
 START_TEST(test_routes_of_the_contract_load)
 {
     struct veer_conf *c = load_ok(routes_conf);
@@ -792,9 +801,9 @@ START_TEST(test_routes_of_the_contract_load)
     ck_assert_int_eq(r->nheaders, 0);
     /* nothing overridden: the pool's, then the globals */
     ck_assert_int_eq(r->upstream_response_ms, -1);
-    ck_assert_int_eq(r->eff_body_bytes, 100);
-    ck_assert_int_eq(r->eff_hold_ms, 7);
-    ck_assert_int_eq(r->retries.count, 2);
+    ck_assert_int_eq(eff(c, r).body_bytes, 100);
+    ck_assert_int_eq(eff(c, r).hold_ms, 7);
+    ck_assert_int_eq(eff(c, r).retries.count, 2);
     ck_assert_ptr_null(r->rewrite_prefix);
     r = &c->routes[1];
     ck_assert_int_eq(r->pool_index, 2);
@@ -803,24 +812,57 @@ START_TEST(test_routes_of_the_contract_load)
     ck_assert_int_eq(r->nheaders, 1);
     ck_assert_str_eq(r->headers[0].name, "X-Api-Version");
     ck_assert_str_eq(r->headers[0].value, "2");
-    ck_assert_int_eq(r->eff_body_bytes, 1000);
-    ck_assert_int_eq(r->eff_hold_ms, 0);
-    ck_assert_int_eq(r->retries.count, 3);
-    ck_assert_int_eq(r->retries.base_ms, 20);
-    ck_assert_int_eq(r->retries.cap_ms, 400);
+    ck_assert_int_eq(eff(c, r).body_bytes, 1000);
+    ck_assert_int_eq(eff(c, r).hold_ms, 0);
+    ck_assert_int_eq(eff(c, r).retries.count, 3);
+    ck_assert_int_eq(eff(c, r).retries.base_ms, 20);
+    ck_assert_int_eq(eff(c, r).retries.cap_ms, 400);
     r = &c->routes[2];
     ck_assert_int_eq(r->pool_index, 3);
     ck_assert_str_eq(r->path, "/login");
     ck_assert_int_eq(r->upstream_response_ms, 5000);
     ck_assert_int_eq(r->body_bytes, 65536);
-    ck_assert_int_eq(r->eff_body_bytes, 65536);
+    ck_assert_int_eq(eff(c, r).body_bytes, 65536);
     ck_assert_int_eq(r->retries_set.count, 0);
     ck_assert_int_eq(r->retries_set.base_ms, -1);
-    ck_assert_int_eq(r->retries.count, 0);
-    ck_assert_int_eq(r->retries.base_ms, 10); /* the rest from the pool */
-    ck_assert_int_eq(r->retries.budget_percent, 20);
+    ck_assert_int_eq(eff(c, r).retries.count, 0);
+    ck_assert_int_eq(eff(c, r).retries.base_ms, 10); /* the rest from the pool */
+    ck_assert_int_eq(eff(c, r).retries.budget_percent, 20);
     ck_assert_str_eq(r->rewrite_prefix, "/v1/login");
     ck_assert_int_eq(c->listens[0].pool_index, 0);
+    conf_free(c);
+}
+END_TEST
+
+/*
+ * After a route set the route's requests go to another pool: the keys the
+ * route sets stay, the others are that pool's; a base over the route's cap
+ * from the other pool lifts the cap to it.
+ */
+START_TEST(test_route_effective_with_another_pool)
+{
+    struct veer_conf *c =
+        load_ok("listen = ( { address = \"127.0.0.1:0\"; pool = \"a\"; } );\n"
+                "pools = ( { name = \"a\"; hold_ms = 5; body_bytes = 10;\n"
+                "            retries = { count = 1; base_ms = 10; cap_ms = 50; }; },\n"
+                "          { name = \"b\"; hold_ms = 9; retries = { count = 4; base_ms = 80;\n"
+                "            cap_ms = 900; budget_percent = 7; }; } );\n"
+                "limits = { body_bytes = 33; };\n"
+                "routes = ( { name = \"r\"; pool = \"a\"; retries = { cap_ms = 60; }; } );\n");
+    struct conf_route_eff e;
+
+    conf_route_effective(c, &c->routes[0], &c->pools[0], &e);
+    ck_assert_int_eq(e.hold_ms, 5);
+    ck_assert_int_eq(e.body_bytes, 10);
+    ck_assert_int_eq(e.retries.count, 1);
+    ck_assert_int_eq(e.retries.cap_ms, 60);
+    conf_route_effective(c, &c->routes[0], &c->pools[1], &e);
+    ck_assert_int_eq(e.hold_ms, 9);
+    ck_assert_int_eq(e.body_bytes, 33); /* b sets none: the global limit */
+    ck_assert_int_eq(e.retries.count, 4);
+    ck_assert_int_eq(e.retries.base_ms, 80);
+    ck_assert_int_eq(e.retries.cap_ms, 80); /* the route's 60 under b's base 80: lifted */
+    ck_assert_int_eq(e.retries.budget_percent, 7);
     conf_free(c);
 }
 END_TEST
@@ -841,8 +883,8 @@ START_TEST(test_route_request_headers_and_hold)
     ck_assert_ptr_null(c->listens[0].pool);
     ck_assert_int_eq(c->listens[0].pool_index, -1);
     ck_assert_int_eq(r->hold_ms, 300);
-    ck_assert_int_eq(r->eff_hold_ms, 300);
-    ck_assert_int_eq(r->eff_body_bytes, 0); /* the pool's 0: unlimited, over the global 50 */
+    ck_assert_int_eq(eff(c, r).hold_ms, 300);
+    ck_assert_int_eq(eff(c, r).body_bytes, 0); /* the pool's 0: unlimited, over the global 50 */
     ck_assert_int_eq(r->nset_headers, 2);
     ck_assert_str_eq(r->set_headers[0].name, "X-Route");
     ck_assert_str_eq(r->set_headers[0].value, "r 1");
@@ -1425,6 +1467,7 @@ static Suite *conf_suite(void)
     tcase_add_test(load, test_each_config_has_its_own_module_objects);
     tcase_add_test(load, test_routes_of_the_contract_load);
     tcase_add_test(load, test_route_request_headers_and_hold);
+    tcase_add_test(load, test_route_effective_with_another_pool);
     tcase_add_test(load, test_no_routes_means_no_table);
     tcase_add_loop_test(bad, test_bad_config_is_refused_with_file_and_line, 0,
                         (int)ARRAY_SIZE(bad_confs));
