@@ -343,7 +343,7 @@ static const char page[] =
     "function match(m){var a=[];if(m.host)a.push('host='+m.host);if(m.path)a.push('path='+"
     "m.path);if(m.path_prefix)a.push('path_prefix='+m.path_prefix);if(m.methods)a.push("
     "'methods='+m.methods.join(','));(m.headers||[]).forEach(function(x){a.push('header='+"
-    "x.name+':'+x.value);});return a.length?a.join(' '):'any';}"
+    "x.name+':'+x.value);});return a.length?a.join(' '):'*';}"
     "function routes(s){if(!s.routes||!s.routes.length)return '';var h='<h2>routes</h2><table>'"
     "+row(['route','match','pool','state','rps','error rate','p99 ms'],'th');"
     "s.routes.forEach(function(r){h+=row([esc(r.name),esc(match(r.match)),r.pool===null?"

@@ -96,5 +96,5 @@ void routejson_match_text(struct sbuf *o, const struct conf_route *cr)
         sb_printf(o, "%sheader=%s:%s", o->len > start ? " " : "", cr->headers[k].name,
                   cr->headers[k].value);
     if (o->len == start)
-        sb_puts(o, "any");
+        sb_puts(o, "*");
 }

@@ -35,7 +35,7 @@ bool routejson_in_maintenance(const struct model *m, uint32_t i);
 /*
  * Append the match of cr as one line of text: its keys in the order host, path or
  * path_prefix, methods, headers, as "host=api.example.com path_prefix=/payments
- * methods=GET,HEAD header=X-Api-Version:2", or "any" when it sets none. Values are written
+ * methods=GET,HEAD header=X-Api-Version:2", or "*" when it sets none. Values are written
  * as configured (no quoting: config values hold no newline).
  */
 void routejson_match_text(struct sbuf *o, const struct conf_route *cr);

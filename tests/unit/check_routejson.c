@@ -5,7 +5,8 @@
  * the match keys the route sets (path or path_prefix, methods, headers), its
  * pool after a route set (null once that pool is gone), its state after
  * route, pool and veer-wide maintenance, and its figures; names and values
- * are JSON-escaped. The match as text, in the same key order, or "any".
+ * are JSON-escaped. The match as text, in the same key order, or "*" when
+ * the route sets none.
  */
 #include "conf.h"
 #include "model.h"
@@ -150,18 +151,18 @@ START_TEST(test_route_state_follows_every_maintenance_that_closes_it)
 }
 END_TEST
 
-START_TEST(test_match_text_names_the_keys_in_order_or_any)
+START_TEST(test_match_text_names_the_keys_in_order_or_a_star)
 {
     ck_assert_str_eq(match_text(0), "host=api.example.com path_prefix=/payments");
     ck_assert_str_eq(match_text(1), "path_prefix=/users methods=GET,HEAD "
                                     "header=X-Api-Version:2 header=X-Q:a\"b\\c");
     ck_assert_str_eq(match_text(2), "path=/login");
-    ck_assert_str_eq(match_text(3), "any");
+    ck_assert_str_eq(match_text(3), "*");
     /* Appended to what the buffer holds. */
     sb_reset(&fx.o);
     sb_puts(&fx.o, "match: ");
     routejson_match_text(&fx.o, &fx.c->routes[3]);
-    ck_assert_str_eq(fx.o.s, "match: any");
+    ck_assert_str_eq(fx.o.s, "match: *");
     sb_reset(&fx.o);
     sb_puts(&fx.o, "x ");
     routejson_match_text(&fx.o, &fx.c->routes[1]);
@@ -178,7 +179,7 @@ static Suite *routejson_suite(void)
     tcase_add_test(tc, test_route_object_has_only_the_match_keys_the_route_sets);
     tcase_add_test(tc, test_route_object_shows_the_pool_it_sends_to_now_and_its_figures);
     tcase_add_test(tc, test_route_state_follows_every_maintenance_that_closes_it);
-    tcase_add_test(tc, test_match_text_names_the_keys_in_order_or_any);
+    tcase_add_test(tc, test_match_text_names_the_keys_in_order_or_a_star);
     suite_add_tcase(s, tc);
     return s;
 }
