@@ -4,8 +4,14 @@
  *   liveness   200 while the event loops run
  *   readiness  200 when veer accepts traffic and every listener's pool has
  *              an eligible backend; 503 while shutting down or when one has none
- *   status     JSON: version, uptime, workers, generation, maintenance and
- *              per pool the backends by state
+ *   status     JSON: version, uptime, workers, generation, maintenance (for
+ *              every pool, per pool and per route) and per pool the backends
+ *              by state
+ * Readiness looks at the listeners' pools only, never at the pools routes
+ * send to: it tells the outer load balancer whether to send this veer any
+ * traffic at all, and one API service without a backend must not take the
+ * whole front door out. A route whose pool has no eligible backend answers
+ * 503 on that route alone; the others keep serving.
  * With `enabled = false;` the paths are proxied like any other.
  *
  * Its keys: health_endpoints = { prefix = "/api/health"; enabled = true; };
@@ -98,6 +104,19 @@ static int readiness(struct txn *t, const struct routing *r)
     return rc;
 }
 
+/*
+ * Whether route i's requests get the maintenance 503: its own route maintenance, its pool's,
+ * or the one for every pool (the maintenance module's rule), as the pools map says it.
+ */
+static bool route_maint(const struct routing *r, uint32_t i)
+{
+    const struct snap_route *sr = &r->route[i];
+
+    if (sr->maint || r->maint)
+        return true;
+    return sr->pool >= 0 && (uint32_t)sr->pool < r->npools && r->pools[sr->pool].maint;
+}
+
 static int status(struct txn *t, const struct routing *r)
 {
     struct sbuf b;
@@ -114,6 +133,12 @@ static int status(struct txn *t, const struct routing *r)
         sb_puts(&b, i ? "," : "");
         sb_json_str(&b, r->pools[i].name);
         sb_puts(&b, r->pools[i].maint || r->maint ? ":true" : ":false");
+    }
+    sb_puts(&b, "},\"routes\":{");
+    for (uint32_t i = 0; i < r->nroutes; i++) {
+        sb_puts(&b, i ? "," : "");
+        sb_json_str(&b, r->conf->routes[i].name);
+        sb_puts(&b, route_maint(r, i) ? ":true" : ":false");
     }
     sb_puts(&b, "}},\"pools\":[");
     for (uint32_t i = 0; i < r->npools; i++) {

@@ -9,6 +9,7 @@
 #include "prometheus.h"
 #include "model.h"
 #include "rollout.h"
+#include "routejson.h"
 #include "sbuf.h"
 #include "veer.h"
 #include "worker.h"
@@ -40,14 +41,35 @@
  */
 #define ADMIN_HTTP_MAX_CONNS 64
 
-/* The longest one slice of a /metrics render holds the control thread (about). */
+/* The longest one slice of a /metrics or /status render holds the control thread (about). */
 #define ADMIN_RENDER_SLICE_US 5000
+
+/*
+ * A /status render begun over the route table restarts from the top when the table changes
+ * between two slices (a reload); after this many restarts it finishes in one go.
+ */
+#define STATUS_RESTARTS 3
+
+/*
+ * Where a /status render stands: the head and every pool go in the first slice, the routes
+ * in slices of their own (10,000 routes are many). Zero it to start.
+ */
+struct status_cursor {
+    bool begun;
+    uint32_t route; /* the next route to render */
+    unsigned restarts;
+    /* the route table the render began with: a reload changes conf */
+    const struct model *model;
+    const struct veer_conf *conf;
+    uint32_t nroutes;
+};
 
 /* A /metrics or /status request waiting for its turn to be rendered. */
 struct pending {
     struct evhttp_request *req;
-    bool metrics;                 /* /metrics: rendered in slices; else /status, whole */
-    struct metrics_cursor cursor; /* how far the render got */
+    bool metrics;                 /* /metrics; else /status */
+    struct metrics_cursor cursor; /* how far a /metrics render got */
+    struct status_cursor status;  /* how far a /status render got */
     struct sbuf out;
     struct pending *next;
 };
@@ -110,13 +132,17 @@ static bool refuse_method(struct evhttp_request *req)
     return true;
 }
 
+static bool status_step(struct status_cursor *c, struct sbuf *o, const struct model *m,
+                        uint64_t budget_us);
+
 /*
  * Rendering /metrics or /status is the costly part of a scrape (it walks every backend of
- * every pool), and it runs on the control thread. So requests for them queue, and the one at
- * the head is worked on once per pass of the event loop, from a timer that fires after the
- * pass's I/O: a /status whole, a /metrics for one slice of ADMIN_RENDER_SLICE_US (a pool of
- * 10,000 backends takes many). The admin socket, health checks and worker reports are always
- * served between two slices, however many scrapers wait and however big the model.
+ * every pool, every route), and it runs on the control thread. So requests for them queue,
+ * and the one at the head is worked on once per pass of the event loop, from a timer that
+ * fires after the pass's I/O, for one slice of ADMIN_RENDER_SLICE_US (a pool of 10,000
+ * backends takes many for /metrics, 10,000 routes several for /status). The admin socket,
+ * health checks and worker reports are always served between two slices, however many
+ * scrapers wait and however big the model.
  */
 static void render_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -132,7 +158,7 @@ static void render_cb(evutil_socket_t fd, short what, void *arg)
         done = metrics_render_step(&p->cursor, &p->out, ah.model, ah.workers, ah.nworkers,
                                    ah.slice_us);
     } else {
-        adminhttp_status_json(&p->out);
+        done = status_step(&p->status, &p->out, ah.model, ah.slice_us);
     }
     if (done && evhttp_request_get_connection(p->req) != NULL) {
         ah.renders++;
@@ -181,10 +207,9 @@ static void rate_json(struct sbuf *o, const struct rate *r)
               r->p99_ms);
 }
 
-/* The status document: what the HTML page and operators' scripts read. */
-void adminhttp_status_json(struct sbuf *o)
+/* The status document up to its route table: the head and every pool. */
+static void status_head(struct sbuf *o, const struct model *m)
 {
-    const struct model *m = ah.model;
     bool shutting = false;
     double *ew;
 
@@ -241,7 +266,53 @@ void adminhttp_status_json(struct sbuf *o)
         rollout_status_json((int)p, o);
         sb_puts(o, "}");
     }
+    sb_puts(o, "],\"routes\":[");
+}
+
+/*
+ * Render the status document on from c into o for about budget_us (0: to the end): true when
+ * o is complete, false to be called again later with the same c and o. The head and the
+ * pools are rendered whole in the first call; then the routes (routejson_route), whose
+ * figures are read when each is rendered. When the route table changed between two calls
+ * (a reload, another model) the render starts over, so no route is missed, doubled or
+ * rendered against another table's match.
+ */
+static bool status_step(struct status_cursor *c, struct sbuf *o, const struct model *m,
+                        uint64_t budget_us)
+{
+    uint64_t t0 = veer_now_us();
+    uint32_t n = 0;
+
+    if (c->begun && (c->model != m || c->conf != m->conf || c->nroutes != m->nroutes)) {
+        sb_reset(o);
+        *c = (struct status_cursor){.restarts = c->restarts + 1};
+        if (c->restarts > STATUS_RESTARTS)
+            budget_us = 0;
+    }
+    if (!c->begun) {
+        c->begun = true;
+        c->model = m;
+        c->conf = m->conf;
+        c->nroutes = m->nroutes;
+        status_head(o, m);
+    }
+    for (; c->route < m->nroutes; c->route++, n++) {
+        if (budget_us && n > 0 && n % 16 == 0 && veer_now_us() - t0 >= budget_us)
+            return false;
+        if (c->route > 0)
+            sb_puts(o, ",");
+        routejson_route(o, m, c->route);
+    }
     sb_puts(o, "]}\n");
+    return true;
+}
+
+/* The status document, whole: what the HTML page and operators' scripts read. */
+void adminhttp_status_json(struct sbuf *o)
+{
+    struct status_cursor c = {0};
+
+    status_step(&c, o, ah.model, 0);
 }
 
 static void status_cb(struct evhttp_request *req, void *arg)
@@ -251,19 +322,33 @@ static void status_cb(struct evhttp_request *req, void *arg)
     enqueue(req, false);
 }
 
-/* The page: one table per pool, refreshed from /status every second; no external assets. */
+/*
+ * The page: a table of the routes (when there are any: name, match as routejson_match_text
+ * writes it, pool, state, figures), then tables per pool, refreshed from /status every
+ * second; every name is HTML-escaped; no external assets.
+ */
 static const char page[] =
     "<!doctype html><html><head><meta charset=\"utf-8\"><title>veer</title><style>"
     "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0 1.5em}"
     "td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}"
     "th{background:#f4f4f4}.READY{color:#080}.DOWN,.MAINT{color:#b00}"
-    ".PENDING,.DRAINING,.DRAINED{color:#a60}#meta{color:#555}</style></head><body>"
-    "<h1>veer</h1><div id=\"meta\">loading&hellip;</div><div id=\"pools\"></div><script>"
+    ".PENDING,.DRAINING,.DRAINED{color:#a60}.maintenance{color:#b00}#meta{color:#555}"
+    "</style></head><body><h1>veer</h1><div id=\"meta\">loading&hellip;</div>"
+    "<div id=\"routes\"></div><div id=\"pools\"></div><script>"
     "function esc(s){return String(s).replace(/[&<>\"]/g,function(c){return {'&':'&amp;',"
     "'<':'&lt;','>':'&gt;','\"':'&quot;'}[c];});}"
     "function row(cells,tag){return '<tr>'+cells.map(function(c){return '<'+tag+'>'+c+'</'+"
     "tag+'>';}).join('')+'</tr>';}"
+    "function match(m){var a=[];if(m.host)a.push('host='+m.host);if(m.path)a.push('path='+"
+    "m.path);if(m.path_prefix)a.push('path_prefix='+m.path_prefix);if(m.methods)a.push("
+    "'methods='+m.methods.join(','));(m.headers||[]).forEach(function(x){a.push('header='+"
+    "x.name+':'+x.value);});return a.length?a.join(' '):'*';}"
+    "function routes(s){if(!s.routes||!s.routes.length)return '';var h='<h2>routes</h2><table>'"
+    "+row(['route','match','pool','state','rps','error rate','p99 ms'],'th');"
+    "s.routes.forEach(function(r){h+=row([esc(r.name),esc(match(r.match)),r.pool===null?"
+    "'(none)':esc(r.pool),'<span class=\"'+r.state+'\">'+r.state+'</span>',r.rps,"
+    "(100*r.error_rate).toFixed(2)+'%',r.p99_ms],'td');});return h+'</table>';}"
     "function draw(s){document.getElementById('meta').textContent='version '+s.version+"
     "' \\u00b7 generation '+s.generation+' \\u00b7 uptime '+s.uptime_s+'s \\u00b7 workers '+"
     "s.workers+(s.maintenance?' \\u00b7 MAINTENANCE':'')+(s.shutting_down?"
@@ -280,7 +365,8 @@ static const char page[] =
     "'<span class=\"'+b.state+'\">'+b.state+'</span>','<span class=\"weight\">'+b.weight+"
     "'</span>',b.effective_weight,b.rps,(100*b.error_rate).toFixed(2)+'%',b.p99_ms,b.active,"
     "b.conns,b.circuit,b.drain?b.drain.left+' left, '+b.drain.elapsed_ms+' ms':''],'td');});"
-    "h+='</table>';});document.getElementById('pools').innerHTML=h;}"
+    "h+='</table>';});document.getElementById('routes').innerHTML=routes(s);"
+    "document.getElementById('pools').innerHTML=h;}"
     "function tick(){fetch('/status',{cache:'no-store'}).then(function(r){return r.json();})"
     ".then(draw).catch(function(e){document.getElementById('meta').textContent='veer "
     "unreachable: '+e;});}tick();setInterval(tick,1000);</script></body></html>\n";

@@ -9,6 +9,7 @@
 #include "control.h"
 #include "model.h"
 #include "path.h"
+#include "routejson.h"
 #include "routes.h"
 #include "audit.h"
 #include "conf.h"
@@ -333,78 +334,6 @@ void show_route_explain(struct ctl_req *r)
     free(canon);
 }
 
-/* A route's match as one word per condition, "*" when it has none. */
-static char *match_text(const struct conf_route *cr)
-{
-    struct sbuf b;
-
-    sb_init(&b);
-    if (cr->host)
-        sb_printf(&b, "host=%s ", cr->host);
-    if (cr->path)
-        sb_printf(&b, "path=%s ", cr->path);
-    if (cr->path_prefix)
-        sb_printf(&b, "path_prefix=%s ", cr->path_prefix);
-    for (int k = 0; k < cr->methods.n; k++)
-        sb_printf(&b, "%s%s", k ? "," : "methods=", cr->methods.v[k]);
-    if (cr->methods.n)
-        sb_puts(&b, " ");
-    for (int k = 0; k < cr->nheaders; k++)
-        sb_printf(&b, "header=%s:%s ", cr->headers[k].name, cr->headers[k].value);
-    if (b.len)
-        b.s[--b.len] = '\0';
-    else
-        sb_puts(&b, "*");
-    return sb_steal(&b);
-}
-
-/* A route as JSON (show routes --json; the same object as /status). */
-static void route_json_obj(struct sbuf *o, const struct model *m, uint32_t i)
-{
-    const struct rt_route *rt = &m->routes[i];
-    const struct conf_route *cr = &m->conf->routes[i];
-
-    sb_puts(o, "{\"name\":");
-    sb_json_str(o, rt->name);
-    sb_puts(o, ",\"match\":{");
-    const char *sep = "";
-    if (cr->host) {
-        sb_puts(o, "\"host\":");
-        sb_json_str(o, cr->host);
-        sep = ",";
-    }
-    if (cr->path || cr->path_prefix) {
-        sb_printf(o, "%s\"%s\":", sep, cr->path ? "path" : "path_prefix");
-        sb_json_str(o, cr->path ? cr->path : cr->path_prefix);
-        sep = ",";
-    }
-    if (cr->methods.n) {
-        sb_printf(o, "%s\"methods\":[", sep);
-        for (int k = 0; k < cr->methods.n; k++) {
-            sb_puts(o, k ? "," : "");
-            sb_json_str(o, cr->methods.v[k]);
-        }
-        sb_puts(o, "]");
-        sep = ",";
-    }
-    if (cr->nheaders) {
-        sb_printf(o, "%s\"headers\":[", sep);
-        for (int k = 0; k < cr->nheaders; k++) {
-            sb_puts(o, k ? ",{\"name\":" : "{\"name\":");
-            sb_json_str(o, cr->headers[k].name);
-            sb_puts(o, ",\"value\":");
-            sb_json_str(o, cr->headers[k].value);
-            sb_puts(o, "}");
-        }
-        sb_puts(o, "]");
-    }
-    sb_puts(o, "},\"pool\":");
-    sb_json_str(o, rt->pool >= 0 ? m->pools[rt->pool].name : "");
-    sb_printf(o, ",\"state\":\"%s\",\"rps\":%.1f,\"error_rate\":%.4f,\"p99_ms\":%.2f}",
-              rt->maint ? "maintenance" : "serving", rt->rate.rps, rt->rate.error_rate,
-              rt->rate.p99_ms);
-}
-
 static void show_routes_json(struct sbuf *o)
 {
     const struct model *m = control_model();
@@ -412,9 +341,18 @@ static void show_routes_json(struct sbuf *o)
     sb_printf(o, "{\"generation\":%llu,\"routes\":[", (unsigned long long)m->generation);
     for (uint32_t i = 0; i < m->nroutes; i++) {
         sb_puts(o, i ? "," : "");
-        route_json_obj(o, m, i);
+        routejson_route(o, m, i);
     }
     sb_puts(o, "]}");
+}
+
+static char *match_text(const struct conf_route *cr)
+{
+    struct sbuf b;
+
+    sb_init(&b);
+    routejson_match_text(&b, cr);
+    return sb_steal(&b);
 }
 
 /* show routes: each route, what it matches, where it sends, its last second. */
@@ -442,7 +380,7 @@ void show_routes(struct ctl_req *r)
         cells[k++] = veer_strdup(rt->name);
         cells[k++] = match_text(&m->conf->routes[i]);
         cells[k++] = veer_strdup(rt->pool >= 0 ? m->pools[rt->pool].name : "-");
-        cells[k++] = veer_strdup(rt->maint ? "maintenance" : "serving");
+        cells[k++] = veer_strdup(routejson_in_maintenance(m, i) ? "maintenance" : "serving");
         cells[k++] = fmt("%.0f", rt->rate.rps);
         cells[k++] = fmt("%.2f", 100.0 * rt->rate.error_rate);
         cells[k++] = fmt("%.2f", rt->rate.p99_ms);

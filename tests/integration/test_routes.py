@@ -2,7 +2,11 @@
 that matches it (host, path or path_prefix, methods, headers, with the Gateway
 API's precedence), else to its listener's pool, else gets 404 no_route; a
 route's own timeout, body limit, retries, rewrite_prefix and request headers
-apply to its requests; a reload swaps the table with no failed request."""
+apply to its requests; a reload swaps the table with no failed request. The
+routes as operators see them: /status's "routes" (route maintenance and route
+set show at once), the status page's route table in a real browser, the
+health status endpoint's route maintenance map, and readiness, which a pool
+only a route sends to does not decide."""
 
 import json
 import os
@@ -10,7 +14,8 @@ import threading
 import time
 import unittest
 
-from helpers import quick_config, veerctl  # noqa: F401 (quick_config: same defaults)
+from helpers import (TableRows, admin_http_port, chromium_binary, chromium_dump_dom, column_of,
+                     quick_config, status_doc, veerctl)  # noqa: F401 (quick_config)
 from veertest import DEADLINE, VeerTestCase, wait_for
 
 
@@ -418,6 +423,157 @@ class RoutesReloadTest(VeerTestCase):
         self.assertEqual(c.request("GET", "/svc/1").body, b"c\n")
         c.close()
         v.stop()
+
+
+STATUS_ROUTES = """
+routes = (
+  { name = "payments"; pool = "payments";
+    match = { host = "api.example.com"; path_prefix = "/payments"; methods = ( "GET" );
+              headers = ( { name = "X-Api-Version"; value = "<b>2</b>&amp;"; } ); }; },
+  { name = "login"; pool = "users"; match = { path = "/login"; }; },
+  { name = "dead"; pool = "empty"; match = { path_prefix = "/dead"; }; }
+);
+"""
+
+
+class RoutesStatusTest(VeerTestCase):
+    """The routes as operators see them: /status's "routes", the status page's
+    route table, the health status endpoint's route maintenance map; and
+    readiness, which a pool only routes send to does not decide."""
+
+    def start_veer(self, routes=STATUS_ROUTES):
+        self.b = {n: self.backend(n, named(n)) for n in ("api", "payments", "users", "payments2")}
+        pools = [(n, [(n, self.b[n].address)], "") for n in ("api", "payments", "users",
+                                                               "payments2")]
+        pools.append(("empty", [], ""))  # no backend: nothing eligible
+        text = ('listen = ( { address = "127.0.0.1:0"; pool = "api"; } );\n'
+                'admin = { socket = "{tmp}/admin.sock"; http = "127.0.0.1:0"; };\n'
+                "timeouts = { quiet_ms = 100; };\n" + pools_text(pools) + routes)
+        v = self.veer(text)
+        self.http = admin_http_port(v)
+        return v
+
+    def ctl_ok(self, v, *args):
+        res = veerctl(v.admin_socket, *args)
+        self.assertEqual(res.returncode, 0, "%s: %s%s" % (" ".join(args), res.stdout, res.stderr))
+        self.assertTrue(res.stdout.startswith("OK gen="), res.stdout)
+
+    def health_routes(self, v):
+        c = self.client(v.port)
+        r = c.request("GET", "/api/health/status", headers={"Host": "test"})
+        c.close()
+        self.assertEqual(r.status, 200, r.body)
+        return json.loads(r.body)["maintenance"]["routes"]
+
+    def test_status_lists_the_routes_and_follows_route_changes(self):
+        v = self.start_veer()
+        payments = {"name": "payments",
+                    "match": {"host": "api.example.com", "path_prefix": "/payments",
+                              "methods": ["GET"],
+                              "headers": [{"name": "X-Api-Version", "value": "<b>2</b>&amp;"}]},
+                    "pool": "payments", "state": "serving",
+                    "rps": 0.0, "error_rate": 0.0, "p99_ms": 0.0}
+        login = {"name": "login", "match": {"path": "/login"}, "pool": "users",
+                 "state": "serving", "rps": 0.0, "error_rate": 0.0, "p99_ms": 0.0}
+        dead = {"name": "dead", "match": {"path_prefix": "/dead"}, "pool": "empty",
+                "state": "serving", "rps": 0.0, "error_rate": 0.0, "p99_ms": 0.0}
+        self.assertEqual(status_doc(self.http)["routes"], [payments, login, dead])
+        self.assertEqual(self.health_routes(v), {"payments": False, "login": False,
+                                                 "dead": False})
+
+        # Applied before the ack: the next /status and health status show it.
+        self.ctl_ok(v, "route", "maintenance", "payments", "on", "--retry-after", "7")
+        payments["state"] = "maintenance"
+        self.assertEqual(status_doc(self.http)["routes"], [payments, login, dead])
+        self.assertEqual(self.health_routes(v), {"payments": True, "login": False,
+                                                 "dead": False})
+
+        self.ctl_ok(v, "route", "set", "login", "pool", "payments2")
+        login["pool"] = "payments2"
+        self.assertEqual(status_doc(self.http)["routes"], [payments, login, dead])
+        c = self.client(v.port)
+        self.assertEqual(self.where(c, "/login"), "payments2")
+
+        # Maintenance of the pool a route sends to closes the route too; it shows.
+        self.ctl_ok(v, "maintenance", "on", "payments2")
+        login["state"] = "maintenance"
+        self.assertEqual(status_doc(self.http)["routes"], [payments, login, dead])
+        self.assertEqual(self.health_routes(v), {"payments": True, "login": True,
+                                                 "dead": False})
+        self.ctl_ok(v, "maintenance", "off", "payments2")
+        self.ctl_ok(v, "route", "maintenance", "payments", "off")
+        payments["state"] = login["state"] = "serving"
+        self.assertEqual(status_doc(self.http)["routes"], [payments, login, dead])
+        self.assertEqual(self.health_routes(v), {"payments": False, "login": False,
+                                                 "dead": False})
+        c.close()
+        v.stop()
+
+    def test_status_without_routes_has_an_empty_routes_array(self):
+        v = self.start_veer(routes="")
+        self.assertEqual(status_doc(self.http)["routes"], [])
+        self.assertEqual(self.health_routes(v), {})
+        v.stop()
+
+    def require_chromium(self):
+        if chromium_binary() is None:
+            self.fail("chromium is not installed (Debian package chromium): the status page "
+                      "cannot be checked in a real browser")
+
+    def test_status_page_has_a_route_table(self):
+        """Rendered by a real browser: a row per route with its match as text
+        (HTML in a header value shown as text, never as markup), pool, state
+        and figures; a route in maintenance says so."""
+        self.require_chromium()
+        v = self.start_veer()
+        self.ctl_ok(v, "route", "maintenance", "login", "on")
+        dom = chromium_dump_dom("http://127.0.0.1:%d/" % self.http)
+        rows = TableRows(dom).rows
+        self.assertIn(["route", "match", "pool", "state", "rps", "error rate", "p99 ms"], rows)
+        self.assertEqual(column_of(rows, "route", "payments", "match"),
+                         "host=api.example.com path_prefix=/payments methods=GET "
+                         "header=X-Api-Version:<b>2</b>&amp;", rows)
+        self.assertNotIn("<b>2</b>", dom.replace("&lt;b&gt;2&lt;/b&gt;", ""),
+                         "a header value was rendered as markup")
+        self.assertEqual(column_of(rows, "route", "payments", "pool"), "payments")
+        self.assertEqual(column_of(rows, "route", "payments", "state"), "serving")
+        self.assertEqual(column_of(rows, "route", "login", "match"), "path=/login")
+        self.assertEqual(column_of(rows, "route", "login", "state"), "maintenance")
+        self.assertEqual(column_of(rows, "route", "dead", "pool"), "empty")
+        self.assertEqual(column_of(rows, "route", "dead", "rps"), "0")
+        self.assertEqual(column_of(rows, "route", "dead", "error rate"), "0.00%")
+        # The pools' tables are still there, below.
+        self.assertEqual(column_of(rows, "backend", "users", "state"), "READY")
+        v.stop()
+
+    def test_status_page_without_routes_has_no_route_table(self):
+        self.require_chromium()
+        v = self.start_veer(routes="")
+        dom = chromium_dump_dom("http://127.0.0.1:%d/" % self.http)
+        rows = TableRows(dom).rows
+        self.assertEqual(column_of(rows, "backend", "api", "state"), "READY", rows)
+        self.assertFalse([r for r in rows if "route" in r], rows)
+        v.stop()
+
+    def test_readiness_ignores_a_pool_only_a_route_sends_to(self):
+        """Readiness tells the outer balancer whether to send veer anything: a
+        route whose pool has no eligible backend answers 503 on its own, and
+        veer stays ready while the listener's pool can serve."""
+        v = self.start_veer()
+        c = self.client(v.port)
+        r = self.get(c, "/api/health/readiness")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(self.get(c, "/dead/x").status, 503)
+        self.assertEqual(self.where(c, "/login"), "users")
+        self.assertEqual(self.where(c, "/payments/1", host="api.example.com",
+                                    headers={"X-Api-Version": "<b>2</b>&amp;"}), "payments")
+        self.assertEqual(self.where(c, "/elsewhere"), "api")
+        self.assertEqual(self.get(c, "/api/health/readiness").status, 200)
+        c.close()
+        v.stop()
+
+    get = RoutesTest.get
+    where = RoutesTest.where
 
 
 if __name__ == "__main__":

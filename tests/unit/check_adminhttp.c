@@ -606,6 +606,7 @@ static void check_shapes(json_t *st)
     ck_assert(json_is_boolean(member(st, "shutting_down")));
     ck_assert(json_is_boolean(member(st, "maintenance")));
     ck_assert(json_is_array(member(st, "pools")));
+    ck_assert(json_is_array(member(st, "routes")));
     json_array_foreach (member(st, "pools"), i, p) {
         ck_assert(json_is_string(member(p, "name")));
         ck_assert(json_is_boolean(member(p, "maintenance")));
@@ -761,6 +762,7 @@ START_TEST(test_status_is_json_with_pools_groups_and_backends_of_the_model)
     ck_assert_str_eq(str_of(b, "state"), "PENDING"); /* readiness-gated */
     ck_assert_str_eq(str_of(b, "group"), "default");
     ck_assert_double_eq(num_of(b, "effective_weight"), 0);
+    ck_assert_uint_eq(json_array_size(member(st, "routes")), 0); /* none configured */
     json_decref(st);
 }
 END_TEST
@@ -1394,6 +1396,199 @@ START_TEST(test_a_big_render_is_cut_into_slices)
 }
 END_TEST
 
+/* --- /status: routes ------------------------------------------------------------------ */
+
+#define ROUTES                                                                                     \
+    "routes = (\n"                                                                                 \
+    "  { name = \"payments\"; pool = \"hc\";\n"                                                    \
+    "    match = { host = \"api.example.com\"; path_prefix = \"/payments\"; methods = ( \"GET\" "  \
+    ");"                                                                                           \
+    "              headers = ( { name = \"X-Api-Version\"; value = \"2\"; } ); }; },\n"            \
+    "  { name = \"login\"; pool = \"api\"; match = { path = \"/login\"; }; }\n"                    \
+    ");\n"
+
+/* The "routes" array of /status, as served. */
+static json_t *status_routes(json_t **st)
+{
+    *st = get_status();
+    check_shapes(*st);
+    return member(*st, "routes");
+}
+
+static void assert_json_eq(json_t *got, const char *want_text)
+{
+    json_error_t e;
+    json_t *want = json_loads(want_text, 0, &e);
+
+    ck_assert_msg(want != NULL, "bad expectation (%s): %s", e.text, want_text);
+    ck_assert_msg(json_equal(got, want), "got %s\nwant %s", json_dumps(got, JSON_COMPACT),
+                  json_dumps(want, JSON_COMPACT));
+    json_decref(want);
+}
+
+/*
+ * /status lists the routes in the config's order, each with the match keys it sets, the pool
+ * it sends to now, its state and its figures (routejson_route): route maintenance, route
+ * set and the stats tick show at the next request.
+ */
+START_TEST(test_status_lists_the_routes_with_match_pool_state_and_figures)
+{
+    json_t *st, *routes;
+
+    start(ROUTES);
+    routes = status_routes(&st);
+    assert_json_eq(routes,
+                   "[{\"name\":\"payments\",\"match\":{\"host\":\"api.example.com\","
+                   "\"path_prefix\":\"/payments\",\"methods\":[\"GET\"],\"headers\":[{\"name\":"
+                   "\"X-Api-Version\",\"value\":\"2\"}]},\"pool\":\"hc\",\"state\":\"serving\","
+                   "\"rps\":0.0,\"error_rate\":0.0,\"p99_ms\":0.0},"
+                   "{\"name\":\"login\",\"match\":{\"path\":\"/login\"},\"pool\":\"api\","
+                   "\"state\":\"serving\",\"rps\":0.0,\"error_rate\":0.0,\"p99_ms\":0.0}]");
+    json_decref(st);
+
+    fx.m->routes[0].maint = true; /* route maintenance payments on */
+    fx.m->routes[1].pool = 1;     /* route set login pool hc */
+    fx.m->routes[1].rate.rps = 40;
+    fx.m->routes[1].rate.error_rate = 0.025;
+    fx.m->routes[1].rate.p99_ms = 12.5;
+    routes = status_routes(&st);
+    ck_assert_str_eq(str_of(named(routes, "payments"), "state"), "maintenance");
+    ck_assert_str_eq(str_of(named(routes, "payments"), "pool"), "hc");
+    assert_json_eq(named(routes, "login"),
+                   "{\"name\":\"login\",\"match\":{\"path\":\"/login\"},\"pool\":\"hc\","
+                   "\"state\":\"serving\",\"rps\":40.0,\"error_rate\":0.025,\"p99_ms\":12.5}");
+    json_decref(st);
+
+    fx.m->routes[0].maint = false;
+    fx.m->pools[1].maint = true; /* maintenance on hc: both routes send there now */
+    routes = status_routes(&st);
+    ck_assert_str_eq(str_of(named(routes, "payments"), "state"), "maintenance");
+    ck_assert_str_eq(str_of(named(routes, "login"), "state"), "maintenance");
+    json_decref(st);
+}
+END_TEST
+
+/* A config with n routes to pool api, "<prefix>0".."<prefix><n-1>", on hosts h0.example.com... */
+static char *many_routes(unsigned n, const char *prefix)
+{
+    struct sbuf conf;
+
+    sb_init(&conf);
+    sb_puts(&conf, LISTEN POOLS ADMIN "routes = (");
+    for (unsigned i = 0; i < n; i++)
+        sb_printf(&conf,
+                  "%s{ name = \"%s%u\"; pool = \"api\"; match = { host = \"h%u.example.com\";"
+                  " path_prefix = \"/p\"; }; }",
+                  i ? "," : "", prefix, i, i);
+    sb_puts(&conf, ");\n");
+    return sb_steal(&conf);
+}
+
+/*
+ * The route table of /status is rendered in slices with the loop's other work in between
+ * (10,000 routes take about 20 ms in one go here, more under ASan), and the slices make one
+ * document: the same as adminhttp_status_json writes in one go.
+ */
+START_TEST(test_a_status_with_many_routes_is_cut_into_slices)
+{
+    enum { N = 10000 };
+    struct sbuf whole;
+    struct event *ev;
+    unsigned passes;
+    json_t *st, *direct, *routes;
+    json_error_t e;
+    int sp[2];
+    char *text = many_routes(N, "r"), *log, name[16];
+
+    ck_assert_msg(start_with(text, &log) == VEER_OK, "%s", log);
+    free(log);
+    free(text);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    ck_assert_int_eq(write(sp[1], "x", 1), 1);
+    memset(&other, 0, sizeof(other));
+    ev = event_new(fx.base, sp[0], EV_READ | EV_PERSIST, other_work_cb, NULL);
+    event_add(ev, NULL);
+    adminhttp_set_render_slice(1);
+    passes = other.passes;
+    st = get_status();
+    /* In one callback it would be 3 or 4 passes: 10,000 routes at 16 a slice are hundreds. */
+    ck_assert_msg(other.passes - passes >= 100, "only %u passes of other work during the render",
+                  other.passes - passes);
+    event_free(ev);
+    close(sp[0]);
+    close(sp[1]);
+    check_shapes(st);
+    routes = member(st, "routes");
+    ck_assert_uint_eq(json_array_size(routes), N);
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "r%u", i);
+        ck_assert_str_eq(str_of(json_array_get(routes, i), "name"), name);
+    }
+    sb_init(&whole);
+    adminhttp_status_json(&whole);
+    direct = json_loadb(whole.s, whole.len, 0, &e);
+    ck_assert_msg(direct != NULL, "%s", e.text);
+    sb_free(&whole);
+    json_object_del(direct, "uptime_s");
+    json_object_del(st, "uptime_s");
+    ck_assert(json_equal(direct, st));
+    json_decref(direct);
+    json_decref(st);
+}
+END_TEST
+
+/* Swap the model adminhttp shows (as a reload's new table) on the 20th pass of the loop. */
+static void swap_model_cb(evutil_socket_t fd, short what, void *arg)
+{
+    if (++other.passes == 20)
+        adminhttp_set_model(fx.m2);
+}
+
+/*
+ * When the route table changes between two slices (a reload, another model), the render
+ * starts over: the document is the new model's alone, its head and its routes, none of the
+ * old table's and none twice. (Rendering 10,000 routes takes hundreds of slices of 16; the
+ * swap comes 20 passes after the request, in the middle of it.)
+ */
+START_TEST(test_a_status_render_restarts_when_the_route_table_changes)
+{
+    enum { N = 10000 };
+    struct event *ev;
+    json_t *st, *routes;
+    int sp[2];
+    char *text = many_routes(N, "r"), *log, name[16];
+
+    ck_assert_msg(start_with(text, &log) == VEER_OK, "%s", log);
+    free(log);
+    free(text);
+    text = many_routes(N / 2, "s");
+    fx.c2 = load_ok(text);
+    free(text);
+    fx.m2 = model_from_conf(fx.c2);
+    fx.m2->generation = 9;
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    ck_assert_int_eq(write(sp[1], "x", 1), 1);
+    memset(&other, 0, sizeof(other));
+    adminhttp_set_render_slice(1);
+    ev = event_new(fx.base, sp[0], EV_READ | EV_PERSIST, swap_model_cb, NULL);
+    event_add(ev, NULL);
+    st = get_status();
+    ck_assert_uint_ge(other.passes, 20);
+    event_free(ev);
+    close(sp[0]);
+    close(sp[1]);
+    check_shapes(st);
+    ck_assert_int_eq(int_of(st, "generation"), 9);
+    routes = member(st, "routes");
+    ck_assert_uint_eq(json_array_size(routes), N / 2);
+    for (unsigned i = 0; i < N / 2; i++) {
+        snprintf(name, sizeof(name), "s%u", i);
+        ck_assert_str_eq(str_of(json_array_get(routes, i), "name"), name);
+    }
+    json_decref(st);
+}
+END_TEST
+
 /* A scraper that leaves before its turn costs nothing, and stop frees what still waits. */
 START_TEST(test_scrapes_whose_client_left_are_dropped)
 {
@@ -1886,6 +2081,7 @@ static Suite *adminhttp_suite(void)
     tcase_add_test(ts, test_status_names_are_json_escaped);
     tcase_add_test(ts, test_set_model_swaps_what_status_and_metrics_show);
     tcase_add_test(ts, test_status_json_is_what_the_address_serves);
+    tcase_add_test(ts, test_status_lists_the_routes_with_match_pool_state_and_figures);
     tcase_add_checked_fixture(th, setup, teardown);
     tcase_add_test(th, test_page_is_self_contained_html_refreshing_from_status);
     tcase_add_test(th, test_unknown_paths_are_404);
@@ -1901,6 +2097,8 @@ static Suite *adminhttp_suite(void)
     tcase_add_test(tl, test_scrapes_are_rendered_one_per_loop_pass);
     tcase_add_test(tl, test_scrapes_whose_client_left_are_dropped);
     tcase_add_test(tl, test_a_big_render_is_cut_into_slices);
+    tcase_add_test(tl, test_a_status_with_many_routes_is_cut_into_slices);
+    tcase_add_test(tl, test_a_status_render_restarts_when_the_route_table_changes);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_stop_closes_the_listener_and_open_connections);
     tcase_add_test(tc, test_stop_then_start_again_serves_again);

@@ -370,10 +370,12 @@ START_TEST(test_status_json_has_documented_shape)
     ck_assert(json_is_false(json_object_get(doc, "shutting_down")));
     maint = field(doc, "maintenance", JSON_OBJECT);
     keys_of(maint, keys, sizeof(keys));
-    ck_assert_str_eq(keys, "all,pools,");
+    ck_assert_str_eq(keys, "all,pools,routes,");
     ck_assert(json_is_false(json_object_get(maint, "all")));
     keys_of(field(maint, "pools", JSON_OBJECT), keys, sizeof(keys));
     ck_assert_str_eq(keys, "api,hc,");
+    /* No routes configured: an empty map. */
+    ck_assert_uint_eq(json_object_size(field(maint, "routes", JSON_OBJECT)), 0);
     pools = field(doc, "pools", JSON_ARRAY);
     ck_assert_uint_eq(json_array_size(pools), 2);
     p = json_array_get(pools, 0);
@@ -432,6 +434,84 @@ START_TEST(test_status_reports_maintenance_and_shutdown)
     ck_assert(json_is_true(json_object_get(doc, "shutting_down")));
     ck_assert_int_eq(json_integer_value(json_object_get(doc, "generation")), 3);
     json_decref(doc);
+}
+END_TEST
+
+/* Three routes: two to api, one to hc; in the config's order. */
+#define ROUTES                                                                                     \
+    "routes = ( { name = \"pay\"; pool = \"api\"; match = { path_prefix = \"/pay\"; }; },"         \
+    "{ name = \"users\"; pool = \"hc\"; match = { path_prefix = \"/users\"; }; },"                 \
+    "{ name = \"q.x_1-2\"; pool = \"api\"; match = { path = \"/q\"; }; } );\n"
+
+/* maintenance.routes of the status document, as "name=bool," in the order written. */
+static void route_maint_map(char *out, size_t len)
+{
+    struct resp r = ask(0, GET("/api/health/status"));
+    json_t *doc, *routes, *v;
+    const char *k;
+
+    ck_assert_int_eq(r.status, 200);
+    doc = json_loads(r.body, JSON_REJECT_DUPLICATES, NULL);
+    ck_assert_msg(doc != NULL, "not JSON: %s", r.body);
+    routes = field(field(doc, "maintenance", JSON_OBJECT), "routes", JSON_OBJECT);
+    out[0] = '\0';
+    json_object_foreach (routes, k, v) {
+        ck_assert_msg(json_is_boolean(v), "route %s: not a boolean", k);
+        snprintf(out + strlen(out), len - strlen(out), "%s=%s,", k,
+                 json_is_true(v) ? "true" : "false");
+    }
+    json_decref(doc);
+}
+
+/*
+ * maintenance.routes names every route with whether its requests get the maintenance 503
+ * now: its route maintenance, its pool's (the pool it sends to after a route set), or the
+ * one for every pool, as the pools map counts the latter.
+ */
+START_TEST(test_status_reports_route_maintenance)
+{
+    char map[256];
+
+    start(LISTEN_API "pools = ( " POOL_API ", " POOL_HC " );\n" ROUTES);
+    route_maint_map(map, sizeof(map));
+    ck_assert_str_eq(map, "pay=false,users=false,q.x_1-2=false,");
+    /* route maintenance pay on */
+    fx.m->routes[0].maint = true;
+    fx.m->routes[0].maint_retry_after = 30;
+    publish();
+    route_maint_map(map, sizeof(map));
+    ck_assert_str_eq(map, "pay=true,users=false,q.x_1-2=false,");
+    /* maintenance on hc: the route sending there */
+    fx.m->pools[1].maint = true;
+    publish();
+    route_maint_map(map, sizeof(map));
+    ck_assert_str_eq(map, "pay=true,users=true,q.x_1-2=false,");
+    /* route set users pool api: hc's maintenance is not its own any more */
+    fx.m->routes[1].pool = 0;
+    publish();
+    route_maint_map(map, sizeof(map));
+    ck_assert_str_eq(map, "pay=true,users=false,q.x_1-2=false,");
+    /* maintenance for every pool */
+    fx.m->maint = true;
+    publish();
+    route_maint_map(map, sizeof(map));
+    ck_assert_str_eq(map, "pay=true,users=true,q.x_1-2=true,");
+}
+END_TEST
+
+/*
+ * Readiness gates whether the outer load balancer sends this veer anything: a pool only
+ * routes send to, with no eligible backend, leaves veer ready (that route answers 503 alone).
+ */
+START_TEST(test_readiness_ignores_pools_only_routes_use)
+{
+    struct resp r;
+
+    start(LISTEN_API "pools = ( " POOL_API ", " POOL_HC " );\n" ROUTES);
+    ck_assert_uint_eq(fx.w.routing->pools[1].n, 0); /* hc: nothing eligible */
+    r = ask(0, GET("/api/health/readiness"));
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(r.body, "{\"status\":\"ready\"}\n");
 }
 END_TEST
 
@@ -571,6 +651,8 @@ static Suite *health_endpoints_suite(void)
     tcase_add_test(tc, test_readiness_ignores_pools_no_listener_uses);
     tcase_add_test(tc, test_status_json_has_documented_shape);
     tcase_add_test(tc, test_status_reports_maintenance_and_shutdown);
+    tcase_add_test(tc, test_status_reports_route_maintenance);
+    tcase_add_test(tc, test_readiness_ignores_pools_only_routes_use);
     tcase_add_test(tc, test_prefix_is_configurable);
     tcase_add_test(tc, test_prefix_with_trailing_slash_is_the_same_prefix);
     tcase_add_test(tc, test_root_prefix_puts_endpoints_at_top_level);
