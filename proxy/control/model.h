@@ -18,6 +18,7 @@ struct rate {
     double rps;
     double error_rate; /* 5xx and upstream errors over requests */
     double p99_ms;
+    bool primed; /* routes: the totals were taken once (stats.c) */
 };
 
 /* Runtime model, control thread only. */
@@ -79,11 +80,11 @@ struct rt_route {
     bool maint;      /* route maintenance */
     int maint_retry_after;
     int64_t maint_hold_ms;
-    uint32_t slot;                 /* its metric slot: one per route name, for the process */
-    char *history[ROUTE_HISTORY];  /* pool names before each route set, newest last */
+    uint32_t slot;                /* its metric slot: one per route name, for the process */
+    char *history[ROUTE_HISTORY]; /* pool names before each route set, newest last */
     unsigned nhistory;
-    uint64_t history_seq;          /* when its last route set was (model->change_seq) */
-    struct rate rate;              /* figures over the last second (stats.c) */
+    uint64_t history_seq; /* when its last route set was (model->change_seq) */
+    struct rate rate;     /* figures over the last second (stats.c) */
 };
 
 struct model {

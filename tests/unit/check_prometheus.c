@@ -524,8 +524,8 @@ START_TEST(test_a_render_in_slices_is_the_render_in_one)
     unsigned steps = 1;
 
     fx_init(&f, conf);
-    counter_add(&bws(&f, 0, 17, 1)->requests[4], 3);
-    hist_observe(&bws(&f, 0, 299, 0)->latency, 700);
+    counter_add(&bws(&f, 0, 17, 1)->fb.requests[4], 3);
+    hist_observe(&bws(&f, 0, 299, 0)->fb.latency, 700);
     whole = render(&f);
     sb_init(&o);
     while (!metrics_render_step(&c, &o, f.m, f.w, NW, 1))
@@ -626,10 +626,10 @@ START_TEST(test_render_follows_the_text_format_with_every_contract_family)
 
     fx_init(&f, LISTEN POOLS);
     /* Some traffic on every kind of figure, in both workers. */
-    hist_observe(&bws(&f, 0, 0, 0)->latency, 700);
-    hist_observe(&bws(&f, 0, 2, 1)->latency, 30000);
+    hist_observe(&bws(&f, 0, 0, 0)->fb.latency, 700);
+    hist_observe(&bws(&f, 0, 2, 1)->fb.latency, 30000);
     hist_observe(&f.w[1]->local[0].latency, 100);
-    counter_add(&bws(&f, 0, 0, 1)->requests[1], 1);
+    counter_add(&bws(&f, 0, 0, 1)->fb.requests[1], 1);
     counter_add(&f.w[0]->local[1].requests[4], 1);
     counter_add(&bws(&f, 0, 1, 0)->errors[UERR_TIMEOUT], 1);
     metrics_shift_applied(40);
@@ -658,54 +658,54 @@ START_TEST(test_requests_are_summed_across_workers)
     char *text;
 
     fx_init(&f, LISTEN POOLS);
-    counter_add(&bws(&f, 0, 0, 0)->requests[1], 3); /* b1 2xx: 3 + 4 */
-    counter_add(&bws(&f, 0, 0, 1)->requests[1], 4);
-    counter_add(&bws(&f, 0, 0, 1)->requests[4], 2); /* b1 5xx */
-    counter_add(&bws(&f, 0, 2, 0)->requests[0], 1); /* g1 1xx */
-    counter_add(&bws(&f, 0, 2, 1)->requests[2], 5); /* g1 3xx */
-    counter_add(&bws(&f, 0, 2, 0)->requests[3], 1); /* g1 4xx: 1 + 1 */
-    counter_add(&bws(&f, 0, 2, 1)->requests[3], 1);
+    counter_add(&bws(&f, 0, 0, 0)->fb.requests[1], 3); /* b1 2xx: 3 + 4 */
+    counter_add(&bws(&f, 0, 0, 1)->fb.requests[1], 4);
+    counter_add(&bws(&f, 0, 0, 1)->fb.requests[4], 2); /* b1 5xx */
+    counter_add(&bws(&f, 0, 2, 0)->fb.requests[0], 1); /* g1 1xx */
+    counter_add(&bws(&f, 0, 2, 1)->fb.requests[2], 5); /* g1 3xx */
+    counter_add(&bws(&f, 0, 2, 0)->fb.requests[3], 1); /* g1 4xx: 1 + 1 */
+    counter_add(&bws(&f, 0, 2, 1)->fb.requests[3], 1);
     counter_add(&f.w[0]->local[0].requests[4], 5); /* api answered by veer: 503s */
     counter_add(&f.w[1]->local[0].requests[4], 1);
     counter_add(&f.w[0]->local[1].requests[3], 9); /* hc answered by veer: 4xx */
     text = render(&f);
     check_text_format(text);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"blue\","
-                                       "backend=\"b1\",code_class=\"2xx\"}"),
+                                       "backend=\"b1\",route=\"\",code_class=\"2xx\"}"),
                         7);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"blue\","
-                                       "backend=\"b1\",code_class=\"5xx\"}"),
+                                       "backend=\"b1\",route=\"\",code_class=\"5xx\"}"),
                         2);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"green\","
-                                       "backend=\"g1\",code_class=\"1xx\"}"),
+                                       "backend=\"g1\",route=\"\",code_class=\"1xx\"}"),
                         1);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"green\","
-                                       "backend=\"g1\",code_class=\"3xx\"}"),
+                                       "backend=\"g1\",route=\"\",code_class=\"3xx\"}"),
                         5);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"green\","
-                                       "backend=\"g1\",code_class=\"4xx\"}"),
+                                       "backend=\"g1\",route=\"\",code_class=\"4xx\"}"),
                         2);
     /* 2xx is always there, even at 0, so rate() has a series from the start. */
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"blue\","
-                                       "backend=\"b2\",code_class=\"2xx\"}"),
+                                       "backend=\"b2\",route=\"\",code_class=\"2xx\"}"),
                         0);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"green\","
-                                       "backend=\"g1\",code_class=\"2xx\"}"),
+                                       "backend=\"g1\",route=\"\",code_class=\"2xx\"}"),
                         0);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"hc\",group=\"default\","
-                                       "backend=\"a\",code_class=\"2xx\"}"),
+                                       "backend=\"a\",route=\"\",code_class=\"2xx\"}"),
                         0);
     /* veer's own answers: empty group and backend, only classes seen. */
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"\","
-                                       "backend=\"\",code_class=\"5xx\"}"),
+                                       "backend=\"\",route=\"\",code_class=\"5xx\"}"),
                         6);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"hc\",group=\"\","
-                                       "backend=\"\",code_class=\"4xx\"}"),
+                                       "backend=\"\",route=\"\",code_class=\"4xx\"}"),
                         9);
     ck_assert(!has_series(text, "veer_requests_total{pool=\"api\",group=\"\",backend=\"\","
-                                "code_class=\"2xx\"}"));
+                                "route=\"\",code_class=\"2xx\"}"));
     ck_assert(!has_series(text, "veer_requests_total{pool=\"api\",group=\"blue\","
-                                "backend=\"b2\",code_class=\"5xx\"}"));
+                                "backend=\"b2\",route=\"\",code_class=\"5xx\"}"));
     /* Nothing else: b1 2xx 5xx, b2 2xx, g1 1xx..4xx, a 2xx, two of veer's own. */
     ck_assert_uint_eq(lines_starting(text, "veer_requests_total{"), 10);
     free(text);
@@ -721,12 +721,12 @@ START_TEST(test_duration_histograms_sum_group_backends_and_workers)
         none[LAT_BUCKETS + 1] = {0};
 
     fx_init(&f, LISTEN POOLS);
-    hist_observe(&bws(&f, 0, 0, 0)->latency, 400);      /* b1, worker 0: le 0.0005 */
-    hist_observe(&bws(&f, 0, 0, 1)->latency, 800);      /* b1, worker 1: le 0.001 */
-    hist_observe(&bws(&f, 0, 1, 1)->latency, 3000);     /* b2, worker 1: le 0.005 */
-    hist_observe(&bws(&f, 0, 1, 0)->latency, 20000000); /* b2, worker 0: +Inf */
-    hist_observe(&bws(&f, 0, 2, 0)->latency, 1000);     /* g1: on the 1 ms bound */
-    hist_observe(&f.w[1]->local[0].latency, 100);       /* api, answered by veer */
+    hist_observe(&bws(&f, 0, 0, 0)->fb.latency, 400);      /* b1, worker 0: le 0.0005 */
+    hist_observe(&bws(&f, 0, 0, 1)->fb.latency, 800);      /* b1, worker 1: le 0.001 */
+    hist_observe(&bws(&f, 0, 1, 1)->fb.latency, 3000);     /* b2, worker 1: le 0.005 */
+    hist_observe(&bws(&f, 0, 1, 0)->fb.latency, 20000000); /* b2, worker 0: +Inf */
+    hist_observe(&bws(&f, 0, 2, 0)->fb.latency, 1000);     /* g1: on the 1 ms bound */
+    hist_observe(&f.w[1]->local[0].latency, 100);          /* api, answered by veer */
     for (unsigned i = 0; i <= LAT_BUCKETS; i++) {
         blue[i] = i == 0 ? 1 : i < 3 ? 2 : i < LAT_BUCKETS ? 3 : 4;
         green[i] = i == 0 ? 0 : 1;
@@ -734,20 +734,22 @@ START_TEST(test_duration_histograms_sum_group_backends_and_workers)
     }
     text = render(&f);
     check_text_format(text);
-    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"blue\"", blue, 4,
-                20.0042);
-    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"green\"", green, 1,
-                0.001);
-    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"\"", own, 1, 0.0001);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"blue\",route=\"\"",
+                blue, 4, 20.0042);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"green\",route=\"\"",
+                green, 1, 0.001);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"\",route=\"\"", own, 1,
+                0.0001);
     /* A group without traffic has its series at 0; veer's own answers only once there are some. */
-    expect_hist(text, "veer_request_duration_seconds", "pool=\"hc\",group=\"default\"", none, 0, 0);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"hc\",group=\"default\",route=\"\"",
+                none, 0, 0);
     ck_assert_uint_eq(lines_starting(text, "veer_request_duration_seconds_count{pool=\"hc\","
-                                           "group=\"\"}"),
+                                           "group=\"\",route=\"\"}"),
                       0);
     ck_assert_uint_eq(lines_starting(text, "veer_request_duration_seconds_count{"), 4);
     /* The sum keeps microseconds. */
     ck_assert_ptr_nonnull(strstr(text, "\nveer_request_duration_seconds_sum{pool=\"api\","
-                                       "group=\"blue\"} 20.004200\n"));
+                                       "group=\"blue\",route=\"\"} 20.004200\n"));
     free(text);
     fx_free(&f);
 }
@@ -771,9 +773,9 @@ START_TEST(test_histogram_count_is_its_inf_bucket_while_an_observation_races)
     text = render(&f);
     check_text_format(text);
     ck_assert_double_eq(value_of(text, "veer_request_duration_seconds_bucket{pool=\"api\","
-                                       "group=\"\",le=\"+Inf\"}"),
+                                       "group=\"\",route=\"\",le=\"+Inf\"}"),
                         value_of(text, "veer_request_duration_seconds_count{pool=\"api\","
-                                       "group=\"\"}"));
+                                       "group=\"\",route=\"\"}"));
     free(text);
     fx_free(&f);
 }

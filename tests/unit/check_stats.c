@@ -87,9 +87,9 @@ static struct backend_wstat *ws(unsigned backend, unsigned worker)
 /* Worker w answered n requests of status class cls (2 for 2xx) from backend i, each in bucket k. */
 static void answered(unsigned i, unsigned w, unsigned cls, uint64_t n, unsigned k)
 {
-    counter_add(&ws(i, w)->requests[cls - 1], n);
-    counter_add(&ws(i, w)->latency.bucket[k], n);
-    counter_add(&ws(i, w)->latency.count, n);
+    counter_add(&ws(i, w)->fb.requests[cls - 1], n);
+    counter_add(&ws(i, w)->fb.latency.bucket[k], n);
+    counter_add(&ws(i, w)->fb.latency.count, n);
 }
 
 static void tick(void)
