@@ -549,5 +549,46 @@ class RouteMetricsTest(VeerTestCase):
         v.stop()
 
 
+    def test_no_series_goes_down_between_scrapes_under_load(self):
+        # Scrapes racing requests on a route, on none, and veer's own answers
+        # on a route: each series read must be at least what the one before read.
+        self.b = {n: self.backend(n, named(n)) for n in ("a", "b", "fb")}
+        self.v = v = self.veer(self.config(self.ROUTES))
+        self.http = admin_http_port(v)
+        self.ctl_ok("route", "maintenance", "r2", "on")
+        stop, errors = threading.Event(), []
+
+        def loop(path, status):
+            c = self.client(v.ports[0])
+            while not stop.is_set():
+                r = c.request("GET", path, headers={"Host": "test"})
+                if r is None or r.status != status:
+                    errors.append((path, r and r.status))
+                    return
+        threads = [threading.Thread(target=loop, args=a, daemon=True)
+                   for a in (("/r1", 200), ("/other", 200), ("/r2", 503))]
+        for t in threads:
+            t.start()
+        prev, scrapes = {}, 0
+        deadline = time.monotonic() + DEADLINE
+        while scrapes < 30 and time.monotonic() < deadline:
+            s = scrape(self.http)
+            cur = {}
+            for name in ("veer_requests_total", "veer_request_duration_seconds_count",
+                         "veer_request_duration_seconds_bucket"):
+                cur.update({(name,) + k: n for k, n in self.series(s, name).items()})
+            for k, n in prev.items():
+                self.assertGreaterEqual(cur.get(k, -1), n, "series %r went down" % (k,))
+            prev, scrapes = cur, scrapes + 1
+        stop.set()
+        for t in threads:
+            t.join(DEADLINE)
+        self.assertEqual(errors, [])
+        self.assertEqual(scrapes, 30)
+        routes = {dict(k[1:])["route"] for k, n in prev.items()
+                  if k[0] == "veer_requests_total" and n}
+        self.assertEqual(routes, {"r1", "r2", ""})
+        v.stop()
+
 if __name__ == "__main__":
     unittest.main()
