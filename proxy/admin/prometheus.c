@@ -91,6 +91,8 @@ struct family {
                 uint32_t i, struct worker **ws, unsigned nw);
     void (*pool_end)(struct sbuf *o, const struct model *m, uint32_t p, struct worker **ws,
                      unsigned nw);
+    /* Lines after every pool's. */
+    void (*end)(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw);
 };
 
 static uint32_t backend_rows(const struct rt_pool *rp)
@@ -103,71 +105,213 @@ static uint32_t group_rows(const struct rt_pool *rp)
     return rp->ng + 1; /* the groups, then veer's own answers (empty group) */
 }
 
+/*
+ * A row's series of requests on routes, summed over workers by route metric slot: cells
+ * gathered, sorted by slot and merged, so a series comes once, in slot order.
+ */
+struct slot_sum {
+    uint32_t slot;
+    uint64_t req[5];
+    uint64_t lat[LAT_BUCKETS + 3]; /* as hist_add sums them */
+};
+
+struct slot_sums {
+    struct slot_sum *a;
+    size_t n, cap;
+};
+
+static void sums_add(struct slot_sums *s, uint32_t slot, struct req_wstat *st)
+{
+    struct slot_sum *e;
+
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 16;
+        s->a = veer_realloc(s->a, s->cap * sizeof(*s->a));
+    }
+    e = &s->a[s->n++];
+    memset(e, 0, sizeof(*e));
+    e->slot = slot;
+    for (unsigned c = 0; c < 5; c++)
+        e->req[c] = ld(&st->requests[c]);
+    hist_add(e->lat, &st->latency);
+}
+
+/* A backend's cells (key: the slot), every worker. */
+static void sums_backend(struct slot_sums *s, struct backend *be, unsigned nw)
+{
+    for (unsigned w = 0; w < nw; w++)
+        for (struct metrics_cell *c = metrics_cells_first(&be->ws[w].routed); c; c = c->next)
+            sums_add(s, (uint32_t)c->key, &c->st);
+}
+
+/* veer's own answers to requests of a route in pool p, every worker. */
+static void sums_own(struct slot_sums *s, uint32_t p, struct worker **ws, unsigned nw)
+{
+    for (unsigned w = 0; w < nw; w++)
+        for (struct metrics_cell *c = metrics_cells_first(&ws[w]->local_routed); c; c = c->next)
+            if ((uint32_t)c->key == p)
+                sums_add(s, (uint32_t)(c->key >> 32), &c->st);
+}
+
+static int slot_cmp(const void *a, const void *b)
+{
+    const struct slot_sum *x = a, *y = b;
+
+    return x->slot < y->slot ? -1 : x->slot > y->slot;
+}
+
+/* Sort by slot and merge the entries of one slot into one. */
+static void sums_merge(struct slot_sums *s)
+{
+    size_t k = 0;
+
+    if (s->n == 0)
+        return;
+    qsort(s->a, s->n, sizeof(*s->a), slot_cmp);
+    for (size_t i = 1; i < s->n; i++) {
+        if (s->a[i].slot != s->a[k].slot) {
+            s->a[++k] = s->a[i];
+            continue;
+        }
+        for (unsigned c = 0; c < 5; c++)
+            s->a[k].req[c] += s->a[i].req[c];
+        for (unsigned j = 0; j < LAT_BUCKETS + 3; j++)
+            s->a[k].lat[j] += s->a[i].lat[j];
+    }
+    s->n = k + 1;
+}
+
+static const char *slot_name(const struct model *m, uint32_t slot)
+{
+    return slot < m->nslots && m->slot_names[slot] ? m->slot_names[slot] : "";
+}
+
+/*
+ * One veer_requests_total line; the 2xx line of requests on no route is there even at 0 (a
+ * backend shows up before its first request), the other series only once counted.
+ */
+static void request_lines(struct sbuf *o, const char *pool, const char *group, const char *backend,
+                          const char *route, const uint64_t *req, bool keep_2xx)
+{
+    for (unsigned c = 0; c < 5; c++) {
+        if (req[c] == 0 && !(c == 1 && keep_2xx))
+            continue;
+        sb_puts(o, "veer_requests_total{");
+        label(o, "pool", pool, true);
+        label(o, "group", group, false);
+        label(o, "backend", backend, false);
+        label(o, "route", route, false);
+        label(o, "code_class", class_names[c], false);
+        sb_printf(o, "} %llu\n", (unsigned long long)req[c]);
+    }
+}
+
 static void request_row(struct sbuf *o, const struct family *f, const struct model *m, uint32_t p,
                         uint32_t i, struct worker **ws, unsigned nw)
 {
     const struct rt_pool *rp = &m->pools[p];
     struct backend *be = rp->b[i].be;
+    const char *group = rp->g[rp->b[i].group].name;
+    struct slot_sums s = {0};
+    uint64_t req[5] = {0};
 
-    for (unsigned c = 0; c < 5; c++) {
-        uint64_t n = 0;
-
+    for (unsigned c = 0; c < 5; c++)
         for (unsigned w = 0; w < nw; w++)
-            n += ld(&be->ws[w].requests[c]);
-        if (n == 0 && c != 1)
-            continue;
-        sb_puts(o, "veer_requests_total{");
-        label(o, "pool", rp->name, true);
-        label(o, "group", rp->g[rp->b[i].group].name, false);
-        label(o, "backend", be->name, false);
-        label(o, "code_class", class_names[c], false);
-        sb_printf(o, "} %llu\n", (unsigned long long)n);
-    }
+            req[c] += ld(&be->ws[w].fb.requests[c]);
+    request_lines(o, rp->name, group, be->name, "", req, true);
+    sums_backend(&s, be, nw);
+    sums_merge(&s);
+    for (size_t k = 0; k < s.n; k++)
+        request_lines(o, rp->name, group, be->name, slot_name(m, s.a[k].slot), s.a[k].req, false);
+    free(s.a);
 }
 
-/* veer's own answers in pool p: empty group and backend. */
+/* veer's own answers in pool p: empty group and backend, on no route then by route. */
 static void requests_own(struct sbuf *o, const struct model *m, uint32_t p, struct worker **ws,
                          unsigned nw)
 {
     const struct rt_pool *rp = &m->pools[p];
+    struct slot_sums s = {0};
+    uint64_t req[5] = {0};
 
-    for (unsigned c = 0; c < 5 && p < METRIC_POOLS; c++) {
-        uint64_t n = 0;
-
+    for (unsigned c = 0; c < 5 && p < METRIC_POOLS; c++)
         for (unsigned w = 0; w < nw; w++)
-            n += ld(&ws[w]->local[p].requests[c]);
-        if (n == 0)
-            continue;
-        sb_puts(o, "veer_requests_total{");
-        label(o, "pool", rp->name, true);
-        sb_printf(o, ",group=\"\",backend=\"\",code_class=\"%s\"} %llu\n", class_names[c],
-                  (unsigned long long)n);
-    }
+            req[c] += ld(&ws[w]->local[p].requests[c]);
+    request_lines(o, rp->name, "", "", "", req, false);
+    sums_own(&s, p, ws, nw);
+    sums_merge(&s);
+    for (size_t k = 0; k < s.n; k++)
+        request_lines(o, rp->name, "", "", slot_name(m, s.a[k].slot), s.a[k].req, false);
+    free(s.a);
 }
 
+/* veer's answers without a pool (no route matched and the listener has none): all empty. */
+static void requests_nopool(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
+{
+    uint64_t req[5] = {0};
+
+    for (unsigned c = 0; c < 5; c++)
+        for (unsigned w = 0; w < nw; w++)
+            req[c] += ld(&ws[w]->nopool.requests[c]);
+    request_lines(o, "", "", "", "", req, false);
+}
+
+static void duration_lines(struct sbuf *o, const char *pool, const char *group, const char *route,
+                           const uint64_t *acc)
+{
+    struct sbuf l;
+
+    sb_init(&l);
+    label(&l, "pool", pool, true);
+    label(&l, "group", group, false);
+    label(&l, "route", route, false);
+    hist_lines(o, "veer_request_duration_seconds", l.s, acc, lat_bounds, LAT_BUCKETS);
+    sb_free(&l);
+}
+
+/*
+ * Group g of pool p (its requests on no route, then by route), or for g == ng veer's own
+ * answers in p (series only once counted).
+ */
 static void duration_row(struct sbuf *o, const struct family *f, const struct model *m, uint32_t p,
                          uint32_t g, struct worker **ws, unsigned nw)
 {
     const struct rt_pool *rp = &m->pools[p];
     uint64_t acc[LAT_BUCKETS + 3] = {0};
-    struct sbuf l;
+    struct slot_sums s = {0};
 
     if (g < rp->ng) {
         for (uint32_t i = 0; i < rp->nb; i++)
-            if (rp->b[i].group == g)
+            if (rp->b[i].group == g) {
                 for (unsigned w = 0; w < nw; w++)
-                    hist_add(acc, &rp->b[i].be->ws[w].latency);
-    } else if (p < METRIC_POOLS) {
-        for (unsigned w = 0; w < nw; w++)
-            hist_add(acc, &ws[w]->local[p].latency);
-        if (acc[LAT_BUCKETS + 1] == 0)
-            return;
+                    hist_add(acc, &rp->b[i].be->ws[w].fb.latency);
+                sums_backend(&s, rp->b[i].be, nw);
+            }
+        duration_lines(o, rp->name, rp->g[g].name, "", acc);
+    } else {
+        if (p < METRIC_POOLS)
+            for (unsigned w = 0; w < nw; w++)
+                hist_add(acc, &ws[w]->local[p].latency);
+        if (acc[LAT_BUCKETS + 1] != 0)
+            duration_lines(o, rp->name, "", "", acc);
+        sums_own(&s, p, ws, nw);
     }
-    sb_init(&l);
-    label(&l, "pool", rp->name, true);
-    label(&l, "group", g < rp->ng ? rp->g[g].name : "", false);
-    hist_lines(o, "veer_request_duration_seconds", l.s, acc, lat_bounds, LAT_BUCKETS);
-    sb_free(&l);
+    sums_merge(&s);
+    for (size_t k = 0; k < s.n; k++)
+        if (s.a[k].lat[LAT_BUCKETS + 1] != 0)
+            duration_lines(o, rp->name, g < rp->ng ? rp->g[g].name : "", slot_name(m, s.a[k].slot),
+                           s.a[k].lat);
+    free(s.a);
+}
+
+static void duration_nopool(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
+{
+    uint64_t acc[LAT_BUCKETS + 3] = {0};
+
+    for (unsigned w = 0; w < nw; w++)
+        hist_add(acc, &ws[w]->nopool.latency);
+    if (acc[LAT_BUCKETS + 1] != 0)
+        duration_lines(o, "", "", "", acc);
 }
 
 /*
@@ -244,26 +388,26 @@ static void error_row(struct sbuf *o, const struct family *f, const struct model
 
 static const struct family families[] = {
     {"veer_requests_total", "counter",
-     "Requests answered, by pool, group, backend and status class (veer's own answers "
-     "have an empty backend).",
-     0, backend_rows, request_row, requests_own},
+     "Requests answered, by pool, group, backend, route and status class (veer's own answers "
+     "have an empty backend, requests that matched no route an empty route).",
+     0, backend_rows, request_row, requests_own, requests_nopool},
     {"veer_request_duration_seconds", "histogram",
-     "Time from a request's first byte to the end of its response, by pool and group.", 0,
-     group_rows, duration_row, NULL},
+     "Time from a request's first byte to the end of its response, by pool, group and route.", 0,
+     group_rows, duration_row, NULL, duration_nopool},
     {"veer_backend_weight", "gauge", "Configured or operator-set weight (0-1000).", 0, backend_rows,
-     gauge_row, NULL},
+     gauge_row, NULL, NULL},
     {"veer_backend_effective_weight", "gauge",
      "Share of the pool's traffic in percent: group share x weight / group weight.", 1,
-     backend_rows, gauge_row, NULL},
+     backend_rows, gauge_row, NULL, NULL},
     {"veer_circuit_state", "gauge", "Circuit breaker: 0 closed, 1 open, 2 half-open.", 2,
-     backend_rows, gauge_row, NULL},
+     backend_rows, gauge_row, NULL, NULL},
     {"veer_backend_active_requests", "gauge", "Requests in flight to the backend.", 3, backend_rows,
-     gauge_row, NULL},
+     gauge_row, NULL, NULL},
     {"veer_backend_state", "gauge", "1 for the backend's current state, 0 for the others.", 0,
-     backend_rows, state_row, NULL},
+     backend_rows, state_row, NULL, NULL},
     {"veer_upstream_errors_total", "counter",
      "Failed upstream exchanges, by kind: connect, timeout, reset, response.", 0, backend_rows,
-     error_row, NULL},
+     error_row, NULL, NULL},
 };
 
 static void pool_gauges(struct sbuf *o, const struct model *m)
@@ -419,6 +563,8 @@ bool metrics_render_step(struct metrics_cursor *c, struct sbuf *o, const struct 
             c->headed = true;
         }
         if (c->p >= m->npools) {
+            if (f->end)
+                f->end(o, m, ws, nw);
             c->fam++;
             c->p = c->i = 0;
             c->headed = false;

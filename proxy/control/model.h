@@ -18,6 +18,7 @@ struct rate {
     double rps;
     double error_rate; /* 5xx and upstream errors over requests */
     double p99_ms;
+    bool primed; /* routes: the totals were taken once (stats.c) */
 };
 
 /* Runtime model, control thread only. */

@@ -73,12 +73,12 @@ static void group_totals(const struct rt_pool *p, uint32_t g, uint64_t *req, uin
             continue;
         for (unsigned w = 0; w < ctl.nworkers; w++) {
             struct backend_wstat *ws = &p->b[i].be->ws[w];
+            uint64_t r[5] = {0};
 
+            backend_wstat_requests(ws, r, b);
             for (unsigned c = 0; c < 5; c++)
-                *req += atomic_load_explicit(&ws->requests[c], memory_order_relaxed);
+                *req += r[c];
             *err += backend_wstat_failures(ws);
-            for (unsigned k = 0; k <= LAT_BUCKETS; k++)
-                b[k] += atomic_load_explicit(&ws->latency.bucket[k], memory_order_relaxed);
         }
     }
 }

@@ -2,6 +2,7 @@
  * stats.c - per-second traffic figures. See stats.h.
  */
 #include "stats.h"
+#include "control-i.h"
 #include "veer.h"
 
 #include <string.h>
@@ -40,20 +41,15 @@ static void finish_rate(struct rate *r)
     r->p99_ms = stats_p99_ms(r->delta);
 }
 
-static void backend_tick(struct rt_backend *b, unsigned nw, uint64_t *dreq, uint64_t *derr)
+/*
+ * Take this second's figures into r from the totals now (requests, errors,
+ * duration buckets): the deltas since the last tick, in *dreq and *derr.
+ * A total that went down (a backend deleted from a sum) counts as 0 this
+ * second, then from there.
+ */
+static void rate_update(struct rate *r, uint64_t total, uint64_t errors, const uint64_t *cur,
+                        uint64_t *dreq, uint64_t *derr)
 {
-    struct rate *r = &b->rate;
-    uint64_t total = 0, errors = 0, cur[LAT_BUCKETS + 1] = {0};
-
-    for (unsigned w = 0; w < nw; w++) {
-        struct backend_wstat *ws = &b->be->ws[w];
-
-        for (unsigned c = 0; c < 5; c++)
-            total += atomic_load_explicit(&ws->requests[c], memory_order_relaxed);
-        errors += backend_wstat_failures(ws);
-        for (unsigned i = 0; i <= LAT_BUCKETS; i++)
-            cur[i] += atomic_load_explicit(&ws->latency.bucket[i], memory_order_relaxed);
-    }
     *dreq = total >= r->last_total ? total - r->last_total : 0;
     *derr = errors >= r->last_errors ? errors - r->last_errors : 0;
     for (unsigned i = 0; i <= LAT_BUCKETS; i++) {
@@ -69,8 +65,90 @@ static void backend_tick(struct rt_backend *b, unsigned nw, uint64_t *dreq, uint
     r->p99_ms = stats_p99_ms(r->delta);
 }
 
+static void backend_tick(struct rt_backend *b, unsigned nw, uint64_t *dreq, uint64_t *derr)
+{
+    uint64_t total = 0, errors = 0, cur[LAT_BUCKETS + 1] = {0};
+
+    for (unsigned w = 0; w < nw; w++) {
+        struct backend_wstat *ws = &b->be->ws[w];
+        uint64_t req[5] = {0};
+
+        backend_wstat_requests(ws, req, cur);
+        for (unsigned c = 0; c < 5; c++)
+            total += req[c];
+        errors += backend_wstat_failures(ws);
+    }
+    rate_update(&b->rate, total, errors, cur, dreq, derr);
+}
+
+/* A route's totals being summed: requests, 5xx, duration buckets. */
+struct route_sum {
+    uint64_t total, errors, cur[LAT_BUCKETS + 1];
+};
+
+static void route_add(struct route_sum *sums, uint32_t nslots, uint32_t slot,
+                      const struct req_wstat *st)
+{
+    struct route_sum *s = &sums[slot];
+
+    if (slot >= nslots)
+        return;
+    for (unsigned c = 0; c < 5; c++)
+        s->total += atomic_load_explicit(&st->requests[c], memory_order_relaxed);
+    s->errors += atomic_load_explicit(&st->requests[4], memory_order_relaxed);
+    for (unsigned i = 0; i <= LAT_BUCKETS; i++)
+        s->cur[i] += atomic_load_explicit(&st->latency.bucket[i], memory_order_relaxed);
+}
+
+/*
+ * The routes' figures: for each metric slot, the sum of its cells over
+ * every backend of every pool (a route set leaves the route's figures in
+ * the pool it sent to before) and over veer's own answers of each worker;
+ * errors are the 5xx, veer's own included. A route's first tick only
+ * takes its totals: a route name configured again finds its slot's old
+ * counts, which are not this second's.
+ */
+static void routes_tick(struct model *m, unsigned nw)
+{
+    struct route_sum *sums;
+
+    if (m->nroutes == 0 || m->nslots == 0)
+        return;
+    sums = veer_calloc(m->nslots, sizeof(*sums));
+    for (uint32_t p = 0; p < m->npools; p++)
+        for (uint32_t i = 0; i < m->pools[p].nb; i++)
+            for (unsigned w = 0; w < nw; w++)
+                for (const struct metrics_cell *c =
+                         metrics_cells_first(&m->pools[p].b[i].be->ws[w].routed);
+                     c; c = c->next)
+                    route_add(sums, m->nslots, (uint32_t)c->key, &c->st);
+    for (unsigned w = 0; ctl.workers && w < ctl.nworkers; w++)
+        for (const struct metrics_cell *c = metrics_cells_first(&ctl.workers[w]->local_routed); c;
+             c = c->next)
+            route_add(sums, m->nslots, (uint32_t)(c->key >> 32), &c->st);
+    for (uint32_t i = 0; i < m->nroutes; i++) {
+        struct rt_route *rr = &m->routes[i];
+        struct route_sum *s = &sums[rr->slot < m->nslots ? rr->slot : 0];
+        uint64_t dreq, derr;
+
+        if (rr->slot >= m->nslots)
+            continue;
+        if (!rr->rate.primed) {
+            memset(&rr->rate, 0, sizeof(rr->rate));
+            rr->rate.primed = true;
+            memcpy(rr->rate.last, s->cur, sizeof(s->cur));
+            rr->rate.last_total = s->total;
+            rr->rate.last_errors = s->errors;
+            continue;
+        }
+        rate_update(&rr->rate, s->total, s->errors, s->cur, &dreq, &derr);
+    }
+    free(sums);
+}
+
 void stats_tick(struct model *m, unsigned nworkers)
 {
+    routes_tick(m, nworkers);
     for (uint32_t p = 0; p < m->npools; p++) {
         struct rt_pool *rp = &m->pools[p];
 

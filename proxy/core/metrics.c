@@ -5,6 +5,9 @@
 #include "metrics.h"
 #include "veer.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 const double lat_bounds[LAT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                         0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
@@ -21,6 +24,73 @@ void hist_observe(struct hist *h, uint64_t us)
     counter_add(&h->bucket[i], 1);
     counter_add(&h->count, 1);
     counter_add(&h->sum_us, us);
+}
+
+static uint32_t cell_hash(uint64_t key, uint32_t cap)
+{
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & (cap - 1);
+}
+
+static void cells_place(struct metrics_cell **tab, uint32_t cap, struct metrics_cell *cell)
+{
+    uint32_t i = cell_hash(cell->key, cap);
+
+    while (tab[i])
+        i = (i + 1) & (cap - 1);
+    tab[i] = cell;
+}
+
+/* Add a zeroed cell for key, then publish it: a reader sees it whole or not at all. */
+static struct metrics_cell *cells_add(struct metrics_cells *c, uint64_t key)
+{
+    struct metrics_cell *cell = veer_calloc(1, sizeof(*cell));
+
+    if ((c->n + 1) * 2 > c->cap) {
+        uint32_t cap = c->cap ? c->cap * 2 : 8;
+        struct metrics_cell **tab = veer_calloc(cap, sizeof(*tab));
+
+        for (uint32_t i = 0; i < c->cap; i++)
+            if (c->tab[i])
+                cells_place(tab, cap, c->tab[i]);
+        free(c->tab);
+        c->tab = tab;
+        c->cap = cap;
+    }
+    cell->key = key;
+    cell->next = atomic_load_explicit(&c->head, memory_order_relaxed);
+    cells_place(c->tab, c->cap, cell);
+    c->n++;
+    atomic_store_explicit(&c->head, cell, memory_order_release);
+    return cell;
+}
+
+struct metrics_cell *metrics_cell_get(struct metrics_cells *c, uint64_t key)
+{
+    if (c->cap) {
+        for (uint32_t i = cell_hash(key, c->cap);; i = (i + 1) & (c->cap - 1)) {
+            struct metrics_cell *cell = c->tab[i];
+
+            if (cell == NULL)
+                break;
+            if (cell->key == key)
+                return cell;
+        }
+    }
+    return cells_add(c, key);
+}
+
+void metrics_cells_free(struct metrics_cells *c)
+{
+    struct metrics_cell *cell = atomic_load_explicit(&c->head, memory_order_acquire);
+
+    while (cell) {
+        struct metrics_cell *next = cell->next;
+
+        free(cell);
+        cell = next;
+    }
+    free(c->tab);
+    memset(c, 0, sizeof(*c));
 }
 
 struct control_figures metrics_ctl;

@@ -37,11 +37,51 @@ static inline void counter_add(_Atomic uint64_t *c, uint64_t d)
 
 void hist_observe(struct hist *h, uint64_t us);
 
-/* A worker's figures for the requests it answered itself, per pool. */
-struct pool_wstat {
-    _Atomic uint64_t requests[5];
+/*
+ * A worker's figures for one series of requests (a backend's requests on no
+ * route, its requests on one route, veer's own answers in a pool...): one
+ * writer, counted once per request in exactly one of them.
+ */
+struct req_wstat {
+    _Atomic uint64_t requests[5]; /* by status class 1xx..5xx */
     struct hist latency;
 };
+
+/*
+ * One series of a cell table, created by its writer the first time it
+ * counts under key and kept until the table is freed.
+ */
+struct metrics_cell {
+    uint64_t key;
+    struct metrics_cell *next; /* the cell published before it: set before, never changed */
+    struct req_wstat st;
+};
+
+/*
+ * A cell table: the series of one writer found by key (a route's metric
+ * slot, ...) in O(1), made when first needed. The writer looks cells up
+ * through `tab`, which only it touches; any thread may walk the cells from
+ * `head` (metrics_cells_first): a cell is added at the head with a release
+ * store once initialised, and none is removed before metrics_cells_free,
+ * which runs once no thread can reach the table. A zeroed table is empty.
+ */
+struct metrics_cells {
+    _Atomic(struct metrics_cell *) head; /* newest first */
+    struct metrics_cell **tab;           /* writer only: open addressing, at most half full */
+    uint32_t cap, n;
+};
+
+/* The writer's cell for key, made (zeroed) and published when it has none yet. */
+struct metrics_cell *metrics_cell_get(struct metrics_cells *c, uint64_t key);
+
+/* The newest cell of c (acquire: a cell is read whole), then follow ->next. Any thread. */
+static inline struct metrics_cell *metrics_cells_first(const struct metrics_cells *c)
+{
+    return atomic_load_explicit((_Atomic(struct metrics_cell *) *)&c->head, memory_order_acquire);
+}
+
+/* Free every cell of c; c is empty again. Only once no thread can reach it. */
+void metrics_cells_free(struct metrics_cells *c);
 
 /* Shift applied_us is microseconds-scale: its own finer buckets. */
 #define SHIFT_BUCKETS 8

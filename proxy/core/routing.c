@@ -116,10 +116,29 @@ struct backend *backend_create(const char *name, const struct conf_addr *addr)
     return be;
 }
 
+void backend_wstat_requests(const struct backend_wstat *ws, uint64_t req[5], uint64_t *lat)
+{
+    const struct req_wstat *st = &ws->fb;
+    const struct metrics_cell *cell = metrics_cells_first(&ws->routed);
+
+    for (;;) {
+        for (unsigned c = 0; c < 5; c++)
+            req[c] += atomic_load_explicit(&st->requests[c], memory_order_relaxed);
+        for (unsigned i = 0; lat && i <= LAT_BUCKETS; i++)
+            lat[i] += atomic_load_explicit(&st->latency.bucket[i], memory_order_relaxed);
+        if (cell == NULL)
+            break;
+        st = &cell->st;
+        cell = cell->next;
+    }
+}
+
 void backend_destroy(struct backend *be)
 {
     if (be == NULL)
         return;
+    for (unsigned w = 0; w < veer_nworkers; w++)
+        metrics_cells_free(&be->ws[w].routed);
     free(be->name);
     free(be->ws);
     be->magic = 0;

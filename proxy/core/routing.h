@@ -70,6 +70,11 @@ enum upstream_err {
  * Per-worker figures of one backend, each worker writing only its own slot
  * (its own cache lines), the control thread summing them when it reads.
  * The first line is what balancing and draining read on the request path.
+ *
+ * A request is counted once, in one series: `fb` when it matched no route
+ * (every request of a config without routes), else the cell of its route's
+ * metric slot in `routed` (key: the slot). A backend's totals are their sum
+ * (backend_wstat_requests): each part only grows, so the sums do too.
  */
 struct backend_wstat {
     _Atomic uint32_t active;  /* requests in flight */
@@ -78,11 +83,18 @@ struct backend_wstat {
     uint32_t fails;           /* consecutive failures seen by this worker (breaker) */
     uint64_t first_fail_us;   /* start of that run of failures */
     char pad[64 - 4 * sizeof(uint32_t) - sizeof(uint64_t)];
-    _Atomic uint64_t requests[5];        /* by status class 1xx..5xx */
+    struct req_wstat fb;                 /* requests on no route: by status class, duration */
+    struct metrics_cells routed;         /* requests on a route, by its metric slot */
     _Atomic uint64_t errors[UERR_KINDS]; /* upstream errors by kind */
-    _Atomic uint64_t answered;           /* of those, answered by veer's own 5xx */
-    struct hist latency;                 /* request duration */
+    _Atomic uint64_t answered;           /* of the 5xx, answered by veer's own 5xx */
 } __attribute__((aligned(64)));
+
+/*
+ * The totals of one worker's slot over every series (no route and each
+ * route), added into req (by status class) and, unless NULL, lat (the
+ * duration buckets, LAT_BUCKETS + 1). Any thread.
+ */
+void backend_wstat_requests(const struct backend_wstat *ws, uint64_t req[5], uint64_t *lat);
 /*
  * A backend, shared by every snapshot that routes to it. Its identity (id,
  * addr_id, name, addr) never changes after creation; the per-worker figures,
@@ -161,8 +173,10 @@ static inline void backend_wstat_add(_Atomic uint32_t *v, int d)
  */
 static inline uint64_t backend_wstat_failures(const struct backend_wstat *ws)
 {
-    uint64_t n = atomic_load_explicit(&ws->requests[4], memory_order_relaxed);
+    uint64_t req[5] = {0}, n;
 
+    backend_wstat_requests(ws, req, NULL);
+    n = req[4];
     for (unsigned k = 0; k < UERR_KINDS; k++)
         n += atomic_load_explicit(&ws->errors[k], memory_order_relaxed);
     return n - atomic_load_explicit(&ws->answered, memory_order_relaxed);

@@ -108,6 +108,7 @@ struct txn *txn_new(struct txn_client *s, int pool)
     t->pool = pool;
     t->lpool = pool;
     t->route = -1;
+    t->slot = -1;
     t->route_name = "";
     t->response_ms = -1;
     t->req = (struct http_msg *)(t + 1);
@@ -135,12 +136,16 @@ static void ewma_update(_Atomic uint32_t *v, uint64_t us)
 }
 
 /*
- * Count the answered request: under its backend when one was picked (a 502
- * for a backend failure counts against that backend), else as veer's own
- * answer for the pool.
+ * Count the answered request, in one series: under its backend when one was
+ * picked (a 502 for a backend failure counts against that backend), else as
+ * veer's own answer for the pool, or for no pool (no route matched and the
+ * listener has none). A request that matched a route goes to its route's
+ * cell instead of the backend's or pool's series of requests on no route: a
+ * config without routes costs no more than the one test of t->slot.
  */
 static void txn_record(const struct txn *t, struct worker *w)
 {
+    struct req_wstat *st;
     unsigned cls;
     uint64_t us;
 
@@ -153,14 +158,20 @@ static void txn_record(const struct txn *t, struct worker *w)
     if (t->be) {
         struct backend_wstat *ws = &t->be->ws[w->idx];
 
-        counter_add(&ws->requests[cls], 1);
+        st = t->slot < 0 ? &ws->fb : &metrics_cell_get(&ws->routed, (uint32_t)t->slot)->st;
         if (cls == 4 && t->be_failed)
             counter_add(&ws->answered, 1); /* one failure, not two */
-        hist_observe(&ws->latency, us);
+    } else if (t->slot >= 0 && t->pool >= 0) {
+        st = &metrics_cell_get(&w->local_routed, worker_local_key((uint32_t)t->slot, t->pool))->st;
     } else if ((unsigned)t->pool < METRIC_POOLS) {
-        counter_add(&w->local[t->pool].requests[cls], 1);
-        hist_observe(&w->local[t->pool].latency, us);
+        st = &w->local[t->pool];
+    } else if (t->pool < 0) {
+        st = &w->nopool;
+    } else {
+        return;
     }
+    counter_add(&st->requests[cls], 1);
+    hist_observe(&st->latency, us);
 }
 
 /* Count an upstream failure of the transaction's backend. */
@@ -676,6 +687,7 @@ static const struct conf_route *route_match(struct txn *t)
     worker_lb(w, -1); /* switch to the newest snapshot: its table and its pools */
     r = w->routing;
     t->route = -1;
+    t->slot = -1;
     t->route_name = "";
     t->pool = t->lpool;
     if (r->routes) {
@@ -690,6 +702,7 @@ static const struct conf_route *route_match(struct txn *t)
         i = routes_match(r->routes, &q);
         if (i >= 0 && (uint32_t)i < r->nroutes && r->route[i].pool >= 0) {
             t->route = i;
+            t->slot = (int)r->route[i].slot;
             t->pool = r->route[i].pool;
             cr = &r->conf->routes[i];
             t->route_name = cr->name;

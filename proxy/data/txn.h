@@ -184,6 +184,7 @@ struct txn {
     int pool;                      /* the route's pool, else the listener's; -1: none */
     int lpool;                     /* the listener's pool: the fallback when no route matches */
     int route;                     /* index into the snapshot's routes; -1: none matched */
+    int slot;                      /* that route's metric slot (snap_route.slot); -1: none */
     const char *route_name;        /* its name, "": none; valid in the callback that matched */
     bool budget_earned;            /* the retry budget got its share of this request */
     struct conf_retries retries;   /* the route's (or pool's), as matched */

@@ -817,6 +817,7 @@ void worker_destroy(struct worker *w)
     vbuf_cache_destroy(&w->bufs);
     free(w->idle);
     free(w->local);
+    metrics_cells_free(&w->local_routed);
     for (unsigned i = 0; i < w->nlisteners; i++)
         free(w->listeners[i]);
     free(w->listeners);

@@ -167,8 +167,11 @@ struct worker {
         unsigned aborted;           /* requests cut at the deadline or a second signal */
         unsigned tunnels;           /* tunnels closed */
     } sd;
-    int64_t retry_tokens;     /* retry budget, in thousandths of a retry */
-    struct pool_wstat *local; /* METRIC_POOLS: requests answered by veer itself */
+    int64_t retry_tokens;    /* retry budget, in thousandths of a retry */
+    struct req_wstat *local; /* METRIC_POOLS: requests on no route answered by veer itself */
+    /* Those of requests on a route, by worker_local_key(route's metric slot, pool). */
+    struct metrics_cells local_routed;
+    struct req_wstat nopool; /* answered without a pool: no route and the listener has none */
     struct {
         _Atomic uint64_t retries;
         _Atomic uint64_t upstreams; /* open upstream connections */
@@ -176,6 +179,12 @@ struct worker {
     } mstat;
     uint64_t rng;
 };
+
+/* The key of veer's own answers to requests of a route in a pool (worker.local_routed). */
+static inline uint64_t worker_local_key(uint32_t slot, int pool)
+{
+    return (uint64_t)slot << 32 | (uint32_t)pool;
+}
 
 #define RETRY_TOKEN     1000               /* one retry */
 #define RETRY_TOKEN_MAX (10 * RETRY_TOKEN) /* at most ten retries in a burst */

@@ -222,10 +222,12 @@ class MetricsTest(ObservabilityTestCase):
 
         # Labels the contract names.
         for n, l, _ in s.select("veer_requests_total"):
-            self.assertEqual(set(l), {"pool", "group", "backend", "code_class"}, l)
+            self.assertEqual(set(l), {"pool", "group", "backend", "route", "code_class"}, l)
+            self.assertEqual(l["route"], "", l)  # no routes: every request is on none
             self.assertIn(l["code_class"], ("1xx", "2xx", "3xx", "4xx", "5xx"))
         for n, l, _ in s.select("veer_request_duration_seconds_bucket"):
-            self.assertEqual(set(l), {"pool", "group", "le"}, l)
+            self.assertEqual(set(l), {"pool", "group", "route", "le"}, l)
+            self.assertEqual(l["route"], "", l)
         for metric in ("veer_backend_weight", "veer_backend_effective_weight", "veer_circuit_state"):
             got = {(l["pool"], l["group"], l["backend"]) for _, l, _ in s.select(metric)}
             self.assertEqual(got, {("api", "blue", "b1"), ("api", "green", "b2"),
@@ -245,7 +247,7 @@ class MetricsTest(ObservabilityTestCase):
             vals = [v for _, _, v in b]
             self.assertEqual(vals, sorted(vals), "buckets not cumulative")
             self.assertEqual(vals[-1], s.value("veer_request_duration_seconds_count",
-                                               pool=pool, group=group))
+                                               pool=pool, group=group, route=""))
         b = s.select("veer_health_check_seconds_bucket", pool="checked")
         self.assertEqual([l["le"] for _, l, _ in b], LAT_BUCKETS)
         self.assertFalse(s.select("veer_health_check_seconds_count", pool="api"),
@@ -288,13 +290,13 @@ class MetricsTest(ObservabilityTestCase):
         for be, group in (("b1", "blue"), ("b2", "green")):
             for cls in ("1xx", "2xx", "3xx", "4xx", "5xx"):
                 got = s.value("veer_requests_total", pool="api", group=group, backend=be,
-                              code_class=cls) or 0
+                              route="", code_class=cls) or 0
                 self.assertEqual(got, want.get((be, cls), 0),
                                  "veer_requests_total{backend=%s,code_class=%s}" % (be, cls))
         self.assertEqual(s.value("veer_requests_total", pool="empty", group="", backend="",
-                                 code_class="5xx"), 5, "veer's own 503s count for the pool")
+                                 route="", code_class="5xx"), 5, "veer's own 503s count for the pool")
         self.assertEqual(s.value("veer_requests_total", pool="dead", group="g", backend="d1",
-                                 code_class="5xx"), 3, "a 502 counts against its backend")
+                                 route="", code_class="5xx"), 3, "a 502 counts against its backend")
         self.assertEqual(s.total("veer_requests_total"), total_sent,
                          "veer counted requests the test did not send")
 
@@ -302,11 +304,13 @@ class MetricsTest(ObservabilityTestCase):
         for be, group in (("b1", "blue"), ("b2", "green")):
             n = sum(v for (b, _), v in want.items() if b == be)
             self.assertEqual(s.value("veer_request_duration_seconds_count", pool="api",
-                                     group=group), n, "histogram count of group %s" % group)
+                                     group=group, route=""), n, "histogram count of group %s" % group)
             self.assertGreater(s.value("veer_request_duration_seconds_sum", pool="api",
-                                       group=group), 0)
-        self.assertEqual(s.value("veer_request_duration_seconds_count", pool="empty", group=""), 5)
-        self.assertEqual(s.value("veer_request_duration_seconds_count", pool="dead", group="g"), 3)
+                                       group=group, route=""), 0)
+        self.assertEqual(s.value("veer_request_duration_seconds_count", pool="empty", group="",
+                                 route=""), 5)
+        self.assertEqual(s.value("veer_request_duration_seconds_count", pool="dead", group="g",
+                                 route=""), 3)
 
         # A backend that refuses: one connect error per attempt (no retries here).
         self.assertEqual(s.value("veer_upstream_errors_total", pool="dead", backend="d1",
@@ -402,7 +406,7 @@ class MetricsTest(ObservabilityTestCase):
         s = self.scrape_when(lambda s: s.total("veer_requests_total", pool="api") >= 4,
                              "4 maintenance answers counted")
         self.assertEqual(s.value("veer_requests_total", pool="api", group="", backend="",
-                                 code_class="5xx"), 4,
+                                 route="", code_class="5xx"), 4,
                          "maintenance 503s are veer's own answers for the pool")
         self.assertEqual(s.total("veer_requests_total", pool="api", backend="b1"), 0)
         self.ctl_ok("maintenance", "off", "api")

@@ -15,7 +15,7 @@ import time
 import unittest
 
 from helpers import (TableRows, admin_http_port, chromium_binary, chromium_dump_dom, column_of,
-                     quick_config, status_doc, veerctl)  # noqa: F401 (quick_config)
+                     quick_config, scrape, status_doc, veerctl)  # noqa: F401 (quick_config)
 from veertest import DEADLINE, VeerTestCase, wait_for
 
 
@@ -575,6 +575,177 @@ class RoutesStatusTest(VeerTestCase):
     get = RoutesTest.get
     where = RoutesTest.where
 
+
+
+class RouteMetricsTest(VeerTestCase):
+    """The route label on veer_requests_total and veer_request_duration_seconds:
+    every request counted in exactly one series (its route's, or route="" when
+    it matched none), and no series ever going down, across route set and a
+    reload."""
+
+    ROUTES = ('routes = ( { name = "r1"; pool = "a"; match = { path_prefix = "/r1"; }; },\n'
+              '  { name = "r2"; pool = "b"; match = { path_prefix = "/r2"; }; } );\n')
+
+    def config(self, routes):
+        return ("workers = 2;\n"
+                'listen = ( { address = "127.0.0.1:0"; pool = "fb"; },\n'
+                '  { address = "127.0.0.1:0"; } );\n'
+                "timeouts = { quiet_ms = 100; };\n"
+                'admin = { socket = "{tmp}/admin.sock"; http = "127.0.0.1:0"; };\n'
+                + pools_text([(n, [(n, self.b[n].address)], "") for n in ("a", "b", "fb")])
+                + routes)
+
+    def send(self, port, path, n, status):
+        """n GETs of path on port over two keep-alive connections, each answered status."""
+        cs = [self.client(port) for _ in range(2)]
+        for i in range(n):
+            r = cs[i % 2].request("GET", path, headers={"Host": "test"})
+            self.assertIsNotNone(r, "no response to %s" % path)
+            self.assertEqual(r.status, status, (path, r.body[:200]))
+        for c in cs:
+            c.close()
+        self.sent += n
+
+    def ctl_ok(self, *args):
+        res = veerctl(self.v.admin_socket, *args)
+        self.assertEqual(res.returncode, 0, "veerctl %s: %r %r" % (args, res.stdout, res.stderr))
+
+    def scrape_sent(self):
+        """A scrape once every request sent is counted (counters are added as a
+        transaction ends, a hair after the client read its response)."""
+        last = [None]
+
+        def counted():
+            last[0] = scrape(self.http)
+            return last[0].total("veer_requests_total") >= self.sent
+        wait_for(counted, what="%d requests counted" % self.sent)
+        return last[0]
+
+    @staticmethod
+    def series(s, name):
+        return {tuple(sorted(l.items())): v for n, l, v in s.samples if n == name}
+
+    def assert_requests(self, s, want):
+        """veer_requests_total is exactly want ({(pool, group, backend, route, class): n}),
+        apart from the 2xx series at 0 of a backend's requests on no route."""
+        got = {(l["pool"], l["group"], l["backend"], l["route"], l["code_class"]): v
+               for n, l, v in s.samples if n == "veer_requests_total"}
+        zero = {k for k, v in got.items() if v == 0}
+        for k in zero:
+            self.assertEqual((k[3], k[4]), ("", "2xx"), "a series at 0: %r" % (k,))
+        self.assertEqual({k: v for k, v in got.items() if k not in zero}, want)
+        self.assertEqual(s.total("veer_requests_total"), self.sent)
+        self.assertEqual(s.total("veer_request_duration_seconds_count"), self.sent)
+
+    def test_route_label_counts_each_request_once_and_never_goes_down(self):
+        self.b = {n: self.backend(n, named(n)) for n in ("a", "b", "fb")}
+        self.v = v = self.veer(self.config(self.ROUTES))
+        self.http = admin_http_port(v)
+        self.sent = 0
+        main, bare = v.ports[0], v.ports[1]
+        self.send(main, "/r1/x", 7, 200)
+        self.send(bare, "/r1", 3, 200)           # the route, on the listener without a pool
+        self.send(main, "/r2", 5, 200)
+        self.send(main, "/other", 4, 200)        # no route: the listener's pool
+        self.send(bare, "/nothing", 2, 404)      # no route, no pool: 404 no_route
+        self.ctl_ok("route", "maintenance", "r2", "on")
+        self.send(main, "/r2/y", 3, 503)         # veer's own answer, on route r2
+        s = self.scrape_sent()
+        self.assert_requests(s, {
+            ("a", "default", "a", "r1", "2xx"): 10,
+            ("b", "default", "b", "r2", "2xx"): 5,
+            ("b", "", "", "r2", "5xx"): 3,
+            ("fb", "default", "fb", "", "2xx"): 4,
+            ("", "", "", "", "4xx"): 2,
+        })
+        self.assertEqual(s.value("veer_request_duration_seconds_count",
+                                 pool="a", group="default", route="r1"), 10)
+        self.assertEqual(s.value("veer_request_duration_seconds_count",
+                                 pool="a", group="default", route=""), 0)
+        self.assertEqual(s.value("veer_request_duration_seconds_count",
+                                 pool="b", group="", route="r2"), 3)
+        self.assertEqual(s.value("veer_request_duration_seconds_count",
+                                 pool="fb", group="default", route=""), 4)
+        self.assertEqual(s.value("veer_request_duration_seconds_count",
+                                 pool="", group="", route=""), 2)
+        before = [self.series(s, "veer_requests_total"),
+                  self.series(s, "veer_request_duration_seconds_count")]
+
+        # A route set: r1's next requests go to pool b, its figures in a stay.
+        self.ctl_ok("route", "set", "r1", "pool", "b")
+        self.send(main, "/r1/z", 2, 200)
+        self.ctl_ok("route", "maintenance", "r2", "off")
+        self.send(main, "/r2", 1, 200)
+        # A reload that drops r2 and adds r3: r2's series stay.
+        routes = ('routes = ( { name = "r1"; pool = "a"; match = { path_prefix = "/r1"; }; },\n'
+                  '  { name = "r3"; pool = "a"; match = { path_prefix = "/r3"; }; } );\n')
+        tmp = v.config_path + ".new"
+        with open(tmp, "w") as f:
+            f.write(self.config(routes).replace("{tmp}", v.tmp))
+        os.replace(tmp, v.config_path)
+        self.ctl_ok("reload")
+        self.send(main, "/r2", 2, 200)           # no route now: the listener's pool
+        self.send(main, "/r3", 1, 200)
+        self.send(main, "/r1", 1, 200)           # r1 stays on b (its configured pool is unchanged)
+        s = self.scrape_sent()
+        self.assert_requests(s, {
+            ("a", "default", "a", "r1", "2xx"): 10,
+            ("b", "default", "b", "r1", "2xx"): 3,
+            ("b", "default", "b", "r2", "2xx"): 6,
+            ("b", "", "", "r2", "5xx"): 3,
+            ("fb", "default", "fb", "", "2xx"): 6,
+            ("a", "default", "a", "r3", "2xx"): 1,
+            ("", "", "", "", "4xx"): 2,
+        })
+        after = [self.series(s, "veer_requests_total"),
+                 self.series(s, "veer_request_duration_seconds_count")]
+        for old, new in zip(before, after):
+            for k, n in old.items():
+                self.assertIn(k, new, "a series went away")
+                self.assertGreaterEqual(new[k], n, "series %r went down" % (k,))
+        v.stop()
+
+
+    def test_no_series_goes_down_between_scrapes_under_load(self):
+        # Scrapes racing requests on a route, on none, and veer's own answers
+        # on a route: each series read must be at least what the one before read.
+        self.b = {n: self.backend(n, named(n)) for n in ("a", "b", "fb")}
+        self.v = v = self.veer(self.config(self.ROUTES))
+        self.http = admin_http_port(v)
+        self.ctl_ok("route", "maintenance", "r2", "on")
+        stop, errors = threading.Event(), []
+
+        def loop(path, status):
+            c = self.client(v.ports[0])
+            while not stop.is_set():
+                r = c.request("GET", path, headers={"Host": "test"})
+                if r is None or r.status != status:
+                    errors.append((path, r and r.status))
+                    return
+        threads = [threading.Thread(target=loop, args=a, daemon=True)
+                   for a in (("/r1", 200), ("/other", 200), ("/r2", 503))]
+        for t in threads:
+            t.start()
+        prev, scrapes = {}, 0
+        deadline = time.monotonic() + DEADLINE
+        while scrapes < 30 and time.monotonic() < deadline:
+            s = scrape(self.http)
+            cur = {}
+            for name in ("veer_requests_total", "veer_request_duration_seconds_count",
+                         "veer_request_duration_seconds_bucket"):
+                cur.update({(name,) + k: n for k, n in self.series(s, name).items()})
+            for k, n in prev.items():
+                self.assertGreaterEqual(cur.get(k, -1), n, "series %r went down" % (k,))
+            prev, scrapes = cur, scrapes + 1
+        stop.set()
+        for t in threads:
+            t.join(DEADLINE)
+        self.assertEqual(errors, [])
+        self.assertEqual(scrapes, 30)
+        routes = {dict(k[1:])["route"] for k, n in prev.items()
+                  if k[0] == "veer_requests_total" and n}
+        self.assertEqual(routes, {"r1", "r2", ""})
+        v.stop()
 
 if __name__ == "__main__":
     unittest.main()

@@ -665,7 +665,7 @@ START_TEST(test_metrics_is_prometheus_text_with_the_contract_families)
     char line[128];
 
     start(NULL);
-    counter_add(&fx.m->pools[0].b[0].be->ws[1].requests[1], 3); /* b1: three 2xx on worker 1 */
+    counter_add(&fx.m->pools[0].b[0].be->ws[1].fb.requests[1], 3); /* b1: three 2xx on worker 1 */
     request("GET", "/metrics", &r);
     ck_assert_int_eq(r.code, 200);
     ck_assert_str_eq(r.reason, "OK");
@@ -683,7 +683,7 @@ START_TEST(test_metrics_is_prometheus_text_with_the_contract_families)
     ck_assert_ptr_nonnull(strstr(r.body, "\nveer_backend_state{pool=\"hc\",group=\"default\","
                                          "backend=\"a\",state=\"PENDING\"} 1\n"));
     ck_assert_ptr_nonnull(strstr(r.body, "\nveer_requests_total{pool=\"api\",group=\"blue\","
-                                         "backend=\"b1\",code_class=\"2xx\"} 3\n"));
+                                         "backend=\"b1\",route=\"\",code_class=\"2xx\"} 3\n"));
     /* Exactly what metrics_render writes, with every worker's figures. */
     sb_init(&want);
     metrics_render(&want, fx.m, fx.w, NW);

@@ -89,6 +89,7 @@ static void fx_free(struct fx *f)
 {
     for (unsigned i = 0; i < NW; i++) {
         free(f->w[i]->local);
+        metrics_cells_free(&f->w[i]->local_routed);
         free(f->w[i]);
     }
     model_free(f->m);
@@ -524,8 +525,8 @@ START_TEST(test_a_render_in_slices_is_the_render_in_one)
     unsigned steps = 1;
 
     fx_init(&f, conf);
-    counter_add(&bws(&f, 0, 17, 1)->requests[4], 3);
-    hist_observe(&bws(&f, 0, 299, 0)->latency, 700);
+    counter_add(&bws(&f, 0, 17, 1)->fb.requests[4], 3);
+    hist_observe(&bws(&f, 0, 299, 0)->fb.latency, 700);
     whole = render(&f);
     sb_init(&o);
     while (!metrics_render_step(&c, &o, f.m, f.w, NW, 1))
@@ -626,10 +627,10 @@ START_TEST(test_render_follows_the_text_format_with_every_contract_family)
 
     fx_init(&f, LISTEN POOLS);
     /* Some traffic on every kind of figure, in both workers. */
-    hist_observe(&bws(&f, 0, 0, 0)->latency, 700);
-    hist_observe(&bws(&f, 0, 2, 1)->latency, 30000);
+    hist_observe(&bws(&f, 0, 0, 0)->fb.latency, 700);
+    hist_observe(&bws(&f, 0, 2, 1)->fb.latency, 30000);
     hist_observe(&f.w[1]->local[0].latency, 100);
-    counter_add(&bws(&f, 0, 0, 1)->requests[1], 1);
+    counter_add(&bws(&f, 0, 0, 1)->fb.requests[1], 1);
     counter_add(&f.w[0]->local[1].requests[4], 1);
     counter_add(&bws(&f, 0, 1, 0)->errors[UERR_TIMEOUT], 1);
     metrics_shift_applied(40);
@@ -658,54 +659,54 @@ START_TEST(test_requests_are_summed_across_workers)
     char *text;
 
     fx_init(&f, LISTEN POOLS);
-    counter_add(&bws(&f, 0, 0, 0)->requests[1], 3); /* b1 2xx: 3 + 4 */
-    counter_add(&bws(&f, 0, 0, 1)->requests[1], 4);
-    counter_add(&bws(&f, 0, 0, 1)->requests[4], 2); /* b1 5xx */
-    counter_add(&bws(&f, 0, 2, 0)->requests[0], 1); /* g1 1xx */
-    counter_add(&bws(&f, 0, 2, 1)->requests[2], 5); /* g1 3xx */
-    counter_add(&bws(&f, 0, 2, 0)->requests[3], 1); /* g1 4xx: 1 + 1 */
-    counter_add(&bws(&f, 0, 2, 1)->requests[3], 1);
+    counter_add(&bws(&f, 0, 0, 0)->fb.requests[1], 3); /* b1 2xx: 3 + 4 */
+    counter_add(&bws(&f, 0, 0, 1)->fb.requests[1], 4);
+    counter_add(&bws(&f, 0, 0, 1)->fb.requests[4], 2); /* b1 5xx */
+    counter_add(&bws(&f, 0, 2, 0)->fb.requests[0], 1); /* g1 1xx */
+    counter_add(&bws(&f, 0, 2, 1)->fb.requests[2], 5); /* g1 3xx */
+    counter_add(&bws(&f, 0, 2, 0)->fb.requests[3], 1); /* g1 4xx: 1 + 1 */
+    counter_add(&bws(&f, 0, 2, 1)->fb.requests[3], 1);
     counter_add(&f.w[0]->local[0].requests[4], 5); /* api answered by veer: 503s */
     counter_add(&f.w[1]->local[0].requests[4], 1);
     counter_add(&f.w[0]->local[1].requests[3], 9); /* hc answered by veer: 4xx */
     text = render(&f);
     check_text_format(text);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"blue\","
-                                       "backend=\"b1\",code_class=\"2xx\"}"),
+                                       "backend=\"b1\",route=\"\",code_class=\"2xx\"}"),
                         7);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"blue\","
-                                       "backend=\"b1\",code_class=\"5xx\"}"),
+                                       "backend=\"b1\",route=\"\",code_class=\"5xx\"}"),
                         2);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"green\","
-                                       "backend=\"g1\",code_class=\"1xx\"}"),
+                                       "backend=\"g1\",route=\"\",code_class=\"1xx\"}"),
                         1);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"green\","
-                                       "backend=\"g1\",code_class=\"3xx\"}"),
+                                       "backend=\"g1\",route=\"\",code_class=\"3xx\"}"),
                         5);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"green\","
-                                       "backend=\"g1\",code_class=\"4xx\"}"),
+                                       "backend=\"g1\",route=\"\",code_class=\"4xx\"}"),
                         2);
     /* 2xx is always there, even at 0, so rate() has a series from the start. */
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"blue\","
-                                       "backend=\"b2\",code_class=\"2xx\"}"),
+                                       "backend=\"b2\",route=\"\",code_class=\"2xx\"}"),
                         0);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"green\","
-                                       "backend=\"g1\",code_class=\"2xx\"}"),
+                                       "backend=\"g1\",route=\"\",code_class=\"2xx\"}"),
                         0);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"hc\",group=\"default\","
-                                       "backend=\"a\",code_class=\"2xx\"}"),
+                                       "backend=\"a\",route=\"\",code_class=\"2xx\"}"),
                         0);
     /* veer's own answers: empty group and backend, only classes seen. */
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"\","
-                                       "backend=\"\",code_class=\"5xx\"}"),
+                                       "backend=\"\",route=\"\",code_class=\"5xx\"}"),
                         6);
     ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"hc\",group=\"\","
-                                       "backend=\"\",code_class=\"4xx\"}"),
+                                       "backend=\"\",route=\"\",code_class=\"4xx\"}"),
                         9);
     ck_assert(!has_series(text, "veer_requests_total{pool=\"api\",group=\"\",backend=\"\","
-                                "code_class=\"2xx\"}"));
+                                "route=\"\",code_class=\"2xx\"}"));
     ck_assert(!has_series(text, "veer_requests_total{pool=\"api\",group=\"blue\","
-                                "backend=\"b2\",code_class=\"5xx\"}"));
+                                "backend=\"b2\",route=\"\",code_class=\"5xx\"}"));
     /* Nothing else: b1 2xx 5xx, b2 2xx, g1 1xx..4xx, a 2xx, two of veer's own. */
     ck_assert_uint_eq(lines_starting(text, "veer_requests_total{"), 10);
     free(text);
@@ -721,12 +722,12 @@ START_TEST(test_duration_histograms_sum_group_backends_and_workers)
         none[LAT_BUCKETS + 1] = {0};
 
     fx_init(&f, LISTEN POOLS);
-    hist_observe(&bws(&f, 0, 0, 0)->latency, 400);      /* b1, worker 0: le 0.0005 */
-    hist_observe(&bws(&f, 0, 0, 1)->latency, 800);      /* b1, worker 1: le 0.001 */
-    hist_observe(&bws(&f, 0, 1, 1)->latency, 3000);     /* b2, worker 1: le 0.005 */
-    hist_observe(&bws(&f, 0, 1, 0)->latency, 20000000); /* b2, worker 0: +Inf */
-    hist_observe(&bws(&f, 0, 2, 0)->latency, 1000);     /* g1: on the 1 ms bound */
-    hist_observe(&f.w[1]->local[0].latency, 100);       /* api, answered by veer */
+    hist_observe(&bws(&f, 0, 0, 0)->fb.latency, 400);      /* b1, worker 0: le 0.0005 */
+    hist_observe(&bws(&f, 0, 0, 1)->fb.latency, 800);      /* b1, worker 1: le 0.001 */
+    hist_observe(&bws(&f, 0, 1, 1)->fb.latency, 3000);     /* b2, worker 1: le 0.005 */
+    hist_observe(&bws(&f, 0, 1, 0)->fb.latency, 20000000); /* b2, worker 0: +Inf */
+    hist_observe(&bws(&f, 0, 2, 0)->fb.latency, 1000);     /* g1: on the 1 ms bound */
+    hist_observe(&f.w[1]->local[0].latency, 100);          /* api, answered by veer */
     for (unsigned i = 0; i <= LAT_BUCKETS; i++) {
         blue[i] = i == 0 ? 1 : i < 3 ? 2 : i < LAT_BUCKETS ? 3 : 4;
         green[i] = i == 0 ? 0 : 1;
@@ -734,20 +735,22 @@ START_TEST(test_duration_histograms_sum_group_backends_and_workers)
     }
     text = render(&f);
     check_text_format(text);
-    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"blue\"", blue, 4,
-                20.0042);
-    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"green\"", green, 1,
-                0.001);
-    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"\"", own, 1, 0.0001);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"blue\",route=\"\"",
+                blue, 4, 20.0042);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"green\",route=\"\"",
+                green, 1, 0.001);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"\",route=\"\"", own, 1,
+                0.0001);
     /* A group without traffic has its series at 0; veer's own answers only once there are some. */
-    expect_hist(text, "veer_request_duration_seconds", "pool=\"hc\",group=\"default\"", none, 0, 0);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"hc\",group=\"default\",route=\"\"",
+                none, 0, 0);
     ck_assert_uint_eq(lines_starting(text, "veer_request_duration_seconds_count{pool=\"hc\","
-                                           "group=\"\"}"),
+                                           "group=\"\",route=\"\"}"),
                       0);
     ck_assert_uint_eq(lines_starting(text, "veer_request_duration_seconds_count{"), 4);
     /* The sum keeps microseconds. */
     ck_assert_ptr_nonnull(strstr(text, "\nveer_request_duration_seconds_sum{pool=\"api\","
-                                       "group=\"blue\"} 20.004200\n"));
+                                       "group=\"blue\",route=\"\"} 20.004200\n"));
     free(text);
     fx_free(&f);
 }
@@ -771,9 +774,138 @@ START_TEST(test_histogram_count_is_its_inf_bucket_while_an_observation_races)
     text = render(&f);
     check_text_format(text);
     ck_assert_double_eq(value_of(text, "veer_request_duration_seconds_bucket{pool=\"api\","
-                                       "group=\"\",le=\"+Inf\"}"),
+                                       "group=\"\",route=\"\",le=\"+Inf\"}"),
                         value_of(text, "veer_request_duration_seconds_count{pool=\"api\","
-                                       "group=\"\"}"));
+                                       "group=\"\",route=\"\"}"));
+    free(text);
+    fx_free(&f);
+}
+END_TEST
+
+/* Routes "pay" to api and "check" to hc, over the pools above. */
+#define ROUTES                                                                                     \
+    "routes = ( { name = \"pay\"; pool = \"api\"; match = { path_prefix = \"/pay\"; }; },"         \
+    "{ name = \"check\"; pool = \"hc\"; match = { path_prefix = \"/check\"; }; } );\n"
+
+/* The figures worker w keeps for backend i of pool p's requests on route r (a config route). */
+static struct req_wstat *routed(struct fx *f, uint32_t p, uint32_t i, unsigned w, unsigned r)
+{
+    return &metrics_cell_get(&bws(f, p, i, w)->routed, f->m->routes[r].slot)->st;
+}
+
+/* veer's own answers of worker w to requests on route r in pool p. */
+static struct req_wstat *own_routed(struct fx *f, unsigned w, unsigned r, int p)
+{
+    return &metrics_cell_get(&f->w[w]->local_routed, worker_local_key(f->m->routes[r].slot, p))->st;
+}
+
+static double total_of(const char *text, const char *prefix)
+{
+    double sum = 0;
+    size_t len = strlen(prefix);
+
+    for (const char *p = text; *p; p = strchr(p, '\n') + 1)
+        if (strncmp(p, prefix, len) == 0)
+            sum += strtod(strchr(p, '}') + 2, NULL);
+    return sum;
+}
+
+/*
+ * A request on a route is counted under its route, one on none under route="", each in one
+ * series only: the route's cells of every worker summed, veer's own answers on a route by
+ * route (empty group and backend), those without a pool (404 no_route) with everything empty.
+ */
+START_TEST(test_requests_have_their_route_label)
+{
+    struct fx f;
+    char *text;
+
+    fx_init(&f, LISTEN POOLS ROUTES);
+    ck_assert_uint_eq(f.m->nroutes, 2);
+    counter_add(&bws(&f, 0, 0, 0)->fb.requests[1], 1);    /* b1, no route */
+    counter_add(&routed(&f, 0, 0, 0, 0)->requests[1], 3); /* b1, pay: 3 + 2 */
+    counter_add(&routed(&f, 0, 0, 1, 0)->requests[1], 2);
+    counter_add(&routed(&f, 0, 2, 1, 0)->requests[4], 6);  /* g1, pay, 5xx */
+    counter_add(&routed(&f, 1, 0, 0, 1)->requests[3], 7);  /* a, check, 4xx */
+    counter_add(&routed(&f, 0, 0, 1, 1)->requests[1], 8);  /* b1, check (sent there before) */
+    counter_add(&own_routed(&f, 0, 0, 0)->requests[4], 4); /* api, pay: maintenance 503s */
+    counter_add(&own_routed(&f, 1, 0, 0)->requests[4], 1);
+    counter_add(&f.w[0]->local[0].requests[4], 9); /* api, no route: 503s */
+    counter_add(&f.w[1]->nopool.requests[3], 2);   /* 404 no_route */
+    text = render(&f);
+    check_text_format(text);
+    ck_assert_ptr_nonnull(strstr(text, "\nveer_requests_total{pool=\"api\",group=\"blue\","
+                                       "backend=\"b1\",route=\"pay\",code_class=\"2xx\"} 5\n"));
+    ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"blue\","
+                                       "backend=\"b1\",route=\"\",code_class=\"2xx\"}"),
+                        1);
+    ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"blue\","
+                                       "backend=\"b1\",route=\"check\",code_class=\"2xx\"}"),
+                        8);
+    ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"green\","
+                                       "backend=\"g1\",route=\"pay\",code_class=\"5xx\"}"),
+                        6);
+    ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"hc\",group=\"default\","
+                                       "backend=\"a\",route=\"check\",code_class=\"4xx\"}"),
+                        7);
+    ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"\","
+                                       "backend=\"\",route=\"pay\",code_class=\"5xx\"}"),
+                        5);
+    ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"api\",group=\"\","
+                                       "backend=\"\",route=\"\",code_class=\"5xx\"}"),
+                        9);
+    ck_assert_double_eq(value_of(text, "veer_requests_total{pool=\"\",group=\"\","
+                                       "backend=\"\",route=\"\",code_class=\"4xx\"}"),
+                        2);
+    /* A route's series only once counted: no 2xx at 0 for g1 on pay, none of pay in hc. */
+    ck_assert(!has_series(text, "veer_requests_total{pool=\"api\",group=\"green\","
+                                "backend=\"g1\",route=\"pay\",code_class=\"2xx\"}"));
+    ck_assert_uint_eq(lines_starting(text, "veer_requests_total{pool=\"hc\",group=\"default\","
+                                           "backend=\"a\",route=\"pay\""),
+                      0);
+    /* Each request once: the sum over every series is what was counted. */
+    ck_assert_double_eq(total_of(text, "veer_requests_total{"), 1 + 5 + 6 + 7 + 8 + 5 + 9 + 2);
+    /* No route: 2xx of b1, b2, g1, a; routes: b1 pay, b1 check, g1 pay, a check; own: pay,
+     * none; no pool. */
+    ck_assert_uint_eq(lines_starting(text, "veer_requests_total{"), 4 + 4 + 2 + 1);
+    free(text);
+    fx_free(&f);
+}
+END_TEST
+
+/* The duration histograms by route too: a group's requests on each route, veer's own. */
+START_TEST(test_duration_histograms_by_route)
+{
+    struct fx f;
+    char *text;
+    uint64_t pay[LAT_BUCKETS + 1], own[LAT_BUCKETS + 1], none[LAT_BUCKETS + 1];
+
+    fx_init(&f, LISTEN POOLS ROUTES);
+    hist_observe(&routed(&f, 0, 0, 0, 0)->latency, 400); /* b1, pay: le 0.0005 */
+    hist_observe(&routed(&f, 0, 1, 1, 0)->latency, 800); /* b2, pay: le 0.001 */
+    hist_observe(&own_routed(&f, 1, 0, 0)->latency, 100);
+    hist_observe(&f.w[0]->nopool.latency, 100);
+    for (unsigned i = 0; i <= LAT_BUCKETS; i++) {
+        pay[i] = i == 0 ? 1 : 2;
+        own[i] = none[i] = 1;
+    }
+    text = render(&f);
+    check_text_format(text);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"blue\",route=\"pay\"",
+                pay, 2, 0.0012);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"api\",group=\"\",route=\"pay\"", own,
+                1, 0.0001);
+    expect_hist(text, "veer_request_duration_seconds", "pool=\"\",group=\"\",route=\"\"", none, 1,
+                0.0001);
+    /* The groups' series of requests on no route stay, at 0; nothing on the green group. */
+    ck_assert_double_eq(value_of(text, "veer_request_duration_seconds_count{pool=\"api\","
+                                       "group=\"blue\",route=\"\"}"),
+                        0);
+    ck_assert_uint_eq(lines_starting(text, "veer_request_duration_seconds_count{pool=\"api\","
+                                           "group=\"green\",route=\"pay\"}"),
+                      0);
+    /* Groups blue, green, default on no route; blue on pay, own on pay, no pool. */
+    ck_assert_uint_eq(lines_starting(text, "veer_request_duration_seconds_count{"), 3 + 3);
     free(text);
     fx_free(&f);
 }
@@ -1123,6 +1255,8 @@ static Suite *metrics_suite(void)
     tcase_add_test(tr, test_requests_are_summed_across_workers);
     tcase_add_test(tr, test_duration_histograms_sum_group_backends_and_workers);
     tcase_add_test(tr, test_histogram_count_is_its_inf_bucket_while_an_observation_races);
+    tcase_add_test(tr, test_requests_have_their_route_label);
+    tcase_add_test(tr, test_duration_histograms_by_route);
     tcase_add_test(tr, test_backend_gauges_follow_the_model);
     tcase_add_test(tr, test_upstream_errors_by_kind_summed_across_workers);
     tcase_add_test(tr, test_pool_gauges_follow_the_model);

@@ -243,8 +243,8 @@ static void traffic(int pi, const char *name, unsigned w, unsigned cls, unsigned
     struct backend_wstat *ws = &be(pi, name)->be->ws[w];
 
     for (unsigned i = 0; i < n; i++) {
-        counter_add(&ws->requests[cls], 1);
-        hist_observe(&ws->latency, us);
+        counter_add(&ws->fb.requests[cls], 1);
+        hist_observe(&ws->fb.latency, us);
     }
 }
 

@@ -1,7 +1,8 @@
 /*
  * check_stats.c - the per-second traffic figures (stats.c): requests per
- * second, error rate and p99 of every backend and group, computed from the
- * workers' counters and latency histograms.
+ * second, error rate and p99 of every backend, group and route, computed
+ * from the workers' counters and latency histograms (a route's: its cells
+ * on every backend and veer's own answers on it, read from ctl.workers).
  *
  * A model of two groups is built with two per-worker slots per backend
  * (veer_nworkers = 2); a test sets the slots' counters and histogram
@@ -9,9 +10,11 @@
  * figures since the start) and again after more traffic (that second's
  * figures only), and reads the rates off the model.
  */
+#include "control-i.h"
 #include "model.h"
 #include "stats.h"
 #include "veer.h"
+#include "worker.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -26,7 +29,11 @@ static const char text[] =
     "{ name = \"blue-1\"; address = \"127.0.0.1:1\"; weight = 100; group = \"blue\"; },"
     "{ name = \"blue-2\"; address = \"127.0.0.1:2\"; weight = 100; group = \"blue\"; },"
     "{ name = \"green-1\"; address = \"127.0.0.1:3\"; weight = 100; group = \"green\"; } );"
-    "shares = { blue = 90; green = 10; }; } );\n";
+    "shares = { blue = 90; green = 10; }; } );\n"
+    "routes = ( { name = \"pay\"; pool = \"api\"; match = { path_prefix = \"/pay\"; }; },\n"
+    "  { name = \"users\"; pool = \"api\"; match = { path_prefix = \"/users\"; }; } );\n";
+#define PAY   0 /* route indexes */
+#define USERS 1
 
 #define NW     2
 #define BLUE   0
@@ -61,10 +68,23 @@ static void setup(void)
     F.m = model_from_conf(F.c);
     ck_assert_uint_eq(F.m->pools[0].nb, 3);
     ck_assert_uint_eq(F.m->pools[0].ng, 2);
+    ck_assert_uint_eq(F.m->nroutes, 2);
+    /* The workers whose own answers the routes' figures read (veer's own 503s...). */
+    ctl.workers = calloc(NW, sizeof(*ctl.workers));
+    for (unsigned w = 0; w < NW; w++)
+        ctl.workers[w] = calloc(1, sizeof(*ctl.workers[w]));
+    ctl.nworkers = NW;
 }
 
 static void teardown(void)
 {
+    for (unsigned w = 0; ctl.workers && w < NW; w++) {
+        metrics_cells_free(&ctl.workers[w]->local_routed);
+        free(ctl.workers[w]);
+    }
+    free(ctl.workers);
+    ctl.workers = NULL;
+    ctl.nworkers = 0;
     model_free(F.m);
     conf_free(F.c);
 }
@@ -87,9 +107,31 @@ static struct backend_wstat *ws(unsigned backend, unsigned worker)
 /* Worker w answered n requests of status class cls (2 for 2xx) from backend i, each in bucket k. */
 static void answered(unsigned i, unsigned w, unsigned cls, uint64_t n, unsigned k)
 {
-    counter_add(&ws(i, w)->requests[cls - 1], n);
-    counter_add(&ws(i, w)->latency.bucket[k], n);
-    counter_add(&ws(i, w)->latency.count, n);
+    counter_add(&ws(i, w)->fb.requests[cls - 1], n);
+    counter_add(&ws(i, w)->fb.latency.bucket[k], n);
+    counter_add(&ws(i, w)->fb.latency.count, n);
+}
+
+/* Worker w answered n requests of class cls from backend i on route r, each in bucket k. */
+static void routed(unsigned i, unsigned w, unsigned r, unsigned cls, uint64_t n, unsigned k)
+{
+    struct req_wstat *st = &metrics_cell_get(&ws(i, w)->routed, F.m->routes[r].slot)->st;
+
+    counter_add(&st->requests[cls - 1], n);
+    counter_add(&st->latency.bucket[k], n);
+    counter_add(&st->latency.count, n);
+}
+
+/* Worker w answered n requests on route r itself (class cls, bucket k), in pool 0. */
+static void own(unsigned w, unsigned r, unsigned cls, uint64_t n, unsigned k)
+{
+    struct req_wstat *st =
+        &metrics_cell_get(&ctl.workers[w]->local_routed, worker_local_key(F.m->routes[r].slot, 0))
+             ->st;
+
+    counter_add(&st->requests[cls - 1], n);
+    counter_add(&st->latency.bucket[k], n);
+    counter_add(&st->latency.count, n);
 }
 
 static void tick(void)
@@ -248,6 +290,59 @@ START_TEST(test_p99_from_this_seconds_buckets)
 }
 END_TEST
 
+/*
+ * A route's figures sum its cells over every backend and worker and veer's
+ * own answers on it; its errors are the 5xx, veer's own included; p99 from
+ * this second's buckets. Another route's requests are not in them.
+ */
+START_TEST(test_route_rates_sum_its_cells_and_veers_own_answers)
+{
+    struct rate *pay = &F.m->routes[PAY].rate, *users = &F.m->routes[USERS].rate;
+
+    tick(); /* a route's first tick takes its totals */
+    routed(BLUE1, 0, PAY, 2, 10, 0);
+    routed(GREEN1, 1, PAY, 5, 5, 3); /* 5xx from the backend */
+    own(0, PAY, 5, 5, 0);            /* maintenance 503s */
+    routed(BLUE2, 0, USERS, 2, 4, 0);
+    answered(BLUE1, 0, 2, 100, 0); /* no route: in no route's figures */
+    tick();
+    ck_assert_double_eq_tol(pay->rps, 20, EPS);
+    ck_assert_double_eq_tol(pay->error_rate, 0.5, EPS);
+    ck_assert_double_eq_tol(pay->p99_ms, lat_bounds[3] * 1000, EPS);
+    ck_assert_double_eq_tol(users->rps, 4, EPS);
+    ck_assert_double_eq_tol(users->error_rate, 0, EPS);
+    ck_assert_double_eq_tol(users->p99_ms, lat_bounds[0] * 1000, EPS);
+    /* The backends' figures count their requests on routes too. */
+    ck_assert_double_eq_tol(b(BLUE1)->rate.rps, 110, EPS);
+    ck_assert_double_eq_tol(b(GREEN1)->rate.rps, 5, EPS);
+    ck_assert_double_eq_tol(b(GREEN1)->rate.error_rate, 1, EPS);
+    /* Only this second's: nothing new, nothing to show. */
+    routed(BLUE1, 1, USERS, 2, 3, 0);
+    tick();
+    ck_assert_double_eq_tol(pay->rps, 0, EPS);
+    ck_assert_double_eq_tol(pay->p99_ms, 0, EPS);
+    ck_assert_double_eq_tol(users->rps, 3, EPS);
+}
+END_TEST
+
+/*
+ * A route's first tick only takes its totals: a route configured again
+ * (its name keeps its metric slot, and the slot its counts) does not show
+ * every request it ever had as this second's.
+ */
+START_TEST(test_a_routes_first_tick_shows_no_old_requests)
+{
+    routed(BLUE1, 0, PAY, 2, 1000, 0);
+    own(1, PAY, 5, 50, 0);
+    tick();
+    ck_assert_double_eq_tol(F.m->routes[PAY].rate.rps, 0, EPS);
+    ck_assert_double_eq_tol(F.m->routes[PAY].rate.error_rate, 0, EPS);
+    routed(BLUE1, 0, PAY, 2, 7, 0);
+    tick();
+    ck_assert_double_eq_tol(F.m->routes[PAY].rate.rps, 7, EPS);
+}
+END_TEST
+
 static Suite *stats_suite(void)
 {
     Suite *s = suite_create("stats");
@@ -260,6 +355,8 @@ static Suite *stats_suite(void)
     tcase_add_test(tc, test_error_rate_counts_5xx_and_upstream_errors_once);
     tcase_add_test(tc, test_error_rate_is_at_most_one);
     tcase_add_test(tc, test_p99_from_this_seconds_buckets);
+    tcase_add_test(tc, test_route_rates_sum_its_cells_and_veers_own_answers);
+    tcase_add_test(tc, test_a_routes_first_tick_shows_no_old_requests);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -165,7 +165,8 @@ static void backends_close(void)
  * up, minus the thread: the test runs the loop (step()), the backends take
  * their turn after each step (serve()).
  */
-static void start(int nb, const char *const groups[], const char *pool_extra)
+static void start_with(int nb, const char *const groups[], const char *pool_extra,
+                       const char *extra)
 {
     char text[2048];
     size_t off;
@@ -179,10 +180,15 @@ static void start(int nb, const char *const groups[], const char *pool_extra)
         off += (size_t)snprintf(text + off, sizeof(text) - off,
                                 "%s{ name = \"%s\"; address = \"127.0.0.1:%d\"; group = \"%s\"; }",
                                 i ? ", " : "", srv[i].name, local_port(srv[i].fd), groups[i]);
-    snprintf(text + off, sizeof(text) - off, " ); %s } );\n", pool_extra);
+    snprintf(text + off, sizeof(text) - off, " ); %s } );\n%s", pool_extra, extra);
     report_bind(record_report, NULL);
     wfix_start(text, WFIX_MODULES | WFIX_TICK);
     fx.serve = serve;
+}
+
+static void start(int nb, const char *const groups[], const char *pool_extra)
+{
+    start_with(nb, groups, pool_extra, "");
 }
 
 static void stop(void)
@@ -437,6 +443,76 @@ START_TEST(test_requests_go_to_the_backends_the_snapshot_gives_by_share)
     ck_assert_int_eq(srv[0].nreqs, 6);
     ck_assert_int_eq(srv[1].nreqs, 6);
     ck_assert_uint_eq(reports.n, 0); /* nothing failed */
+    stop();
+}
+END_TEST
+
+/* --- the series a request is counted in ------------------------------------------------- */
+
+/* The cells of c as (key, 2xx, 5xx, duration count) in one string, newest first. */
+static void cells_text(const struct metrics_cells *c, char *out, size_t len)
+{
+    size_t off = 0;
+
+    out[0] = '\0';
+    for (const struct metrics_cell *cell = metrics_cells_first(c); cell; cell = cell->next)
+        off += (size_t)snprintf(
+            out + off, len - off, "[%llx %llu %llu %llu]", (unsigned long long)cell->key,
+            (unsigned long long)cell->st.requests[1], (unsigned long long)cell->st.requests[4],
+            (unsigned long long)cell->st.latency.count);
+}
+
+/*
+ * Route "pay" to api: its requests are counted in the backend's cell of the
+ * route's metric slot, the others in the backend's figures of requests on
+ * no route, each request once; with the route in maintenance, veer's own
+ * 503s in the worker's cell of (slot, pool). The backend's totals are the sum.
+ */
+START_TEST(test_a_request_is_counted_in_its_routes_series_only)
+{
+    static const char *const groups[] = {"main"};
+    struct backend_wstat *ws;
+    uint64_t req[5] = {0}, lat[LAT_BUCKETS + 1] = {0}, n = 0;
+    uint32_t slot;
+    char got[256], want[256];
+
+    backend_open(0, "one", false);
+    srv[1].fd = srv[2].fd = -1;
+    start_with(1, groups, "",
+               "routes = ( { name = \"other\"; pool = \"api\"; match = { path = \"/o\"; }; },\n"
+               "  { name = \"pay\"; pool = \"api\"; match = { path_prefix = \"/pay\"; }; } );\n");
+    slot = fx.m->routes[1].slot;
+    ws = &model_backend("one")->be->ws[0];
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_eq(ask_wait(k, "/pay/x")->status, 200);
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(ask_wait(k, "/else")->status, 200);
+    ck_assert_uint_eq(ws->fb.requests[1], 2);
+    ck_assert_uint_eq(ws->fb.latency.count, 2);
+    cells_text(&ws->routed, got, sizeof(got));
+    snprintf(want, sizeof(want), "[%x 3 0 3]", slot);
+    ck_assert_str_eq(got, want);
+    backend_wstat_requests(ws, req, lat);
+    ck_assert_uint_eq(req[1], 5);
+    for (unsigned b = 0; b <= LAT_BUCKETS; b++)
+        n += lat[b];
+    ck_assert_uint_eq(n, 5);
+    cells_text(&fx.w->local_routed, got, sizeof(got));
+    ck_assert_str_eq(got, "");
+
+    fx.m->routes[1].maint = true;
+    publish();
+    for (int k = 0; k < 4; k++)
+        ck_assert_int_eq(ask_wait(k, "/pay")->status, 503);
+    ck_assert_int_eq(ask_wait(0, "/else")->status, 200);
+    cells_text(&fx.w->local_routed, got, sizeof(got));
+    snprintf(want, sizeof(want), "[%llx 0 4 4]", (unsigned long long)worker_local_key(slot, 0));
+    ck_assert_str_eq(got, want);
+    ck_assert_uint_eq(fx.w->local[0].requests[4], 0);
+    ck_assert_uint_eq(ws->fb.requests[1], 3);
+    cells_text(&ws->routed, got, sizeof(got));
+    snprintf(want, sizeof(want), "[%x 3 0 3]", slot);
+    ck_assert_str_eq(got, want);
     stop();
 }
 END_TEST
@@ -698,6 +774,7 @@ static Suite *txn_suite(void)
     TCase *tb = tcase_create("breaker");
 
     tcase_add_test(tp, test_requests_go_to_the_backends_the_snapshot_gives_by_share);
+    tcase_add_test(tp, test_a_request_is_counted_in_its_routes_series_only);
     tcase_add_test(tr, test_a_refused_connect_is_retried_on_another_backend_and_answered_once);
     tcase_add_test(th,
                    test_a_request_with_no_eligible_backend_is_held_until_a_snapshot_releases_it);
