@@ -125,6 +125,10 @@ class RouteChangesTest(VeerTestCase):
         ok = self.ok(v, "route", "maintenance", "payments", "on", "--retry-after", "42")
         t_on = time.monotonic()
         wait_for(lambda: load.count_after(t_on, "/pay/1") >= 30, what="payments after the ack")
+        # a whole second of nothing but maintenance 503s on the route: error rate 1
+        wait_for(lambda: self.routes(v)["payments"]["error_rate"] == 1,
+                 what="payments error rate 1 in show routes")
+        self.assertEqual(self.routes(v)["users"]["error_rate"], 0)
         t_off_sent = time.monotonic()
         off = self.ok(v, "route", "maintenance", "payments", "off")
         t_off = time.monotonic()
@@ -187,6 +191,11 @@ class RouteChangesTest(VeerTestCase):
         self.assertEqual(ok["pool"], "payments-v2")
         self.assertEqual(ok["previous"], "payments")
         wait_for(lambda: load.count_after(t_ack, "/pay/1") >= 50, what="payments after the ack")
+        # show routes has the route's last second: traffic, no errors
+        wait_for(lambda: self.routes(v)["payments"]["rps"] > 0, what="payments rps in show routes")
+        r = self.routes(v)["payments"]
+        self.assertEqual(r["error_rate"], 0)
+        self.assertGreater(r["p99_ms"], 0)
         seen = load.stop()
         self.assertEqual(load.errors, [])
         self.assertEqual([s for s in seen if s[2] != 200], [])
