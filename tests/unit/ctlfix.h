@@ -137,8 +137,8 @@ static inline void ctl_on_done(struct ctl_req *r, const char *text, bool ok)
     a->ok = ok;
 }
 
-/* Run an admin line (from uid 1000); its answer may come later, in a. */
-static inline void ctl_start(const char *line, struct ctl_answer *a)
+/* A request for an admin line, from uid 1000, whose answer goes to a (emptied). */
+static inline struct ctl_req *ctl_req(const char *line, struct ctl_answer *a)
 {
     struct ctl_req *r = calloc(1, sizeof(*r));
     char err[256];
@@ -151,7 +151,13 @@ static inline void ctl_start(const char *line, struct ctl_answer *a)
     r->done = ctl_on_done;
     r->arg = a;
     memset(a, 0, sizeof(*a));
-    control_execute(r);
+    return r;
+}
+
+/* Run an admin line through control_execute; its answer may come later, in a. */
+static inline void ctl_start(const char *line, struct ctl_answer *a)
+{
+    control_execute(ctl_req(line, a));
 }
 
 /*
