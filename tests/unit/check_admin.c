@@ -1,9 +1,9 @@
 /*
  * check_admin.c - the admin socket server (admin.c) over a real unix socket in a temporary
- * directory, set up as main sets it up (a model from a config text, control_init with no worker
- * thread, show bound, the audit log the config names, admin_start) and served by the control
- * thread's event base, which the test steps itself: every wait is a condition polled between loop
- * iterations, with a deadline. The clients are plain sockets of the test.
+ * directory, set up as main sets it up (the control thread with no worker thread of ctlfix.h, show
+ * bound, admin_start) and served by the control thread's event base, which the test steps itself:
+ * every wait is a condition polled between loop iterations, with a deadline. The clients are plain
+ * sockets of the test.
  *
  * What admin.h and ARCHITECTURE.md promise, checked here: the socket is created with the
  * configured mode (and owner and group; an unknown one refused) in a directory created 0750 when
@@ -25,32 +25,20 @@
  */
 #include "admin.h"
 #include "adminhttp.h"
-#include "audit.h"
-#include "cmd.h"
-#include "control.h"
-#include "model.h"
+#include "ctlfix.h"
 #include "report.h"
-#include "routing.h"
 #include "show.h"
-#include "veer.h"
 
-#include <check.h>
 #include <dirent.h>
 #include <errno.h>
-#include <event2/event.h>
-#include <jansson.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <unistd.h>
 
 #define WAIT_MS 5000
 
@@ -73,100 +61,46 @@
 #define BLUE  0
 #define GREEN 1
 
-static struct {
-    char dir[64];
-    char audit[96];
-    char sock[100];
-    struct veer_conf *c;
-    struct model *m;
-    struct event_base *base;
-} F;
+/* The admin socket's path: run/admin.sock in the test's directory. */
+static char sock_path[100];
 
+/*
+ * The fixture (ctlfix.h) with one per-worker slot in every backend, which
+ * the test fills as that worker would; show bound, the admin HTTP side and
+ * the admin socket started, as main does.
+ */
 static void up(void)
 {
-    char path[128], text[2048], err[512] = "";
-    FILE *f;
+    const struct ctlfix_opts o = {.slots = 1};
 
     signal(SIGPIPE, SIG_IGN); /* as main: a reply to a client that left is an error event */
-    memset(&F, 0, sizeof(F));
-    strcpy(F.dir, "/tmp/check_admin.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(F.dir));
-    snprintf(path, sizeof(path), "%s/veer.conf", F.dir);
-    snprintf(text, sizeof(text), CONF, F.dir, F.dir);
-    f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-    F.c = conf_load(path, err, sizeof(err));
-    unlink(path);
-    ck_assert_msg(F.c != NULL, "config: %s", err);
-    snprintf(F.audit, sizeof(F.audit), "%s/audit.log", F.dir);
-    snprintf(F.sock, sizeof(F.sock), "%s/run/admin.sock", F.dir);
-    ck_assert_str_eq(F.c->admin.socket, F.sock);
-    ck_assert_int_eq(F.c->admin.mode, 0640);
-
-    /* One per-worker slot in every backend, which the test fills as that worker would. */
-    veer_nworkers = 1;
-    F.m = model_from_conf(F.c);
-    routing_init(0, routing_build(F.m));
-    ck_assert_int_eq(audit_open(F.c->audit_log, err, sizeof(err)), 0);
-    F.base = event_base_new();
-    ck_assert_ptr_nonnull(F.base);
-    ck_assert_int_eq(control_init(F.base, F.c, F.m, NULL, 0), VEER_OK);
+    ctl_up_with(CONF, &o);
+    snprintf(sock_path, sizeof(sock_path), "%s/run/admin.sock", CF.dir);
+    ck_assert_str_eq(CF.c->admin.socket, sock_path);
+    ck_assert_int_eq(CF.c->admin.mode, 0640);
     control_set_show(show_execute);
-    ck_assert_int_eq(adminhttp_start(F.base, F.c, F.m, NULL, 0), VEER_OK);
-    ck_assert_int_eq(admin_start(F.base, F.c), VEER_OK);
+    ck_assert_int_eq(adminhttp_start(CF.base, CF.c, CF.m, NULL, 0), VEER_OK);
+    ck_assert_int_eq(admin_start(CF.base, CF.c), VEER_OK);
 }
 
 static void down(void)
 {
-    char msg[256];
+    char run[128];
 
-    ck_assert_msg(audit_verify_ex(F.audit, NULL, NULL, msg, sizeof(msg)) == 0, "audit: %s", msg);
     admin_stop();
     adminhttp_stop();
-    control_shutdown();
-    event_base_free(F.base);
-    routing_shutdown();
-    model_free(F.m);
-    conf_free(F.c);
-    audit_close();
-    unlink(F.audit);
-    unlink(F.sock);
-    snprintf(msg, sizeof(msg), "%s/run", F.dir);
-    rmdir(msg);
-    rmdir(F.dir);
+    unlink(sock_path);
+    snprintf(run, sizeof(run), "%s/run", CF.dir);
+    rmdir(run);
+    ctl_down();
 }
 
 /* --- stepping the control thread ------------------------------------------------------- */
 
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-}
-
-/* Step the loop until cond(arg) holds, for at most ms. */
-static bool wait_ms(bool (*cond)(void *), void *arg, int ms)
-{
-    uint64_t end = veer_now_us() + (uint64_t)ms * 1000;
-    struct event *t = evtimer_new(F.base, tick_cb, NULL);
-    bool ok;
-
-    while (!(ok = cond(arg)) && veer_now_us() < end) {
-        struct timeval tv = {0, 10 * 1000};
-
-        evtimer_add(t, &tv);
-        event_base_loop(F.base, EVLOOP_ONCE);
-    }
-    event_free(t);
-    return ok;
-}
-
+/* Step the loop until cond(arg) holds, for at most WAIT_MS. */
 static bool wait_for(bool (*cond)(void *), void *arg)
 {
-    return wait_ms(cond, arg, WAIT_MS);
+    return ctl_wait(cond, arg, WAIT_MS);
 }
 
 /* --- clients ---------------------------------------------------------------------------- */
@@ -184,7 +118,7 @@ static struct client *cl_connect(void)
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
 
     ck_assert_ptr_nonnull(c);
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", F.sock);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
     c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ck_assert_int_ge(c->fd, 0);
     /* A listening unix socket takes the connection into its queue at once. */
@@ -319,37 +253,10 @@ static bool nfds_at(void *arg)
 
 /* --- the audit log ------------------------------------------------------------------- */
 
-static json_t *audit_records(void)
-{
-    FILE *f = fopen(F.audit, "r");
-    json_t *out = json_array();
-    static char line[16384];
-
-    ck_assert_ptr_nonnull(f);
-    while (fgets(line, sizeof(line), f)) {
-        json_error_t e;
-        json_t *rec = json_loads(line, 0, &e);
-
-        ck_assert_msg(rec != NULL, "audit line: %s: %s", e.text, line);
-        json_array_append_new(out, rec);
-    }
-    fclose(f);
-    return out;
-}
-
-static size_t audit_count(void)
-{
-    json_t *a = audit_records();
-    size_t n = json_array_size(a);
-
-    json_decref(a);
-    return n;
-}
-
 /* The last record is `command` refused with `result`, from this process (the client). */
 static void assert_last_refusal(const char *command, const char *result)
 {
-    json_t *a = audit_records();
+    json_t *a = ctl_audit_records();
     json_t *rec = json_array_get(a, json_array_size(a) - 1);
 
     ck_assert_ptr_nonnull(rec);
@@ -357,7 +264,7 @@ static void assert_last_refusal(const char *command, const char *result)
     ck_assert_str_eq(json_string_value(json_object_get(rec, "command")), command);
     ck_assert_str_eq(json_string_value(json_object_get(rec, "result")), result);
     ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(rec, "generation")),
-                      F.m->generation);
+                      CF.m->generation);
     /* The peer's credentials, as the socket gives them (SO_PEERCRED). */
     ck_assert_int_eq(json_integer_value(json_object_get(rec, "uid")), (int)getuid());
     ck_assert_int_eq(json_integer_value(json_object_get(rec, "gid")), (int)getgid());
@@ -367,10 +274,10 @@ static void assert_last_refusal(const char *command, const char *result)
 
 static struct rt_backend *be(const char *name)
 {
-    int i = model_find_backend(&F.m->pools[API], name);
+    int i = model_find_backend(&CF.m->pools[API], name);
 
     ck_assert_int_ge(i, 0);
-    return &F.m->pools[API].b[i];
+    return &CF.m->pools[API].b[i];
 }
 
 /* --- tests ------------------------------------------------------------------------------ */
@@ -389,10 +296,10 @@ START_TEST(test_socket_mode_and_directory)
     mode_t mask;
 
     up();
-    ck_assert_int_eq(lstat(F.sock, &st), 0);
+    ck_assert_int_eq(lstat(sock_path, &st), 0);
     ck_assert(S_ISSOCK(st.st_mode));
     ck_assert_uint_eq(st.st_mode & 07777, 0640);
-    snprintf(dir, sizeof(dir), "%s/run", F.dir);
+    snprintf(dir, sizeof(dir), "%s/run", CF.dir);
     ck_assert_int_eq(stat(dir, &st), 0);
     ck_assert(S_ISDIR(st.st_mode));
     mask = umask(0);
@@ -400,7 +307,7 @@ START_TEST(test_socket_mode_and_directory)
     ck_assert_uint_eq(st.st_mode & 07777, 0750 & ~mask);
     ck_assert_int_ge(admin_listen_fd(), 0);
     ck_assert_int_eq(getsockname(admin_listen_fd(), (struct sockaddr *)&sa, &sl), 0);
-    ck_assert_str_eq(sa.sun_path, F.sock);
+    ck_assert_str_eq(sa.sun_path, sock_path);
 
     c = cl_connect();
     cl_puts(c, "show pools\n");
@@ -412,8 +319,8 @@ END_TEST
 
 static void set_socket(const char *path)
 {
-    free(F.c->admin.socket);
-    F.c->admin.socket = veer_strdup(path);
+    free(CF.c->admin.socket);
+    CF.c->admin.socket = veer_strdup(path);
 }
 
 /*
@@ -432,13 +339,13 @@ START_TEST(test_start_refusals)
     struct client *c;
 
     up();
-    snprintf(orig, sizeof(orig), "%s", F.sock);
+    snprintf(orig, sizeof(orig), "%s", sock_path);
     admin_stop();
     ck_assert_int_eq(admin_listen_fd(), -1);
-    ck_assert_int_eq(lstat(F.sock, &st), 0); /* the path stays */
+    ck_assert_int_eq(lstat(sock_path, &st), 0); /* the path stays */
 
     /* A stale socket: replaced, and served. */
-    ck_assert_int_eq(admin_start(F.base, F.c), VEER_OK);
+    ck_assert_int_eq(admin_start(CF.base, CF.c), VEER_OK);
     c = cl_connect();
     cl_puts(c, "show pool api\n");
     ck_assert_ptr_nonnull(strstr(reply(c, 0), "group blue share 100\n"));
@@ -446,13 +353,13 @@ START_TEST(test_start_refusals)
     admin_stop();
 
     /* Another process's live socket: refused, and it keeps its path. */
-    snprintf(path, sizeof(path), "%s/live.sock", F.dir);
+    snprintf(path, sizeof(path), "%s/live.sock", CF.dir);
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
     ck_assert_int_eq(listen(fd, 4), 0);
     set_socket(path);
-    ck_assert_int_eq(admin_start(F.base, F.c), VEER_ERROR);
+    ck_assert_int_eq(admin_start(CF.base, CF.c), VEER_ERROR);
     ck_assert_int_eq(admin_listen_fd(), -1);
     ck_assert_int_eq(lstat(path, &st), 0);
     ck_assert(S_ISSOCK(st.st_mode));
@@ -460,30 +367,30 @@ START_TEST(test_start_refusals)
     unlink(path);
 
     /* A file that is not a socket: refused, left as it was. */
-    snprintf(path, sizeof(path), "%s/file.sock", F.dir);
+    snprintf(path, sizeof(path), "%s/file.sock", CF.dir);
     f = fopen(path, "w");
     fputs("data", f);
     fclose(f);
     set_socket(path);
-    ck_assert_int_eq(admin_start(F.base, F.c), VEER_ERROR);
+    ck_assert_int_eq(admin_start(CF.base, CF.c), VEER_ERROR);
     ck_assert_int_eq(lstat(path, &st), 0);
     ck_assert(S_ISREG(st.st_mode));
     ck_assert_int_eq(st.st_size, 4);
     unlink(path);
 
     /* A world-writable directory: refused, nothing created there. */
-    snprintf(path, sizeof(path), "%s/open", F.dir);
+    snprintf(path, sizeof(path), "%s/open", CF.dir);
     ck_assert_int_eq(mkdir(path, 0700), 0);
     ck_assert_int_eq(chmod(path, 0777), 0);
-    snprintf(path, sizeof(path), "%s/open/admin.sock", F.dir);
+    snprintf(path, sizeof(path), "%s/open/admin.sock", CF.dir);
     set_socket(path);
-    ck_assert_int_eq(admin_start(F.base, F.c), VEER_ERROR);
+    ck_assert_int_eq(admin_start(CF.base, CF.c), VEER_ERROR);
     ck_assert_int_eq(lstat(path, &st), -1);
-    snprintf(path, sizeof(path), "%s/open", F.dir);
+    snprintf(path, sizeof(path), "%s/open", CF.dir);
     rmdir(path);
 
     set_socket(orig);
-    ck_assert_int_eq(admin_start(F.base, F.c), VEER_OK);
+    ck_assert_int_eq(admin_start(CF.base, CF.c), VEER_OK);
     down();
 }
 END_TEST
@@ -504,10 +411,10 @@ START_TEST(test_owner_and_group)
     ck_assert_ptr_nonnull(pw);
     ck_assert_ptr_nonnull(gr);
     admin_stop();
-    F.c->admin.owner = veer_strdup(pw->pw_name);
-    F.c->admin.group = veer_strdup(gr->gr_name);
-    ck_assert_int_eq(admin_start(F.base, F.c), VEER_OK);
-    ck_assert_int_eq(lstat(F.sock, &st), 0);
+    CF.c->admin.owner = veer_strdup(pw->pw_name);
+    CF.c->admin.group = veer_strdup(gr->gr_name);
+    ck_assert_int_eq(admin_start(CF.base, CF.c), VEER_OK);
+    ck_assert_int_eq(lstat(sock_path, &st), 0);
     ck_assert_uint_eq(st.st_uid, getuid());
     ck_assert_uint_eq(st.st_gid, getgid());
     ck_assert_uint_eq(st.st_mode & 07777, 0640);
@@ -517,21 +424,21 @@ START_TEST(test_owner_and_group)
     cl_close(c);
     admin_stop();
 
-    free(F.c->admin.owner);
-    F.c->admin.owner = veer_strdup("no-such-user-of-veer");
-    ck_assert_int_eq(admin_start(F.base, F.c), VEER_ERROR);
+    free(CF.c->admin.owner);
+    CF.c->admin.owner = veer_strdup("no-such-user-of-veer");
+    ck_assert_int_eq(admin_start(CF.base, CF.c), VEER_ERROR);
     ck_assert_int_eq(admin_listen_fd(), -1);
-    free(F.c->admin.owner);
-    F.c->admin.owner = NULL;
-    free(F.c->admin.group);
-    F.c->admin.group = veer_strdup("no-such-group-of-veer");
-    ck_assert_int_eq(admin_start(F.base, F.c), VEER_ERROR);
+    free(CF.c->admin.owner);
+    CF.c->admin.owner = NULL;
+    free(CF.c->admin.group);
+    CF.c->admin.group = veer_strdup("no-such-group-of-veer");
+    ck_assert_int_eq(admin_start(CF.base, CF.c), VEER_ERROR);
     ck_assert_int_eq(admin_listen_fd(), -1);
 
     /* Back to no owner: served again (the refused attempts' path is stale, replaced). */
-    free(F.c->admin.group);
-    F.c->admin.group = NULL;
-    ck_assert_int_eq(admin_start(F.base, F.c), VEER_OK);
+    free(CF.c->admin.group);
+    CF.c->admin.group = NULL;
+    ck_assert_int_eq(admin_start(CF.base, CF.c), VEER_OK);
     c = cl_connect();
     cl_puts(c, "show pools\n");
     ck_assert_ptr_nonnull(strstr(reply(c, 0), "pool  backend"));
@@ -554,7 +461,7 @@ START_TEST(test_commands_answered_in_order)
     char want[64];
 
     up();
-    gen = F.m->generation;
+    gen = CF.m->generation;
     c = cl_connect();
     cl_puts(c, "show pool api\r\n\n\nshift api blue=90 green=10\nfrobnicate api\r\n"
                "show pool api --json\n");
@@ -571,13 +478,13 @@ START_TEST(test_commands_answered_in_order)
     ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(doc, "generation")), gen + 1);
     json_decref(doc);
     ck_assert_uint_eq(nreplies(c), 4);
-    ck_assert_uint_eq(F.m->pools[API].g[GREEN].share, 10);
+    ck_assert_uint_eq(CF.m->pools[API].g[GREEN].share, 10);
 
     /* The connection goes on: one more. */
     cl_puts(c, "shift api blue=60 green=40\n");
     snprintf(want, sizeof(want), "OK gen=%llu ", (unsigned long long)gen + 2);
     ck_assert_msg(strncmp(reply(c, 4), want, strlen(want)) == 0, "%s", reply(c, 4));
-    ck_assert_uint_eq(F.m->pools[API].g[GREEN].share, 40);
+    ck_assert_uint_eq(CF.m->pools[API].g[GREEN].share, 40);
     cl_close(c);
     down();
 }
@@ -673,7 +580,7 @@ START_TEST(test_slow_reader_gets_every_reply_in_order)
 
         w.n = 1;
         while (nreplies(c) < 1 && !c->eof && veer_now_us() < end)
-            wait_ms(all_replies, &w, WAIT_MS);
+            ctl_wait(all_replies, &w, WAIT_MS);
         ck_assert_msg(nreplies(c) >= 1, "%u replies of %u, then nothing", got, N);
         /* Take the complete replies off the client's buffer. */
         p = c->in;
@@ -717,7 +624,7 @@ START_TEST(test_half_close_answers_every_line_then_closes)
     uint64_t gen;
 
     up();
-    gen = F.m->generation;
+    gen = CF.m->generation;
     c = cl_connect();
     cl_puts(c, "show pools\nshift api blue=50 green=50\nswap api");
     ck_assert_int_eq(shutdown(c->fd, SHUT_WR), 0);
@@ -726,7 +633,7 @@ START_TEST(test_half_close_answers_every_line_then_closes)
     ck_assert_ptr_nonnull(strstr(reply(c, 0), "pool  backend"));
     ck_assert_msg(strncmp(reply(c, 1), "OK gen=", 7) == 0, "%s", reply(c, 1));
     ck_assert_msg(strncmp(reply(c, 2), "OK gen=", 7) == 0, "%s", reply(c, 2));
-    ck_assert_uint_eq(F.m->generation, gen + 2);
+    ck_assert_uint_eq(CF.m->generation, gen + 2);
     cl_close(c);
     down();
 }
@@ -745,8 +652,8 @@ START_TEST(test_line_too_long_refused)
     size_t records;
 
     up();
-    gen = F.m->generation;
-    records = audit_count();
+    gen = CF.m->generation;
+    records = ctl_audit_count();
     strcpy(line, "shift api blue=90 green=10");
     memset(line + strlen(line), ' ', CMD_LINE_MAX + 10 - strlen(line));
     line[CMD_LINE_MAX + 10] = '\0';
@@ -755,9 +662,9 @@ START_TEST(test_line_too_long_refused)
     cl_puts(c, "\nshow pool api\n");
     ck_assert_str_eq(reply(c, 0), "ERR line too long\n");
     ck_assert_ptr_nonnull(strstr(reply(c, 1), "group blue share 100\ngroup green share 0\n"));
-    ck_assert_uint_eq(F.m->generation, gen);
-    ck_assert_int_eq(F.m->pools[API].g[BLUE].share, 100);
-    ck_assert_uint_eq(audit_count(), records + 1);
+    ck_assert_uint_eq(CF.m->generation, gen);
+    ck_assert_int_eq(CF.m->pools[API].g[BLUE].share, 100);
+    ck_assert_uint_eq(ctl_audit_count(), records + 1);
     line[CMD_LINE_MAX] = '\0'; /* what is kept of the line */
     assert_last_refusal(line, "ERR line too long");
     cl_close(c);
@@ -789,8 +696,8 @@ START_TEST(test_line_too_long_in_two_reads)
     size_t records, first = CMD_LINE_MAX + 400;
 
     up();
-    gen = F.m->generation;
-    records = audit_count();
+    gen = CF.m->generation;
+    records = ctl_audit_count();
     strcpy(line, "shift api blue=90 green=10");
     memset(line + strlen(line), ' ', CMD_LINE_MAX + 800 - strlen(line));
     line[CMD_LINE_MAX + 800] = '\0';
@@ -801,8 +708,8 @@ START_TEST(test_line_too_long_in_two_reads)
     cl_puts(c, "\nshow pool api\n");
     ck_assert_str_eq(reply(c, 0), "ERR line too long\n");
     ck_assert_ptr_nonnull(strstr(reply(c, 1), "group blue share 100\ngroup green share 0\n"));
-    ck_assert_uint_eq(F.m->generation, gen);
-    ck_assert_uint_eq(audit_count(), records + 1);
+    ck_assert_uint_eq(CF.m->generation, gen);
+    ck_assert_uint_eq(ctl_audit_count(), records + 1);
     line[CMD_LINE_MAX] = '\0';
     assert_last_refusal(line, "ERR line too long");
     cl_close(c);
@@ -825,8 +732,8 @@ START_TEST(test_line_over_input_cap_closes)
     char *line = malloc(n + 1);
 
     up();
-    gen = F.m->generation;
-    records = audit_count();
+    gen = CF.m->generation;
+    records = ctl_audit_count();
     strcpy(line, "shift api blue=90 green=10 ");
     memset(line + strlen(line), 'x', n - strlen(line));
     line[n - 1] = '\n';
@@ -835,10 +742,10 @@ START_TEST(test_line_over_input_cap_closes)
     ck_assert_str_eq(reply(c, 0), "ERR line too long\n");
     ck_assert_msg(wait_for(closed, c), "still open after a line without its end");
     ck_assert_uint_eq(nreplies(c), 1);
-    ck_assert_uint_eq(F.m->generation, gen);
-    ck_assert_int_eq(F.m->pools[API].g[BLUE].share, 100);
+    ck_assert_uint_eq(CF.m->generation, gen);
+    ck_assert_int_eq(CF.m->pools[API].g[BLUE].share, 100);
     /* Refused like any bad line: audited, with what is kept of it. */
-    ck_assert_uint_eq(audit_count(), records + 1);
+    ck_assert_uint_eq(ctl_audit_count(), records + 1);
     line[CMD_LINE_MAX] = '\0';
     assert_last_refusal(line, "ERR line too long");
     cl_close(c);
@@ -861,15 +768,15 @@ START_TEST(test_malformed_command_refused_and_audited)
     char result[256];
 
     up();
-    gen = F.m->generation;
-    records = audit_count();
+    gen = CF.m->generation;
+    records = ctl_audit_count();
     c = cl_connect();
     cl_puts(c, "set weight api/blue-1 lots\n");
     snprintf(result, sizeof(result), "%.*s", (int)strcspn(reply(c, 0), "\n"), reply(c, 0));
     ck_assert_msg(strncmp(result, "ERR ", 4) == 0, "%s", result);
-    ck_assert_uint_eq(F.m->generation, gen);
+    ck_assert_uint_eq(CF.m->generation, gen);
     ck_assert_int_eq(be("blue-1")->weight, 100);
-    ck_assert_uint_eq(audit_count(), records + 1);
+    ck_assert_uint_eq(ctl_audit_count(), records + 1);
     assert_last_refusal("set weight api/blue-1 lots", result);
 
     /* A show is not audited; an unknown command is. */
@@ -877,7 +784,7 @@ START_TEST(test_malformed_command_refused_and_audited)
     ck_assert_ptr_nonnull(strstr(reply(c, 1), "pool  backend"));
     snprintf(result, sizeof(result), "%.*s", (int)strcspn(reply(c, 2), "\n"), reply(c, 2));
     ck_assert_msg(strncmp(result, "ERR ", 4) == 0, "%s", result);
-    ck_assert_uint_eq(audit_count(), records + 2);
+    ck_assert_uint_eq(ctl_audit_count(), records + 2);
     assert_last_refusal("frobnicate", result);
     cl_close(c);
     down();
@@ -909,7 +816,7 @@ START_TEST(test_waiting_command_holds_later_lines)
     ck_assert_ptr_nonnull(strstr(reply(c, 0), "pool  backend"));
     ck_assert(draining("blue-1"));
     /* Nothing else yet: the drain waits, the show behind it too. */
-    event_base_loop(F.base, EVLOOP_NONBLOCK);
+    event_base_loop(CF.base, EVLOOP_NONBLOCK);
     cl_read(c);
     ck_assert_uint_eq(nreplies(c), 1);
     ck_assert(!c->eof);
@@ -941,7 +848,7 @@ START_TEST(test_half_close_behind_a_waiting_command)
     cl_puts(c, "drain api/blue-1 --wait\nshow pool api");
     ck_assert_int_eq(shutdown(c->fd, SHUT_WR), 0);
     ck_assert(wait_for(draining, "blue-1"));
-    event_base_loop(F.base, EVLOOP_NONBLOCK);
+    event_base_loop(CF.base, EVLOOP_NONBLOCK);
     cl_read(c);
     ck_assert_msg(c->len == 0 && !c->eof, "before the drain ended: [%s]%s", c->in,
                   c->eof ? " (closed)" : "");
@@ -968,7 +875,7 @@ START_TEST(test_waiting_client_is_not_idle)
     struct want w;
 
     up();
-    F.c->timeouts.idle_ms = 300; /* read at accept */
+    CF.c->timeouts.idle_ms = 300; /* read at accept */
     backend_wstat_add(&be("blue-1")->be->ws[0].active, 1);
     c = cl_connect();
     cl_puts(c, "drain api/blue-1 --wait --timeout 20s\n");
@@ -976,7 +883,7 @@ START_TEST(test_waiting_client_is_not_idle)
 
     /* Silent past the idle timeout (3 x 300 ms): still waiting, still open. */
     w = (struct want){c, 1};
-    ck_assert_msg(!wait_ms(has_replies, &w, 900), "%s while its command was in flight: [%s]",
+    ck_assert_msg(!ctl_wait(has_replies, &w, 900), "%s while its command was in flight: [%s]",
                   c->eof ? "closed" : "answered", c->in);
 
     report_backend_drop(0, be("blue-1")->be, &be("blue-1")->be->ws[0].active);

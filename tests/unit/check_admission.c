@@ -1,10 +1,9 @@
 /*
  * check_admission.c - who may take traffic beyond the operator's say
- * (admission.c), on the control thread set up as check_control.c sets it
- * up (a model from a config text, the audit log, control_init with no
- * worker thread). Readiness check results are fed to ctl_on_health as the
- * checker would (the checker itself is stopped: the test is the only
- * source of results); the workers' breaker reports go through
+ * (admission.c), on the control thread with no worker thread (ctlfix.h).
+ * Readiness check results are fed to ctl_on_health as the checker would
+ * (the checker itself is stopped: the test is the only source of
+ * results); the workers' breaker reports go through
  * data/report.h (report_breaker) into the control thread's mailbox, and
  * the control loop is run to read them. The control thread's periodic
  * tick is stopped too: the slow start ramp moves when the test calls
@@ -25,22 +24,10 @@
  *
  * Each test runs in its own process (Check's fork mode).
  */
-#include "audit.h"
-#include "cmd.h"
 #include "control-i.h"
+#include "ctlfix.h"
 #include "health.h"
-#include "model.h"
 #include "report.h"
-#include "routing.h"
-#include "veer.h"
-
-#include <check.h>
-#include <event2/event.h>
-#include <jansson.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 /*
  * api: four backends, no readiness checks, a breaker with a long cooldown
@@ -76,67 +63,23 @@
 /* How early a libevent timer may fire by veer_now_us (see test_cooldown_lasts_cooldown_ms). */
 #define TICK_US (10 * 1000)
 
-/* How long a test waits for a timer of the control loop. */
-#define DEADLINE_US (10 * 1000 * 1000)
-
-static struct {
-    char dir[64];
-    char audit[96];
-    struct veer_conf *c;
-    struct model *m;
-    struct event_base *base;
-} F;
-
 static void up(void)
 {
-    char path[128], text[4096], err[512] = "";
-    FILE *f;
-
-    memset(&F, 0, sizeof(F));
-    strcpy(F.dir, "/tmp/check_admission.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(F.dir));
-    snprintf(path, sizeof(path), "%s/veer.conf", F.dir);
-    snprintf(text, sizeof(text), CONF, F.dir);
-    f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-    F.c = conf_load(path, err, sizeof(err));
-    unlink(path);
-    ck_assert_msg(F.c != NULL, "config: %s", err);
-    snprintf(F.audit, sizeof(F.audit), "%s/audit.log", F.dir);
-
-    veer_nworkers = 0; /* no worker: nobody to announce a snapshot */
-    F.m = model_from_conf(F.c);
-    routing_init(0, routing_build(F.m));
-    ck_assert_int_eq(audit_open(F.c->audit_log, err, sizeof(err)), 0);
-    F.base = event_base_new();
-    ck_assert_ptr_nonnull(F.base);
-    ck_assert_int_eq(control_init(F.base, F.c, F.m, NULL, 0), VEER_OK);
+    ctl_up(CONF);
     health_shutdown();   /* no real checks: the test gives the results */
     event_del(ctl.tick); /* no tick: the test moves slow start along */
 }
 
 static void down(void)
 {
-    char msg[256];
-
-    ck_assert_msg(audit_verify_ex(F.audit, NULL, NULL, msg, sizeof(msg)) == 0, "audit: %s", msg);
-    control_shutdown();
-    event_base_free(F.base);
-    routing_shutdown();
-    model_free(F.m);
-    conf_free(F.c);
-    audit_close();
-    unlink(F.audit);
-    rmdir(F.dir);
+    ctl_down();
 }
 
 /* --- the model, the snapshot ------------------------------------------------------------ */
 
 static struct rt_pool *pool(int pi)
 {
-    return &F.m->pools[pi];
+    return &CF.m->pools[pi];
 }
 
 static uint32_t idx(int pi, const char *name)
@@ -175,38 +118,11 @@ static uint64_t routed(int pi, const char *name)
 
 static uint64_t gen(void)
 {
-    ck_assert_uint_eq(routing_current()->generation, F.m->generation);
-    return F.m->generation;
+    ck_assert_uint_eq(routing_current()->generation, CF.m->generation);
+    return CF.m->generation;
 }
 
 /* --- the audit log ------------------------------------------------------------------- */
-
-static json_t *audit_records(void)
-{
-    FILE *f = fopen(F.audit, "r");
-    json_t *out = json_array();
-    char line[8192];
-
-    ck_assert_ptr_nonnull(f);
-    while (fgets(line, sizeof(line), f)) {
-        json_error_t e;
-        json_t *rec = json_loads(line, 0, &e);
-
-        ck_assert_msg(rec != NULL, "audit line: %s: %s", e.text, line);
-        json_array_append_new(out, rec);
-    }
-    fclose(f);
-    return out;
-}
-
-static size_t audit_count(void)
-{
-    json_t *a = audit_records();
-    size_t n = json_array_size(a);
-
-    json_decref(a);
-    return n;
-}
 
 /*
  * Record k from the end (0: the last) is by `actor`, for `command`, at
@@ -215,7 +131,7 @@ static size_t audit_count(void)
 static void assert_record(size_t k, const char *actor, const char *command, uint64_t g,
                           const char *key, const char *from, const char *to)
 {
-    json_t *a = audit_records();
+    json_t *a = ctl_audit_records();
     json_t *rec;
 
     ck_assert_uint_gt(json_array_size(a), k);
@@ -244,27 +160,12 @@ static void admit(const char *name)
     ck_assert_int_eq(state(CHECKED, name), BE_READY);
 }
 
-/* Run the control loop (its timers included) until cond holds; fail at the deadline. */
-#define LOOP_UNTIL(cond)                                                                           \
-    do {                                                                                           \
-        uint64_t until_ = veer_now_us() + DEADLINE_US;                                             \
-        while (!(cond)) {                                                                          \
-            ck_assert_msg(veer_now_us() < until_, "timed out waiting for %s", #cond);              \
-            ck_assert_int_ge(event_base_loop(F.base, EVLOOP_ONCE), 0);                             \
-        }                                                                                          \
-    } while (0)
-
-static void loop_once(void)
-{
-    ck_assert_int_ge(event_base_loop(F.base, EVLOOP_ONCE | EVLOOP_NONBLOCK), 0);
-}
-
 /* A worker's breaker report, read by the control loop. */
 static void breaker_report(int pi, const char *name, bool ok)
 {
     report_breaker(0, be(pi, name), ok);
     ck_assert_uint_eq(mailbox_count(&ctl.reports), 1);
-    loop_once();
+    ctl_loop_once();
     ck_assert_uint_eq(mailbox_count(&ctl.reports), 0);
 }
 
@@ -277,7 +178,7 @@ static void cooldown_ends(int pi, const char *name)
     ck_assert_ptr_nonnull(b->cooldown);
     ck_assert(evtimer_pending(b->cooldown, NULL));
     event_active(b->cooldown, EV_TIMEOUT, 1);
-    loop_once();
+    ctl_loop_once();
 }
 
 /* Backdate when a ramping backend was admitted by `us`, as if that much time had gone by. */
@@ -311,38 +212,6 @@ static double tick(int pi, const char *name)
     return b->factor;
 }
 
-/* An admin command whose answer may come later. */
-struct answer {
-    char text[1024];
-    bool done, ok;
-};
-
-static void on_done(struct ctl_req *r, const char *text, bool ok)
-{
-    struct answer *a = r->arg;
-
-    ck_assert_msg(!a->done, "answered twice: %s then %s", a->text, text);
-    snprintf(a->text, sizeof(a->text), "%s", text);
-    a->done = true;
-    a->ok = ok;
-}
-
-static void start(const char *line, struct answer *a)
-{
-    struct ctl_req *r = calloc(1, sizeof(*r));
-    char err[256];
-
-    ck_assert_ptr_nonnull(r);
-    ck_assert_msg(cmd_parse(line, &r->cmd, err, sizeof(err)) == 0, "%s: %s", line, err);
-    snprintf(r->line, sizeof(r->line), "%s", line);
-    r->peer = (struct audit_peer){1000, 1000, 4242};
-    r->t_read_us = veer_now_us();
-    r->done = on_done;
-    r->arg = a;
-    memset(a, 0, sizeof(*a));
-    control_execute(r);
-}
-
 /* --- readiness ------------------------------------------------------------------------ */
 
 /*
@@ -353,7 +222,7 @@ static void start(const char *line, struct answer *a)
 START_TEST(test_pending_until_rise_passing_checks)
 {
     uint64_t g = gen();
-    size_t records = audit_count();
+    size_t records = ctl_audit_count();
 
     ck_assert_int_eq(state(CHECKED, "c-1"), BE_PENDING);
     ck_assert_uint_eq(routed(CHECKED, "c-1"), 0);
@@ -362,14 +231,14 @@ START_TEST(test_pending_until_rise_passing_checks)
     check("c-1", true);
     ck_assert_int_eq(state(CHECKED, "c-1"), BE_PENDING);
     ck_assert_uint_eq(gen(), g);
-    ck_assert_uint_eq(audit_count(), records);
+    ck_assert_uint_eq(ctl_audit_count(), records);
 
     check("c-1", true);
     ck_assert_int_eq(state(CHECKED, "c-1"), BE_READY);
     ck_assert_uint_eq(gen(), g + 1);
     ck_assert_uint_gt(routed(CHECKED, "c-1"), 0);
     ck_assert_uint_eq(routed(CHECKED, "c-2"), 0); /* still PENDING */
-    ck_assert_uint_eq(audit_count(), records + 1);
+    ck_assert_uint_eq(ctl_audit_count(), records + 1);
     assert_record(0, "health", "health checked/c-1", g + 1, "state", "PENDING", "READY");
 }
 END_TEST
@@ -438,10 +307,10 @@ END_TEST
  */
 START_TEST(test_ready_transition_wakes_who_waits_for_it)
 {
-    struct answer a;
+    struct ctl_answer a;
 
     admit("c-1");
-    start("replace checked c-1 c-9 127.0.0.1:9", &a);
+    ctl_start("replace checked c-1 c-9 127.0.0.1:9", &a);
     health_shutdown(); /* the check replace started for c-9: the test gives the results */
     ck_assert_msg(!a.done, "%s", a.text);
     ck_assert_int_eq(state(CHECKED, "c-9"), BE_PENDING);
@@ -539,7 +408,7 @@ START_TEST(test_failure_report_opens_the_circuit)
 
     report_breaker(0, b, false);
     ck_assert_int_eq(rb(API, "a-1")->breaker, BREAKER_CLOSED); /* not before it is read */
-    loop_once();
+    ctl_loop_once();
     ck_assert_int_eq(rb(API, "a-1")->breaker, BREAKER_OPEN);
     ck_assert_int_eq(atomic_load(&b->breaker), BREAKER_OPEN);
     ck_assert_uint_eq(atomic_load(&b->refs), 0);
@@ -549,12 +418,12 @@ START_TEST(test_failure_report_opens_the_circuit)
     assert_record(0, "breaker", "breaker api/a-1", g + 1, "circuit", "closed", "open");
     ck_assert(evtimer_pending(rb(API, "a-1")->cooldown, NULL));
 
-    records = audit_count();
+    records = ctl_audit_count();
     breaker_report(API, "a-1", true);
     breaker_report(API, "a-1", false);
     ck_assert_int_eq(rb(API, "a-1")->breaker, BREAKER_OPEN);
     ck_assert_uint_eq(gen(), g + 1);
-    ck_assert_uint_eq(audit_count(), records);
+    ck_assert_uint_eq(ctl_audit_count(), records);
 }
 END_TEST
 
@@ -627,16 +496,16 @@ START_TEST(test_trials_judged_in_the_order_they_ended)
 
     breaker_report(API, "a-1", false);
     cooldown_ends(API, "a-1");
-    records = audit_count();
+    records = ctl_audit_count();
     g = gen();
     report_breaker(0, b, false);
     report_breaker(1, b, true);
     report_breaker(0, b, true);
     ck_assert_uint_eq(mailbox_count(&ctl.reports), 3);
-    loop_once();
+    ctl_loop_once();
     ck_assert_uint_eq(mailbox_count(&ctl.reports), 0);
     ck_assert_int_eq(rb(API, "a-1")->breaker, BREAKER_OPEN);
-    ck_assert_uint_eq(audit_count(), records + 1);
+    ck_assert_uint_eq(ctl_audit_count(), records + 1);
     ck_assert_uint_eq(gen(), g + 1);
     assert_record(0, "breaker", "breaker api/a-1", g + 1, "circuit", "half_open", "open");
     ck_assert_uint_eq(atomic_load(&b->refs), 0);
@@ -657,14 +526,14 @@ START_TEST(test_max_ejection_percent_respected)
     breaker_report(API, "a-2", false);
     ck_assert_int_eq(rb(API, "a-1")->breaker, BREAKER_OPEN);
     ck_assert_int_eq(rb(API, "a-2")->breaker, BREAKER_OPEN);
-    records = audit_count();
+    records = ctl_audit_count();
     g = gen();
     breaker_report(API, "a-3", false);
     ck_assert_int_eq(rb(API, "a-3")->breaker, BREAKER_CLOSED);
     ck_assert_int_eq(atomic_load(&be(API, "a-3")->breaker), BREAKER_CLOSED);
     ck_assert_uint_gt(routed(API, "a-3"), 0);
     ck_assert_uint_eq(gen(), g);
-    ck_assert_uint_eq(audit_count(), records);
+    ck_assert_uint_eq(ctl_audit_count(), records);
 
     /* Half-open is not open: with a-1 on trial, a-3 may be ejected. */
     cooldown_ends(API, "a-1");
@@ -744,7 +613,7 @@ START_TEST(test_nothing_decided_while_frozen)
     ck_assert_uint_eq(gen(), g);
 
     control_thaw("test: upgrade abandoned");
-    LOOP_UNTIL(rb(API, "a-1")->breaker == BREAKER_HALF_OPEN);
+    CTL_LOOP_UNTIL(rb(API, "a-1")->breaker == BREAKER_HALF_OPEN);
     check("c-1", true);
     check("c-1", true);
     ck_assert_int_eq(state(CHECKED, "c-1"), BE_READY);
@@ -766,14 +635,11 @@ END_TEST
  */
 START_TEST(test_cooldown_lasts_cooldown_ms)
 {
-    uint64_t t0 = veer_now_us(), until = t0 + DEADLINE_US;
+    uint64_t t0 = veer_now_us();
 
     breaker_report(QUICK, "q-1", false);
     ck_assert_int_eq(rb(QUICK, "q-1")->breaker, BREAKER_OPEN);
-    while (rb(QUICK, "q-1")->breaker == BREAKER_OPEN) {
-        ck_assert_msg(veer_now_us() < until, "still open after %d us", DEADLINE_US);
-        ck_assert_int_ge(event_base_loop(F.base, EVLOOP_ONCE), 0);
-    }
+    CTL_LOOP_UNTIL(rb(QUICK, "q-1")->breaker != BREAKER_OPEN);
     ck_assert_uint_ge(veer_now_us() - t0, 200 * 1000 - TICK_US);
     ck_assert_int_eq(rb(QUICK, "q-1")->breaker, BREAKER_HALF_OPEN);
 }

@@ -1,8 +1,7 @@
 /*
  * check_control.c - the edit path of the control thread (control.c), set
- * up as main.c sets it up (a model from a config text, the first snapshot,
- * the audit log the config names, control_init) but with no worker at
- * all: admin lines go through control_execute and are answered at once.
+ * up as main.c sets it up but with no worker at all (ctlfix.h): admin
+ * lines go through control_execute and are answered at once.
  *
  * Every accepted change (shift, swap, set weight, set state, drain,
  * maintenance, rollback) answers `OK gen=N applied_us=T`, N one more than
@@ -20,20 +19,7 @@
  *
  * Each test runs in its own process (Check's fork mode); nothing waits.
  */
-#include "audit.h"
-#include "cmd.h"
-#include "control.h"
-#include "model.h"
-#include "routing.h"
-#include "veer.h"
-
-#include <check.h>
-#include <event2/event.h>
-#include <jansson.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
+#include "ctlfix.h"
 
 /*
  * api: blue-1, blue-2 (blue, 100%) and green-1 (green, 0%); no readiness
@@ -52,145 +38,11 @@
 #define BLUE  0 /* group indexes: order of first appearance */
 #define GREEN 1
 
-static struct {
-    char dir[64];
-    char audit[96];
-    struct veer_conf *c;
-    struct model *m;
-    struct event_base *base;
-} F;
-
-static void up(void)
-{
-    char path[128], text[2048], err[512] = "";
-    FILE *f;
-
-    memset(&F, 0, sizeof(F));
-    strcpy(F.dir, "/tmp/check_control.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(F.dir));
-    snprintf(path, sizeof(path), "%s/veer.conf", F.dir);
-    snprintf(text, sizeof(text), CONF, F.dir);
-    f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-    F.c = conf_load(path, err, sizeof(err));
-    unlink(path);
-    ck_assert_msg(F.c != NULL, "config: %s", err);
-    snprintf(F.audit, sizeof(F.audit), "%s/audit.log", F.dir);
-    ck_assert_str_eq(F.c->audit_log, F.audit);
-
-    veer_nworkers = 0; /* no worker: no per-worker slots, nobody to announce a snapshot */
-    F.m = model_from_conf(F.c);
-    routing_init(0, routing_build(F.m));
-    ck_assert_int_eq(audit_open(F.c->audit_log, err, sizeof(err)), 0);
-    F.base = event_base_new();
-    ck_assert_ptr_nonnull(F.base);
-    ck_assert_int_eq(control_init(F.base, F.c, F.m, NULL, 0), VEER_OK);
-}
-
-static void down(void)
-{
-    char msg[256];
-
-    /* Whatever the test did, the audit chain it left verifies. */
-    ck_assert_msg(audit_verify_ex(F.audit, NULL, NULL, msg, sizeof(msg)) == 0, "audit: %s", msg);
-    control_shutdown();
-    event_base_free(F.base);
-    routing_shutdown();
-    model_free(F.m);
-    conf_free(F.c);
-    audit_close();
-    unlink(F.audit);
-    rmdir(F.dir);
-}
-
-/* --- commands ------------------------------------------------------------------------- */
-
-static char reply[8192];
-static bool replied, reply_ok;
-
-static void on_done(struct ctl_req *r, const char *text, bool ok)
-{
-    (void)r;
-    snprintf(reply, sizeof(reply), "%s", text);
-    replied = true;
-    reply_ok = ok;
-}
-
-/* Run an admin line through control_execute; with no worker its reply comes at once. */
-static const char *run(const char *line)
-{
-    struct ctl_req *r = calloc(1, sizeof(*r));
-    char err[256];
-
-    ck_assert_ptr_nonnull(r);
-    ck_assert_msg(cmd_parse(line, &r->cmd, err, sizeof(err)) == 0, "%s: %s", line, err);
-    snprintf(r->line, sizeof(r->line), "%s", line);
-    r->peer = (struct audit_peer){1000, 1000, 4242};
-    r->t_read_us = veer_now_us();
-    r->done = on_done;
-    replied = false;
-    control_execute(r);
-    ck_assert_msg(replied, "no reply to %s", line);
-    ck_assert_msg(strlen(reply) >= 2 && strcmp(reply + strlen(reply) - 2, "\n\n") == 0,
-                  "reply not ended by an empty line: %s", reply);
-    return reply;
-}
-
-/* --- the audit log ------------------------------------------------------------------- */
-
-/* The records of the audit log, in order. */
-static json_t *audit_records(void)
-{
-    FILE *f = fopen(F.audit, "r");
-    json_t *out = json_array();
-    char line[8192];
-
-    ck_assert_ptr_nonnull(f);
-    while (fgets(line, sizeof(line), f)) {
-        json_error_t e;
-        json_t *rec = json_loads(line, 0, &e);
-
-        ck_assert_msg(rec != NULL, "audit line: %s: %s", e.text, line);
-        json_array_append_new(out, rec);
-    }
-    fclose(f);
-    return out;
-}
-
-static size_t audit_count(void)
-{
-    json_t *a = audit_records();
-    size_t n = json_array_size(a);
-
-    json_decref(a);
-    return n;
-}
-
-/* The last record is the operator's `line`, with this result (prefix) and generation. */
-static void assert_last_record(const char *line, const char *result, uint64_t gen)
-{
-    json_t *a = audit_records();
-    json_t *rec = json_array_get(a, json_array_size(a) - 1);
-
-    ck_assert_ptr_nonnull(rec);
-    ck_assert_str_eq(json_string_value(json_object_get(rec, "actor")), "operator");
-    ck_assert_str_eq(json_string_value(json_object_get(rec, "command")), line);
-    ck_assert_msg(
-        strncmp(json_string_value(json_object_get(rec, "result")), result, strlen(result)) == 0,
-        "%s: audited result %s, want %s", line, json_string_value(json_object_get(rec, "result")),
-        result);
-    ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(rec, "generation")), gen);
-    ck_assert_int_eq(json_integer_value(json_object_get(rec, "uid")), 1000);
-    json_decref(a);
-}
-
 /* --- the model and the snapshot -------------------------------------------------------- */
 
 static struct rt_pool *pool(void)
 {
-    return &F.m->pools[API];
+    return &CF.m->pools[API];
 }
 
 static struct rt_backend *be(const char *name)
@@ -255,59 +107,27 @@ static void assert_published(void)
 {
     const struct routing *r = routing_current();
 
-    ck_assert_uint_eq(r->generation, F.m->generation);
+    ck_assert_uint_eq(r->generation, CF.m->generation);
     ck_assert_uint_eq(r->pools[API].ng, pool()->ng);
     for (uint32_t g = 0; g < pool()->ng; g++)
         ck_assert_int_eq(r->pools[API].share[g], pool()->g[g].share);
     ck_assert_int_eq(r->pools[API].maint, pool()->maint);
 }
 
-/*
- * Run a change that must be accepted: `OK gen=N applied_us=T` with N one
- * more than before (and `more` after it, when given), a new snapshot of
- * generation N, one audit record of it.
- */
+/* A change that must be accepted (ctl_change), and the snapshot is the model's. */
 static void change(const char *line, const char *more)
 {
-    uint64_t gen = F.m->generation;
-    size_t records = audit_count();
-    unsigned long long n, t;
-    int end = 0;
-
-    run(line);
-    ck_assert_msg(reply_ok, "%s: %s", line, reply);
-    ck_assert_msg(sscanf(reply, "OK gen=%llu applied_us=%llu%n", &n, &t, &end) == 2 && end > 0,
-                  "%s: %s", line, reply);
-    ck_assert_uint_eq(n, gen + 1);
-    ck_assert_uint_eq(F.m->generation, gen + 1);
-    ck_assert_uint_eq(routing_current()->generation, gen + 1);
-    if (more)
-        ck_assert_msg(strncmp(reply + end, more, strlen(more)) == 0, "%s: %s (want %s)", line,
-                      reply, more);
+    ctl_change(line, more);
     assert_published();
-    ck_assert_uint_eq(audit_count(), records + 1);
-    assert_last_record(line, "OK", gen + 1);
 }
 
-/*
- * Run a change that must be refused: `ERR ...` containing want; the model's
- * values, the generation and the snapshot untouched; the refusal audited.
- */
+/* A change that must be refused (ctl_refused), and the model's values untouched. */
 static void refused(const char *line, const char *want)
 {
-    uint64_t gen = F.m->generation;
-    const struct routing *before = routing_current();
     struct values v = values();
-    size_t records = audit_count();
 
-    run(line);
-    ck_assert_msg(!reply_ok && strncmp(reply, "ERR ", 4) == 0, "%s: %s", line, reply);
-    ck_assert_msg(strstr(reply, want) != NULL, "%s: %s (want %s)", line, reply, want);
-    ck_assert_uint_eq(F.m->generation, gen);
-    ck_assert_ptr_eq(routing_current(), before);
+    ctl_refused(line, want);
     assert_values(v);
-    ck_assert_uint_eq(audit_count(), records + 1);
-    assert_last_record(line, "ERR ", gen);
 }
 
 /* --- tests ------------------------------------------------------------------------------ */
@@ -320,7 +140,7 @@ static void refused(const char *line, const char *want)
  */
 START_TEST(test_shift_and_swap_publish_one_generation_each)
 {
-    up();
+    ctl_up(CONF);
     ck_assert_ptr_null(routed("green-1"));
     change("shift api blue=90 green=10", " warm_us=");
     ck_assert_int_eq(pool()->g[BLUE].share, 90);
@@ -341,14 +161,14 @@ START_TEST(test_shift_and_swap_publish_one_generation_each)
     ck_assert_ptr_null(routed("blue-1"));
     ck_assert_ptr_null(routed("blue-2"));
     ck_assert_ptr_nonnull(routed("green-1"));
-    down();
+    ctl_down();
 }
 END_TEST
 
 /* set weight divides the group's share among its backends: 300 and 100 route 3:1. */
 START_TEST(test_set_weight_divides_the_group_share)
 {
-    up();
+    ctl_up(CONF);
     change("set weight api/blue-1 300", NULL);
     ck_assert_int_eq(be("blue-1")->weight, 300);
     ck_assert_int_eq(be("blue-2")->weight, 100);
@@ -358,7 +178,7 @@ START_TEST(test_set_weight_divides_the_group_share)
     change("set weight api/blue-2 0", NULL);
     ck_assert_ptr_null(routed("blue-2"));
     ck_assert_ptr_nonnull(routed("blue-1"));
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -369,7 +189,7 @@ END_TEST
  */
 START_TEST(test_set_state_and_drain)
 {
-    up();
+    ctl_up(CONF);
     change("set state api/blue-2 maint", NULL);
     ck_assert_int_eq(be("blue-2")->admin, ADMIN_MAINT);
     ck_assert_int_eq(model_state(pool(), (uint32_t)model_find_backend(pool(), "blue-2")), BE_MAINT);
@@ -389,14 +209,14 @@ START_TEST(test_set_state_and_drain)
     change("drain api/blue-2 --wait", " active=0");
     ck_assert_int_eq(model_state(pool(), (uint32_t)model_find_backend(pool(), "blue-2")),
                      BE_DRAINED);
-    down();
+    ctl_down();
 }
 END_TEST
 
 /* maintenance on|off for a pool: one publish each, the snapshot says so. */
 START_TEST(test_maintenance_on_and_off)
 {
-    up();
+    ctl_up(CONF);
     change("maintenance on api --retry-after 7", NULL);
     ck_assert(pool()->maint);
     ck_assert(routing_current()->pools[API].maint);
@@ -404,14 +224,14 @@ START_TEST(test_maintenance_on_and_off)
     change("maintenance off api", NULL);
     ck_assert(!pool()->maint);
     ck_assert(!routing_current()->pools[API].maint);
-    down();
+    ctl_down();
 }
 END_TEST
 
 /* Refusals change nothing: not the model, not the generation, not the snapshot. */
 START_TEST(test_refused_changes_leave_model_and_generation)
 {
-    up();
+    ctl_up(CONF);
     refused("shift api blue=90 green=20", "100");
     refused("shift api red=10", "unknown group red");
     refused("shift nope blue=100", "unknown pool nope");
@@ -428,7 +248,7 @@ START_TEST(test_refused_changes_leave_model_and_generation)
     refused("shift api blue=0 green=100", "capacity_headroom");
     change("shift api blue=0 green=100 --force", NULL);
     ck_assert_int_eq(pool()->g[GREEN].share, 100);
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -441,7 +261,7 @@ START_TEST(test_rollback_restores_previous_values)
 {
     struct values v0, v1, v2;
 
-    up();
+    ctl_up(CONF);
     v0 = values();
     change("shift api blue=90 green=10", NULL);
     v1 = values();
@@ -462,7 +282,7 @@ START_TEST(test_rollback_restores_previous_values)
     ck_assert_int_eq(pool()->g[GREEN].share, 0);
     ck_assert_ptr_null(routed("green-1"));
     refused("rollback api", "nothing to roll back");
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -474,7 +294,7 @@ END_TEST
  */
 START_TEST(test_add_and_delete_backend)
 {
-    up();
+    ctl_up(CONF);
     change("shift api blue=90 green=10", NULL);
     change("add backend api blue-3 127.0.0.1:9 weight 50 group blue", " state=READY");
     ck_assert_int_eq(be("blue-3")->weight, 50);
@@ -489,7 +309,7 @@ START_TEST(test_add_and_delete_backend)
     ck_assert_int_lt(model_find_backend(pool(), "blue-3"), 0);
     ck_assert_uint_eq(pool()->nb, 3);
     ck_assert_ptr_null(routed("blue-3"));
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -505,22 +325,23 @@ START_TEST(test_unauditable_change_is_refused)
     struct values v;
     size_t records;
 
-    up();
-    gen = F.m->generation;
+    ctl_up(CONF);
+    gen = CF.m->generation;
     before = routing_current();
     v = values();
-    records = audit_count();
+    records = ctl_audit_count();
     audit_hold(true);
-    run("shift api blue=90 green=10");
-    ck_assert_msg(!reply_ok && strncmp(reply, "ERR audit log cannot be written", 31) == 0, "%s",
-                  reply);
-    ck_assert_uint_eq(F.m->generation, gen);
+    ctl_run("shift api blue=90 green=10");
+    ck_assert_msg(!CF.reply.ok &&
+                      strncmp(CF.reply.text, "ERR audit log cannot be written", 31) == 0,
+                  "%s", CF.reply.text);
+    ck_assert_uint_eq(CF.m->generation, gen);
     ck_assert_ptr_eq(routing_current(), before);
     assert_values(v);
-    ck_assert_uint_eq(audit_count(), records);
+    ck_assert_uint_eq(ctl_audit_count(), records);
     audit_hold(false);
     change("shift api blue=90 green=10", NULL);
-    down();
+    ctl_down();
 }
 END_TEST
 

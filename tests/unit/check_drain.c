@@ -1,13 +1,12 @@
 /*
  * check_drain.c - draining with completion (drain.c), on the control
- * thread set up as check_control.c sets it up (a model from a config text,
- * the audit log, control_init with no worker thread), with one worker's
- * figures: veer_nworkers is 1, so every backend has a slot ws[0] the test
- * sets as a worker would (requests in flight, connections), and the
- * routing has one reader whose announcement the test makes (the worker
- * moving to the newest snapshot). The worker's reports go through
- * data/report.h (report_backend_drop) into the control thread's mailbox,
- * and the control loop is run to read them.
+ * thread with no worker thread (ctlfix.h) but one worker's figures:
+ * veer_nworkers is 1, so every backend has a slot ws[0] the test sets as a
+ * worker would (requests in flight, connections), and the routing has one
+ * reader whose announcement the test makes (the worker moving to the
+ * newest snapshot). The worker's reports go through data/report.h
+ * (report_backend_drop) into the control thread's mailbox, and the control
+ * loop is run to read them.
  *
  * `drain` makes a backend DRAINING (out of the snapshot, `draining` set
  * for the workers, the requests in flight counted) and DRAINED only when
@@ -21,22 +20,10 @@
  *
  * Each test runs in its own process (Check's fork mode).
  */
-#include "audit.h"
-#include "cmd.h"
 #include "control-i.h"
-#include "model.h"
+#include "ctlfix.h"
 #include "report.h"
-#include "routing.h"
-#include "veer.h"
 #include "worker.h"
-
-#include <check.h>
-#include <event2/event.h>
-#include <jansson.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 /* api: blue-1, blue-2, blue-3 in one group; no readiness checks, so all READY at once. */
 #define CONF                                                                                       \
@@ -49,149 +36,24 @@
 
 #define API 0
 
-/* How long a test waits for something the control loop does by itself (a timer). */
-#define DEADLINE_US (10 * 1000 * 1000)
-
-static struct {
-    char dir[64];
-    char audit[96];
-    struct veer_conf *c;
-    struct model *m;
-    struct event_base *base;
-} F;
-
 static void up(void)
 {
-    char path[128], text[2048], err[512] = "";
-    FILE *f;
+    /* One slot of figures per backend, written by the test, and one snapshot reader. */
+    const struct ctlfix_opts one_worker = {.slots = 1, .readers = 1};
 
-    memset(&F, 0, sizeof(F));
-    strcpy(F.dir, "/tmp/check_drain.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(F.dir));
-    snprintf(path, sizeof(path), "%s/veer.conf", F.dir);
-    snprintf(text, sizeof(text), CONF, F.dir);
-    f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-    F.c = conf_load(path, err, sizeof(err));
-    unlink(path);
-    ck_assert_msg(F.c != NULL, "config: %s", err);
-    snprintf(F.audit, sizeof(F.audit), "%s/audit.log", F.dir);
-
-    veer_nworkers = 1; /* one slot of figures per backend, written by the test */
-    F.m = model_from_conf(F.c);
-    routing_init(1, routing_build(F.m));
-    routing_announce(0, F.m->generation);
-    ck_assert_int_eq(audit_open(F.c->audit_log, err, sizeof(err)), 0);
-    F.base = event_base_new();
-    ck_assert_ptr_nonnull(F.base);
-    ck_assert_int_eq(control_init(F.base, F.c, F.m, NULL, 0), VEER_OK);
+    ctl_up_with(CONF, &one_worker);
 }
 
 static void down(void)
 {
-    char msg[256];
-
-    ck_assert_msg(audit_verify_ex(F.audit, NULL, NULL, msg, sizeof(msg)) == 0, "audit: %s", msg);
-    control_shutdown();
-    event_base_free(F.base);
-    routing_shutdown();
-    model_free(F.m);
-    conf_free(F.c);
-    audit_close();
-    unlink(F.audit);
-    rmdir(F.dir);
-}
-
-/* --- commands ------------------------------------------------------------------------- */
-
-/* The answer to one command, filled in whenever it comes. */
-struct answer {
-    char text[1024];
-    bool done, ok;
-};
-
-static void on_done(struct ctl_req *r, const char *text, bool ok)
-{
-    struct answer *a = r->arg;
-
-    ck_assert_msg(!a->done, "answered twice: %s then %s", a->text, text);
-    snprintf(a->text, sizeof(a->text), "%s", text);
-    a->done = true;
-    a->ok = ok;
-}
-
-/* Run an admin line; its answer may come later (a, filled in by on_done). */
-static void start(const char *line, struct answer *a)
-{
-    struct ctl_req *r = calloc(1, sizeof(*r));
-    char err[256];
-
-    ck_assert_ptr_nonnull(r);
-    ck_assert_msg(cmd_parse(line, &r->cmd, err, sizeof(err)) == 0, "%s: %s", line, err);
-    snprintf(r->line, sizeof(r->line), "%s", line);
-    r->peer = (struct audit_peer){1000, 1000, 4242};
-    r->t_read_us = veer_now_us();
-    r->done = on_done;
-    r->arg = a;
-    memset(a, 0, sizeof(*a));
-    control_execute(r);
-}
-
-/*
- * A change that must be accepted and answered at once: `OK gen=N
- * applied_us=T` (then `more`, when given), N one more than before and
- * published. Returns N.
- */
-static uint64_t change(const char *line, const char *more)
-{
-    uint64_t gen = F.m->generation;
-    struct answer a;
-    unsigned long long n, t;
-    int end = 0;
-
-    start(line, &a);
-    ck_assert_msg(a.done, "no answer to %s", line);
-    ck_assert_msg(a.ok, "%s: %s", line, a.text);
-    ck_assert_msg(sscanf(a.text, "OK gen=%llu applied_us=%llu%n", &n, &t, &end) == 2 && end > 0,
-                  "%s: %s", line, a.text);
-    ck_assert_uint_eq(n, gen + 1);
-    ck_assert_uint_eq(F.m->generation, gen + 1);
-    ck_assert_uint_eq(routing_current()->generation, gen + 1);
-    if (more)
-        ck_assert_msg(strncmp(a.text + end, more, strlen(more)) == 0, "%s: %s (want %s)", line,
-                      a.text, more);
-    return n;
-}
-
-/* The last audit record: command `line`, result `result` (a prefix), generation gen. */
-static void assert_last_record(const char *line, const char *result, uint64_t gen)
-{
-    FILE *f = fopen(F.audit, "r");
-    char buf[8192], last[8192] = "";
-    json_error_t e;
-    json_t *rec;
-
-    ck_assert_ptr_nonnull(f);
-    while (fgets(buf, sizeof(buf), f))
-        memcpy(last, buf, sizeof(last));
-    fclose(f);
-    rec = json_loads(last, 0, &e);
-    ck_assert_msg(rec != NULL, "audit line: %s: %s", e.text, last);
-    ck_assert_str_eq(json_string_value(json_object_get(rec, "command")), line);
-    ck_assert_msg(
-        strncmp(json_string_value(json_object_get(rec, "result")), result, strlen(result)) == 0,
-        "%s: audited %s", line, json_string_value(json_object_get(rec, "result")));
-    ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(rec, "generation")), gen);
-    json_decref(rec);
+    ctl_down();
 }
 
 /* --- the model, the snapshot, the worker ------------------------------------------------ */
 
 static struct rt_pool *pool(void)
 {
-    return &F.m->pools[API];
+    return &CF.m->pools[API];
 }
 
 static uint32_t idx(const char *name)
@@ -252,22 +114,6 @@ static size_t reports_queued(void)
     return mailbox_count(&ctl.reports);
 }
 
-/* One turn of the control loop: what is ready runs (reports queued), nothing waits. */
-static void loop_once(void)
-{
-    ck_assert_int_ge(event_base_loop(F.base, EVLOOP_ONCE | EVLOOP_NONBLOCK), 0);
-}
-
-/* Run the control loop (its timers included) until cond holds; fail at the deadline. */
-#define LOOP_UNTIL(cond)                                                                           \
-    do {                                                                                           \
-        uint64_t until_ = veer_now_us() + DEADLINE_US;                                             \
-        while (!(cond)) {                                                                          \
-            ck_assert_msg(veer_now_us() < until_, "timed out waiting for %s", #cond);              \
-            ck_assert_int_ge(event_base_loop(F.base, EVLOOP_ONCE), 0);                             \
-        }                                                                                          \
-    } while (0)
-
 /* --- tests ------------------------------------------------------------------------------ */
 
 /*
@@ -282,8 +128,8 @@ START_TEST(test_drained_when_the_last_request_ends)
     uint64_t gen;
 
     b->ws[0].active = 2;
-    gen = change("drain api/blue-1", " active=2");
-    assert_last_record("drain api/blue-1", "OK", gen);
+    gen = ctl_change("drain api/blue-1", " active=2");
+    ctl_assert_last_record("drain api/blue-1", "OK", gen);
     ck_assert_int_eq(state("blue-1"), BE_DRAINING);
     ck_assert(atomic_load(&b->draining));
     ck_assert(!routed(b));
@@ -293,18 +139,18 @@ START_TEST(test_drained_when_the_last_request_ends)
 
     request_ends(b);
     ck_assert_uint_eq(reports_queued(), 0); /* not its last request on the worker */
-    loop_once();
+    ctl_loop_once();
     ck_assert_int_eq(state("blue-1"), BE_DRAINING);
 
     request_ends(b);
     ck_assert_uint_eq(reports_queued(), 1);
     ck_assert_int_eq(state("blue-1"), BE_DRAINING); /* not before the report is read */
-    loop_once();
+    ctl_loop_once();
     ck_assert_uint_eq(reports_queued(), 0);
     ck_assert_int_eq(state("blue-1"), BE_DRAINED);
     ck_assert_uint_eq(atomic_load(&b->refs), 0); /* the report's reference was dropped */
     ck_assert(!routed(b));
-    ck_assert_uint_eq(F.m->generation, gen); /* DRAINED changes no routing */
+    ck_assert_uint_eq(CF.m->generation, gen); /* DRAINED changes no routing */
 }
 END_TEST
 
@@ -315,15 +161,15 @@ START_TEST(test_drained_only_when_connections_are_gone_too)
 
     b->ws[0].active = 1;
     b->ws[0].conns = 1;
-    change("drain api/blue-2", " active=1");
+    ctl_change("drain api/blue-2", " active=1");
     worker_moves_on();
     request_ends(b);
     ck_assert_uint_eq(reports_queued(), 1);
-    loop_once();
+    ctl_loop_once();
     ck_assert_int_eq(state("blue-2"), BE_DRAINING);
     connection_closes(b);
     ck_assert_uint_eq(reports_queued(), 1);
-    loop_once();
+    ctl_loop_once();
     ck_assert_int_eq(state("blue-2"), BE_DRAINED);
 }
 END_TEST
@@ -338,13 +184,13 @@ START_TEST(test_not_drained_while_a_worker_may_still_pick_it)
     struct backend *b = be("blue-1");
 
     b->ws[0].active = 1;
-    change("drain api/blue-1", NULL);
+    ctl_change("drain api/blue-1", NULL);
     request_ends(b); /* the worker is still on the generation before the drain */
     ck_assert_uint_eq(reports_queued(), 1);
-    loop_once();
+    ctl_loop_once();
     ck_assert_int_eq(state("blue-1"), BE_DRAINING);
     worker_moves_on();
-    LOOP_UNTIL(state("blue-1") == BE_DRAINED);
+    CTL_LOOP_UNTIL(state("blue-1") == BE_DRAINED);
 }
 END_TEST
 
@@ -359,17 +205,17 @@ START_TEST(test_not_drained_while_frozen_then_after_thaw)
     char msg[256];
 
     b->ws[0].active = 1;
-    change("drain api/blue-2", " active=1");
+    ctl_change("drain api/blue-2", " active=1");
     worker_moves_on();
     ck_assert_int_eq(control_freeze(NULL, NULL, msg, sizeof(msg)), VEER_OK);
     request_ends(b);
-    loop_once();
+    ctl_loop_once();
     ck_assert_uint_eq(reports_queued(), 0);
     ck_assert_int_eq(state("blue-2"), BE_DRAINING);
     ctl_check_drained(pool(), idx("blue-2"));
     ck_assert_int_eq(state("blue-2"), BE_DRAINING);
     control_thaw("test: upgrade abandoned");
-    LOOP_UNTIL(state("blue-2") == BE_DRAINED);
+    CTL_LOOP_UNTIL(state("blue-2") == BE_DRAINED);
 }
 END_TEST
 
@@ -381,25 +227,25 @@ END_TEST
 START_TEST(test_drain_wait_answers_when_drained)
 {
     struct backend *b = be("blue-1");
-    uint64_t gen = F.m->generation + 1;
+    uint64_t gen = CF.m->generation + 1;
     unsigned long long n, t, active;
     double ms;
-    struct answer a;
+    struct ctl_answer a;
     int end = 0;
 
     b->ws[0].active = 1;
-    start("drain api/blue-1 --wait", &a);
+    ctl_start("drain api/blue-1 --wait", &a);
     ck_assert_msg(!a.done, "answered before DRAINED: %s", a.text);
-    ck_assert_uint_eq(F.m->generation, gen);
+    ck_assert_uint_eq(CF.m->generation, gen);
     ck_assert_uint_eq(routing_current()->generation, gen);
     ck_assert(!routed(b));
-    assert_last_record("drain api/blue-1 --wait", "OK", gen);
+    ctl_assert_last_record("drain api/blue-1 --wait", "OK", gen);
     worker_moves_on();
-    loop_once();
+    ctl_loop_once();
     ck_assert(!a.done);
 
     request_ends(b);
-    loop_once();
+    ctl_loop_once();
     ck_assert_msg(a.done, "no answer once DRAINED");
     ck_assert_msg(a.ok, "%s", a.text);
     ck_assert_msg(sscanf(a.text, "OK gen=%llu applied_us=%llu active=%llu drained_ms=%lf\n\n%n", &n,
@@ -421,27 +267,27 @@ END_TEST
 START_TEST(test_drain_wait_timeout_leaves_it_draining)
 {
     struct backend *b = be("blue-3");
-    uint64_t gen = F.m->generation + 1, t0;
-    struct answer a;
+    uint64_t gen = CF.m->generation + 1, t0;
+    struct ctl_answer a;
 
     b->ws[0].active = 1;
-    start("drain api/blue-3 --wait --timeout 200ms", &a);
+    ctl_start("drain api/blue-3 --wait --timeout 200ms", &a);
     ck_assert(!a.done);
     ck_assert_ptr_nonnull(ctl.waiters);
     t0 = ctl.waiters->start_us; /* when the wait began */
     worker_moves_on();
-    LOOP_UNTIL(a.done);
+    CTL_LOOP_UNTIL(a.done);
     ck_assert_uint_ge(veer_now_us() - t0, 200 * 1000);
     ck_assert(!a.ok);
     ck_assert_str_eq(a.text, "ERR timeout active=1\n\n");
     ck_assert_int_eq(rb("blue-3")->admin, ADMIN_DRAIN);
     ck_assert_int_eq(state("blue-3"), BE_DRAINING);
     ck_assert(!routed(b));
-    ck_assert_uint_eq(F.m->generation, gen);
-    assert_last_record("drain api/blue-3 --wait --timeout 200ms", "OK", gen);
+    ck_assert_uint_eq(CF.m->generation, gen);
+    ctl_assert_last_record("drain api/blue-3 --wait --timeout 200ms", "OK", gen);
 
     request_ends(b);
-    loop_once();
+    ctl_loop_once();
     ck_assert_int_eq(state("blue-3"), BE_DRAINED);
 }
 END_TEST
@@ -457,18 +303,18 @@ START_TEST(test_drain_wait_timeout_never_early)
 
     b->ws[0].active = 1;
     for (int k = 0; k < 5; k++) {
-        struct answer a;
+        struct ctl_answer a;
         uint64_t t0;
 
-        start("drain api/blue-1 --wait --timeout 100ms", &a);
+        ctl_start("drain api/blue-1 --wait --timeout 100ms", &a);
         ck_assert(!a.done);
         ck_assert_ptr_nonnull(ctl.waiters);
         t0 = ctl.waiters->start_us;
-        LOOP_UNTIL(a.done);
+        CTL_LOOP_UNTIL(a.done);
         ck_assert_msg(veer_now_us() - t0 >= 100 * 1000, "wait %d answered after %llu us", k,
                       (unsigned long long)(veer_now_us() - t0));
         ck_assert_str_eq(a.text, "ERR timeout active=1\n\n");
-        change("set state api/blue-1 ready", NULL);
+        ctl_change("set state api/blue-1 ready", NULL);
     }
 }
 END_TEST
@@ -481,14 +327,14 @@ END_TEST
 START_TEST(test_waiter_answered_when_the_backend_is_deleted)
 {
     struct backend *b = be("blue-1");
-    struct answer a;
+    struct ctl_answer a;
 
     b->ws[0].active = 1;
-    start("drain api/blue-1 --wait", &a);
+    ctl_start("drain api/blue-1 --wait", &a);
     ck_assert(!a.done);
-    change("set state api/blue-1 maint", NULL);
+    ctl_change("set state api/blue-1 maint", NULL);
     ck_assert(!a.done);
-    change("del backend api blue-1", NULL);
+    ctl_change("del backend api blue-1", NULL);
     ck_assert_msg(a.done, "the drain --wait of a deleted backend was not answered");
     ck_assert(!a.ok);
     ck_assert_msg(strncmp(a.text, "ERR ", 4) == 0 && strstr(a.text, "active=1") != NULL, "%s",
@@ -507,18 +353,18 @@ END_TEST
 START_TEST(test_drained_answers_every_waiter_when_one_deletes_it)
 {
     struct backend *b = be("blue-1");
-    struct answer drain, replace;
+    struct ctl_answer drain, replace;
 
     b->ws[0].active = 1;
-    start("drain api/blue-1 --wait", &drain);
-    start("replace api blue-1 blue-9 127.0.0.1:9", &replace);
+    ctl_start("drain api/blue-1 --wait", &drain);
+    ctl_start("replace api blue-1 blue-9 127.0.0.1:9", &replace);
     ck_assert(!drain.done);
     ck_assert(!replace.done);
     ck_assert_int_ge(model_find_backend(pool(), "blue-9"), 0);
     worker_moves_on();
 
     request_ends(b);
-    loop_once();
+    ctl_loop_once();
     ck_assert_msg(drain.done, "drain --wait not answered");
     ck_assert_msg(drain.ok && strncmp(drain.text, "OK gen=", 7) == 0 &&
                       strstr(drain.text, " drained_ms=") != NULL,
@@ -553,7 +399,7 @@ START_TEST(test_workers_told_to_close_idle_connections)
     b->ws[0].active = 1;
 
     ck_assert(!atomic_load(&b->draining));
-    change("drain api/blue-2 --force", " active=1");
+    ctl_change("drain api/blue-2 --force", " active=1");
     ck_assert(atomic_load(&b->draining));
     ck_assert_uint_eq(rb("blue-2")->drain_inflight, 1);
     ck_assert_uint_eq(atomic_load(&b->refs), 2);
@@ -571,12 +417,12 @@ START_TEST(test_workers_told_to_close_idle_connections)
     ck_assert_uint_eq(atomic_load(&b->refs), 0);
 
     /* Draining again changes nothing for the workers: no second message. */
-    change("set state api/blue-2 drain", NULL);
+    ctl_change("set state api/blue-2 drain", NULL);
     ck_assert_uint_eq(mailbox_count(&w.inbox), 0);
 
     ctl.workers = NULL; /* ready again gains traffic: with a worker, that would wait for warm-up */
     ctl.nworkers = 0;
-    change("set state api/blue-2 ready", NULL);
+    ctl_change("set state api/blue-2 ready", NULL);
     ck_assert(!atomic_load(&b->draining));
     mailbox_free(&w.inbox, NULL);
 }
@@ -590,22 +436,22 @@ START_TEST(test_drained_backend_set_ready_rejoins_rotation)
 {
     struct backend *b = be("blue-1");
 
-    change("drain api/blue-1", " active=0");
+    ctl_change("drain api/blue-1", " active=0");
     worker_moves_on();
-    LOOP_UNTIL(state("blue-1") == BE_DRAINED);
+    CTL_LOOP_UNTIL(state("blue-1") == BE_DRAINED);
     ck_assert(!routed(b));
 
-    change("set state api/blue-1 ready", NULL);
+    ctl_change("set state api/blue-1 ready", NULL);
     ck_assert_int_eq(state("blue-1"), BE_READY);
     ck_assert(!atomic_load(&b->draining));
     ck_assert(routed(b));
 
     b->ws[0].active = 1; /* picked again */
-    change("drain api/blue-1", " active=1");
+    ctl_change("drain api/blue-1", " active=1");
     worker_moves_on();
     ck_assert_int_eq(state("blue-1"), BE_DRAINING);
     request_ends(b);
-    loop_once();
+    ctl_loop_once();
     ck_assert_int_eq(state("blue-1"), BE_DRAINED);
 }
 END_TEST
@@ -619,12 +465,12 @@ START_TEST(test_late_idle_report_after_ready_again)
     struct backend *b = be("blue-1");
 
     b->ws[0].active = 1;
-    change("drain api/blue-1", NULL);
+    ctl_change("drain api/blue-1", NULL);
     worker_moves_on();
     request_ends(b);
     ck_assert_uint_eq(reports_queued(), 1);
-    change("set state api/blue-1 ready", NULL);
-    loop_once();
+    ctl_change("set state api/blue-1 ready", NULL);
+    ctl_loop_once();
     ck_assert_uint_eq(reports_queued(), 0);
     ck_assert_int_eq(state("blue-1"), BE_READY);
     ck_assert(!rb("blue-1")->drained);
@@ -644,21 +490,21 @@ START_TEST(test_dropped_backends_removed_together_once_drained)
 
     b2->ws[0].active = 1;
     b3->ws[0].active = 1;
-    change("drain api/blue-2", NULL);
-    change("drain api/blue-3", NULL);
+    ctl_change("drain api/blue-2", NULL);
+    ctl_change("drain api/blue-3", NULL);
     rb("blue-2")->remove_when_drained = true;
     rb("blue-3")->remove_when_drained = true;
     worker_moves_on();
-    gen = F.m->generation;
+    gen = CF.m->generation;
 
     request_ends(b2);
     request_ends(b3);
     ck_assert_uint_eq(reports_queued(), 2);
-    LOOP_UNTIL(pool()->nb == 1);
+    CTL_LOOP_UNTIL(pool()->nb == 1);
     ck_assert_int_lt(model_find_backend(pool(), "blue-2"), 0);
     ck_assert_int_lt(model_find_backend(pool(), "blue-3"), 0);
     ck_assert_int_ge(model_find_backend(pool(), "blue-1"), 0);
-    ck_assert_uint_eq(F.m->generation, gen + 1);
+    ck_assert_uint_eq(CF.m->generation, gen + 1);
     ck_assert_uint_eq(routing_current()->generation, gen + 1);
     ck_assert(routed(be("blue-1")));
 }

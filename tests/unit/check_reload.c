@@ -1,10 +1,10 @@
 /*
  * check_reload.c - re-reading the configuration file (reload.c,
- * ctl_reload) on the control thread with no worker, set up as
- * check_control.c sets it up, the file on disk in a temp dir so that a
- * reload reads it again after the test rewrote it. Each reload goes
- * through the `reload` admin command (control_execute) unless it is the
- * SIGHUP path (control_reload_signal).
+ * ctl_reload) on the control thread with no worker (ctlfix.h), the file
+ * kept on disk in the test's directory so that a reload reads it again
+ * after the test rewrote it. Each reload goes through the `reload` admin
+ * command (control_execute) unless it is the SIGHUP path
+ * (control_reload_signal).
  *
  * A reload merges the new file into the running model by name: a backend
  * new in the file joins (READY: no readiness checks), one gone from it
@@ -21,21 +21,8 @@
  * reads snapshots (routing_init(0)): a test sets a request in flight on a
  * backend through that slot. Each test runs in its own process.
  */
-#include "audit.h"
-#include "cmd.h"
 #include "control-i.h"
-#include "control.h"
-#include "model.h"
-#include "routing.h"
-#include "veer.h"
-
-#include <check.h>
-#include <event2/event.h>
-#include <jansson.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
+#include "ctlfix.h"
 
 #define HEAD                                                                                       \
     "audit_log = \"%s/audit.log\";\n"                                                              \
@@ -56,101 +43,35 @@
 #define BLUE  0 /* group indexes of api: order of first appearance */
 #define GREEN 1
 
-static struct {
-    char dir[64];
-    char path[96];
-    char audit[96];
-    struct veer_conf *c;
-    struct model *m;
-    struct event_base *base;
-} F;
-
 /* Write the config file: HEAD, then pools = ( <pools> ); */
 static void write_conf(const char *pools)
 {
-    FILE *f = fopen(F.path, "w");
+    FILE *f = fopen(CF.path, "w");
 
     ck_assert_ptr_nonnull(f);
-    fprintf(f, HEAD, F.dir);
+    fprintf(f, HEAD, CF.dir);
     fprintf(f, "pools = ( %s );\n", pools);
     ck_assert_int_eq(fclose(f), 0);
 }
 
+/* The fixture with the file HEAD, then pools = ( <pools> ); (write_conf's). */
 static void up(const char *pools)
 {
-    char err[512] = "";
+    const struct ctlfix_opts o = {.slots = 1, .readers = 0, .keep_file = true};
+    char fmt[4096];
 
-    memset(&F, 0, sizeof(F));
-    strcpy(F.dir, "/tmp/check_reload.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(F.dir));
-    snprintf(F.path, sizeof(F.path), "%s/veer.conf", F.dir);
-    snprintf(F.audit, sizeof(F.audit), "%s/audit.log", F.dir);
-    write_conf(pools);
-    F.c = conf_load(F.path, err, sizeof(err));
-    ck_assert_msg(F.c != NULL, "config: %s", err);
-
-    veer_nworkers = 1; /* one per-worker slot per backend; no worker reads snapshots */
-    F.m = model_from_conf(F.c);
-    routing_init(0, routing_build(F.m));
-    ck_assert_int_eq(audit_open(F.c->audit_log, err, sizeof(err)), 0);
-    F.base = event_base_new();
-    ck_assert_ptr_nonnull(F.base);
-    ck_assert_int_eq(control_init(F.base, F.c, F.m, NULL, 0), VEER_OK);
-}
-
-static void down(void)
-{
-    char msg[256];
-    /* As main.c: the configuration in force is the caller's; the replaced ones are control's. */
-    struct veer_conf *current = (struct veer_conf *)control_conf();
-
-    ck_assert_msg(audit_verify_ex(F.audit, NULL, NULL, msg, sizeof(msg)) == 0, "audit: %s", msg);
-    control_shutdown();
-    event_base_free(F.base);
-    routing_shutdown();
-    model_free(F.m);
-    conf_free(current);
-    audit_close();
-    unlink(F.audit);
-    unlink(F.path);
-    rmdir(F.dir);
+    ck_assert_uint_lt((size_t)snprintf(fmt, sizeof(fmt), "%spools = ( %s );\n", HEAD, pools),
+                      sizeof(fmt));
+    ctl_up_with(fmt, &o);
 }
 
 /* --- commands ------------------------------------------------------------------------- */
 
-static char reply[8192];
-static bool replied, reply_ok;
-
-static void on_done(struct ctl_req *r, const char *text, bool ok)
-{
-    (void)r;
-    snprintf(reply, sizeof(reply), "%s", text);
-    replied = true;
-    reply_ok = ok;
-}
-
-/* Run an admin line through control_execute; with no worker its reply comes at once. */
-static const char *run(const char *line)
-{
-    struct ctl_req *r = calloc(1, sizeof(*r));
-    char err[256];
-
-    ck_assert_ptr_nonnull(r);
-    ck_assert_msg(cmd_parse(line, &r->cmd, err, sizeof(err)) == 0, "%s: %s", line, err);
-    snprintf(r->line, sizeof(r->line), "%s", line);
-    r->peer = (struct audit_peer){1000, 1000, 4242};
-    r->t_read_us = veer_now_us();
-    r->done = on_done;
-    replied = false;
-    control_execute(r);
-    ck_assert_msg(replied, "no reply to %s", line);
-    return reply;
-}
-
 static void ok(const char *line)
 {
-    run(line);
-    ck_assert_msg(reply_ok && strncmp(reply, "OK ", 3) == 0, "%s: %s", line, reply);
+    ctl_run(line);
+    ck_assert_msg(CF.reply.ok && strncmp(CF.reply.text, "OK ", 3) == 0, "%s: %s", line,
+                  CF.reply.text);
 }
 
 /* What a reload answered. */
@@ -161,42 +82,42 @@ struct counts {
 /* `reload`, which must be accepted: one more generation, published; its counts. */
 static struct counts reload(void)
 {
-    uint64_t gen = F.m->generation;
+    uint64_t gen = CF.m->generation;
     unsigned long long t, la, lr;
     struct counts c;
 
-    run("reload");
-    ck_assert_msg(reply_ok, "reload: %s", reply);
-    ck_assert_msg(sscanf(reply,
+    ctl_run("reload");
+    ck_assert_msg(CF.reply.ok, "reload: %s", CF.reply.text);
+    ck_assert_msg(sscanf(CF.reply.text,
                          "OK gen=%llu applied_us=%llu backends_added=%llu backends_removed=%llu "
                          "changed=%llu pools_added=%llu pools_removed=%llu listeners_added=%llu "
                          "listeners_removed=%llu",
                          &c.gen, &t, &c.added, &c.removed, &c.changed, &c.pools_added,
                          &c.pools_removed, &la, &lr) == 9,
-                  "reload: %s", reply);
+                  "reload: %s", CF.reply.text);
     ck_assert_uint_eq(c.gen, gen + 1);
-    ck_assert_uint_eq(F.m->generation, gen + 1);
+    ck_assert_uint_eq(CF.m->generation, gen + 1);
     ck_assert_uint_eq(routing_current()->generation, gen + 1);
     ck_assert_uint_eq(la, 0); /* the one listener stays */
     ck_assert_uint_eq(lr, 0);
-    ck_assert_ptr_eq(control_conf(), F.m->conf);
+    ck_assert_ptr_eq(control_conf(), CF.m->conf);
     return c;
 }
 
 /* Run the control loop until nothing is left to do now (a reap scheduled by a drain). */
 static void run_pending(void)
 {
-    ck_assert_int_ge(event_base_loop(F.base, EVLOOP_NONBLOCK), 0);
+    ck_assert_int_ge(event_base_loop(CF.base, EVLOOP_NONBLOCK), 0);
 }
 
 /* --- the model and the snapshot -------------------------------------------------------- */
 
 static struct rt_pool *pool(const char *name)
 {
-    int i = model_find_pool(F.m, name);
+    int i = model_find_pool(CF.m, name);
 
     ck_assert_msg(i >= 0, "no pool %s", name);
-    return &F.m->pools[i];
+    return &CF.m->pools[i];
 }
 
 static struct rt_backend *be(const char *pool_name, const char *name)
@@ -211,7 +132,7 @@ static struct rt_backend *be(const char *pool_name, const char *name)
 /* The snapshot's entry for a backend, or NULL when it routes nothing to it. */
 static const struct snap_backend *routed(const char *pool_name, const char *name)
 {
-    const struct snap_pool *sp = &routing_current()->pools[model_find_pool(F.m, pool_name)];
+    const struct snap_pool *sp = &routing_current()->pools[model_find_pool(CF.m, pool_name)];
 
     for (uint32_t i = 0; i < sp->n; i++)
         if (strcmp(sp->b[i].be->name, name) == 0)
@@ -222,19 +143,10 @@ static const struct snap_backend *routed(const char *pool_name, const char *name
 /* The last audit record. */
 static json_t *last_record(void)
 {
-    FILE *f = fopen(F.audit, "r");
-    char line[8192];
-    json_t *rec = NULL;
+    json_t *a = ctl_audit_records();
+    json_t *rec = json_incref(json_array_get(a, json_array_size(a) - 1));
 
-    ck_assert_ptr_nonnull(f);
-    while (fgets(line, sizeof(line), f)) {
-        json_error_t e;
-
-        json_decref(rec);
-        rec = json_loads(line, 0, &e);
-        ck_assert_msg(rec != NULL, "audit line: %s: %s", e.text, line);
-    }
-    fclose(f);
+    json_decref(a);
     ck_assert_ptr_nonnull(rec);
     return rec;
 }
@@ -296,17 +208,17 @@ START_TEST(test_backends_added_and_removed)
     run_pending();
     ck_assert_int_ge(model_find_backend(pool("api"), "blue-2"), 0); /* still in flight */
 
-    gen = F.m->generation;
+    gen = CF.m->generation;
     atomic_store(&gone->ws[0].active, 0);
     ctl_backend_idle(gone); /* as a worker's report of the last request ending */
     run_pending();
     ck_assert_int_lt(model_find_backend(pool("api"), "blue-2"), 0);
     ck_assert_uint_eq(pool("api")->nb, 3);
-    ck_assert_uint_eq(F.m->generation, gen + 1);
+    ck_assert_uint_eq(CF.m->generation, gen + 1);
     ck_assert_uint_eq(routing_current()->generation, gen + 1);
     ck_assert_ptr_null(routed("api", "blue-2"));
     ck_assert_ptr_nonnull(routed("api", "blue-3"));
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -330,7 +242,7 @@ START_TEST(test_new_address_is_a_new_backend)
     ck_assert_ptr_ne(be("api", "green-1")->be, old);
     ck_assert_str_eq(be("api", "green-1")->be->addr.text, "127.0.0.1:7");
     ck_assert_uint_eq(pool("api")->nb, 3);
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -375,7 +287,7 @@ START_TEST(test_backend_put_back_before_it_left_stays)
     ck_assert_int_eq(model_state(pool("api"), b2->index), BE_DRAINED);
     ok("set state api/blue-2 ready");
     ck_assert_ptr_nonnull(routed("api", "blue-2"));
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -402,7 +314,7 @@ START_TEST(test_pool_put_back_before_it_left_stays)
     ck_assert_ptr_eq(be("web", "web-1")->be, w1);
     ok("set state web/web-1 ready");
     ck_assert_ptr_nonnull(routed("web", "web-1"));
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -416,7 +328,7 @@ START_TEST(test_pool_added_and_removed)
     int web;
 
     up(API_POOL ", " WEB_POOL);
-    web = model_find_pool(F.m, "web");
+    web = model_find_pool(CF.m, "web");
     ck_assert_ptr_nonnull(routed("web", "web-1"));
     write_conf(API_POOL ",\n"
                         "{ name = \"img\"; backends = (\n"
@@ -426,12 +338,12 @@ START_TEST(test_pool_added_and_removed)
     ck_assert_uint_eq(c.pools_added, 1);
     ck_assert_uint_eq(c.pools_removed, 1);
     ck_assert_uint_eq(c.added, 1);
-    ck_assert_uint_eq(routing_current()->npools, F.m->npools);
+    ck_assert_uint_eq(routing_current()->npools, CF.m->npools);
 
     ck_assert_ptr_nonnull(routed("img", "img-1"));
     ck_assert_int_eq(be("img", "img-1")->admin, ADMIN_READY);
 
-    ck_assert_int_eq(model_find_pool(F.m, "web"), web);
+    ck_assert_int_eq(model_find_pool(CF.m, "web"), web);
     ck_assert(pool("web")->removed);
     ck_assert_uint_eq(routing_current()->pools[web].n, 0);
     run_pending(); /* nothing in flight: drained at once, then removed */
@@ -440,7 +352,7 @@ START_TEST(test_pool_added_and_removed)
     /* api is as it was. */
     ck_assert_ptr_nonnull(routed("api", "blue-1"));
     ck_assert_ptr_nonnull(routed("api", "blue-2"));
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -455,17 +367,17 @@ START_TEST(test_removed_pool_refuses_changes)
     reload();
     ck_assert(pool("web")->removed);
     for (unsigned i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
-        uint64_t gen = F.m->generation;
+        uint64_t gen = CF.m->generation;
         uint32_t nb = pool("web")->nb;
 
-        run(lines[i]);
-        ck_assert_msg(!reply_ok && strcmp(reply, "ERR unknown pool web\n\n") == 0, "%s: %s",
-                      lines[i], reply);
-        ck_assert_uint_eq(F.m->generation, gen);
+        ctl_run(lines[i]);
+        ck_assert_msg(!CF.reply.ok && strcmp(CF.reply.text, "ERR unknown pool web\n\n") == 0,
+                      "%s: %s", lines[i], CF.reply.text);
+        ck_assert_uint_eq(CF.m->generation, gen);
         ck_assert_uint_eq(pool("web")->nb, nb);
         ck_assert(!pool("web")->maint);
     }
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -521,7 +433,7 @@ START_TEST(test_runtime_decisions_survive_a_reload)
     ck_assert_int_eq(pool("api")->g[GREEN].share, 50);
     ck_assert_int_eq(routing_current()->pools[0].share[BLUE], 50);
     ck_assert_int_eq(be("api", "blue-1")->weight, 50);
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -541,7 +453,7 @@ START_TEST(test_bad_file_is_refused_and_changes_nothing)
 
     up(API_POOL);
     ok("shift api blue=90 green=10");
-    gen = F.m->generation;
+    gen = CF.m->generation;
     before = routing_current();
     conf = control_conf();
     /* Line 5 (HEAD is two lines, then "pools = ( { name..." and blue-1): a weight of -1. */
@@ -551,14 +463,14 @@ START_TEST(test_bad_file_is_refused_and_changes_nothing)
         "  { name = \"blue-2\"; address = \"127.0.0.1:2\"; weight = -1; group = \"blue\"; },\n"
         "  { name = \"blue-9\"; address = \"127.0.0.1:9\"; weight = 100; group = \"blue\"; }"
         " ); }");
-    run("reload");
-    snprintf(want, sizeof(want), "ERR %s:5: ", F.path);
-    ck_assert_msg(!reply_ok && strncmp(reply, want, strlen(want)) == 0, "%s (want %s)", reply,
-                  want);
-    ck_assert_uint_eq(F.m->generation, gen);
+    ctl_run("reload");
+    snprintf(want, sizeof(want), "ERR %s:5: ", CF.path);
+    ck_assert_msg(!CF.reply.ok && strncmp(CF.reply.text, want, strlen(want)) == 0, "%s (want %s)",
+                  CF.reply.text, want);
+    ck_assert_uint_eq(CF.m->generation, gen);
     ck_assert_ptr_eq(routing_current(), before);
     ck_assert_ptr_eq(control_conf(), conf);
-    ck_assert_ptr_eq(F.m->conf, conf);
+    ck_assert_ptr_eq(CF.m->conf, conf);
     ck_assert_uint_eq(ctl_old_confs(), 0);
     ck_assert_int_lt(model_find_backend(pool("api"), "blue-9"), 0);
     ck_assert_int_eq(be("api", "blue-2")->weight, 100);
@@ -575,13 +487,13 @@ START_TEST(test_bad_file_is_refused_and_changes_nothing)
     /* A syntax error, through SIGHUP. */
     write_conf(API_POOL " oops");
     control_reload_signal();
-    ck_assert_uint_eq(F.m->generation, gen);
+    ck_assert_uint_eq(CF.m->generation, gen);
     ck_assert_ptr_eq(routing_current(), before);
     ck_assert_ptr_eq(control_conf(), conf);
     rec = last_record();
     ck_assert_str_eq(json_string_value(json_object_get(rec, "actor")), "signal");
     ck_assert_msg(strncmp(json_string_value(json_object_get(rec, "result")), want + 4,
-                          strlen(F.path) + 1) == 0,
+                          strlen(CF.path) + 1) == 0,
                   "audited %s", json_string_value(json_object_get(rec, "result")));
     json_decref(rec);
 
@@ -589,7 +501,7 @@ START_TEST(test_bad_file_is_refused_and_changes_nothing)
     reload();
     ck_assert_ptr_ne(control_conf(), conf);
     ck_assert_int_eq(pool("api")->g[BLUE].share, 90);
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -599,14 +511,14 @@ START_TEST(test_sighup_reloads)
     uint64_t gen;
 
     up(API_POOL);
-    gen = F.m->generation;
+    gen = CF.m->generation;
     write_conf(API_POOL ", " WEB_POOL);
     control_reload_signal();
-    ck_assert_uint_eq(F.m->generation, gen + 1);
+    ck_assert_uint_eq(CF.m->generation, gen + 1);
     ck_assert_uint_eq(routing_current()->generation, gen + 1);
     ck_assert_ptr_nonnull(routed("web", "web-1"));
     assert_last_record("signal", "reload", "OK", gen + 1);
-    down();
+    ctl_down();
 }
 END_TEST
 
@@ -645,7 +557,7 @@ START_TEST(test_replaced_configurations_are_reclaimed)
     ctl_reclaim_confs();
     ck_assert_uint_eq(ctl_old_confs(), 1);
     ck_assert_ptr_eq(pool("web")->conf, &control_conf()->pools[1]);
-    down();
+    ctl_down();
 }
 END_TEST
 

@@ -1,9 +1,9 @@
 /*
  * check_show.c - the read-only admin commands of show.c (show pools, show
- * pool [--json], show stats [--json]), driven the way main drives them: a
- * model from a config text, the first snapshot, control_init with no worker
- * thread, control_set_show(show_execute), then admin lines parsed by
- * cmd_parse and run through control_execute, which answers at once.
+ * pool [--json], show stats [--json]), driven the way main drives them:
+ * the control thread with no worker thread (ctlfix.h),
+ * control_set_show(show_execute), then admin lines parsed by cmd_parse and
+ * run through control_execute, which answers at once.
  *
  * The tables are compared to the text they must be, column for column
  * (every cell of a column starts at the same offset, two spaces after the
@@ -27,22 +27,9 @@
  * for the control thread's mailbox, stepped here with a deadline.
  */
 #include "adminhttp.h"
-#include "audit.h"
-#include "cmd.h"
-#include "control.h"
-#include "model.h"
+#include "ctlfix.h"
 #include "report.h"
-#include "routing.h"
 #include "show.h"
-#include "veer.h"
-
-#include <check.h>
-#include <event2/event.h>
-#include <jansson.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 #define WAIT_MS 5000
 
@@ -80,47 +67,20 @@
 #define API 0
 #define HC  1
 
-static struct {
-    char dir[64];
-    char audit[96];
-    struct veer_conf *c;
-    struct model *m;
-    struct event_base *base;
-} F;
-
+/*
+ * The fixture (ctlfix.h), its file kept for a reload, with one per-worker
+ * slot in every backend, which the test fills as that worker would
+ * (requests in flight), but no worker thread: nobody reads snapshots, and a
+ * warm-up ends at once. show bound, as main does.
+ */
 static void up_with(const char *conf_fmt)
 {
-    char path[128], text[4096], err[512] = "";
-    FILE *f;
+    const struct ctlfix_opts o = {.slots = 1, .readers = 0, .keep_file = true};
 
-    memset(&F, 0, sizeof(F));
-    strcpy(F.dir, "/tmp/check_show.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(F.dir));
-    snprintf(path, sizeof(path), "%s/veer.conf", F.dir);
-    snprintf(text, sizeof(text), conf_fmt, F.dir);
-    f = fopen(path, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs(text, f);
-    fclose(f);
-    F.c = conf_load(path, err, sizeof(err));
-    ck_assert_msg(F.c != NULL, "config: %s", err);
-    snprintf(F.audit, sizeof(F.audit), "%s/audit.log", F.dir);
-
-    /*
-     * One per-worker slot in every backend, which the test fills as that
-     * worker would (requests in flight), but no worker thread: nobody reads
-     * snapshots, and a warm-up ends at once.
-     */
-    veer_nworkers = 1;
-    F.m = model_from_conf(F.c);
-    routing_init(0, routing_build(F.m));
-    ck_assert_int_eq(audit_open(F.c->audit_log, err, sizeof(err)), 0);
-    F.base = event_base_new();
-    ck_assert_ptr_nonnull(F.base);
-    ck_assert_int_eq(control_init(F.base, F.c, F.m, NULL, 0), VEER_OK);
+    ctl_up_with(conf_fmt, &o);
     control_set_show(show_execute);
     /* As main does: show stats --json renders the status document of the admin HTTP side. */
-    ck_assert_int_eq(adminhttp_start(F.base, F.c, F.m, NULL, 0), VEER_OK);
+    ck_assert_int_eq(adminhttp_start(CF.base, CF.c, CF.m, NULL, 0), VEER_OK);
 }
 
 static void up(void)
@@ -130,128 +90,61 @@ static void up(void)
 
 static void down(void)
 {
-    char msg[256];
-    /* After a reload, control_shutdown frees every configuration but the one in force. */
-    struct veer_conf *current = (struct veer_conf *)control_conf();
-
-    ck_assert_msg(audit_verify_ex(F.audit, NULL, NULL, msg, sizeof(msg)) == 0, "audit: %s", msg);
     adminhttp_stop();
-    control_shutdown();
-    event_base_free(F.base);
-    routing_shutdown();
-    model_free(F.m);
-    unlink(current->path);
-    conf_free(current);
-    audit_close();
-    unlink(F.audit);
-    rmdir(F.dir);
+    ctl_down();
 }
 
 /* --- commands ------------------------------------------------------------------------- */
 
-static char reply[16384];
-static bool replied, reply_ok;
-
-static void on_done(struct ctl_req *r, const char *text, bool ok)
-{
-    (void)r;
-    snprintf(reply, sizeof(reply), "%s", text);
-    replied = true;
-    reply_ok = ok;
-}
-
-static struct ctl_req *req(const char *line)
-{
-    struct ctl_req *r = calloc(1, sizeof(*r));
-    char err[256];
-
-    ck_assert_ptr_nonnull(r);
-    ck_assert_msg(cmd_parse(line, &r->cmd, err, sizeof(err)) == 0, "%s: %s", line, err);
-    snprintf(r->line, sizeof(r->line), "%s", line);
-    r->peer = (struct audit_peer){1000, 1000, 4242};
-    r->t_read_us = veer_now_us();
-    r->done = on_done;
-    return r;
-}
-
 /*
- * Run an admin line through control_execute; with no worker its reply comes
- * at once. Returns the reply without the empty line that ends it (checked).
+ * Run an admin line (ctl_run: answered at once, ended by exactly one empty
+ * line). Returns the reply without that empty line.
  */
 static const char *run(const char *line)
 {
-    size_t n;
-
-    replied = false;
-    control_execute(req(line));
-    ck_assert_msg(replied, "no reply to %s", line);
-    n = strlen(reply);
-    ck_assert_msg(n >= 2 && strcmp(reply + n - 2, "\n\n") == 0 && (n == 2 || reply[n - 3] != '\n'),
-                  "%s: reply not ended by exactly one empty line: [%s]", line, reply);
-    reply[n - 1] = '\0'; /* keep the last line's own newline */
-    return reply;
+    ctl_run(line);
+    CF.reply.text[strlen(CF.reply.text) - 1] = '\0'; /* keep the last line's own newline */
+    return CF.reply.text;
 }
 
 /* A show command: answered OK, changing nothing (no generation, no audit record). */
 static const char *show(const char *line)
 {
-    uint64_t gen = F.m->generation;
+    uint64_t gen = CF.m->generation;
     const struct routing *snap = routing_current();
     off_t size = 0;
-    FILE *f = fopen(F.audit, "r");
+    FILE *f = fopen(CF.audit, "r");
 
     ck_assert_ptr_nonnull(f);
     fseeko(f, 0, SEEK_END);
     size = ftello(f);
     run(line);
-    ck_assert_msg(reply_ok, "%s: %s", line, reply);
-    ck_assert_uint_eq(F.m->generation, gen);
+    ck_assert_msg(CF.reply.ok, "%s: %s", line, CF.reply.text);
+    ck_assert_uint_eq(CF.m->generation, gen);
     ck_assert_ptr_eq(routing_current(), snap);
     fseeko(f, 0, SEEK_END);
     ck_assert_msg(ftello(f) == size, "%s was audited", line);
     fclose(f);
-    return reply;
+    return CF.reply.text;
 }
 
-/* A change that must be accepted (its own suite checks the details). */
+/* A change that must be accepted (ctlfix.h; its own suite checks the details). */
 static void change(const char *line)
 {
-    uint64_t gen = F.m->generation;
-
-    run(line);
-    ck_assert_msg(reply_ok && strncmp(reply, "OK gen=", 7) == 0, "%s: %s", line, reply);
-    ck_assert_uint_eq(F.m->generation, gen + 1);
+    ctl_change(line, NULL);
 }
 
 /* Step the control thread's loop until cond() holds, for at most WAIT_MS. */
-static void tick_cb(evutil_socket_t fd, short what, void *arg)
+static bool wait_for(bool (*cond)(void *))
 {
-    (void)fd;
-    (void)what;
-    (void)arg;
-}
-
-static bool wait_for(bool (*cond)(void))
-{
-    uint64_t end = veer_now_us() + (uint64_t)WAIT_MS * 1000;
-    struct event *t = evtimer_new(F.base, tick_cb, NULL);
-    bool ok;
-
-    while (!(ok = cond()) && veer_now_us() < end) {
-        struct timeval tv = {0, 10 * 1000};
-
-        evtimer_add(t, &tv);
-        event_base_loop(F.base, EVLOOP_ONCE);
-    }
-    event_free(t);
-    return ok;
+    return ctl_wait(cond, NULL, WAIT_MS);
 }
 
 /* --- reading what came back ---------------------------------------------------------------- */
 
 static struct rt_pool *pool(int pi)
 {
-    return &F.m->pools[pi];
+    return &CF.m->pools[pi];
 }
 
 static struct rt_backend *be(const char *name)
@@ -269,7 +162,7 @@ static char *with_gen(const char *want)
     char g[32];
     size_t k = 0;
 
-    snprintf(g, sizeof(g), "%llu", (unsigned long long)F.m->generation);
+    snprintf(g, sizeof(g), "%llu", (unsigned long long)CF.m->generation);
     for (const char *s = want; *s; s++) {
         bool alone = *s == 'G' && (s == want || s[-1] == ' ') && (s[1] == '\n' || s[1] == ' ');
 
@@ -347,8 +240,8 @@ static json_t *show_json(const char *line)
     json_t *j;
 
     show(line);
-    j = json_loads(reply, 0, &e);
-    ck_assert_msg(j != NULL, "%s: not one JSON document: %s: [%s]", line, e.text, reply);
+    j = json_loads(CF.reply.text, 0, &e);
+    ck_assert_msg(j != NULL, "%s: not one JSON document: %s: [%s]", line, e.text, CF.reply.text);
     return j;
 }
 
@@ -386,7 +279,7 @@ static void assert_pool_doc(json_t *doc, int pi)
     ck_assert_str_eq(json_string_value(json_object_get(doc, "pool")), p->name);
     ck_assert(json_is_integer(json_object_get(doc, "generation")));
     ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(doc, "generation")),
-                      F.m->generation);
+                      CF.m->generation);
     ck_assert(json_is_string(json_object_get(doc, "balance")));
     groups = json_object_get(doc, "groups");
     ck_assert(json_is_array(groups));
@@ -461,14 +354,14 @@ START_TEST(test_show_pools_table)
                  "api   blue-2   blue     READY    300     100    0       0      G\n"
                  "api   green-1  green    READY    100     0      0       0      G\n"
                  "hc    h-1      default  PENDING  100     100    0       0      G\n"));
-    assert_aligned(reply, "pool  backend");
+    assert_aligned(CF.reply.text, "pool  backend");
 
     /* Columns widen to their widest cell; a new group starts at 0%. */
     change("add backend api a-much-longer-backend-name 127.0.0.1:5 weight 7 group canary-long");
     show("show pools");
-    assert_aligned(reply, "pool  backend");
+    assert_aligned(CF.reply.text, "pool  backend");
     ck_assert_ptr_nonnull(strstr(
-        reply,
+        CF.reply.text,
         with_gen("api   a-much-longer-backend-name  canary-long  READY    7       0      0   "
                  "    0      G\n")));
     down();
@@ -494,7 +387,7 @@ START_TEST(test_show_pool_table)
                  "blue-1   127.0.0.1:1  blue   READY  100     25         0       0      closed\n"
                  "blue-2   127.0.0.1:2  blue   READY  300     75         0       0      closed\n"
                  "green-1  127.0.0.1:3  green  READY  100     0          0       0      closed\n"));
-    assert_aligned(reply, "backend  address");
+    assert_aligned(CF.reply.text, "backend  address");
     ck_assert_str_eq(
         show("show pool hc"),
         with_gen(
@@ -517,7 +410,7 @@ START_TEST(test_show_pool_json_is_the_contract)
     up();
     doc = show_json("show pool api --json");
     /* One line: the document, then the reply's empty line. */
-    ck_assert_ptr_eq(strchr(reply, '\n'), reply + strlen(reply) - 1);
+    ck_assert_ptr_eq(strchr(CF.reply.text, '\n'), CF.reply.text + strlen(CF.reply.text) - 1);
     assert_pool_doc(doc, API);
     ck_assert_str_eq(str(doc, "balance"), "swrr");
     ck_assert_str_eq(str(json_array_get(json_object_get(doc, "groups"), 0), "name"), "blue");
@@ -527,7 +420,7 @@ START_TEST(test_show_pool_json_is_the_contract)
     ck_assert_str_eq(str(json_backend(doc, "green-1"), "address"), "127.0.0.1:3");
     ck_assert_str_eq(str(json_backend(doc, "green-1"), "state"), "READY");
     /* A whole effective weight is written as the contract's example writes it: 25, not 25.0. */
-    ck_assert_ptr_nonnull(strstr(reply, "\"effective_weight\":25,"));
+    ck_assert_ptr_nonnull(strstr(CF.reply.text, "\"effective_weight\":25,"));
     json_decref(doc);
 
     doc = show_json("show pool hc --json");
@@ -587,8 +480,9 @@ START_TEST(test_show_follows_shift_and_weight)
     ck_assert_ptr_nonnull(
         strstr(show("show pool api"),
                "blue-1   127.0.0.1:1  blue   READY  100     26.6667    0       0      closed\n"));
-    ck_assert_ptr_nonnull(strstr(
-        reply, "blue-2   127.0.0.1:2  blue   READY  200     53.3333    0       0      closed\n"));
+    ck_assert_ptr_nonnull(
+        strstr(CF.reply.text,
+               "blue-2   127.0.0.1:2  blue   READY  200     53.3333    0       0      closed\n"));
 
     change("rollback api");
     change("rollback api");
@@ -603,13 +497,15 @@ START_TEST(test_show_follows_shift_and_weight)
 }
 END_TEST
 
-static bool blue1_drained(void)
+static bool blue1_drained(void *arg)
 {
+    (void)arg;
     return be("blue-1")->drained;
 }
 
-static bool blue2_open(void)
+static bool blue2_open(void *arg)
 {
+    (void)arg;
     return be("blue-2")->breaker == BREAKER_OPEN;
 }
 
@@ -675,8 +571,9 @@ START_TEST(test_show_states)
     ck_assert_ptr_nonnull(strstr(show("show pool api"),
                                  "blue-2   127.0.0.1:2  blue   READY  300     0          0       0 "
                                  "     open\n"));
-    ck_assert_ptr_nonnull(strstr(reply, "blue-1   127.0.0.1:1  blue   READY  100     100        0  "
-                                        "     0      closed\n"));
+    ck_assert_ptr_nonnull(strstr(CF.reply.text,
+                                 "blue-1   127.0.0.1:1  blue   READY  100     100        0  "
+                                 "     0      closed\n"));
     doc = show_json("show pool api --json");
     assert_pool_doc(doc, API);
     ck_assert_str_eq(str(json_backend(doc, "blue-2"), "state"), "READY");
@@ -693,27 +590,27 @@ START_TEST(test_unknown_pool_refused)
     const struct routing *snap;
 
     up();
-    gen = F.m->generation;
+    gen = CF.m->generation;
     snap = routing_current();
     ck_assert_str_eq(run("show pool nope"), "ERR unknown pool nope\n");
-    ck_assert(!reply_ok);
+    ck_assert(!CF.reply.ok);
     ck_assert_str_eq(run("show pool nope --json"), "ERR unknown pool nope\n");
-    ck_assert(!reply_ok);
-    ck_assert_uint_eq(F.m->generation, gen);
+    ck_assert(!CF.reply.ok);
+    ck_assert_uint_eq(CF.m->generation, gen);
     ck_assert_ptr_eq(routing_current(), snap);
 
     /* show_execute is for show commands only. */
-    replied = false;
-    show_execute(req("swap api"));
-    ck_assert(replied && !reply_ok);
-    ck_assert_str_eq(reply, "ERR not a show command\n\n");
+    show_execute(ctl_req("swap api", &CF.reply));
+    ck_assert(CF.reply.done && !CF.reply.ok);
+    ck_assert_str_eq(CF.reply.text, "ERR not a show command\n\n");
     ck_assert_int_eq(pool(API)->g[0].share, 100);
     down();
 }
 END_TEST
 
-static bool hc_reaped(void)
+static bool hc_reaped(void *arg)
 {
+    (void)arg;
     return pool(HC)->nb == 0;
 }
 
@@ -728,21 +625,22 @@ START_TEST(test_removed_pool_is_unknown)
     FILE *f;
 
     up();
-    snprintf(text, sizeof(text), CONF, F.dir);
+    snprintf(text, sizeof(text), CONF, CF.dir);
     *strstr(text, "},\n{ name = \"hc\"") = '\0';
     strcat(text, "} );\n");
-    f = fopen(F.c->path, "w");
+    f = fopen(CF.c->path, "w");
     ck_assert_ptr_nonnull(f);
     fputs(text, f);
     fclose(f);
     run("reload");
-    ck_assert_msg(reply_ok && strstr(reply, "pools_removed=1") != NULL, "%s", reply);
+    ck_assert_msg(CF.reply.ok && strstr(CF.reply.text, "pools_removed=1") != NULL, "%s",
+                  CF.reply.text);
     ck_assert_str_eq(run("show pool hc"), "ERR unknown pool hc\n");
     /* Its backend, idle, is DRAINED at once and reaped from the loop. */
     ck_assert_msg(wait_for(hc_reaped), "h-1 not reaped");
-    ck_assert_msg(strstr(show("show pools"), "hc ") == NULL, "%s", reply);
+    ck_assert_msg(strstr(show("show pools"), "hc ") == NULL, "%s", CF.reply.text);
     ck_assert_str_eq(run("show pool hc"), "ERR unknown pool hc\n");
-    ck_assert(!reply_ok);
+    ck_assert(!CF.reply.ok);
     ck_assert_str_eq(run("show pool hc --json"), "ERR unknown pool hc\n");
     ck_assert_ptr_nonnull(strstr(show("show pool api"), "group blue share 100\n"));
     down();
@@ -765,7 +663,7 @@ START_TEST(test_show_stats)
     be("blue-1")->rate.p99_ms = 3.456;
     show("show stats");
     ck_assert_str_eq(
-        reply,
+        CF.reply.text,
         with_gen(
             "pool  backend  group    state    weight  rps   err%  p99ms  active  conns  circuit  "
             "gen\n"
@@ -777,11 +675,11 @@ START_TEST(test_show_stats)
             "G\n"
             "hc    h-1      default  PENDING  100     0     0.00  0.00   0       0      closed   "
             "G\n"));
-    assert_aligned(reply, "pool  backend");
+    assert_aligned(CF.reply.text, "pool  backend");
 
     doc = show_json("show stats --json");
     ck_assert_uint_eq((uint64_t)json_integer_value(json_object_get(doc, "generation")),
-                      F.m->generation);
+                      CF.m->generation);
     pools = json_object_get(doc, "pools");
     ck_assert_uint_eq(json_array_size(pools), 2);
     ck_assert_str_eq(str(json_array_get(pools, 0), "name"), "api");
@@ -844,9 +742,9 @@ START_TEST(test_route_explain_with_routes)
                      "skip users: path_prefix /users does not cover /x\n"
                      "skip 1 route for other hosts\n");
     ck_assert_str_eq(run("route explain GET h /a/%2Fb"), "ERR bad path: encoded slash (%2F)\n");
-    ck_assert(!reply_ok);
+    ck_assert(!CF.reply.ok);
     ck_assert_str_eq(run("route explain GET h /.."), "ERR bad path: path climbs above '/'\n");
-    ck_assert(!reply_ok);
+    ck_assert(!CF.reply.ok);
     down();
 }
 END_TEST
@@ -887,13 +785,13 @@ START_TEST(test_show_routes)
                      "users     path_prefix=/users                                "
                      "          api   serving  0    0.00  0.00\n");
     run("route set payments pool api");
-    ck_assert(reply_ok);
+    ck_assert(CF.reply.ok);
     run("route maintenance users on --retry-after 9");
-    ck_assert(reply_ok);
+    ck_assert(CF.reply.ok);
     doc = json_loads(show("show routes --json"), 0, &e);
     ck_assert_msg(doc != NULL, "%s", e.text);
     ck_assert_int_eq(json_integer_value(json_object_get(doc, "generation")),
-                     (json_int_t)F.m->generation);
+                     (json_int_t)CF.m->generation);
     routes = json_object_get(doc, "routes");
     ck_assert_uint_eq(json_array_size(routes), 3);
     r = json_array_get(routes, 0);
