@@ -30,24 +30,75 @@
 
 /* --- reading ---------------------------------------------------------------------- */
 
-/* Pad cells into aligned columns: rows of n cells each. */
-static void table(struct sbuf *o, char **cells, unsigned rows, unsigned n)
+/*
+ * A table being filled: n columns, a header row, then one cell at a time
+ * (each cell a string the grid owns). grid_render pads the cells into
+ * aligned columns, two spaces apart, and frees them.
+ */
+struct grid {
+    char **cells;
+    unsigned n, rows, k;
+};
+
+static void grid_start(struct grid *g, const char *const *cols, unsigned n, unsigned rows)
+{
+    g->n = n;
+    g->rows = rows + 1;
+    g->k = 0;
+    g->cells = veer_calloc((size_t)g->rows * n, sizeof(*g->cells));
+    for (unsigned c = 0; c < n; c++)
+        g->cells[g->k++] = veer_strdup(cols[c]);
+}
+
+/* Add a cell (taken, not copied). */
+static void grid_put(struct grid *g, char *cell)
+{
+    g->cells[g->k++] = cell;
+}
+
+static void grid_render(struct grid *g, struct sbuf *o)
 {
     size_t w[16] = {0};
+    unsigned n = g->n;
 
-    for (unsigned r = 0; r < rows; r++)
+    for (unsigned r = 0; r < g->rows; r++)
         for (unsigned c = 0; c < n; c++)
-            if (strlen(cells[r * n + c]) > w[c])
-                w[c] = strlen(cells[r * n + c]);
-    for (unsigned r = 0; r < rows; r++) {
+            if (strlen(g->cells[r * n + c]) > w[c])
+                w[c] = strlen(g->cells[r * n + c]);
+    for (unsigned r = 0; r < g->rows; r++) {
         for (unsigned c = 0; c < n; c++) {
             if (c + 1 < n)
-                sb_printf(o, "%-*s  ", (int)w[c], cells[r * n + c]);
+                sb_printf(o, "%-*s  ", (int)w[c], g->cells[r * n + c]);
             else
-                sb_puts(o, cells[r * n + c]);
+                sb_puts(o, g->cells[r * n + c]);
         }
         sb_puts(o, "\n");
     }
+    for (unsigned i = 0; i < g->rows * n; i++)
+        free(g->cells[i]);
+    free(g->cells);
+}
+
+/* Answer r with the grid as a table. */
+static void grid_answer(struct ctl_req *r, struct grid *g)
+{
+    struct sbuf o;
+
+    sb_init(&o);
+    grid_render(g, &o);
+    control_answer(r, o.s, true);
+    sb_free(&o);
+}
+
+/* Answer r with what render writes (a JSON document). */
+static void json_answer(struct ctl_req *r, void (*render)(struct sbuf *o))
+{
+    struct sbuf o;
+
+    sb_init(&o);
+    render(&o);
+    control_answer(r, o.s, true);
+    sb_free(&o);
 }
 
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
@@ -74,39 +125,30 @@ static const char *const pool_columns[] = {"pool",  "backend", "group", "state",
 /* show pools: one row per backend, every pool. */
 void show_pools(struct ctl_req *r)
 {
-    unsigned rows = 1, n = ARRAY_SIZE(pool_columns), k = 0;
-    char **cells;
-    struct sbuf o;
+    unsigned rows = 0;
+    struct grid g;
 
     for (uint32_t i = 0; i < control_model()->npools; i++)
         rows += control_model()->pools[i].nb;
-    cells = veer_calloc(rows * n, sizeof(*cells));
-    for (unsigned c = 0; c < n; c++)
-        cells[k++] = veer_strdup(pool_columns[c]);
+    grid_start(&g, pool_columns, ARRAY_SIZE(pool_columns), rows);
     for (uint32_t i = 0; i < control_model()->npools; i++) {
         const struct rt_pool *p = &control_model()->pools[i];
 
         for (uint32_t j = 0; j < p->nb; j++) {
             const struct rt_backend *b = &p->b[j];
 
-            cells[k++] = veer_strdup(p->name);
-            cells[k++] = veer_strdup(b->be->name);
-            cells[k++] = veer_strdup(p->g[b->group].name);
-            cells[k++] = veer_strdup(backend_state_name(model_state(p, j)));
-            cells[k++] = fmt("%d", b->weight);
-            cells[k++] = fmt("%d", p->g[b->group].share);
-            cells[k++] = fmt("%u", backend_active(b->be));
-            cells[k++] = fmt("%u", backend_conns(b->be));
-            cells[k++] = fmt("%llu", (unsigned long long)control_model()->generation);
+            grid_put(&g, veer_strdup(p->name));
+            grid_put(&g, veer_strdup(b->be->name));
+            grid_put(&g, veer_strdup(p->g[b->group].name));
+            grid_put(&g, veer_strdup(backend_state_name(model_state(p, j))));
+            grid_put(&g, fmt("%d", b->weight));
+            grid_put(&g, fmt("%d", p->g[b->group].share));
+            grid_put(&g, fmt("%u", backend_active(b->be)));
+            grid_put(&g, fmt("%u", backend_conns(b->be)));
+            grid_put(&g, fmt("%llu", (unsigned long long)control_model()->generation));
         }
     }
-    sb_init(&o);
-    table(&o, cells, rows, n);
-    for (unsigned i = 0; i < rows * n; i++)
-        free(cells[i]);
-    free(cells);
-    control_answer(r, o.s, true);
-    sb_free(&o);
+    grid_answer(r, &g);
 }
 
 static void show_pool_json(const struct rt_pool *p, struct sbuf *o)
@@ -151,37 +193,32 @@ static void show_pool_text(const struct rt_pool *p, struct sbuf *o)
 {
     static const char *const cols[] = {"backend",   "address", "group", "state",  "weight",
                                        "effective", "active",  "conns", "circuit"};
-    unsigned n = ARRAY_SIZE(cols), rows = p->nb + 1, k = 0;
-    char **cells = veer_calloc(rows * n, sizeof(*cells));
     double *ew = model_effective_weights(p);
+    struct grid g;
 
     sb_printf(o, "pool %s generation %llu balance %s\n", p->name,
               (unsigned long long)control_model()->generation,
               p->conf->balance == BALANCE_LEASTCONN ? "leastconn"
               : p->conf->balance == BALANCE_P2C     ? "p2c"
                                                     : "swrr");
-    for (uint32_t g = 0; g < p->ng; g++)
-        sb_printf(o, "group %s share %d\n", p->g[g].name, p->g[g].share);
-    for (unsigned c = 0; c < n; c++)
-        cells[k++] = veer_strdup(cols[c]);
+    for (uint32_t gi = 0; gi < p->ng; gi++)
+        sb_printf(o, "group %s share %d\n", p->g[gi].name, p->g[gi].share);
+    grid_start(&g, cols, ARRAY_SIZE(cols), p->nb);
     for (uint32_t i = 0; i < p->nb; i++) {
         const struct rt_backend *b = &p->b[i];
 
-        cells[k++] = veer_strdup(b->be->name);
-        cells[k++] = veer_strdup(b->be->addr.text);
-        cells[k++] = veer_strdup(p->g[b->group].name);
-        cells[k++] = veer_strdup(backend_state_name(model_state(p, i)));
-        cells[k++] = fmt("%d", b->weight);
-        cells[k++] = fmt("%.6g", ew[i]);
-        cells[k++] = fmt("%u", backend_active(b->be));
-        cells[k++] = fmt("%u", backend_conns(b->be));
-        cells[k++] = veer_strdup(breaker_state_name(b->breaker));
+        grid_put(&g, veer_strdup(b->be->name));
+        grid_put(&g, veer_strdup(b->be->addr.text));
+        grid_put(&g, veer_strdup(p->g[b->group].name));
+        grid_put(&g, veer_strdup(backend_state_name(model_state(p, i))));
+        grid_put(&g, fmt("%d", b->weight));
+        grid_put(&g, fmt("%.6g", ew[i]));
+        grid_put(&g, fmt("%u", backend_active(b->be)));
+        grid_put(&g, fmt("%u", backend_conns(b->be)));
+        grid_put(&g, veer_strdup(breaker_state_name(b->breaker)));
     }
-    table(o, cells, rows, n);
+    grid_render(&g, o);
     free(ew);
-    for (unsigned i = 0; i < rows * n; i++)
-        free(cells[i]);
-    free(cells);
 }
 
 void show_pool(struct ctl_req *r)
@@ -211,48 +248,35 @@ void show_stats(struct ctl_req *r)
 {
     static const char *const cols[] = {"pool", "backend", "group",  "state", "weight",  "rps",
                                        "err%", "p99ms",   "active", "conns", "circuit", "gen"};
-    unsigned n = ARRAY_SIZE(cols), rows = 1, k = 0;
-    char **cells;
-    struct sbuf o;
+    unsigned rows = 0;
+    struct grid g;
 
-    sb_init(&o);
-    if (r->cmd.json) {
-        adminhttp_status_json(&o);
-        control_answer(r, o.s, true);
-        sb_free(&o);
-        return;
-    }
+    if (r->cmd.json)
+        return json_answer(r, adminhttp_status_json);
     for (uint32_t i = 0; i < control_model()->npools; i++)
         rows += control_model()->pools[i].nb;
-    cells = veer_calloc(rows * n, sizeof(*cells));
-    for (unsigned c = 0; c < n; c++)
-        cells[k++] = veer_strdup(cols[c]);
+    grid_start(&g, cols, ARRAY_SIZE(cols), rows);
     for (uint32_t i = 0; i < control_model()->npools; i++) {
         const struct rt_pool *p = &control_model()->pools[i];
 
         for (uint32_t j = 0; j < p->nb; j++) {
             const struct rt_backend *b = &p->b[j];
 
-            cells[k++] = veer_strdup(p->name);
-            cells[k++] = veer_strdup(b->be->name);
-            cells[k++] = veer_strdup(p->g[b->group].name);
-            cells[k++] = veer_strdup(backend_state_name(model_state(p, j)));
-            cells[k++] = fmt("%d", b->weight);
-            cells[k++] = fmt("%.0f", b->rate.rps);
-            cells[k++] = fmt("%.2f", 100.0 * b->rate.error_rate);
-            cells[k++] = fmt("%.2f", b->rate.p99_ms);
-            cells[k++] = fmt("%u", backend_active(b->be));
-            cells[k++] = fmt("%u", backend_conns(b->be));
-            cells[k++] = veer_strdup(breaker_state_name(b->breaker));
-            cells[k++] = fmt("%llu", (unsigned long long)control_model()->generation);
+            grid_put(&g, veer_strdup(p->name));
+            grid_put(&g, veer_strdup(b->be->name));
+            grid_put(&g, veer_strdup(p->g[b->group].name));
+            grid_put(&g, veer_strdup(backend_state_name(model_state(p, j))));
+            grid_put(&g, fmt("%d", b->weight));
+            grid_put(&g, fmt("%.0f", b->rate.rps));
+            grid_put(&g, fmt("%.2f", 100.0 * b->rate.error_rate));
+            grid_put(&g, fmt("%.2f", b->rate.p99_ms));
+            grid_put(&g, fmt("%u", backend_active(b->be)));
+            grid_put(&g, fmt("%u", backend_conns(b->be)));
+            grid_put(&g, veer_strdup(breaker_state_name(b->breaker)));
+            grid_put(&g, fmt("%llu", (unsigned long long)control_model()->generation));
         }
     }
-    table(&o, cells, rows, n);
-    for (unsigned i = 0; i < rows * n; i++)
-        free(cells[i]);
-    free(cells);
-    control_answer(r, o.s, true);
-    sb_free(&o);
+    grid_answer(r, &g);
 }
 
 /*
@@ -360,37 +384,23 @@ void show_routes(struct ctl_req *r)
 {
     static const char *const cols[] = {"route", "match", "pool", "state", "rps", "err%", "p99ms"};
     const struct model *m = control_model();
-    unsigned n = ARRAY_SIZE(cols), rows = 1 + m->nroutes, k = 0;
-    char **cells;
-    struct sbuf o;
+    struct grid g;
 
-    sb_init(&o);
-    if (r->cmd.json) {
-        show_routes_json(&o);
-        control_answer(r, o.s, true);
-        sb_free(&o);
-        return;
-    }
-    cells = veer_calloc(rows * n, sizeof(*cells));
-    for (unsigned c = 0; c < n; c++)
-        cells[k++] = veer_strdup(cols[c]);
+    if (r->cmd.json)
+        return json_answer(r, show_routes_json);
+    grid_start(&g, cols, ARRAY_SIZE(cols), m->nroutes);
     for (uint32_t i = 0; i < m->nroutes; i++) {
         const struct rt_route *rt = &m->routes[i];
 
-        cells[k++] = veer_strdup(rt->name);
-        cells[k++] = match_text(&m->conf->routes[i]);
-        cells[k++] = veer_strdup(rt->pool >= 0 ? m->pools[rt->pool].name : "-");
-        cells[k++] = veer_strdup(routejson_in_maintenance(m, i) ? "maintenance" : "serving");
-        cells[k++] = fmt("%.0f", rt->rate.rps);
-        cells[k++] = fmt("%.2f", 100.0 * rt->rate.error_rate);
-        cells[k++] = fmt("%.2f", rt->rate.p99_ms);
+        grid_put(&g, veer_strdup(rt->name));
+        grid_put(&g, match_text(&m->conf->routes[i]));
+        grid_put(&g, veer_strdup(rt->pool >= 0 ? m->pools[rt->pool].name : "-"));
+        grid_put(&g, veer_strdup(routejson_in_maintenance(m, i) ? "maintenance" : "serving"));
+        grid_put(&g, fmt("%.0f", rt->rate.rps));
+        grid_put(&g, fmt("%.2f", 100.0 * rt->rate.error_rate));
+        grid_put(&g, fmt("%.2f", rt->rate.p99_ms));
     }
-    table(&o, cells, rows, n);
-    for (unsigned i = 0; i < rows * n; i++)
-        free(cells[i]);
-    free(cells);
-    control_answer(r, o.s, true);
-    sb_free(&o);
+    grid_answer(r, &g);
 }
 
 void show_execute(struct ctl_req *r)

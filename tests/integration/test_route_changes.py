@@ -12,16 +12,8 @@ import time
 import unittest
 
 from helpers import admin_http_port, audit_records, parse_ok, scrape, veerctl
+from test_routes import named
 from veertest import DEADLINE, VeerTestCase, wait_for
-
-
-def named(name):
-    body = (name + "\n").encode()
-
-    def handler(conn, req):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        return True
-    return handler
 
 
 POOLS = ("payments", "payments-v2", "users", "fallback")

@@ -100,6 +100,24 @@ static void done(struct model *m, struct veer_conf *c)
     routing_shutdown();
 }
 
+/*
+ * m2 holds the same values as m1 (backend ids differ: each model creates
+ * its own, so they are aligned before the compare).
+ */
+static void assert_same_values(const struct model *m1, struct model *m2)
+{
+    char *d1, *d2;
+
+    for (uint32_t i = 0; i < m1->npools; i++)
+        for (uint32_t j = 0; j < m1->pools[i].nb; j++)
+            m2->pools[i].b[j].be->id = m1->pools[i].b[j].be->id;
+    d1 = dump(m1);
+    d2 = dump(m2);
+    ck_assert_str_eq(d1, d2);
+    free(d1);
+    free(d2);
+}
+
 START_TEST(test_render_is_the_documented_format)
 {
     struct veer_conf *c = load(CONF);
@@ -133,7 +151,7 @@ START_TEST(test_round_trip_restores_every_value)
 {
     struct veer_conf *c = load(CONF);
     struct model *m1 = model_from_conf(c), *m2 = model_from_conf(c);
-    char msg[256], *text, *d1, *d2;
+    char msg[256], *text, *d1;
 
     m1->generation = 42;
     m1->pools[0].g[0].share = 25;
@@ -146,15 +164,7 @@ START_TEST(test_round_trip_restores_every_value)
     text = state_render(m1);
     ck_assert_int_eq(state_apply(m2, text, msg, sizeof(msg)), 4);
     ck_assert_str_eq(msg, "restored 4 backends in 2 pools (generation 42)");
-    /* Backend ids differ (each model creates its own); compare the values. */
-    for (uint32_t i = 0; i < m1->npools; i++)
-        for (uint32_t j = 0; j < m1->pools[i].nb; j++)
-            m2->pools[i].b[j].be->id = m1->pools[i].b[j].be->id;
-    d1 = dump(m1);
-    d2 = dump(m2);
-    ck_assert_str_eq(d1, d2);
-    free(d1);
-    free(d2);
+    assert_same_values(m1, m2);
     free(text);
     text = state_render(m2);
     d1 = state_render(m1);
@@ -313,7 +323,7 @@ START_TEST(test_route_state_round_trip)
 {
     struct veer_conf *c = load(ROUTES);
     struct model *m1 = model_from_conf(c), *m2 = model_from_conf(c);
-    char msg[256], *text, *d1, *d2;
+    char msg[256], *text;
 
     /* As configured: no route line, so an older binary still reads the file. */
     text = state_render(m1);
@@ -328,14 +338,7 @@ START_TEST(test_route_state_round_trip)
                                        "route r2 pool web conf web maint 30 5000\nend\n"));
     ck_assert_int_eq(state_apply(m2, text, msg, sizeof(msg)), 4);
     ck_assert_str_eq(msg, "restored 4 backends in 2 pools, 2 routes (generation 1)");
-    for (uint32_t i = 0; i < m1->npools; i++)
-        for (uint32_t j = 0; j < m1->pools[i].nb; j++)
-            m2->pools[i].b[j].be->id = m1->pools[i].b[j].be->id;
-    d1 = dump(m1);
-    d2 = dump(m2);
-    ck_assert_str_eq(d1, d2);
-    free(d1);
-    free(d2);
+    assert_same_values(m1, m2);
     free(text);
     model_free(m2);
     done(m1, c);
