@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""HTTP/1.1 clients for bench/lifecycle and bench/slow_clients (python3 stdlib only).
+"""HTTP/1.1 clients for bench/lifecycle, bench/slow_clients and bench/routes_cpu (stdlib only).
 
   probe  --port P --body B --ready FILE [--timeout S] [--interval-ms MS]
       Startup probe. Writes FILE once it is looping, then every MS (1) milliseconds opens a
@@ -24,6 +24,14 @@
       complete 200 is an error; the next one reconnects. Writes FILE (JSON): counts, error
       kinds, latency percentiles (nearest rank). --sample-port Q also counts, every 0.5 s, the
       established client-side connections to port Q on this host (its own included).
+
+  replay --port P --requests FILE --count N --body B --out FILE [--conns C] [--timeout S]
+      A fixed amount of work: the first N requests of FILE (lines "HOST<TAB>PATH", taken in
+      order and from the start again when N is larger) as GET requests over C (4) keep-alive
+      connections, one request outstanding on each, each connection taking the next request of
+      the list when its previous one is answered. Every response must be a complete 200 with
+      body B; the first that is not ends the run (exit 1). Writes FILE (JSON): requests sent,
+      answered 200 with B, the statuses seen, the failure (if any) and the run's seconds.
 """
 import argparse
 import json
@@ -393,6 +401,71 @@ def cmd_paced(a):
     return 0
 
 
+# --- replay -----------------------------------------------------------------------------------
+
+def cmd_replay(a):
+    with open(a.requests) as f:
+        reqs = []
+        for line in f:
+            host, path = line.rstrip("\n").split("\t")
+            reqs.append(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: veer-bench\r\n\r\n"
+                        .encode())
+    if not reqs:
+        raise SystemExit(f"{a.requests}: no requests")
+    body = a.body.encode()
+    lock = threading.Lock()
+    state = {"next": 0, "ok": 0, "statuses": {}, "failure": None}
+
+    def take():
+        with lock:
+            if state["failure"] is not None or state["next"] >= a.count:
+                return None
+            i = state["next"]
+            state["next"] += 1
+            return reqs[i % len(reqs)]
+
+    def run():
+        sock = None
+        try:
+            while True:
+                req = take()
+                if req is None:
+                    break
+                if sock is None:
+                    sock = connect(a.port, a.timeout)
+                send(sock, req)
+                status, got, close = read_response(sock)
+                with lock:
+                    state["statuses"][status] = state["statuses"].get(status, 0) + 1
+                    if status != 200 or got != body:
+                        if state["failure"] is None:
+                            state["failure"] = f"status {status}, body {got[:80]!r} for {req[:80]!r}"
+                        break
+                    state["ok"] += 1
+                if close:
+                    sock.close()
+                    sock = None
+        except HTTPError as e:
+            with lock:
+                if state["failure"] is None:
+                    state["failure"] = e.kind
+        finally:
+            if sock is not None:
+                sock.close()
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=run) for _ in range(a.conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    doc = {"sent": state["next"], "ok": state["ok"], "count": a.count, "conns": a.conns,
+           "statuses": {str(k): v for k, v in sorted(state["statuses"].items())},
+           "failure": state["failure"], "seconds": round(time.monotonic() - t0, 3)}
+    write_json(a.out, doc)
+    return 0 if state["failure"] is None and state["ok"] == a.count else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -419,8 +492,17 @@ def main():
     p.add_argument("--dump", help="write every request: conn, scheduled, start, done (s)")
     p.add_argument("--sample-port", type=int, default=0,
                    help="count established connections to this port every 0.5 s")
+    p = sub.add_parser("replay")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--requests", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--body", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--conns", type=int, default=4)
+    p.add_argument("--timeout", type=float, default=30.0)
     a = ap.parse_args()
-    return {"probe": cmd_probe, "strict": cmd_strict, "paced": cmd_paced}[a.cmd](a)
+    return {"probe": cmd_probe, "strict": cmd_strict, "paced": cmd_paced,
+            "replay": cmd_replay}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -400,3 +400,51 @@ bench_versions()
     printf 'haproxy=%s nginx=%s wrk=%s\n' "$hv" "$nv" \
         "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')"
 }
+
+# bench_routes_files NAME HOSTS PREFIXES PORT BACKEND_PORT: the route table and the traffic of
+# bench/routes and bench/routes_cpu (issue 17), in $BENCH_TMP/NAME:
+#   veer.conf     workers = 1, a listener on PORT without a pool, one pool "bench" (the backend)
+#                 and HOSTS x PREFIXES routes to it, each matching host hNNNN.example.com and
+#                 path_prefix /svcJ; NAME "a" gets one catch-all route instead (no match).
+#   requests.tsv  HOSTS x PREFIXES requests "hNNNN.example.com<TAB>/svcJ/items/42", one per
+#                 route, in a fixed shuffled order (the same order for the same HOSTS x PREFIXES)
+#   traffic.lua   the same list as a wrk -s script (each wrk thread starts at a random place)
+# Every host has four digits, so every request has the same size.
+bench_routes_files()
+{
+    local name=$1 hosts=$2 prefixes=$3 port=$4 bport=$5 dir=$BENCH_TMP/$1
+    mkdir -p "$dir"
+    python3 - "$dir" "$name" "$hosts" "$prefixes" "$port" "$bport" <<'PY'
+import random, sys
+
+d, name, hosts, prefixes, port, bport = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+pairs = [(f"h{h:04d}.example.com", f"/svc{p}/items/42") for h in range(hosts) for p in range(prefixes)]
+random.Random(17).shuffle(pairs)
+with open(f"{d}/requests.tsv", "w") as f:
+    f.writelines(f"{h}\t{p}\n" for h, p in pairs)
+with open(f"{d}/traffic.lua", "w") as f:
+    f.write("local list = {\n")
+    f.writelines(f'  {{"{h}", "{p}"}},\n' for h, p in pairs)
+    f.write("}\nlocal reqs = {}\nlocal i = 0\n"
+            "function init(args)\n"
+            "  for k, v in ipairs(list) do\n"
+            '    reqs[k] = wrk.format("GET", v[2], { ["Host"] = v[1] })\n'
+            "  end\n"
+            "  -- each wrk thread starts at its own place in the list\n"
+            "  i = math.random(#reqs) - 1\n"
+            "end\n"
+            "function request()\n  i = i % #reqs + 1\n  return reqs[i]\nend\n")
+with open(f"{d}/veer.conf", "w") as f:
+    f.write(f'workers = 1;\nadmin = {{ socket = "{d}/admin.sock"; }};\n'
+            f'pools = ( {{ name = "bench"; backends = ( {{ name = "b1"; address = "127.0.0.1:{bport}"; }} ); }} );\n')
+    if name == "a":
+        f.write(f'listen = ( {{ address = "127.0.0.1:{port}"; }} );\n'
+                'routes = ( { name = "all"; pool = "bench"; } );\n')
+    else:
+        f.write(f'listen = ( {{ address = "127.0.0.1:{port}"; }} );\nroutes = (\n')
+        f.write(",\n".join(f'  {{ name = "h{h:04d}-svc{p}"; pool = "bench"; match = {{ '
+                           f'host = "h{h:04d}.example.com"; path_prefix = "/svc{p}"; }}; }}'
+                           for h in range(hosts) for p in range(prefixes)))
+        f.write("\n);\n")
+PY
+}
