@@ -134,13 +134,18 @@ static int status(struct txn *t, const struct routing *r)
         sb_json_str(&b, r->pools[i].name);
         sb_puts(&b, r->pools[i].maint || r->maint ? ":true" : ":false");
     }
-    sb_puts(&b, "},\"routes\":{");
-    for (uint32_t i = 0; i < r->nroutes; i++) {
-        sb_puts(&b, i ? "," : "");
-        sb_json_str(&b, r->conf->routes[i].name);
-        sb_puts(&b, route_maint(r, i) ? ":true" : ":false");
+    sb_puts(&b, "}");
+    if (r->nroutes) {
+        /* Only with routes: the document of a config without them keeps its shape. */
+        sb_puts(&b, ",\"routes\":{");
+        for (uint32_t i = 0; i < r->nroutes; i++) {
+            sb_puts(&b, i ? "," : "");
+            sb_json_str(&b, r->conf->routes[i].name);
+            sb_puts(&b, route_maint(r, i) ? ":true" : ":false");
+        }
+        sb_puts(&b, "}");
     }
-    sb_puts(&b, "}},\"pools\":[");
+    sb_puts(&b, "},\"pools\":[");
     for (uint32_t i = 0; i < r->npools; i++) {
         const struct snap_pool *p = &r->pools[i];
 
