@@ -526,6 +526,30 @@ const char *routes_name(const struct routes *rt, int i)
 /* ---- Matching -------------------------------------------------------------- */
 
 /*
+ * ASCII lowercase of s[0..n) into out, eight bytes at a time: in each byte
+ * without its high bit, adding 0x3f sets bit 7 from 'A' up and adding 0x25
+ * from 'Z' + 1 up, so the two differ exactly for 'A'..'Z', which gain 0x20.
+ * Bytes with the high bit set are left alone.
+ */
+static void lower_into(char *out, const char *s, size_t n)
+{
+    size_t k = 0;
+
+    for (; k + 8 <= n; k += 8) {
+        uint64_t x, low, upper;
+
+        memcpy(&x, s + k, 8);
+        low = x & 0x7f7f7f7f7f7f7f7full;
+        upper = ((low + 0x3f3f3f3f3f3f3f3full) ^ (low + 0x2525252525252525ull)) & ~x &
+                0x8080808080808080ull;
+        x |= upper >> 2;
+        memcpy(out + k, &x, 8);
+    }
+    for (; k < n; k++)
+        out[k] = (s[k] >= 'A' && s[k] <= 'Z') ? (char)(s[k] - 'A' + 'a') : s[k];
+}
+
+/*
  * The request's host as routes compare it, into buf: the port and one
  * trailing dot dropped, lowercased. 0 when there is none to compare (no
  * Host, empty, or longer than HOST_MAX).
@@ -558,8 +582,7 @@ static size_t req_host(const struct routes_req *req, char *buf)
         n--;
     if (n == 0 || n > HOST_MAX)
         return 0;
-    for (size_t k = 0; k < n; k++)
-        buf[k] = (h[k] >= 'A' && h[k] <= 'Z') ? (char)(h[k] - 'A' + 'a') : h[k];
+    lower_into(buf, h, n);
     return n;
 }
 

@@ -311,8 +311,44 @@ START_TEST(test_host_ignores_case_port_and_a_trailing_dot)
     ck_assert_str_eq(match(rt, "GET", "api.example.co", "/", NULL), "fallback");
     ck_assert_str_eq(match(rt, "GET", "[::1]:8080", "/", NULL), "fallback");
     ck_assert_str_eq(match(rt, "GET", "", "/", NULL), "fallback");
+    /* Lowercased eight bytes at a time: '@' and '[' (either side of A-Z) stay themselves. */
+    ck_assert_str_eq(match(rt, "GET", "api.example.coM", "/", NULL), "api");
+    ck_assert_str_eq(match(rt, "GET", "api.example.co@", "/", NULL), "fallback");
+    ck_assert_str_eq(match(rt, "GET", "api.example.co[", "/", NULL), "fallback");
     ck_assert_str_eq(match(rt, "GET", NULL, "/", NULL), "fallback");
     routes_free(rt);
+}
+END_TEST
+
+/* Every letter, in both cases, at every place of an eight-byte word and in the tail. */
+START_TEST(test_host_case_folding_of_every_letter)
+{
+    static const char alpha[] = "abcdefghijklmnopqrstuvwxyz";
+    char lower[64], upper[64];
+    struct routes_spec s[2] = {{.name = "h", .host = lower}, {.name = "fallback"}};
+    struct routes *rt;
+
+    for (size_t shift = 0; shift < 8; shift++) {
+        size_t n = 0;
+
+        for (size_t k = 0; k < shift; k++)
+            lower[n++] = 'x';
+        memcpy(lower + n, alpha, 26);
+        n += 26;
+        memcpy(lower + n, ".example.com", 13);
+        for (size_t k = 0; lower[k]; k++)
+            upper[k] = lower[k] >= 'a' && lower[k] <= 'z' ? (char)(lower[k] - 32) : lower[k];
+        upper[strlen(lower)] = '\0';
+        rt = BUILD(s);
+        ck_assert_str_eq(match(rt, "GET", upper, "/", NULL), "h");
+        upper[shift] = '@'; /* 'A' - 1 */
+        ck_assert_str_eq(match(rt, "GET", upper, "/", NULL), "fallback");
+        upper[shift] = '['; /* 'Z' + 1 */
+        ck_assert_str_eq(match(rt, "GET", upper, "/", NULL), "fallback");
+        upper[shift] = (char)0xc1; /* 'A' with the high bit: not a letter */
+        ck_assert_str_eq(match(rt, "GET", upper, "/", NULL), "fallback");
+        routes_free(rt);
+    }
 }
 END_TEST
 
@@ -901,6 +937,7 @@ static Suite *routes_suite(void)
     tcase_add_test(tc, test_prefix_matches_whole_segments_only);
     tcase_add_test(tc, test_wildcard_takes_one_or_more_labels_never_the_bare_domain);
     tcase_add_test(tc, test_host_ignores_case_port_and_a_trailing_dot);
+    tcase_add_test(tc, test_host_case_folding_of_every_letter);
     tcase_add_test(tc, test_overlong_host_matches_only_routes_without_host);
     tcase_add_test(tc, test_method_or_header_miss_falls_through_to_less_specific);
     tcase_add_test(tc, test_header_name_is_case_insensitive_value_exact_any_line);
