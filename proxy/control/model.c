@@ -510,6 +510,8 @@ struct routing *routing_build(const struct model *m)
 
         r->route[i] = (struct snap_route){.pool = rr->pool,
                                           .slot = rr->slot,
+                                          .name = m->conf->routes[i].name,
+                                          .plain = conf_route_plain(&m->conf->routes[i]),
                                           .maint = rr->maint,
                                           .retry_after = rr->maint_retry_after,
                                           .maint_hold_ms = rr->maint_hold_ms};

@@ -1475,6 +1475,15 @@ static int check_route_retries(struct conf_loader *ld, const config_setting_t *e
                 where(ld, s), capv, base);
 }
 
+bool conf_route_plain(const struct conf_route *r)
+{
+    const struct conf_retries *set = &r->retries_set;
+
+    return r->upstream_response_ms < 0 && r->body_bytes < 0 && r->hold_ms < 0 && set->count < 0 &&
+           set->base_ms < 0 && set->cap_ms < 0 && set->budget_percent < 0 &&
+           r->rewrite_prefix == NULL && r->nset_headers == 0 && r->remove_headers.n == 0;
+}
+
 void conf_route_effective(const struct veer_conf *c, const struct conf_route *r,
                           const struct conf_pool *p, struct conf_route_eff *out)
 {

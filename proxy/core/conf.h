@@ -409,6 +409,9 @@ struct conf_route_eff {
     int64_t body_bytes;          /* r's, else p's, else limits.body_bytes; 0 = unlimited */
 };
 
+/* Whether route r sets none of the per-route keys: its requests get their pool's values. */
+bool conf_route_plain(const struct conf_route *r);
+
 /* The values of route r of c for a request it sends to pool p (any pool of c). */
 void conf_route_effective(const struct veer_conf *c, const struct conf_route *r,
                           const struct conf_pool *p, struct conf_route_eff *out);

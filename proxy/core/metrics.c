@@ -40,10 +40,26 @@ static void cells_place(struct metrics_cell **tab, uint32_t cap, struct metrics_
     tab[i] = cell;
 }
 
+/*
+ * A zeroed cell on a cache line of its own: a request then touches two
+ * lines of it (its key, the counters, the count; the sum and the first
+ * buckets), whichever cells its neighbours in memory belong to.
+ */
+static struct metrics_cell *cell_new(void)
+{
+    size_t size = (sizeof(struct metrics_cell) + 63) & ~(size_t)63;
+    void *p = NULL;
+
+    if (posix_memalign(&p, 64, size) != 0)
+        veer_panic(__FILE__, __LINE__, "out of memory");
+    memset(p, 0, size);
+    return p;
+}
+
 /* Add a zeroed cell for key, then publish it: a reader sees it whole or not at all. */
 static struct metrics_cell *cells_add(struct metrics_cells *c, uint64_t key)
 {
-    struct metrics_cell *cell = veer_calloc(1, sizeof(*cell));
+    struct metrics_cell *cell = cell_new();
 
     if ((c->n + 1) * 2 > c->cap) {
         uint32_t cap = c->cap ? c->cap * 2 : 8;

@@ -20,9 +20,9 @@ extern const double lat_bounds[LAT_BUCKETS];
 
 /* A histogram with one writer; readers sum several with relaxed loads. */
 struct hist {
-    _Atomic uint64_t bucket[LAT_BUCKETS + 1]; /* last: +Inf */
-    _Atomic uint64_t count;
+    _Atomic uint64_t count; /* first: with a cell's counters before it, one cache line */
     _Atomic uint64_t sum_us;
+    _Atomic uint64_t bucket[LAT_BUCKETS + 1]; /* last: +Inf */
 };
 
 /* Pools whose locally answered requests are counted (by pool index). */

@@ -212,9 +212,11 @@ struct snap_pool {
 
 /* A route's runtime decisions as a snapshot carries them. */
 struct snap_route {
-    int pool;      /* index into routing.pools; -1 when its pool is gone */
-    uint32_t slot; /* metric slot, stable per route name for the process (model.h) */
-    bool maint;    /* route maintenance: its requests get the maintenance 503 */
+    int pool;         /* index into routing.pools; -1 when its pool is gone */
+    uint32_t slot;    /* metric slot, stable per route name for the process (model.h) */
+    const char *name; /* the configuration's */
+    bool plain;       /* it overrides nothing: its conf_route is not read per request */
+    bool maint;       /* route maintenance: its requests get the maintenance 503 */
     int retry_after;
     int64_t maint_hold_ms;
 };

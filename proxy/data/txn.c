@@ -701,11 +701,14 @@ static const struct conf_route *route_match(struct txn *t)
         q.path = http_target_path(t->req, head, &q.path_len);
         i = routes_match(r->routes, &q);
         if (i >= 0 && (uint32_t)i < r->nroutes && r->route[i].pool >= 0) {
+            const struct snap_route *sr = &r->route[i];
+
             t->route = i;
-            t->slot = (int)r->route[i].slot;
-            t->pool = r->route[i].pool;
-            cr = &r->conf->routes[i];
-            t->route_name = cr->name;
+            t->slot = (int)sr->slot;
+            t->pool = sr->pool;
+            t->route_name = sr->name;
+            /* A route that overrides nothing: its configuration stays out of the cache. */
+            cr = sr->plain ? NULL : &r->conf->routes[i];
         }
     }
     cp = (uint32_t)t->pool < r->npools ? r->pools[t->pool].conf : NULL;
