@@ -9,8 +9,6 @@
 #include <string.h>
 #include <sys/random.h>
 
-static const char hexdig[] = "0123456789abcdef";
-
 /* Are p[0..n) lower-case hex digits (HEXDIGLC)? *nonzero: is one of them not '0'? */
 static bool hex_lc(const char *p, size_t n, bool *nonzero)
 {
@@ -22,6 +20,35 @@ static bool hex_lc(const char *p, size_t n, bool *nonzero)
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
             return false;
         any |= c ^ '0';
+    }
+    *nonzero = any != 0;
+    return true;
+}
+
+#define ONES 0x0101010101010101ull
+#define HIGH 0x8080808080808080ull
+
+/*
+ * hex_lc on n bytes, n a multiple of 8, eight at a time: the ids are most
+ * of a traceparent, and this runs for every request that has one. For a
+ * byte b below 0x80, b >= k is the high bit of b + 0x80 - k and b > k that
+ * of b + 0x7f - k, and neither sum carries into the next byte.
+ */
+static bool hex_lc_words(const char *p, size_t n, bool *nonzero)
+{
+    uint64_t any = 0;
+
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t x, digit, af;
+
+        memcpy(&x, p + i, 8);
+        if (x & HIGH)
+            return false;
+        digit = (x + (0x80 - '0') * ONES) & ~(x + (0x7f - '9') * ONES) & HIGH;
+        af = (x + (0x80 - 'a') * ONES) & ~(x + (0x7f - 'f') * ONES) & HIGH;
+        if ((digit | af) != HIGH)
+            return false;
+        any |= x ^ ('0' * ONES);
     }
     *nonzero = any != 0;
     return true;
@@ -50,9 +77,9 @@ int tracectx_parse(const char *v, size_t n, struct tracectx *out)
     /* Version 00 ends after its flags; a later one may go on after a '-'. */
     if (n > TRACECTX_LEN && (version == 0 || v[TRACECTX_LEN] != '-'))
         return VEER_ERROR;
-    if (!hex_lc(v + 3, TRACECTX_ID_LEN, &nz) || !nz || v[35] != '-')
+    if (!hex_lc_words(v + 3, TRACECTX_ID_LEN, &nz) || !nz || v[35] != '-')
         return VEER_ERROR;
-    if (!hex_lc(v + 36, 16, &nz) || !nz || v[52] != '-')
+    if (!hex_lc_words(v + 36, 16, &nz) || !nz || v[52] != '-')
         return VEER_ERROR;
     if (!hex_lc(v + 53, 2, &nz))
         return VEER_ERROR;
@@ -180,40 +207,34 @@ void tracectx_rng_bytes(struct tracectx_rng *r, void *buf, size_t n)
     }
 }
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-    uint8_t any = 0;
-
-    for (size_t i = 0; i < n; i++)
-        any |= p[i];
-    return any == 0;
-}
+/* "00" .. "ff": one lookup per byte. */
+static const char hexpair[] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                              "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+                              "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+                              "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+                              "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+                              "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+                              "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+                              "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
 static char *put_hex(char *o, const uint8_t *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        *o++ = hexdig[p[i] >> 4];
-        *o++ = hexdig[p[i] & 15];
-    }
+    for (size_t i = 0; i < n; i++, o += 2)
+        memcpy(o, hexpair + 2 * p[i], 2);
     return o;
 }
 
 void tracectx_new(struct tracectx_rng *r, bool sampled, char out[TRACECTX_LEN + 1])
 {
-    uint8_t id[24]; /* trace-id (16), parent-id (8) */
+    uint64_t id[3]; /* trace-id (16 bytes), parent-id (8) */
     char *o = out;
 
     do
         tracectx_rng_bytes(r, id, sizeof(id));
-    while (all_zero(id, 16) || all_zero(id + 16, 8)); /* 2^-64 at worst: never, in practice */
-    *o++ = '0';
-    *o++ = '0';
+    while ((id[0] | id[1]) == 0 || id[2] == 0); /* 2^-64 at worst: never, in practice */
+    memcpy(o, "00-", 3);
+    o = put_hex(o + 3, (const uint8_t *)id, 16);
     *o++ = '-';
-    o = put_hex(o, id, 16);
-    *o++ = '-';
-    o = put_hex(o, id + 16, 8);
-    *o++ = '-';
-    *o++ = '0';
-    *o++ = sampled ? '1' : '0';
-    *o = '\0';
+    o = put_hex(o, (const uint8_t *)&id[2], 8);
+    memcpy(o, sampled ? "-01" : "-00", 4);
 }
