@@ -112,11 +112,15 @@ static int on_request_head(struct txn *t)
     }
     if (count == 0 && !k->generate)
         return VEER_DECLINED; /* no trace, and veer starts none: nothing to do */
-    /* The client's traceparent (if any) and tracestate go; the two edits always fit. */
-    txn_set_request_header(t, "traceparent", NULL, 0);
+    /*
+     * The client's traceparent (if any) goes, replaced by a new one or by
+     * nothing, and so does its tracestate. The two edits always fit.
+     */
     txn_set_request_header(t, "tracestate", NULL, 0);
-    if (!k->generate || (r = worker_rng(t)) == NULL)
+    if (!k->generate || (r = worker_rng(t)) == NULL) {
+        txn_set_request_header(t, "traceparent", NULL, 0);
         return VEER_DECLINED;
+    }
     tracectx_new(r, k->sampled, tp);
     txn_set_request_header(t, "traceparent", tp, TRACECTX_LEN);
     log_trace_id(t, tp + 3);

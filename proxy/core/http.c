@@ -1086,12 +1086,13 @@ const char *http_find_header_count(const struct http_msg *msg, const char *head,
                                    size_t *len, unsigned *count)
 {
     const char *v = NULL;
+    size_t nlen = strlen(name);
     unsigned k = 0;
 
     for (uint32_t i = 0; i < msg->nhdr; i++) {
         const struct http_hdr *h = &msg->hdr[i];
 
-        if (h->drop || !name_is(head, h, name))
+        if (h->drop || h->name.len != nlen || strncasecmp(head + h->name.off, name, nlen) != 0)
             continue;
         if (k++ == 0) {
             *len = h->value.len;
