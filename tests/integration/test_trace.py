@@ -11,7 +11,7 @@ import os
 import re
 import unittest
 
-from helpers import quick_config
+from helpers import admin_http_port, parse_ok, quick_config, scrape, veerctl
 from veertest import VeerTestCase, veer_check_config, wait_for
 
 TID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -35,10 +35,10 @@ MALFORMED = [
 
 
 class TraceTest(VeerTestCase):
-    def start(self, trace=""):
+    def start(self, trace="", **kw):
         self.b = self.backend("b")
         top = 'access_log = "{tmp}/access.log";\n' + trace
-        self.v = self.veer(quick_config([("b", self.b.address)], extra_top=top))
+        self.v = self.veer(quick_config([("b", self.b.address)], extra_top=top), **kw)
         self.c = self.client(self.v.port)
 
     def send(self, path, fields=()):
@@ -160,6 +160,34 @@ class TraceTest(VeerTestCase):
         self.assertEqual(req.header_all("tracestate"), [])
         recs = self.records(3)
         self.assertEqual([recs[p]["trace_id"] for p in ("/none", "/valid", "/bad")], ["", TID, ""])
+        self.v.stop()
+
+    def test_a_held_request_keeps_the_trace_it_started(self):
+        """A request held by maintenance --hold goes through the modules again
+        at every publish: the trace it started stays the one forwarded and
+        logged, however often it comes back."""
+        self.start('admin = { socket = "{tmp}/admin.sock"; http = "127.0.0.1:0"; };\n',
+                   workers=1)
+        http = admin_http_port(self.v)
+
+        def ctl(*args):
+            p = veerctl(self.v.admin_socket, *args)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            return p.stdout
+
+        ctl("maintenance", "on", "api", "--hold", "60s")
+        self.c.send(b"GET /held HTTP/1.1\r\nHost: test\r\n\r\n")
+        wait_for(lambda: scrape(http).value("veer_requests_held") == 1, what="the request held")
+        for i in range(8):
+            parse_ok(ctl("set", "weight", "api/b", str(50 + i)))
+        ctl("maintenance", "off", "api")
+        r = self.c.response()
+        self.assertEqual(r.status, 200, r.body[:200])
+        tps = self.b.requests[-1].header_all("traceparent")
+        self.assertEqual(len(tps), 1, tps)
+        m = NEW.match(tps[0])
+        self.assertIsNotNone(m, tps[0])
+        self.assertEqual(self.records(1)["/held"]["trace_id"], m.group(1))
         self.v.stop()
 
     def test_trace_context_keys_are_checked(self):
