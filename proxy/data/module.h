@@ -134,11 +134,13 @@ const char *txn_header_count(const struct txn *t, const char *name, size_t *len,
  * after the client's fields -- the mechanism of a route's
  * request_headers, whose set and remove win over a module's edit of the
  * same name. name must outlive the transaction (a literal, lower case). A
- * second edit of the same name replaces the first. VEER_ERROR, and no
- * change, for a field that frames the message or routes it (host,
- * content-length, transfer-encoding, connection, upgrade), a value with CR,
- * LF or NUL, or when the transaction's room for edits (TXN_EDITS fields,
- * TXN_EDIT_BYTES of values) is full.
+ * second edit of the same name replaces the first. veer's own forwarding
+ * fields (X-Forwarded-For/-Proto, Via, X-Request-Id) are not a module's to
+ * edit: they are added after, as they would be. VEER_ERROR, and no change,
+ * for a field that frames the message or routes it (host, content-length,
+ * transfer-encoding, connection, upgrade), a value with CR, LF or NUL, or
+ * when the transaction's room for edits is full (txn.h: TXN_EDITS fields,
+ * TXN_EDIT_BYTES bytes of values).
  */
 int txn_set_request_header(struct txn *t, const char *name, const char *value, size_t len);
 
