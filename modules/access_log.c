@@ -1,7 +1,7 @@
 /*
  * access_log.c - the access log: one JSON line per request (time, client,
  * method, path, status, bytes in and out, total and upstream time, pool,
- * route, backend, group, generation, request id). Lines are buffered per worker
+ * route, backend, group, generation, request id, trace id). Lines are buffered per worker
  * and written at least once a second from the worker's timer, never on the
  * request path; SIGUSR1 (logrotate) reopens the file. X-Request-Id is
  * passed through, or generated and forwarded to the backend.
@@ -267,7 +267,9 @@ static void on_txn_end(struct txn *t)
     sb_json_latin1(&a->buf, group);
     sb_printf(&a->buf, ",\"generation\":%llu,\"request_id\":", (unsigned long long)l->generation);
     sb_json_latin1(&a->buf, l->request_id);
-    sb_puts(&a->buf, "}\n");
+    sb_puts(&a->buf, ",\"trace_id\":\""); /* hex digits (trace_context), or empty */
+    sb_puts(&a->buf, l->trace_id);
+    sb_puts(&a->buf, "\"}\n");
     if (a->buf.len >= ALOG_FLUSH_BYTES)
         flush(a);
 }

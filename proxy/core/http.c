@@ -1025,6 +1025,9 @@ size_t http_request_bound(const struct http_msg *req, const struct http_fwd_info
     n += fi->target ? fi->target_len : 0;
     for (size_t i = 0; i < fi->nset; i++)
         n += strlen(fi->set[i].name) + strlen(fi->set[i].value) + 4;
+    for (size_t i = 0; i < fi->nedit; i++)
+        if (fi->edit[i].value)
+            n += strlen(fi->edit[i].name) + strlen(fi->edit[i].value) + 4;
     return n;
 }
 
@@ -1037,7 +1040,10 @@ static bool fwd_sets_host(const struct http_fwd_info *fi)
     return false;
 }
 
-/* Whether a route's request_headers leave the client's field h out (removed or set anew). */
+/*
+ * Whether a route's request_headers or a module's edits leave the client's
+ * field h out (removed or set anew).
+ */
 static bool fwd_replaced(const struct http_fwd_info *fi, const char *head, const struct http_hdr *h)
 {
     for (size_t i = 0; i < fi->nset; i++)
@@ -1045,6 +1051,22 @@ static bool fwd_replaced(const struct http_fwd_info *fi, const char *head, const
             return true;
     for (int i = 0; fi->remove && i < fi->remove->n; i++)
         if (name_is(head, h, fi->remove->v[i]))
+            return true;
+    for (size_t i = 0; i < fi->nedit; i++)
+        if (name_is(head, h, fi->edit[i].name))
+            return true;
+    return false;
+}
+
+/* Whether a route's request_headers set or remove the field `name` (then a module's edit yields).
+ */
+static bool fwd_route_claims(const struct http_fwd_info *fi, const char *name)
+{
+    for (size_t i = 0; i < fi->nset; i++)
+        if (strcasecmp(fi->set[i].name, name) == 0)
+            return true;
+    for (int i = 0; fi->remove && i < fi->remove->n; i++)
+        if (strcasecmp(fi->remove->v[i], name) == 0)
             return true;
     return false;
 }
@@ -1058,6 +1080,27 @@ const char *http_find_header(const struct http_msg *msg, const char *head, const
             return head + msg->hdr[i].value.off;
         }
     return NULL;
+}
+
+const char *http_find_header_count(const struct http_msg *msg, const char *head, const char *name,
+                                   size_t *len, unsigned *count)
+{
+    const char *v = NULL;
+    size_t nlen = strlen(name);
+    unsigned k = 0;
+
+    for (uint32_t i = 0; i < msg->nhdr; i++) {
+        const struct http_hdr *h = &msg->hdr[i];
+
+        if (h->drop || h->name.len != nlen || strncasecmp(head + h->name.off, name, nlen) != 0)
+            continue;
+        if (k++ == 0) {
+            *len = h->value.len;
+            v = head + h->value.off;
+        }
+    }
+    *count = k;
+    return v;
 }
 
 size_t http_response_bound(const struct http_msg *res)
@@ -1102,12 +1145,22 @@ size_t http_build_request(const struct http_msg *req, const char *head,
     }
     for (uint32_t i = 0; i < req->nhdr; i++)
         if (!req->hdr[i].drop &&
-            !((fi->nset || fi->remove) && fwd_replaced(fi, head, &req->hdr[i])))
+            !((fi->nset || fi->remove || fi->nedit) && fwd_replaced(fi, head, &req->hdr[i])))
             o = put_header(o, head, &req->hdr[i]);
     for (size_t i = 0; i < fi->nset; i++) {
         o = put(o, fi->set[i].name, strlen(fi->set[i].name));
         o = PUT_LIT(o, ": ");
         o = put(o, fi->set[i].value, strlen(fi->set[i].value));
+        o = PUT_LIT(o, "\r\n");
+    }
+    for (size_t i = 0; i < fi->nedit; i++) {
+        const struct conf_header *e = &fi->edit[i];
+
+        if (e->value == NULL || ((fi->nset || fi->remove) && fwd_route_claims(fi, e->name)))
+            continue;
+        o = put(o, e->name, strlen(e->name));
+        o = PUT_LIT(o, ": ");
+        o = put(o, e->value, strlen(e->value));
         o = PUT_LIT(o, "\r\n");
     }
     o = put_list(o, req, head, req->xff, "X-Forwarded-For", fi->client_ip);

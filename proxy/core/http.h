@@ -195,11 +195,26 @@ struct http_fwd_info {
     const struct conf_header *set;
     size_t nset;
     const struct conf_strings *remove;
+    /*
+     * The modules' edits (module.h txn_set_request_header): the client's
+     * fields with one of these names are left out, and an edit with a value
+     * is added after the route's set. A name the route's request_headers set
+     * or remove is the route's: the operator's rewrite wins.
+     */
+    const struct conf_header *edit;
+    size_t nedit;
 };
 
 /* Value of the first header named `name` (case-insensitive), or NULL. */
 const char *http_find_header(const struct http_msg *msg, const char *head, const char *name,
                              size_t *len);
+
+/*
+ * Among the fields that are forwarded (not hop-by-hop), the value of the
+ * first one named `name` (NULL when none is), and in *count how many there are.
+ */
+const char *http_find_header_count(const struct http_msg *msg, const char *head, const char *name,
+                                   size_t *len, unsigned *count);
 
 /*
  * Upper bound of the bytes http_build_request() / http_build_response()

@@ -9,6 +9,9 @@
 #include "veer.h"
 #include "worker.h"
 
+#include <string.h>
+#include <strings.h>
+
 int module_init_all(const struct veer_conf *conf)
 {
     for (const struct veer_module *const *m = veer_modules; *m; m++) {
@@ -90,6 +93,83 @@ const char *txn_header(const struct txn *t, const char *name, size_t *len)
     const struct vbuf *in = t->s->in;
 
     return http_find_header(t->req, in->data + in->start, name, len);
+}
+
+const char *txn_header_count(const struct txn *t, const char *name, size_t *len, unsigned *count)
+{
+    const struct vbuf *in = t->s->in;
+
+    return http_find_header_count(t->req, in->data + in->start, name, len, count);
+}
+
+/*
+ * Fields a module may not edit: they frame the message or route it. By
+ * length first: this runs per edit, on the request path.
+ */
+static bool edit_forbidden(const char *name)
+{
+#define F(s)                                                                                       \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+    static const struct {
+        const char *name;
+        size_t len;
+    } fields[] = {F("host"), F("content-length"), F("transfer-encoding"), F("connection"),
+                  F("upgrade")};
+#undef F
+    size_t n = strlen(name);
+
+    for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+        if (n == fields[i].len && strcasecmp(name, fields[i].name) == 0)
+            return true;
+    return false;
+}
+
+/* Names are the modules' lower-case literals: the same one is mostly the same pointer. */
+static struct conf_header *find_edit(const struct txn *t, const char *name)
+{
+    for (unsigned i = 0; i < t->nedit; i++)
+        if (t->edit[i].name == name || strcmp(t->edit[i].name, name) == 0)
+            return (struct conf_header *)&t->edit[i];
+    return NULL;
+}
+
+int txn_set_request_header(struct txn *t, const char *name, const char *value, size_t len)
+{
+    struct conf_header *e = find_edit(t, name);
+    char *copy = NULL;
+
+    if (edit_forbidden(name) ||
+        (value && (memchr(value, '\r', len) || memchr(value, '\n', len) || memchr(value, 0, len))))
+        return VEER_ERROR;
+    if (e == NULL && t->nedit == TXN_EDITS)
+        return VEER_ERROR;
+    if (value) {
+        /* Values are only added: a replaced one's bytes stay taken until the transaction ends. */
+        if (len + 1 > (size_t)(TXN_EDIT_BYTES - t->edit_used))
+            return VEER_ERROR;
+        copy = t->edit_buf + t->edit_used;
+        memcpy(copy, value, len);
+        copy[len] = '\0';
+        t->edit_used += (uint16_t)(len + 1);
+    }
+    if (e == NULL)
+        e = &t->edit[t->nedit++];
+    e->name = (char *)name;
+    e->value = copy;
+    e->line = 0;
+    return VEER_OK;
+}
+
+const char *txn_request_edit(const struct txn *t, const char *name, size_t *len)
+{
+    const struct conf_header *e = find_edit(t, name);
+
+    if (e == NULL || e->value == NULL)
+        return NULL;
+    *len = strlen(e->value);
+    return e->value;
 }
 
 uint64_t txn_hold(struct txn *t, uint64_t hold_us)

@@ -13,7 +13,8 @@
  * logging, allocation and clocks (veer.h), building text (sbuf.h), the
  * configuration (conf.h) and whole-segment path prefixes (path.h:
  * path_prefix_match, the rule maintenance.allow, the health endpoints and
- * routes share) it gets those headers through this one.
+ * routes share) and W3C trace context (tracectx.h: the traceparent
+ * validator, the random source) it gets those headers through this one.
  */
 #ifndef VEER_MODULE_H
 #define VEER_MODULE_H
@@ -21,6 +22,7 @@
 #include "conf.h"
 #include "path.h"
 #include "sbuf.h"
+#include "tracectx.h"
 #include "veer.h"
 
 #include <stdbool.h>
@@ -119,6 +121,37 @@ const struct worker *txn_worker(const struct txn *t);
 const char *txn_header(const struct txn *t, const char *name, size_t *len);
 
 /*
+ * As txn_header, over the fields veer forwards (not hop-by-hop ones), and
+ * in *count how many fields have that name: a field that must appear once
+ * (traceparent) is told from a repeated one. In on_request_head only.
+ */
+const char *txn_header_count(const struct txn *t, const char *name, size_t *len, unsigned *count);
+
+/*
+ * Edit the request head veer forwards (on_request_head): every field of
+ * the client's named `name` is left out and, when value is not NULL, one
+ * "name: value" field (value: len bytes, copied) is sent in their place,
+ * after the client's fields -- the mechanism of a route's
+ * request_headers, whose set and remove win over a module's edit of the
+ * same name. name must outlive the transaction (a literal, lower case). A
+ * second edit of the same name replaces the first. veer's own forwarding
+ * fields (X-Forwarded-For/-Proto, Via, X-Request-Id) are not a module's to
+ * edit: they are added after, as they would be. VEER_ERROR, and no change,
+ * for a field that frames the message or routes it (host, content-length,
+ * transfer-encoding, connection, upgrade), a value with CR, LF or NUL, or
+ * when the transaction's room for edits is full (txn.h: TXN_EDITS fields,
+ * TXN_EDIT_BYTES bytes of values).
+ */
+int txn_set_request_header(struct txn *t, const char *name, const char *value, size_t len);
+
+/*
+ * The value an edit gave `name` (NUL-terminated, *len its length), or NULL
+ * when there is none or it only removes: a module tells a held request
+ * coming back to on_request_head from a new one.
+ */
+const char *txn_request_edit(const struct txn *t, const char *name, size_t *len);
+
+/*
  * Hold the request (on_request_head returns VEER_AGAIN): the first call
  * sets its deadline hold_us from now, later calls (the request coming back
  * from the hold queue) keep it. Returns the deadline (monotonic us); the
@@ -132,6 +165,7 @@ struct txn_log {
     char path[512];
     char request_id[64];
     char route[64];    /* the route's name, "" for none */
+    char trace_id[33]; /* W3C trace-id forwarded (trace_context), "" for none */
     bool id_generated; /* veer made it: forwarded upstream as X-Request-Id */
     uint64_t generation;
 };

@@ -17,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -100,7 +101,7 @@ struct txn *txn_new(struct txn_client *s, int pool)
     if (t == NULL)
         t = veer_malloc(txn_size(cap));
     msz = http_msg_size(cap);
-    memset(t, 0, sizeof(*t));
+    memset(t, 0, offsetof(struct txn, edit_buf));
     t->magic = TXN_MAGIC;
     t->hdr_cap = cap;
     t->s = s;
@@ -849,6 +850,8 @@ static int route(struct txn *t)
     fi.client_ip = ip;
     fi.tls = s->tls;
     fi.request_id = t->log && t->log->id_generated ? t->log->request_id : NULL;
+    fi.edit = t->edit;
+    fi.nedit = t->nedit;
     if (cr) {
         if (cr->rewrite_prefix)
             fi.target = target = rewrite_target(t, cr, &fi.target_len);

@@ -142,6 +142,9 @@ struct txn_client {
 /* Directions of the send phase. */
 enum { TXN_FLUSH_CLIENT = 1u << 0, TXN_FLUSH_UPSTREAM = 1u << 1 };
 
+#define TXN_EDITS      4   /* request header edits per transaction */
+#define TXN_EDIT_BYTES 192 /* for their values, each with its NUL */
+
 struct txn {
     unsigned magic;
     struct txn *next_free;
@@ -201,6 +204,18 @@ struct txn {
     struct txn_log *log;           /* access log fields, when the log is on */
     uint64_t start_us;
     uint64_t last_io_us; /* tunnel: last byte either way */
+
+    /*
+     * The modules' edits of the request head veer forwards (module.h
+     * txn_set_request_header; http.h struct http_fwd_info edit): names are
+     * the modules' literals, values copied into edit_buf. Last in the
+     * struct: txn_new clears the struct up to edit_buf, whose bytes mean
+     * nothing while nedit is 0.
+     */
+    struct conf_header edit[TXN_EDITS];
+    uint8_t nedit;
+    uint16_t edit_used; /* bytes of edit_buf taken */
+    char edit_buf[TXN_EDIT_BYTES];
 };
 
 /*

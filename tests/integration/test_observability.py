@@ -70,7 +70,7 @@ CONTRACT_TYPES = {
 
 ACCESS_FIELDS = ("time", "client", "method", "path", "status", "bytes_in", "bytes_out",
                  "total_ms", "upstream_ms", "pool", "route", "backend", "group", "generation",
-                 "request_id")
+                 "request_id", "trace_id")
 
 
 def answering_backend_handler(name):

@@ -47,7 +47,7 @@ extern const struct veer_module module_access_log;
 /* The keys of a line, in the documented order. */
 #define KEYS                                                                                       \
     "time,client,method,path,status,bytes_in,bytes_out,total_ms,upstream_ms,pool,route,backend,"   \
-    "group,generation,request_id,"
+    "group,generation,request_id,trace_id,"
 
 /* A config, its model and snapshot, and NW workers with a listener per `listen` entry. */
 static struct {

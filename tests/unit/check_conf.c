@@ -329,6 +329,8 @@ START_TEST(test_minimal_config_has_defaults)
     ck_assert_ptr_null(c->state_file);
     ck_assert_ptr_null(c->audit_log);
     ck_assert_ptr_null(mod_str(c, "access_log"));
+    ck_assert(mod_bool(c, "trace_context.generate"));
+    ck_assert(!mod_bool(c, "trace_context.sampled"));
     ck_assert_int_eq(mod_strs(c, "maintenance.allow")->n, 1);
     ck_assert_str_eq(mod_strs(c, "maintenance.allow")->v[0], "/admin");
     ck_assert_int_eq(c->maintenance.retry_after, 30);

@@ -319,6 +319,69 @@ START_TEST(test_route_rewrite_sets_and_removes_fields)
 }
 END_TEST
 
+/*
+ * The modules' edits (trace_context's): a field replaced (every client field
+ * of that name left out, the new one after the route's set) or only removed;
+ * a name the route's request_headers set or remove stays the route's.
+ */
+START_TEST(test_module_edits_replace_and_remove_fields)
+{
+    const char *s = "GET /p HTTP/1.1\r\nHost: h\r\ntraceparent: bad\r\nTraceState: a=1\r\n"
+                    "Accept: */*\r\nTRACEPARENT: again\r\ntracestate: b=2\r\n\r\n";
+    struct conf_header edit[] = {{.name = "traceparent", .value = "00-new"},
+                                 {.name = "tracestate", .value = NULL}};
+    struct conf_header set[] = {{.name = "X-Route", .value = "r"}};
+    char *rm_v[] = {"traceparent"};
+    struct conf_strings rm = {.v = rm_v, .n = 1};
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    struct http_fwd_info fi = {.client_ip = "10.0.0.9", .edit = edit, .nedit = 2};
+    char out[2048];
+    size_t used, n;
+    unsigned count;
+    const char *v;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    v = http_find_header_count(m, s, "traceparent", &n, &count);
+    ck_assert_uint_eq(count, 2);
+    ck_assert_int_eq(memcmp(v, "bad", n), 0);
+    n = http_build_request(m, s, &fi, out);
+    ck_assert_uint_le(n, http_request_bound(m, &fi));
+    out[n] = '\0';
+    ck_assert_str_eq(out, "GET /p HTTP/1.1\r\nHost: h\r\nAccept: */*\r\ntraceparent: 00-new\r\n"
+                          "X-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
+                          "Via: 1.1 veer\r\n\r\n");
+    /* with a route's request_headers: its set comes first; its remove beats the edit */
+    fi.set = set;
+    fi.nset = 1;
+    fi.remove = &rm;
+    n = http_build_request(m, s, &fi, out);
+    ck_assert_uint_le(n, http_request_bound(m, &fi));
+    out[n] = '\0';
+    ck_assert_str_eq(out, "GET /p HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nX-Route: r\r\n"
+                          "X-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
+                          "Via: 1.1 veer\r\n\r\n");
+    free(m);
+}
+END_TEST
+
+/* Hop-by-hop fields are not counted: Connection: traceparent makes it absent. */
+START_TEST(test_header_count_skips_hop_by_hop_fields)
+{
+    const char *s = "GET /p HTTP/1.1\r\nHost: h\r\ntraceparent: x\r\nConnection: traceparent\r\n"
+                    "\r\n";
+    struct http_msg *m = new_msg(HTTP_REQUEST, &limits);
+    size_t used, n = 0;
+    unsigned count = 9;
+
+    ck_assert_int_eq(parse_head(m, s, &used), HTTP_HEAD_DONE);
+    ck_assert_ptr_null(http_find_header_count(m, s, "traceparent", &n, &count));
+    ck_assert_uint_eq(count, 0);
+    ck_assert_ptr_null(http_find_header_count(m, s, "tracestate", &n, &count));
+    ck_assert_uint_eq(count, 0);
+    free(m);
+}
+END_TEST
+
 /* The host a request names, and its query. */
 START_TEST(test_request_host_and_query)
 {
@@ -808,6 +871,8 @@ static Suite *http_suite(void)
 
     tcase_add_test(tc, test_simple_get_head_spans);
     tcase_add_test(tc, test_route_rewrite_sets_and_removes_fields);
+    tcase_add_test(tc, test_module_edits_replace_and_remove_fields);
+    tcase_add_test(tc, test_header_count_skips_hop_by_hop_fields);
     tcase_add_test(tc, test_request_host_and_query);
     tcase_add_test(tc, test_head_split_across_reads);
     tcase_add_test(tc, test_pipelined_request_stops_at_message_end);
