@@ -113,8 +113,9 @@ static uint32_t load32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-void tracectx_chacha20_block(const uint32_t key[8], uint32_t counter, const uint32_t nonce[3],
-                             uint8_t out[64])
+/* One ChaCha block of `rounds` rounds (20: RFC 8439; 8: the stream veer draws ids from). */
+static void chacha_block(const uint32_t key[8], uint32_t counter, const uint32_t nonce[3],
+                         uint8_t out[64], int rounds)
 {
     uint32_t in[16] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574, key[0], key[1],
                        key[2],     key[3],     key[4],     key[5],     key[6], key[7],
@@ -122,7 +123,7 @@ void tracectx_chacha20_block(const uint32_t key[8], uint32_t counter, const uint
     uint32_t x[16];
 
     memcpy(x, in, sizeof(x));
-    for (int i = 0; i < 10; i++) {
+    for (int i = 0; i < rounds / 2; i++) {
         QR(x[0], x[4], x[8], x[12]);
         QR(x[1], x[5], x[9], x[13]);
         QR(x[2], x[6], x[10], x[14]);
@@ -140,6 +141,12 @@ void tracectx_chacha20_block(const uint32_t key[8], uint32_t counter, const uint
         out[4 * i + 2] = (uint8_t)(w >> 16);
         out[4 * i + 3] = (uint8_t)(w >> 24);
     }
+}
+
+void tracectx_chacha20_block(const uint32_t key[8], uint32_t counter, const uint32_t nonce[3],
+                             uint8_t out[64])
+{
+    chacha_block(key, counter, nonce, out, 20);
 }
 
 void tracectx_rng_seed(struct tracectx_rng *r, const uint8_t key[32])
@@ -180,7 +187,7 @@ static void refill(struct tracectx_rng *r)
     static const uint32_t nonce[3] = {0, 0, 0};
 
     for (uint32_t i = 0; i < TRACECTX_RNG_BLOCKS; i++)
-        tracectx_chacha20_block(r->key, i, nonce, r->out + 64 * i);
+        chacha_block(r->key, i, nonce, r->out + 64 * i, TRACECTX_RNG_ROUNDS);
     for (int i = 0; i < 8; i++)
         r->key[i] = load32(r->out + 4 * i);
     memset(r->out, 0, 32);
