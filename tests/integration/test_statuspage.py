@@ -28,7 +28,8 @@ from veertest import VeerTestCase, wait_for
 # bar once the width transition is over) and its chips; the rollout panel; the
 # generation of the /status it drew last.
 READ_PAGE = r"""(function(){
-  var out={generation:+document.body.getAttribute('data-generation')||0,pools:{}};
+  var b=document.body; /* null until the page is parsed */
+  var out={generation:b&&+b.getAttribute('data-generation')||0,pools:{}};
   document.querySelectorAll('#pools > section').forEach(function(sec){
     var bar=sec.querySelector('.bar'),bw=bar.getBoundingClientRect().width,p={
       maintenance:sec.getAttribute('data-maintenance'),
@@ -251,14 +252,21 @@ class StatusPageTest(VeerTestCase):
         self.assertGreaterEqual(int(m.group(1)), 5)
         load.stop()
 
-    def test_readable_on_a_phone(self):
+    def test_readable_on_a_phone_dark_and_light(self):
         """At 375 px the page does not scroll sideways (the tables scroll in
-        their own boxes) and the bar is as wide as the pool's box."""
+        their own boxes); its colours follow prefers-color-scheme."""
         browser = self.page(width=375)
-        self.settled(browser, 1)
+        d, api = self.settled(browser, 1)
+        self.assert_matches(d, api)
         wide = browser.evaluate("document.documentElement.scrollWidth")
         self.assertLessEqual(wide, 375)
-        self.screenshot(browser, "phone.png")
+        background = "getComputedStyle(document.body).backgroundColor"
+        for scheme, color in (("light", "rgb(255, 255, 255)"), ("dark", "rgb(15, 18, 22)")):
+            browser.call("Emulation.setEmulatedMedia",
+                         features=[{"name": "prefers-color-scheme", "value": scheme}])
+            wait_for(lambda: browser.evaluate(background) == color, interval=0.05,
+                     what="the %s background" % scheme)
+            self.screenshot(browser, "phone-%s.png" % scheme)
 
 
 if __name__ == "__main__":
