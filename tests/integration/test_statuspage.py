@@ -66,11 +66,17 @@ def config(blue, green):
             'admin = { socket = "{tmp}/admin.sock"; http = "127.0.0.1:0"; };\n'
             'pools = ( { name = "api"; backends = (\n'
             '  { name = "blue-1"; address = "%s"; weight = 3; group = "blue"; },\n'
-            '  { name = "green-1"; address = "%s"; weight = 1; group = "green"; } );\n'
-            '  shares = { blue = 75; green = 25; }; } );\n' % (blue.address, green.address))
+            '  { name = "blue-2"; address = "%s"; weight = 3; group = "blue"; },\n'
+            '  { name = "green-1"; address = "%s"; weight = 1; group = "green"; },\n'
+            '  { name = "green-2"; address = "%s"; weight = 1; group = "green"; } );\n'
+            '  shares = { blue = 75; green = 25; }; } );\n'
+            % (blue.address, blue.address, green.address, green.address))
 
 
 class StatusPageTest(VeerTestCase):
+    """Pool api: blue-1, blue-2 (blue) and green-1, green-2 (green), 3:1, with
+    traffic; two backends a group so that every shift passes the capacity
+    guard (capacity_headroom 2)."""
     def setUp(self):
         super().setUp()
         if chromium_binary() is None:
@@ -125,14 +131,19 @@ class StatusPageTest(VeerTestCase):
             segs = d["pools"]["api"]["segments"]
             if any(abs(s["drawn"] - s["share"] / 100.0) > 0.01 for s in segs):
                 return None  # still sliding
-            return d
+            # A drain ends (DRAINING to DRAINED) without a new generation: the
+            # page catches up at its next refresh.
+            st = status_doc(self.http)
+            api = [p for p in st["pools"] if p["name"] == "api"][0]
+            if st["generation"] != d["generation"] or \
+                    [c["state"] for c in d["pools"]["api"]["chips"]] != \
+                    [b["state"] for b in api["backends"]]:
+                return None
+            return d, api
         try:
-            d = wait_for(ready, interval=0.05, what="the page to draw generation %d" % gen)
+            return wait_for(ready, interval=0.05, what="the page to draw generation %d" % gen)
         except AssertionError as e:
             raise AssertionError("%s; the page drew last: %r" % (e, last[0])) from None
-        st = status_doc(self.http)
-        self.assertEqual(st["generation"], d["generation"], "the state moved under the test")
-        return d, [p for p in st["pools"] if p["name"] == "api"][0]
 
     def assert_matches(self, d, api):
         """What the page drew for pool api is what /status says."""
@@ -166,7 +177,7 @@ class StatusPageTest(VeerTestCase):
         d, api = self.settled(browser, 1)
         p = self.assert_matches(d, api)
         self.assertEqual([s["share"] for s in p["segments"]], [75, 25])
-        self.assertEqual([c["state"] for c in p["chips"]], ["READY", "READY"])
+        self.assertEqual([c["state"] for c in p["chips"]], ["READY"] * 4)
         self.screenshot(browser, "1-start.png")
 
         # The scripted shift: all green.
@@ -182,6 +193,21 @@ class StatusPageTest(VeerTestCase):
         p = self.assert_matches(d, api)
         self.assertEqual([s["share"] for s in p["segments"]], [75, 25])
         self.screenshot(browser, "3-rollback.png")
+
+        # green-2 drained (the chip goes DRAINING, then DRAINED), put in
+        # maintenance, then back to ready.
+        ok = self.ctl_ok("drain", "api/green-2", "--wait")
+        d, api = self.settled(browser, ok["gen"])
+        p = self.assert_matches(d, api)
+        self.assertEqual([c["state"] for c in p["chips"]], ["READY"] * 3 + ["DRAINED"])
+        self.screenshot(browser, "3b-drained.png")
+        ok = self.ctl_ok("set", "state", "api/green-2", "maint")
+        d, api = self.settled(browser, ok["gen"])
+        p = self.assert_matches(d, api)
+        self.assertEqual([c["state"] for c in p["chips"]], ["READY"] * 3 + ["MAINT"])
+        ok = self.ctl_ok("set", "state", "api/green-2", "ready")
+        d, api = self.settled(browser, ok["gen"])
+        self.assert_matches(d, api)
 
         # Maintenance with its Retry-After and hold.
         ok = self.ctl_ok("maintenance", "on", "api", "--retry-after", "30", "--hold", "2s")
@@ -228,7 +254,7 @@ class StatusPageTest(VeerTestCase):
         self.assertGreater(p["points"]["blue/rps"], 0, p["points"])
         load.stop()
         self.assertFalse([r for r in load.all_records() if r.status not in (200, 503)])
-        self.assertEqual(len(os.listdir(self.shots)), 6)
+        self.assertEqual(len(os.listdir(self.shots)), 7)
 
     def test_a_page_opened_late_draws_the_seconds_before_it(self):
         """veer keeps the last 300 s: a page opened after 5 s of traffic draws
