@@ -1800,6 +1800,79 @@ START_TEST(test_a_status_history_is_cut_into_slices_at_one_second)
 }
 END_TEST
 
+/*
+ * Pools of many groups are cut into slices too: 3 pools of 400 groups (one backend each),
+ * with 300 seconds each (2.4 MB of rings, megabytes of JSON); the document served in slices
+ * is the one rendered in one go, every pool whole and in order.
+ */
+START_TEST(test_a_status_history_of_many_groups_is_cut_into_slices)
+{
+    enum { NPOOLS = 3, NGROUPS = 400 };
+    struct sbuf conf, whole;
+    struct event *ev;
+    json_t *st, *direct, *pools;
+    json_error_t e;
+    int sp[2];
+    char *log;
+
+    sb_init(&conf);
+    sb_puts(&conf,
+            "listen = ( { address = \"127.0.0.1:0\"; pool = \"p0\"; } );\n" ADMIN "pools = (");
+    for (unsigned p = 0; p < NPOOLS; p++) {
+        sb_printf(&conf, "%s{ name = \"p%u\"; backends = (", p ? "," : "", p);
+        for (unsigned g = 0; g < NGROUPS; g++)
+            sb_printf(&conf,
+                      "%s{ name = \"b%u\"; address = \"127.0.0.1:%u\"; weight = 1;"
+                      " group = \"g%u\"; }",
+                      g ? "," : "", g, 1000 + g, g);
+        sb_puts(&conf, "); }");
+    }
+    sb_puts(&conf, ");\n");
+    ck_assert_msg(start_with(conf.s, &log) == VEER_OK, "%s", log);
+    free(log);
+    sb_free(&conf);
+    history_push(fx.m, STATS_HISTORY);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    ck_assert_int_eq(write(sp[1], "x", 1), 1);
+    memset(&other, 0, sizeof(other));
+    ev = event_new(fx.base, sp[0], EV_READ | EV_PERSIST, other_work_cb, NULL);
+    event_add(ev, NULL);
+    adminhttp_set_render_slice(1);
+    st = get_json("/status?history=1", 200);
+    /* 1,200 groups at 8 a slice. */
+    ck_assert_msg(other.passes >= 100, "only %u passes of other work", other.passes);
+    event_free(ev);
+    close(sp[0]);
+    close(sp[1]);
+    pools = member(member(st, "history"), "pools");
+    ck_assert_uint_eq(json_array_size(pools), NPOOLS);
+    for (unsigned p = 0; p < NPOOLS; p++) {
+        json_t *groups = member(json_array_get(pools, p), "groups");
+        char name[16];
+
+        snprintf(name, sizeof(name), "p%u", p);
+        ck_assert_str_eq(str_of(json_array_get(pools, p), "name"), name);
+        ck_assert_uint_eq(json_array_size(groups), NGROUPS);
+        for (unsigned g = 0; g < NGROUPS; g++) {
+            snprintf(name, sizeof(name), "g%u", g);
+            ck_assert_str_eq(str_of(json_array_get(groups, g), "name"), name);
+            check_series(json_array_get(groups, g), 1, STATS_HISTORY, 1000.0 * (p * NGROUPS + g),
+                         true);
+        }
+    }
+    sb_init(&whole);
+    adminhttp_status_history_json(&whole, 0);
+    direct = json_loadb(whole.s, whole.len, 0, &e);
+    ck_assert_msg(direct != NULL, "%s", e.text);
+    sb_free(&whole);
+    json_object_del(direct, "uptime_s");
+    json_object_del(st, "uptime_s");
+    ck_assert(json_equal(direct, st));
+    json_decref(direct);
+    json_decref(st);
+}
+END_TEST
+
 /* A scraper that leaves before its turn costs nothing, and stop frees what still waits. */
 START_TEST(test_scrapes_whose_client_left_are_dropped)
 {
@@ -2313,6 +2386,7 @@ static Suite *adminhttp_suite(void)
     tcase_add_test(tl, test_a_status_with_many_routes_is_cut_into_slices);
     tcase_add_test(tl, test_a_status_render_restarts_when_the_route_table_changes);
     tcase_add_test(tl, test_a_status_history_is_cut_into_slices_at_one_second);
+    tcase_add_test(tl, test_a_status_history_of_many_groups_is_cut_into_slices);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_stop_closes_the_listener_and_open_connections);
     tcase_add_test(tc, test_stop_then_start_again_serves_again);
