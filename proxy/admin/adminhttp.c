@@ -55,7 +55,7 @@
 /*
  * Where the history part of a /status?history=1 render stands: the groups of every pool,
  * then the routes, a few per slice (1,000 groups make megabytes). Every series ends at the
- * second the render began with, however many ticks pass before it is done.
+ * second the document began with, however many ticks pass before it is done.
  */
 struct history_cursor {
     bool begun;
@@ -243,21 +243,29 @@ static void status_head(struct sbuf *o, const struct model *m)
               m->maint ? "true" : "false");
     for (uint32_t p = 0, first = 1; p < m->npools; p++) {
         const struct rt_pool *rp = &m->pools[p];
+        int retry;
+        int64_t hold;
 
         if (rp->removed)
             continue;
         sb_puts(o, first ? "{\"name\":" : ",{\"name\":");
         first = 0;
         sb_json_str(o, rp->name);
-        sb_printf(o, ",\"maintenance\":%s,", rp->maint || m->maint ? "true" : "false");
         /* What maintenance answers with (the pool's own, else every pool's): 0 when off. */
-        sb_printf(o, "\"maintenance_retry_after\":%d,\"maintenance_hold_ms\":%lld,\"groups\":[",
-                  rp->maint  ? rp->maint_retry_after
-                  : m->maint ? m->maint_retry_after
-                             : 0,
-                  (long long)(rp->maint  ? rp->maint_hold_ms
-                              : m->maint ? m->maint_hold_ms
-                                         : 0));
+        if (rp->maint) {
+            retry = rp->maint_retry_after;
+            hold = rp->maint_hold_ms;
+        } else if (m->maint) {
+            retry = m->maint_retry_after;
+            hold = m->maint_hold_ms;
+        } else {
+            retry = 0;
+            hold = 0;
+        }
+        sb_printf(o,
+                  ",\"maintenance\":%s,\"maintenance_retry_after\":%d,"
+                  "\"maintenance_hold_ms\":%lld,\"groups\":[",
+                  rp->maint || m->maint ? "true" : "false", retry, (long long)hold);
         for (uint32_t g = 0; g < rp->ng; g++) {
             sb_puts(o, g ? ",{\"name\":" : "{\"name\":");
             sb_json_str(o, rp->g[g].name);
@@ -337,7 +345,7 @@ static void series_json(struct sbuf *o, const struct stats_ring *ring,
     }
 }
 
-static void pool_open(struct history_cursor *c, struct sbuf *o, const struct rt_pool *rp)
+static void history_pool_open(struct history_cursor *c, struct sbuf *o, const struct rt_pool *rp)
 {
     sb_puts(o, c->pool_open ? ",{\"name\":" : "{\"name\":");
     c->pool_open = true;
@@ -371,7 +379,7 @@ static bool history_step(struct history_cursor *c, struct sbuf *o, const struct 
             if (budget_us && n > 0 && n % 8 == 0 && veer_now_us() - t0 >= budget_us)
                 return false;
             if (c->group == 0)
-                pool_open(c, o, rp);
+                history_pool_open(c, o, rp);
             sb_puts(o, c->group ? ",{\"name\":" : "{\"name\":");
             sb_json_str(o, rp->g[c->group].name);
             sb_puts(o, ",");
@@ -379,7 +387,7 @@ static bool history_step(struct history_cursor *c, struct sbuf *o, const struct 
             sb_puts(o, "}");
         }
         if (rp->ng == 0)
-            pool_open(c, o, rp);
+            history_pool_open(c, o, rp);
         sb_puts(o, "]}");
     }
     if (!c->in_routes) {

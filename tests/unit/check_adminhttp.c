@@ -1590,6 +1590,38 @@ START_TEST(test_a_status_render_restarts_when_the_route_table_changes)
 }
 END_TEST
 
+/*
+ * A pool's maintenance says what it answers with: its own Retry-After and hold, else every
+ * pool's, 0 when off; rollout_plan is null for a pool that never had a rollout.
+ */
+START_TEST(test_status_pool_maintenance_says_retry_after_and_hold)
+{
+    json_t *st;
+
+    start(NULL);
+    fx.m->pools[1].maint = true; /* maintenance on hc --retry-after 30 --hold 2s */
+    fx.m->pools[1].maint_retry_after = 30;
+    fx.m->pools[1].maint_hold_ms = 2000;
+    st = get_status();
+    ck_assert(bool_of(pool_of(st, "hc"), "maintenance"));
+    ck_assert_int_eq(int_of(pool_of(st, "hc"), "maintenance_retry_after"), 30);
+    ck_assert_int_eq(int_of(pool_of(st, "hc"), "maintenance_hold_ms"), 2000);
+    ck_assert(!bool_of(pool_of(st, "api"), "maintenance"));
+    ck_assert_int_eq(int_of(pool_of(st, "api"), "maintenance_retry_after"), 0);
+    ck_assert_int_eq(int_of(pool_of(st, "api"), "maintenance_hold_ms"), 0);
+    ck_assert(json_is_null(member(pool_of(st, "api"), "rollout_plan")));
+    json_decref(st);
+    fx.m->maint = true; /* maintenance on --retry-after 5: every pool, hc keeps its own */
+    fx.m->maint_retry_after = 5;
+    st = get_status();
+    ck_assert(bool_of(pool_of(st, "api"), "maintenance"));
+    ck_assert_int_eq(int_of(pool_of(st, "api"), "maintenance_retry_after"), 5);
+    ck_assert_int_eq(int_of(pool_of(st, "api"), "maintenance_hold_ms"), 0);
+    ck_assert_int_eq(int_of(pool_of(st, "hc"), "maintenance_retry_after"), 30);
+    json_decref(st);
+}
+END_TEST
+
 /* --- the history (/status?history=1) ------------------------------------------------ */
 
 /*
@@ -2362,6 +2394,7 @@ static Suite *adminhttp_suite(void)
     tcase_add_test(ts, test_status_is_json_with_pools_groups_and_backends_of_the_model);
     tcase_add_test(ts, test_status_shows_states_drains_circuits_rates_and_maintenance);
     tcase_add_test(ts, test_status_rates_are_zero_before_the_first_stats_tick);
+    tcase_add_test(ts, test_status_pool_maintenance_says_retry_after_and_hold);
     tcase_add_test(ts, test_status_history_is_there_only_when_asked);
     tcase_add_test(ts, test_status_history_holds_the_last_300_seconds);
     tcase_add_test(ts, test_status_names_are_json_escaped);
