@@ -1,8 +1,11 @@
 #!/bin/bash
 # The veer demo: install what is missing, build, start two demo backends
 # (blue-1 and green-1, each answering with its name), put veer in front of
-# them with conf/demo.conf (weights 3:1), show the split, then keep serving
-# on http://127.0.0.1:8080/ until Ctrl-C.
+# them with conf/demo.conf (weights 3:1), show the split, then shift traffic
+# with veerctl (all to green, then back with a rollback), printing each
+# acknowledgement and the new split, and print the status page's URL.
+# Run from a terminal it then keeps serving on http://127.0.0.1:8080/ until
+# Ctrl-C; otherwise (a pipe, CI, </dev/null) it stops veer and ends.
 set -euo pipefail
 cd "$(dirname "$0")"
 tests/deps.sh
@@ -34,12 +37,41 @@ for _ in $(seq 1 100); do
     sleep 0.05
 done
 
+sock=/tmp/veer-demo/admin.sock
+# 20 requests over one keep-alive connection: one worker and its exact
+# weighted rotation, so the split is the shares' to the request.
+split() {
+    curl -s $(for _ in $(seq 1 20); do printf "http://127.0.0.1:8080/ "; done) | sort | uniq -c
+}
+# One veerctl command, shown as typed, with its acknowledgement: "OK gen=N
+# applied_us=T", T being how long veer took to apply it (microseconds).
+ctl() {
+    echo "\$ veerctl $*"
+    build/veerctl -s "$sock" "$@" | sed '/^$/d'
+    echo "   split now: $(build/veerctl -s "$sock" show pool api |
+        sed -n 's/^group \(.*\) share \(.*\)/\1 \2%/p' | paste -sd ' ')"
+}
+
 echo
-echo "== 20 requests through veer (blue-1 weight 3, green-1 weight 1):"
-# One keep-alive connection, so one worker and its exact weighted rotation.
-curl -s $(for _ in $(seq 1 20); do printf "http://127.0.0.1:8080/ "; done) | sort | uniq -c
+echo "== 20 requests through veer (blue-1 weight 3, green-1 weight 1: shares 75/25):"
+split
 echo
-echo "== veer is serving on http://127.0.0.1:8080/ (try: curl -i http://127.0.0.1:8080/)"
-echo "== Ctrl-C stops it cleanly."
-wait "$veer" || true
-veer=""
+echo "== shift everything to green (one atomic change, no connection dropped):"
+ctl shift api blue=0 green=100
+echo "== 20 requests now:"
+split
+echo
+echo "== and back to 3:1 (rollback restores the shares before the last change):"
+ctl rollback api
+echo "== 20 requests now:"
+split
+echo
+echo "== the status page: http://127.0.0.1:9900/ (share bars, sparklines, backends;"
+echo "   JSON at http://127.0.0.1:9900/status, Prometheus at /metrics)"
+if [ -t 0 ]; then
+    echo "== try: build/veerctl -s $sock shift api blue=50 green=50   (and watch the page)"
+    echo "== veer is serving on http://127.0.0.1:8080/ (try: curl -i http://127.0.0.1:8080/)"
+    echo "== Ctrl-C stops it cleanly."
+    wait "$veer" || true
+    veer=""
+fi

@@ -11,6 +11,7 @@
 #include "rollout.h"
 #include "routejson.h"
 #include "sbuf.h"
+#include "stats.h"
 #include "veer.h"
 #include "worker.h"
 
@@ -19,6 +20,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <errno.h>
 #include <openssl/ssl.h>
@@ -51,8 +53,22 @@
 #define STATUS_RESTARTS 3
 
 /*
+ * Where the history part of a /status?history=1 render stands: the groups of every pool,
+ * then the routes, a few per slice (1,000 groups make megabytes). Every series ends at the
+ * second the document began with, however many ticks pass before it is done.
+ */
+struct history_cursor {
+    bool begun;
+    uint64_t second; /* the last second rendered (m->seconds when the document began) */
+    uint64_t since;  /* only the seconds after this one (&since=N) */
+    uint32_t pool, group, route;
+    bool in_routes, pool_open;
+};
+
+/*
  * Where a /status render stands: the head and every pool go in the first slice, the routes
- * in slices of their own (10,000 routes are many). Zero it to start.
+ * in slices of their own (10,000 routes are many), then the history when it was asked for.
+ * Zero it to start (history and since set).
  */
 struct status_cursor {
     bool begun;
@@ -62,6 +78,9 @@ struct status_cursor {
     const struct model *model;
     const struct veer_conf *conf;
     uint32_t nroutes;
+    bool history; /* ?history=1 */
+    bool routes_done;
+    struct history_cursor h;
 };
 
 /* A /metrics or /status request waiting for its turn to be rendered. */
@@ -177,7 +196,7 @@ static void render_cb(evutil_socket_t fd, short what, void *arg)
         evtimer_add(ah.render_ev, &now);
 }
 
-static void enqueue(struct evhttp_request *req, bool metrics)
+static struct pending *enqueue(struct evhttp_request *req, bool metrics)
 {
     static const struct timeval now = {0, 0};
     struct pending *p = veer_calloc(1, sizeof(*p));
@@ -192,6 +211,7 @@ static void enqueue(struct evhttp_request *req, bool metrics)
     ah.tail = p;
     if (!evtimer_pending(ah.render_ev, NULL))
         evtimer_add(ah.render_ev, &now);
+    return p;
 }
 
 static void metrics_cb(struct evhttp_request *req, void *arg)
@@ -223,13 +243,29 @@ static void status_head(struct sbuf *o, const struct model *m)
               m->maint ? "true" : "false");
     for (uint32_t p = 0, first = 1; p < m->npools; p++) {
         const struct rt_pool *rp = &m->pools[p];
+        int retry;
+        int64_t hold;
 
         if (rp->removed)
             continue;
         sb_puts(o, first ? "{\"name\":" : ",{\"name\":");
         first = 0;
         sb_json_str(o, rp->name);
-        sb_printf(o, ",\"maintenance\":%s,\"groups\":[", rp->maint || m->maint ? "true" : "false");
+        /* What maintenance answers with (the pool's own, else every pool's): 0 when off. */
+        if (rp->maint) {
+            retry = rp->maint_retry_after;
+            hold = rp->maint_hold_ms;
+        } else if (m->maint) {
+            retry = m->maint_retry_after;
+            hold = m->maint_hold_ms;
+        } else {
+            retry = 0;
+            hold = 0;
+        }
+        sb_printf(o,
+                  ",\"maintenance\":%s,\"maintenance_retry_after\":%d,"
+                  "\"maintenance_hold_ms\":%lld,\"groups\":[",
+                  rp->maint || m->maint ? "true" : "false", retry, (long long)hold);
         for (uint32_t g = 0; g < rp->ng; g++) {
             sb_puts(o, g ? ",{\"name\":" : "{\"name\":");
             sb_json_str(o, rp->g[g].name);
@@ -264,18 +300,120 @@ static void status_head(struct sbuf *o, const struct model *m)
         free(ew);
         sb_puts(o, "],\"rollout\":");
         rollout_status_json((int)p, o);
+        sb_puts(o, ",\"rollout_plan\":");
+        rollout_plan_json((int)p, o);
         sb_puts(o, "}");
     }
     sb_puts(o, "],\"routes\":[");
 }
 
 /*
+ * One series of the history: the points of ring for the seconds after c->since up to
+ * c->second, oldest first, as "first" (the second of the first point) and three arrays.
+ * The ring's newest point is second m->seconds (stats.h), which may be past c->second.
+ */
+static void series_json(struct sbuf *o, const struct stats_ring *ring,
+                        const struct history_cursor *c, uint64_t now)
+{
+    static const char *const names[] = {"rps", "error_rate", "p99_ms"};
+    unsigned len = stats_ring_len(ring);
+    uint64_t first, last = c->second < now ? c->second : now, k0;
+
+    if (len > now) /* never: one point per tick at most */
+        len = 0;
+    first = now + 1 - len;
+    if (first <= c->since)
+        first = c->since + 1;
+    if (first > last) {
+        sb_printf(o, "\"first\":%llu,\"rps\":[],\"error_rate\":[],\"p99_ms\":[]",
+                  (unsigned long long)c->second + 1);
+        return;
+    }
+    k0 = first - (now + 1 - len);
+    sb_printf(o, "\"first\":%llu", (unsigned long long)first);
+    for (unsigned which = 0; which < 3; which++) {
+        sb_printf(o, ",\"%s\":[", names[which]);
+        for (uint64_t k = k0; k <= k0 + (last - first); k++) {
+            double v[3];
+
+            stats_ring_get(ring, (unsigned)k, &v[0], &v[1], &v[2]);
+            if (k > k0)
+                sb_puts(o, ",");
+            sb_printf(o, which == 0 ? "%.0f" : "%g", v[which]); /* rps: a whole number */
+        }
+        sb_puts(o, "]");
+    }
+}
+
+static void history_pool_open(struct history_cursor *c, struct sbuf *o, const struct rt_pool *rp)
+{
+    sb_puts(o, c->pool_open ? ",{\"name\":" : "{\"name\":");
+    c->pool_open = true;
+    sb_json_str(o, rp->name);
+    sb_puts(o, ",\"groups\":[");
+}
+
+/*
+ * Render the history object on from c into o for about budget_us from t0 (0: to the end):
+ * true when it is complete. Pools (removed ones left out) and their groups in the model's
+ * order, then the routes. The caller starts over when the model changed in between.
+ */
+static bool history_step(struct history_cursor *c, struct sbuf *o, const struct model *m,
+                         uint64_t t0, uint64_t budget_us)
+{
+    uint32_t n = 0;
+
+    if (!c->begun) {
+        c->begun = true;
+        sb_printf(o,
+                  "{\"second\":%llu,\"since\":%llu,\"interval_s\":1,\"capacity\":%d,"
+                  "\"pools\":[",
+                  (unsigned long long)c->second, (unsigned long long)c->since, STATS_HISTORY);
+    }
+    for (; !c->in_routes && c->pool < m->npools; c->pool++, c->group = 0) {
+        const struct rt_pool *rp = &m->pools[c->pool];
+
+        if (rp->removed)
+            continue;
+        for (; c->group < rp->ng; c->group++, n++) {
+            if (budget_us && n > 0 && n % 8 == 0 && veer_now_us() - t0 >= budget_us)
+                return false;
+            if (c->group == 0)
+                history_pool_open(c, o, rp);
+            sb_puts(o, c->group ? ",{\"name\":" : "{\"name\":");
+            sb_json_str(o, rp->g[c->group].name);
+            sb_puts(o, ",");
+            series_json(o, rp->g[c->group].ring, c, m->seconds);
+            sb_puts(o, "}");
+        }
+        if (rp->ng == 0)
+            history_pool_open(c, o, rp);
+        sb_puts(o, "]}");
+    }
+    if (!c->in_routes) {
+        c->in_routes = true;
+        sb_puts(o, "],\"routes\":[");
+    }
+    for (; c->route < m->nroutes; c->route++, n++) {
+        if (budget_us && n > 0 && n % 8 == 0 && veer_now_us() - t0 >= budget_us)
+            return false;
+        sb_puts(o, c->route ? ",{\"name\":" : "{\"name\":");
+        sb_json_str(o, m->routes[c->route].name);
+        sb_puts(o, ",");
+        series_json(o, m->routes[c->route].ring, c, m->seconds);
+        sb_puts(o, "}");
+    }
+    sb_puts(o, "]}");
+    return true;
+}
+
+/*
  * Render the status document on from c into o for about budget_us (0: to the end): true when
  * o is complete, false to be called again later with the same c and o. The head and the
  * pools are rendered whole in the first call; then the routes (routejson_route), whose
- * figures are read when each is rendered. When the route table changed between two calls
- * (a reload, another model) the render starts over, so no route is missed, doubled or
- * rendered against another table's match.
+ * figures are read when each is rendered; then, when asked for, the history. When the route
+ * table changed between two calls (a reload, another model) the render starts over, so no
+ * route is missed, doubled or rendered against another table's match.
  */
 static bool status_step(struct status_cursor *c, struct sbuf *o, const struct model *m,
                         uint64_t budget_us)
@@ -285,7 +423,8 @@ static bool status_step(struct status_cursor *c, struct sbuf *o, const struct mo
 
     if (c->begun && (c->model != m || c->conf != m->conf || c->nroutes != m->nroutes)) {
         sb_reset(o);
-        *c = (struct status_cursor){.restarts = c->restarts + 1};
+        *c = (struct status_cursor){
+            .restarts = c->restarts + 1, .history = c->history, .h = {.since = c->h.since}};
         if (c->restarts > STATUS_RESTARTS)
             budget_us = 0;
     }
@@ -294,6 +433,7 @@ static bool status_step(struct status_cursor *c, struct sbuf *o, const struct mo
         c->model = m;
         c->conf = m->conf;
         c->nroutes = m->nroutes;
+        c->h.second = m->seconds; /* the history ends at the second the document began */
         status_head(o, m);
     }
     for (; c->route < m->nroutes; c->route++, n++) {
@@ -302,6 +442,16 @@ static bool status_step(struct status_cursor *c, struct sbuf *o, const struct mo
         if (c->route > 0)
             sb_puts(o, ",");
         routejson_route(o, m, c->route);
+    }
+    if (c->history) {
+        if (!c->routes_done) {
+            c->routes_done = true;
+            sb_puts(o, "],\"history\":");
+        }
+        if (!history_step(&c->h, o, m, t0, budget_us))
+            return false;
+        sb_puts(o, "}\n");
+        return true;
     }
     sb_puts(o, "]}\n");
     return true;
@@ -315,61 +465,60 @@ void adminhttp_status_json(struct sbuf *o)
     status_step(&c, o, ah.model, 0);
 }
 
+void adminhttp_status_history_json(struct sbuf *o, uint64_t since)
+{
+    struct status_cursor c = {.history = true, .h = {.since = since}};
+
+    status_step(&c, o, ah.model, 0);
+}
+
+/*
+ * /status, or /status?history=1[&since=N] for the document with the last STATS_HISTORY
+ * seconds of every group and route (only those after second N: a page that has the rest).
+ * Other query parameters change nothing.
+ */
 static void status_cb(struct evhttp_request *req, void *arg)
 {
+    const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq params;
+    struct pending *p;
+    const char *hist = NULL, *since = NULL;
+    uint64_t n = 0;
+    bool bad = false;
+
     if (refuse_method(req))
         return;
+    /* evhttp_parse_query_str initialises params, and leaves it empty when it fails. */
+    if (q != NULL && evhttp_parse_query_str(q, &params) == 0) {
+        hist = evhttp_find_header(&params, "history");
+        since = evhttp_find_header(&params, "since");
+        if (hist != NULL && since != NULL) {
+            char *end;
+
+            errno = 0;
+            n = strtoull(since, &end, 10);
+            bad = *since < '0' || *since > '9' || *end != '\0' || errno != 0;
+        }
+        if (bad) {
+            evhttp_clear_headers(&params);
+            send_text(req, 400, "text/plain", "since: a second number\n", 23);
+            return;
+        }
+        p = enqueue(req, false);
+        p->status.history = hist != NULL && strcmp(hist, "0") != 0;
+        p->status.h.since = n;
+        evhttp_clear_headers(&params);
+        return;
+    }
     enqueue(req, false);
 }
 
 /*
- * The page: a table of the routes (when there are any: name, match as routejson_match_text
- * writes it, pool, state, figures), then tables per pool, refreshed from /status every
- * second; every name is HTML-escaped; no external assets.
+ * The page (proxy/admin/statuspage.html, built in as statuspage.h): share bars, sparklines
+ * from /status?history=1, the rollout, backend chips and the tables, refreshed from /status
+ * every second; every name is HTML-escaped; no external assets.
  */
-static const char page[] =
-    "<!doctype html><html><head><meta charset=\"utf-8\"><title>veer</title><style>"
-    "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
-    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
-    "td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}"
-    "th{background:#f4f4f4}.READY{color:#080}.DOWN,.MAINT{color:#b00}"
-    ".PENDING,.DRAINING,.DRAINED{color:#a60}.maintenance{color:#b00}#meta{color:#555}"
-    "</style></head><body><h1>veer</h1><div id=\"meta\">loading&hellip;</div>"
-    "<div id=\"routes\"></div><div id=\"pools\"></div><script>"
-    "function esc(s){return String(s).replace(/[&<>\"]/g,function(c){return {'&':'&amp;',"
-    "'<':'&lt;','>':'&gt;','\"':'&quot;'}[c];});}"
-    "function row(cells,tag){return '<tr>'+cells.map(function(c){return '<'+tag+'>'+c+'</'+"
-    "tag+'>';}).join('')+'</tr>';}"
-    "function match(m){var a=[];if(m.host)a.push('host='+m.host);if(m.path)a.push('path='+"
-    "m.path);if(m.path_prefix)a.push('path_prefix='+m.path_prefix);if(m.methods)a.push("
-    "'methods='+m.methods.join(','));(m.headers||[]).forEach(function(x){a.push('header='+"
-    "x.name+':'+x.value);});return a.length?a.join(' '):'*';}"
-    "function routes(s){if(!s.routes||!s.routes.length)return '';var h='<h2>routes</h2><table>'"
-    "+row(['route','match','pool','state','rps','error rate','p99 ms'],'th');"
-    "s.routes.forEach(function(r){h+=row([esc(r.name),esc(match(r.match)),r.pool===null?"
-    "'(none)':esc(r.pool),'<span class=\"'+r.state+'\">'+r.state+'</span>',r.rps,"
-    "(100*r.error_rate).toFixed(2)+'%',r.p99_ms],'td');});return h+'</table>';}"
-    "function draw(s){document.getElementById('meta').textContent='version '+s.version+"
-    "' \\u00b7 generation '+s.generation+' \\u00b7 uptime '+s.uptime_s+'s \\u00b7 workers '+"
-    "s.workers+(s.maintenance?' \\u00b7 MAINTENANCE':'')+(s.shutting_down?"
-    "' \\u00b7 SHUTTING DOWN':'');var h='';s.pools.forEach(function(p){"
-    "h+='<h2>pool '+esc(p.name)+(p.maintenance?' (maintenance)':'')+'</h2>'+(p.rollout?"
-    "'<p class=\"rollout\">rollout of '+esc(p.rollout.canary)+': step '+p.rollout.step+'/'+"
-    "p.rollout.steps+' at '+p.rollout.share+'%, '+p.rollout.time_in_step_s+' s in step, '+"
-    "esc(p.rollout.verdict)+'</p>':'')+'<table>'+"
-    "row(['group','share','rps','error rate','p99 ms'],'th');p.groups.forEach(function(g){"
-    "h+=row([esc(g.name),g.share+'%',g.rps,(100*g.error_rate).toFixed(2)+'%',g.p99_ms],'td');});"
-    "h+='</table><table>'+row(['backend','address','group','state','weight','effective',"
-    "'rps','error rate','p99 ms','active','conns','circuit','drain'],'th');"
-    "p.backends.forEach(function(b){h+=row([esc(b.name),esc(b.address),esc(b.group),"
-    "'<span class=\"'+b.state+'\">'+b.state+'</span>','<span class=\"weight\">'+b.weight+"
-    "'</span>',b.effective_weight,b.rps,(100*b.error_rate).toFixed(2)+'%',b.p99_ms,b.active,"
-    "b.conns,b.circuit,b.drain?b.drain.left+' left, '+b.drain.elapsed_ms+' ms':''],'td');});"
-    "h+='</table>';});document.getElementById('routes').innerHTML=routes(s);"
-    "document.getElementById('pools').innerHTML=h;}"
-    "function tick(){fetch('/status',{cache:'no-store'}).then(function(r){return r.json();})"
-    ".then(draw).catch(function(e){document.getElementById('meta').textContent='veer "
-    "unreachable: '+e;});}tick();setInterval(tick,1000);</script></body></html>\n";
+#include "statuspage.h"
 
 static void page_cb(struct evhttp_request *req, void *arg)
 {
@@ -381,6 +530,10 @@ static void page_cb(struct evhttp_request *req, void *arg)
         send_text(req, 404, "text/plain", "not found\n", 10);
         return;
     }
+    /* Nothing but the page itself and what it fetches from here. */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Security-Policy",
+                      "default-src 'self' 'unsafe-inline'");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "X-Content-Type-Options", "nosniff");
     send_text(req, 200, "text/html; charset=utf-8", page, sizeof(page) - 1);
 }
 

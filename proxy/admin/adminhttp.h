@@ -21,6 +21,11 @@ void adminhttp_set_model(const struct model *m);
 
 /* The /status document. */
 void adminhttp_status_json(struct sbuf *o);
+/*
+ * The /status?history=1&since=N document, whole: /status with a "history" member, the last
+ * STATS_HISTORY seconds of every group and route (only the seconds after since).
+ */
+void adminhttp_status_history_json(struct sbuf *o, uint64_t since);
 
 /* Connections open on the admin address now (at most 64: more wait to be accepted). */
 unsigned adminhttp_connections(void);

@@ -153,6 +153,7 @@ static void route_free(struct rt_route *r)
     free(r->conf_pool);
     for (unsigned k = 0; k < r->nhistory; k++)
         free(r->history[k]);
+    free(r->ring); /* one allocation (stats.c) */
 }
 
 void model_bind_routes(struct model *m)
@@ -211,8 +212,10 @@ void model_free(struct model *m)
 
         for (uint32_t j = 0; j < p->nb; j++)
             backend_destroy(p->b[j].be);
-        for (uint32_t g = 0; g < p->ng; g++)
+        for (uint32_t g = 0; g < p->ng; g++) {
             free(p->g[g].name);
+            free(p->g[g].ring); /* one allocation (stats.c) */
+        }
         free(p->b);
         free(p->g);
         hmap_free(&p->b_byname);

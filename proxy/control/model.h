@@ -41,10 +41,13 @@ struct rt_backend {
     uint32_t drain_inflight; /* requests in flight when it began */
 };
 
+struct stats_ring; /* stats.h */
+
 struct rt_group {
     char *name;
     int share; /* percent */
     struct rate rate;
+    struct stats_ring *ring; /* its last STATS_HISTORY seconds (stats.c), NULL before the first */
 };
 
 struct rt_pool {
@@ -83,8 +86,9 @@ struct rt_route {
     uint32_t slot;                /* its metric slot: one per route name, for the process */
     char *history[ROUTE_HISTORY]; /* pool names before each route set, newest last */
     unsigned nhistory;
-    uint64_t history_seq; /* when its last route set was (model->change_seq) */
-    struct rate rate;     /* figures over the last second (stats.c) */
+    uint64_t history_seq;    /* when its last route set was (model->change_seq) */
+    struct rate rate;        /* figures over the last second (stats.c) */
+    struct stats_ring *ring; /* its last STATS_HISTORY seconds (stats.c), NULL before the first */
 };
 
 struct model {
@@ -106,6 +110,7 @@ struct model {
     char **slot_names;
     uint32_t nslots, cap_slots;
     uint64_t change_seq; /* counts operator changes: which of a pool and a route changed last */
+    uint64_t seconds;    /* stats_tick calls so far: the number of the last second taken */
 };
 
 /* Build the runtime model from a validated config. */

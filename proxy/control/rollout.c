@@ -535,6 +535,31 @@ void rollout_status_json(int pi, struct sbuf *o)
     sb_puts(o, "}");
 }
 
+void rollout_plan_json(int pi, struct sbuf *o)
+{
+    const struct rollout *r = pi >= 0 && pi < METRIC_POOLS ? ro[pi] : NULL;
+
+    if (r == NULL) {
+        sb_puts(o, "null");
+        return;
+    }
+    sb_puts(o, "{\"step_shares\":[");
+    for (int i = 0; i < r->nsteps; i++)
+        sb_printf(o, "%s%d", i ? "," : "", r->steps[i]);
+    sb_printf(o, "],\"interval_s\":%.3f,\"max_error_rate\":", (double)r->interval_ms / 1000.0);
+    /* A threshold below 0 is not checked: null. The error rate is a fraction, as error_rate. */
+    if (r->max_error_rate >= 0)
+        sb_printf(o, "%.8g", r->max_error_rate / 100.0);
+    else
+        sb_puts(o, "null");
+    sb_puts(o, ",\"max_p99_ms\":");
+    if (r->max_p99_ms >= 0)
+        sb_printf(o, "%lld", (long long)r->max_p99_ms);
+    else
+        sb_puts(o, "null");
+    sb_printf(o, ",\"min_requests\":%d}", r->min_requests);
+}
+
 int rollout_canary(int pi)
 {
     return pi >= 0 && pi < METRIC_POOLS && ro[pi] && ro[pi]->active ? (int)ro[pi]->canary : -1;

@@ -21,5 +21,11 @@ int rollout_restore(int pi, const char *text);
 void rollout_shutdown(void);
 /* A pool's rollout for /status: an object with its step and verdict, or null. */
 void rollout_status_json(int pool, struct sbuf *o);
+/*
+ * The same rollout's plan for the status page: its step shares, step interval and
+ * analysis thresholds (max_error_rate a fraction, max_p99_ms, null when not checked,
+ * min_requests), or null when the pool never had one.
+ */
+void rollout_plan_json(int pool, struct sbuf *o);
 
 #endif

@@ -23,6 +23,50 @@ double stats_p99_ms(const uint64_t *b)
     return lat_bounds[LAT_BUCKETS - 1] * 1000.0 * 2; /* beyond the last bound */
 }
 
+void stats_ring_push(struct stats_ring **ring, const struct rate *r)
+{
+    struct stats_ring *q = *ring;
+    struct stats_point *pt;
+    unsigned k = 0;
+
+    if (q == NULL)
+        q = *ring = veer_calloc(1, sizeof(*q));
+    pt = &q->p[q->head];
+    pt->rps = r->rps >= 4294967295.0 ? UINT32_MAX : (uint32_t)r->rps;
+    pt->error_bp = (uint16_t)(r->error_rate * 10000 + 0.5);
+    if (r->p99_ms > 0) {
+        /* p99_ms is a bucket's bound (stats_p99_ms): find which. */
+        while (k < LAT_BUCKETS && r->p99_ms > lat_bounds[k] * 1000.0)
+            k++;
+        k++;
+    }
+    pt->p99 = (uint8_t)k;
+    q->head = (uint16_t)((q->head + 1) % STATS_HISTORY);
+    if (q->len < STATS_HISTORY)
+        q->len++;
+}
+
+unsigned stats_ring_len(const struct stats_ring *ring)
+{
+    return ring ? ring->len : 0;
+}
+
+void stats_ring_get(const struct stats_ring *ring, unsigned k, double *rps, double *error_rate,
+                    double *p99_ms)
+{
+    const struct stats_point *pt =
+        &ring->p[(ring->head + STATS_HISTORY - ring->len + k) % STATS_HISTORY];
+
+    *rps = pt->rps;
+    *error_rate = pt->error_bp / 10000.0;
+    if (pt->p99 == 0)
+        *p99_ms = 0;
+    else if (pt->p99 <= LAT_BUCKETS)
+        *p99_ms = lat_bounds[pt->p99 - 1] * 1000.0;
+    else
+        *p99_ms = lat_bounds[LAT_BUCKETS - 1] * 1000.0 * 2; /* as stats_p99_ms */
+}
+
 /* Add one second's backend deltas into a group/pool rate being summed. */
 static void accumulate(struct rate *into, const struct rate *from, uint64_t dreq, uint64_t derr)
 {
@@ -142,12 +186,14 @@ static void routes_tick(struct model *m, unsigned nw)
             continue;
         }
         rate_update(&rr->rate, s->total, s->errors, s->cur, &dreq, &derr);
+        stats_ring_push(&rr->ring, &rr->rate);
     }
     free(sums);
 }
 
 void stats_tick(struct model *m, unsigned nworkers)
 {
+    m->seconds++;
     routes_tick(m, nworkers);
     for (uint32_t p = 0; p < m->npools; p++) {
         struct rt_pool *rp = &m->pools[p];
@@ -160,7 +206,9 @@ void stats_tick(struct model *m, unsigned nworkers)
             backend_tick(&rp->b[i], nworkers, &dreq, &derr);
             accumulate(&rp->g[rp->b[i].group].rate, &rp->b[i].rate, dreq, derr);
         }
-        for (uint32_t g = 0; g < rp->ng; g++)
+        for (uint32_t g = 0; g < rp->ng; g++) {
             finish_rate(&rp->g[g].rate);
+            stats_ring_push(&rp->g[g].ring, &rp->g[g].rate);
+        }
     }
 }

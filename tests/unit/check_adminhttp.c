@@ -19,6 +19,7 @@
 #include "prometheus.h"
 #include "model.h"
 #include "sbuf.h"
+#include "stats.h"
 #include "tls.h"
 #include "veer.h"
 #include "worker.h"
@@ -1589,6 +1590,321 @@ START_TEST(test_a_status_render_restarts_when_the_route_table_changes)
 }
 END_TEST
 
+/*
+ * A pool's maintenance says what it answers with: its own Retry-After and hold, else every
+ * pool's, 0 when off; rollout_plan is null for a pool that never had a rollout.
+ */
+START_TEST(test_status_pool_maintenance_says_retry_after_and_hold)
+{
+    json_t *st;
+
+    start(NULL);
+    fx.m->pools[1].maint = true; /* maintenance on hc --retry-after 30 --hold 2s */
+    fx.m->pools[1].maint_retry_after = 30;
+    fx.m->pools[1].maint_hold_ms = 2000;
+    st = get_status();
+    ck_assert(bool_of(pool_of(st, "hc"), "maintenance"));
+    ck_assert_int_eq(int_of(pool_of(st, "hc"), "maintenance_retry_after"), 30);
+    ck_assert_int_eq(int_of(pool_of(st, "hc"), "maintenance_hold_ms"), 2000);
+    ck_assert(!bool_of(pool_of(st, "api"), "maintenance"));
+    ck_assert_int_eq(int_of(pool_of(st, "api"), "maintenance_retry_after"), 0);
+    ck_assert_int_eq(int_of(pool_of(st, "api"), "maintenance_hold_ms"), 0);
+    ck_assert(json_is_null(member(pool_of(st, "api"), "rollout_plan")));
+    json_decref(st);
+    fx.m->maint = true; /* maintenance on --retry-after 5: every pool, hc keeps its own */
+    fx.m->maint_retry_after = 5;
+    st = get_status();
+    ck_assert(bool_of(pool_of(st, "api"), "maintenance"));
+    ck_assert_int_eq(int_of(pool_of(st, "api"), "maintenance_retry_after"), 5);
+    ck_assert_int_eq(int_of(pool_of(st, "api"), "maintenance_hold_ms"), 0);
+    ck_assert_int_eq(int_of(pool_of(st, "hc"), "maintenance_retry_after"), 30);
+    json_decref(st);
+}
+END_TEST
+
+/* --- the history (/status?history=1) ------------------------------------------------ */
+
+/*
+ * n more seconds of figures in every ring of fx.m, as stats_tick would leave them: second s
+ * of group g (counted over the pools) has rps 1000 * g + s, error rate s / 10000 and p99 the
+ * bound of bucket s % LAT_BUCKETS; route r has rps 5000 + 1000 * r + s.
+ */
+static void history_push(struct model *m, unsigned n)
+{
+    for (unsigned k = 0; k < n; k++) {
+        unsigned gi = 0;
+
+        m->seconds++;
+        for (uint32_t p = 0; p < m->npools; p++)
+            for (uint32_t g = 0; g < m->pools[p].ng; g++, gi++) {
+                struct rate r = {.rps = 1000.0 * gi + (double)m->seconds,
+                                 .error_rate = (double)(m->seconds % 10000) / 10000.0,
+                                 .p99_ms = lat_bounds[m->seconds % LAT_BUCKETS] * 1000.0};
+
+                stats_ring_push(&m->pools[p].g[g].ring, &r);
+            }
+        for (uint32_t i = 0; i < m->nroutes; i++) {
+            struct rate r = {.rps = 5000.0 + 1000.0 * i + (double)m->seconds};
+
+            stats_ring_push(&m->routes[i].ring, &r);
+        }
+    }
+}
+
+static json_t *get_json(const char *target, int want_code)
+{
+    struct resp r;
+    json_error_t e;
+    json_t *j;
+
+    request("GET", target, &r);
+    ck_assert_msg(r.code == want_code, "%s: %d", target, r.code);
+    if (want_code != 200) {
+        resp_free(&r);
+        return NULL;
+    }
+    ck_assert_str_eq(header(&r, "Content-Type"), "application/json");
+    j = json_loadb(r.body, r.body_len, 0, &e);
+    ck_assert_msg(j != NULL, "%s is not JSON (%s): %s", target, e.text, r.body);
+    resp_free(&r);
+    return j;
+}
+
+/*
+ * One series of a history: first is its first second, its three arrays as long as count, the
+ * values those history_push wrote for group (or route) index gi at each second.
+ */
+static void check_series(json_t *s, uint64_t first, unsigned count, double rps_base, bool group)
+{
+    json_t *rps = member(s, "rps"), *err = member(s, "error_rate"), *p99 = member(s, "p99_ms");
+
+    ck_assert_int_eq(int_of(s, "first"), (json_int_t)first);
+    ck_assert_uint_eq(json_array_size(rps), count);
+    ck_assert_uint_eq(json_array_size(err), count);
+    ck_assert_uint_eq(json_array_size(p99), count);
+    for (unsigned k = 0; k < count; k++) {
+        uint64_t sec = first + k;
+
+        ck_assert_double_eq_tol(json_number_value(json_array_get(rps, k)), rps_base + (double)sec,
+                                1e-9);
+        if (!group)
+            continue;
+        ck_assert_double_eq_tol(json_number_value(json_array_get(err, k)),
+                                (double)(sec % 10000) / 10000.0, 1e-9);
+        ck_assert_double_eq_tol(json_number_value(json_array_get(p99, k)),
+                                lat_bounds[sec % LAT_BUCKETS] * 1000.0, 1e-9);
+    }
+}
+
+static void check_history(json_t *h, uint64_t second, uint64_t since, uint64_t first,
+                          unsigned count)
+{
+    json_t *pools = member(h, "pools"), *routes = member(h, "routes");
+
+    ck_assert_int_eq(int_of(h, "second"), (json_int_t)second);
+    ck_assert_int_eq(int_of(h, "since"), (json_int_t)since);
+    ck_assert_int_eq(int_of(h, "capacity"), STATS_HISTORY);
+    ck_assert_int_eq(int_of(h, "interval_s"), 1);
+    ck_assert_uint_eq(json_array_size(pools), 2);
+    ck_assert_str_eq(str_of(json_array_get(pools, 0), "name"), "api");
+    ck_assert_str_eq(str_of(json_array_get(pools, 1), "name"), "hc");
+    check_series(named(member(json_array_get(pools, 0), "groups"), "blue"), first, count, 0, true);
+    check_series(named(member(json_array_get(pools, 0), "groups"), "green"), first, count, 1000,
+                 true);
+    check_series(named(member(json_array_get(pools, 1), "groups"), "default"), first, count, 2000,
+                 true);
+    ck_assert_uint_eq(json_array_size(routes), 2);
+    check_series(named(routes, "payments"), first, count, 5000, false);
+    check_series(named(routes, "login"), first, count, 6000, false);
+}
+
+/*
+ * /status?history=1 is /status with a "history" member: the seconds held of every group and
+ * route, oldest first, each series ending at "second"; &since=N gives only the seconds after
+ * N (none when N is the last). /status itself stays as it was, and a since that is not a
+ * number is refused.
+ */
+START_TEST(test_status_history_is_there_only_when_asked)
+{
+    json_t *st;
+
+    start(ROUTES);
+    history_push(fx.m, 5);
+    st = get_json("/status", 200);
+    ck_assert_ptr_null(json_object_get(st, "history"));
+    json_decref(st);
+    st = get_json("/status?history=0", 200);
+    ck_assert_ptr_null(json_object_get(st, "history"));
+    json_decref(st);
+
+    st = get_json("/status?history=1", 200);
+    check_shapes(st);
+    ck_assert_uint_eq(json_array_size(member(st, "routes")), 2);
+    check_history(member(st, "history"), 5, 0, 1, 5);
+    json_decref(st);
+    st = get_json("/status?history=1&since=3", 200);
+    check_history(member(st, "history"), 5, 3, 4, 2);
+    json_decref(st);
+    st = get_json("/status?since=0&history=1", 200);
+    check_history(member(st, "history"), 5, 0, 1, 5);
+    json_decref(st);
+    st = get_json("/status?history=1&since=5", 200);
+    check_history(member(st, "history"), 5, 5, 6, 0);
+    json_decref(st);
+    st = get_json("/status?history=1&since=99", 200); /* a page ahead of this veer: nothing */
+    check_history(member(st, "history"), 5, 99, 6, 0);
+    json_decref(st);
+    get_json("/status?history=1&since=abc", 400);
+    get_json("/status?history=1&since=-1", 400);
+    get_json("/status?history=1&since=99999999999999999999999", 400);
+}
+END_TEST
+
+/* Past STATS_HISTORY seconds only the last ones are there, the oldest first. */
+START_TEST(test_status_history_holds_the_last_300_seconds)
+{
+    json_t *st;
+
+    start(ROUTES);
+    history_push(fx.m, STATS_HISTORY + 10);
+    st = get_json("/status?history=1", 200);
+    check_history(member(st, "history"), STATS_HISTORY + 10, 0, 11, STATS_HISTORY);
+    json_decref(st);
+    st = get_json("/status?history=1&since=3", 200); /* older than what is held */
+    check_history(member(st, "history"), STATS_HISTORY + 10, 3, 11, STATS_HISTORY);
+    json_decref(st);
+}
+END_TEST
+
+/* A second taken on the 20th pass of the loop, in the middle of a sliced render. */
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    if (++other.passes == 20)
+        history_push(fx.m, 1);
+}
+
+/*
+ * With many routes the history is rendered in slices too (other work runs between them), and
+ * every series ends at the second the render began with, even when a second is taken in the
+ * middle of it; once done it is what one render in one go writes.
+ */
+START_TEST(test_a_status_history_is_cut_into_slices_at_one_second)
+{
+    enum { N = 2000 };
+    struct event *ev;
+    struct sbuf whole;
+    json_t *st, *direct, *routes;
+    json_error_t e;
+    int sp[2];
+    char *text = many_routes(N, "r"), *log;
+
+    ck_assert_msg(start_with(text, &log) == VEER_OK, "%s", log);
+    free(log);
+    free(text);
+    history_push(fx.m, 30);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    ck_assert_int_eq(write(sp[1], "x", 1), 1);
+    memset(&other, 0, sizeof(other));
+    ev = event_new(fx.base, sp[0], EV_READ | EV_PERSIST, tick_cb, NULL);
+    event_add(ev, NULL);
+    adminhttp_set_render_slice(1);
+    st = get_json("/status?history=1&since=10", 200);
+    /* 2,000 routes at 16 (then 8) a slice: far more passes than 20. */
+    ck_assert_uint_ge(other.passes, 100);
+    event_free(ev);
+    close(sp[0]);
+    close(sp[1]);
+    ck_assert_int_eq(fx.m->seconds, 31); /* the second was taken during the render */
+    routes = member(member(st, "history"), "routes");
+    ck_assert_uint_eq(json_array_size(routes), N);
+    for (unsigned i = 0; i < N; i++)
+        check_series(json_array_get(routes, i), 11, 20, 5000.0 + 1000.0 * i, false);
+    /* Now in one go (second 31): the same but one more point per series. */
+    sb_init(&whole);
+    adminhttp_status_history_json(&whole, 10);
+    direct = json_loadb(whole.s, whole.len, 0, &e);
+    ck_assert_msg(direct != NULL, "%s", e.text);
+    sb_free(&whole);
+    check_series(json_array_get(member(member(direct, "history"), "routes"), N - 1), 11, 21,
+                 5000.0 + 1000.0 * (N - 1), false);
+    json_decref(direct);
+    json_decref(st);
+}
+END_TEST
+
+/*
+ * Pools of many groups are cut into slices too: 3 pools of 400 groups (one backend each),
+ * with 300 seconds each (2.4 MB of rings, megabytes of JSON); the document served in slices
+ * is the one rendered in one go, every pool whole and in order.
+ */
+START_TEST(test_a_status_history_of_many_groups_is_cut_into_slices)
+{
+    enum { NPOOLS = 3, NGROUPS = 400 };
+    struct sbuf conf, whole;
+    struct event *ev;
+    json_t *st, *direct, *pools;
+    json_error_t e;
+    int sp[2];
+    char *log;
+
+    sb_init(&conf);
+    sb_puts(&conf,
+            "listen = ( { address = \"127.0.0.1:0\"; pool = \"p0\"; } );\n" ADMIN "pools = (");
+    for (unsigned p = 0; p < NPOOLS; p++) {
+        sb_printf(&conf, "%s{ name = \"p%u\"; backends = (", p ? "," : "", p);
+        for (unsigned g = 0; g < NGROUPS; g++)
+            sb_printf(&conf,
+                      "%s{ name = \"b%u\"; address = \"127.0.0.1:%u\"; weight = 1;"
+                      " group = \"g%u\"; }",
+                      g ? "," : "", g, 1000 + g, g);
+        sb_puts(&conf, "); }");
+    }
+    sb_puts(&conf, ");\n");
+    ck_assert_msg(start_with(conf.s, &log) == VEER_OK, "%s", log);
+    free(log);
+    sb_free(&conf);
+    history_push(fx.m, STATS_HISTORY);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+    ck_assert_int_eq(write(sp[1], "x", 1), 1);
+    memset(&other, 0, sizeof(other));
+    ev = event_new(fx.base, sp[0], EV_READ | EV_PERSIST, other_work_cb, NULL);
+    event_add(ev, NULL);
+    adminhttp_set_render_slice(1);
+    st = get_json("/status?history=1", 200);
+    /* 1,200 groups at 8 a slice. */
+    ck_assert_msg(other.passes >= 100, "only %u passes of other work", other.passes);
+    event_free(ev);
+    close(sp[0]);
+    close(sp[1]);
+    pools = member(member(st, "history"), "pools");
+    ck_assert_uint_eq(json_array_size(pools), NPOOLS);
+    for (unsigned p = 0; p < NPOOLS; p++) {
+        json_t *groups = member(json_array_get(pools, p), "groups");
+        char name[16];
+
+        snprintf(name, sizeof(name), "p%u", p);
+        ck_assert_str_eq(str_of(json_array_get(pools, p), "name"), name);
+        ck_assert_uint_eq(json_array_size(groups), NGROUPS);
+        for (unsigned g = 0; g < NGROUPS; g++) {
+            snprintf(name, sizeof(name), "g%u", g);
+            ck_assert_str_eq(str_of(json_array_get(groups, g), "name"), name);
+            check_series(json_array_get(groups, g), 1, STATS_HISTORY, 1000.0 * (p * NGROUPS + g),
+                         true);
+        }
+    }
+    sb_init(&whole);
+    adminhttp_status_history_json(&whole, 0);
+    direct = json_loadb(whole.s, whole.len, 0, &e);
+    ck_assert_msg(direct != NULL, "%s", e.text);
+    sb_free(&whole);
+    json_object_del(direct, "uptime_s");
+    json_object_del(st, "uptime_s");
+    ck_assert(json_equal(direct, st));
+    json_decref(direct);
+    json_decref(st);
+}
+END_TEST
+
 /* A scraper that leaves before its turn costs nothing, and stop frees what still waits. */
 START_TEST(test_scrapes_whose_client_left_are_dropped)
 {
@@ -2078,6 +2394,9 @@ static Suite *adminhttp_suite(void)
     tcase_add_test(ts, test_status_is_json_with_pools_groups_and_backends_of_the_model);
     tcase_add_test(ts, test_status_shows_states_drains_circuits_rates_and_maintenance);
     tcase_add_test(ts, test_status_rates_are_zero_before_the_first_stats_tick);
+    tcase_add_test(ts, test_status_pool_maintenance_says_retry_after_and_hold);
+    tcase_add_test(ts, test_status_history_is_there_only_when_asked);
+    tcase_add_test(ts, test_status_history_holds_the_last_300_seconds);
     tcase_add_test(ts, test_status_names_are_json_escaped);
     tcase_add_test(ts, test_set_model_swaps_what_status_and_metrics_show);
     tcase_add_test(ts, test_status_json_is_what_the_address_serves);
@@ -2099,6 +2418,8 @@ static Suite *adminhttp_suite(void)
     tcase_add_test(tl, test_a_big_render_is_cut_into_slices);
     tcase_add_test(tl, test_a_status_with_many_routes_is_cut_into_slices);
     tcase_add_test(tl, test_a_status_render_restarts_when_the_route_table_changes);
+    tcase_add_test(tl, test_a_status_history_is_cut_into_slices_at_one_second);
+    tcase_add_test(tl, test_a_status_history_of_many_groups_is_cut_into_slices);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_stop_closes_the_listener_and_open_connections);
     tcase_add_test(tc, test_stop_then_start_again_serves_again);

@@ -17,6 +17,7 @@
 #include "worker.h"
 
 #include <check.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,6 +344,146 @@ START_TEST(test_a_routes_first_tick_shows_no_old_requests)
 }
 END_TEST
 
+/* --- the history: the last STATS_HISTORY seconds per group and route ------------------- */
+
+/* Point k of ring (oldest first) as doubles. */
+static void point(const struct stats_ring *ring, unsigned k, double *rps, double *err, double *p99)
+{
+    ck_assert_uint_lt(k, stats_ring_len(ring));
+    stats_ring_get(ring, k, rps, err, p99);
+}
+
+/*
+ * Every tick appends one point to every group's ring, this second's figures; past
+ * STATS_HISTORY seconds the oldest go (the ring wraps around) and its memory stays the one
+ * allocation of a fixed size: 8 bytes a point, 2.4 MB for 1,000 groups.
+ */
+START_TEST(test_group_history_holds_the_last_300_seconds)
+{
+    const struct stats_ring *ring;
+    double rps, err, p99;
+
+    ck_assert_uint_eq(stats_ring_len(g(BLUE)->ring), 0); /* nothing before the first tick */
+    ck_assert_uint_eq(F.m->seconds, 0);
+    for (unsigned s = 1; s <= STATS_HISTORY + 25; s++) {
+        answered(BLUE1, s % NW, 2, s, 0); /* second s: s requests */
+        tick();
+        ck_assert_uint_eq(F.m->seconds, s);
+        ck_assert_uint_eq(stats_ring_len(g(BLUE)->ring), s < STATS_HISTORY ? s : STATS_HISTORY);
+        ck_assert_uint_eq(stats_ring_len(g(GREEN)->ring), stats_ring_len(g(BLUE)->ring));
+        if (s == 1)
+            ring = g(BLUE)->ring;
+        ck_assert_ptr_eq(g(BLUE)->ring, ring); /* never reallocated */
+    }
+    /* The oldest held is second 26, the newest second 325 (this second's figures). */
+    point(ring, 0, &rps, &err, &p99);
+    ck_assert_double_eq_tol(rps, 26, EPS);
+    for (unsigned k = 0; k < STATS_HISTORY; k++) {
+        point(ring, k, &rps, &err, &p99);
+        ck_assert_double_eq_tol(rps, 26 + k, EPS);
+        ck_assert_double_eq_tol(err, 0, EPS);
+        ck_assert_double_eq_tol(p99, lat_bounds[0] * 1000, EPS);
+        point(g(GREEN)->ring, k, &rps, &err, &p99);
+        ck_assert_double_eq_tol(rps, 0, EPS);
+        ck_assert_double_eq_tol(p99, 0, EPS);
+    }
+    point(ring, STATS_HISTORY - 1, &rps, &err, &p99);
+    ck_assert_double_eq_tol(rps, g(BLUE)->rate.rps, EPS);
+    /* Bounded: one fixed-size block per ring, 8 bytes a point. */
+    ck_assert_uint_eq(sizeof(struct stats_point), 8);
+    ck_assert_uint_le(sizeof(struct stats_ring), 8 * STATS_HISTORY + 8);
+    ck_assert_uint_ge(malloc_usable_size(g(BLUE)->ring), sizeof(struct stats_ring));
+    ck_assert_uint_le(malloc_usable_size(g(BLUE)->ring), sizeof(struct stats_ring) + 64);
+}
+END_TEST
+
+/*
+ * A point keeps what /status writes: the error rate to 1/10,000 and p99 as the bound of its
+ * bucket (beyond the last bound: twice it), the same as the group's figures that second.
+ */
+START_TEST(test_history_points_are_the_seconds_figures)
+{
+    double rps, err, p99;
+
+    answered(BLUE1, 0, 2, 9990, 0); /* blue: 10,000 requests, 7 of them 5xx, slow ones */
+    answered(BLUE2, 1, 5, 7, 9);
+    answered(BLUE2, 1, 2, 3, 9);
+    answered(GREEN1, 0, 2, 1, LAT_BUCKETS); /* green: one beyond the last bound */
+    tick();
+    point(g(BLUE)->ring, 0, &rps, &err, &p99);
+    ck_assert_double_eq_tol(rps, 10000, EPS);
+    ck_assert_double_eq_tol(err, 0.0007, EPS);
+    ck_assert_double_eq_tol(err, g(BLUE)->rate.error_rate, EPS);
+    ck_assert_double_eq_tol(p99, lat_bounds[0] * 1000, EPS);
+    point(g(GREEN)->ring, 0, &rps, &err, &p99);
+    ck_assert_double_eq_tol(rps, 1, EPS);
+    ck_assert_double_eq_tol(p99, lat_bounds[LAT_BUCKETS - 1] * 2000, EPS);
+    ck_assert_double_eq_tol(p99, g(GREEN)->rate.p99_ms, EPS);
+    /* Every bucket comes back as its bound; an error rate of 1 as 1. */
+    for (unsigned k = 0; k < LAT_BUCKETS; k++) {
+        answered(GREEN1, 1, 5, 1, k);
+        tick();
+        point(g(GREEN)->ring, k + 1, &rps, &err, &p99);
+        ck_assert_double_eq_tol(p99, lat_bounds[k] * 1000, EPS);
+        ck_assert_double_eq_tol(p99, g(GREEN)->rate.p99_ms, EPS);
+        ck_assert_double_eq_tol(err, 1, EPS);
+    }
+}
+END_TEST
+
+/* stats_ring_push on its own: a rate that does not fit is clamped, not wrapped. */
+START_TEST(test_ring_push_clamps_and_wraps)
+{
+    struct stats_ring *ring = NULL;
+    struct rate r = {.rps = 1e12, .error_rate = 0.12345, .p99_ms = 0};
+    double rps, err, p99;
+
+    stats_ring_push(&ring, &r);
+    ck_assert_ptr_nonnull(ring);
+    point(ring, 0, &rps, &err, &p99);
+    ck_assert_double_eq_tol(rps, 4294967295.0, EPS);
+    ck_assert_double_eq_tol(err, 0.1235, EPS); /* rounded to 1/10,000 */
+    ck_assert_double_eq_tol(p99, 0, EPS);
+    for (unsigned i = 0; i < 3 * STATS_HISTORY + 7; i++) {
+        r.rps = i;
+        stats_ring_push(&ring, &r);
+    }
+    ck_assert_uint_eq(stats_ring_len(ring), STATS_HISTORY);
+    for (unsigned k = 0; k < STATS_HISTORY; k++) {
+        point(ring, k, &rps, &err, &p99);
+        ck_assert_double_eq_tol(rps, 2 * STATS_HISTORY + 7 + k, EPS);
+    }
+    free(ring);
+}
+END_TEST
+
+/*
+ * A route's ring gets a point at every tick after its first (which only takes its totals),
+ * this second's figures; it goes with the route.
+ */
+START_TEST(test_route_history_follows_its_figures)
+{
+    double rps, err, p99;
+
+    tick(); /* the routes' first tick takes their totals */
+    ck_assert_uint_eq(stats_ring_len(F.m->routes[PAY].ring), 0);
+    for (unsigned s = 1; s <= 5; s++) {
+        routed(BLUE1, 0, PAY, 2, s * 10, 0);
+        routed(BLUE1, 0, PAY, 5, s, 0);
+        tick();
+        ck_assert_uint_eq(stats_ring_len(F.m->routes[PAY].ring), s);
+        ck_assert_uint_eq(stats_ring_len(F.m->routes[USERS].ring), s);
+    }
+    for (unsigned k = 0; k < 5; k++) {
+        point(F.m->routes[PAY].ring, k, &rps, &err, &p99);
+        ck_assert_double_eq_tol(rps, (k + 1) * 11, EPS);
+        ck_assert_double_eq_tol(err, 1.0 / 11, 0.00005);
+        point(F.m->routes[USERS].ring, k, &rps, &err, &p99);
+        ck_assert_double_eq_tol(rps, 0, EPS);
+    }
+}
+END_TEST
+
 static Suite *stats_suite(void)
 {
     Suite *s = suite_create("stats");
@@ -357,6 +498,10 @@ static Suite *stats_suite(void)
     tcase_add_test(tc, test_p99_from_this_seconds_buckets);
     tcase_add_test(tc, test_route_rates_sum_its_cells_and_veers_own_answers);
     tcase_add_test(tc, test_a_routes_first_tick_shows_no_old_requests);
+    tcase_add_test(tc, test_group_history_holds_the_last_300_seconds);
+    tcase_add_test(tc, test_history_points_are_the_seconds_figures);
+    tcase_add_test(tc, test_ring_push_clamps_and_wraps);
+    tcase_add_test(tc, test_route_history_follows_its_figures);
     suite_add_tcase(s, tc);
     return s;
 }
