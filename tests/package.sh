@@ -238,7 +238,12 @@ while read -r f; do
     [ -d "$f" ] && continue # directories (/usr/bin, /lib -> usr/lib, ...) stay
     check "purge removes $f" test ! -e "$f"
 done <"$work/files"
-for d in /etc/veer /var/lib/veer /var/log/veer /run/veer /usr/share/doc/veer; do
+for d in /etc/veer /var/lib/veer /var/log/veer /run/veer /usr/share/doc/veer \
+    /etc/systemd/system/multi-user.target.wants/veer.service; do
     check "purge leaves no $d" test ! -e "$d"
 done
+leftover=$(find /etc /var/lib /var/log /run /usr -name '*veer*' ! -path '/var/lib/dpkg/*' \
+    ! -path '/var/cache/*' ! -path '/usr/local/*' 2>/dev/null || true)
+[ -z "$leftover" ] || fail "purge left: $leftover"
+checks=$((checks + 1))
 say "ok ($checks checks)"
