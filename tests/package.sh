@@ -163,9 +163,15 @@ if dpkg-query -W -f='${Status}' veer 2>/dev/null | grep -q "ok installed"; then
     exit 2
 fi
 work=$(mktemp -d /tmp/veer-package.XXXXXX)
+installed=false
 cleanup()
 {
     end_started
+    # A failure after the install: take the package away again (CI's next run
+    # on this machine starts clean), unless --keep asked to look at it.
+    if $installed && ! $keep; then
+        apt-get purge -y -qq veer >/dev/null 2>&1 || true
+    fi
     if $keep; then say "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -195,6 +201,7 @@ grep -v 'running with root privileges' "$work/lintian.log" || true
 [ "$rc" -eq 0 ] || fail "lintian found warnings or errors (exit $rc)"
 
 say "apt-get install $deb"
+installed=true
 apt-get install -y -qq "$deb" >"$work/install.log" 2>&1 || { cat "$work/install.log"; fail "install"; }
 dpkg -L veer >"$work/files"
 for f in /usr/sbin/veer /usr/bin/veerctl /etc/veer/veer.conf /etc/logrotate.d/veer \
@@ -234,6 +241,7 @@ fi
 
 say "apt-get purge veer"
 apt-get purge -y -qq veer >"$work/purge.log" 2>&1 || { cat "$work/purge.log"; fail "purge"; }
+installed=false
 while read -r f; do
     [ -d "$f" ] && continue # directories (/usr/bin, /lib -> usr/lib, ...) stay
     check "purge removes $f" test ! -e "$f"
