@@ -122,11 +122,33 @@ static char *fmt(const char *f, ...)
 static const char *const pool_columns[] = {"pool",  "backend", "group", "state", "weight",
                                            "share", "active",  "conns", "gen"};
 
-/* show pools: one row per backend, every pool. */
+static void show_pool_json(const struct rt_pool *p, struct sbuf *o);
+
+/* show pools --json: {"generation":N,"pools":[ each pool as show pool --json ]}. */
+static void show_pools_json(struct sbuf *o)
+{
+    const struct model *m = control_model();
+    bool first = true;
+
+    sb_printf(o, "{\"generation\":%llu,\"pools\":[", (unsigned long long)m->generation);
+    for (uint32_t i = 0; i < m->npools; i++) {
+        if (m->pools[i].removed)
+            continue; /* gone from the configuration (as for show pool and /status) */
+        sb_puts(o, first ? "" : ",");
+        first = false;
+        show_pool_json(&m->pools[i], o);
+    }
+    sb_puts(o, "]}");
+}
+
+/* show pools: one row per backend, every pool (--json: every pool's show pool document). */
 void show_pools(struct ctl_req *r)
 {
     unsigned rows = 0;
     struct grid g;
+
+    if (r->cmd.json)
+        return json_answer(r, show_pools_json);
 
     for (uint32_t i = 0; i < control_model()->npools; i++)
         rows += control_model()->pools[i].nb;

@@ -824,6 +824,33 @@ START_TEST(test_show_routes)
 }
 END_TEST
 
+/* show pools --json: every pool's show pool --json document, in one. */
+START_TEST(test_show_pools_json)
+{
+    json_t *doc, *pools, *one;
+    json_error_t e;
+    char *a, *b;
+
+    up();
+    doc = json_loads(show("show pools --json"), 0, &e);
+    ck_assert_msg(doc != NULL, "%s", e.text);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "generation")),
+                     (json_int_t)CF.m->generation);
+    pools = json_object_get(doc, "pools");
+    ck_assert_uint_eq(json_array_size(pools), 2);
+    one = json_loads(show("show pool hc --json"), 0, &e);
+    ck_assert_msg(one != NULL, "%s", e.text);
+    a = json_dumps(json_array_get(pools, 1), JSON_SORT_KEYS);
+    b = json_dumps(one, JSON_SORT_KEYS);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    json_decref(one);
+    json_decref(doc);
+    down();
+}
+END_TEST
+
 /* Without routes: a header line and an empty list. */
 START_TEST(test_show_routes_without_routes)
 {
@@ -852,6 +879,7 @@ static Suite *show_suite(void)
     tcase_add_test(tc, test_route_explain_without_a_fallback_pool);
     tcase_add_test(tc, test_show_routes);
     tcase_add_test(tc, test_show_routes_without_routes);
+    tcase_add_test(tc, test_show_pools_json);
     suite_add_tcase(s, tc);
     return s;
 }
