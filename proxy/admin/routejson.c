@@ -10,11 +10,34 @@
 
 bool routejson_in_maintenance(const struct model *m, uint32_t i)
 {
-    const struct rt_route *rt = &m->routes[i];
+    int retry;
+    int64_t hold;
 
-    if (rt->maint || m->maint)
-        return true;
-    return rt->pool >= 0 && (uint32_t)rt->pool < m->npools && m->pools[rt->pool].maint;
+    return routejson_maintenance(m, i, &retry, &hold);
+}
+
+bool routejson_maintenance(const struct model *m, uint32_t i, int *retry_after, int64_t *hold_ms)
+{
+    const struct rt_route *rt = &m->routes[i];
+    const struct rt_pool *p =
+        rt->pool >= 0 && (uint32_t)rt->pool < m->npools ? &m->pools[rt->pool] : NULL;
+
+    /* The maintenance module's order: the route's, then its pool's, then every pool's. */
+    if (rt->maint) {
+        *retry_after = rt->maint_retry_after;
+        *hold_ms = rt->maint_hold_ms;
+    } else if (p && p->maint) {
+        *retry_after = p->maint_retry_after;
+        *hold_ms = p->maint_hold_ms;
+    } else if (m->maint) {
+        *retry_after = m->maint_retry_after;
+        *hold_ms = m->maint_hold_ms;
+    } else {
+        *retry_after = 0;
+        *hold_ms = 0;
+        return false;
+    }
+    return true;
 }
 
 /* The "match" object: the keys the route's configuration sets, in a fixed order. */
@@ -65,6 +88,9 @@ void routejson_route(struct sbuf *o, const struct model *m, uint32_t i)
 {
     const struct rt_route *rt = &m->routes[i];
     const struct rate *r = &rt->rate;
+    int64_t hold;
+    bool maint;
+    int retry;
 
     sb_puts(o, "{\"name\":");
     sb_json_str(o, rt->name);
@@ -75,8 +101,11 @@ void routejson_route(struct sbuf *o, const struct model *m, uint32_t i)
         sb_json_str(o, m->pools[rt->pool].name);
     else
         sb_puts(o, "null");
-    sb_printf(o, ",\"state\":\"%s\",\"rps\":%.1f,\"error_rate\":%.4f,\"p99_ms\":%.3f}",
-              routejson_in_maintenance(m, i) ? "maintenance" : "serving", r->rps, r->error_rate,
+    maint = routejson_maintenance(m, i, &retry, &hold);
+    sb_printf(o,
+              ",\"state\":\"%s\",\"maintenance_retry_after\":%d,\"maintenance_hold_ms\":%lld,"
+              "\"rps\":%.1f,\"error_rate\":%.4f,\"p99_ms\":%.3f}",
+              maint ? "maintenance" : "serving", retry, (long long)hold, r->rps, r->error_rate,
               r->p99_ms);
 }
 

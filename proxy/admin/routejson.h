@@ -17,11 +17,13 @@ struct sbuf;
  * Append route i of m (i < m->nroutes) as one JSON object:
  *   {"name":"payments","match":{"host":"api.example.com","path_prefix":"/payments",
  *    "methods":["GET"],"headers":[{"name":"X-Api-Version","value":"2"}]},
- *    "pool":"payments","state":"serving","rps":0.0,"error_rate":0.0,"p99_ms":0.0}
+ *    "pool":"payments","state":"serving","maintenance_retry_after":0,"maintenance_hold_ms":0,
+ *    "rps":0.0,"error_rate":0.0,"p99_ms":0.0}
  * match holds only the keys the route's configuration sets (path or path_prefix, never
  * both); pool is the pool it sends to now (after `route set`), null when that pool is gone;
  * state is "maintenance" when its requests get the maintenance 503 (routejson_in_maintenance)
- * and "serving" otherwise; the figures are over the last second (stats.c).
+ * and "serving" otherwise, with that maintenance's Retry-After and hold (0 when serving); the
+ * figures are over the last second (stats.c).
  */
 void routejson_route(struct sbuf *o, const struct model *m, uint32_t i);
 
@@ -31,6 +33,13 @@ void routejson_route(struct sbuf *o, const struct model *m, uint32_t i);
  * maintenance.allow paths and veer's own endpoints are exempt either way).
  */
 bool routejson_in_maintenance(const struct model *m, uint32_t i);
+
+/*
+ * The same, with the Retry-After and hold of the maintenance that applies
+ * (0 and 0 when none does): the route's own, else its pool's, else every
+ * pool's.
+ */
+bool routejson_maintenance(const struct model *m, uint32_t i, int *retry_after, int64_t *hold_ms);
 
 /*
  * Append the match of cr as one line of text: its keys in the order host, path or

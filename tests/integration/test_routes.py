@@ -473,18 +473,23 @@ class RoutesStatusTest(VeerTestCase):
                               "methods": ["GET"],
                               "headers": [{"name": "X-Api-Version", "value": "<b>2</b>&amp;"}]},
                     "pool": "payments", "state": "serving",
+                    "maintenance_retry_after": 0, "maintenance_hold_ms": 0,
                     "rps": 0.0, "error_rate": 0.0, "p99_ms": 0.0}
         login = {"name": "login", "match": {"path": "/login"}, "pool": "users",
-                 "state": "serving", "rps": 0.0, "error_rate": 0.0, "p99_ms": 0.0}
+                 "state": "serving", "maintenance_retry_after": 0, "maintenance_hold_ms": 0,
+                 "rps": 0.0, "error_rate": 0.0, "p99_ms": 0.0}
         dead = {"name": "dead", "match": {"path_prefix": "/dead"}, "pool": "empty",
-                "state": "serving", "rps": 0.0, "error_rate": 0.0, "p99_ms": 0.0}
+                "state": "serving", "maintenance_retry_after": 0, "maintenance_hold_ms": 0,
+                 "rps": 0.0, "error_rate": 0.0, "p99_ms": 0.0}
         self.assertEqual(status_doc(self.http)["routes"], [payments, login, dead])
         self.assertEqual(self.health_routes(v), {"payments": False, "login": False,
                                                  "dead": False})
 
         # Applied before the ack: the next /status and health status show it.
-        self.ctl_ok(v, "route", "maintenance", "payments", "on", "--retry-after", "7")
-        payments["state"] = "maintenance"
+        self.ctl_ok(v, "route", "maintenance", "payments", "on", "--retry-after", "7",
+                    "--hold", "2s")
+        payments.update(state="maintenance", maintenance_retry_after=7,
+                        maintenance_hold_ms=2000)
         self.assertEqual(status_doc(self.http)["routes"], [payments, login, dead])
         self.assertEqual(self.health_routes(v), {"payments": True, "login": False,
                                                  "dead": False})
@@ -496,14 +501,15 @@ class RoutesStatusTest(VeerTestCase):
         self.assertEqual(self.where(c, "/login"), "payments2")
 
         # Maintenance of the pool a route sends to closes the route too; it shows.
-        self.ctl_ok(v, "maintenance", "on", "payments2")
-        login["state"] = "maintenance"
+        self.ctl_ok(v, "maintenance", "on", "payments2", "--retry-after", "9")
+        login.update(state="maintenance", maintenance_retry_after=9)
         self.assertEqual(status_doc(self.http)["routes"], [payments, login, dead])
         self.assertEqual(self.health_routes(v), {"payments": True, "login": True,
                                                  "dead": False})
         self.ctl_ok(v, "maintenance", "off", "payments2")
         self.ctl_ok(v, "route", "maintenance", "payments", "off")
-        payments["state"] = login["state"] = "serving"
+        for r in (payments, login):
+            r.update(state="serving", maintenance_retry_after=0, maintenance_hold_ms=0)
         self.assertEqual(status_doc(self.http)["routes"], [payments, login, dead])
         self.assertEqual(self.health_routes(v), {"payments": False, "login": False,
                                                  "dead": False})

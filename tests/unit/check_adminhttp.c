@@ -1442,9 +1442,11 @@ START_TEST(test_status_lists_the_routes_with_match_pool_state_and_figures)
                    "[{\"name\":\"payments\",\"match\":{\"host\":\"api.example.com\","
                    "\"path_prefix\":\"/payments\",\"methods\":[\"GET\"],\"headers\":[{\"name\":"
                    "\"X-Api-Version\",\"value\":\"2\"}]},\"pool\":\"hc\",\"state\":\"serving\","
-                   "\"rps\":0.0,\"error_rate\":0.0,\"p99_ms\":0.0},"
+                   "\"maintenance_retry_after\":0,\"maintenance_hold_ms\":0,\"rps\":0.0,\"error_"
+                   "rate\":0.0,\"p99_ms\":0.0},"
                    "{\"name\":\"login\",\"match\":{\"path\":\"/login\"},\"pool\":\"api\","
-                   "\"state\":\"serving\",\"rps\":0.0,\"error_rate\":0.0,\"p99_ms\":0.0}]");
+                   "\"state\":\"serving\",\"maintenance_retry_after\":0,\"maintenance_hold_ms\":0,"
+                   "\"rps\":0.0,\"error_rate\":0.0,\"p99_ms\":0.0}]");
     json_decref(st);
 
     fx.m->routes[0].maint = true; /* route maintenance payments on */
@@ -1457,7 +1459,8 @@ START_TEST(test_status_lists_the_routes_with_match_pool_state_and_figures)
     ck_assert_str_eq(str_of(named(routes, "payments"), "pool"), "hc");
     assert_json_eq(named(routes, "login"),
                    "{\"name\":\"login\",\"match\":{\"path\":\"/login\"},\"pool\":\"hc\","
-                   "\"state\":\"serving\",\"rps\":40.0,\"error_rate\":0.025,\"p99_ms\":12.5}");
+                   "\"state\":\"serving\",\"maintenance_retry_after\":0,\"maintenance_hold_ms\":0,"
+                   "\"rps\":40.0,\"error_rate\":0.025,\"p99_ms\":12.5}");
     json_decref(st);
 
     fx.m->routes[0].maint = false;

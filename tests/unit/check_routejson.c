@@ -90,19 +90,23 @@ START_TEST(test_route_object_has_only_the_match_keys_the_route_sets)
 {
     ck_assert_str_eq(route(0), "{\"name\":\"payments\",\"match\":{\"host\":\"api.example.com\","
                                "\"path_prefix\":\"/payments\"},\"pool\":\"pay\","
-                               "\"state\":\"serving\",\"rps\":0.0,\"error_rate\":0.0000,"
+                               "\"state\":\"serving\",\"maintenance_retry_after\":0,\"maintenance_"
+                               "hold_ms\":0,\"rps\":0.0,\"error_rate\":0.0000,"
                                "\"p99_ms\":0.000}");
     ck_assert_str_eq(route(1), "{\"name\":\"users-v2\",\"match\":{\"path_prefix\":\"/users\","
                                "\"methods\":[\"GET\",\"HEAD\"],\"headers\":["
                                "{\"name\":\"X-Api-Version\",\"value\":\"2\"},"
                                "{\"name\":\"X-Q\",\"value\":\"a\\\"b\\\\c\"}]},"
-                               "\"pool\":\"api\",\"state\":\"serving\",\"rps\":0.0,"
+                               "\"pool\":\"api\",\"state\":\"serving\",\"maintenance_retry_after\":"
+                               "0,\"maintenance_hold_ms\":0,\"rps\":0.0,"
                                "\"error_rate\":0.0000,\"p99_ms\":0.000}");
     ck_assert_str_eq(route(2), "{\"name\":\"login\",\"match\":{\"path\":\"/login\"},"
-                               "\"pool\":\"api\",\"state\":\"serving\",\"rps\":0.0,"
+                               "\"pool\":\"api\",\"state\":\"serving\",\"maintenance_retry_after\":"
+                               "0,\"maintenance_hold_ms\":0,\"rps\":0.0,"
                                "\"error_rate\":0.0000,\"p99_ms\":0.000}");
     ck_assert_str_eq(route(3), "{\"name\":\"all\",\"match\":{},\"pool\":\"api\","
-                               "\"state\":\"serving\",\"rps\":0.0,\"error_rate\":0.0000,"
+                               "\"state\":\"serving\",\"maintenance_retry_after\":0,\"maintenance_"
+                               "hold_ms\":0,\"rps\":0.0,\"error_rate\":0.0000,"
                                "\"p99_ms\":0.000}");
 }
 END_TEST
@@ -115,9 +119,11 @@ START_TEST(test_route_object_shows_the_pool_it_sends_to_now_and_its_figures)
     rt->rate.rps = 12.5;
     rt->rate.error_rate = 0.25;
     rt->rate.p99_ms = 7.125;
-    ck_assert_ptr_nonnull(strstr(route(0), ",\"pool\":\"api\",\"state\":\"serving\","
-                                           "\"rps\":12.5,\"error_rate\":0.2500,"
-                                           "\"p99_ms\":7.125}"));
+    ck_assert_ptr_nonnull(strstr(route(0),
+                                 ",\"pool\":\"api\",\"state\":\"serving\","
+                                 "\"maintenance_retry_after\":0,\"maintenance_hold_ms\":0,"
+                                 "\"rps\":12.5,\"error_rate\":0.2500,"
+                                 "\"p99_ms\":7.125}"));
     /* The pool it sends to is gone (removed by a reload, or none): null. */
     fx.m->pools[0].removed = true;
     ck_assert_ptr_nonnull(strstr(route(0), ",\"pool\":null,"));
@@ -170,6 +176,41 @@ START_TEST(test_match_text_names_the_keys_in_order_or_a_star)
 }
 END_TEST
 
+/* The Retry-After and hold shown are those of the maintenance that applies, route first. */
+START_TEST(test_route_maintenance_retry_after_and_hold_follow_precedence)
+{
+    int retry;
+    int64_t hold;
+
+    fx.m->maint = true; /* every pool: 30 s */
+    fx.m->maint_retry_after = 30;
+    fx.m->pools[1].maint = true; /* pay, where payments sends: 20 s, held 1 s */
+    fx.m->pools[1].maint_retry_after = 20;
+    fx.m->pools[1].maint_hold_ms = 1000;
+    fx.m->routes[0].maint = true; /* payments itself: 10 s, held 2 s */
+    fx.m->routes[0].maint_retry_after = 10;
+    fx.m->routes[0].maint_hold_ms = 2000;
+    ck_assert(routejson_maintenance(fx.m, 0, &retry, &hold));
+    ck_assert_int_eq(retry, 10);
+    ck_assert_int_eq(hold, 2000);
+    ck_assert_ptr_nonnull(strstr(route(0),
+                                 ",\"state\":\"maintenance\",\"maintenance_retry_after\":10,"
+                                 "\"maintenance_hold_ms\":2000,"));
+    fx.m->routes[0].maint = false;
+    ck_assert(routejson_maintenance(fx.m, 0, &retry, &hold));
+    ck_assert_int_eq(retry, 20);
+    ck_assert_int_eq(hold, 1000);
+    fx.m->pools[1].maint = false;
+    ck_assert(routejson_maintenance(fx.m, 0, &retry, &hold));
+    ck_assert_int_eq(retry, 30);
+    ck_assert_int_eq(hold, 0);
+    fx.m->maint = false;
+    ck_assert(!routejson_maintenance(fx.m, 0, &retry, &hold));
+    ck_assert_int_eq(retry, 0);
+    ck_assert_int_eq(hold, 0);
+}
+END_TEST
+
 static Suite *routejson_suite(void)
 {
     Suite *s = suite_create("routejson");
@@ -180,6 +221,7 @@ static Suite *routejson_suite(void)
     tcase_add_test(tc, test_route_object_shows_the_pool_it_sends_to_now_and_its_figures);
     tcase_add_test(tc, test_route_state_follows_every_maintenance_that_closes_it);
     tcase_add_test(tc, test_match_text_names_the_keys_in_order_or_a_star);
+    tcase_add_test(tc, test_route_maintenance_retry_after_and_hold_follow_precedence);
     suite_add_tcase(s, tc);
     return s;
 }
