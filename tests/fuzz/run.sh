@@ -6,6 +6,7 @@
 #
 # Environment:
 #   FUZZ_SECONDS=30       run time per target
+#   FUZZ_JOBS=N           targets run at once (default: the number of CPUs)
 #   FUZZ_TARGETS="..."    subset of: request response chunked config cmd path traceparent
 #   FUZZ_SKIP_KNOWN=0     1 = step over the veer bugs already reported (each
 #                         is named where the target skips it), to measure how
@@ -78,16 +79,17 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export LSAN_OPTIONS="suppressions=$here/lsan.supp:print_suppressions=0"
 
-for t in $targets; do
-    corpus="$out/corpus/$t"
-    artifacts="$out/artifacts/$t"
+# One target: fuzz it, then print its result line (and a failure's details) to
+# $out/fuzz_$t.out; exit 1 when it failed.
+fuzz_one()
+{
+    local t=$1 corpus="$out/corpus/$1" artifacts="$out/artifacts/$1" log="$out/fuzz_$1.log"
+    local rc=0 leaks=1 last cov ft runs eps line
+
     rm -rf "$corpus" "$artifacts"
     mkdir -p "$corpus" "$artifacts"
     cp "$here/corpus/$t/"* "$corpus/"
-    log="$out/fuzz_$t.log"
     echo "== fuzz_$t: ${seconds}s on $(find "$corpus" -type f | wc -l) seed files"
-    rc=0
-    leaks=1
     if [ -n "${leaks_after[$t]:-}" ]; then
         leaks=0
     fi
@@ -109,7 +111,6 @@ for t in $targets; do
     line="$(printf '%-16s execs/s %-8s runs %-10s cov %-6s ft %-6s' "fuzz_$t" "${eps:-?}" \
         "${runs:-?}" "${cov:-?}" "${ft:-?}")"
     if [ "$rc" -ne 0 ]; then
-        failed=1
         line="$line FAILED (exit $rc)"
         echo "$line"
         grep -E 'ERROR|SUMMARY|fuzz_[a-z]+: |veer |RFC |forwarded|rewritten' "$log" | head -n 20 || true
@@ -120,10 +121,33 @@ for t in $targets; do
             echo "   replay:   $bin/fuzz_$t $a"
         done
         echo "   log: $log"
-    else
-        echo "$line"
+        echo "$line" >"$out/fuzz_$t.line"
+        return 1
     fi
-    summary+=("$line")
+    echo "$line"
+    echo "$line" >"$out/fuzz_$t.line"
+}
+
+# The targets, FUZZ_JOBS at a time (default: the number of CPUs): each is one
+# libFuzzer process on one core, so on a 2-core machine the run takes half as
+# long and every target still gets its FUZZ_SECONDS.
+jobs="${FUZZ_JOBS:-$(nproc)}"
+running=0
+for t in $targets; do
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n || failed=1
+        running=$((running - 1))
+    fi
+    fuzz_one "$t" >"$out/fuzz_$t.out" 2>&1 &
+    running=$((running + 1))
+done
+while [ "$running" -gt 0 ]; do
+    wait -n || failed=1
+    running=$((running - 1))
+done
+for t in $targets; do
+    cat "$out/fuzz_$t.out"
+    summary+=("$(cat "$out/fuzz_$t.line" 2>/dev/null || echo "fuzz_$t: no result")")
 done
 
 echo "== summary (${seconds}s per target)"
