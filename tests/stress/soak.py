@@ -22,6 +22,10 @@ route maintenance on --hold for ka with a route set published while its
 requests are held then off, and a binary upgrade (veerctl upgrade) every
 --upgrade-every seconds.
 
+A scraper reads /metrics, /status and /status?history=1 every 200 ms all
+along (sliced renders that restart when reloads and route sets change the
+tables under them): every answer 200 and well formed.
+
 Checks: every request got exactly one well-formed answer within --deadline
 seconds: 200 from a backend (the right body) or veer's 503 for maintenance
 or no eligible backend (JSON body); no reset, no hang, no close in the
@@ -53,8 +57,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
 import veertest  # noqa: E402
 from veertest import Reader, read_response, wait_for  # noqa: E402
-from helpers import (StreamReader, TlsFiles, become_subreaper, health_text, read_head,  # noqa: E402
-                     iter_body, shutdown_summary, tls_client_context, tls_listen_text,
+from helpers import (StreamReader, TlsFiles, become_subreaper, health_text, http_get,  # noqa: E402
+                     read_head, iter_body, shutdown_summary, tls_client_context, tls_listen_text,
                      tls_listener_ports, ws_accept, ws_frame, ws_read_frame)
 
 BIG = 256 * 1024
@@ -721,6 +725,50 @@ class Soak:
         if rc != 0:
             self.acct.fail("upgrade", "old veer pid %d exited %r after the upgrade" % (old, rc))
 
+    def scraper(self):
+        """Scrape /metrics, /status and /status?history=1 of the running veer
+        every 200 ms while everything else goes on: the renders are sliced
+        and restart when a reload or a route set changes the tables under
+        them. Every answer must be 200 and well formed (the JSON parses, has
+        its routes; the metrics carry the route label); a refused connection
+        is counted apart (the admin HTTP address is not inherited by an
+        upgrade: the new process binds its own)."""
+        rx = re.compile(r"\[(\d+)\] info: admin http on \S+:(\d+) ")
+        while not self.stop_ev.wait(0.2):
+            port = None
+            for line in self.v.log():
+                m = rx.search(line)
+                if m and int(m.group(1)) == self.current_pid:
+                    port = int(m.group(2))
+            if port is None:
+                continue
+            for path in ("/metrics", "/status", "/status?history=1"):
+                try:
+                    status, _, body = http_get(port, path, timeout=self.args.deadline)
+                except OSError:
+                    with self.acct.lock:
+                        self.acct.ops["scrape refused"] += 1
+                    continue
+                if status != 200:
+                    self.acct.fail("scrape", "%s answered %d: %r" % (path, status, body[:200]))
+                    continue
+                if path.startswith("/status"):
+                    try:
+                        doc = json.loads(body)
+                    except ValueError as e:
+                        self.acct.fail("scrape", "%s is not JSON (%s): %r" % (path, e, body[:200]))
+                        continue
+                    if not isinstance(doc.get("routes"), list) or \
+                            ("history" in path) != ("history" in doc):
+                        self.acct.fail("scrape", "%s lacks routes or history: %r"
+                                       % (path, sorted(doc)))
+                        continue
+                elif b'veer_requests_total{' not in body or b',route="' not in body:
+                    self.acct.fail("scrape", "/metrics without the route label: %r" % body[:200])
+                    continue
+                with self.acct.lock:
+                    self.acct.ops["scrape"] += 1
+
     def alive(self, pid):
         """Whether pid runs (a zombie is not running)."""
         try:
@@ -773,7 +821,7 @@ class Soak:
         return ('workers = %d;\n'
                 'listen = ( { address = "127.0.0.1:0"; pool = "api"; },\n'
                 '           { address = "127.0.0.1:0"; pool = "api"; %s } );\n'
-                'admin = { socket = "%s/admin.sock"; };\n'
+                'admin = { socket = "%s/admin.sock"; http = "127.0.0.1:0"; };\n'
                 'audit_log = "%s/audit.log";\nstate_file = "%s/state";\n'
                 'timeouts = { quiet_ms = 300; idle_ms = %d; };\n'
                 'pools = ( { name = "api"; hold_ms = %d; %s\n'
@@ -840,6 +888,8 @@ class Soak:
                 self.run_client(kind, fn)
         op_thread = threading.Thread(target=self.operations, daemon=True)
         op_thread.start()
+        scrape_thread = threading.Thread(target=self.scraper, daemon=True)
+        scrape_thread.start()
 
         self.t_start = time.monotonic()
         t_end = self.t_start + a.seconds
@@ -858,6 +908,7 @@ class Soak:
 
         self.stop_ev.set()
         op_thread.join(60)
+        scrape_thread.join(60)
         for t in self.threads:
             t.join(a.deadline + 10)
         hung = [t.name for t in self.threads if t.is_alive()]
