@@ -366,8 +366,10 @@ static int run(struct lifecycle *c)
     raise_nofile(c->conf);
     veer_nworkers = n;
     c->model = model_from_conf(c->conf);
-    restore_state(c);
+    /* Readiness first: an upgrade's text recreates discovered backends, whose state then applies.
+     */
     restore_health(c);
+    restore_state(c);
     routing_init(n, routing_build(c->model));
     if (audit_open(c->conf->audit_log, err, sizeof(err)) < 0) {
         log_err("audit log: %s", err);

@@ -4,6 +4,7 @@
 set -euo pipefail
 
 PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libconfig-dev check libssl-dev libjansson-dev
+      libc-ares-dev
       node-llhttp python3 curl socat)
 
 missing=()

@@ -10,6 +10,7 @@
 #include "model.h"
 #include "rollout.h"
 #include "routejson.h"
+#include "discjson.h"
 #include "sbuf.h"
 #include "stats.h"
 #include "veer.h"
@@ -277,7 +278,7 @@ static void status_head(struct sbuf *o, const struct model *m)
         ew = model_effective_weights(rp);
         for (uint32_t i = 0; i < rp->nb; i++) {
             const struct rt_backend *b = &rp->b[i];
-            bool draining = b->admin == ADMIN_DRAIN && !b->drained;
+            bool draining = rt_draining(b) && !b->drained;
 
             sb_puts(o, i ? ",{\"name\":" : "{\"name\":");
             sb_json_str(o, b->be->name);
@@ -304,7 +305,9 @@ static void status_head(struct sbuf *o, const struct model *m)
         rollout_plan_json((int)p, o);
         sb_puts(o, "}");
     }
-    sb_puts(o, "],\"routes\":[");
+    sb_puts(o, "],\"discovery\":");
+    discjson_list(o, m);
+    sb_puts(o, ",\"routes\":[");
 }
 
 /*

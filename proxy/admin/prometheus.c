@@ -2,6 +2,7 @@
  * prometheus.c - the Prometheus text rendering (exposition format 0.0.4) of
  * everything veer counts. See prometheus.h.
  */
+#include "discovery.h"
 #include "prometheus.h"
 #include "cluster.h"
 #include "model.h"
@@ -435,7 +436,7 @@ static void pool_gauges(struct sbuf *o, const struct model *m)
 
         for (uint32_t i = 0; i < m->pools[p].nb; i++) {
             n += model_eligible(&m->pools[p], i);
-            drains += m->pools[p].b[i].admin == ADMIN_DRAIN && !m->pools[p].b[i].drained;
+            drains += rt_draining(&m->pools[p].b[i]) && !m->pools[p].b[i].drained;
         }
         sb_puts(o, "veer_pool_eligible_backends{");
         label(o, "pool", m->pools[p].name, true);
@@ -490,6 +491,40 @@ static void control_figures(struct sbuf *o, const struct model *m)
     }
 }
 
+/* DNS discovery, per discover entry (its name is unique across the file). */
+static void discovery_figures(struct sbuf *o)
+{
+    unsigned n = discovery_count();
+    struct discovery_info d;
+
+    if (n == 0)
+        return;
+    header(o, "veer_discovery_errors_total", "counter",
+           "Failed DNS resolutions (timeout, SERVFAIL, refused, over max_backends), by entry.");
+    for (unsigned i = 0; i < n; i++) {
+        discovery_get(i, &d);
+        sb_puts(o, "veer_discovery_errors_total{");
+        label(o, "name", d.name, true);
+        sb_printf(o, "} %llu\n", (unsigned long long)d.errors);
+    }
+    header(o, "veer_discovery_resolutions_total", "counter",
+           "DNS resolutions that answered (empty answers included), by entry.");
+    for (unsigned i = 0; i < n; i++) {
+        discovery_get(i, &d);
+        sb_puts(o, "veer_discovery_resolutions_total{");
+        label(o, "name", d.name, true);
+        sb_printf(o, "} %llu\n", (unsigned long long)d.resolutions);
+    }
+    header(o, "veer_discovery_backends", "gauge",
+           "Addresses in an entry's current set (the last good answer).");
+    for (unsigned i = 0; i < n; i++) {
+        discovery_get(i, &d);
+        sb_puts(o, "veer_discovery_backends{");
+        label(o, "name", d.name, true);
+        sb_printf(o, "} %u\n", d.naddrs);
+    }
+}
+
 /* Everything after the per-backend families: small, rendered in one go. */
 static void render_tail(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
 {
@@ -497,6 +532,7 @@ static void render_tail(struct sbuf *o, const struct model *m, struct worker **w
 
     pool_gauges(o, m);
     control_figures(o, m);
+    discovery_figures(o);
     for (unsigned w = 0; w < nw; w++) {
         retries += ld(&ws[w]->mstat.retries);
         upstreams += atomic_load_explicit(&ws[w]->mstat.upstreams, memory_order_relaxed);

@@ -10,6 +10,8 @@
 #include "model.h"
 #include "path.h"
 #include "routejson.h"
+#include "discjson.h"
+#include "discovery.h"
 #include "routes.h"
 #include "audit.h"
 #include "conf.h"
@@ -425,6 +427,64 @@ void show_routes(struct ctl_req *r)
     grid_answer(r, &g);
 }
 
+static void show_discovery_json(struct sbuf *o)
+{
+    sb_puts(o, "{\"discovery\":");
+    discjson_list(o, control_model());
+    sb_puts(o, "}");
+}
+
+/* show discovery: each discover entry, its addresses and their states, its last resolution. */
+static void show_discovery(struct ctl_req *r)
+{
+    static const char *const cols[] = {"pool",  "name",    "query",  "addresses", "draining",
+                                       "ttl_s", "next_ms", "errors", "last_error"};
+    const struct model *m = control_model();
+    unsigned n = discovery_count();
+    struct grid g;
+    struct sbuf o;
+
+    if (r->cmd.json)
+        return json_answer(r, show_discovery_json);
+    grid_start(&g, cols, ARRAY_SIZE(cols), n);
+    for (unsigned i = 0; i < n; i++) {
+        struct discovery_info d;
+        int pi, draining = 0;
+
+        discovery_get(i, &d);
+        pi = model_find_pool(m, d.pool);
+        for (uint32_t k = 0; pi >= 0 && k < m->pools[pi].nb; k++)
+            draining += m->pools[pi].b[k].disc_id == d.id && m->pools[pi].b[k].gone;
+        grid_put(&g, veer_strdup(d.pool));
+        grid_put(&g, veer_strdup(d.name));
+        grid_put(&g, fmt("%s %s", d.kind, d.query));
+        grid_put(&g, fmt("%u", d.naddrs));
+        grid_put(&g, fmt("%d", draining));
+        grid_put(&g, d.has_ttl ? fmt("%u", d.ttl_s) : veer_strdup("-"));
+        grid_put(&g, d.next_ms >= 0 ? fmt("%lld", (long long)d.next_ms) : veer_strdup("-"));
+        grid_put(&g, fmt("%llu", (unsigned long long)d.errors));
+        grid_put(&g, veer_strdup(d.failing && d.last_error ? d.last_error : "-"));
+    }
+    sb_init(&o);
+    grid_render(&g, &o);
+    for (unsigned i = 0; i < n; i++) {
+        struct discovery_info d;
+        int pi;
+
+        discovery_get(i, &d);
+        pi = model_find_pool(m, d.pool);
+        for (uint32_t k = 0; k < d.naddrs; k++) {
+            int bi = pi >= 0 ? model_find_backend(&m->pools[pi], d.addrs[k].backend) : -1;
+
+            sb_printf(&o, "  %s/%s  %s  %s\n", d.pool, d.addrs[k].backend, d.addrs[k].addr.text,
+                      bi >= 0 ? backend_state_name(model_state(&m->pools[pi], (uint32_t)bi))
+                              : "absent");
+        }
+    }
+    control_answer(r, o.s ? o.s : "", true);
+    sb_free(&o);
+}
+
 void show_execute(struct ctl_req *r)
 {
     switch (r->cmd.kind) {
@@ -442,6 +502,9 @@ void show_execute(struct ctl_req *r)
         return;
     case CMD_SHOW_ROUTES:
         show_routes(r);
+        return;
+    case CMD_SHOW_DISCOVERY:
+        show_discovery(r);
         return;
     default:
         control_answer(r, "ERR not a show command", false);

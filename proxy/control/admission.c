@@ -152,7 +152,7 @@ static void breaker_trip(struct rt_pool *p, uint32_t i, const char *why)
     struct timeval tv = {cb->cooldown_ms / 1000, (cb->cooldown_ms % 1000) * 1000};
 
     for (uint32_t k = 0; k < p->nb; k++) {
-        if (p->b[k].health == HEALTH_READY && p->b[k].admin == ADMIN_READY)
+        if (p->b[k].health == HEALTH_READY && p->b[k].admin == ADMIN_READY && !p->b[k].gone)
             ready++;
         if (p->b[k].breaker == BREAKER_OPEN && k != i)
             open++;

@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "audit.h"
 #include "cluster.h"
+#include "discovery.h"
 #include "health.h"
 #include "rollout.h"
 #include "sbuf.h"
@@ -228,15 +229,15 @@ static void edit_free(struct pool_edit *e)
 /* Whether backend i would take new requests under the edited values. */
 static bool edit_eligible(const struct rt_pool *p, const struct pool_edit *e, uint32_t i)
 {
-    return e->admin[i] == ADMIN_READY && p->b[i].health == HEALTH_READY && e->weight[i] > 0 &&
-           e->share[p->b[i].group] > 0;
+    return e->admin[i] == ADMIN_READY && !p->b[i].gone && p->b[i].health == HEALTH_READY &&
+           e->weight[i] > 0 && e->share[p->b[i].group] > 0;
 }
 
 static bool group_has_capacity(const struct rt_pool *p, const struct pool_edit *e, uint32_t g)
 {
     for (uint32_t i = 0; i < p->nb; i++)
-        if (p->b[i].group == g && e->admin[i] == ADMIN_READY && p->b[i].health == HEALTH_READY &&
-            e->weight[i] > 0)
+        if (p->b[i].group == g && e->admin[i] == ADMIN_READY && !p->b[i].gone &&
+            p->b[i].health == HEALTH_READY && e->weight[i] > 0)
             return true;
     return false;
 }
@@ -255,7 +256,7 @@ static unsigned ready_count(const struct rt_pool *p, const struct pool_edit *e, 
 
     for (uint32_t i = 0; i < p->nb; i++)
         if ((g < 0 || p->b[i].group == (uint32_t)g) && e->admin[i] == ADMIN_READY &&
-            p->b[i].health == HEALTH_READY)
+            !p->b[i].gone && p->b[i].health == HEALTH_READY)
             n++;
     return n;
 }
@@ -312,18 +313,34 @@ static int edit_check(const struct rt_pool *p, const struct pool_edit *before,
     return capacity_check(p, before, after, err, len);
 }
 
+/*
+ * Write e's values into p. Backends are matched by id: membership may have
+ * changed since e was taken (discovery, a reload's reap, while a change
+ * waited for warm connections). Ids grow with creation and a pool keeps its
+ * backends in creation order (additions append, removals close the gap), so
+ * one walk over both lists pairs them; a backend e does not know keeps its
+ * values, one p no longer has is skipped.
+ */
 static void edit_apply(struct rt_pool *p, const struct pool_edit *e)
 {
+    uint32_t i = 0;
+
     for (uint32_t g = 0; g < e->ng && g < p->ng; g++)
         p->g[g].share = e->share[g];
-    for (uint32_t i = 0; i < e->nb && i < p->nb; i++) {
-        if (p->b[i].admin != e->admin[i])
+    for (uint32_t k = 0; k < e->nb; k++) {
+        while (i < p->nb && p->b[i].be->id < e->id[k])
+            i++;
+        if (i == p->nb)
+            break;
+        if (p->b[i].be->id != e->id[k])
+            continue;
+        if (p->b[i].admin != e->admin[k])
             p->b[i].drained = false;
-        if (p->b[i].admin != ADMIN_READY && e->admin[i] == ADMIN_READY &&
+        if (p->b[i].admin != ADMIN_READY && e->admin[k] == ADMIN_READY &&
             p->b[i].health == HEALTH_READY)
             ctl_slow_start_begin(p, i);
-        p->b[i].weight = e->weight[i];
-        p->b[i].admin = e->admin[i];
+        p->b[i].weight = e->weight[k];
+        p->b[i].admin = e->admin[k];
     }
 }
 
@@ -397,21 +414,7 @@ void ctl_edit_free(struct pool_edit *e)
 
 void ctl_edit_restore(int pi, const struct pool_edit *e)
 {
-    struct rt_pool *p = &ctl.model->pools[pi];
-
-    if (e->nb == p->nb && same_members(e, p)) {
-        edit_apply(p, e);
-    } else {
-        /* Membership changed since: restore shares, and what still matches by id. */
-        for (uint32_t g = 0; g < e->ng && g < p->ng; g++)
-            p->g[g].share = e->share[g];
-        for (uint32_t k = 0; k < e->nb; k++)
-            for (uint32_t i = 0; i < p->nb; i++)
-                if (p->b[i].be->id == e->id[k]) {
-                    p->b[i].weight = e->weight[k];
-                    p->b[i].admin = e->admin[k];
-                }
-    }
+    edit_apply(&ctl.model->pools[pi], e); /* by id: what still matches */
 }
 
 /* "pre=g:share,...;prew=backend:weight:admin,..." (names, so it survives a restart). */
@@ -1012,7 +1015,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         struct rt_pool *p = &ctl.model->pools[i];
 
         for (uint32_t k = 0; k < p->nb; k++)
-            if (p->b[k].admin == ADMIN_DRAIN && !p->b[k].drained)
+            if (rt_draining(&p->b[k]) && !p->b[k].drained)
                 ctl_check_drained(p, k);
     }
 }
@@ -1054,6 +1057,7 @@ void control_execute(struct ctl_req *r)
     case CMD_SHOW_POOL:
     case CMD_SHOW_STATS:
     case CMD_SHOW_ROUTES:
+    case CMD_SHOW_DISCOVERY:
     case CMD_ROUTE_EXPLAIN:
         if (ctl.show)
             ctl.show(r);
@@ -1280,6 +1284,8 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
      */
     set_canaries();
     routing_publish(routing_build(ctl.model));
+    if (discovery_start(base, conf) < 0)
+        return VEER_ERROR;
     return VEER_OK;
 }
 
@@ -1287,6 +1293,7 @@ void control_shutdown(void)
 {
     report_bind(NULL, NULL);
     ctl_audit_verify_shutdown();
+    discovery_stop();
     health_shutdown();
     rollout_shutdown();
     for (uint32_t i = 0; ctl.model && i < ctl.model->npools; i++)

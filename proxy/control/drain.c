@@ -178,7 +178,7 @@ void ctl_check_drained(struct rt_pool *p, uint32_t i)
     struct rt_backend *b = &p->b[i];
     uint32_t active, conns;
 
-    if (b->admin != ADMIN_DRAIN || b->drained || ctl.frozen)
+    if (!rt_draining(b) || b->drained || ctl.frozen)
         return; /* frozen for an upgrade: the tick looks again after a thaw */
     if (routing_min_seen() < b->drain_gen)
         return; /* a worker may still pick it from an older snapshot */
@@ -191,8 +191,9 @@ void ctl_check_drained(struct rt_pool *p, uint32_t i)
              b->drain_inflight, (double)(veer_now_us() - b->drain_start_us) / 1000.0);
     ctl_wake_waiters(b->be, WAIT_DRAINED, true);
     if (b->remove_when_drained) {
-        /* Gone from the config at a reload: it goes away now that it is idle. */
-        log_info("backend %s/%s removed (no longer in the configuration)", p->name, b->be->name);
+        /* Gone from the config at a reload, or from DNS: it goes away now that it is idle. */
+        log_info("backend %s/%s removed (%s)", p->name, b->be->name,
+                 b->gone ? "its address left DNS" : "no longer in the configuration");
         schedule_reap();
     }
 }
@@ -215,7 +216,7 @@ void ctl_sync_draining(struct rt_pool *p)
 
     for (uint32_t i = 0; i < p->nb; i++) {
         struct rt_backend *b = &p->b[i];
-        bool want = b->admin == ADMIN_DRAIN;
+        bool want = rt_draining(b);
 
         if (want == atomic_load(&b->be->draining))
             continue;

@@ -53,8 +53,15 @@ static void initial_shares(struct rt_pool *p, const struct conf_pool *cp)
     }
     gw = veer_calloc(p->ng, sizeof(*gw));
     for (uint32_t i = 0; i < p->nb; i++) {
+        if (p->b[i].disc_id)
+            continue; /* its entry counts instead, below */
         gw[p->b[i].group] += p->b[i].weight;
         total += p->b[i].weight;
+    }
+    /* A discover entry counts as one backend of its weight (conf.c's share check agrees). */
+    for (int i = 0; i < cp->ndiscover; i++) {
+        gw[group_index(p, cp->discover[i].group)] += cp->discover[i].weight;
+        total += cp->discover[i].weight;
     }
     if (total == 0) {
         p->g[0].share = 100;
@@ -104,11 +111,13 @@ void model_reset_shares(struct rt_pool *p)
 {
     const struct conf_pool *cp = p->conf;
 
-    for (uint32_t g = 0; g < p->ng; g++)
-        p->g[g].share = 0;
     if (cp->has_shares)
         for (int s = 0; s < cp->nshares; s++)
             group_index(p, cp->shares[s].group);
+    for (int d = 0; d < cp->ndiscover; d++)
+        group_index(p, cp->discover[d].group);
+    for (uint32_t g = 0; g < p->ng; g++)
+        p->g[g].share = 0;
     initial_shares(p, cp);
 }
 
@@ -305,6 +314,8 @@ enum backend_state model_state(const struct rt_pool *p, uint32_t i)
 {
     const struct rt_backend *b = &p->b[i];
 
+    if (b->gone)
+        return b->drained ? BE_DRAINED : BE_DRAINING;
     switch (b->admin) {
     case ADMIN_MAINT:
         return BE_MAINT;
@@ -327,7 +338,7 @@ bool model_eligible(const struct rt_pool *p, uint32_t i)
 {
     const struct rt_backend *b = &p->b[i];
 
-    return b->admin == ADMIN_READY && b->health == HEALTH_READY && b->weight > 0 &&
+    return b->admin == ADMIN_READY && !b->gone && b->health == HEALTH_READY && b->weight > 0 &&
            b->breaker != BREAKER_OPEN && p->g[b->group].share > 0;
 }
 

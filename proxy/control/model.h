@@ -30,6 +30,8 @@ struct rt_backend {
     enum health_state health;
     bool drained;             /* admin is DRAIN and nothing is left in flight */
     bool remove_when_drained; /* gone from the config at a reload: deleted once DRAINED */
+    uint32_t disc_id;         /* the discovery entry that added it (discovery.c); 0: none */
+    bool gone;                /* its address left DNS: draining whatever its admin state */
     enum breaker_state breaker;
     double factor;           /* weight multiplier: slow start, half-open trial (1 = none) */
     uint64_t ready_since_us; /* slow start: when it was admitted */
@@ -40,6 +42,16 @@ struct rt_backend {
     uint64_t drain_gen;      /* generation that took it out of rotation */
     uint32_t drain_inflight; /* requests in flight when it began */
 };
+
+/*
+ * Whether b is draining: the operator's drain, or discovery's when its
+ * address left DNS (admin stays the operator's, so the fleet's intent and
+ * rollbacks never carry discovery's decision).
+ */
+static inline bool rt_draining(const struct rt_backend *b)
+{
+    return b->admin == ADMIN_DRAIN || b->gone;
+}
 
 struct stats_ring; /* stats.h */
 

@@ -15,6 +15,7 @@
 #include "control-i.h"
 #include "audit.h"
 #include "cluster.h"
+#include "discovery.h"
 #include "health.h"
 #include "listener.h"
 #include "module.h"
@@ -84,8 +85,12 @@ static bool shares_changed(const struct conf_pool *a, const struct conf_pool *b)
                 return true;
         return false;
     }
-    if (a->nbackends != b->nbackends)
+    if (a->nbackends != b->nbackends || a->ndiscover != b->ndiscover)
         return true;
+    for (int i = 0; i < a->ndiscover; i++)
+        if (a->discover[i].weight != b->discover[i].weight ||
+            strcmp(a->discover[i].group, b->discover[i].group) != 0)
+            return true;
     for (int i = 0; i < a->nbackends; i++) {
         const struct conf_backend *x = &a->backends[i], *y = conf_find_backend(b, x->name);
 
@@ -345,6 +350,7 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
     ctl.conf = nc;
     ctl.model->conf = nc;
     model_bind_routes(ctl.model);
+    discovery_reload(nc); /* its changes go out with this reload's publish */
     module_init_all(nc);
     gen = control_publish();
     /* Snapshots from gen on point into oc only through pools the model still has from it. */

@@ -10,6 +10,7 @@
  */
 #include "state.h"
 #include "audit.h"
+#include "discovery.h"
 #include "sbuf.h"
 #include "veer.h"
 
@@ -939,12 +940,16 @@ static int hl_parse(struct hl_file *f, const char *text, char *msg, size_t msgle
  * Start backends with the readiness the old process saw (see state.h): only
  * in pools that have checks here, only for a backend of the same pool, name
  * and address. Everything else keeps what the config gave it (PENDING).
+ * A backend this configuration does not list but a discover entry of its
+ * pool names ("<entry>-<address>") is recreated first (discovery_adopt), so
+ * a pool fed by DNS serves from its first request, before any resolution.
  */
 int state_apply_health(struct model *m, const char *text, char *msg, size_t msglen)
 {
     struct hl_file f;
     unsigned carried[HEALTH_DOWN + 1] = {0}, moved = 0;
     const char *pool = NULL;
+    int pk = -1;
     struct rt_pool *p = NULL;
     uint32_t hint = 0;
 
@@ -958,15 +963,18 @@ int state_apply_health(struct model *m, const char *text, char *msg, size_t msgl
         int j;
 
         if (e->pool != pool) {
-            int k = model_find_pool(m, e->pool);
-
+            pk = model_find_pool(m, e->pool);
             pool = e->pool;
-            p = k < 0 || m->pools[k].removed || !m->pools[k].conf->has_health ? NULL : &m->pools[k];
+            p = pk < 0 || m->pools[pk].removed ? NULL : &m->pools[pk];
             hint = 0;
         }
         if (p == NULL)
-            continue; /* a pool gone, or without checks here: its backends are READY anyway */
+            continue; /* a pool gone */
         j = find_backend(p, e->name, hint);
+        if (j < 0 && p->conf->ndiscover > 0)
+            j = discovery_adopt(m, m->conf, pk, e->name, e->addr); /* found by DNS there */
+        if (!p->conf->has_health)
+            continue; /* without checks here: its backends are READY anyway */
         if (j < 0 || strcmp(p->b[j].be->addr.text, e->addr) != 0) {
             moved += j >= 0; /* same name, another address: a new backend, checked anew */
             continue;

@@ -91,9 +91,10 @@ static const char *const kind_names[] = {
     [CMD_SHOW_ROUTES] = "show routes",
     [CMD_ROUTE_MAINT] = "route maintenance",
     [CMD_ROUTE_SET] = "route set",
+    [CMD_SHOW_DISCOVERY] = "show discovery",
 };
 
-_Static_assert(ARRAY_SIZE(kind_names) == CMD_ROUTE_SET + 1, "a kind without a name");
+_Static_assert(ARRAY_SIZE(kind_names) == CMD_SHOW_DISCOVERY + 1, "a kind without a name");
 
 /*
  * Replace every byte that is not printable ASCII by '?', so a reason that
@@ -225,19 +226,28 @@ static bool name_char(char ch)
            ch == '.' || ch == '_' || ch == '-';
 }
 
+/* Backend names also take ':', '[' and ']': discovery names them "<entry>-<address>". */
+static bool backend_char(char ch)
+{
+    return name_char(ch) || ch == ':' || ch == '[' || ch == ']';
+}
+
 /*
- * Check that s[0..n) is a name ([A-Za-z0-9._-]+, shorter than CMD_NAME_MAX)
- * and copy it, NUL-terminated, into dst (CMD_NAME_MAX bytes). `role` says
- * what the name is for in the error ("pool", "backend", "group").
+ * Check that s[0..n) is a name ([A-Za-z0-9._-]+, shorter than CMD_NAME_MAX;
+ * a backend's may also hold ':[]') and copy it, NUL-terminated, into dst
+ * (CMD_NAME_MAX bytes). `role` says what the name is for in the error
+ * ("pool", "backend", "group").
  */
 static int copy_name(struct parser *p, char *dst, const char *s, size_t n, const char *role)
 {
+    bool backend = strcmp(role, "backend") == 0;
+
     if (n == 0)
         return fail(p, "bad name '': %s name is empty", role);
     for (size_t i = 0; i < n; i++)
-        if (!name_char(s[i]))
-            return fail(p, "bad name '%.*s' (%s names use A-Z a-z 0-9 . _ -)", echo_len(n), s,
-                        role);
+        if (!(backend ? backend_char(s[i]) : name_char(s[i])))
+            return fail(p, "bad name '%.*s' (%s names use A-Z a-z 0-9 . _ -%s)", echo_len(n), s,
+                        role, backend ? " : [ ]" : "");
     if (n >= CMD_NAME_MAX)
         return fail(p, "bad name '%.*s...': %s names are at most %d bytes (got %zu)", echo_len(n),
                     s, role, CMD_NAME_MAX - 1, n);
@@ -865,6 +875,8 @@ static const struct cmd_def cmd_defs[] = {
     {CMD_SHOW_CLUSTER, "show", "cluster", "show cluster [--json]", OPT_JSON, QUERY, parse_none},
     {CMD_SHOW_STATS, "show", "stats", "show stats [--json]", OPT_JSON, QUERY, parse_none},
     {CMD_SHOW_ROUTES, "show", "routes", "show routes [--json]", OPT_JSON, QUERY, parse_none},
+    {CMD_SHOW_DISCOVERY, "show", "discovery", "show discovery [--json]", OPT_JSON, QUERY,
+     parse_none},
     {CMD_SET_WEIGHT, "set", "weight", "set weight POOL/BACKEND WEIGHT [--force]", OPT_FORCE, CHANGE,
      parse_set_weight},
     {CMD_SET_STATE, "set", "state", "set state POOL/BACKEND ready|drain|maint [--force]", OPT_FORCE,
@@ -1042,6 +1054,8 @@ static const char help_text[] =
     "show stats [--json]                                  rps, error rate, p99 per backend (top)\n"
     "show routes [--json]                                 routes: match, pool, state, rps, errors, "
     "p99\n"
+    "show discovery [--json]                              DNS discovery: names, addresses, TTL, "
+    "errors\n"
     "set weight POOL/BACKEND WEIGHT [--force]             weight 0..1000\n"
     "set state POOL/BACKEND ready|drain|maint [--force]   admin state\n"
     "shift POOL GROUP=PERCENT... [--force]                one atomic change of group shares\n"

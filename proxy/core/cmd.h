@@ -45,6 +45,7 @@ enum cmd_kind {
     CMD_SHOW_ROUTES,    /* show routes [--json] */
     CMD_ROUTE_MAINT,    /* route maintenance ROUTE on|off [--retry-after S] [--hold T] */
     CMD_ROUTE_SET,      /* route set ROUTE pool POOL */
+    CMD_SHOW_DISCOVERY, /* show discovery [--json] */
 };
 
 enum cmd_state_target {

@@ -1015,6 +1015,112 @@ static int parse_shares(struct conf_loader *ld, const config_setting_t *s, void 
     return 0;
 }
 
+/* A DNS name to resolve: letters, digits, '-', '_' and '.', not an address. */
+static const char *check_dns_name(const char *v)
+{
+    size_t n = strlen(v);
+    bool alpha = false;
+
+    if (n > 253)
+        return "is longer than a DNS name may be (253 bytes)";
+    for (const char *c = v; *c != '\0'; c++) {
+        if (!isalnum((unsigned char)*c) && strchr("._-", *c) == NULL)
+            return "must be a DNS name (letters, digits, '.', '-', '_')";
+        alpha |= isalpha((unsigned char)*c) != 0;
+    }
+    if (!alpha)
+        return "is an address, not a name: list it under backends";
+    return NULL;
+}
+
+/* discover[].name: a backend name's prefix ("<name>-<address>" must stay a name). */
+static const char *check_discover_name(const char *v)
+{
+    const char *why = check_name(v);
+
+    if (why != NULL)
+        return why;
+    return strlen(v) > CONF_DISCOVER_NAME_MAX ? "must be at most 24 bytes (backend names are "
+                                                "\"<name>-<address>\")"
+                                              : NULL;
+}
+
+/* discover[].dns = "NAME:PORT". */
+static int parse_discover_dns(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_discover *d = obj;
+    const char *v, *colon, *why;
+    char host[256];
+    long port;
+
+    if (peek_string(ld, s, NULL, &v) < 0)
+        return -1;
+    colon = strrchr(v, ':');
+    if (colon == NULL || colon == v || (size_t)(colon - v) >= sizeof(host))
+        return fail(ld, s, "%s must be NAME:PORT, e.g. \"api.internal:8080\" (got \"%s\")",
+                    where(ld, s), v);
+    memcpy(host, v, (size_t)(colon - v));
+    host[colon - v] = '\0';
+    if ((why = check_dns_name(host)) != NULL)
+        return fail(ld, s, "%s: '%s' %s", where(ld, s), host, why);
+    port = parse_port(colon + 1);
+    if (port < 1 || port > 65535)
+        return fail(ld, s, "%s: port must be between 1 and 65535 (got \"%s\")", where(ld, s),
+                    colon + 1);
+    free(d->dns);
+    free(d->host);
+    d->dns = veer_strdup(v);
+    d->host = veer_strdup(host);
+    d->port = (int)port;
+    return 0;
+}
+
+static const struct conf_field discover_fields[] = {
+    CF_REQ_STR(struct conf_discover, name, check_discover_name),
+    CF_CUSTOM("dns", parse_discover_dns),
+    CF_STR(struct conf_discover, srv, check_dns_name),
+    CF_STR(struct conf_discover, group, check_group),
+    CF_INT(struct conf_discover, weight, 0, 1000),
+    CF_INT(struct conf_discover, confirm, 1, 100),
+    CF_INT(struct conf_discover, max_backends, 1, 10000),
+    CF_END,
+};
+
+/* discover = ( { name; dns | srv; group; weight; } ): backends that follow DNS names. */
+static int parse_discover(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_pool *p = obj;
+    int n = config_setting_length(s);
+
+    if (!is_group_list(s))
+        return fail(ld, s,
+                    "%s must be a list of groups: ( { name = \"api\"; dns = \"api.internal:8080\"; "
+                    "} )",
+                    where(ld, s));
+    p->discover = veer_calloc(n ? n : 1, sizeof(*p->discover));
+    p->ndiscover = n;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+        struct conf_discover *d = &p->discover[i];
+
+        d->line = (int)config_setting_source_line(e);
+        d->group = veer_strdup("default");
+        d->weight = 100;
+        d->confirm = -1;
+        d->max_backends = -1;
+        if (parse_group(ld, e, discover_fields, d) < 0)
+            return -1;
+        if ((d->dns != NULL) == (d->srv != NULL))
+            return fail(ld, e, "%s must set exactly one of dns = \"NAME:PORT\" or srv = \"NAME\"",
+                        where(ld, e));
+        if (d->srv) {
+            free(d->host);
+            d->host = veer_strdup(d->srv);
+        }
+    }
+    return 0;
+}
+
 static const struct conf_field pool_fields[] = {
     CF_REQ_STR(struct conf_pool, name, check_name),
     CF_CUSTOM("balance", parse_balance),
@@ -1030,6 +1136,7 @@ static const struct conf_field pool_fields[] = {
     CF_CUSTOM("tls", parse_upstream_tls),
     CF_CUSTOM("backends", parse_backends),
     CF_CUSTOM("shares", parse_shares),
+    CF_CUSTOM("discover", parse_discover),
     CF_END,
 };
 
@@ -1058,6 +1165,16 @@ static void share_weights(const struct conf_pool *p, int64_t *gw, int *missing)
         }
         gw[*k] = (gw[*k] < 0 ? 0 : gw[*k]) + p->backends[i].weight;
     }
+    /* A discover entry counts as one backend of its weight: its instances are not known yet. */
+    for (i = 0; i < p->ndiscover; i++) {
+        k = hmap_find_str(&idx, p->discover[i].group);
+        if (k == NULL) {
+            if (*missing < 0)
+                *missing = p->nbackends + i;
+            continue;
+        }
+        gw[*k] = (gw[*k] < 0 ? 0 : gw[*k]) + p->discover[i].weight;
+    }
     hmap_free(&idx);
 }
 
@@ -1083,7 +1200,9 @@ static int check_shares(struct conf_loader *ld, const struct conf_pool *p,
     }
     if (rc == 0 && missing >= 0)
         rc = fail(ld, s, "%s has no share for group '%s' (every group with backends needs one)",
-                  where(ld, s), p->backends[missing].group);
+                  where(ld, s),
+                  missing < p->nbackends ? p->backends[missing].group
+                                         : p->discover[missing - p->nbackends].group);
     if (rc == 0 && sum != 100)
         rc = fail(ld, s, "%s must add up to 100 (got %d)", where(ld, s), sum);
     for (i = 0; i < p->nshares && rc == 0; i++)
@@ -1365,6 +1484,97 @@ static int parse_routes(struct conf_loader *ld, const config_setting_t *s, void 
 }
 
 /* ------------------------------------------------------------------------ */
+/* resolvers (discovery)                                                    */
+
+/* resolvers.servers: "ADDRESS" (port 53) or "ADDRESS:PORT", "[v6]:PORT". */
+static int parse_resolver_servers(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_resolvers *r = obj;
+    int n = config_setting_length(s);
+
+    if (!config_setting_is_list(s) && !config_setting_is_array(s))
+        return fail(ld, s, "%s must be a list of strings, e.g. ( \"127.0.0.1:53\" )", where(ld, s));
+    free(r->servers);
+    r->servers = veer_calloc(n ? n : 1, sizeof(*r->servers));
+    r->nservers = n;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+        char text[80], why[256];
+        const char *v;
+
+        if (peek_string(ld, e, NULL, &v) < 0)
+            return -1;
+        /* Without a port: 53. A bare IPv6 address has several ':'. */
+        if (v[0] != '[' && strchr(v, ':') == NULL)
+            snprintf(text, sizeof(text), "%s:53", v);
+        else if (v[0] != '[' && strchr(v, ':') != strrchr(v, ':'))
+            snprintf(text, sizeof(text), "[%s]:53", v);
+        else
+            snprintf(text, sizeof(text), "%s", v);
+        if (conf_parse_addr(text, false, &r->servers[i], why, sizeof(why)) < 0)
+            return fail(ld, e, "%s must be a nameserver's address: %s", where(ld, e), why);
+    }
+    return 0;
+}
+
+static const struct conf_field resolver_fields[] = {
+    CF_CUSTOM("servers", parse_resolver_servers),
+    CF_INT(struct conf_resolvers, interval_ms, 10, 86400000),
+    CF_INT(struct conf_resolvers, min_interval_ms, 10, 86400000),
+    CF_INT(struct conf_resolvers, timeout_ms, 10, 60000),
+    CF_INT(struct conf_resolvers, confirm, 1, 100),
+    CF_INT(struct conf_resolvers, max_backends, 1, 10000),
+    CF_END,
+};
+
+static int parse_resolvers(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_resolvers *r = &((struct veer_conf *)obj)->resolvers;
+
+    r->line = (int)config_setting_source_line(s);
+    if (parse_group(ld, s, resolver_fields, r) < 0)
+        return -1;
+    if (r->min_interval_ms > r->interval_ms)
+        return fail(ld, s, "%s.min_interval_ms (%d) must be <= interval_ms (%d)", where(ld, s),
+                    r->min_interval_ms, r->interval_ms);
+    return 0;
+}
+
+/*
+ * Discover entry names are unique across the file: they name the entry's
+ * metrics (veer_discovery_errors_total{name}) and prefix its backends.
+ */
+static int resolve_discover(struct conf_loader *ld, struct veer_conf *conf)
+{
+    struct hmap seen = {0};
+    int rc = 0;
+
+    for (int i = 0; i < conf->npools && rc == 0; i++)
+        for (int j = 0; j < conf->pools[i].ndiscover && rc == 0; j++) {
+            const struct conf_discover *d = &conf->pools[i].discover[j];
+            uintptr_t *k = hmap_insert_str(&seen, d->name, (uintptr_t)d->line);
+
+            if (k != NULL)
+                rc = fail_at(ld, ld->file, d->line,
+                             "duplicate discover name '%s' (also at line %d): discover names "
+                             "are unique across pools",
+                             d->name, (int)*k);
+        }
+    hmap_free(&seen);
+    return rc;
+}
+
+int conf_discover_confirm(const struct veer_conf *c, const struct conf_discover *d)
+{
+    return d->confirm > 0 ? d->confirm : c->resolvers.confirm;
+}
+
+int conf_discover_max(const struct veer_conf *c, const struct conf_discover *d)
+{
+    return d->max_backends > 0 ? d->max_backends : c->resolvers.max_backends;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The file                                                                 */
 
 static const struct conf_field top_fields[] = {
@@ -1377,6 +1587,7 @@ static const struct conf_field top_fields[] = {
     CF_STR(struct veer_conf, audit_log, NULL),
     CF_GROUP(struct veer_conf, maintenance, maintenance_fields),
     CF_CUSTOM("cluster", parse_cluster),
+    CF_CUSTOM("resolvers", parse_resolvers),
     CF_REQ_CUSTOM("pools", parse_pools),
     CF_CUSTOM("routes", parse_routes),
     CF_END,
@@ -1403,6 +1614,11 @@ static void conf_defaults(struct veer_conf *conf)
                                         .header_count = 100,
                                         .body_bytes = 0};
     conf->maintenance.retry_after = 30;
+    conf->resolvers = (struct conf_resolvers){.interval_ms = 5000,
+                                              .min_interval_ms = 1000,
+                                              .timeout_ms = 1000,
+                                              .confirm = 2,
+                                              .max_backends = 256};
 }
 
 /* One object per section, zeroed, then its defaults. */
@@ -1727,7 +1943,7 @@ struct veer_conf *conf_load(const char *path, char *err, size_t errlen)
     ld.conf = conf;
     if (parse_group(&ld, config_root_setting(&cf), top_fields, conf) < 0 ||
         resolve_listeners(&ld, config_root_setting(&cf), conf) < 0 ||
-        resolve_routes(&ld, config_root_setting(&cf), conf) < 0)
+        resolve_routes(&ld, config_root_setting(&cf), conf) < 0 || resolve_discover(&ld, conf) < 0)
         goto fail;
     config_destroy(&cf);
     return conf;
@@ -1791,6 +2007,14 @@ static void free_pool(struct conf_pool *p)
     for (i = 0; i < p->nshares; i++)
         free(p->shares[i].group);
     free(p->shares);
+    for (i = 0; i < p->ndiscover; i++) {
+        free(p->discover[i].name);
+        free(p->discover[i].dns);
+        free(p->discover[i].host);
+        free(p->discover[i].srv);
+        free(p->discover[i].group);
+    }
+    free(p->discover);
 }
 
 static void free_headers(struct conf_header *h, int n)
@@ -1886,6 +2110,7 @@ void conf_free(struct veer_conf *conf)
     free_strings(conf->cluster.etcd, conf->cluster.netcd);
     free(conf->cluster.prefix);
     free(conf->cluster.instance);
+    free(conf->resolvers.servers);
     free(conf->path);
     free(conf);
 }

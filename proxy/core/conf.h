@@ -111,6 +111,38 @@ struct conf_upstream_tls {
     void (*client_free)(void *client);
 };
 
+/*
+ * One entry of a pool's `discover` list (issue 20): backends that follow a
+ * DNS name. Exactly one of dns ("NAME:PORT": A and AAAA) and srv (an SRV
+ * name) is set. Each address becomes a backend "<name>-<address>".
+ */
+#define CONF_DISCOVER_NAME_MAX 24
+
+struct conf_discover {
+    char *name;       /* unique across the file: the metric label */
+    char *dns;        /* as written, "api.internal:8080"; NULL for srv */
+    char *host;       /* the name queried: dns's host part, or srv */
+    int port;         /* dns's port; 0 for srv (the records give it) */
+    char *srv;        /* NULL for dns */
+    char *group;      /* default "default" */
+    int weight;       /* 0..1000, default 100 (srv: when every record's weight is 0) */
+    int confirm;      /* -1: resolvers.confirm */
+    int max_backends; /* -1: resolvers.max_backends */
+    int line;
+};
+
+/* resolvers = { ... }: how discovery resolves (issue 20). */
+struct conf_resolvers {
+    struct conf_addr *servers; /* none: the nameservers of /etc/resolv.conf */
+    int nservers;
+    int interval_ms;     /* default 5000: the longest between two resolutions */
+    int min_interval_ms; /* default 1000: the shortest (a TTL of 0, a retry after an error) */
+    int timeout_ms;      /* default 1000 */
+    int confirm;         /* default 2: empty answers in a row before a set is emptied */
+    int max_backends;    /* default 256 per entry */
+    int line;
+};
+
 struct conf_pool {
     char *name;
     int line;
@@ -134,6 +166,8 @@ struct conf_pool {
     bool has_shares;
     struct conf_share *shares;
     int nshares;
+    struct conf_discover *discover;
+    int ndiscover;
 };
 
 /* TLS on the admin HTTP address (an extension of the contract). */
@@ -253,6 +287,7 @@ struct veer_conf {
     char *audit_log;  /* NULL = off */
     struct conf_maintenance maintenance;
     struct conf_cluster cluster;
+    struct conf_resolvers resolvers;
     struct conf_pool *pools;
     int npools;
     struct hmap pool_index; /* name -> index into pools */
@@ -273,6 +308,10 @@ void conf_free(struct veer_conf *conf);
 
 /* Find a pool by name; NULL when absent. */
 const struct conf_pool *conf_find_pool(const struct veer_conf *conf, const char *name);
+
+/* An entry's confirm and max_backends, its own or the resolvers' ones. */
+int conf_discover_confirm(const struct veer_conf *c, const struct conf_discover *d);
+int conf_discover_max(const struct veer_conf *c, const struct conf_discover *d);
 
 /* Find a backend of pool p by name; NULL when absent (or p is NULL). */
 const struct conf_backend *conf_find_backend(const struct conf_pool *p, const char *name);

@@ -6,7 +6,7 @@
  */
 #include "cmd.h"
 
-#define CMD_LAST CMD_ROUTE_SET
+#define CMD_LAST CMD_SHOW_DISCOVERY
 
 #include <check.h>
 #include <stdarg.h>
@@ -162,6 +162,13 @@ static const struct good {
     {"del backend api green-2", "kind=del backend change pool=api backend=green-2"},
     {"del backend api green-2 --force", "kind=del backend change pool=api backend=green-2 force"},
     {"drain api/blue-1", "kind=drain change pool=api backend=blue-1"},
+    /* Discovered backends are "<entry>-<address>": ':', '[' and ']' in backend names. */
+    {"drain api/api-127.0.0.2:8080", "kind=drain change pool=api backend=api-127.0.0.2:8080"},
+    {"set state api/api-[::1]:8080 maint",
+     "kind=set state change pool=api backend=api-[::1]:8080 state=maint"},
+    {"del backend api api-10.0.0.7:80", "kind=del backend change pool=api backend=api-10.0.0.7:80"},
+    {"show discovery", "kind=show discovery"},
+    {"show discovery --json", "kind=show discovery json"},
     {"drain api/blue-1 --wait --timeout 30s --force",
      "kind=drain change pool=api backend=blue-1 force wait timeout=30000"},
     {"drain --timeout 250ms api/b", "kind=drain change pool=api backend=b timeout=250"},
@@ -252,6 +259,9 @@ static const struct bad {
     {"show pool", "usage: show pool POOL"},
     {"show pool a b", "usage: show pool POOL"},
     {"show pool a!", "bad name 'a!' (pool names use A-Z a-z 0-9 . _ -)"},
+    {"show pool a:b", "bad name 'a:b' (pool names use A-Z a-z 0-9 . _ -)"},
+    {"drain a:b/c", "bad name 'a:b' (pool names use A-Z a-z 0-9 . _ -)"},
+    {"set weight api/b! 1", "bad name 'b!' (backend names use A-Z a-z 0-9 . _ - : [ ])"},
     {"show pool " N64, "pool names are at most 63 bytes (got 64)"},
     {"show pool api --force", "option --force is not valid for show pool"},
     {"show pool api --json --json", "option --json given twice"},
@@ -587,6 +597,7 @@ START_TEST(test_help_lists_every_command_with_the_usage_errors_quote)
         "show routes x",
         "route maintenance r on x",
         "route set r pool p x",
+        "show discovery x",
     };
     const char *help = cmd_help();
     char u[512];
@@ -654,6 +665,7 @@ START_TEST(test_kind_names_are_distinct_and_name_the_parsed_kind)
         [CMD_SHOW_ROUTES] = "",
         [CMD_ROUTE_MAINT] = " r on",
         [CMD_ROUTE_SET] = " r pool p",
+        [CMD_SHOW_DISCOVERY] = "",
     };
 
     ck_assert_int_eq((int)ARRAY_LEN(minimal), CMD_LAST + 1);
@@ -777,12 +789,22 @@ static bool is_name(const char *s)
     return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
 
+/* Backend names may also hold ':', '[' and ']' (discovery's "<entry>-<address>"). */
+static bool is_backend_name(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n >= CMD_NAME_MAX)
+        return false;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:[]") == n;
+}
+
 /* What a successful parse promises, whatever the line. */
 static void check_invariants(const char *line, const struct cmd *c)
 {
     EXPECT(c->kind >= CMD_HELP && c->kind <= CMD_LAST, "'%s'", line);
     EXPECT(c->pool[0] == '\0' || is_name(c->pool), "'%s'", line);
-    EXPECT(c->backend[0] == '\0' || is_name(c->backend), "'%s'", line);
+    EXPECT(c->backend[0] == '\0' || is_backend_name(c->backend), "'%s'", line);
     EXPECT(c->weight >= -1 && c->weight <= 1000, "'%s'", line);
     EXPECT(c->nshares >= 0 && c->nshares <= CMD_MAX_SHARES, "'%s'", line);
     for (int i = 0; i < c->nshares; i++)
