@@ -475,7 +475,8 @@ static uint32_t dedupe(struct discovery_addr *a, uint32_t n)
 
     if (n == 0)
         return 0;
-    qsort(a, n, sizeof(*a), cmp_addr);
+    if (n > 1)
+        qsort(a, n, sizeof(*a), cmp_addr);
     for (uint32_t i = 1; i < n; i++) {
         if (strcmp(a[i].addr.text, a[k].addr.text) == 0) {
             if (a[i].weight > a[k].weight)
@@ -501,7 +502,8 @@ static uint32_t cap_set(const struct entry *e, struct discovery_addr *a, uint32_
         for (uint32_t i = 0; i < n && k < max; i++)
             if ((find_addr(e->set, e->nset, a[i].addr.text) != NULL) == (pass == 0))
                 keep[k++] = a[i];
-    qsort(keep, k, sizeof(*keep), cmp_addr);
+    if (k > 1)
+        qsort(keep, k, sizeof(*keep), cmp_addr);
     memcpy(a, keep, k * sizeof(*keep));
     free(keep);
     return k;
@@ -570,7 +572,8 @@ static void conclude(struct entry *e, struct round *r)
     e->has_ttl = r->has_ttl;
     e->ttl_s = r->ttl;
     want = veer_malloc((n ? n : 1) * sizeof(*want));
-    memcpy(want, r->a, n * sizeof(*want));
+    if (n > 0)
+        memcpy(want, r->a, n * sizeof(*want));
     apply(e, want, n);
     schedule(e, clamp_ms(r->has_ttl ? (int64_t)r->ttl * 1000 : rc->interval_ms, rc->min_interval_ms,
                          rc->interval_ms));
@@ -777,7 +780,8 @@ int discovery_start(struct event_base *base, const struct veer_conf *conf)
         return -1;
     channel_open(&conf->resolvers); /* a failure is reported per entry; a reload retries */
     for (unsigned i = 0; i < D.n; i++) {
-        qsort(D.e[i]->set, D.e[i]->nset, sizeof(*D.e[i]->set), cmp_addr);
+        if (D.e[i]->nset > 1) /* adopted in the old process's order */
+            qsort(D.e[i]->set, D.e[i]->nset, sizeof(*D.e[i]->set), cmp_addr);
         schedule(D.e[i], 0);
     }
     return 0;
