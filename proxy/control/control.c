@@ -816,7 +816,37 @@ static int edit_by_command(struct ctl_req *r, const struct rt_pool *p, struct po
     }
 }
 
-/* Take the pool's previous operator change off the history, as the new values. */
+/*
+ * src's values over dst, which describes the pool as it is now: shares of
+ * the groups src knows, and the weights and admin states of the backends
+ * both have, matched by id in one walk (ids grow along a pool's list, see
+ * edit_apply). Backends src does not know keep dst's values.
+ */
+static void edit_overlay(struct pool_edit *dst, const struct pool_edit *src)
+{
+    uint32_t i = 0;
+
+    for (uint32_t g = 0; g < src->ng && g < dst->ng; g++)
+        dst->share[g] = src->share[g];
+    for (uint32_t k = 0; k < src->nb; k++) {
+        while (i < dst->nb && dst->id[i] < src->id[k])
+            i++;
+        if (i == dst->nb)
+            break;
+        if (dst->id[i] != src->id[k])
+            continue;
+        dst->weight[i] = src->weight[k];
+        dst->admin[i] = src->admin[k];
+    }
+}
+
+/*
+ * Take the pool's previous operator change off the history, as the new
+ * values. When DNS discovery added or removed backends since, the undo is
+ * laid over the pool as it is now (the instances that came keep their
+ * values); an operator's own membership change since (add, del, replace, a
+ * reload) leaves no safe undo.
+ */
 static int edit_by_rollback(struct ctl_req *r, int pi, struct pool_edit **out)
 {
     struct history *h = &ctl.history[pi];
@@ -828,12 +858,16 @@ static int edit_by_rollback(struct ctl_req *r, int pi, struct pool_edit **out)
         return -1;
     }
     prev = h->e[h->n - 1];
-    if (prev->ng != p->ng || prev->nb != p->nb || !same_members(prev, p)) {
-        /* Membership changed since (backends added or removed): no safe undo. */
+    if (prev->ng == p->ng && prev->nb == p->nb && same_members(prev, p)) {
+        *out = edit_dup(prev);
+        return 0;
+    }
+    if (p->members_seq > h->seq || prev->ng > p->ng) {
         ctl_refuse(r, "pool %s changed membership since its previous change", p->name);
         return -1;
     }
-    *out = edit_dup(prev);
+    *out = edit_of(pi);
+    edit_overlay(*out, prev);
     return 0;
 }
 

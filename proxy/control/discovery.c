@@ -56,8 +56,8 @@ struct entry {
     uint64_t next_us; /* when the timer fires; 0 while a round is under way */
     double last_success, last_error_at;
     char last_error[600];
-    bool failing;      /* the last resolution failed */
-    unsigned failures; /* in a row */
+    bool failing;       /* the last resolution failed */
+    unsigned failures;  /* in a row */
     uint64_t warned_us; /* when a failure was last logged */
     uint64_t errors, resolutions;
     unsigned empties; /* empty answers in a row */

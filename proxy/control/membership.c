@@ -127,6 +127,7 @@ void ctl_add_backend(struct ctl_req *r, int pi)
         return;
     i = model_add_backend(ctl.model, pi, c->backend, &addr, c->weight < 0 ? 100 : c->weight,
                           c->group[0] ? c->group : "default");
+    p->members_seq = ++ctl.model->change_seq;
     if (p->conf->has_health)
         health_watch(p->b[i].be, p->conf);
     gen = control_publish();
@@ -164,6 +165,7 @@ void ctl_del_backend(struct ctl_req *r, int pi)
     if (ctl_audit_change(r, ctl.model->generation + 1, before, NULL) < 0)
         return;
     ctl_remove_backend(p, (uint32_t)bi);
+    p->members_seq = ++ctl.model->change_seq;
     gen = control_publish();
     control_save_state();
     log_info("backend %s/%s deleted", p->name, r->cmd.backend);

@@ -68,6 +68,12 @@ struct rt_pool {
     char *rollout; /* a running rollout as its state file line, or NULL */
     int canary;    /* group index the override header and sticky cohorts treat as canary */
     bool removed;  /* gone from the config: kept (indexes stay) until reused */
+    /*
+     * model->change_seq at the last membership change an operator made (add,
+     * del, replace, a reload): a rollback does not reach across one.
+     * Discovery's changes do not count.
+     */
+    uint64_t members_seq;
     bool maint;
     int maint_retry_after;
     int64_t maint_hold_ms;

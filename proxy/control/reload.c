@@ -163,6 +163,7 @@ static void merge_pool(int pi, const struct conf_pool *ocp, const struct conf_po
                        struct reload_stats *st)
 {
     struct rt_pool *p = &ctl.model->pools[pi];
+    unsigned members = st->added + st->removed;
     /* Against what its checks run with now (a pool removed earlier: its last configuration). */
     bool rewatch = health_changed(p->conf, ncp);
 
@@ -172,6 +173,8 @@ static void merge_pool(int pi, const struct conf_pool *ocp, const struct conf_po
         for (uint32_t k = 0; k < p->nb; k++)
             health_unwatch(p->b[k].be);
     merge_backends(p, pi, ocp, ncp, st);
+    if (st->added + st->removed != members)
+        p->members_seq = ++ctl.model->change_seq; /* a rollback does not reach across it */
     if (ocp == NULL || shares_changed(ocp, ncp)) {
         model_reset_shares(p);
         st->changed++;

@@ -292,6 +292,40 @@ END_TEST
  * takes it out of the model and the snapshot. A rollback across a
  * membership change is refused: there is no safe undo.
  */
+/*
+ * Membership that DNS discovery changed (it adds and drains backends on its
+ * own, with no operator command) does not block a rollback: the previous
+ * change is laid over the pool as it is now. Added and gone backends keep
+ * their values; the rest get the values from before the change.
+ */
+START_TEST(test_rollback_across_discovery)
+{
+    struct conf_addr a;
+    char err[100];
+    uint32_t i;
+
+    ctl_up(CONF);
+    change("set weight api/blue-2 7", NULL);
+    change("shift api blue=60 green=40", NULL);
+    ck_assert_int_eq(conf_parse_addr("127.0.0.1:9", false, &a, err, sizeof(err)), 0);
+    i = model_add_backend(CF.m, API, "dns-127.0.0.1:9", &a, 300, "green");
+    pool()->b[i].disc_id = 1; /* what discovery.c does, without DNS */
+    control_publish();
+    change("rollback api", NULL);
+    ck_assert_int_eq(pool()->g[BLUE].share, 100);
+    ck_assert_int_eq(pool()->g[GREEN].share, 0);
+    ck_assert_int_eq(be("blue-2")->weight, 7);
+    ck_assert_int_eq(be("dns-127.0.0.1:9")->weight, 300);
+    change("rollback api", NULL); /* and once more, across it too */
+    ck_assert_int_eq(be("blue-2")->weight, 100);
+    /* An operator's own add is different: no safe undo across it. */
+    change("shift api blue=50 green=50", NULL);
+    change("add backend api blue-3 127.0.0.1:10", " state=READY");
+    refused("rollback api", "changed membership");
+    ctl_down();
+}
+END_TEST
+
 START_TEST(test_add_and_delete_backend)
 {
     ctl_up(CONF);
@@ -357,6 +391,7 @@ static Suite *control_suite(void)
     tcase_add_test(tc, test_refused_changes_leave_model_and_generation);
     tcase_add_test(tc, test_rollback_restores_previous_values);
     tcase_add_test(tc, test_add_and_delete_backend);
+    tcase_add_test(tc, test_rollback_across_discovery);
     tcase_add_test(tc, test_unauditable_change_is_refused);
     suite_add_tcase(s, tc);
     return s;
