@@ -35,7 +35,8 @@ def ips(first, n):
 def common_port(hosts):
     """A TCP port free on every host of hosts (tries until one is)."""
     for _ in range(100):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if ":" in hosts[0] else socket.AF_INET,
+                          socket.SOCK_STREAM)
         s.bind((hosts[0], 0))
         port = s.getsockname()[1]
         s.close()
@@ -205,8 +206,9 @@ class AnswerTest(DiscoveryCase):
         addrs = ips(2, 2)
         port = common_port(addrs)
         inst = self.instances(addrs, port, healthy=False)
-        static = self.instances(["127.0.0.1"], common_port(["127.0.0.1"]), prefix="static")
-        (sname, sb), = static.items()
+        sb = HealthBackend("static", healthy=True)
+        self._cleanup.append(sb.close)
+        sname = sb.name
         d = self.dns(hosts={NAME: addrs})
         self.start(disc_config(d.port, [entry_text(dns="%s:%d" % (NAME, port), weight=100)],
                                static=[(sname, sb.address)]))
@@ -697,7 +699,8 @@ class ReloadTest(DiscoveryCase):
 
         def reload(entries):
             with open(self.v.config_path, "w") as f:
-                f.write(disc_config(d.port, entries, resolvers=res).replace("{tmp}", self.v.tmp))
+                f.write("workers = 2;\n" + disc_config(d.port, entries, resolvers=res)
+                        .replace("{tmp}", self.v.tmp))
             p = self.ctl("reload")
             self.assertTrue(p.stdout.startswith("OK"), p.stdout + p.stderr)
 
