@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 # python3-prometheus-client, prometheus (promtool) and chromium: the observability tests;
-# openssl: the TLS tests (certificates, s_client); etcd-server: fleet mode
-tests/deps.sh python3-prometheus-client prometheus chromium openssl etcd-server
+# openssl: the TLS tests (certificates, s_client); etcd-server: fleet mode;
+# dnsmasq-base: the DNS server of the discovery tests
+tests/deps.sh python3-prometheus-client prometheus chromium openssl etcd-server dnsmasq-base
 
 dir=build
 opts=(-Dwerror=true)

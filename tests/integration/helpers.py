@@ -742,7 +742,9 @@ class HealthBackend(veertest.Backend):
     health_path is answered 503 until set_healthy(True), then 200 (any other
     path 404), always with Connection: close. Everything else is client
     traffic: hold(req) runs first when set (a slow handler), then 200 with the
-    name in X-Backend and in the body.
+    name in X-Backend and in the body. host and port: where it listens
+    (several on 127.0.0.2, 127.0.0.3, ... with one port stand for the
+    instances behind a DNS name).
 
     Recorded with monotonic times, under the lock:
     - checks: (t, status, target) appended *before* the answer is sent, so
@@ -752,7 +754,8 @@ class HealthBackend(veertest.Backend):
     - replied: (t, target) just before a client response is sent.
     """
 
-    def __init__(self, name, health_path="/ready", healthy=False, hold=None):
+    def __init__(self, name, health_path="/ready", healthy=False, hold=None, host="127.0.0.1",
+                 port=0):
         self.health_path = health_path
         self.healthy = healthy
         self.hold = hold
@@ -761,7 +764,7 @@ class HealthBackend(veertest.Backend):
         self.replied = []
         self.streak = 0
         self.flipped_at = None
-        super().__init__(name, self._handle)
+        super().__init__(name, self._handle, port=port, host=host)
 
     def set_healthy(self, ok):
         """Answer checks 200 (ok) or 503 from now on; returns the monotonic time of the flip."""
