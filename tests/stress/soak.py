@@ -17,7 +17,8 @@ Operations (one thread, one after another, every --op-interval seconds):
 shift (with a publish), drain --wait then ready, reload (the config file
 edited), add backend / wait READY / drain / del backend, set weight,
 maintenance on --hold with a shift published while requests are held then
-maintenance off, route set (route ka between two pools) or rollback route,
+maintenance off, a DNS change (dnsmasq's answer for the name pool api's
+discover entry follows: instances come, go, come back, all go), route set (route ka between two pools) or rollback route,
 route maintenance on --hold for ka with a route set published while its
 requests are held then off, and a binary upgrade (veerctl upgrade) every
 --upgrade-every seconds.
@@ -56,6 +57,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
 import veertest  # noqa: E402
+from dnsfix import DnsServer  # noqa: E402
+from test_discovery import common_port  # noqa: E402
 from veertest import Reader, read_response, wait_for  # noqa: E402
 from helpers import (StreamReader, TlsFiles, become_subreaper, health_text, http_get,  # noqa: E402
                      read_head, iter_body, shutdown_summary, tls_client_context, tls_listen_text,
@@ -73,11 +76,12 @@ class SoakBackend:
     back (chunked when the request asks with X-Chunked-Reply); Upgrade:
     websocket -> 101 and an echo of every frame; /ready -> 200."""
 
-    def __init__(self, name):
+    def __init__(self, name, host="127.0.0.1", port=0):
         self.name = name
+        self.host = host
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, port))
         self.sock.listen(1024)
         self.port = self.sock.getsockname()[1]
         self.closed = False
@@ -89,7 +93,7 @@ class SoakBackend:
 
     @property
     def address(self):
-        return "127.0.0.1:%d" % self.port
+        return "%s:%d" % (self.host, self.port)
 
     def _accept(self):
         while not self.closed:
@@ -641,6 +645,15 @@ class Soak:
         else:
             self.acct.ops["del"] += 1
 
+    def op_dns(self):
+        """The instances behind soak.internal change: a random subset (now and
+        then none) of the three; dnsmasq serves it before this returns, veer
+        follows at its next resolution (TTL 1 s, min_interval 100 ms)."""
+        n = self.rng.choice((0, 1, 2, 3, 3))
+        addrs = sorted(self.rng.sample([b.host for b in self.dns_backends], n))
+        self.dns.set_hosts({"soak.internal": addrs} if addrs else {})
+        self.acct.ops["dns"] += 1
+
     def op_hold(self):
         if self.args.no_hold:
             return
@@ -798,7 +811,7 @@ class Soak:
 
     def operations(self):
         ops = [self.op_shift, self.op_weight, self.op_drain, self.op_reload, self.op_add_del,
-               self.op_hold, self.op_route_set, self.op_route_hold]
+               self.op_hold, self.op_route_set, self.op_route_hold, self.op_dns]
         next_upgrade = time.monotonic() + self.args.upgrade_every
         while not self.stop_ev.wait(self.args.op_interval):
             try:
@@ -824,14 +837,18 @@ class Soak:
                 'admin = { socket = "%s/admin.sock"; http = "127.0.0.1:0"; };\n'
                 'audit_log = "%s/audit.log";\nstate_file = "%s/state";\n'
                 'timeouts = { quiet_ms = 300; idle_ms = %d; };\n'
+                'resolvers = { servers = ( "127.0.0.1:%d" ); interval_ms = 1000;\n'
+                '              min_interval_ms = 100; timeout_ms = 500; };\n'
                 'pools = ( { name = "api"; hold_ms = %d; %s\n'
                 '            shares = { blue = 50; green = 50; };\n'
+                '            discover = ( { name = "dns"; dns = "soak.internal:%d"; group = "green"; } );\n'
                 '            backends = ( %s ); },\n'
                 '          { name = "alt"; backends = ( %s ); } );\n'
                 '%s'
                 % (self.args.workers, self.tls_text, self.tmp, self.tmp, self.tmp,
-                   60000 + 1000 * alt, self.args.hold_ms,
-                   health_text("/ready", 100, 1000, 1, 3), bl, alt_bl, self.routes_text(alt)))
+                   60000 + 1000 * alt, self.dns.port, self.args.hold_ms,
+                   health_text("/ready", 100, 1000, 1, 3), self.dns_port, bl, alt_bl,
+                   self.routes_text(alt)))
 
     @staticmethod
     def routes_text(alt):
@@ -850,7 +867,15 @@ class Soak:
         subreaper = become_subreaper()
         self.backends = [SoakBackend(n) for n in ("blue-1", "blue-2", "green-1", "green-2")]
         self.extra = SoakBackend("extra")
-        self.backend_names = {b.name for b in self.backends} | {"extra"}
+        # Instances behind a DNS name (pool api's discover entry, group green):
+        # 127.0.0.61-63 on one port, served by a real dnsmasq.
+        hosts = ["127.0.0.%d" % i for i in (61, 62, 63)]
+        self.dns_port = common_port(hosts)
+        self.dns_backends = [SoakBackend("dns-%s" % h.rsplit(".", 1)[1], host=h, port=self.dns_port)
+                             for h in hosts]
+        self.dns = DnsServer(hosts={"soak.internal": hosts[:2]})
+        self.backend_names = ({b.name for b in self.backends} | {"extra"} |
+                              {b.name for b in self.dns_backends})
         self.maint_windows = []
         self.route_windows = []
         self.maint_503 = []
@@ -920,8 +945,9 @@ class Soak:
         if audit is None:
             self.acct.fail("audit", "audit verify: " + self.acct.op_error_text[-1])
         self.final_stop()
-        for b in self.backends + [self.extra]:
+        for b in self.backends + [self.extra] + self.dns_backends:
             b.close()
+        self.dns.close()
         self.tls_files.close()
         return self.report(audit)
 
@@ -978,12 +1004,16 @@ class Soak:
             for t in acct.op_error_text[:10]:
                 print("  " + t)
         print("veer processes: %s" % ", ".join("%d %s" % (p, s) for p, s in self.summaries))
+        print("instances found by DNS, requests served: %s"
+              % ", ".join("%s %d" % (b.name, b.served) for b in self.dns_backends))
         print("audit verify: %s" % (audit or "FAILED"))
         print("veer log: %s" % self.log_path)
         unaccounted = {k: acct.sent[k] - acct.answered[k] - acct.after_close[k]
                        for k in acct.sent}
         bad = {k: n for k, n in unaccounted.items() if n}
         failures = list(acct.failures)
+        if acct.ops["dns"] and not any(b.served for b in self.dns_backends):
+            failures.append((self.t_start, "dns", "no instance found by DNS served a request"))
         if bad and not failures:
             failures.append((0, "count", "requests without an answer: %r" % bad))
         if failures:
