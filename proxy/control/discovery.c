@@ -61,6 +61,7 @@ struct entry {
     uint64_t warned_us; /* when a failure was last logged */
     uint64_t errors, resolutions;
     unsigned empties; /* empty answers in a row */
+    bool warned_long; /* an address was skipped for a name too long: said once */
 };
 
 struct round {
@@ -100,7 +101,7 @@ static struct {
 } D;
 
 static void start_round(struct entry *e);
-static void name_round(const struct entry *e, struct round *r);
+static void name_round(struct entry *e, struct round *r);
 
 static double wall_now(void)
 {
@@ -736,14 +737,17 @@ static void start_round(struct entry *e)
 /* --- the backends an address names ---------------------------------------------------- */
 
 /* Fill the names of a round's addresses; drop the ones whose name would be too long. */
-static void name_round(const struct entry *e, struct round *r)
+static void name_round(struct entry *e, struct round *r)
 {
     uint32_t k = 0;
 
     for (uint32_t i = 0; i < r->n; i++) {
         if (!backend_name(e, r->a[i].addr.text, r->a[i].backend, sizeof(r->a[i].backend))) {
-            log_warn("discovery %s/%s: address %s skipped: backend name too long", e->pool,
-                     e->conf->name, r->a[i].addr.text);
+            if (!e->warned_long)
+                log_warn("discovery %s/%s: address %s skipped: the backend name would be longer "
+                         "than %d bytes",
+                         e->pool, e->conf->name, r->a[i].addr.text, CMD_NAME_MAX - 1);
+            e->warned_long = true;
             continue;
         }
         r->a[k++] = r->a[i];
