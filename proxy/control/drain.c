@@ -140,20 +140,67 @@ static bool gone_from_config(const struct rt_backend *b)
  * state write, however many there are (one at a time, dropping half of a
  * pool of 10,000 held the control thread for seconds).
  */
+/*
+ * The audit record of backends whose address left DNS and that go now, one
+ * per pool (actor discovery, as the drain that began it): {"pool","removed":[...]}.
+ * NULL when there are none.
+ */
+static char *gone_record(const struct rt_pool *p)
+{
+    struct sbuf o;
+    bool first = true;
+
+    sb_init(&o);
+    for (uint32_t k = 0; k < p->nb; k++) {
+        if (!p->b[k].gone || !gone_from_config(&p->b[k]))
+            continue;
+        if (first) {
+            sb_puts(&o, "{\"pool\":");
+            sb_json_str(&o, p->name);
+            sb_puts(&o, ",\"removed\":[");
+        }
+        sb_puts(&o, first ? "" : ",");
+        sb_json_str(&o, p->b[k].be->name);
+        first = false;
+    }
+    if (first) {
+        sb_free(&o);
+        return NULL;
+    }
+    sb_puts(&o, "]}");
+    return sb_steal(&o);
+}
+
 static void reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     uint32_t n = 0;
+    char **records = veer_calloc(ctl.model->npools ? ctl.model->npools : 1, sizeof(*records));
+    uint64_t gen;
 
     (void)fd;
     (void)what;
     (void)arg;
     reap_scheduled = false;
-    for (uint32_t i = 0; i < ctl.model->npools; i++)
+    for (uint32_t i = 0; i < ctl.model->npools; i++) {
+        records[i] = gone_record(&ctl.model->pools[i]);
         n += ctl_remove_backends(&ctl.model->pools[i], gone_from_config);
-    if (n == 0)
-        return;
-    control_publish();
-    control_save_state();
+    }
+    if (n > 0) {
+        gen = control_publish();
+        for (uint32_t i = 0; i < ctl.model->npools; i++) {
+            char line[CMD_NAME_MAX + 16];
+
+            if (records[i] == NULL)
+                continue;
+            snprintf(line, sizeof(line), "discover %s", ctl.model->pools[i].name);
+            audit_write("discovery", NULL, line, "OK", gen, NULL, records[i]);
+            persist_sync_audit();
+        }
+        control_save_state();
+    }
+    for (uint32_t i = 0; i < ctl.model->npools; i++)
+        free(records[i]);
+    free(records);
 }
 
 static void schedule_reap(void)
