@@ -628,6 +628,47 @@ START_TEST(test_srv_target_of_253_bytes)
 }
 END_TEST
 
+/*
+ * An SRV record's target ends where its data does: a target that runs on
+ * into the next record, or data left after it, is a malformed record.
+ */
+START_TEST(test_srv_target_must_fill_its_record)
+{
+    struct dns d;
+    struct dnsanswer_srv s[4];
+    uint32_t ttl = TTL_UNTOUCHED;
+    int at;
+
+    /* rdlen 7: the fields and one byte, a label of length 1 whose byte (and end) lie beyond */
+    dns_begin(&d, "_http._tcp.api.internal", DNSANSWER_TYPE_SRV);
+    dns_rr(&d, DNSANSWER_TYPE_SRV, CLASS_IN, 9, "\0\1\0\1\0\x50\x01", 7);
+    put8(&d, 0); /* the next record: owner "." */
+    put16(&d, DNSANSWER_TYPE_A);
+    put16(&d, CLASS_IN);
+    put32(&d, 9);
+    put16(&d, 4);
+    put_bytes(&d, "\x7f\0\0\x02", 4);
+    d.b[7] = (unsigned char)++d.an;
+    ck_assert_int_eq(srvs(&d, s, 4, &ttl), -1);
+
+    /* three bytes after the target's end, inside rdlen */
+    dns_begin(&d, "_http._tcp.api.internal", DNSANSWER_TYPE_SRV);
+    rr_srv(&d, 9, 1, 1, 80, "web1.internal");
+    at = d.n - (int)strlen("\004web1\010internal") - 1 - 6 - 2;
+    ck_assert_int_eq(d.b[at + 1], 6 + 15);
+    put_bytes(&d, "xyz", 3);
+    d.b[at + 1] += 3;
+    ck_assert_int_eq(srvs(&d, s, 4, &ttl), -1);
+    ck_assert_uint_eq(ttl, TTL_UNTOUCHED);
+
+    /* the same record without them is fine */
+    d.n -= 3;
+    d.b[at + 1] -= 3;
+    ck_assert_int_eq(srvs(&d, s, 4, &ttl), 1);
+    ck_assert_str_eq(s[0].target, "web1.internal");
+}
+END_TEST
+
 /* --- weights ------------------------------------------------------------- */
 
 START_TEST(test_srv_weight_scaling)
@@ -689,6 +730,7 @@ int main(void)
     tcase_add_test(srv, test_srv_root_target_and_port_0_are_skipped);
     tcase_add_test(srv, test_srv_ttl_is_over_every_srv_record);
     tcase_add_test(srv, test_srv_target_of_253_bytes);
+    tcase_add_test(bad, test_srv_target_must_fill_its_record);
     tcase_add_test(srv, test_srv_weight_scaling);
     suite_add_tcase(s, a);
     suite_add_tcase(s, bad);
