@@ -704,6 +704,92 @@ START_TEST(test_srv_weight_scaling)
 }
 END_TEST
 
+/* --- answers captured from dnsmasq (the fuzz seeds) ---------------------- */
+
+#ifndef SRCDIR
+#define SRCDIR "."
+#endif
+
+/* A seed of tests/fuzz/corpus/dnsanswer into d. */
+static void seed(struct dns *d, const char *name)
+{
+    char path[512];
+    FILE *f;
+
+    snprintf(path, sizeof(path), SRCDIR "/tests/fuzz/corpus/dnsanswer/%s", name);
+    f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "%s: cannot open", path);
+    memset(d, 0, sizeof(*d));
+    d->n = (int)fread(d->b, 1, sizeof(d->b), f);
+    fclose(f);
+    ck_assert_int_gt(d->n, 0);
+}
+
+/* dnsmasq 2.90's answers, as captured for the seeds: what discovery reads from a real server. */
+START_TEST(test_real_answers_from_dnsmasq)
+{
+    struct dns d;
+    struct conf_addr out[4];
+    struct dnsanswer_srv s[4];
+    uint32_t ttl = TTL_UNTOUCHED;
+
+    seed(&d, "a");
+    ck_assert_int_eq(addrs(&d, DNSANSWER_TYPE_A, 8080, out, 4, &ttl), 3);
+    ck_assert_str_eq(out[0].text, "127.0.0.3:8080");
+    ck_assert_str_eq(out[1].text, "127.0.0.2:8080");
+    ck_assert_str_eq(out[2].text, "10.1.2.3:8080");
+    ck_assert_uint_eq(ttl, 30);
+    ck_assert_int_eq(addrs(&d, DNSANSWER_TYPE_AAAA, 8080, out, 4, &ttl), 0);
+
+    seed(&d, "aaaa");
+    ck_assert_int_eq(addrs(&d, DNSANSWER_TYPE_AAAA, 8080, out, 4, &ttl), 2);
+    ck_assert_str_eq(out[0].text, "[::1]:8080");
+    ck_assert_str_eq(out[1].text, "[fd00::2]:8080");
+
+    seed(&d, "cname_a"); /* alias.internal CNAME lb.internal, then lb's A */
+    ck_assert_int_eq(addrs(&d, DNSANSWER_TYPE_A, 80, out, 4, &ttl), 1);
+    ck_assert_str_eq(out[0].text, "127.0.0.20:80");
+
+    ttl = TTL_UNTOUCHED;
+    seed(&d, "nxdomain");
+    ck_assert_int_eq(addrs(&d, DNSANSWER_TYPE_A, 80, out, 4, &ttl), 0);
+    seed(&d, "nodata_a");
+    ck_assert_int_eq(addrs(&d, DNSANSWER_TYPE_A, 80, out, 4, &ttl), 0);
+    ck_assert_uint_eq(ttl, TTL_UNTOUCHED);
+
+    /* backup (priority 20) first, then web2 and web1 (10); targets' A records in additional */
+    seed(&d, "srv_priorities");
+    ck_assert_int_eq(srvs(&d, s, 4, &ttl), 2);
+    ck_assert_str_eq(s[0].target, "web2.api.internal");
+    ck_assert_uint_eq(s[0].port, 8081);
+    ck_assert_uint_eq(s[0].weight, 20);
+    ck_assert_str_eq(s[1].target, "web1.api.internal");
+    ck_assert_uint_eq(s[1].port, 8080);
+    ck_assert_uint_eq(s[1].weight, 60);
+    ck_assert_uint_eq(ttl, 30);
+    ck_assert_int_eq(addrs(&d, DNSANSWER_TYPE_A, 80, out, 4, &ttl), 0); /* additional: not read */
+    ck_assert_int_eq(dnsanswer_weight(s[0].weight, 60, 100), 333);
+    ck_assert_int_eq(dnsanswer_weight(s[1].weight, 60, 100), 1000);
+
+    seed(&d, "srv_root_target");
+    ck_assert_int_eq(srvs(&d, s, 4, &ttl), 0);
+    seed(&d, "srv_zero_weights");
+    ck_assert_int_eq(srvs(&d, s, 4, &ttl), 2);
+    ck_assert_uint_eq(s[0].weight + s[1].weight, 0);
+
+    /* built for the seeds: compressed targets, a cut message, a pointer loop */
+    seed(&d, "srv_compressed_targets");
+    ck_assert_int_eq(srvs(&d, s, 4, &ttl), 2);
+    ck_assert_str_eq(s[0].target, "web1.api.internal");
+    ck_assert_str_eq(s[1].target, "web2.api.internal");
+    ck_assert_uint_eq(ttl, 3);
+    seed(&d, "srv_truncated");
+    ck_assert_int_eq(srvs(&d, s, 4, &ttl), -1);
+    seed(&d, "a_pointer_loop");
+    ck_assert_int_eq(addrs(&d, DNSANSWER_TYPE_A, 80, out, 4, &ttl), -1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("dnsanswer");
@@ -732,6 +818,7 @@ int main(void)
     tcase_add_test(srv, test_srv_target_of_253_bytes);
     tcase_add_test(bad, test_srv_target_must_fill_its_record);
     tcase_add_test(srv, test_srv_weight_scaling);
+    tcase_add_test(srv, test_real_answers_from_dnsmasq);
     suite_add_tcase(s, a);
     suite_add_tcase(s, bad);
     suite_add_tcase(s, srv);
