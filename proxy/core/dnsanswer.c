@@ -112,13 +112,16 @@ static int one_srv(const ns_rr *rr, const ns_msg *m, void *arg)
     const unsigned char *d = ns_rr_rdata(*rr);
     struct dnsanswer_srv s;
     size_t tl;
+    int nl;
 
     if (ns_rr_rdlen(*rr) < 7)
         return -1;
     s.priority = (uint16_t)(d[0] << 8 | d[1]);
     s.weight = (uint16_t)(d[2] << 8 | d[3]);
     s.port = (uint16_t)(d[4] << 8 | d[5]);
-    if (ns_name_uncompress(ns_msg_base(*m), ns_msg_end(*m), d + 6, s.target, sizeof(s.target)) < 0)
+    /* The target may point anywhere before the message's end, but its own bytes end the record. */
+    nl = ns_name_uncompress(ns_msg_base(*m), ns_msg_end(*m), d + 6, s.target, sizeof(s.target));
+    if (nl < 0 || 6 + nl != ns_rr_rdlen(*rr))
         return -1;
     tl = strlen(s.target);
     if (tl > 0 && s.target[tl - 1] == '.')

@@ -8,6 +8,7 @@
 #   FUZZ_SECONDS=30       run time per target
 #   FUZZ_JOBS=N           targets run at once (default: the number of CPUs)
 #   FUZZ_TARGETS="..."    subset of: request response chunked config cmd path traceparent
+#                         dnsanswer
 #   FUZZ_SKIP_KNOWN=0     1 = step over the veer bugs already reported (each
 #                         is named where the target skips it), to measure how
 #                         far fuzzing gets past them
@@ -28,7 +29,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="${1:-$root/build-fuzz}"
 seconds="${FUZZ_SECONDS:-30}"
-targets="${FUZZ_TARGETS:-request response chunked config cmd path traceparent}"
+targets="${FUZZ_TARGETS:-request response chunked config cmd path traceparent dnsanswer}"
 cc="${CC:-clang}"
 skip_known=false
 if [ "${FUZZ_SKIP_KNOWN:-0}" = 1 ]; then
@@ -67,7 +68,8 @@ meson compile -C "$out" "${names[@]}" >"$out/build.log" 2>&1 || {
 }
 bin="$out/tests/fuzz"
 
-declare -A max_len=([request]=8192 [response]=8192 [chunked]=8192 [config]=16384 [cmd]=4200 [path]=4096 [traceparent]=512)
+declare -A max_len=([request]=8192 [response]=8192 [chunked]=8192 [config]=16384 [cmd]=4200 [path]=4096 [traceparent]=512
+    [dnsanswer]=4096)
 # libconfig leaks on most syntax errors (suppressed, see lsan.supp), and every
 # input that leaks sends libFuzzer into a full LeakSanitizer pass: 250 execs/s
 # instead of 4,500. So config fuzzes without leak checks, then every input of

@@ -284,6 +284,11 @@ END_TEST
               "    { name = \"g1\"; address = \"127.0.0.1:9002\"; group = \"green\"; }\n"          \
               "  );\n"
 
+/* A pool whose discover list opens on line 4; its first entry is on line 5. */
+#define DISC_OPEN  POOL_OPEN "  discover = (\n"
+#define DISC_CLOSE "  );\n" POOL_CLOSE
+#define DISC_BOTH  "must set exactly one of dns = \"NAME:PORT\" or srv = \"NAME\""
+
 /* Canonical prefixes load as written (a trailing '/', "/", an escape that stays escaped). */
 START_TEST(test_canonical_path_prefixes_load)
 {
@@ -754,6 +759,106 @@ static const struct bad_conf bad_confs[] = {
     /* a listener without a pool needs routes */
     {"listen = (\n  { address = \"127.0.0.1:80\"; }\n);\n" POOLS, 2,
      "missing required key 'pool' in listen[0] (only a config with routes may leave it out)"},
+    /* discover (issue 20): entry-wide errors name the entry's line (5), a key's its own (6) */
+    {DISC_OPEN "    { name = \"a\"; dns = \"api.internal:80\";\n"
+               "      srv = \"_http._tcp.api.internal\"; }\n" DISC_CLOSE,
+     5, "pools[0].discover[0] " DISC_BOTH},
+    {DISC_OPEN "    { name = \"a\";\n      group = \"blue\"; }\n" DISC_CLOSE, 5,
+     "pools[0].discover[0] " DISC_BOTH},
+    {DISC_OPEN "    { dns = \"api.internal:80\"; }\n" DISC_CLOSE, 5,
+     "missing required key 'name' in pools[0].discover[0]"},
+    {DISC_OPEN "    { name = \"a\";\n      dns = \"api.internal\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].dns must be NAME:PORT, e.g. \"api.internal:8080\" (got "
+     "\"api.internal\")"},
+    {DISC_OPEN "    { name = \"a\";\n      dns = \":80\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].dns must be NAME:PORT"},
+    {DISC_OPEN "    { name = \"a\";\n      dns = \"api.internal:0\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].dns: port must be between 1 and 65535 (got \"0\")"},
+    {DISC_OPEN "    { name = \"a\";\n      dns = \"api.internal:70000\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].dns: port must be between 1 and 65535 (got \"70000\")"},
+    {DISC_OPEN "    { name = \"a\";\n      dns = \"api.internal:http\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].dns: port must be between 1 and 65535 (got \"http\")"},
+    {DISC_OPEN "    { name = \"a\";\n      dns = \"api.internal:\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].dns: port must be between 1 and 65535 (got \"\")"},
+    {DISC_OPEN "    { name = \"a\";\n      dns = \"127.0.0.1:80\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].dns: '127.0.0.1' is an address, not a name: list it under backends"},
+    {DISC_OPEN "    { name = \"a\";\n      dns = \"[::1]:80\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].dns: '[::1]' must be a DNS name (letters, digits, '.', '-', '_')"},
+    {DISC_OPEN "    { name = \"a\";\n      dns = \"api internal:80\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].dns: 'api internal' must be a DNS name"},
+    {DISC_OPEN "    { name = \"a\";\n      dns = 8080; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].dns must be a string"},
+    {DISC_OPEN "    { name = \"a\";\n      srv = \"10.0.0.1\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].srv is an address, not a name: list it under backends"},
+    {DISC_OPEN "    { name = \"a\";\n      srv = \"_http._tcp/api\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].srv must be a DNS name"},
+    {DISC_OPEN
+     "    { dns = \"api.internal:80\";\n      name = \"abcdefghijklmnopqrstuvwxy\"; }\n" DISC_CLOSE,
+     6, "pools[0].discover[0].name must be at most 24 bytes"},
+    {DISC_OPEN "    { dns = \"api.internal:80\";\n      name = \"a b\"; }\n" DISC_CLOSE, 6,
+     "pools[0].discover[0].name may contain only"},
+    {DISC_OPEN
+     "    { name = \"a\"; dns = \"api.internal:80\";\n      group = \"1blue\"; }\n" DISC_CLOSE,
+     6, "pools[0].discover[0].group must start with a letter"},
+    {DISC_OPEN
+     "    { name = \"a\"; dns = \"api.internal:80\";\n      group = \"blue.2\"; }\n" DISC_CLOSE,
+     6, "pools[0].discover[0].group may contain only letters, digits, '_' and '-'"},
+    {DISC_OPEN
+     "    { name = \"a\"; dns = \"api.internal:80\";\n      weight = 1001; }\n" DISC_CLOSE,
+     6, "pools[0].discover[0].weight must be between 0 and 1000 (got 1001)"},
+    {DISC_OPEN "    { name = \"a\"; dns = \"api.internal:80\";\n      weight = -1; }\n" DISC_CLOSE,
+     6, "pools[0].discover[0].weight must be between 0 and 1000 (got -1)"},
+    {DISC_OPEN "    { name = \"a\"; dns = \"api.internal:80\";\n      confirm = 0; }\n" DISC_CLOSE,
+     6, "pools[0].discover[0].confirm must be between 1 and 100 (got 0)"},
+    {DISC_OPEN
+     "    { name = \"a\"; dns = \"api.internal:80\";\n      max_backends = 0; }\n" DISC_CLOSE,
+     6, "pools[0].discover[0].max_backends must be between 1 and 10000 (got 0)"},
+    {DISC_OPEN "    { name = \"a\"; dns = \"api.internal:80\";\n      port = 80; }\n" DISC_CLOSE, 6,
+     "unknown key 'port' in pools[0].discover[0]"},
+    {POOL_OPEN "  discover = { name = \"a\"; dns = \"api.internal:80\"; };\n" POOL_CLOSE, 4,
+     "pools[0].discover must be a list of groups"},
+    /* discover names are unique across the file: the error names the other line */
+    {LISTEN "pools = ( { name = \"api\";\n"
+            "  discover = ( { name = \"web\"; dns = \"a.internal:80\"; } ); },\n"
+            "  { name = \"b\";\n"
+            "  discover = ( { name = \"x\"; srv = \"_h._tcp.b.internal\"; },\n"
+            "    { name = \"web\"; dns = \"c.internal:80\"; } ); } );\n",
+     6, "duplicate discover name 'web' (also at line 3): discover names are unique across pools"},
+    {DISC_OPEN "    { name = \"web\"; dns = \"a.internal:80\"; },\n"
+               "    { name = \"web\"; srv = \"_h._tcp.b.internal\"; }\n" DISC_CLOSE,
+     6, "duplicate discover name 'web' (also at line 5)"},
+    /* a discover entry's group needs a share like a backend's */
+    {BLUE_GREEN "  discover = ( { name = \"c\"; dns = \"c.internal:80\"; group = \"canary\"; } );\n"
+                "  shares = { blue = 50; green = 50; };\n" POOL_CLOSE,
+     9, "pools[0].shares has no share for group 'canary' (every group with backends needs one)"},
+    {POOL_OPEN "  shares = { blue = 100; };\n"
+               "  discover = ( { name = \"d\"; dns = \"d.internal:80\"; group = \"blue\"; },\n"
+               "    { name = \"e\"; dns = \"e.internal:80\"; } );\n" POOL_CLOSE,
+     4, "pools[0].shares has no share for group 'default'"},
+    /* resolvers */
+    {BASE "resolvers = {\n  interval_ms = 5000;\n  min_interval_ms = 6000; };\n", 3,
+     "resolvers.min_interval_ms (6000) must be <= interval_ms (5000)"},
+    {BASE "resolvers = { interval_ms = 500; };\n", 3,
+     "resolvers.min_interval_ms (1000) must be <= interval_ms (500)"},
+    {BASE "resolvers = { servers = (\n  \"127.0.0.1\",\n  \"dns.example\" ); };\n", 5,
+     "resolvers.servers[1] must be a nameserver's address: 'dns.example:53': host must be a "
+     "numeric IPv4 address"},
+    {BASE "resolvers = { servers = (\n  \"127.0.0.1:0\" ); };\n", 4,
+     "resolvers.servers[0] must be a nameserver's address: '127.0.0.1:0': port must be between 1 "
+     "and 65535"},
+    {BASE "resolvers = { servers = (\n  \"[::1\" ); };\n", 4,
+     "resolvers.servers[0] must be a nameserver's address: '[::1': missing ']'"},
+    {BASE "resolvers = { servers = (\n  \"\" ); };\n", 4, "resolvers.servers[0] must not be empty"},
+    {BASE "resolvers = { servers = (\n  53 ); };\n", 4, "resolvers.servers[0] must be a string"},
+    {BASE "resolvers = {\n  servers = \"127.0.0.1\"; };\n", 4,
+     "resolvers.servers must be a list of strings"},
+    {BASE "resolvers = {\n  timeout_ms = 5; };\n", 4,
+     "resolvers.timeout_ms must be between 10 and 60000 (got 5)"},
+    {BASE "resolvers = {\n  confirm = 0; };\n", 4,
+     "resolvers.confirm must be between 1 and 100 (got 0)"},
+    {BASE "resolvers = {\n  max_backends = 10001; };\n", 4,
+     "resolvers.max_backends must be between 1 and 10000 (got 10001)"},
+    {BASE "resolvers = {\n  retries = 3; };\n", 4, "unknown key 'retries' in resolvers"},
 };
 
 /* The routes block of issue 17's contract, verbatim, with the pools it names. */
@@ -1316,6 +1421,129 @@ START_TEST(test_shares_may_give_a_group_zero)
 }
 END_TEST
 
+/* Discovery (issue 20): with no resolvers block, every default; an entry's own defaults. */
+START_TEST(test_discover_and_resolvers_defaults)
+{
+    struct veer_conf *c =
+        load_ok(DISC_OPEN "    { name = \"api\"; dns = \"api.internal:8080\"; },\n"
+                          "    { name = \"grpc\";\n"
+                          "      srv = \"_grpc._tcp.api.internal\"; }\n" DISC_CLOSE);
+    const struct conf_pool *p = &c->pools[0];
+    const struct conf_discover *d = p->discover;
+
+    ck_assert_int_eq(c->resolvers.nservers, 0); /* /etc/resolv.conf's */
+    ck_assert_int_eq(c->resolvers.interval_ms, 5000);
+    ck_assert_int_eq(c->resolvers.min_interval_ms, 1000);
+    ck_assert_int_eq(c->resolvers.timeout_ms, 1000);
+    ck_assert_int_eq(c->resolvers.confirm, 2);
+    ck_assert_int_eq(c->resolvers.max_backends, 256);
+    ck_assert_int_eq(p->ndiscover, 2);
+    ck_assert_int_eq(p->nbackends, 0);
+    ck_assert_str_eq(d[0].name, "api");
+    ck_assert_str_eq(d[0].dns, "api.internal:8080");
+    ck_assert_str_eq(d[0].host, "api.internal");
+    ck_assert_int_eq(d[0].port, 8080);
+    ck_assert_ptr_null(d[0].srv);
+    ck_assert_str_eq(d[0].group, "default");
+    ck_assert_int_eq(d[0].weight, 100);
+    ck_assert_int_eq(d[0].confirm, -1);
+    ck_assert_int_eq(d[0].max_backends, -1);
+    ck_assert_int_eq(conf_discover_confirm(c, &d[0]), 2);
+    ck_assert_int_eq(conf_discover_max(c, &d[0]), 256);
+    ck_assert_int_eq(d[0].line, 5);
+    ck_assert_str_eq(d[1].name, "grpc");
+    ck_assert_ptr_null(d[1].dns);
+    ck_assert_str_eq(d[1].srv, "_grpc._tcp.api.internal");
+    ck_assert_str_eq(d[1].host, "_grpc._tcp.api.internal");
+    ck_assert_int_eq(d[1].port, 0);
+    ck_assert_int_eq(d[1].line, 6);
+    conf_free(c);
+}
+END_TEST
+
+/* The resolvers' confirm and max_backends apply to the entries that set none; an entry's own win.
+ */
+START_TEST(test_discover_overrides_and_resolvers)
+{
+    struct veer_conf *c = load_ok(
+        LISTEN "resolvers = { interval_ms = 30000; min_interval_ms = 10; timeout_ms = 250;\n"
+               "  confirm = 5; max_backends = 40; };\n"
+               "pools = ( { name = \"api\"; discover = (\n"
+               "  { name = \"a\"; dns = \"a.internal:1\"; confirm = 1; max_backends = 10000;\n"
+               "    group = \"blue-2\"; weight = 0; },\n"
+               "  { name = \"b\"; dns = \"b-1.svc_x.internal:65535\"; weight = 1000; },\n"
+               "  { name = \"abcdefghijklmnopqrstuvwx\"; srv = \"_h._tcp.x\"; } ); } );\n");
+    const struct conf_discover *d = c->pools[0].discover;
+
+    ck_assert_int_eq(c->resolvers.interval_ms, 30000);
+    ck_assert_int_eq(c->resolvers.min_interval_ms, 10);
+    ck_assert_int_eq(c->resolvers.timeout_ms, 250);
+    ck_assert_int_eq(conf_discover_confirm(c, &d[0]), 1);
+    ck_assert_int_eq(conf_discover_max(c, &d[0]), 10000);
+    ck_assert_str_eq(d[0].group, "blue-2");
+    ck_assert_int_eq(d[0].weight, 0);
+    ck_assert_int_eq(conf_discover_confirm(c, &d[1]), 5);
+    ck_assert_int_eq(conf_discover_max(c, &d[1]), 40);
+    ck_assert_str_eq(d[1].host, "b-1.svc_x.internal");
+    ck_assert_int_eq(d[1].port, 65535);
+    ck_assert_int_eq(d[1].weight, 1000);
+    ck_assert_int_eq((int)strlen(d[2].name), CONF_DISCOVER_NAME_MAX); /* 24 bytes: the most */
+    conf_free(c);
+    /* min_interval_ms may equal interval_ms */
+    c = load_ok(BASE "resolvers = { interval_ms = 1000; };\n");
+    ck_assert_int_eq(c->resolvers.min_interval_ms, 1000);
+    conf_free(c);
+}
+END_TEST
+
+/* A nameserver without a port gets 53; a bare IPv6 address is bracketed. */
+START_TEST(test_resolver_servers_with_and_without_port)
+{
+    struct veer_conf *c =
+        load_ok(BASE "resolvers = { servers = ( \"127.0.0.1\", \"127.0.0.1:5353\",\n"
+                     "  \"[::1]:53\", \"::1\", \"[fd00::53]:5300\" ); };\n");
+    const struct conf_addr *sv = c->resolvers.servers;
+
+    ck_assert_int_eq(c->resolvers.nservers, 5);
+    ck_assert_str_eq(sv[0].text, "127.0.0.1:53");
+    ck_assert_int_eq(sv[0].ss.ss_family, AF_INET);
+    ck_assert_int_eq(ntohs(((const struct sockaddr_in *)&sv[0].ss)->sin_port), 53);
+    ck_assert_str_eq(sv[1].text, "127.0.0.1:5353");
+    ck_assert_int_eq(ntohs(((const struct sockaddr_in *)&sv[1].ss)->sin_port), 5353);
+    ck_assert_str_eq(sv[2].text, "[::1]:53");
+    ck_assert_int_eq(sv[2].ss.ss_family, AF_INET6);
+    ck_assert_str_eq(sv[3].text, "[::1]:53");
+    ck_assert_int_eq(sv[3].ss.ss_family, AF_INET6);
+    ck_assert_int_eq(ntohs(((const struct sockaddr_in6 *)&sv[3].ss)->sin6_port), 53);
+    ck_assert_str_eq(sv[4].text, "[fd00::53]:5300");
+    conf_free(c);
+    c = load_ok(BASE "resolvers = { servers = [ \"10.0.0.53\" ]; };\n"); /* an array too */
+    ck_assert_int_eq(c->resolvers.nservers, 1);
+    ck_assert_str_eq(c->resolvers.servers[0].text, "10.0.0.53:53");
+    conf_free(c);
+}
+END_TEST
+
+/* A share may name a group that only a discover entry has: its instances will come. */
+START_TEST(test_shares_may_name_a_group_only_discover_has)
+{
+    struct veer_conf *c = load_ok(
+        BLUE_GREEN "  discover = ( { name = \"c\"; dns = \"c.internal:80\"; group = \"canary\"; "
+                   "} );\n"
+                   "  shares = { blue = 80; green = 10; canary = 10; };\n" POOL_CLOSE);
+
+    ck_assert_int_eq(c->pools[0].nshares, 3);
+    ck_assert_str_eq(c->pools[0].shares[2].group, "canary");
+    ck_assert_int_eq(c->pools[0].shares[2].share, 10);
+    conf_free(c);
+    c = load_ok(POOL_OPEN "  discover = ( { name = \"g\"; srv = \"_h._tcp.g.internal\"; group = "
+                          "\"green\"; } );\n"
+                          "  shares = { green = 100; };\n" POOL_CLOSE);
+    ck_assert_int_eq(c->pools[0].shares[0].share, 100);
+    conf_free(c);
+}
+END_TEST
+
 START_TEST(test_listen_tls_defaults)
 {
     struct veer_conf *c =
@@ -1463,6 +1691,10 @@ static Suite *conf_suite(void)
     tcase_add_test(load, test_maintenance_allow_may_be_emptied);
     tcase_add_test(load, test_listeners_on_port_zero_are_not_duplicates);
     tcase_add_test(load, test_shares_may_give_a_group_zero);
+    tcase_add_test(load, test_discover_and_resolvers_defaults);
+    tcase_add_test(load, test_discover_overrides_and_resolvers);
+    tcase_add_test(load, test_resolver_servers_with_and_without_port);
+    tcase_add_test(load, test_shares_may_name_a_group_only_discover_has);
     tcase_add_test(load, test_listen_tls_defaults);
     tcase_add_test(load, test_admin_http_tls);
     tcase_add_test(load, test_module_keys_fill_their_modules_sections);

@@ -162,6 +162,115 @@ START_TEST(test_pool_without_health_admits_at_once_with_health_pending)
 }
 END_TEST
 
+/*
+ * Discovery (issue 20): a pool of discover entries only, no shares: each
+ * entry counts as one backend of its weight, so blue (100) and green (300)
+ * get 25% and 75% before any instance is known, and keep them however many
+ * instances each entry finds.
+ */
+START_TEST(test_discover_entries_give_shares_by_their_weight)
+{
+    struct veer_conf *c =
+        load(LISTEN "pools = ( { name = \"api\"; discover = ("
+                    "{ name = \"b\"; dns = \"b.internal:80\"; group = \"blue\"; },"
+                    "{ name = \"g\"; dns = \"g.internal:80\"; group = \"green\"; "
+                    "weight = 300; } ); } );");
+    struct model *m = model_from_conf(c);
+    struct rt_pool *p = &m->pools[0];
+    const char *names[] = {"b-127.0.0.2:80", "b-127.0.0.3:80", "b-127.0.0.4:80", "g-127.0.0.5:80"};
+    struct conf_addr a;
+    char why[128];
+    int blue, green;
+
+    ck_assert_uint_eq(p->nb, 0);
+    ck_assert_uint_eq(p->ng, 2);
+    blue = model_find_group(p, "blue");
+    green = model_find_group(p, "green");
+    ck_assert_int_ge(blue, 0);
+    ck_assert_int_ge(green, 0);
+    ck_assert_int_eq(p->g[blue].share, 25);
+    ck_assert_int_eq(p->g[green].share, 75);
+    for (int i = 0; i < 4; i++) {
+        uint32_t k;
+
+        ck_assert_int_eq(conf_parse_addr(strchr(names[i], '-') + 1, false, &a, why, sizeof(why)),
+                         0);
+        k = model_add_backend(m, 0, names[i], &a, 100, i < 3 ? "blue" : "green");
+        p->b[k].disc_id = i < 3 ? 1 : 2;
+    }
+    model_reset_shares(p);
+    ck_assert_int_eq(p->g[blue].share, 25); /* three blue instances, one green: the same */
+    ck_assert_int_eq(p->g[green].share, 75);
+    ck_assert_double_eq_tol(model_effective_weight(p, 0), 25.0 / 3, 1e-9);
+    ck_assert_double_eq_tol(model_effective_weight(p, 3), 75.0, 1e-9);
+    model_free(m);
+    conf_free(c);
+    routing_shutdown();
+}
+END_TEST
+
+/*
+ * A backend whose address left DNS (gone) is DRAINING, then DRAINED once
+ * nothing is in flight, whatever its admin state, and takes no new
+ * requests; the rest of its group shares its traffic.
+ */
+START_TEST(test_gone_backend_drains_and_is_not_eligible)
+{
+    struct veer_conf *c = load(LISTEN "pools = ( { name = \"api\"; discover = ("
+                                      "{ name = \"b\"; dns = \"b.internal:80\"; } ); } );");
+    struct model *m = model_from_conf(c);
+    struct rt_pool *p = &m->pools[0];
+    struct conf_addr a;
+    char why[128];
+    uint32_t k[3];
+
+    for (int i = 0; i < 3; i++) {
+        char name[32];
+
+        snprintf(name, sizeof(name), "127.0.0.%d:80", 2 + i);
+        ck_assert_int_eq(conf_parse_addr(name, false, &a, why, sizeof(why)), 0);
+        snprintf(name, sizeof(name), "b-127.0.0.%d:80", 2 + i);
+        k[i] = model_add_backend(m, 0, name, &a, 100, "default");
+        p->b[k[i]].disc_id = 1;
+    }
+    model_reset_shares(p);
+    ck_assert_int_eq(model_state(p, k[0]), BE_READY); /* no health checks: READY at once */
+    ck_assert(model_eligible(p, k[0]));
+    ck_assert_double_eq_tol(model_effective_weight(p, k[1]), 100.0 / 3, 1e-9);
+
+    p->b[k[0]].gone = true;
+    ck_assert_int_eq(p->b[k[0]].admin, ADMIN_READY); /* the operator's decision is kept */
+    ck_assert_int_eq(model_state(p, k[0]), BE_DRAINING);
+    ck_assert(!model_eligible(p, k[0]));
+    ck_assert(rt_draining(&p->b[k[0]]));
+    ck_assert_double_eq(model_effective_weight(p, k[0]), 0.0);
+    ck_assert_double_eq_tol(model_effective_weight(p, k[1]), 50.0, 1e-9);
+    p->b[k[0]].drained = true;
+    ck_assert_int_eq(model_state(p, k[0]), BE_DRAINED);
+    ck_assert(!model_eligible(p, k[0]));
+
+    /* in maintenance, or unhealthy, a gone backend still shows as draining */
+    p->b[k[1]].admin = ADMIN_MAINT;
+    p->b[k[1]].gone = true;
+    ck_assert_int_eq(model_state(p, k[1]), BE_DRAINING);
+    p->b[k[2]].health = HEALTH_DOWN;
+    p->b[k[2]].gone = true;
+    ck_assert_int_eq(model_state(p, k[2]), BE_DRAINING);
+    p->b[k[2]].drained = true;
+    ck_assert_int_eq(model_state(p, k[2]), BE_DRAINED);
+    ck_assert(!model_eligible(p, k[2]));
+
+    /* back in DNS before removal: eligible again with its checks passing */
+    p->b[k[0]].gone = false;
+    p->b[k[0]].drained = false;
+    ck_assert_int_eq(model_state(p, k[0]), BE_READY);
+    ck_assert(model_eligible(p, k[0]));
+    model_free(m);
+    conf_free(c);
+    routing_shutdown();
+}
+END_TEST
+
 /* --- scale: config -> model -> snapshot in linear time ------------------- */
 
 /* CPU time of this process (the forked test), so a busy machine does not count. */
@@ -346,6 +455,8 @@ static Suite *pool_suite(void)
     tcase_add_test(tc, test_explicit_shares_and_effective_weights);
     tcase_add_test(tc, test_rounding_never_zeroes_a_backend);
     tcase_add_test(tc, test_pool_without_health_admits_at_once_with_health_pending);
+    tcase_add_test(tc, test_discover_entries_give_shares_by_their_weight);
+    tcase_add_test(tc, test_gone_backend_drains_and_is_not_eligible);
     tcase_add_test(tl, test_config_to_snapshot_is_linear_in_backends);
     tcase_add_test(tp, test_publish_and_reclaim_with_concurrent_readers);
     tcase_add_test(tp, test_snapshot_held_by_a_reader_is_not_freed);
