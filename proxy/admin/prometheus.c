@@ -494,34 +494,30 @@ static void control_figures(struct sbuf *o, const struct model *m)
 /* DNS discovery, per discover entry (its name is unique across the file). */
 static void discovery_figures(struct sbuf *o)
 {
+    static const struct {
+        const char *name, *type, *help;
+    } fams[] = {
+        {"veer_discovery_errors_total", "counter",
+         "Failed DNS resolutions (timeout, SERVFAIL, refused, over max_backends), by entry."},
+        {"veer_discovery_resolutions_total", "counter",
+         "DNS resolutions that answered (empty answers included), by entry."},
+        {"veer_discovery_backends", "gauge",
+         "Addresses in an entry's current set (the last good answer)."},
+    };
     unsigned n = discovery_count();
     struct discovery_info d;
 
-    if (n == 0)
-        return;
-    header(o, "veer_discovery_errors_total", "counter",
-           "Failed DNS resolutions (timeout, SERVFAIL, refused, over max_backends), by entry.");
-    for (unsigned i = 0; i < n; i++) {
-        discovery_get(i, &d);
-        sb_puts(o, "veer_discovery_errors_total{");
-        label(o, "name", d.name, true);
-        sb_printf(o, "} %llu\n", (unsigned long long)d.errors);
-    }
-    header(o, "veer_discovery_resolutions_total", "counter",
-           "DNS resolutions that answered (empty answers included), by entry.");
-    for (unsigned i = 0; i < n; i++) {
-        discovery_get(i, &d);
-        sb_puts(o, "veer_discovery_resolutions_total{");
-        label(o, "name", d.name, true);
-        sb_printf(o, "} %llu\n", (unsigned long long)d.resolutions);
-    }
-    header(o, "veer_discovery_backends", "gauge",
-           "Addresses in an entry's current set (the last good answer).");
-    for (unsigned i = 0; i < n; i++) {
-        discovery_get(i, &d);
-        sb_puts(o, "veer_discovery_backends{");
-        label(o, "name", d.name, true);
-        sb_printf(o, "} %u\n", d.naddrs);
+    for (unsigned f = 0; n > 0 && f < ARRAY_SIZE(fams); f++) {
+        header(o, fams[f].name, fams[f].type, fams[f].help);
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t v;
+
+            discovery_get(i, &d);
+            v = f == 0 ? d.errors : f == 1 ? d.resolutions : d.naddrs;
+            sb_printf(o, "%s{", fams[f].name);
+            label(o, "name", d.name, true);
+            sb_printf(o, "} %llu\n", (unsigned long long)v);
+        }
     }
 }
 

@@ -978,5 +978,7 @@ void discovery_get(unsigned i, struct discovery_info *out)
     out->last_error_at = e->last_error_at;
     out->errors = e->errors;
     out->resolutions = e->resolutions;
-    out->unconfirmed_empty = e->empties;
+    /* Once confirmed, the empty answers are the set (none), not a doubt any more. */
+    out->unconfirmed_empty =
+        e->empties < (unsigned)conf_discover_confirm(D.conf, e->conf) ? e->empties : 0;
 }

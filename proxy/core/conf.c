@@ -1532,8 +1532,11 @@ static int parse_resolvers(struct conf_loader *ld, const config_setting_t *s, vo
     struct conf_resolvers *r = &((struct veer_conf *)obj)->resolvers;
 
     r->line = (int)config_setting_source_line(s);
+    r->min_interval_ms = -1; /* not set: the default, or interval_ms when that is shorter */
     if (parse_group(ld, s, resolver_fields, r) < 0)
         return -1;
+    if (r->min_interval_ms < 0)
+        r->min_interval_ms = r->interval_ms < 1000 ? r->interval_ms : 1000;
     if (r->min_interval_ms > r->interval_ms)
         return fail(ld, s, "%s.min_interval_ms (%d) must be <= interval_ms (%d)", where(ld, s),
                     r->min_interval_ms, r->interval_ms);

@@ -136,7 +136,8 @@ struct conf_resolvers {
     struct conf_addr *servers; /* none: the nameservers of /etc/resolv.conf */
     int nservers;
     int interval_ms;     /* default 5000: the longest between two resolutions */
-    int min_interval_ms; /* default 1000: the shortest (a TTL of 0, a retry after an error) */
+    int min_interval_ms; /* default 1000 (interval_ms when shorter): the shortest (a TTL of 0,
+                            a retry after an error) */
     int timeout_ms;      /* default 1000 */
     int confirm;         /* default 2: empty answers in a row before a set is emptied */
     int max_backends;    /* default 256 per entry */

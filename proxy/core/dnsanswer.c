@@ -39,6 +39,8 @@ static int each_record(const unsigned char *msg, int len, int type,
 
 static void min_ttl(uint32_t *ttl, uint32_t v, int seen)
 {
+    if (v > 0x7fffffffu)
+        v = 0; /* RFC 2181 8: a TTL with the top bit set is read as 0 */
     if (seen == 0 || v < *ttl)
         *ttl = v;
 }
