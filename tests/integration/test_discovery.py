@@ -761,6 +761,32 @@ class AuditTest(DiscoveryCase):
         self.v.stop()
 
 
+    def test_every_discovery_publish_is_audited(self):
+        """Each change discovery makes is one publish and one audit record: the
+        removal of a drained backend too (it changes the pool as much as its
+        addition did), so the audit log's generations have no gap."""
+        addrs = ips(2, 2)
+        port = common_port(addrs)
+        inst = self.instances(addrs, port)
+        d = self.dns(hosts={NAME: addrs[:1]})
+        self.start(disc_config(d.port, [entry_text(dns="%s:%d" % (NAME, port))],
+                               resolvers="interval_ms = 300; min_interval_ms = 100;"))
+        n1, n2 = sorted(inst)
+        self.wait_states({n1: "READY"})
+        d.set_hosts({NAME: addrs[1:]})
+        self.wait_states({n2: "READY"}, what="%s added and %s drained and removed" % (n2, n1))
+        gen = show_pool(self.sock)["generation"]
+        _, recs = audit_records(os.path.join(self.v.tmp, "audit.log"))
+        gens = sorted(r["generation"] for r in recs)
+        unaudited = sorted(set(range(2, gen + 1)) - set(gens))
+        self.assertEqual(unaudited, [], "publishes with no audit record, records: %s"
+                         % "; ".join("%s %s gen %d %s" % (r["actor"], r["command"],
+                                                          r["generation"],
+                                                          json.dumps(r["after"]))
+                                     for r in recs))
+        self.v.stop()
+
+
 # --- config errors ------------------------------------------------------------------
 
 POOL_HEAD = '''listen = ( { address = "127.0.0.1:0"; pool = "api"; } );
