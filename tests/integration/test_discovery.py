@@ -541,7 +541,8 @@ class ResolverFailureTest(DiscoveryCase):
 
 
 class ConfirmTest(DiscoveryCase):
-    RESOLVERS = "interval_ms = 300; min_interval_ms = 300; timeout_ms = 500;"
+    # 700 ms between resolutions: long enough to see each count, under ASan too.
+    RESOLVERS = "interval_ms = 700; min_interval_ms = 700; timeout_ms = 500;"
 
     def start_two(self, confirm=3):
         addrs = ips(2, 2)
@@ -568,6 +569,7 @@ class ConfirmTest(DiscoveryCase):
             return not any(n in st for n in self.names)
         wait_for(watch, timeout=20, interval=0.01, what="the vanished name's backends gone")
         counts = [u for u, _, _ in seen]
+        self.assertEqual(counts, sorted(counts), "unconfirmed_empty counts up")
         self.assertIn(1, counts)
         self.assertIn(2, counts)
         for u, addrs, st in seen:
