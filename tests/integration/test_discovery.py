@@ -671,6 +671,8 @@ class ReadmissionTest(DiscoveryCase):
         pend = [r for r in recs if bname in r["command"] and
                 json.dumps(r.get("before")).find("PENDING") >= 0 and r["actor"] == "health"]
         self.assertLessEqual(len(pend), 1, pend)  # only its first admission
+        mentions = [r for r in recs if r["actor"] == "discovery" and bname in json.dumps(r)]
+        self.assertGreaterEqual(len(mentions), 3, "added, drained, readmitted: %r" % mentions)
         hold.release()
         self.assertEqual(slow.wait().status, 200)
         # New requests reach it again.
@@ -796,39 +798,40 @@ pools = ( { name = "api";
   discover = (
 '''
 
+# Each bad config: (text, the line its error must name, a word the message must hold).
 BAD = {
     "both dns and srv": (POOL_HEAD + '''    { name = "a"; dns = "api.internal:80"; srv = "_x._tcp.api.internal"; }
   ); } );
-''', 4),
+''', 4, 'dns'),
     "neither dns nor srv": (POOL_HEAD + '''    { name = "a"; group = "blue"; }
   ); } );
-''', 4),
+''', 4, 'dns'),
     "dns without a port": (POOL_HEAD + '''    { name = "b"; dns = "api.internal:80"; },
     { name = "a"; dns = "api.internal"; }
   ); } );
-''', 5),
+''', 5, 'dns'),
     "duplicate entry names across pools": ('''listen = ( { address = "127.0.0.1:0"; pool = "api"; } );
 pools = (
   { name = "api"; discover = ( { name = "a"; dns = "api.internal:80"; } ); },
   { name = "web"; discover = ( { name = "a"; dns = "web.internal:80"; } ); }
 );
-''', 4),
+''', 4, "'a'"),
     "name over 24 characters": (POOL_HEAD + '''    { name = "abcdefghijklmnopqrstuvwxy"; dns = "api.internal:80"; }
   ); } );
-''', 4),
+''', 4, 'name'),
     "bad group": (POOL_HEAD + '''    { name = "b"; dns = "api.internal:80"; },
     { name = "a"; dns = "api.internal:80"; group = "no spaces here"; }
   ); } );
-''', 5),
+''', 5, 'group'),
     "weight out of range": (POOL_HEAD + '''    { name = "b"; dns = "api.internal:80"; },
     { name = "a"; dns = "api.internal:80"; weight = 1001; }
   ); } );
-''', 5),
+''', 5, 'weight'),
     "resolver server not an address": ('''listen = ( { address = "127.0.0.1:0"; pool = "api"; } );
 
 resolvers = { servers = ( "127.0.0.1:53", "ns1.example" ); };
 pools = ( { name = "api"; discover = ( { name = "a"; dns = "api.internal:80"; } ); } );
-''', 3),
+''', 3, 'servers'),
 }
 
 
@@ -846,7 +849,7 @@ class ConfigTest(VeerTestCase):
         self.assertEqual(rc, 0, err)
 
     def test_bad_discover_configs_report_file_and_line(self):
-        for what, (text, line) in BAD.items():
+        for what, (text, line, word) in BAD.items():
             with self.subTest(what):
                 rc, err, path = veer_check_config(text)
                 self.addCleanup(os.unlink, path)
@@ -854,4 +857,4 @@ class ConfigTest(VeerTestCase):
                 first = err.splitlines()[0] if err else ""
                 self.assertTrue(first.startswith("%s:%d: " % (path, line)),
                                 "expected %s:%d: ..., got %r" % (path, line, err))
-                self.assertGreater(len(first), len("%s:%d: " % (path, line)))
+                self.assertIn(word, first[len("%s:%d: " % (path, line)):])
