@@ -90,6 +90,12 @@ def disc_config(dns_port, entries, health=True, resolvers="", static=(), shares=
                ("backends = ( %s );" % stat) if static else "", extra_pools))
 
 
+def entry_metric(s, metric, entry="api"):
+    """Sum of a Scrape's samples of metric whose label name is entry (the label is
+    called name, which Scrape.total's keyword arguments cannot take)."""
+    return sum(v for n, l, v in s.samples if n == metric and l.get("name") == entry)
+
+
 class DiscoveryCase(DnsTestMixin, VeerTestCase):
     def instances(self, addrs, port, healthy=True, hold=None, prefix="api"):
         """HealthBackends on addrs:port named as veer names their backends."""
@@ -141,8 +147,8 @@ class DiscoveryCase(DnsTestMixin, VeerTestCase):
         except AssertionError as e:
             raise AssertionError("%s; last: %r" % (e, self.states())) from None
 
-    def metric(self, name, entry="api"):
-        return scrape(self.http).total(name, name=entry)
+    def metric(self, metric, entry="api"):
+        return entry_metric(scrape(self.http), metric, entry)
 
     def discovery_audit(self):
         _, recs = audit_records(os.path.join(self.v.tmp, "audit.log"))
@@ -256,9 +262,9 @@ class AnswerTest(DiscoveryCase):
         self.assertEqual(len(st), 1, st)
         self.assertEqual(sorted(a["backend"] for a in st[0]["addresses"]), names)
         s = scrape(self.http)
-        self.assertEqual(s.total("veer_discovery_backends", name="api"), 2)
-        self.assertGreaterEqual(s.total("veer_discovery_resolutions_total", name="api"), 1)
-        self.assertEqual(s.total("veer_discovery_errors_total", name="api"), 0)
+        self.assertEqual(entry_metric(s, "veer_discovery_backends"), 2)
+        self.assertGreaterEqual(entry_metric(s, "veer_discovery_resolutions_total"), 1)
+        self.assertEqual(entry_metric(s, "veer_discovery_errors_total"), 0)
         text = self.ctl("show", "discovery")
         self.assertEqual(text.returncode, 0, text.stderr)
         for n in names:
@@ -424,7 +430,7 @@ class ScaleTest(DiscoveryCase):
             with b.lock:
                 early = [r for r in b.traffic if r[2] < RISE]
             self.assertEqual(early, [], "%s served before it was READY" % n)
-        self.assertEqual(scrape(self.http).total("veer_discovery_backends", name="api"), 9)
+        self.assertEqual(self.metric("veer_discovery_backends"), 9)
         self.v.stop()
 
     def test_scale_in_under_load_drains_with_no_failed_request(self):
@@ -469,7 +475,7 @@ class ScaleTest(DiscoveryCase):
         load.wait_each_sent_after(time.monotonic(), 5)
         load.stop()
         self.assertEqual(load.failures(), [], load.describe())
-        self.assertEqual(scrape(self.http).total("veer_discovery_backends", name="api"), 2)
+        self.assertEqual(self.metric("veer_discovery_backends"), 2)
         self.v.stop()
 
 
@@ -535,7 +541,8 @@ class ResolverFailureTest(DiscoveryCase):
 
 
 class ConfirmTest(DiscoveryCase):
-    RESOLVERS = "interval_ms = 300; min_interval_ms = 300; timeout_ms = 500;"
+    # 700 ms between resolutions: long enough to see each count, under ASan too.
+    RESOLVERS = "interval_ms = 700; min_interval_ms = 700; timeout_ms = 500;"
 
     def start_two(self, confirm=3):
         addrs = ips(2, 2)
@@ -562,6 +569,7 @@ class ConfirmTest(DiscoveryCase):
             return not any(n in st for n in self.names)
         wait_for(watch, timeout=20, interval=0.01, what="the vanished name's backends gone")
         counts = [u for u, _, _ in seen]
+        self.assertEqual(counts, sorted(counts), "unconfirmed_empty counts up")
         self.assertIn(1, counts)
         self.assertIn(2, counts)
         for u, addrs, st in seen:
@@ -663,6 +671,8 @@ class ReadmissionTest(DiscoveryCase):
         pend = [r for r in recs if bname in r["command"] and
                 json.dumps(r.get("before")).find("PENDING") >= 0 and r["actor"] == "health"]
         self.assertLessEqual(len(pend), 1, pend)  # only its first admission
+        mentions = [r for r in recs if r["actor"] == "discovery" and bname in json.dumps(r)]
+        self.assertGreaterEqual(len(mentions), 3, "added, drained, readmitted: %r" % mentions)
         hold.release()
         self.assertEqual(slow.wait().status, 200)
         # New requests reach it again.
@@ -755,6 +765,32 @@ class AuditTest(DiscoveryCase):
         self.v.stop()
 
 
+    def test_every_discovery_publish_is_audited(self):
+        """Each change discovery makes is one publish and one audit record: the
+        removal of a drained backend too (it changes the pool as much as its
+        addition did), so the audit log's generations have no gap."""
+        addrs = ips(2, 2)
+        port = common_port(addrs)
+        inst = self.instances(addrs, port)
+        d = self.dns(hosts={NAME: addrs[:1]})
+        self.start(disc_config(d.port, [entry_text(dns="%s:%d" % (NAME, port))],
+                               resolvers="interval_ms = 300; min_interval_ms = 100;"))
+        n1, n2 = sorted(inst)
+        self.wait_states({n1: "READY"})
+        d.set_hosts({NAME: addrs[1:]})
+        self.wait_states({n2: "READY"}, what="%s added and %s drained and removed" % (n2, n1))
+        gen = show_pool(self.sock)["generation"]
+        _, recs = audit_records(os.path.join(self.v.tmp, "audit.log"))
+        gens = sorted(r["generation"] for r in recs)
+        unaudited = sorted(set(range(2, gen + 1)) - set(gens))
+        self.assertEqual(unaudited, [], "publishes with no audit record, records: %s"
+                         % "; ".join("%s %s gen %d %s" % (r["actor"], r["command"],
+                                                          r["generation"],
+                                                          json.dumps(r["after"]))
+                                     for r in recs))
+        self.v.stop()
+
+
 # --- config errors ------------------------------------------------------------------
 
 POOL_HEAD = '''listen = ( { address = "127.0.0.1:0"; pool = "api"; } );
@@ -762,39 +798,40 @@ pools = ( { name = "api";
   discover = (
 '''
 
+# Each bad config: (text, the line its error must name, a word the message must hold).
 BAD = {
     "both dns and srv": (POOL_HEAD + '''    { name = "a"; dns = "api.internal:80"; srv = "_x._tcp.api.internal"; }
   ); } );
-''', 4),
+''', 4, 'dns'),
     "neither dns nor srv": (POOL_HEAD + '''    { name = "a"; group = "blue"; }
   ); } );
-''', 4),
+''', 4, 'dns'),
     "dns without a port": (POOL_HEAD + '''    { name = "b"; dns = "api.internal:80"; },
     { name = "a"; dns = "api.internal"; }
   ); } );
-''', 5),
+''', 5, 'dns'),
     "duplicate entry names across pools": ('''listen = ( { address = "127.0.0.1:0"; pool = "api"; } );
 pools = (
   { name = "api"; discover = ( { name = "a"; dns = "api.internal:80"; } ); },
   { name = "web"; discover = ( { name = "a"; dns = "web.internal:80"; } ); }
 );
-''', 4),
+''', 4, "'a'"),
     "name over 24 characters": (POOL_HEAD + '''    { name = "abcdefghijklmnopqrstuvwxy"; dns = "api.internal:80"; }
   ); } );
-''', 4),
+''', 4, 'name'),
     "bad group": (POOL_HEAD + '''    { name = "b"; dns = "api.internal:80"; },
     { name = "a"; dns = "api.internal:80"; group = "no spaces here"; }
   ); } );
-''', 5),
+''', 5, 'group'),
     "weight out of range": (POOL_HEAD + '''    { name = "b"; dns = "api.internal:80"; },
     { name = "a"; dns = "api.internal:80"; weight = 1001; }
   ); } );
-''', 5),
+''', 5, 'weight'),
     "resolver server not an address": ('''listen = ( { address = "127.0.0.1:0"; pool = "api"; } );
 
 resolvers = { servers = ( "127.0.0.1:53", "ns1.example" ); };
 pools = ( { name = "api"; discover = ( { name = "a"; dns = "api.internal:80"; } ); } );
-''', 3),
+''', 3, 'servers'),
 }
 
 
@@ -812,7 +849,7 @@ class ConfigTest(VeerTestCase):
         self.assertEqual(rc, 0, err)
 
     def test_bad_discover_configs_report_file_and_line(self):
-        for what, (text, line) in BAD.items():
+        for what, (text, line, word) in BAD.items():
             with self.subTest(what):
                 rc, err, path = veer_check_config(text)
                 self.addCleanup(os.unlink, path)
@@ -820,4 +857,4 @@ class ConfigTest(VeerTestCase):
                 first = err.splitlines()[0] if err else ""
                 self.assertTrue(first.startswith("%s:%d: " % (path, line)),
                                 "expected %s:%d: ..., got %r" % (path, line, err))
-                self.assertGreater(len(first), len("%s:%d: " % (path, line)))
+                self.assertIn(word, first[len("%s:%d: " % (path, line)):])
