@@ -569,9 +569,17 @@ class ConfirmTest(DiscoveryCase):
             return not any(n in st for n in self.names)
         wait_for(watch, timeout=20, interval=0.01, what="the vanished name's backends gone")
         counts = [u for u, _, _ in seen]
-        self.assertEqual(counts, sorted(counts), "unconfirmed_empty counts up")
+        # It counts up while the answers are in doubt, then reads 0 from the answer
+        # that confirms them (the empty set is then the answer, not a doubt).
+        first = next(i for i, u in enumerate(counts) if u)
+        doubt = counts[first:]
+        k = doubt.index(0) if 0 in doubt else len(doubt)
+        self.assertEqual(doubt[:k], sorted(doubt[:k]), "unconfirmed_empty counts up")
+        self.assertEqual(set(doubt[k:]), {0} if k < len(doubt) else set(),
+                         "0 once confirmed: %r" % counts)
         self.assertIn(1, counts)
         self.assertIn(2, counts)
+        self.assertNotIn(3, counts)
         for u, addrs, st in seen:
             if u in (1, 2):
                 self.assertEqual(addrs, self.names, "removed after %d empty answers" % u)
@@ -579,6 +587,7 @@ class ConfirmTest(DiscoveryCase):
                                  "not serving after %d empty answers" % u)
         # Drained before removed (nothing was in flight: DRAINING/DRAINED may be brief).
         self.assertEqual(self.entry()["addresses"], [])
+        self.assertEqual(self.entry()["unconfirmed_empty"], 0)
         self.assertEqual(self.metric("veer_discovery_backends"), 0)
         self.v.stop()
 
