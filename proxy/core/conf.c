@@ -1484,6 +1484,91 @@ static int parse_routes(struct conf_loader *ld, const config_setting_t *s, void 
 }
 
 /* ------------------------------------------------------------------------ */
+/* preflight (rollouts)                                                     */
+
+static const struct conf_field preflight_req_fields[] = {
+    CF_STR(struct conf_preflight_req, method, check_token),
+    CF_REQ_STR(struct conf_preflight_req, path, conf_check_path),
+    CF_INT(struct conf_preflight_req, expect_status, 100, 599),
+    CF_STR(struct conf_preflight_req, expect_body_contains, NULL),
+    CF_END,
+};
+
+static int parse_preflight_requests(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_preflight *pf = obj;
+    int n = config_setting_length(s);
+
+    if (!is_group_list(s) || n == 0)
+        return fail(ld, s,
+                    "%s must be a non-empty list of groups: ( { method = \"GET\"; path = "
+                    "\"/health\"; expect_status = 200; } )",
+                    where(ld, s));
+    pf->requests = veer_calloc(n, sizeof(*pf->requests));
+    pf->nrequests = n;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+        struct conf_preflight_req *q = &pf->requests[i];
+
+        q->line = (int)config_setting_source_line(e);
+        q->method = veer_strdup("GET");
+        q->expect_status = 200;
+        if (parse_group(ld, e, preflight_req_fields, q) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static const struct conf_field preflight_fields[] = {
+    CF_REQ_STR(struct conf_preflight, name, check_name),
+    CF_INT(struct conf_preflight, timeout_ms, 10, 600000),
+    CF_REQ_CUSTOM("requests", parse_preflight_requests),
+    CF_END,
+};
+
+/* preflight = ( { name = "smoke"; requests = ( ... ); } ), names unique. */
+static int parse_preflights(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct veer_conf *conf = obj;
+    struct hmap seen = {0};
+    int n = config_setting_length(s), rc = 0;
+
+    if (!is_group_list(s))
+        return fail(ld, s,
+                    "%s must be a list of groups: ( { name = \"smoke\"; requests = ( ... ); } )",
+                    where(ld, s));
+    conf->preflights = veer_calloc(n ? n : 1, sizeof(*conf->preflights));
+    conf->npreflights = n;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, i);
+        struct conf_preflight *pf = &conf->preflights[i];
+        uintptr_t *j;
+
+        pf->line = (int)config_setting_source_line(e);
+        pf->timeout_ms = 2000;
+        if (parse_group(ld, e, preflight_fields, pf) < 0) {
+            rc = -1;
+            break;
+        }
+        j = hmap_insert_str(&seen, pf->name, (uintptr_t)i);
+        if (j != NULL)
+            rc = fail(ld, config_setting_get_member(e, "name"),
+                      "duplicate preflight name '%s' (also at line %d)", pf->name,
+                      conf->preflights[*j].line);
+    }
+    hmap_free(&seen);
+    return rc;
+}
+
+const struct conf_preflight *conf_find_preflight(const struct veer_conf *c, const char *name)
+{
+    for (int i = 0; i < c->npreflights; i++)
+        if (strcmp(c->preflights[i].name, name) == 0)
+            return &c->preflights[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
 /* resolvers (discovery)                                                    */
 
 /* resolvers.servers: "ADDRESS" (port 53) or "ADDRESS:PORT", "[v6]:PORT". */
@@ -1593,6 +1678,7 @@ static const struct conf_field top_fields[] = {
     CF_CUSTOM("resolvers", parse_resolvers),
     CF_REQ_CUSTOM("pools", parse_pools),
     CF_CUSTOM("routes", parse_routes),
+    CF_CUSTOM("preflight", parse_preflights),
     CF_END,
 };
 
@@ -2114,6 +2200,18 @@ void conf_free(struct veer_conf *conf)
     free(conf->cluster.prefix);
     free(conf->cluster.instance);
     free(conf->resolvers.servers);
+    for (i = 0; i < conf->npreflights; i++) {
+        struct conf_preflight *pf = &conf->preflights[i];
+
+        for (int k = 0; k < pf->nrequests; k++) {
+            free(pf->requests[k].method);
+            free(pf->requests[k].path);
+            free(pf->requests[k].expect_body_contains);
+        }
+        free(pf->requests);
+        free(pf->name);
+    }
+    free(conf->preflights);
     free(conf->path);
     free(conf);
 }

@@ -268,6 +268,28 @@ struct conf_route {
     struct conf_strings remove_headers; /* request_headers.remove */
 };
 
+/* One request of a preflight list (issue 19). */
+struct conf_preflight_req {
+    char *method;               /* default "GET" */
+    char *path;                 /* required: what is sent as the request target */
+    int expect_status;          /* default 200 */
+    char *expect_body_contains; /* NULL: any body */
+    int line;
+};
+
+/*
+ * preflight = ( { name; timeout_ms; requests = ( ... ); } ): requests a
+ * rollout sends to every READY backend of its canary group before it moves
+ * any traffic (`rollout start ... preflight=NAME`).
+ */
+struct conf_preflight {
+    char *name;
+    int timeout_ms; /* per request, default 2000 */
+    struct conf_preflight_req *requests;
+    int nrequests;
+    int line;
+};
+
 struct conf_cluster {
     bool enabled;
     char **etcd;
@@ -294,6 +316,8 @@ struct veer_conf {
     struct hmap pool_index; /* name -> index into pools */
     struct conf_route *routes;
     int nroutes;
+    struct conf_preflight *preflights;
+    int npreflights;
     struct routes *routes_table; /* compiled from routes (routes.h); NULL when there are none */
     void **sections; /* the object of each conf_sections[] entry, in order (see below) */
 };
@@ -309,6 +333,9 @@ void conf_free(struct veer_conf *conf);
 
 /* Find a pool by name; NULL when absent. */
 const struct conf_pool *conf_find_pool(const struct veer_conf *conf, const char *name);
+
+/* A preflight list by name; NULL when absent. */
+const struct conf_preflight *conf_find_preflight(const struct veer_conf *c, const char *name);
 
 /* An entry's confirm and max_backends, its own or the resolvers' ones. */
 int conf_discover_confirm(const struct veer_conf *c, const struct conf_discover *d);
