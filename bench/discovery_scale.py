@@ -32,7 +32,9 @@ veer runs with pool POOL whose discover entry NAME follows DNS_NAME:P, answered 
     in:  all removed backends left READY (DRAINING, DRAINED or gone), all DRAINED or gone,
          all gone; the last response from a removed instance; requests sent to a removed
          instance after a poll showed it draining (must be 0);
-    and over the whole run: requests, failed requests (no complete 200; must be 0) by kind.
+    each phase judged on the requests sent from its SIGHUP to the end of its SETTLE (an
+    address removed in one cycle comes back as a new one in the next); and over the whole run:
+    requests, failed requests (no complete 200; must be 0) by kind.
     A poll's time is the moment its reply was read (an upper bound for the state it shows);
     "before a poll" compares with the moment the poll was sent.
 Writes OUT (JSON); a progress line per step to stderr. Exit 0 when the run completed (whatever
@@ -185,36 +187,37 @@ def ms(v):
 
 
 def analyse(cycles, recs, a):
-    first_by, last_by = {}, {}
+    by_backend = {}
     for t_send, t_done, status, backend, err in recs:
-        if status != 200:
-            continue
-        first_by.setdefault(backend, []).append((t_send, t_done))
+        if status == 200:
+            by_backend.setdefault(backend, []).append((t_send, t_done))
     out = []
     for c in cycles:
         o, i = c["out"], c["in"]
         t0, t1 = o["t0"], i["t1"]
         new, gone = o["new"], i["gone"]
-        # Responses of the cycle: from t0 on, before the scale-in's SIGHUP for the new instances.
+        # Each phase is judged on the requests sent within it: from its SIGHUP to the end of its
+        # settle time (an address removed in one cycle comes back as a new one in the next).
         served = {}
         early = 0
         for x in new:
-            times = [d for s, d in first_by.get(x, []) if d >= t0]
-            if times:
-                served[x] = min(times)
+            mine = [(s, d) for s, d in by_backend.get(x, []) if t0 <= s < o["t_end"]]
+            if mine:
+                served[x] = min(d for s, d in mine)
             lnr = o["last_not_ready"].get(x)
             if lnr is not None:
-                early += sum(1 for s, d in first_by.get(x, []) if t0 <= d < lnr)
+                early += sum(1 for s, d in mine if d < lnr)
         pend = [o["ready"][x] - o["present"][x] for x in new if x in o["ready"] and x in o["present"]]
         last_removed = None
         after_drain = 0
         for x in gone:
-            for s, d in first_by.get(x, []):
-                if d >= t1 and (last_removed is None or d > last_removed):
+            mine = [(s, d) for s, d in by_backend.get(x, []) if t1 <= d and s < i["t_end"]]
+            for s, d in mine:
+                if last_removed is None or d > last_removed:
                     last_removed = d
             sd = i["seen_draining"].get(x) or i["removed"].get(x)
             if sd is not None:
-                after_drain += sum(1 for s, d in first_by.get(x, []) if s > sd)
+                after_drain += sum(1 for s, d in mine if s > sd)
         out.append({
             "scale_out": {
                 "new_addresses": len(new),
@@ -286,11 +289,13 @@ def main():
             log("  cycle %d: +%d addresses, all READY %.0f ms after the SIGHUP"
                 % (k + 1, len(new), (max(o["ready"].values()) - o["t0"]) * 1000))
             run.settle()
+            o["t_end"] = time.monotonic()
             gone = run.dns[:a.scale_in]
             i = run.scale_in(gone)
             log("  cycle %d: -%d addresses, all gone %.0f ms after the SIGHUP"
                 % (k + 1, len(gone), (max(i["removed"].values()) - i["t1"]) * 1000))
             run.settle()
+            i["t_end"] = time.monotonic()
             cycles.append({"out": o, "in": i})
             if k + 1 < a.cycles:
                 keep = run.dns[:a.initial]
