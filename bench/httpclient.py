@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""HTTP/1.1 clients for bench/lifecycle, bench/slow_clients and bench/routes_cpu (stdlib only).
+"""HTTP/1.1 clients for bench/lifecycle, bench/slow_clients, bench/routes_cpu and bench/discovery
+(stdlib only).
 
   probe  --port P --body B --ready FILE [--timeout S] [--interval-ms MS]
       Startup probe. Writes FILE once it is looping, then every MS (1) milliseconds opens a
@@ -68,9 +69,10 @@ def recv_some(sock, pending):
     return chunk
 
 
-def read_response(sock):
+def read_response(sock, hdrs_out=None):
     """Read one response. Returns (status, body, close) where close is True when the server
-    said Connection: close (or HTTP/1.0 without keep-alive)."""
+    said Connection: close (or HTTP/1.0 without keep-alive). With hdrs_out (a dict), the
+    response's headers go there too (lowercase byte names, repeated ones joined by commas)."""
     buf = b""
     while b"\r\n\r\n" not in buf:
         buf += recv_some(sock, bool(buf))
@@ -89,6 +91,8 @@ def read_response(sock):
             raise HTTPError("bad header")
         k = k.strip().lower()
         hdrs[k] = hdrs[k] + b"," + v.strip() if k in hdrs else v.strip()
+    if hdrs_out is not None:
+        hdrs_out.update(hdrs)
     conn_tokens = [t.strip().lower() for t in hdrs.get(b"connection", b"").split(b",")]
     close = b"close" in conn_tokens or (version == b"HTTP/1.0" and b"keep-alive" not in conn_tokens)
     if 100 <= status < 200:
@@ -466,6 +470,69 @@ def cmd_replay(a):
     return 0 if state["failure"] is None and state["ok"] == a.count else 1
 
 
+# --- tagged -----------------------------------------------------------------------------------
+
+def cmd_tagged(a):
+    stop = threading.Event()
+    stop_on_signals(stop)
+    req = REQ_TMPL.format(path="/").encode()
+    lock = threading.Lock()
+    recs = []
+    first_ok = threading.Event()
+
+    def worker():
+        sock = None
+        mine = []
+        while not stop.is_set():
+            t_send = time.monotonic()
+            try:
+                if sock is None:
+                    sock = connect(a.port, a.timeout)
+                send(sock, req)
+                hdrs = {}
+                status, _, close = read_response(sock, hdrs)
+                t_done = time.monotonic()
+                backend = hdrs.get(b"x-backend", b"-").decode(errors="replace") or "-"
+                mine.append((t_send, t_done, status, backend,
+                             "-" if status == 200 else f"status {status}"))
+                if status == 200 and not first_ok.is_set():
+                    first_ok.set()
+                if close:
+                    sock.close()
+                    sock = None
+            except HTTPError as e:
+                mine.append((t_send, time.monotonic(), 0, "-", e.kind))
+                if sock is not None:
+                    sock.close()
+                    sock = None
+                if e.kind.startswith("connect"):
+                    time.sleep(0.001)   # no busy loop against a closed port
+        if sock is not None:
+            sock.close()
+        with lock:
+            recs.extend(mine)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(a.threads)]
+    for t in threads:
+        t.start()
+    if a.ready:
+        while not stop.is_set() and not first_ok.wait(0.05):
+            pass
+        if first_ok.is_set():
+            with open(a.ready + ".tmp", "w") as f:
+                f.write("ready\n")
+            os.replace(a.ready + ".tmp", a.ready)
+    stop.wait()
+    for t in threads:
+        t.join(a.timeout + 5)
+    recs.sort()
+    with open(a.out + ".tmp", "w") as f:
+        for r in recs:
+            f.write("%.6f\t%.6f\t%d\t%s\t%s\n" % r)
+    os.replace(a.out + ".tmp", a.out)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -500,9 +567,15 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--conns", type=int, default=4)
     p.add_argument("--timeout", type=float, default=30.0)
+    p = sub.add_parser("tagged")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--ready")
+    p.add_argument("--timeout", type=float, default=10.0)
     a = ap.parse_args()
     return {"probe": cmd_probe, "strict": cmd_strict, "paced": cmd_paced,
-            "replay": cmd_replay}[a.cmd](a)
+            "replay": cmd_replay, "tagged": cmd_tagged}[a.cmd](a)
 
 
 if __name__ == "__main__":
