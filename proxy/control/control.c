@@ -1210,6 +1210,7 @@ int control_freeze(const struct audit_peer *peer, const char *line, char *msg, s
         snprintf(msg, len, "a change is waiting for the fleet; retry");
         return VEER_ERROR;
     }
+    rollout_stop_preflights("upgrading");
     if (ctl.busy) {
         /* Waiting for warm connections: publish it now rather than lose it. */
         ctl.busy->warm_pending = 0;

@@ -19,6 +19,7 @@
 #include "health.h"
 #include "listener.h"
 #include "module.h"
+#include "rollout.h"
 #include "sbuf.h"
 #include "state.h"
 #include "tls.h"
@@ -331,6 +332,8 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
         conf_free(nc);
         return VEER_ERROR;
     }
+    /* A preflight reads the running configuration's pool and lists: it stops here. */
+    rollout_stop_preflights("the configuration was reloaded");
     keep = veer_calloc(1, sizeof(*keep));
     keep->conf = (struct veer_conf *)oc;
     keep->pinned = !reloaded;

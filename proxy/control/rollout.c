@@ -15,6 +15,7 @@
 #include "audit.h"
 #include "cluster.h"
 #include "metrics.h"
+#include "preflight.h"
 #include "rollout.h"
 #include "sbuf.h"
 #include "state.h"
@@ -56,6 +57,12 @@ struct rollout {
     unsigned pos, window;
     char verdict[256];
     struct audit_peer peer;
+    /* preflight=NAME: run before step 1; the operator's command waits for it. */
+    struct preflight *pf_run; /* under way, else NULL */
+    struct ctl_req *pf_req;
+    char pf_name[CMD_NAME_MAX];
+    char pf_result[1100]; /* "" when the rollout had none */
+    double pf_ms;
 };
 
 static struct rollout *ro[METRIC_POOLS];
@@ -143,6 +150,8 @@ static void arm(struct rollout *r, int64_t ms)
 
 static void ro_free(struct rollout *r)
 {
+    if (r->pf_run)
+        preflight_cancel(r->pf_run);
     if (r->timer)
         event_free(r->timer);
     ctl_edit_free(r->pre);
@@ -351,13 +360,91 @@ static struct rollout *of_cmd(struct ctl_req *r, int *pi)
     return ro[*pi];
 }
 
+/*
+ * Step 1: checked, then audited, then made; a start the audit log cannot
+ * take changes nothing. After a preflight, `extra` reports it on the OK line.
+ */
+static void begin(struct ctl_req *req, struct rollout *r, const char *extra)
+{
+    int pi = r->pool, shares[2];
+    char err[300] = "", line[400];
+
+    r->active = true;
+    r->pre = ctl_edit_save(pi);
+    r->step = 0;
+    shares[r->canary] = r->steps[0];
+    shares[r->stable] = 100 - r->steps[0];
+    if (ctl_check_shares(pi, shares, err, sizeof(err)) < 0 ||
+        ctl_audit_change(req, ctl.model->generation + 1, NULL, NULL) < 0) {
+        ro_free(r);
+        ro[pi] = NULL;
+        if (err[0])
+            ctl_refuse(req, "%s", err);
+        return;
+    }
+    apply_share(r, r->steps[0], false, err, sizeof(err));
+    r->step_start_us = veer_now_us();
+    snprintf(r->verdict, sizeof(r->verdict), "running");
+    arm(r, r->interval_ms);
+    sync_text(r);
+    control_save_state();
+    snprintf(line, sizeof(line), " step=1/%d share=%d%s", r->nsteps, r->steps[0], extra);
+    ctl_reply_change(req, ctl.model->generation, line);
+}
+
+/*
+ * The preflight ended: on success the rollout begins (step 1); on failure
+ * it ends before any traffic moved, the operator's command refused (and
+ * so audited) with the failing backend, request and answer.
+ */
+static void preflight_done(void *arg, const struct preflight_result *res)
+{
+    struct rollout *r = arg;
+    struct ctl_req *req = r->pf_req;
+    struct rt_pool *p = &ctl.model->pools[r->pool];
+    char extra[200];
+
+    r->pf_run = NULL;
+    r->pf_req = NULL;
+    r->pf_ms = (double)res->took_us / 1000.0;
+    if (!res->ok) {
+        snprintf(r->pf_result, sizeof(r->pf_result), "failed in %.1f ms: backend %s: %s: %s",
+                 r->pf_ms, res->backend[0] ? res->backend : "-",
+                 res->request[0] ? res->request : "-", res->answer);
+        snprintf(r->verdict, sizeof(r->verdict), "preflight %s failed; no traffic moved",
+                 r->pf_name);
+        log_warn("rollout %s: preflight %s %s", p->name, r->pf_name, r->pf_result);
+        ctl_refuse(req, "preflight %s failed on backend %s: %s: %s (%.1f ms); no traffic moved",
+                   r->pf_name, res->backend[0] ? res->backend : "-",
+                   res->request[0] ? res->request : "-", res->answer, r->pf_ms);
+        return;
+    }
+    snprintf(r->pf_result, sizeof(r->pf_result),
+             "passed in %.1f ms: %u backends, %u requests", r->pf_ms, res->backends,
+             res->requests);
+    log_info("rollout %s: preflight %s %s", p->name, r->pf_name, r->pf_result);
+    snprintf(extra, sizeof(extra), " preflight=%s preflight_ms=%.1f", r->pf_name, r->pf_ms);
+    begin(req, r, extra);
+}
+
+/* Every READY backend of group g of p: what a preflight checks. */
+static unsigned ready_backends(const struct rt_pool *p, uint32_t g, struct backend **out)
+{
+    unsigned n = 0;
+
+    for (uint32_t i = 0; i < p->nb; i++)
+        if (p->b[i].group == g && model_state(p, i) == BE_READY)
+            out[n++] = p->b[i].be;
+    return n;
+}
+
 static void start(struct ctl_req *req)
 {
     const struct cmd *c = &req->cmd;
+    const struct conf_preflight *pf = NULL;
     struct rollout *r;
     struct rt_pool *p;
-    char err[300] = "", line[200];
-    int pi = ctl_find_pool(req), g, shares[2];
+    int pi = ctl_find_pool(req), g;
 
     if (pi < 0)
         return;
@@ -366,7 +453,7 @@ static void start(struct ctl_req *req)
         ctl_refuse(req, "too many pools for rollouts");
         return;
     }
-    if (ro[pi] && ro[pi]->active) {
+    if (ro[pi] && (ro[pi]->active || ro[pi]->pf_run)) {
         ctl_refuse(req, "a rollout is already running in pool %s (rollout abort %s first)", p->name,
                    p->name);
         return;
@@ -379,10 +466,14 @@ static void start(struct ctl_req *req)
         ctl_refuse(req, "a rollout needs exactly two groups; pool %s has %u", p->name, p->ng);
         return;
     }
+    if (c->preflight[0] && (pf = conf_find_preflight(ctl.conf, c->preflight)) == NULL) {
+        ctl_refuse(req, "unknown preflight %s (the config's preflight lists name them)",
+                   c->preflight);
+        return;
+    }
     if (ro[pi])
         ro_free(ro[pi]);
     r = ro[pi] = veer_calloc(1, sizeof(*r));
-    r->active = true;
     r->pool = pi;
     r->canary = (uint32_t)g;
     r->stable = (uint32_t)(1 - g);
@@ -398,27 +489,50 @@ static void start(struct ctl_req *req)
     if (r->window > WINDOW_MAX)
         r->window = WINDOW_MAX;
     r->peer = req->peer;
-    r->pre = ctl_edit_save(pi);
-    r->step = 0;
-    shares[r->canary] = r->steps[0];
-    shares[r->stable] = 100 - r->steps[0];
-    /* Checked, then audited, then made: a start the audit log cannot take changes nothing. */
-    if (ctl_check_shares(pi, shares, err, sizeof(err)) < 0 ||
-        ctl_audit_change(req, ctl.model->generation + 1, NULL, NULL) < 0) {
-        ro_free(r);
-        ro[pi] = NULL;
-        if (err[0])
-            ctl_refuse(req, "%s", err);
+    if (pf == NULL) {
+        begin(req, r, "");
         return;
     }
-    apply_share(r, r->steps[0], false, err, sizeof(err));
-    r->step_start_us = veer_now_us();
-    snprintf(r->verdict, sizeof(r->verdict), "running");
-    arm(r, r->interval_ms);
-    sync_text(r);
-    control_save_state();
-    snprintf(line, sizeof(line), " step=1/%d share=%d", r->nsteps, r->steps[0]);
-    ctl_reply_change(req, ctl.model->generation, line);
+    {
+        struct backend **list = veer_malloc((p->nb ? p->nb : 1) * sizeof(*list));
+        unsigned n = ready_backends(p, r->canary, list);
+
+        snprintf(r->pf_name, sizeof(r->pf_name), "%s", pf->name);
+        snprintf(r->pf_result, sizeof(r->pf_result), "running against %u backends", n);
+        snprintf(r->verdict, sizeof(r->verdict), "preflight %s running", pf->name);
+        r->pf_req = req;
+        r->pf_run = preflight_start(ctl.base, pf, p->conf, list, n, preflight_done, r);
+        free(list);
+        log_info("rollout %s: preflight %s: %zu requests to each of %u READY backends of %s",
+                 p->name, pf->name, (size_t)pf->nrequests, n, p->g[r->canary].name);
+    }
+}
+
+/*
+ * A preflight under way is stopped (a reload replaces the configuration it
+ * reads, an upgrade hands over, shutdown): its command is answered ERR and
+ * nothing moved.
+ */
+static void rollout_stop_preflights_of(struct rollout *r, const char *why)
+{
+    struct ctl_req *req = r->pf_req;
+
+    preflight_cancel(r->pf_run);
+    r->pf_run = NULL;
+    r->pf_req = NULL;
+    snprintf(r->pf_result, sizeof(r->pf_result), "stopped: %s", why);
+    snprintf(r->verdict, sizeof(r->verdict), "preflight %s stopped: %s; no traffic moved",
+             r->pf_name, why);
+    log_info("rollout %s: preflight %s stopped: %s", ctl.model->pools[r->pool].name, r->pf_name,
+             why);
+    ctl_refuse(req, "preflight %s stopped: %s; no traffic moved", r->pf_name, why);
+}
+
+void rollout_stop_preflights(const char *why)
+{
+    for (unsigned k = 0; k < METRIC_POOLS; k++)
+        if (ro[k] && ro[k]->pf_run)
+            rollout_stop_preflights_of(ro[k], why);
 }
 
 static void status(struct ctl_req *req)
@@ -437,7 +551,10 @@ static void status(struct ctl_req *req)
     sb_init(&o);
     sb_printf(&o, "pool %s canary %s stable %s\n", p->name, p->g[r->canary].name,
               p->g[r->stable].name);
-    sb_printf(&o, "state %s\n", r->active ? (r->paused ? "paused" : "running") : "ended");
+    sb_printf(&o, "state %s\n",
+              r->pf_run    ? "preflight"
+              : r->active ? (r->paused ? "paused" : "running")
+                          : "ended");
     sb_printf(&o, "step %d/%d share %d time_in_step_s %.1f interval_s %.1f\n", r->step + 1,
               r->nsteps, p->g[r->canary].share, (double)(veer_now_us() - r->step_start_us) / 1e6,
               (double)r->interval_ms / 1e3);
@@ -452,6 +569,8 @@ static void status(struct ctl_req *req)
     }
     sb_printf(&o, "thresholds max-error-rate %.2f%% max-p99 %lldms min-requests %d\n",
               r->max_error_rate, (long long)r->max_p99_ms, r->min_requests);
+    if (r->pf_name[0])
+        sb_printf(&o, "preflight %s %s\n", r->pf_name, r->pf_result);
     sb_printf(&o, "verdict %s\n", r->verdict);
     ctl_finish(req, o.s, true);
     sb_free(&o);
@@ -475,6 +594,19 @@ void rollout_command(struct ctl_req *req)
     }
     if ((r = of_cmd(req, &pi)) == NULL)
         return;
+    if (r->pf_run && req->cmd.kind == CMD_ROLLOUT_ABORT) {
+        /* Nothing moved yet: the preflight stops, its command is answered, this one too. */
+        if (ctl_audit_change(req, ctl.model->generation, NULL, NULL) < 0)
+            return;
+        rollout_stop_preflights_of(r, "aborted by operator");
+        ctl_reply_change(req, ctl.model->generation, NULL);
+        return;
+    }
+    if (r->pf_run) {
+        ctl_refuse(req, "the rollout in pool %s is in its preflight (rollout abort %s to stop it)",
+                   req->cmd.pool, req->cmd.pool);
+        return;
+    }
     if (!r->active) {
         ctl_refuse(req, "the rollout in pool %s has ended (%s)", req->cmd.pool, r->verdict);
         return;
@@ -529,9 +661,27 @@ void rollout_status_json(int pi, struct sbuf *o)
     sb_printf(o,
               ",\"state\":\"%s\",\"step\":%d,\"steps\":%d,\"share\":%d,"
               "\"time_in_step_s\":%.1f,\"verdict\":",
-              r->active ? (r->paused ? "paused" : "running") : "ended", r->step + 1, r->nsteps,
-              p->g[r->canary].share, (double)(veer_now_us() - r->step_start_us) / 1e6);
+              r->pf_run    ? "preflight"
+              : r->active ? (r->paused ? "paused" : "running")
+                          : "ended",
+              r->step + 1, r->nsteps, p->g[r->canary].share,
+              r->step_start_us ? (double)(veer_now_us() - r->step_start_us) / 1e6 : 0.0);
     sb_json_str(o, r->verdict);
+    sb_puts(o, ",\"preflight\":");
+    if (r->pf_name[0]) {
+        sb_puts(o, "{\"name\":");
+        sb_json_str(o, r->pf_name);
+        sb_printf(o, ",\"state\":\"%s\",\"duration_ms\":%.1f,\"result\":",
+                  r->pf_run                                  ? "running"
+                  : strncmp(r->pf_result, "passed", 6) == 0 ? "passed"
+                  : strncmp(r->pf_result, "failed", 6) == 0 ? "failed"
+                                                             : "stopped",
+                  r->pf_ms);
+        sb_json_str(o, r->pf_result);
+        sb_puts(o, "}");
+    } else {
+        sb_puts(o, "null");
+    }
     sb_puts(o, "}");
 }
 
@@ -669,6 +819,7 @@ int rollout_restore(int pi, const char *text)
 
 void rollout_shutdown(void)
 {
+    rollout_stop_preflights("shutting down");
     for (unsigned k = 0; k < METRIC_POOLS; k++)
         if (ro[k]) {
             ro_free(ro[k]);

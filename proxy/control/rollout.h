@@ -19,6 +19,8 @@ int rollout_canary(int pi);
 char *rollout_render(int pi);
 int rollout_restore(int pi, const char *text);
 void rollout_shutdown(void);
+/* Stop every preflight under way (reload, upgrade): its command is answered ERR, nothing moved. */
+void rollout_stop_preflights(const char *why);
 /* A pool's rollout for /status: an object with its step and verdict, or null. */
 void rollout_status_json(int pool, struct sbuf *o);
 /*

@@ -733,6 +733,11 @@ static int rollout_min_requests(struct parser *p, const char *val)
     return parse_int(p, val, "min-requests", 1, INT_MAX, &p->c->min_requests);
 }
 
+static int rollout_preflight(struct parser *p, const char *val)
+{
+    return set_name(p, p->c->preflight, val, "preflight");
+}
+
 static const struct rollout_key {
     const char *name;
     bool required;
@@ -741,6 +746,7 @@ static const struct rollout_key {
     {"canary", true, rollout_canary},     {"steps", true, rollout_steps},
     {"interval", true, rollout_interval}, {"max-error-rate", false, rollout_error_rate},
     {"max-p99", false, rollout_p99},      {"min-requests", false, rollout_min_requests},
+    {"preflight", false, rollout_preflight},
 };
 
 /* One KEY=VALUE of rollout start; `seen` has a bit per key already given. */
@@ -764,7 +770,7 @@ static int rollout_arg(struct parser *p, const char *s, unsigned *seen)
     }
     return fail(p,
                 "unknown rollout key '%.*s' (canary, steps, interval, max-error-rate, max-p99, "
-                "min-requests)",
+                "min-requests, preflight)",
                 echo_len(n), s);
 }
 
@@ -898,7 +904,7 @@ static const struct cmd_def cmd_defs[] = {
      OPT_RETRY_AFTER | OPT_HOLD, CHANGE, parse_maintenance},
     {CMD_ROLLOUT_START, "rollout", "start",
      "rollout start POOL canary=GROUP steps=P1,P2,... interval=T [max-error-rate=PCT] "
-     "[max-p99=T] [min-requests=N]",
+     "[max-p99=T] [min-requests=N] [preflight=NAME]",
      0, CHANGE, parse_rollout_start},
     {CMD_ROLLOUT_STATUS, "rollout", "status", "rollout status POOL [--json]", OPT_JSON, QUERY,
      parse_pool},
@@ -1068,7 +1074,7 @@ static const char help_text[] =
     "replace POOL OLD NEWNAME NEWADDR [--timeout T]       add new, drain old, delete old\n"
     "maintenance on|off [POOL] [--retry-after S] [--hold T]  503 + Retry-After\n"
     "rollout start POOL canary=GROUP steps=P1,P2,... interval=T [max-error-rate=PCT] [max-p99=T] "
-    "[min-requests=N]  canary steps\n"
+    "[min-requests=N] [preflight=NAME]  canary steps\n"
     "rollout status POOL [--json]                         step, rps, error rate, p99, verdict\n"
     "rollout pause POOL                                   stay at the current step\n"
     "rollout resume POOL                                  continue a paused rollout\n"

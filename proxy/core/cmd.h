@@ -92,6 +92,7 @@ struct cmd {
     double max_error_rate; /* percent; -1 when not given */
     int64_t max_p99_ms;    /* -1 when not given */
     int min_requests;      /* -1 when not given */
+    char preflight[CMD_NAME_MAX]; /* preflight=NAME; "" when not given */
 
     char file[256]; /* audit verify [FILE]; "" = the configured audit log */
 

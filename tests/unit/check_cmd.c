@@ -86,6 +86,8 @@ static void render(const struct cmd *c, char *buf, size_t n)
         add(buf, n, " max_p99=%lld", (long long)c->max_p99_ms);
     if (c->min_requests != -1)
         add(buf, n, " min_requests=%d", c->min_requests);
+    if (c->preflight[0])
+        add(buf, n, " preflight=%s", c->preflight);
     if (c->file[0])
         add(buf, n, " file=%s", c->file);
     if (c->kind == CMD_ROUTE_EXPLAIN) {
@@ -192,6 +194,8 @@ static const struct good {
      "min-requests=50",
      "kind=rollout start change pool=api canary=green steps=100 interval=10000 "
      "max_error_rate=5 max_p99=500 min_requests=50"},
+    {"rollout start api canary=green preflight=smoke steps=1,100 interval=5s",
+     "kind=rollout start change pool=api canary=green steps=1,100 interval=5000 preflight=smoke"},
     {"rollout start api canary=g steps=1 interval=1 max-error-rate=0.5",
      "kind=rollout start change pool=api canary=g steps=1 interval=1000 max_error_rate=0.5"},
     {"rollout start api canary=g steps=1,2 interval=1m max-error-rate=0 min-requests=1",
@@ -373,6 +377,10 @@ static const struct bad {
     {"rollout start api canary=g interval=1s", "rollout start needs steps="},
     {"rollout start api canary=g steps=1", "rollout start needs interval="},
     {"rollout start api canary=g steps=1 interval=1s speed=2", "unknown rollout key 'speed'"},
+    {"rollout start api canary=g steps=1 interval=1s preflight=a!b",
+     "bad name 'a!b' (preflight names use A-Z a-z 0-9 . _ -)"},
+    {"rollout start api canary=g steps=1 interval=1s preflight=a preflight=b",
+     "preflight given twice"},
     {"rollout start api canary=g steps=1 interval=1s fast", "bad argument 'fast'"},
     {"rollout start api canary=g steps=1 interval=1s =5", "bad argument '=5'"},
     {"rollout start api canary=g canary=h steps=1 interval=1s", "canary given twice"},
