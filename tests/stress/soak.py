@@ -17,7 +17,7 @@ Operations (one thread, one after another, every --op-interval seconds):
 shift (with a publish), drain --wait then ready, reload (the config file
 edited), add backend / wait READY / drain / del backend, set weight,
 maintenance on --hold with a shift published while requests are held then
-maintenance off, a DNS change (dnsmasq's answer for the name pool api's
+maintenance off, a rollout with a preflight then its abort, a DNS change (dnsmasq's answer for the name pool api's
 discover entry follows: instances come, go, come back, all go), route set (route ka between two pools) or rollback route,
 route maintenance on --hold for ka with a route set published while its
 requests are held then off, and a binary upgrade (veerctl upgrade) every
@@ -654,6 +654,18 @@ class Soak:
         self.dns.set_hosts({"soak.internal": addrs} if addrs else {})
         self.acct.ops["dns"] += 1
 
+    def op_rollout(self):
+        """A rollout with a preflight (every READY green backend gets two
+        requests first), then aborted: its step 1 and the abort's rollback
+        are two publishes under load; a reload or an upgrade meeting the
+        preflight stops it (ERR, counted apart)."""
+        if self.ctl("rollout", "rollout", "start", "api", "canary=green", "steps=30,100",
+                    "interval=60s", "preflight=smoke") is None:
+            return
+        self.acct.ops["rollout+preflight"] += 1
+        time.sleep(0.2)
+        self.ctl("rollout abort", "rollout", "abort", "api")
+
     def op_hold(self):
         if self.args.no_hold:
             return
@@ -811,7 +823,7 @@ class Soak:
 
     def operations(self):
         ops = [self.op_shift, self.op_weight, self.op_drain, self.op_reload, self.op_add_del,
-               self.op_hold, self.op_route_set, self.op_route_hold, self.op_dns]
+               self.op_hold, self.op_route_set, self.op_route_hold, self.op_dns, self.op_rollout]
         next_upgrade = time.monotonic() + self.args.upgrade_every
         while not self.stop_ev.wait(self.args.op_interval):
             try:
@@ -837,6 +849,9 @@ class Soak:
                 'admin = { socket = "%s/admin.sock"; http = "127.0.0.1:0"; };\n'
                 'audit_log = "%s/audit.log";\nstate_file = "%s/state";\n'
                 'timeouts = { quiet_ms = 300; idle_ms = %d; };\n'
+                'preflight = ( { name = "smoke"; timeout_ms = 2000; requests = (\n'
+                '  { path = "/ready"; expect_status = 200; },\n'
+                '  { method = "HEAD"; path = "/ready"; } ); } );\n'
                 'resolvers = { servers = ( "127.0.0.1:%d" ); interval_ms = 1000;\n'
                 '              min_interval_ms = 100; timeout_ms = 500; };\n'
                 'pools = ( { name = "api"; hold_ms = %d; %s\n'

@@ -1103,13 +1103,13 @@ static json_t *status_json(int pi)
 /* The documented keys with their types, and nothing else. */
 static void assert_json_shape(json_t *v)
 {
-    static const char *const keys[] = {"canary", "stable",         "state",   "step",
-                                       "steps",  "time_in_step_s", "verdict", "share"};
+    static const char *const keys[] = {"canary",         "stable",  "state", "step",     "steps",
+                                       "time_in_step_s", "verdict", "share", "preflight"};
     const char *key;
     json_t *val;
 
     ck_assert(json_is_object(v));
-    ck_assert_uint_eq(json_object_size(v), 8);
+    ck_assert_uint_eq(json_object_size(v), 9);
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         ck_assert_msg(json_object_get(v, keys[i]) != NULL, "no %s", keys[i]);
     json_object_foreach (v, key, val) {
@@ -1117,6 +1117,8 @@ static void assert_json_shape(json_t *v)
             ck_assert_msg(json_is_integer(val), "%s", key);
         else if (strcmp(key, "time_in_step_s") == 0)
             ck_assert(json_is_number(val) && json_number_value(val) >= 0);
+        else if (strcmp(key, "preflight") == 0) /* null: the rollout had none */
+            ck_assert_msg(json_is_null(val), "%s", key);
         else
             ck_assert_msg(json_is_string(val), "%s", key);
     }
