@@ -154,6 +154,14 @@ static int on_status_complete(llhttp_t *h)
     return 0;
 }
 
+/* An answer to HEAD has no body whatever its headers say (llhttp: 1 skips it). */
+static int on_headers_complete(llhttp_t *h)
+{
+    struct probe *p = h->data;
+
+    return strcmp(p->run->reqs[p->next].method, "HEAD") == 0 ? 1 : 0;
+}
+
 static int on_body(llhttp_t *h, const char *at, size_t len)
 {
     struct probe *p = h->data;
@@ -270,8 +278,9 @@ static int do_read(struct probe *p)
             return -1;
         }
         if (n == 0) {
-            fail(p, p->status ? "connection closed in the body (status %d)"
-                              : "connection closed before an answer%.0d",
+            fail(p,
+                 p->status ? "connection closed in the body (status %d)"
+                           : "connection closed before an answer%.0d",
                  p->status);
             return -1;
         }
@@ -381,8 +390,6 @@ static void start_request(struct probe *p)
     p->out_len = n > 0 && (size_t)n < sizeof(p->out) ? (size_t)n : 0;
     llhttp_init(&p->parser, HTTP_RESPONSE, &settings);
     p->parser.data = p;
-    if (strcmp(q->method, "HEAD") == 0)
-        p->parser.method = HTTP_HEAD; /* a HEAD answer has no body whatever it says */
     evtimer_add(p->timer, &tv);
     p->fd = socket(p->be->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (p->fd < 0) {
@@ -423,6 +430,7 @@ struct preflight *preflight_start(struct event_base *base, const struct conf_pre
     if (settings.on_status_complete == NULL) {
         llhttp_settings_init(&settings);
         settings.on_status_complete = on_status_complete;
+        settings.on_headers_complete = on_headers_complete;
         settings.on_body = on_body;
         settings.on_message_complete = on_message_complete;
     }

@@ -419,9 +419,8 @@ static void preflight_done(void *arg, const struct preflight_result *res)
                    res->request[0] ? res->request : "-", res->answer, r->pf_ms);
         return;
     }
-    snprintf(r->pf_result, sizeof(r->pf_result),
-             "passed in %.1f ms: %u backends, %u requests", r->pf_ms, res->backends,
-             res->requests);
+    snprintf(r->pf_result, sizeof(r->pf_result), "passed in %.1f ms: %u backends, %u requests",
+             r->pf_ms, res->backends, res->requests);
     log_info("rollout %s: preflight %s %s", p->name, r->pf_name, r->pf_result);
     snprintf(extra, sizeof(extra), " preflight=%s preflight_ms=%.1f", r->pf_name, r->pf_ms);
     begin(req, r, extra);
@@ -552,7 +551,7 @@ static void status(struct ctl_req *req)
     sb_printf(&o, "pool %s canary %s stable %s\n", p->name, p->g[r->canary].name,
               p->g[r->stable].name);
     sb_printf(&o, "state %s\n",
-              r->pf_run    ? "preflight"
+              r->pf_run   ? "preflight"
               : r->active ? (r->paused ? "paused" : "running")
                           : "ended");
     sb_printf(&o, "step %d/%d share %d time_in_step_s %.1f interval_s %.1f\n", r->step + 1,
@@ -661,7 +660,7 @@ void rollout_status_json(int pi, struct sbuf *o)
     sb_printf(o,
               ",\"state\":\"%s\",\"step\":%d,\"steps\":%d,\"share\":%d,"
               "\"time_in_step_s\":%.1f,\"verdict\":",
-              r->pf_run    ? "preflight"
+              r->pf_run   ? "preflight"
               : r->active ? (r->paused ? "paused" : "running")
                           : "ended",
               r->step + 1, r->nsteps, p->g[r->canary].share,
@@ -672,10 +671,10 @@ void rollout_status_json(int pi, struct sbuf *o)
         sb_puts(o, "{\"name\":");
         sb_json_str(o, r->pf_name);
         sb_printf(o, ",\"state\":\"%s\",\"duration_ms\":%.1f,\"result\":",
-                  r->pf_run                                  ? "running"
+                  r->pf_run                                 ? "running"
                   : strncmp(r->pf_result, "passed", 6) == 0 ? "passed"
                   : strncmp(r->pf_result, "failed", 6) == 0 ? "failed"
-                                                             : "stopped",
+                                                            : "stopped",
                   r->pf_ms);
         sb_json_str(o, r->pf_result);
         sb_puts(o, "}");
