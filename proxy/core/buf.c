@@ -10,11 +10,24 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+/* --- the cache ---------------------------------------------------------------------------- */
+
 void vbuf_cache_init(struct vbuf_cache *c, unsigned max_free)
 {
     c->free = NULL;
     c->nfree = 0;
     c->max_free = max_free;
+    slab_pool_init(&c->slabs, VBUF_SLOT);
+    c->low = c->allocated = c->peak = 0;
+}
+
+/* Free a buffer that is not cached: a slot to its slab, else to malloc. */
+static void release(struct vbuf_cache *c, struct vbuf *b)
+{
+    if (b->slab)
+        slab_free(&c->slabs, b);
+    else
+        free(b);
 }
 
 void vbuf_cache_destroy(struct vbuf_cache *c)
@@ -23,9 +36,10 @@ void vbuf_cache_destroy(struct vbuf_cache *c)
         struct vbuf *b = c->free;
 
         c->free = b->next;
-        free(b);
+        release(c, b);
     }
     c->nfree = 0;
+    slab_pool_destroy(&c->slabs); /* buffers still out (none when the worker is done) go too */
 }
 
 static struct vbuf *vbuf_alloc(uint32_t size)
@@ -35,6 +49,21 @@ static struct vbuf *vbuf_alloc(uint32_t size)
     b->next = NULL;
     b->size = size;
     b->start = b->end = 0;
+    b->slab = 0;
+    return b;
+}
+
+/* A new standard buffer: a slab's slot, or from malloc (sanitizers, or mmap failing). */
+static struct vbuf *standard_alloc(struct vbuf_cache *c)
+{
+    struct vbuf *b = slab_alloc(&c->slabs);
+
+    if (b == NULL)
+        return vbuf_alloc(VBUF_SIZE);
+    b->slab = 1;
+    b->next = NULL;
+    b->size = VBUF_SIZE;
+    b->start = b->end = 0;
     return b;
 }
 
@@ -42,10 +71,14 @@ struct vbuf *vbuf_get(struct vbuf_cache *c)
 {
     struct vbuf *b = c->free;
 
-    if (b == NULL)
-        return vbuf_alloc(VBUF_SIZE);
+    if (b == NULL) {
+        if (++c->allocated > c->peak)
+            c->peak = c->allocated;
+        return standard_alloc(c);
+    }
     c->free = b->next;
-    c->nfree--;
+    if (--c->nfree < c->low)
+        c->low = c->nfree;
     b->next = NULL;
     b->start = b->end = 0;
     return b;
@@ -56,12 +89,34 @@ void vbuf_put(struct vbuf_cache *c, struct vbuf *b)
     if (b == NULL)
         return;
     if (b->size != VBUF_SIZE || c->nfree >= c->max_free) {
-        free(b);
+        if (b->size == VBUF_SIZE && c->allocated > 0)
+            c->allocated--;
+        release(c, b);
         return;
     }
     b->next = c->free;
     c->free = b;
     c->nfree++;
+}
+
+bool vbuf_cache_trim(struct vbuf_cache *c)
+{
+    unsigned drop = (c->low + 1) / 2;
+    bool trim;
+
+    for (; drop > 0 && c->free; drop--) {
+        struct vbuf *b = c->free;
+
+        c->free = b->next;
+        c->nfree--;
+        c->allocated--;
+        release(c, b);
+    }
+    c->low = c->nfree;
+    trim = c->peak >= c->allocated + VBUF_TRIM_BUFFERS;
+    if (trim)
+        c->peak = c->allocated;
+    return trim;
 }
 
 uint32_t vbuf_compact(struct vbuf *b)

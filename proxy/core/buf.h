@@ -7,32 +7,58 @@
  * standard size come from a per-worker cache (no locking, no malloc in
  * steady state) and go back to it as soon as a connection is idle, which is
  * what keeps an idle keep-alive connection at a few hundred bytes.
+ *
+ * Standard buffers live apart from the heap, in a slab pool of 16 KiB
+ * slots per cache (slab.h): a burst's buffers never sit between small
+ * objects that outlive them, so once freed their pages go back to the
+ * system at once instead of being pinned in the heap by a neighbour.
  */
 #ifndef VEER_BUF_H
 #define VEER_BUF_H
 
+#include "slab.h"
+
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-
-#define VBUF_SIZE (16 * 1024)
 
 struct vbuf {
     struct vbuf *next; /* free-list link while cached */
     uint32_t size;     /* bytes of data[] */
     uint32_t start;    /* first unconsumed byte */
     uint32_t end;      /* one past the last byte */
+    uint32_t slab;     /* 1: a slot of a slab (standard size, not from malloc) */
     char data[];
 };
+
+/* A standard buffer with its header is one 16 KiB slot. */
+#define VBUF_SLOT (16 * 1024)
+#define VBUF_SIZE (VBUF_SLOT - 24)
+_Static_assert(sizeof(struct vbuf) == 24, "VBUF_SIZE assumes a 24-byte header");
 
 struct vbuf_cache {
     struct vbuf *free;
     unsigned nfree;
     unsigned max_free;
+    struct slab_pool slabs; /* where standard buffers come from (slab.h) */
+    unsigned low;           /* the fewest cached since the last vbuf_cache_trim: never needed */
+    unsigned allocated;     /* standard-size buffers in existence (in use or cached) */
+    unsigned peak;          /* the most allocated since the last vbuf_cache_trim said "trim" */
 };
 
 void vbuf_cache_init(struct vbuf_cache *c, unsigned max_free);
 void vbuf_cache_destroy(struct vbuf_cache *c);
+
+/*
+ * Give back what a burst left (data/reclaim.c, once a second): half of the
+ * cached buffers that stayed unused since the last call are freed. Returns
+ * true when, since the call that last returned true, the buffers in
+ * existence fell by TRIM_BUFFERS or more from their peak: the allocator then
+ * holds that much free memory worth returning to the system (malloc_trim).
+ */
+#define VBUF_TRIM_BUFFERS 64 /* 1 MiB of standard buffers */
+bool vbuf_cache_trim(struct vbuf_cache *c);
 
 /* A standard-size empty buffer, from the cache when possible. */
 struct vbuf *vbuf_get(struct vbuf_cache *c);

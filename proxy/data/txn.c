@@ -81,6 +81,15 @@ static size_t txn_size(uint32_t hdr_cap)
     return sizeof(struct txn) + 2 * http_msg_size(hdr_cap);
 }
 
+/* Free a transaction's memory: to its slab or to malloc. */
+static void txn_release(struct worker *w, struct txn *t)
+{
+    if (t->from_slab)
+        slab_free(&w->txn_slab, t);
+    else
+        free(t);
+}
+
 struct txn *txn_new(struct txn_client *s, int pool)
 {
     struct worker *w = s->w;
@@ -88,20 +97,30 @@ struct txn *txn_new(struct txn_client *s, int pool)
     uint32_t cap = w->req_limits.header_count;
     size_t msz;
 
+    bool from_slab = false;
+
     if (t) {
         w->free_txns = t->next_free;
-        w->nfree_txns--;
+        if (--w->nfree_txns < w->txn_low)
+            w->txn_low = w->nfree_txns;
         if (t->hdr_cap < cap) {
-            free(t);
+            txn_release(w, t);
             t = NULL;
         } else {
             cap = t->hdr_cap;
+            from_slab = t->from_slab;
         }
     }
-    if (t == NULL)
-        t = veer_malloc(txn_size(cap));
+    if (t == NULL) {
+        /* A slab's slot when one is big enough (the configuration sized them), else malloc. */
+        if (txn_size(cap) <= w->txn_slab.slot && (t = slab_alloc(&w->txn_slab)) != NULL)
+            from_slab = true;
+        else
+            t = veer_malloc(txn_size(cap));
+    }
     msz = http_msg_size(cap);
     memset(t, 0, offsetof(struct txn, edit_buf));
+    t->from_slab = from_slab;
     t->magic = TXN_MAGIC;
     t->hdr_cap = cap;
     t->s = s;
@@ -212,13 +231,31 @@ void txn_free(struct txn *t, bool upstream_reusable)
     vbuf_put(&w->bufs, t->res_head);
     free(t->log);
     t->magic = 0;
-    if (w->nfree_txns < 64) {
+    if (w->nfree_txns < TXN_CACHE_MAX) {
         t->next_free = w->free_txns;
         w->free_txns = t;
         w->nfree_txns++;
     } else {
-        free(t);
+        txn_release(w, t);
     }
+}
+
+void txn_cache_trim(struct worker *w)
+{
+    for (unsigned k = (w->txn_low + 1) / 2; k > 0 && w->free_txns; k--) {
+        struct txn *t = w->free_txns;
+
+        w->free_txns = t->next_free;
+        w->nfree_txns--;
+        txn_release(w, t);
+    }
+    w->txn_low = w->nfree_txns;
+}
+
+void txn_cache_init(struct worker *w)
+{
+    /* Slots for the configured header count (a reload asking for more uses malloc). */
+    slab_pool_init(&w->txn_slab, txn_size(w->req_limits.header_count));
 }
 
 void txn_cache_destroy(struct worker *w)
@@ -227,9 +264,10 @@ void txn_cache_destroy(struct worker *w)
         struct txn *t = w->free_txns;
 
         w->free_txns = t->next_free;
-        free(t);
+        txn_release(w, t);
     }
     w->nfree_txns = 0;
+    slab_pool_destroy(&w->txn_slab);
 }
 
 struct vbuf *txn_head_buf(struct worker *w, size_t n)

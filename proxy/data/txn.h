@@ -198,6 +198,7 @@ struct txn {
     struct http_limits limits;     /* the request's, with its pool's body limit */
     struct http_limits res_limits; /* the response's, as when the request started */
     uint32_t hdr_cap;              /* header table size this allocation has room for */
+    bool from_slab;                /* a slot of the worker's txn_slab (else malloc) */
     uint64_t bytes_in, bytes_out;  /* from and to the client, this request */
     uint64_t up_start_us;          /* request first sent upstream */
     uint64_t up_end_us;            /* response complete from upstream */
@@ -238,6 +239,14 @@ void txn_free(struct txn *t, bool upstream_reusable);
 struct vbuf *txn_head_buf(struct worker *w, size_t n);
 
 /* Drop the worker's cached transactions (worker exit). */
+/*
+ * The worker's transaction memory: a cache of up to TXN_CACHE_MAX freed
+ * transactions and a slab pool (slab.h) behind it. txn_cache_trim (once a
+ * second, see reclaim.h) frees half of those the cache held all second unused.
+ */
+#define TXN_CACHE_MAX 4096
+void txn_cache_init(struct worker *w);
+void txn_cache_trim(struct worker *w);
 void txn_cache_destroy(struct worker *w);
 
 /*

@@ -4,6 +4,7 @@
  * state. See worker.h.
  */
 #include "worker.h"
+#include "reclaim.h"
 #include "session.h"
 #include "upstream.h"
 #include "veer.h"
@@ -18,7 +19,12 @@
 _Atomic int veer_client_connections;
 
 /* Buffers kept per worker beyond those in use. */
-#define WORKER_BUF_CACHE 256
+/*
+ * Buffers a worker keeps for reuse: what its busiest second needed (reclaim.c
+ * gives back what a second did not use), so steady traffic at any concurrency
+ * never goes to the allocator; the bound only caps a pathological burst.
+ */
+#define WORKER_BUF_CACHE 4096
 
 /*
  * Idle upstream connections kept per backend address per worker. Closing
@@ -687,6 +693,8 @@ void worker_idle_push(struct worker *w, struct upstream *up)
     up->next = il->head;
     if (il->head)
         il->head->prev = up;
+    else
+        il->tail = up;
     il->head = up;
     il->n++;
 }
@@ -703,9 +711,12 @@ void worker_idle_remove(struct worker *w, struct upstream *up)
         il->head = up->next;
     if (up->next)
         up->next->prev = up->prev;
+    else
+        il->tail = up->prev;
     up->next = up->prev = NULL;
     up->idle = false;
-    il->n--;
+    if (--il->n < il->low)
+        il->low = il->n;
 }
 
 /*
@@ -751,9 +762,11 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
     w->local = veer_calloc(METRIC_POOLS, sizeof(*w->local));
     apply_conf(w, conf);
     vbuf_cache_init(&w->bufs, WORKER_BUF_CACHE);
+    txn_cache_init(w);
     w->retry_tokens = RETRY_TOKEN_MAX; /* a first failure can be retried at once */
 
     evtimer_assign(&w->accept_pause, w->base, resume_accepting, w);
+    reclaim_init(w);
     if (mailbox_init(&w->inbox) < 0) {
         log_err("worker %u: eventfd: %s", idx, strerror(errno));
         goto fail;
@@ -809,6 +822,7 @@ void worker_destroy(struct worker *w)
         if (w->handover)
             event_del(&w->handover_wev);
         event_del(&w->accept_pause);
+        event_del(&w->reclaim_ev);
         event_base_free(w->base);
     }
     mailbox_free(&w->inbox, drop_wmsg);

@@ -62,8 +62,9 @@ struct wreconf {
 
 /* Idle upstream connections to one backend address, most recent first. */
 struct idle_list {
-    struct upstream *head;
+    struct upstream *head, *tail;
     uint32_t n;
+    uint32_t low; /* the fewest idle since the last reclaim tick: never needed (reclaim.h) */
 };
 
 /* Messages from the control thread (queued, unlike the command bits). */
@@ -115,6 +116,8 @@ struct worker {
 
     struct vbuf_cache bufs;
     struct txn *free_txns;
+    unsigned txn_low;          /* the fewest cached since the last reclaim tick (reclaim.h) */
+    struct slab_pool txn_slab; /* transactions beyond the cache come from here (slab.h) */
     unsigned nfree_txns;
 
     struct wlistener **listeners;
@@ -159,6 +162,7 @@ struct worker {
     struct event handover_wev; /* room again on it */
     unsigned handed_over;
     struct event shutdown_timer;
+    struct event reclaim_ev; /* once a second: see reclaim.h */
 
     struct worker_stats stats;
     struct {

@@ -35,6 +35,43 @@ START_TEST(test_cache_reuses_standard_buffers)
 }
 END_TEST
 
+/*
+ * vbuf_cache_trim (once a second, reclaim.c) frees half of what the cache
+ * held unused all period, and says "trim the allocator" once the buffers in
+ * existence fell VBUF_TRIM_BUFFERS below their peak.
+ */
+START_TEST(test_cache_trim_gives_back_what_a_burst_left)
+{
+    struct vbuf_cache c;
+    struct vbuf *b[300];
+
+    vbuf_cache_init(&c, 1000);
+    for (int i = 0; i < 300; i++)
+        b[i] = vbuf_get(&c);
+    ck_assert_uint_eq(c.allocated, 300);
+    ck_assert_uint_eq(c.peak, 300);
+    for (int i = 0; i < 300; i++)
+        vbuf_put(&c, b[i]);
+    ck_assert_uint_eq(c.nfree, 300);
+    ck_assert(!vbuf_cache_trim(&c)); /* low was 0 (the burst took them all): nothing goes */
+    ck_assert_uint_eq(c.nfree, 300);
+    ck_assert(vbuf_cache_trim(&c)); /* 300 unused all period: 150 go, 150 below the peak */
+    ck_assert_uint_eq(c.nfree, 150);
+    ck_assert_uint_eq(c.allocated, 150);
+    /* Steady use of 10 buffers keeps them: only the unused part halves. */
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 10; i++)
+            b[i] = vbuf_get(&c);
+        for (int i = 0; i < 10; i++)
+            vbuf_put(&c, b[i]);
+        vbuf_cache_trim(&c);
+    }
+    ck_assert_uint_ge(c.nfree, 10);
+    ck_assert_uint_le(c.nfree, 11);
+    vbuf_cache_destroy(&c);
+}
+END_TEST
+
 START_TEST(test_cache_is_bounded)
 {
     struct vbuf_cache c;
@@ -144,6 +181,7 @@ int main(void)
 
     tcase_add_test(tc, test_cache_reuses_standard_buffers);
     tcase_add_test(tc, test_cache_is_bounded);
+    tcase_add_test(tc, test_cache_trim_gives_back_what_a_burst_left);
     tcase_add_test(tc, test_reserve_compacts_then_grows_up_to_limit);
     tcase_add_test(tc, test_read_appends_from_socket);
     tcase_add_test(tc, test_sendv_writes_every_piece_in_order);
