@@ -886,9 +886,10 @@ void discovery_reload(const struct veer_conf *nc)
     free(old);
     D.conf = nc;
     if (new_channel && D.n > 0) {
-        channel_close();
+        /* Abandoned first: the old channel's queries answer ARES_EDESTRUCTION, not a failure. */
         for (unsigned i = 0; i < D.n; i++)
             abandon(D.e[i]);
+        channel_close();
         if (channel_open(&nc->resolvers) == 0)
             for (unsigned i = 0; i < D.n; i++)
                 schedule(D.e[i], 0);
