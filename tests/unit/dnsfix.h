@@ -11,9 +11,11 @@
  *
  * dns_pause()/dns_resume() SIGSTOP and SIGCONT it (queries time out);
  * dns_kill() takes it down (queries are refused). It dies with the test
- * process on every path: killed at exit (atexit, which Check's failing
- * assertions reach) and by the kernel when the test process dies otherwise
- * (PR_SET_PDEATHSIG: a Check timeout kills the test with SIGKILL).
+ * process on every path: dns_down() at the end of a test; at exit (atexit)
+ * when something calls exit(); and, when the test process ends otherwise
+ * (a failed assertion: Check's fork mode then runs neither atexit handlers
+ * nor teardowns; a Check timeout's SIGKILL; a crash), killed by the kernel
+ * (PR_SET_PDEATHSIG). Only then is its directory left behind.
  *
  * One server per process (Check's fork mode): DNS.
  */
@@ -121,10 +123,7 @@ static inline void dns_kill(void)
     DNS.pid = 0;
 }
 
-static inline void dns_at_exit(void)
-{
-    dns_kill();
-}
+static inline void dns_at_exit(void);
 
 /*
  * Start dnsmasq on DNS.port with the conf file (srv: srv-host= lines, or
@@ -136,6 +135,7 @@ static inline bool dns_try_start(const char *srv)
     char text[4096];
     size_t n;
     uint64_t end;
+    pid_t parent;
 
     n = (size_t)snprintf(text, sizeof(text),
                          "no-resolv\nno-hosts\naddn-hosts=%s\nlocal=/internal/\nlocal-ttl=1\n"
@@ -149,13 +149,16 @@ static inline bool dns_try_start(const char *srv)
     ck_assert_uint_lt(n, sizeof(text));
     dns_write(DNS.conf, text);
 
+    parent = getpid();
     DNS.pid = fork();
     ck_assert_int_ge(DNS.pid, 0);
     if (DNS.pid == 0) {
         int fd = open(DNS.out, O_WRONLY | O_CREAT | O_APPEND, 0600);
         char arg[128];
 
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* the test process died: so does dnsmasq */
+        /* The test process died: so does dnsmasq (already dead: never start). */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(126);
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
@@ -186,16 +189,16 @@ static inline void dns_up(const char *hosts, const char *srv)
 {
     ck_assert_msg(access(DNSMASQ_BIN, X_OK) == 0,
                   "%s is missing: install the Debian package dnsmasq-base", DNSMASQ_BIN);
+    if (!DNS.atexit_set)
+        atexit(dns_at_exit);
     memset(&DNS, 0, sizeof(DNS));
+    DNS.atexit_set = true;
     strcpy(DNS.dir, "/tmp/dnsfix.XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(DNS.dir));
     snprintf(DNS.conf, sizeof(DNS.conf), "%s/dnsmasq.conf", DNS.dir);
     snprintf(DNS.hosts, sizeof(DNS.hosts), "%s/hosts", DNS.dir);
     snprintf(DNS.out, sizeof(DNS.out), "%s/dnsmasq.out", DNS.dir);
     dns_write(DNS.hosts, hosts);
-    if (!DNS.atexit_set)
-        atexit(dns_at_exit);
-    DNS.atexit_set = true;
     for (int i = 0; i < 5; i++) {
         DNS.port = dns_free_port();
         if (dns_try_start(srv))
@@ -222,9 +225,11 @@ static inline void dns_resume(void)
     ck_assert_int_eq(kill(DNS.pid, SIGCONT), 0);
 }
 
-/* dnsmasq killed, its files and directory removed. */
+/* dnsmasq killed, its files and directory removed (again: nothing happens). */
 static inline void dns_down(void)
 {
+    if (DNS.dir[0] == '\0')
+        return;
     char path[128];
 
     dns_kill();
@@ -234,6 +239,13 @@ static inline void dns_down(void)
     snprintf(path, sizeof(path), "%s.new", DNS.hosts);
     unlink(path);
     rmdir(DNS.dir);
+    DNS.dir[0] = '\0';
+}
+
+/* At exit, a failing test's too: dnsmasq killed, its directory removed. */
+static inline void dns_at_exit(void)
+{
+    dns_down();
 }
 
 #endif
