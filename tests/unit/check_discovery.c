@@ -29,6 +29,16 @@
 
 #define RESOLVERS "interval_ms = 200; min_interval_ms = 50; timeout_ms = 200;"
 
+/* The resolvers settings of the file (RESOLVERS unless a test sets others before up). */
+static const char *resolvers = RESOLVERS;
+
+/* For a test of what happens "at once": answers that last 30 s, resolved every 5 s. */
+static void slow_resolutions(void)
+{
+    dns_ttl = 30;
+    resolvers = "interval_ms = 5000; min_interval_ms = 50; timeout_ms = 200;";
+}
+
 /* An entry of pool api: name, dns, group, more settings. */
 #define ENTRY(name, dns, group, more)                                                              \
     "{ name = \"" name "\"; dns = \"" dns "\"; group = \"" group "\"; " more " }"
@@ -43,15 +53,14 @@ static void pools_text(char *out, size_t len, const char *entries, const char *m
 }
 
 /* The whole file, its audit_log at dir (or a %s for ctlfix when dir is NULL). */
-static void conf_text(char *out, size_t len, const char *dir, const char *resolvers,
-                      const char *pools)
+static void conf_text(char *out, size_t len, const char *dir, const char *res, const char *pools)
 {
     ck_assert_uint_lt(
         (size_t)snprintf(out, len,
                          "audit_log = \"%s/audit.log\";\n"
                          "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"
                          "resolvers = { servers = ( \"127.0.0.1:%d\" ); %s };\n%s",
-                         dir ? dir : "%s", DNS.port, resolvers ? resolvers : RESOLVERS, pools),
+                         dir ? dir : "%s", DNS.port, res ? res : resolvers, pools),
         len);
 }
 
@@ -80,13 +89,13 @@ static void down(void)
 }
 
 /* Rewrite the config file with these resolvers settings and pool api of these entries. */
-static void write_conf_with(const char *resolvers, const char *entries)
+static void write_conf_with(const char *res, const char *entries)
 {
     char pools[4096], text[8192];
     FILE *f;
 
     pools_text(pools, sizeof(pools), entries, NULL);
-    conf_text(text, sizeof(text), CF.dir, resolvers, pools);
+    conf_text(text, sizeof(text), CF.dir, res, pools);
     f = fopen(CF.path, "w");
     ck_assert_ptr_nonnull(f);
     fputs(text, f);
@@ -767,6 +776,7 @@ START_TEST(test_reload_removes_adds_and_moves)
     uint64_t r, start;
     uint32_t id;
 
+    slow_resolutions();
     up("127.0.0.2 api.internal\n127.0.0.3 api.internal\n127.0.0.7 old.internal\n"
        "127.0.0.8 old.internal\n127.0.0.9 new.internal\n",
        ENTRY("api", "api.internal:8080", "blue", "") ", " ENTRY("old", "old.internal:8080", "blue",
@@ -784,7 +794,7 @@ START_TEST(test_reload_removes_adds_and_moves)
     ck_assert_uint_eq(discovery_count(), 2);
     d = info("api");
     ck_assert_uint_eq(d.id, id);
-    ck_assert_uint_ge(d.resolutions, r);
+    ck_assert_uint_eq(d.resolutions, r);
     ck_assert_str_eq(d.group, "green");
     ck_assert(set_is("api", two, 2));
     ck_assert_str_eq(group_of(A2), "green");
@@ -795,11 +805,12 @@ START_TEST(test_reload_removes_adds_and_moves)
     ck_assert(!routed("old-127.0.0.7:8080"));
 
     CTL_LOOP_UNTIL(info("new").naddrs == 1);
-    ck_assert_uint_lt(veer_now_us() - start, 1000 * 1000); /* at once, not at an interval */
+    ck_assert_uint_lt(veer_now_us() - start, 2500 * 1000); /* at once, not 5 s later */
     ck_assert_str_eq(info("new").addrs[0].backend, "new-127.0.0.9:9090");
     ck_assert_str_eq(group_of("new-127.0.0.9:9090"), "blue");
     ck_assert_int_eq(state("new-127.0.0.9:9090"), BE_READY);
     ck_assert(routed("new-127.0.0.9:9090"));
+    ck_assert_uint_eq(resolutions("api"), r); /* its query is the same: not resolved again */
     assert_last_disc_record("discover api/new", CF.m->generation,
                             "{\"pool\":\"api\",\"discover\":\"new\",\"added\":["
                             "\"new-127.0.0.9:9090\"],\"removed\":[],\"readmitted\":[],"
@@ -810,6 +821,48 @@ START_TEST(test_reload_removes_adds_and_moves)
     inflight("old-127.0.0.7:8080", 0);
     CTL_LOOP_UNTIL(find("old-127.0.0.7:8080") == NULL);
     ck_assert_uint_eq(api()->nb, 3);
+    down();
+}
+END_TEST
+
+/*
+ * A reload that changes a kept entry's query and weight: the entry (its id,
+ * counters) stays, its backends take the new weight with the reload, it
+ * resolves the new name at once; the addresses of the old name drain.
+ */
+START_TEST(test_reload_changing_the_query_and_weight)
+{
+    static const char *const now[] = {"127.0.0.7:9090"};
+    uint64_t r, start;
+    uint32_t id;
+
+    slow_resolutions();
+    up("127.0.0.2 api.internal\n127.0.0.7 api2.internal\n",
+       ENTRY("api", "api.internal:8080", "blue", "weight = 10;"));
+    CTL_LOOP_UNTIL(info("api").naddrs == 1);
+    ck_assert_int_eq(be(A2)->weight, 10);
+    id = info("api").id;
+    r = resolutions("api");
+    inflight(A2, 1);
+
+    write_conf(ENTRY("api", "api2.internal:9090", "blue", "weight = 20;"));
+    ctl_run("reload");
+    ck_assert_msg(CF.reply.ok, "reload: %s", CF.reply.text);
+    start = veer_now_us();
+    ck_assert_int_eq(be(A2)->weight, 20);
+    ck_assert(!be(A2)->gone);
+    ck_assert_str_eq(info("api").query, "api2.internal:9090");
+
+    CTL_LOOP_UNTIL(set_is("api", now, 1));
+    ck_assert_uint_lt(veer_now_us() - start, 2500 * 1000); /* at once, not 5 s later */
+    ck_assert_uint_eq(resolutions("api"), r + 1);
+    ck_assert_uint_eq(info("api").id, id);
+    ck_assert_int_eq(be("api-127.0.0.7:9090")->weight, 20);
+    ck_assert_int_eq(state("api-127.0.0.7:9090"), BE_READY);
+    ck_assert(be(A2)->gone);
+    ck_assert_int_eq(state(A2), BE_DRAINING);
+    inflight(A2, 0);
+    CTL_LOOP_UNTIL(find(A2) == NULL);
     down();
 }
 END_TEST
@@ -988,6 +1041,7 @@ static Suite *discovery_suite(void)
     tcase_add_test(tc, test_failures_keep_the_set);
     tcase_add_test(tc, test_max_backends_keeps_existing_first);
     tcase_add_test(tc, test_reload_removes_adds_and_moves);
+    tcase_add_test(tc, test_reload_changing_the_query_and_weight);
     tcase_add_test(tc, test_reload_of_the_resolvers_abandons_the_round_in_flight);
     tcase_add_test(tc, test_adopted_backends_until_the_first_answer);
     suite_add_tcase(s, tc);

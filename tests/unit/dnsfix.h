@@ -7,7 +7,8 @@
  *   dnsmasq re-reads it on SIGHUP;
  * - SRV records are srv-host= lines of the conf file (read at start only);
  * - `local=/internal/`: a name under .internal that is not in the hosts
- *   file gets NXDOMAIN; every answer has the TTL 1 s (local-ttl=1).
+ *   file gets NXDOMAIN; every answer has the TTL dns_ttl (1 s unless the
+ *   test sets another before dns_up).
  *
  * dns_pause()/dns_resume() SIGSTOP and SIGCONT it (queries time out);
  * dns_kill() takes it down (queries are refused). It dies with the test
@@ -49,6 +50,9 @@ static struct {
     int port;
     bool atexit_set;
 } DNS __attribute__((unused));
+
+/* The TTL of every answer (local-ttl), seconds: set before dns_up. */
+static int dns_ttl __attribute__((unused)) = 1;
 
 /* A port free on 127.0.0.1 for both UDP and TCP right now. */
 static inline int dns_free_port(void)
@@ -138,10 +142,10 @@ static inline bool dns_try_start(const char *srv)
     pid_t parent;
 
     n = (size_t)snprintf(text, sizeof(text),
-                         "no-resolv\nno-hosts\naddn-hosts=%s\nlocal=/internal/\nlocal-ttl=1\n"
+                         "no-resolv\nno-hosts\naddn-hosts=%s\nlocal=/internal/\nlocal-ttl=%d\n"
                          "bind-interfaces\nlisten-address=127.0.0.1\nport=%d\n"
                          "keep-in-foreground\npid-file=\n",
-                         DNS.hosts, DNS.port);
+                         DNS.hosts, dns_ttl, DNS.port);
     if (getuid() == 0) /* keep root: nobody could not read the hosts file in our 0700 directory */
         n += (size_t)snprintf(text + n, sizeof(text) - n, "user=%s\n", getpwuid(0)->pw_name);
     if (srv)
