@@ -598,6 +598,41 @@ START_TEST(test_srv_zero_weights_take_the_entry_weight)
 }
 END_TEST
 
+/*
+ * An operator's weight on a discovered backend stays while the records'
+ * weights stay; when the records' weight of its address moves, the backend
+ * follows the records (weights_changed, one publish, one record).
+ */
+START_TEST(test_srv_weight_moves_with_the_records)
+{
+    const char *grpc = "{ name = \"grpc\"; srv = \"_grpc._tcp.api.internal\"; group = \"green\"; }";
+    uint64_t gen, r;
+
+    up_with("127.0.0.3 s1.internal\n127.0.0.4 s2.internal\n",
+            "srv-host=_grpc._tcp.api.internal,s1.internal,8081,10,30\n"
+            "srv-host=_grpc._tcp.api.internal,s2.internal,8082,10,60\n",
+            grpc, NULL, NULL);
+    CTL_LOOP_UNTIL(info("grpc").naddrs == 2);
+    ck_assert_int_eq(be("grpc-127.0.0.3:8081")->weight, 500);
+    ctl_change("set weight api/grpc-127.0.0.3:8081 7", NULL);
+    r = resolutions("grpc");
+    CTL_LOOP_UNTIL(resolutions("grpc") >= r + 2);
+    ck_assert_int_eq(be("grpc-127.0.0.3:8081")->weight, 7); /* the same records: the operator's */
+    gen = CF.m->generation;
+
+    dns_restart("srv-host=_grpc._tcp.api.internal,s1.internal,8081,10,60\n"
+                "srv-host=_grpc._tcp.api.internal,s2.internal,8082,10,60\n");
+    CTL_LOOP_UNTIL(info("grpc").addrs[0].weight == 1000);
+    ck_assert_int_eq(be("grpc-127.0.0.3:8081")->weight, 1000);
+    ck_assert_int_eq(be("grpc-127.0.0.4:8082")->weight, 1000);
+    ck_assert_uint_eq(CF.m->generation, gen + 1);
+    assert_last_disc_record("discover api/grpc", gen + 1,
+                            "{\"pool\":\"api\",\"discover\":\"grpc\",\"added\":[],\"removed\":[],"
+                            "\"readmitted\":[],\"weights_changed\":1}");
+    down();
+}
+END_TEST
+
 /* No backend of pool api is gone. */
 static void assert_none_gone(void)
 {
@@ -1037,6 +1072,7 @@ static Suite *discovery_suite(void)
     tcase_add_test(tc, test_readmitted_before_removal_keeps_its_health);
     tcase_add_test(tc, test_srv_lowest_priority_scaled_weights);
     tcase_add_test(tc, test_srv_zero_weights_take_the_entry_weight);
+    tcase_add_test(tc, test_srv_weight_moves_with_the_records);
     tcase_add_test(tc, test_empty_answer_needs_confirm);
     tcase_add_test(tc, test_failures_keep_the_set);
     tcase_add_test(tc, test_max_backends_keeps_existing_first);

@@ -211,6 +211,21 @@ static inline void dns_up(const char *hosts, const char *srv)
     ck_abort_msg("dnsmasq did not start (see %s)", DNS.out);
 }
 
+/*
+ * New srv-host lines: dnsmasq reads them only at start, so it starts again
+ * on the same port (tried a few times: the port may take a moment to be free).
+ */
+static inline void dns_restart(const char *srv)
+{
+    dns_kill();
+    for (int i = 0; i < 50; i++) {
+        if (dns_try_start(srv))
+            return;
+        usleep(20 * 1000); /* a bind retry's back-off, not a wait for a condition */
+    }
+    ck_abort_msg("dnsmasq did not start again on port %d (see %s)", DNS.port, DNS.out);
+}
+
 /* Replace the hosts file and have dnsmasq read it again. */
 static inline void dns_set_hosts(const char *hosts)
 {
