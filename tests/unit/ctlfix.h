@@ -6,7 +6,8 @@
  * (ctl_run), or whenever they are (ctl_start, then the loop stepped).
  *
  * Used by check_control.c, check_drain.c, check_admission.c,
- * check_reload.c, check_admin.c, check_show.c and check_routectl.c.
+ * check_reload.c, check_admin.c, check_show.c, check_routectl.c,
+ * check_discovery.c and check_discjson.c.
  *
  * The config text is a printf format whose every %s (two at most) is the
  * test's directory (for audit_log, state_file, the admin socket); it must
