@@ -817,6 +817,8 @@ START_TEST(test_reload_removes_adds_and_moves)
        ENTRY("api", "api.internal:8080", "blue", "") ", " ENTRY("old", "old.internal:8080", "blue",
                                                                 ""));
     CTL_LOOP_UNTIL(info("api").naddrs == 2 && info("old").naddrs == 2);
+    ck_assert_int_gt(info("api").next_ms, 4000); /* a TTL of 30 s: at interval_ms, 5 s */
+    ck_assert_int_le(info("api").next_ms, 5000);
     inflight("old-127.0.0.7:8080", 1);
     id = info("api").id;
     r = resolutions("api");
@@ -856,6 +858,34 @@ START_TEST(test_reload_removes_adds_and_moves)
     inflight("old-127.0.0.7:8080", 0);
     CTL_LOOP_UNTIL(find("old-127.0.0.7:8080") == NULL);
     ck_assert_uint_eq(api()->nb, 3);
+    down();
+}
+END_TEST
+
+/*
+ * The next resolution comes at the answer's TTL (1 s) within
+ * [min_interval_ms, interval_ms]: 1 s with [50 ms, 5 s], 2 s once a reload
+ * makes min_interval_ms 2 s (new resolvers: resolved again at once).
+ */
+START_TEST(test_next_resolution_at_the_ttl_within_bounds)
+{
+    uint64_t r;
+
+    resolvers = "interval_ms = 5000; min_interval_ms = 50; timeout_ms = 200;";
+    up("127.0.0.2 api.internal\n", ENTRY("api", "api.internal:8080", "blue", ""));
+    CTL_LOOP_UNTIL(resolutions("api") >= 1);
+    ck_assert_int_gt(info("api").next_ms, 500);
+    ck_assert_int_le(info("api").next_ms, 1000);
+    ck_assert_uint_eq(info("api").ttl_s, 1);
+
+    r = resolutions("api");
+    write_conf_with("interval_ms = 5000; min_interval_ms = 2000; timeout_ms = 200;",
+                    ENTRY("api", "api.internal:8080", "blue", ""));
+    ctl_run("reload");
+    ck_assert_msg(CF.reply.ok, "reload: %s", CF.reply.text);
+    CTL_LOOP_UNTIL(resolutions("api") > r);
+    ck_assert_int_gt(info("api").next_ms, 1500);
+    ck_assert_int_le(info("api").next_ms, 2000);
     down();
 }
 END_TEST
@@ -1078,6 +1108,7 @@ static Suite *discovery_suite(void)
     tcase_add_test(tc, test_max_backends_keeps_existing_first);
     tcase_add_test(tc, test_reload_removes_adds_and_moves);
     tcase_add_test(tc, test_reload_changing_the_query_and_weight);
+    tcase_add_test(tc, test_next_resolution_at_the_ttl_within_bounds);
     tcase_add_test(tc, test_reload_of_the_resolvers_abandons_the_round_in_flight);
     tcase_add_test(tc, test_adopted_backends_until_the_first_answer);
     suite_add_tcase(s, tc);
