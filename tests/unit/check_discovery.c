@@ -32,6 +32,9 @@
 /* The resolvers settings of the file (RESOLVERS unless a test sets others before up). */
 static const char *resolvers = RESOLVERS;
 
+/* The port of the file's resolver: dnsmasq's (DNS.port) unless a test sets another. */
+static int server_port;
+
 /* For a test of what happens "at once": answers that last 30 s, resolved every 5 s. */
 static void slow_resolutions(void)
 {
@@ -60,7 +63,8 @@ static void conf_text(char *out, size_t len, const char *dir, const char *res, c
                          "audit_log = \"%s/audit.log\";\n"
                          "listen = ( { address = \"127.0.0.1:0\"; pool = \"api\"; } );\n"
                          "resolvers = { servers = ( \"127.0.0.1:%d\" ); %s };\n%s",
-                         dir ? dir : "%s", DNS.port, res ? res : resolvers, pools),
+                         dir ? dir : "%s", server_port ? server_port : DNS.port,
+                         res ? res : resolvers, pools),
         len);
 }
 
@@ -88,18 +92,26 @@ static void down(void)
     dns_down();
 }
 
-/* Rewrite the config file with these resolvers settings and pool api of these entries. */
-static void write_conf_with(const char *res, const char *entries)
+/* Rewrite the config file with these resolvers settings and pools (the text of pools = ...). */
+static void write_conf_pools(const char *res, const char *pools)
 {
-    char pools[4096], text[8192];
+    char text[8192];
     FILE *f;
 
-    pools_text(pools, sizeof(pools), entries, NULL);
     conf_text(text, sizeof(text), CF.dir, res, pools);
     f = fopen(CF.path, "w");
     ck_assert_ptr_nonnull(f);
     fputs(text, f);
     ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Rewrite the config file with these resolvers settings and pool api of these entries. */
+static void write_conf_with(const char *res, const char *entries)
+{
+    char pools[4096];
+
+    pools_text(pools, sizeof(pools), entries, NULL);
+    write_conf_pools(res, pools);
 }
 
 /* The same with the resolvers settings of the start (for a reload). */
@@ -961,6 +973,49 @@ START_TEST(test_reload_of_the_resolvers_abandons_the_round_in_flight)
 }
 END_TEST
 
+/*
+ * The resolvers a reload names are the ones used, even when that reload
+ * leaves no discover entry: the entry a later reload adds resolves on
+ * them (here: the first ones refuse, the later ones are dnsmasq).
+ */
+START_TEST(test_resolvers_changed_while_no_entry_are_used)
+{
+    int dnsmasq;
+
+    dns_up("127.0.0.2 api.internal\n", NULL);
+    dnsmasq = DNS.port;
+    server_port = dns_free_port(); /* nothing listens there: refused */
+    {
+        const struct ctlfix_opts o = {.slots = 1, .keep_file = true};
+        char pools[4096], fmt[8192];
+
+        pools_text(pools, sizeof(pools), ENTRY("api", "api.internal:8080", "blue", ""), NULL);
+        conf_text(fmt, sizeof(fmt), NULL, NULL, pools);
+        ctl_up_with(fmt, &o);
+    }
+    CTL_LOOP_UNTIL(info("api").errors >= 1);
+    ck_assert_uint_eq(info("api").naddrs, 0);
+
+    /* No entry left; the resolvers are dnsmasq now. */
+    server_port = dnsmasq;
+    write_conf_pools(NULL, "pools = ( { name = \"api\"; backends = ( { name = \"s1\"; address = "
+                           "\"127.0.0.1:1\"; } ); } );\n");
+    ctl_run("reload");
+    ck_assert_msg(CF.reply.ok, "reload: %s", CF.reply.text);
+    ck_assert_uint_eq(discovery_count(), 0);
+
+    /* The entry again, the same resolvers: it resolves on dnsmasq. */
+    write_conf(ENTRY("api", "api.internal:8080", "blue", ""));
+    ctl_run("reload");
+    ck_assert_msg(CF.reply.ok, "reload: %s", CF.reply.text);
+    ck_assert_uint_eq(discovery_count(), 1);
+    CTL_LOOP_UNTIL(info("api").resolutions >= 1 || info("api").errors >= 3);
+    ck_assert_msg(info("api").naddrs == 1, "errors %llu, last_error %s",
+                  (unsigned long long)info("api").errors, info("api").last_error);
+    down();
+}
+END_TEST
+
 /* --- discovery_adopt ------------------------------------------------------------------------- */
 
 static int adopt(const char *pool, const char *name, const char *addr)
@@ -1110,6 +1165,7 @@ static Suite *discovery_suite(void)
     tcase_add_test(tc, test_reload_changing_the_query_and_weight);
     tcase_add_test(tc, test_next_resolution_at_the_ttl_within_bounds);
     tcase_add_test(tc, test_reload_of_the_resolvers_abandons_the_round_in_flight);
+    tcase_add_test(tc, test_resolvers_changed_while_no_entry_are_used);
     tcase_add_test(tc, test_adopted_backends_until_the_first_answer);
     suite_add_tcase(s, tc);
     tcase_add_test(ta, test_adopt_only_the_entries_shape);
