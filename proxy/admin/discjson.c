@@ -38,16 +38,16 @@ void discjson_entry(struct sbuf *o, const struct model *m, unsigned i)
     sb_puts(o, ",\"addresses\":[");
     for (uint32_t k = 0; k < d.naddrs; k++) {
         int bi = p ? model_find_backend(p, d.addrs[k].backend) : -1;
-        const char *state = bi >= 0 && p->b[bi].disc_id == d.id
-                                ? backend_state_name(model_state(p, (uint32_t)bi))
-                                : "absent";
+        /* A backend of another origin that holds the name says nothing of this address. */
+        bool own = bi >= 0 && p->b[bi].disc_id == d.id;
+        const char *state = own ? backend_state_name(model_state(p, (uint32_t)bi)) : "absent";
 
         sb_puts(o, k ? ",{\"backend\":" : "{\"backend\":");
         sb_json_str(o, d.addrs[k].backend);
         sb_puts(o, ",\"address\":");
         sb_json_str(o, d.addrs[k].addr.text);
-        sb_printf(o, ",\"weight\":%d,\"state\":\"%s\"}",
-                  bi >= 0 ? p->b[bi].weight : d.addrs[k].weight, state);
+        sb_printf(o, ",\"weight\":%d,\"state\":\"%s\"}", own ? p->b[bi].weight : d.addrs[k].weight,
+                  state);
     }
     sb_puts(o, "],\"draining\":[");
     for (uint32_t k = 0; p && k < p->nb; k++) {

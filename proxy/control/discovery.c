@@ -885,11 +885,13 @@ void discovery_reload(const struct veer_conf *nc)
         }
     free(old);
     D.conf = nc;
-    if (new_channel && D.n > 0) {
-        channel_close();
+    if (new_channel) {
+        /* Abandoned first: the old channel's queries answer ARES_EDESTRUCTION, not a failure. */
         for (unsigned i = 0; i < D.n; i++)
             abandon(D.e[i]);
-        if (channel_open(&nc->resolvers) == 0)
+        /* Closed even with no entry left: one a later reload adds must not find the old one. */
+        channel_close();
+        if (D.n > 0 && channel_open(&nc->resolvers) == 0)
             for (unsigned i = 0; i < D.n; i++)
                 schedule(D.e[i], 0);
     }

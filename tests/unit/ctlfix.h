@@ -6,12 +6,14 @@
  * (ctl_run), or whenever they are (ctl_start, then the loop stepped).
  *
  * Used by check_control.c, check_drain.c, check_admission.c,
- * check_reload.c, check_admin.c, check_show.c and check_routectl.c.
+ * check_reload.c, check_admin.c, check_show.c, check_routectl.c,
+ * check_discovery.c and check_discjson.c.
  *
  * The config text is a printf format whose every %s (two at most) is the
  * test's directory (for audit_log, state_file, the admin socket); it must
  * put audit_log at <dir>/audit.log. ctl_up_with() takes options: per-worker
- * slots in every backend, snapshot readers, the file kept for a reload.
+ * slots in every backend, snapshot readers, the file kept for a reload, a
+ * step between the model's making and control_init.
  * ctl_change() runs a line that must be accepted (OK gen=N+1, a new
  * snapshot of that generation, one audit record of it); ctl_refused() one
  * that must be refused (ERR, generation and snapshot untouched, the refusal
@@ -53,6 +55,7 @@ struct ctlfix_opts {
     unsigned slots;   /* veer_nworkers: per-worker figures in every backend, set by the test */
     unsigned readers; /* snapshot readers (routing_init), each announced on the first snapshot */
     bool keep_file;   /* veer.conf stays in the directory (CF.path), for a reload to read */
+    void (*before_control)(void); /* called once the model is built, before control_init */
 };
 
 static struct {
@@ -89,6 +92,8 @@ static inline void ctl_up_with(const char *conf_format, const struct ctlfix_opts
 
     veer_nworkers = o->slots; /* no worker thread: nobody else writes the slots */
     CF.m = model_from_conf(CF.c);
+    if (o->before_control)
+        o->before_control(); /* e.g. discovery_adopt, as a state file's restore does */
     routing_init(o->readers, routing_build(CF.m));
     for (unsigned i = 0; i < o->readers; i++)
         routing_announce(i, CF.m->generation);
