@@ -4,11 +4,13 @@
  * One probe per backend walks the list: connect (non-blocking), TLS when
  * the pool talks TLS to its backends, write the request, read the answer
  * with llhttp (response mode: Content-Length, chunked or until close),
- * judge it, close, next request. Each request has its own deadline
- * (timeout_ms from its connect). The body is not kept: expect_body_contains
- * is looked for as the body streams, with the last len-1 bytes carried
- * over so a match across two reads is found. A body is read up to
- * BODY_MAX bytes; a longer one fails the request.
+ * judge it, close, next request. The answer to a HEAD has no body,
+ * whatever its Content-Length says; a close before the answer's end fails
+ * it. Each request has its own deadline (timeout_ms from its connect). The
+ * body is not kept: expect_body_contains is looked for as the body
+ * streams, with the last len-1 bytes carried over so a match across two
+ * reads is found. A body is read up to BODY_MAX bytes; a longer one fails
+ * the request.
  */
 #include "preflight.h"
 #include "tls.h"
@@ -42,7 +44,7 @@ struct probe {
     size_t out_len, out_off;
     llhttp_t parser;
     int status;
-    bool complete, found;
+    bool got, head_done, complete, found; /* got: a byte of the answer */
     char carry[256]; /* the tail of the body read so far (len(contains) - 1 bytes) */
     size_t carry_len, body;
     char err[160]; /* a failure found while starting, told from the loop (timeout_cb) */
@@ -154,12 +156,13 @@ static int on_status_complete(llhttp_t *h)
     return 0;
 }
 
-/* An answer to HEAD has no body whatever its headers say (llhttp: 1 skips it). */
+/* The answer's head is in. The answer to a HEAD has no body whatever it says: 1 tells llhttp so. */
 static int on_headers_complete(llhttp_t *h)
 {
     struct probe *p = h->data;
 
-    return strcmp(p->run->reqs[p->next].method, "HEAD") == 0 ? 1 : 0;
+    p->head_done = true;
+    return strcmp(p->run->reqs[p->next].method, "HEAD") == 0;
 }
 
 static int on_body(llhttp_t *h, const char *at, size_t len)
@@ -267,7 +270,21 @@ static int do_read(struct probe *p)
             fail(p, "recv: %s", strerror(errno));
             return -1;
         }
-        e = n == 0 ? llhttp_finish(&p->parser) : llhttp_execute(&p->parser, buf, (size_t)n);
+        if (n == 0) {
+            /* The close ends an answer without a length; any other is cut short. */
+            llhttp_finish(&p->parser);
+            if (p->complete)
+                return 1;
+            if (p->head_done)
+                fail(p, "connection closed in the body (status %d)", p->status);
+            else if (p->got)
+                fail(p, "connection closed in the answer's head");
+            else
+                fail(p, "connection closed before an answer");
+            return -1;
+        }
+        p->got = true;
+        e = llhttp_execute(&p->parser, buf, (size_t)n);
         if (p->complete)
             return 1;
         if (e != HPE_OK) {
@@ -275,13 +292,6 @@ static int do_read(struct probe *p)
                 fail(p, "status %d, body over %u bytes", p->status, BODY_MAX);
             else
                 fail(p, "malformed answer: %s", llhttp_errno_name(e));
-            return -1;
-        }
-        if (n == 0) {
-            fail(p,
-                 p->status ? "connection closed in the body (status %d)"
-                           : "connection closed before an answer%.0d",
-                 p->status);
             return -1;
         }
     }
@@ -378,7 +388,7 @@ static void start_request(struct probe *p)
     struct timeval tv = {run->timeout_ms / 1000, (run->timeout_ms % 1000) * 1000};
     int n;
 
-    p->connected = p->handshaken = p->sent = p->complete = p->found = false;
+    p->connected = p->handshaken = p->sent = p->got = p->head_done = p->complete = p->found = false;
     p->err[0] = '\0';
     p->status = 0;
     p->carry_len = p->body = 0;
