@@ -134,7 +134,7 @@ struct fake_conn {
     struct fake *f;
     int fd; /* -1 once closed */
     struct event *rev, *wev, *later;
-    char req[2048];
+    char req[8192];
     size_t len;
     bool head, eof;
     const struct route *rt;
@@ -249,7 +249,7 @@ static void respond(struct fake_conn *fc)
 static void conn_read(evutil_socket_t fd, short what, void *arg)
 {
     struct fake_conn *fc = arg;
-    char tmp[2048];
+    char tmp[8192];
     ssize_t n = recv(fd, tmp, sizeof(tmp), 0);
     size_t room = sizeof(fc->req) - 1 - fc->len, take;
 
@@ -368,7 +368,7 @@ static bool has_second_head(const void *arg)
 /* The k-th request the fake got is exactly "METHOD PATH" with the documented headers. */
 static void assert_request(const struct fake *f, int k, const char *method, const char *path)
 {
-    char want[1024];
+    char want[8192];
 
     ck_assert_int_gt(f->nconns, k);
     snprintf(want, sizeof(want),
@@ -660,6 +660,28 @@ START_TEST(test_body_of_exactly_1_mib_passes)
     ck_assert(run_one(&f, &pf, &be)->ok);
     fake_stop(&f);
     free(reply);
+}
+END_TEST
+
+/* A path of 4000 bytes (the config sets no bound) goes out whole. */
+START_TEST(test_long_path_is_sent_whole)
+{
+    char path[4001];
+    struct fake f;
+    struct backend be;
+    struct conf_preflight_req reqs[] = {REQ("GET", path, 200, NULL)};
+    struct conf_preflight pf = list_of(reqs, 1, 2000);
+    const struct preflight_result *res;
+
+    path[0] = '/';
+    for (size_t i = 1; i < sizeof(path) - 1; i++)
+        path[i] = (char)('a' + i % 26);
+    path[sizeof(path) - 1] = '\0';
+    fake_start(&f);
+    res = run_one(&f, &pf, &be);
+    ck_assert_msg(res->ok, "failed: %s", res->answer);
+    assert_request(&f, 0, "GET", path);
+    fake_stop(&f);
 }
 END_TEST
 
@@ -1145,6 +1167,7 @@ static Suite *preflight_suite(void)
     tcase_add_test(tp, test_head_answer_with_content_length_and_no_body_passes);
     tcase_add_test(tp, test_body_of_exactly_1_mib_passes);
     tcase_add_test(tp, test_the_run_keeps_its_own_copy_of_the_list);
+    tcase_add_test(tp, test_long_path_is_sent_whole);
     tcase_add_test(tf, test_wrong_status_fails_with_backend_request_and_answer);
     tcase_add_test(tf, test_expected_non_200_status_passes_and_200_then_fails);
     tcase_add_test(tf, test_body_without_the_text_fails);
