@@ -13,6 +13,7 @@
  * the request.
  */
 #include "preflight.h"
+#include "sbuf.h"
 #include "tls.h"
 #include "veer.h"
 
@@ -40,8 +41,8 @@ struct probe {
     struct event *io, *timer;
     struct ssl_st *tls;
     bool connected, handshaken, sent;
-    char out[1024];
-    size_t out_len, out_off;
+    struct sbuf out; /* the request, whatever the path's length */
+    size_t out_off;
     llhttp_t parser;
     int status;
     bool got, head_done, complete, found; /* got: a byte of the answer */
@@ -87,6 +88,7 @@ static void run_free(struct preflight *run)
         if (run->p[i].timer)
             event_free(run->p[i].timer);
         backend_put(run->p[i].be);
+        sb_free(&run->p[i].out);
     }
     for (unsigned i = 0; i < run->nreqs; i++) {
         free(run->reqs[i].method);
@@ -231,15 +233,15 @@ static void want_io(struct probe *p, short what)
 
 static int do_write(struct probe *p)
 {
-    while (p->out_off < p->out_len) {
+    while (p->out_off < p->out.len) {
         ssize_t n;
 
         if (p->tls) {
-            struct iovec iov = {p->out + p->out_off, p->out_len - p->out_off};
+            struct iovec iov = {p->out.s + p->out_off, p->out.len - p->out_off};
 
             n = tls_writev(p->tls, &iov, 1);
         } else {
-            n = send(p->fd, p->out + p->out_off, p->out_len - p->out_off, MSG_NOSIGNAL);
+            n = send(p->fd, p->out.s + p->out_off, p->out.len - p->out_off, MSG_NOSIGNAL);
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return 0;
@@ -386,18 +388,17 @@ static void start_request(struct probe *p)
     struct preflight *run = p->run;
     const struct req *q = &run->reqs[p->next];
     struct timeval tv = {run->timeout_ms / 1000, (run->timeout_ms % 1000) * 1000};
-    int n;
 
     p->connected = p->handshaken = p->sent = p->got = p->head_done = p->complete = p->found = false;
     p->err[0] = '\0';
     p->status = 0;
     p->carry_len = p->body = 0;
     p->out_off = 0;
-    n = snprintf(p->out, sizeof(p->out),
-                 "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: veer-preflight\r\n"
-                 "Connection: close\r\n\r\n",
-                 q->method, q->path, p->be->addr.text);
-    p->out_len = n > 0 && (size_t)n < sizeof(p->out) ? (size_t)n : 0;
+    sb_reset(&p->out);
+    sb_printf(&p->out,
+              "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: veer-preflight\r\n"
+              "Connection: close\r\n\r\n",
+              q->method, q->path, p->be->addr.text);
     llhttp_init(&p->parser, HTTP_RESPONSE, &settings);
     p->parser.data = p;
     evtimer_add(p->timer, &tv);
