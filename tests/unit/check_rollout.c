@@ -1100,6 +1100,18 @@ static json_t *status_json(int pi)
     return v;
 }
 
+/* The preflight object: {"name","state","duration_ms","result"}, nothing else. */
+static void assert_preflight_shape(json_t *pf)
+{
+    ck_assert(json_is_object(pf));
+    ck_assert_uint_eq(json_object_size(pf), 4);
+    ck_assert(json_is_string(json_object_get(pf, "name")));
+    ck_assert(json_is_string(json_object_get(pf, "state")));
+    ck_assert(json_is_number(json_object_get(pf, "duration_ms")));
+    ck_assert(json_number_value(json_object_get(pf, "duration_ms")) >= 0);
+    ck_assert(json_is_string(json_object_get(pf, "result")));
+}
+
 /* The documented keys with their types, and nothing else. */
 static void assert_json_shape(json_t *v)
 {
@@ -1117,8 +1129,8 @@ static void assert_json_shape(json_t *v)
             ck_assert_msg(json_is_integer(val), "%s", key);
         else if (strcmp(key, "time_in_step_s") == 0)
             ck_assert(json_is_number(val) && json_number_value(val) >= 0);
-        else if (strcmp(key, "preflight") == 0) /* null: the rollout had none */
-            ck_assert_msg(json_is_null(val), "%s", key);
+        else if (strcmp(key, "preflight") == 0)
+            json_is_null(val) ? (void)0 : assert_preflight_shape(val);
         else
             ck_assert_msg(json_is_string(val), "%s", key);
     }
@@ -1134,6 +1146,7 @@ static void assert_json(json_t *v, const char *state, int step, int share, const
     ck_assert_int_eq(json_integer_value(json_object_get(v, "steps")), 3);
     ck_assert_int_eq(json_integer_value(json_object_get(v, "share")), share);
     ck_assert_str_eq(json_string_value(json_object_get(v, "verdict")), verdict_);
+    ck_assert(json_is_null(json_object_get(v, "preflight"))); /* none asked for */
     json_decref(v);
 }
 
