@@ -599,6 +599,49 @@ START_TEST(test_long_body_text_across_writes_in_a_large_body_is_found)
 }
 END_TEST
 
+/*
+ * A text of 300 bytes is looked for whole: a body with only its first 299
+ * fails, one with all of it split across two writes passes.
+ */
+START_TEST(test_text_over_255_bytes_is_looked_for_whole)
+{
+    enum { WL = 300 };
+    char want[WL + 1], reply[2 * WL + 200];
+    size_t hl;
+    struct fake f;
+    struct backend be;
+    struct conf_preflight_req reqs[] = {REQ("GET", "/t", 200, want)};
+    struct conf_preflight pf = list_of(reqs, 1, 2000);
+    struct route *rt;
+
+    for (int i = 0; i < WL; i++)
+        want[i] = (char)('A' + i % 26);
+    want[WL] = '\0';
+    /* The first 299 bytes, then another: not the text. */
+    hl = (size_t)sprintf(reply, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", WL + 2);
+    memcpy(reply + hl, want, WL - 1);
+    memcpy(reply + hl + WL - 1, "!!!", 3);
+    reply[hl + WL + 2] = '\0';
+    fake_start(&f);
+    fake_route(&f, "/t", reply);
+    ck_assert(!run_one(&f, &pf, &be)->ok);
+    ck_assert_str_eq(done_rec.res.request, "GET /t");
+    fake_stop(&f);
+    /* The whole text, cut in two writes at every 50th byte. */
+    for (size_t cut = 1; cut < WL; cut += 50) {
+        memset(&done_rec, 0, sizeof(done_rec));
+        hl = (size_t)sprintf(reply, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\nxx", WL + 4);
+        memcpy(reply + hl, want, WL);
+        memcpy(reply + hl + WL, "yy", 3);
+        fake_start(&f);
+        rt = fake_route(&f, "/t", reply);
+        rt->split = hl + cut;
+        ck_assert_msg(run_one(&f, &pf, &be)->ok, "cut at %zu: %s", cut, done_rec.res.answer);
+        fake_stop(&f);
+    }
+}
+END_TEST
+
 START_TEST(test_body_text_in_neither_write_fails)
 {
     static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n"
@@ -1173,6 +1216,7 @@ static Suite *preflight_suite(void)
     tcase_add_test(tf, test_body_without_the_text_fails);
     tcase_add_test(tf, test_wrong_status_is_told_before_a_missing_text);
     tcase_add_test(tf, test_body_text_in_neither_write_fails);
+    tcase_add_test(tf, test_text_over_255_bytes_is_looked_for_whole);
     tcase_add_test(tf, test_body_over_1_mib_fails);
     tcase_add_test(tf, test_chunked_body_over_1_mib_fails);
     tcase_add_test(tf, test_answer_cut_in_the_body_fails);
