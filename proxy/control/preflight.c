@@ -46,7 +46,9 @@ struct probe {
     llhttp_t parser;
     int status;
     bool got, head_done, complete, found; /* got: a byte of the answer */
-    char carry[256]; /* the tail of the body read so far (len(contains) - 1 bytes) */
+    /* The tail of the body read so far (len(contains) - 1 bytes), and room to join it to the
+     * start of the next piece: each sized for the longest text of the list. */
+    char *carry, *join;
     size_t carry_len, body;
     char err[160]; /* a failure found while starting, told from the loop (timeout_cb) */
 };
@@ -89,6 +91,8 @@ static void run_free(struct preflight *run)
             event_free(run->p[i].timer);
         backend_put(run->p[i].be);
         sb_free(&run->p[i].out);
+        free(run->p[i].carry);
+        free(run->p[i].join);
     }
     for (unsigned i = 0; i < run->nreqs; i++) {
         free(run->reqs[i].method);
@@ -172,7 +176,6 @@ static int on_body(llhttp_t *h, const char *at, size_t len)
     struct probe *p = h->data;
     const char *want = p->run->reqs[p->next].contains;
     size_t wl, keep;
-    char buf[512];
 
     p->body += len;
     if (p->body > BODY_MAX)
@@ -180,18 +183,27 @@ static int on_body(llhttp_t *h, const char *at, size_t len)
     if (want == NULL || p->found)
         return 0;
     wl = strlen(want);
-    /* carry + the start of this piece, then the piece itself, then keep its tail */
-    while (len > 0 && !p->found) {
-        size_t take = len < sizeof(buf) - p->carry_len ? len : sizeof(buf) - p->carry_len;
+    /* Across the boundary: the carry and the start of this piece (wl - 1 bytes of each at most). */
+    if (p->carry_len > 0) {
+        size_t take = len < wl - 1 ? len : wl - 1;
 
-        memcpy(buf, p->carry, p->carry_len);
-        memcpy(buf + p->carry_len, at, take);
-        p->found = memmem(buf, p->carry_len + take, want, wl) != NULL;
-        keep = wl - 1 < p->carry_len + take ? wl - 1 : p->carry_len + take;
-        memmove(p->carry, buf + p->carry_len + take - keep, keep);
-        p->carry_len = keep;
-        at += take;
-        len -= take;
+        memcpy(p->join, p->carry, p->carry_len);
+        memcpy(p->join + p->carry_len, at, take);
+        p->found = memmem(p->join, p->carry_len + take, want, wl) != NULL;
+    }
+    if (!p->found)
+        p->found = memmem(at, len, want, wl) != NULL;
+    if (p->found)
+        return 0;
+    /* Keep the last wl - 1 bytes of carry + piece. */
+    if (len >= wl - 1) {
+        memcpy(p->carry, at + len - (wl - 1), wl - 1);
+        p->carry_len = wl - 1;
+    } else {
+        keep = p->carry_len < wl - 1 - len ? p->carry_len : wl - 1 - len;
+        memmove(p->carry, p->carry + p->carry_len - keep, keep);
+        memcpy(p->carry + keep, at, len);
+        p->carry_len = keep + len;
     }
     return 0;
 }
@@ -437,6 +449,7 @@ struct preflight *preflight_start(struct event_base *base, const struct conf_pre
                                   unsigned n, preflight_done_fn done, void *arg)
 {
     struct preflight *run = veer_calloc(1, sizeof(*run));
+    size_t maxw = 1; /* the longest expect_body_contains */
 
     if (settings.on_status_complete == NULL) {
         llhttp_settings_init(&settings);
@@ -461,8 +474,8 @@ struct preflight *preflight_start(struct event_base *base, const struct conf_pre
         run->reqs[i].contains = q->expect_body_contains && q->expect_body_contains[0]
                                     ? veer_strdup(q->expect_body_contains)
                                     : NULL;
-        if (run->reqs[i].contains && strlen(run->reqs[i].contains) > 255)
-            run->reqs[i].contains[255] = '\0'; /* the carry holds 255 bytes */
+        if (run->reqs[i].contains && strlen(run->reqs[i].contains) > maxw)
+            maxw = strlen(run->reqs[i].contains);
         run->reqs[i].status = q->expect_status;
     }
     run->n = run->left = n;
@@ -472,6 +485,8 @@ struct preflight *preflight_start(struct event_base *base, const struct conf_pre
         run->p[i].run = run;
         run->p[i].be = bes[i];
         run->p[i].fd = -1;
+        run->p[i].carry = veer_malloc(maxw);
+        run->p[i].join = veer_malloc(2 * maxw);
         backend_hold(bes[i]);
         run->p[i].timer = evtimer_new(base, timeout_cb, &run->p[i]);
     }
