@@ -1672,6 +1672,16 @@ static const struct bad_conf bad_preflights[] = {
      "\"/health\"; expect_status = 200; } )"},
     {BASE "preflight = ( { name = \"s\";\n requests = ( { path = \"x\"; } ); } );\n", 4,
      "preflight[0].requests[0].path must start with '/' (got \"x\")"},
+    /* The path is sent as the request target: no space, no control character (no CR LF). */
+    {BASE "preflight = ( { name = \"s\";\n requests = ( { path = \"/a b\"; } ); } );\n", 4,
+     "preflight[0].requests[0].path must not contain spaces or control characters (got \"/a b\")"},
+    {BASE
+     "preflight = ( { name = \"s\";\n requests = ( { path = \"/a\\r\\nX-Evil: 1\"; } ); } );\n",
+     4,
+     "preflight[0].requests[0].path must not contain spaces or control characters (got "
+     "\"/a??X-Evil: 1\")"},
+    {BASE "preflight = ( { name = \"s\";\n requests = ( { path = \"/a\\tb\"; } ); } );\n", 4,
+     "preflight[0].requests[0].path must not contain spaces or control characters (got \"/a?b\")"},
     {BASE
      "preflight = ( { name = \"s\"; requests = (\n { path = \"/\"; expect_status = 99; } ); } );\n",
      4, "preflight[0].requests[0].expect_status must be between 100 and 599 (got 99)"},
