@@ -9,13 +9,20 @@
  * at all) ends the run with the backend, the request and the answer, exactly;
  * the text is found across chunks and reads; a HEAD answer has no body;
  * preflight_cancel stops a run without its callback; 10 backends x 10
- * requests run in parallel; backend references are all given back (and
- * nothing leaks, under ASan).
+ * requests run in parallel; a TLS pool is checked over TLS (a backend in a
+ * thread with a certificate made here), its handshake failures told; backend
+ * references are all given back (and nothing leaks, under ASan).
  */
 #include "preflight.h"
+#include "tls.h"
 #include "veer.h"
 
 #include <check.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <pthread.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1136,6 +1143,207 @@ START_TEST(test_the_run_keeps_its_own_copy_of_the_list)
 }
 END_TEST
 
+/* --- TLS ------------------------------------------------------------------------------------ */
+
+/*
+ * A TLS backend in a thread of its own (blocking OpenSSL, a self-signed
+ * certificate made here): it takes `expect` connections, reads each
+ * request head and answers `reply`; with `plain` it answers in clear text
+ * instead, before any handshake.
+ */
+struct tls_srv {
+    int lfd;
+    char addr[64];
+    SSL_CTX *ctx;
+    pthread_t th;
+    int expect, n;
+    bool plain;
+    const char *reply;
+    char req[4][1024];
+};
+
+static void *tls_srv_main(void *arg)
+{
+    struct tls_srv *t = arg;
+    struct timeval tv = {5, 0};
+
+    for (int k = 0; k < t->expect; k++) {
+        int fd = accept4(t->lfd, NULL, NULL, SOCK_CLOEXEC);
+        SSL *ssl;
+        size_t len = 0;
+
+        if (fd < 0)
+            break; /* shut down */
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        if (t->plain) {
+            ssize_t w = write(fd, t->reply, strlen(t->reply));
+
+            (void)w;
+            close(fd);
+            t->n++;
+            continue;
+        }
+        ssl = SSL_new(t->ctx);
+        SSL_set_fd(ssl, fd);
+        if (SSL_accept(ssl) == 1) {
+            while (len < sizeof(t->req[0]) - 1 && !strstr(t->req[k % 4], "\r\n\r\n")) {
+                int r = SSL_read(ssl, t->req[k % 4] + len, (int)(sizeof(t->req[0]) - 1 - len));
+
+                if (r <= 0)
+                    break;
+                len += (size_t)r;
+                t->req[k % 4][len] = '\0';
+            }
+            SSL_write(ssl, t->reply, (int)strlen(t->reply));
+            SSL_shutdown(ssl);
+        }
+        SSL_free(ssl);
+        close(fd);
+        t->n++;
+    }
+    return NULL;
+}
+
+static void tls_srv_start(struct tls_srv *t, int expect, const char *reply, bool plain)
+{
+    X509 *x = X509_new();
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509_NAME *name;
+
+    memset(t, 0, sizeof(*t));
+    t->expect = expect;
+    t->reply = reply;
+    t->plain = plain;
+    ck_assert_ptr_nonnull(k);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, k);
+    name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"backend", -1, -1,
+                               0);
+    X509_set_issuer_name(x, name);
+    ck_assert_int_gt(X509_sign(x, k, EVP_sha256()), 0);
+    t->ctx = SSL_CTX_new(TLS_server_method());
+    ck_assert_int_eq(SSL_CTX_use_certificate(t->ctx, x), 1);
+    ck_assert_int_eq(SSL_CTX_use_PrivateKey(t->ctx, k), 1);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    t->lfd = bind_ephemeral(t->addr, sizeof(t->addr));
+    ck_assert_int_eq(listen(t->lfd, 16), 0);
+    ck_assert_int_eq(pthread_create(&t->th, NULL, tls_srv_main, t), 0);
+}
+
+static void tls_srv_stop(struct tls_srv *t)
+{
+    shutdown(t->lfd, SHUT_RDWR); /* wakes an accept still waiting */
+    pthread_join(t->th, NULL);
+    close(t->lfd);
+    SSL_CTX_free(t->ctx);
+}
+
+/* A config whose pool "secure" talks TLS to its backends (verify as given), prepared. */
+static struct veer_conf *tls_conf(bool verify)
+{
+    char path[] = "/tmp/check_preflight_XXXXXX", text[512], err[512] = "";
+    int fd = mkstemp(path);
+    struct veer_conf *c;
+
+    snprintf(text, sizeof(text),
+             "listen = ( { address = \"127.0.0.1:0\"; pool = \"secure\"; } );\n"
+             "pools = ( { name = \"secure\"; tls = { verify = %s; };\n"
+             "  backends = ( { name = \"s1\"; address = \"127.0.0.1:9\"; } ); } );\n",
+             verify ? "true" : "false");
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    c = conf_load(path, err, sizeof(err));
+    unlink(path);
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_msg(tls_conf_prepare(c, err, sizeof(err)) == VEER_OK, "%s", err);
+    ck_assert(conf_find_pool(c, "secure")->has_tls);
+    return c;
+}
+
+START_TEST(test_tls_pool_is_checked_over_tls)
+{
+    struct veer_conf *c = tls_conf(false);
+    struct tls_srv t;
+    struct backend be;
+    struct backend *list[1] = {&be};
+    struct conf_preflight_req reqs[] = {REQ("GET", "/health", 200, NULL),
+                                        REQ("GET", "/v1/ping", 200, "ok")};
+    struct conf_preflight pf = list_of(reqs, 2, 3000);
+    const struct preflight_result *res;
+    char want[512];
+
+    tls_srv_start(&t, 2, OK_REPLY, false);
+    backend_at(&be, "s1", t.addr);
+    preflight_start(base, &pf, conf_find_pool(c, "secure"), list, 1, on_done, &done_rec);
+    res = wait_done();
+    ck_assert_msg(res->ok, "failed: %s: %s", res->request, res->answer);
+    ck_assert_uint_eq(res->requests, 2);
+    tls_srv_stop(&t);
+    ck_assert_int_eq(t.n, 2);
+    snprintf(want, sizeof(want),
+             "GET /v1/ping HTTP/1.1\r\nHost: %s\r\nUser-Agent: veer-preflight\r\n"
+             "Connection: close\r\n\r\n",
+             t.addr);
+    ck_assert_str_eq(t.req[1], want);
+    ck_assert_uint_eq(atomic_load(&be.refs), 0);
+    conf_free(c);
+}
+END_TEST
+
+/* A backend of a TLS pool that answers in clear text fails the handshake. */
+START_TEST(test_tls_pool_with_a_plaintext_backend_fails_the_handshake)
+{
+    struct veer_conf *c = tls_conf(false);
+    struct tls_srv t;
+    struct backend be;
+    struct backend *list[1] = {&be};
+    struct conf_preflight_req reqs[] = {REQ("GET", "/health", 200, NULL)};
+    struct conf_preflight pf = list_of(reqs, 1, 3000);
+    const struct preflight_result *res;
+
+    tls_srv_start(&t, 1, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", true);
+    backend_at(&be, "s1", t.addr);
+    preflight_start(base, &pf, conf_find_pool(c, "secure"), list, 1, on_done, &done_rec);
+    res = wait_done();
+    ck_assert(!res->ok);
+    ck_assert_str_eq(res->backend, "s1");
+    ck_assert_str_eq(res->request, "GET /health");
+    ck_assert_msg(strncmp(res->answer, "TLS handshake: ", 15) == 0 && strlen(res->answer) > 15,
+                  "%s", res->answer);
+    tls_srv_stop(&t);
+    conf_free(c);
+}
+END_TEST
+
+/* With verify on, a self-signed certificate is refused. */
+START_TEST(test_tls_pool_verifies_the_backend_certificate)
+{
+    struct veer_conf *c = tls_conf(true);
+    struct tls_srv t;
+    struct backend be;
+    struct backend *list[1] = {&be};
+    struct conf_preflight_req reqs[] = {REQ("GET", "/health", 200, NULL)};
+    struct conf_preflight pf = list_of(reqs, 1, 3000);
+    const struct preflight_result *res;
+
+    tls_srv_start(&t, 1, OK_REPLY, false);
+    backend_at(&be, "s1", t.addr);
+    preflight_start(base, &pf, conf_find_pool(c, "secure"), list, 1, on_done, &done_rec);
+    res = wait_done();
+    ck_assert(!res->ok);
+    ck_assert_msg(strncmp(res->answer, "TLS handshake: ", 15) == 0, "%s", res->answer);
+    ck_assert_msg(strstr(res->answer, "certificate") != NULL, "%s", res->answer);
+    tls_srv_stop(&t);
+    conf_free(c);
+}
+END_TEST
+
 /* --- many ---------------------------------------------------------------------------------- */
 
 START_TEST(test_ten_backends_ten_requests_in_parallel)
@@ -1195,7 +1403,8 @@ static Suite *preflight_suite(void)
     TCase *tf = tcase_create("fail");
     TCase *tc = tcase_create("cancel");
     TCase *tm = tcase_create("many");
-    TCase *all[] = {tp, tf, tc, tm};
+    TCase *tt = tcase_create("tls");
+    TCase *all[] = {tp, tf, tc, tm, tt};
 
     for (size_t i = 0; i < ARRAY_SIZE(all); i++) {
         tcase_add_checked_fixture(all[i], setup, teardown);
@@ -1232,6 +1441,9 @@ static Suite *preflight_suite(void)
     tcase_add_test(tc, test_cancel_mid_run_closes_and_never_calls_back);
     tcase_add_test(tc, test_cancel_before_it_began);
     tcase_add_test(tm, test_ten_backends_ten_requests_in_parallel);
+    tcase_add_test(tt, test_tls_pool_is_checked_over_tls);
+    tcase_add_test(tt, test_tls_pool_with_a_plaintext_backend_fails_the_handshake);
+    tcase_add_test(tt, test_tls_pool_verifies_the_backend_certificate);
     for (size_t i = 0; i < ARRAY_SIZE(all); i++)
         suite_add_tcase(s, all[i]);
     return s;
