@@ -1495,6 +1495,9 @@ START_TEST(test_preflight_under_way_blocks_start_pause_resume_and_abort_answers_
     assert_state("api", "state preflight");
     ck_assert_str_eq(status_line(reply, "preflight "),
                      "preflight smoke running against 2 backends");
+    /* No step has begun: no time in it (as the JSON says), not the clock's own reading. */
+    ck_assert_str_eq(status_line(reply, "step "),
+                     "step 1/2 share 0 time_in_step_s 0.0 interval_s 30.0");
     ck_assert_str_eq(verdict("api"), "preflight smoke running");
     assert_json_preflight("running", "running against 2 backends", "preflight",
                           "preflight smoke running");
@@ -1684,6 +1687,8 @@ START_TEST(test_failed_preflight_moves_nothing_and_shows_in_json)
     }
     assert_state("api", "state ended");
     ck_assert_str_eq(status_line(reply, "preflight ") + strlen("preflight smoke "), want);
+    ck_assert_str_eq(status_line(reply, "step "),
+                     "step 1/2 share 0 time_in_step_s 0.0 interval_s 30.0");
     op = audit_of("operator");
     ck_assert_str_eq(rec_str(op, json_array_size(op) - 1, "command"),
                      "rollout start api canary=green steps=10,100 interval=30s preflight=smoke");
