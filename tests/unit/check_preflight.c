@@ -713,6 +713,28 @@ START_TEST(test_body_of_exactly_1_mib_passes)
 }
 END_TEST
 
+/* Interim answers (1xx: 100 Continue, 103 Early Hints) come before the one that is judged. */
+START_TEST(test_interim_answers_are_skipped)
+{
+    struct fake f;
+    struct backend be;
+    struct conf_preflight_req reqs[] = {REQ("GET", "/hints", 200, "pong"),
+                                        REQ("GET", "/cont", 200, NULL)};
+    struct conf_preflight pf = list_of(reqs, 2, 2000);
+
+    fake_start(&f);
+    fake_route(&f, "/hints",
+               "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+               "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npong");
+    fake_route(&f, "/cont",
+               "HTTP/1.1 100 Continue\r\n\r\n"
+               "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+    assert_failed(run_one(&f, &pf, &be), "green-1", "GET /cont", "status 503, expected 200");
+    ck_assert_uint_eq(done_rec.res.requests, 1);
+    fake_stop(&f);
+}
+END_TEST
+
 /* A path of 4000 bytes (the config sets no bound) goes out whole. */
 START_TEST(test_long_path_is_sent_whole)
 {
@@ -1420,6 +1442,7 @@ static Suite *preflight_suite(void)
     tcase_add_test(tp, test_body_of_exactly_1_mib_passes);
     tcase_add_test(tp, test_the_run_keeps_its_own_copy_of_the_list);
     tcase_add_test(tp, test_long_path_is_sent_whole);
+    tcase_add_test(tp, test_interim_answers_are_skipped);
     tcase_add_test(tf, test_wrong_status_fails_with_backend_request_and_answer);
     tcase_add_test(tf, test_expected_non_200_status_passes_and_200_then_fails);
     tcase_add_test(tf, test_body_without_the_text_fails);
