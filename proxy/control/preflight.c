@@ -212,6 +212,12 @@ static int on_message_complete(llhttp_t *h)
 {
     struct probe *p = h->data;
 
+    if (p->status >= 100 && p->status < 200 && p->status != 101) {
+        /* An interim answer (100 Continue, 103 Early Hints): the final one follows. */
+        p->status = 0;
+        p->head_done = false;
+        return 0;
+    }
     p->complete = true;
     return HPE_PAUSED;
 }
