@@ -130,7 +130,8 @@ struct route {
     const char *path;  /* the request target, exactly */
     const char *reply; /* NULL: never answer */
     size_t len;        /* of reply; 0: strlen */
-    size_t split;      /* > 0: that many bytes, the rest 30 ms later (a second write) */
+    size_t split;      /* > 0: that many bytes, the rest later (a second write) */
+    int delay_ms;      /* how much later: 30 ms unless set */
     bool keep_open;    /* do not close once it is sent */
     bool hang_up;      /* close at once, without a byte */
 };
@@ -233,7 +234,7 @@ static const struct route *route_of(const struct fake *f, const char *req)
 
 static void respond(struct fake_conn *fc)
 {
-    static const struct route ok = {"*", OK_REPLY, 0, 0, false, false};
+    static const struct route ok = {.path = "*", .reply = OK_REPLY};
     const struct route *rt = route_of(fc->f, fc->req);
 
     fc->rt = rt ? rt : &ok;
@@ -245,7 +246,8 @@ static void respond(struct fake_conn *fc)
         return;
     fc->stop = fc->rt->split ? fc->rt->split : route_len(fc->rt);
     if (fc->rt->split) {
-        struct timeval tv = {0, 30 * 1000};
+        int ms = fc->rt->delay_ms ? fc->rt->delay_ms : 30;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 
         fc->later = evtimer_new(base, send_rest, fc);
         evtimer_add(fc->later, &tv);
@@ -1386,9 +1388,13 @@ START_TEST(test_ten_backends_ten_requests_in_parallel)
     }
     pf = list_of(reqs, NR, 2000);
     for (int i = 0; i < NB; i++) {
+        struct route *rt;
+
         fake_start(&f[i]);
-        /* Each backend's first answer waits 30 ms: all ten are then under way at once. */
-        fake_route(&f[i], "/check/0", OK_REPLY)->split = 5;
+        rt = fake_route(&f[i], "/check/0", OK_REPLY);
+        /* Each backend's first answer waits 300 ms: all ten are then under way at once. */
+        rt->split = 5;
+        rt->delay_ms = 300;
         snprintf(names[i], sizeof(names[i]), "green-%d", i + 1);
         backend_at(&be[i], names[i], f[i].addr);
         list[i] = &be[i];
