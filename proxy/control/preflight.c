@@ -4,13 +4,16 @@
  * One probe per backend walks the list: connect (non-blocking), TLS when
  * the pool talks TLS to its backends, write the request, read the answer
  * with llhttp (response mode: Content-Length, chunked or until close),
- * judge it, close, next request. Each request has its own deadline
- * (timeout_ms from its connect). The body is not kept: expect_body_contains
- * is looked for as the body streams, with the last len-1 bytes carried
- * over so a match across two reads is found. A body is read up to
- * BODY_MAX bytes; a longer one fails the request.
+ * judge it, close, next request. The answer to a HEAD has no body,
+ * whatever its Content-Length says; a close before the answer's end fails
+ * it. Each request has its own deadline (timeout_ms from its connect). The
+ * body is not kept: expect_body_contains is looked for as the body
+ * streams, with the last len-1 bytes carried over so a match across two
+ * reads is found. A body is read up to BODY_MAX bytes; a longer one fails
+ * the request.
  */
 #include "preflight.h"
+#include "sbuf.h"
 #include "tls.h"
 #include "veer.h"
 
@@ -38,12 +41,14 @@ struct probe {
     struct event *io, *timer;
     struct ssl_st *tls;
     bool connected, handshaken, sent;
-    char out[1024];
-    size_t out_len, out_off;
+    struct sbuf out; /* the request, whatever the path's length */
+    size_t out_off;
     llhttp_t parser;
     int status;
-    bool complete, found;
-    char carry[256]; /* the tail of the body read so far (len(contains) - 1 bytes) */
+    bool got, head_done, complete, found; /* got: a byte of the answer */
+    /* The tail of the body read so far (len(contains) - 1 bytes), and room to join it to the
+     * start of the next piece: each sized for the longest text of the list. */
+    char *carry, *join;
     size_t carry_len, body;
     char err[160]; /* a failure found while starting, told from the loop (timeout_cb) */
 };
@@ -85,6 +90,9 @@ static void run_free(struct preflight *run)
         if (run->p[i].timer)
             event_free(run->p[i].timer);
         backend_put(run->p[i].be);
+        sb_free(&run->p[i].out);
+        free(run->p[i].carry);
+        free(run->p[i].join);
     }
     for (unsigned i = 0; i < run->nreqs; i++) {
         free(run->reqs[i].method);
@@ -154,12 +162,13 @@ static int on_status_complete(llhttp_t *h)
     return 0;
 }
 
-/* An answer to HEAD has no body whatever its headers say (llhttp: 1 skips it). */
+/* The answer's head is in. The answer to a HEAD has no body whatever it says: 1 tells llhttp so. */
 static int on_headers_complete(llhttp_t *h)
 {
     struct probe *p = h->data;
 
-    return strcmp(p->run->reqs[p->next].method, "HEAD") == 0 ? 1 : 0;
+    p->head_done = true;
+    return strcmp(p->run->reqs[p->next].method, "HEAD") == 0;
 }
 
 static int on_body(llhttp_t *h, const char *at, size_t len)
@@ -167,7 +176,6 @@ static int on_body(llhttp_t *h, const char *at, size_t len)
     struct probe *p = h->data;
     const char *want = p->run->reqs[p->next].contains;
     size_t wl, keep;
-    char buf[512];
 
     p->body += len;
     if (p->body > BODY_MAX)
@@ -175,18 +183,27 @@ static int on_body(llhttp_t *h, const char *at, size_t len)
     if (want == NULL || p->found)
         return 0;
     wl = strlen(want);
-    /* carry + the start of this piece, then the piece itself, then keep its tail */
-    while (len > 0 && !p->found) {
-        size_t take = len < sizeof(buf) - p->carry_len ? len : sizeof(buf) - p->carry_len;
+    /* Across the boundary: the carry and the start of this piece (wl - 1 bytes of each at most). */
+    if (p->carry_len > 0) {
+        size_t take = len < wl - 1 ? len : wl - 1;
 
-        memcpy(buf, p->carry, p->carry_len);
-        memcpy(buf + p->carry_len, at, take);
-        p->found = memmem(buf, p->carry_len + take, want, wl) != NULL;
-        keep = wl - 1 < p->carry_len + take ? wl - 1 : p->carry_len + take;
-        memmove(p->carry, buf + p->carry_len + take - keep, keep);
-        p->carry_len = keep;
-        at += take;
-        len -= take;
+        memcpy(p->join, p->carry, p->carry_len);
+        memcpy(p->join + p->carry_len, at, take);
+        p->found = memmem(p->join, p->carry_len + take, want, wl) != NULL;
+    }
+    if (!p->found)
+        p->found = memmem(at, len, want, wl) != NULL;
+    if (p->found)
+        return 0;
+    /* Keep the last wl - 1 bytes of carry + piece. */
+    if (len >= wl - 1) {
+        memcpy(p->carry, at + len - (wl - 1), wl - 1);
+        p->carry_len = wl - 1;
+    } else {
+        keep = p->carry_len < wl - 1 - len ? p->carry_len : wl - 1 - len;
+        memmove(p->carry, p->carry + p->carry_len - keep, keep);
+        memcpy(p->carry + keep, at, len);
+        p->carry_len = keep + len;
     }
     return 0;
 }
@@ -195,6 +212,12 @@ static int on_message_complete(llhttp_t *h)
 {
     struct probe *p = h->data;
 
+    if (p->status >= 100 && p->status < 200 && p->status != 101) {
+        /* An interim answer (100 Continue, 103 Early Hints): the final one follows. */
+        p->status = 0;
+        p->head_done = false;
+        return 0;
+    }
     p->complete = true;
     return HPE_PAUSED;
 }
@@ -228,15 +251,15 @@ static void want_io(struct probe *p, short what)
 
 static int do_write(struct probe *p)
 {
-    while (p->out_off < p->out_len) {
+    while (p->out_off < p->out.len) {
         ssize_t n;
 
         if (p->tls) {
-            struct iovec iov = {p->out + p->out_off, p->out_len - p->out_off};
+            struct iovec iov = {p->out.s + p->out_off, p->out.len - p->out_off};
 
             n = tls_writev(p->tls, &iov, 1);
         } else {
-            n = send(p->fd, p->out + p->out_off, p->out_len - p->out_off, MSG_NOSIGNAL);
+            n = send(p->fd, p->out.s + p->out_off, p->out.len - p->out_off, MSG_NOSIGNAL);
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return 0;
@@ -267,7 +290,21 @@ static int do_read(struct probe *p)
             fail(p, "recv: %s", strerror(errno));
             return -1;
         }
-        e = n == 0 ? llhttp_finish(&p->parser) : llhttp_execute(&p->parser, buf, (size_t)n);
+        if (n == 0) {
+            /* The close ends an answer without a length; any other is cut short. */
+            llhttp_finish(&p->parser);
+            if (p->complete)
+                return 1;
+            if (p->head_done)
+                fail(p, "connection closed in the body (status %d)", p->status);
+            else if (p->got)
+                fail(p, "connection closed in the answer's head");
+            else
+                fail(p, "connection closed before an answer");
+            return -1;
+        }
+        p->got = true;
+        e = llhttp_execute(&p->parser, buf, (size_t)n);
         if (p->complete)
             return 1;
         if (e != HPE_OK) {
@@ -275,13 +312,6 @@ static int do_read(struct probe *p)
                 fail(p, "status %d, body over %u bytes", p->status, BODY_MAX);
             else
                 fail(p, "malformed answer: %s", llhttp_errno_name(e));
-            return -1;
-        }
-        if (n == 0) {
-            fail(p,
-                 p->status ? "connection closed in the body (status %d)"
-                           : "connection closed before an answer%.0d",
-                 p->status);
             return -1;
         }
     }
@@ -376,18 +406,17 @@ static void start_request(struct probe *p)
     struct preflight *run = p->run;
     const struct req *q = &run->reqs[p->next];
     struct timeval tv = {run->timeout_ms / 1000, (run->timeout_ms % 1000) * 1000};
-    int n;
 
-    p->connected = p->handshaken = p->sent = p->complete = p->found = false;
+    p->connected = p->handshaken = p->sent = p->got = p->head_done = p->complete = p->found = false;
     p->err[0] = '\0';
     p->status = 0;
     p->carry_len = p->body = 0;
     p->out_off = 0;
-    n = snprintf(p->out, sizeof(p->out),
-                 "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: veer-preflight\r\n"
-                 "Connection: close\r\n\r\n",
-                 q->method, q->path, p->be->addr.text);
-    p->out_len = n > 0 && (size_t)n < sizeof(p->out) ? (size_t)n : 0;
+    sb_reset(&p->out);
+    sb_printf(&p->out,
+              "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: veer-preflight\r\n"
+              "Connection: close\r\n\r\n",
+              q->method, q->path, p->be->addr.text);
     llhttp_init(&p->parser, HTTP_RESPONSE, &settings);
     p->parser.data = p;
     evtimer_add(p->timer, &tv);
@@ -426,6 +455,7 @@ struct preflight *preflight_start(struct event_base *base, const struct conf_pre
                                   unsigned n, preflight_done_fn done, void *arg)
 {
     struct preflight *run = veer_calloc(1, sizeof(*run));
+    size_t maxw = 1; /* the longest expect_body_contains */
 
     if (settings.on_status_complete == NULL) {
         llhttp_settings_init(&settings);
@@ -450,8 +480,8 @@ struct preflight *preflight_start(struct event_base *base, const struct conf_pre
         run->reqs[i].contains = q->expect_body_contains && q->expect_body_contains[0]
                                     ? veer_strdup(q->expect_body_contains)
                                     : NULL;
-        if (run->reqs[i].contains && strlen(run->reqs[i].contains) > 255)
-            run->reqs[i].contains[255] = '\0'; /* the carry holds 255 bytes */
+        if (run->reqs[i].contains && strlen(run->reqs[i].contains) > maxw)
+            maxw = strlen(run->reqs[i].contains);
         run->reqs[i].status = q->expect_status;
     }
     run->n = run->left = n;
@@ -461,6 +491,8 @@ struct preflight *preflight_start(struct event_base *base, const struct conf_pre
         run->p[i].run = run;
         run->p[i].be = bes[i];
         run->p[i].fd = -1;
+        run->p[i].carry = veer_malloc(maxw);
+        run->p[i].join = veer_malloc(2 * maxw);
         backend_hold(bes[i]);
         run->p[i].timer = evtimer_new(base, timeout_cb, &run->p[i]);
     }

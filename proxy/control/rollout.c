@@ -554,8 +554,10 @@ static void status(struct ctl_req *req)
               r->pf_run   ? "preflight"
               : r->active ? (r->paused ? "paused" : "running")
                           : "ended");
+    /* Before step 1 (a preflight under way, or one that failed) no step has begun: 0. */
     sb_printf(&o, "step %d/%d share %d time_in_step_s %.1f interval_s %.1f\n", r->step + 1,
-              r->nsteps, p->g[r->canary].share, (double)(veer_now_us() - r->step_start_us) / 1e6,
+              r->nsteps, p->g[r->canary].share,
+              r->step_start_us ? (double)(veer_now_us() - r->step_start_us) / 1e6 : 0.0,
               (double)r->interval_ms / 1e3);
     for (unsigned k = 0; k < 2; k++) {
         uint32_t g = k ? r->stable : r->canary;

@@ -175,6 +175,19 @@ const char *conf_check_path_prefix(const char *v)
     return NULL;
 }
 
+/* A preflight request's path, sent as the request target as it is: no space, no CTL (no CR LF). */
+static const char *check_request_target(const char *v)
+{
+    const char *why = conf_check_path(v);
+
+    if (why != NULL)
+        return why;
+    for (; *v != '\0'; v++)
+        if ((unsigned char)*v <= 0x20 || *v == 0x7f)
+            return "must not contain spaces or control characters";
+    return NULL;
+}
+
 /* RFC 9110 token: header and cookie names. */
 static const char *check_token(const char *v)
 {
@@ -1488,7 +1501,7 @@ static int parse_routes(struct conf_loader *ld, const config_setting_t *s, void 
 
 static const struct conf_field preflight_req_fields[] = {
     CF_STR(struct conf_preflight_req, method, check_token),
-    CF_REQ_STR(struct conf_preflight_req, path, conf_check_path),
+    CF_REQ_STR(struct conf_preflight_req, path, check_request_target),
     CF_INT(struct conf_preflight_req, expect_status, 100, 599),
     CF_STR(struct conf_preflight_req, expect_body_contains, NULL),
     CF_END,

@@ -1583,6 +1583,147 @@ START_TEST(test_admin_http_tls)
 }
 END_TEST
 
+/* preflight (rollouts) */
+
+/* Load text, expect exactly "PATH:LINE: msg". */
+static void expect_error_exact(const char *text, int line, const char *msg)
+{
+    char err[512] = "", want[1024];
+    char *path = write_tmp(text);
+    struct veer_conf *conf = conf_load(path, err, sizeof(err));
+
+    snprintf(want, sizeof(want), "%s:%d: %s", path, line, msg);
+    unlink(path);
+    free(path);
+    if (conf != NULL) {
+        conf_free(conf);
+        ck_abort_msg("config loaded, expected \"%s\"", msg);
+    }
+    ck_assert_str_eq(err, want);
+}
+
+START_TEST(test_preflight_defaults_and_find)
+{
+    struct veer_conf *c = load_ok(
+        BASE "preflight = (\n"
+             "  { name = \"smoke\"; requests = (\n"
+             "      { path = \"/api/health/status\"; },\n"
+             "      { method = \"HEAD\"; path = \"/v1/ping?x=1\"; expect_status = 204;\n"
+             "        expect_body_contains = \"pong\"; } ); },\n"
+             "  { name = \"deep\"; timeout_ms = 10; requests = (\n"
+             "      { method = \"DELETE\"; path = \"/\"; expect_status = 599; },\n"
+             "      { path = \"/x\"; expect_status = 100; } ); },\n"
+             "  { name = \"slow\"; timeout_ms = 600000; requests = ( { path = \"/\"; } ); }\n"
+             ");\n");
+    const struct conf_preflight *pf;
+
+    ck_assert_int_eq(c->npreflights, 3);
+    pf = conf_find_preflight(c, "smoke");
+    ck_assert_ptr_eq(pf, &c->preflights[0]);
+    ck_assert_str_eq(pf->name, "smoke");
+    ck_assert_int_eq(pf->timeout_ms, 2000);
+    ck_assert_int_eq(pf->line, 4);
+    ck_assert_int_eq(pf->nrequests, 2);
+    ck_assert_str_eq(pf->requests[0].method, "GET");
+    ck_assert_str_eq(pf->requests[0].path, "/api/health/status");
+    ck_assert_int_eq(pf->requests[0].expect_status, 200);
+    ck_assert_ptr_null(pf->requests[0].expect_body_contains);
+    ck_assert_int_eq(pf->requests[0].line, 5);
+    ck_assert_str_eq(pf->requests[1].method, "HEAD");
+    ck_assert_str_eq(pf->requests[1].path, "/v1/ping?x=1");
+    ck_assert_int_eq(pf->requests[1].expect_status, 204);
+    ck_assert_str_eq(pf->requests[1].expect_body_contains, "pong");
+    ck_assert_int_eq(pf->requests[1].line, 6);
+    pf = conf_find_preflight(c, "deep");
+    ck_assert_ptr_eq(pf, &c->preflights[1]);
+    ck_assert_int_eq(pf->timeout_ms, 10);
+    ck_assert_int_eq(pf->line, 8);
+    ck_assert_str_eq(pf->requests[0].method, "DELETE");
+    ck_assert_int_eq(pf->requests[0].expect_status, 599);
+    ck_assert_str_eq(pf->requests[1].method, "GET");
+    ck_assert_int_eq(pf->requests[1].expect_status, 100);
+    pf = conf_find_preflight(c, "slow");
+    ck_assert_ptr_eq(pf, &c->preflights[2]);
+    ck_assert_int_eq(pf->timeout_ms, 600000);
+    ck_assert_ptr_null(conf_find_preflight(c, "nope"));
+    ck_assert_ptr_null(conf_find_preflight(c, "Smoke"));
+    ck_assert_ptr_null(conf_find_preflight(c, ""));
+    conf_free(c);
+    /* None at all, and an empty list. */
+    c = load_ok(BASE);
+    ck_assert_int_eq(c->npreflights, 0);
+    ck_assert_ptr_null(conf_find_preflight(c, "smoke"));
+    conf_free(c);
+    c = load_ok(BASE "preflight = ( );\n");
+    ck_assert_int_eq(c->npreflights, 0);
+    ck_assert_ptr_null(conf_find_preflight(c, "smoke"));
+    conf_free(c);
+}
+END_TEST
+
+/* Each bad preflight list: the line its error names and the message after "FILE:LINE: ", exactly.
+ */
+static const struct bad_conf bad_preflights[] = {
+    {BASE "preflight = ( { name = \"s\"; requests = ( ); } );\n", 3,
+     "preflight[0].requests must be a non-empty list of groups: ( { method = \"GET\"; path = "
+     "\"/health\"; expect_status = 200; } )"},
+    {BASE "preflight = ( { name = \"s\"; requests = \"/\"; } );\n", 3,
+     "preflight[0].requests must be a non-empty list of groups: ( { method = \"GET\"; path = "
+     "\"/health\"; expect_status = 200; } )"},
+    {BASE "preflight = ( { name = \"s\";\n requests = ( { path = \"x\"; } ); } );\n", 4,
+     "preflight[0].requests[0].path must start with '/' (got \"x\")"},
+    /* The path is sent as the request target: no space, no control character (no CR LF). */
+    {BASE "preflight = ( { name = \"s\";\n requests = ( { path = \"/a b\"; } ); } );\n", 4,
+     "preflight[0].requests[0].path must not contain spaces or control characters (got \"/a b\")"},
+    {BASE
+     "preflight = ( { name = \"s\";\n requests = ( { path = \"/a\\r\\nX-Evil: 1\"; } ); } );\n",
+     4,
+     "preflight[0].requests[0].path must not contain spaces or control characters (got "
+     "\"/a??X-Evil: 1\")"},
+    {BASE "preflight = ( { name = \"s\";\n requests = ( { path = \"/a\\tb\"; } ); } );\n", 4,
+     "preflight[0].requests[0].path must not contain spaces or control characters (got \"/a?b\")"},
+    {BASE
+     "preflight = ( { name = \"s\"; requests = (\n { path = \"/\"; expect_status = 99; } ); } );\n",
+     4, "preflight[0].requests[0].expect_status must be between 100 and 599 (got 99)"},
+    {BASE "preflight = ( { name = \"s\"; requests = ( { path = \"/\"; },\n"
+          " { path = \"/\"; expect_status = 600; } ); } );\n",
+     4, "preflight[0].requests[1].expect_status must be between 100 and 599 (got 600)"},
+    {BASE
+     "preflight = ( { name = \"s\"; requests = (\n { method = \"GE T\"; path = \"/\"; } ); } );\n",
+     4,
+     "preflight[0].requests[0].method must be a valid HTTP token (letters, digits and "
+     "!#$%&'*+-.^_`|~) (got \"GE T\")"},
+    {BASE "preflight = ( { name = \"s\"; requests = (\n { method = \"\"; path = \"/\"; } ); } );\n",
+     4, "preflight[0].requests[0].method must not be empty"},
+    {BASE "preflight = ( { name = \"s\"; requests = ( { path = \"/\"; } ); },\n"
+          " { name = \"s\"; requests = ( { path = \"/\"; } ); } );\n",
+     4, "duplicate preflight name 's' (also at line 3)"},
+    {BASE "preflight = ( { requests = ( { path = \"/\"; } ); } );\n", 3,
+     "missing required key 'name' in preflight[0]"},
+    {BASE "preflight = ( { name = \"s\"; } );\n", 3,
+     "missing required key 'requests' in preflight[0]"},
+    {BASE "preflight = ( { name = \"s\"; requests = (\n { method = \"GET\"; } ); } );\n", 4,
+     "missing required key 'path' in preflight[0].requests[0]"},
+    {BASE
+     "preflight = ( { name = \"s\";\n timeout_ms = 5; requests = ( { path = \"/\"; } ); } );\n",
+     4, "preflight[0].timeout_ms must be between 10 and 600000 (got 5)"},
+    {BASE
+     "preflight = ( { name = \"s\"; timeout_ms = 600001; requests = ( { path = \"/\"; } ); } );\n",
+     3, "preflight[0].timeout_ms must be between 10 and 600000 (got 600001)"},
+    {BASE "preflight = ( { name = \"s\"; requests = (\n { path = \"/\"; body = \"x\"; } ); } );\n",
+     4, "unknown key 'body' in preflight[0].requests[0]"},
+    {BASE "preflight = ( { name = \"a b\"; requests = ( { path = \"/\"; } ); } );\n", 3,
+     "preflight[0].name may contain only letters, digits, '.', '_' and '-' (got \"a b\")"},
+    {BASE "preflight = { name = \"s\"; };\n", 3,
+     "preflight must be a list of groups: ( { name = \"smoke\"; requests = ( ... ); } )"},
+};
+
+START_TEST(test_bad_preflight_is_refused_with_file_line_and_message)
+{
+    expect_error_exact(bad_preflights[_i].text, bad_preflights[_i].line, bad_preflights[_i].msg);
+}
+END_TEST
+
 /* conf_parse_addr */
 
 struct addr_case {
@@ -1706,6 +1847,9 @@ static Suite *conf_suite(void)
     tcase_add_test(load, test_route_request_headers_and_hold);
     tcase_add_test(load, test_route_effective_with_another_pool);
     tcase_add_test(load, test_no_routes_means_no_table);
+    tcase_add_test(load, test_preflight_defaults_and_find);
+    tcase_add_loop_test(bad, test_bad_preflight_is_refused_with_file_line_and_message, 0,
+                        (int)ARRAY_SIZE(bad_preflights));
     tcase_add_loop_test(bad, test_bad_config_is_refused_with_file_and_line, 0,
                         (int)ARRAY_SIZE(bad_confs));
     tcase_add_loop_test(addr, test_parse_addr, 0, (int)ARRAY_SIZE(addr_cases));

@@ -26,8 +26,13 @@
 #include "worker.h"
 #include "workerfix.h"
 
+#include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
 #include <event2/event.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,14 +101,14 @@ static struct {
  * (created, never started), control_init. The 100 ms tick is stopped so
  * that the tests drive rollout_tick themselves.
  */
-static void up_with_state(const char *state)
+static void up_conf(const char *text, const char *state)
 {
     char err[256];
     int fd;
 
     memset(&F, 0, sizeof(F));
     veer_nworkers = NW;
-    F.c = wfix_conf(CONF);
+    F.c = wfix_conf(text);
     F.m = model_from_conf(F.c);
     if (state)
         ck_assert_int_ge(state_apply(F.m, state, err, sizeof(err)), 0);
@@ -118,6 +123,11 @@ static void up_with_state(const char *state)
     ck_assert_ptr_nonnull(F.base);
     ck_assert_int_eq(control_init(F.base, F.c, F.m, F.w, NW), VEER_OK);
     event_del(ctl.tick);
+}
+
+static void up_with_state(const char *state)
+{
+    up_conf(CONF, state);
 }
 
 static void up(void)
@@ -1100,6 +1110,18 @@ static json_t *status_json(int pi)
     return v;
 }
 
+/* The preflight object: {"name","state","duration_ms","result"}, nothing else. */
+static void assert_preflight_shape(json_t *pf)
+{
+    ck_assert(json_is_object(pf));
+    ck_assert_uint_eq(json_object_size(pf), 4);
+    ck_assert(json_is_string(json_object_get(pf, "name")));
+    ck_assert(json_is_string(json_object_get(pf, "state")));
+    ck_assert(json_is_number(json_object_get(pf, "duration_ms")));
+    ck_assert(json_number_value(json_object_get(pf, "duration_ms")) >= 0);
+    ck_assert(json_is_string(json_object_get(pf, "result")));
+}
+
 /* The documented keys with their types, and nothing else. */
 static void assert_json_shape(json_t *v)
 {
@@ -1117,8 +1139,8 @@ static void assert_json_shape(json_t *v)
             ck_assert_msg(json_is_integer(val), "%s", key);
         else if (strcmp(key, "time_in_step_s") == 0)
             ck_assert(json_is_number(val) && json_number_value(val) >= 0);
-        else if (strcmp(key, "preflight") == 0) /* null: the rollout had none */
-            ck_assert_msg(json_is_null(val), "%s", key);
+        else if (strcmp(key, "preflight") == 0)
+            json_is_null(val) ? (void)0 : assert_preflight_shape(val);
         else
             ck_assert_msg(json_is_string(val), "%s", key);
     }
@@ -1134,6 +1156,7 @@ static void assert_json(json_t *v, const char *state, int step, int share, const
     ck_assert_int_eq(json_integer_value(json_object_get(v, "steps")), 3);
     ck_assert_int_eq(json_integer_value(json_object_get(v, "share")), share);
     ck_assert_str_eq(json_string_value(json_object_get(v, "verdict")), verdict_);
+    ck_assert(json_is_null(json_object_get(v, "preflight"))); /* none asked for */
     json_decref(v);
 }
 
@@ -1163,6 +1186,547 @@ START_TEST(test_status_json_has_the_documented_keys)
     ck_assert(json_is_null(v));
     json_decref(v);
     down();
+}
+END_TEST
+
+/* --- preflight ------------------------------------------------------------------------------ */
+
+/*
+ * A fake backend served from the control loop: it answers every request
+ * with 200 "ok" (/v1/ping with `ping` when set), or never (silent). The
+ * preflight runs on the control base; the tests run that loop.
+ */
+struct pfake {
+    int lfd;
+    char addr[32];
+    struct event *lev;
+    bool silent;
+    const char *ping;
+    struct {
+        int fd;
+        struct event *ev;
+        char req[1024];
+        size_t len;
+        bool head, eof;
+    } c[16];
+    int n;
+};
+
+static void pfake_conn_close(struct pfake *f, int i)
+{
+    if (f->c[i].ev)
+        event_free(f->c[i].ev);
+    f->c[i].ev = NULL;
+    if (f->c[i].fd >= 0)
+        close(f->c[i].fd);
+    f->c[i].fd = -1;
+}
+
+static void pfake_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct pfake *f = arg;
+    int i = 0;
+    ssize_t n;
+
+    (void)what;
+    while (i < f->n && f->c[i].fd != fd)
+        i++;
+    ck_assert_int_lt(i, f->n);
+    n = recv(fd, f->c[i].req + f->c[i].len, sizeof(f->c[i].req) - 1 - f->c[i].len, 0);
+    if (n < 0 && errno == EAGAIN)
+        return;
+    if (n <= 0) {
+        f->c[i].eof = true;
+        pfake_conn_close(f, i);
+        return;
+    }
+    f->c[i].len += (size_t)n;
+    f->c[i].req[f->c[i].len] = '\0';
+    if (!f->c[i].head && strstr(f->c[i].req, "\r\n\r\n")) {
+        const char *out = f->ping && strncmp(f->c[i].req, "GET /v1/ping ", 13) == 0
+                              ? f->ping
+                              : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+        f->c[i].head = true;
+        if (f->silent)
+            return;
+        ck_assert_int_eq(send(fd, out, strlen(out), MSG_NOSIGNAL), (ssize_t)strlen(out));
+        pfake_conn_close(f, i);
+    }
+}
+
+static void pfake_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    struct pfake *f = arg;
+    int fd;
+
+    (void)what;
+    while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+        ck_assert_int_lt(f->n, 16);
+        f->c[f->n].fd = fd;
+        f->c[f->n].ev = event_new(F.base, fd, EV_READ | EV_PERSIST, pfake_read, f);
+        event_add(f->c[f->n].ev, NULL);
+        f->n++;
+    }
+}
+
+/* Listening before the control plane is up (its address goes in the config). */
+static void pfake_listen(struct pfake *f)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+
+    memset(f, 0, sizeof(*f));
+    f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(f->lfd, 0);
+    ck_assert_int_eq(bind(f->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(listen(f->lfd, 16), 0);
+    ck_assert_int_eq(getsockname(f->lfd, (struct sockaddr *)&sin, &len), 0);
+    snprintf(f->addr, sizeof(f->addr), "127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
+}
+
+/* Served from the control loop (once it exists). */
+static void pfake_serve(struct pfake *f)
+{
+    f->lev = event_new(F.base, f->lfd, EV_READ | EV_PERSIST, pfake_accept, f);
+    event_add(f->lev, NULL);
+}
+
+static void pfake_stop(struct pfake *f)
+{
+    for (int i = 0; i < f->n; i++)
+        pfake_conn_close(f, i);
+    if (f->lev)
+        event_free(f->lev);
+    close(f->lfd);
+}
+
+static int pfake_heads(const struct pfake *f)
+{
+    int n = 0;
+
+    for (int i = 0; i < f->n; i++)
+        n += f->c[i].head;
+    return n;
+}
+
+static bool pfake_all_closed(const struct pfake *f)
+{
+    for (int i = 0; i < f->n; i++)
+        if (!f->c[i].eof && f->c[i].fd >= 0)
+            return false;
+    return true;
+}
+
+#define PREFLIGHTS                                                                                 \
+    "preflight = ( { name = \"smoke\"; timeout_ms = 5000; requests = ( { path = \"/health\"; },"   \
+    " { path = \"/v1/ping\"; expect_body_contains = \"ok\"; } ); } );\n"
+
+/* The control plane on CONF with api's green-1 and green-2 at g1 and g2, and PREFLIGHTS. */
+static void up_preflight(struct pfake *g1, struct pfake *g2)
+{
+    char text[8192], *at;
+    const char *from[2] = {"\"127.0.0.1:3\"", "\"127.0.0.1:4\""};
+    const struct pfake *to[2] = {g1, g2};
+
+    snprintf(text, sizeof(text), "%s%s", CONF, PREFLIGHTS);
+    for (int i = 0; i < 2; i++) {
+        char rest[8192];
+
+        at = strstr(text, from[i]);
+        ck_assert_ptr_nonnull(at);
+        snprintf(rest, sizeof(rest), "%s", at + strlen(from[i]));
+        snprintf(at, sizeof(text) - (size_t)(at - text), "\"%s\"%s", to[i]->addr, rest);
+    }
+    up_conf(text, NULL);
+    pfake_serve(g1);
+    pfake_serve(g2);
+}
+
+/* A command whose reply may come later (a start with a preflight). */
+struct answer {
+    int n; /* replies: must end at 1 */
+    bool ok;
+    char text[1024];
+};
+
+static void on_answer(struct ctl_req *r, const char *text, bool ok)
+{
+    struct answer *a = r->arg;
+
+    a->n++;
+    a->ok = ok;
+    snprintf(a->text, sizeof(a->text), "%s", text);
+}
+
+static void submit(const char *line, struct answer *a)
+{
+    struct ctl_req *r = calloc(1, sizeof(*r));
+    char err[256];
+
+    memset(a, 0, sizeof(*a));
+    ck_assert_msg(cmd_parse(line, &r->cmd, err, sizeof(err)) == 0, "%s: %s", line, err);
+    snprintf(r->line, sizeof(r->line), "%s", line);
+    r->peer = (struct audit_peer){1000, 1000, 4242};
+    r->t_read_us = veer_now_us();
+    r->done = on_answer;
+    r->arg = a;
+    control_execute(r);
+}
+
+static void loop_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    *(bool *)arg = true;
+}
+
+static void loop_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+}
+
+/* Run the control loop until *n reaches want or (when n is NULL) f has want request heads. */
+static bool loop_until(const int *n, const struct pfake *f, int want)
+{
+    struct timeval dl = {5, 0}, tk = {0, 5000};
+    bool expired = false;
+    struct event *d = evtimer_new(F.base, loop_deadline, &expired);
+    struct event *t = event_new(F.base, -1, EV_PERSIST, loop_tick, NULL);
+
+    evtimer_add(d, &dl);
+    event_add(t, &tk);
+    while (!expired && (n ? *n : pfake_heads(f)) < want)
+        event_base_loop(F.base, EVLOOP_ONCE);
+    event_free(d);
+    event_free(t);
+    return (n ? *n : pfake_heads(f)) >= want;
+}
+
+static bool loop_until_closed(const struct pfake *f)
+{
+    for (int i = 0; i < 1000 && !pfake_all_closed(f); i++)
+        event_base_loop(F.base, EVLOOP_NONBLOCK), usleep(1000);
+    return pfake_all_closed(f);
+}
+
+/* The "preflight" object of the pool's rollout JSON, checked: name, state, result. */
+static double assert_json_preflight(const char *state, const char *result_prefix,
+                                    const char *rollout_state, const char *verdict_)
+{
+    json_t *v = status_json(API), *pf;
+    double ms;
+
+    assert_json_shape(v);
+    ck_assert_str_eq(json_string_value(json_object_get(v, "state")), rollout_state);
+    ck_assert_str_eq(json_string_value(json_object_get(v, "verdict")), verdict_);
+    pf = json_object_get(v, "preflight");
+    assert_preflight_shape(pf);
+    ck_assert_str_eq(json_string_value(json_object_get(pf, "name")), "smoke");
+    ck_assert_str_eq(json_string_value(json_object_get(pf, "state")), state);
+    ck_assert_prefix(json_string_value(json_object_get(pf, "result")), result_prefix);
+    ms = json_number_value(json_object_get(pf, "duration_ms"));
+    json_decref(v);
+    return ms;
+}
+
+START_TEST(test_unknown_preflight_is_refused_and_nothing_changes)
+{
+    struct pfake g1, g2;
+    uint64_t gen0;
+    json_t *op, *v;
+
+    pfake_listen(&g1);
+    pfake_listen(&g2);
+    up_preflight(&g1, &g2);
+    gen0 = F.m->generation;
+    run("rollout start api canary=green steps=10,100 interval=30s preflight=nope");
+    ck_assert(!reply_ok);
+    ck_assert_str_eq(reply, "ERR unknown preflight nope (the config's preflight lists name "
+                            "them)\n\n");
+    ck_assert_uint_eq(F.m->generation, gen0);
+    assert_published(API, 100, 0);
+    run_refused("rollout status api", "no rollout in pool api");
+    v = status_json(API);
+    ck_assert(json_is_null(v));
+    json_decref(v);
+    ck_assert_int_eq(step_timers().n, 0);
+    ck_assert_int_eq(g1.n + g2.n, 0);
+    /* An ended rollout before it stays as it was. */
+    run_ok("rollout start api canary=green steps=10,100 interval=30s");
+    run_ok("rollout abort api");
+    gen0 = F.m->generation;
+    run_refused("rollout start api canary=green steps=10,100 interval=30s preflight=smok",
+                "unknown preflight smok");
+    ck_assert_uint_eq(F.m->generation, gen0);
+    assert_published(API, 100, 0);
+    ck_assert_str_eq(verdict("api"), "rolled back: aborted by operator");
+    op = audit_of("operator");
+    ck_assert_str_eq(rec_str(op, 0, "result"),
+                     "ERR unknown preflight nope (the config's preflight lists name them)");
+    ck_assert_str_eq(rec_str(op, json_array_size(op) - 1, "result"),
+                     "ERR unknown preflight smok (the config's preflight lists name them)");
+    json_decref(op);
+    down();
+    pfake_stop(&g1);
+    pfake_stop(&g2);
+}
+END_TEST
+
+START_TEST(test_preflight_under_way_blocks_start_pause_resume_and_abort_answers_both)
+{
+    struct pfake g1, g2;
+    struct answer a, ab;
+    uint64_t gen0;
+    json_t *op;
+
+    pfake_listen(&g1);
+    pfake_listen(&g2);
+    g1.silent = g2.silent = true; /* the first request is never answered: it stays under way */
+    up_preflight(&g1, &g2);
+    gen0 = F.m->generation;
+    submit("rollout start api canary=green steps=10,100 interval=30s preflight=smoke", &a);
+    ck_assert_int_eq(a.n, 0); /* the command waits for the preflight */
+    ck_assert(loop_until(NULL, &g1, 1));
+    ck_assert(loop_until(NULL, &g2, 1));
+    ck_assert_int_eq(a.n, 0);
+    assert_state("api", "state preflight");
+    ck_assert_str_eq(status_line(reply, "preflight "),
+                     "preflight smoke running against 2 backends");
+    /* No step has begun: no time in it (as the JSON says), not the clock's own reading. */
+    ck_assert_str_eq(status_line(reply, "step "),
+                     "step 1/2 share 0 time_in_step_s 0.0 interval_s 30.0");
+    ck_assert_str_eq(verdict("api"), "preflight smoke running");
+    assert_json_preflight("running", "running against 2 backends", "preflight",
+                          "preflight smoke running");
+
+    run("rollout start api canary=green steps=5,100 interval=1s");
+    ck_assert_str_eq(reply, "ERR a rollout is already running in pool api (rollout abort api "
+                            "first)\n\n");
+    run("rollout start api canary=green steps=5,100 interval=1s preflight=smoke");
+    ck_assert(!reply_ok && strstr(reply, "already running"));
+    run("rollout pause api");
+    ck_assert_str_eq(reply, "ERR the rollout in pool api is in its preflight (rollout abort api to "
+                            "stop it)\n\n");
+    run("rollout resume api");
+    ck_assert_str_eq(reply, "ERR the rollout in pool api is in its preflight (rollout abort api to "
+                            "stop it)\n\n");
+    ck_assert_int_eq(a.n, 0);
+    ck_assert_uint_eq(F.m->generation, gen0);
+    assert_published(API, 100, 0);
+    ck_assert_int_eq(rollout_canary(API), -1);
+    ck_assert_ptr_null(pool(API)->rollout); /* no state file line: nothing to resume */
+    ck_assert_int_eq(step_timers().n, 2);   /* the preflight's own (one per backend), no step */
+
+    /* abort: the start is answered ERR, the abort OK, nothing published. */
+    submit("rollout abort api", &ab);
+    ck_assert_int_eq(a.n, 1);
+    ck_assert(!a.ok);
+    ck_assert_str_eq(a.text, "ERR preflight smoke stopped: aborted by operator; no traffic "
+                             "moved\n\n");
+    ck_assert_int_eq(ab.n, 1);
+    ck_assert_msg(ab.ok && strncmp(ab.text, "OK gen=", 7) == 0, "%s", ab.text);
+    ck_assert_uint_eq(F.m->generation, gen0);
+    assert_published(API, 100, 0);
+    ck_assert_int_eq(step_timers().n, 0); /* the preflight's timers are gone, no step armed */
+    ck_assert(loop_until_closed(&g1));    /* its connections are closed */
+    ck_assert(loop_until_closed(&g2));
+    assert_state("api", "state ended");
+    ck_assert_str_eq(status_line(reply, "preflight "),
+                     "preflight smoke stopped: aborted by operator");
+    ck_assert_str_eq(verdict("api"),
+                     "preflight smoke stopped: aborted by operator; no traffic moved");
+    assert_json_preflight("stopped", "stopped: aborted by operator", "ended",
+                          "preflight smoke stopped: aborted by operator; no traffic moved");
+    run_refused("rollout abort api", "has ended");
+    op = audit_of("operator");
+    {
+        size_t n = json_array_size(op);
+        bool start_err = false, abort_ok = false;
+
+        for (size_t i = 0; i < n; i++) {
+            const char *cmd = rec_str(op, i, "command"), *res = rec_str(op, i, "result");
+
+            start_err |= strcmp(cmd, "rollout start api canary=green steps=10,100 interval=30s "
+                                     "preflight=smoke") == 0 &&
+                         strcmp(res, "ERR preflight smoke stopped: aborted by operator; no "
+                                     "traffic moved") == 0;
+            abort_ok |= strcmp(cmd, "rollout abort api") == 0 && strcmp(res, "OK") == 0;
+        }
+        ck_assert(start_err);
+        ck_assert(abort_ok);
+    }
+    json_decref(op);
+    /* Nothing of it is left: a new start (without preflight) is taken. */
+    run_ok("rollout start api canary=green steps=10,100 interval=30s");
+    assert_published(API, 90, 10);
+    down();
+    pfake_stop(&g1);
+    pfake_stop(&g2);
+}
+END_TEST
+
+START_TEST(test_stop_preflights_answers_the_start_err)
+{
+    struct pfake g1, g2;
+    struct answer a;
+    uint64_t gen0;
+
+    pfake_listen(&g1);
+    pfake_listen(&g2);
+    g1.silent = g2.silent = true;
+    up_preflight(&g1, &g2);
+    gen0 = F.m->generation;
+    submit("rollout start api canary=green steps=10,100 interval=30s preflight=smoke", &a);
+    ck_assert(loop_until(NULL, &g1, 1));
+    rollout_stop_preflights("the configuration was reloaded");
+    ck_assert_int_eq(a.n, 1);
+    ck_assert(!a.ok);
+    ck_assert_str_eq(a.text, "ERR preflight smoke stopped: the configuration was reloaded; no "
+                             "traffic moved\n\n");
+    ck_assert_uint_eq(F.m->generation, gen0);
+    assert_published(API, 100, 0);
+    ck_assert(loop_until_closed(&g1));
+    assert_json_preflight("stopped", "stopped: the configuration was reloaded", "ended",
+                          "preflight smoke stopped: the configuration was reloaded; no traffic "
+                          "moved");
+    /* Again: nothing under way, nothing answered twice. */
+    rollout_stop_preflights("again");
+    ck_assert_int_eq(a.n, 1);
+    /* Shutting down with one under way answers it too (and leaves nothing behind: ASan). */
+    submit("rollout start api canary=green steps=10,100 interval=30s preflight=smoke", &a);
+    ck_assert(loop_until(NULL, &g1, 2));
+    down();
+    ck_assert_int_eq(a.n, 1);
+    ck_assert_str_eq(a.text, "ERR preflight smoke stopped: shutting down; no traffic moved\n\n");
+    pfake_stop(&g1);
+    pfake_stop(&g2);
+}
+END_TEST
+
+START_TEST(test_passed_preflight_starts_the_rollout_and_shows_in_json)
+{
+    struct pfake g1, g2;
+    struct answer a;
+    double ms, took;
+    char want[64];
+
+    pfake_listen(&g1);
+    pfake_listen(&g2);
+    up_preflight(&g1, &g2);
+    submit("rollout start api canary=green steps=10,100 interval=30s preflight=smoke", &a);
+    ck_assert_int_eq(a.n, 0);
+    ck_assert(loop_until(&a.n, NULL, 1));
+    ck_assert_msg(a.ok && strncmp(a.text, "OK gen=", 7) == 0, "%s", a.text);
+    ck_assert_msg(strstr(a.text, " step=1/2 share=10 preflight=smoke preflight_ms=") != NULL, "%s",
+                  a.text);
+    took = strtod(strstr(a.text, "preflight_ms=") + strlen("preflight_ms="), NULL);
+    ck_assert(took > 0);
+    assert_published(API, 90, 10);
+    ck_assert_int_eq(rollout_canary(API), GREEN);
+    assert_step_armed(30000);
+    /* Each green backend got both requests, in order. */
+    ck_assert_int_eq(g1.n, 2);
+    ck_assert_int_eq(g2.n, 2);
+    ck_assert_prefix(g1.c[0].req, "GET /health HTTP/1.1\r\n");
+    ck_assert_prefix(g1.c[1].req, "GET /v1/ping HTTP/1.1\r\n");
+    ms = assert_json_preflight("passed", "passed in ", "running", "running");
+    ck_assert(ms > 0);
+    snprintf(want, sizeof(want), "%.1f", ms);
+    ck_assert_msg(fabs(ms - took) < 0.051, "duration_ms %.3f, the reply said %.1f", ms, took);
+    assert_state("api", "state running");
+    ck_assert_suffix(status_line(reply, "preflight "), " ms: 2 backends, 4 requests");
+    ck_assert_prefix(status_line(reply, "preflight "), "preflight smoke passed in ");
+    /* It stays with the rollout to its end. */
+    run_ok("rollout abort api");
+    ck_assert(assert_json_preflight("passed", "passed in ", "ended",
+                                    "rolled back: aborted by operator") == ms);
+    down();
+    pfake_stop(&g1);
+    pfake_stop(&g2);
+}
+END_TEST
+
+START_TEST(test_failed_preflight_moves_nothing_and_shows_in_json)
+{
+    struct pfake g1, g2;
+    struct answer a;
+    uint64_t gen0;
+    double ms;
+    json_t *op;
+    char want[300];
+
+    pfake_listen(&g1);
+    pfake_listen(&g2);
+    g2.ping = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+    up_preflight(&g1, &g2);
+    gen0 = F.m->generation;
+    submit("rollout start api canary=green steps=10,100 interval=30s preflight=smoke", &a);
+    ck_assert(loop_until(&a.n, NULL, 1));
+    ck_assert(!a.ok);
+    ck_assert_prefix(a.text, "ERR preflight smoke failed on backend green-2: GET /v1/ping: status "
+                             "503, expected 200 (");
+    ck_assert_suffix(a.text, " ms); no traffic moved\n\n");
+    ck_assert_uint_eq(F.m->generation, gen0);
+    assert_published(API, 100, 0);
+    ck_assert_int_eq(rollout_canary(API), -1);
+    ck_assert_int_eq(step_timers().n, 0);
+    ms = assert_json_preflight("failed", "failed in ", "ended",
+                               "preflight smoke failed; no traffic moved");
+    ck_assert(ms > 0);
+    snprintf(want, sizeof(want),
+             "failed in %.1f ms: backend green-2: GET /v1/ping: status 503, expected 200", ms);
+    {
+        json_t *v = status_json(API);
+
+        ck_assert_str_eq(
+            json_string_value(json_object_get(json_object_get(v, "preflight"), "result")), want);
+        json_decref(v);
+    }
+    assert_state("api", "state ended");
+    ck_assert_str_eq(status_line(reply, "preflight ") + strlen("preflight smoke "), want);
+    ck_assert_str_eq(status_line(reply, "step "),
+                     "step 1/2 share 0 time_in_step_s 0.0 interval_s 30.0");
+    op = audit_of("operator");
+    ck_assert_str_eq(rec_str(op, json_array_size(op) - 1, "command"),
+                     "rollout start api canary=green steps=10,100 interval=30s preflight=smoke");
+    ck_assert_prefix(rec_str(op, json_array_size(op) - 1, "result"),
+                     "ERR preflight smoke failed on backend green-2: GET /v1/ping: status 503, "
+                     "expected 200 (");
+    json_decref(op);
+    /* The pool may start again at once. */
+    run_ok("rollout start api canary=green steps=10,100 interval=30s");
+    down();
+    pfake_stop(&g1);
+    pfake_stop(&g2);
+}
+END_TEST
+
+START_TEST(test_no_ready_canary_backend_fails_the_preflight)
+{
+    struct pfake g1, g2;
+    struct answer a;
+
+    pfake_listen(&g1);
+    pfake_listen(&g2);
+    up_preflight(&g1, &g2);
+    run_ok("set state api/green-1 maint");
+    run_ok("set state api/green-2 drain");
+    submit("rollout start api canary=green steps=10,100 interval=30s preflight=smoke", &a);
+    ck_assert_int_eq(a.n, 0); /* from the loop */
+    ck_assert(loop_until(&a.n, NULL, 1));
+    ck_assert(!a.ok);
+    ck_assert_prefix(a.text, "ERR preflight smoke failed on backend -: -: no READY backend in the "
+                             "canary group (");
+    ck_assert_int_eq(g1.n + g2.n, 0);
+    assert_published(API, 100, 0);
+    assert_json_preflight("failed", "failed in ", "ended",
+                          "preflight smoke failed; no traffic moved");
+    down();
+    pfake_stop(&g1);
+    pfake_stop(&g2);
 }
 END_TEST
 
@@ -1406,6 +1970,7 @@ static Suite *rollout_suite(void)
     TCase *ta = tcase_create("analysis");
     TCase *ts = tcase_create("status");
     TCase *tp = tcase_create("persistence");
+    TCase *tf = tcase_create("preflight");
 
     tcase_add_test(tc, test_start_applies_the_first_step_in_one_publish);
     tcase_add_test(tc, test_refused_starts_change_nothing);
@@ -1429,6 +1994,12 @@ static Suite *rollout_suite(void)
                         (int)(2 * sizeof(windows) / sizeof(windows[0])));
     tcase_add_test(ts, test_status_reply_has_the_documented_lines_and_window_figures);
     tcase_add_test(ts, test_status_json_has_the_documented_keys);
+    tcase_add_test(tf, test_unknown_preflight_is_refused_and_nothing_changes);
+    tcase_add_test(tf, test_preflight_under_way_blocks_start_pause_resume_and_abort_answers_both);
+    tcase_add_test(tf, test_stop_preflights_answers_the_start_err);
+    tcase_add_test(tf, test_passed_preflight_starts_the_rollout_and_shows_in_json);
+    tcase_add_test(tf, test_failed_preflight_moves_nothing_and_shows_in_json);
+    tcase_add_test(tf, test_no_ready_canary_backend_fails_the_preflight);
     tcase_add_test(tp, test_render_restore_round_trip_across_a_restart);
     tcase_add_test(tp, test_restored_running_rollout_keeps_its_thresholds);
     tcase_add_test(tp, test_fractional_thresholds_survive_the_state_file_exactly);
@@ -1440,6 +2011,7 @@ static Suite *rollout_suite(void)
     suite_add_tcase(s, ta);
     suite_add_tcase(s, ts);
     suite_add_tcase(s, tp);
+    suite_add_tcase(s, tf);
     return s;
 }
 
