@@ -1532,8 +1532,18 @@ static int parse_preflight_requests(struct conf_loader *ld, const config_setting
     return 0;
 }
 
+/* A preflight name: `rollout start ... preflight=NAME` must be able to name it (63 bytes). */
+static const char *check_preflight_name(const char *v)
+{
+    const char *why = check_name(v);
+
+    if (why != NULL)
+        return why;
+    return strlen(v) > 63 ? "must be at most 63 bytes (rollout start names it)" : NULL;
+}
+
 static const struct conf_field preflight_fields[] = {
-    CF_REQ_STR(struct conf_preflight, name, check_name),
+    CF_REQ_STR(struct conf_preflight, name, check_preflight_name),
     CF_INT(struct conf_preflight, timeout_ms, 10, 600000),
     CF_REQ_CUSTOM("requests", parse_preflight_requests),
     CF_END,

@@ -15,6 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* 64 bytes: one more than `rollout start ... preflight=NAME` takes. */
+#define N64_NAME "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij0123"
+
 #ifndef SRCDIR
 #define SRCDIR "."
 #endif
@@ -1700,6 +1703,8 @@ static const struct bad_conf bad_preflights[] = {
      4, "duplicate preflight name 's' (also at line 3)"},
     {BASE "preflight = ( { requests = ( { path = \"/\"; } ); } );\n", 3,
      "missing required key 'name' in preflight[0]"},
+    {BASE "preflight = ( {\n name = \"" N64_NAME "\"; requests = ( { path = \"/\"; } ); } );\n", 4,
+     "preflight[0].name must be at most 63 bytes (rollout start names it) (got \"" N64_NAME "\")"},
     {BASE "preflight = ( { name = \"s\"; } );\n", 3,
      "missing required key 'requests' in preflight[0]"},
     {BASE "preflight = ( { name = \"s\"; requests = (\n { method = \"GET\"; } ); } );\n", 4,
