@@ -27,7 +27,9 @@ static void check(int ok, const char *what, const char *line)
     }
 }
 
-static void name_ok(const char *s, size_t cap, bool may_be_empty, const char *line)
+/* Names: [A-Za-z0-9._-]; a backend's may also hold ':[]' (discovery's "<entry>-<address>"). */
+static void name_ok_in(const char *s, size_t cap, bool may_be_empty, const char *line,
+                       const char *extra)
 {
     size_t n = strnlen(s, cap);
 
@@ -35,16 +37,24 @@ static void name_ok(const char *s, size_t cap, bool may_be_empty, const char *li
     check(may_be_empty || n > 0, "empty name", line);
     for (size_t i = 0; i < n; i++)
         check(strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-", s[i]) !=
-                  NULL,
+                      NULL ||
+                  (s[i] != '\0' && strchr(extra, s[i]) != NULL),
               "bad character in a name", line);
+}
+
+static void name_ok(const char *s, size_t cap, bool may_be_empty, const char *line)
+{
+    name_ok_in(s, cap, may_be_empty, line, "");
 }
 
 static void accepted_ok(const struct cmd *c, const char *line)
 {
     check(cmd_kind_name(c->kind) != NULL, "no name for the kind", line);
     name_ok(c->pool, sizeof(c->pool), true, line);
-    name_ok(c->backend, sizeof(c->backend), true, line);
-    name_ok(c->backend2, sizeof(c->backend2), true, line);
+    name_ok_in(c->backend, sizeof(c->backend), true, line, ":[]");
+    name_ok_in(c->backend2, sizeof(c->backend2), true, line, ":[]");
+    name_ok(c->route, sizeof(c->route), true, line);
+    name_ok(c->preflight, sizeof(c->preflight), true, line);
     name_ok(c->group, sizeof(c->group), true, line);
     name_ok(c->canary, sizeof(c->canary), true, line);
     check(strnlen(c->addr, sizeof(c->addr)) < sizeof(c->addr), "addr not terminated", line);

@@ -138,6 +138,8 @@ static int ref_answers(const uint8_t *m, size_t len, struct ref_rr *rr, int max)
         r.type = get16(m + off);
         r.class = get16(m + off + 2);
         r.ttl = (uint32_t)get16(m + off + 4) << 16 | get16(m + off + 6);
+        if (r.ttl > 0x7fffffffu)
+            r.ttl = 0; /* RFC 2181 8: a TTL with the top bit set is read as 0 */
         r.rdlen = get16(m + off + 8);
         r.rdata = off + 10;
         off += 10u + r.rdlen;
