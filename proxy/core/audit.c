@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <string.h>
@@ -447,30 +448,72 @@ static void add_time(struct sbuf *b)
 }
 
 /*
- * Append the user name of uid as a JSON string: "veer" for veer itself
- * (-1), the number when the password database does not know it.
+ * User names by uid, looked up at most once a minute per uid: the lookup
+ * reads /etc/passwd (or asks NSS), and it sits on the path of every admin
+ * change between reading the command and answering it.
  */
-static void add_user(struct sbuf *b, int uid)
+#define USER_CACHE     8
+#define USER_CACHE_TTL (60 * 1000000ull)
+
+static struct {
+    pthread_mutex_t lock;
+    struct {
+        int uid;
+        uint64_t at_us; /* 0: empty */
+        char name[64];  /* "" when the database does not know the uid */
+    } e[USER_CACHE];
+    unsigned next;
+} users = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* uid's name into out ("" when unknown), from the database. */
+static void lookup_user(int uid, char *out, size_t outlen)
 {
     struct passwd pw, *res = NULL;
     size_t len = 1024;
     char *buf = NULL;
     int rc;
 
-    if (uid == -1) {
-        sb_json_str(b, "veer");
-        return;
-    }
     do {
         len *= 2;
         buf = veer_realloc(buf, len);
         rc = getpwuid_r((uid_t)uid, &pw, buf, len, &res);
     } while (rc == ERANGE && len < (1u << 20));
-    if (rc == 0 && res != NULL)
-        sb_json_str(b, res->pw_name);
+    snprintf(out, outlen, "%s", rc == 0 && res != NULL ? res->pw_name : "");
+    free(buf);
+}
+
+/*
+ * Append the user name of uid as a JSON string: "veer" for veer itself
+ * (-1), the number when the password database does not know it.
+ */
+static void add_user(struct sbuf *b, int uid)
+{
+    uint64_t now = veer_now_us();
+    char name[64] = "";
+    unsigned i;
+
+    if (uid == -1) {
+        sb_json_str(b, "veer");
+        return;
+    }
+    pthread_mutex_lock(&users.lock);
+    for (i = 0; i < USER_CACHE; i++)
+        if (users.e[i].at_us && users.e[i].uid == uid && now - users.e[i].at_us < USER_CACHE_TTL)
+            break;
+    if (i < USER_CACHE) {
+        snprintf(name, sizeof(name), "%s", users.e[i].name);
+    } else {
+        lookup_user(uid, name, sizeof(name));
+        i = users.next++ % USER_CACHE;
+        users.e[i].uid = uid;
+        users.e[i].at_us = now;
+        snprintf(users.e[i].name, sizeof(users.e[i].name), "%s", name);
+    }
+    pthread_mutex_unlock(&users.lock);
+    if (name[0])
+        sb_json_str(b, name);
     else
         sb_printf(b, "\"%d\"", uid);
-    free(buf);
 }
 
 /*
