@@ -659,7 +659,7 @@ class Soak:
         requests first), then aborted: its step 1 and the abort's rollback
         are two publishes under load; a reload or an upgrade meeting the
         preflight stops it (ERR, counted apart)."""
-        if self.ctl("rollout", "rollout", "start", "api", "canary=green", "steps=30,100",
+        if self.ctl("rollout", "rollout", "start", "api", "canary=green", "steps=50,100",
                     "interval=60s", "preflight=smoke") is None:
             return
         self.acct.ops["rollout+preflight"] += 1
