@@ -647,7 +647,7 @@ static void got_addrs(struct round *r, const struct query *q, const unsigned cha
 static void got_srv(struct round *r, const struct query *q, const unsigned char *buf, int len)
 {
     struct dnsanswer_srv *v;
-    uint32_t ttl = 0;
+    uint32_t ttl = UINT32_MAX; /* stays so when the answer has no SRV record */
     uint16_t maxw = 0;
     int n = dnsanswer_srv(buf, len, NULL, 0, &ttl);
 
@@ -655,7 +655,8 @@ static void got_srv(struct round *r, const struct query *q, const unsigned char 
         round_fail(r, "malformed %s answer for %s", "SRV", q->name);
         return;
     }
-    round_ttl(r, ttl);
+    if (ttl != UINT32_MAX)
+        round_ttl(r, ttl);
     if (n == 0)
         return;
     v = veer_malloc((size_t)n * sizeof(*v));
