@@ -251,11 +251,15 @@ EOF
 # throughput and idle_mem benches use.
 #   BENCH_HAPROXY_GLOBAL    extra lines for HAProxy's global section
 #   BENCH_HAPROXY_TIMEOUTS  replaces the timeout lines of HAProxy's defaults section
+#   BENCH_HAPROXY_DEFAULTS  extra lines for HAProxy's defaults section (option splice-request...)
+#   BENCH_NGINX_LOCATION    extra lines for the nginx proxy's location (client_max_body_size...)
 #   BENCH_VEER_EXTRA        extra top-level settings for veer (limits, timeouts, ...)
 #   BENCH_BACKEND_WEIGHT    a weight for the one backend entry, in every proxy (a reload that
 #                           changes something)
 BENCH_HAPROXY_GLOBAL=${BENCH_HAPROXY_GLOBAL:-}
 BENCH_HAPROXY_TIMEOUTS=${BENCH_HAPROXY_TIMEOUTS:-}
+BENCH_HAPROXY_DEFAULTS=${BENCH_HAPROXY_DEFAULTS:-}
+BENCH_NGINX_LOCATION=${BENCH_NGINX_LOCATION:-}
 BENCH_VEER_EXTRA=${BENCH_VEER_EXTRA:-}
 BENCH_BACKEND_WEIGHT=${BENCH_BACKEND_WEIGHT:-}
 BENCH_CMD=()        # command line of the last proxy configured by bench_proxy_config
@@ -284,6 +288,9 @@ defaults
     http-reuse always
     maxconn $BENCH_MAXCONN
 $timeouts
+EOF
+        [[ -z "$BENCH_HAPROXY_DEFAULTS" ]] || printf '%s\n' "$BENCH_HAPROXY_DEFAULTS"
+        cat <<EOF
 
 frontend fe
     bind 127.0.0.1:$port
@@ -317,6 +324,9 @@ bench_nginx_proxy_config()
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+EOF
+        [[ -z "$BENCH_NGINX_LOCATION" ]] || printf '%s\n' "$BENCH_NGINX_LOCATION"
+        cat <<EOF
         }
     }
 }
