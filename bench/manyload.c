@@ -57,25 +57,25 @@
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 
-#define REQ "GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: veer-manyload\r\n\r\n"
-#define CONN_BUF 2048
-#define QCAP 8
+#define REQ                  "GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: veer-manyload\r\n\r\n"
+#define CONN_BUF             2048
+#define QCAP                 8
 #define MAX_PENDING_CONNECTS 128
-#define MAX_THREADS 512
+#define MAX_THREADS          512
 
 enum cstate { C_CONNECTING, C_READY, C_DEAD };
 
 struct conn {
     int fd;
     enum cstate st;
-    bool busy;             /* a request is on the wire, its response not complete */
-    bool want_out;         /* EPOLLOUT registered */
-    uint32_t sent;         /* bytes of REQ written of the current request */
-    uint32_t len;          /* bytes in buf */
-    int64_t q[QCAP];       /* scheduled times (ns) of the requests for this connection, FIFO;
-                              q[qh] is the one on the wire when busy; -1: the opening request */
-    bool qrec[QCAP];       /* recorded (measured phase) */
-    int64_t sent_at;       /* when the request on the wire was sent (ns) */
+    bool busy;       /* a request is on the wire, its response not complete */
+    bool want_out;   /* EPOLLOUT registered */
+    uint32_t sent;   /* bytes of REQ written of the current request */
+    uint32_t len;    /* bytes in buf */
+    int64_t q[QCAP]; /* scheduled times (ns) of the requests for this connection, FIFO;
+                        q[qh] is the one on the wire when busy; -1: the opening request */
+    bool qrec[QCAP]; /* recorded (measured phase) */
+    int64_t sent_at; /* when the request on the wire was sent (ns) */
     uint8_t qh, qn;
     char buf[CONN_BUF];
 };
@@ -232,7 +232,8 @@ static void print_phase(FILE *o, const char *name, const struct sample *a, const
 
 static void set_events(struct conn *c, bool out)
 {
-    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.u32 = (uint32_t)(c - conns)};
+    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0),
+                             .data.u32 = (uint32_t)(c - conns)};
 
     if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
         die("epoll_ctl");
@@ -588,10 +589,18 @@ static void print_dist(FILE *o, const char *name, int64_t *v, size_t n, bool las
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"port", 1, 0, 'p'},      {"conns", 1, 0, 'c'}, {"rate", 1, 0, 'r'},
-        {"duration", 1, 0, 'd'},  {"warmup", 1, 0, 'w'}, {"idle", 1, 0, 'i'},
-        {"base-idle", 1, 0, 'b'}, {"pid", 1, 0, 'P'},    {"seed", 1, 0, 's'},
-        {"timeout", 1, 0, 't'},   {"out", 1, 0, 'o'},    {"settle", 1, 0, 'S'},
+        {"port", 1, 0, 'p'},
+        {"conns", 1, 0, 'c'},
+        {"rate", 1, 0, 'r'},
+        {"duration", 1, 0, 'd'},
+        {"warmup", 1, 0, 'w'},
+        {"idle", 1, 0, 'i'},
+        {"base-idle", 1, 0, 'b'},
+        {"pid", 1, 0, 'P'},
+        {"seed", 1, 0, 's'},
+        {"timeout", 1, 0, 't'},
+        {"out", 1, 0, 'o'},
+        {"settle", 1, 0, 'S'},
         {0, 0, 0, 0},
     };
     static struct sample s_b0, s_b1, s_s0, s_s1, s_i0, s_i1, s_l0, s_l1;
@@ -604,19 +613,45 @@ int main(int argc, char **argv)
 
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
-        case 'p': port = atoi(optarg); break;
-        case 'c': nconns = atoi(optarg); break;
-        case 'r': rate = atof(optarg); break;
-        case 'd': duration = atof(optarg); break;
-        case 'w': warmup = atof(optarg); break;
-        case 'i': idle_s = atof(optarg); break;
-        case 'b': base_idle = atof(optarg); break;
-        case 'P': proxy_pid = atoi(optarg); break;
-        case 's': rng = strtoull(optarg, NULL, 10) * 2654435761ull + 1; break;
-        case 't': timeout_s = atof(optarg); break;
-        case 'o': out = optarg; break;
-        case 'S': settle = atof(optarg); break;
-        default: fprintf(stderr, "usage: see the comment at the top of manyload.c\n"); return 1;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'c':
+            nconns = atoi(optarg);
+            break;
+        case 'r':
+            rate = atof(optarg);
+            break;
+        case 'd':
+            duration = atof(optarg);
+            break;
+        case 'w':
+            warmup = atof(optarg);
+            break;
+        case 'i':
+            idle_s = atof(optarg);
+            break;
+        case 'b':
+            base_idle = atof(optarg);
+            break;
+        case 'P':
+            proxy_pid = atoi(optarg);
+            break;
+        case 's':
+            rng = strtoull(optarg, NULL, 10) * 2654435761ull + 1;
+            break;
+        case 't':
+            timeout_s = atof(optarg);
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'S':
+            settle = atof(optarg);
+            break;
+        default:
+            fprintf(stderr, "usage: see the comment at the top of manyload.c\n");
+            return 1;
         }
     }
     if (port <= 0 || nconns <= 0 || rate <= 0 || duration <= 0 || warmup < 0 || idle_s < 0 ||
