@@ -743,9 +743,9 @@ static const struct rollout_key {
     bool required;
     int (*set)(struct parser *p, const char *val);
 } rollout_keys[] = {
-    {"canary", true, rollout_canary},     {"steps", true, rollout_steps},
-    {"interval", true, rollout_interval}, {"max-error-rate", false, rollout_error_rate},
-    {"max-p99", false, rollout_p99},      {"min-requests", false, rollout_min_requests},
+    {"canary", true, rollout_canary},        {"steps", true, rollout_steps},
+    {"interval", true, rollout_interval},    {"max-error-rate", false, rollout_error_rate},
+    {"max-p99", false, rollout_p99},         {"min-requests", false, rollout_min_requests},
     {"preflight", false, rollout_preflight},
 };
 

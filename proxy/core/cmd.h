@@ -89,9 +89,9 @@ struct cmd {
     int steps[CMD_MAX_STEPS]; /* percents, strictly increasing, 1..100, last may be 100 */
     int nsteps;
     int64_t interval_ms;
-    double max_error_rate; /* percent; -1 when not given */
-    int64_t max_p99_ms;    /* -1 when not given */
-    int min_requests;      /* -1 when not given */
+    double max_error_rate;        /* percent; -1 when not given */
+    int64_t max_p99_ms;           /* -1 when not given */
+    int min_requests;             /* -1 when not given */
     char preflight[CMD_NAME_MAX]; /* preflight=NAME; "" when not given */
 
     char file[256]; /* audit verify [FILE]; "" = the configured audit log */

@@ -18,7 +18,6 @@
 
 _Atomic int veer_client_connections;
 
-/* Buffers kept per worker beyond those in use. */
 /*
  * Buffers a worker keeps for reuse: what its busiest second needed (reclaim.c
  * gives back what a second did not use), so steady traffic at any concurrency
