@@ -347,7 +347,9 @@ const char *mirror_sample(struct txn *t, struct http_fwd_info *fi, char *idbuf, 
     }
     if (veer_fnv1a(id, n) % 10000 >= sm->threshold)
         return NULL;
-    return id;
+    if (id != idbuf)
+        copy_bytes(idbuf, idlen, id, n); /* the header's value is not NUL-terminated */
+    return idbuf;
 }
 
 /* Count a mirror that was never sent, once the primary's status is known. */
