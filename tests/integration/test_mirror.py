@@ -240,6 +240,21 @@ class MirrorCase(VeerTestCase):
         return r, took
 
 
+def text_report_row(text, cls):
+    """{column: value} of the counts in the row of class cls (all: every class) of a
+    text `mirror report`, whose table has a header line naming its columns."""
+    lines = [l.split() for l in text.splitlines()]
+    for i, head in enumerate(lines):
+        if "class" in head and "mirrored" in head and "status_diff" in head:
+            break
+    else:
+        raise AssertionError("no table header in the text report:\n" + text)
+    for row in lines[i + 1:]:
+        if len(row) == len(head) and row[head.index("class")] == cls:
+            return {k: row[head.index(k)] for k in ("mirrored", "dropped") + RESULTS}
+    raise AssertionError("no %s row in the text report:\n%s" % (cls, text))
+
+
 def counts_of(**kw):
     out = {k: 0 for k in ("mirrored", "dropped") + RESULTS}
     out.update(kw)
@@ -528,12 +543,13 @@ class CompareTest(MirrorCase):
         for m in mm:
             self.assertEqual(set(m), MISMATCH_KEYS, m)
         self.assertEqual({m["request_id"]: m for m in mm}, want)
-        # the text report
+        # the text report: a table with a column per count, a row for all classes
         p = self.ctl("mirror", "report", "api")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        self.assertFalse(p.stdout.startswith("ERR"), p.stdout)
-        for word in ("match", "status_diff", "body_diff"):
-            self.assertIn(word, p.stdout)
+        self.assertEqual(text_report_row(p.stdout, "all"),
+                         {"mirrored": "100", "dropped": "0", "match": "90", "status_diff": "5",
+                          "body_diff": "5", "timeout": "0", "error": "0"})
+        self.assertEqual(text_report_row(p.stdout, "4xx")["match"], "3")
         # /status: the same report
         st = status_doc(self.http)
         self.assertEqual([r["pool"] for r in st["mirror"]], ["api"])
@@ -655,7 +671,8 @@ class RuntimeTest(MirrorCase):
         self.assertFalse(self.report()["on"])
         self.send("/b/1", "/b/2")
         # refusals change nothing
-        pct = "ERR percent must be between 0 and 100\n\n"
+        # the contract's reason; a detail after it, "(got 101)", is fine
+        pct = "ERR percent must be between 0 and 100"
         refused = ((("mirror", "nope", "on"), "ERR unknown pool nope\n\n"),
                    (("mirror", "api", "on", "group=purple"),
                     "ERR unknown group purple in pool api\n\n"),
