@@ -346,6 +346,53 @@ class MethodsAndBodiesTest(MirrorCase):
         self.assertEqual(len(self.blue.snapshot()), 7)
         self.v.stop()
 
+    def test_a_body_arriving_in_pieces_is_teed_whole(self):
+        """The shadow starts with the head; the rest of the body, sent after both
+        backends have a connection from veer, follows it there."""
+        self.setup_pool('{ group = "green"; methods = ( "PUT" ); }')
+        body = bytes(range(256)) * 8
+        c = self.client(self.v.port)
+        c.send(b"PUT /slow HTTP/1.1\r\nHost: t\r\nX-Request-Id: slow-1\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:100]))
+        wait_for(lambda: self.blue.connections and self.green.connections,
+                 what="veer connected to the primary and the shadow")
+        c.send(body[100:])
+        r = c.response("PUT")
+        self.assertEqual((r.status, r.body), (200, b"svc\n"))
+        self.wait_totals("the mirror", mirrored=1)
+        self.assertEqual(self.green.snapshot(), [Seen("PUT", "/slow", "slow-1", body)])
+        self.assertEqual(self.counts(self.totals()), counts_of(mirrored=1, match=1))
+        self.v.stop()
+
+    def test_pipelined_requests_are_each_mirrored(self):
+        self.setup_pool('{ group = "green"; }')
+        c = self.client(self.v.port)
+        c.send(b"".join(b"GET /pipe/%d?q=%d HTTP/1.1\r\nHost: t\r\nX-Request-Id: pipe-%d\r\n\r\n"
+                        % (i, i, i) for i in range(5)))
+        for i in range(5):
+            r = c.response()
+            self.assertEqual((r.status, r.body), (200, b"svc\n"), i)
+        self.wait_totals("five mirrors", mirrored=5)
+        self.assertEqual(sorted((s.target, s.request_id) for s in self.green.snapshot()),
+                         [("/pipe/%d?q=%d" % (i, i), "pipe-%d" % i) for i in range(5)])
+        self.assertEqual(self.counts(self.totals()), counts_of(mirrored=5, match=5))
+        self.v.stop()
+
+    def test_a_request_the_client_cuts_short_is_dropped(self):
+        self.setup_pool('{ group = "green"; methods = ( "POST" ); }')
+        c = Client(self.v.port)
+        c.send(b"POST /cut HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        wait_for(lambda: self.green.connections, what="veer connected to the shadow")
+        c.close()
+        self.wait_totals("the drop", dropped=1)
+        c = self.client(self.v.port)
+        r, _ = self.get(c, "/after", method="POST", body=b"y")
+        self.assertEqual(r.status, 200)
+        self.wait_totals("the next mirror", mirrored=1)
+        self.assertEqual([(s.target, s.body) for s in self.green.snapshot()], [("/after", b"y")])
+        self.assertEqual(self.counts(self.totals()), counts_of(mirrored=1, dropped=1, match=1))
+        self.v.stop()
+
     def test_upgrade_requests_are_never_mirrored(self):
         self.setup_pool('{ group = "green"; }')
         for b in (self.blue, self.green):
@@ -479,6 +526,44 @@ class ShadowTroubleTest(MirrorCase):
         self.send(5, "refused")
         t = self.wait_totals("five errors", error=5)
         self.assertEqual(self.counts(t), counts_of(mirrored=5, error=5))
+        self.v.stop()
+
+
+class ShadowStateTest(MirrorCase):
+    def test_no_ready_backend_in_the_group_counts_errors(self):
+        blue, green = self.recorder("svc"), self.recorder("svc")
+        self.start(config([pool_text("api", [("blue-1", blue.address, "blue"),
+                                             ("green-1", green.address, "green")],
+                                     '{ group = "green"; }')]))
+        self.ok("set", "state", "api/green-1", "maint")
+        c = self.client(self.v.port)
+        for i in range(3):
+            r, _ = self.get(c, "/nr/%d" % i)
+            self.assertEqual((r.status, r.body), (200, b"svc\n"))
+        t = self.wait_totals("three errors", error=3)
+        self.assertEqual(self.counts(t), counts_of(mirrored=3, error=3))
+        self.assertEqual(green.snapshot(), [])
+        self.v.stop()
+
+    def test_a_shadow_faster_than_the_primary_has_a_negative_delta(self):
+        blue, green = self.recorder("svc", delay=0.6), self.recorder("svc")
+        self.start(config([pool_text("api", [("blue-1", blue.address, "blue"),
+                                             ("green-1", green.address, "green")],
+                                     '{ group = "green"; }')]))
+        c = self.client(self.v.port)
+        for i in range(3):
+            r, took = self.get(c, "/neg/%d" % i)
+            self.assertEqual(r.status, 200)
+            self.assertGreaterEqual(took, 0.6)
+        t = self.wait_totals("three matches", match=3)
+        self.assertEqual(self.counts(t), counts_of(mirrored=3, match=3))
+        # shadow (fast) minus primary (>= 0.6 s): about -0.6 s, in the (-1, -0.5] bucket
+        self.assertLess(t["delta_p50_ms"], -250)
+        self.assertGreaterEqual(t["delta_p50_ms"], -1000)
+        total = scrape(self.http).value("veer_mirror_latency_delta_seconds_sum", pool="api",
+                                        route="")
+        self.assertIsNotNone(total, "no veer_mirror_latency_delta_seconds_sum{pool,route}")
+        self.assertLess(total, -3 * 0.5)
         self.v.stop()
 
 
