@@ -619,6 +619,9 @@ static const struct snap_mirror *pool_mirror(const struct model *m, struct routi
     const struct rt_pool *p = &m->pools[i];
     const struct conf_pool *cp = p->conf;
 
+    if (p->shadow_on && p->shadow_group < p->ng)
+        return add_mirror(m, r, i, cp->has_mirror ? &cp->mirror : &mirror_defaults,
+                          p->g[p->shadow_group].name, p->shadow_percent);
     if (p->mirror == MIRROR_OFF)
         return NULL;
     if (p->mirror == MIRROR_ON)
@@ -641,9 +644,10 @@ static void build_mirrors(const struct model *m, struct routing *r)
         struct snap_route *sr = &r->route[i];
         const struct conf_route *cr = &m->conf->routes[i];
 
-        if (sr->pool < 0 || m->pools[sr->pool].mirror == MIRROR_OFF)
+        if (sr->pool < 0 ||
+            (m->pools[sr->pool].mirror == MIRROR_OFF && !m->pools[sr->pool].shadow_on))
             continue;
-        if (cr->has_mirror)
+        if (cr->has_mirror && !m->pools[sr->pool].shadow_on)
             sr->mirror = add_mirror(m, r, (uint32_t)sr->pool, &cr->mirror, cr->mirror.group,
                                     cr->mirror.percent);
         else

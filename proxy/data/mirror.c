@@ -371,11 +371,13 @@ void mirror_begin(struct txn *t, const char *request_id)
     struct worker *w = t->s->w;
     struct mirror_site *site = NULL;
     const struct snap_mirror *sm = mirror_for(t, &site);
-    const char *head = t->s->in->data + t->s->in->start, *v;
+    /* The head's bytes left the buffer (start moved past them) but are still there. */
+    const char *head = t->s->in->data + t->s->in->start - t->req->head_len;
     const struct conf_mirror *c;
     struct vbuf *in = t->s->in;
     struct mirror *m;
     struct txn *st;
+    const char *v;
     uint32_t shift;
     int idx;
     size_t n;
@@ -405,8 +407,7 @@ void mirror_begin(struct txn *t, const char *request_id)
     m->limit = vbuf_len(t->req_head) + m->max_body + VBUF_SIZE;
     memcpy(m->cmp, sm->cmp, sizeof(m->cmp));
     copy_bytes(m->request_id, sizeof(m->request_id), request_id, strlen(request_id));
-    v = txn_method(t, &n);
-    copy_bytes(m->method, sizeof(m->method), v, n);
+    copy_bytes(m->method, sizeof(m->method), head + t->req->method.off, t->req->method.len);
     v = http_target_path(t->req, head, &n);
     copy_bytes(m->path, sizeof(m->path), v, n);
     for (int k = 0; k < 2; k++) {
