@@ -661,6 +661,21 @@ class CompareTest(MirrorCase):
         self.assertEqual([v for _, v in buckets], sorted(v for _, v in buckets))
         self.v.stop()
 
+    def test_the_request_id_of_a_mismatch_is_the_header_value_exactly(self):
+        """X-Request-Id as the head's last field, in a client buffer full of an
+        earlier upload's bytes: the id recorded is the value alone (a read that
+        ran on past it would take the upload's bytes, or beyond the buffer)."""
+        self.setup_pool()
+        c = self.client(self.v.port)
+        r, _ = self.get(c, "/upload", method="POST", body=b"x" * 200000)  # not mirrored
+        self.assertEqual(r.status, 200)
+        r, _ = self.get(c, "/v/body/last", rid="last-field")
+        self.assertEqual((r.status, r.body), (200, b"svc\n"))
+        self.wait_totals("the diff", body_diff=1)
+        self.assertEqual([(m["request_id"], m["path"]) for m in self.report()["mismatches"]],
+                         [("last-field", "/v/body/last")])
+        self.v.stop()
+
     def test_the_report_keeps_the_last_50_mismatches_newest_last(self):
         self.setup_pool()
         c = self.client(self.v.port)
