@@ -1,13 +1,18 @@
 /*
  * veer-backend: a small single-threaded HTTP backend for demos, tests and benchmarks (evhttp).
  *
- *   veer-backend --name NAME --listen HOST:PORT [--port-file FILE]
+ *   veer-backend --name NAME --listen HOST:PORT [--port-file FILE] [--variant]
  *
  * Every response carries "X-Backend: NAME". Routes: /delay?ms=N (200 "NAME\n" after N ms, on a
  * timer), /status?code=N, /size?bytes=N (streamed in 64 KiB chunks), /echo (the request body),
  * /api/health/readiness (200 "ready"), anything else 200 "NAME\n". With port 0 the kernel picks
  * the port: it is printed as "listening on HOST:PORT" and written atomically to --port-file.
  * SIGTERM and SIGINT end the loop; everything is freed before exit.
+ *
+ * Paths under /v/ are for comparing two backends (the mirroring tests): /v/status/... answers
+ * 200, or 503 with --variant; /v/body/... answers "NAME\n", or "NAME variant\n" with --variant;
+ * /v/type/... answers text/plain, or text/html with --variant; /v/etag/... answers ETag "a", or
+ * "b" with --variant. Everything else is the same with or without --variant.
  */
 #include <getopt.h>
 #include <limits.h>
@@ -30,6 +35,7 @@
 #define JOB_MAGIC    0x6a6f6231u
 
 static const char *backend_name = "backend";
+static int variant;
 static char chunk[CHUNK_BYTES];
 
 /* A reply that outlives the request callback (a delay or a streamed body). It is freed when the
@@ -152,6 +158,29 @@ static void set_type(struct evkeyvalq *headers, const char *type)
     evhttp_add_header(headers, "Content-Type", type);
 }
 
+/* The /v/ paths: the same answer as a backend without --variant, except in the one respect the
+ * path names. */
+static void variant_reply(struct evhttp_request *req, struct evkeyvalq *out, const char *what)
+{
+    struct evbuffer *buf;
+
+    if (strncmp(what, "status/", 7) == 0) {
+        reply(req, variant ? 503 : 200, NULL);
+    } else if (strncmp(what, "body/", 5) == 0 && variant) {
+        if ((buf = evbuffer_new()) != NULL)
+            evbuffer_add_printf(buf, "%s variant\n", backend_name);
+        evhttp_send_reply(req, 200, NULL, buf);
+        if (buf != NULL)
+            evbuffer_free(buf);
+    } else {
+        if (strncmp(what, "type/", 5) == 0 && variant)
+            set_type(out, "text/html");
+        if (strncmp(what, "etag/", 5) == 0)
+            evhttp_add_header(out, "ETag", variant ? "\"b\"" : "\"a\"");
+        reply(req, 200, NULL);
+    }
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -192,6 +221,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         if (evhttp_find_header(in, "Content-Type") != NULL)
             set_type(out, evhttp_find_header(in, "Content-Type"));
         evhttp_send_reply(req, 200, NULL, evhttp_request_get_input_buffer(req));
+    } else if (strncmp(path, "/v/", 3) == 0) {
+        variant_reply(req, out, path + 3);
     } else {
         reply(req, 200, strcmp(path, "/api/health/readiness") == 0 ? "ready" : NULL);
     }
@@ -298,6 +329,7 @@ int main(int argc, char **argv)
         {"name", required_argument, NULL, 'n'},
         {"listen", required_argument, NULL, 'l'},
         {"port-file", required_argument, NULL, 'p'},
+        {"variant", no_argument, NULL, 'v'},
         {NULL, 0, NULL, 0},
     };
     const char *port_file = NULL;
@@ -308,18 +340,21 @@ int main(int argc, char **argv)
     struct event *sigs[2] = {NULL, NULL};
     int c, port = -1, rc = 1;
 
-    while ((c = getopt_long(argc, argv, "n:l:p:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:l:p:v", opts, NULL)) != -1) {
         if (c == 'n')
             backend_name = optarg;
         else if (c == 'l')
             spec = optarg;
         else if (c == 'p')
             port_file = optarg;
+        else if (c == 'v')
+            variant = 1;
         else
             port = -2;
     }
     if (port == -2 || spec == NULL || optind != argc || (port = split_listen(spec, &host)) < 0) {
-        fprintf(stderr, "usage: veer-backend --name NAME --listen HOST:PORT [--port-file FILE]\n");
+        fprintf(stderr, "usage: veer-backend --name NAME --listen HOST:PORT [--port-file FILE] "
+                        "[--variant]\n");
         return 2;
     }
     memset(chunk, 'x', sizeof(chunk));
