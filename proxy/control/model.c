@@ -601,6 +601,11 @@ static const struct snap_mirror *add_mirror(const struct model *m, struct routin
 
 bool model_mirror(const struct rt_pool *p, const char **group, double *percent)
 {
+    if (p->shadow_on && p->shadow_group < p->ng) {
+        *group = p->g[p->shadow_group].name; /* a rollout's shadow phase */
+        *percent = p->shadow_percent;
+        return true;
+    }
     if (p->mirror == MIRROR_ON) {
         *group = p->mirror_group;
         *percent = p->mirror_percent;

@@ -175,7 +175,8 @@ void model_free(struct model *m);
 
 /*
  * Whether p's requests on no route are mirrored now, and where to
- * (*group, *percent): the operator's switch, else the config.
+ * (*group, *percent): a rollout's shadow phase, else the operator's
+ * switch, else the config.
  */
 bool model_mirror(const struct rt_pool *p, const char **group, double *percent);
 

@@ -826,6 +826,9 @@ static int parse_rollout_start(struct parser *p)
         if (rollout_keys[i].required && !(seen & (1u << i)))
             return fail(p, "rollout start needs %s= (usage: %s)", rollout_keys[i].name,
                         p->def->usage);
+    if (p->c->shadow_ms < 0 && (p->c->shadow_percent >= 0 || p->c->max_diff_rate >= 0))
+        return fail(p, "%s needs shadow=T (the shadow phase it sets)",
+                    p->c->shadow_percent >= 0 ? "shadow-percent" : "max-diff-rate");
     return 0;
 }
 
