@@ -45,7 +45,7 @@
 
 #define NBACKENDS 2
 #define NCONNS    8
-#define NREQS     8
+#define NREQS     48
 #define BLUE      0
 #define GREEN     1
 
@@ -179,8 +179,11 @@ static void backends_close(void)
 
 /* --- a worker run by the test thread (workerfix.h) ----------------------------------------- */
 
-/* Pool api: blue-1 (share 100) and green-1 (share 0), mirror = { group = "green"; MIRROR }. */
-static void start(const char *mirror)
+/*
+ * Pool api: blue-1 (share 100) and green-1 (share 0), mirror = { group =
+ * "green"; MIRROR }, then `extra` (routes).
+ */
+static void start_with(const char *mirror, const char *extra)
 {
     char text[2048];
 
@@ -191,12 +194,17 @@ static void start(const char *mirror)
              "{ name = \"blue-1\"; address = \"127.0.0.1:%d\"; group = \"blue\"; }, "
              "{ name = \"green-1\"; address = \"127.0.0.1:%d\"; group = \"green\"; } );"
              " shares = { blue = 100; green = 0; };"
-             " mirror = { group = \"green\"; %s }; } );\n",
-             local_port(srv[BLUE].fd), local_port(srv[GREEN].fd), mirror);
+             " mirror = { group = \"green\"; %s }; } );\n%s",
+             local_port(srv[BLUE].fd), local_port(srv[GREEN].fd), mirror, extra);
     wfix_start(text, WFIX_MODULES | WFIX_TICK);
     fx.serve = serve;
     ck_assert_ptr_nonnull(routing_current()->pools[0].mirror);
     ck_assert_ptr_nonnull(routing_current()->pools[0].msite);
+}
+
+static void start(const char *mirror)
+{
+    start_with(mirror, "");
 }
 
 static void stop(void)
@@ -641,6 +649,125 @@ START_TEST(test_a_refusing_shadow_is_an_error)
 }
 END_TEST
 
+/* FNV-1a, 64 bits, as the contract names it: written out here, not veer's. */
+static uint64_t fnv1a64(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static bool green_has_route(void *arg)
+{
+    struct mirror_totals t;
+    uint64_t n = 0;
+
+    mirror_site_sum(routing_current()->route[0].msite, &t);
+    for (unsigned r = 0; r < MR_RESULTS; r++)
+        n += t.n[1][r];
+    return n >= (uint64_t) * (int *)arg;
+}
+
+static bool green_has(void *arg)
+{
+    return srv[GREEN].nreqs >= *(int *)arg && counted() >= (uint64_t) * (int *)arg;
+}
+
+START_TEST(test_sampling_is_fnv1a_of_the_request_id_mod_10000)
+{
+    char hdr[64], id[16];
+    int want = 0, sampled[40];
+
+    backend_open(BLUE, "blue-1", false);
+    backend_open(GREEN, "green-1", false);
+    start("percent = 50.0;");
+    ck_assert_uint_eq(routing_current()->pools[0].mirror->threshold, 5000);
+    for (int i = 0; i < 40; i++) {
+        snprintf(id, sizeof(id), "s-%d", i);
+        snprintf(hdr, sizeof(hdr), "X-Request-Id: %s\r\n", id);
+        sampled[i] = fnv1a64(id) % 10000 < 5000;
+        ask("GET", "/s", hdr, NULL);
+        ck_assert_int_eq(client.t->mirror != NULL, sampled[i]);
+        ck_assert(run_until(answered, NULL));
+        want += sampled[i];
+        ck_assert_msg(run_until(green_has, &want), "%s: shadow not counted", id);
+        ck_assert_int_eq(srv[GREEN].nreqs, want);
+        ck_assert_uint_eq(counted(), (uint64_t)want);
+    }
+    ck_assert_int_gt(want, 5); /* both kinds were seen */
+    ck_assert_int_lt(want, 35);
+    for (int i = 0, k = 0; i < 40; i++) {
+        if (!sampled[i])
+            continue;
+        snprintf(id, sizeof(id), "s-%d", i);
+        ck_assert_str_eq(srv[GREEN].req[k++].request_id, id);
+    }
+    stop();
+}
+END_TEST
+
+static bool counted_at_least(void *arg)
+{
+    return counted() >= *(uint64_t *)arg;
+}
+
+START_TEST(test_over_max_inflight_is_dropped)
+{
+    uint64_t two = 2;
+
+    backend_open(BLUE, "blue-1", false);
+    backend_open(GREEN, "green-1", false);
+    srv[GREEN].silent = true;
+    start("max_inflight = 1; timeout_ms = 300;");
+    ask("GET", "/a", "", NULL);
+    ck_assert_ptr_nonnull(client.t->mirror);
+    ck_assert(run_until(answered, NULL));
+    ck_assert_uint_eq(counted(), 0); /* its shadow still waits */
+    ask("GET", "/b", "", NULL);
+    ck_assert_ptr_null(client.t->mirror); /* one in flight already */
+    ck_assert(run_until(answered, NULL));
+    ck_assert_uint_eq(n_of(1, MR_DROPPED), 1);
+    ck_assert(run_until(counted_at_least, &two));
+    ck_assert_uint_eq(n_of(1, MR_TIMEOUT), 1);
+    ck_assert_int_eq(srv[GREEN].nreqs, 1);
+    stop();
+}
+END_TEST
+
+START_TEST(test_a_routes_own_mirror_is_counted_in_its_site)
+{
+    struct mirror_totals t;
+
+    backend_open(BLUE, "blue-1", false);
+    backend_open(GREEN, "green-1", false);
+    start_with("percent = 0.0;", "routes = ( { name = \"v2\"; pool = \"api\";"
+                                 " match = { path_prefix = \"/v2\"; };"
+                                 " mirror = { group = \"green\"; }; } );\n");
+    ck_assert_uint_eq(routing_current()->pools[0].mirror->threshold, 0);
+    ck_assert_uint_eq(routing_current()->route[0].mirror->threshold, 10000);
+    ask("GET", "/other", "", NULL); /* no route: the pool's 0% */
+    ck_assert_ptr_null(client.t->mirror);
+    ck_assert(run_until(answered, NULL));
+    ask("GET", "/v2/x", "", NULL);
+    ck_assert_ptr_nonnull(client.t->mirror);
+    ck_assert(run_until(answered, NULL));
+    {
+        int one = 1;
+
+        ck_assert(run_until(green_has_route, &one));
+    }
+    mirror_site_sum(routing_current()->route[0].msite, &t);
+    ck_assert_uint_eq(t.n[1][MR_MATCH], 1);
+    ck_assert_uint_eq(counted(), 0); /* not in the pool's own site */
+    ck_assert_str_eq(srv[GREEN].req[0].target, "/v2/x");
+    stop();
+}
+END_TEST
+
 static Suite *mirror_suite(void)
 {
     Suite *s = suite_create("mirror");
@@ -655,6 +782,9 @@ static Suite *mirror_suite(void)
     tcase_add_test(tc, test_a_method_not_listed_is_not_mirrored);
     tcase_add_test(tc, test_a_silent_shadow_is_a_timeout);
     tcase_add_test(tc, test_a_refusing_shadow_is_an_error);
+    tcase_add_test(tc, test_sampling_is_fnv1a_of_the_request_id_mod_10000);
+    tcase_add_test(tc, test_over_max_inflight_is_dropped);
+    tcase_add_test(tc, test_a_routes_own_mirror_is_counted_in_its_site);
     if (getenv("VEER_KNOWN_BUGS"))
         tcase_add_test(tc, test_a_mismatch_keeps_the_request_id_as_received);
     suite_add_tcase(s, tc);
