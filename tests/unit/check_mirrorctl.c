@@ -11,6 +11,7 @@
  */
 #include "ctlfix.h"
 #include "mirrorstat.h"
+#include "show.h"
 #include "state.h"
 
 #define CONF                                                                                       \
@@ -300,6 +301,106 @@ START_TEST(test_state_file_lines_and_their_restore)
 }
 END_TEST
 
+/* `mirror report P --json`: the reply's JSON document. */
+static json_t *report_json(const char *line)
+{
+    json_error_t e;
+    json_t *j;
+
+    ctl_run(line);
+    ck_assert_msg(CF.reply.ok, "%s: %s", line, CF.reply.text);
+    j = json_loadb(CF.reply.text, strlen(CF.reply.text) - 2, JSON_REJECT_DUPLICATES, &e);
+    ck_assert_msg(j != NULL && json_is_object(j), "%s: not JSON (%s): %s", line, e.text,
+                  CF.reply.text);
+    return j;
+}
+
+static json_t *row(json_t *report, size_t i)
+{
+    return json_array_get(json_object_get(report, "routes"), i);
+}
+
+/* The row of route `name` in a report; fails when there is none. */
+static json_t *row_of(json_t *report, const char *name)
+{
+    json_t *routes = json_object_get(report, "routes");
+
+    for (size_t i = 0; i < json_array_size(routes); i++)
+        if (strcmp(json_string_value(json_object_get(json_array_get(routes, i), "route")), name) ==
+            0)
+            return json_array_get(routes, i);
+    ck_abort_msg("no row for route '%s'", name);
+    return NULL;
+}
+
+/*
+ * mirrorjson.h: "A route row per route whose requests to the pool were
+ * mirrored". KNOWN DIVERGENCE (reported; runs only with VEER_KNOWN_BUGS=1):
+ * build_mirrors creates a site for every route of a mirroring pool, and
+ * the report lists each site, so a route none of whose requests was
+ * mirrored gets a row of zeros.
+ */
+START_TEST(test_report_rows_are_only_routes_that_were_mirrored)
+{
+    json_t *j;
+
+    ctl_up(CONF);
+    control_set_show(show_execute);
+    mirror_count(spool(API)->msite, 0, 200, MR_MATCH, 10, 10);
+    mirror_count(sroute(V2)->msite, 0, 404, MR_ERROR, 0, 0);
+    j = report_json("mirror report api --json");
+    ck_assert_msg(json_array_size(json_object_get(j, "routes")) == 2, "%s", CF.reply.text);
+    json_decref(j);
+    down();
+}
+END_TEST
+
+START_TEST(test_mirror_report_through_the_admin_line)
+{
+    json_t *j, *totals;
+    size_t records;
+
+    ctl_up(CONF);
+    control_set_show(show_execute);
+    mirror_count(spool(API)->msite, 0, 200, MR_MATCH, 10, 10);
+    mirror_count(spool(API)->msite, 0, 200, MR_MATCH, 10, 10);
+    mirror_count(sroute(V2)->msite, 0, 404, MR_ERROR, 0, 0);
+    records = ctl_audit_count();
+    j = report_json("mirror report api --json");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "pool")), "api");
+    ck_assert(json_is_true(json_object_get(j, "on")));
+    ck_assert_str_eq(json_string_value(json_object_get(j, "group")), "red");
+    ck_assert_double_eq(json_number_value(json_object_get(j, "percent")), 25);
+    ck_assert_str_eq(json_string_value(json_object_get(row(j, 0), "route")), ""); /* first */
+    totals = json_object_get(row_of(j, ""), "totals");
+    ck_assert_int_eq(json_integer_value(json_object_get(totals, "match")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(totals, "mirrored")), 2);
+    totals = json_object_get(row_of(j, "v2"), "totals");
+    ck_assert_int_eq(json_integer_value(json_object_get(totals, "error")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(totals, "mirrored")), 1);
+    json_decref(j);
+    ctl_run("mirror report api");
+    ck_assert(CF.reply.ok);
+    ck_assert_msg(strncmp(CF.reply.text, "pool api: mirror on, 25% to group red\n", 38) == 0, "%s",
+                  CF.reply.text);
+    ctl_run("mirror report nope");
+    ck_assert(!CF.reply.ok);
+    ck_assert_str_eq(CF.reply.text, "ERR unknown pool nope\n\n");
+    ck_assert_uint_eq(ctl_audit_count(), records); /* queries are not audited */
+    ctl_change("mirror api off", NULL);
+    j = report_json("mirror report api --json");
+    ck_assert(json_is_false(json_object_get(j, "on")));
+    totals = json_object_get(row_of(j, ""), "totals"); /* the figures stay */
+    ck_assert_int_eq(json_integer_value(json_object_get(totals, "match")), 2);
+    json_decref(j);
+    j = report_json("mirror report pay --json");
+    ck_assert(json_is_false(json_object_get(j, "on")));
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "routes")), 0);
+    json_decref(j);
+    down();
+}
+END_TEST
+
 static Suite *mirrorctl_suite(void)
 {
     Suite *s = suite_create("mirrorctl");
@@ -311,6 +412,9 @@ static Suite *mirrorctl_suite(void)
     tcase_add_test(tc, test_mirror_off_stops_the_pool_and_its_routes);
     tcase_add_test(tc, test_refusals_leave_the_model_untouched);
     tcase_add_test(tc, test_state_file_lines_and_their_restore);
+    tcase_add_test(tc, test_mirror_report_through_the_admin_line);
+    if (getenv("VEER_KNOWN_BUGS"))
+        tcase_add_test(tc, test_report_rows_are_only_routes_that_were_mirrored);
     suite_add_tcase(s, tc);
     return s;
 }
