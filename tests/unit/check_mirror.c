@@ -768,6 +768,35 @@ START_TEST(test_a_routes_own_mirror_is_counted_in_its_site)
 }
 END_TEST
 
+/* The worker took the snapshot whose mirror has no backend to send to. */
+static bool snapshot_has_no_view(void *arg)
+{
+    (void)arg;
+    return fx.w->routing == routing_current() && routing_current()->pools[0].mirror &&
+           routing_current()->pools[0].mirror->view.n == 0;
+}
+
+START_TEST(test_no_ready_backend_in_the_group_is_an_error)
+{
+    struct rt_pool *p;
+
+    backend_open(BLUE, "blue-1", false);
+    backend_open(GREEN, "green-1", false);
+    start("");
+    p = &fx.m->pools[0];
+    for (uint32_t i = 0; i < p->nb; i++)
+        if (strcmp(p->b[i].be->name, "green-1") == 0)
+            p->b[i].admin = ADMIN_MAINT;
+    publish();
+    ck_assert(run_until(snapshot_has_no_view, NULL));
+    ask_judged("GET", "/n", "", NULL);
+    ck_assert_int_eq(client.status, 200);
+    ck_assert_uint_eq(n_of(1, MR_ERROR), 1);
+    ck_assert_int_eq(srv[GREEN].nreqs, 0);
+    stop();
+}
+END_TEST
+
 static Suite *mirror_suite(void)
 {
     Suite *s = suite_create("mirror");
@@ -785,6 +814,7 @@ static Suite *mirror_suite(void)
     tcase_add_test(tc, test_sampling_is_fnv1a_of_the_request_id_mod_10000);
     tcase_add_test(tc, test_over_max_inflight_is_dropped);
     tcase_add_test(tc, test_a_routes_own_mirror_is_counted_in_its_site);
+    tcase_add_test(tc, test_no_ready_backend_in_the_group_is_an_error);
     if (getenv("VEER_KNOWN_BUGS"))
         tcase_add_test(tc, test_a_mismatch_keeps_the_request_id_as_received);
     suite_add_tcase(s, tc);
