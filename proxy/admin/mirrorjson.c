@@ -12,14 +12,37 @@
 
 static const char *const class_names[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
-/* The sites of pool `name`, sorted by route ("" first); the caller frees the array. */
+/* Whether anything was counted or kept in site s. */
+static bool site_counted(struct mirror_site *s)
+{
+    struct mirror_totals t;
+    unsigned kept;
+
+    pthread_mutex_lock(&s->lock);
+    kept = s->ring_n;
+    pthread_mutex_unlock(&s->lock);
+    if (kept)
+        return true;
+    mirror_site_sum(s, &t);
+    for (unsigned c = 0; c < 5; c++)
+        for (unsigned r = 0; r < MR_RESULTS; r++)
+            if (t.n[c][r])
+                return true;
+    return false;
+}
+
+/*
+ * The sites of pool `name` that counted something (a route none of whose
+ * requests was mirrored has no row), sorted by route ("" first); the
+ * caller frees the array.
+ */
 static struct mirror_site **pool_sites(const char *name, unsigned *n)
 {
     struct mirror_site **v = NULL;
     unsigned k = 0, cap = 0;
 
     for (struct mirror_site *s = mirror_sites_first(); s; s = s->next) {
-        if (strcmp(s->pool, name) != 0)
+        if (strcmp(s->pool, name) != 0 || !site_counted(s))
             continue;
         if (k == cap) {
             cap = cap ? 2 * cap : 8;

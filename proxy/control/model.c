@@ -652,7 +652,9 @@ static void build_mirrors(const struct model *m, struct routing *r)
         if (sr->pool < 0 ||
             (m->pools[sr->pool].mirror == MIRROR_OFF && !m->pools[sr->pool].shadow_on))
             continue;
-        if (cr->has_mirror && !m->pools[sr->pool].shadow_on)
+        /* Its own mirror, unless a route set sent it to a pool without that group. */
+        if (cr->has_mirror && !m->pools[sr->pool].shadow_on &&
+            model_find_group(&m->pools[sr->pool], cr->mirror.group) >= 0)
             sr->mirror = add_mirror(m, r, (uint32_t)sr->pool, &cr->mirror, cr->mirror.group,
                                     cr->mirror.percent);
         else

@@ -457,17 +457,18 @@ static void shadow_stop(struct rollout *r, const char *verdict)
 
 /*
  * The end of the shadow phase: the canary's answers to the mirrored
- * requests are judged. A difference (status, body, compared header), a
- * timeout or an error counts against it: over max-diff-rate of the
- * mirrored requests, or a shadow p99 over max-p99, ends the rollout before
- * step 1; else step 1 begins.
+ * requests are judged. The diff rate, differences (status, body, compared
+ * header) over the pairs both sides answered, over max-diff-rate, or the
+ * shadow's p99 over max-p99 (a timeout or an error counts there as an
+ * answer at timeout_ms: a canary that does not answer cannot pass), ends
+ * the rollout before step 1; else step 1 begins.
  */
 static void shadow_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct rollout *r = arg;
     struct rt_pool *p = &ctl.model->pools[r->pool];
     struct mirror_totals now;
-    uint64_t mirrored = 0, diffs = 0, lat[LAT_BUCKETS + 1];
+    uint64_t mirrored = 0, pairs = 0, diffs = 0, lat[LAT_BUCKETS + 1];
     double rate, p99;
     char why[300], err[300];
 
@@ -484,19 +485,22 @@ static void shadow_timer_cb(evutil_socket_t fd, short what, void *arg)
             uint64_t d = now.n[c][k] - r->sh_base.n[c][k];
 
             mirrored += d;
-            if (k != MR_MATCH)
+            if (k <= MR_BODY_DIFF)
+                pairs += d;
+            if (k == MR_STATUS_DIFF || k == MR_BODY_DIFF)
                 diffs += d;
         }
+    /* A timeout or an error is in the shadow's latency at timeout_ms (mirror.c). */
     for (unsigned b = 0; b <= LAT_BUCKETS; b++)
         lat[b] = now.shadow[b] - r->sh_base.shadow[b];
-    rate = mirrored ? 100.0 * (double)diffs / (double)mirrored : 0;
+    rate = pairs ? 100.0 * (double)diffs / (double)pairs : 0;
     p99 = stats_p99_ms(lat);
-    if (mirrored && r->max_diff_rate >= 0 && rate > r->max_diff_rate) {
+    if (pairs && r->max_diff_rate >= 0 && rate > r->max_diff_rate) {
         snprintf(why, sizeof(why),
-                 "aborted in its shadow phase: %s diff rate %.2f%% (%llu of %llu mirrored) > "
+                 "aborted in its shadow phase: %s diff rate %.2f%% (%llu of %llu answered) > "
                  "max-diff-rate %.2f%%; no traffic moved",
-                 p->g[r->canary].name, rate, (unsigned long long)diffs,
-                 (unsigned long long)mirrored, r->max_diff_rate);
+                 p->g[r->canary].name, rate, (unsigned long long)diffs, (unsigned long long)pairs,
+                 r->max_diff_rate);
     } else if (mirrored && r->max_p99_ms >= 0 && p99 > (double)r->max_p99_ms) {
         snprintf(why, sizeof(why),
                  "aborted in its shadow phase: %s shadow p99 %.1f ms over %llu mirrored > "
@@ -506,9 +510,11 @@ static void shadow_timer_cb(evutil_socket_t fd, short what, void *arg)
         why[0] = '\0';
     }
     snprintf(r->sh_result, sizeof(r->sh_result),
-             "%s after %.1f s: %llu mirrored, %llu differed (%.2f%%), shadow p99 %.1f ms",
+             "%s after %.1f s: %llu mirrored, %llu answered, %llu differed (%.2f%%), shadow p99 "
+             "%.1f ms",
              why[0] ? "failed" : "passed", (double)(veer_now_us() - r->sh_start_us) / 1e6,
-             (unsigned long long)mirrored, (unsigned long long)diffs, rate, p99);
+             (unsigned long long)mirrored, (unsigned long long)pairs, (unsigned long long)diffs,
+             rate, p99);
     if (why[0]) {
         shadow_stop(r, why);
         return;

@@ -37,7 +37,8 @@ struct mirror {
     struct mirror_site *site;
     struct event timer; /* the shadow's timeout_ms */
     uint64_t max_body;
-    uint64_t limit; /* largest request buffer: head and max_body of body, framing included */
+    uint64_t timeout_us; /* what a shadow that timed out or failed counts as its latency */
+    uint64_t limit;      /* largest request buffer: head and max_body of body, framing included */
     enum mirror_result fate; /* once the shadow ended: MR_MATCH (it answered whole) or why not */
     bool shadow_ended, primary_ended, dropped;
     struct mirror_sum side[2]; /* 0: the primary, 1: the shadow */
@@ -113,7 +114,8 @@ static void judge(struct mirror *m)
             }
         }
     }
-    mirror_count(m->site, w->idx, p->status, r, (int64_t)s->us - (int64_t)p->us, s->us);
+    mirror_count(m->site, w->idx, p->status, r, (int64_t)s->us - (int64_t)p->us,
+                 r == MR_TIMEOUT || r == MR_ERROR ? m->timeout_us : s->us);
     if (r == MR_STATUS_DIFF || r == MR_BODY_DIFF) {
         struct mirror_mismatch mm = {.result = r,
                                      .primary_status = p->status,
@@ -406,6 +408,7 @@ void mirror_begin(struct txn *t, const char *request_id)
     m->c.reading = true; /* never asked to read: the copy comes from the primary */
     m->site = site;
     m->max_body = (uint64_t)c->max_body_bytes;
+    m->timeout_us = (uint64_t)c->timeout_ms * 1000;
     m->limit = vbuf_len(t->req_head) + m->max_body + VBUF_SIZE;
     memcpy(m->cmp, sm->cmp, sizeof(m->cmp));
     copy_bytes(m->request_id, sizeof(m->request_id), request_id, strlen(request_id));

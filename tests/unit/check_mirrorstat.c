@@ -92,9 +92,13 @@ START_TEST(test_count_by_primary_class_and_result)
                 all += t.n[c][r];
         ck_assert_uint_eq(all, 9);
     }
-    /* Only completed pairs (match, status_diff, body_diff) have a delta and a shadow latency. */
+    /*
+     * Only completed pairs (match, status_diff, body_diff) have a delta; every
+     * result but dropped has a shadow latency (timeouts and errors: what the
+     * caller gives, 0 here).
+     */
     ck_assert_uint_eq(delta_total(&t), 4);
-    ck_assert_uint_eq(t.shadow_count, 4);
+    ck_assert_uint_eq(t.shadow_count, 8);
     ck_assert_uint_eq(t.shadow_sum_us, 4000);
     ck_assert_int_eq(t.delta_sum_us, 400);
     mirror_sites_free();
@@ -370,9 +374,9 @@ START_TEST(test_sum_adds_every_worker_slot)
     ck_assert_uint_eq(t.delta[1][bound_index(-0.00025)], 1);
     ck_assert_uint_eq(t.delta[1][bound_index(0.0025)], 1);
     ck_assert_uint_eq(delta_total(&t), 3);
-    ck_assert_uint_eq(t.shadow_count, 3);
+    ck_assert_uint_eq(t.shadow_count, 4); /* the timeout too, at 0 */
     ck_assert_uint_eq(t.shadow_sum_us, 2000 + 300 + 7000);
-    ck_assert_uint_eq(t.shadow[0], 1); /* 0.3 ms <= 0.5 ms */
+    ck_assert_uint_eq(t.shadow[0], 2); /* 0.3 ms and the timeout's 0 <= 0.5 ms */
     ck_assert_uint_eq(t.shadow[2], 1); /* 2 ms: (1, 2.5] ms */
     ck_assert_uint_eq(t.shadow[4], 1); /* 7 ms: (5, 10] ms */
     /* Each slot is its own: a fresh sum sees the same. */
@@ -406,16 +410,16 @@ START_TEST(test_totals_add_and_classes)
     ck_assert_uint_eq(a.delta[4][bound_index(-0.00025)], 0);
     ck_assert_uint_eq(a.delta[4][bound_index(0)], 1); /* -0.1 ms: (-0.25 ms, 0] */
     ck_assert_int_eq(a.delta_sum_us, 100);
-    ck_assert_uint_eq(a.shadow_count, 3);
+    ck_assert_uint_eq(a.shadow_count, 4); /* the error too, at 0 */
     ck_assert_uint_eq(a.shadow_sum_us, 20150);
-    ck_assert_uint_eq(a.shadow[0], 2);
+    ck_assert_uint_eq(a.shadow[0], 3);
     ck_assert_uint_eq(a.shadow[5], 1); /* 20 ms: (10, 25] ms */
     /* Adding leaves b alone; adding zeros changes nothing. */
     ck_assert_uint_eq(b.n[1][MR_MATCH], 1);
     memset(&b, 0, sizeof(b));
     mirror_totals_add(&a, &b);
     ck_assert_uint_eq(a.n[1][MR_MATCH], 2);
-    ck_assert_uint_eq(a.shadow_count, 3);
+    ck_assert_uint_eq(a.shadow_count, 4);
     /* The classes summed into one histogram. */
     mirror_delta_classes(a.delta, all);
     ck_assert_uint_eq(all[bound_index(0.00025)], 2);
