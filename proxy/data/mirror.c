@@ -11,6 +11,7 @@
 #include "worker.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -45,6 +46,18 @@ struct mirror {
     char cmp[MIRROR_CMP_BYTES];
     char request_id[64], method[16], path[128];
 };
+
+/*
+ * SHA-256, fetched once: OpenSSL 3 looks an algorithm up (under a lock)
+ * every time EVP_sha256() is used to initialise a digest.
+ */
+static EVP_MD *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
 
 static void sum_body(void *ctx, const char *at, size_t len)
 {
@@ -415,9 +428,11 @@ void mirror_begin(struct txn *t, const char *request_id)
     copy_bytes(m->method, sizeof(m->method), head + t->req->method.off, t->req->method.len);
     v = http_target_path(t->req, head, &n);
     copy_bytes(m->path, sizeof(m->path), v, n);
+    pthread_once(&sha256_once, sha256_fetch);
     for (int k = 0; k < 2; k++) {
         m->side[k].sha = EVP_MD_CTX_new();
-        if (m->side[k].sha == NULL || !EVP_DigestInit_ex(m->side[k].sha, EVP_sha256(), NULL))
+        if (sha256 == NULL || m->side[k].sha == NULL ||
+            !EVP_DigestInit_ex(m->side[k].sha, sha256, NULL))
             veer_panic(__FILE__, __LINE__, "SHA-256");
     }
     /* The copy: the head veer sent the primary, then the body framed so far. */
