@@ -511,8 +511,12 @@ void mirror_primary_end(struct txn *t)
     m->primary = NULL;
     m->primary_ended = true;
     m->side[0].status = t->res_status;
-    if (!t->req_done || t->res_status < 100) {
-        /* The request was cut short: the shadow cannot have had it whole. */
+    if (!t->req_done || t->res_status < 100 || !t->res_done) {
+        /*
+         * The request was cut short (the shadow cannot have had it whole), or
+         * the primary's answer was (the client left, the backend failed
+         * mid-body): nothing to compare.
+         */
         m->dropped = true;
         if (!m->shadow_ended) {
             if (m->t->up)
