@@ -386,14 +386,15 @@ static void first_step_started(struct rollout *r)
     control_save_state();
 }
 
-static void begin(struct ctl_req *req, struct rollout *r, const char *extra)
+/*
+ * Step 1's shares pass the shift checks, then the start is audited (for
+ * the next generation); 0. Else r is freed and req refused: -1.
+ */
+static int start_checked(struct ctl_req *req, struct rollout *r)
 {
     int pi = r->pool, shares[2];
-    char err[300] = "", line[400];
+    char err[300] = "";
 
-    r->active = true;
-    r->pre = ctl_edit_save(pi);
-    r->step = 0;
     shares[r->canary] = r->steps[0];
     shares[r->stable] = 100 - r->steps[0];
     if (ctl_check_shares(pi, shares, err, sizeof(err)) < 0 ||
@@ -402,8 +403,20 @@ static void begin(struct ctl_req *req, struct rollout *r, const char *extra)
         ro[pi] = NULL;
         if (err[0])
             ctl_refuse(req, "%s", err);
-        return;
+        return -1;
     }
+    return 0;
+}
+
+static void begin(struct ctl_req *req, struct rollout *r, const char *extra)
+{
+    char err[300] = "", line[400];
+
+    r->active = true;
+    r->pre = ctl_edit_save(r->pool);
+    r->step = 0;
+    if (start_checked(req, r) < 0)
+        return;
     apply_share(r, r->steps[0], false, err, sizeof(err));
     first_step_started(r);
     snprintf(line, sizeof(line), " step=1/%d share=%d%s", r->nsteps, r->steps[0], extra);
@@ -541,20 +554,12 @@ static void shadow_timer_cb(evutil_socket_t fd, short what, void *arg)
  */
 static void shadow_begin(struct ctl_req *req, struct rollout *r, const char *extra)
 {
-    int pi = r->pool, shares[2];
-    char err[300] = "", line[300];
+    int pi = r->pool;
+    char line[300];
     uint64_t gen;
 
-    shares[r->canary] = r->steps[0];
-    shares[r->stable] = 100 - r->steps[0];
-    if (ctl_check_shares(pi, shares, err, sizeof(err)) < 0 ||
-        ctl_audit_change(req, ctl.model->generation + 1, NULL, NULL) < 0) {
-        ro_free(r);
-        ro[pi] = NULL;
-        if (err[0])
-            ctl_refuse(req, "%s", err);
+    if (start_checked(req, r) < 0)
         return;
-    }
     pool_mirror_totals(&ctl.model->pools[pi], &r->sh_base);
     r->sh_run = true;
     r->sh_start_us = veer_now_us();
