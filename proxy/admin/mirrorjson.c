@@ -89,14 +89,15 @@ static uint64_t mirrored(const struct figures *f)
     return t;
 }
 
-static void ms_or_null(struct sbuf *o, const uint64_t *delta, double q)
+/* The q-quantile of a delta histogram in ms, or `none` when it holds nothing. */
+static void delta_ms(struct sbuf *o, const uint64_t *delta, double q, const char *none)
 {
     double v;
 
     if (mirror_delta_quantile(delta, q, &v))
         sb_printf(o, "%.3f", v * 1000.0);
     else
-        sb_puts(o, "null");
+        sb_puts(o, none);
 }
 
 static void figures_json(struct sbuf *o, const struct figures *f)
@@ -106,9 +107,9 @@ static void figures_json(struct sbuf *o, const struct figures *f)
         sb_printf(o, ",\"%s\":%llu", mirror_result_name((enum mirror_result)r),
                   (unsigned long long)f->n[r]);
     sb_puts(o, ",\"delta_p50_ms\":");
-    ms_or_null(o, f->delta, 0.5);
+    delta_ms(o, f->delta, 0.5, "null");
     sb_puts(o, ",\"delta_p99_ms\":");
-    ms_or_null(o, f->delta, 0.99);
+    delta_ms(o, f->delta, 0.99, "null");
 }
 
 /* The figures of class c (0..4), or of every class (c == 5), of totals t. */
@@ -259,16 +260,6 @@ void mirrorjson_list(struct sbuf *o, const struct model *m)
     sb_puts(o, "]");
 }
 
-static void ms_text(struct sbuf *o, const uint64_t *delta, double q)
-{
-    double v;
-
-    if (mirror_delta_quantile(delta, q, &v))
-        sb_printf(o, "%.3f", v * 1000.0);
-    else
-        sb_puts(o, "-");
-}
-
 static void row_text(struct sbuf *o, const char *route, const char *cls, const struct figures *f)
 {
     sb_printf(o, "%-16s %-5s %9llu %8llu %8llu %11llu %9llu %8llu %6llu ", route[0] ? route : "-",
@@ -276,9 +267,9 @@ static void row_text(struct sbuf *o, const char *route, const char *cls, const s
               (unsigned long long)f->n[MR_MATCH], (unsigned long long)f->n[MR_STATUS_DIFF],
               (unsigned long long)f->n[MR_BODY_DIFF], (unsigned long long)f->n[MR_TIMEOUT],
               (unsigned long long)f->n[MR_ERROR]);
-    ms_text(o, f->delta, 0.5);
+    delta_ms(o, f->delta, 0.5, "-");
     sb_puts(o, " ");
-    ms_text(o, f->delta, 0.99);
+    delta_ms(o, f->delta, 0.99, "-");
     sb_puts(o, "\n");
 }
 
