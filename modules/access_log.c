@@ -36,7 +36,6 @@ static struct {
     _Atomic int fd;
     char path[4096];
     struct alog bufs[256]; /* per worker index */
-    _Atomic uint64_t ids;
 } al = {.fd = -1};
 
 struct alog_conf {
@@ -193,9 +192,7 @@ static int on_request_head(struct txn *t)
     if (v && n) {
         copy_span(l->request_id, sizeof(l->request_id), v, n);
     } else {
-        snprintf(l->request_id, sizeof(l->request_id), "%08x%02x%014llx", (unsigned)getpid(),
-                 txn_worker_index(t),
-                 (unsigned long long)atomic_fetch_add(&al.ids, 1) & 0xffffffffffffffull);
+        txn_new_request_id(t, l->request_id, sizeof(l->request_id));
         l->id_generated = true;
     }
     snprintf(l->route, sizeof(l->route), "%s", txn_route_name(t));

@@ -14,7 +14,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
 
 #define MIRROR_MAGIC   0x6d697272u
 #define MIRROR_CMP_MAX 8 /* compared headers */
@@ -353,10 +352,8 @@ const char *mirror_sample(struct txn *t, struct http_fwd_info *fi, char *idbuf, 
         id = log->request_id; /* the access log's: the one it logs, generated when absent */
         n = strlen(id);
     } else if ((id = http_find_header(t->req, head, "x-request-id", &n)) == NULL || n == 0) {
-        struct worker *w = t->s->w;
-
-        snprintf(idbuf, idlen, "%08x%02x%014llx", (unsigned)getpid(), w->idx & 0xff,
-                 (unsigned long long)(++w->mirror_ids & 0xffffffffffffffull));
+        txn_new_request_id(t, idbuf, idlen);
+        /* The id that decided goes to the backend, mirrored or not: it can be traced. */
         fi->request_id = id = idbuf;
         n = strlen(idbuf);
     }
@@ -463,8 +460,14 @@ void mirror_begin(struct txn *t, const char *request_id)
     st->req_done = t->req_done;
     st->res_limits = t->res_limits;
     evtimer_assign(&m->timer, w->base, timer_cb, m);
-    event_add(&m->timer, &(struct timeval){.tv_sec = c->timeout_ms / 1000,
-                                           .tv_usec = (c->timeout_ms % 1000) * 1000});
+    {
+        /* One queue per duration (libevent's common timeouts): O(1), not the heap's O(log n). */
+        struct timeval tv = {.tv_sec = c->timeout_ms / 1000,
+                             .tv_usec = (c->timeout_ms % 1000) * 1000};
+        const struct timeval *ctv = event_base_init_common_timeout(w->base, &tv);
+
+        event_add(&m->timer, ctv ? ctv : &tv);
+    }
     txn_start_shadow(st, sm->view.b[idx].be, sm->pool, t->req->parser.method == HTTP_HEAD, sum_body,
                      &m->side[1]);
 }

@@ -202,6 +202,14 @@ void txn_summarize(const struct txn *t, struct txn_summary *out)
     out->be = t->be;
 }
 
+void txn_new_request_id(const struct txn *t, char *buf, size_t len)
+{
+    struct worker *w = t->s->w;
+
+    snprintf(buf, len, "%08x%02x%014llx", w->pid, w->idx & 0xff,
+             (unsigned long long)(++w->request_ids & 0xffffffffffffffull));
+}
+
 unsigned txn_worker_index(const struct txn *t)
 {
     return t->s->w->idx;

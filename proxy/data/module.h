@@ -192,6 +192,13 @@ void txn_summarize(const struct txn *t, struct txn_summary *out);
 
 /* --- the worker a transaction runs on ------------------------------------------------- */
 
+/*
+ * A new request id into buf (24 hex digits and a NUL: len >= 25): the
+ * process, the worker and a counter of the worker's, so ids are unique
+ * across workers and processes without a shared counter or a syscall.
+ */
+void txn_new_request_id(const struct txn *t, char *buf, size_t len);
+
 /* Index of the worker (0 .. workers - 1) and its event loop, for a module's per-worker timer. */
 unsigned txn_worker_index(const struct txn *t);
 struct event_base *txn_event_base(const struct txn *t);

@@ -754,6 +754,7 @@ struct worker *worker_create(unsigned idx, const struct veer_conf *conf, const i
     struct event_config *cfg = event_config_new();
 
     w->idx = idx;
+    w->pid = (unsigned)getpid();
     w->conf = conf;
     w->inbox = (struct mailbox)MAILBOX_INITIALIZER;
     event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);

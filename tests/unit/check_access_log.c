@@ -138,6 +138,7 @@ static void start(const char *text)
         struct worker *w = &fx.w[k];
 
         w->idx = k;
+        w->pid = (unsigned)getpid(); /* as worker_create() sets it */
         w->base = event_base_new();
         w->conf = fx.c;
         w->req_limits = (struct http_limits){
