@@ -11,6 +11,7 @@
 #include "rollout.h"
 #include "routejson.h"
 #include "discjson.h"
+#include "mirrorjson.h"
 #include "sbuf.h"
 #include "stats.h"
 #include "veer.h"
@@ -307,6 +308,8 @@ static void status_head(struct sbuf *o, const struct model *m)
     }
     sb_puts(o, "],\"discovery\":");
     discjson_list(o, m);
+    sb_puts(o, ",\"mirror\":");
+    mirrorjson_list(o, m);
     sb_puts(o, ",\"routes\":[");
 }
 

@@ -11,6 +11,7 @@
 #include "path.h"
 #include "routejson.h"
 #include "discjson.h"
+#include "mirrorjson.h"
 #include "discovery.h"
 #include "routes.h"
 #include "audit.h"
@@ -485,6 +486,32 @@ static void show_discovery(struct ctl_req *r)
     sb_free(&o);
 }
 
+/* mirror report POOL [--json]: what the shadow answered differently. */
+static void show_mirror_report(struct ctl_req *r)
+{
+    const struct model *m = control_model();
+    int pi = model_find_pool(m, r->cmd.pool);
+    struct sbuf o;
+
+    if (pi < 0 || m->pools[pi].removed) {
+        char line[128];
+
+        snprintf(line, sizeof(line), "ERR unknown pool %s", r->cmd.pool);
+        control_answer(r, line, false);
+        return;
+    }
+    sb_init(&o);
+    if (r->cmd.json)
+        mirrorjson_report(&o, m, (unsigned)pi);
+    else
+        mirrorjson_text(&o, m, (unsigned)pi);
+    /* The reply's end is an empty line: the text must not end with its own newline. */
+    if (!r->cmd.json && o.len && o.s[o.len - 1] == '\n')
+        o.s[--o.len] = '\0';
+    control_answer(r, o.s, true);
+    sb_free(&o);
+}
+
 void show_execute(struct ctl_req *r)
 {
     switch (r->cmd.kind) {
@@ -505,6 +532,9 @@ void show_execute(struct ctl_req *r)
         return;
     case CMD_SHOW_DISCOVERY:
         show_discovery(r);
+        return;
+    case CMD_MIRROR_REPORT:
+        show_mirror_report(r);
         return;
     default:
         control_answer(r, "ERR not a show command", false);

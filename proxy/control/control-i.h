@@ -179,6 +179,13 @@ void ctl_route_set(struct ctl_req *r);
 /* Roll route ri back to the pool it had before its last route set. */
 void ctl_route_rollback(struct ctl_req *r, int ri);
 
+/* mirrorctl.c */
+void ctl_mirror(struct ctl_req *r);
+/* Set pool p's mirror switch: on to group at percent, or off (the caller publishes). */
+void ctl_mirror_set(struct rt_pool *p, bool on, const char *group, double percent);
+/* p's mirror as audit records show it: {"pool":..,"mirror":true,"group":..,"percent":..}. */
+void ctl_mirror_json(char *buf, size_t len, const struct rt_pool *p);
+
 /* verify.c */
 void ctl_audit_verify(struct ctl_req *r); /* answers later, from its own thread's result */
 void ctl_audit_verify_shutdown(void);

@@ -950,6 +950,8 @@ static void start_change(struct ctl_req *r)
         return ctl_route_maintenance(r);
     case CMD_ROUTE_SET:
         return ctl_route_set(r);
+    case CMD_MIRROR:
+        return ctl_mirror(r);
     case CMD_ROLLBACK:
         if (rollback_of_route(r, &pi)) {
             if (pi >= 0)
@@ -1092,6 +1094,7 @@ void control_execute(struct ctl_req *r)
     case CMD_SHOW_STATS:
     case CMD_SHOW_ROUTES:
     case CMD_SHOW_DISCOVERY:
+    case CMD_MIRROR_REPORT:
     case CMD_ROUTE_EXPLAIN:
         if (ctl.show)
             ctl.show(r);
@@ -1149,6 +1152,7 @@ void control_execute(struct ctl_req *r)
     case CMD_MAINTENANCE:
     case CMD_ROUTE_MAINT:
     case CMD_ROUTE_SET:
+    case CMD_MIRROR:
         if (ctl.queue_tail)
             ctl.queue_tail->next = r;
         else

@@ -4,9 +4,11 @@
  * Publishing and reclaiming snapshots is core/routing.c's job.
  */
 #include "model.h"
+#include "mirrorstat.h"
 #include "veer.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* Make room for one more element in *v (n used of *cap, each size bytes), doubling. */
 static void *grow_array(void *v, uint32_t n, uint32_t *cap, size_t size)
@@ -231,6 +233,7 @@ void model_free(struct model *m)
         hmap_free(&p->g_byname);
         free(p->name);
         free(p->rollout);
+        free(p->mirror_group);
     }
     free(m->pools);
     for (uint32_t i = 0; i < m->nroutes; i++)
@@ -334,12 +337,18 @@ enum backend_state model_state(const struct rt_pool *p, uint32_t i)
     }
 }
 
-bool model_eligible(const struct rt_pool *p, uint32_t i)
+/* Whether backend i of p may take requests, its group's share aside. */
+static bool backend_serves(const struct rt_pool *p, uint32_t i)
 {
     const struct rt_backend *b = &p->b[i];
 
     return b->admin == ADMIN_READY && !b->gone && b->health == HEALTH_READY && b->weight > 0 &&
-           b->breaker != BREAKER_OPEN && p->g[b->group].share > 0;
+           b->breaker != BREAKER_OPEN;
+}
+
+bool model_eligible(const struct rt_pool *p, uint32_t i)
+{
+    return backend_serves(p, i) && p->g[p->b[i].group].share > 0;
 }
 
 int model_find_backend(const struct rt_pool *p, const char *name)
@@ -507,6 +516,143 @@ static void group_views(const struct rt_pool *p, struct snap_pool *sp)
     free(count);
 }
 
+/* --- shadow traffic (issue 19) ------------------------------------------ */
+
+static char *safe_methods[] = {"GET", "HEAD", "OPTIONS"};
+
+/* The limits of `mirror P on` for a pool whose config has no mirror. */
+static const struct conf_mirror mirror_defaults = {
+    .percent = 100,
+    .max_body_bytes = 65536,
+    .max_inflight = 256,
+    .timeout_ms = 2000,
+    .methods = {safe_methods, 3},
+};
+
+static bool in_strings(const struct conf_strings *l, const char *v)
+{
+    for (int i = 0; i < l->n; i++)
+        if (strcasecmp(l->v[i], v) == 0)
+            return true;
+    return false;
+}
+
+/* Add name to the compared headers unless ignored, present, or out of room. */
+static void cmp_add(char *cmp, size_t *used, const struct conf_mirror *c, const char *name)
+{
+    size_t n = strlen(name);
+
+    if (in_strings(&c->ignore, name) || *used + n + 2 > MIRROR_CMP_BYTES)
+        return;
+    for (const char *h = cmp; *h; h += strlen(h) + 1)
+        if (strcasecmp(h, name) == 0)
+            return;
+    memcpy(cmp + *used, name, n + 1);
+    *used += n + 1;
+    cmp[*used] = '\0';
+}
+
+/*
+ * The mirror group's backends that may take requests, whatever its share,
+ * with their routing weights reduced by their gcd: the shadow's balance.
+ */
+static void mirror_view(const struct rt_pool *p, int g, struct snap_pool *v)
+{
+    uint64_t d = 0;
+
+    v->name = p->name;
+    v->conf = p->conf;
+    v->balance = p->conf->balance;
+    v->canary = -1;
+    v->b = veer_calloc(p->nb + 1, sizeof(*v->b));
+    for (uint32_t i = 0; g >= 0 && i < p->nb; i++) {
+        if (p->b[i].group != (uint32_t)g || !backend_serves(p, i))
+            continue;
+        v->b[v->n].be = p->b[i].be;
+        v->b[v->n].group = (uint32_t)g;
+        v->b[v->n].weight = (uint64_t)routing_weight(&p->b[i]);
+        d = gcd64(d, v->b[v->n].weight);
+        v->n++;
+    }
+    for (uint32_t i = 0; i < v->n && d > 1; i++)
+        v->b[i].weight /= d;
+}
+
+static const struct snap_mirror *add_mirror(const struct model *m, struct routing *r, uint32_t pool,
+                                            const struct conf_mirror *c, const char *group,
+                                            double percent)
+{
+    const struct rt_pool *p = &m->pools[pool];
+    struct snap_mirror *sm = &r->mirrors[r->nmirrors];
+    int g = model_find_group(p, group);
+    size_t used = 0;
+
+    sm->id = r->nmirrors++;
+    sm->conf = c;
+    sm->pool = (int)pool;
+    sm->group = g >= 0 ? p->g[g].name : NULL; /* lives as long as the model */
+    sm->threshold = (uint32_t)(percent * 100 + 0.5);
+    mirror_view(p, g, &sm->view);
+    cmp_add(sm->cmp, &used, c, "content-type");
+    for (int i = 0; i < c->headers.n; i++)
+        cmp_add(sm->cmp, &used, c, c->headers.v[i]);
+    return sm;
+}
+
+bool model_mirror(const struct rt_pool *p, const char **group, double *percent)
+{
+    if (p->mirror == MIRROR_ON) {
+        *group = p->mirror_group;
+        *percent = p->mirror_percent;
+        return true;
+    }
+    if (p->mirror == MIRROR_OFF || !p->conf->has_mirror)
+        return false;
+    *group = p->conf->mirror.group;
+    *percent = p->conf->mirror.percent;
+    return true;
+}
+
+/* The mirror of pool i's requests on no route, as the config and the operator set it, or NULL. */
+static const struct snap_mirror *pool_mirror(const struct model *m, struct routing *r, uint32_t i)
+{
+    const struct rt_pool *p = &m->pools[i];
+    const struct conf_pool *cp = p->conf;
+
+    if (p->mirror == MIRROR_OFF)
+        return NULL;
+    if (p->mirror == MIRROR_ON)
+        return add_mirror(m, r, i, cp->has_mirror ? &cp->mirror : &mirror_defaults, p->mirror_group,
+                          p->mirror_percent);
+    if (!cp->has_mirror)
+        return NULL;
+    return add_mirror(m, r, i, &cp->mirror, cp->mirror.group, cp->mirror.percent);
+}
+
+static void build_mirrors(const struct model *m, struct routing *r)
+{
+    r->mirrors = veer_calloc(r->npools + r->nroutes + 1, sizeof(*r->mirrors));
+    for (uint32_t i = 0; i < r->npools; i++) {
+        r->pools[i].mirror = pool_mirror(m, r, i);
+        if (r->pools[i].mirror)
+            r->pools[i].msite = mirror_site_get(r->pools[i].name, "");
+    }
+    for (uint32_t i = 0; i < r->nroutes; i++) {
+        struct snap_route *sr = &r->route[i];
+        const struct conf_route *cr = &m->conf->routes[i];
+
+        if (sr->pool < 0 || m->pools[sr->pool].mirror == MIRROR_OFF)
+            continue;
+        if (cr->has_mirror)
+            sr->mirror = add_mirror(m, r, (uint32_t)sr->pool, &cr->mirror, cr->mirror.group,
+                                    cr->mirror.percent);
+        else
+            sr->mirror = r->pools[sr->pool].mirror;
+        if (sr->mirror)
+            sr->msite = mirror_site_get(m->pools[sr->pool].name, sr->name);
+    }
+}
+
 struct routing *routing_build(const struct model *m)
 {
     struct routing *r = veer_calloc(1, sizeof(*r));
@@ -548,5 +694,6 @@ struct routing *routing_build(const struct model *m)
         pool_weights(&m->pools[i], &r->pools[i]);
         group_views(&m->pools[i], &r->pools[i]);
     }
+    build_mirrors(m, r);
     return r;
 }

@@ -77,6 +77,15 @@ struct rt_pool {
     bool maint;
     int maint_retry_after;
     int64_t maint_hold_ms;
+    /*
+     * Shadow traffic as the operator set it (`mirror P on|off`, a rollout's
+     * shadow phase): MIRROR_CONF follows the config; MIRROR_ON mirrors to
+     * mirror_group at mirror_percent with the config's limits (or the
+     * defaults); MIRROR_OFF mirrors nothing, routes' own mirrors included.
+     */
+    enum { MIRROR_CONF = 0, MIRROR_ON, MIRROR_OFF } mirror;
+    char *mirror_group;
+    double mirror_percent;
     struct rt_backend *b;
     uint32_t nb;
     uint32_t cap_b;       /* room in b: it grows by doubling */
@@ -155,6 +164,12 @@ void model_reset_shares(struct rt_pool *p);
 /* Index of group `name` in p, created with a 0% share when new. */
 uint32_t model_group(struct rt_pool *p, const char *name);
 void model_free(struct model *m);
+
+/*
+ * Whether p's requests on no route are mirrored now, and where to
+ * (*group, *percent): the operator's switch, else the config.
+ */
+bool model_mirror(const struct rt_pool *p, const char **group, double *percent);
 
 /* Index of a pool by name, or -1. */
 int model_find_pool(const struct model *m, const char *name);

@@ -44,6 +44,10 @@ static void render_pool(struct sbuf *b, const struct rt_pool *p)
         sb_printf(b, "maint on %d\n", p->maint_retry_after);
     if (p->rollout)
         sb_printf(b, "rollout %s\n", p->rollout);
+    if (p->mirror == MIRROR_OFF)
+        sb_puts(b, "mirror off\n");
+    else if (p->mirror == MIRROR_ON)
+        sb_printf(b, "mirror on %s %.4f\n", p->mirror_group, p->mirror_percent);
     for (uint32_t g = 0; g < p->ng; g++)
         sb_printf(b, "share %s %d\n", p->g[g].name, p->g[g].share);
     for (uint32_t i = 0; i < p->nb; i++)
@@ -116,7 +120,10 @@ struct st_backend {
 
 struct st_pool {
     struct st_name id;
-    const char *rollout; /* points into st_file.buf */
+    const char *rollout;      /* points into st_file.buf */
+    int mirror;               /* MIRROR_CONF, MIRROR_ON, MIRROR_OFF */
+    const char *mirror_group; /* points into st_file.buf */
+    double mirror_percent;
     bool maint;
     int retry_after;
     struct st_share *s;
@@ -418,6 +425,31 @@ static int parse_audit(struct parser *ps, char **tok, int n)
     return 0;
 }
 
+/* "mirror off" or "mirror on GROUP PERCENT", inside a pool. */
+static int parse_mirror(struct parser *ps, char **tok, int n)
+{
+    struct st_pool *p;
+    char *end;
+    double v;
+
+    if (ps->f->np == 0)
+        return fail(ps, "expected 'mirror ...' inside a pool");
+    p = &ps->f->p[ps->f->np - 1];
+    if (n == 2 && strcmp(tok[1], "off") == 0) {
+        p->mirror = MIRROR_OFF;
+        return 0;
+    }
+    if (n != 4 || strcmp(tok[1], "on") != 0 || check_name(ps, "group", tok[2]) < 0)
+        return fail(ps, "expected 'mirror off' or 'mirror on GROUP PERCENT'");
+    v = strtod(tok[3], &end);
+    if (*end != '\0' || end == tok[3] || !(v >= 0 && v <= 100))
+        return fail(ps, "bad mirror percent '%s' (0..100)", tok[3]);
+    p->mirror = MIRROR_ON;
+    p->mirror_group = tok[2];
+    p->mirror_percent = v;
+    return 0;
+}
+
 /* One line of the body: audit, maintenance, pool, share, backend or the closing end. */
 static int parse_body(struct parser *ps, char **tok, int n)
 {
@@ -435,6 +467,8 @@ static int parse_body(struct parser *ps, char **tok, int n)
         ps->f->p[ps->f->np - 1].rollout = tok[1];
         return 0;
     }
+    if (strcmp(tok[0], "mirror") == 0)
+        return parse_mirror(ps, tok, n);
     if (strcmp(tok[0], "pool") == 0)
         return parse_pool(ps, tok, n);
     if (strcmp(tok[0], "route") == 0)
@@ -686,6 +720,18 @@ static void st_apply(struct model *m, const struct st_file *f, struct apply_stat
         m->pools[k].maint_retry_after = sp->retry_after;
         free(m->pools[k].rollout);
         m->pools[k].rollout = sp->rollout ? veer_strdup(sp->rollout) : NULL;
+        free(m->pools[k].mirror_group);
+        m->pools[k].mirror_group = NULL;
+        m->pools[k].mirror = sp->mirror;
+        if (sp->mirror == MIRROR_ON && model_find_group(&m->pools[k], sp->mirror_group) < 0) {
+            log_info("state file: mirror group '%s' of pool '%s' no longer exists, mirror as "
+                     "configured",
+                     sp->mirror_group, sp->id.name);
+            m->pools[k].mirror = MIRROR_CONF;
+        } else if (sp->mirror == MIRROR_ON) {
+            m->pools[k].mirror_group = veer_strdup(sp->mirror_group);
+            m->pools[k].mirror_percent = sp->mirror_percent;
+        }
         st->pools++;
     }
     apply_routes(m, f, st);

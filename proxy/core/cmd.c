@@ -92,9 +92,11 @@ static const char *const kind_names[] = {
     [CMD_ROUTE_MAINT] = "route maintenance",
     [CMD_ROUTE_SET] = "route set",
     [CMD_SHOW_DISCOVERY] = "show discovery",
+    [CMD_MIRROR] = "mirror",
+    [CMD_MIRROR_REPORT] = "mirror report",
 };
 
-_Static_assert(ARRAY_SIZE(kind_names) == CMD_SHOW_DISCOVERY + 1, "a kind without a name");
+_Static_assert(ARRAY_SIZE(kind_names) == CMD_MIRROR_REPORT + 1, "a kind without a name");
 
 /*
  * Replace every byte that is not printable ASCII by '?', so a reason that
@@ -738,15 +740,49 @@ static int rollout_preflight(struct parser *p, const char *val)
     return set_name(p, p->c->preflight, val, "preflight");
 }
 
+static int rollout_shadow(struct parser *p, const char *val)
+{
+    return parse_duration(p, val, "shadow", &p->c->shadow_ms);
+}
+
+/* A percent argument KEY=VALUE into *out (5%, 0.5, 100). */
+static int percent_arg(struct parser *p, const char *key, const char *val, double *out)
+{
+    int r = parse_percent(val, out);
+
+    if (r == -1)
+        return fail(p, "bad %s '%.*s': expected a percent like 5%% or 0.5", key,
+                    echo_len(strlen(val)), val);
+    if (r == -2)
+        return fail(p, "%s must be between 0 and 100 (got %.*s)", key, echo_len(strlen(val)), val);
+    return 0;
+}
+
+static int rollout_shadow_percent(struct parser *p, const char *val)
+{
+    return percent_arg(p, "shadow-percent", val, &p->c->shadow_percent);
+}
+
+static int rollout_diff_rate(struct parser *p, const char *val)
+{
+    return percent_arg(p, "max-diff-rate", val, &p->c->max_diff_rate);
+}
+
 static const struct rollout_key {
     const char *name;
     bool required;
     int (*set)(struct parser *p, const char *val);
 } rollout_keys[] = {
-    {"canary", true, rollout_canary},        {"steps", true, rollout_steps},
-    {"interval", true, rollout_interval},    {"max-error-rate", false, rollout_error_rate},
-    {"max-p99", false, rollout_p99},         {"min-requests", false, rollout_min_requests},
+    {"canary", true, rollout_canary},
+    {"steps", true, rollout_steps},
+    {"interval", true, rollout_interval},
+    {"max-error-rate", false, rollout_error_rate},
+    {"max-p99", false, rollout_p99},
+    {"min-requests", false, rollout_min_requests},
     {"preflight", false, rollout_preflight},
+    {"shadow", false, rollout_shadow},
+    {"shadow-percent", false, rollout_shadow_percent},
+    {"max-diff-rate", false, rollout_diff_rate},
 };
 
 /* One KEY=VALUE of rollout start; `seen` has a bit per key already given. */
@@ -770,7 +806,7 @@ static int rollout_arg(struct parser *p, const char *s, unsigned *seen)
     }
     return fail(p,
                 "unknown rollout key '%.*s' (canary, steps, interval, max-error-rate, max-p99, "
-                "min-requests, preflight)",
+                "min-requests, preflight, shadow, shadow-percent, max-diff-rate)",
                 echo_len(n), s);
 }
 
@@ -790,6 +826,38 @@ static int parse_rollout_start(struct parser *p)
         if (rollout_keys[i].required && !(seen & (1u << i)))
             return fail(p, "rollout start needs %s= (usage: %s)", rollout_keys[i].name,
                         p->def->usage);
+    return 0;
+}
+
+/* mirror POOL on [group=G] [percent=X] | mirror POOL off */
+static int parse_mirror(struct parser *p)
+{
+    struct cmd *c = p->c;
+
+    if (p->narg < 2)
+        return usage(p);
+    if (set_name(p, c->pool, p->arg[0], "pool") < 0)
+        return -1;
+    if (strcmp(p->arg[1], "on") != 0 && strcmp(p->arg[1], "off") != 0)
+        return fail(p, "mirror takes on or off (got '%.*s')", echo_len(strlen(p->arg[1])),
+                    p->arg[1]);
+    c->on = strcmp(p->arg[1], "on") == 0;
+    if (!c->on && p->narg > 2)
+        return usage(p);
+    for (int i = 2; i < p->narg; i++) {
+        const char *a = p->arg[i];
+
+        if (strncmp(a, "group=", 6) == 0 && c->group[0] == '\0') {
+            if (set_name(p, c->group, a + 6, "group") < 0)
+                return -1;
+        } else if (strncmp(a, "percent=", 8) == 0 && c->percent < 0) {
+            if (percent_arg(p, "percent", a + 8, &c->percent) < 0)
+                return -1;
+        } else {
+            return fail(p, "bad argument '%.*s' (usage: %s)", echo_len(strlen(a)), a,
+                        p->def->usage);
+        }
+    }
     return 0;
 }
 
@@ -904,7 +972,8 @@ static const struct cmd_def cmd_defs[] = {
      OPT_RETRY_AFTER | OPT_HOLD, CHANGE, parse_maintenance},
     {CMD_ROLLOUT_START, "rollout", "start",
      "rollout start POOL canary=GROUP steps=P1,P2,... interval=T [max-error-rate=PCT] "
-     "[max-p99=T] [min-requests=N] [preflight=NAME]",
+     "[max-p99=T] [min-requests=N] [preflight=NAME] [shadow=T] [shadow-percent=PCT] "
+     "[max-diff-rate=PCT]",
      0, CHANGE, parse_rollout_start},
     {CMD_ROLLOUT_STATUS, "rollout", "status", "rollout status POOL [--json]", OPT_JSON, QUERY,
      parse_pool},
@@ -917,6 +986,10 @@ static const struct cmd_def cmd_defs[] = {
      "route maintenance ROUTE on|off [--retry-after S] [--hold T]", OPT_RETRY_AFTER | OPT_HOLD,
      CHANGE, parse_route_maint},
     {CMD_ROUTE_SET, "route", "set", "route set ROUTE pool POOL", 0, CHANGE, parse_route_set},
+    {CMD_MIRROR_REPORT, "mirror", "report", "mirror report POOL [--json]", OPT_JSON, QUERY,
+     parse_pool},
+    {CMD_MIRROR, "mirror", NULL, "mirror POOL on [group=GROUP] [percent=PCT] | mirror POOL off", 0,
+     CHANGE, parse_mirror},
     {CMD_AUDIT_VERIFY, "audit", "verify", "audit verify [FILE]", 0, QUERY, parse_audit_verify},
     {CMD_RELOAD, "reload", NULL, "reload", 0, CHANGE, parse_none},
     {CMD_UPGRADE, "upgrade", NULL, "upgrade", 0, CHANGE, parse_none},
@@ -1014,6 +1087,10 @@ static void cmd_init(struct cmd *c)
     c->max_error_rate = -1;
     c->max_p99_ms = -1;
     c->min_requests = -1;
+    c->shadow_ms = -1;
+    c->shadow_percent = -1;
+    c->max_diff_rate = -1;
+    c->percent = -1;
 }
 
 /*
@@ -1074,7 +1151,8 @@ static const char help_text[] =
     "replace POOL OLD NEWNAME NEWADDR [--timeout T]       add new, drain old, delete old\n"
     "maintenance on|off [POOL] [--retry-after S] [--hold T]  503 + Retry-After\n"
     "rollout start POOL canary=GROUP steps=P1,P2,... interval=T [max-error-rate=PCT] [max-p99=T] "
-    "[min-requests=N] [preflight=NAME]  canary steps\n"
+    "[min-requests=N] [preflight=NAME] [shadow=T] [shadow-percent=PCT] [max-diff-rate=PCT]  "
+    "canary steps\n"
     "rollout status POOL [--json]                         step, rps, error rate, p99, verdict\n"
     "rollout pause POOL                                   stay at the current step\n"
     "rollout resume POOL                                  continue a paused rollout\n"
@@ -1085,6 +1163,8 @@ static const char help_text[] =
     "route\n"
     "route set ROUTE pool POOL                            point a route at another pool "
     "(atomic)\n"
+    "mirror POOL on [group=GROUP] [percent=PCT] | mirror POOL off  shadow traffic to a group\n"
+    "mirror report POOL [--json]                          what the shadow answered differently\n"
     "audit verify [FILE]                                  check the audit log's hash chain\n"
     "reload                                               re-read the config file (SIGHUP)\n"
     "upgrade                                              start the new binary (SIGUSR2)\n"

@@ -46,6 +46,8 @@ enum cmd_kind {
     CMD_ROUTE_MAINT,    /* route maintenance ROUTE on|off [--retry-after S] [--hold T] */
     CMD_ROUTE_SET,      /* route set ROUTE pool POOL */
     CMD_SHOW_DISCOVERY, /* show discovery [--json] */
+    CMD_MIRROR,         /* mirror P on [group=G] [percent=X] | mirror P off */
+    CMD_MIRROR_REPORT,  /* mirror report P [--json] */
 };
 
 enum cmd_state_target {
@@ -93,6 +95,12 @@ struct cmd {
     int64_t max_p99_ms;           /* -1 when not given */
     int min_requests;             /* -1 when not given */
     char preflight[CMD_NAME_MAX]; /* preflight=NAME; "" when not given */
+    int64_t shadow_ms;            /* shadow=T: the shadow phase; -1 when not given */
+    double shadow_percent;        /* shadow-percent=PCT; -1 when not given */
+    double max_diff_rate;         /* max-diff-rate=PCT; -1 when not given */
+
+    /* mirror P on: group=G (in group, "" = the pool's config), percent=X (-1 = the config's) */
+    double percent;
 
     char file[256]; /* audit verify [FILE]; "" = the configured audit log */
 

@@ -1134,6 +1134,111 @@ static int parse_discover(struct conf_loader *ld, const config_setting_t *s, voi
     return 0;
 }
 
+/* mirror = { group; percent; ... } (issue 19), of a pool or a route. */
+static int parse_mirror_percent(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_mirror *m = obj;
+    double v;
+
+    if (!config_setting_is_number(s))
+        return fail(ld, s, "%s must be a number between 0 and 100", where(ld, s));
+    v = config_setting_type(s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
+                                                    : (double)config_setting_get_int64(s);
+    if (!(v >= 0 && v <= 100))
+        return fail(ld, s, "%s must be between 0 and 100 (got %g)", where(ld, s), v);
+    m->percent = v;
+    return 0;
+}
+
+static const struct conf_field mirror_compare_fields[] = {
+    CF_STRS(struct conf_mirror, headers, check_token),
+    {.name = "ignore_headers",
+     .kind = CONF_K_STRINGS,
+     .off = offsetof(struct conf_mirror, ignore),
+     .check = check_token},
+    CF_END,
+};
+
+static int parse_mirror_compare(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    return parse_group(ld, s, mirror_compare_fields, obj);
+}
+
+static const struct conf_field mirror_fields[] = {
+    CF_REQ_STR(struct conf_mirror, group, check_name),
+    CF_CUSTOM("percent", parse_mirror_percent),
+    CF_INT64(struct conf_mirror, max_body_bytes, 0, INT64_MAX),
+    CF_INT(struct conf_mirror, max_inflight, 1, 1000000),
+    CF_INT(struct conf_mirror, timeout_ms, 1, 600000),
+    CF_STRS(struct conf_mirror, methods, check_token),
+    CF_CUSTOM("compare", parse_mirror_compare),
+    CF_END,
+};
+
+static const char *const mirror_safe_methods[] = {"GET", "HEAD", "OPTIONS"};
+
+static int parse_mirror_into(struct conf_loader *ld, const config_setting_t *s,
+                             struct conf_mirror *m, bool *has)
+{
+    if (!config_setting_is_group(s))
+        return fail(ld, s, "%s must be a group: { group = \"green\"; percent = 10.0; }",
+                    where(ld, s));
+    *has = true;
+    m->line = (int)config_setting_source_line(s);
+    m->percent = 100;
+    m->max_body_bytes = 65536;
+    m->max_inflight = 256;
+    m->timeout_ms = 2000;
+    m->methods.n = 3;
+    m->methods.v = veer_calloc(3, sizeof(char *));
+    for (int i = 0; i < 3; i++)
+        m->methods.v[i] = veer_strdup(mirror_safe_methods[i]);
+    if (parse_group(ld, s, mirror_fields, m) < 0)
+        return -1;
+    /* Compared names are matched case-insensitively: keep them lower case. */
+    for (int i = 0; i < m->headers.n; i++)
+        for (char *c = m->headers.v[i]; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+    for (int i = 0; i < m->ignore.n; i++)
+        for (char *c = m->ignore.v[i]; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+    return 0;
+}
+
+static int parse_pool_mirror(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_pool *p = obj;
+
+    return parse_mirror_into(ld, s, &p->mirror, &p->has_mirror);
+}
+
+bool conf_pool_has_group(const struct conf_pool *p, const char *group)
+{
+    for (int i = 0; i < p->nbackends; i++)
+        if (strcmp(p->backends[i].group, group) == 0)
+            return true;
+    for (int i = 0; i < p->ndiscover; i++)
+        if (strcmp(p->discover[i].group, group) == 0)
+            return true;
+    for (int i = 0; i < p->nshares; i++)
+        if (strcmp(p->shares[i].group, group) == 0)
+            return true;
+    return false;
+}
+
+/* A mirror's group must be one of the pool's (`e` is the pool or route holding it). */
+static int check_mirror_group(struct conf_loader *ld, const config_setting_t *e,
+                              const struct conf_mirror *m, const struct conf_pool *p)
+{
+    const config_setting_t *ms = config_setting_get_member(e, "mirror");
+    const config_setting_t *g = ms ? config_setting_get_member(ms, "group") : NULL;
+
+    if (conf_pool_has_group(p, m->group))
+        return 0;
+    return fail(ld, g ? g : e, "%s: pool '%s' has no group '%s'", where(ld, g ? g : e), p->name,
+                m->group);
+}
+
 static const struct conf_field pool_fields[] = {
     CF_REQ_STR(struct conf_pool, name, check_name),
     CF_CUSTOM("balance", parse_balance),
@@ -1150,6 +1255,7 @@ static const struct conf_field pool_fields[] = {
     CF_CUSTOM("backends", parse_backends),
     CF_CUSTOM("shares", parse_shares),
     CF_CUSTOM("discover", parse_discover),
+    CF_CUSTOM("mirror", parse_pool_mirror),
     CF_END,
 };
 
@@ -1253,7 +1359,9 @@ static int parse_pool(struct conf_loader *ld, const config_setting_t *e, struct 
     if (parse_group(ld, e, pool_fields, p) < 0)
         return -1;
     shares = config_setting_get_member(e, "shares");
-    return shares ? check_shares(ld, p, shares) : 0;
+    if (shares && check_shares(ld, p, shares) < 0)
+        return -1;
+    return p->has_mirror ? check_mirror_group(ld, e, &p->mirror, p) : 0;
 }
 
 static int parse_pools(struct conf_loader *ld, const config_setting_t *s, void *obj)
@@ -1440,6 +1548,13 @@ static int parse_request_headers(struct conf_loader *ld, const config_setting_t 
     return parse_group(ld, s, request_header_fields, obj);
 }
 
+static int parse_route_mirror(struct conf_loader *ld, const config_setting_t *s, void *obj)
+{
+    struct conf_route *r = obj;
+
+    return parse_mirror_into(ld, s, &r->mirror, &r->has_mirror);
+}
+
 static const struct conf_field route_fields[] = {
     CF_REQ_STR(struct conf_route, name, check_name),
     CF_REQ_STR(struct conf_route, pool, check_name),
@@ -1450,6 +1565,7 @@ static const struct conf_field route_fields[] = {
     CF_INT(struct conf_route, hold_ms, 0, INT_MAX),
     CF_STR(struct conf_route, rewrite_prefix, conf_check_path),
     CF_CUSTOM("request_headers", parse_request_headers),
+    CF_CUSTOM("mirror", parse_route_mirror),
     CF_END,
 };
 
@@ -1852,6 +1968,8 @@ static int resolve_route(struct conf_loader *ld, const config_setting_t *e, stru
                     "%s needs match.path or match.path_prefix: it replaces what they matched",
                     where(ld, m));
     }
+    if (r->has_mirror && check_mirror_group(ld, e, &r->mirror, p) < 0)
+        return -1;
     return check_route_retries(ld, e, r, p);
 }
 
@@ -2097,6 +2215,14 @@ static void free_listen(struct conf_listen *l)
     free(l->tls);
 }
 
+static void free_mirror(struct conf_mirror *m)
+{
+    free(m->group);
+    free_strings(m->methods.v, m->methods.n);
+    free_strings(m->headers.v, m->headers.n);
+    free_strings(m->ignore.v, m->ignore.n);
+}
+
 static void free_pool(struct conf_pool *p)
 {
     int i;
@@ -2127,6 +2253,7 @@ static void free_pool(struct conf_pool *p)
         free(p->discover[i].group);
     }
     free(p->discover);
+    free_mirror(&p->mirror);
 }
 
 static void free_headers(struct conf_header *h, int n)
@@ -2150,6 +2277,7 @@ static void free_route(struct conf_route *r)
     free(r->rewrite_prefix);
     free_headers(r->set_headers, r->nset_headers);
     free_strings(r->remove_headers.v, r->remove_headers.n);
+    free_mirror(&r->mirror);
 }
 
 /* Free the strings and string lists the rows of fields filled in obj. */

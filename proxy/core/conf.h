@@ -144,6 +144,29 @@ struct conf_resolvers {
     int line;
 };
 
+/* A list of strings (CONF_K_STRINGS). */
+struct conf_strings {
+    char **v;
+    int n;
+};
+
+/*
+ * mirror = { ... } of a pool or a route (issue 19): a sample of the
+ * requests is copied to another group of the pool (the shadow) and the two
+ * answers are compared. Absent: has_mirror false.
+ */
+struct conf_mirror {
+    char *group;                 /* required: a group of the pool */
+    double percent;              /* 0..100, default 100 */
+    int64_t max_body_bytes;      /* default 65536: larger request bodies are not mirrored */
+    int max_inflight;            /* default 256, per worker */
+    int timeout_ms;              /* default 2000 */
+    struct conf_strings methods; /* default GET, HEAD, OPTIONS */
+    struct conf_strings headers; /* compare.headers: compared besides content-type */
+    struct conf_strings ignore;  /* compare.ignore_headers */
+    int line;
+};
+
 struct conf_pool {
     char *name;
     int line;
@@ -169,6 +192,8 @@ struct conf_pool {
     int nshares;
     struct conf_discover *discover;
     int ndiscover;
+    bool has_mirror;
+    struct conf_mirror mirror;
 };
 
 /* TLS on the admin HTTP address (an extension of the contract). */
@@ -225,12 +250,6 @@ struct conf_maintenance {
     int retry_after; /* default 30: the Retry-After of `maintenance on` without one */
 };
 
-/* A list of strings (CONF_K_STRINGS). */
-struct conf_strings {
-    char **v;
-    int n;
-};
-
 /* A header name and value of a route (match.headers, request_headers.set). */
 struct conf_header {
     char *name;
@@ -266,6 +285,8 @@ struct conf_route {
     struct conf_header *set_headers; /* request_headers.set */
     int nset_headers;
     struct conf_strings remove_headers; /* request_headers.remove */
+    bool has_mirror;                    /* its own mirror, instead of the pool's */
+    struct conf_mirror mirror;
 };
 
 /* One request of a preflight list (issue 19). */
@@ -333,6 +354,9 @@ void conf_free(struct veer_conf *conf);
 
 /* Find a pool by name; NULL when absent. */
 const struct conf_pool *conf_find_pool(const struct veer_conf *conf, const char *name);
+
+/* Whether some backend, discover entry or share of p is in group `group`. */
+bool conf_pool_has_group(const struct conf_pool *p, const char *group);
 
 /* A preflight list by name; NULL when absent. */
 const struct conf_preflight *conf_find_preflight(const struct veer_conf *c, const char *name);

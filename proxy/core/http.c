@@ -720,6 +720,8 @@ static int cb_body(llhttp_t *p, const char *at, size_t len)
     if (p->type == HTTP_REQUEST && msg->limits->body_bytes &&
         msg->body_seen > msg->limits->body_bytes)
         return fail(msg, 413, "request body too large");
+    if (msg->on_body)
+        msg->on_body(msg->on_body_ctx, at, len);
     if (msg->dechunk) {
         memmove(msg->dechunk_dst, at, len);
         msg->dechunk_dst += len;

@@ -96,6 +96,9 @@ struct http_msg {
     bool head_pending; /* head complete, not reported yet */
     bool head_request; /* response parser: answering a HEAD */
     bool dechunk;      /* response body: strip chunk framing in place */
+    /* When set, told every body byte (payload, de-chunked) as it is parsed. */
+    void (*on_body)(void *ctx, const char *at, size_t len);
+    void *on_body_ctx;
     char *dechunk_dst; /* next byte of de-chunked body */
     int host;          /* index of Host header, -1 if none */
     int xff;           /* first X-Forwarded-For, -1 if none */

@@ -156,6 +156,9 @@ void routing_free(struct routing *r)
         free(r->pools[i].groups);
         free(r->pools[i].share);
     }
+    for (uint32_t i = 0; i < r->nmirrors; i++)
+        free(r->mirrors[i].view.b);
+    free(r->mirrors);
     free(r->pools);
     free(r->route);
     free(r);

@@ -199,15 +199,38 @@ struct snap_pool {
     enum conf_balance balance;
     uint32_t n; /* eligible backends */
     struct snap_backend *b;
-    bool maint;                    /* maintenance on for this pool */
-    int retry_after;               /* its Retry-After, seconds */
-    uint32_t nstate[BE_MAINT + 1]; /* backends by state, for the status endpoint */
-    const char **group_names;      /* by snap_backend.group; live as long as the model */
-    int canary;                    /* group treated as canary (override, sticky), or -1 */
-    uint32_t ng;                   /* groups */
-    int *share;                    /* by group, percent */
-    struct snap_pool *groups;      /* by group: its eligible backends only */
-    int64_t maint_hold_ms;         /* maintenance: hold requests this long (0 = answer 503) */
+    bool maint;                       /* maintenance on for this pool */
+    int retry_after;                  /* its Retry-After, seconds */
+    uint32_t nstate[BE_MAINT + 1];    /* backends by state, for the status endpoint */
+    const char **group_names;         /* by snap_backend.group; live as long as the model */
+    int canary;                       /* group treated as canary (override, sticky), or -1 */
+    uint32_t ng;                      /* groups */
+    int *share;                       /* by group, percent */
+    struct snap_pool *groups;         /* by group: its eligible backends only */
+    int64_t maint_hold_ms;            /* maintenance: hold requests this long (0 = answer 503) */
+    const struct snap_mirror *mirror; /* its requests on no route are mirrored so; NULL: off */
+    struct mirror_site *msite;        /* counted there */
+};
+
+struct mirror_site; /* mirrorstat.h */
+
+/*
+ * Shadow traffic as a snapshot carries it (issue 19): where a sample of
+ * the requests of a pool or a route is copied to. `view` is the mirror
+ * group's backends that may take requests, whatever the group's share
+ * (normally 0: a standby), with their weights, balanced like the pool.
+ */
+#define MIRROR_CMP_BYTES 256
+
+struct snap_mirror {
+    const struct conf_mirror *conf; /* limits, methods (the pool's, a route's, or defaults) */
+    uint32_t threshold;             /* percent x 100: ids hashing below it are mirrored */
+    int pool;                       /* index into routing.pools: the group's pool */
+    uint32_t id;                    /* index into routing.mirrors (a worker's balancer) */
+    const char *group;
+    struct snap_pool view;
+    /* Compared response headers, lower case, each NUL-terminated, an empty one last. */
+    char cmp[MIRROR_CMP_BYTES];
 };
 
 /* A route's runtime decisions as a snapshot carries them. */
@@ -219,6 +242,8 @@ struct snap_route {
     bool maint;       /* route maintenance: its requests get the maintenance 503 */
     int retry_after;
     int64_t maint_hold_ms;
+    const struct snap_mirror *mirror; /* its own mirror, else its pool's, else NULL */
+    struct mirror_site *msite;        /* where its mirrored requests are counted */
 };
 
 struct routing {
@@ -237,6 +262,8 @@ struct routing {
     const struct routes *routes;
     uint32_t nroutes;
     struct snap_route *route;
+    struct snap_mirror *mirrors; /* every mirror the pools and routes use */
+    uint32_t nmirrors;
     struct routing *retired_next; /* control thread: retire list */
 };
 

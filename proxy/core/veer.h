@@ -79,4 +79,19 @@ char *veer_strdup(const char *s) VEER_ALLOC;
 /* Monotonic clock in microseconds. */
 uint64_t veer_now_us(void);
 
+/*
+ * FNV-1a, 64 bits: a stable hash of a key whose point must not move between
+ * requests, workers or processes (sticky cohorts, mirror sampling).
+ */
+static inline uint64_t veer_fnv1a(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
 #endif

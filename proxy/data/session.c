@@ -12,6 +12,7 @@
  * requests, so a burst of them never recurses.
  */
 #include "session.h"
+#include "mirror.h"
 #include "tls.h"
 #include "inherit.h"
 #include "txn.h"
@@ -430,6 +431,8 @@ static int parse_request_body(struct txn *t)
     } else if (r == HTTP_INVALID) {
         return txn_request_invalid(t);
     }
+    if (unlikely(t->mirror != NULL))
+        mirror_tee(t, data, used);
     return VEER_OK;
 }
 

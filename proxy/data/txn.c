@@ -7,6 +7,7 @@
  * client side and the buffer model.
  */
 #include "txn.h"
+#include "mirror.h"
 #include "module.h"
 #include "routes.h"
 #include "report.h"
@@ -197,7 +198,7 @@ static void txn_record(const struct txn *t, struct worker *w)
 /* Count an upstream failure of the transaction's backend. */
 static void txn_upstream_error(struct txn *t, enum upstream_err kind)
 {
-    if (t->be) {
+    if (t->be && !t->shadow) {
         counter_add(&t->be->ws[t->s->w->idx].errors[kind], 1);
         t->be_failed = true;
     }
@@ -210,7 +211,9 @@ void txn_free(struct txn *t, bool upstream_reusable)
 
     CHECK_OBJ(t, TXN_MAGIC);
     unhold(t);
-    if (t->phase != TXN_REQ_HEAD || t->res_status) {
+    if (unlikely(t->mirror || t->mfate))
+        mirror_primary_end(t);
+    if ((t->phase != TXN_REQ_HEAD || t->res_status) && !t->shadow) {
         txn_record(t, w);
         module_txn_end(t);
     }
@@ -324,7 +327,7 @@ static int local_send(struct txn *t, int status)
     t->res_head_done = true;
     t->res_status = status;
     t->phase = TXN_LOCAL;
-    if (status >= 500)
+    if (status >= 500 && !t->shadow)
         s->w->stats.errors++;
     if (t->close_client && s->reading)
         s->ops->want_read(s, false);
@@ -441,18 +444,6 @@ static int connect_upstream(struct txn *t, bool fresh)
  * veer forwards, and start talking to the backend. Body bytes that came
  * with the head stay in the client buffer and follow it.
  */
-/* FNV-1a: a user's cohort point must not move between requests or processes. */
-static uint64_t fnv1a(const char *p, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 /* The value of cookie `name` in the request's Cookie field, or NULL. */
 static const char *find_cookie(const struct txn *t, const char *head, const char *name, size_t *len)
 {
@@ -510,7 +501,7 @@ static int bound_group(const struct txn *t, const struct snap_pool *sp, const ch
     }
     if (key == NULL || n == 0)
         return -1;
-    point = (double)(fnv1a(key, n) % 10000) / 100.0;
+    point = (double)(veer_fnv1a(key, n) % 10000) / 100.0;
     for (uint32_t k = 0; k < sp->ng; k++) {
         uint32_t g = sp->canary >= 0
                          ? (k == 0 ? (uint32_t)sp->canary : (k <= (uint32_t)sp->canary ? k - 1 : k))
@@ -831,8 +822,9 @@ static int route(struct txn *t)
     struct http_msg *req = t->req;
     const char *head = s->in->data + s->in->start;
     struct http_fwd_info fi = {0};
-    char ip[INET6_ADDRSTRLEN];
+    char ip[INET6_ADDRSTRLEN], idbuf[32];
     const struct conf_route *cr;
+    const char *mirror_id = NULL;
     char *target = NULL;
     int rc;
 
@@ -897,6 +889,8 @@ static int route(struct txn *t)
         fi.nset = (size_t)cr->nset_headers;
         fi.remove = cr->remove_headers.n ? &cr->remove_headers : NULL;
     }
+    if (unlikely(w->routing->nmirrors))
+        mirror_id = mirror_sample(t, &fi, idbuf, sizeof(idbuf));
     t->req_head = txn_head_buf(w, http_request_bound(req, &fi));
     t->req_head->end = (uint32_t)http_build_request(req, head, &fi, t->req_head->data);
     free(target);
@@ -906,6 +900,26 @@ static int route(struct txn *t)
 
     http_msg_init(t->res, HTTP_RESPONSE, &t->res_limits);
     t->res->head_request = req->parser.method == HTTP_HEAD;
+    t->phase = TXN_FORWARD;
+    if (unlikely(mirror_id != NULL))
+        mirror_begin(t, mirror_id);
+    return connect_upstream(t, false);
+}
+
+int txn_start_shadow(struct txn *t, struct backend *be, int pool, bool head_request,
+                     void (*on_body)(void *ctx, const char *at, size_t len), void *ctx)
+{
+    struct worker *w = t->s->w;
+
+    t->shadow = true;
+    t->pool = t->lpool = pool;
+    t->be = be;
+    backend_wstat_add(&be->ws[w->idx].active, 1);
+    t->retries = (struct conf_retries){0};
+    http_msg_init(t->res, HTTP_RESPONSE, &t->res_limits);
+    t->res->head_request = head_request;
+    t->res->on_body = on_body;
+    t->res->on_body_ctx = ctx;
     t->phase = TXN_FORWARD;
     return connect_upstream(t, false);
 }
@@ -953,6 +967,8 @@ static void breaker_report(struct txn *t, bool ok)
     const struct conf_pool *cp = txn_pool(t);
     uint64_t now;
 
+    if (t->shadow)
+        return; /* a standby's outcome is the pair's, not the breaker's */
     if (ok) {
         ws->fails = 0;
         if (state == BREAKER_HALF_OPEN)
@@ -1248,6 +1264,8 @@ static int final_response_head(struct txn *t)
     if (res->status == 101 && !(t->req->flags & HF_UPGRADE))
         return upstream_failed(t, "sent an unrequested 101", 0);
     breaker_report(t, res->status < 500);
+    if (unlikely(t->mirror != NULL))
+        mirror_primary_head(t);
     t->res_status = res->status;
     t->s->ops->response_head(t, true);
     t->rin->start += res->head_len;

@@ -70,6 +70,8 @@ struct worker;
 struct txn;
 struct backend;
 struct txn_client;
+struct mirror;
+struct mirror_site;
 
 #define TXN_MAGIC 0x7a4e0001u
 
@@ -203,6 +205,10 @@ struct txn {
     uint64_t up_start_us;          /* request first sent upstream */
     uint64_t up_end_us;            /* response complete from upstream */
     struct txn_log *log;           /* access log fields, when the log is on */
+    struct mirror *mirror;         /* its shadow's pair (mirror.h), while both live */
+    struct mirror_site *msite;     /* where a mirror of it is counted */
+    uint8_t mfate;                 /* a mirror never sent: 1 + its enum mirror_result */
+    bool shadow;                   /* it is a shadow: counted by its pair, not as a request */
     uint64_t start_us;
     uint64_t last_io_us; /* tunnel: last byte either way */
 
@@ -287,6 +293,15 @@ int txn_local_response(struct txn *t, int status, const char *detail, bool close
 
 /* The request is malformed (t->req's error): answer it and close after. */
 int txn_request_invalid(struct txn *t);
+
+/*
+ * Start t as a shadow (mirror.h): its head is in t->req_head, its body
+ * bytes in its client's buffer (t->req_parsed of them, t->req_done when
+ * whole). It goes to backend be of pool `pool` with no retry elsewhere and
+ * counts nowhere; on_body(ctx, ...) is told each response body byte.
+ */
+int txn_start_shadow(struct txn *t, struct backend *be, int pool, bool head_request,
+                     void (*on_body)(void *ctx, const char *at, size_t len), void *ctx);
 
 /* Whether the upstream connection is clean for the next request (response written whole). */
 bool txn_upstream_reusable(const struct txn *t);

@@ -4,6 +4,7 @@
  * state. See worker.h.
  */
 #include "worker.h"
+#include "mirror.h"
 #include "reclaim.h"
 #include "session.h"
 #include "upstream.h"
@@ -161,6 +162,7 @@ static void reap(struct worker *w)
         w->dead_upstreams = up->next;
         upstream_free(up);
     }
+    mirror_reap(w);
 }
 
 static void close_listener(struct wlistener *l)
@@ -611,10 +613,14 @@ static void free_lbs(struct worker *w)
             free(w->glbs[i]);
         }
     }
+    for (uint32_t i = 0; w->mlbs && i < w->routing->nmirrors; i++)
+        lb_free(&w->mlbs[i]);
     free(w->lbs);
     free(w->glbs);
+    free(w->mlbs);
     w->lbs = NULL;
     w->glbs = NULL;
+    w->mlbs = NULL;
 }
 
 static void switch_routing(struct worker *w, struct routing *r)
@@ -812,6 +818,7 @@ void worker_destroy(struct worker *w)
         return;
     if (w->base) {
         abort_all(w);
+        mirror_abort_all(w);
         reap(w);
         close_listeners(w);
         if (mailbox_fd(&w->inbox) >= 0)

@@ -138,11 +138,16 @@ struct worker {
     unsigned nupstreams;      /* open upstream connections, idle or busy */
     struct upstream *warming; /* connections opened ahead of traffic, not connected yet */
 
-    struct routing *routing; /* snapshot this worker switched to */
-    struct lb *lbs;          /* per pool of `routing` */
-    struct lb **glbs;        /* per pool, per group (made when first needed) */
-    struct txn_queue held;   /* requests waiting for a backend or maintenance, oldest first */
-    struct event held_ev;    /* runs txn_retry_held from the loop after a snapshot switch */
+    struct routing *routing;     /* snapshot this worker switched to */
+    struct lb *lbs;              /* per pool of `routing` */
+    struct lb **glbs;            /* per pool, per group (made when first needed) */
+    struct lb *mlbs;             /* per mirror of `routing` (made when first needed) */
+    struct mirror *mirrors;      /* pairs of primary and shadow not judged yet (mirror.h) */
+    struct mirror *dead_mirrors; /* judged: freed after the send phase */
+    unsigned mirrors_inflight;   /* shadows in flight */
+    uint64_t mirror_ids;         /* request ids generated for mirrored pools */
+    struct txn_queue held;       /* requests waiting for a backend or maintenance, oldest first */
+    struct event held_ev;        /* runs txn_retry_held from the loop after a snapshot switch */
 
     const struct timeval *tv_idle;
     const struct timeval *tv_header;

@@ -6,7 +6,7 @@
  */
 #include "cmd.h"
 
-#define CMD_LAST CMD_SHOW_DISCOVERY
+#define CMD_LAST CMD_MIRROR_REPORT
 
 #include <check.h>
 #include <stdarg.h>
@@ -88,6 +88,14 @@ static void render(const struct cmd *c, char *buf, size_t n)
         add(buf, n, " min_requests=%d", c->min_requests);
     if (c->preflight[0])
         add(buf, n, " preflight=%s", c->preflight);
+    if (c->shadow_ms != -1)
+        add(buf, n, " shadow=%lld", (long long)c->shadow_ms);
+    if (c->shadow_percent != -1)
+        add(buf, n, " shadow_percent=%g", c->shadow_percent);
+    if (c->max_diff_rate != -1)
+        add(buf, n, " max_diff_rate=%g", c->max_diff_rate);
+    if (c->percent != -1)
+        add(buf, n, " percent=%g", c->percent);
     if (c->file[0])
         add(buf, n, " file=%s", c->file);
     if (c->kind == CMD_ROUTE_EXPLAIN) {
@@ -196,6 +204,16 @@ static const struct good {
      "max_error_rate=5 max_p99=500 min_requests=50"},
     {"rollout start api canary=green preflight=smoke steps=1,100 interval=5s",
      "kind=rollout start change pool=api canary=green steps=1,100 interval=5000 preflight=smoke"},
+    {"rollout start api canary=green shadow=60s max-diff-rate=1% shadow-percent=10 steps=1,100 "
+     "interval=5s",
+     "kind=rollout start change pool=api canary=green steps=1,100 interval=5000 shadow=60000 "
+     "shadow_percent=10 max_diff_rate=1"},
+    {"mirror api on group=green percent=10.5",
+     "kind=mirror change pool=api group=green on percent=10.5"},
+    {"mirror api on", "kind=mirror change pool=api on"},
+    {"mirror api off", "kind=mirror change pool=api"},
+    {"mirror report api --json", "kind=mirror report pool=api json"},
+    {"mirror report api", "kind=mirror report pool=api"},
     {"rollout start api canary=g steps=1 interval=1 max-error-rate=0.5",
      "kind=rollout start change pool=api canary=g steps=1 interval=1000 max_error_rate=0.5"},
     {"rollout start api canary=g steps=1,2 interval=1m max-error-rate=0 min-requests=1",
@@ -382,6 +400,18 @@ static const struct bad {
     {"rollout start api canary=g steps=1 interval=1s preflight=a preflight=b",
      "preflight given twice"},
     {"rollout start api canary=g steps=1 interval=1s fast", "bad argument 'fast'"},
+    {"rollout start api canary=g steps=1 interval=1s max-diff-rate=101", "max-diff-rate must be"},
+    {"rollout start api canary=g steps=1 interval=1s shadow=1x", "bad duration '1x' for shadow"},
+    {"mirror api", "usage: mirror POOL on"},
+    {"mirror api maybe", "mirror takes on or off (got 'maybe')"},
+    {"mirror api off group=g", "usage: mirror POOL on"},
+    {"mirror api on group=g group=h", "bad argument 'group=h'"},
+    {"mirror api on percent=101", "percent must be between 0 and 100 (got 101)"},
+    {"mirror api on percent=x", "bad percent 'x'"},
+    {"mirror api on weight=1", "bad argument 'weight=1'"},
+    {"mirror a!b off", "bad name 'a!b'"},
+    {"mirror report", "usage: mirror report POOL"},
+    {"mirror report api --force", "option --force is not valid for mirror report"},
     {"rollout start api canary=g steps=1 interval=1s =5", "bad argument '=5'"},
     {"rollout start api canary=g canary=h steps=1 interval=1s", "canary given twice"},
     {"rollout start api canary= steps=1 interval=1s", "bad name '': group name is empty"},
@@ -606,6 +636,8 @@ START_TEST(test_help_lists_every_command_with_the_usage_errors_quote)
         "route maintenance r on x",
         "route set r pool p x",
         "show discovery x",
+        "mirror p off x",
+        "mirror report p x",
     };
     const char *help = cmd_help();
     char u[512];
@@ -674,6 +706,8 @@ START_TEST(test_kind_names_are_distinct_and_name_the_parsed_kind)
         [CMD_ROUTE_MAINT] = " r on",
         [CMD_ROUTE_SET] = " r pool p",
         [CMD_SHOW_DISCOVERY] = "",
+        [CMD_MIRROR] = " a off",
+        [CMD_MIRROR_REPORT] = " a",
     };
 
     ck_assert_int_eq((int)ARRAY_LEN(minimal), CMD_LAST + 1);
@@ -705,6 +739,8 @@ START_TEST(test_is_change_only_for_commands_that_change_state)
         {"rollout status a", false},
         {"audit verify", false},
         {"route explain GET h /", false},
+        {"mirror report a", false},
+        {"mirror a off", true},
         {"set weight a/b 1", true},
         {"set state a/b maint", true},
         {"shift a g=1", true},
