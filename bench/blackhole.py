@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """A black-hole HTTP standby for bench/mirror: it accepts every connection and never answers.
 
-    blackhole.py PORT_FILE STATS_FILE
+    blackhole.py PORT_FILE STATS_FILE [PORT]
 
-Listens on 127.0.0.1 on a port the kernel picks, with the largest backlog the kernel allows, and
+Listens on 127.0.0.1:PORT (default 0: a port the kernel picks), with the largest backlog the kernel allows, and
 writes the port to PORT_FILE (atomically). Connections are accepted as fast as they arrive, so a
 connect always succeeds; what a peer sends is read and thrown away (so nothing piles up in the
 kernel), nothing is ever written back, and a connection is closed only when its peer closes it.
@@ -26,9 +26,10 @@ def write_atomic(path, text):
 
 def main():
     port_file, stats_file = sys.argv[1], sys.argv[2]
+    port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     lsock = socket.socket()
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind(("127.0.0.1", 0))
+    lsock.bind(("127.0.0.1", port))
     lsock.listen(65535)  # the kernel caps it at net.core.somaxconn
     lsock.setblocking(False)
     sel = selectors.DefaultSelector()
