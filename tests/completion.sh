@@ -67,6 +67,7 @@ if [ "$reg" = "complete -F _veerctl veerctl" ]; then ok; else bad "complete -p v
 
 expect "show set shift swap" veerctl s
 expect "rollback rollout route" veerctl ro
+expect "maintenance mirror" veerctl m
 expect "-s -h --help" veerctl -
 expect "pools pool" veerctl show po
 expect "--json" veerctl show pools ""
@@ -92,6 +93,16 @@ expect "on off" veerctl maintenance ""
 expect "api static --retry-after --hold" veerctl maintenance on ""
 expect "start status pause resume abort" veerctl rollout ""
 expect "canary=" veerctl rollout start api c
+expect "shadow= shadow-percent=" veerctl rollout start api sh
+expect "max-error-rate= max-p99= min-requests= max-diff-rate=" veerctl rollout start api m
+expect "api static report" veerctl mirror ""
+expect "api static" veerctl mirror report ""
+expect "--json" veerctl mirror report api ""
+expect "on off" veerctl mirror api ""
+expect "group= percent=" veerctl mirror api on ""
+# group=green is three words after COMP_WORDBREAKS: still the next key.
+expect "percent=" veerctl mirror api on group = green p
+expect "" veerctl mirror api off ""
 # ADDR:PORT is split at ':' too; the words after it are still counted right.
 expect "weight group" veerctl add backend api green-2 127.0.0.1 : 9003 ""
 expect "blue green" veerctl add backend api green-2 127.0.0.1 : 9003 group ""

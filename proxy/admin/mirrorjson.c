@@ -12,14 +12,37 @@
 
 static const char *const class_names[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
-/* The sites of pool `name`, sorted by route ("" first); the caller frees the array. */
+/* Whether anything was counted or kept in site s. */
+static bool site_counted(struct mirror_site *s)
+{
+    struct mirror_totals t;
+    unsigned kept;
+
+    pthread_mutex_lock(&s->lock);
+    kept = s->ring_n;
+    pthread_mutex_unlock(&s->lock);
+    if (kept)
+        return true;
+    mirror_site_sum(s, &t);
+    for (unsigned c = 0; c < 5; c++)
+        for (unsigned r = 0; r < MR_RESULTS; r++)
+            if (t.n[c][r])
+                return true;
+    return false;
+}
+
+/*
+ * The sites of pool `name` that counted something (a route none of whose
+ * requests was mirrored has no row), sorted by route ("" first); the
+ * caller frees the array.
+ */
 static struct mirror_site **pool_sites(const char *name, unsigned *n)
 {
     struct mirror_site **v = NULL;
     unsigned k = 0, cap = 0;
 
     for (struct mirror_site *s = mirror_sites_first(); s; s = s->next) {
-        if (strcmp(s->pool, name) != 0)
+        if (strcmp(s->pool, name) != 0 || !site_counted(s))
             continue;
         if (k == cap) {
             cap = cap ? 2 * cap : 8;
@@ -66,14 +89,15 @@ static uint64_t mirrored(const struct figures *f)
     return t;
 }
 
-static void ms_or_null(struct sbuf *o, const uint64_t *delta, double q)
+/* The q-quantile of a delta histogram in ms, or `none` when it holds nothing. */
+static void delta_ms(struct sbuf *o, const uint64_t *delta, double q, const char *none)
 {
     double v;
 
     if (mirror_delta_quantile(delta, q, &v))
         sb_printf(o, "%.3f", v * 1000.0);
     else
-        sb_puts(o, "null");
+        sb_puts(o, none);
 }
 
 static void figures_json(struct sbuf *o, const struct figures *f)
@@ -83,9 +107,9 @@ static void figures_json(struct sbuf *o, const struct figures *f)
         sb_printf(o, ",\"%s\":%llu", mirror_result_name((enum mirror_result)r),
                   (unsigned long long)f->n[r]);
     sb_puts(o, ",\"delta_p50_ms\":");
-    ms_or_null(o, f->delta, 0.5);
+    delta_ms(o, f->delta, 0.5, "null");
     sb_puts(o, ",\"delta_p99_ms\":");
-    ms_or_null(o, f->delta, 0.99);
+    delta_ms(o, f->delta, 0.99, "null");
 }
 
 /* The figures of class c (0..4), or of every class (c == 5), of totals t. */
@@ -236,16 +260,6 @@ void mirrorjson_list(struct sbuf *o, const struct model *m)
     sb_puts(o, "]");
 }
 
-static void ms_text(struct sbuf *o, const uint64_t *delta, double q)
-{
-    double v;
-
-    if (mirror_delta_quantile(delta, q, &v))
-        sb_printf(o, "%.3f", v * 1000.0);
-    else
-        sb_puts(o, "-");
-}
-
 static void row_text(struct sbuf *o, const char *route, const char *cls, const struct figures *f)
 {
     sb_printf(o, "%-16s %-5s %9llu %8llu %8llu %11llu %9llu %8llu %6llu ", route[0] ? route : "-",
@@ -253,9 +267,9 @@ static void row_text(struct sbuf *o, const char *route, const char *cls, const s
               (unsigned long long)f->n[MR_MATCH], (unsigned long long)f->n[MR_STATUS_DIFF],
               (unsigned long long)f->n[MR_BODY_DIFF], (unsigned long long)f->n[MR_TIMEOUT],
               (unsigned long long)f->n[MR_ERROR]);
-    ms_text(o, f->delta, 0.5);
+    delta_ms(o, f->delta, 0.5, "-");
     sb_puts(o, " ");
-    ms_text(o, f->delta, 0.99);
+    delta_ms(o, f->delta, 0.99, "-");
     sb_puts(o, "\n");
 }
 

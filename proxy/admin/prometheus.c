@@ -4,6 +4,7 @@
  */
 #include "discovery.h"
 #include "prometheus.h"
+#include "mirrorstat.h"
 #include "cluster.h"
 #include "model.h"
 #include "sbuf.h"
@@ -521,6 +522,60 @@ static void discovery_figures(struct sbuf *o)
     }
 }
 
+/* Shadow traffic, per site: results, and the latency difference shadow minus primary. */
+static void mirror_figures(struct sbuf *o)
+{
+    struct mirror_site *first = mirror_sites_first();
+
+    if (first == NULL)
+        return;
+    header(o, "veer_mirror_requests_total", "counter",
+           "Mirrored requests by result (match, status_diff, body_diff, timeout, error, dropped).");
+    for (struct mirror_site *s = first; s; s = s->next) {
+        struct mirror_totals t;
+
+        mirror_site_sum(s, &t);
+        for (unsigned r = 0; r < MR_RESULTS; r++) {
+            uint64_t n = 0;
+
+            for (unsigned c = 0; c < 5; c++)
+                n += t.n[c][r];
+            sb_puts(o, "veer_mirror_requests_total{");
+            label(o, "pool", s->pool, true);
+            label(o, "route", s->route, false);
+            label(o, "result", mirror_result_name((enum mirror_result)r), false);
+            sb_printf(o, "} %llu\n", (unsigned long long)n);
+        }
+    }
+    header(o, "veer_mirror_latency_delta_seconds", "histogram",
+           "Shadow latency minus primary latency of the mirrored requests both answered.");
+    for (struct mirror_site *s = first; s; s = s->next) {
+        struct mirror_totals t;
+        uint64_t b[MIRROR_DELTA_BOUNDS + 1], cum = 0;
+        struct sbuf l;
+
+        mirror_site_sum(s, &t);
+        mirror_delta_classes(t.delta, b);
+        sb_init(&l);
+        label(&l, "pool", s->pool, true);
+        label(&l, "route", s->route, false);
+        for (unsigned i = 0; i < MIRROR_DELTA_BOUNDS; i++) {
+            cum += b[i];
+            sb_printf(o, "veer_mirror_latency_delta_seconds_bucket{%s", l.s);
+            le(o, mirror_delta_bounds[i]);
+            sb_printf(o, "%llu\n", (unsigned long long)cum);
+        }
+        cum += b[MIRROR_DELTA_BOUNDS];
+        sb_printf(o, "veer_mirror_latency_delta_seconds_bucket{%s,le=\"+Inf\"} %llu\n", l.s,
+                  (unsigned long long)cum);
+        sb_printf(o, "veer_mirror_latency_delta_seconds_sum{%s} %.6f\n", l.s,
+                  (double)t.delta_sum_us / 1e6);
+        sb_printf(o, "veer_mirror_latency_delta_seconds_count{%s} %llu\n", l.s,
+                  (unsigned long long)cum);
+        sb_free(&l);
+    }
+}
+
 /* Everything after the per-backend families: small, rendered in one go. */
 static void render_tail(struct sbuf *o, const struct model *m, struct worker **ws, unsigned nw)
 {
@@ -529,6 +584,7 @@ static void render_tail(struct sbuf *o, const struct model *m, struct worker **w
     pool_gauges(o, m);
     control_figures(o, m);
     discovery_figures(o);
+    mirror_figures(o);
     for (unsigned w = 0; w < nw; w++) {
         retries += ld(&ws[w]->mstat.retries);
         upstreams += atomic_load_explicit(&ws[w]->mstat.upstreams, memory_order_relaxed);

@@ -246,19 +246,29 @@ static void show_pool_text(const struct rt_pool *p, struct sbuf *o)
     free(ew);
 }
 
-void show_pool(struct ctl_req *r)
+/*
+ * The pool r names, or -1 once r is answered ERR. A pool a reload took out
+ * of the configuration is unknown (as for /status).
+ */
+static int live_pool(struct ctl_req *r)
 {
     int pi = model_find_pool(control_model(), r->cmd.pool);
+    char line[128];
+
+    if (pi >= 0 && !control_model()->pools[pi].removed)
+        return pi;
+    snprintf(line, sizeof(line), "ERR unknown pool %s", r->cmd.pool);
+    control_answer(r, line, false);
+    return -1;
+}
+
+void show_pool(struct ctl_req *r)
+{
+    int pi = live_pool(r);
     struct sbuf o;
 
-    /* A pool a reload took out of the configuration is unknown (as for /status). */
-    if (pi < 0 || control_model()->pools[pi].removed) {
-        char line[128];
-
-        snprintf(line, sizeof(line), "ERR unknown pool %s", r->cmd.pool);
-        control_answer(r, line, false);
+    if (pi < 0)
         return;
-    }
     sb_init(&o);
     if (r->cmd.json)
         show_pool_json(&control_model()->pools[pi], &o);
@@ -490,16 +500,11 @@ static void show_discovery(struct ctl_req *r)
 static void show_mirror_report(struct ctl_req *r)
 {
     const struct model *m = control_model();
-    int pi = model_find_pool(m, r->cmd.pool);
+    int pi = live_pool(r);
     struct sbuf o;
 
-    if (pi < 0 || m->pools[pi].removed) {
-        char line[128];
-
-        snprintf(line, sizeof(line), "ERR unknown pool %s", r->cmd.pool);
-        control_answer(r, line, false);
+    if (pi < 0)
         return;
-    }
     sb_init(&o);
     if (r->cmd.json)
         mirrorjson_report(&o, m, (unsigned)pi);

@@ -601,6 +601,11 @@ static const struct snap_mirror *add_mirror(const struct model *m, struct routin
 
 bool model_mirror(const struct rt_pool *p, const char **group, double *percent)
 {
+    if (p->shadow_on && p->shadow_group < p->ng) {
+        *group = p->g[p->shadow_group].name; /* a rollout's shadow phase */
+        *percent = p->shadow_percent;
+        return true;
+    }
     if (p->mirror == MIRROR_ON) {
         *group = p->mirror_group;
         *percent = p->mirror_percent;
@@ -619,6 +624,9 @@ static const struct snap_mirror *pool_mirror(const struct model *m, struct routi
     const struct rt_pool *p = &m->pools[i];
     const struct conf_pool *cp = p->conf;
 
+    if (p->shadow_on && p->shadow_group < p->ng)
+        return add_mirror(m, r, i, cp->has_mirror ? &cp->mirror : &mirror_defaults,
+                          p->g[p->shadow_group].name, p->shadow_percent);
     if (p->mirror == MIRROR_OFF)
         return NULL;
     if (p->mirror == MIRROR_ON)
@@ -641,9 +649,12 @@ static void build_mirrors(const struct model *m, struct routing *r)
         struct snap_route *sr = &r->route[i];
         const struct conf_route *cr = &m->conf->routes[i];
 
-        if (sr->pool < 0 || m->pools[sr->pool].mirror == MIRROR_OFF)
+        if (sr->pool < 0 ||
+            (m->pools[sr->pool].mirror == MIRROR_OFF && !m->pools[sr->pool].shadow_on))
             continue;
-        if (cr->has_mirror)
+        /* Its own mirror, unless a route set sent it to a pool without that group. */
+        if (cr->has_mirror && !m->pools[sr->pool].shadow_on &&
+            model_find_group(&m->pools[sr->pool], cr->mirror.group) >= 0)
             sr->mirror = add_mirror(m, r, (uint32_t)sr->pool, &cr->mirror, cr->mirror.group,
                                     cr->mirror.percent);
         else

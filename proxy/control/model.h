@@ -86,6 +86,14 @@ struct rt_pool {
     enum { MIRROR_CONF = 0, MIRROR_ON, MIRROR_OFF } mirror;
     char *mirror_group;
     double mirror_percent;
+    /*
+     * A rollout's shadow phase (rollout.c): every request to the pool is
+     * sampled at shadow_percent to group shadow_group, whatever the switch
+     * above says. Never saved: a restart ends the phase.
+     */
+    bool shadow_on;
+    uint32_t shadow_group;
+    double shadow_percent;
     struct rt_backend *b;
     uint32_t nb;
     uint32_t cap_b;       /* room in b: it grows by doubling */
@@ -167,7 +175,8 @@ void model_free(struct model *m);
 
 /*
  * Whether p's requests on no route are mirrored now, and where to
- * (*group, *percent): the operator's switch, else the config.
+ * (*group, *percent): a rollout's shadow phase, else the operator's
+ * switch, else the config.
  */
 bool model_mirror(const struct rt_pool *p, const char **group, double *percent);
 

@@ -112,6 +112,30 @@ static bool health_changed(const struct conf_pool *a, const struct conf_pool *b)
             x->timeout_ms != y->timeout_ms || x->rise != y->rise || x->fall != y->fall);
 }
 
+static bool strings_differ(const struct conf_strings *x, const struct conf_strings *y)
+{
+    if (x->n != y->n)
+        return true;
+    for (int i = 0; i < x->n; i++)
+        if (strcmp(x->v[i], y->v[i]) != 0)
+            return true;
+    return false;
+}
+
+/* Whether the pool's mirror block as the file states it changed (added, removed or edited). */
+static bool mirror_changed(const struct conf_pool *a, const struct conf_pool *b)
+{
+    const struct conf_mirror *x = &a->mirror, *y = &b->mirror;
+
+    if (a->has_mirror != b->has_mirror)
+        return true;
+    return a->has_mirror &&
+           (strcmp(x->group, y->group) != 0 || x->percent != y->percent ||
+            x->max_body_bytes != y->max_body_bytes || x->max_inflight != y->max_inflight ||
+            x->timeout_ms != y->timeout_ms || strings_differ(&x->methods, &y->methods) ||
+            strings_differ(&x->headers, &y->headers) || strings_differ(&x->ignore, &y->ignore));
+}
+
 /* Backends of the new file: new ones added, kept ones take the values whose text changed. */
 static void merge_backends(struct rt_pool *p, int pi, const struct conf_pool *ocp,
                            const struct conf_pool *ncp, struct reload_stats *st)
@@ -179,6 +203,18 @@ static void merge_pool(int pi, const struct conf_pool *ocp, const struct conf_po
     if (ocp == NULL || shares_changed(ocp, ncp)) {
         model_reset_shares(p);
         st->changed++;
+    }
+    if (ocp != NULL && mirror_changed(ocp, ncp) && p->mirror != MIRROR_CONF) {
+        /* The mirror block's text changed: the file wins over `mirror P on|off`. */
+        free(p->mirror_group);
+        p->mirror_group = NULL;
+        p->mirror = MIRROR_CONF;
+        st->changed++;
+    }
+    if (p->mirror == MIRROR_ON && model_find_group(p, p->mirror_group) < 0) {
+        free(p->mirror_group); /* its group is gone: as configured */
+        p->mirror_group = NULL;
+        p->mirror = MIRROR_CONF;
     }
     for (uint32_t k = 0; k < p->nb; k++) {
         if (!rewatch)

@@ -15,6 +15,7 @@
 #include "audit.h"
 #include "cluster.h"
 #include "metrics.h"
+#include "mirrorstat.h"
 #include "preflight.h"
 #include "rollout.h"
 #include "sbuf.h"
@@ -63,6 +64,15 @@ struct rollout {
     char pf_name[CMD_NAME_MAX];
     char pf_result[1100]; /* "" when the rollout had none */
     double pf_ms;
+    /* shadow=T: after the preflight, before step 1, the canary takes mirrored requests only. */
+    int64_t sh_ms;                /* 0: no shadow phase */
+    double sh_percent;            /* of the pool's requests mirrored */
+    double max_diff_rate;         /* percent of the mirrored requests */
+    bool sh_run;                  /* under way */
+    struct mirror_totals sh_base; /* the pool's mirror figures when it began */
+    uint64_t sh_start_us;
+    struct event *sh_timer;
+    char sh_result[400]; /* "" when the rollout had none */
 };
 
 static struct rollout *ro[METRIC_POOLS];
@@ -154,6 +164,8 @@ static void ro_free(struct rollout *r)
         preflight_cancel(r->pf_run);
     if (r->timer)
         event_free(r->timer);
+    if (r->sh_timer)
+        event_free(r->sh_timer);
     ctl_edit_free(r->pre);
     free(r);
 }
@@ -364,14 +376,25 @@ static struct rollout *of_cmd(struct ctl_req *r, int *pi)
  * Step 1: checked, then audited, then made; a start the audit log cannot
  * take changes nothing. After a preflight, `extra` reports it on the OK line.
  */
-static void begin(struct ctl_req *req, struct rollout *r, const char *extra)
+/* Step 1 was applied: its clock, its timer, the state file. */
+static void first_step_started(struct rollout *r)
+{
+    r->step_start_us = veer_now_us();
+    snprintf(r->verdict, sizeof(r->verdict), "running");
+    arm(r, r->interval_ms);
+    sync_text(r);
+    control_save_state();
+}
+
+/*
+ * Step 1's shares pass the shift checks, then the start is audited (for
+ * the next generation); 0. Else r is freed and req refused: -1.
+ */
+static int start_checked(struct ctl_req *req, struct rollout *r)
 {
     int pi = r->pool, shares[2];
-    char err[300] = "", line[400];
+    char err[300] = "";
 
-    r->active = true;
-    r->pre = ctl_edit_save(pi);
-    r->step = 0;
     shares[r->canary] = r->steps[0];
     shares[r->stable] = 100 - r->steps[0];
     if (ctl_check_shares(pi, shares, err, sizeof(err)) < 0 ||
@@ -380,16 +403,183 @@ static void begin(struct ctl_req *req, struct rollout *r, const char *extra)
         ro[pi] = NULL;
         if (err[0])
             ctl_refuse(req, "%s", err);
-        return;
+        return -1;
     }
+    return 0;
+}
+
+static void begin(struct ctl_req *req, struct rollout *r, const char *extra)
+{
+    char err[300] = "", line[400];
+
+    r->active = true;
+    r->pre = ctl_edit_save(r->pool);
+    r->step = 0;
+    if (start_checked(req, r) < 0)
+        return;
     apply_share(r, r->steps[0], false, err, sizeof(err));
-    r->step_start_us = veer_now_us();
-    snprintf(r->verdict, sizeof(r->verdict), "running");
-    arm(r, r->interval_ms);
-    sync_text(r);
-    control_save_state();
+    first_step_started(r);
     snprintf(line, sizeof(line), " step=1/%d share=%d%s", r->nsteps, r->steps[0], extra);
     ctl_reply_change(req, ctl.model->generation, line);
+}
+
+/* --- the shadow phase ------------------------------------------------------------------ */
+
+/* The mirror figures of every site of pool p (each route's and the pool's own), summed. */
+static void pool_mirror_totals(const struct rt_pool *p, struct mirror_totals *t)
+{
+    memset(t, 0, sizeof(*t));
+    for (struct mirror_site *s = mirror_sites_first(); s; s = s->next) {
+        struct mirror_totals x;
+
+        if (strcmp(s->pool, p->name) != 0)
+            continue;
+        mirror_site_sum(s, &x);
+        mirror_totals_add(t, &x);
+    }
+}
+
+/* Mirror the pool's requests to the canary (on) or stop (off): one publish. */
+static uint64_t shadow_switch(struct rollout *r, bool on)
+{
+    struct rt_pool *p = &ctl.model->pools[r->pool];
+
+    p->shadow_on = on;
+    p->shadow_group = r->canary;
+    p->shadow_percent = r->sh_percent;
+    return control_publish();
+}
+
+/* End the phase (no traffic moved) for `why`: audited. */
+static void shadow_stop(struct rollout *r, const char *verdict)
+{
+    struct rt_pool *p = &ctl.model->pools[r->pool];
+    char line[600];
+    uint64_t gen;
+
+    r->sh_run = false;
+    if (r->sh_timer)
+        evtimer_del(r->sh_timer);
+    gen = shadow_switch(r, false);
+    snprintf(r->verdict, sizeof(r->verdict), "%s", verdict);
+    snprintf(line, sizeof(line), "rollout %s %s", p->name, verdict);
+    audit_write("rollout", &r->peer, line, "OK", gen, NULL, NULL);
+    persist_sync_audit();
+    log_warn("%s (gen %llu)", line, (unsigned long long)gen);
+}
+
+/*
+ * The end of the shadow phase: the canary's answers to the mirrored
+ * requests are judged. The diff rate, differences (status, body, compared
+ * header) over the pairs both sides answered, over max-diff-rate, or the
+ * shadow's p99 over max-p99 (a timeout or an error counts there as an
+ * answer at timeout_ms: a canary that does not answer cannot pass), ends
+ * the rollout before step 1; else step 1 begins.
+ */
+static void shadow_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct rollout *r = arg;
+    struct rt_pool *p = &ctl.model->pools[r->pool];
+    struct mirror_totals now;
+    uint64_t mirrored = 0, pairs = 0, diffs = 0, lat[LAT_BUCKETS + 1];
+    double rate, p99;
+    char why[300], err[300];
+
+    (void)fd;
+    (void)what;
+    if (ctl.frozen) {
+        if (!ctl.handed_over)
+            event_add(r->sh_timer, &(struct timeval){0, 100000});
+        return;
+    }
+    pool_mirror_totals(p, &now);
+    for (unsigned c = 0; c < 5; c++)
+        for (unsigned k = 0; k < MR_DROPPED; k++) {
+            uint64_t d = now.n[c][k] - r->sh_base.n[c][k];
+
+            mirrored += d;
+            if (k <= MR_BODY_DIFF)
+                pairs += d;
+            if (k == MR_STATUS_DIFF || k == MR_BODY_DIFF)
+                diffs += d;
+        }
+    /* A timeout or an error is in the shadow's latency at timeout_ms (mirror.c). */
+    for (unsigned b = 0; b <= LAT_BUCKETS; b++)
+        lat[b] = now.shadow[b] - r->sh_base.shadow[b];
+    rate = pairs ? 100.0 * (double)diffs / (double)pairs : 0;
+    p99 = stats_p99_ms(lat);
+    if (pairs && r->max_diff_rate >= 0 && rate > r->max_diff_rate) {
+        snprintf(why, sizeof(why),
+                 "aborted in its shadow phase: %s diff rate %.2f%% (%llu of %llu answered) > "
+                 "max-diff-rate %.2f%%; no traffic moved",
+                 p->g[r->canary].name, rate, (unsigned long long)diffs, (unsigned long long)pairs,
+                 r->max_diff_rate);
+    } else if (mirrored && r->max_p99_ms >= 0 && p99 > (double)r->max_p99_ms) {
+        snprintf(why, sizeof(why),
+                 "aborted in its shadow phase: %s shadow p99 %.1f ms over %llu mirrored > "
+                 "max-p99 %lld ms; no traffic moved",
+                 p->g[r->canary].name, p99, (unsigned long long)mirrored, (long long)r->max_p99_ms);
+    } else {
+        why[0] = '\0';
+    }
+    snprintf(r->sh_result, sizeof(r->sh_result),
+             "%s after %.1f s: %llu mirrored, %llu answered, %llu differed (%.2f%%), shadow p99 "
+             "%.1f ms",
+             why[0] ? "failed" : "passed", (double)(veer_now_us() - r->sh_start_us) / 1e6,
+             (unsigned long long)mirrored, (unsigned long long)pairs, (unsigned long long)diffs,
+             rate, p99);
+    if (why[0]) {
+        shadow_stop(r, why);
+        return;
+    }
+    r->sh_run = false;
+    shadow_switch(r, false);
+    log_info("rollout %s: shadow phase %s", p->name, r->sh_result);
+    r->active = true;
+    r->pre = ctl_edit_save(r->pool);
+    r->step = 0;
+    if (apply_share(r, r->steps[0], true, err, sizeof(err)) < 0) {
+        r->active = false;
+        snprintf(why, sizeof(why), "ended: shadow phase passed but step 1 was refused: %.200s",
+                 err);
+        shadow_stop(r, why);
+        return;
+    }
+    first_step_started(r);
+}
+
+/*
+ * Instead of step 1: audited, then the canary gets the mirrored requests
+ * for sh_ms; the command is answered at once (the phase ends on its own).
+ */
+static void shadow_begin(struct ctl_req *req, struct rollout *r, const char *extra)
+{
+    int pi = r->pool;
+    char line[300];
+    uint64_t gen;
+
+    if (start_checked(req, r) < 0)
+        return;
+    pool_mirror_totals(&ctl.model->pools[pi], &r->sh_base);
+    r->sh_run = true;
+    r->sh_start_us = veer_now_us();
+    gen = shadow_switch(r, true);
+    if (r->sh_timer == NULL)
+        r->sh_timer = evtimer_new(ctl.base, shadow_timer_cb, r);
+    {
+        struct timeval tv = {(time_t)(r->sh_ms / 1000), (suseconds_t)(r->sh_ms % 1000) * 1000};
+
+        evtimer_add(r->sh_timer, &tv);
+    }
+    snprintf(r->sh_result, sizeof(r->sh_result), "running: %g%% of the requests to %s for %.1f s",
+             r->sh_percent, ctl.model->pools[pi].g[r->canary].name, (double)r->sh_ms / 1e3);
+    snprintf(r->verdict, sizeof(r->verdict), "shadow phase");
+    log_info("rollout %s: shadow phase: %g%% of the requests mirrored to %s for %.1f s",
+             ctl.model->pools[pi].name, r->sh_percent, ctl.model->pools[pi].g[r->canary].name,
+             (double)r->sh_ms / 1e3);
+    snprintf(line, sizeof(line), " state=shadow shadow_ms=%lld shadow_percent=%g%s",
+             (long long)r->sh_ms, r->sh_percent, extra);
+    ctl_reply_change(req, gen, line);
 }
 
 /*
@@ -423,7 +613,10 @@ static void preflight_done(void *arg, const struct preflight_result *res)
              r->pf_ms, res->backends, res->requests);
     log_info("rollout %s: preflight %s %s", p->name, r->pf_name, r->pf_result);
     snprintf(extra, sizeof(extra), " preflight=%s preflight_ms=%.1f", r->pf_name, r->pf_ms);
-    begin(req, r, extra);
+    if (r->sh_ms > 0)
+        shadow_begin(req, r, extra);
+    else
+        begin(req, r, extra);
 }
 
 /* Every READY backend of group g of p: what a preflight checks. */
@@ -452,7 +645,7 @@ static void start(struct ctl_req *req)
         ctl_refuse(req, "too many pools for rollouts");
         return;
     }
-    if (ro[pi] && (ro[pi]->active || ro[pi]->pf_run)) {
+    if (ro[pi] && (ro[pi]->active || ro[pi]->pf_run || ro[pi]->sh_run)) {
         ctl_refuse(req, "a rollout is already running in pool %s (rollout abort %s first)", p->name,
                    p->name);
         return;
@@ -488,8 +681,14 @@ static void start(struct ctl_req *req)
     if (r->window > WINDOW_MAX)
         r->window = WINDOW_MAX;
     r->peer = req->peer;
+    r->sh_ms = c->shadow_ms > 0 ? c->shadow_ms : 0;
+    r->sh_percent = c->shadow_percent >= 0 ? c->shadow_percent : 100;
+    r->max_diff_rate = c->max_diff_rate >= 0 ? c->max_diff_rate : 1.0;
     if (pf == NULL) {
-        begin(req, r, "");
+        if (r->sh_ms > 0)
+            shadow_begin(req, r, "");
+        else
+            begin(req, r, "");
         return;
     }
     {
@@ -529,9 +728,17 @@ static void rollout_stop_preflights_of(struct rollout *r, const char *why)
 
 void rollout_stop_preflights(const char *why)
 {
-    for (unsigned k = 0; k < METRIC_POOLS; k++)
+    char verdict[256];
+
+    for (unsigned k = 0; k < METRIC_POOLS; k++) {
         if (ro[k] && ro[k]->pf_run)
             rollout_stop_preflights_of(ro[k], why);
+        if (ro[k] && ro[k]->sh_run) {
+            snprintf(verdict, sizeof(verdict), "shadow phase stopped: %s; no traffic moved", why);
+            snprintf(ro[k]->sh_result, sizeof(ro[k]->sh_result), "stopped: %s", why);
+            shadow_stop(ro[k], verdict);
+        }
+    }
 }
 
 static void status(struct ctl_req *req)
@@ -552,6 +759,7 @@ static void status(struct ctl_req *req)
               p->g[r->stable].name);
     sb_printf(&o, "state %s\n",
               r->pf_run   ? "preflight"
+              : r->sh_run ? "shadow"
               : r->active ? (r->paused ? "paused" : "running")
                           : "ended");
     /* Before step 1 (a preflight under way, or one that failed) no step has begun: 0. */
@@ -572,6 +780,9 @@ static void status(struct ctl_req *req)
               r->max_error_rate, (long long)r->max_p99_ms, r->min_requests);
     if (r->pf_name[0])
         sb_printf(&o, "preflight %s %s\n", r->pf_name, r->pf_result);
+    if (r->sh_ms > 0)
+        sb_printf(&o, "shadow %lldms percent %g max-diff-rate %.2f%% %s\n", (long long)r->sh_ms,
+                  r->sh_percent, r->max_diff_rate, r->sh_result);
     sb_printf(&o, "verdict %s\n", r->verdict);
     ctl_finish(req, o.s, true);
     sb_free(&o);
@@ -603,9 +814,18 @@ void rollout_command(struct ctl_req *req)
         ctl_reply_change(req, ctl.model->generation, NULL);
         return;
     }
-    if (r->pf_run) {
-        ctl_refuse(req, "the rollout in pool %s is in its preflight (rollout abort %s to stop it)",
-                   req->cmd.pool, req->cmd.pool);
+    if (r->sh_run && req->cmd.kind == CMD_ROLLOUT_ABORT) {
+        /* Nothing moved yet: the mirror stops (one publish). */
+        if (ctl_audit_change(req, ctl.model->generation + 1, NULL, NULL) < 0)
+            return;
+        snprintf(r->sh_result, sizeof(r->sh_result), "stopped: aborted by operator");
+        shadow_stop(r, "aborted by operator in its shadow phase; no traffic moved");
+        ctl_reply_change(req, ctl.model->generation, NULL);
+        return;
+    }
+    if (r->pf_run || r->sh_run) {
+        ctl_refuse(req, "the rollout in pool %s is in its %s (rollout abort %s to stop it)",
+                   req->cmd.pool, r->pf_run ? "preflight" : "shadow phase", req->cmd.pool);
         return;
     }
     if (!r->active) {
@@ -663,6 +883,7 @@ void rollout_status_json(int pi, struct sbuf *o)
               ",\"state\":\"%s\",\"step\":%d,\"steps\":%d,\"share\":%d,"
               "\"time_in_step_s\":%.1f,\"verdict\":",
               r->pf_run   ? "preflight"
+              : r->sh_run ? "shadow"
               : r->active ? (r->paused ? "paused" : "running")
                           : "ended",
               r->step + 1, r->nsteps, p->g[r->canary].share,
@@ -679,6 +900,21 @@ void rollout_status_json(int pi, struct sbuf *o)
                                                             : "stopped",
                   r->pf_ms);
         sb_json_str(o, r->pf_result);
+        sb_puts(o, "}");
+    } else {
+        sb_puts(o, "null");
+    }
+    sb_puts(o, ",\"shadow\":");
+    if (r->sh_ms > 0) {
+        sb_printf(o,
+                  "{\"duration_ms\":%lld,\"percent\":%g,\"max_diff_rate\":%g,\"state\":\"%s\","
+                  "\"result\":",
+                  (long long)r->sh_ms, r->sh_percent, r->max_diff_rate,
+                  r->sh_run                                 ? "running"
+                  : strncmp(r->sh_result, "passed", 6) == 0 ? "passed"
+                  : strncmp(r->sh_result, "failed", 6) == 0 ? "failed"
+                                                            : "stopped");
+        sb_json_str(o, r->sh_result);
         sb_puts(o, "}");
     } else {
         sb_puts(o, "null");

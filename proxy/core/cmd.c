@@ -748,7 +748,7 @@ static int rollout_shadow(struct parser *p, const char *val)
 /* A percent argument KEY=VALUE into *out (5%, 0.5, 100). */
 static int percent_arg(struct parser *p, const char *key, const char *val, double *out)
 {
-    int r = parse_percent(val, out);
+    int r = val[0] == '-' && parse_percent(val + 1, out) == 0 ? -2 : parse_percent(val, out);
 
     if (r == -1)
         return fail(p, "bad %s '%.*s': expected a percent like 5%% or 0.5", key,
@@ -826,6 +826,9 @@ static int parse_rollout_start(struct parser *p)
         if (rollout_keys[i].required && !(seen & (1u << i)))
             return fail(p, "rollout start needs %s= (usage: %s)", rollout_keys[i].name,
                         p->def->usage);
+    if (p->c->shadow_ms < 0 && (p->c->shadow_percent >= 0 || p->c->max_diff_rate >= 0))
+        return fail(p, "%s needs shadow=T (the shadow phase it sets)",
+                    p->c->shadow_percent >= 0 ? "shadow-percent" : "max-diff-rate");
     return 0;
 }
 

@@ -1195,6 +1195,16 @@ static int parse_mirror_into(struct conf_loader *ld, const config_setting_t *s,
         m->methods.v[i] = veer_strdup(mirror_safe_methods[i]);
     if (parse_group(ld, s, mirror_fields, m) < 0)
         return -1;
+    /* content-type and up to 7 more are compared; a mismatch names one (47 bytes). */
+    if (m->headers.n > 7)
+        return fail(ld,
+                    config_setting_get_member(config_setting_get_member(s, "compare"), "headers"),
+                    "%s: at most 7 headers are compared besides content-type (got %d)",
+                    where(ld, s), m->headers.n);
+    for (int i = 0; i < m->headers.n; i++)
+        if (strlen(m->headers.v[i]) > 47)
+            return fail(ld, s, "%s: compared header name '%.47s...' is longer than 47 bytes",
+                        where(ld, s), m->headers.v[i]);
     /* Compared names are matched case-insensitively: keep them lower case. */
     for (int i = 0; i < m->headers.n; i++)
         for (char *c = m->headers.v[i]; *c; c++)

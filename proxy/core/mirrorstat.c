@@ -80,6 +80,9 @@ void mirror_count(struct mirror_site *s, unsigned widx, int status, enum mirror_
     double d = (double)delta_us / 1e6;
 
     counter_add(&ws->n[c][r], 1);
+    if (r == MR_DROPPED)
+        return;
+    hist_observe(&ws->shadow, shadow_us);
     if (r > MR_BODY_DIFF)
         return;
     while (i < MIRROR_DELTA_BOUNDS && d > mirror_delta_bounds[i])
@@ -88,7 +91,6 @@ void mirror_count(struct mirror_site *s, unsigned widx, int status, enum mirror_
     atomic_store_explicit(&ws->delta_sum_us,
                           atomic_load_explicit(&ws->delta_sum_us, memory_order_relaxed) + delta_us,
                           memory_order_relaxed);
-    hist_observe(&ws->shadow, shadow_us);
 }
 
 void mirror_note(struct mirror_site *s, const struct mirror_mismatch *m)

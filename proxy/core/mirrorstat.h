@@ -43,7 +43,7 @@ struct mirror_wstat {
     _Atomic uint64_t n[5][MR_RESULTS];                  /* by primary status class */
     _Atomic uint64_t delta[5][MIRROR_DELTA_BOUNDS + 1]; /* last: +Inf */
     _Atomic int64_t delta_sum_us;                       /* of the pairs counted in delta */
-    struct hist shadow;                                 /* the shadow's own latency */
+    struct hist shadow; /* the shadow's own latency (a timeout or an error at timeout_ms) */
 } __attribute__((aligned(64)));
 
 #define MIRROR_MISMATCHES 50
@@ -85,8 +85,10 @@ void mirror_sites_free(void);
 
 /*
  * Count one mirrored request in worker widx's slot: `status` the primary's,
- * delta_us shadow minus primary and shadow_us when the pair completed
- * (match, status_diff, body_diff), else ignored.
+ * delta_us shadow minus primary when the pair completed (match,
+ * status_diff, body_diff), else ignored; shadow_us the shadow's latency,
+ * counted for every result but dropped (a timeout or an error is counted
+ * at the timeout: the caller says so).
  */
 void mirror_count(struct mirror_site *s, unsigned widx, int status, enum mirror_result r,
                   int64_t delta_us, uint64_t shadow_us);

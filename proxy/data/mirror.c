@@ -11,6 +11,7 @@
 #include "worker.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,13 +38,26 @@ struct mirror {
     struct mirror_site *site;
     struct event timer; /* the shadow's timeout_ms */
     uint64_t max_body;
-    uint64_t limit; /* largest request buffer: head and max_body of body, framing included */
+    uint64_t timeout_us; /* what a shadow that timed out or failed counts as its latency */
+    uint64_t limit;      /* largest request buffer: head and max_body of body, framing included */
     enum mirror_result fate; /* once the shadow ended: MR_MATCH (it answered whole) or why not */
     bool shadow_ended, primary_ended, dropped;
     struct mirror_sum side[2]; /* 0: the primary, 1: the shadow */
     char cmp[MIRROR_CMP_BYTES];
     char request_id[64], method[16], path[128];
 };
+
+/*
+ * SHA-256, fetched once: OpenSSL 3 looks an algorithm up (under a lock)
+ * every time EVP_sha256() is used to initialise a digest.
+ */
+static EVP_MD *sha256;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
 
 static void sum_body(void *ctx, const char *at, size_t len)
 {
@@ -113,7 +127,8 @@ static void judge(struct mirror *m)
             }
         }
     }
-    mirror_count(m->site, w->idx, p->status, r, (int64_t)s->us - (int64_t)p->us, s->us);
+    mirror_count(m->site, w->idx, p->status, r, (int64_t)s->us - (int64_t)p->us,
+                 r == MR_TIMEOUT || r == MR_ERROR ? m->timeout_us : s->us);
     if (r == MR_STATUS_DIFF || r == MR_BODY_DIFF) {
         struct mirror_mismatch mm = {.result = r,
                                      .primary_status = p->status,
@@ -347,7 +362,9 @@ const char *mirror_sample(struct txn *t, struct http_fwd_info *fi, char *idbuf, 
     }
     if (veer_fnv1a(id, n) % 10000 >= sm->threshold)
         return NULL;
-    return id;
+    if (id != idbuf)
+        copy_bytes(idbuf, idlen, id, n); /* the header's value is not NUL-terminated */
+    return idbuf;
 }
 
 /* Count a mirror that was never sent, once the primary's status is known. */
@@ -371,11 +388,13 @@ void mirror_begin(struct txn *t, const char *request_id)
     struct worker *w = t->s->w;
     struct mirror_site *site = NULL;
     const struct snap_mirror *sm = mirror_for(t, &site);
-    const char *head = t->s->in->data + t->s->in->start, *v;
+    /* The head's bytes left the buffer (start moved past them) but are still there. */
+    const char *head = t->s->in->data + t->s->in->start - t->req->head_len;
     const struct conf_mirror *c;
     struct vbuf *in = t->s->in;
     struct mirror *m;
     struct txn *st;
+    const char *v;
     uint32_t shift;
     int idx;
     size_t n;
@@ -402,16 +421,18 @@ void mirror_begin(struct txn *t, const char *request_id)
     m->c.reading = true; /* never asked to read: the copy comes from the primary */
     m->site = site;
     m->max_body = (uint64_t)c->max_body_bytes;
+    m->timeout_us = (uint64_t)c->timeout_ms * 1000;
     m->limit = vbuf_len(t->req_head) + m->max_body + VBUF_SIZE;
     memcpy(m->cmp, sm->cmp, sizeof(m->cmp));
     copy_bytes(m->request_id, sizeof(m->request_id), request_id, strlen(request_id));
-    v = txn_method(t, &n);
-    copy_bytes(m->method, sizeof(m->method), v, n);
+    copy_bytes(m->method, sizeof(m->method), head + t->req->method.off, t->req->method.len);
     v = http_target_path(t->req, head, &n);
     copy_bytes(m->path, sizeof(m->path), v, n);
+    pthread_once(&sha256_once, sha256_fetch);
     for (int k = 0; k < 2; k++) {
         m->side[k].sha = EVP_MD_CTX_new();
-        if (m->side[k].sha == NULL || !EVP_DigestInit_ex(m->side[k].sha, EVP_sha256(), NULL))
+        if (sha256 == NULL || m->side[k].sha == NULL ||
+            !EVP_DigestInit_ex(m->side[k].sha, sha256, NULL))
             veer_panic(__FILE__, __LINE__, "SHA-256");
     }
     /* The copy: the head veer sent the primary, then the body framed so far. */
@@ -490,8 +511,12 @@ void mirror_primary_end(struct txn *t)
     m->primary = NULL;
     m->primary_ended = true;
     m->side[0].status = t->res_status;
-    if (!t->req_done || t->res_status < 100) {
-        /* The request was cut short: the shadow cannot have had it whole. */
+    if (!t->req_done || t->res_status < 100 || !t->res_done) {
+        /*
+         * The request was cut short (the shadow cannot have had it whole), or
+         * the primary's answer was (the client left, the backend failed
+         * mid-body): nothing to compare.
+         */
         m->dropped = true;
         if (!m->shadow_ended) {
             if (m->t->up)

@@ -29,9 +29,9 @@ struct worker;
 /*
  * route(), before the head for the backend is built: whether t is to be
  * mirrored (its pool or route mirrors, the method is listed, the request id
- * samples in). Returns the request id when so, else NULL; a request without
- * one gets one (written into idbuf, of idlen bytes, and set as
- * fi->request_id so primary and shadow carry the same X-Request-Id).
+ * samples in). Returns the request id when so (copied into idbuf, of idlen
+ * bytes, cut to fit), else NULL; a request without one gets one (set as
+ * fi->request_id too, so primary and shadow carry the same X-Request-Id).
  */
 const char *mirror_sample(struct txn *t, struct http_fwd_info *fi, char *idbuf, size_t idlen);
 

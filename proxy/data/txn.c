@@ -822,7 +822,7 @@ static int route(struct txn *t)
     struct http_msg *req = t->req;
     const char *head = s->in->data + s->in->start;
     struct http_fwd_info fi = {0};
-    char ip[INET6_ADDRSTRLEN], idbuf[32];
+    char ip[INET6_ADDRSTRLEN], idbuf[64];
     const struct conf_route *cr;
     const char *mirror_id = NULL;
     char *target = NULL;

@@ -1,7 +1,7 @@
 /*
  * veer-backend: a small single-threaded HTTP backend for demos, tests and benchmarks (evhttp).
  *
- *   veer-backend --name NAME --listen HOST:PORT [--port-file FILE] [--delay-ms N]
+ *   veer-backend --name NAME --listen HOST:PORT [--port-file FILE] [--variant] [--delay-ms N]
  *
  * Every response carries "X-Backend: NAME". Routes: /delay?ms=N (200 "NAME\n" after N ms, on a
  * timer), /status?code=N, /size?bytes=N (streamed in 64 KiB chunks), /echo (the request body),
@@ -10,6 +10,11 @@
  * --delay-ms N holds every request N ms (on a timer) before it is routed as above: a slow copy of
  * a service (bench/mirror's slow standby).
  * SIGTERM and SIGINT end the loop; everything is freed before exit.
+ *
+ * Paths under /v/ are for comparing two backends (the mirroring tests): /v/status/... answers
+ * 200, or 503 with --variant; /v/body/... answers "NAME\n", or "NAME variant\n" with --variant;
+ * /v/type/... answers text/plain, or text/html with --variant; /v/etag/... answers ETag "a", or
+ * "b" with --variant. Everything else is the same with or without --variant.
  */
 #include <getopt.h>
 #include <limits.h>
@@ -32,6 +37,7 @@
 #define JOB_MAGIC    0x6a6f6231u
 
 static const char *backend_name = "backend";
+static int variant;
 static long long delay_all_ms;
 static char chunk[CHUNK_BYTES];
 
@@ -156,6 +162,29 @@ static void set_type(struct evkeyvalq *headers, const char *type)
     evhttp_add_header(headers, "Content-Type", type);
 }
 
+/* The /v/ paths: the same answer as a backend without --variant, except in the one respect the
+ * path names. */
+static void variant_reply(struct evhttp_request *req, struct evkeyvalq *out, const char *what)
+{
+    struct evbuffer *buf;
+
+    if (strncmp(what, "status/", 7) == 0) {
+        reply(req, variant ? 503 : 200, NULL);
+    } else if (strncmp(what, "body/", 5) == 0 && variant) {
+        if ((buf = evbuffer_new()) != NULL)
+            evbuffer_add_printf(buf, "%s variant\n", backend_name);
+        evhttp_send_reply(req, 200, NULL, buf);
+        if (buf != NULL)
+            evbuffer_free(buf);
+    } else {
+        if (strncmp(what, "type/", 5) == 0 && variant)
+            set_type(out, "text/html");
+        if (strncmp(what, "etag/", 5) == 0)
+            evhttp_add_header(out, "ETag", variant ? "\"b\"" : "\"a\"");
+        reply(req, 200, NULL);
+    }
+}
+
 static void route(struct evhttp_request *req, struct event_base *base)
 {
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
@@ -196,6 +225,8 @@ static void route(struct evhttp_request *req, struct event_base *base)
         if (evhttp_find_header(in, "Content-Type") != NULL)
             set_type(out, evhttp_find_header(in, "Content-Type"));
         evhttp_send_reply(req, 200, NULL, evhttp_request_get_input_buffer(req));
+    } else if (strncmp(path, "/v/", 3) == 0) {
+        variant_reply(req, out, path + 3);
     } else {
         reply(req, 200, strcmp(path, "/api/health/readiness") == 0 ? "ready" : NULL);
     }
@@ -339,11 +370,9 @@ static long long parse_ms(const char *text)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"name", required_argument, NULL, 'n'},
-        {"listen", required_argument, NULL, 'l'},
-        {"port-file", required_argument, NULL, 'p'},
-        {"delay-ms", required_argument, NULL, 'd'},
-        {NULL, 0, NULL, 0},
+        {"name", required_argument, NULL, 'n'},      {"listen", required_argument, NULL, 'l'},
+        {"port-file", required_argument, NULL, 'p'}, {"variant", no_argument, NULL, 'v'},
+        {"delay-ms", required_argument, NULL, 'd'},  {NULL, 0, NULL, 0},
     };
     const char *port_file = NULL;
     char *spec = NULL, *host = NULL;
@@ -353,13 +382,15 @@ int main(int argc, char **argv)
     struct event *sigs[2] = {NULL, NULL};
     int c, port = -1, rc = 1;
 
-    while ((c = getopt_long(argc, argv, "n:l:p:d:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:l:p:vd:", opts, NULL)) != -1) {
         if (c == 'n')
             backend_name = optarg;
         else if (c == 'l')
             spec = optarg;
         else if (c == 'p')
             port_file = optarg;
+        else if (c == 'v')
+            variant = 1;
         else if (c == 'd')
             delay_all_ms = parse_ms(optarg);
         else
@@ -368,7 +399,7 @@ int main(int argc, char **argv)
     if (port == -2 || delay_all_ms < 0 || spec == NULL || optind != argc ||
         (port = split_listen(spec, &host)) < 0) {
         fprintf(stderr, "usage: veer-backend --name NAME --listen HOST:PORT [--port-file FILE] "
-                        "[--delay-ms N]\n");
+                        "[--variant] [--delay-ms N]\n");
         return 2;
     }
     memset(chunk, 'x', sizeof(chunk));

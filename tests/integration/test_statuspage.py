@@ -21,7 +21,7 @@ import unittest
 
 from helpers import (HeadlessChromium, RoutedLoad, admin_http_port, chromium_binary,
                      chromium_dump_dom, http_get, listener_ports, parse_ok, status_doc, veerctl)
-from veertest import VeerTestCase, wait_for
+from veertest import Client, VeerTestCase, wait_for
 
 # What the page drew, read from its DOM: per pool its maintenance flag, its
 # bar's segments (group, data-share, style width, rendered fraction of the
@@ -278,6 +278,35 @@ class StatusPageTest(VeerTestCase):
         self.assertIsNotNone(m, dom[-3000:])
         self.assertGreaterEqual(int(m.group(1)), 5)
         load.stop()
+
+    def test_shadow_traffic_and_a_shadow_phase_are_drawn(self):
+        """The shadow traffic table: per pool and route, the mirrored count
+        /status has (blue takes every request, green answers other than blue:
+        every pair differs); a rollout in its shadow phase draws the phase's
+        line."""
+        self.ctl_ok("shift", "api", "blue=100", "green=0")
+        self.ctl_ok("mirror", "api", "on", "group=green", "percent=100")
+        c = Client(self.port)
+        for i in range(20):
+            r = c.request("GET", "/m/%d" % i)
+            self.assertEqual(r.status, 200)
+        c.sock.close()
+
+        def mirrored():
+            m = [x for x in status_doc(self.http)["mirror"] if x["pool"] == "api"]
+            t = m[0]["routes"][0]["totals"] if m and m[0]["routes"] else None
+            return t if t and t["mirrored"] == 20 else None
+        t = wait_for(mirrored, interval=0.05, what="20 mirrored requests in /status")
+        self.assertEqual(t["body_diff"] + t["status_diff"], 20)
+        self.ctl_ok("rollout", "start", "api", "canary=green", "steps=50,100", "interval=60s",
+                    "shadow=60s")
+        dom = chromium_dump_dom("http://127.0.0.1:%d/" % self.http, virtual_time_ms=3000)
+        self.assertIn("<h2>shadow traffic</h2>", dom)
+        self.assertIsNotNone(re.search(r'data-mirror="api/" data-mirrored="(\d+)"', dom), dom[-3000:])
+        self.assertGreaterEqual(int(re.search(r'data-mirror="api/" data-mirrored="(\d+)"',
+                                              dom).group(1)), 20)
+        self.assertIn('data-shadow="running"', dom)
+        self.ctl_ok("rollout", "abort", "api")
 
     def test_readable_on_a_phone_dark_and_light(self):
         """At 375 px the page does not scroll sideways (the tables scroll in

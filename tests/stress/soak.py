@@ -17,7 +17,9 @@ Operations (one thread, one after another, every --op-interval seconds):
 shift (with a publish), drain --wait then ready, reload (the config file
 edited), add backend / wait READY / drain / del backend, set weight,
 maintenance on --hold with a shift published while requests are held then
-maintenance off, a rollout with a preflight then its abort, a DNS change (dnsmasq's answer for the name pool api's
+maintenance off, a rollout with a preflight (and half the time a shadow
+phase) then its abort, the mirror switch (off, or on to a group at a percent:
+pool api mirrors GETs and chunked POSTs all along), a DNS change (dnsmasq's answer for the name pool api's
 discover entry follows: instances come, go, come back, all go), route set (route ka between two pools) or rollback route,
 route maintenance on --hold for ka with a route set published while its
 requests are held then off, and a binary upgrade (veerctl upgrade) every
@@ -656,15 +658,34 @@ class Soak:
 
     def op_rollout(self):
         """A rollout with a preflight (every READY green backend gets two
-        requests first), then aborted: its step 1 and the abort's rollback
-        are two publishes under load; a reload or an upgrade meeting the
-        preflight stops it (ERR, counted apart)."""
-        if self.ctl("rollout", "rollout", "start", "api", "canary=green", "steps=50,100",
-                    "interval=60s", "preflight=smoke") is None:
+        requests first), half the time a shadow phase after it (green gets
+        mirrored requests for 300 ms; the answers differ from blue's, so
+        it aborts before step 1), then aborted: its step 1 and the abort's
+        rollback are two publishes under load; a reload or an upgrade
+        meeting the preflight or the shadow phase stops it (ERR, counted
+        apart)."""
+        shadow = self.rng.random() < 0.5
+        args = ["rollout", "start", "api", "canary=green", "steps=50,100", "interval=60s",
+                "preflight=smoke"] + (["shadow=300ms", "shadow-percent=50"] if shadow else [])
+        if self.ctl("rollout", *args) is None:
             return
-        self.acct.ops["rollout+preflight"] += 1
+        self.acct.ops["rollout+preflight" + ("+shadow" if shadow else "")] += 1
         time.sleep(0.2)
         self.ctl("rollout abort", "rollout", "abort", "api")
+
+    def op_mirror(self):
+        """The mirror switch under load: off, or on to either group at a
+        random percent (one publish each; shadows in flight finish or time
+        out on their own, the primaries never wait)."""
+        choice = self.rng.random()
+        if choice < 0.3:
+            ok = self.ctl("mirror", "mirror", "api", "off")
+        else:
+            ok = self.ctl("mirror", "mirror", "api", "on",
+                          "group=" + self.rng.choice(("blue", "green")),
+                          "percent=%d" % self.rng.choice((10, 50, 100)))
+        if ok:
+            self.acct.ops["mirror"] += 1
 
     def op_hold(self):
         if self.args.no_hold:
@@ -823,7 +844,8 @@ class Soak:
 
     def operations(self):
         ops = [self.op_shift, self.op_weight, self.op_drain, self.op_reload, self.op_add_del,
-               self.op_hold, self.op_route_set, self.op_route_hold, self.op_dns, self.op_rollout]
+               self.op_hold, self.op_route_set, self.op_route_hold, self.op_dns, self.op_rollout,
+               self.op_mirror]
         next_upgrade = time.monotonic() + self.args.upgrade_every
         while not self.stop_ev.wait(self.args.op_interval):
             try:
@@ -857,12 +879,14 @@ class Soak:
                 'pools = ( { name = "api"; hold_ms = %d; %s\n'
                 '            shares = { blue = 50; green = 50; };\n'
                 '            discover = ( { name = "dns"; dns = "soak.internal:%d"; group = "green"; } );\n'
+                '            mirror = { group = "green"; percent = %d.0; methods = ( "GET", "POST" );\n'
+                '                       max_body_bytes = 4096; timeout_ms = 1000; };\n'
                 '            backends = ( %s ); },\n'
                 '          { name = "alt"; backends = ( %s ); } );\n'
                 '%s'
                 % (self.args.workers, self.tls_text, self.tmp, self.tmp, self.tmp,
                    60000 + 1000 * alt, self.dns.port, self.args.hold_ms,
-                   health_text("/ready", 100, 1000, 1, 3), self.dns_port, bl, alt_bl,
+                   health_text("/ready", 100, 1000, 1, 3), self.dns_port, 30 + 20 * alt, bl, alt_bl,
                    self.routes_text(alt)))
 
     @staticmethod
@@ -956,6 +980,7 @@ class Soak:
             self.acct.fail(name, "client still waiting %.0fs after the end" % (a.deadline + 10))
 
         self.judge_maintenance_503s()
+        self.judge_mirror_report()
         audit = self.ctl("audit", "audit", "verify")
         if audit is None:
             self.acct.fail("audit", "audit verify: " + self.acct.op_error_text[-1])
@@ -965,6 +990,26 @@ class Soak:
         self.dns.close()
         self.tls_files.close()
         return self.report(audit)
+
+    def judge_mirror_report(self):
+        """The shadow report after everything: one JSON document whose rows
+        add up (mirrored is the sum of the pair results), a mismatch list of
+        at most 50. Its counts are the last process's (an upgrade starts them
+        again) and go into the summary."""
+        out = self.ctl("mirror report", "mirror", "report", "api", "--json")
+        try:
+            doc = json.loads(out)
+            rows = doc["routes"]
+            for row in rows:
+                t = row["totals"]
+                if t["mirrored"] != sum(t[k] for k in ("match", "status_diff", "body_diff",
+                                                       "timeout", "error")):
+                    raise ValueError("mirrored is not the sum of its results: %r" % t)
+            if len(doc["mismatches"]) > 50:
+                raise ValueError("%d mismatches listed" % len(doc["mismatches"]))
+            self.mirror_summary = {r["route"] or "-": r["totals"]["mirrored"] for r in rows}
+        except (TypeError, ValueError, KeyError) as e:
+            self.acct.fail("mirror", "mirror report: %r (%s)" % (e, (out or "")[:200]))
 
     def final_stop(self):
         pid = self.current_pid
@@ -1022,6 +1067,7 @@ class Soak:
         print("instances found by DNS, requests served: %s"
               % ", ".join("%s %d" % (b.name, b.served) for b in self.dns_backends))
         print("audit verify: %s" % (audit or "FAILED"))
+        print("mirrored by the last process, by route: %s" % getattr(self, "mirror_summary", {}))
         print("veer log: %s" % self.log_path)
         unaccounted = {k: acct.sent[k] - acct.answered[k] - acct.after_close[k]
                        for k in acct.sent}

@@ -1809,6 +1809,122 @@ START_TEST(test_parse_addr_fills_sockaddr)
 }
 END_TEST
 
+/* mirror (issue 19), of a pool and of a route */
+
+#define MIRROR_OPEN BLUE_GREEN "  mirror = {\n"
+
+START_TEST(test_mirror_defaults)
+{
+    struct veer_conf *c = load_ok(BLUE_GREEN "  mirror = { group = \"green\"; };\n" POOL_CLOSE);
+    const struct conf_mirror *m = &c->pools[0].mirror;
+
+    ck_assert(c->pools[0].has_mirror);
+    ck_assert_str_eq(m->group, "green");
+    ck_assert_double_eq(m->percent, 100);
+    ck_assert_int_eq(m->max_body_bytes, 65536);
+    ck_assert_int_eq(m->max_inflight, 256);
+    ck_assert_int_eq(m->timeout_ms, 2000);
+    ck_assert_int_eq(m->methods.n, 3);
+    ck_assert_str_eq(m->methods.v[0], "GET");
+    ck_assert_str_eq(m->methods.v[1], "HEAD");
+    ck_assert_str_eq(m->methods.v[2], "OPTIONS");
+    ck_assert_int_eq(m->headers.n, 0);
+    ck_assert_int_eq(m->ignore.n, 0);
+    ck_assert_int_eq(m->line, 8);
+    conf_free(c);
+    c = load_ok(BLUE_GREEN POOL_CLOSE);
+    ck_assert(!c->pools[0].has_mirror);
+    conf_free(c);
+}
+END_TEST
+
+START_TEST(test_mirror_values_and_lowercased_compare_headers)
+{
+    struct veer_conf *c =
+        load_ok(MIRROR_OPEN
+                "    group = \"green\"; percent = 10; max_body_bytes = 0;\n"
+                "    max_inflight = 1; timeout_ms = 600000; methods = ( \"GET\", \"POST\" );\n"
+                "    compare = { headers = ( \"ETag\", \"X-Version\" );\n"
+                "                ignore_headers = ( \"Content-Type\" ); };\n"
+                "  };\n" POOL_CLOSE "routes = ( { name = \"v2\"; pool = \"api\";\n"
+                "  match = { path_prefix = \"/v2\"; };\n"
+                "  mirror = { group = \"blue\"; percent = 0.5; }; },\n"
+                "  { name = \"v1\"; pool = \"api\"; match = { path_prefix = \"/v1\"; }; } );\n");
+    const struct conf_mirror *m = &c->pools[0].mirror;
+
+    ck_assert_double_eq(m->percent, 10.0); /* an integer is a percent too */
+    ck_assert_int_eq(m->max_body_bytes, 0);
+    ck_assert_int_eq(m->max_inflight, 1);
+    ck_assert_int_eq(m->timeout_ms, 600000);
+    ck_assert_int_eq(m->methods.n, 2); /* replaces the defaults */
+    ck_assert_str_eq(m->methods.v[0], "GET");
+    ck_assert_str_eq(m->methods.v[1], "POST");
+    ck_assert_int_eq(m->headers.n, 2);
+    ck_assert_str_eq(m->headers.v[0], "etag");
+    ck_assert_str_eq(m->headers.v[1], "x-version");
+    ck_assert_int_eq(m->ignore.n, 1);
+    ck_assert_str_eq(m->ignore.v[0], "content-type");
+    ck_assert_int_eq(c->nroutes, 2);
+    ck_assert(c->routes[0].has_mirror);
+    ck_assert_str_eq(c->routes[0].mirror.group, "blue");
+    ck_assert_double_eq(c->routes[0].mirror.percent, 0.5);
+    ck_assert_int_eq(c->routes[0].mirror.max_inflight, 256); /* the route's own defaults */
+    ck_assert(!c->routes[1].has_mirror);
+    conf_free(c);
+}
+END_TEST
+
+/* Two pools: api (blue, green) and pay (blue only); a route to pay on line 11. */
+#define MIRROR_TWO_POOLS                                                                           \
+    LISTEN "pools = ( {\n  name = \"api\";\n  backends = (\n"                                      \
+           "    { name = \"b1\"; address = \"127.0.0.1:9001\"; group = \"blue\"; },\n"             \
+           "    { name = \"g1\"; address = \"127.0.0.1:9002\"; group = \"green\"; }\n"             \
+           "  ); },\n"                                                                             \
+           "  { name = \"pay\"; backends = (\n"                                                    \
+           "    { name = \"p1\"; address = \"127.0.0.1:9003\"; group = \"blue\"; } ); } );\n"      \
+           "routes = ( { name = \"r\"; pool = \"pay\"; match = { path_prefix = \"/p\"; };\n"
+
+static const struct {
+    const char *text;
+    int line;
+    const char *msg;
+} bad_mirrors[] = {
+    {MIRROR_OPEN "    group = \"red\"; };\n" POOL_CLOSE, 9, "pool 'api' has no group 'red'"},
+    {MIRROR_OPEN "    group = \"green\";\n    percent = 101; };\n" POOL_CLOSE, 10,
+     "must be between 0 and 100 (got 101)"},
+    {MIRROR_OPEN "    group = \"green\";\n    percent = -1; };\n" POOL_CLOSE, 10,
+     "must be between 0 and 100 (got -1)"},
+    {MIRROR_OPEN "    group = \"green\";\n    percent = 100.5; };\n" POOL_CLOSE, 10,
+     "must be between 0 and 100 (got 100.5)"},
+    {MIRROR_OPEN "    group = \"green\";\n    percent = \"10\"; };\n" POOL_CLOSE, 10,
+     "must be a number between 0 and 100"},
+    {MIRROR_OPEN "    group = \"green\";\n    colour = 1; };\n" POOL_CLOSE, 10,
+     "unknown key 'colour'"},
+    {MIRROR_OPEN "    group = \"green\";\n    max_inflight = 0; };\n" POOL_CLOSE, 10,
+     "max_inflight must be between 1 and 1000000 (got 0)"},
+    {MIRROR_OPEN "    group = \"green\";\n    timeout_ms = 0; };\n" POOL_CLOSE, 10,
+     "timeout_ms must be between 1 and 600000 (got 0)"},
+    {MIRROR_OPEN "    group = \"green\";\n    max_body_bytes = -1; };\n" POOL_CLOSE, 10,
+     "pools[0].mirror.max_body_bytes must be >= 0 (got -1)"},
+    {MIRROR_OPEN
+     "    group = \"green\";\n    compare = { headers = ( \"a b\" ); }; };\n" POOL_CLOSE,
+     10, "valid HTTP token"},
+    {MIRROR_OPEN "    group = \"green\";\n    compare = { body = true; }; };\n" POOL_CLOSE, 10,
+     "unknown key 'body'"},
+    {MIRROR_OPEN "    percent = 5.0; };\n" POOL_CLOSE, 8, "missing required key 'group'"},
+    {BLUE_GREEN "  mirror = 5;\n" POOL_CLOSE, 8, "must be a group"},
+    {MIRROR_TWO_POOLS "  mirror = {\n  group = \"green\"; }; } );\n", 12,
+     "pool 'pay' has no group 'green'"},
+    {MIRROR_TWO_POOLS "  mirror = { percent = 1.0;\n  colour = 2; }; } );\n", 12,
+     "unknown key 'colour'"},
+};
+
+START_TEST(test_bad_mirror_is_refused_with_file_line_and_message)
+{
+    expect_error(bad_mirrors[_i].text, bad_mirrors[_i].line, bad_mirrors[_i].msg);
+}
+END_TEST
+
 static Suite *conf_suite(void)
 {
     Suite *s = suite_create("conf");
@@ -1857,6 +1973,10 @@ static Suite *conf_suite(void)
                         (int)ARRAY_SIZE(bad_preflights));
     tcase_add_loop_test(bad, test_bad_config_is_refused_with_file_and_line, 0,
                         (int)ARRAY_SIZE(bad_confs));
+    tcase_add_test(load, test_mirror_defaults);
+    tcase_add_test(load, test_mirror_values_and_lowercased_compare_headers);
+    tcase_add_loop_test(bad, test_bad_mirror_is_refused_with_file_line_and_message, 0,
+                        (int)ARRAY_SIZE(bad_mirrors));
     tcase_add_loop_test(addr, test_parse_addr, 0, (int)ARRAY_SIZE(addr_cases));
     tcase_add_test(addr, test_parse_addr_fills_sockaddr);
     suite_add_tcase(s, load);

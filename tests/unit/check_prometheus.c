@@ -2,6 +2,7 @@
  * check_prometheus.c - latency histograms and the Prometheus text rendering of a small model.
  */
 #include "prometheus.h"
+#include "mirrorstat.h"
 #include "model.h"
 #include "sbuf.h"
 #include "stats.h"
@@ -290,7 +291,9 @@ static unsigned check_text_format(const char *text)
             *strrchr(fam, '_') = '\0';
         }
         ck_assert_msg(strcmp(fam, family) == 0, "sample outside its family %s: %s", family, line);
-        ck_assert_msg(s.v >= 0, "negative value: %s", line);
+        /* A histogram of negative observations has a negative sum (the shadow was faster). */
+        ck_assert_msg(s.v >= 0 || strcmp(s.name, "veer_mirror_latency_delta_seconds_sum") == 0,
+                      "negative value: %s", line);
         ck_assert_msg((label_of(&s, "le") != NULL) == ends_with(s.name, "_bucket"),
                       "le on a non-bucket or missing: %s", line);
         /* No series twice. */
@@ -1241,6 +1244,80 @@ START_TEST(test_cluster_families_in_fleet_mode)
 }
 END_TEST
 
+/* --- shadow traffic (issue 19) ---------------------------------------------- */
+
+/* The bounds of mirror_delta_bounds as `le` values, negative ones first. */
+static const char *const mirror_le[MIRROR_DELTA_BOUNDS] = {
+    "-10",     "-5",     "-2.5",   "-1",      "-0.5",   "-0.25",   "-0.1",     "-0.05",
+    "-0.025",  "-0.01",  "-0.005", "-0.0025", "-0.001", "-0.0005", "-0.00025", "0",
+    "0.00025", "0.0005", "0.001",  "0.0025",  "0.005",  "0.01",    "0.025",    "0.05",
+    "0.1",     "0.25",   "0.5",    "1",       "2.5",    "5",       "10"};
+
+/* The delta histogram of one site: cumulative at each le (cum: MIRROR_DELTA_BOUNDS + 1). */
+static void expect_delta_hist(const char *text, const char *labels, const uint64_t *cum, double sum)
+{
+    for (unsigned i = 0; i < MIRROR_DELTA_BOUNDS; i++)
+        ck_assert_msg(valuef(text, "veer_mirror_latency_delta_seconds_bucket{%s,le=\"%s\"}", labels,
+                             mirror_le[i]) == (double)cum[i],
+                      "{%s} le=%s: want %llu", labels, mirror_le[i], (unsigned long long)cum[i]);
+    ck_assert_double_eq(
+        valuef(text, "veer_mirror_latency_delta_seconds_bucket{%s,le=\"+Inf\"}", labels),
+        (double)cum[MIRROR_DELTA_BOUNDS]);
+    ck_assert_double_eq(valuef(text, "veer_mirror_latency_delta_seconds_count{%s}", labels),
+                        (double)cum[MIRROR_DELTA_BOUNDS]);
+    ck_assert_double_eq_tol(valuef(text, "veer_mirror_latency_delta_seconds_sum{%s}", labels), sum,
+                            1e-9);
+}
+
+START_TEST(test_mirror_families_by_site_with_negative_bounds)
+{
+    static const char *const results[] = {"match",   "status_diff", "body_diff",
+                                          "timeout", "error",       "dropped"};
+    const uint64_t want_pool[] = {1, 1, 0, 1, 0, 1}, want_route[] = {0, 0, 1, 0, 0, 0};
+    uint64_t cum[MIRROR_DELTA_BOUNDS + 1] = {0};
+    struct mirror_site *a, *b;
+    struct fx f;
+    char *text;
+
+    fx_init(&f, LISTEN POOLS);
+    text = render(&f);
+    ck_assert_ptr_null(strstr(text, "veer_mirror_")); /* no site: no family */
+    free(text);
+    a = mirror_site_get("api", "");
+    b = mirror_site_get("api", "v2");
+    mirror_count(a, 0, 200, MR_MATCH, -300000, 1000);    /* the shadow 300 ms faster */
+    mirror_count(a, 1, 200, MR_STATUS_DIFF, 2000, 3000); /* 2 ms slower */
+    mirror_count(a, 1, 200, MR_TIMEOUT, 0, 0);
+    mirror_count(a, 0, 404, MR_DROPPED, 0, 0);
+    mirror_count(b, 1, 200, MR_BODY_DIFF, 20000000, 1); /* 20 s slower: +Inf */
+    text = render(&f);
+    ck_assert_uint_gt(check_text_format(text), 0);
+    ck_assert_uint_eq(lines_starting(text, "# TYPE veer_mirror_requests_total counter\n"), 1);
+    ck_assert_uint_eq(lines_starting(text, "# TYPE veer_mirror_latency_delta_seconds histogram\n"),
+                      1);
+    for (unsigned r = 0; r < 6; r++) {
+        ck_assert_double_eq(
+            valuef(text, "veer_mirror_requests_total{pool=\"api\",route=\"\",result=\"%s\"}",
+                   results[r]),
+            (double)want_pool[r]);
+        ck_assert_double_eq(
+            valuef(text, "veer_mirror_requests_total{pool=\"api\",route=\"v2\",result=\"%s\"}",
+                   results[r]),
+            (double)want_route[r]);
+    }
+    /* -0.3 s in (-0.5, -0.25]; 0.002 s in (0.001, 0.0025]. */
+    for (unsigned i = 0; i <= MIRROR_DELTA_BOUNDS; i++)
+        cum[i] = (i >= 5) + (i >= 19);
+    expect_delta_hist(text, "pool=\"api\",route=\"\"", cum, -0.298);
+    for (unsigned i = 0; i <= MIRROR_DELTA_BOUNDS; i++)
+        cum[i] = i == MIRROR_DELTA_BOUNDS;
+    expect_delta_hist(text, "pool=\"api\",route=\"v2\"", cum, 20.0);
+    free(text);
+    mirror_sites_free();
+    fx_free(&f);
+}
+END_TEST
+
 static Suite *metrics_suite(void)
 {
     Suite *s = suite_create("metrics");
@@ -1266,6 +1343,7 @@ static Suite *metrics_suite(void)
     tcase_add_test(tr, test_label_values_are_escaped);
     tcase_add_test(tr, test_cluster_families_in_fleet_mode);
     tcase_add_test(tr, test_a_render_in_slices_is_the_render_in_one);
+    tcase_add_test(tr, test_mirror_families_by_site_with_negative_bounds);
     tcase_add_test(tr, test_a_slice_stops_after_its_budget);
     tcase_add_test(tr, test_a_render_restarts_when_backends_change_between_slices);
     suite_add_tcase(s, th);

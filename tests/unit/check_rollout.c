@@ -1122,16 +1122,28 @@ static void assert_preflight_shape(json_t *pf)
     ck_assert(json_is_string(json_object_get(pf, "result")));
 }
 
+/* The shadow object: {"duration_ms","percent","max_diff_rate","state","result"}. */
+static void assert_shadow_shape(json_t *sh)
+{
+    ck_assert(json_is_object(sh));
+    ck_assert_uint_eq(json_object_size(sh), 5);
+    ck_assert(json_is_integer(json_object_get(sh, "duration_ms")));
+    ck_assert(json_is_number(json_object_get(sh, "percent")));
+    ck_assert(json_is_number(json_object_get(sh, "max_diff_rate")));
+    ck_assert(json_is_string(json_object_get(sh, "state")));
+    ck_assert(json_is_string(json_object_get(sh, "result")));
+}
+
 /* The documented keys with their types, and nothing else. */
 static void assert_json_shape(json_t *v)
 {
-    static const char *const keys[] = {"canary",         "stable",  "state", "step",     "steps",
-                                       "time_in_step_s", "verdict", "share", "preflight"};
+    static const char *const keys[] = {"canary",         "stable",  "state", "step",      "steps",
+                                       "time_in_step_s", "verdict", "share", "preflight", "shadow"};
     const char *key;
     json_t *val;
 
     ck_assert(json_is_object(v));
-    ck_assert_uint_eq(json_object_size(v), 9);
+    ck_assert_uint_eq(json_object_size(v), 10);
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         ck_assert_msg(json_object_get(v, keys[i]) != NULL, "no %s", keys[i]);
     json_object_foreach (v, key, val) {
@@ -1141,6 +1153,8 @@ static void assert_json_shape(json_t *v)
             ck_assert(json_is_number(val) && json_number_value(val) >= 0);
         else if (strcmp(key, "preflight") == 0)
             json_is_null(val) ? (void)0 : assert_preflight_shape(val);
+        else if (strcmp(key, "shadow") == 0)
+            json_is_null(val) ? (void)0 : assert_shadow_shape(val);
         else
             ck_assert_msg(json_is_string(val), "%s", key);
     }
