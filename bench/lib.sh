@@ -213,14 +213,15 @@ http {
 EOF
 }
 
-# bench_start_backend: nginx, 1 worker, answering every request with BENCH_BODY (64 bytes) on
-# an ephemeral loopback port. With BENCH_BACKEND_BIG_KIB > 0 it also serves a static file of that
-# size at /static/big (for attacks that need a large response). /upload answers the same body
+# bench_start_backend [NAME]: nginx, 1 worker, answering every request with BENCH_BODY (64 bytes)
+# on an ephemeral loopback port. With BENCH_BACKEND_BIG_KIB > 0 it also serves a static file of
+# that size at /static/big (for attacks that need a large response). /upload answers the same body
 # only once it has read the whole request body (nginx proxies it to its own /, buffering the
 # body first); / answers at once, without reading a body. Sets BACKEND_PORT and BACKEND_PID.
+# NAME (default "backend") names its directory and log, so a second one can run beside it.
 bench_start_backend()
 {
-    local dir=$BENCH_TMP/backend
+    local name=${1:-backend} dir=$BENCH_TMP/${1:-backend}
     mkdir -p "$dir/static"
     BACKEND_PORT=$(bench_free_port)
     if ((${BENCH_BACKEND_BIG_KIB:-0} > 0)); then
@@ -239,12 +240,12 @@ bench_start_backend()
 }
 EOF
     } >"$dir/nginx.conf"
-    bench_spawn backend "$(bench_cmd nginx)" -p "$dir" -c "$dir/nginx.conf"
+    bench_spawn "$name" "$(bench_cmd nginx)" -p "$dir" -c "$dir/nginx.conf"
     BACKEND_PID=$BENCH_PID
     bench_wait_http "http://127.0.0.1:$BACKEND_PORT/" "$BACKEND_PID" ||
-        { bench_tail_log backend; bench_die "backend nginx did not start"; }
+        { bench_tail_log "$name"; bench_die "$name nginx did not start"; }
     [[ "$(curl -s "http://127.0.0.1:$BACKEND_PORT/")" == "$BENCH_BODY" ]] ||
-        bench_die "backend nginx gives a wrong body"
+        bench_die "$name nginx gives a wrong body"
 }
 
 # Knobs of the proxy configurations below; empty (the default) gives the configurations the

@@ -1,12 +1,14 @@
 /*
  * veer-backend: a small single-threaded HTTP backend for demos, tests and benchmarks (evhttp).
  *
- *   veer-backend --name NAME --listen HOST:PORT [--port-file FILE] [--variant]
+ *   veer-backend --name NAME --listen HOST:PORT [--port-file FILE] [--variant] [--delay-ms N]
  *
  * Every response carries "X-Backend: NAME". Routes: /delay?ms=N (200 "NAME\n" after N ms, on a
  * timer), /status?code=N, /size?bytes=N (streamed in 64 KiB chunks), /echo (the request body),
  * /api/health/readiness (200 "ready"), anything else 200 "NAME\n". With port 0 the kernel picks
  * the port: it is printed as "listening on HOST:PORT" and written atomically to --port-file.
+ * --delay-ms N holds every request N ms (on a timer) before it is routed as above: a slow copy of
+ * a service (bench/mirror's slow standby).
  * SIGTERM and SIGINT end the loop; everything is freed before exit.
  *
  * Paths under /v/ are for comparing two backends (the mirroring tests): /v/status/... answers
@@ -36,6 +38,7 @@
 
 static const char *backend_name = "backend";
 static int variant;
+static long long delay_all_ms;
 static char chunk[CHUNK_BYTES];
 
 /* A reply that outlives the request callback (a delay or a streamed body). It is freed when the
@@ -45,6 +48,7 @@ struct job {
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
     struct event *timer;
+    struct event_base *base;
     long long remaining;
 };
 
@@ -181,7 +185,7 @@ static void variant_reply(struct evhttp_request *req, struct evkeyvalq *out, con
     }
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+static void route(struct evhttp_request *req, struct event_base *base)
 {
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
@@ -198,7 +202,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         n = query_num(req, "ms", 0, 0, MAX_DELAY_MS);
         tv.tv_sec = (time_t)(n / 1000);
         tv.tv_usec = (suseconds_t)(n % 1000) * 1000;
-        if ((job = job_new(req)) == NULL || !(job->timer = evtimer_new(arg, delay_done, job)))
+        if ((job = job_new(req)) == NULL || !(job->timer = evtimer_new(base, delay_done, job)))
             goto oom;
         evtimer_add(job->timer, &tv);
     } else if (strcmp(path, "/status") == 0) {
@@ -231,6 +235,37 @@ oom:
     if (job != NULL)
         job_free(job);
     reply(req, 500, "out of memory\n");
+}
+
+static void delay_all_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct job *job = arg;
+    struct evhttp_request *req = job->req;
+    struct event_base *base = job->base;
+
+    (void)fd, (void)what;
+    job_free(job);
+    route(req, base);
+}
+
+/* Every request goes through route(), after --delay-ms when it is set. */
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct timeval tv = {(time_t)(delay_all_ms / 1000), (suseconds_t)(delay_all_ms % 1000) * 1000};
+    struct job *job;
+
+    if (delay_all_ms == 0) {
+        route(req, arg);
+        return;
+    }
+    if ((job = job_new(req)) == NULL || !(job->timer = evtimer_new(arg, delay_all_done, job))) {
+        if (job != NULL)
+            job_free(job);
+        reply(req, 500, "out of memory\n");
+        return;
+    }
+    job->base = arg;
+    evtimer_add(job->timer, &tv);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -323,14 +358,21 @@ static struct evhttp_bound_socket *bind_with_backlog(struct evhttp *http, const 
     return bound;
 }
 
+/* A whole number of milliseconds, 0..MAX_DELAY_MS; -1 if TEXT is anything else. */
+static long long parse_ms(const char *text)
+{
+    char *end;
+    long long n = strtoll(text, &end, 10);
+
+    return *text == '\0' || *end != '\0' || n < 0 || n > MAX_DELAY_MS ? -1 : n;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"name", required_argument, NULL, 'n'},
-        {"listen", required_argument, NULL, 'l'},
-        {"port-file", required_argument, NULL, 'p'},
-        {"variant", no_argument, NULL, 'v'},
-        {NULL, 0, NULL, 0},
+        {"name", required_argument, NULL, 'n'},      {"listen", required_argument, NULL, 'l'},
+        {"port-file", required_argument, NULL, 'p'}, {"variant", no_argument, NULL, 'v'},
+        {"delay-ms", required_argument, NULL, 'd'},  {NULL, 0, NULL, 0},
     };
     const char *port_file = NULL;
     char *spec = NULL, *host = NULL;
@@ -340,7 +382,7 @@ int main(int argc, char **argv)
     struct event *sigs[2] = {NULL, NULL};
     int c, port = -1, rc = 1;
 
-    while ((c = getopt_long(argc, argv, "n:l:p:v", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:l:p:vd:", opts, NULL)) != -1) {
         if (c == 'n')
             backend_name = optarg;
         else if (c == 'l')
@@ -349,12 +391,15 @@ int main(int argc, char **argv)
             port_file = optarg;
         else if (c == 'v')
             variant = 1;
+        else if (c == 'd')
+            delay_all_ms = parse_ms(optarg);
         else
             port = -2;
     }
-    if (port == -2 || spec == NULL || optind != argc || (port = split_listen(spec, &host)) < 0) {
+    if (port == -2 || delay_all_ms < 0 || spec == NULL || optind != argc ||
+        (port = split_listen(spec, &host)) < 0) {
         fprintf(stderr, "usage: veer-backend --name NAME --listen HOST:PORT [--port-file FILE] "
-                        "[--variant]\n");
+                        "[--variant] [--delay-ms N]\n");
         return 2;
     }
     memset(chunk, 'x', sizeof(chunk));
