@@ -38,6 +38,7 @@ struct mirror {
     struct event timer; /* the shadow's timeout_ms */
     uint64_t max_body;
     uint64_t timeout_us; /* what a shadow that timed out or failed counts as its latency */
+    uint64_t start_us;   /* the shadow began */
     uint64_t limit;      /* largest request buffer: head and max_body of body, framing included */
     enum mirror_result fate; /* once the shadow ended: MR_MATCH (it answered whole) or why not */
     bool shadow_ended, primary_ended, dropped;
@@ -263,7 +264,8 @@ static void shadow_take_response(struct mirror *m)
             b->start = b->end = 0;
     }
     if (t->res_done) {
-        shadow_end(m, MR_MATCH);
+        /* Answered whole, but after timeout_ms (the timer runs a little longer: see below). */
+        shadow_end(m, veer_now_us() - m->start_us > m->timeout_us ? MR_TIMEOUT : MR_MATCH);
         return;
     }
     if (!t->res_head_done && b && b->end > b->start) {
@@ -419,6 +421,7 @@ void mirror_begin(struct txn *t, const char *request_id)
     m->site = site;
     m->max_body = (uint64_t)c->max_body_bytes;
     m->timeout_us = (uint64_t)c->timeout_ms * 1000;
+    m->start_us = veer_now_us();
     m->limit = vbuf_len(t->req_head) + m->max_body + VBUF_SIZE;
     memcpy(m->cmp, sm->cmp, sizeof(m->cmp));
     copy_bytes(m->request_id, sizeof(m->request_id), request_id, strlen(request_id));
@@ -461,12 +464,19 @@ void mirror_begin(struct txn *t, const char *request_id)
     st->res_limits = t->res_limits;
     evtimer_assign(&m->timer, w->base, timer_cb, m);
     {
-        /* One queue per duration (libevent's common timeouts): O(1), not the heap's O(log n). */
-        struct timeval tv = {.tv_sec = c->timeout_ms / 1000,
-                             .tv_usec = (c->timeout_ms % 1000) * 1000};
-        const struct timeval *ctv = event_base_init_common_timeout(w->base, &tv);
+        /*
+         * timeout_ms and up to 1/16 more: shadows that began together (a
+         * burst, or the wave that replaces shadows a black hole timed out
+         * together) would otherwise end together, and their closes and the
+         * connects of the next wave would stall the loop at once. A shadow
+         * answered after timeout_ms is still a timeout (shadow_take_response).
+         */
+        uint64_t us = m->timeout_us + (veer_fnv1a((const char *)&m, sizeof(m)) ^ m->start_us) %
+                                          (m->timeout_us / 16 + 1);
+        struct timeval tv = {.tv_sec = (time_t)(us / 1000000),
+                             .tv_usec = (suseconds_t)(us % 1000000)};
 
-        event_add(&m->timer, ctv ? ctv : &tv);
+        event_add(&m->timer, &tv);
     }
     txn_start_shadow(st, sm->view.b[idx].be, sm->pool, t->req->parser.method == HTTP_HEAD, sum_body,
                      &m->side[1]);
