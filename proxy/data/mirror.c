@@ -155,12 +155,53 @@ static void judge(struct mirror *m)
     w->dead_mirrors = m;
 }
 
-static void mirror_free(struct mirror *m)
+/* Mirrors a worker keeps for the next ones, with their digest contexts. */
+#define MIRROR_CACHE 64
+
+static void mirror_release(struct mirror *m)
 {
     for (int k = 0; k < 2; k++)
         EVP_MD_CTX_free(m->side[k].sha);
     m->magic = 0;
     free(m);
+}
+
+static void mirror_free(struct worker *w, struct mirror *m)
+{
+    m->magic = 0;
+    if (w->nfree_mirrors >= MIRROR_CACHE) {
+        mirror_release(m);
+        return;
+    }
+    m->next = w->free_mirrors;
+    w->free_mirrors = m;
+    w->nfree_mirrors++;
+}
+
+/* A cleared mirror (from the worker's cache, else new) with both digests begun. */
+static struct mirror *mirror_alloc(struct worker *w)
+{
+    struct mirror *m = w->free_mirrors;
+    EVP_MD_CTX *sha[2] = {NULL, NULL};
+
+    if (m) {
+        w->free_mirrors = m->next;
+        w->nfree_mirrors--;
+        sha[0] = m->side[0].sha;
+        sha[1] = m->side[1].sha;
+        memset(m, 0, sizeof(*m));
+    } else {
+        m = veer_calloc(1, sizeof(*m));
+        pthread_once(&sha256_once, sha256_fetch);
+    }
+    for (int k = 0; k < 2; k++) {
+        m->side[k].sha = sha[k] ? sha[k] : EVP_MD_CTX_new();
+        if (sha256 == NULL || m->side[k].sha == NULL ||
+            !EVP_DigestInit_ex(m->side[k].sha, sha256, NULL))
+            veer_panic(__FILE__, __LINE__, "SHA-256");
+    }
+    m->magic = MIRROR_MAGIC;
+    return m;
 }
 
 void mirror_reap(struct worker *w)
@@ -169,8 +210,19 @@ void mirror_reap(struct worker *w)
         struct mirror *m = w->dead_mirrors;
 
         w->dead_mirrors = m->next;
-        mirror_free(m);
+        mirror_free(w, m);
     }
+}
+
+void mirror_cache_destroy(struct worker *w)
+{
+    while (w->free_mirrors) {
+        struct mirror *m = w->free_mirrors;
+
+        w->free_mirrors = m->next;
+        mirror_release(m);
+    }
+    w->nfree_mirrors = 0;
 }
 
 /*
@@ -411,8 +463,7 @@ void mirror_begin(struct txn *t, const char *request_id)
         fate_at_end(t, site, MR_ERROR); /* no backend of the group may take it */
         return;
     }
-    m = veer_calloc(1, sizeof(*m));
-    m->magic = MIRROR_MAGIC;
+    m = mirror_alloc(w);
     m->c.ops = &shadow_ops;
     m->c.w = w;
     m->c.peer = t->s->peer;
@@ -428,18 +479,11 @@ void mirror_begin(struct txn *t, const char *request_id)
     copy_bytes(m->method, sizeof(m->method), head + t->req->method.off, t->req->method.len);
     v = http_target_path(t->req, head, &n);
     copy_bytes(m->path, sizeof(m->path), v, n);
-    pthread_once(&sha256_once, sha256_fetch);
-    for (int k = 0; k < 2; k++) {
-        m->side[k].sha = EVP_MD_CTX_new();
-        if (sha256 == NULL || m->side[k].sha == NULL ||
-            !EVP_DigestInit_ex(m->side[k].sha, sha256, NULL))
-            veer_panic(__FILE__, __LINE__, "SHA-256");
-    }
     /* The copy: the head veer sent the primary, then the body framed so far. */
     m->c.in = vbuf_get(&w->bufs);
     if (t->req_parsed && vbuf_reserve(&w->bufs, &m->c.in, t->req_parsed, m->limit, &shift) < 0) {
         vbuf_put(&w->bufs, m->c.in);
-        mirror_free(m);
+        mirror_free(w, m);
         fate_at_end(t, site, MR_DROPPED);
         return;
     }
@@ -560,6 +604,6 @@ void mirror_abort_all(struct worker *w)
             w->mirrors_inflight--;
         }
         vbuf_put(&w->bufs, m->c.in);
-        mirror_free(m);
+        mirror_release(m);
     }
 }

@@ -54,7 +54,8 @@ void mirror_primary_end(struct txn *t);
 /* Free mirrors whose pair was judged (the worker's reap, after the send phase). */
 void mirror_reap(struct worker *w);
 
-/* Worker exit: end every shadow at once, uncounted. */
+/* Worker exit: end every shadow at once, uncounted; then (after the reap) free the cache. */
 void mirror_abort_all(struct worker *w);
+void mirror_cache_destroy(struct worker *w);
 
 #endif

@@ -821,6 +821,7 @@ void worker_destroy(struct worker *w)
         abort_all(w);
         mirror_abort_all(w);
         reap(w);
+        mirror_cache_destroy(w);
         close_listeners(w);
         if (mailbox_fd(&w->inbox) >= 0)
             event_del(&w->wake_ev);

@@ -144,11 +144,13 @@ struct worker {
     struct lb *mlbs;             /* per mirror of `routing` (made when first needed) */
     struct mirror *mirrors;      /* pairs of primary and shadow not judged yet (mirror.h) */
     struct mirror *dead_mirrors; /* judged: freed after the send phase */
-    unsigned mirrors_inflight;   /* shadows in flight */
-    uint64_t request_ids;        /* request ids generated (txn_new_request_id) */
-    unsigned pid;                /* getpid(), once */
-    struct txn_queue held;       /* requests waiting for a backend or maintenance, oldest first */
-    struct event held_ev;        /* runs txn_retry_held from the loop after a snapshot switch */
+    struct mirror *free_mirrors; /* kept for the next ones (mirror.c) */
+    unsigned nfree_mirrors;
+    unsigned mirrors_inflight; /* shadows in flight */
+    uint64_t request_ids;      /* request ids generated (txn_new_request_id) */
+    unsigned pid;              /* getpid(), once */
+    struct txn_queue held;     /* requests waiting for a backend or maintenance, oldest first */
+    struct event held_ev;      /* runs txn_retry_held from the loop after a snapshot switch */
 
     const struct timeval *tv_idle;
     const struct timeval *tv_header;
