@@ -144,7 +144,7 @@ void ctl_wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms
 void ctl_waiter_done(struct waiter *w, bool ok);
 void ctl_wake_waiters(struct backend *be, enum wait_for what, bool ok);
 void ctl_sync_draining(struct rt_pool *p);
-void ctl_check_drained(struct rt_pool *p, uint32_t i);
+void ctl_sweep_drained(struct rt_pool *p);
 void ctl_backend_idle(struct backend *be);
 void ctl_drain_wait_cb(struct waiter *w, bool ok);
 

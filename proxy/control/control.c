@@ -1047,13 +1047,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     ctl_reclaim_backends();
     ctl_reclaim_confs();
     ctl_slow_start_tick();
-    for (uint32_t i = 0; i < ctl.model->npools && !ctl.frozen; i++) {
-        struct rt_pool *p = &ctl.model->pools[i];
-
-        for (uint32_t k = 0; k < p->nb; k++)
-            if (rt_draining(&p->b[k]) && !p->b[k].drained)
-                ctl_check_drained(p, k);
-    }
+    for (uint32_t i = 0; i < ctl.model->npools && !ctl.frozen; i++)
+        ctl_sweep_drained(&ctl.model->pools[i]);
 }
 
 void control_set_show(void (*fn)(struct ctl_req *r))

@@ -218,16 +218,19 @@ static void schedule_reap(void)
 /*
  * A draining backend with no request in flight and no connection left is
  * DRAINED: said once, the moment it happens (workers report the last
- * request ending), and whoever waits for it is answered.
+ * request ending), and whoever waits for it is answered. `seen` is the
+ * oldest generation a worker may still read: a sweep reads it once, so the
+ * backends a reload dropped together are judged together and go in one
+ * publish (read per backend, a worker catching up mid-sweep split them).
  */
-void ctl_check_drained(struct rt_pool *p, uint32_t i)
+static void check_drained(struct rt_pool *p, uint32_t i, uint64_t seen)
 {
     struct rt_backend *b = &p->b[i];
     uint32_t active, conns;
 
     if (!rt_draining(b) || b->drained || ctl.frozen)
         return; /* frozen for an upgrade: the tick looks again after a thaw */
-    if (routing_min_seen() < b->drain_gen)
+    if (seen < b->drain_gen)
         return; /* a worker may still pick it from an older snapshot */
     active = backend_active(b->be);
     conns = backend_conns(b->be);
@@ -245,10 +248,18 @@ void ctl_check_drained(struct rt_pool *p, uint32_t i)
     }
 }
 
+void ctl_sweep_drained(struct rt_pool *p)
+{
+    uint64_t seen = routing_min_seen();
+
+    for (uint32_t i = 0; i < p->nb; i++)
+        check_drained(p, i, seen);
+}
+
 void ctl_backend_idle(struct backend *be)
 {
     if (be->pool >= 0)
-        ctl_check_drained(&ctl.model->pools[be->pool], be->index);
+        check_drained(&ctl.model->pools[be->pool], be->index, routing_min_seen());
 }
 
 /*
@@ -280,8 +291,7 @@ void ctl_sync_draining(struct rt_pool *p)
     }
     ctl_send_backends(WMSG_CLOSE_IDLE, closing, n);
     free(closing);
-    for (uint32_t i = 0; i < p->nb; i++)
-        ctl_check_drained(p, i);
+    ctl_sweep_drained(p);
 }
 
 void ctl_drain_wait_cb(struct waiter *w, bool ok)

@@ -15,7 +15,8 @@
  * `ERR timeout active=<n>` at its timeout, leaving the backend DRAINING;
  * waiters are answered when the backend is deleted. A DRAINED backend set
  * ready rejoins the rotation. Backends a reload dropped go away once
- * DRAINED, together, in one publish. Frozen for an upgrade, nothing is
+ * DRAINED, together, in one publish, even when a worker moves on in the
+ * middle of the sweep that finds them idle. Frozen for an upgrade, nothing is
  * DRAINED until the thaw.
  *
  * Each test runs in its own process (Check's fork mode).
@@ -112,6 +113,28 @@ static void connection_closes(struct backend *b)
 static size_t reports_queued(void)
 {
     return mailbox_count(&ctl.reports);
+}
+
+/*
+ * The control thread's read of the oldest generation a worker still reads
+ * (linked with --wrap): when armed, the worker catches up with the newest
+ * snapshot right after the next read, as a real worker may at any moment.
+ */
+uint64_t __real_routing_min_seen(void);
+uint64_t __wrap_routing_min_seen(void);
+static bool catch_up_after_next_read;
+static unsigned min_seen_reads;
+
+uint64_t __wrap_routing_min_seen(void)
+{
+    uint64_t seen = __real_routing_min_seen();
+
+    min_seen_reads++;
+    if (catch_up_after_next_read) {
+        catch_up_after_next_read = false;
+        worker_moves_on();
+    }
+    return seen;
 }
 
 /* --- tests ------------------------------------------------------------------------------ */
@@ -212,7 +235,7 @@ START_TEST(test_not_drained_while_frozen_then_after_thaw)
     ctl_loop_once();
     ck_assert_uint_eq(reports_queued(), 0);
     ck_assert_int_eq(state("blue-2"), BE_DRAINING);
-    ctl_check_drained(pool(), idx("blue-2"));
+    ctl_sweep_drained(pool());
     ck_assert_int_eq(state("blue-2"), BE_DRAINING);
     control_thaw("test: upgrade abandoned");
     CTL_LOOP_UNTIL(state("blue-2") == BE_DRAINED);
@@ -510,6 +533,41 @@ START_TEST(test_dropped_backends_removed_together_once_drained)
 }
 END_TEST
 
+/*
+ * A reload drops many backends at once; a worker moving to the new
+ * snapshot in the middle of the control thread's sweep made the sweep
+ * judge the first ones against the old generation (not DRAINED yet) and
+ * the rest against the new (DRAINED, removed): two publishes. The sweep
+ * reads the workers' generation once, so they go together.
+ */
+START_TEST(test_dropped_backends_stay_together_when_a_worker_catches_up_mid_sweep)
+{
+    uint64_t gen;
+    unsigned reads;
+
+    ctl_change("drain api/blue-2", NULL);
+    ctl_change("drain api/blue-3", NULL);
+    rb("blue-2")->remove_when_drained = true;
+    rb("blue-3")->remove_when_drained = true;
+    ck_assert_int_eq(state("blue-2"), BE_DRAINING);
+    ck_assert_int_eq(state("blue-3"), BE_DRAINING);
+    gen = CF.m->generation;
+
+    reads = min_seen_reads;
+    catch_up_after_next_read = true;
+    ctl_sweep_drained(pool());
+    ck_assert_uint_eq(min_seen_reads, reads + 1); /* one read for the whole sweep */
+    ck_assert(!catch_up_after_next_read);
+    ck_assert_int_eq(state("blue-2"), BE_DRAINING);
+    ck_assert_int_eq(state("blue-3"), BE_DRAINING);
+
+    /* The worker is on the newest snapshot now: the next sweep (the tick) takes both. */
+    CTL_LOOP_UNTIL(pool()->nb == 1);
+    ck_assert_uint_eq(CF.m->generation, gen + 1);
+    ck_assert(routed(be("blue-1")));
+}
+END_TEST
+
 static Suite *drain_suite(void)
 {
     Suite *s = suite_create("drain");
@@ -529,6 +587,7 @@ static Suite *drain_suite(void)
     tcase_add_test(tc, test_drained_backend_set_ready_rejoins_rotation);
     tcase_add_test(tc, test_late_idle_report_after_ready_again);
     tcase_add_test(tc, test_dropped_backends_removed_together_once_drained);
+    tcase_add_test(tc, test_dropped_backends_stay_together_when_a_worker_catches_up_mid_sweep);
     suite_add_tcase(s, tc);
     return s;
 }
