@@ -12,10 +12,15 @@
 
 static const char *const class_names[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
-/* Whether anything was counted or kept in site s. */
-static bool site_counted(struct mirror_site *s)
-{
+/* A site of the pool and its figures summed over the workers (once per report). */
+struct counted {
+    struct mirror_site *site;
     struct mirror_totals t;
+};
+
+/* Whether anything was counted (totals t) or kept in site s. */
+static bool site_counted(struct mirror_site *s, const struct mirror_totals *t)
+{
     unsigned kept;
 
     pthread_mutex_lock(&s->lock);
@@ -23,36 +28,38 @@ static bool site_counted(struct mirror_site *s)
     pthread_mutex_unlock(&s->lock);
     if (kept)
         return true;
-    mirror_site_sum(s, &t);
     for (unsigned c = 0; c < 5; c++)
         for (unsigned r = 0; r < MR_RESULTS; r++)
-            if (t.n[c][r])
+            if (t->n[c][r])
                 return true;
     return false;
 }
 
 /*
  * The sites of pool `name` that counted something (a route none of whose
- * requests was mirrored has no row), sorted by route ("" first); the
- * caller frees the array.
+ * requests was mirrored has no row), each with its totals, sorted by route
+ * ("" first); the caller frees the array.
  */
-static struct mirror_site **pool_sites(const char *name, unsigned *n)
+static struct counted *pool_sites(const char *name, unsigned *n)
 {
-    struct mirror_site **v = NULL;
+    struct counted *v = NULL;
     unsigned k = 0, cap = 0;
 
     for (struct mirror_site *s = mirror_sites_first(); s; s = s->next) {
-        if (strcmp(s->pool, name) != 0 || !site_counted(s))
+        if (strcmp(s->pool, name) != 0)
             continue;
         if (k == cap) {
             cap = cap ? 2 * cap : 8;
             v = veer_realloc(v, cap * sizeof(*v));
         }
-        v[k++] = s;
+        v[k].site = s;
+        mirror_site_sum(s, &v[k].t);
+        if (site_counted(s, &v[k].t))
+            k++;
     }
     for (unsigned i = 1; i < k; i++) /* few: insertion sort */
-        for (unsigned j = i; j > 0 && strcmp(v[j - 1]->route, v[j]->route) > 0; j--) {
-            struct mirror_site *t = v[j];
+        for (unsigned j = i; j > 0 && strcmp(v[j - 1].site->route, v[j].site->route) > 0; j--) {
+            struct counted t = v[j];
 
             v[j] = v[j - 1];
             v[j - 1] = t;
@@ -66,7 +73,7 @@ bool mirrorjson_has(const struct model *m, unsigned pi)
     const char *group;
     double percent;
     unsigned n;
-    struct mirror_site **v;
+    struct counted *v;
 
     if (model_mirror(&m->pools[pi], &group, &percent))
         return true;
@@ -145,18 +152,18 @@ static int by_time(const void *a, const void *b)
 }
 
 /* The last MIRROR_MISMATCHES over the sites, oldest first; the caller frees *out. */
-static unsigned last_mismatches(struct mirror_site **v, unsigned n, struct noted **out)
+static unsigned last_mismatches(const struct counted *v, unsigned n, struct noted **out)
 {
     struct noted *all = veer_calloc((size_t)n * MIRROR_MISMATCHES + 1, sizeof(*all));
     struct mirror_mismatch ring[MIRROR_MISMATCHES];
     unsigned k = 0, first;
 
     for (unsigned i = 0; i < n; i++) {
-        unsigned got = mirror_site_mismatches(v[i], ring);
+        unsigned got = mirror_site_mismatches(v[i].site, ring);
 
         for (unsigned j = 0; j < got; j++) {
             all[k].mm = ring[j];
-            all[k++].route = v[i]->route;
+            all[k++].route = v[i].site->route;
         }
     }
     qsort(all, k, sizeof(*all), by_time);
@@ -166,14 +173,13 @@ static unsigned last_mismatches(struct mirror_site **v, unsigned n, struct noted
     return k - first;
 }
 
-void mirrorjson_report(struct sbuf *o, const struct model *m, unsigned pi)
+/* Pool p's report over its counted sites v[0..n). */
+static void report(struct sbuf *o, const struct rt_pool *p, const struct counted *v, unsigned n)
 {
-    const struct rt_pool *p = &m->pools[pi];
     const char *group = NULL;
     double percent = 0;
     bool on = model_mirror(p, &group, &percent);
-    unsigned n, nm;
-    struct mirror_site **v = pool_sites(p->name, &n);
+    unsigned nm;
     struct noted *mm;
 
     sb_puts(o, "{\"pool\":");
@@ -189,19 +195,17 @@ void mirrorjson_report(struct sbuf *o, const struct model *m, unsigned pi)
         sb_puts(o, ",\"percent\":null");
     sb_puts(o, ",\"routes\":[");
     for (unsigned i = 0; i < n; i++) {
-        struct mirror_totals t;
         struct figures f;
         bool first = true;
 
-        mirror_site_sum(v[i], &t);
         sb_puts(o, i ? ",{\"route\":" : "{\"route\":");
-        sb_json_str(o, v[i]->route);
-        figures_of(&t, 5, &f);
+        sb_json_str(o, v[i].site->route);
+        figures_of(&v[i].t, 5, &f);
         sb_puts(o, ",\"totals\":{");
         figures_json(o, &f);
         sb_puts(o, "},\"classes\":[");
         for (unsigned c = 0; c < 5; c++) {
-            figures_of(&t, c, &f);
+            figures_of(&v[i].t, c, &f);
             if (mirrored(&f) + f.n[MR_DROPPED] == 0)
                 continue;
             sb_printf(o, "%s{\"class\":\"%s\",", first ? "" : ",", class_names[c]);
@@ -241,6 +245,14 @@ void mirrorjson_report(struct sbuf *o, const struct model *m, unsigned pi)
     }
     sb_puts(o, "]}");
     free(mm);
+}
+
+void mirrorjson_report(struct sbuf *o, const struct model *m, unsigned pi)
+{
+    unsigned n;
+    struct counted *v = pool_sites(m->pools[pi].name, &n);
+
+    report(o, &m->pools[pi], v, n);
     free(v);
 }
 
@@ -250,12 +262,20 @@ void mirrorjson_list(struct sbuf *o, const struct model *m)
 
     sb_puts(o, "[");
     for (unsigned i = 0; i < m->npools; i++) {
-        if (m->pools[i].removed || !mirrorjson_has(m, i))
+        const char *group;
+        double percent;
+        unsigned n;
+        struct counted *v;
+
+        if (m->pools[i].removed)
             continue;
-        if (!first)
-            sb_puts(o, ",");
-        mirrorjson_report(o, m, i);
-        first = false;
+        v = pool_sites(m->pools[i].name, &n); /* each site summed once */
+        if (n > 0 || model_mirror(&m->pools[i], &group, &percent)) {
+            sb_puts(o, first ? "" : ",");
+            report(o, &m->pools[i], v, n);
+            first = false;
+        }
+        free(v);
     }
     sb_puts(o, "]");
 }
@@ -279,7 +299,7 @@ void mirrorjson_text(struct sbuf *o, const struct model *m, unsigned pi)
     const char *group = NULL;
     double percent = 0;
     unsigned n, nm;
-    struct mirror_site **v = pool_sites(p->name, &n);
+    struct counted *v = pool_sites(p->name, &n);
     struct noted *mm;
 
     if (model_mirror(p, &group, &percent))
@@ -289,17 +309,15 @@ void mirrorjson_text(struct sbuf *o, const struct model *m, unsigned pi)
     sb_puts(o, "route            class  mirrored  dropped    match status_diff body_diff  timeout "
                " error delta_p50_ms delta_p99_ms\n");
     for (unsigned i = 0; i < n; i++) {
-        struct mirror_totals t;
         struct figures f;
 
-        mirror_site_sum(v[i], &t);
         for (unsigned c = 0; c < 5; c++) {
-            figures_of(&t, c, &f);
+            figures_of(&v[i].t, c, &f);
             if (mirrored(&f) + f.n[MR_DROPPED])
-                row_text(o, v[i]->route, class_names[c], &f);
+                row_text(o, v[i].site->route, class_names[c], &f);
         }
-        figures_of(&t, 5, &f);
-        row_text(o, v[i]->route, "all", &f);
+        figures_of(&v[i].t, 5, &f);
+        row_text(o, v[i].site->route, "all", &f);
     }
     nm = last_mismatches(v, n, &mm);
     if (nm)
