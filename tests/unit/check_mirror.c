@@ -27,6 +27,7 @@
 #include "txn.h"
 #include "veer.h"
 #include "worker.h"
+#include "txnfix.h"
 #include "workerfix.h"
 
 #include <arpa/inet.h>
@@ -214,122 +215,9 @@ static void stop(void)
     mirror_sites_free();
 }
 
-/* --- a fake client side ----------------------------------------------------------------- */
-
-struct fake {
-    struct txn_client c; /* first: the transaction's view */
-    struct txn *t;       /* NULL once it ended */
-    char out[4096];
-    size_t outlen;
-    int status;
-    int answers;
-    int aborts;
-};
+/* --- the fake client side: txnfix.h ------------------------------------------------------ */
 
 static struct fake client;
-
-static struct fake *fake_of(struct txn_client *c)
-{
-    return container_of(c, struct fake, c);
-}
-
-static void fake_end(struct fake *f, bool reusable)
-{
-    txn_free(f->t, reusable);
-    f->t = NULL;
-    vbuf_put(&fx.w->bufs, f->c.in);
-    f->c.in = NULL;
-}
-
-static void fake_response_head(struct txn *t, bool final)
-{
-    const char *head = t->rin->data + t->rin->start;
-
-    vbuf_put(&fx.w->bufs, t->res_head);
-    t->res_head = NULL;
-    if (!final)
-        return;
-    t->res_head = txn_head_buf(fx.w, http_response_bound(t->res));
-    t->res_head->end = (uint32_t)http_build_response(t->res, head, false, false, t->res_head->data);
-    t->res_head_sent = 0;
-}
-
-static void fake_want_read(struct txn_client *c, bool on)
-{
-    c->reading = on;
-}
-
-static void fake_resume(struct txn_client *c)
-{
-    (void)c;
-}
-
-static void fake_abort(struct txn_client *c)
-{
-    struct fake *f = fake_of(c);
-
-    f->aborts++;
-    c->dead = true;
-    fake_end(f, false);
-}
-
-static void fake_cut(struct txn *t)
-{
-    fake_abort(t->s);
-}
-
-static void fake_flush_client(struct fake *f)
-{
-    struct txn *t = f->t;
-    struct vbuf *h = t->res_head, *b = t->rin;
-    uint32_t hlen = h ? vbuf_len(h) - t->res_head_sent : 0;
-
-    ck_assert_uint_lt(f->outlen + hlen + t->res_parsed, sizeof(f->out));
-    if (hlen) {
-        memcpy(f->out + f->outlen, h->data + h->start + t->res_head_sent, hlen);
-        f->outlen += hlen;
-        t->res_head_sent += hlen;
-    }
-    if (t->res_parsed) {
-        memcpy(f->out + f->outlen, b->data + b->start, t->res_parsed);
-        f->outlen += t->res_parsed;
-        b->start += t->res_parsed;
-        t->res_parsed = 0;
-    }
-    f->out[f->outlen] = '\0';
-    if (b && b->start == b->end)
-        b->start = b->end = 0;
-    if (!t->res_done) {
-        txn_response_resume(t);
-        return;
-    }
-    f->status = t->res_status;
-    f->answers++;
-    fake_end(f, txn_upstream_reusable(t));
-}
-
-static void fake_flush(struct txn_client *c, unsigned what)
-{
-    struct fake *f = fake_of(c);
-    struct txn *t = f->t;
-    int rc = VEER_OK;
-
-    if (t == NULL)
-        return;
-    if ((what & TXN_FLUSH_UPSTREAM) && t->up)
-        rc = txn_flush_upstream(t);
-    if (rc == VEER_OK && f->t == t && (what & TXN_FLUSH_CLIENT))
-        fake_flush_client(f);
-}
-
-static const struct txn_client_ops fake_ops = {
-    .response_head = fake_response_head,
-    .want_read = fake_want_read,
-    .resume = fake_resume,
-    .cut = fake_cut,
-    .abort = fake_abort,
-    .flush = fake_flush,
-};
 
 /*
  * The client asks `method target` with `headers` (each ending CRLF) and
@@ -338,19 +226,9 @@ static const struct txn_client_ops fake_ops = {
  */
 static void ask(const char *method, const char *target, const char *headers, const char *body)
 {
-    struct fake *f = &client;
-    struct vbuf *in;
     char raw[1024];
-    size_t used, n;
-    enum http_result r;
-    struct txn *t;
+    size_t n;
 
-    memset(f, 0, sizeof(*f));
-    f->c.ops = &fake_ops;
-    f->c.w = fx.w;
-    f->c.reading = true;
-    f->c.peer.in4.sin_family = AF_INET;
-    f->c.peer.in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (body)
         n = (size_t)snprintf(raw, sizeof(raw),
                              "%s %s HTTP/1.1\r\nHost: veer.test\r\n%sContent-Length: %zu\r\n\r\n%s",
@@ -358,17 +236,8 @@ static void ask(const char *method, const char *target, const char *headers, con
     else
         n = (size_t)snprintf(raw, sizeof(raw), "%s %s HTTP/1.1\r\nHost: veer.test\r\n%s\r\n",
                              method, target, headers);
-    in = f->c.in = vbuf_get(&fx.w->bufs);
-    vbuf_add(in, raw, n);
-    t = f->t = txn_new(&f->c, fx.w->listeners[0]->pool);
-    r = http_parse(t->req, in->data + in->start, in->data + in->start, n, &used);
-    ck_assert_int_eq(r, HTTP_HEAD_DONE);
-    t->req_parsed = (uint32_t)used;
-    r = http_parse(t->req, in->data + in->start, in->data + in->start + used, n - used, &used);
-    ck_assert_int_eq(r, HTTP_MSG_DONE);
-    t->req_parsed += (uint32_t)used;
-    t->req_done = true;
-    ck_assert_int_ne(txn_head_ready(t), VEER_ERROR);
+    ck_assert_uint_lt(n, sizeof(raw));
+    fake_ask(&client, raw, n);
 }
 
 /* The figures of the pool's requests on no route, summed. */

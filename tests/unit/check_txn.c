@@ -32,6 +32,7 @@
 #include "txn.h"
 #include "veer.h"
 #include "worker.h"
+#include "txnfix.h"
 #include "workerfix.h"
 
 #include <arpa/inet.h>
@@ -197,130 +198,9 @@ static void stop(void)
     backends_close();
 }
 
-/* --- a fake client side ----------------------------------------------------------------- */
-
-/*
- * One request's client side: its bytes, handed to a transaction as a codec
- * would, and what the transaction answered, taken into memory. It counts
- * every call the transaction makes of it.
- */
-struct fake {
-    struct txn_client c; /* first: the transaction's view */
-    struct txn *t;       /* NULL once it ended */
-    char out[2048];      /* the response bytes, as a client would receive them */
-    size_t outlen;
-    int status;  /* t->res_status when the response was complete */
-    int answers; /* complete responses (must be 1) */
-    int aborts;  /* cut or abort */
-    int resumes;
-};
+/* --- the fake client side: txnfix.h ------------------------------------------------------ */
 
 static struct fake clients[NCLIENTS];
-
-static struct fake *fake_of(struct txn_client *c)
-{
-    return container_of(c, struct fake, c);
-}
-
-static void fake_end(struct fake *f, bool reusable)
-{
-    txn_free(f->t, reusable);
-    f->t = NULL;
-    vbuf_put(&fx.w->bufs, f->c.in);
-    f->c.in = NULL;
-}
-
-/* The final head goes to the client unchanged but for veer's rewriting (http_build_response). */
-static void fake_response_head(struct txn *t, bool final)
-{
-    const char *head = t->rin->data + t->rin->start;
-
-    vbuf_put(&fx.w->bufs, t->res_head);
-    t->res_head = NULL;
-    if (!final)
-        return;
-    t->res_head = txn_head_buf(fx.w, http_response_bound(t->res));
-    t->res_head->end = (uint32_t)http_build_response(t->res, head, false, false, t->res_head->data);
-    t->res_head_sent = 0;
-}
-
-static void fake_want_read(struct txn_client *c, bool on)
-{
-    c->reading = on;
-}
-
-static void fake_resume(struct txn_client *c)
-{
-    fake_of(c)->resumes++;
-}
-
-static void fake_abort(struct txn_client *c)
-{
-    struct fake *f = fake_of(c);
-
-    f->aborts++;
-    c->dead = true;
-    fake_end(f, false);
-}
-
-static void fake_cut(struct txn *t)
-{
-    fake_abort(t->s);
-}
-
-/* Take the head and the parsed response bytes; a complete response ends the transaction. */
-static void fake_flush_client(struct fake *f)
-{
-    struct txn *t = f->t;
-    struct vbuf *h = t->res_head, *b = t->rin;
-    uint32_t hlen = h ? vbuf_len(h) - t->res_head_sent : 0;
-
-    ck_assert_uint_lt(f->outlen + hlen + t->res_parsed, sizeof(f->out));
-    if (hlen) {
-        memcpy(f->out + f->outlen, h->data + h->start + t->res_head_sent, hlen);
-        f->outlen += hlen;
-        t->res_head_sent += hlen;
-    }
-    if (t->res_parsed) {
-        memcpy(f->out + f->outlen, b->data + b->start, t->res_parsed);
-        f->outlen += t->res_parsed;
-        b->start += t->res_parsed;
-        t->res_parsed = 0;
-    }
-    f->out[f->outlen] = '\0';
-    if (b && b->start == b->end)
-        b->start = b->end = 0;
-    if (!t->res_done) {
-        txn_response_resume(t);
-        return;
-    }
-    f->status = t->res_status;
-    f->answers++;
-    fake_end(f, txn_upstream_reusable(t));
-}
-
-static void fake_flush(struct txn_client *c, unsigned what)
-{
-    struct fake *f = fake_of(c);
-    struct txn *t = f->t;
-    int rc = VEER_OK;
-
-    if (t == NULL)
-        return;
-    if ((what & TXN_FLUSH_UPSTREAM) && t->up)
-        rc = txn_flush_upstream(t);
-    if (rc == VEER_OK && f->t == t && (what & TXN_FLUSH_CLIENT))
-        fake_flush_client(f);
-}
-
-static const struct txn_client_ops fake_ops = {
-    .response_head = fake_response_head,
-    .want_read = fake_want_read,
-    .resume = fake_resume,
-    .cut = fake_cut,
-    .abort = fake_abort,
-    .flush = fake_flush,
-};
 
 /*
  * Client k asks GET path: its bytes framed as the HTTP/1 codec frames them
@@ -329,32 +209,11 @@ static const struct txn_client_ops fake_ops = {
  */
 static void ask(int k, const char *path)
 {
-    struct fake *f = &clients[k];
-    struct vbuf *in;
     char raw[128];
-    size_t used, n;
-    enum http_result r;
-    struct txn *t;
+    size_t n =
+        (size_t)snprintf(raw, sizeof(raw), "GET %s HTTP/1.1\r\nHost: veer.test\r\n\r\n", path);
 
-    memset(f, 0, sizeof(*f));
-    f->c.ops = &fake_ops;
-    f->c.w = fx.w;
-    f->c.reading = true;
-    f->c.peer.in4.sin_family = AF_INET;
-    f->c.peer.in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    n = (size_t)snprintf(raw, sizeof(raw), "GET %s HTTP/1.1\r\nHost: veer.test\r\n\r\n", path);
-    in = f->c.in = vbuf_get(&fx.w->bufs);
-    vbuf_add(in, raw, n);
-    t = f->t = txn_new(&f->c, fx.w->listeners[0]->pool);
-    ck_assert_int_eq(t->phase, TXN_REQ_HEAD);
-    r = http_parse(t->req, in->data + in->start, in->data + in->start, n, &used);
-    ck_assert_int_eq(r, HTTP_HEAD_DONE);
-    t->req_parsed = (uint32_t)used;
-    r = http_parse(t->req, in->data + in->start, in->data + in->start + used, n - used, &used);
-    ck_assert_int_eq(r, HTTP_MSG_DONE);
-    t->req_parsed += (uint32_t)used;
-    t->req_done = true;
-    ck_assert_int_ne(txn_head_ready(t), VEER_ERROR);
+    fake_ask(&clients[k], raw, n);
 }
 
 static bool answered(void *arg)
