@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -2134,6 +2135,64 @@ static int read_all(const char *name, char **out, size_t *len)
     return 0;
 }
 
+/* libconfig 1.5's limit on nested @include (deeper, it reports an error itself). */
+#define INCLUDE_DEPTH_MAX 10
+
+/*
+ * The files `file` @includes must be regular files: given a directory,
+ * libconfig 1.5's scanner fails to read it and calls exit() ("input in
+ * flex scanner failed"), so veer would die, and a reload would take the
+ * running process down, without saying where. Checked before libconfig
+ * parses, through nested includes; a missing file is left to libconfig
+ * ("cannot open include file"). Paths are taken as libconfig takes them
+ * (no include directory set: relative to the working directory).
+ */
+static int check_includes(struct conf_loader *ld, const char *file, int depth)
+{
+    char *text, path[PATH_MAX];
+    const char *p, *end, *next;
+    size_t len, n;
+    struct stat st;
+    int line = 1, rc = 0;
+    bool bol = true;
+
+    if (depth > INCLUDE_DEPTH_MAX || read_all(file, &text, &len) < 0)
+        return 0;
+    for (p = text, end = text + len; p < end && rc == 0;) {
+        const char *d = p;
+
+        while (bol && d < end && (*d == ' ' || *d == '\t'))
+            d++;
+        if (bol && end - d > 8 && memcmp(d, "@include", 8) == 0 && (d[8] == ' ' || d[8] == '\t')) {
+            for (d += 8; d < end && (*d == ' ' || *d == '\t'); d++)
+                ;
+            for (n = 0, d += d < end && *d == '"'; d < end && *d != '"' && *d != '\n'; d++) {
+                d += *d == '\\' && d + 1 < end;
+                if (n + 1 < sizeof(path))
+                    path[n++] = *d;
+            }
+            path[n] = '\0';
+            if (n > 0 && stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+                rc = fail_at(ld, file, line, "@include \"%s\": %s", path,
+                             S_ISDIR(st.st_mode) ? "is a directory, not a file"
+                                                 : "not a regular file");
+            else if (n > 0 && stat(path, &st) == 0)
+                rc = check_includes(ld, path, depth + 1);
+        }
+        next = skip_non_code(p, end, &line);
+        if (next == p) {
+            bol = *p == '\n';
+            line += bol;
+            p++;
+        } else {
+            bol = false;
+            p = next;
+        }
+    }
+    free(text);
+    return rc;
+}
+
 static int check_wide_ints(struct conf_loader *ld, const config_t *cf)
 {
     unsigned int i;
@@ -2155,6 +2214,8 @@ static int read_config(struct conf_loader *ld, config_t *cf)
 {
     FILE *f;
 
+    if (check_includes(ld, ld->file, 1) < 0)
+        return -1;
     if (config_read_file(cf, ld->file) == CONFIG_TRUE)
         return check_wide_ints(ld, cf);
     if (config_error_type(cf) != CONFIG_ERR_FILE_IO)

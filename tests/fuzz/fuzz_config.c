@@ -7,7 +7,8 @@
  * The error text must be one NUL-terminated "FILE:LINE: message" within the
  * buffer. Inputs that @include a path with a '/' are skipped: libconfig would
  * read that file (think /dev/stdin); a bare name is looked up in the
- * current directory and usually not found.
+ * current directory and usually not found (".." and "." are directories:
+ * veer must refuse them, libconfig's scanner would exit()).
  */
 #include "conf.h"
 

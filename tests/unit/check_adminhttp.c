@@ -1059,8 +1059,7 @@ START_TEST(test_other_methods_are_405_with_allow)
 {
     static const char *const raws[] = {
         "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        "POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
-        "hello",
+        "POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
         "PUT /status HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
         "DELETE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         "PATCH /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",

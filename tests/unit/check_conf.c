@@ -1107,6 +1107,67 @@ START_TEST(test_error_in_include_names_the_included_file)
 }
 END_TEST
 
+/* The number of lines of a text that ends with a newline. */
+static int lines(const char *text)
+{
+    int n = 0;
+
+    for (; *text; text++)
+        n += *text == '\n';
+    return n;
+}
+
+/*
+ * An @include of a directory made libconfig 1.5's scanner call exit()
+ * ("input in flex scanner failed"): veer died, a reload took the running
+ * process down. Now it is an error at the @include's line, also when the
+ * directory is included from an included file; one in a comment is not.
+ */
+START_TEST(test_include_of_a_directory_is_an_error_at_its_line)
+{
+    char dir[] = "/tmp/veer-conf-dir-XXXXXX";
+    char *inc, *path, text[512], err[512] = "", want[400];
+    struct veer_conf *c;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(text, sizeof(text), BASE "workers = 2;\n  @include \"%s\"\n", dir);
+    path = write_tmp(text);
+    c = conf_load(path, err, sizeof(err));
+    ck_assert_ptr_null(c);
+    /* the @include is on the last line */
+    snprintf(want, sizeof(want), "%s:%d: @include \"%s\": is a directory, not a file", path,
+             lines(text), dir);
+    ck_assert_str_eq(err, want);
+    unlink(path);
+    free(path);
+
+    /* one level down: the error names the included file and its line */
+    snprintf(text, sizeof(text), "workers = 2;\n\n@include \"%s\"\n", dir);
+    inc = write_tmp(text);
+    snprintf(text, sizeof(text), BASE "/* @include \"%s\" */\n@include \"%s\"\n", dir, inc);
+    path = write_tmp(text);
+    err[0] = '\0';
+    c = conf_load(path, err, sizeof(err));
+    snprintf(want, sizeof(want), "%s:3: @include \"%s\": is a directory, not a file", inc, dir);
+    ck_assert_ptr_null(c);
+    ck_assert_str_eq(err, want);
+    unlink(path);
+    unlink(inc);
+    free(path);
+    free(inc);
+
+    /* commented out, it is not read: the config loads */
+    snprintf(text, sizeof(text), BASE "/*\n@include \"%s\"\n*/\n# @include \"%s\"\n", dir, dir);
+    path = write_tmp(text);
+    c = conf_load(path, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    conf_free(c);
+    unlink(path);
+    free(path);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(test_error_in_a_module_key_of_an_include_names_the_included_file)
 {
     char *inc = write_tmp("workers = 2;\nhealth_endpoints = {\n  prefix = \"api\"; };\n");
@@ -1939,6 +2000,7 @@ static Suite *conf_suite(void)
     tcase_add_test(load, test_shipped_demo_config_loads);
     tcase_add_test(load, test_missing_file_names_the_os_error);
     tcase_add_test(load, test_error_in_include_names_the_included_file);
+    tcase_add_test(load, test_include_of_a_directory_is_an_error_at_its_line);
     tcase_add_test(load, test_error_in_a_module_key_of_an_include_names_the_included_file);
     tcase_add_test(load, test_success_leaves_err_untouched);
     tcase_add_test(load, test_error_without_buffer_and_truncation_are_safe);

@@ -14,7 +14,7 @@
 /* A cell per key, the same one every time: through the table's growth and its probing. */
 START_TEST(test_a_key_finds_its_cell_again_as_the_table_grows)
 {
-    struct metrics_cells c = {0};
+    struct metrics_cells c = {.tab = NULL};
     struct metrics_cell *first[1000];
 
     ck_assert_ptr_null(metrics_cells_first(&c));
@@ -42,7 +42,7 @@ END_TEST
 /* The list a reader walks: every cell once, newest first, with its counts. */
 START_TEST(test_a_reader_sees_every_cell_once_newest_first)
 {
-    struct metrics_cells c = {0};
+    struct metrics_cells c = {.tab = NULL};
     uint64_t want = 99;
     unsigned n = 0;
 
