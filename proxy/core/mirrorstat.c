@@ -93,28 +93,41 @@ void mirror_count(struct mirror_site *s, unsigned widx, int status, enum mirror_
                           memory_order_relaxed);
 }
 
+#define RING(s, i) ((s)->ring[((s)->ring_first + (i)) % MIRROR_MISMATCHES])
+
 void mirror_note(struct mirror_site *s, const struct mirror_mismatch *m)
 {
-    uint64_t now = veer_now_us();
+    uint64_t at = m->at_us ? m->at_us : veer_now_us();
+    unsigned k = 0;
 
     pthread_mutex_lock(&s->lock);
-    s->ring[s->ring_next] = *m;
-    s->ring[s->ring_next].at_us = now;
-    s->ring_next = (s->ring_next + 1) % MIRROR_MISMATCHES;
-    if (s->ring_n < MIRROR_MISMATCHES)
-        s->ring_n++;
+    /* Kept in the order the requests began: k of them began after this one (a few at most). */
+    while (k < s->ring_n && RING(s, s->ring_n - 1 - k).at_us > at)
+        k++;
+    if (s->ring_n == MIRROR_MISMATCHES) {
+        if (k == s->ring_n) {
+            pthread_mutex_unlock(&s->lock); /* older than every one kept */
+            return;
+        }
+        s->ring_first = (s->ring_first + 1) % MIRROR_MISMATCHES; /* the oldest goes */
+        s->ring_n--;
+    }
+    for (unsigned i = s->ring_n; i > s->ring_n - k; i--)
+        RING(s, i) = RING(s, i - 1);
+    RING(s, s->ring_n - k) = *m;
+    RING(s, s->ring_n - k).at_us = at;
+    s->ring_n++;
     pthread_mutex_unlock(&s->lock);
 }
 
 unsigned mirror_site_mismatches(struct mirror_site *s, struct mirror_mismatch *out)
 {
-    unsigned n, first;
+    unsigned n;
 
     pthread_mutex_lock(&s->lock);
     n = s->ring_n;
-    first = (s->ring_next + MIRROR_MISMATCHES - n) % MIRROR_MISMATCHES;
     for (unsigned k = 0; k < n; k++)
-        out[k] = s->ring[(first + k) % MIRROR_MISMATCHES];
+        out[k] = RING(s, k);
     pthread_mutex_unlock(&s->lock);
     return n;
 }

@@ -58,7 +58,7 @@ struct mirror_mismatch {
     uint8_t primary_sha[32], shadow_sha[32];
     uint64_t primary_bytes, shadow_bytes;
     char header[48]; /* the compared header that differs, "" when none */
-    uint64_t at_us;  /* when it was judged (veer_now_us), set by mirror_note */
+    uint64_t at_us;  /* when its request began (veer_now_us); 0: now, set by mirror_note */
 };
 
 struct mirror_site {
@@ -67,8 +67,8 @@ struct mirror_site {
     struct mirror_wstat *ws; /* one per worker (veer_nworkers) */
     pthread_mutex_t lock;    /* the ring */
     struct mirror_mismatch ring[MIRROR_MISMATCHES];
-    unsigned ring_next, ring_n;
-    struct mirror_site *next; /* the site created before it */
+    unsigned ring_first, ring_n; /* oldest first, by at_us */
+    struct mirror_site *next;    /* the site created before it */
 };
 
 /*
@@ -93,7 +93,10 @@ void mirror_sites_free(void);
 void mirror_count(struct mirror_site *s, unsigned widx, int status, enum mirror_result r,
                   int64_t delta_us, uint64_t shadow_us);
 
-/* Keep a difference among the last MIRROR_MISMATCHES. Any worker. */
+/*
+ * Keep a difference among the MIRROR_MISMATCHES whose requests began last
+ * (shadows end out of order: a later one may be judged first). Any worker.
+ */
 void mirror_note(struct mirror_site *s, const struct mirror_mismatch *m);
 
 /* The sums of every worker's slot of a site. */

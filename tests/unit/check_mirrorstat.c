@@ -300,7 +300,7 @@ static void mismatch(struct mirror_mismatch *m, unsigned i)
     m->primary_status = 200;
     m->shadow_status = 200 + (int)i;
     m->primary_bytes = i;
-    m->at_us = 1; /* set by mirror_note */
+    m->at_us = 0; /* now: set by mirror_note */
 }
 
 /* Note a mismatch once the clock has moved past `after`; returns the time it was noted after. */
@@ -435,6 +435,54 @@ START_TEST(test_totals_add_and_classes)
 }
 END_TEST
 
+/*
+ * Shadows end out of order (a later request's shadow judged first): the
+ * ring keeps the differences of the requests that began last, in the
+ * order they began; one older than all 50 kept is not kept.
+ */
+START_TEST(test_ring_keeps_the_requests_that_began_last_in_their_order)
+{
+    struct mirror_mismatch m, out[MIRROR_MISMATCHES];
+    struct mirror_site *s;
+    /* began at 1000 + 10 i; noted in pairs swapped: 1, 0, 3, 2, ... */
+    unsigned order[60];
+
+    veer_nworkers = 1;
+    s = mirror_site_get("api", "");
+    for (unsigned i = 0; i < 60; i++)
+        order[i] = i ^ 1u;
+    for (unsigned i = 0; i < 60; i++) {
+        mismatch(&m, order[i]);
+        m.at_us = 1000 + 10 * (uint64_t)order[i];
+        mirror_note(s, &m);
+    }
+    ck_assert_uint_eq(mirror_site_mismatches(s, out), MIRROR_MISMATCHES);
+    for (unsigned k = 0; k < MIRROR_MISMATCHES; k++) {
+        char want[32];
+
+        snprintf(want, sizeof(want), "req-%u", 10 + k);
+        ck_assert_str_eq(out[k].request_id, want);
+        ck_assert_uint_eq(out[k].at_us, 1000 + 10 * (uint64_t)(10 + k));
+    }
+    /* older than every one kept: not kept */
+    mismatch(&m, 5);
+    m.at_us = 1000 + 10 * 5;
+    mirror_note(s, &m);
+    ck_assert_uint_eq(mirror_site_mismatches(s, out), MIRROR_MISMATCHES);
+    ck_assert_str_eq(out[0].request_id, "req-10");
+    /* one that began between two kept ones goes between them; the oldest goes */
+    mismatch(&m, 99);
+    m.at_us = 1000 + 10 * 30 + 5;
+    mirror_note(s, &m);
+    ck_assert_uint_eq(mirror_site_mismatches(s, out), MIRROR_MISMATCHES);
+    ck_assert_str_eq(out[0].request_id, "req-11");
+    ck_assert_str_eq(out[19].request_id, "req-30");
+    ck_assert_str_eq(out[20].request_id, "req-99");
+    ck_assert_str_eq(out[21].request_id, "req-31");
+    ck_assert_str_eq(out[49].request_id, "req-59");
+}
+END_TEST
+
 static Suite *mirrorstat_suite(void)
 {
     Suite *s = suite_create("mirrorstat");
@@ -454,6 +502,7 @@ static Suite *mirrorstat_suite(void)
     tcase_add_test(tq, test_quantile_in_an_open_bucket_is_its_finite_bound);
     tcase_add_test(ts, test_site_is_one_per_pool_and_route);
     tcase_add_test(ts, test_ring_keeps_the_last_50_oldest_first);
+    tcase_add_test(ts, test_ring_keeps_the_requests_that_began_last_in_their_order);
     tcase_add_test(ts, test_sum_adds_every_worker_slot);
     tcase_add_test(ts, test_totals_add_and_classes);
     suite_add_tcase(s, tc);
