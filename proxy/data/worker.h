@@ -149,11 +149,12 @@ struct worker {
     unsigned mirrors_inflight;        /* shadows in flight */
     struct mirror *shadow_batch;      /* shadows whose bytes wait to be written (mirror.c), */
     struct mirror *shadow_batch_last; /* oldest first */
-    struct event *shadow_batch_ev;    /* writes them */
-    uint64_t request_ids;             /* request ids generated (txn_new_request_id) */
-    unsigned pid;                     /* getpid(), once */
-    struct txn_queue held; /* requests waiting for a backend or maintenance, oldest first */
-    struct event held_ev;  /* runs txn_retry_held from the loop after a snapshot switch */
+    unsigned shadow_batch_n;
+    struct event *shadow_batch_ev; /* writes them */
+    uint64_t request_ids;          /* request ids generated (txn_new_request_id) */
+    unsigned pid;                  /* getpid(), once */
+    struct txn_queue held;         /* requests waiting for a backend or maintenance, oldest first */
+    struct event held_ev;          /* runs txn_retry_held from the loop after a snapshot switch */
 
     const struct timeval *tv_idle;
     const struct timeval *tv_header;
