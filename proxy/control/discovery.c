@@ -926,16 +926,17 @@ int discovery_adopt(struct model *m, const struct veer_conf *conf, int pi, const
     for (unsigned i = 0; i < D.n; i++) {
         struct entry *e = D.e[i];
         size_t len = strlen(e->conf->name);
+        const char *at = addr ? addr : name + len + 1; /* NULL: the address the name carries */
         struct conf_addr a;
         char err[128];
         uint32_t bi;
 
         if (strcmp(e->pool, pool) != 0 || strncmp(name, e->conf->name, len) != 0 ||
-            name[len] != '-' || strcmp(name + len + 1, addr) != 0)
+            name[len] != '-' || strcmp(name + len + 1, at) != 0)
             continue;
-        if (conf_parse_addr(addr, false, &a, err, sizeof(err)) < 0 ||
+        if (conf_parse_addr(at, false, &a, err, sizeof(err)) < 0 ||
             (e->conf->port && ntohs(((struct sockaddr_in *)&a.ss)->sin_port) != e->conf->port))
-            return -1;
+            continue; /* another entry's name may start like this one's ("api", "api-v2") */
         bi = model_add_backend(m, pi, name, &a, e->conf->weight, e->conf->group);
         m->pools[pi].b[bi].disc_id = e->id;
         e->set = veer_realloc(e->set, (e->nset + 1) * sizeof(*e->set));

@@ -37,11 +37,12 @@ void discovery_reload(const struct veer_conf *nc);
 void discovery_stop(void);
 
 /*
- * Upgrade: the old process's backend NAME at ADDR in pool pi is one an
- * entry of that pool would name so: it is created now (discovered, READY or
- * PENDING as the caller then sets it) and becomes part of the entry's set,
- * so the pool serves before the first resolution here. Returns its index,
- * or -1 when no entry of the pool names it. Before discovery_start.
+ * Upgrade, restart: the old process's backend NAME at ADDR (NULL: the
+ * address NAME carries) in pool pi is one an entry of that pool would name
+ * so: it is created now (discovered, READY or PENDING as the caller then
+ * sets it) and becomes part of the entry's set, so the pool serves before
+ * the first resolution here. Returns its index, or -1 when no entry of the
+ * pool names it. Before discovery_start.
  */
 int discovery_adopt(struct model *m, const struct veer_conf *conf, int pi, const char *name,
                     const char *addr);

@@ -647,13 +647,26 @@ static void apply_shares(struct rt_pool *p, const struct st_pool *sp, struct app
     free(share);
 }
 
-/* Weights and admin states of the saved backends that still exist in p. */
-static void apply_backends(struct rt_pool *p, const struct st_pool *sp, struct apply_stats *st)
+/*
+ * Weights and admin states of the saved backends that still exist in pool
+ * pk. One found by DNS (named "<entry>-<address>" by a discover entry of
+ * the pool) is recreated first, as for an upgrade (discovery_adopt): a
+ * backend the operator drained or put in maintenance stays so across a
+ * restart, instead of coming back ready with the first resolution (and the
+ * pool serves before it); the first resolution removes it if DNS no longer
+ * names it.
+ */
+static void apply_backends(struct model *m, int pk, const struct st_pool *sp,
+                           struct apply_stats *st)
 {
+    struct rt_pool *p = &m->pools[pk];
+
     for (uint32_t i = 0; i < sp->nb; i++) {
         const struct st_backend *sb = &sp->b[i];
         int j = find_backend(p, sb->id.name, i);
 
+        if (j < 0 && p->conf->ndiscover > 0)
+            j = discovery_adopt(m, m->conf, pk, sb->id.name, NULL);
         if (j < 0) {
             log_info("state file: backend '%s/%s' no longer exists, skipped", p->name, sb->id.name);
             st->unknown++;
@@ -715,7 +728,7 @@ static void st_apply(struct model *m, const struct st_file *f, struct apply_stat
             continue;
         }
         apply_shares(&m->pools[k], sp, st);
-        apply_backends(&m->pools[k], sp, st);
+        apply_backends(m, k, sp, st);
         m->pools[k].maint = sp->maint;
         m->pools[k].maint_retry_after = sp->retry_after;
         free(m->pools[k].rollout);

@@ -10,8 +10,10 @@ Run: VEER_BIN=build/veer VEERCTL_BIN=build/veerctl python3 -m unittest -v test_d
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 from helpers import (StrictLoad, Successor, become_subreaper, pid_lines, show_pool, veerctl)
@@ -90,6 +92,54 @@ class UpgradeCarriesDiscoveredBackendsTest(DiscoveryCase):
         rc = new.stop()
         if SUBREAPER:
             self.assertEqual(rc, 0, "\n".join(new.log()))
+
+
+class RestartKeepsDiscoveredBackendsStateTest(DiscoveryCase):
+    def test_a_drained_discovered_backend_stays_drained_across_a_restart(self):
+        """The operator drains one of two instances found by DNS and
+        reweights the other; veer is stopped and started again on the same
+        state file, with the DNS server silent. The new process has both
+        before any resolution, serves the reweighted one once checked, and
+        the drained one stays in drain (it came back ready with the first
+        resolution, taking traffic the operator had taken away). Once DNS
+        answers again nothing changes."""
+        addrs = ips(30, 2)
+        port = common_port(addrs)
+        inst = self.instances(addrs, port)
+        dns = self.dns(hosts={NAME: addrs})
+        persist = tempfile.mkdtemp(prefix="veer-disc-state-")
+        self._cleanup.append(lambda: shutil.rmtree(persist, ignore_errors=True))
+        cfg = disc_config(dns.port, [entry_text(dns="%s:%d" % (NAME, port))],
+                          resolvers="interval_ms = 1000; min_interval_ms = 100; timeout_ms = 200;",
+                          interval_ms=300).replace(
+            'audit_log = "{tmp}/audit.log";',
+            'audit_log = "%s/audit.log";\nstate_file = "%s/state";' % (persist, persist))
+        v = self.start(cfg)
+        names = sorted(inst)
+        self.wait_states({names[0]: "READY", names[1]: "READY"})
+        for args in (("drain", "api/" + names[0]), ("set", "weight", "api/" + names[1], "40")):
+            p = self.ctl(*args)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        v.stop()
+        dns.pause()
+        self.start(cfg)
+        doc = show_pool(self.sock)
+        got = {b["name"]: (b["state"], b["weight"]) for b in doc["backends"]}
+        self.assertIn(got.pop(names[0]), {("DRAINING", 100), ("DRAINED", 100)})
+        # A plain start checks its backends anew (PENDING, then READY): not DNS's doing.
+        self.assertIn(got, [{names[1]: ("PENDING", 40)}, {names[1]: ("READY", 40)}])
+        self.wait_states({names[0]: "DRAINED", names[1]: "READY"})
+        self.assertEqual(self.entry()["resolutions"], 0)
+        for n in range(20):
+            c = self.client(self.port)
+            self.assertEqual(c.request("GET", "/r/%d" % n).status, 200)
+            c.close()
+        self.assertEqual({n for n, b in inst.items() if b.traffic_count()}, {names[1]})
+        dns.resume()
+        wait_for(lambda: self.entry()["resolutions"] >= 1, what="a resolution after the restart")
+        doc = show_pool(self.sock)
+        got = {b["name"]: (b["state"], b["weight"]) for b in doc["backends"]}
+        self.assertEqual(got, {names[0]: ("DRAINED", 100), names[1]: ("READY", 40)})
 
 
 class RollbackAcrossDiscoveryTest(DiscoveryCase):
