@@ -2145,7 +2145,9 @@ static int read_all(const char *name, char **out, size_t *len)
  * running process down, without saying where. Checked before libconfig
  * parses, through nested includes; a missing file is left to libconfig
  * ("cannot open include file"). Paths are taken as libconfig takes them
- * (no include directory set: relative to the working directory).
+ * (no include directory set: relative to the working directory). Returns
+ * 0, -1 (error set) or 1 (nested deeper than libconfig goes: it reports
+ * that itself, and the scan stops at once).
  */
 static int check_includes(struct conf_loader *ld, const char *file, int depth)
 {
@@ -2156,7 +2158,10 @@ static int check_includes(struct conf_loader *ld, const char *file, int depth)
     int line = 1, rc = 0;
     bool bol = true;
 
-    if (depth > INCLUDE_DEPTH_MAX || read_all(file, &text, &len) < 0)
+    if (depth > INCLUDE_DEPTH_MAX)
+        return 1; /* too deep: libconfig says so; stop here (a file including itself N times
+                     would otherwise be scanned N^10 times) */
+    if (read_all(file, &text, &len) < 0)
         return 0;
     for (p = text, end = text + len; p < end && rc == 0;) {
         const char *d = p;
@@ -2214,7 +2219,7 @@ static int read_config(struct conf_loader *ld, config_t *cf)
 {
     FILE *f;
 
-    if (check_includes(ld, ld->file, 1) < 0)
+    if (check_includes(ld, ld->file, 1) < 0) /* 1: stopped, too deep */
         return -1;
     if (config_read_file(cf, ld->file) == CONFIG_TRUE)
         return check_wide_ints(ld, cf);

@@ -1156,6 +1156,24 @@ START_TEST(test_include_of_a_directory_is_an_error_at_its_line)
     free(path);
     free(inc);
 
+    /* a file that includes itself 8 times: libconfig's "too deep", at once (not 8^10 scans) */
+    {
+        char self[] = "/tmp/veer-conf-self-XXXXXX";
+        int fd = mkstemp(self);
+        FILE *f;
+
+        ck_assert_int_ge(fd, 0);
+        f = fdopen(fd, "w");
+        for (int i = 0; i < 8; i++)
+            fprintf(f, "@include \"%s\"\n", self);
+        fclose(f);
+        err[0] = '\0';
+        c = conf_load(self, err, sizeof(err));
+        ck_assert_ptr_null(c);
+        ck_assert_msg(strstr(err, "include file nesting too deep") != NULL, "%s", err);
+        unlink(self);
+    }
+
     /* commented out, it is not read: the config loads */
     snprintf(text, sizeof(text), BASE "/*\n@include \"%s\"\n*/\n# @include \"%s\"\n", dir, dir);
     path = write_tmp(text);
