@@ -363,9 +363,9 @@ static void shadow_take_response(struct mirror *m)
  * batch fills at once and nothing waits long, nor adds to max_inflight).
  * A write to a standby that sleeps wakes it, and when the standby shares
  * the host that wakeup is paid by the writer: written one by one, 10 % of
- * requests mirrored to an otherwise idle standby cost veer 8 % more CPU
+ * requests mirrored to an otherwise idle standby cost veer 17 % more CPU
  * per request on the bench machine (the loopback send's wakeup was 40 %
- * of a whole request's CPU), 2 % in batches (bench/README.md). The primary
+ * of a whole request's CPU), 8 % in batches (bench/README.md). The primary
  * never waits for this; the shadow's latency counts from its first byte
  * written, so the wait is not compared; timeout_ms runs from the request's
  * start. A mirror with a timeout_ms under MIRROR_BATCH_MIN_TIMEOUT_US
