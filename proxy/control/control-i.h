@@ -144,7 +144,10 @@ void ctl_wait_backend(struct backend *be, enum wait_for what, int64_t timeout_ms
 void ctl_waiter_done(struct waiter *w, bool ok);
 void ctl_wake_waiters(struct backend *be, enum wait_for what, bool ok);
 void ctl_sync_draining(struct rt_pool *p);
-void ctl_sweep_drained(struct rt_pool *p);
+/* Every pool's (a reload, the start), then one sweep that judges them all alike. */
+void ctl_sync_draining_all(void);
+/* The tick's look at every draining backend, against one read of the workers' generation. */
+void ctl_sweep_drained_all(void);
 void ctl_backend_idle(struct backend *be);
 void ctl_drain_wait_cb(struct waiter *w, bool ok);
 

@@ -1047,8 +1047,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     ctl_reclaim_backends();
     ctl_reclaim_confs();
     ctl_slow_start_tick();
-    for (uint32_t i = 0; i < ctl.model->npools && !ctl.frozen; i++)
-        ctl_sweep_drained(&ctl.model->pools[i]);
+    if (!ctl.frozen)
+        ctl_sweep_drained_all();
 }
 
 void control_set_show(void (*fn)(struct ctl_req *r))
@@ -1300,8 +1300,8 @@ int control_init(struct event_base *base, const struct veer_conf *conf, struct m
     ctl.tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
     event_add(ctl.tick, &tick_tv);
     health_init(base, ctl_on_health);
+    ctl_sync_draining_all(); /* drains restored from the state file */
     for (uint32_t i = 0; i < m->npools; i++) {
-        ctl_sync_draining(&m->pools[i]); /* drains restored from the state file */
         if (m->pools[i].rollout && rollout_restore((int)i, m->pools[i].rollout) < 0) {
             log_warn("state file: rollout of pool %s not restored (bad line)", m->pools[i].name);
             free(m->pools[i].rollout);

@@ -926,13 +926,16 @@ int discovery_adopt(struct model *m, const struct veer_conf *conf, int pi, const
     for (unsigned i = 0; i < D.n; i++) {
         struct entry *e = D.e[i];
         size_t len = strlen(e->conf->name);
-        const char *at = addr ? addr : name + len + 1; /* NULL: the address the name carries */
+        const char *at;
         struct conf_addr a;
         char err[128];
         uint32_t bi;
 
         if (strcmp(e->pool, pool) != 0 || strncmp(name, e->conf->name, len) != 0 ||
-            name[len] != '-' || strcmp(name + len + 1, at) != 0)
+            name[len] != '-')
+            continue;
+        at = addr ? addr : name + len + 1; /* NULL: the address the name carries */
+        if (strcmp(name + len + 1, at) != 0)
             continue;
         if (conf_parse_addr(at, false, &a, err, sizeof(err)) < 0 ||
             (e->conf->port && ntohs(((struct sockaddr_in *)&a.ss)->sin_port) != e->conf->port))

@@ -248,12 +248,18 @@ static void check_drained(struct rt_pool *p, uint32_t i, uint64_t seen)
     }
 }
 
-void ctl_sweep_drained(struct rt_pool *p)
+static void sweep(struct rt_pool *p, uint64_t seen)
 {
-    uint64_t seen = routing_min_seen();
-
     for (uint32_t i = 0; i < p->nb; i++)
         check_drained(p, i, seen);
+}
+
+void ctl_sweep_drained_all(void)
+{
+    uint64_t seen = routing_min_seen(); /* once for every pool: see check_drained */
+
+    for (uint32_t i = 0; i < ctl.model->npools; i++)
+        sweep(&ctl.model->pools[i], seen);
 }
 
 void ctl_backend_idle(struct backend *be)
@@ -267,7 +273,7 @@ void ctl_backend_idle(struct backend *be)
  * entering DRAIN stops having its connections pooled, its idle ones close
  * at once, and the count of requests still in flight is taken.
  */
-void ctl_sync_draining(struct rt_pool *p)
+static void start_drains(struct rt_pool *p)
 {
     struct backend **closing = NULL;
     unsigned n = 0;
@@ -291,7 +297,19 @@ void ctl_sync_draining(struct rt_pool *p)
     }
     ctl_send_backends(WMSG_CLOSE_IDLE, closing, n);
     free(closing);
-    ctl_sweep_drained(p);
+}
+
+void ctl_sync_draining(struct rt_pool *p)
+{
+    start_drains(p);
+    sweep(p, routing_min_seen());
+}
+
+void ctl_sync_draining_all(void)
+{
+    for (uint32_t i = 0; i < ctl.model->npools; i++)
+        start_drains(&ctl.model->pools[i]);
+    ctl_sweep_drained_all();
 }
 
 void ctl_drain_wait_cb(struct waiter *w, bool ok)

@@ -402,8 +402,7 @@ int ctl_reload(const struct audit_peer *peer, char *msg, size_t len)
     atomic_init(&keep->left, ctl.nworkers);
     rc->left = &keep->left;
     /* Drains start against the snapshot that no longer routes to them. */
-    for (uint32_t i = 0; i < ctl.model->npools; i++)
-        ctl_sync_draining(&ctl.model->pools[i]);
+    ctl_sync_draining_all();
     send_reconf(rc);
     snprintf(msg, len,
              "gen=%llu applied_us=%llu backends_added=%u backends_removed=%u changed=%u "

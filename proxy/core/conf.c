@@ -2040,11 +2040,13 @@ static const char *skip_non_code(const char *p, const char *end, int *line)
     } else if (*p == '/' && p + 1 < end && p[1] == '*') {
         for (p += 2; p < end && !(*p == '*' && p + 1 < end && p[1] == '/'); p++)
             *line += *p == '\n';
-        p += 2;
+        p = p + 2 < end ? p + 2 : end;
     } else if (*p == '"') {
-        for (p++; p < end && *p != '"'; p++)
-            p += *p == '\\';
-        p++;
+        for (p++; p < end && *p != '"'; p++) {
+            p += *p == '\\' && p + 1 < end;
+            *line += *p == '\n'; /* libconfig takes a string over several lines */
+        }
+        p = p < end ? p + 1 : end;
     }
     return p;
 }

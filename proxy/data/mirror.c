@@ -369,8 +369,10 @@ static void shadow_take_response(struct mirror *m)
  * never waits for this; the shadow's latency counts from its first byte
  * written, so the wait is not compared; timeout_ms runs from the request's
  * start. A mirror with a timeout_ms under MIRROR_BATCH_MIN_TIMEOUT_US
- * writes at once. Bytes left after a partial write go when the connection
- * is writable, as for any transaction.
+ * writes at once. Only writes on a connection the shadow took from the
+ * idle pool wait: a new connection writes when it connects (the connect
+ * woke the standby anyway), and bytes left after a partial write go when
+ * the connection is writable, as for any transaction.
  */
 #define MIRROR_BATCH_US             5000
 #define MIRROR_BATCH_MAX            16
@@ -390,6 +392,8 @@ static void batch_flush(struct worker *w)
         if (m->t)
             txn_flush_upstream(m->t); /* an error ends the shadow (shadow_cut, shadow_abort) */
     }
+    if (w->shadow_batch_ev)
+        evtimer_del(w->shadow_batch_ev); /* written before its time: the next batch waits anew */
 }
 
 static void batch_cb(evutil_socket_t fd, short what, void *arg)
@@ -419,7 +423,9 @@ static void batch_add(struct mirror *m)
     }
     if (w->shadow_batch_ev == NULL)
         w->shadow_batch_ev = evtimer_new(w->base, batch_cb, w);
-    if (w->shadow_batch_ev && !evtimer_pending(w->shadow_batch_ev, NULL))
+    if (w->shadow_batch_ev == NULL)
+        batch_flush(w); /* no timer to write them later: now */
+    else if (!evtimer_pending(w->shadow_batch_ev, NULL))
         evtimer_add(w->shadow_batch_ev, &tv);
 }
 

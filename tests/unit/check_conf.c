@@ -1174,6 +1174,17 @@ START_TEST(test_include_of_a_directory_is_an_error_at_its_line)
         unlink(self);
     }
 
+    /* after a string that spans two lines, the line is still the @include's */
+    snprintf(text, sizeof(text), BASE "workers = 2;\nx_note = \"a\nb\";\n@include \"%s\"\n", dir);
+    path = write_tmp(text);
+    c = conf_load(path, err, sizeof(err));
+    ck_assert_ptr_null(c);
+    snprintf(want, sizeof(want), "%s:%d: @include \"%s\": is a directory, not a file", path,
+             lines(text), dir);
+    ck_assert_str_eq(err, want);
+    unlink(path);
+    free(path);
+
     /* commented out, it is not read: the config loads */
     snprintf(text, sizeof(text), BASE "/*\n@include \"%s\"\n*/\n# @include \"%s\"\n", dir, dir);
     path = write_tmp(text);

@@ -235,7 +235,7 @@ START_TEST(test_not_drained_while_frozen_then_after_thaw)
     ctl_loop_once();
     ck_assert_uint_eq(reports_queued(), 0);
     ck_assert_int_eq(state("blue-2"), BE_DRAINING);
-    ctl_sweep_drained(pool());
+    ctl_sweep_drained_all();
     ck_assert_int_eq(state("blue-2"), BE_DRAINING);
     control_thaw("test: upgrade abandoned");
     CTL_LOOP_UNTIL(state("blue-2") == BE_DRAINED);
@@ -555,7 +555,7 @@ START_TEST(test_dropped_backends_stay_together_when_a_worker_catches_up_mid_swee
 
     reads = min_seen_reads;
     catch_up_after_next_read = true;
-    ctl_sweep_drained(pool());
+    ctl_sweep_drained_all();
     ck_assert_uint_eq(min_seen_reads, reads + 1); /* one read for the whole sweep */
     ck_assert(!catch_up_after_next_read);
     ck_assert_int_eq(state("blue-2"), BE_DRAINING);
