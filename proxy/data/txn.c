@@ -411,14 +411,32 @@ const struct worker *txn_worker(const struct txn *t)
 
 /* --- the backend side --------------------------------------------------- */
 
+/*
+ * The client's address as text (X-Forwarded-For, sticky keys), for every
+ * request: IPv4 is written digit by digit (glibc's inet_ntop goes through
+ * sprintf, a measurable part of a request's user time).
+ */
 static void fmt_peer(const struct txn_client *s, char *out, size_t len)
 {
-    if (s->peer.sa.sa_family == AF_INET6)
+    if (s->peer.sa.sa_family == AF_INET && len >= INET_ADDRSTRLEN) {
+        const uint8_t *a = (const uint8_t *)&s->peer.in4.sin_addr;
+        char *o = out;
+
+        for (int i = 0; i < 4; i++) {
+            if (a[i] >= 100)
+                *o++ = (char)('0' + a[i] / 100);
+            if (a[i] >= 10)
+                *o++ = (char)('0' + a[i] / 10 % 10);
+            *o++ = (char)('0' + a[i] % 10);
+            *o++ = i < 3 ? '.' : '\0';
+        }
+    } else if (s->peer.sa.sa_family == AF_INET6) {
         inet_ntop(AF_INET6, &s->peer.in6.sin6_addr, out, (socklen_t)len);
-    else if (s->peer.sa.sa_family == AF_INET)
+    } else if (s->peer.sa.sa_family == AF_INET) {
         inet_ntop(AF_INET, &s->peer.in4.sin_addr, out, (socklen_t)len);
-    else
+    } else {
         snprintf(out, len, "unknown");
+    }
 }
 
 static int upstream_failed(struct txn *t, const char *what, int err);
