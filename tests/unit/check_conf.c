@@ -96,6 +96,23 @@ static void expect_error(const char *text, int line, const char *msg)
     ck_assert_msg(strchr(err, '\n') == NULL, "error \"%s\" has a newline", err);
 }
 
+/* Load text, expect exactly "PATH:LINE: msg". */
+static void expect_error_exact(const char *text, int line, const char *msg)
+{
+    char err[512] = "", want[1024];
+    char *path = write_tmp(text);
+    struct veer_conf *conf = conf_load(path, err, sizeof(err));
+
+    snprintf(want, sizeof(want), "%s:%d: %s", path, line, msg);
+    unlink(path);
+    free(path);
+    if (conf != NULL) {
+        conf_free(conf);
+        ck_abort_msg("config loaded, expected \"%s\"", msg);
+    }
+    ck_assert_str_eq(err, want);
+}
+
 /* The config block of ARCHITECTURE.md ("Config"), verbatim. */
 static const char reference_conf[] =
     "workers = 2;                                     # default: number of CPUs\n"
@@ -1131,15 +1148,8 @@ START_TEST(test_include_of_a_directory_is_an_error_at_its_line)
 
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(text, sizeof(text), BASE "workers = 2;\n  @include \"%s\"\n", dir);
-    path = write_tmp(text);
-    c = conf_load(path, err, sizeof(err));
-    ck_assert_ptr_null(c);
-    /* the @include is on the last line */
-    snprintf(want, sizeof(want), "%s:%d: @include \"%s\": is a directory, not a file", path,
-             lines(text), dir);
-    ck_assert_str_eq(err, want);
-    unlink(path);
-    free(path);
+    snprintf(want, sizeof(want), "@include \"%s\": is a directory, not a file", dir);
+    expect_error_exact(text, lines(text), want); /* the @include is on the last line */
 
     /* one level down: the error names the included file and its line */
     snprintf(text, sizeof(text), "workers = 2;\n\n@include \"%s\"\n", dir);
@@ -1176,23 +1186,12 @@ START_TEST(test_include_of_a_directory_is_an_error_at_its_line)
 
     /* after a string that spans two lines, the line is still the @include's */
     snprintf(text, sizeof(text), BASE "workers = 2;\nx_note = \"a\nb\";\n@include \"%s\"\n", dir);
-    path = write_tmp(text);
-    c = conf_load(path, err, sizeof(err));
-    ck_assert_ptr_null(c);
-    snprintf(want, sizeof(want), "%s:%d: @include \"%s\": is a directory, not a file", path,
-             lines(text), dir);
-    ck_assert_str_eq(err, want);
-    unlink(path);
-    free(path);
+    snprintf(want, sizeof(want), "@include \"%s\": is a directory, not a file", dir);
+    expect_error_exact(text, lines(text), want);
 
     /* commented out, it is not read: the config loads */
     snprintf(text, sizeof(text), BASE "/*\n@include \"%s\"\n*/\n# @include \"%s\"\n", dir, dir);
-    path = write_tmp(text);
-    c = conf_load(path, err, sizeof(err));
-    ck_assert_msg(c != NULL, "%s", err);
-    conf_free(c);
-    unlink(path);
-    free(path);
+    conf_free(load_ok(text));
     rmdir(dir);
 }
 END_TEST
@@ -1677,23 +1676,6 @@ START_TEST(test_admin_http_tls)
 END_TEST
 
 /* preflight (rollouts) */
-
-/* Load text, expect exactly "PATH:LINE: msg". */
-static void expect_error_exact(const char *text, int line, const char *msg)
-{
-    char err[512] = "", want[1024];
-    char *path = write_tmp(text);
-    struct veer_conf *conf = conf_load(path, err, sizeof(err));
-
-    snprintf(want, sizeof(want), "%s:%d: %s", path, line, msg);
-    unlink(path);
-    free(path);
-    if (conf != NULL) {
-        conf_free(conf);
-        ck_abort_msg("config loaded, expected \"%s\"", msg);
-    }
-    ck_assert_str_eq(err, want);
-}
 
 START_TEST(test_preflight_defaults_and_find)
 {

@@ -59,21 +59,6 @@ static const struct snap_route *sroute(uint32_t i)
     return &routing_current()->route[i];
 }
 
-/* The last audit record's before/after JSON, as text. */
-static void last_before_after(char *before, char *after, size_t len)
-{
-    json_t *a = ctl_audit_records();
-    json_t *rec = json_array_get(a, json_array_size(a) - 1);
-    char *b = json_dumps(json_object_get(rec, "before"), JSON_COMPACT | JSON_PRESERVE_ORDER);
-    char *f = json_dumps(json_object_get(rec, "after"), JSON_COMPACT | JSON_PRESERVE_ORDER);
-
-    snprintf(before, len, "%s", b ? b : "(none)");
-    snprintf(after, len, "%s", f ? f : "(none)");
-    free(b);
-    free(f);
-    json_decref(a);
-}
-
 /* The view's backends as "name:weight,...". */
 static void view_text(const struct snap_mirror *sm, char *out, size_t len)
 {
@@ -140,7 +125,7 @@ START_TEST(test_mirror_on_publishes_group_threshold_and_view)
     ck_assert_double_eq(CF.m->pools[API].mirror_percent, 10.0);
     /* The route without a mirror of its own follows its pool. */
     ck_assert_ptr_eq(sroute(USERS)->mirror, sm);
-    last_before_after(before, after, sizeof(before));
+    ctl_last_before_after(before, after, sizeof(before));
     ck_assert_str_eq(before, "{\"pool\":\"api\",\"mirror\":true,\"group\":\"red\",\"percent\":25}");
     ck_assert_str_eq(after,
                      "{\"pool\":\"api\",\"mirror\":true,\"group\":\"green\",\"percent\":10}");
@@ -173,7 +158,7 @@ START_TEST(test_mirror_on_defaults_to_the_pool_config_then_to_100_percent)
     ck_assert_str_eq(view, "p2:1");
     ck_assert_ptr_eq(sroute(PAID)->mirror, spool(PAY)->mirror);
     ck_assert_ptr_eq(sroute(PAID)->msite, mirror_site_get("pay", "paid"));
-    last_before_after(before, after, sizeof(before));
+    ctl_last_before_after(before, after, sizeof(before));
     ck_assert_str_eq(before, "{\"pool\":\"pay\",\"mirror\":false}");
     ck_assert_str_eq(after,
                      "{\"pool\":\"pay\",\"mirror\":true,\"group\":\"green\",\"percent\":100}");
@@ -193,7 +178,7 @@ START_TEST(test_mirror_off_stops_the_pool_and_its_routes)
     ck_assert_ptr_null(sroute(USERS)->mirror);
     ck_assert_int_eq(CF.m->pools[API].mirror, MIRROR_OFF);
     ck_assert_ptr_null(CF.m->pools[API].mirror_group);
-    last_before_after(before, after, sizeof(before));
+    ctl_last_before_after(before, after, sizeof(before));
     ck_assert_str_eq(before, "{\"pool\":\"api\",\"mirror\":true,\"group\":\"red\",\"percent\":25}");
     ck_assert_str_eq(after, "{\"pool\":\"api\",\"mirror\":false}");
     /* On again: the route's own mirror is back. */

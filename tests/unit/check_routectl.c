@@ -29,21 +29,6 @@ static const struct snap_route *snap(uint32_t i)
     return &routing_current()->route[i];
 }
 
-/* The last audit record's before/after JSON, as text. */
-static void last_before_after(char *before, char *after, size_t len)
-{
-    json_t *a = ctl_audit_records();
-    json_t *rec = json_array_get(a, json_array_size(a) - 1);
-    char *b = json_dumps(json_object_get(rec, "before"), JSON_COMPACT | JSON_PRESERVE_ORDER);
-    char *f = json_dumps(json_object_get(rec, "after"), JSON_COMPACT | JSON_PRESERVE_ORDER);
-
-    snprintf(before, len, "%s", b ? b : "(none)");
-    snprintf(after, len, "%s", f ? f : "(none)");
-    free(b);
-    free(f);
-    json_decref(a);
-}
-
 START_TEST(test_route_maintenance_on_and_off)
 {
     char before[512], after[512];
@@ -56,7 +41,7 @@ START_TEST(test_route_maintenance_on_and_off)
     ck_assert_int_eq(snap(0)->maint_hold_ms, 2000);
     ck_assert(!snap(1)->maint);
     ck_assert(!routing_current()->pools[PAY].maint); /* the route's, not its pool's */
-    last_before_after(before, after, sizeof(before));
+    ctl_last_before_after(before, after, sizeof(before));
     ck_assert_str_eq(
         before, "{\"route\":\"pay\",\"pool\":\"pay\",\"maintenance\":false,\"retry_after\":0}");
     ck_assert_str_eq(

@@ -205,6 +205,21 @@ static inline json_t *ctl_audit_records(void)
     return out;
 }
 
+/* The last audit record's before/after JSON, as text ("(none)" when absent). */
+static inline void ctl_last_before_after(char *before, char *after, size_t len)
+{
+    json_t *a = ctl_audit_records();
+    json_t *rec = json_array_get(a, json_array_size(a) - 1);
+    char *b = json_dumps(json_object_get(rec, "before"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *f = json_dumps(json_object_get(rec, "after"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+    snprintf(before, len, "%s", b ? b : "(none)");
+    snprintf(after, len, "%s", f ? f : "(none)");
+    free(b);
+    free(f);
+    json_decref(a);
+}
+
 static inline size_t ctl_audit_count(void)
 {
     json_t *a = ctl_audit_records();
